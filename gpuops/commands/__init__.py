@@ -1,0 +1,6 @@
+"""Command modules: each exposes `register(group)` and adds its commands to the `gpuops` group."""
+
+COMMAND_MODULES: tuple[str, ...] = (
+    "store",
+    "web",
+)
