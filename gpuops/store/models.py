@@ -149,6 +149,12 @@ class Action(Base):
     verified_at: Mapped[datetime | None]
     result: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(Text)
+    approvals_required: Mapped[int] = mapped_column(Integer, default=1)
+    verdict: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    diff: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claim_expires_at: Mapped[datetime | None]
 
     incident: Mapped[Incident] = relationship(back_populates="actions")
     approvals: Mapped[list[Approval]] = relationship(back_populates="action", order_by="Approval.id")
@@ -201,3 +207,65 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class Silence(Base):
+    """A silence or maintenance window: matching findings are recorded but open only suppressed incidents.
+    A null hostname or family matches any."""
+
+    __tablename__ = "silences"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), default="silence")  # silence | maintenance
+    hostname: Mapped[str | None] = mapped_column(String(253))
+    family: Mapped[str | None] = mapped_column(String(32))
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class NodeLease(Base):
+    """A node gpuops took out of service (cordoned, draining, rebooting). Active leases count against the
+    budget of nodes out; a lease is released when gpuops returns the node."""
+
+    __tablename__ = "node_leases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(253), index=True)
+    action_id: Mapped[int] = mapped_column(ForeignKey("actions.id", ondelete="CASCADE"), index=True)
+    reason: Mapped[str] = mapped_column(String(64))
+    acquired_at: Mapped[datetime] = mapped_column(default=utcnow)
+    released_at: Mapped[datetime | None]
+
+
+class PolicyState(Base):
+    """The single row that serialises policy decisions across workers (locked with SELECT … FOR UPDATE)
+    and holds the circuit breaker."""
+
+    __tablename__ = "policy_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    breaker_open: Mapped[bool] = mapped_column(default=False)
+    breaker_opened_at: Mapped[datetime | None]
+    breaker_reason: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class HardwareTicket(Base):
+    """An RMA request with its evidence, opened by the `open_hardware_ticket` runbook."""
+
+    __tablename__ = "hardware_tickets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id", ondelete="SET NULL"), index=True)
+    action_id: Mapped[int | None] = mapped_column(ForeignKey("actions.id", ondelete="SET NULL"))
+    hostname: Mapped[str] = mapped_column(String(253))
+    gpu: Mapped[int | None]
+    uuid: Mapped[str | None] = mapped_column(String(64))
+    summary: Mapped[str] = mapped_column(Text)
+    evidence: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    webhook_status: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

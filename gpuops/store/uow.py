@@ -32,10 +32,9 @@ class UnitOfWork:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        try:
-            self.session.rollback()
-        finally:
-            self.session.close()
+        # close() rolls back whatever was not committed and detaches objects without expiring them,
+        # so values read inside the block stay readable after it.
+        self.session.close()
         if isinstance(exc, OperationalError):
             raise StoreError(f"the database is unavailable or refused the operation: {exc.orig}") from exc
 
