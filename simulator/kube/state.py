@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from connectors.kubernetes.annotations import CHECKPOINT_DONE, CHECKPOINT_REQUESTED
 from simulator.kube.errors import AlreadyExists, Conflict, DisruptionBudgetBlocked, Invalid, NotFound
 from simulator.kube.objects import (
     GPU_ANNOTATION,
@@ -50,8 +51,6 @@ __all__ = [
     "KubeState",
 ]
 
-CHECKPOINT_REQUESTED = "gpuops.io/checkpoint-requested"
-CHECKPOINT_DONE = "gpuops.io/checkpoint-done"
 CHECKPOINT_SECONDS_ANNOTATION = "sim.gpuops.io/checkpoint-seconds"
 """On a training Pod (or its template): the job checkpoints when asked, taking this many seconds."""
 
@@ -68,6 +67,7 @@ EventKind = Literal[
     "deployment_scaled",
 ]
 Key = tuple[str, str]  # (namespace or "", name)
+OwnerKey = tuple[str, str, str]  # (controller kind, namespace, name)
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,9 @@ class KubeState:
         self._reset_done_at: dict[str, float] = {}
         self._checkpoint_due: dict[Key, tuple[str, float]] = {}
         self._pod_start_at: dict[Key, float] = {}
+        self._owner_of: dict[Key, OwnerKey | None] = {}
+        self._by_owner: dict[OwnerKey, set[Key]] = {}
+        self._reconciled_rv = -1
         for ns in ("default", "kube-system"):
             self._put(
                 "namespaces",
@@ -185,6 +188,8 @@ class KubeState:
         self._rv += 1
         md["resourceVersion"] = str(self._rv)
         self._store[plural][key] = obj
+        if plural == "pods":
+            self._index_pod(key, obj)
         return obj
 
     def _find(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
@@ -328,8 +333,9 @@ class KubeState:
             else:
                 result = self._store[plural].pop(self._key(plural, namespace, name))
                 self._rv += 1
-                if plural == "deployments":
-                    for pod in self._owned_pods("Deployment", namespace, name):
+                owner_kind = {"deployments": "Deployment", "daemonsets": "DaemonSet"}.get(plural)
+                if owner_kind:  # the garbage collector removes what the owner controlled
+                    for pod in self._owned_pods(owner_kind, namespace, name):
                         self._delete_pod(namespace, pod["metadata"]["name"], None, reason="OwnerDeleted")
             self._reconcile()
             return copy.deepcopy(result)
@@ -465,7 +471,7 @@ class KubeState:
             if was_running:
                 self._emit_pod_stopped(pod, reason)
             if controller_of(pod):
-                self._store["pods"].pop((namespace, name))
+                self._drop_pod((namespace, name))
                 self._rv += 1
             self._reconcile()
 
@@ -542,7 +548,15 @@ class KubeState:
 
     def _create_pod(self, pod: dict[str, Any], *, start_now: bool) -> dict[str, Any]:
         spec = pod.setdefault("spec", {})
-        spec.setdefault("containers", [{"name": meta(pod).get("name", "main"), "image": "busybox"}])
+        containers = spec.setdefault("containers", [])
+        if not containers:
+            containers.append({"name": "main"})
+        for container in containers:
+            container.setdefault("image", "busybox:1.36")
+            for kind in ("limits", "requests"):
+                quantities = (container.get("resources") or {}).get(kind)
+                if quantities:  # the API server keeps quantities as strings
+                    container["resources"][kind] = {k: str(v) for k, v in quantities.items()}
         spec.setdefault("restartPolicy", "Always")
         spec.setdefault("schedulerName", "default-scheduler")
         spec.setdefault("terminationGracePeriodSeconds", self.default_grace_seconds)
@@ -575,6 +589,8 @@ class KubeState:
                     "ready": False,
                     "restartCount": 0,
                     "image": c.get("image", ""),
+                    "imageID": "",
+                    "started": False,
                     "state": {"waiting": {"reason": "ContainerCreating"}},
                 }
                 for c in pod["spec"]["containers"]
@@ -595,6 +611,8 @@ class KubeState:
                 "ready": True,
                 "restartCount": 0,
                 "image": c.get("image", ""),
+                "imageID": f"{c.get('image', '')}@sha256:{'0' * 64}",
+                "containerID": f"containerd://{uuid.uuid4().hex}",
                 "started": True,
                 "state": {"running": {"startedAt": rfc3339(now)}},
             }
@@ -670,7 +688,7 @@ class KubeState:
         key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
         if pod_running(pod):
             self._emit_pod_stopped(pod, reason)
-        self._store["pods"].pop(key, None)
+        self._drop_pod(key)
         self._pod_start_at.pop(key, None)
         self._checkpoint_due.pop(key, None)
         self._rv += 1
@@ -693,24 +711,44 @@ class KubeState:
                 self._start_pod(pod)
                 self._put("pods", pod)
 
+    def _index_pod(self, key: Key, pod: dict[str, Any]) -> None:
+        ref = controller_of(pod)
+        owner = (str(ref.get("kind")), key[0], str(ref.get("name"))) if ref else None
+        previous = self._owner_of.get(key)
+        if previous == owner and key in self._owner_of:
+            return
+        if previous is not None:
+            self._by_owner.get(previous, set()).discard(key)
+        self._owner_of[key] = owner
+        if owner is not None:
+            self._by_owner.setdefault(owner, set()).add(key)
+
+    def _drop_pod(self, key: Key) -> None:
+        self._store["pods"].pop(key, None)
+        owner = self._owner_of.pop(key, None)
+        if owner is not None:
+            self._by_owner.get(owner, set()).discard(key)
+
     def _owned_pods(self, owner_kind: str, namespace: str, owner: str) -> list[dict[str, Any]]:
-        out = []
-        for (ns, _), pod in self._store["pods"].items():
-            ref = controller_of(pod)
-            if ns == namespace and ref and ref.get("kind") == owner_kind and ref.get("name") == owner:
-                out.append(pod)
-        return out
+        keys = sorted(self._by_owner.get((owner_kind, namespace, owner), ()))
+        return [self._store["pods"][k] for k in keys]
 
     # ------------------------------------------------------------------ scheduling
 
-    def _free_gpus(self, node: str) -> list[int]:
+    def _held_gpus(self) -> dict[str, set[int]]:
+        """GPU indices held on each node by its Pending or Running pods."""
+        held: dict[str, set[int]] = {}
+        for pod in self._store["pods"].values():
+            node = pod["spec"].get("nodeName")
+            if node and pod["status"].get("phase") in ("Pending", "Running"):
+                held.setdefault(node, set()).update(pod_gpus(pod))
+        return held
+
+    def _free_gpus(self, node: str, held: dict[str, set[int]] | None = None) -> list[int]:
         obj = self._store["nodes"][("", node)]
         total = int(obj["status"]["capacity"].get(GPU_RESOURCE, "0"))
-        held: set[int] = set()
-        for pod in self._store["pods"].values():
-            if pod["spec"].get("nodeName") == node and pod["status"].get("phase") in ("Pending", "Running"):
-                held.update(pod_gpus(pod))
-        return [g for g in range(total) if g not in held and (node, g) not in self._unhealthy_gpus]
+        taken = (held if held is not None else self._held_gpus()).get(node, set())
+        return [g for g in range(total) if g not in taken and (node, g) not in self._unhealthy_gpus]
 
     def _fits(self, pod: dict[str, Any], node: dict[str, Any]) -> bool:
         if not condition_true(node, "Ready") or node.get("spec", {}).get("unschedulable"):
@@ -733,13 +771,14 @@ class KubeState:
             ),
             key=lambda p: (p["metadata"]["creationTimestamp"], p["metadata"]["name"]),
         )
+        held = self._held_gpus() if pending else {}
         for pod in pending:
             need = pod_gpu_request(pod)
             best: tuple[int, str, list[int]] | None = None
             for (_, node_name), node in sorted(self._store["nodes"].items()):
                 if not self._fits(pod, node):
                     continue
-                free = self._free_gpus(node_name)
+                free = self._free_gpus(node_name, held)
                 if len(free) >= need and (best is None or len(free) < best[0]):
                     best = (len(free), node_name, free)
             if best is None:
@@ -748,6 +787,7 @@ class KubeState:
             _, node_name, free = best
             if need:
                 meta(pod).setdefault("annotations", {})[GPU_ANNOTATION] = ",".join(map(str, free[:need]))
+                held.setdefault(node_name, set()).update(free[:need])
             self._bind(pod, node_name, start_now=start_now)
 
     def _mark_unschedulable(self, pod: dict[str, Any], need: int) -> None:
@@ -764,6 +804,9 @@ class KubeState:
     # ------------------------------------------------------------------ controllers
 
     def _reconcile(self) -> None:
+        """Run the controllers; they only react to writes, so nothing to do when none happened since."""
+        if self._rv == self._reconciled_rv:
+            return
         for dep in list(self._store["deployments"].values()):
             self._reconcile_deployment(dep)
         for ds in list(self._store["daemonsets"].values()):
@@ -773,6 +816,7 @@ class KubeState:
             self._update_pdb_status(pdb)
             if pdb["status"] != before:
                 self._put("poddisruptionbudgets", pdb)
+        self._reconciled_rv = self._rv
 
     def _pod_from_template(self, owner: dict[str, Any], owner_kind: str, suffix: str) -> dict[str, Any]:
         template = copy.deepcopy(owner.get("spec", {}).get("template") or {})

@@ -302,3 +302,18 @@ def test_unhealthy_gpu_leaves_allocatable(state: KubeState, clock: Clock) -> Non
     state.set_gpu_healthy("gpu-node-001", 0, True)
     advance(state, clock, 10)
     assert state.get_object("pods", "ml", "big")["spec"]["nodeName"] == "gpu-node-001"
+
+
+def test_deleting_an_owner_removes_its_pods(state: KubeState, clock: Clock) -> None:
+    state.add_deployment(training("train", replicas=2, gpus=4))
+    state.add_daemonset(
+        {
+            "metadata": {"name": "dcgm", "namespace": "gpu-operator"},
+            "spec": {"template": {"metadata": {"labels": {"app": "dcgm"}}}},
+        }
+    )
+    state.delete_object("deployments", "ml", "train")
+    state.delete_object("daemonsets", "gpu-operator", "dcgm")
+    advance(state, clock, 40)
+    assert state.list_pods() == []
+    assert state.gpu_assignments() == {}
