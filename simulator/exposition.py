@@ -242,10 +242,12 @@ def render_dcgm(
     rows: Sequence[int],
     labels: Sequence[str],
     xid_counts: dict[int, dict[int, int]],
-    timestamp_ms: int | None = None,
+    suffix: str = "",
 ) -> str:
-    """The /metrics body of every visible GPU (`rows`), `labels[i]` being row `rows[i]`'s label set."""
-    suffix = "" if timestamp_ms is None else f" {timestamp_ms}"
+    """The /metrics body of every visible GPU (`rows`), `labels[i]` being row `rows[i]`'s label set.
+
+    `suffix` follows every value: empty like the exporter, or a sample timestamp.
+    """
     idx = np.asarray(rows, dtype=np.int64)
     out: list[str] = []
     for counter in COUNTERS:
@@ -283,10 +285,9 @@ def render_kube_state(
     nodes: list[dict[str, Any]],
     pods: list[dict[str, Any]],
     deployments: list[dict[str, Any]],
-    timestamp_ms: int | None = None,
+    suffix: str = "",
 ) -> str:
     """kube-state-metrics series for nodes, pods and deployments, from their Kubernetes JSON."""
-    suffix = "" if timestamp_ms is None else f" {timestamp_ms}"
     out: list[str] = []
     conditions = []
     unschedulable = []

@@ -239,18 +239,22 @@ def scenario_from_dict(data: Any, source: str = "scenario") -> Scenario:
         raise ScenarioError(f"{source} is not a valid scenario:\n{_describe(exc)}") from exc
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    """Read and validate a scenario YAML file."""
+def read_scenario_data(path: str | Path) -> Any:
+    """The parsed YAML of a scenario file, not yet validated."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ScenarioError(f"cannot read scenario file {path}: {exc.strerror or exc}") from exc
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ScenarioError(f"{path} is not valid YAML: {exc}") from exc
-    return scenario_from_dict(data, source=str(path))
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario YAML file."""
+    return scenario_from_dict(read_scenario_data(path), source=str(path))
 
 
 def default_scenario(

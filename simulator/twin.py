@@ -168,8 +168,17 @@ class Twin:
             per[code] = per.get(code, 0) + 1
         return counts
 
-    def dcgm_text(self, timestamps: bool = False) -> str:
-        """dcgm-exporter's /metrics body for every visible GPU."""
+    def _suffix(self, timestamps: bool | str) -> str:
+        if timestamps == "openmetrics":
+            return f" {self.t:.3f}"
+        return f" {round(self.t * 1000)}" if timestamps else ""
+
+    def dcgm_text(self, timestamps: bool | str = False) -> str:
+        """dcgm-exporter's /metrics body for every visible GPU.
+
+        `timestamps`: False like the exporter, True for millisecond sample timestamps (simulated
+        time), "openmetrics" for OpenMetrics second timestamps.
+        """
         with self._lock:
             rows = self.visible_rows()
             return render_dcgm(
@@ -177,20 +186,20 @@ class Twin:
                 rows,
                 [self._labels[r] for r in rows],
                 self.xid_counts(),
-                round(self.t * 1000) if timestamps else None,
+                self._suffix(timestamps),
             )
 
-    def kube_state_text(self, timestamps: bool = False) -> str:
+    def kube_state_text(self, timestamps: bool | str = False) -> str:
         """kube-state-metrics series for the twin's nodes, pods and deployments."""
         with self._lock:
             return render_kube_state(
                 self.kube.list_nodes(),
                 self.kube.list_pods(),
                 self.kube.list_deployments(),
-                round(self.t * 1000) if timestamps else None,
+                self._suffix(timestamps),
             )
 
-    def metrics_text(self, timestamps: bool = False) -> str:
+    def metrics_text(self, timestamps: bool | str = False) -> str:
         """The whole /metrics body: dcgm-exporter then kube-state-metrics."""
         with self._lock:
             return self.dcgm_text(timestamps) + self.kube_state_text(timestamps)
