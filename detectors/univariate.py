@@ -174,16 +174,16 @@ class SequenceEnsemble:
     """The default NAB detector (see the module docstring)."""
 
     warmup: int = 150
-    bins: int = 30
+    bins: int = 25
     max_order: int = 3
     value_window: int = 400
-    diff_window: int = 400
+    diff_window: int = 300
     short: int = 8
     long: int = 2000
     min_periods: int = 100
-    weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    weights: tuple[float, float, float] = (0.9, 1.0, 1.0)
     rest_level: float = 0.6
-    rest_rows: int = 100
+    rest_rows: int = 150
     damp: float = 0.0
 
     def __call__(self, values: FloatArray) -> FloatArray:
