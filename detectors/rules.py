@@ -156,7 +156,9 @@ class GpuLostRule:
     missing from the frame altogether (the slot is remembered from earlier cycles).
     """
 
-    grace_s: float = 90.0
+    # Two 15 s scrape steps: one missed scrape is not a lost GPU, two in a row are (ARCHITECTURE's goal is
+    # detection within two steps).
+    grace_s: float = 30.0
     name: str = "rules.gpu_lost"
     _last_seen: FloatArray = field(default_factory=lambda: np.zeros(0))
     _lost: OnsetTracker = field(default_factory=OnsetTracker)

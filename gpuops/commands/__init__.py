@@ -5,4 +5,5 @@ COMMAND_MODULES: tuple[str, ...] = (
     "web",
     "nab",
     "sim",
+    "backtest",
 )

@@ -87,8 +87,8 @@ def test_gpu_whose_series_vanish_is_lost_once_after_grace() -> None:
     for arr in met.values():
         arr[4, 150:] = np.nan
     found = run_rules(det_synth.frame(ts, met, gpus, nodes, nm))
-    assert [(f.kind, f.gpu, f.ts) for f in found] == [("gpu_lost", 4, ts[152])]  # seen last at 149
-    assert found[0].evidence["silent_s"] == 90.0
+    assert [(f.kind, f.gpu, f.ts) for f in found] == [("gpu_lost", 4, ts[150])]  # seen last at 149
+    assert found[0].evidence["silent_s"] == 30.0
 
 
 def test_gpu_row_missing_from_later_frames_is_lost() -> None:
