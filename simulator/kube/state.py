@@ -542,7 +542,15 @@ class KubeState:
 
     def _create_pod(self, pod: dict[str, Any], *, start_now: bool) -> dict[str, Any]:
         spec = pod.setdefault("spec", {})
-        spec.setdefault("containers", [{"name": meta(pod).get("name", "main"), "image": "busybox"}])
+        containers = spec.setdefault("containers", [])
+        if not containers:
+            containers.append({"name": "main"})
+        for container in containers:
+            container.setdefault("image", "busybox:1.36")
+            for kind in ("limits", "requests"):
+                quantities = (container.get("resources") or {}).get(kind)
+                if quantities:  # the API server keeps quantities as strings
+                    container["resources"][kind] = {k: str(v) for k, v in quantities.items()}
         spec.setdefault("restartPolicy", "Always")
         spec.setdefault("schedulerName", "default-scheduler")
         spec.setdefault("terminationGracePeriodSeconds", self.default_grace_seconds)
@@ -575,6 +583,8 @@ class KubeState:
                     "ready": False,
                     "restartCount": 0,
                     "image": c.get("image", ""),
+                    "imageID": "",
+                    "started": False,
                     "state": {"waiting": {"reason": "ContainerCreating"}},
                 }
                 for c in pod["spec"]["containers"]
@@ -595,6 +605,8 @@ class KubeState:
                 "ready": True,
                 "restartCount": 0,
                 "image": c.get("image", ""),
+                "imageID": f"{c.get('image', '')}@sha256:{'0' * 64}",
+                "containerID": f"containerd://{uuid.uuid4().hex}",
                 "started": True,
                 "state": {"running": {"startedAt": rfc3339(now)}},
             }
