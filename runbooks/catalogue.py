@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 class Catalogue:
     """Runbooks by name. Every operation validates the plan first and never raises for a cluster failure:
-    failures come back as a StepResult with ok=False."""
+    failures come back as a StepResult with ok=False. The catalogue's settings are the ones that apply:
+    steps see them as `ctx.settings`, whatever the context passed in carried."""
 
     def __init__(self, runbooks: Iterable[Runbook[Any]] = (), settings: RunbookSettings | None = None) -> None:
         self.settings = settings or RunbookSettings()
@@ -104,16 +105,20 @@ class Catalogue:
             raise InvalidPlan(f"{definition.name}: the same target is named twice")
         return found
 
-    def _prepared(self, plan: Plan) -> tuple[Runbook[Any], Plan, BaseModel]:
+    def _prepared(self, plan: Plan, ctx: RunbookContext) -> tuple[Runbook[Any], Plan, BaseModel, RunbookContext]:
+        """The runbook, the validated plan, its parameters, and the context under the catalogue's settings."""
         checked = self.validate(plan)
         runbook = self._runbook(checked.runbook)
-        return runbook, checked, runbook.definition.params_model.model_validate(checked.params)
+        params = runbook.definition.params_model.model_validate(checked.params)
+        if ctx.settings is not self.settings:
+            ctx = replace(ctx, settings=self.settings)
+        return runbook, checked, params, ctx
 
     # ------------------------------------------------------------------ judging
 
     def risk_for(self, plan: Plan, ctx: RunbookContext) -> Risk:
         """The base risk, raised (never lowered) by what the runbook finds in the cluster."""
-        runbook, checked, params = self._prepared(plan)
+        runbook, checked, params, ctx = self._prepared(plan, ctx)
         base = runbook.definition.risk
         judge = runbook.part(StepKind.RISK)
         if judge is None:
@@ -123,7 +128,7 @@ class Catalogue:
 
     def preconditions(self, plan: Plan, ctx: RunbookContext) -> list[str]:
         """Problems that stop the plan now, read from the live cluster; [] = it may proceed."""
-        runbook, checked, params = self._prepared(plan)
+        runbook, checked, params, ctx = self._prepared(plan, ctx)
         return self._preconditions(runbook, checked, params, ctx)
 
     @staticmethod
@@ -139,7 +144,7 @@ class Catalogue:
 
     def dry_run(self, plan: Plan, ctx: RunbookContext) -> Diff:
         """What executing would change and cost; changes nothing. Precondition problems become blockers."""
-        runbook, checked, params = self._prepared(plan)
+        runbook, checked, params, ctx = self._prepared(plan, ctx)
         blockers = self._preconditions(runbook, checked, params, ctx)
         part = runbook.part(StepKind.DRY_RUN)
         assert part is not None
@@ -156,7 +161,7 @@ class Catalogue:
     def execute(self, plan: Plan, ctx: RunbookContext) -> StepResult:
         """Check the preconditions again, then run the steps in order, reporting each through ctx.on_step;
         stop at the first failure. Never raises for a cluster failure."""
-        runbook, checked, params = self._prepared(plan)
+        runbook, checked, params, ctx = self._prepared(plan, ctx)
         problems = self._preconditions(runbook, checked, params, ctx)
         pre = StepResult(not problems, "; ".join(problems) or "preconditions hold", {"problems": problems})
         ctx.on_step("preconditions", pre)
@@ -184,7 +189,7 @@ class Catalogue:
 
     def verify(self, plan: Plan, ctx: RunbookContext) -> StepResult:
         """Check the expected effect, re-checking until the runbook's verify deadline passes."""
-        runbook, checked, params = self._prepared(plan)
+        runbook, checked, params, ctx = self._prepared(plan, ctx)
         part = runbook.part(StepKind.VERIFY)
         assert part is not None
         deadline = self.settings.verify_deadline_s or runbook.definition.verify_deadline_s
@@ -204,7 +209,7 @@ class Catalogue:
 
     def rollback(self, plan: Plan, ctx: RunbookContext) -> StepResult | None:
         """Undo what execute did, where the runbook has a rollback; None when it has none."""
-        runbook, checked, params = self._prepared(plan)
+        runbook, checked, params, ctx = self._prepared(plan, ctx)
         part = runbook.part(StepKind.ROLLBACK)
         if part is None:
             return None
