@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from connectors.kubernetes import ClusterError
+from gpuops.errors import GpuopsError
 from runbooks.context import RunbookContext
 from runbooks.definition import RegisteredStep, Runbook, RunbookDefinition, StepKind
 from runbooks.errors import IncompleteRunbook, InvalidPlan, UnknownRunbook
@@ -182,8 +184,11 @@ class Catalogue:
     def _run(step: RegisteredStep, plan: Plan, params: BaseModel, ctx: RunbookContext) -> StepResult:
         try:
             result: StepResult = step.fn(plan, params, ctx)
+        except (ClusterError, GpuopsError) as exc:  # the cluster refused or failed: a result, not a crash
+            log.warning("step %s of %s failed: %s", step.name, plan.runbook, exc)
+            return StepResult(False, f"{type(exc).__name__}: {exc}", {"error": str(exc)})
         except Exception as exc:  # the executor expects a result it can audit, never a traceback
-            log.warning("step %s of %s raised: %s", step.name, plan.runbook, exc, exc_info=True)
+            log.exception("step %s of %s raised unexpectedly", step.name, plan.runbook)
             return StepResult(False, f"{type(exc).__name__}: {exc}", {"error": str(exc)})
         return result
 

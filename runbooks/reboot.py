@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from connectors.kubernetes import NotFound
 from runbooks import drain
 from runbooks.context import RunbookContext
 from runbooks.cordon import cordoned_by_plan, find_node, release
@@ -92,7 +93,10 @@ def release_node(plan: Plan, params: RebootParams, ctx: RunbookContext) -> StepR
 @REBOOT.verify
 def _verify(plan: Plan, params: RebootParams, ctx: RunbookContext) -> StepResult:
     name = request_name(plan, ctx, "reboot")
-    request = ctx.cluster.get_node_reboot(name)
+    try:
+        request = ctx.cluster.get_node_reboot(name)
+    except NotFound:
+        return StepResult(False, f"no NodeReboot request {name}: this plan has not rebooted the node")
     node = ctx.cluster.get_node(str(plan.target.node))
     if request.phase != "Succeeded":
         return StepResult(False, f"{name} is {request.phase}: {request.message}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from connectors.kubernetes import NodeInfo, PodInfo
+from connectors.kubernetes import NodeInfo, NotFound, PodInfo
 from runbooks.context import RunbookContext
 from runbooks.cordon import action_reason, cordon, find_node, release
 from runbooks.definition import Runbook, RunbookDefinition
@@ -150,7 +150,10 @@ def release_node(plan: Plan, params: ResetGpuParams, ctx: RunbookContext) -> Ste
 @RESET.verify
 def _verify(plan: Plan, params: ResetGpuParams, ctx: RunbookContext) -> StepResult:
     name = request_name(plan, ctx, "reset")
-    request = ctx.cluster.get_gpu_reset(name)
+    try:
+        request = ctx.cluster.get_gpu_reset(name)
+    except NotFound:
+        return StepResult(False, f"no GPUReset request {name}: this plan has not reset the GPU")
     node = ctx.cluster.get_node(str(plan.target.node))
     if request.phase != "Succeeded":
         return StepResult(False, f"{name} is {request.phase}: {request.message}")

@@ -89,7 +89,7 @@ FAST = RunbookSettings(
     drain_timeout_s=120,
     evict_retry_interval_s=5,
     checkpoint_deadline_s=60,
-    poll_interval_s=2,
+    poll_interval_s=5,
     gpu_reset_timeout_s=120,
     node_reboot_timeout_s=600,
 )
