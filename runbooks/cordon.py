@@ -78,8 +78,10 @@ def release(ctx: RunbookContext, plan: Plan, node: str) -> StepResult:
     current = ctx.cluster.get_node(node)
     if not current.unschedulable:
         return StepResult(True, f"{node} is schedulable")
+    if not current.cordoned_by_gpuops:
+        return StepResult(True, f"{node} left cordoned: someone else cordoned it and {NOT_OURS}")
     if not cordoned_by_plan(current, plan):
-        return StepResult(True, f"{node} left cordoned: the cordon predates this action")
+        return StepResult(True, f"{node} left cordoned: gpuops' cordon predates this action")
     return uncordon(ctx, node)
 
 
@@ -119,7 +121,7 @@ def _cordon_dry(plan: Plan, params: NodeParams, ctx: RunbookContext) -> Diff:
 
 @CORDON.step
 def _cordon(plan: Plan, params: NodeParams, ctx: RunbookContext) -> StepResult:
-    return cordon(ctx, str(plan.target.node), params.reason)
+    return cordon(ctx, str(plan.target.node), action_reason(plan, params.reason))
 
 
 @CORDON.verify
@@ -130,7 +132,7 @@ def _cordon_verify(plan: Plan, params: NodeParams, ctx: RunbookContext) -> StepR
 
 @CORDON.rollback
 def _cordon_rollback(plan: Plan, params: NodeParams, ctx: RunbookContext) -> StepResult:
-    return uncordon(ctx, str(plan.target.node))
+    return release(ctx, plan, str(plan.target.node))
 
 
 # ---------------------------------------------------------------- uncordon_node
@@ -186,4 +188,4 @@ def _uncordon_verify(plan: Plan, params: NodeParams, ctx: RunbookContext) -> Ste
 
 @UNCORDON.rollback
 def _uncordon_rollback(plan: Plan, params: NodeParams, ctx: RunbookContext) -> StepResult:
-    return cordon(ctx, str(plan.target.node), params.reason or "rollback of uncordon_node")
+    return cordon(ctx, str(plan.target.node), action_reason(plan, params.reason))

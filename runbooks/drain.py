@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from connectors.kubernetes import PodInfo
 from runbooks.context import RunbookContext
-from runbooks.cordon import action_reason, cordon, find_node, uncordon
+from runbooks.cordon import action_reason, cordon, find_node, release
 from runbooks.definition import Runbook, RunbookDefinition
 from runbooks.model import Diff, Plan, Risk, StepResult, TargetKind
 from runbooks.pods import (
@@ -74,7 +74,7 @@ def _pre(plan: Plan, params: DrainParams, ctx: RunbookContext) -> list[str]:
 
 
 @DRAIN.dry_run
-def _dry(plan: Plan, params: DrainParams, ctx: RunbookContext) -> Diff:
+def drain_diff(plan: Plan, params: DrainParams, ctx: RunbookContext) -> Diff:
     node, problems = find_node(ctx, str(plan.target.node))
     if node is None:
         return Diff(blockers=problems)
@@ -147,5 +147,6 @@ def _verify(plan: Plan, params: DrainParams, ctx: RunbookContext) -> StepResult:
 
 @DRAIN.rollback
 def _rollback(plan: Plan, params: DrainParams, ctx: RunbookContext) -> StepResult:
-    """Evicted pods are not brought back (their controllers recreate them); the cordon is lifted if ours."""
-    return uncordon(ctx, str(plan.target.node))
+    """Evicted pods are not brought back (their controllers recreate them); the cordon is lifted if this
+    drain made it."""
+    return release(ctx, plan, str(plan.target.node))

@@ -51,8 +51,7 @@ def _pre(plan: Plan, params: RebootParams, ctx: RunbookContext) -> list[str]:
 
 @REBOOT.dry_run
 def _dry(plan: Plan, params: RebootParams, ctx: RunbookContext) -> Diff:
-    diff = drain.DRAIN.part(StepKind.DRY_RUN).fn(plan, params, ctx)  # type: ignore[union-attr]
-    assert isinstance(diff, Diff)
+    diff = drain.drain_diff(plan, params, ctx)
     node = ctx.cluster.get_node(str(plan.target.node)) if not diff.blockers else None
     diff.changes.append(f"reboot {plan.target.node} (NodeReboot request to the node agent)")
     if params.uncordon_after and node is not None and not node.unschedulable:

@@ -80,8 +80,9 @@ def test_a_node_cordoned_by_someone_else_is_never_uncordoned(
     # gpuops' own cordon on top does not claim the node, so neither its rollback nor a drain's uncordons it
     cordon = Plan("cordon_node", {}, node)
     assert "someone else" in catalogue.execute(cordon, ctx).detail
-    rolled = catalogue.rollback(cordon, ctx)
-    assert rolled is not None and not rolled.ok and "someone else" in rolled.detail
+    for plan in (cordon, drain()):
+        rolled = catalogue.rollback(plan, ctx)
+        assert rolled is not None and rolled.ok and "left cordoned: someone else cordoned it" in rolled.detail
     # and the executing step refuses even when the precondition is skipped (the node changed meanwhile)
     step = catalogue._runbook("uncordon_node").steps[0]
     direct = step.fn(catalogue.validate(uncordon), catalogue.get("uncordon_node").params_model(), ctx)
@@ -251,3 +252,17 @@ def test_dry_run_changes_nothing_and_lists_evictions_and_gpu_hours(
     forced = catalogue.dry_run(drain(checkpoint=False), ctx)
     assert forced.gpu_hours_at_risk == pytest.approx(6.0)
     assert twin.snapshot() == before
+
+
+def test_rollback_lifts_only_the_cordon_its_own_plan_made(
+    twin: Twin, cluster: KubernetesCluster, catalogue: Catalogue
+) -> None:
+    ctx = context(twin, cluster)
+    earlier = Plan("cordon_node", {"reason": "xid 48"}, (Target.for_node(N1),))
+    assert catalogue.execute(earlier, ctx).ok
+    assert catalogue.execute(drain(), ctx).ok
+    rolled = catalogue.rollback(drain(), ctx)
+    assert rolled is not None and rolled.ok and "predates this action" in rolled.detail
+    assert not twin.state.node_schedulable(N1)
+    undone = catalogue.rollback(earlier, ctx)
+    assert undone is not None and undone.ok and twin.state.node_schedulable(N1)
