@@ -292,7 +292,8 @@ def execute(uow_factory: Callable[[], UnitOfWork], *, action_id: int, deps: Exec
     with log_context(incident_id=incident_id, action_id=action_row_id):
         ctx = _context(deps, incident_id, "executor", on_step)
         result = deps.catalogue.execute(plan, ctx)
-        verified = deps.catalogue.verify(plan, ctx) if result.ok else StepResult(False, "not verified: " + result.detail)
+        verified = (deps.catalogue.verify(plan, ctx) if result.ok
+                    else StepResult(False, "not verified: " + result.detail))
         rollback = None if verified.ok else deps.catalogue.rollback(plan, ctx)
         return _finish(uow_factory, action_row_id, plan, result, verified, rollback, deps)
 
