@@ -85,6 +85,12 @@ class ExecutionDeps:
     claim_ttl_s: float = 1800.0
 
 
+def deps_from(container: Any, **overrides: Any) -> ExecutionDeps:
+    """Execution dependencies from a wiring container (the cluster is connected here, on first use)."""
+    return ExecutionDeps(catalogue=container.catalogue, cluster=container.cluster, policy=container.policy,
+                         runbook_settings=container.runbook_settings, **overrides)
+
+
 def _wall_clock() -> float:
     import time
 
