@@ -13,7 +13,7 @@ def test_bootstrap_connects_to_nothing_and_names_a_missing_telemetry_source() ->
     container = bootstrap(Settings(database_url="sqlite://", kube_api_url="http://127.0.0.1:9"))
     try:
         assert container._cluster is None and container._telemetry is None  # nothing built at start-up
-        with pytest.raises(ConfigError, match="GPUOPS_PROMETHEUS_URL.*GPUOPS_SCRAPE_URLS"):
+        with pytest.raises(ConfigError, match=r"GPUOPS_PROMETHEUS_URL.*GPUOPS_SCRAPE_URLS"):
             _ = container.telemetry
     finally:
         container.close()
