@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from connectors.kubernetes.annotations import CHECKPOINT_DONE, CHECKPOINT_REQUESTED
-from simulator.kube.errors import AlreadyExists, Conflict, DisruptionBudgetBlocked, Invalid, NotFound
+from simulator.kube.errors import (
+    AlreadyExists,
+    BadRequest,
+    Conflict,
+    DisruptionBudgetBlocked,
+    Invalid,
+    NotFound,
+)
 from simulator.kube.objects import (
     GPU_ANNOTATION,
     GPU_RESOURCE,
@@ -39,7 +46,8 @@ from simulator.kube.objects import (
     tolerates,
 )
 from simulator.kube.resources import BY_PLURAL
-from simulator.kube.selectors import label_selector_matches, object_fields, parse_selector
+from simulator.kube.selectors import SelectorError, label_selector_matches, object_fields, parse_selector
+from simulator.kube.validation import validate_object
 
 __all__ = [
     "CHECKPOINT_DONE",
@@ -219,8 +227,11 @@ class KubeState:
         field_selector: str | None = None,
     ) -> tuple[list[dict[str, Any]], str]:
         """Copies of the matching objects, sorted by namespace and name, and the list's resourceVersion."""
-        labels_ok = parse_selector(label_selector)
-        fields_ok = parse_selector(field_selector)
+        try:
+            labels_ok = parse_selector(label_selector)
+            fields_ok = parse_selector(field_selector)
+        except SelectorError as exc:
+            raise BadRequest(f"unable to parse requirement: {exc}") from exc
         with self._lock:
             items = [
                 copy.deepcopy(obj)
@@ -249,6 +260,7 @@ class KubeState:
             return copy.deepcopy(created)
 
     def _create(self, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
+        validate_object(plural, BY_PLURAL[plural].kind, obj)
         if plural == "pods":
             return self._create_pod(obj, start_now=False)
         if plural == "deployments":
@@ -280,6 +292,7 @@ class KubeState:
         with self._mutation():
             current = self._find(plural, namespace, name)
             proposed = change(copy.deepcopy(current))
+            validate_object(plural, BY_PLURAL[plural].kind, proposed)
             md = meta(proposed)
             expected = md.get("resourceVersion")
             if expected and expected != current["metadata"]["resourceVersion"]:
@@ -354,7 +367,9 @@ class KubeState:
     def add_pod(self, pod: dict[str, Any]) -> None:
         """Add a Pod; with spec.nodeName it is bound and Running at once (GPU_ANNOTATION says which GPUs)."""
         with self._mutation():
-            self._create_pod(copy.deepcopy(pod), start_now=True)
+            body = copy.deepcopy(pod)
+            validate_object("pods", "Pod", body)
+            self._create_pod(body, start_now=True)
             self._reconcile()
 
     def add_deployment(self, deployment: dict[str, Any]) -> None:
@@ -363,6 +378,7 @@ class KubeState:
             dep = copy.deepcopy(deployment)
             dep.setdefault("spec", {}).setdefault("replicas", 1)
             dep.setdefault("status", {})
+            validate_object("deployments", "Deployment", dep)
             self._put("deployments", dep, create=True)
             self._reconcile()
             self._schedule(start_now=True)
@@ -373,6 +389,7 @@ class KubeState:
         with self._mutation():
             body = copy.deepcopy(pdb)
             body.setdefault("status", {})
+            validate_object("poddisruptionbudgets", "PodDisruptionBudget", body)
             self._put("poddisruptionbudgets", body, create=True)
             self._reconcile()
 
@@ -381,6 +398,7 @@ class KubeState:
         with self._mutation():
             body = copy.deepcopy(ds)
             body.setdefault("status", {})
+            validate_object("daemonsets", "DaemonSet", body)
             self._put("daemonsets", body, create=True)
             self._reconcile()
 
