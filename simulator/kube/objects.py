@@ -6,8 +6,10 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+from connectors.kubernetes.annotations import GPU_INDICES
+
 GPU_RESOURCE = "nvidia.com/gpu"
-GPU_ANNOTATION = "sim.gpuops.io/gpus"
+GPU_ANNOTATION = GPU_INDICES  # the connector reads the same hint
 WORKLOAD_LABEL = "sim.gpuops.io/workload"
 
 
