@@ -316,7 +316,7 @@ def test_hardware_ticket_survives_a_failing_webhook(twin: Twin, cluster: Kuberne
     finally:
         failing.close()
     assert not result.ok and "answered HTTP 503" in result.detail and "recorded" in result.detail
-    assert result.data["ticket"]["gpu"] == 5 and result.data["failed_step"] == "post_webhook"
+    assert result.data["ticket"]["gpu"] == 5 and result.data["failed_step"] == "open_ticket"
 
 
 def test_hardware_ticket_without_a_webhook_is_only_recorded(

@@ -459,3 +459,16 @@ def test_drain_with_the_fake_waits_for_the_checkpoint(fake: InMemoryCluster, ctx
     assert result.ok and result.data["checkpointed"] == ["ml/train-0"]
     actions = [a[0] for a in fake.actions]
     assert actions.index("annotate") < actions.index("evict") and answered
+
+
+def test_targets_normalise_and_check_their_kind() -> None:
+    assert Target("node", node="n").kind is TargetKind.NODE  # type: ignore[arg-type]
+    with pytest.raises(InvalidPlan, match="target kind 'rack'"):
+        Target("rack", node="n")  # type: ignore[arg-type]
+
+
+def test_definitions_serialise_with_their_parameter_schema() -> None:
+    for definition_ in default_catalogue().definitions():
+        dumped = definition_.model_dump(mode="json")
+        assert dumped["params_model"] == definition_.params_model.model_json_schema()
+        assert dumped["risk"] in {"low", "medium", "high"}
