@@ -4,6 +4,7 @@ open_hardware_ticket through the real `kubernetes` client against the twin over 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +20,7 @@ from runbooks import (
     Plan,
     ReplicaBounds,
     Risk,
+    RunbookContext,
     RunbookSettings,
     StepResult,
     Target,
@@ -331,3 +333,26 @@ def test_hardware_ticket_without_a_webhook_is_only_recorded(
 def test_settings_refuse_a_webhook_that_is_not_http() -> None:
     with pytest.raises(ValueError, match="http"):
         RunbookSettings(hardware_ticket_webhook_url="file:///etc/passwd")
+
+
+def test_an_unreachable_cluster_gives_results_not_exceptions() -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    cluster = KubernetesCluster.connect(api_url=url, request_timeout=2)
+    try:
+        catalogue = default_catalogue(FAST)
+        now = [0.0]
+        ctx = RunbookContext(
+            cluster=cluster, settings=FAST, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s)
+        )
+        plan = Plan("drain_node", {}, (Target.for_node(N1),))
+        (problem,) = catalogue.preconditions(plan, ctx)
+        assert problem.startswith("could not check preconditions") and "cannot reach" in problem
+        assert any("could not check preconditions" in b for b in catalogue.dry_run(plan, ctx).blockers)
+        result = catalogue.execute(plan, ctx)
+        assert not result.ok and result.data["failed_step"] == "preconditions"
+        verified = catalogue.verify(Plan("cordon_node", {}, plan.targets), ctx)
+        assert not verified.ok and "ClusterUnavailable" in verified.detail and now[0] == 30
+    finally:
+        cluster.close()

@@ -472,3 +472,10 @@ def test_definitions_serialise_with_their_parameter_schema() -> None:
         dumped = definition_.model_dump(mode="json")
         assert dumped["params_model"] == definition_.params_model.model_json_schema()
         assert dumped["risk"] in {"low", "medium", "high"}
+
+
+def test_waits_end_even_when_the_clock_stands_still(fake: InMemoryCluster) -> None:
+    ctx = RunbookContext(cluster=fake, clock=lambda: 0.0, sleep=lambda s: None)
+    checks: list[int] = []
+    assert ctx.poll(10, lambda: checks.append(1)) is None
+    assert len(checks) == 7  # ceil(10 / 2) + 2
