@@ -479,3 +479,13 @@ def test_waits_end_even_when_the_clock_stands_still(fake: InMemoryCluster) -> No
     checks: list[int] = []
     assert ctx.poll(10, lambda: checks.append(1)) is None
     assert len(checks) == 7  # ceil(10 / 2) + 2
+
+
+def test_the_readme_lists_every_runbook() -> None:
+    from pathlib import Path
+
+    import runbooks
+
+    readme = (Path(runbooks.__file__).parent / "README.md").read_text()
+    for name in default_catalogue().names():
+        assert f"| `{name}` |" in readme
