@@ -26,7 +26,7 @@ from runbooks import (
     Target,
     default_catalogue,
 )
-from simulator.kube.state import GPU_ANNOTATION, KubeEvent
+from simulator.kube.state import CHECKPOINT_SECONDS_ANNOTATION, GPU_ANNOTATION, KubeEvent
 from tests.runbook_twin import FAST, Twin, bare_pod, connect, context, deployment
 
 N1, N2 = "gpu-node-001", "gpu-node-002"
@@ -356,3 +356,29 @@ def test_an_unreachable_cluster_gives_results_not_exceptions() -> None:
         assert not verified.ok and "ClusterUnavailable" in verified.detail and now[0] == 30
     finally:
         cluster.close()
+
+
+def test_reset_gpu_checkpoints_a_training_job_first(
+    twin: Twin, cluster: KubernetesCluster, catalogue: Catalogue
+) -> None:
+    twin.state.add_deployment(deployment("train", 1, 1, **{CHECKPOINT_SECONDS_ANNOTATION: "20"}))
+    ((train, (gpu,)),) = gpus_of(twin, "train").items()
+    plan = Plan("reset_gpu", {}, (Target.for_gpu(N1, gpu),))
+    ctx = context(twin, cluster)
+    assert catalogue.risk_for(plan, ctx) is Risk.HIGH
+    start = twin.clock()
+    result = catalogue.execute(plan, ctx)
+    assert result.ok, result.detail
+    assert result.data["checkpointed"] == [f"ml/{train}"] and twin.clock() - start >= 20 + 30  # checkpoint, reset
+
+
+def test_reschedule_by_cordon_and_its_rollback(twin: Twin, cluster: KubernetesCluster, catalogue: Catalogue) -> None:
+    twin.state.add_deployment(deployment("slow", 1, 4))
+    twin.state.add_node(N2, 8)
+    plan = Plan("reschedule_pods", {"keep_off": "cordon"}, (Target.for_node(N1),))
+    ctx = context(twin, cluster)
+    assert catalogue.execute(plan, ctx).ok and catalogue.verify(plan, ctx).ok
+    assert gpus_of(twin, "slow") == {} and len(gpus_of(twin, "slow", N2)) == 1
+    assert not twin.state.node_schedulable(N1) and not twin.state.get_node(N1)["spec"].get("taints")
+    rolled = catalogue.rollback(plan, ctx)
+    assert rolled is not None and rolled.ok and twin.state.node_schedulable(N1)
