@@ -8,7 +8,6 @@ so a listener may call back into the state.
 
 from __future__ import annotations
 
-import copy
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,6 +29,7 @@ from simulator.kube.objects import (
     GPU_RESOURCE,
     WORKLOAD_LABEL,
     annotations_of,
+    clone,
     condition_true,
     controller_of,
     labels_of,
@@ -256,7 +256,7 @@ class KubeState:
     def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
         """A copy of one object; NotFound if absent."""
         with self._lock:
-            return copy.deepcopy(self._find(plural, namespace, name))
+            return clone(self._find(plural, namespace, name))
 
     def list_objects(
         self,
@@ -273,7 +273,7 @@ class KubeState:
             raise BadRequest(f"unable to parse requirement: {exc}") from exc
         with self._lock:
             items = [
-                copy.deepcopy(obj)
+                clone(obj)
                 for key, obj in sorted(self._store[plural].items())
                 if (namespace is None or key[0] == namespace)
                 and labels_ok(labels_of(obj))
@@ -284,7 +284,7 @@ class KubeState:
     def create_object(self, plural: str, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
         """Create an object as the API server would (pods, deployments, PDBs, events, GPU resets, reboots)."""
         with self._mutation():
-            obj = copy.deepcopy(obj)
+            obj = clone(obj)
             if BY_PLURAL[plural].namespaced:
                 body_ns = obj.get("metadata", {}).get("namespace")
                 if body_ns and body_ns != namespace:
@@ -296,7 +296,7 @@ class KubeState:
             meta(obj).pop("resourceVersion", None)
             created = self._create(plural, obj)
             self._reconcile()
-            return copy.deepcopy(created)
+            return clone(created)
 
     def _create(self, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
         validate_object(plural, BY_PLURAL[plural].kind, obj)
@@ -330,7 +330,7 @@ class KubeState:
         """
         with self._mutation():
             current = self._find(plural, namespace, name)
-            proposed = change(copy.deepcopy(current))
+            proposed = change(clone(current))
             validate_object(plural, BY_PLURAL[plural].kind, proposed)
             md = meta(proposed)
             expected = md.get("resourceVersion")
@@ -360,7 +360,7 @@ class KubeState:
             updated = self._put(plural, proposed)
             self._after_write(plural, current, updated)
             self._reconcile()
-            return copy.deepcopy(updated)
+            return clone(updated)
 
     def delete_object(
         self,
@@ -390,7 +390,7 @@ class KubeState:
                     for pod in self._owned_pods(owner_kind, namespace, name):
                         self._delete_pod(namespace, pod["metadata"]["name"], None, reason="OwnerDeleted")
             self._reconcile()
-            return copy.deepcopy(result)
+            return clone(result)
 
     def _key(self, plural: str, namespace: str, name: str) -> Key:
         return (namespace if BY_PLURAL[plural].namespaced else "", name)
@@ -406,7 +406,7 @@ class KubeState:
     def add_pod(self, pod: dict[str, Any]) -> None:
         """Add a Pod; with spec.nodeName it is bound and Running at once (GPU_ANNOTATION says which GPUs)."""
         with self._mutation():
-            body = copy.deepcopy(pod)
+            body = clone(pod)
             validate_object("pods", "Pod", body)
             self._create_pod(body, start_now=True)
             self._reconcile()
@@ -414,7 +414,7 @@ class KubeState:
     def add_deployment(self, deployment: dict[str, Any]) -> None:
         """Add an apps/v1 Deployment; its replicas are placed where capacity allows and Running at once."""
         with self._mutation():
-            dep = copy.deepcopy(deployment)
+            dep = clone(deployment)
             dep.setdefault("spec", {}).setdefault("replicas", 1)
             dep.setdefault("status", {})
             validate_object("deployments", "Deployment", dep)
@@ -426,7 +426,7 @@ class KubeState:
     def add_pdb(self, pdb: dict[str, Any]) -> None:
         """Add a policy/v1 PodDisruptionBudget."""
         with self._mutation():
-            body = copy.deepcopy(pdb)
+            body = clone(pdb)
             body.setdefault("status", {})
             validate_object("poddisruptionbudgets", "PodDisruptionBudget", body)
             self._put("poddisruptionbudgets", body, create=True)
@@ -435,7 +435,7 @@ class KubeState:
     def add_daemonset(self, ds: dict[str, Any]) -> None:
         """Add an apps/v1 DaemonSet; its pods run on every node (they tolerate cordons)."""
         with self._mutation():
-            body = copy.deepcopy(ds)
+            body = clone(ds)
             body.setdefault("status", {})
             validate_object("daemonsets", "DaemonSet", body)
             self._put("daemonsets", body, create=True)
@@ -552,7 +552,7 @@ class KubeState:
         with self._mutation():
             pod = self._find("pods", namespace, name)
             if "deletionTimestamp" in pod["metadata"]:
-                return copy.deepcopy(pod)
+                return clone(pod)
             budgets = [
                 pdb
                 for (ns, _), pdb in self._store["poddisruptionbudgets"].items()
@@ -577,7 +577,7 @@ class KubeState:
                     )
             result = self._delete_pod(namespace, name, grace_seconds, reason="Evicted")
             self._reconcile()
-            return copy.deepcopy(result)
+            return clone(result)
 
     def set_scale(self, namespace: str, name: str, replicas: int) -> dict[str, Any]:
         """Set a Deployment's replicas (the scale subresource); pods are created or removed to match."""
@@ -899,7 +899,7 @@ class KubeState:
         self._reconciled_rv = self._rv
 
     def _pod_from_template(self, owner: dict[str, Any], owner_kind: str, suffix: str) -> dict[str, Any]:
-        template = copy.deepcopy(owner.get("spec", {}).get("template") or {})
+        template = clone(owner.get("spec", {}).get("template") or {})
         md = template.setdefault("metadata", {})
         md["name"] = f"{owner['metadata']['name']}-{suffix}"
         md["namespace"] = owner["metadata"]["namespace"]
