@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from simulator.kube.state import KubeEvent
-from tests.integration.kube_twin import KubeTwin, gpu_deployment
+from tests.integration.kube_twin import KubeTwin, gpu_deployment, wait_for
 
 NODE = "gpu-node-001"
 
@@ -172,3 +172,31 @@ def test_drain_waits_for_the_disruption_budget(twin: KubeTwin, tmp_path: Path) -
     assert "disruption budget" in drained.stderr  # the second eviction was refused, then retried
     pods = twin.state.list_pods(namespace="ml")
     assert len(pods) == 2 and {p["spec"].get("nodeName") for p in pods} == {"gpu-node-002"}
+
+
+def test_kubectl_scale_taint_and_gpu_reset_request(twin: KubeTwin, tmp_path: Path) -> None:
+    twin.state.add_deployment(gpu_deployment("serve", 1, 1, namespace="inference"))
+    binary = BINARIES[0]
+    scaled = kubectl(binary, twin, tmp_path, "scale", "-n", "inference", "deployment/serve", "--replicas=3")
+    assert scaled.returncode == 0, scaled.stderr
+    assert twin.state.get_object("deployments", "inference", "serve")["spec"]["replicas"] == 3
+    tainted = kubectl(binary, twin, tmp_path, "taint", "node", NODE, "gpuops.io/bad-gpu=3:NoSchedule")
+    assert tainted.returncode == 0, tainted.stderr
+    assert twin.state.get_node(NODE)["spec"]["taints"] == [
+        {"key": "gpuops.io/bad-gpu", "value": "3", "effect": "NoSchedule"}
+    ]
+    manifest = tmp_path / "reset.yaml"
+    manifest.write_text(
+        "apiVersion: gpuops.io/v1alpha1\nkind: GPUReset\nmetadata:\n  name: reset-1\n"
+        f"spec:\n  nodeName: {NODE}\n  gpu: 5\n"
+    )
+    # The twin serves no OpenAPI documents, so client-side validation is turned off.
+    created = kubectl(binary, twin, tmp_path, "create", "--validate=false", "-f", str(manifest))
+    assert created.returncode == 0, created.stderr
+    wait_for(
+        lambda: twin.state.get_object("gpuresets", "", "reset-1")["status"]["phase"] == "Succeeded",
+        10,
+        "the GPU reset did not finish",
+    )
+    shown = kubectl(binary, twin, tmp_path, "get", "gpuresets")
+    assert re.search(rf"^reset-1\s+{NODE}\s+5\s+Succeeded", shown.stdout, re.M), shown.stdout
