@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from simulator.kube.errors import (
     BadRequest,
     Conflict,
     DisruptionBudgetBlocked,
+    Gone,
     Invalid,
     NotFound,
 )
@@ -107,6 +109,7 @@ class KubeState:
         node_reboot_seconds: float = 240.0,
         default_grace_seconds: int = 30,
         max_events: int = 2000,
+        watch_history: int = 20000,
     ) -> None:
         self._clock = clock
         self.pod_start_seconds = pod_start_seconds
@@ -128,6 +131,7 @@ class KubeState:
         self._owner_of: dict[Key, OwnerKey | None] = {}
         self._by_owner: dict[OwnerKey, set[Key]] = {}
         self._reconciled_rv = -1
+        self._log: deque[tuple[int, str, str, dict[str, Any]]] = deque(maxlen=watch_history)
         for ns in ("default", "kube-system"):
             self._put(
                 "namespaces",
@@ -189,7 +193,7 @@ class KubeState:
         self._put("events", event, create=True)
         events = self._store["events"]
         while len(events) > self.max_events:
-            del events[next(iter(events))]
+            self._remove("events", next(iter(events)))
 
     def now(self) -> float:
         """The simulated time the state stamps its writes with."""
@@ -237,7 +241,53 @@ class KubeState:
         self._store[plural][key] = obj
         if plural == "pods":
             self._index_pod(key, obj)
+        self._log.append((self._rv, plural, "ADDED" if create else "MODIFIED", clone(obj)))
         return obj
+
+    def _remove(self, plural: str, key: Key) -> dict[str, Any]:
+        """Drop an object from the store, logging its deletion for watchers."""
+        obj = self._store[plural].pop(key)
+        if plural == "pods":
+            owner = self._owner_of.pop(key, None)
+            if owner is not None:
+                self._by_owner.get(owner, set()).discard(key)
+        self._rv += 1
+        obj["metadata"]["resourceVersion"] = str(self._rv)
+        self._log.append((self._rv, plural, "DELETED", clone(obj)))
+        return obj
+
+    def changes_since(
+        self, plural: str, resource_version: int
+    ) -> tuple[list[tuple[str, dict[str, Any]]], int]:
+        """Watch events (type, object) of one resource after `resource_version`, and the latest version.
+
+        Raises Gone when the change log no longer reaches back that far (the client must list again).
+        """
+        with self._lock:
+            if self._log and resource_version < self._log[0][0] - 1 and len(self._log) == self._log.maxlen:
+                raise Gone(f"too old resource version: {resource_version} ({self._log[0][0] - 1})")
+            out = [
+                (kind, clone(obj))
+                for rv, res, kind, obj in self._log
+                if rv > resource_version and res == plural
+            ]
+            return out, self._rv
+
+    def object_filter(
+        self, namespace: str | None, label_selector: str | None, field_selector: str | None
+    ) -> Callable[[dict[str, Any]], bool]:
+        """A predicate for objects in `namespace` matching the selectors (BadRequest if they do not parse)."""
+        try:
+            labels_ok = parse_selector(label_selector)
+            fields_ok = parse_selector(field_selector)
+        except SelectorError as exc:
+            raise BadRequest(f"unable to parse requirement: {exc}") from exc
+
+        def matches(obj: dict[str, Any]) -> bool:
+            in_namespace = namespace is None or obj["metadata"].get("namespace", "") == namespace
+            return in_namespace and labels_ok(labels_of(obj)) and fields_ok(object_fields(obj))
+
+        return matches
 
     def _find(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
         res = BY_PLURAL[plural]
@@ -266,19 +316,9 @@ class KubeState:
         field_selector: str | None = None,
     ) -> tuple[list[dict[str, Any]], str]:
         """Copies of the matching objects, sorted by namespace and name, and the list's resourceVersion."""
-        try:
-            labels_ok = parse_selector(label_selector)
-            fields_ok = parse_selector(field_selector)
-        except SelectorError as exc:
-            raise BadRequest(f"unable to parse requirement: {exc}") from exc
+        matches = self.object_filter(namespace, label_selector, field_selector)
         with self._lock:
-            items = [
-                clone(obj)
-                for key, obj in sorted(self._store[plural].items())
-                if (namespace is None or key[0] == namespace)
-                and labels_ok(labels_of(obj))
-                and fields_ok(object_fields(obj))
-            ]
+            items = [clone(obj) for _, obj in sorted(self._store[plural].items()) if matches(obj)]
             return items, str(self._rv)
 
     def create_object(self, plural: str, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
@@ -383,8 +423,7 @@ class KubeState:
             if plural == "pods":
                 result = self._delete_pod(namespace, name, grace_seconds, reason="Deleted")
             else:
-                result = self._store[plural].pop(self._key(plural, namespace, name))
-                self._rv += 1
+                result = self._remove(plural, self._key(plural, namespace, name))
                 owner_kind = {"deployments": "Deployment", "daemonsets": "DaemonSet"}.get(plural)
                 if owner_kind:  # the garbage collector removes what the owner controlled
                     for pod in self._owned_pods(owner_kind, namespace, name):
@@ -540,8 +579,7 @@ class KubeState:
                 self._emit_pod_stopped(pod, reason)
             self._record(pod, reason, f"pod {namespace}/{name} failed: {reason}", warning=True)
             if controller_of(pod):
-                self._drop_pod((namespace, name))
-                self._rv += 1
+                self._remove("pods", (namespace, name))
             self._reconcile()
 
     def evict(self, namespace: str, name: str, grace_seconds: int | None = None) -> dict[str, Any]:
@@ -767,10 +805,9 @@ class KubeState:
         key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
         if pod_running(pod):
             self._emit_pod_stopped(pod, reason)
-        self._drop_pod(key)
+        self._remove("pods", key)
         self._pod_start_at.pop(key, None)
         self._checkpoint_due.pop(key, None)
-        self._rv += 1
         return pod
 
     def _finish_terminations(self, now: float) -> None:
@@ -801,12 +838,6 @@ class KubeState:
         self._owner_of[key] = owner
         if owner is not None:
             self._by_owner.setdefault(owner, set()).add(key)
-
-    def _drop_pod(self, key: Key) -> None:
-        self._store["pods"].pop(key, None)
-        owner = self._owner_of.pop(key, None)
-        if owner is not None:
-            self._by_owner.get(owner, set()).discard(key)
 
     def _owned_pods(self, owner_kind: str, namespace: str, owner: str) -> list[dict[str, Any]]:
         keys = sorted(self._by_owner.get((owner_kind, namespace, owner), ()))

@@ -200,3 +200,24 @@ def test_kubectl_scale_taint_and_gpu_reset_request(twin: KubeTwin, tmp_path: Pat
     )
     shown = kubectl(binary, twin, tmp_path, "get", "gpuresets")
     assert re.search(rf"^reset-1\s+{NODE}\s+5\s+Succeeded", shown.stdout, re.M), shown.stdout
+
+
+def test_kubectl_watch_prints_new_nodes(twin: KubeTwin, tmp_path: Path) -> None:
+    env = {**os.environ, "HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "none")}
+    with subprocess.Popen(
+        [BINARIES[0], "--server", twin.url, "get", "nodes", "-w", "--request-timeout=5s"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as watch:
+        assert watch.stdout is not None
+        lines = []
+        for line in watch.stdout:  # ends when kubectl's request timeout closes the watch
+            lines.append(line)
+            if line.startswith("gpu-node-002"):
+                twin.state.add_node("gpu-node-003", 8)
+            if line.startswith("gpu-node-003"):
+                watch.terminate()
+        watch.wait(timeout=10)  # kubectl exits 1 on SIGTERM; what it printed is what matters
+    assert re.match(r"gpu-node-003\s+Ready\s", lines[-1]), lines
