@@ -821,8 +821,11 @@ class KubeState:
         for key, at in sorted(self._pod_start_at.items(), key=lambda kv: kv[1]):
             if at > now:
                 continue
-            del self._pod_start_at[key]
             pod = self._store["pods"].get(key)
+            node = self._store["nodes"].get(("", pod["spec"].get("nodeName", ""))) if pod else None
+            if node is not None and not condition_true(node, "Ready"):
+                continue  # the kubelet is down: the containers start when it is back
+            del self._pod_start_at[key]
             if pod is not None and pod["status"].get("phase") == "Pending":
                 self._start_pod(pod)
                 self._put("pods", pod)

@@ -344,3 +344,13 @@ def test_events_are_capped(clock: Clock) -> None:
     events = state.list_objects("events")[0]
     assert len(events) == 5
     assert events and all(e["involvedObject"]["name"] != "gpu-node-000" for e in events)
+
+
+def test_bound_pod_starts_only_once_its_node_is_ready(state: KubeState, clock: Clock) -> None:
+    state.create_object("pods", "ml", {"metadata": {"name": "p"}, "spec": {"nodeName": "gpu-node-002"}})
+    state.set_node_ready("gpu-node-002", False)
+    advance(state, clock, 30)
+    assert state.get_object("pods", "ml", "p")["status"]["phase"] == "Pending"
+    state.set_node_ready("gpu-node-002", True)
+    advance(state, clock, 1)
+    assert state.get_object("pods", "ml", "p")["status"]["phase"] == "Running"
