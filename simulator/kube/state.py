@@ -604,18 +604,31 @@ class KubeState:
                     kind="pods",
                     name=name,
                 )
-            if budgets and pod_ready(pod):
-                pdb = budgets[0]
-                self._update_pdb_status(pdb)
-                if pdb["status"]["disruptionsAllowed"] <= 0:
-                    raise DisruptionBudgetBlocked(
-                        "Cannot evict pod as it would violate the pod's disruption budget.",
-                        kind="pods",
-                        name=name,
-                    )
+            if budgets:
+                self._check_budget(budgets[0], pod)
             result = self._delete_pod(namespace, name, grace_seconds, reason="Evicted")
             self._reconcile()
             return clone(result)
+
+    def _check_budget(self, pdb: dict[str, Any], pod: dict[str, Any]) -> None:
+        """Raise DisruptionBudgetBlocked unless the budget allows evicting this pod now.
+
+        A ready pod needs a disruption to spare. An unready pod may go while the budget is healthy
+        (policy/v1's default `unhealthyPodEvictionPolicy: IfHealthyBudget`), or always with `AlwaysAllow`.
+        """
+        self._update_pdb_status(pdb)
+        status = pdb["status"]
+        if pod_ready(pod):
+            allowed = status["disruptionsAllowed"] > 0
+        else:
+            policy = pdb.get("spec", {}).get("unhealthyPodEvictionPolicy", "IfHealthyBudget")
+            allowed = policy == "AlwaysAllow" or status["currentHealthy"] >= status["desiredHealthy"]
+        if not allowed:
+            raise DisruptionBudgetBlocked(
+                "Cannot evict pod as it would violate the pod's disruption budget.",
+                kind="pods",
+                name=pod["metadata"]["name"],
+            )
 
     def set_scale(self, namespace: str, name: str, replicas: int) -> dict[str, Any]:
         """Set a Deployment's replicas (the scale subresource); pods are created or removed to match."""
