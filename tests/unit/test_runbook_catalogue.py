@@ -117,7 +117,7 @@ def test_default_catalogue_has_every_required_runbook() -> None:
 @pytest.mark.parametrize("name", sorted(REQUIRED))
 def test_every_runbook_has_schema_verify_and_declared_rollback(name: str) -> None:
     catalogue = default_catalogue()
-    runbook = catalogue._runbook(name)
+    runbook = catalogue.runbook(name)
     schema = runbook.definition.tool_schema()
     assert schema["type"] == "object" and "properties" in schema
     assert runbook.part(StepKind.VERIFY) is not None
@@ -335,8 +335,8 @@ def test_settings_refuse_bad_values() -> None:
 # ------------------------------------------------------------------ the flow
 
 
-def probe_catalogue(calls: list[str], fail_at: str | None = None) -> Catalogue:
-    runbook = complete(Runbook[Params](definition()), calls)
+def probe_catalogue(calls: list[str], fail_at: str | None = None, verify_deadline_s: float = 10) -> Catalogue:
+    runbook = complete(Runbook[Params](definition(verify_deadline_s=verify_deadline_s)), calls)
 
     def make(name: str) -> Any:
         def step(plan: Plan, params: Params, ctx: RunbookContext) -> StepResult:
@@ -377,8 +377,7 @@ def test_verify_polls_until_the_deadline(ctx: RunbookContext) -> None:
     assert calls.count("verify") == 5 and ctx.clock() - started == pytest.approx(8.0)
 
     calls.clear()
-    never = probe_catalogue(calls)
-    never._runbooks["probe"].definition = definition(verify_deadline_s=3)
+    never = probe_catalogue(calls, verify_deadline_s=3)
     result = never.verify(plan, ctx)
     assert not result.ok and "not met within 3s" in result.detail
     assert calls.count("verify") == 3  # at 0, 2 and at the deadline
