@@ -107,6 +107,9 @@ def test_reset_gpu_moves_only_the_pods_on_that_gpu_then_resets_it(
     assert twin.state.node_schedulable(N1)  # the temporary cordon was lifted
     assert catalogue.verify(plan, ctx).ok
     assert twin.state.get_node(N1)["status"]["allocatable"]["nvidia.com/gpu"] == "8"
+    # a redelivered execution finds its own request again instead of resetting twice
+    assert catalogue.execute(plan, ctx).ok
+    assert len(twin.state.list_objects("gpuresets")[0]) == 1 and twin.state.node_schedulable(N1)
 
 
 def test_reset_gpu_refuses_a_gpu_the_node_does_not_have(
