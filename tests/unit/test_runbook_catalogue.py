@@ -117,7 +117,7 @@ def test_default_catalogue_has_every_required_runbook() -> None:
 @pytest.mark.parametrize("name", sorted(REQUIRED))
 def test_every_runbook_has_schema_verify_and_declared_rollback(name: str) -> None:
     catalogue = default_catalogue()
-    runbook = catalogue._runbook(name)
+    runbook = catalogue.runbook(name)
     schema = runbook.definition.tool_schema()
     assert schema["type"] == "object" and "properties" in schema
     assert runbook.part(StepKind.VERIFY) is not None
@@ -335,8 +335,8 @@ def test_settings_refuse_bad_values() -> None:
 # ------------------------------------------------------------------ the flow
 
 
-def probe_catalogue(calls: list[str], fail_at: str | None = None) -> Catalogue:
-    runbook = complete(Runbook[Params](definition()), calls)
+def probe_catalogue(calls: list[str], fail_at: str | None = None, verify_deadline_s: float = 10) -> Catalogue:
+    runbook = complete(Runbook[Params](definition(verify_deadline_s=verify_deadline_s)), calls)
 
     def make(name: str) -> Any:
         def step(plan: Plan, params: Params, ctx: RunbookContext) -> StepResult:
@@ -377,8 +377,7 @@ def test_verify_polls_until_the_deadline(ctx: RunbookContext) -> None:
     assert calls.count("verify") == 5 and ctx.clock() - started == pytest.approx(8.0)
 
     calls.clear()
-    never = probe_catalogue(calls)
-    never._runbooks["probe"].definition = definition(verify_deadline_s=3)
+    never = probe_catalogue(calls, verify_deadline_s=3)
     result = never.verify(plan, ctx)
     assert not result.ok and "not met within 3s" in result.detail
     assert calls.count("verify") == 3  # at 0, 2 and at the deadline
@@ -424,3 +423,68 @@ def test_uncordon_refuses_someone_elses_cordon_with_the_fake(fake: InMemoryClust
     result = catalogue.execute(plan, ctx)
     assert not result.ok and result.data["failed_step"] == "preconditions"
     assert fake.get_node("gpu-node-002").unschedulable
+
+
+def test_drain_with_the_fake_retries_blocked_evictions(fake: InMemoryCluster, ctx: RunbookContext) -> None:
+    fake.add_pod("ml", "serve-a", "gpu-node-001", gpus=4)
+    fake.add_pod("ml", "serve-b", "gpu-node-001", gpus=4)
+    fake.add_pod("gpu-operator", "dcgm", "gpu-node-001", owner_kind="DaemonSet")
+    fake.block_evictions("ml", "serve-b", times=2)
+    catalogue = default_catalogue()
+    plan = Plan("drain_node", {}, (Target.for_node("gpu-node-001"),))
+    started = ctx.clock()
+    result = catalogue.execute(plan, ctx)
+    assert result.ok, result.detail
+    assert result.data["retried"] == ["ml/serve-b"] and result.data["evicted"] == ["ml/serve-a", "ml/serve-b"]
+    assert ctx.clock() - started == pytest.approx(2 * catalogue.settings.evict_retry_interval_s)
+    assert [p.name for p in fake.list_pods("gpu-node-001")] == ["dcgm"]
+    assert catalogue.verify(plan, ctx).ok
+
+
+def test_drain_with_the_fake_waits_for_the_checkpoint(fake: InMemoryCluster, ctx: RunbookContext) -> None:
+    fake.add_pod("ml", "train-0", "gpu-node-001", gpus=8, annotations={"gpuops.io/checkpointable": "true"})
+    plan = Plan("drain_node", {}, (Target.for_node("gpu-node-001"),))
+    slept = ctx.sleep
+    answered: list[float] = []
+
+    def job_answers_after_a_while(seconds: float) -> None:
+        slept(seconds)
+        if not answered and ctx.clock() >= 1030:
+            answered.append(ctx.clock())
+            fake.answer_checkpoint("ml", "train-0")
+
+    ctx.sleep = job_answers_after_a_while
+    result = default_catalogue().execute(plan, ctx)
+    assert result.ok and result.data["checkpointed"] == ["ml/train-0"]
+    actions = [a[0] for a in fake.actions]
+    assert actions.index("annotate") < actions.index("evict") and answered
+
+
+def test_targets_normalise_and_check_their_kind() -> None:
+    assert Target("node", node="n").kind is TargetKind.NODE  # type: ignore[arg-type]
+    with pytest.raises(InvalidPlan, match="target kind 'rack'"):
+        Target("rack", node="n")  # type: ignore[arg-type]
+
+
+def test_definitions_serialise_with_their_parameter_schema() -> None:
+    for definition_ in default_catalogue().definitions():
+        dumped = definition_.model_dump(mode="json")
+        assert dumped["params_model"] == definition_.params_model.model_json_schema()
+        assert dumped["risk"] in {"low", "medium", "high"}
+
+
+def test_waits_end_even_when_the_clock_stands_still(fake: InMemoryCluster) -> None:
+    ctx = RunbookContext(cluster=fake, clock=lambda: 0.0, sleep=lambda s: None)
+    checks: list[int] = []
+    assert ctx.poll(10, lambda: checks.append(1)) is None
+    assert len(checks) == 7  # ceil(10 / 2) + 2
+
+
+def test_the_readme_lists_every_runbook() -> None:
+    from pathlib import Path
+
+    import runbooks
+
+    readme = (Path(runbooks.__file__).parent / "README.md").read_text()
+    for name in default_catalogue().names():
+        assert f"| `{name}` |" in readme
