@@ -131,6 +131,7 @@ class KubeState:
         self._owner_of: dict[Key, OwnerKey | None] = {}
         self._by_owner: dict[OwnerKey, set[Key]] = {}
         self._reconciled_rv = -1
+        self._dirty_deployments: set[Key] = set()
         self._log: deque[tuple[int, str, str, dict[str, Any]]] = deque(maxlen=watch_history)
         for ns in ("default", "kube-system"):
             self._put(
@@ -241,6 +242,9 @@ class KubeState:
         self._store[plural][key] = obj
         if plural == "pods":
             self._index_pod(key, obj)
+            self._mark_owner_dirty(key)
+        elif plural == "deployments":
+            self._dirty_deployments.add(key)
         self._log.append((self._rv, plural, "ADDED" if create else "MODIFIED", clone(obj)))
         return obj
 
@@ -248,6 +252,7 @@ class KubeState:
         """Drop an object from the store, logging its deletion for watchers."""
         obj = self._store[plural].pop(key)
         if plural == "pods":
+            self._mark_owner_dirty(key)
             owner = self._owner_of.pop(key, None)
             if owner is not None:
                 self._by_owner.get(owner, set()).discard(key)
@@ -855,6 +860,11 @@ class KubeState:
         if owner is not None:
             self._by_owner.setdefault(owner, set()).add(key)
 
+    def _mark_owner_dirty(self, key: Key) -> None:
+        owner = self._owner_of.get(key)
+        if owner is not None and owner[0] == "Deployment":
+            self._dirty_deployments.add((owner[1], owner[2]))
+
     def _owned_pods(self, owner_kind: str, namespace: str, owner: str) -> list[dict[str, Any]]:
         keys = sorted(self._by_owner.get((owner_kind, namespace, owner), ()))
         return [self._store["pods"][k] for k in keys]
@@ -934,8 +944,11 @@ class KubeState:
         """Run the controllers; they only react to writes, so nothing to do when none happened since."""
         if self._rv == self._reconciled_rv:
             return
-        for dep in list(self._store["deployments"].values()):
-            self._reconcile_deployment(dep)
+        dirty, self._dirty_deployments = self._dirty_deployments, set()
+        for key in sorted(dirty):  # only Deployments whose spec or pods changed since
+            dep = self._store["deployments"].get(key)
+            if dep is not None:
+                self._reconcile_deployment(dep)
         for ds in list(self._store["daemonsets"].values()):
             self._reconcile_daemonset(ds)
         for pdb in self._store["poddisruptionbudgets"].values():
