@@ -37,7 +37,6 @@ from simulator.kube.objects import (
     labels_of,
     meta,
     node_object,
-    parse_rfc3339,
     pod_gpu_request,
     pod_gpus,
     pod_ready,
@@ -132,6 +131,7 @@ class KubeState:
         self._by_owner: dict[OwnerKey, set[Key]] = {}
         self._reconciled_rv = -1
         self._dirty_deployments: set[Key] = set()
+        self._terminate_at: dict[Key, float] = {}
         self._log: deque[tuple[int, str, str, dict[str, Any]]] = deque(maxlen=watch_history)
         for ns in ("default", "kube-system"):
             self._put(
@@ -814,6 +814,7 @@ class KubeState:
         if not running or grace == 0:
             return self._remove_pod(pod, reason)
         pod["metadata"]["deletionTimestamp"] = rfc3339(self._clock() + grace)
+        self._terminate_at[(namespace, name)] = self._clock() + grace  # the stamp has whole seconds only
         pod["metadata"]["deletionGracePeriodSeconds"] = grace
         pod["metadata"].setdefault("annotations", {})[TERMINATION_REASON] = reason
         set_condition(pod, "Ready", "False", "Terminating", "", self._clock())
@@ -826,14 +827,17 @@ class KubeState:
         self._remove("pods", key)
         self._pod_start_at.pop(key, None)
         self._checkpoint_due.pop(key, None)
+        self._terminate_at.pop(key, None)
         return pod
 
     def _finish_terminations(self, now: float) -> None:
-        for pod in list(self._store["pods"].values()):
-            stamp = pod["metadata"].get("deletionTimestamp")
-            if stamp and parse_rfc3339(stamp) <= now:
-                reason = annotations_of(pod).get(TERMINATION_REASON, "Deleted")
-                self._remove_pod(pod, reason)
+        for key, at in list(self._terminate_at.items()):
+            pod = self._store["pods"].get(key)
+            if pod is None:
+                del self._terminate_at[key]
+            elif at <= now:
+                del self._terminate_at[key]
+                self._remove_pod(pod, annotations_of(pod).get(TERMINATION_REASON, "Deleted"))
 
     def _start_pods(self, now: float) -> None:
         for key, at in sorted(self._pod_start_at.items(), key=lambda kv: kv[1]):
