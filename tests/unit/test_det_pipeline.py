@@ -57,7 +57,7 @@ def test_streaming_in_overlapping_chunks_equals_one_shot() -> None:
     assert as_json(run_in_chunks(f, 1, 0)) == one_shot
 
 
-@pytest.mark.parametrize("cut", [199, 221, 251, 305, 399])
+@pytest.mark.parametrize("cut", [221, 305])
 def test_findings_are_causal(cut: int) -> None:
     f = faulty_frame()
     t = float(f.timestamps[cut])
