@@ -121,7 +121,7 @@ class FailureForecast:
     beta: float = 0.03
     max_fits_per_step: int = 16
     min_t: float = 6.0
-    history: int = 120
+    history: int = 60
     min_history: int = 20
     refit_s: float = 600.0
     name: str = "forecast"
