@@ -12,7 +12,7 @@ absent series is NaN) inside CalibratedClassifierCV (isotonic), so a 0.3 means a
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,6 +137,38 @@ class LabelledHistory:
         h.update("\x1f".join(self.groups).encode())
         h.update(repr((self.horizon_s, self.feature_names)).encode())
         return h.hexdigest()
+
+
+def history_from_frame(frame: FleetFrame, failure_at: Mapping[tuple[str, int], float], horizon_s: float,
+                       group: str, every: int = 10, window: int = 20) -> LabelledHistory:
+    """Labelled rows from one run's frame and its ground truth (the simulator writes both).
+
+    Every `every` samples, each GPU still alive gives one row: label 1 when its failure
+    (`failure_at[(hostname, gpu)]`, unix seconds) falls within `horizon_s` after that sample.
+    """
+    fail = np.array([failure_at.get(frame.gpus.key(r), np.inf) for r in range(frame.n_gpus)])
+    feats, labels = [], []
+    for upto in range(window - 1, frame.n_steps, every):
+        t = float(frame.timestamps[upto])
+        alive = fail > t
+        feats.append(gpu_features(frame, upto, window)[alive])
+        labels.append((fail[alive] - t <= horizon_s).astype(np.int64))
+    x = np.vstack(feats) if feats else np.zeros((0, len(FEATURE_NAMES)))
+    y = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
+    return LabelledHistory(x, y, (group,) * y.size, horizon_s)
+
+
+def concat(histories: Sequence[LabelledHistory]) -> LabelledHistory:
+    """One history from several runs (same features and horizon)."""
+    if not histories:
+        raise ValueError("no histories to join")
+    first = histories[0]
+    if any(h.feature_names != first.feature_names or h.horizon_s != first.horizon_s for h in histories):
+        raise ValueError("histories with different features or horizons cannot be joined")
+    return LabelledHistory(np.vstack([h.features for h in histories]),
+                           np.concatenate([h.labels for h in histories]),
+                           tuple(g for h in histories for g in h.groups), first.horizon_s,
+                           first.feature_names)
 
 
 def split_by_group(history: LabelledHistory, validation_groups: Sequence[str]) -> tuple[

@@ -16,7 +16,9 @@ from detectors.risk import (
     LabelledHistory,
     RiskModel,
     RiskScoring,
+    concat,
     gpu_features,
+    history_from_frame,
     split_by_group,
     train_risk_model,
 )
@@ -27,31 +29,20 @@ HORIZON_S = 1800.0
 
 
 def run_history(seed: int) -> LabelledHistory:
-    """One simulated run: a few GPUs heat up and storm SBEs before failing; rows every 10 samples."""
+    """One simulated run: a few GPUs heat up and storm SBEs before failing."""
     ts, met, gpus, _, _ = det_synth.healthy(nodes=4, gpus_per_node=8, steps=300, seed=seed)
     rng = np.random.default_rng(seed)
-    failing = rng.choice(32, size=6, replace=False)
-    fail_at = np.full(32, np.inf)
-    for g in failing:
+    failure_at = {}
+    for g in rng.choice(32, size=6, replace=False):
         onset = int(rng.integers(60, 200))
-        fail = onset + 80
-        fail_at[g] = ts[fail]
+        failure_at[gpus.key(int(g))] = float(ts[onset + 80])
         met[m.GPU_TEMP][g, onset:] += np.linspace(0, 30, 300 - onset)
         met[m.ECC_SBE_VOL_TOTAL][g, onset:] += np.cumsum(rng.poisson(3.0, 300 - onset))
-    f = det_synth.frame(ts, met, gpus)
-    rows, labels = [], []
-    for upto in range(20, 300, 10):
-        rows.append(gpu_features(f, upto))
-        labels.append(((fail_at > ts[upto]) & (fail_at - ts[upto] <= HORIZON_S)).astype(np.int64))
-    keep = np.concatenate([fail_at > ts[u] for u in range(20, 300, 10)])  # a failed GPU has no more rows
-    feats, labs = np.vstack(rows)[keep], np.concatenate(labels)[keep]
-    return LabelledHistory(feats, labs, (f"seed-{seed}",) * labs.size, HORIZON_S)
+    return history_from_frame(det_synth.frame(ts, met, gpus), failure_at, HORIZON_S, f"seed-{seed}")
 
 
 def corpus(seeds: range) -> LabelledHistory:
-    parts = [run_history(s) for s in seeds]
-    return LabelledHistory(np.vstack([p.features for p in parts]), np.concatenate([p.labels for p in parts]),
-                           tuple(g for p in parts for g in p.groups), HORIZON_S)
+    return concat([run_history(s) for s in seeds])
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +121,13 @@ def test_risk_scoring_stage_flags_a_failing_gpu(trained: Trained) -> None:
     found = DetectionCycle(stages=[stage]).update(det_synth.frame(ts, met, gpus))
     assert [(f.hostname, f.gpu) for f in found] == [("gpu-node-001", 5)]
     assert found[0].ts > ts[100] and found[0].evidence["model_version"] == "gpu-failure-risk@1"
+
+
+def test_history_labels_follow_the_ground_truth() -> None:
+    ts, met, gpus, _, _ = det_synth.healthy(nodes=1, gpus_per_node=2, steps=100)
+    h = history_from_frame(det_synth.frame(ts, met, gpus), {("gpu-node-001", 1): float(ts[60])}, 900.0, "run",
+                           every=10, window=20)
+    # samples 19, 29, ... 99: GPU 0 always alive and healthy; GPU 1 labelled within 900 s (30 samples)
+    # of its failure at sample 60 and absent afterwards
+    assert h.labels.tolist() == [0, 0, 0, 0, 0, 1, 0, 1, 0, 1, 0, 0, 0, 0]
+    assert set(h.groups) == {"run"}
