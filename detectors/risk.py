@@ -26,6 +26,7 @@ from threadpoolctl import threadpool_limits
 from detectors import metrics as m
 from detectors.findings import Finding
 from detectors.frame import FleetFrame, FloatArray
+from detectors.registry import ModelRegistry, RegistryError
 from detectors.stream import CycleView, OnsetTracker, gpu_finding_fields
 
 GAUGES: tuple[str, ...] = (m.GPU_TEMP, m.MEMORY_TEMP, m.POWER_USAGE, m.SM_CLOCK, m.GPU_UTIL, m.FB_USED)
@@ -276,3 +277,15 @@ class RiskScoring:
                               "model_version": self.model_version},
                     predicted_failure_at=ts + self.model.horizon_s, **gpu_finding_fields(view, int(row))))
         return out
+
+
+RISK_MODEL_NAME = "gpu-failure-risk"
+
+
+def risk_stage_from_registry(registry: ModelRegistry, name: str = RISK_MODEL_NAME, version: int | None = None,
+                             threshold: float = 0.5) -> RiskScoring:
+    """The scoring stage a worker adds to its cycle, with the registered model (latest by default)."""
+    model, meta = registry.load(name, version)
+    if not isinstance(model, RiskModel):
+        raise RegistryError(f"{meta.tag} holds a {type(model).__name__}, not a RiskModel")
+    return RiskScoring(model, meta.tag, threshold=threshold)

@@ -19,6 +19,7 @@ from detectors.risk import (
     concat,
     gpu_features,
     history_from_frame,
+    risk_stage_from_registry,
     split_by_group,
     train_risk_model,
 )
@@ -103,6 +104,11 @@ def test_registry_versions_and_verifies_artefacts(tmp_path: Path, trained: Train
     loaded, meta = ModelRegistry(DirectoryStore(tmp_path / "models")).load("gpu-failure-risk", 1)
     assert meta == v1
     np.testing.assert_array_equal(loaded.predict(train.features[:50]), model.predict(train.features[:50]))
+    stage = risk_stage_from_registry(ModelRegistry(DirectoryStore(tmp_path / "models")), version=2)
+    assert stage.model_version == "gpu-failure-risk@2"
+    registry.register("not-a-risk-model", {"weights": 1}, data_hash="x", metrics={})
+    with pytest.raises(RegistryError, match="not a RiskModel"):
+        risk_stage_from_registry(registry, "not-a-risk-model")
     (tmp_path / "models" / "gpu-failure-risk" / "000002" / "model.pkl").write_bytes(b"tampered")
     with pytest.raises(RegistryError, match="sha256"):
         registry.load("gpu-failure-risk")
