@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors import metrics as m
-from detectors.findings import Finding
+from detectors.findings import Finding, FindingKind, Severity
 from detectors.frame import FloatArray
 from detectors.rules import Stage
 from detectors.stream import CycleView, IntArray, OnsetTracker, gpu_finding_fields, grow
@@ -89,7 +89,7 @@ class ForecastTarget:
     """One forecast: a metric, its limits (each reported once per episode), and the finding kind."""
 
     metric: str
-    kind: str
+    kind: FindingKind
     limits: tuple[Limit, ...]
     min_slope_per_h: float  # slopes below this are noise, never forecast
     name: str = ""
@@ -237,13 +237,13 @@ class FailureForecast:
     def _finding(self, view: CycleView, target: ForecastTarget, lim: Limit, ts: float, row: int, limit: float,
                  level: float, slope: float, result: TimeToLimit) -> Finding:
         assert result.expected_s is not None
-        severity = "critical" if result.expected_s <= self.critical_s else "warning"
+        severity: Severity = "critical" if result.expected_s <= self.critical_s else "warning"
         evidence: dict[str, Any] = {
             "metric": target.metric, "limit": lim.label, "limit_value": limit, "level": level,
             "slope_per_h": slope * 3600.0, "eta_s": result.expected_s, "eta_earliest_s": result.earliest_s,
             "eta_latest_s": result.latest_s, "interval": 0.9, "method": "statsmodels ExponentialSmoothing",
         }
-        return Finding(ts=ts, kind=target.kind, severity=severity,  # type: ignore[arg-type]
+        return Finding(ts=ts, kind=target.kind, severity=severity,
                        score=float(max(0.0, min(1.0, 1.0 - result.expected_s / self.horizon_s))),
                        detector=f"{target.name}.{lim.label}", evidence=evidence,
                        predicted_failure_at=ts + result.expected_s, **gpu_finding_fields(view, row))
