@@ -4,4 +4,5 @@ COMMAND_MODULES: tuple[str, ...] = (
     "store",
     "web",
     "sim",
+    "cluster",
 )

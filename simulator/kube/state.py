@@ -8,20 +8,30 @@ so a listener may call back into the state.
 
 from __future__ import annotations
 
-import copy
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from simulator.kube.errors import AlreadyExists, Conflict, DisruptionBudgetBlocked, Invalid, NotFound
+from connectors.kubernetes.annotations import CHECKPOINT_DONE, CHECKPOINT_REQUESTED
+from simulator.kube.errors import (
+    AlreadyExists,
+    BadRequest,
+    Conflict,
+    DisruptionBudgetBlocked,
+    Gone,
+    Invalid,
+    NotFound,
+)
 from simulator.kube.objects import (
     GPU_ANNOTATION,
     GPU_RESOURCE,
     WORKLOAD_LABEL,
     annotations_of,
+    clone,
     condition_true,
     controller_of,
     labels_of,
@@ -38,7 +48,8 @@ from simulator.kube.objects import (
     tolerates,
 )
 from simulator.kube.resources import BY_PLURAL
-from simulator.kube.selectors import label_selector_matches, object_fields, parse_selector
+from simulator.kube.selectors import SelectorError, label_selector_matches, object_fields, parse_selector
+from simulator.kube.validation import validate_object
 
 __all__ = [
     "CHECKPOINT_DONE",
@@ -50,12 +61,12 @@ __all__ = [
     "KubeState",
 ]
 
-CHECKPOINT_REQUESTED = "gpuops.io/checkpoint-requested"
-CHECKPOINT_DONE = "gpuops.io/checkpoint-done"
 CHECKPOINT_SECONDS_ANNOTATION = "sim.gpuops.io/checkpoint-seconds"
 """On a training Pod (or its template): the job checkpoints when asked, taking this many seconds."""
 
 TERMINATION_REASON = "sim.gpuops.io/termination-reason"
+AGENT = "gpuops-node-agent"
+"""The component the twin plays when it carries out GPUReset and NodeReboot requests."""
 
 EventKind = Literal[
     "gpu_reset",
@@ -68,6 +79,7 @@ EventKind = Literal[
     "deployment_scaled",
 ]
 Key = tuple[str, str]  # (namespace or "", name)
+OwnerKey = tuple[str, str, str]  # (controller kind, namespace, name)
 
 
 @dataclass(frozen=True)
@@ -96,12 +108,15 @@ class KubeState:
         gpu_reset_seconds: float = 30.0,
         node_reboot_seconds: float = 240.0,
         default_grace_seconds: int = 30,
+        max_events: int = 2000,
+        watch_history: int = 20000,
     ) -> None:
         self._clock = clock
         self.pod_start_seconds = pod_start_seconds
         self.gpu_reset_seconds = gpu_reset_seconds
         self.node_reboot_seconds = node_reboot_seconds
         self.default_grace_seconds = default_grace_seconds
+        self.max_events = max_events
         self._lock = threading.RLock()
         self._depth = 0
         self._pending: list[KubeEvent] = []
@@ -113,6 +128,10 @@ class KubeState:
         self._reset_done_at: dict[str, float] = {}
         self._checkpoint_due: dict[Key, tuple[str, float]] = {}
         self._pod_start_at: dict[Key, float] = {}
+        self._owner_of: dict[Key, OwnerKey | None] = {}
+        self._by_owner: dict[OwnerKey, set[Key]] = {}
+        self._reconciled_rv = -1
+        self._log: deque[tuple[int, str, str, dict[str, Any]]] = deque(maxlen=watch_history)
         for ns in ("default", "kube-system"):
             self._put(
                 "namespaces",
@@ -140,6 +159,41 @@ class KubeState:
 
     def _emit(self, event: KubeEvent) -> None:
         self._pending.append(event)
+
+    def _record(
+        self,
+        obj: dict[str, Any],
+        reason: str,
+        message: str,
+        *,
+        warning: bool = False,
+        component: str = "kubelet",
+    ) -> None:
+        """Write a core/v1 Event about `obj`, as the component that would (kept to the last `max_events`)."""
+        md = obj["metadata"]
+        namespace = md.get("namespace") or "default"
+        stamp = rfc3339(self._clock())
+        event = {
+            "metadata": {"name": f"{md['name']}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion", "v1"),
+                "kind": obj.get("kind", ""),
+                "name": md["name"],
+                "namespace": md.get("namespace"),
+                "uid": md.get("uid"),
+            },
+            "reason": reason,
+            "message": message,
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": component, **({"host": md["name"]} if obj.get("kind") == "Node" else {})},
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        self._put("events", event, create=True)
+        events = self._store["events"]
+        while len(events) > self.max_events:
+            self._remove("events", next(iter(events)))
 
     def now(self) -> float:
         """The simulated time the state stamps its writes with."""
@@ -185,7 +239,55 @@ class KubeState:
         self._rv += 1
         md["resourceVersion"] = str(self._rv)
         self._store[plural][key] = obj
+        if plural == "pods":
+            self._index_pod(key, obj)
+        self._log.append((self._rv, plural, "ADDED" if create else "MODIFIED", clone(obj)))
         return obj
+
+    def _remove(self, plural: str, key: Key) -> dict[str, Any]:
+        """Drop an object from the store, logging its deletion for watchers."""
+        obj = self._store[plural].pop(key)
+        if plural == "pods":
+            owner = self._owner_of.pop(key, None)
+            if owner is not None:
+                self._by_owner.get(owner, set()).discard(key)
+        self._rv += 1
+        obj["metadata"]["resourceVersion"] = str(self._rv)
+        self._log.append((self._rv, plural, "DELETED", clone(obj)))
+        return obj
+
+    def changes_since(
+        self, plural: str, resource_version: int
+    ) -> tuple[list[tuple[str, dict[str, Any]]], int]:
+        """Watch events (type, object) of one resource after `resource_version`, and the latest version.
+
+        Raises Gone when the change log no longer reaches back that far (the client must list again).
+        """
+        with self._lock:
+            if self._log and resource_version < self._log[0][0] - 1 and len(self._log) == self._log.maxlen:
+                raise Gone(f"too old resource version: {resource_version} ({self._log[0][0] - 1})")
+            out = [
+                (kind, clone(obj))
+                for rv, res, kind, obj in self._log
+                if rv > resource_version and res == plural
+            ]
+            return out, self._rv
+
+    def object_filter(
+        self, namespace: str | None, label_selector: str | None, field_selector: str | None
+    ) -> Callable[[dict[str, Any]], bool]:
+        """A predicate for objects in `namespace` matching the selectors (BadRequest if they do not parse)."""
+        try:
+            labels_ok = parse_selector(label_selector)
+            fields_ok = parse_selector(field_selector)
+        except SelectorError as exc:
+            raise BadRequest(f"unable to parse requirement: {exc}") from exc
+
+        def matches(obj: dict[str, Any]) -> bool:
+            in_namespace = namespace is None or obj["metadata"].get("namespace", "") == namespace
+            return in_namespace and labels_ok(labels_of(obj)) and fields_ok(object_fields(obj))
+
+        return matches
 
     def _find(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
         res = BY_PLURAL[plural]
@@ -204,7 +306,7 @@ class KubeState:
     def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
         """A copy of one object; NotFound if absent."""
         with self._lock:
-            return copy.deepcopy(self._find(plural, namespace, name))
+            return clone(self._find(plural, namespace, name))
 
     def list_objects(
         self,
@@ -214,22 +316,15 @@ class KubeState:
         field_selector: str | None = None,
     ) -> tuple[list[dict[str, Any]], str]:
         """Copies of the matching objects, sorted by namespace and name, and the list's resourceVersion."""
-        labels_ok = parse_selector(label_selector)
-        fields_ok = parse_selector(field_selector)
+        matches = self.object_filter(namespace, label_selector, field_selector)
         with self._lock:
-            items = [
-                copy.deepcopy(obj)
-                for key, obj in sorted(self._store[plural].items())
-                if (namespace is None or key[0] == namespace)
-                and labels_ok(labels_of(obj))
-                and fields_ok(object_fields(obj))
-            ]
+            items = [clone(obj) for _, obj in sorted(self._store[plural].items()) if matches(obj)]
             return items, str(self._rv)
 
     def create_object(self, plural: str, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
         """Create an object as the API server would (pods, deployments, PDBs, events, GPU resets, reboots)."""
         with self._mutation():
-            obj = copy.deepcopy(obj)
+            obj = clone(obj)
             if BY_PLURAL[plural].namespaced:
                 body_ns = obj.get("metadata", {}).get("namespace")
                 if body_ns and body_ns != namespace:
@@ -241,9 +336,10 @@ class KubeState:
             meta(obj).pop("resourceVersion", None)
             created = self._create(plural, obj)
             self._reconcile()
-            return copy.deepcopy(created)
+            return clone(created)
 
     def _create(self, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
+        validate_object(plural, BY_PLURAL[plural].kind, obj)
         if plural == "pods":
             return self._create_pod(obj, start_now=False)
         if plural == "deployments":
@@ -274,7 +370,8 @@ class KubeState:
         """
         with self._mutation():
             current = self._find(plural, namespace, name)
-            proposed = change(copy.deepcopy(current))
+            proposed = change(clone(current))
+            validate_object(plural, BY_PLURAL[plural].kind, proposed)
             md = meta(proposed)
             expected = md.get("resourceVersion")
             if expected and expected != current["metadata"]["resourceVersion"]:
@@ -303,7 +400,7 @@ class KubeState:
             updated = self._put(plural, proposed)
             self._after_write(plural, current, updated)
             self._reconcile()
-            return copy.deepcopy(updated)
+            return clone(updated)
 
     def delete_object(
         self,
@@ -326,13 +423,13 @@ class KubeState:
             if plural == "pods":
                 result = self._delete_pod(namespace, name, grace_seconds, reason="Deleted")
             else:
-                result = self._store[plural].pop(self._key(plural, namespace, name))
-                self._rv += 1
-                if plural == "deployments":
-                    for pod in self._owned_pods("Deployment", namespace, name):
+                result = self._remove(plural, self._key(plural, namespace, name))
+                owner_kind = {"deployments": "Deployment", "daemonsets": "DaemonSet"}.get(plural)
+                if owner_kind:  # the garbage collector removes what the owner controlled
+                    for pod in self._owned_pods(owner_kind, namespace, name):
                         self._delete_pod(namespace, pod["metadata"]["name"], None, reason="OwnerDeleted")
             self._reconcile()
-            return copy.deepcopy(result)
+            return clone(result)
 
     def _key(self, plural: str, namespace: str, name: str) -> Key:
         return (namespace if BY_PLURAL[plural].namespaced else "", name)
@@ -348,15 +445,18 @@ class KubeState:
     def add_pod(self, pod: dict[str, Any]) -> None:
         """Add a Pod; with spec.nodeName it is bound and Running at once (GPU_ANNOTATION says which GPUs)."""
         with self._mutation():
-            self._create_pod(copy.deepcopy(pod), start_now=True)
+            body = clone(pod)
+            validate_object("pods", "Pod", body)
+            self._create_pod(body, start_now=True)
             self._reconcile()
 
     def add_deployment(self, deployment: dict[str, Any]) -> None:
         """Add an apps/v1 Deployment; its replicas are placed where capacity allows and Running at once."""
         with self._mutation():
-            dep = copy.deepcopy(deployment)
+            dep = clone(deployment)
             dep.setdefault("spec", {}).setdefault("replicas", 1)
             dep.setdefault("status", {})
+            validate_object("deployments", "Deployment", dep)
             self._put("deployments", dep, create=True)
             self._reconcile()
             self._schedule(start_now=True)
@@ -365,16 +465,18 @@ class KubeState:
     def add_pdb(self, pdb: dict[str, Any]) -> None:
         """Add a policy/v1 PodDisruptionBudget."""
         with self._mutation():
-            body = copy.deepcopy(pdb)
+            body = clone(pdb)
             body.setdefault("status", {})
+            validate_object("poddisruptionbudgets", "PodDisruptionBudget", body)
             self._put("poddisruptionbudgets", body, create=True)
             self._reconcile()
 
     def add_daemonset(self, ds: dict[str, Any]) -> None:
         """Add an apps/v1 DaemonSet; its pods run on every node (they tolerate cordons)."""
         with self._mutation():
-            body = copy.deepcopy(ds)
+            body = clone(ds)
             body.setdefault("status", {})
+            validate_object("daemonsets", "DaemonSet", body)
             self._put("daemonsets", body, create=True)
             self._reconcile()
 
@@ -414,6 +516,7 @@ class KubeState:
         """Set the node's Ready condition (the node_not_ready fault; a NotReady node gets no new pods)."""
         with self._mutation():
             node = self._find("nodes", "", name)
+            was_ready = condition_true(node, "Ready")
             if ready:
                 set_condition(
                     node,
@@ -433,6 +536,16 @@ class KubeState:
                     self._clock(),
                 )
             self._put("nodes", node)
+            if was_ready and not ready:
+                self._record(
+                    node,
+                    "NodeNotReady",
+                    f"Node {name} status is now: NodeNotReady",
+                    warning=True,
+                    component="node-controller",
+                )
+            elif ready and not was_ready:
+                self._record(node, "NodeReady", f"Node {name} status is now: NodeReady")
             self._reconcile()
 
     def node_schedulable(self, name: str) -> bool:
@@ -464,9 +577,9 @@ class KubeState:
             self._pod_start_at.pop((namespace, name), None)
             if was_running:
                 self._emit_pod_stopped(pod, reason)
+            self._record(pod, reason, f"pod {namespace}/{name} failed: {reason}", warning=True)
             if controller_of(pod):
-                self._store["pods"].pop((namespace, name))
-                self._rv += 1
+                self._remove("pods", (namespace, name))
             self._reconcile()
 
     def evict(self, namespace: str, name: str, grace_seconds: int | None = None) -> dict[str, Any]:
@@ -477,7 +590,7 @@ class KubeState:
         with self._mutation():
             pod = self._find("pods", namespace, name)
             if "deletionTimestamp" in pod["metadata"]:
-                return copy.deepcopy(pod)
+                return clone(pod)
             budgets = [
                 pdb
                 for (ns, _), pdb in self._store["poddisruptionbudgets"].items()
@@ -491,18 +604,31 @@ class KubeState:
                     kind="pods",
                     name=name,
                 )
-            if budgets and pod_ready(pod):
-                pdb = budgets[0]
-                self._update_pdb_status(pdb)
-                if pdb["status"]["disruptionsAllowed"] <= 0:
-                    raise DisruptionBudgetBlocked(
-                        "Cannot evict pod as it would violate the pod's disruption budget.",
-                        kind="pods",
-                        name=name,
-                    )
+            if budgets:
+                self._check_budget(budgets[0], pod)
             result = self._delete_pod(namespace, name, grace_seconds, reason="Evicted")
             self._reconcile()
-            return copy.deepcopy(result)
+            return clone(result)
+
+    def _check_budget(self, pdb: dict[str, Any], pod: dict[str, Any]) -> None:
+        """Raise DisruptionBudgetBlocked unless the budget allows evicting this pod now.
+
+        A ready pod needs a disruption to spare. An unready pod may go while the budget is healthy
+        (policy/v1's default `unhealthyPodEvictionPolicy: IfHealthyBudget`), or always with `AlwaysAllow`.
+        """
+        self._update_pdb_status(pdb)
+        status = pdb["status"]
+        if pod_ready(pod):
+            allowed = status["disruptionsAllowed"] > 0
+        else:
+            policy = pdb.get("spec", {}).get("unhealthyPodEvictionPolicy", "IfHealthyBudget")
+            allowed = policy == "AlwaysAllow" or status["currentHealthy"] >= status["desiredHealthy"]
+        if not allowed:
+            raise DisruptionBudgetBlocked(
+                "Cannot evict pod as it would violate the pod's disruption budget.",
+                kind="pods",
+                name=pod["metadata"]["name"],
+            )
 
     def set_scale(self, namespace: str, name: str, replicas: int) -> dict[str, Any]:
         """Set a Deployment's replicas (the scale subresource); pods are created or removed to match."""
@@ -542,7 +668,15 @@ class KubeState:
 
     def _create_pod(self, pod: dict[str, Any], *, start_now: bool) -> dict[str, Any]:
         spec = pod.setdefault("spec", {})
-        spec.setdefault("containers", [{"name": meta(pod).get("name", "main"), "image": "busybox"}])
+        containers = spec.setdefault("containers", [])
+        if not containers:
+            containers.append({"name": "main"})
+        for container in containers:
+            container.setdefault("image", "busybox:1.36")
+            for kind in ("limits", "requests"):
+                quantities = (container.get("resources") or {}).get(kind)
+                if quantities:  # the API server keeps quantities as strings
+                    container["resources"][kind] = {k: str(v) for k, v in quantities.items()}
         spec.setdefault("restartPolicy", "Always")
         spec.setdefault("schedulerName", "default-scheduler")
         spec.setdefault("terminationGracePeriodSeconds", self.default_grace_seconds)
@@ -565,6 +699,13 @@ class KubeState:
     def _bind(self, pod: dict[str, Any], node: str, *, start_now: bool) -> None:
         pod["spec"]["nodeName"] = node
         set_condition(pod, "PodScheduled", "True", "", "", self._clock())
+        md = pod["metadata"]
+        self._record(
+            pod,
+            "Scheduled",
+            f"Successfully assigned {md['namespace']}/{md['name']} to {node}",
+            component="default-scheduler",
+        )
         key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
         if start_now:
             self._start_pod(pod)
@@ -575,6 +716,8 @@ class KubeState:
                     "ready": False,
                     "restartCount": 0,
                     "image": c.get("image", ""),
+                    "imageID": "",
+                    "started": False,
                     "state": {"waiting": {"reason": "ContainerCreating"}},
                 }
                 for c in pod["spec"]["containers"]
@@ -595,6 +738,8 @@ class KubeState:
                 "ready": True,
                 "restartCount": 0,
                 "image": c.get("image", ""),
+                "imageID": f"{c.get('image', '')}@sha256:{'0' * 64}",
+                "containerID": f"containerd://{uuid.uuid4().hex}",
                 "started": True,
                 "state": {"running": {"startedAt": rfc3339(now)}},
             }
@@ -656,10 +801,13 @@ class KubeState:
         if grace_seconds is not None and grace_seconds >= 0:
             grace = grace_seconds
         running = pod_running(pod)
+        if "deletionTimestamp" in pod["metadata"] and grace != 0:
+            return pod
+        if running:
+            containers = ", ".join(c.get("name", "") for c in pod["spec"].get("containers") or [])
+            self._record(pod, "Killing", f"Stopping container {containers} ({reason})")
         if not running or grace == 0:
             return self._remove_pod(pod, reason)
-        if "deletionTimestamp" in pod["metadata"]:
-            return pod
         pod["metadata"]["deletionTimestamp"] = rfc3339(self._clock() + grace)
         pod["metadata"]["deletionGracePeriodSeconds"] = grace
         pod["metadata"].setdefault("annotations", {})[TERMINATION_REASON] = reason
@@ -670,10 +818,9 @@ class KubeState:
         key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
         if pod_running(pod):
             self._emit_pod_stopped(pod, reason)
-        self._store["pods"].pop(key, None)
+        self._remove("pods", key)
         self._pod_start_at.pop(key, None)
         self._checkpoint_due.pop(key, None)
-        self._rv += 1
         return pod
 
     def _finish_terminations(self, now: float) -> None:
@@ -687,30 +834,47 @@ class KubeState:
         for key, at in sorted(self._pod_start_at.items(), key=lambda kv: kv[1]):
             if at > now:
                 continue
-            del self._pod_start_at[key]
             pod = self._store["pods"].get(key)
+            node = self._store["nodes"].get(("", pod["spec"].get("nodeName", ""))) if pod else None
+            if node is not None and not condition_true(node, "Ready"):
+                continue  # the kubelet is down: the containers start when it is back
+            del self._pod_start_at[key]
             if pod is not None and pod["status"].get("phase") == "Pending":
                 self._start_pod(pod)
                 self._put("pods", pod)
 
+    def _index_pod(self, key: Key, pod: dict[str, Any]) -> None:
+        ref = controller_of(pod)
+        owner = (str(ref.get("kind")), key[0], str(ref.get("name"))) if ref else None
+        previous = self._owner_of.get(key)
+        if previous == owner and key in self._owner_of:
+            return
+        if previous is not None:
+            self._by_owner.get(previous, set()).discard(key)
+        self._owner_of[key] = owner
+        if owner is not None:
+            self._by_owner.setdefault(owner, set()).add(key)
+
     def _owned_pods(self, owner_kind: str, namespace: str, owner: str) -> list[dict[str, Any]]:
-        out = []
-        for (ns, _), pod in self._store["pods"].items():
-            ref = controller_of(pod)
-            if ns == namespace and ref and ref.get("kind") == owner_kind and ref.get("name") == owner:
-                out.append(pod)
-        return out
+        keys = sorted(self._by_owner.get((owner_kind, namespace, owner), ()))
+        return [self._store["pods"][k] for k in keys]
 
     # ------------------------------------------------------------------ scheduling
 
-    def _free_gpus(self, node: str) -> list[int]:
+    def _held_gpus(self) -> dict[str, set[int]]:
+        """GPU indices held on each node by its Pending or Running pods."""
+        held: dict[str, set[int]] = {}
+        for pod in self._store["pods"].values():
+            node = pod["spec"].get("nodeName")
+            if node and pod["status"].get("phase") in ("Pending", "Running"):
+                held.setdefault(node, set()).update(pod_gpus(pod))
+        return held
+
+    def _free_gpus(self, node: str, held: dict[str, set[int]] | None = None) -> list[int]:
         obj = self._store["nodes"][("", node)]
         total = int(obj["status"]["capacity"].get(GPU_RESOURCE, "0"))
-        held: set[int] = set()
-        for pod in self._store["pods"].values():
-            if pod["spec"].get("nodeName") == node and pod["status"].get("phase") in ("Pending", "Running"):
-                held.update(pod_gpus(pod))
-        return [g for g in range(total) if g not in held and (node, g) not in self._unhealthy_gpus]
+        taken = (held if held is not None else self._held_gpus()).get(node, set())
+        return [g for g in range(total) if g not in taken and (node, g) not in self._unhealthy_gpus]
 
     def _fits(self, pod: dict[str, Any], node: dict[str, Any]) -> bool:
         if not condition_true(node, "Ready") or node.get("spec", {}).get("unschedulable"):
@@ -733,13 +897,14 @@ class KubeState:
             ),
             key=lambda p: (p["metadata"]["creationTimestamp"], p["metadata"]["name"]),
         )
+        held = self._held_gpus() if pending else {}
         for pod in pending:
             need = pod_gpu_request(pod)
             best: tuple[int, str, list[int]] | None = None
             for (_, node_name), node in sorted(self._store["nodes"].items()):
                 if not self._fits(pod, node):
                     continue
-                free = self._free_gpus(node_name)
+                free = self._free_gpus(node_name, held)
                 if len(free) >= need and (best is None or len(free) < best[0]):
                     best = (len(free), node_name, free)
             if best is None:
@@ -748,6 +913,7 @@ class KubeState:
             _, node_name, free = best
             if need:
                 meta(pod).setdefault("annotations", {})[GPU_ANNOTATION] = ",".join(map(str, free[:need]))
+                held.setdefault(node_name, set()).update(free[:need])
             self._bind(pod, node_name, start_now=start_now)
 
     def _mark_unschedulable(self, pod: dict[str, Any], need: int) -> None:
@@ -760,10 +926,14 @@ class KubeState:
                 return
         set_condition(pod, "PodScheduled", "False", "Unschedulable", message, self._clock())
         self._put("pods", pod)
+        self._record(pod, "FailedScheduling", message, warning=True, component="default-scheduler")
 
     # ------------------------------------------------------------------ controllers
 
     def _reconcile(self) -> None:
+        """Run the controllers; they only react to writes, so nothing to do when none happened since."""
+        if self._rv == self._reconciled_rv:
+            return
         for dep in list(self._store["deployments"].values()):
             self._reconcile_deployment(dep)
         for ds in list(self._store["daemonsets"].values()):
@@ -773,9 +943,10 @@ class KubeState:
             self._update_pdb_status(pdb)
             if pdb["status"] != before:
                 self._put("poddisruptionbudgets", pdb)
+        self._reconciled_rv = self._rv
 
     def _pod_from_template(self, owner: dict[str, Any], owner_kind: str, suffix: str) -> dict[str, Any]:
-        template = copy.deepcopy(owner.get("spec", {}).get("template") or {})
+        template = clone(owner.get("spec", {}).get("template") or {})
         md = template.setdefault("metadata", {})
         md["name"] = f"{owner['metadata']['name']}-{suffix}"
         md["namespace"] = owner["metadata"]["namespace"]
@@ -906,6 +1077,9 @@ class KubeState:
             was = bool(before.get("spec", {}).get("unschedulable"))
             now_ = bool(after.get("spec", {}).get("unschedulable"))
             if was != now_:
+                name = after["metadata"]["name"]
+                reason = "NodeNotSchedulable" if now_ else "NodeSchedulable"
+                self._record(after, reason, f"Node {name} status is now: {reason}")
                 self._emit(
                     KubeEvent(
                         "node_cordoned" if now_ else "node_uncordoned",
@@ -940,6 +1114,9 @@ class KubeState:
             del self._checkpoint_due[key]
             pod["metadata"].setdefault("annotations", {})[CHECKPOINT_DONE] = requested
             self._put("pods", pod)
+            self._record(
+                pod, "CheckpointDone", f"checkpoint written for request {requested}", component="training-job"
+            )
 
     # ------------------------------------------------------------------ GPU resets and node reboots
 
@@ -951,7 +1128,14 @@ class KubeState:
         if plural == "gpuresets" and (not isinstance(spec.get("gpu"), int) or spec["gpu"] < 0):
             raise Invalid("GPUReset needs spec.gpu, a GPU index >= 0", kind=plural)
 
+    def _record_on_node(self, node_name: str, reason: str, message: str, *, warning: bool) -> None:
+        node = self._store["nodes"].get(("", node_name))
+        if node is not None:
+            self._record(node, reason, message, warning=warning, component=AGENT)
+
     def _request_status(self, plural: str, obj: dict[str, Any], phase: str, message: str) -> None:
+        if phase == "Failed" and plural == "gpuresets":
+            self._record_on_node(obj["spec"]["nodeName"], "GPUResetFailed", message, warning=True)
         status = obj.setdefault("status", {})
         status["phase"] = phase
         status["message"] = message
@@ -974,6 +1158,9 @@ class KubeState:
                     "gpuresets", req, "Succeeded", f"GPU {spec['gpu']} on {spec['nodeName']} reset"
                 )
                 self._emit(KubeEvent("gpu_reset", spec["nodeName"], spec["gpu"], detail={"request": name}))
+                self._record_on_node(
+                    spec["nodeName"], "GPUResetSucceeded", f"GPU {spec['gpu']} reset ({name})", warning=False
+                )
         for (_, name), req in sorted(self._store["nodereboots"].items()):
             phase = req["status"].get("phase")
             if phase == "Pending":
@@ -995,6 +1182,10 @@ class KubeState:
                     )
                     self._put("nodes", node)
                 self._request_status("nodereboots", req, "Succeeded", f"node {node_name} rebooted")
+                if node is not None:
+                    self._record(
+                        node, "Rebooted", f"Node {node_name} has been rebooted, boot id: {boot}", warning=True
+                    )
                 self._emit(KubeEvent("node_rebooted", node_name, detail={"request": name}))
 
     def _begin_reset(self, name: str, req: dict[str, Any], now: float) -> None:
@@ -1048,6 +1239,9 @@ class KubeState:
             self._clock(),
         )
         self._put("nodes", node)
+        self._record(
+            node, "Rebooting", f"Node {node_name} will be rebooted ({name})", warning=True, component=AGENT
+        )
         for pod in [p for p in self._store["pods"].values() if p["spec"].get("nodeName") == node_name]:
             self._remove_pod(pod, "NodeReboot")
         self._reboot_done_at[name] = now + self.node_reboot_seconds

@@ -302,3 +302,79 @@ def test_unhealthy_gpu_leaves_allocatable(state: KubeState, clock: Clock) -> Non
     state.set_gpu_healthy("gpu-node-001", 0, True)
     advance(state, clock, 10)
     assert state.get_object("pods", "ml", "big")["spec"]["nodeName"] == "gpu-node-001"
+
+
+def test_deleting_an_owner_removes_its_pods(state: KubeState, clock: Clock) -> None:
+    state.add_deployment(training("train", replicas=2, gpus=4))
+    state.add_daemonset(
+        {
+            "metadata": {"name": "dcgm", "namespace": "gpu-operator"},
+            "spec": {"template": {"metadata": {"labels": {"app": "dcgm"}}}},
+        }
+    )
+    state.delete_object("deployments", "ml", "train")
+    state.delete_object("daemonsets", "gpu-operator", "dcgm")
+    advance(state, clock, 40)
+    assert state.list_pods() == []
+    assert state.gpu_assignments() == {}
+
+
+def test_twin_records_kubernetes_events(state: KubeState, clock: Clock) -> None:
+    state.add_deployment(training("train", replicas=1, gpus=8))
+    (pod,) = state.list_pods(namespace="ml")
+    state.evict("ml", pod["metadata"]["name"])
+    state.set_node_ready("gpu-node-002", False)
+    state.create_object("nodereboots", "", {"metadata": {"name": "b"}, "spec": {"nodeName": "gpu-node-001"}})
+    advance(state, clock, 200)
+    reasons = [(e["involvedObject"]["name"], e["reason"]) for e in state.list_objects("events")[0]]
+    assert (pod["metadata"]["name"], "Scheduled") in reasons
+    assert (pod["metadata"]["name"], "Killing") in reasons
+    assert ("gpu-node-002", "NodeNotReady") in reasons
+    assert ("gpu-node-001", "Rebooting") in reasons and ("gpu-node-001", "Rebooted") in reasons
+    unschedulable = [r for r in reasons if r[1] == "FailedScheduling"]
+    assert unschedulable  # the replacement found no Ready node while node-001 rebooted and node-002 was down
+
+
+def test_events_are_capped(clock: Clock) -> None:
+    state = KubeState(clock, max_events=5)
+    for i in range(4):
+        state.add_node(f"gpu-node-00{i}", 8)
+        state.set_node_ready(f"gpu-node-00{i}", False)
+        state.set_node_ready(f"gpu-node-00{i}", True)
+    events = state.list_objects("events")[0]
+    assert len(events) == 5
+    assert events and all(e["involvedObject"]["name"] != "gpu-node-000" for e in events)
+
+
+def test_bound_pod_starts_only_once_its_node_is_ready(state: KubeState, clock: Clock) -> None:
+    state.create_object("pods", "ml", {"metadata": {"name": "p"}, "spec": {"nodeName": "gpu-node-002"}})
+    state.set_node_ready("gpu-node-002", False)
+    advance(state, clock, 30)
+    assert state.get_object("pods", "ml", "p")["status"]["phase"] == "Pending"
+    state.set_node_ready("gpu-node-002", True)
+    advance(state, clock, 1)
+    assert state.get_object("pods", "ml", "p")["status"]["phase"] == "Running"
+
+
+def test_unready_pod_eviction_follows_the_unhealthy_pod_policy(state: KubeState, clock: Clock) -> None:
+    state.add_deployment(training("train", replicas=2, gpus=4))
+    state.add_pdb(
+        {
+            "metadata": {"name": "train", "namespace": "ml"},
+            "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "train"}}},
+        }
+    )
+    first, second = (p["metadata"]["name"] for p in state.list_pods(namespace="ml"))
+    state.fail_pod("ml", first, "Error")  # its replacement is still starting: the budget is unhealthy
+    (starting,) = [p for p in state.list_pods(namespace="ml") if p["status"]["phase"] == "Pending"]
+    with pytest.raises(DisruptionBudgetBlocked):
+        state.evict("ml", starting["metadata"]["name"])
+
+    def always(pdb: dict[str, Any]) -> dict[str, Any]:
+        pdb["spec"]["unhealthyPodEvictionPolicy"] = "AlwaysAllow"
+        return pdb
+
+    state.update_object("poddisruptionbudgets", "ml", "train", always)
+    state.evict("ml", starting["metadata"]["name"])
+    with pytest.raises(DisruptionBudgetBlocked):
+        state.evict("ml", second)
