@@ -88,6 +88,7 @@ class Twin:
         self._pods_by_row: list[list[str]] = [[] for _ in range(self.n)]
         self._workload_by_row: list[str | None] = [None] * self.n
         self._dirty = True
+        self._nodes_dirty = True  # node readiness is re-read after any Kubernetes event
         self.faults: list[ActiveFault] = build_faults(scenario, self.start, rng_faults)
         self.kube.subscribe(self._on_event)
         self._refresh_assignments()
@@ -171,8 +172,10 @@ class Twin:
                     self._set_schedulable(row, False)
             while self._xids and self._xids[0][0] <= self.t - XID_WINDOW_MS / 1000.0:
                 self._xids.popleft()
-            for i, name in enumerate(self.nodes):
-                self.node_up[i] = self.kube.node_ready(name)
+            if self._nodes_dirty:
+                self._nodes_dirty = False
+                for i, name in enumerate(self.nodes):
+                    self.node_up[i] = self.kube.node_ready(name)
 
     def advance_to(self, t: float) -> int:
         """Step until the next step would pass `t` (or the scenario ends); returns the steps taken."""
@@ -292,7 +295,7 @@ class Twin:
 
     def set_node_ready(self, node: str, ready: bool, reason: str) -> None:
         self.kube.set_node_ready(node, ready, reason)
-        self.node_up[node_index(node)] = ready
+        self._nodes_dirty = True
 
     def workload_of(self, row: int) -> str | None:
         return self._workload_by_row[row]
@@ -339,6 +342,7 @@ class Twin:
     def _on_event(self, event: KubeEvent) -> None:
         with self._lock:
             self._dirty = True
+            self._nodes_dirty = True
             if event.kind == "pod_stopped" and event.pod:
                 for fault in self.faults:
                     fault.on_pod_stopped(self.t, event.pod, self)

@@ -32,6 +32,19 @@ def test_metrics_served_over_http() -> None:
     assert health.status_code == 200
 
 
+def test_one_port_serves_metrics_and_the_kubernetes_api() -> None:
+    tw = twin()
+    tw.step()
+    with serving(build_app(tw)) as url:
+        version = httpx.get(f"{url}/version")
+        nodes = httpx.get(f"{url}/api/v1/nodes")
+        metrics = httpx.get(f"{url}/metrics")
+    assert version.status_code == 200 and "gitVersion" in version.json()
+    names = [n["metadata"]["name"] for n in nodes.json()["items"]]
+    assert names == ["gpu-node-001", "gpu-node-002"]
+    assert 'kube_node_status_condition{node="gpu-node-001",condition="Ready",status="true"} 1' in metrics.text
+
+
 def test_clock_runs_simulated_time_at_speed() -> None:
     tw = twin()
     clock = TwinClock(tw, speed=600.0, tick_s=0.01)
