@@ -3,4 +3,5 @@
 COMMAND_MODULES: tuple[str, ...] = (
     "store",
     "web",
+    "agent",
 )
