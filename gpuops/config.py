@@ -26,7 +26,21 @@ _EXPECTATIONS: dict[str, str] = {
     "approvers": "a comma-separated list of Slack user ids or dashboard user names",
     "slack_api_url": "an http(s) base URL of Slack's Web API ending in /api/",
     "openai_base_url": "an http(s) URL of an OpenAI-compatible API, e.g. http://127.0.0.1:8000/v1",
+    "kube_api_url": "an http(s) URL of a Kubernetes API server, e.g. https://10.0.0.1:6443",
+    "scrape_urls": "a comma-separated list of exporter /metrics URLs",
+    "step_seconds": "a number of seconds > 0 (the scrape interval)",
+    "cycle_seconds": "a number of seconds > 0",
+    "window_seconds": "a number of seconds > 0",
+    "shards": "a whole number >= 1",
 }
+
+
+def _comma_list(value: Any) -> tuple[str, ...]:
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return tuple(str(v) for v in value)
 
 
 def _http_url(value: str | None, what: str) -> str | None:
@@ -62,6 +76,18 @@ class Settings(BaseSettings):
     slack_channel: str | None = None
     slack_api_url: str = "https://slack.com/api/"
     approvers: Annotated[tuple[str, ...], NoDecode] = ()
+
+    kube_api_url: str | None = None
+    kube_token: SecretStr | None = None
+    kubeconfig: str | None = None
+    kube_in_cluster: bool = False
+    kube_verify_ssl: bool = True
+    scrape_urls: Annotated[tuple[str, ...], NoDecode] = ()
+    step_seconds: float = Field(default=15.0, gt=0)
+    cycle_seconds: float = Field(default=30.0, gt=0)
+    window_seconds: float = Field(default=900.0, gt=0)
+    shards: int = Field(default=1, ge=1)
+    policy_file: str | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -102,14 +128,23 @@ class Settings(BaseSettings):
         assert url is not None
         return url if url.endswith("/") else url + "/"
 
+    @field_validator("kube_api_url")
+    @classmethod
+    def _kube_api_url(cls, value: str | None) -> str | None:
+        return _http_url(value, _EXPECTATIONS["kube_api_url"])
+
+    @field_validator("scrape_urls", mode="before")
+    @classmethod
+    def _scrape_urls(cls, value: Any) -> tuple[str, ...]:
+        urls = _comma_list(value)
+        for url in urls:
+            _http_url(url, _EXPECTATIONS["scrape_urls"])
+        return urls
+
     @field_validator("approvers", mode="before")
     @classmethod
     def _approvers(cls, value: Any) -> tuple[str, ...]:
-        if value is None or value == "":
-            return ()
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return tuple(str(v) for v in value)
+        return _comma_list(value)
 
     @property
     def embedded(self) -> bool:

@@ -3,5 +3,8 @@
 COMMAND_MODULES: tuple[str, ...] = (
     "store",
     "web",
+    "nab",
+    "sim",
+    "backtest",
     "agent",
 )

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -269,3 +270,16 @@ class HardwareTicket(Base):
     status: Mapped[str] = mapped_column(String(16), default="open")
     webhook_status: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DetectorState(Base):
+    """The streaming detectors' state of one shard of the fleet, handed from worker to worker. Locking the row
+    serialises cycles of a shard, and `last_ts` makes a duplicate cycle (two beats) a no-op."""
+
+    __tablename__ = "detector_states"
+
+    shard: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_ts: Mapped[float] = mapped_column(Float, default=0.0)
+    state: Mapped[bytes | None] = mapped_column(LargeBinary)
+    cycles: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -1,0 +1,38 @@
+"""The Kubernetes port: `ClusterPort`, the real adapter `KubernetesCluster`, the fake `InMemoryCluster`."""
+
+from connectors.kubernetes.errors import (
+    AccessDenied,
+    AlreadyExists,
+    ClusterError,
+    ClusterUnavailable,
+    Conflict,
+    DisruptionBlocked,
+    InvalidRequest,
+    MalformedResponse,
+    NotCordonedByGpuops,
+    NotFound,
+)
+from connectors.kubernetes.fake import InMemoryCluster
+from connectors.kubernetes.models import DeploymentScale, NodeCondition, NodeInfo, NodeRequest, PodInfo, Taint
+from connectors.kubernetes.port import ClusterPort
+
+__all__ = [
+    "AccessDenied",
+    "AlreadyExists",
+    "ClusterError",
+    "ClusterPort",
+    "ClusterUnavailable",
+    "Conflict",
+    "DeploymentScale",
+    "DisruptionBlocked",
+    "InMemoryCluster",
+    "InvalidRequest",
+    "MalformedResponse",
+    "NodeCondition",
+    "NodeInfo",
+    "NodeRequest",
+    "NotCordonedByGpuops",
+    "NotFound",
+    "PodInfo",
+    "Taint",
+]

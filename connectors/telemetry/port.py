@@ -1,0 +1,218 @@
+"""The telemetry port: what every adapter promises, and the one place raw series become a FleetFrame.
+
+Adapters fetch, per metric, a list of series (labels + samples already on the query grid); the
+`FrameAssembler` normalises labels (`Hostname`/`hostname`, `exported_pod`/`exported_namespace`),
+orders GPUs by (hostname, gpu), merges series of the same GPU (a pod change splits a series) and
+builds the aligned `[gpu, time]` arrays. Both adapters share it, so identical data gives identical
+frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from detectors.frame import FleetFrame, GpuLabels
+
+log = logging.getLogger(__name__)
+FloatArray = npt.NDArray[np.float64]
+
+# The GPU metrics one detection cycle pulls (dcgm-exporter names).
+DEFAULT_GPU_METRICS: tuple[str, ...] = (
+    "DCGM_FI_DEV_GPU_TEMP",
+    "DCGM_FI_DEV_MEMORY_TEMP",
+    "DCGM_FI_DEV_POWER_USAGE",
+    "DCGM_FI_DEV_SM_CLOCK",
+    "DCGM_FI_DEV_GPU_UTIL",
+    "DCGM_FI_DEV_FB_USED",
+    "DCGM_FI_DEV_FB_FREE",
+    "DCGM_FI_DEV_XID_ERRORS",
+    "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL",
+    "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL",
+    "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS",
+    "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS",
+    "DCGM_FI_DEV_ROW_REMAP_FAILURE",
+    "DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL",
+    "DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL",
+    "DCGM_FI_DEV_PCIE_REPLAY_COUNTER",
+    "DCGM_FI_DEV_THERMAL_VIOLATION",
+    "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
+    "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
+    "DCGM_EXP_XID_ERRORS_COUNT",
+)
+# Metrics whose several series per GPU add up (one per XID code) instead of replacing each other.
+SUMMED_METRICS: frozenset[str] = frozenset({"DCGM_EXP_XID_ERRORS_COUNT"})
+
+
+@dataclass(frozen=True)
+class NodeSeries:
+    """A node-level series: a metric name and the label values that select it; rows keyed by `node`."""
+
+    metric: str
+    match: Mapping[str, str] = field(default_factory=dict)
+
+    def promql(self) -> str:
+        if not self.match:
+            return self.metric
+        inner = ",".join(f'{k}="{v}"' for k, v in sorted(self.match.items()))
+        return f"{self.metric}{{{inner}}}"
+
+
+# Keyed by their PromQL selector, the name the detectors read them by (detectors.metrics.NODE_READY).
+DEFAULT_NODE_SERIES: Mapping[str, NodeSeries] = {
+    s.promql(): s
+    for s in (NodeSeries("kube_node_status_condition", {"condition": "Ready", "status": "true"}),
+              NodeSeries("kube_node_spec_unschedulable"))
+}
+
+
+class TelemetrySource(Protocol):
+    """Anything that can answer one detection cycle's window for the whole fleet."""
+
+    def frame(
+        self,
+        start: float,
+        end: float,
+        step: float,
+        metrics: Sequence[str] | None = None,
+        node_series: Mapping[str, NodeSeries] | None = None,
+    ) -> FleetFrame:
+        """Every GPU's metrics on the grid start, start+step, … ≤ end (NaN where absent)."""
+        ...
+
+
+def time_grid(start: float, end: float, step: float) -> FloatArray:
+    """The query grid, as Prometheus's query_range evaluates it."""
+    if not (math.isfinite(start) and math.isfinite(end) and math.isfinite(step)):
+        raise ValueError("start, end and step must be finite numbers")
+    if step <= 0:
+        raise ValueError(f"step must be positive, got {step}")
+    if end < start:
+        raise ValueError(f"end ({end}) is before start ({start})")
+    n = math.floor((end - start) / step + 1e-9) + 1
+    return start + step * np.arange(n, dtype=np.float64)
+
+
+def hostname_of(labels: Mapping[str, str]) -> str:
+    """The node a GPU series belongs to, whichever spelling the exporter or relabelling used."""
+    for key in ("Hostname", "hostname", "node", "instance"):
+        if labels.get(key):
+            return labels[key]
+    return ""
+
+
+def k8s_label(labels: Mapping[str, str], name: str) -> str:
+    """`pod`/`namespace`/`container` of the workload, preferring Prometheus's `exported_` renames."""
+    return labels.get(f"exported_{name}") or labels.get(name) or ""
+
+
+@dataclass
+class RawSeries:
+    """One series from a source: its labels and its values on the query grid (NaN where absent)."""
+
+    labels: Mapping[str, str]
+    values: FloatArray
+
+
+@dataclass
+class FrameAssembler:
+    """Builds a FleetFrame from per-metric raw series; records series it had to skip."""
+
+    timestamps: FloatArray
+    skipped: list[str] = field(default_factory=list)
+
+    def build(
+        self,
+        gpu_series: Mapping[str, Sequence[RawSeries]],
+        node_series: Mapping[str, Sequence[RawSeries]] | None = None,
+    ) -> FleetFrame:
+        keyed: dict[str, dict[tuple[str, int], list[RawSeries]]] = {}
+        latest: dict[tuple[str, int], tuple[float, Mapping[str, str]]] = {}
+        for metric, series in gpu_series.items():
+            per_gpu = keyed.setdefault(metric, {})
+            for s in series:
+                key = self._gpu_key(metric, s.labels)
+                if key is None:
+                    continue
+                per_gpu.setdefault(key, []).append(s)
+                seen = np.flatnonzero(~np.isnan(s.values))
+                last = float(seen[-1]) if len(seen) else -1.0
+                if key not in latest or last > latest[key][0]:
+                    latest[key] = (last, s.labels)
+        keys = sorted(latest, key=lambda k: (k[0], k[1]))
+        row_of = {k: i for i, k in enumerate(keys)}
+        t = len(self.timestamps)
+        metrics: dict[str, FloatArray] = {}
+        for metric, per_gpu in keyed.items():
+            arr = np.full((len(keys), t), np.nan)
+            for key, series in per_gpu.items():
+                arr[row_of[key]] = self._merge(metric, series, t)
+            metrics[metric] = arr
+        labels = [latest[k][1] for k in keys]
+        gpus = GpuLabels(
+            hostname=tuple(k[0] for k in keys),
+            gpu=tuple(k[1] for k in keys),
+            uuid=tuple(lab.get("UUID") or lab.get("uuid") or "" for lab in labels),
+            model_name=tuple(lab.get("modelName") or "" for lab in labels),
+            pod=tuple(k8s_label(lab, "pod") for lab in labels),
+            namespace=tuple(k8s_label(lab, "namespace") for lab in labels),
+            container=tuple(k8s_label(lab, "container") for lab in labels),
+        )
+        nodes, node_metrics = self._nodes(node_series or {})
+        return FleetFrame(self.timestamps, gpus, metrics, nodes, node_metrics)
+
+    def _gpu_key(self, metric: str, labels: Mapping[str, str]) -> tuple[str, int] | None:
+        host, gpu = hostname_of(labels), labels.get("gpu", "")
+        try:
+            index = int(gpu)
+        except ValueError:
+            index = -1
+        if not host or index < 0:
+            note = f"{metric}{dict(labels)}: no usable hostname/gpu label; series skipped"
+            self.skipped.append(note)
+            log.warning("telemetry: %s", note)
+            return None
+        return host, index
+
+    @staticmethod
+    def _merge(metric: str, series: Sequence[RawSeries], t: int) -> FloatArray:
+        if len(series) == 1:
+            return series[0].values.astype(np.float64, copy=True)
+        stack = np.vstack([s.values for s in series])
+        if metric in SUMMED_METRICS:
+            present = ~np.isnan(stack)
+            total = np.where(present, stack, 0.0).sum(axis=0)
+            return np.where(present.any(axis=0), total, np.nan)
+        # A pod change splits a GPU's series: at each step the series seen last wins.
+        order = sorted(range(len(series)), key=lambda i: _last_seen(series[i].values))
+        out = np.full(t, np.nan)
+        for i in order:
+            v = series[i].values
+            out = np.where(np.isnan(v), out, v)
+        return out
+
+    def _nodes(
+        self, node_series: Mapping[str, Sequence[RawSeries]]
+    ) -> tuple[tuple[str, ...], dict[str, FloatArray]]:
+        names = sorted({s.labels.get("node", "") for series in node_series.values() for s in series} - {""})
+        row_of = {n: i for i, n in enumerate(names)}
+        out: dict[str, FloatArray] = {}
+        for key, series in node_series.items():
+            arr = np.full((len(names), len(self.timestamps)), np.nan)
+            for s in series:
+                node = s.labels.get("node", "")
+                if node:
+                    arr[row_of[node]] = np.where(np.isnan(s.values), arr[row_of[node]], s.values)
+            out[key] = arr
+        return tuple(names), out
+
+
+def _last_seen(values: FloatArray) -> int:
+    seen = np.flatnonzero(~np.isnan(values))
+    return int(seen[-1]) if len(seen) else -1

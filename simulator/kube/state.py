@@ -1,0 +1,1099 @@
+"""The twin's Kubernetes state: objects kept as their JSON dicts, and the controllers a cluster runs on them.
+
+Time is simulated: the state reads `clock()` to stamp what it writes, and `tick(now)` moves every
+time-based transition forward (graceful terminations, scheduling, pod starts, GPU resets, reboots,
+training-job checkpoints). Listeners (the physics) hear `KubeEvent`s after the state lock is released,
+so a listener may call back into the state.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from connectors.kubernetes.annotations import CHECKPOINT_DONE, CHECKPOINT_REQUESTED
+from simulator.kube.errors import AlreadyExists, Conflict, DisruptionBudgetBlocked, Invalid, NotFound
+from simulator.kube.objects import (
+    GPU_ANNOTATION,
+    GPU_RESOURCE,
+    WORKLOAD_LABEL,
+    annotations_of,
+    condition_true,
+    controller_of,
+    labels_of,
+    meta,
+    node_object,
+    parse_rfc3339,
+    pod_gpu_request,
+    pod_gpus,
+    pod_ready,
+    pod_running,
+    resolve_int_or_percent,
+    rfc3339,
+    set_condition,
+    tolerates,
+)
+from simulator.kube.resources import BY_PLURAL
+from simulator.kube.selectors import label_selector_matches, object_fields, parse_selector
+
+__all__ = [
+    "CHECKPOINT_DONE",
+    "CHECKPOINT_REQUESTED",
+    "CHECKPOINT_SECONDS_ANNOTATION",
+    "GPU_ANNOTATION",
+    "WORKLOAD_LABEL",
+    "KubeEvent",
+    "KubeState",
+]
+
+CHECKPOINT_SECONDS_ANNOTATION = "sim.gpuops.io/checkpoint-seconds"
+"""On a training Pod (or its template): the job checkpoints when asked, taking this many seconds."""
+
+TERMINATION_REASON = "sim.gpuops.io/termination-reason"
+
+EventKind = Literal[
+    "gpu_reset",
+    "node_reboot_started",
+    "node_rebooted",
+    "pod_started",
+    "pod_stopped",
+    "node_cordoned",
+    "node_uncordoned",
+    "deployment_scaled",
+]
+Key = tuple[str, str]  # (namespace or "", name)
+OwnerKey = tuple[str, str, str]  # (controller kind, namespace, name)
+
+
+@dataclass(frozen=True)
+class KubeEvent:
+    """A change in the cluster that the physics reacts to."""
+
+    kind: EventKind
+    node: str | None
+    gpu: int | None = None
+    pod: str | None = None
+    namespace: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class KubeState:
+    """Thread-safe in-memory store of Kubernetes objects kept as their JSON dicts.
+
+    Each object has apiVersion, kind, metadata, spec and status, exactly as the API serves it.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        *,
+        pod_start_seconds: float = 5.0,
+        gpu_reset_seconds: float = 30.0,
+        node_reboot_seconds: float = 240.0,
+        default_grace_seconds: int = 30,
+    ) -> None:
+        self._clock = clock
+        self.pod_start_seconds = pod_start_seconds
+        self.gpu_reset_seconds = gpu_reset_seconds
+        self.node_reboot_seconds = node_reboot_seconds
+        self.default_grace_seconds = default_grace_seconds
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._pending: list[KubeEvent] = []
+        self._listeners: list[Callable[[KubeEvent], None]] = []
+        self._rv = 0
+        self._store: dict[str, dict[Key, dict[str, Any]]] = {plural: {} for plural in BY_PLURAL}
+        self._unhealthy_gpus: set[tuple[str, int]] = set()
+        self._reboot_done_at: dict[str, float] = {}
+        self._reset_done_at: dict[str, float] = {}
+        self._checkpoint_due: dict[Key, tuple[str, float]] = {}
+        self._pod_start_at: dict[Key, float] = {}
+        self._owner_of: dict[Key, OwnerKey | None] = {}
+        self._by_owner: dict[OwnerKey, set[Key]] = {}
+        self._reconciled_rv = -1
+        for ns in ("default", "kube-system"):
+            self._put(
+                "namespaces",
+                {"metadata": {"name": ns}, "spec": {}, "status": {"phase": "Active"}},
+                create=True,
+            )
+
+    # ------------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def _mutation(self) -> Iterator[None]:
+        """Hold the lock; when the outermost mutation ends, tell the listeners what happened."""
+        with self._lock:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                events: list[KubeEvent] = []
+                if self._depth == 0:
+                    events, self._pending = self._pending, []
+        for event in events:
+            for listener in list(self._listeners):
+                listener(event)
+
+    def _emit(self, event: KubeEvent) -> None:
+        self._pending.append(event)
+
+    def now(self) -> float:
+        """The simulated time the state stamps its writes with."""
+        return self._clock()
+
+    def resource_version(self) -> str:
+        """The latest resourceVersion written (a list's resourceVersion)."""
+        with self._lock:
+            return str(self._rv)
+
+    def _put(self, plural: str, obj: dict[str, Any], *, create: bool = False) -> dict[str, Any]:
+        """Store an object, bumping its resourceVersion; on create fill in the server-set metadata."""
+        res = BY_PLURAL[plural]
+        obj["apiVersion"] = res.api_version
+        obj["kind"] = res.kind
+        md = meta(obj)
+        name = md.get("name")
+        if not name and md.get("generateName"):
+            name = md["name"] = f"{md['generateName']}{uuid.uuid4().hex[:5]}"
+        if not name:
+            raise Invalid(f"{res.kind} needs metadata.name", kind=res.kind)
+        namespace = ""
+        if res.namespaced:
+            namespace = md.setdefault("namespace", "default") or "default"
+            md["namespace"] = namespace
+            if ("", namespace) not in self._store["namespaces"]:
+                self._put(
+                    "namespaces",
+                    {"metadata": {"name": namespace}, "spec": {}, "status": {"phase": "Active"}},
+                    create=True,
+                )
+        else:
+            md.pop("namespace", None)
+        key = (namespace, name)
+        if create:
+            if key in self._store[plural]:
+                raise AlreadyExists(
+                    f'{plural} "{name}" already exists', kind=plural, name=name, group=res.group
+                )
+            md.setdefault("uid", str(uuid.uuid4()))
+            md.setdefault("creationTimestamp", rfc3339(self._clock()))
+            md["generation"] = 1
+        self._rv += 1
+        md["resourceVersion"] = str(self._rv)
+        self._store[plural][key] = obj
+        if plural == "pods":
+            self._index_pod(key, obj)
+        return obj
+
+    def _find(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        res = BY_PLURAL[plural]
+        obj = self._store[plural].get((namespace if res.namespaced else "", name))
+        if obj is None:
+            raise NotFound(
+                f'{plural}{"." + res.group if res.group else ""} "{name}" not found',
+                kind=plural,
+                name=name,
+                group=res.group,
+            )
+        return obj
+
+    # ---------------------------------------------------------- generic API (used by the HTTP surface)
+
+    def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        """A copy of one object; NotFound if absent."""
+        with self._lock:
+            return copy.deepcopy(self._find(plural, namespace, name))
+
+    def list_objects(
+        self,
+        plural: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Copies of the matching objects, sorted by namespace and name, and the list's resourceVersion."""
+        labels_ok = parse_selector(label_selector)
+        fields_ok = parse_selector(field_selector)
+        with self._lock:
+            items = [
+                copy.deepcopy(obj)
+                for key, obj in sorted(self._store[plural].items())
+                if (namespace is None or key[0] == namespace)
+                and labels_ok(labels_of(obj))
+                and fields_ok(object_fields(obj))
+            ]
+            return items, str(self._rv)
+
+    def create_object(self, plural: str, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create an object as the API server would (pods, deployments, PDBs, events, GPU resets, reboots)."""
+        with self._mutation():
+            obj = copy.deepcopy(obj)
+            if BY_PLURAL[plural].namespaced:
+                body_ns = obj.get("metadata", {}).get("namespace")
+                if body_ns and body_ns != namespace:
+                    raise Invalid(
+                        f"the namespace of the object ({body_ns}) does not match the namespace "
+                        f"of the request ({namespace})"
+                    )
+                meta(obj)["namespace"] = namespace
+            meta(obj).pop("resourceVersion", None)
+            created = self._create(plural, obj)
+            self._reconcile()
+            return copy.deepcopy(created)
+
+    def _create(self, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
+        if plural == "pods":
+            return self._create_pod(obj, start_now=False)
+        if plural == "deployments":
+            obj.setdefault("spec", {}).setdefault("replicas", 1)
+            obj.setdefault("status", {})
+        if plural in ("gpuresets", "nodereboots"):
+            self._validate_request(plural, obj)
+            obj["status"] = {"phase": "Pending", "message": "waiting for the node agent"}
+        if plural == "events":
+            obj.setdefault("count", 1)
+            obj.setdefault("firstTimestamp", rfc3339(self._clock()))
+            obj.setdefault("lastTimestamp", rfc3339(self._clock()))
+            obj.setdefault("type", "Normal")
+        return self._put(plural, obj, create=True)
+
+    def update_object(
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        change: Callable[[dict[str, Any]], dict[str, Any]],
+        *,
+        subresource: str = "",
+    ) -> dict[str, Any]:
+        """Replace an object by `change(copy of current)`.
+
+        A resourceVersion in the result must match the stored one, else Conflict.
+        """
+        with self._mutation():
+            current = self._find(plural, namespace, name)
+            proposed = change(copy.deepcopy(current))
+            md = meta(proposed)
+            expected = md.get("resourceVersion")
+            if expected and expected != current["metadata"]["resourceVersion"]:
+                raise Conflict(
+                    f'Operation cannot be fulfilled on {plural} "{name}": the object has been modified; '
+                    "please apply your changes to the latest version and try again",
+                    kind=plural,
+                    name=name,
+                    group=BY_PLURAL[plural].group,
+                )
+            if md.get("name", name) != name:
+                raise Invalid(f"metadata.name cannot change from {name!r}", kind=plural, name=name)
+            for server_field in ("uid", "creationTimestamp", "namespace", "deletionTimestamp", "generation"):
+                if server_field in current["metadata"]:
+                    md[server_field] = current["metadata"][server_field]
+                else:
+                    md.pop(server_field, None)
+            md["name"] = name
+            if subresource == "status":
+                proposed = {**current, "status": proposed.get("status", {})}
+            elif "status" in current:
+                # Main resource writes do not change status; status belongs to the controllers.
+                proposed["status"] = current["status"]
+            if proposed.get("spec") != current.get("spec"):
+                meta(proposed)["generation"] = current["metadata"].get("generation", 1) + 1
+            updated = self._put(plural, proposed)
+            self._after_write(plural, current, updated)
+            self._reconcile()
+            return copy.deepcopy(updated)
+
+    def delete_object(
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        grace_seconds: int | None = None,
+        precondition_uid: str | None = None,
+    ) -> dict[str, Any]:
+        """Delete an object; pods terminate gracefully over `grace_seconds` of simulated time."""
+        with self._mutation():
+            obj = self._find(plural, namespace, name)
+            if precondition_uid and obj["metadata"].get("uid") != precondition_uid:
+                raise Conflict(
+                    f"Precondition failed: UID in precondition: {precondition_uid}, "
+                    f"UID in object meta: {obj['metadata'].get('uid')}",
+                    kind=plural,
+                    name=name,
+                )
+            if plural == "pods":
+                result = self._delete_pod(namespace, name, grace_seconds, reason="Deleted")
+            else:
+                result = self._store[plural].pop(self._key(plural, namespace, name))
+                self._rv += 1
+                owner_kind = {"deployments": "Deployment", "daemonsets": "DaemonSet"}.get(plural)
+                if owner_kind:  # the garbage collector removes what the owner controlled
+                    for pod in self._owned_pods(owner_kind, namespace, name):
+                        self._delete_pod(namespace, pod["metadata"]["name"], None, reason="OwnerDeleted")
+            self._reconcile()
+            return copy.deepcopy(result)
+
+    def _key(self, plural: str, namespace: str, name: str) -> Key:
+        return (namespace if BY_PLURAL[plural].namespaced else "", name)
+
+    # ------------------------------------------------------------------ the interface the simulator uses
+
+    def add_node(self, name: str, gpus: int, labels: dict[str, str] | None = None) -> None:
+        """Add a Ready, schedulable node with `gpus` allocatable nvidia.com/gpu."""
+        with self._mutation():
+            self._put("nodes", node_object(name, gpus, labels, self._clock()), create=True)
+            self._reconcile()
+
+    def add_pod(self, pod: dict[str, Any]) -> None:
+        """Add a Pod; with spec.nodeName it is bound and Running at once (GPU_ANNOTATION says which GPUs)."""
+        with self._mutation():
+            self._create_pod(copy.deepcopy(pod), start_now=True)
+            self._reconcile()
+
+    def add_deployment(self, deployment: dict[str, Any]) -> None:
+        """Add an apps/v1 Deployment; its replicas are placed where capacity allows and Running at once."""
+        with self._mutation():
+            dep = copy.deepcopy(deployment)
+            dep.setdefault("spec", {}).setdefault("replicas", 1)
+            dep.setdefault("status", {})
+            self._put("deployments", dep, create=True)
+            self._reconcile()
+            self._schedule(start_now=True)
+            self._reconcile()
+
+    def add_pdb(self, pdb: dict[str, Any]) -> None:
+        """Add a policy/v1 PodDisruptionBudget."""
+        with self._mutation():
+            body = copy.deepcopy(pdb)
+            body.setdefault("status", {})
+            self._put("poddisruptionbudgets", body, create=True)
+            self._reconcile()
+
+    def add_daemonset(self, ds: dict[str, Any]) -> None:
+        """Add an apps/v1 DaemonSet; its pods run on every node (they tolerate cordons)."""
+        with self._mutation():
+            body = copy.deepcopy(ds)
+            body.setdefault("status", {})
+            self._put("daemonsets", body, create=True)
+            self._reconcile()
+
+    def list_nodes(self) -> list[dict[str, Any]]:
+        return self.list_objects("nodes")[0]
+
+    def get_node(self, name: str) -> dict[str, Any]:
+        """A copy of the node; NotFound (a KeyError) if absent."""
+        return self.get_object("nodes", "", name)
+
+    def list_pods(self, node: str | None = None, namespace: str | None = None) -> list[dict[str, Any]]:
+        return self.list_objects("pods", namespace, field_selector=f"spec.nodeName={node}" if node else None)[
+            0
+        ]
+
+    def list_deployments(self) -> list[dict[str, Any]]:
+        return self.list_objects("deployments")[0]
+
+    def gpu_assignments(self) -> dict[tuple[str, int], tuple[str, str, str]]:
+        """(node, gpu) -> (pod, namespace, container) for Running pods."""
+        with self._lock:
+            out: dict[tuple[str, int], tuple[str, str, str]] = {}
+            for (namespace, name), pod in self._store["pods"].items():
+                node = pod.get("spec", {}).get("nodeName")
+                if not node or not pod_running(pod):
+                    continue
+                containers = pod.get("spec", {}).get("containers") or [{}]
+                for gpu in pod_gpus(pod):
+                    out[(node, gpu)] = (name, namespace, containers[0].get("name", name))
+            return out
+
+    def node_ready(self, name: str) -> bool:
+        with self._lock:
+            return condition_true(self._find("nodes", "", name), "Ready")
+
+    def set_node_ready(self, name: str, ready: bool, reason: str = "") -> None:
+        """Set the node's Ready condition (the node_not_ready fault; a NotReady node gets no new pods)."""
+        with self._mutation():
+            node = self._find("nodes", "", name)
+            if ready:
+                set_condition(
+                    node,
+                    "Ready",
+                    "True",
+                    reason or "KubeletReady",
+                    "kubelet is posting ready status",
+                    self._clock(),
+                )
+            else:
+                set_condition(
+                    node,
+                    "Ready",
+                    "Unknown" if reason == "NodeStatusUnknown" else "False",
+                    reason or "KubeletNotReady",
+                    reason or "kubelet stopped posting node status",
+                    self._clock(),
+                )
+            self._put("nodes", node)
+            self._reconcile()
+
+    def node_schedulable(self, name: str) -> bool:
+        with self._lock:
+            return not self._find("nodes", "", name).get("spec", {}).get("unschedulable", False)
+
+    def set_gpu_healthy(self, node: str, gpu: int, healthy: bool) -> None:
+        """The device plugin's view of one GPU: an unhealthy GPU leaves allocatable and gets no new pods."""
+        with self._mutation():
+            obj = self._find("nodes", "", node)
+            if healthy:
+                self._unhealthy_gpus.discard((node, gpu))
+            else:
+                self._unhealthy_gpus.add((node, gpu))
+            total = int(obj["status"]["capacity"][GPU_RESOURCE])
+            bad = sum(1 for (n, g) in self._unhealthy_gpus if n == node and g < total)
+            obj["status"]["allocatable"][GPU_RESOURCE] = str(total - bad)
+            self._put("nodes", obj)
+
+    def fail_pod(self, namespace: str, name: str, reason: str) -> None:
+        """Kill a pod (OOMKilled, XID 79...): it turns Failed, frees its GPUs, its controller replaces it."""
+        with self._mutation():
+            pod = self._find("pods", namespace, name)
+            if pod.get("status", {}).get("phase") in ("Failed", "Succeeded"):
+                return
+            was_running = pod_running(pod)
+            self._set_pod_terminated(pod, "Failed", reason)
+            self._put("pods", pod)
+            self._pod_start_at.pop((namespace, name), None)
+            if was_running:
+                self._emit_pod_stopped(pod, reason)
+            if controller_of(pod):
+                self._drop_pod((namespace, name))
+                self._rv += 1
+            self._reconcile()
+
+    def evict(self, namespace: str, name: str, grace_seconds: int | None = None) -> dict[str, Any]:
+        """The policy/v1 Eviction: delete the pod unless a PodDisruptionBudget forbids it.
+
+        Raises DisruptionBudgetBlocked (HTTP 429) when the budget allows no disruption now.
+        """
+        with self._mutation():
+            pod = self._find("pods", namespace, name)
+            if "deletionTimestamp" in pod["metadata"]:
+                return copy.deepcopy(pod)
+            budgets = [
+                pdb
+                for (ns, _), pdb in self._store["poddisruptionbudgets"].items()
+                if ns == namespace
+                and label_selector_matches(pdb.get("spec", {}).get("selector"), labels_of(pod))
+            ]
+            if len(budgets) > 1:
+                raise Invalid(
+                    "This pod has more than one PodDisruptionBudget, which the eviction subresource "
+                    "does not support.",
+                    kind="pods",
+                    name=name,
+                )
+            if budgets and pod_ready(pod):
+                pdb = budgets[0]
+                self._update_pdb_status(pdb)
+                if pdb["status"]["disruptionsAllowed"] <= 0:
+                    raise DisruptionBudgetBlocked(
+                        "Cannot evict pod as it would violate the pod's disruption budget.",
+                        kind="pods",
+                        name=name,
+                    )
+            result = self._delete_pod(namespace, name, grace_seconds, reason="Evicted")
+            self._reconcile()
+            return copy.deepcopy(result)
+
+    def set_scale(self, namespace: str, name: str, replicas: int) -> dict[str, Any]:
+        """Set a Deployment's replicas (the scale subresource); pods are created or removed to match."""
+        if replicas < 0:
+            raise Invalid(
+                f"spec.replicas: Invalid value: {replicas}: must be greater than or equal to 0",
+                kind="deployments",
+                name=name,
+            )
+
+        def change(dep: dict[str, Any]) -> dict[str, Any]:
+            dep["spec"]["replicas"] = replicas
+            return dep
+
+        return self.update_object("deployments", namespace, name, change)
+
+    def tick(self, now: float) -> None:
+        """Advance time-based transitions up to `now`.
+
+        Graceful terminations, reboots, GPU resets, checkpoints, scheduling and pod starts.
+        """
+        with self._mutation():
+            self._finish_terminations(now)
+            self._advance_node_requests(now)
+            self._answer_checkpoints(now)
+            self._reconcile()
+            self._schedule(start_now=False)
+            self._start_pods(now)
+            self._reconcile()
+
+    def subscribe(self, listener: Callable[[KubeEvent], None]) -> None:
+        """Call `listener` with every KubeEvent, after the change is visible in the state."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    # ------------------------------------------------------------------ pods
+
+    def _create_pod(self, pod: dict[str, Any], *, start_now: bool) -> dict[str, Any]:
+        spec = pod.setdefault("spec", {})
+        containers = spec.setdefault("containers", [])
+        if not containers:
+            containers.append({"name": "main"})
+        for container in containers:
+            container.setdefault("image", "busybox:1.36")
+            for kind in ("limits", "requests"):
+                quantities = (container.get("resources") or {}).get(kind)
+                if quantities:  # the API server keeps quantities as strings
+                    container["resources"][kind] = {k: str(v) for k, v in quantities.items()}
+        spec.setdefault("restartPolicy", "Always")
+        spec.setdefault("schedulerName", "default-scheduler")
+        spec.setdefault("terminationGracePeriodSeconds", self.default_grace_seconds)
+        pod["status"] = {"phase": "Pending", "conditions": [], "qosClass": "BestEffort"}
+        stored = self._put("pods", pod, create=True)
+        node = spec.get("nodeName")
+        if node:
+            self._find("nodes", "", node)
+            if not pod_gpus(stored) and pod_gpu_request(stored):
+                free = self._free_gpus(node)
+                need = pod_gpu_request(stored)
+                if len(free) < need:
+                    raise Invalid(
+                        f"node {node} has {len(free)} free GPUs, pod {meta(stored)['name']} needs {need}"
+                    )
+                meta(stored).setdefault("annotations", {})[GPU_ANNOTATION] = ",".join(map(str, free[:need]))
+            self._bind(stored, node, start_now=start_now)
+        return stored
+
+    def _bind(self, pod: dict[str, Any], node: str, *, start_now: bool) -> None:
+        pod["spec"]["nodeName"] = node
+        set_condition(pod, "PodScheduled", "True", "", "", self._clock())
+        key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+        if start_now:
+            self._start_pod(pod)
+        else:
+            pod["status"]["containerStatuses"] = [
+                {
+                    "name": c.get("name", ""),
+                    "ready": False,
+                    "restartCount": 0,
+                    "image": c.get("image", ""),
+                    "imageID": "",
+                    "started": False,
+                    "state": {"waiting": {"reason": "ContainerCreating"}},
+                }
+                for c in pod["spec"]["containers"]
+            ]
+            self._pod_start_at[key] = self._clock() + self.pod_start_seconds
+        self._put("pods", pod)
+
+    def _start_pod(self, pod: dict[str, Any]) -> None:
+        now = self._clock()
+        status = pod["status"]
+        status["phase"] = "Running"
+        status["startTime"] = rfc3339(now)
+        status["hostIP"] = "10.0.0.1"
+        status["podIP"] = f"10.244.{self._rv % 250}.{(self._rv // 250) % 250 + 1}"
+        status["containerStatuses"] = [
+            {
+                "name": c.get("name", ""),
+                "ready": True,
+                "restartCount": 0,
+                "image": c.get("image", ""),
+                "imageID": f"{c.get('image', '')}@sha256:{'0' * 64}",
+                "containerID": f"containerd://{uuid.uuid4().hex}",
+                "started": True,
+                "state": {"running": {"startedAt": rfc3339(now)}},
+            }
+            for c in pod["spec"]["containers"]
+        ]
+        for ctype in ("Initialized", "ContainersReady", "Ready"):
+            set_condition(pod, ctype, "True", "", "", now)
+        node = pod["spec"]["nodeName"]
+        gpus = pod_gpus(pod)
+        self._emit(
+            KubeEvent(
+                "pod_started",
+                node,
+                gpus[0] if len(gpus) == 1 else None,
+                pod["metadata"]["name"],
+                pod["metadata"]["namespace"],
+                {"gpus": gpus, **self._workload_detail(pod)},
+            )
+        )
+
+    def _workload_detail(self, pod: dict[str, Any]) -> dict[str, Any]:
+        workload = labels_of(pod).get(WORKLOAD_LABEL)
+        return {"workload": workload} if workload else {}
+
+    def _emit_pod_stopped(self, pod: dict[str, Any], reason: str) -> None:
+        gpus = pod_gpus(pod)
+        self._emit(
+            KubeEvent(
+                "pod_stopped",
+                pod["spec"].get("nodeName"),
+                gpus[0] if len(gpus) == 1 else None,
+                pod["metadata"]["name"],
+                pod["metadata"]["namespace"],
+                {"gpus": gpus, "reason": reason, **self._workload_detail(pod)},
+            )
+        )
+
+    def _set_pod_terminated(self, pod: dict[str, Any], phase: str, reason: str) -> None:
+        now = self._clock()
+        pod["status"]["phase"] = phase
+        pod["status"]["reason"] = reason
+        for cs in pod["status"].get("containerStatuses") or []:
+            cs["ready"] = False
+            cs["state"] = {
+                "terminated": {
+                    "reason": reason,
+                    "exitCode": 137 if phase == "Failed" else 0,
+                    "finishedAt": rfc3339(now),
+                }
+            }
+        for ctype in ("ContainersReady", "Ready"):
+            set_condition(pod, ctype, "False", reason, "", now)
+
+    def _delete_pod(
+        self, namespace: str, name: str, grace_seconds: int | None, reason: str
+    ) -> dict[str, Any]:
+        pod = self._find("pods", namespace, name)
+        grace = pod["spec"].get("terminationGracePeriodSeconds", self.default_grace_seconds)
+        if grace_seconds is not None and grace_seconds >= 0:
+            grace = grace_seconds
+        running = pod_running(pod)
+        if not running or grace == 0:
+            return self._remove_pod(pod, reason)
+        if "deletionTimestamp" in pod["metadata"]:
+            return pod
+        pod["metadata"]["deletionTimestamp"] = rfc3339(self._clock() + grace)
+        pod["metadata"]["deletionGracePeriodSeconds"] = grace
+        pod["metadata"].setdefault("annotations", {})[TERMINATION_REASON] = reason
+        set_condition(pod, "Ready", "False", "Terminating", "", self._clock())
+        return self._put("pods", pod)
+
+    def _remove_pod(self, pod: dict[str, Any], reason: str) -> dict[str, Any]:
+        key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+        if pod_running(pod):
+            self._emit_pod_stopped(pod, reason)
+        self._drop_pod(key)
+        self._pod_start_at.pop(key, None)
+        self._checkpoint_due.pop(key, None)
+        self._rv += 1
+        return pod
+
+    def _finish_terminations(self, now: float) -> None:
+        for pod in list(self._store["pods"].values()):
+            stamp = pod["metadata"].get("deletionTimestamp")
+            if stamp and parse_rfc3339(stamp) <= now:
+                reason = annotations_of(pod).get(TERMINATION_REASON, "Deleted")
+                self._remove_pod(pod, reason)
+
+    def _start_pods(self, now: float) -> None:
+        for key, at in sorted(self._pod_start_at.items(), key=lambda kv: kv[1]):
+            if at > now:
+                continue
+            del self._pod_start_at[key]
+            pod = self._store["pods"].get(key)
+            if pod is not None and pod["status"].get("phase") == "Pending":
+                self._start_pod(pod)
+                self._put("pods", pod)
+
+    def _index_pod(self, key: Key, pod: dict[str, Any]) -> None:
+        ref = controller_of(pod)
+        owner = (str(ref.get("kind")), key[0], str(ref.get("name"))) if ref else None
+        previous = self._owner_of.get(key)
+        if previous == owner and key in self._owner_of:
+            return
+        if previous is not None:
+            self._by_owner.get(previous, set()).discard(key)
+        self._owner_of[key] = owner
+        if owner is not None:
+            self._by_owner.setdefault(owner, set()).add(key)
+
+    def _drop_pod(self, key: Key) -> None:
+        self._store["pods"].pop(key, None)
+        owner = self._owner_of.pop(key, None)
+        if owner is not None:
+            self._by_owner.get(owner, set()).discard(key)
+
+    def _owned_pods(self, owner_kind: str, namespace: str, owner: str) -> list[dict[str, Any]]:
+        keys = sorted(self._by_owner.get((owner_kind, namespace, owner), ()))
+        return [self._store["pods"][k] for k in keys]
+
+    # ------------------------------------------------------------------ scheduling
+
+    def _held_gpus(self) -> dict[str, set[int]]:
+        """GPU indices held on each node by its Pending or Running pods."""
+        held: dict[str, set[int]] = {}
+        for pod in self._store["pods"].values():
+            node = pod["spec"].get("nodeName")
+            if node and pod["status"].get("phase") in ("Pending", "Running"):
+                held.setdefault(node, set()).update(pod_gpus(pod))
+        return held
+
+    def _free_gpus(self, node: str, held: dict[str, set[int]] | None = None) -> list[int]:
+        obj = self._store["nodes"][("", node)]
+        total = int(obj["status"]["capacity"].get(GPU_RESOURCE, "0"))
+        taken = (held if held is not None else self._held_gpus()).get(node, set())
+        return [g for g in range(total) if g not in taken and (node, g) not in self._unhealthy_gpus]
+
+    def _fits(self, pod: dict[str, Any], node: dict[str, Any]) -> bool:
+        if not condition_true(node, "Ready") or node.get("spec", {}).get("unschedulable"):
+            return False
+        for taint in node.get("spec", {}).get("taints") or []:
+            if taint.get("effect") in ("NoSchedule", "NoExecute") and not tolerates(pod, taint):
+                return False
+        node_labels = labels_of(node)
+        return all(node_labels.get(k) == v for k, v in (pod["spec"].get("nodeSelector") or {}).items())
+
+    def _schedule(self, *, start_now: bool) -> None:
+        """Bind pending pods to Ready, schedulable nodes with enough free GPUs (tightest fit first)."""
+        pending = sorted(
+            (
+                p
+                for p in self._store["pods"].values()
+                if not p["spec"].get("nodeName")
+                and p["status"].get("phase") == "Pending"
+                and "deletionTimestamp" not in p["metadata"]
+            ),
+            key=lambda p: (p["metadata"]["creationTimestamp"], p["metadata"]["name"]),
+        )
+        held = self._held_gpus() if pending else {}
+        for pod in pending:
+            need = pod_gpu_request(pod)
+            best: tuple[int, str, list[int]] | None = None
+            for (_, node_name), node in sorted(self._store["nodes"].items()):
+                if not self._fits(pod, node):
+                    continue
+                free = self._free_gpus(node_name, held)
+                if len(free) >= need and (best is None or len(free) < best[0]):
+                    best = (len(free), node_name, free)
+            if best is None:
+                self._mark_unschedulable(pod, need)
+                continue
+            _, node_name, free = best
+            if need:
+                meta(pod).setdefault("annotations", {})[GPU_ANNOTATION] = ",".join(map(str, free[:need]))
+                held.setdefault(node_name, set()).update(free[:need])
+            self._bind(pod, node_name, start_now=start_now)
+
+    def _mark_unschedulable(self, pod: dict[str, Any], need: int) -> None:
+        message = (
+            f"0/{len(self._store['nodes'])} nodes are available: no Ready, schedulable node has "
+            f"{need} free {GPU_RESOURCE}."
+        )
+        for cond in pod["status"].get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("message") == message:
+                return
+        set_condition(pod, "PodScheduled", "False", "Unschedulable", message, self._clock())
+        self._put("pods", pod)
+
+    # ------------------------------------------------------------------ controllers
+
+    def _reconcile(self) -> None:
+        """Run the controllers; they only react to writes, so nothing to do when none happened since."""
+        if self._rv == self._reconciled_rv:
+            return
+        for dep in list(self._store["deployments"].values()):
+            self._reconcile_deployment(dep)
+        for ds in list(self._store["daemonsets"].values()):
+            self._reconcile_daemonset(ds)
+        for pdb in self._store["poddisruptionbudgets"].values():
+            before = dict(pdb["status"])
+            self._update_pdb_status(pdb)
+            if pdb["status"] != before:
+                self._put("poddisruptionbudgets", pdb)
+        self._reconciled_rv = self._rv
+
+    def _pod_from_template(self, owner: dict[str, Any], owner_kind: str, suffix: str) -> dict[str, Any]:
+        template = copy.deepcopy(owner.get("spec", {}).get("template") or {})
+        md = template.setdefault("metadata", {})
+        md["name"] = f"{owner['metadata']['name']}-{suffix}"
+        md["namespace"] = owner["metadata"]["namespace"]
+        md.setdefault("labels", {})
+        md["ownerReferences"] = [
+            {
+                "apiVersion": owner["apiVersion"],
+                "kind": owner_kind,
+                "name": owner["metadata"]["name"],
+                "uid": owner["metadata"]["uid"],
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        template.setdefault("spec", {})
+        return template
+
+    def _reconcile_deployment(self, dep: dict[str, Any]) -> None:
+        namespace, name = dep["metadata"]["namespace"], dep["metadata"]["name"]
+        want = int(dep["spec"].get("replicas", 1))
+        owned = self._owned_pods("Deployment", namespace, name)
+        active = sorted(
+            (p for p in owned if "deletionTimestamp" not in p["metadata"]),
+            key=lambda p: (p["metadata"]["creationTimestamp"], p["metadata"]["name"]),
+        )
+        for _ in range(want - len(active)):
+            self._create_pod(
+                self._pod_from_template(dep, "Deployment", uuid.uuid4().hex[:10]), start_now=False
+            )
+        if len(active) > want:
+            # Like a ReplicaSet: remove unscheduled, then not-ready, then the newest pods first.
+            victims = sorted(
+                active,
+                key=lambda p: (
+                    bool(p["spec"].get("nodeName")),
+                    pod_ready(p),
+                    p["metadata"]["creationTimestamp"],
+                ),
+                reverse=False,
+            )
+            for pod in victims[: len(active) - want]:
+                self._delete_pod(namespace, pod["metadata"]["name"], None, reason="ScaledDown")
+        owned = self._owned_pods("Deployment", namespace, name)
+        live = [p for p in owned if "deletionTimestamp" not in p["metadata"]]
+        ready = sum(1 for p in live if pod_ready(p))
+        status = {
+            "observedGeneration": dep["metadata"].get("generation", 1),
+            "replicas": len(live),
+            "updatedReplicas": len(live),
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "unavailableReplicas": max(0, want - ready),
+        }
+        if dep.get("status") != status:
+            previous = dep.get("status", {}).get("replicas")
+            dep["status"] = status
+            self._put("deployments", dep)
+            if previous is not None and previous != len(live):
+                self._emit(
+                    KubeEvent(
+                        "deployment_scaled",
+                        None,
+                        namespace=namespace,
+                        detail={"deployment": name, "replicas": len(live), "wanted": want},
+                    )
+                )
+
+    def _reconcile_daemonset(self, ds: dict[str, Any]) -> None:
+        namespace, name = ds["metadata"]["namespace"], ds["metadata"]["name"]
+        have = {p["spec"].get("nodeName") for p in self._owned_pods("DaemonSet", namespace, name)}
+        scheduled = 0
+        for (_, node_name), node in sorted(self._store["nodes"].items()):
+            if not condition_true(node, "Ready"):
+                continue
+            scheduled += 1
+            if node_name in have:
+                continue
+            pod = self._pod_from_template(ds, "DaemonSet", node_name)
+            pod["spec"]["nodeName"] = node_name
+            self._create_pod(pod, start_now=True)
+        status = {
+            "desiredNumberScheduled": scheduled,
+            "currentNumberScheduled": scheduled,
+            "numberReady": scheduled,
+            "numberAvailable": scheduled,
+            "observedGeneration": ds["metadata"].get("generation", 1),
+        }
+        if ds.get("status") != status:
+            ds["status"] = status
+            self._put("daemonsets", ds)
+
+    def _update_pdb_status(self, pdb: dict[str, Any]) -> None:
+        namespace = pdb["metadata"]["namespace"]
+        selector = pdb.get("spec", {}).get("selector")
+        pods = [
+            p
+            for (ns, _), p in self._store["pods"].items()
+            if ns == namespace
+            and label_selector_matches(selector, labels_of(p))
+            and "deletionTimestamp" not in p["metadata"]
+        ]
+        healthy = sum(1 for p in pods if pod_ready(p))
+        expected = len(pods)
+        for ref in {(r["kind"], r["name"]) for p in pods if (r := controller_of(p))}:
+            if ref[0] == "Deployment":
+                dep = self._store["deployments"].get((namespace, ref[1]))
+                if dep is not None:
+                    expected = max(expected, int(dep["spec"].get("replicas", 1)))
+        spec = pdb.get("spec", {})
+        if "minAvailable" in spec:
+            desired = resolve_int_or_percent(spec["minAvailable"], expected, round_up=True)
+        elif "maxUnavailable" in spec:
+            desired = max(
+                0, expected - resolve_int_or_percent(spec["maxUnavailable"], expected, round_up=True)
+            )
+        else:
+            desired = expected
+        pdb["status"] = {
+            "currentHealthy": healthy,
+            "desiredHealthy": desired,
+            "expectedPods": expected,
+            "disruptionsAllowed": max(0, healthy - desired),
+            "observedGeneration": pdb["metadata"].get("generation", 1),
+        }
+
+    def _after_write(self, plural: str, before: dict[str, Any], after: dict[str, Any]) -> None:
+        if plural == "nodes":
+            was = bool(before.get("spec", {}).get("unschedulable"))
+            now_ = bool(after.get("spec", {}).get("unschedulable"))
+            if was != now_:
+                self._emit(
+                    KubeEvent(
+                        "node_cordoned" if now_ else "node_uncordoned",
+                        after["metadata"]["name"],
+                        detail={"annotations": annotations_of(after)},
+                    )
+                )
+        elif plural == "pods":
+            self._note_checkpoint_request(after)
+
+    # ------------------------------------------------------------------ training-job checkpoints
+
+    def _note_checkpoint_request(self, pod: dict[str, Any]) -> None:
+        """A training pod asked to checkpoint answers CHECKPOINT_DONE after its checkpoint time."""
+        notes = annotations_of(pod)
+        requested = notes.get(CHECKPOINT_REQUESTED)
+        seconds = notes.get(CHECKPOINT_SECONDS_ANNOTATION)
+        key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+        if not requested or seconds is None or notes.get(CHECKPOINT_DONE) == requested:
+            return
+        if self._checkpoint_due.get(key, ("",))[0] != requested:
+            self._checkpoint_due[key] = (requested, self._clock() + float(seconds))
+
+    def _answer_checkpoints(self, now: float) -> None:
+        for key, (requested, due) in list(self._checkpoint_due.items()):
+            pod = self._store["pods"].get(key)
+            if pod is None:
+                del self._checkpoint_due[key]
+                continue
+            if due > now or not pod_running(pod):
+                continue
+            del self._checkpoint_due[key]
+            pod["metadata"].setdefault("annotations", {})[CHECKPOINT_DONE] = requested
+            self._put("pods", pod)
+
+    # ------------------------------------------------------------------ GPU resets and node reboots
+
+    def _validate_request(self, plural: str, obj: dict[str, Any]) -> None:
+        spec = obj.get("spec") or {}
+        node = spec.get("nodeName")
+        if not isinstance(node, str) or not node:
+            raise Invalid(f"{BY_PLURAL[plural].kind} needs spec.nodeName", kind=plural)
+        if plural == "gpuresets" and (not isinstance(spec.get("gpu"), int) or spec["gpu"] < 0):
+            raise Invalid("GPUReset needs spec.gpu, a GPU index >= 0", kind=plural)
+
+    def _request_status(self, plural: str, obj: dict[str, Any], phase: str, message: str) -> None:
+        status = obj.setdefault("status", {})
+        status["phase"] = phase
+        status["message"] = message
+        stamp = rfc3339(self._clock())
+        if phase == "Running":
+            status["startTime"] = stamp
+        if phase in ("Succeeded", "Failed"):
+            status["completionTime"] = stamp
+        self._put(plural, obj)
+
+    def _advance_node_requests(self, now: float) -> None:
+        for (_, name), req in sorted(self._store["gpuresets"].items()):
+            phase = req["status"].get("phase")
+            if phase == "Pending":
+                self._begin_reset(name, req, now)
+            elif phase == "Running" and self._reset_done_at.get(name, now) <= now:
+                self._reset_done_at.pop(name, None)
+                spec = req["spec"]
+                self._request_status(
+                    "gpuresets", req, "Succeeded", f"GPU {spec['gpu']} on {spec['nodeName']} reset"
+                )
+                self._emit(KubeEvent("gpu_reset", spec["nodeName"], spec["gpu"], detail={"request": name}))
+        for (_, name), req in sorted(self._store["nodereboots"].items()):
+            phase = req["status"].get("phase")
+            if phase == "Pending":
+                self._begin_reboot(name, req, now)
+            elif phase == "Running" and self._reboot_done_at.get(name, now) <= now:
+                self._reboot_done_at.pop(name, None)
+                node_name = req["spec"]["nodeName"]
+                node = self._store["nodes"].get(("", node_name))
+                if node is not None:
+                    boot = int(node["status"]["nodeInfo"].get("bootID", "0")) + 1
+                    node["status"]["nodeInfo"]["bootID"] = str(boot)
+                    set_condition(
+                        node,
+                        "Ready",
+                        "True",
+                        "KubeletReady",
+                        "kubelet is posting ready status",
+                        self._clock(),
+                    )
+                    self._put("nodes", node)
+                self._request_status("nodereboots", req, "Succeeded", f"node {node_name} rebooted")
+                self._emit(KubeEvent("node_rebooted", node_name, detail={"request": name}))
+
+    def _begin_reset(self, name: str, req: dict[str, Any], now: float) -> None:
+        node_name, gpu = req["spec"]["nodeName"], req["spec"]["gpu"]
+        node = self._store["nodes"].get(("", node_name))
+        if node is None:
+            self._request_status("gpuresets", req, "Failed", f"node {node_name} not found")
+            return
+        if gpu >= int(node["status"]["capacity"].get(GPU_RESOURCE, "0")):
+            self._request_status("gpuresets", req, "Failed", f"node {node_name} has no GPU {gpu}")
+            return
+        if not condition_true(node, "Ready"):
+            self._request_status(
+                "gpuresets",
+                req,
+                "Failed",
+                f"node {node_name} is not Ready; the node agent cannot run the reset",
+            )
+            return
+        holder = self._gpu_holder(node_name, gpu)
+        if holder:
+            self._request_status(
+                "gpuresets",
+                req,
+                "Failed",
+                f"GPU {gpu} on {node_name} is in use by pod {holder}; drain the node or evict "
+                "the pod before resetting the GPU",
+            )
+            return
+        self._reset_done_at[name] = now + self.gpu_reset_seconds
+        self._request_status("gpuresets", req, "Running", f"nvidia-smi --gpu-reset -i {gpu} running")
+
+    def _gpu_holder(self, node: str, gpu: int) -> str | None:
+        for (ns, name), pod in self._store["pods"].items():
+            if pod["spec"].get("nodeName") == node and pod_running(pod) and gpu in pod_gpus(pod):
+                return f"{ns}/{name}"
+        return None
+
+    def _begin_reboot(self, name: str, req: dict[str, Any], now: float) -> None:
+        node_name = req["spec"]["nodeName"]
+        node = self._store["nodes"].get(("", node_name))
+        if node is None:
+            self._request_status("nodereboots", req, "Failed", f"node {node_name} not found")
+            return
+        set_condition(
+            node,
+            "Ready",
+            "Unknown",
+            "NodeStatusUnknown",
+            "Kubelet stopped posting node status (rebooting).",
+            self._clock(),
+        )
+        self._put("nodes", node)
+        for pod in [p for p in self._store["pods"].values() if p["spec"].get("nodeName") == node_name]:
+            self._remove_pod(pod, "NodeReboot")
+        self._reboot_done_at[name] = now + self.node_reboot_seconds
+        self._request_status("nodereboots", req, "Running", f"node {node_name} rebooting")
+        self._emit(KubeEvent("node_reboot_started", node_name, detail={"request": name}))

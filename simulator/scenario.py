@@ -1,0 +1,270 @@
+"""Scenario files: the twin's input (YAML), validated with pydantic.
+
+A scenario names a fleet, a duration and a step, optional workloads, and the faults to inject.
+Durations are written like `90s`, `15m`, `6h`, `1d` (or a bare number of seconds); nodes are named
+`gpu-node-001`, … and GPUs are indexed from 0. A scenario that does not validate is refused with
+a message naming the field and what it expects.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+FAULT_KINDS: tuple[str, ...] = (
+    "xid79",
+    "xid48_dbe",
+    "ecc_sbe_storm",
+    "row_remap_exhaustion",
+    "thermal_runaway",
+    "nvlink_degradation",
+    "gsp_timeout",
+    "straggler",
+    "hung_job",
+    "memory_leak",
+    "pcie_replay_storm",
+    "node_not_ready",
+    "inference_overload",
+)
+FaultKind = Literal[
+    "xid79",
+    "xid48_dbe",
+    "ecc_sbe_storm",
+    "row_remap_exhaustion",
+    "thermal_runaway",
+    "nvlink_degradation",
+    "gsp_timeout",
+    "straggler",
+    "hung_job",
+    "memory_leak",
+    "pcie_replay_storm",
+    "node_not_ready",
+    "inference_overload",
+]
+# Faults that concern a whole node; the others need a GPU index.
+NODE_LEVEL_KINDS: frozenset[str] = frozenset({"node_not_ready"})
+
+GPU_MODELS: dict[str, str] = {"H100 80GB": "NVIDIA H100 80GB HBM3"}
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_NODE_NAME = re.compile(r"^gpu-node-(\d{3,})$")
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot run: the message names the field and what it expects."""
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from `90s`, `15m`, `6h`, `1d`, `250ms` or a plain non-negative number."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration like '90s', '15m' or '6h', got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        raise ValueError(f"expected a duration like '90s', '15m' or '6h', got {value!r}")
+    if seconds != seconds or seconds < 0:
+        raise ValueError(f"expected a non-negative duration, got {value!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact spelling of a duration (`90s`, `15m`, `6h`)."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def node_name(index: int) -> str:
+    """The name of the node at 0-based `index`: gpu-node-001, gpu-node-002, …"""
+    return f"gpu-node-{index + 1:03d}"
+
+
+def node_index(name: str) -> int:
+    """The 0-based index of a node name; ValueError for a name not of the form gpu-node-NNN."""
+    match = _NODE_NAME.match(name)
+    if not match or int(match.group(1)) < 1:
+        raise ValueError(f"expected a node name like 'gpu-node-001', got {name!r}")
+    return int(match.group(1)) - 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Fleet(_Strict):
+    """How many nodes, GPUs per node, and which GPU model."""
+
+    nodes: int = Field(16, ge=1, le=10_000)
+    gpus_per_node: int = Field(8, ge=1, le=16)
+    gpu_model: str = "H100 80GB"
+
+    @model_validator(mode="after")
+    def _known_model(self) -> Fleet:
+        if self.gpu_model not in GPU_MODELS:
+            raise ValueError(
+                f"gpu_model {self.gpu_model!r} is not simulated; expected one of {sorted(GPU_MODELS)}"
+            )
+        return self
+
+    @property
+    def n_gpus(self) -> int:
+        return self.nodes * self.gpus_per_node
+
+
+class TrainingWorkload(_Strict):
+    """A multi-node training job: one pod per node holding all its GPUs, gang-scheduled."""
+
+    type: Literal["training"]
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    nodes: int = Field(ge=1)
+    intensity: float = Field(0.95, gt=0, le=1.0)
+    checkpoint_every: Duration = 3600.0
+
+
+class InferenceWorkload(_Strict):
+    """An inference deployment: replicas of `gpus_per_replica` GPUs following a diurnal request curve."""
+
+    type: Literal["inference"]
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    replicas: int = Field(ge=0)
+    gpus_per_replica: int = Field(1, ge=1)
+    peak_load: float = Field(0.8, gt=0, le=1.0)
+    trough_load: float = Field(0.25, ge=0, le=1.0)
+    peak_hour_utc: float = Field(15.0, ge=0, lt=24)
+
+
+Workload = Annotated[TrainingWorkload | InferenceWorkload, Field(discriminator="type")]
+
+
+class FaultSpec(BaseModel):
+    """One injected fault: kind, where, when, and kind-specific parameters (kept as extras)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    kind: FaultKind
+    node: str
+    gpu: int | None = Field(None, ge=0)
+    at: Duration
+
+    @model_validator(mode="after")
+    def _where(self) -> FaultSpec:
+        node_index(self.node)
+        if self.gpu is None and self.kind not in NODE_LEVEL_KINDS:
+            raise ValueError(f"fault kind {self.kind!r} needs a gpu index")
+        return self
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class BackgroundFaults(_Strict):
+    """Faults drawn at random at published field rates, scaled by `scale` (1.0 = the field rate)."""
+
+    scale: float = Field(1.0, ge=0)
+
+
+class Scenario(_Strict):
+    """A whole scenario file."""
+
+    name: str
+    seed: int = 0
+    fleet: Fleet = Fleet()
+    duration: Duration = 3600.0
+    step: Duration = 15.0
+    start: float = Field(
+        1_767_225_600.0, description="simulated unix time of t=0 (default 2026-01-01T00:00Z)"
+    )
+    workloads: list[Workload] | None = None
+    faults: list[FaultSpec] = []
+    background_faults: BackgroundFaults | None = None
+    approval: Literal["auto_approve", "auto_reject", "human"] = "human"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Scenario:
+        if self.step <= 0:
+            raise ValueError("step must be a positive duration like '15s'")
+        if self.duration < self.step:
+            raise ValueError(f"duration ({self.duration:g}s) must be at least one step ({self.step:g}s)")
+        for i, fault in enumerate(self.faults):
+            where = f"faults[{i}]"
+            if node_index(fault.node) >= self.fleet.nodes:
+                raise ValueError(
+                    f"{where}.node {fault.node!r} is outside the fleet of {self.fleet.nodes} nodes"
+                )
+            if fault.gpu is not None and fault.gpu >= self.fleet.gpus_per_node:
+                raise ValueError(f"{where}.gpu {fault.gpu} is outside 0..{self.fleet.gpus_per_node - 1}")
+            if fault.at > self.duration:
+                raise ValueError(
+                    f"{where}.at ({fault.at:g}s) is after the end of the scenario ({self.duration:g}s)"
+                )
+        if self.workloads is not None:
+            names = [w.name for w in self.workloads]
+            if len(set(names)) != len(names):
+                raise ValueError("workloads: names must be unique")
+            nodes_needed = sum(w.nodes for w in self.workloads if isinstance(w, TrainingWorkload))
+            if nodes_needed > self.fleet.nodes:
+                raise ValueError(
+                    f"workloads: training jobs need {nodes_needed} nodes, the fleet has {self.fleet.nodes}"
+                )
+        return self
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+        lines.append(f"  {loc or '(scenario)'}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def scenario_from_dict(data: Any, source: str = "scenario") -> Scenario:
+    """Validate a parsed scenario; ScenarioError naming each bad field otherwise."""
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise ScenarioError(f"{source} is not a valid scenario:\n{_describe(exc)}") from exc
+
+
+def read_scenario_data(path: str | Path) -> Any:
+    """The parsed YAML of a scenario file, not yet validated."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError(f"cannot read scenario file {path}: {exc.strerror or exc}") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"{path} is not valid YAML: {exc}") from exc
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario YAML file."""
+    return scenario_from_dict(read_scenario_data(path), source=str(path))
+
+
+def default_scenario(
+    nodes: int = 16, gpus_per_node: int = 8, seed: int = 0, duration: float = 86400.0, step: float = 15.0
+) -> Scenario:
+    """A fault-free fleet with the default workload mix, for `gpuops sim` without a scenario file."""
+    return Scenario(
+        name="default",
+        seed=seed,
+        fleet=Fleet(nodes=nodes, gpus_per_node=gpus_per_node),
+        duration=duration,
+        step=step,
+    )

@@ -1,0 +1,117 @@
+"""Start and stop a real Prometheus (Debian's binary) for tests, on a free loopback port.
+
+    with running_prometheus(tmp_path, targets=["127.0.0.1:8000"]) as prom:
+        prom.url  # http://127.0.0.1:PORT, ready
+
+Pass `storage` to serve an existing TSDB directory (e.g. blocks from promtool) instead.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def prometheus_binary() -> str:
+    """The prometheus binary's path; skips the test where the Debian package is not installed."""
+    path = shutil.which("prometheus")
+    if path is None:
+        pytest.skip("Debian's prometheus package is not installed (scripts/ensure-services.sh installs it)")
+    return path
+
+
+@dataclass
+class PrometheusServer:
+    url: str
+    process: subprocess.Popen[bytes]
+    storage: Path
+    log: Path
+
+
+def wait_until(predicate: object, timeout_s: float, what: str, interval_s: float = 0.1) -> None:
+    """Poll `predicate()` until true or fail after `timeout_s` naming `what`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
+
+
+@contextmanager
+def running_prometheus(
+    workdir: Path,
+    targets: Sequence[str] = (),
+    scrape_interval: str = "1s",
+    metrics_params: dict[str, list[str]] | None = None,
+    storage: Path | None = None,
+    extra_args: Sequence[str] = (),
+    ready_timeout_s: float = 30.0,
+) -> Iterator[PrometheusServer]:
+    binary = prometheus_binary()
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    job: dict[str, object] = {
+        "job_name": "twin",
+        "scrape_interval": scrape_interval,
+        "scrape_timeout": scrape_interval,
+        "static_configs": [{"targets": list(targets)}],
+    }
+    if metrics_params:
+        job["params"] = metrics_params
+    config = {"global": {"scrape_interval": scrape_interval}, "scrape_configs": [job] if targets else []}
+    config_path = workdir / "prometheus.yml"
+    config_path.write_text(yaml.safe_dump(config))
+    data = storage or workdir / "data"
+    log_path = workdir / "prometheus.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config_path}",
+                f"--storage.tsdb.path={data}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--storage.tsdb.retention.time=3650d",
+                *extra_args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server = PrometheusServer(f"http://127.0.0.1:{port}", process, data, log_path)
+    try:
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(
+                    f"prometheus exited with {process.returncode}:\n{log_path.read_text()[-3000:]}"
+                )
+            try:
+                return httpx.get(f"{server.url}/-/ready", timeout=1.0).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, ready_timeout_s, "prometheus /-/ready")
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
