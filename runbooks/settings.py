@@ -47,10 +47,6 @@ class RunbookSettings(BaseModel):
         default=("gpuops.io/checkpointable", "sim.gpuops.io/checkpoint-seconds"),
         description="a pod carrying any of these annotations belongs to a training job that can checkpoint",
     )
-    gpu_index_annotation: str = Field(
-        default="sim.gpuops.io/gpus",
-        description="the pod annotation listing the GPU indices a pod holds on its node (comma-separated)",
-    )
     assumed_checkpoint_interval_s: float = Field(
         default=3600.0, gt=0, description="work a job without a fresh checkpoint is assumed to lose when moved"
     )

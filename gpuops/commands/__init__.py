@@ -7,4 +7,5 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sim",
     "backtest",
     "agent",
+    "cluster",
 )

@@ -381,6 +381,12 @@ async def _kube_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(body, status_code=exc.code)
 
 
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """An unexpected failure still answers with a Status clients can read (the server logs it too)."""
+    body = KubeError(f"internal error in the twin's API server: {type(exc).__name__}: {exc}").status()
+    return JSONResponse(body, status_code=500)
+
+
 def build_app(state: KubeState) -> Starlette:
     """The ASGI app serving `/version`, `/api` and `/apis` (and everything below them) for `state`."""
     api = KubeApi(state)
@@ -391,4 +397,4 @@ def build_app(state: KubeState) -> Starlette:
         Route("/apis", api.groups_root, methods=["GET"]),
         Route("/apis/{rest:path}", api.groups, methods=METHODS),
     ]
-    return Starlette(routes=routes, exception_handlers={KubeError: _kube_error})
+    return Starlette(routes=routes, exception_handlers={KubeError: _kube_error, Exception: _internal_error})

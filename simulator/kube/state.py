@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from connectors.kubernetes.annotations import CHECKPOINT_DONE, CHECKPOINT_REQUESTED
-from simulator.kube.errors import AlreadyExists, Conflict, DisruptionBudgetBlocked, Invalid, NotFound
+from simulator.kube.errors import (
+    AlreadyExists,
+    BadRequest,
+    Conflict,
+    DisruptionBudgetBlocked,
+    Invalid,
+    NotFound,
+)
 from simulator.kube.objects import (
     GPU_ANNOTATION,
     GPU_RESOURCE,
@@ -39,7 +46,8 @@ from simulator.kube.objects import (
     tolerates,
 )
 from simulator.kube.resources import BY_PLURAL
-from simulator.kube.selectors import label_selector_matches, object_fields, parse_selector
+from simulator.kube.selectors import SelectorError, label_selector_matches, object_fields, parse_selector
+from simulator.kube.validation import validate_object
 
 __all__ = [
     "CHECKPOINT_DONE",
@@ -55,6 +63,8 @@ CHECKPOINT_SECONDS_ANNOTATION = "sim.gpuops.io/checkpoint-seconds"
 """On a training Pod (or its template): the job checkpoints when asked, taking this many seconds."""
 
 TERMINATION_REASON = "sim.gpuops.io/termination-reason"
+AGENT = "gpuops-node-agent"
+"""The component the twin plays when it carries out GPUReset and NodeReboot requests."""
 
 EventKind = Literal[
     "gpu_reset",
@@ -96,12 +106,14 @@ class KubeState:
         gpu_reset_seconds: float = 30.0,
         node_reboot_seconds: float = 240.0,
         default_grace_seconds: int = 30,
+        max_events: int = 2000,
     ) -> None:
         self._clock = clock
         self.pod_start_seconds = pod_start_seconds
         self.gpu_reset_seconds = gpu_reset_seconds
         self.node_reboot_seconds = node_reboot_seconds
         self.default_grace_seconds = default_grace_seconds
+        self.max_events = max_events
         self._lock = threading.RLock()
         self._depth = 0
         self._pending: list[KubeEvent] = []
@@ -143,6 +155,41 @@ class KubeState:
 
     def _emit(self, event: KubeEvent) -> None:
         self._pending.append(event)
+
+    def _record(
+        self,
+        obj: dict[str, Any],
+        reason: str,
+        message: str,
+        *,
+        warning: bool = False,
+        component: str = "kubelet",
+    ) -> None:
+        """Write a core/v1 Event about `obj`, as the component that would (kept to the last `max_events`)."""
+        md = obj["metadata"]
+        namespace = md.get("namespace") or "default"
+        stamp = rfc3339(self._clock())
+        event = {
+            "metadata": {"name": f"{md['name']}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion", "v1"),
+                "kind": obj.get("kind", ""),
+                "name": md["name"],
+                "namespace": md.get("namespace"),
+                "uid": md.get("uid"),
+            },
+            "reason": reason,
+            "message": message,
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": component, **({"host": md["name"]} if obj.get("kind") == "Node" else {})},
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        self._put("events", event, create=True)
+        events = self._store["events"]
+        while len(events) > self.max_events:
+            del events[next(iter(events))]
 
     def now(self) -> float:
         """The simulated time the state stamps its writes with."""
@@ -219,8 +266,11 @@ class KubeState:
         field_selector: str | None = None,
     ) -> tuple[list[dict[str, Any]], str]:
         """Copies of the matching objects, sorted by namespace and name, and the list's resourceVersion."""
-        labels_ok = parse_selector(label_selector)
-        fields_ok = parse_selector(field_selector)
+        try:
+            labels_ok = parse_selector(label_selector)
+            fields_ok = parse_selector(field_selector)
+        except SelectorError as exc:
+            raise BadRequest(f"unable to parse requirement: {exc}") from exc
         with self._lock:
             items = [
                 copy.deepcopy(obj)
@@ -249,6 +299,7 @@ class KubeState:
             return copy.deepcopy(created)
 
     def _create(self, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
+        validate_object(plural, BY_PLURAL[plural].kind, obj)
         if plural == "pods":
             return self._create_pod(obj, start_now=False)
         if plural == "deployments":
@@ -280,6 +331,7 @@ class KubeState:
         with self._mutation():
             current = self._find(plural, namespace, name)
             proposed = change(copy.deepcopy(current))
+            validate_object(plural, BY_PLURAL[plural].kind, proposed)
             md = meta(proposed)
             expected = md.get("resourceVersion")
             if expected and expected != current["metadata"]["resourceVersion"]:
@@ -354,7 +406,9 @@ class KubeState:
     def add_pod(self, pod: dict[str, Any]) -> None:
         """Add a Pod; with spec.nodeName it is bound and Running at once (GPU_ANNOTATION says which GPUs)."""
         with self._mutation():
-            self._create_pod(copy.deepcopy(pod), start_now=True)
+            body = copy.deepcopy(pod)
+            validate_object("pods", "Pod", body)
+            self._create_pod(body, start_now=True)
             self._reconcile()
 
     def add_deployment(self, deployment: dict[str, Any]) -> None:
@@ -363,6 +417,7 @@ class KubeState:
             dep = copy.deepcopy(deployment)
             dep.setdefault("spec", {}).setdefault("replicas", 1)
             dep.setdefault("status", {})
+            validate_object("deployments", "Deployment", dep)
             self._put("deployments", dep, create=True)
             self._reconcile()
             self._schedule(start_now=True)
@@ -373,6 +428,7 @@ class KubeState:
         with self._mutation():
             body = copy.deepcopy(pdb)
             body.setdefault("status", {})
+            validate_object("poddisruptionbudgets", "PodDisruptionBudget", body)
             self._put("poddisruptionbudgets", body, create=True)
             self._reconcile()
 
@@ -381,6 +437,7 @@ class KubeState:
         with self._mutation():
             body = copy.deepcopy(ds)
             body.setdefault("status", {})
+            validate_object("daemonsets", "DaemonSet", body)
             self._put("daemonsets", body, create=True)
             self._reconcile()
 
@@ -420,6 +477,7 @@ class KubeState:
         """Set the node's Ready condition (the node_not_ready fault; a NotReady node gets no new pods)."""
         with self._mutation():
             node = self._find("nodes", "", name)
+            was_ready = condition_true(node, "Ready")
             if ready:
                 set_condition(
                     node,
@@ -439,6 +497,16 @@ class KubeState:
                     self._clock(),
                 )
             self._put("nodes", node)
+            if was_ready and not ready:
+                self._record(
+                    node,
+                    "NodeNotReady",
+                    f"Node {name} status is now: NodeNotReady",
+                    warning=True,
+                    component="node-controller",
+                )
+            elif ready and not was_ready:
+                self._record(node, "NodeReady", f"Node {name} status is now: NodeReady")
             self._reconcile()
 
     def node_schedulable(self, name: str) -> bool:
@@ -470,6 +538,7 @@ class KubeState:
             self._pod_start_at.pop((namespace, name), None)
             if was_running:
                 self._emit_pod_stopped(pod, reason)
+            self._record(pod, reason, f"pod {namespace}/{name} failed: {reason}", warning=True)
             if controller_of(pod):
                 self._drop_pod((namespace, name))
                 self._rv += 1
@@ -579,6 +648,13 @@ class KubeState:
     def _bind(self, pod: dict[str, Any], node: str, *, start_now: bool) -> None:
         pod["spec"]["nodeName"] = node
         set_condition(pod, "PodScheduled", "True", "", "", self._clock())
+        md = pod["metadata"]
+        self._record(
+            pod,
+            "Scheduled",
+            f"Successfully assigned {md['namespace']}/{md['name']} to {node}",
+            component="default-scheduler",
+        )
         key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
         if start_now:
             self._start_pod(pod)
@@ -674,10 +750,13 @@ class KubeState:
         if grace_seconds is not None and grace_seconds >= 0:
             grace = grace_seconds
         running = pod_running(pod)
+        if "deletionTimestamp" in pod["metadata"] and grace != 0:
+            return pod
+        if running:
+            containers = ", ".join(c.get("name", "") for c in pod["spec"].get("containers") or [])
+            self._record(pod, "Killing", f"Stopping container {containers} ({reason})")
         if not running or grace == 0:
             return self._remove_pod(pod, reason)
-        if "deletionTimestamp" in pod["metadata"]:
-            return pod
         pod["metadata"]["deletionTimestamp"] = rfc3339(self._clock() + grace)
         pod["metadata"]["deletionGracePeriodSeconds"] = grace
         pod["metadata"].setdefault("annotations", {})[TERMINATION_REASON] = reason
@@ -800,6 +879,7 @@ class KubeState:
                 return
         set_condition(pod, "PodScheduled", "False", "Unschedulable", message, self._clock())
         self._put("pods", pod)
+        self._record(pod, "FailedScheduling", message, warning=True, component="default-scheduler")
 
     # ------------------------------------------------------------------ controllers
 
@@ -950,6 +1030,9 @@ class KubeState:
             was = bool(before.get("spec", {}).get("unschedulable"))
             now_ = bool(after.get("spec", {}).get("unschedulable"))
             if was != now_:
+                name = after["metadata"]["name"]
+                reason = "NodeNotSchedulable" if now_ else "NodeSchedulable"
+                self._record(after, reason, f"Node {name} status is now: {reason}")
                 self._emit(
                     KubeEvent(
                         "node_cordoned" if now_ else "node_uncordoned",
@@ -984,6 +1067,9 @@ class KubeState:
             del self._checkpoint_due[key]
             pod["metadata"].setdefault("annotations", {})[CHECKPOINT_DONE] = requested
             self._put("pods", pod)
+            self._record(
+                pod, "CheckpointDone", f"checkpoint written for request {requested}", component="training-job"
+            )
 
     # ------------------------------------------------------------------ GPU resets and node reboots
 
@@ -995,7 +1081,14 @@ class KubeState:
         if plural == "gpuresets" and (not isinstance(spec.get("gpu"), int) or spec["gpu"] < 0):
             raise Invalid("GPUReset needs spec.gpu, a GPU index >= 0", kind=plural)
 
+    def _record_on_node(self, node_name: str, reason: str, message: str, *, warning: bool) -> None:
+        node = self._store["nodes"].get(("", node_name))
+        if node is not None:
+            self._record(node, reason, message, warning=warning, component=AGENT)
+
     def _request_status(self, plural: str, obj: dict[str, Any], phase: str, message: str) -> None:
+        if phase == "Failed" and plural == "gpuresets":
+            self._record_on_node(obj["spec"]["nodeName"], "GPUResetFailed", message, warning=True)
         status = obj.setdefault("status", {})
         status["phase"] = phase
         status["message"] = message
@@ -1018,6 +1111,9 @@ class KubeState:
                     "gpuresets", req, "Succeeded", f"GPU {spec['gpu']} on {spec['nodeName']} reset"
                 )
                 self._emit(KubeEvent("gpu_reset", spec["nodeName"], spec["gpu"], detail={"request": name}))
+                self._record_on_node(
+                    spec["nodeName"], "GPUResetSucceeded", f"GPU {spec['gpu']} reset ({name})", warning=False
+                )
         for (_, name), req in sorted(self._store["nodereboots"].items()):
             phase = req["status"].get("phase")
             if phase == "Pending":
@@ -1039,6 +1135,10 @@ class KubeState:
                     )
                     self._put("nodes", node)
                 self._request_status("nodereboots", req, "Succeeded", f"node {node_name} rebooted")
+                if node is not None:
+                    self._record(
+                        node, "Rebooted", f"Node {node_name} has been rebooted, boot id: {boot}", warning=True
+                    )
                 self._emit(KubeEvent("node_rebooted", node_name, detail={"request": name}))
 
     def _begin_reset(self, name: str, req: dict[str, Any], now: float) -> None:
@@ -1092,6 +1192,9 @@ class KubeState:
             self._clock(),
         )
         self._put("nodes", node)
+        self._record(
+            node, "Rebooting", f"Node {node_name} will be rebooted ({name})", warning=True, component=AGENT
+        )
         for pod in [p for p in self._store["pods"].values() if p["spec"].get("nodeName") == node_name]:
             self._remove_pod(pod, "NodeReboot")
         self._reboot_done_at[name] = now + self.node_reboot_seconds

@@ -87,6 +87,14 @@ def test_errors_are_kubernetes_status_objects(http: httpx.Client) -> None:
     )
     assert unknown_patch.status_code == 415
     assert http.put("/api/v1/namespaces/ml/pods").status_code == 405
+    selector = http.get("/api/v1/pods", params={"labelSelector": "app in ("})
+    assert selector.status_code == 400 and "unable to parse" in selector.json()["message"]
+    invalid = http.patch(
+        "/api/v1/nodes/gpu-node-001",
+        json={"spec": {"taints": [{"key": "k", "effect": "Maybe"}]}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert invalid.status_code == 422 and "spec.taints[0].effect" in invalid.json()["message"]
 
 
 def test_patch_flavours_and_resource_version_conflict(http: httpx.Client, twin: KubeTwin) -> None:

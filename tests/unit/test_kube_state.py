@@ -317,3 +317,30 @@ def test_deleting_an_owner_removes_its_pods(state: KubeState, clock: Clock) -> N
     advance(state, clock, 40)
     assert state.list_pods() == []
     assert state.gpu_assignments() == {}
+
+
+def test_twin_records_kubernetes_events(state: KubeState, clock: Clock) -> None:
+    state.add_deployment(training("train", replicas=1, gpus=8))
+    (pod,) = state.list_pods(namespace="ml")
+    state.evict("ml", pod["metadata"]["name"])
+    state.set_node_ready("gpu-node-002", False)
+    state.create_object("nodereboots", "", {"metadata": {"name": "b"}, "spec": {"nodeName": "gpu-node-001"}})
+    advance(state, clock, 200)
+    reasons = [(e["involvedObject"]["name"], e["reason"]) for e in state.list_objects("events")[0]]
+    assert (pod["metadata"]["name"], "Scheduled") in reasons
+    assert (pod["metadata"]["name"], "Killing") in reasons
+    assert ("gpu-node-002", "NodeNotReady") in reasons
+    assert ("gpu-node-001", "Rebooting") in reasons and ("gpu-node-001", "Rebooted") in reasons
+    unschedulable = [r for r in reasons if r[1] == "FailedScheduling"]
+    assert unschedulable  # the replacement found no Ready node while node-001 rebooted and node-002 was down
+
+
+def test_events_are_capped(clock: Clock) -> None:
+    state = KubeState(clock, max_events=5)
+    for i in range(4):
+        state.add_node(f"gpu-node-00{i}", 8)
+        state.set_node_ready(f"gpu-node-00{i}", False)
+        state.set_node_ready(f"gpu-node-00{i}", True)
+    events = state.list_objects("events")[0]
+    assert len(events) == 5
+    assert events and all(e["involvedObject"]["name"] != "gpu-node-000" for e in events)

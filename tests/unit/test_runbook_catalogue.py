@@ -424,3 +424,38 @@ def test_uncordon_refuses_someone_elses_cordon_with_the_fake(fake: InMemoryClust
     result = catalogue.execute(plan, ctx)
     assert not result.ok and result.data["failed_step"] == "preconditions"
     assert fake.get_node("gpu-node-002").unschedulable
+
+
+def test_drain_with_the_fake_retries_blocked_evictions(fake: InMemoryCluster, ctx: RunbookContext) -> None:
+    fake.add_pod("ml", "serve-a", "gpu-node-001", gpus=4)
+    fake.add_pod("ml", "serve-b", "gpu-node-001", gpus=4)
+    fake.add_pod("gpu-operator", "dcgm", "gpu-node-001", owner_kind="DaemonSet")
+    fake.block_evictions("ml", "serve-b", times=2)
+    catalogue = default_catalogue()
+    plan = Plan("drain_node", {}, (Target.for_node("gpu-node-001"),))
+    started = ctx.clock()
+    result = catalogue.execute(plan, ctx)
+    assert result.ok, result.detail
+    assert result.data["retried"] == ["ml/serve-b"] and result.data["evicted"] == ["ml/serve-a", "ml/serve-b"]
+    assert ctx.clock() - started == pytest.approx(2 * catalogue.settings.evict_retry_interval_s)
+    assert [p.name for p in fake.list_pods("gpu-node-001")] == ["dcgm"]
+    assert catalogue.verify(plan, ctx).ok
+
+
+def test_drain_with_the_fake_waits_for_the_checkpoint(fake: InMemoryCluster, ctx: RunbookContext) -> None:
+    fake.add_pod("ml", "train-0", "gpu-node-001", gpus=8, annotations={"gpuops.io/checkpointable": "true"})
+    plan = Plan("drain_node", {}, (Target.for_node("gpu-node-001"),))
+    slept = ctx.sleep
+    answered: list[float] = []
+
+    def job_answers_after_a_while(seconds: float) -> None:
+        slept(seconds)
+        if not answered and ctx.clock() >= 1030:
+            answered.append(ctx.clock())
+            fake.answer_checkpoint("ml", "train-0")
+
+    ctx.sleep = job_answers_after_a_while
+    result = default_catalogue().execute(plan, ctx)
+    assert result.ok and result.data["checkpointed"] == ["ml/train-0"]
+    actions = [a[0] for a in fake.actions]
+    assert actions.index("annotate") < actions.index("evict") and answered
