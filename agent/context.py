@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
-from agent.ports import ActionPort, ClusterReader, RunbookPort, TelemetryPort, XidCatalogue
+from agent.ports import ActionPort, RunbookPort, TelemetryPort, XidCatalogue
+from connectors.kubernetes import ClusterPort
 from gpuops.store.uow import UnitOfWork
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ class AgentContext:
     planner: Planner
     fallback: Planner
     telemetry: TelemetryPort | None = None
-    cluster: ClusterReader | None = None
+    cluster: ClusterPort | None = None
     xid: XidCatalogue | None = None
     limits: AgentLimits = field(default_factory=AgentLimits)
     clock: Callable[[], datetime] = _now

@@ -1,5 +1,6 @@
-"""What the graph needs from the rest of gpuops, as interfaces. The caller builds the real adapters (or
-the fakes) and hands them over in the AgentContext; nothing here builds a client."""
+"""What the graph needs from the rest of gpuops, as interfaces; the cluster is connectors.kubernetes'
+ClusterPort. The caller builds the real adapters (or the fakes) and hands them over in the AgentContext;
+nothing here builds a client."""
 
 from __future__ import annotations
 
@@ -42,19 +43,6 @@ class TelemetryPort(Protocol):
     """The telemetry connector's port (one FleetFrame per window)."""
 
     def frame(self, start: float, end: float, step: float, metrics: Sequence[str] | None = None) -> FleetFrame:
-        ...
-
-
-class ClusterReader(Protocol):
-    """The read side of the cluster port: Kubernetes objects as the API serves them (JSON dicts)."""
-
-    def get_node(self, name: str) -> dict[str, Any]:
-        ...
-
-    def list_pods(self, *, node: str | None = None, namespace: str | None = None) -> list[dict[str, Any]]:
-        ...
-
-    def get_deployment(self, namespace: str, name: str) -> dict[str, Any]:
         ...
 
 

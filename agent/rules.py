@@ -166,8 +166,8 @@ class RulesPlanner:
     def _scale(request: PlanRequest, reason: str) -> PlannedAction | str:
         details = request.incident.get("details") or {}
         deployment = details.get("deployment")
-        evidence = request.incident.get("evidence") or {}
-        current = evidence.get("replicas", details.get("replicas"))
+        scale = _evidence(request, "deployment_scale")
+        current = scale.data.get("replicas") if scale is not None and isinstance(scale.data, dict) else None
         if not isinstance(deployment, str) or "/" not in deployment:
             return "the overload incident names no deployment to scale"
         if not isinstance(current, int) or current < 0:

@@ -14,6 +14,7 @@ import numpy as np
 from sqlalchemy import select
 
 from agent.fencing import bounded, fence
+from connectors.kubernetes.models import PodInfo
 from gpuops.store.models import Action, Incident
 
 if TYPE_CHECKING:
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Status = Literal["ok", "error", "no_data"]
-GPU_INDEX_ANNOTATIONS = ("sim.gpuops.io/gpus", "gpuops.io/gpus")
 
 
 @dataclass(frozen=True)
@@ -54,33 +54,23 @@ def _node_conditions(ctx: AgentContext, incident: dict[str, Any], args: dict[str
     if not host:
         return ToolResult("node_conditions", "no_data", "the incident names no node")
     node = ctx.cluster.get_node(host)
-    spec, status, meta = node.get("spec", {}), node.get("status", {}), node.get("metadata", {})
-    conditions = [{k: c.get(k) for k in ("type", "status", "reason", "message")}
-                  for c in status.get("conditions") or []]
+    conditions = [{"type": c.type, "status": c.status, "reason": c.reason, "message": c.message}
+                  for c in node.conditions]
     not_ok = [c["type"] for c in conditions if (c["type"] == "Ready") != (c["status"] == "True")]
-    data = {"node": host, "unschedulable": bool(spec.get("unschedulable")), "taints": spec.get("taints") or [],
-            "conditions": conditions, "labels": meta.get("labels") or {}, "annotations": meta.get("annotations") or {}}
-    summary = (f"{host}: {'cordoned' if data['unschedulable'] else 'schedulable'}; "
-               f"{'conditions not healthy: ' + ', '.join(not_ok) if not_ok else 'conditions healthy'}")
+    data = {"node": host, "unschedulable": node.unschedulable, "cordoned_by_gpuops": node.cordoned_by_gpuops,
+            "taints": [f"{t.key}={t.value}:{t.effect}" for t in node.taints], "conditions": conditions,
+            "gpu_capacity": node.gpu_capacity, "gpu_allocatable": node.gpu_allocatable,
+            "labels": dict(node.labels), "annotations": dict(node.annotations)}
+    summary = (f"{host}: {'cordoned' if node.unschedulable else 'schedulable'}; "
+               f"{'conditions not healthy: ' + ', '.join(not_ok) if not_ok else 'conditions healthy'}; "
+               f"{node.gpu_allocatable}/{node.gpu_capacity} GPUs allocatable")
     return ToolResult("node_conditions", "ok", summary, data)
 
 
-def gpu_indices(pod: dict[str, Any]) -> list[int]:
-    """The GPU indices a pod holds, as the node agent (or the twin) records them in an annotation."""
-    notes = (pod.get("metadata") or {}).get("annotations") or {}
-    for key in GPU_INDEX_ANNOTATIONS:
-        if key in notes:
-            return [int(p) for p in str(notes[key]).split(",") if p.strip().isdigit()]
-    return []
-
-
-def pod_summary(pod: dict[str, Any]) -> dict[str, Any]:
-    meta = pod.get("metadata") or {}
-    owner = next((r for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
-    return {"namespace": meta.get("namespace", ""), "name": meta.get("name", ""),
-            "phase": (pod.get("status") or {}).get("phase", ""), "gpus": gpu_indices(pod),
-            "owner": f"{owner.get('kind')}/{owner.get('name')}" if owner else None,
-            "labels": meta.get("labels") or {}, "annotations": meta.get("annotations") or {}}
+def pod_summary(pod: PodInfo) -> dict[str, Any]:
+    return {"namespace": pod.namespace, "name": pod.name, "phase": pod.phase, "gpus": list(pod.gpu_indices),
+            "owner": f"{pod.owner_kind}/{pod.owner_name}" if pod.owner_kind else None,
+            "labels": dict(pod.labels), "annotations": dict(pod.annotations)}
 
 
 def _pods_on_node(ctx: AgentContext, incident: dict[str, Any], args: dict[str, Any]) -> ToolResult:
@@ -89,13 +79,25 @@ def _pods_on_node(ctx: AgentContext, incident: dict[str, Any], args: dict[str, A
         return ToolResult("pods_on_node", "error", "no cluster connection is configured")
     if not host:
         return ToolResult("pods_on_node", "no_data", "the incident names no node")
-    pods = [pod_summary(p) for p in ctx.cluster.list_pods(node=host)]
+    pods = [pod_summary(p) for p in ctx.cluster.list_pods(host)]
     if not pods:
         return ToolResult("pods_on_node", "no_data", f"no pods on {host}", [])
     gpu = incident.get("gpu")
     on_gpu = [p for p in pods if gpu is not None and gpu in p["gpus"]]
     summary = f"{len(pods)} pod(s) on {host}" + (f", {len(on_gpu)} on GPU {gpu}" if gpu is not None else "")
     return ToolResult("pods_on_node", "ok", summary, pods)
+
+
+def _deployment_scale(ctx: AgentContext, incident: dict[str, Any], args: dict[str, Any]) -> ToolResult:
+    deployment = (incident.get("details") or {}).get("deployment")
+    if ctx.cluster is None:
+        return ToolResult("deployment_scale", "error", "no cluster connection is configured")
+    if not isinstance(deployment, str) or deployment.count("/") != 1:
+        return ToolResult("deployment_scale", "no_data", "the incident names no deployment")
+    namespace, name = deployment.split("/")
+    scale = ctx.cluster.get_scale(namespace, name)
+    return ToolResult("deployment_scale", "ok", f"{deployment}: {scale.replicas} replicas wanted, {scale.current} "
+                      "running", {"deployment": deployment, "replicas": scale.replicas, "current": scale.current})
 
 
 def _stats(values: np.ndarray[Any, Any]) -> dict[str, float] | None:
@@ -181,6 +183,7 @@ def _runbook_catalogue(ctx: AgentContext, incident: dict[str, Any], args: dict[s
 TOOLS: dict[str, tuple[ToolFn, str]] = {
     "node_conditions": (_node_conditions, "The incident node's conditions, taints and cordon state."),
     "pods_on_node": (_pods_on_node, "Pods on the incident's node, with the GPUs each holds."),
+    "deployment_scale": (_deployment_scale, "Replicas of the deployment an overload incident names."),
     "gpu_metrics": (_gpu_metrics, "DCGM metrics of the incident's GPU(s) before it opened, against node peers."),
     "incident_history": (_incident_history, "Earlier incidents on the same node and GPU, with their actions."),
     "xid_catalogue": (_xid_catalogue, "What an XID code means and NVIDIA's recommended action (arg: code)."),
@@ -205,4 +208,6 @@ def agenda_for(incident: dict[str, Any]) -> list[str]:
     agenda = ["node_conditions", "pods_on_node", "gpu_metrics", "incident_history"]
     if incident.get("xid") is not None:
         agenda.insert(0, "xid_catalogue")
+    if (incident.get("details") or {}).get("deployment"):
+        agenda.insert(0, "deployment_scale")
     return agenda

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from agent.actions import PlannedAction
+from connectors.kubernetes.errors import ClusterError
 from gpuops.policy import scope_violations
 from gpuops.store.models import Incident
 
@@ -14,16 +15,17 @@ if TYPE_CHECKING:
 
 
 def _pod_nodes(ctx: AgentContext, targets: tuple[str, ...]) -> dict[str, str | None]:
-    """The node each pod target runs on, read from the cluster (None when unknown)."""
+    """The node each pod target runs on, read from the cluster (None when the pod is unknown)."""
     found: dict[str, str | None] = {}
     for key in targets:
         kind, _, rest = key.partition("/")
         if kind != "pod" or ctx.cluster is None:
             continue
         namespace, _, name = rest.partition("/")
-        pods = ctx.cluster.list_pods(namespace=namespace)
-        match = next((p for p in pods if (p.get("metadata") or {}).get("name") == name), None)
-        found[key] = None if match is None else (match.get("spec") or {}).get("nodeName")
+        try:
+            found[key] = ctx.cluster.get_pod(namespace, name).node
+        except ClusterError:  # a pod that does not exist is outside every incident
+            found[key] = None
     return found
 
 

@@ -14,7 +14,7 @@ from gpuops.store import migrate
 from gpuops.store.models import Action, AuditEvent, Incident
 from gpuops.wiring import Container, bootstrap
 from tests.agent.helpers import approve, graph_on, open_incident
-from tests.agent.world import JOURNAL_ENV, build_context, executions
+from tests.agent.world import JOURNAL_ENV, build_context, executed
 from tests.conftest import GPUOPS, REPO_ROOT, gpuops_env
 
 
@@ -35,7 +35,7 @@ def test_xid79_plan_runs_action_by_action_with_approvals(container: Container, t
         assert [a["runbook"] for a in first.plan] == ["cordon_node", "drain_node", "reboot_node"]
         assert first.waiting_for is not None and first.waiting_for["runbook"] == "cordon_node"
         assert _incident(container, incident_id).status == "awaiting_approval"
-        assert executions(journal) == []
+        assert executed(journal) == []
 
         approve(container, first.waiting_for["action_id"])
         second = resume(graph, ctx, incident_id)
@@ -51,7 +51,10 @@ def test_xid79_plan_runs_action_by_action_with_approvals(container: Container, t
         done = resume(graph, ctx, incident_id)
 
     assert done.outcome == "resolved", done
-    assert executions(journal) == [first.waiting_for["action_id"], second.waiting_for["action_id"], reboot]
+    changes = executed(journal)
+    assert changes[0] == "cordon gpu-node-003" and changes.count("cordon gpu-node-003") == 1
+    assert sorted(c for c in changes if c.startswith("evict")) == [f"evict train/llm-3-{g}" for g in (0, 2, 4, 6)]
+    assert [c for c in changes if c.startswith("reboot")] == ["reboot gpu-node-003"]
     assert _incident(container, incident_id).status == "resolved"
     with container.uow() as uow:
         kinds = [e.kind for e in uow.session.scalars(select(AuditEvent).where(AuditEvent.incident_id == incident_id))]
@@ -68,7 +71,7 @@ def test_rejection_escalates_and_executes_nothing(container: Container, tmp_path
         approve(container, waiting["action_id"], decision="reject")
         final = resume(graph, ctx, incident_id)
     assert final.outcome == "escalated" and "rejected" in final.reason
-    assert executions(journal) == []
+    assert executed(journal) == []
 
 
 def test_approval_from_a_second_process_resumes_and_executes_once(container: Container, tmp_path: Path) -> None:
@@ -90,7 +93,7 @@ def test_approval_from_a_second_process_resumes_and_executes_once(container: Con
     for proc in procs:
         _out, err = proc.communicate(timeout=90)
         assert proc.returncode == 0, err
-    assert executions(journal) == [action_id]
+    assert executed(journal) == ["cordon gpu-node-003"]
     with container.uow() as uow:
         assert uow.session.get(Action, action_id).status == "succeeded"  # type: ignore[union-attr]
     with graph_on(container) as graph:
