@@ -22,6 +22,8 @@ from agent.context import AgentContext
 from agent.state import IncidentState
 
 EXECUTED = ("executing", "verifying", "succeeded", "failed", "rolled_back")
+# An incident that reopened proposes the same plan again; the store answers with the earlier action, finished.
+FINISHED = ("succeeded", "failed", "rolled_back", "refused", "dry_run", "rejected", "expired")
 
 
 class ImpossibleState(RuntimeError):
@@ -56,7 +58,7 @@ def after_policy(state: IncidentState, runtime: Runtime[AgentContext]) -> str:
         if state["proposal"].get("action_id") is None:
             raise ImpossibleState(f"proposal {status} without an action id")
         return "rehearse"
-    if status in ("denied", "escalated", "invalid"):
+    if status in ("denied", "escalated", "invalid") or status in FINISHED:
         return "escalate"
     raise ImpossibleState(f"unknown proposal status {status!r}")
 

@@ -238,6 +238,9 @@ def _why_escalated(state: IncidentState, ctx: AgentContext) -> str:
     approval = state.get("approval")
     if approval and approval not in ("approved", "awaiting_approval"):
         return f"action {proposal.get('action_id')} was {approval}; a human takes the incident"
+    if proposal.get("status") in ("succeeded", "failed", "rolled_back", "refused", "dry_run", "rejected", "expired"):
+        return (f"this plan already ran for incident {state['incident_id']} as action {proposal.get('action_id')} "
+                f"({proposal.get('status')}); the incident came back, so a human decides")
     if proposal and proposal.get("status") not in ("approved", "awaiting_approval"):
         return f"proposal {proposal.get('status')}: {'; '.join(proposal.get('reasons') or []) or 'no reason given'}"
     return "a human decides"
