@@ -114,3 +114,17 @@ def test_unauthorised_cli_approval_is_refused(sqlite_url: str, tmp_path: Path) -
                           capture_output=True, text=True, timeout=60)
     container.close()
     assert proc.returncode != 0 and "not allowed" in proc.stderr
+
+
+def test_the_step_limit_and_tool_budget_end_in_an_escalation(container: Container, tmp_path: Path) -> None:
+    incident_id = open_incident(container, "xid", evidence={"xid": 79})
+    with graph_on(container) as graph:
+        final = start(graph, build_context(container, tmp_path / "journal", max_steps=5), incident_id)
+    assert final.outcome == "escalated" and "step limit of 5" in final.reason
+    assert _incident(container, incident_id).status == "escalated"
+
+    other = open_incident(container, "thermal", node="gpu-node-005")
+    with graph_on(container) as graph:
+        waiting = start(graph, build_context(container, tmp_path / "journal", max_tool_calls=1), other)
+    assert waiting.waiting_for is not None
+    assert any("tool budget of 1 reached" in note for note in waiting.notes)
