@@ -44,6 +44,39 @@ def incident_message(incident: dict[str, Any], fault: str, evidence: list[ToolRe
     return "\n\n".join(parts)
 
 
+_COSTLY = frozenset({"title", "maxLength", "minLength", "minimum", "maximum", "exclusiveMinimum",
+                     "exclusiveMaximum", "additionalProperties"})
+
+
+def compact_schema(schema: Any, *, top: bool = True) -> Any:
+    """The parameters' JSON schema as the model needs it: names, types, enums, defaults and what each required
+    field means. Bounds, titles and the descriptions of optional fields only cost tokens; the parameters are
+    validated in code against the full schema anyway."""
+    if isinstance(schema, list):
+        return [compact_schema(v, top=False) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _COSTLY or (key == "default" and value is None):
+            continue
+        if key == "properties" and isinstance(value, dict):
+            required = set(schema.get("required", []))
+            out[key] = {name: _property(prop, name in required) for name, prop in value.items()}
+        elif key == "description" and not top:
+            out[key] = value
+        elif key != "description":
+            out[key] = compact_schema(value, top=False)
+    return out
+
+
+def _property(prop: Any, required: bool) -> Any:
+    compacted = compact_schema(prop, top=False)
+    if isinstance(compacted, dict) and not required:
+        compacted.pop("description", None)
+    return compacted
+
+
 def runbook_tool(spec: RunbookSpec) -> dict[str, Any]:
     """A Chat Completions tool for one runbook: its parameters' JSON schema plus the targets."""
     target_help = ("none" if spec.target_kind == "none" else
@@ -54,7 +87,7 @@ def runbook_tool(spec: RunbookSpec) -> dict[str, Any]:
                        f"{spec.description}"[:1000],
         "parameters": {"type": "object", "properties": {
             "targets": {"type": "array", "items": {"type": "string"}, "description": target_help},
-            "params": spec.params_schema,
+            "params": compact_schema(spec.params_schema),
         }, "required": ["targets", "params"]},
     }}
 
