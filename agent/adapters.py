@@ -94,4 +94,5 @@ def context_from_container(container: Any, *, limits: AgentLimits | None = None,
                         actions=ExecutionActions(container.uow, deps_from(container),
                                                  dry_run=container.settings.dry_run),
                         planner=llm or rules, fallback=rules, telemetry=telemetry,
-                        cluster=container.cluster, xid=XidTable(), limits=limits or AgentLimits())
+                        cluster=container.cluster, xid=XidTable(), limits=limits or AgentLimits(),
+                        database_url=container.settings.database_url)

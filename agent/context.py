@@ -49,3 +49,4 @@ class AgentContext:
     limits: AgentLimits = field(default_factory=AgentLimits)
     clock: Callable[[], datetime] = _now
     actor: str = "agent"
+    database_url: str | None = None  # where the store and checkpoints live: runs of one incident are serialised

@@ -196,6 +196,8 @@ def verify(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
     ctx = runtime.context
     last = state["executions"][-1]
     ok = _execution_ok(last)
+    if last["status"] == "already_done":  # another run executed it: only a success counts
+        ok = ctx.actions.status(int(last["action_id"])) == "succeeded"
     with ctx.uow() as uow:
         incident = store.load(uow.session, state["incident_id"])
         store.move(uow.session, incident, "verifying", reason=f"verifying action {last['action_id']}",

@@ -10,6 +10,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
 from agent.context import AgentContext
+from agent.locks import incident_lock
 from agent.state import IncidentState, thread_id
 from gpuops.errors import NotFound
 
@@ -49,17 +50,19 @@ def report(graph: Graph, ctx: AgentContext, incident_id: int) -> RunReport:
 
 def start(graph: Graph, ctx: AgentContext, incident_id: int) -> RunReport:
     """Run the incident's graph until it finishes or waits for a human."""
-    graph.invoke({"incident_id": incident_id}, _config(incident_id, ctx), context=ctx)
-    return report(graph, ctx, incident_id)
+    with incident_lock(ctx.database_url, incident_id):
+        graph.invoke({"incident_id": incident_id}, _config(incident_id, ctx), context=ctx)
+        return report(graph, ctx, incident_id)
 
 
 def resume(graph: Graph, ctx: AgentContext, incident_id: int, decision: dict[str, Any] | None = None) -> RunReport:
     """Continue a thread that waits for a decision (recorded in the store before calling this). A thread that
     is not waiting is left alone and reported as it stands."""
     config = _config(incident_id, ctx)
-    snap = graph.get_state(config)
-    if not snap.values:
-        raise NotFound(f"incident {incident_id} has no agent thread; start it first")
-    if snap.next:
-        graph.invoke(Command(resume=decision or {}), config, context=ctx)
-    return report(graph, ctx, incident_id)
+    with incident_lock(ctx.database_url, incident_id):
+        snap = graph.get_state(config)
+        if not snap.values:
+            raise NotFound(f"incident {incident_id} has no agent thread; start it first")
+        if snap.next:
+            graph.invoke(Command(resume=decision or {}), config, context=ctx)
+        return report(graph, ctx, incident_id)

@@ -114,7 +114,8 @@ def build_context(container: Container, journal: Path, *, planner: Any = None, c
     return AgentContext(uow=container.uow, runbooks=CatalogueRunbooks(catalogue),
                         actions=ExecutionActions(container.uow, deps, dry_run=False), planner=planner or rules,
                         fallback=rules, telemetry=telemetry, cluster=cluster, xid=XidTable(),
-                        limits=AgentLimits(**limits))
+                        limits=AgentLimits(**limits),
+                        database_url=getattr(getattr(container, "settings", None), "database_url", None))
 
 
 def context_for(container: Container) -> AgentContext:

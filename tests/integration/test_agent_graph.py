@@ -53,7 +53,8 @@ def test_xid79_plan_runs_action_by_action_with_approvals(container: Container, t
     assert done.outcome == "resolved", done
     changes = executed(journal)
     assert changes[0] == "cordon gpu-node-003" and changes.count("cordon gpu-node-003") == 1
-    assert sorted(c for c in changes if c.startswith("evict")) == [f"evict train/llm-3-{g}" for g in (0, 2, 4, 6)]
+    assert sorted(c for c in changes if c.startswith("evict")) == ["evict default/batch-0"] + [
+        f"evict train/llm-3-{g}" for g in (0, 2, 4, 6)]
     assert [c for c in changes if c.startswith("reboot")] == ["reboot gpu-node-003"]
     assert _incident(container, incident_id).status == "resolved"
     with container.uow() as uow:
