@@ -8,9 +8,12 @@ from dataclasses import asdict
 from typing import Any
 
 from agent.actions import ExecutionView, PlannedAction, ProposalView, RunbookSpec
+from agent.checkpoint import open_checkpointer
 from agent.context import AgentContext, AgentLimits
+from agent.graph import compile_graph
 from agent.llm import LLMLimits, LLMPlanner
 from agent.rules import RulesPlanner
+from agent.runner import RunReport, resume, start
 from detectors.xid import XID_CATALOGUE
 from gpuops.errors import ConfigError
 from gpuops.execution.service import ExecutionDeps, Proposal, execute, propose
@@ -96,3 +99,18 @@ def context_from_container(container: Any, *, limits: AgentLimits | None = None,
                         planner=llm or rules, fallback=rules, telemetry=telemetry,
                         cluster=container.cluster, xid=XidTable(), limits=limits or AgentLimits(),
                         database_url=container.settings.database_url)
+
+
+def start_incident(container: Any, incident_id: int, ctx: AgentContext | None = None) -> RunReport:
+    """Run an incident's graph from the wiring's container until it finishes or waits for a decision."""
+    ctx = ctx or context_from_container(container)
+    with open_checkpointer(container.settings.database_url) as saver:
+        return start(compile_graph(saver), ctx, incident_id)
+
+
+def resume_incident(container: Any, incident_id: int, decision: dict[str, Any] | None = None,
+                    ctx: AgentContext | None = None) -> RunReport:
+    """Resume an incident's thread after a decision was recorded (Slack, dashboard, CLI)."""
+    ctx = ctx or context_from_container(container)
+    with open_checkpointer(container.settings.database_url) as saver:
+        return resume(compile_graph(saver), ctx, incident_id, decision)

@@ -12,16 +12,17 @@ from typing import Any
 
 import click
 
+from connectors.kubernetes.errors import ClusterError
 from gpuops.commands.context import container_from, echo_json
-from gpuops.errors import GpuopsError, NotFound
+from gpuops.errors import ConfigError, GpuopsError, NotFound
 from gpuops.execution.approvals import Approver, decide
 from gpuops.policy import PolicyConfig
 from gpuops.store.models import Action
 from gpuops.wiring import Container
 
-CONTEXT_HELP = ("module:function that builds the agent's context from the container, so this process resumes "
-                "the incident's graph; without it the decision is recorded and the agent resumes the thread on "
-                "its next run.")
+DEFAULT_CONTEXT = "agent.adapters:context_from_container"
+CONTEXT_HELP = ("module:function building the agent's context from the container, with which this process resumes "
+                "the incident's graph (default: the wiring's cluster, catalogue and planners).")
 
 
 def _load_factory(spec: str) -> Callable[[Container], Any]:
@@ -57,21 +58,25 @@ def _decide(ctx: click.Context, action_id: int, decision: str, identity: str | N
     result: dict[str, Any] = {"action_id": action_id, "incident_id": incident_id, "decision": decision,
                               "status": outcome.status, "approvals": outcome.approvals,
                               "approvals_required": outcome.approvals_required, "duplicate": outcome.duplicate}
-    if context_factory:
-        from agent.checkpoint import open_checkpointer
-        from agent.graph import compile_graph
-        from agent.runner import resume
+    # The decision stands whatever happens next; without a cluster or a thread here, the agent picks the
+    # thread up on its next run.
+    from agent.adapters import resume_incident  # the graph's libraries load only when a decision is made
 
-        agent_ctx = _load_factory(context_factory)(container)
-        with open_checkpointer(container.settings.database_url) as saver:
-            report = resume(compile_graph(saver), agent_ctx, incident_id,
-                            {"action_id": action_id, "decision": decision, "by": who})
+    try:
+        agent_ctx = _load_factory(context_factory or DEFAULT_CONTEXT)(container)
+        report = resume_incident(container, incident_id, {"action_id": action_id, "decision": decision, "by": who},
+                                 ctx=agent_ctx)
         result["agent"] = asdict(report)
+    except (ConfigError, ClusterError, NotFound) as exc:
+        result["agent_not_resumed"] = str(exc)
     if as_json:
         echo_json(result)
         return
     click.echo(f"action {action_id}: {decision} recorded by {who}; status {outcome.status} "
                f"({outcome.approvals}/{outcome.approvals_required} approvals)")
+    if "agent_not_resumed" in result:
+        click.echo(f"incident {incident_id}: not resumed here ({result['agent_not_resumed']}); the agent resumes "
+                   "it on its next run")
     if "agent" in result:
         agent = result["agent"]
         state = agent["outcome"] or f"waiting for a decision on action {(agent['waiting_for'] or {}).get('action_id')}"

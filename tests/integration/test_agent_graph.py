@@ -129,3 +129,23 @@ def test_the_step_limit_and_tool_budget_end_in_an_escalation(container: Containe
         waiting = start(graph, build_context(container, tmp_path / "journal", max_tool_calls=1), other)
     assert waiting.waiting_for is not None
     assert any("tool budget of 1 reached" in note for note in waiting.notes)
+
+
+def test_a_rejection_without_a_cluster_here_is_recorded_and_resumes_later(sqlite_url: str, tmp_path: Path) -> None:
+    migrate.upgrade(sqlite_url)
+    container = bootstrap(Settings(database_url=sqlite_url))
+    ctx = build_context(container, tmp_path / "journal")
+    incident_id = open_incident(container, "xid", evidence={"xid": 79})
+    with graph_on(container) as graph:
+        waiting = start(graph, ctx, incident_id).waiting_for
+    assert waiting is not None
+    env = gpuops_env(GPUOPS_DATABASE_URL=sqlite_url, GPUOPS_APPROVERS="alice", KUBECONFIG=str(tmp_path / "none"),
+                     HOME=str(tmp_path))
+    proc = subprocess.run([GPUOPS, "reject", str(waiting["action_id"]), "--as", "alice", "--reason", "not now"],
+                          env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "reject recorded by alice" in proc.stdout and "not resumed here" in proc.stdout
+    with graph_on(container) as graph:  # the agent's next run picks the thread up
+        final = resume(graph, ctx, incident_id)
+    container.close()
+    assert final.outcome == "escalated" and "rejected" in final.reason
