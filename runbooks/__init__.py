@@ -11,11 +11,8 @@ from runbooks.catalogue import Catalogue
 from runbooks.context import RunbookContext
 from runbooks.definition import Runbook, RunbookDefinition, StepKind, check_signature
 from runbooks.errors import (
-    ClusterError,
-    EvictionBlocked,
     IncompleteRunbook,
     InvalidPlan,
-    ObjectMissing,
     RunbookError,
     StepSignatureError,
     UnknownRunbook,
@@ -25,12 +22,9 @@ from runbooks.settings import ReplicaBounds, RunbookSettings
 
 __all__ = [
     "Catalogue",
-    "ClusterError",
     "Diff",
-    "EvictionBlocked",
     "IncompleteRunbook",
     "InvalidPlan",
-    "ObjectMissing",
     "Plan",
     "ReplicaBounds",
     "Risk",

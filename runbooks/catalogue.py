@@ -56,6 +56,10 @@ class Catalogue:
     def get(self, name: str) -> RunbookDefinition:
         return self._runbook(name).definition
 
+    def runbook(self, name: str) -> Runbook[Any]:
+        """The runbook itself (definition and registered functions); UnknownRunbook if absent."""
+        return self._runbook(name)
+
     def definitions(self) -> list[RunbookDefinition]:
         return [self._runbooks[n].definition for n in self.names()]
 

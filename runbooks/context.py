@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,11 +34,12 @@ class RunbookContext:
     def poll(self, deadline_s: float, check: Callable[[], T | None], interval_s: float | None = None) -> T | None:
         """Call `check` until it returns something other than None, or `deadline_s` of clock time pass.
 
-        Checks once more at the deadline, so a change made in the last interval is still seen.
+        Checks once more at the deadline, so a change made in the last interval is still seen. The number
+        of checks is bounded too, so a clock that does not move cannot make the wait endless.
         """
         interval = interval_s if interval_s is not None else self.settings.poll_interval_s
         end = self.clock() + deadline_s
-        while True:
+        for _ in range(math.ceil(max(deadline_s, 0) / interval) + 2):
             found = check()
             if found is not None:
                 return found
@@ -45,6 +47,7 @@ class RunbookContext:
             if left <= 0:
                 return None
             self.sleep(min(interval, left))
+        return None
 
     def incident_label(self) -> str | None:
         return f"incident-{self.incident_id}" if self.incident_id is not None else None

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
 
 from runbooks.context import RunbookContext
 from runbooks.errors import StepSignatureError
@@ -54,6 +54,11 @@ class RunbookDefinition(BaseModel):
         if (self.target_kind is TargetKind.NONE) != (self.max_targets == 0):
             raise ValueError(f"runbook {self.name}: max_targets is 0 exactly when target_kind is none")
         return self
+
+    @field_serializer("params_model")
+    def _params_schema(self, model: type[BaseModel]) -> dict[str, Any]:
+        """Serialised, the parameter model is its JSON schema (for the dashboard and the agent)."""
+        return model.model_json_schema()
 
     def tool_schema(self) -> dict[str, Any]:
         """The parameters' JSON schema, as an LLM tool definition wants it."""

@@ -23,15 +23,3 @@ class StepSignatureError(RunbookError):
 
 class IncompleteRunbook(RunbookError):
     """A runbook lacks a part every runbook must have (a verify, a dry run, its declared rollback)."""
-
-
-class ClusterError(RunbookError):
-    """The cluster refused or failed a request a step made."""
-
-
-class ObjectMissing(ClusterError):
-    """The object a step needs does not exist (any more)."""
-
-
-class EvictionBlocked(ClusterError):
-    """An eviction a PodDisruptionBudget does not allow now (HTTP 429); retry later."""

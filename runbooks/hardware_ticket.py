@@ -79,40 +79,36 @@ def _dry(plan: Plan, params: TicketParams, ctx: RunbookContext) -> Diff:
 
 
 @TICKET.step
-def record(plan: Plan, params: TicketParams, ctx: RunbookContext) -> StepResult:
+def open_ticket(plan: Plan, params: TicketParams, ctx: RunbookContext) -> StepResult:
+    """Record the request (in the result, for the caller to persist) and send it to the webhook if any.
+    A webhook failure fails the step but the recorded request is still in its data."""
     ticket = ticket_body(plan, params, ctx)
-    return StepResult(True, f"RMA request {ticket['id']} recorded", {"ticket": ticket})
-
-
-@TICKET.step
-def post_webhook(plan: Plan, params: TicketParams, ctx: RunbookContext) -> StepResult:
+    recorded = f"RMA request {ticket['id']} recorded"
     url = ctx.settings.hardware_ticket_webhook_url
     if not url:
         return StepResult(
-            True, "no hardware-ticket webhook configured; the request is only recorded", {"webhook": None}
+            True, f"{recorded}; no hardware-ticket webhook configured", {"ticket": ticket, "webhook": None}
         )
-    ticket = ticket_body(plan, params, ctx)
     host = httpx.URL(url).host
     try:
         response = httpx.post(url, json=ticket, timeout=ctx.settings.hardware_ticket_timeout_s)
     except httpx.HTTPError as exc:
         return StepResult(
             False,
-            f"the hardware-ticket webhook at {host} could not be reached ({exc}); "
-            "the request is recorded, send it again later",
-            {"webhook": {"error": str(exc)}},
+            f"{recorded}, but the hardware-ticket webhook at {host} could not be reached ({exc}); send it again later",
+            {"ticket": ticket, "webhook": {"error": str(exc)}},
         )
     if response.is_error:
         return StepResult(
             False,
-            f"the hardware-ticket webhook at {host} answered HTTP {response.status_code}; "
-            "the request is recorded, send it again later",
-            {"webhook": {"status": response.status_code}},
+            f"{recorded}, but the hardware-ticket webhook at {host} answered HTTP {response.status_code}; "
+            "send it again later",
+            {"ticket": ticket, "webhook": {"status": response.status_code}},
         )
     return StepResult(
         True,
-        f"sent to the hardware-ticket webhook at {host} (HTTP {response.status_code})",
-        {"webhook": {"status": response.status_code}},
+        f"{recorded} and sent to the hardware-ticket webhook at {host} (HTTP {response.status_code})",
+        {"ticket": ticket, "webhook": {"status": response.status_code}},
     )
 
 

@@ -47,6 +47,12 @@ class Target:
     name: str | None = None
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "kind", TargetKind(self.kind))
+        except ValueError:
+            raise InvalidPlan(
+                f"target kind {self.kind!r} is not one of {', '.join(k.value for k in TargetKind)}"
+            ) from None
         required: dict[TargetKind, tuple[str, ...]] = {
             TargetKind.NODE: ("node",),
             TargetKind.GPU: ("node", "gpu"),
@@ -54,7 +60,7 @@ class Target:
             TargetKind.DEPLOYMENT: ("namespace", "name"),
             TargetKind.NONE: (),
         }
-        wanted = required[TargetKind(self.kind)]
+        wanted = required[self.kind]
         for attr in ("node", "gpu", "namespace", "name"):
             value = getattr(self, attr)
             if attr in wanted and (value is None or value == ""):

@@ -74,7 +74,7 @@ def container(db_url: str) -> Iterator[Container]:
         c.close()
 
 
-def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> httpx.Response:
+def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen[bytes] | None = None) -> httpx.Response:
     """Poll `url` until it answers (any status) or the deadline passes."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None

@@ -45,7 +45,11 @@ class PostedEvent:
 
 @dataclass
 class InMemoryCluster:
-    """A ClusterPort whose state lives in dicts. Evictions blocked N times succeed on attempt N+1."""
+    """A ClusterPort whose state lives in dicts. Evictions blocked N times succeed on attempt N+1.
+
+    Simplifications against a live cluster: an evicted or deleted pod is gone at once (no Terminating
+    grace period), and GPUReset / NodeReboot requests stay Pending until `finish_request`.
+    """
 
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
@@ -182,7 +186,7 @@ class InMemoryCluster:
             raise NotFound(f"pod {namespace}/{name} not found; it may have been deleted meanwhile.") from None
 
     def list_pods(self, node: str) -> list[PodInfo]:
-        self._node(node)
+        """Like a field selector: an unknown node simply has no pods."""
         return [p for k, p in sorted(self.pods.items()) if p.node == node]
 
     def get_pod(self, namespace: str, name: str) -> PodInfo:
@@ -274,13 +278,14 @@ class InMemoryCluster:
     # ---------------------------------------------------------------- requests and events
 
     def _request(self, kind: str, name: str, node: str, gpu: int | None) -> NodeRequest:
-        self._node(node)
         existing = self.requests.get(name)
         if existing is not None:
             if (existing.kind, existing.node, existing.gpu) != (kind, node, gpu):
                 raise AlreadyExists(f"{kind} {name} exists for another target; choose another request name.")
             return existing
         request = NodeRequest("GPUReset" if kind == "GPUReset" else "NodeReboot", name, node, gpu, "Pending")
+        if node not in self.nodes:  # the API accepts it; the node agent then fails it
+            request = dataclasses.replace(request, phase="Failed", message=f"node {node} not found")
         self.requests[name] = request
         self.actions.append((kind, node, "" if gpu is None else str(gpu)))
         return request

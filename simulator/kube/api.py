@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from simulator.kube import discovery
-from simulator.kube.errors import BadRequest, KubeError, MethodNotAllowed, NotFound
+from simulator.kube.errors import BadRequest, Gone, KubeError, MethodNotAllowed, NotFound
 from simulator.kube.patch import apply_patch
 from simulator.kube.resources import Resource, resource_for
 from simulator.kube.state import KubeState
@@ -332,41 +332,56 @@ class KubeApi:
     # ---------------------------------------------------------------- watch
 
     def _watch(self, request: Request, target: Target) -> Response:
-        """Stream ADDED / MODIFIED / DELETED events by comparing snapshots (the twin keeps no history)."""
+        """Stream ADDED / MODIFIED / DELETED events from the state's change log, from a resourceVersion on."""
         q = request.query_params
         try:
             timeout = float(q.get("timeoutSeconds", "1800"))
+            since = q.get("resourceVersion") or "0"
+            start = int(since)
         except ValueError as exc:
-            raise BadRequest("timeoutSeconds must be a number") from exc
-        selector_labels, selector_fields = q.get("labelSelector"), q.get("fieldSelector")
-        send_initial = q.get("resourceVersion") in (None, "", "0") or q.get("sendInitialEvents") == "true"
-        state, plural, namespace = self.state, target.resource.plural, target.namespace
+            raise BadRequest("timeoutSeconds must be a number and resourceVersion an integer") from exc
+        state, plural = self.state, target.resource.plural
+        matches = state.object_filter(target.namespace, q.get("labelSelector"), q.get("fieldSelector"))
+        initial: list[tuple[str, dict[str, Any]]] = []
+        if start == 0 or q.get("sendInitialEvents") == "true":
+            items, rv = state.list_objects(
+                plural, target.namespace, q.get("labelSelector"), q.get("fieldSelector")
+            )
+            initial, start = [("ADDED", obj) for obj in items], int(rv)
+        else:
+            state.changes_since(plural, start)  # Gone (410) before the stream starts when too old
+        as_table = wants_table(request.headers.get("accept", ""))
+        kind, now_ = target.resource.kind, state.now
+        columns_sent = False
 
-        def snapshot() -> dict[tuple[str, str], dict[str, Any]]:
-            items, _ = state.list_objects(plural, namespace, selector_labels, selector_fields)
-            return {(i["metadata"].get("namespace", ""), i["metadata"]["name"]): i for i in items}
+        def line(event: str, obj: dict[str, Any]) -> bytes:
+            nonlocal columns_sent
+            if as_table:
+                body = table(kind, [obj], obj["metadata"].get("resourceVersion", ""), now_())
+                if columns_sent:  # like the API server: column definitions only in the first event
+                    body["columnDefinitions"] = []
+                columns_sent = True
+                obj = body
+            return _event_line(event, obj)
 
         async def stream() -> AsyncIterator[bytes]:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + min(timeout, 1800.0)
-            seen = snapshot()
-            if send_initial:
-                for obj in seen.values():
-                    yield _event_line("ADDED", obj)
+            last = start
+            for event, obj in initial:
+                yield line(event, obj)
             while loop.time() < deadline:
                 if await request.is_disconnected():
                     return
+                try:
+                    changes, last = state.changes_since(plural, last)
+                except Gone as exc:
+                    yield _event_line("ERROR", exc.status())
+                    return
+                for event, obj in changes:
+                    if matches(obj):
+                        yield line(event, obj)
                 await asyncio.sleep(0.05)
-                now = snapshot()
-                for key, obj in now.items():
-                    old = seen.get(key)
-                    if old is None:
-                        yield _event_line("ADDED", obj)
-                    elif old["metadata"]["resourceVersion"] != obj["metadata"]["resourceVersion"]:
-                        yield _event_line("MODIFIED", obj)
-                for key in seen.keys() - now.keys():
-                    yield _event_line("DELETED", seen[key])
-                seen = now
 
         return StreamingResponse(stream(), media_type="application/json")
 

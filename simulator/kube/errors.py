@@ -57,6 +57,13 @@ class Conflict(KubeError):
     reason = "Conflict"
 
 
+class Gone(KubeError):
+    """A watch asked for history the twin no longer keeps; the client lists again."""
+
+    code = 410
+    reason = "Expired"
+
+
 class Invalid(KubeError):
     code = 422
     reason = "Invalid"

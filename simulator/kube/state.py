@@ -8,9 +8,9 @@ so a listener may call back into the state.
 
 from __future__ import annotations
 
-import copy
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +22,7 @@ from simulator.kube.errors import (
     BadRequest,
     Conflict,
     DisruptionBudgetBlocked,
+    Gone,
     Invalid,
     NotFound,
 )
@@ -30,6 +31,7 @@ from simulator.kube.objects import (
     GPU_RESOURCE,
     WORKLOAD_LABEL,
     annotations_of,
+    clone,
     condition_true,
     controller_of,
     labels_of,
@@ -107,6 +109,7 @@ class KubeState:
         node_reboot_seconds: float = 240.0,
         default_grace_seconds: int = 30,
         max_events: int = 2000,
+        watch_history: int = 20000,
     ) -> None:
         self._clock = clock
         self.pod_start_seconds = pod_start_seconds
@@ -128,6 +131,7 @@ class KubeState:
         self._owner_of: dict[Key, OwnerKey | None] = {}
         self._by_owner: dict[OwnerKey, set[Key]] = {}
         self._reconciled_rv = -1
+        self._log: deque[tuple[int, str, str, dict[str, Any]]] = deque(maxlen=watch_history)
         for ns in ("default", "kube-system"):
             self._put(
                 "namespaces",
@@ -189,7 +193,7 @@ class KubeState:
         self._put("events", event, create=True)
         events = self._store["events"]
         while len(events) > self.max_events:
-            del events[next(iter(events))]
+            self._remove("events", next(iter(events)))
 
     def now(self) -> float:
         """The simulated time the state stamps its writes with."""
@@ -237,7 +241,53 @@ class KubeState:
         self._store[plural][key] = obj
         if plural == "pods":
             self._index_pod(key, obj)
+        self._log.append((self._rv, plural, "ADDED" if create else "MODIFIED", clone(obj)))
         return obj
+
+    def _remove(self, plural: str, key: Key) -> dict[str, Any]:
+        """Drop an object from the store, logging its deletion for watchers."""
+        obj = self._store[plural].pop(key)
+        if plural == "pods":
+            owner = self._owner_of.pop(key, None)
+            if owner is not None:
+                self._by_owner.get(owner, set()).discard(key)
+        self._rv += 1
+        obj["metadata"]["resourceVersion"] = str(self._rv)
+        self._log.append((self._rv, plural, "DELETED", clone(obj)))
+        return obj
+
+    def changes_since(
+        self, plural: str, resource_version: int
+    ) -> tuple[list[tuple[str, dict[str, Any]]], int]:
+        """Watch events (type, object) of one resource after `resource_version`, and the latest version.
+
+        Raises Gone when the change log no longer reaches back that far (the client must list again).
+        """
+        with self._lock:
+            if self._log and resource_version < self._log[0][0] - 1 and len(self._log) == self._log.maxlen:
+                raise Gone(f"too old resource version: {resource_version} ({self._log[0][0] - 1})")
+            out = [
+                (kind, clone(obj))
+                for rv, res, kind, obj in self._log
+                if rv > resource_version and res == plural
+            ]
+            return out, self._rv
+
+    def object_filter(
+        self, namespace: str | None, label_selector: str | None, field_selector: str | None
+    ) -> Callable[[dict[str, Any]], bool]:
+        """A predicate for objects in `namespace` matching the selectors (BadRequest if they do not parse)."""
+        try:
+            labels_ok = parse_selector(label_selector)
+            fields_ok = parse_selector(field_selector)
+        except SelectorError as exc:
+            raise BadRequest(f"unable to parse requirement: {exc}") from exc
+
+        def matches(obj: dict[str, Any]) -> bool:
+            in_namespace = namespace is None or obj["metadata"].get("namespace", "") == namespace
+            return in_namespace and labels_ok(labels_of(obj)) and fields_ok(object_fields(obj))
+
+        return matches
 
     def _find(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
         res = BY_PLURAL[plural]
@@ -256,7 +306,7 @@ class KubeState:
     def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
         """A copy of one object; NotFound if absent."""
         with self._lock:
-            return copy.deepcopy(self._find(plural, namespace, name))
+            return clone(self._find(plural, namespace, name))
 
     def list_objects(
         self,
@@ -266,25 +316,15 @@ class KubeState:
         field_selector: str | None = None,
     ) -> tuple[list[dict[str, Any]], str]:
         """Copies of the matching objects, sorted by namespace and name, and the list's resourceVersion."""
-        try:
-            labels_ok = parse_selector(label_selector)
-            fields_ok = parse_selector(field_selector)
-        except SelectorError as exc:
-            raise BadRequest(f"unable to parse requirement: {exc}") from exc
+        matches = self.object_filter(namespace, label_selector, field_selector)
         with self._lock:
-            items = [
-                copy.deepcopy(obj)
-                for key, obj in sorted(self._store[plural].items())
-                if (namespace is None or key[0] == namespace)
-                and labels_ok(labels_of(obj))
-                and fields_ok(object_fields(obj))
-            ]
+            items = [clone(obj) for _, obj in sorted(self._store[plural].items()) if matches(obj)]
             return items, str(self._rv)
 
     def create_object(self, plural: str, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
         """Create an object as the API server would (pods, deployments, PDBs, events, GPU resets, reboots)."""
         with self._mutation():
-            obj = copy.deepcopy(obj)
+            obj = clone(obj)
             if BY_PLURAL[plural].namespaced:
                 body_ns = obj.get("metadata", {}).get("namespace")
                 if body_ns and body_ns != namespace:
@@ -296,7 +336,7 @@ class KubeState:
             meta(obj).pop("resourceVersion", None)
             created = self._create(plural, obj)
             self._reconcile()
-            return copy.deepcopy(created)
+            return clone(created)
 
     def _create(self, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
         validate_object(plural, BY_PLURAL[plural].kind, obj)
@@ -330,7 +370,7 @@ class KubeState:
         """
         with self._mutation():
             current = self._find(plural, namespace, name)
-            proposed = change(copy.deepcopy(current))
+            proposed = change(clone(current))
             validate_object(plural, BY_PLURAL[plural].kind, proposed)
             md = meta(proposed)
             expected = md.get("resourceVersion")
@@ -360,7 +400,7 @@ class KubeState:
             updated = self._put(plural, proposed)
             self._after_write(plural, current, updated)
             self._reconcile()
-            return copy.deepcopy(updated)
+            return clone(updated)
 
     def delete_object(
         self,
@@ -383,14 +423,13 @@ class KubeState:
             if plural == "pods":
                 result = self._delete_pod(namespace, name, grace_seconds, reason="Deleted")
             else:
-                result = self._store[plural].pop(self._key(plural, namespace, name))
-                self._rv += 1
+                result = self._remove(plural, self._key(plural, namespace, name))
                 owner_kind = {"deployments": "Deployment", "daemonsets": "DaemonSet"}.get(plural)
                 if owner_kind:  # the garbage collector removes what the owner controlled
                     for pod in self._owned_pods(owner_kind, namespace, name):
                         self._delete_pod(namespace, pod["metadata"]["name"], None, reason="OwnerDeleted")
             self._reconcile()
-            return copy.deepcopy(result)
+            return clone(result)
 
     def _key(self, plural: str, namespace: str, name: str) -> Key:
         return (namespace if BY_PLURAL[plural].namespaced else "", name)
@@ -406,7 +445,7 @@ class KubeState:
     def add_pod(self, pod: dict[str, Any]) -> None:
         """Add a Pod; with spec.nodeName it is bound and Running at once (GPU_ANNOTATION says which GPUs)."""
         with self._mutation():
-            body = copy.deepcopy(pod)
+            body = clone(pod)
             validate_object("pods", "Pod", body)
             self._create_pod(body, start_now=True)
             self._reconcile()
@@ -414,7 +453,7 @@ class KubeState:
     def add_deployment(self, deployment: dict[str, Any]) -> None:
         """Add an apps/v1 Deployment; its replicas are placed where capacity allows and Running at once."""
         with self._mutation():
-            dep = copy.deepcopy(deployment)
+            dep = clone(deployment)
             dep.setdefault("spec", {}).setdefault("replicas", 1)
             dep.setdefault("status", {})
             validate_object("deployments", "Deployment", dep)
@@ -426,7 +465,7 @@ class KubeState:
     def add_pdb(self, pdb: dict[str, Any]) -> None:
         """Add a policy/v1 PodDisruptionBudget."""
         with self._mutation():
-            body = copy.deepcopy(pdb)
+            body = clone(pdb)
             body.setdefault("status", {})
             validate_object("poddisruptionbudgets", "PodDisruptionBudget", body)
             self._put("poddisruptionbudgets", body, create=True)
@@ -435,7 +474,7 @@ class KubeState:
     def add_daemonset(self, ds: dict[str, Any]) -> None:
         """Add an apps/v1 DaemonSet; its pods run on every node (they tolerate cordons)."""
         with self._mutation():
-            body = copy.deepcopy(ds)
+            body = clone(ds)
             body.setdefault("status", {})
             validate_object("daemonsets", "DaemonSet", body)
             self._put("daemonsets", body, create=True)
@@ -540,8 +579,7 @@ class KubeState:
                 self._emit_pod_stopped(pod, reason)
             self._record(pod, reason, f"pod {namespace}/{name} failed: {reason}", warning=True)
             if controller_of(pod):
-                self._drop_pod((namespace, name))
-                self._rv += 1
+                self._remove("pods", (namespace, name))
             self._reconcile()
 
     def evict(self, namespace: str, name: str, grace_seconds: int | None = None) -> dict[str, Any]:
@@ -552,7 +590,7 @@ class KubeState:
         with self._mutation():
             pod = self._find("pods", namespace, name)
             if "deletionTimestamp" in pod["metadata"]:
-                return copy.deepcopy(pod)
+                return clone(pod)
             budgets = [
                 pdb
                 for (ns, _), pdb in self._store["poddisruptionbudgets"].items()
@@ -566,18 +604,31 @@ class KubeState:
                     kind="pods",
                     name=name,
                 )
-            if budgets and pod_ready(pod):
-                pdb = budgets[0]
-                self._update_pdb_status(pdb)
-                if pdb["status"]["disruptionsAllowed"] <= 0:
-                    raise DisruptionBudgetBlocked(
-                        "Cannot evict pod as it would violate the pod's disruption budget.",
-                        kind="pods",
-                        name=name,
-                    )
+            if budgets:
+                self._check_budget(budgets[0], pod)
             result = self._delete_pod(namespace, name, grace_seconds, reason="Evicted")
             self._reconcile()
-            return copy.deepcopy(result)
+            return clone(result)
+
+    def _check_budget(self, pdb: dict[str, Any], pod: dict[str, Any]) -> None:
+        """Raise DisruptionBudgetBlocked unless the budget allows evicting this pod now.
+
+        A ready pod needs a disruption to spare. An unready pod may go while the budget is healthy
+        (policy/v1's default `unhealthyPodEvictionPolicy: IfHealthyBudget`), or always with `AlwaysAllow`.
+        """
+        self._update_pdb_status(pdb)
+        status = pdb["status"]
+        if pod_ready(pod):
+            allowed = status["disruptionsAllowed"] > 0
+        else:
+            policy = pdb.get("spec", {}).get("unhealthyPodEvictionPolicy", "IfHealthyBudget")
+            allowed = policy == "AlwaysAllow" or status["currentHealthy"] >= status["desiredHealthy"]
+        if not allowed:
+            raise DisruptionBudgetBlocked(
+                "Cannot evict pod as it would violate the pod's disruption budget.",
+                kind="pods",
+                name=pod["metadata"]["name"],
+            )
 
     def set_scale(self, namespace: str, name: str, replicas: int) -> dict[str, Any]:
         """Set a Deployment's replicas (the scale subresource); pods are created or removed to match."""
@@ -767,10 +818,9 @@ class KubeState:
         key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
         if pod_running(pod):
             self._emit_pod_stopped(pod, reason)
-        self._drop_pod(key)
+        self._remove("pods", key)
         self._pod_start_at.pop(key, None)
         self._checkpoint_due.pop(key, None)
-        self._rv += 1
         return pod
 
     def _finish_terminations(self, now: float) -> None:
@@ -784,8 +834,11 @@ class KubeState:
         for key, at in sorted(self._pod_start_at.items(), key=lambda kv: kv[1]):
             if at > now:
                 continue
-            del self._pod_start_at[key]
             pod = self._store["pods"].get(key)
+            node = self._store["nodes"].get(("", pod["spec"].get("nodeName", ""))) if pod else None
+            if node is not None and not condition_true(node, "Ready"):
+                continue  # the kubelet is down: the containers start when it is back
+            del self._pod_start_at[key]
             if pod is not None and pod["status"].get("phase") == "Pending":
                 self._start_pod(pod)
                 self._put("pods", pod)
@@ -801,12 +854,6 @@ class KubeState:
         self._owner_of[key] = owner
         if owner is not None:
             self._by_owner.setdefault(owner, set()).add(key)
-
-    def _drop_pod(self, key: Key) -> None:
-        self._store["pods"].pop(key, None)
-        owner = self._owner_of.pop(key, None)
-        if owner is not None:
-            self._by_owner.get(owner, set()).discard(key)
 
     def _owned_pods(self, owner_kind: str, namespace: str, owner: str) -> list[dict[str, Any]]:
         keys = sorted(self._by_owner.get((owner_kind, namespace, owner), ()))
@@ -899,7 +946,7 @@ class KubeState:
         self._reconciled_rv = self._rv
 
     def _pod_from_template(self, owner: dict[str, Any], owner_kind: str, suffix: str) -> dict[str, Any]:
-        template = copy.deepcopy(owner.get("spec", {}).get("template") or {})
+        template = clone(owner.get("spec", {}).get("template") or {})
         md = template.setdefault("metadata", {})
         md["name"] = f"{owner['metadata']['name']}-{suffix}"
         md["namespace"] = owner["metadata"]["namespace"]

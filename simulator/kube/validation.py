@@ -125,6 +125,9 @@ def _pdb(kind: str, name: str, obj: dict[str, Any]) -> None:
             _non_negative_int(value) or (isinstance(value, str) and _PERCENT.match(value))
         ):
             raise _fail(kind, name, f"spec.{field}", f"{value!r}: must be an integer >= 0 or a percentage")
+    policy = spec.get("unhealthyPodEvictionPolicy", "IfHealthyBudget")
+    if policy not in ("IfHealthyBudget", "AlwaysAllow"):
+        raise _fail(kind, name, "spec.unhealthyPodEvictionPolicy", "must be IfHealthyBudget or AlwaysAllow")
     _selector(kind, name, spec.get("selector"), "spec.selector")
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from simulator.kube.state import KubeEvent
-from tests.integration.kube_twin import KubeTwin, gpu_deployment
+from tests.integration.kube_twin import KubeTwin, gpu_deployment, wait_for
 
 NODE = "gpu-node-001"
 
@@ -172,3 +172,52 @@ def test_drain_waits_for_the_disruption_budget(twin: KubeTwin, tmp_path: Path) -
     assert "disruption budget" in drained.stderr  # the second eviction was refused, then retried
     pods = twin.state.list_pods(namespace="ml")
     assert len(pods) == 2 and {p["spec"].get("nodeName") for p in pods} == {"gpu-node-002"}
+
+
+def test_kubectl_scale_taint_and_gpu_reset_request(twin: KubeTwin, tmp_path: Path) -> None:
+    twin.state.add_deployment(gpu_deployment("serve", 1, 1, namespace="inference"))
+    binary = BINARIES[0]
+    scaled = kubectl(binary, twin, tmp_path, "scale", "-n", "inference", "deployment/serve", "--replicas=3")
+    assert scaled.returncode == 0, scaled.stderr
+    assert twin.state.get_object("deployments", "inference", "serve")["spec"]["replicas"] == 3
+    tainted = kubectl(binary, twin, tmp_path, "taint", "node", NODE, "gpuops.io/bad-gpu=3:NoSchedule")
+    assert tainted.returncode == 0, tainted.stderr
+    assert twin.state.get_node(NODE)["spec"]["taints"] == [
+        {"key": "gpuops.io/bad-gpu", "value": "3", "effect": "NoSchedule"}
+    ]
+    manifest = tmp_path / "reset.yaml"
+    manifest.write_text(
+        "apiVersion: gpuops.io/v1alpha1\nkind: GPUReset\nmetadata:\n  name: reset-1\n"
+        f"spec:\n  nodeName: {NODE}\n  gpu: 5\n"
+    )
+    # The twin serves no OpenAPI documents, so client-side validation is turned off.
+    created = kubectl(binary, twin, tmp_path, "create", "--validate=false", "-f", str(manifest))
+    assert created.returncode == 0, created.stderr
+    wait_for(
+        lambda: twin.state.get_object("gpuresets", "", "reset-1")["status"]["phase"] == "Succeeded",
+        10,
+        "the GPU reset did not finish",
+    )
+    shown = kubectl(binary, twin, tmp_path, "get", "gpuresets")
+    assert re.search(rf"^reset-1\s+{NODE}\s+5\s+Succeeded", shown.stdout, re.M), shown.stdout
+
+
+def test_kubectl_watch_prints_new_nodes(twin: KubeTwin, tmp_path: Path) -> None:
+    env = {**os.environ, "HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "none")}
+    with subprocess.Popen(
+        [BINARIES[0], "--server", twin.url, "get", "nodes", "-w", "--request-timeout=5s"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as watch:
+        assert watch.stdout is not None
+        lines = []
+        for line in watch.stdout:  # ends when kubectl's request timeout closes the watch
+            lines.append(line)
+            if line.startswith("gpu-node-002"):
+                twin.state.add_node("gpu-node-003", 8)
+            if line.startswith("gpu-node-003"):
+                watch.terminate()
+        watch.wait(timeout=10)  # kubectl exits 1 on SIGTERM; what it printed is what matters
+    assert re.match(r"gpu-node-003\s+Ready\s", lines[-1]), lines

@@ -4,6 +4,7 @@ open_hardware_ticket through the real `kubernetes` client against the twin over 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,12 +20,13 @@ from runbooks import (
     Plan,
     ReplicaBounds,
     Risk,
+    RunbookContext,
     RunbookSettings,
     StepResult,
     Target,
     default_catalogue,
 )
-from simulator.kube.state import GPU_ANNOTATION, KubeEvent
+from simulator.kube.state import CHECKPOINT_SECONDS_ANNOTATION, GPU_ANNOTATION, KubeEvent
 from tests.runbook_twin import FAST, Twin, bare_pod, connect, context, deployment
 
 N1, N2 = "gpu-node-001", "gpu-node-002"
@@ -105,6 +107,9 @@ def test_reset_gpu_moves_only_the_pods_on_that_gpu_then_resets_it(
     assert twin.state.node_schedulable(N1)  # the temporary cordon was lifted
     assert catalogue.verify(plan, ctx).ok
     assert twin.state.get_node(N1)["status"]["allocatable"]["nvidia.com/gpu"] == "8"
+    # a redelivered execution finds its own request again instead of resetting twice
+    assert catalogue.execute(plan, ctx).ok
+    assert len(twin.state.list_objects("gpuresets")[0]) == 1 and twin.state.node_schedulable(N1)
 
 
 def test_reset_gpu_refuses_a_gpu_the_node_does_not_have(
@@ -316,7 +321,7 @@ def test_hardware_ticket_survives_a_failing_webhook(twin: Twin, cluster: Kuberne
     finally:
         failing.close()
     assert not result.ok and "answered HTTP 503" in result.detail and "recorded" in result.detail
-    assert result.data["ticket"]["gpu"] == 5 and result.data["failed_step"] == "post_webhook"
+    assert result.data["ticket"]["gpu"] == 5 and result.data["failed_step"] == "open_ticket"
 
 
 def test_hardware_ticket_without_a_webhook_is_only_recorded(
@@ -331,3 +336,52 @@ def test_hardware_ticket_without_a_webhook_is_only_recorded(
 def test_settings_refuse_a_webhook_that_is_not_http() -> None:
     with pytest.raises(ValueError, match="http"):
         RunbookSettings(hardware_ticket_webhook_url="file:///etc/passwd")
+
+
+def test_an_unreachable_cluster_gives_results_not_exceptions() -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    cluster = KubernetesCluster.connect(api_url=url, request_timeout=2)
+    try:
+        catalogue = default_catalogue(FAST)
+        now = [0.0]
+        ctx = RunbookContext(
+            cluster=cluster, settings=FAST, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s)
+        )
+        plan = Plan("drain_node", {}, (Target.for_node(N1),))
+        (problem,) = catalogue.preconditions(plan, ctx)
+        assert problem.startswith("could not check preconditions") and "cannot reach" in problem
+        assert any("could not check preconditions" in b for b in catalogue.dry_run(plan, ctx).blockers)
+        result = catalogue.execute(plan, ctx)
+        assert not result.ok and result.data["failed_step"] == "preconditions"
+        verified = catalogue.verify(Plan("cordon_node", {}, plan.targets), ctx)
+        assert not verified.ok and "ClusterUnavailable" in verified.detail and now[0] == 30
+    finally:
+        cluster.close()
+
+
+def test_reset_gpu_checkpoints_a_training_job_first(
+    twin: Twin, cluster: KubernetesCluster, catalogue: Catalogue
+) -> None:
+    twin.state.add_deployment(deployment("train", 1, 1, **{CHECKPOINT_SECONDS_ANNOTATION: "20"}))
+    ((train, (gpu,)),) = gpus_of(twin, "train").items()
+    plan = Plan("reset_gpu", {}, (Target.for_gpu(N1, gpu),))
+    ctx = context(twin, cluster)
+    assert catalogue.risk_for(plan, ctx) is Risk.HIGH
+    start = twin.clock()
+    result = catalogue.execute(plan, ctx)
+    assert result.ok, result.detail
+    assert result.data["checkpointed"] == [f"ml/{train}"] and twin.clock() - start >= 20 + 30  # checkpoint, reset
+
+
+def test_reschedule_by_cordon_and_its_rollback(twin: Twin, cluster: KubernetesCluster, catalogue: Catalogue) -> None:
+    twin.state.add_deployment(deployment("slow", 1, 4))
+    twin.state.add_node(N2, 8)
+    plan = Plan("reschedule_pods", {"keep_off": "cordon"}, (Target.for_node(N1),))
+    ctx = context(twin, cluster)
+    assert catalogue.execute(plan, ctx).ok and catalogue.verify(plan, ctx).ok
+    assert gpus_of(twin, "slow") == {} and len(gpus_of(twin, "slow", N2)) == 1
+    assert not twin.state.node_schedulable(N1) and not twin.state.get_node(N1)["spec"].get("taints")
+    rolled = catalogue.rollback(plan, ctx)
+    assert rolled is not None and rolled.ok and twin.state.node_schedulable(N1)

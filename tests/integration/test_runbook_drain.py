@@ -84,7 +84,7 @@ def test_a_node_cordoned_by_someone_else_is_never_uncordoned(
         rolled = catalogue.rollback(plan, ctx)
         assert rolled is not None and rolled.ok and "left cordoned: someone else cordoned it" in rolled.detail
     # and the executing step refuses even when the precondition is skipped (the node changed meanwhile)
-    step = catalogue._runbook("uncordon_node").steps[0]
+    step = catalogue.runbook("uncordon_node").steps[0]
     direct = step.fn(catalogue.validate(uncordon), catalogue.get("uncordon_node").params_model(), ctx)
     assert isinstance(direct, StepResult) and not direct.ok
     assert not twin.state.node_schedulable(N1)

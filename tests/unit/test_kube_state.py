@@ -344,3 +344,37 @@ def test_events_are_capped(clock: Clock) -> None:
     events = state.list_objects("events")[0]
     assert len(events) == 5
     assert events and all(e["involvedObject"]["name"] != "gpu-node-000" for e in events)
+
+
+def test_bound_pod_starts_only_once_its_node_is_ready(state: KubeState, clock: Clock) -> None:
+    state.create_object("pods", "ml", {"metadata": {"name": "p"}, "spec": {"nodeName": "gpu-node-002"}})
+    state.set_node_ready("gpu-node-002", False)
+    advance(state, clock, 30)
+    assert state.get_object("pods", "ml", "p")["status"]["phase"] == "Pending"
+    state.set_node_ready("gpu-node-002", True)
+    advance(state, clock, 1)
+    assert state.get_object("pods", "ml", "p")["status"]["phase"] == "Running"
+
+
+def test_unready_pod_eviction_follows_the_unhealthy_pod_policy(state: KubeState, clock: Clock) -> None:
+    state.add_deployment(training("train", replicas=2, gpus=4))
+    state.add_pdb(
+        {
+            "metadata": {"name": "train", "namespace": "ml"},
+            "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "train"}}},
+        }
+    )
+    first, second = (p["metadata"]["name"] for p in state.list_pods(namespace="ml"))
+    state.fail_pod("ml", first, "Error")  # its replacement is still starting: the budget is unhealthy
+    (starting,) = [p for p in state.list_pods(namespace="ml") if p["status"]["phase"] == "Pending"]
+    with pytest.raises(DisruptionBudgetBlocked):
+        state.evict("ml", starting["metadata"]["name"])
+
+    def always(pdb: dict[str, Any]) -> dict[str, Any]:
+        pdb["spec"]["unhealthyPodEvictionPolicy"] = "AlwaysAllow"
+        return pdb
+
+    state.update_object("poddisruptionbudgets", "ml", "train", always)
+    state.evict("ml", starting["metadata"]["name"])
+    with pytest.raises(DisruptionBudgetBlocked):
+        state.evict("ml", second)

@@ -87,6 +87,7 @@ def test_malformed_deployments_are_refused(state: KubeState, body: dict[str, Any
     "spec",
     [
         {"minAvailable": "half"},
+    {"minAvailable": 1, "unhealthyPodEvictionPolicy": "Sometimes"},
         {"maxUnavailable": -1},
         {"minAvailable": 1, "maxUnavailable": 1},
         {"minAvailable": 1, "selector": {"matchExpressions": [{"key": "a", "operator": "Around"}]}},

@@ -117,7 +117,7 @@ def test_default_catalogue_has_every_required_runbook() -> None:
 @pytest.mark.parametrize("name", sorted(REQUIRED))
 def test_every_runbook_has_schema_verify_and_declared_rollback(name: str) -> None:
     catalogue = default_catalogue()
-    runbook = catalogue._runbook(name)
+    runbook = catalogue.runbook(name)
     schema = runbook.definition.tool_schema()
     assert schema["type"] == "object" and "properties" in schema
     assert runbook.part(StepKind.VERIFY) is not None
@@ -335,8 +335,8 @@ def test_settings_refuse_bad_values() -> None:
 # ------------------------------------------------------------------ the flow
 
 
-def probe_catalogue(calls: list[str], fail_at: str | None = None) -> Catalogue:
-    runbook = complete(Runbook[Params](definition()), calls)
+def probe_catalogue(calls: list[str], fail_at: str | None = None, verify_deadline_s: float = 10) -> Catalogue:
+    runbook = complete(Runbook[Params](definition(verify_deadline_s=verify_deadline_s)), calls)
 
     def make(name: str) -> Any:
         def step(plan: Plan, params: Params, ctx: RunbookContext) -> StepResult:
@@ -377,8 +377,7 @@ def test_verify_polls_until_the_deadline(ctx: RunbookContext) -> None:
     assert calls.count("verify") == 5 and ctx.clock() - started == pytest.approx(8.0)
 
     calls.clear()
-    never = probe_catalogue(calls)
-    never._runbooks["probe"].definition = definition(verify_deadline_s=3)
+    never = probe_catalogue(calls, verify_deadline_s=3)
     result = never.verify(plan, ctx)
     assert not result.ok and "not met within 3s" in result.detail
     assert calls.count("verify") == 3  # at 0, 2 and at the deadline
@@ -459,3 +458,33 @@ def test_drain_with_the_fake_waits_for_the_checkpoint(fake: InMemoryCluster, ctx
     assert result.ok and result.data["checkpointed"] == ["ml/train-0"]
     actions = [a[0] for a in fake.actions]
     assert actions.index("annotate") < actions.index("evict") and answered
+
+
+def test_targets_normalise_and_check_their_kind() -> None:
+    assert Target("node", node="n").kind is TargetKind.NODE  # type: ignore[arg-type]
+    with pytest.raises(InvalidPlan, match="target kind 'rack'"):
+        Target("rack", node="n")  # type: ignore[arg-type]
+
+
+def test_definitions_serialise_with_their_parameter_schema() -> None:
+    for definition_ in default_catalogue().definitions():
+        dumped = definition_.model_dump(mode="json")
+        assert dumped["params_model"] == definition_.params_model.model_json_schema()
+        assert dumped["risk"] in {"low", "medium", "high"}
+
+
+def test_waits_end_even_when_the_clock_stands_still(fake: InMemoryCluster) -> None:
+    ctx = RunbookContext(cluster=fake, clock=lambda: 0.0, sleep=lambda s: None)
+    checks: list[int] = []
+    assert ctx.poll(10, lambda: checks.append(1)) is None
+    assert len(checks) == 7  # ceil(10 / 2) + 2
+
+
+def test_the_readme_lists_every_runbook() -> None:
+    from pathlib import Path
+
+    import runbooks
+
+    readme = (Path(runbooks.__file__).parent / "README.md").read_text()
+    for name in default_catalogue().names():
+        assert f"| `{name}` |" in readme
