@@ -71,10 +71,8 @@ class LLMPlanner:
         return cls(client, settings.llm_model, limits)
 
     def plan(self, request: PlanRequest) -> PlanResult:
-        usage = Usage()
-        result = PlanResult(self.name, ok=False, usage=usage)
+        result = PlanResult(self.name, ok=False)
         budget = self.limits.max_calls - request.llm_calls_so_far
-        specs = {s.name: s for s in request.specs}
         tools = [runbook_tool(s) for s in request.specs]
         tools += [investigation_tool(n, d) for n, (_, d) in TOOLS.items()] + [ESCALATE_TOOL]
         messages: list[dict[str, Any]] = [
@@ -83,51 +81,55 @@ class LLMPlanner:
                                                          self.limits.tool_output_chars)},
         ]
         corrected = False
-        while True:
-            if usage.calls >= budget:
-                result.notes.append(f"LLM call cap of {self.limits.max_calls} per incident reached")
-                return result
-            message = self._call(messages, tools, usage, result)
+        while result.usage.calls < budget:
+            message = self._call(messages, tools, result.usage, result)
             if message is None:
                 return result
             if getattr(message, "refusal", None):
                 result.notes.append(f"LLM refused: {str(message.refusal)[:200]}")
                 return result
-            calls = list(message.tool_calls or [])
             messages.append(_assistant(message))
-            if not calls:
-                if corrected:
-                    result.notes.append("LLM answered without a tool call twice")
-                    return result
-                corrected = True
-                result.rejections.append({"problems": "answer without a tool call",
-                                          "answer": (message.content or "")[:300]})
-                messages.append({"role": "user", "content": NO_TOOL_CALL})
-                continue
-            if all(c.function.name.startswith("investigate_") for c in calls):
-                for call in calls:
-                    found = request.run_tool(call.function.name.removeprefix("investigate_"), _args(call))
-                    messages.append({"role": "tool", "tool_call_id": call.id,
-                                     "content": found.fenced(self.limits.tool_output_chars)})
-                continue
-            try:
-                actions, escalate = self._actions(calls, specs, request)
-            except _Rejected as exc:
-                answer = [f"{c.function.name}({(c.function.arguments or '')[:300]})" for c in calls]
-                result.rejections.append({"problems": str(exc)[:1000], "answer": answer})
-                if corrected:
-                    result.notes.append(f"LLM answer invalid after a corrective retry: {str(exc)[:300]}")
-                    return result
-                corrected = True
-                for call in calls:
-                    messages.append({"role": "tool", "tool_call_id": call.id,
-                                     "content": CORRECTION.format(problems=str(exc)[:1000])})
-                continue
-            result.ok = True
-            result.actions = actions
-            result.escalate = escalate
-            result.rationale = self._rationale(message.content, actions, escalate, request)
-            return result
+            step = self._answer(message, messages, request, result, corrected)
+            if step in ("done", "failed"):
+                return result
+            corrected = corrected or step == "corrected"
+        result.notes.append(f"LLM call cap of {self.limits.max_calls} per incident reached")
+        return result
+
+    def _answer(self, message: Any, messages: list[dict[str, Any]], request: PlanRequest, result: PlanResult,
+                corrected: bool) -> str:
+        """Judge one answer: `done` (a valid plan or an escalation), `more` (it asked for evidence),
+        `corrected` (invalid, told why, asked again) or `failed` (invalid after the corrective retry)."""
+        calls = list(message.tool_calls or [])
+        if not calls:
+            result.rejections.append({"problems": "answer without a tool call",
+                                      "answer": (message.content or "")[:300]})
+            if corrected:
+                result.notes.append("LLM answered without a tool call twice")
+                return "failed"
+            messages.append({"role": "user", "content": NO_TOOL_CALL})
+            return "corrected"
+        if all(c.function.name.startswith("investigate_") for c in calls):
+            for call in calls:
+                found = request.run_tool(call.function.name.removeprefix("investigate_"), _args(call))
+                messages.append({"role": "tool", "tool_call_id": call.id,
+                                 "content": found.fenced(self.limits.tool_output_chars)})
+            return "more"
+        try:
+            actions, escalate = self._actions(calls, {s.name for s in request.specs}, request)
+        except _Rejected as exc:
+            answer = [f"{c.function.name}({(c.function.arguments or '')[:300]})" for c in calls]
+            result.rejections.append({"problems": str(exc)[:1000], "answer": answer})
+            if corrected:
+                result.notes.append(f"LLM answer invalid after a corrective retry: {str(exc)[:300]}")
+                return "failed"
+            for call in calls:
+                messages.append({"role": "tool", "tool_call_id": call.id,
+                                 "content": CORRECTION.format(problems=str(exc)[:1000])})
+            return "corrected"
+        result.ok, result.actions, result.escalate = True, actions, escalate
+        result.rationale = self._rationale(message.content, actions, escalate, request)
+        return "done"
 
     def _call(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], usage: Usage,
               result: PlanResult) -> Any:
@@ -160,7 +162,7 @@ class LLMPlanner:
         return response.choices[0].message
 
     @staticmethod
-    def _actions(calls: list[Any], specs: dict[str, Any],
+    def _actions(calls: list[Any], specs: set[str],
                  request: PlanRequest) -> tuple[list[PlannedAction], str | None]:
         actions: list[PlannedAction] = []
         problems: list[str] = []
