@@ -65,8 +65,10 @@ def runbooks(report: RunReport) -> list[str]:
     return [a["runbook"] for a in report.plan]
 
 
-def test_a_correct_tool_call_becomes_the_plan(sqlite_container: Container, tmp_path: Path) -> None:
-    report, llm, incident_id = run(sqlite_container, tmp_path, [GOOD])
+def test_a_correct_tool_call_becomes_the_plan(container: Container, tmp_path: Path) -> None:
+    """On SQLite and on PostgreSQL: the plan, the tools offered, usage and cost recorded on the incident."""
+    report, llm, incident_id = run(container, tmp_path, [GOOD], prompt_usd_per_mtok=2.5,
+                                   completion_usd_per_mtok=10.0)
     assert report.planner == "llm" and runbooks(report) == RULES_XID79
     assert report.waiting_for is not None and report.waiting_for["runbook"] == "cordon_node"
     request = llm.requests[0]
@@ -75,10 +77,12 @@ def test_a_correct_tool_call_becomes_the_plan(sqlite_container: Container, tmp_p
     scale_params = tools["scale_deployment"]["parameters"]["properties"]["params"]
     assert scale_params["properties"]["replicas"]["type"] == "integer"
     assert request["model"] == "scripted-model"
-    with sqlite_container.uow() as uow:
+    with container.uow() as uow:
         usage = uow.session.get(Incident, incident_id).details["llm_usage"]  # type: ignore[union-attr]
-    assert usage["calls"] == 1 and usage["total_tokens"] > 0
-    plan = audit(sqlite_container, incident_id, "agent.plan")[0]
+    assert usage["calls"] == 1 and usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
+    assert usage["cost_usd"] == pytest.approx(
+        (usage["prompt_tokens"] * 2.5 + usage["completion_tokens"] * 10.0) / 1e6, abs=1e-6)
+    plan = audit(container, incident_id, "agent.plan")[0]
     assert plan["planner"] == "llm" and "XID 79 means the GPU fell off the bus" in plan["message"]
     assert "node_conditions:" in plan["message"]  # the rationale cites the evidence gathered
 
