@@ -14,7 +14,7 @@ from langgraph.types import interrupt
 from agent import incidents as store
 from agent.actions import PlannedAction
 from agent.context import AgentContext
-from agent.planning import PlanRequest, PlanResult
+from agent.planning import Planner, PlanRequest, PlanResult
 from agent.rules import fault_of
 from agent.state import IncidentState
 from agent.tools import ToolResult, agenda_for, run_tool
@@ -89,9 +89,9 @@ def plan(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
         check=lambda action: check_action(ctx, incident_snap, action), run_tool=tool_for_planner,
         llm_calls_so_far=calls_so_far,
     )
-    results = [ctx.planner.plan(request)]
+    results = [_plan_safely(ctx.planner, request)]
     if not results[0].ok and ctx.planner.name != ctx.fallback.name:
-        results.append(ctx.fallback.plan(request))
+        results.append(_plan_safely(ctx.fallback, request))
     final = results[-1]
     _audit_planning(ctx, state, results)
     notes = list(state.get("notes", [])) + [n for r in results for n in r.notes]
@@ -103,6 +103,16 @@ def plan(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
                 "reason": why, "steps": _step(state)}
     return {"plan": [a.to_json() for a in final.actions], "planner": final.planner, "rationale": final.rationale,
             "notes": notes, "cursor": 0, "steps": _step(state)}
+
+
+def _plan_safely(planner: Planner, request: PlanRequest) -> PlanResult:
+    """A planner that breaks on an answer nobody foresaw fails like one that answered nonsense."""
+    try:
+        return planner.plan(request)
+    except Exception as exc:
+        log.warning("the %s planner failed", planner.name, exc_info=True)
+        return PlanResult(planner.name, ok=False, notes=[f"{planner.name} planner failed: {type(exc).__name__}: "
+                                                         f"{str(exc)[:200]}"])
 
 
 def _audit_planning(ctx: AgentContext, state: IncidentState, results: list[PlanResult]) -> None:

@@ -27,6 +27,7 @@ class Reply:
     refusal: str | None = None
     status: int = 200
     hang: bool = False
+    raw_tool_calls: list[dict[str, Any]] | None = None   # sent as they are (shapes the planner does not expect)
 
 
 def call(name: str, **arguments: Any) -> tuple[str, str]:
@@ -51,8 +52,9 @@ class ScriptedLLM:
         if reply.status != 200:
             return reply.status, {"error": {"message": f"scripted HTTP {reply.status}", "type": "server_error"}}
         prompt = len(json.dumps(body.get("messages", [])) + json.dumps(body.get("tools", []))) // 4
-        calls = [{"id": f"call_{len(self.requests)}_{i}", "type": "function",
-                  "function": {"name": name, "arguments": args}} for i, (name, args) in enumerate(reply.tool_calls)]
+        calls = reply.raw_tool_calls or [{"id": f"call_{len(self.requests)}_{i}", "type": "function",
+                                          "function": {"name": name, "arguments": args}}
+                                         for i, (name, args) in enumerate(reply.tool_calls)]
         completion = max(1, len(json.dumps(calls) + (reply.content or "") + (reply.refusal or "")) // 4)
         message: dict[str, Any] = {"role": "assistant", "content": reply.content, "refusal": reply.refusal}
         if calls:

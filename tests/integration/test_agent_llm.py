@@ -166,3 +166,11 @@ def test_the_llm_may_investigate_then_escalate(sqlite_container: Container, tmp_
     with sqlite_container.uow() as uow:
         assert uow.session.get(Incident, incident_id).status == "escalated"  # type: ignore[union-attr]
     assert json.loads(tool_reply.splitlines()[1])["status"] == "no_data"
+
+
+def test_an_answer_of_an_unexpected_shape_falls_back(sqlite_container: Container, tmp_path: Path) -> None:
+    custom = Reply(raw_tool_calls=[{"id": "call_x", "type": "custom",
+                                    "custom": {"name": "drain_node", "input": "node/gpu-node-003"}}])
+    report, _, _ = run(sqlite_container, tmp_path, [custom])
+    assert report.planner == "rules" and runbooks(report) == RULES_XID79
+    assert any(n.startswith("llm planner failed: ") for n in report.notes), report.notes
