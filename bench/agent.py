@@ -75,13 +75,14 @@ def graph_latency(tmp: Path) -> dict[str, Any]:
     timings: list[float] = []
     try:
         with graph_on(container) as graph:
-            for i in range(GRAPH_RUNS):
+            for i in range(GRAPH_RUNS + 1):  # the first run warms up (imports, prepared statements) and is dropped
                 node = f"gpu-node-{1 + i % 8:03d}"
                 incident_id = open_incident(container, "xid", node=node, gpu=i % 8, evidence={"xid": 79})
                 ctx = build_context(container, tmp / f"journal-{i}")
                 began = time.perf_counter()
                 report = start(graph, ctx, incident_id)
-                timings.append((time.perf_counter() - began) * 1000)
+                if i:
+                    timings.append((time.perf_counter() - began) * 1000)
                 assert report.waiting_for is not None or report.outcome, report
     finally:
         container.close()
