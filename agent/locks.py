@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
@@ -16,7 +17,7 @@ LOCK_NAMESPACE = 0x67707573  # a fixed first key for PostgreSQL's two-key adviso
 @contextmanager
 def incident_lock(database_url: str | None, incident_id: int) -> Iterator[None]:
     """Hold an exclusive lock on the incident's thread: a PostgreSQL advisory lock, or for SQLite (one host)
-    a file lock beside the database file. No URL, or an in-memory database: nothing to share, no lock."""
+    a file lock in a folder beside the database. No URL, or an in-memory database: nothing to share, no lock."""
     if not database_url:
         yield
         return
@@ -36,7 +37,11 @@ def incident_lock(database_url: str | None, incident_id: int) -> Iterator[None]:
     if url.get_backend_name() != "sqlite" or not path or path == ":memory:":
         yield
         return
-    with open(f"{path}.incident-{incident_id}.lock", "a+") as handle:
+    # flock, not POSIX record locks: those are per process, and threads of one process must queue up too.
+    # Lock files are never removed (removing one while another process waits on it would split the lock).
+    folder = Path(f"{path}.agent-locks")
+    folder.mkdir(exist_ok=True)
+    with (folder / f"incident-{incident_id}").open("a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
