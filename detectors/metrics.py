@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from detectors.findings import FindingKind
+
 GPU_TEMP = "DCGM_FI_DEV_GPU_TEMP"
 MEMORY_TEMP = "DCGM_FI_DEV_MEMORY_TEMP"
 POWER_USAGE = "DCGM_FI_DEV_POWER_USAGE"
@@ -31,14 +33,14 @@ NODE_READY = 'kube_node_status_condition{condition="Ready",status="true"}'
 PRESENCE_METRICS: tuple[str, ...] = (GPU_TEMP, POWER_USAGE, GPU_UTIL, FB_USED, SM_CLOCK)
 
 # Monotone counters whose rate is watched for change (metric -> finding kind).
-COUNTER_RATE_METRICS: dict[str, str] = {
+COUNTER_RATE_METRICS: dict[str, FindingKind] = {
     ECC_SBE_VOL_TOTAL: "ecc",
     NVLINK_CRC_FLIT_ERRORS: "nvlink",
     PCIE_REPLAY_COUNTER: "pcie",
 }
 
 # Gauges fed to the per-series baselines and the multivariate model (metric -> finding kind).
-GAUGE_METRICS: dict[str, str] = {
+GAUGE_METRICS: dict[str, FindingKind] = {
     GPU_TEMP: "thermal",
     MEMORY_TEMP: "thermal",
     POWER_USAGE: "power",

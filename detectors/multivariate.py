@@ -65,10 +65,12 @@ class MultivariateModel:
     def __post_init__(self) -> None:
         self._rng = np.random.default_rng(self.seed)
 
-    def _rows_by_class(self, labels: GpuLabels) -> dict[str, IntArray]:
+    def _rows_by_class(self, labels: GpuLabels, slots: IntArray) -> dict[str, IntArray]:
+        """Rows of each model class in slot order, so sampling does not depend on the frame's row order."""
         if self._class_rows is None or self._class_rows[0] != labels:
             names = np.array(labels.model_name)
-            self._class_rows = (labels, {str(c): np.flatnonzero(names == c) for c in np.unique(names)})
+            by_slot = np.argsort(slots, kind="stable")
+            self._class_rows = (labels, {str(c): by_slot[names[by_slot] == c] for c in np.unique(names)})
         return self._class_rows[1]
 
     def update(self, view: CycleView) -> list[Finding]:
@@ -80,7 +82,7 @@ class MultivariateModel:
         out: list[Finding] = []
         for j, ts in view.columns():
             x = np.column_stack([np.full(n_rows, np.nan) if c is None else c[:, j] for c in cols])
-            for cls, rows in self._rows_by_class(view.frame.gpus).items():
+            for cls, rows in self._rows_by_class(view.frame.gpus, view.slots).items():
                 state = self._classes.get(cls)
                 if state is None:
                     state = self._classes[cls] = _ClassModel(np.zeros((self.reservoir_size, len(FEATURES))))

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from detectors import metrics as m
-from detectors.findings import Finding
+from detectors.findings import Finding, FindingKind
 from detectors.frame import FloatArray, GpuLabels
 from detectors.stream import CycleView, IntArray, OnsetTracker, gpu_finding_fields, grow
 
@@ -186,11 +186,11 @@ class PeerComparison:
                 **gpu_finding_fields(view, int(r))))
         return out
 
-    def _finding(self, view: CycleView, row: int, ts: float, kind: str, act: FloatArray, job_med: FloatArray,
-                 peers: FloatArray, g: _Groups) -> Finding:
+    def _finding(self, view: CycleView, row: int, ts: float, kind: FindingKind, act: FloatArray,
+                 job_med: FloatArray, peers: FloatArray, g: _Groups) -> Finding:
         gap = float(job_med[row] - act[row]) if np.isfinite(act[row]) else float(job_med[row])
         return Finding(
-            ts=ts, kind=kind, severity="warning", score=float(min(1.0, max(gap, 0.0) + 0.5)),  # type: ignore[arg-type]
+            ts=ts, kind=kind, severity="warning", score=float(min(1.0, max(gap, 0.0) + 0.5)),
             detector=f"{self.name}.{kind}",
             evidence={"job": g.job_names[g.job[row]],
                       "activity": float(act[row]) if np.isfinite(act[row]) else None,

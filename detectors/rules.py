@@ -10,7 +10,7 @@ from typing import Protocol
 import numpy as np
 
 from detectors import metrics as m
-from detectors.findings import Finding
+from detectors.findings import Finding, FindingKind, Severity
 from detectors.frame import FloatArray
 from detectors.stream import CycleView, OnsetTracker, gpu_finding_fields, grow
 from detectors.xid import lookup
@@ -92,8 +92,8 @@ class CounterIncreaseRule:
     """Any increase of a counter that should never move (double-bit ECC, uncorrectable remapped rows)."""
 
     metric: str
-    kind: str
-    severity: str
+    kind: FindingKind
+    severity: Severity
     name: str
     _last: _LastValue = field(default_factory=_LastValue)
 
@@ -108,7 +108,7 @@ class CounterIncreaseRule:
             inc = np.isfinite(col) & np.isfinite(prev) & (col > prev)
             for row in np.flatnonzero(inc):
                 out.append(Finding(
-                    ts=ts, kind=self.kind, severity=self.severity, score=1.0,  # type: ignore[arg-type]
+                    ts=ts, kind=self.kind, severity=self.severity, score=1.0,
                     detector=self.name,
                     evidence={"metric": self.metric, "previous": float(prev[row]), "value": float(col[row]),
                               "increase": float(col[row] - prev[row])},
@@ -123,8 +123,8 @@ class LevelRule:
 
     metric: str
     limit: float
-    kind: str
-    severity: str
+    kind: FindingKind
+    severity: Severity
     name: str
     hysteresis: float = 0.0
     _state: OnsetTracker = field(default_factory=OnsetTracker)
@@ -141,7 +141,7 @@ class LevelRule:
             off = finite & (col < self.limit - self.hysteresis)
             for row in self._state.step(view.slots, on, off):
                 out.append(Finding(
-                    ts=ts, kind=self.kind, severity=self.severity, score=1.0,  # type: ignore[arg-type]
+                    ts=ts, kind=self.kind, severity=self.severity, score=1.0,
                     detector=self.name,
                     evidence={"metric": self.metric, "value": float(col[row]), "limit": self.limit},
                     **gpu_finding_fields(view, int(row))))

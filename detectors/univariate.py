@@ -174,15 +174,15 @@ class SequenceEnsemble:
     """The default NAB detector (see the module docstring)."""
 
     warmup: int = 150
-    bins: int = 25
+    bins: int = 22
     max_order: int = 3
     value_window: int = 400
     diff_window: int = 300
     short: int = 8
     long: int = 2000
     min_periods: int = 100
-    weights: tuple[float, float, float] = (0.9, 1.0, 1.0)
-    rest_level: float = 0.6
+    weights: tuple[float, float, float] = (0.8, 1.0, 1.0)
+    rest_level: float = 0.58
     rest_rows: int = 150
     damp: float = 0.0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from simulator.workloads import (
     WorkloadBook,
     default_workloads,
     inference_deployment,
+    inference_pod,
     training_placement,
     training_pod,
 )
@@ -60,6 +62,7 @@ class Twin:
         self._unschedulable: set[int] = set()
         self.node_up = np.ones(self.n_nodes, dtype=bool)
         self._xids: deque[tuple[float, int, int]] = deque()
+        self.kube_seconds = 0.0  # wall time spent in the Kubernetes state's tick (for benchmarks)
         self.kube = KubeState(clock=lambda: self.t)
         for name in self.nodes:
             self.kube.add_node(name, self.gpus_per_node, {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"})
@@ -69,7 +72,7 @@ class Twin:
         self.book = WorkloadBook({w.name: w for w in specs}, rng_work)
         self._restarts: list[tuple[float, TrainingWorkload, int]] = []
         self._generation: dict[tuple[str, int], int] = {}
-        self._install_workloads()
+        self._install_workloads(rng_work)
         self._prefix = [
             gpu_label_prefix(
                 row % self.gpus_per_node,
@@ -85,6 +88,7 @@ class Twin:
         self._pods_by_row: list[list[str]] = [[] for _ in range(self.n)]
         self._workload_by_row: list[str | None] = [None] * self.n
         self._dirty = True
+        self._nodes_dirty = True  # node readiness is re-read after any Kubernetes event
         self.faults: list[ActiveFault] = build_faults(scenario, self.start, rng_faults)
         self.kube.subscribe(self._on_event)
         self._refresh_assignments()
@@ -101,14 +105,41 @@ class Twin:
         bus = HGX_BUS_IDS[gpu] if gpu < len(HGX_BUS_IDS) else f"{0xE0 + gpu:02X}"
         return f"00000000:{bus}:00.0"
 
-    def _install_workloads(self) -> None:
+    def _install_workloads(self, rng: np.random.Generator) -> None:
+        """Training pods on consecutive nodes, inference replicas packed on the nodes after them.
+
+        Replicas are created bound (as the Deployment controller and scheduler would leave them), so
+        a large fleet starts without scheduling thousands of pods one by one.
+        """
         jobs = [w for w in self.book.specs.values() if isinstance(w, TrainingWorkload)]
+        placement = training_placement(jobs)
         for job in jobs:
-            for i, node in enumerate(training_placement(jobs)[job.name]):
+            for i, node in enumerate(placement[job.name]):
                 self.kube.add_pod(training_pod(job, i, self.gpus_per_node, node))
+        used = sum(job.nodes for job in jobs)
+        free = {node: list(range(self.gpus_per_node)) for node in self.nodes[used:]}
+        deployments = []
         for spec in self.book.specs.values():
-            if not isinstance(spec, TrainingWorkload):
-                self.kube.add_deployment(inference_deployment(spec))
+            if isinstance(spec, TrainingWorkload):
+                continue
+            deployment = inference_deployment(spec, self._hex_uid(rng))
+            deployments.append(deployment)
+            for _ in range(spec.replicas):
+                host = next((n for n, gpus in free.items() if len(gpus) >= spec.gpus_per_replica), None)
+                if host is None:
+                    break  # the Deployment controller creates the rest as pending pods
+                gpus, free[host] = free[host][: spec.gpus_per_replica], free[host][spec.gpus_per_replica :]
+                if not free[host]:
+                    del free[host]
+                suffix = "".join(f"{b:02x}" for b in rng.integers(0, 256, 5).tolist())
+                self.kube.add_pod(inference_pod(spec, deployment, suffix, host, gpus, self._hex_uid(rng)))
+        for deployment in deployments:
+            self.kube.add_deployment(deployment)
+
+    @staticmethod
+    def _hex_uid(rng: np.random.Generator) -> str:
+        h = "".join(f"{b:02x}" for b in rng.integers(0, 256, 16).tolist())
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
 
     def row(self, node: str, gpu: int) -> int:
         """The array row of (node, gpu)."""
@@ -121,7 +152,9 @@ class Twin:
         with self._lock:
             self.t += self.step_s
             self._start_restarts()
+            began = time.perf_counter()
             self.kube.tick(self.t)
+            self.kube_seconds += time.perf_counter() - began
             if self._dirty:
                 self._refresh_assignments()
             demand = self.book.demand(self.t, self.n)
@@ -139,8 +172,10 @@ class Twin:
                     self._set_schedulable(row, False)
             while self._xids and self._xids[0][0] <= self.t - XID_WINDOW_MS / 1000.0:
                 self._xids.popleft()
-            for i, name in enumerate(self.nodes):
-                self.node_up[i] = self.kube.node_ready(name)
+            if self._nodes_dirty:
+                self._nodes_dirty = False
+                for i, name in enumerate(self.nodes):
+                    self.node_up[i] = self.kube.node_ready(name)
 
     def advance_to(self, t: float) -> int:
         """Step until the next step would pass `t` (or the scenario ends); returns the steps taken."""
@@ -260,7 +295,7 @@ class Twin:
 
     def set_node_ready(self, node: str, ready: bool, reason: str) -> None:
         self.kube.set_node_ready(node, ready, reason)
-        self.node_up[node_index(node)] = ready
+        self._nodes_dirty = True
 
     def workload_of(self, row: int) -> str | None:
         return self._workload_by_row[row]
@@ -307,6 +342,7 @@ class Twin:
     def _on_event(self, event: KubeEvent) -> None:
         with self._lock:
             self._dirty = True
+            self._nodes_dirty = True
             if event.kind == "pod_stopped" and event.pod:
                 for fault in self.faults:
                     fault.on_pod_stopped(self.t, event.pod, self)

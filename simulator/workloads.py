@@ -10,6 +10,7 @@ Deployments whose per-replica load follows a diurnal request curve divided by th
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,10 +45,13 @@ def default_workloads(scenario: Scenario, rng: np.random.Generator) -> list[Work
         training_nodes -= size
         i += 1
     inference_gpus = max(1, int(nodes * gpus * 0.25))
+    # About a dozen deployments at any fleet size: large fleets get more replicas, not more services.
+    per_service = max(4, inference_gpus // 12)
     j = 0
     while inference_gpus > 0:
         per = int(rng.choice([1, 2])) if gpus > 1 else 1
-        replicas = max(1, min(inference_gpus // per, int(rng.integers(2, 9))))
+        want = min(per_service, inference_gpus) // per
+        replicas = max(1, int(want * rng.uniform(0.6, 1.0)))
         out.append(
             InferenceWorkload(
                 type="inference",
@@ -154,20 +158,26 @@ def training_pod(
         "metadata": {
             "name": name,
             "namespace": TRAINING_NAMESPACE,
+            "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"pods/{TRAINING_NAMESPACE}/{name}")),
             "labels": {WORKLOAD_LABEL: job.name, "job-index": str(index)},
             "annotations": annotations,
+            # Owned like a training operator's pods (Kubeflow's PyTorchJob), so drains treat them as managed;
+            # the twin plays that operator and restarts the job's workers itself.
+            "ownerReferences": [{"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": job.name,
+                                 "uid": f"pytorchjob-{job.name}", "controller": True,
+                                 "blockOwnerDeletion": True}],
         },
         "spec": spec,
     }
 
 
-def inference_deployment(spec: InferenceWorkload) -> dict[str, Any]:
+def inference_deployment(spec: InferenceWorkload, uid: str) -> dict[str, Any]:
     """The apps/v1 Deployment JSON of an inference workload."""
     labels = {WORKLOAD_LABEL: spec.name, "app": spec.name}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": spec.name, "namespace": INFERENCE_NAMESPACE, "labels": labels},
+        "metadata": {"name": spec.name, "namespace": INFERENCE_NAMESPACE, "labels": labels, "uid": uid},
         "spec": {
             "replicas": spec.replicas,
             "selector": {"matchLabels": {"app": spec.name}},
@@ -196,3 +206,31 @@ def training_placement(jobs: list[TrainingWorkload]) -> dict[str, list[str]]:
         cursor += job.nodes
     return placement
 
+
+def inference_pod(
+    spec: InferenceWorkload, deployment: dict[str, Any], suffix: str, node: str, gpus: list[int], uid: str
+) -> dict[str, Any]:
+    """A replica of `deployment` already bound to `node` (what its controller and scheduler would make)."""
+    template = deployment["spec"]["template"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{spec.name}-{suffix}",
+            "namespace": INFERENCE_NAMESPACE,
+            "uid": uid,
+            "labels": dict(template["metadata"]["labels"]),
+            "annotations": {GPU_ANNOTATION: ",".join(str(g) for g in gpus)},
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": spec.name,
+                    "uid": deployment["metadata"]["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {**template["spec"], "nodeName": node},
+    }

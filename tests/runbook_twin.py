@@ -41,7 +41,8 @@ class Twin:
         options = {"pod_start_seconds": 5, "gpu_reset_seconds": 30, "node_reboot_seconds": 120}
         self.state = KubeState(self.clock, **(options | state_options))
         self.slept = 0.0
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP lets asyncio switch off Nagle on the accepted connections (about 40 ms a request otherwise).
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
         self._server = uvicorn.Server(uvicorn.Config(build_app(self.state), log_level="warning", lifespan="off"))

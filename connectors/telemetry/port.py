@@ -133,7 +133,7 @@ class FrameAssembler:
         node_series: Mapping[str, Sequence[RawSeries]] | None = None,
     ) -> FleetFrame:
         keyed: dict[str, dict[tuple[str, int], list[RawSeries]]] = {}
-        latest: dict[tuple[str, int], tuple[float, Mapping[str, str]]] = {}
+        latest: dict[tuple[str, int], tuple[tuple[int, int], Mapping[str, str]]] = {}
         for metric, series in gpu_series.items():
             per_gpu = keyed.setdefault(metric, {})
             for s in series:
@@ -141,10 +141,11 @@ class FrameAssembler:
                 if key is None:
                     continue
                 per_gpu.setdefault(key, []).append(s)
-                seen = np.flatnonzero(~np.isnan(s.values))
-                last = float(seen[-1]) if len(seen) else -1.0
-                if key not in latest or last > latest[key][0]:
-                    latest[key] = (last, s.labels)
+                # The labels of a GPU are those of its most recent series: seen last, then appeared last
+                # (an old series lingers for the lookback after a pod change).
+                recency = _recency(s.values)
+                if key not in latest or recency > latest[key][0]:
+                    latest[key] = (recency, s.labels)
         keys = sorted(latest, key=lambda k: (k[0], k[1]))
         row_of = {k: i for i, k in enumerate(keys)}
         t = len(self.timestamps)
@@ -190,7 +191,7 @@ class FrameAssembler:
             total = np.where(present, stack, 0.0).sum(axis=0)
             return np.where(present.any(axis=0), total, np.nan)
         # A pod change splits a GPU's series: at each step the series seen last wins.
-        order = sorted(range(len(series)), key=lambda i: _last_seen(series[i].values))
+        order = sorted(range(len(series)), key=lambda i: _recency(series[i].values))
         out = np.full(t, np.nan)
         for i in order:
             v = series[i].values
@@ -213,6 +214,7 @@ class FrameAssembler:
         return tuple(names), out
 
 
-def _last_seen(values: FloatArray) -> int:
+def _recency(values: FloatArray) -> tuple[int, int]:
+    """(last, first) grid index with a value; (-1, -1) for an empty series."""
     seen = np.flatnonzero(~np.isnan(values))
-    return int(seen[-1]) if len(seen) else -1
+    return (int(seen[-1]), int(seen[0])) if len(seen) else (-1, -1)

@@ -55,10 +55,11 @@ class _Points:
         if cut:
             del self.times[:cut], self.values[:cut]
 
-    def at(self, grid: FloatArray, lookback: float) -> FloatArray:
+    def at(self, grid: FloatArray, lookback: float) -> tuple[FloatArray, bool]:
+        """Values on the grid, and whether any grid time had a sample (a NaN sample counts)."""
         out = np.full(len(grid), np.nan)
         if not self.times:
-            return out
+            return out, False
         times = np.asarray(self.times)
         values = np.asarray(self.values)
         idx = np.searchsorted(times, grid, side="right") - 1
@@ -66,7 +67,7 @@ class _Points:
         found = np.where(ok, idx, 0)
         fresh = ok & (grid - times[found] <= lookback) & (values[found] != STALE)
         out[fresh] = values[found][fresh]
-        return out
+        return out, bool(fresh.any())
 
 
 class ScrapeTelemetry:
@@ -105,7 +106,6 @@ class ScrapeTelemetry:
                 kept += self.ingest(self._fetch(url), source=url, scraped_at=self._clock())
             except (TelemetryUnavailable, TelemetryBadResponse) as exc:
                 errors.append(exc)
-        self._trim()
         if errors:
             raise errors[0]
         return kept
@@ -154,6 +154,7 @@ class ScrapeTelemetry:
             if gone is not None and gone.stale_marked:
                 gone.add(scraped_at, STALE)
         self._last_seen[source] = seen
+        self._trim()
         return kept
 
     def _trim(self) -> None:
@@ -184,13 +185,13 @@ class ScrapeTelemetry:
         for (name, label_items), points in self._series.items():
             labels = dict(label_items)
             if name in gpu:
-                values = points.at(grid, self.lookback_s)
-                if not np.all(np.isnan(values)):
+                values, sampled = points.at(grid, self.lookback_s)
+                if sampled:
                     gpu[name].append(RawSeries(labels, values))
             for key, spec in node_specs.items():
                 if name == spec.metric and all(labels.get(k) == v for k, v in spec.match.items()):
-                    values = points.at(grid, self.lookback_s)
-                    if not np.all(np.isnan(values)):
+                    values, sampled = points.at(grid, self.lookback_s)
+                    if sampled:
                         nodes[key].append(RawSeries(labels, values))
         assembler = FrameAssembler(grid)
         frame = assembler.build({k: v for k, v in gpu.items() if v}, nodes)

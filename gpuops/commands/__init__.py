@@ -8,4 +8,5 @@ COMMAND_MODULES: tuple[str, ...] = (
     "backtest",
     "agent",
     "cluster",
+    "models",
 )

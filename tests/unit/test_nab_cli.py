@@ -108,3 +108,10 @@ def test_default_detector_beats_the_statistical_scoreboard_on_the_subset() -> No
     report = json.loads(result.output)
     assert report["standard"] >= 60.0
     assert report["reward_low_FP_rate"] > 41.7 and report["reward_low_FN_rate"] > 59.6
+
+
+@pytest.mark.parametrize("bad", [np.array([1.0, np.nan, 2.0]), np.array([[1.0, 2.0]]),
+                                 np.array([1.0, np.inf])])
+def test_default_detector_refuses_non_finite_or_shaped_input(bad: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="finite"):
+        DETECTORS["gpuops"]()(bad)
