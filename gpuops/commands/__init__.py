@@ -6,6 +6,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "nab",
     "sim",
     "backtest",
+    "agent",
     "cluster",
     "models",
 )
