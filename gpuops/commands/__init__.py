@@ -6,4 +6,5 @@ COMMAND_MODULES: tuple[str, ...] = (
     "nab",
     "sim",
     "backtest",
+    "daemon",
 )
