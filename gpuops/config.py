@@ -35,6 +35,7 @@ _EXPECTATIONS: dict[str, str] = {
     "claim_ttl_seconds": "a number of seconds > 0 (longer than the slowest runbook)",
     "visibility_timeout_seconds": "a number of seconds > 0 (longer than the slowest task), or unset",
     "task_max_retries": "a whole number >= 0",
+    "task_time_limit_seconds": "a number of seconds > 0 (the longest a task other than execution may run)",
     "sweep_seconds": "a number of seconds > 0",
     "worker_wiring": "module:function returning a wiring Container for the given Settings",
 }
@@ -96,6 +97,7 @@ class Settings(BaseSettings):
     claim_ttl_seconds: float = Field(default=1800.0, gt=0)
     visibility_timeout_seconds: float | None = Field(default=None, gt=0)
     task_max_retries: int = Field(default=5, ge=0)
+    task_time_limit_seconds: float = Field(default=600.0, gt=0)
     sweep_seconds: float = Field(default=30.0, gt=0)
     worker_wiring: str | None = None
 

@@ -34,3 +34,10 @@ def synthetic(settings: Settings) -> Container:
     """GPUOPS_TEST_NODES nodes (default 4) of 8 GPUs; GPU row 12 is lost from now on."""
     nodes = int(os.environ.get("GPUOPS_TEST_NODES", "4"))
     return bootstrap(settings, telemetry=synthetic_telemetry(nodes, step_s=settings.step_seconds, lost_rows=(12,)))
+
+
+def quick_runbooks(settings: Settings) -> Container:
+    """The standard wiring with runbooks that re-read the cluster every half second (drains end sooner)."""
+    from runbooks import RunbookSettings
+
+    return bootstrap(settings, runbook_settings=RunbookSettings(poll_interval_s=0.5, evict_retry_interval_s=0.5))

@@ -10,10 +10,12 @@ from typing import Any
 from celery import Celery
 
 from gpuops.config import Settings
+from gpuops.errors import ConfigError
 from gpuops.worker import tasks
 from gpuops.worker.runtime import Wiring, WorkerRuntime, load_wiring
 
 EXPIRE_EVERY_S = 60.0
+HARD_MARGIN_S = 5.0
 
 
 def runtime_of(app: Celery) -> WorkerRuntime:
@@ -21,11 +23,28 @@ def runtime_of(app: Celery) -> WorkerRuntime:
     return runtime
 
 
+def soft_limits(settings: Settings) -> dict[str, float]:
+    """Each task's soft time limit (the hard limit is HARD_MARGIN_S later). Execution gets the action's
+    claim: a drain that outlives its claim could be taken over while still running."""
+    cap = settings.task_time_limit_seconds
+    short = min(60.0, cap)
+    return {tasks.DETECT: min(4 * settings.cycle_seconds, cap), tasks.INCIDENT_UPDATE: short, tasks.AGENT_STEP: cap,
+            tasks.EXECUTE: settings.claim_ttl_seconds, tasks.VERIFY: min(300.0, cap), tasks.SWEEP: short,
+            tasks.EXPIRE: short}
+
+
 def visibility_timeout(settings: Settings) -> float:
     """How long Redis waits before handing an unacknowledged message to another worker. It must exceed the
     longest task's hard time limit, or a task still running would be delivered twice."""
-    longest = max(settings.claim_ttl_seconds, 120.0, 4 * settings.cycle_seconds) + 30
-    return settings.visibility_timeout_seconds or longest + 60
+    longest = max(soft_limits(settings).values()) + HARD_MARGIN_S
+    chosen = settings.visibility_timeout_seconds
+    if chosen is None:
+        return longest + 60.0
+    if chosen <= longest:
+        raise ConfigError(f"GPUOPS_VISIBILITY_TIMEOUT_SECONDS={chosen:g} must exceed the longest task time limit "
+                          f"({longest:g}s, from GPUOPS_CLAIM_TTL_SECONDS and GPUOPS_CYCLE_SECONDS), or a running "
+                          "task would be delivered twice")
+    return chosen
 
 
 def cycle_end(now: float, cycle_seconds: float) -> float:
@@ -52,7 +71,7 @@ def create_app(settings: Settings, *, wiring: Wiring | None = None) -> Celery:
     (default: GPUOPS_WORKER_WIRING, else gpuops.wiring.bootstrap)."""
     app = Celery("gpuops", set_as_current=False)
     app.gpuops_runtime = WorkerRuntime(settings, wiring or load_wiring(settings.worker_wiring))
-    hard_limit = visibility_timeout(settings)
+    visibility = visibility_timeout(settings)
     app.conf.update(
         task_serializer="json", accept_content=["json"], result_serializer="json",
         task_ignore_result=True, result_backend=None,
@@ -72,9 +91,12 @@ def create_app(settings: Settings, *, wiring: Wiring | None = None) -> Celery:
     else:
         app.conf.update(
             broker_url=settings.broker_url,
-            broker_transport_options={"visibility_timeout": hard_limit, "socket_timeout": 10,
-                                      "socket_connect_timeout": 10, "retry_on_timeout": True,
-                                      "health_check_interval": 10},
+            broker_transport_options={
+                "visibility_timeout": visibility,
+                # look for messages of lost workers a few times per visibility timeout, not every 100 s
+                "unacked_restore_interval": max(1.0, min(60.0, visibility / 4)), "unacked_restore_throttle": 1,
+                "socket_timeout": 10, "socket_connect_timeout": 10, "retry_on_timeout": True,
+                "health_check_interval": 10},
             broker_heartbeat=0,
         )
     tasks.register(app)

@@ -52,19 +52,18 @@ def _now() -> datetime:
 
 def register(app: Celery) -> None:
     """Define the tasks on `app` (each app gets its own, so tests and processes never share state)."""
-    from gpuops.worker.app import runtime_of
+    from gpuops.worker.app import HARD_MARGIN_S, runtime_of, soft_limits
 
     settings = runtime_of(app).settings
-    cycle_limit = max(120.0, 4 * settings.cycle_seconds)
-    action_limit = settings.claim_ttl_seconds
+    limits = soft_limits(settings)
 
-    def task(name: str, soft: float, **options: Any) -> Callable[[Callable[..., Any]], Any]:
+    def task(name: str, **options: Any) -> Callable[[Callable[..., Any]], Any]:
         decorator: Callable[[Callable[..., Any]], Any] = app.task(
-            name=name, base=GpuopsTask, bind=True, shared=False, soft_time_limit=soft, time_limit=soft + 30,
-            max_retries=settings.task_max_retries, **options)
+            name=name, base=GpuopsTask, bind=True, shared=False, soft_time_limit=limits[name],
+            time_limit=limits[name] + HARD_MARGIN_S, max_retries=settings.task_max_retries, **options)
         return decorator
 
-    @task(DETECT, cycle_limit)
+    @task(DETECT)
     def detect(self: GpuopsTask, **payload: Any) -> dict[str, Any]:
         """One detection cycle of one shard; new or reopened incidents get an update task each."""
         p = CyclePayload.model_validate(payload)
@@ -78,7 +77,7 @@ def register(app: Celery) -> None:
         return {"shard": outcome.shard, "ran": outcome.ran, "end": p.end, "findings": len(outcome.findings),
                 "incidents": changed, "reason": outcome.reason}
 
-    @task(INCIDENT_UPDATE, 60)
+    @task(INCIDENT_UPDATE)
     def incident_update(self: GpuopsTask, **payload: Any) -> dict[str, Any]:
         """An incident opened or reopened: hand it to the agent if it still needs one."""
         p = IncidentPayload.model_validate(payload)
@@ -90,13 +89,13 @@ def register(app: Celery) -> None:
             agent_step.apply_async(kwargs={"incident_id": p.incident_id})
         return {"incident_id": p.incident_id, "status": status, "agent": needs_agent}
 
-    @task(AGENT_STEP, 600)
+    @task(AGENT_STEP)
     def agent_step(self: GpuopsTask, **payload: Any) -> dict[str, Any]:
         p = IncidentPayload.model_validate(payload)
         note = agent_bridge.advance_incident(runtime_of(self.app).container, p.incident_id)
         return {"incident_id": p.incident_id, "note": note}
 
-    @task(EXECUTE, action_limit)
+    @task(EXECUTE)
     def execute_action(self: GpuopsTask, **payload: Any) -> dict[str, Any]:
         """Run an approved action. The store's claim makes a redelivered or duplicate message harmless."""
         p = ActionPayload.model_validate(payload)
@@ -109,7 +108,7 @@ def register(app: Celery) -> None:
         return {"action_id": outcome.action_id, "status": outcome.status, "verified": outcome.verified,
                 "detail": outcome.detail}
 
-    @task(VERIFY, 300)
+    @task(VERIFY)
     def verify_action(self: GpuopsTask, **payload: Any) -> dict[str, Any]:
         """Check, one cycle later, that a finished action's effect still holds; record what was seen."""
         p = ActionPayload.model_validate(payload)
@@ -130,7 +129,7 @@ def register(app: Celery) -> None:
             uow.commit()
         return {"action_id": p.action_id, "holds": result.ok, "detail": result.detail}
 
-    @task(SWEEP, 60)
+    @task(SWEEP)
     def sweep_actions(self: GpuopsTask, **payload: Any) -> dict[str, Any]:
         """Re-enqueue approved actions and actions whose claim expired (a lost message, a dead worker)."""
         NoPayload.model_validate(payload)
@@ -144,7 +143,7 @@ def register(app: Celery) -> None:
             execute_action.apply_async(kwargs={"action_id": action_id})
         return {"enqueued": ids}
 
-    @task(EXPIRE, 60)
+    @task(EXPIRE)
     def expire_approvals(self: GpuopsTask, **payload: Any) -> dict[str, Any]:
         NoPayload.model_validate(payload)
         runtime = runtime_of(self.app)

@@ -1,0 +1,174 @@
+"""The daemon's faults, with real processes: a private redis-server, the shared PostgreSQL (a fresh database
+per test), `gpuops worker` processes, and the twin's Kubernetes API in its own process."""
+
+from __future__ import annotations
+
+import re
+import signal
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from sqlalchemy import select
+
+from gpuops.config import Settings
+from gpuops.execution.approvals import Approver, decide
+from gpuops.execution.service import Proposal, deps_from, propose
+from gpuops.store import migrate
+from gpuops.store.models import Action, AuditEvent, DetectorState, Incident
+from gpuops.wiring import Container, bootstrap
+from gpuops.worker import create_app, tasks
+from runbooks import Plan, Target
+from tests.worker_procs import RedisServer, gpuops_proc, settings_env, twin_process, wait_for, worker
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+NODE = "gpu-node-001"
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def approved_drain(container: Container, node: str) -> int:
+    now = datetime.now(tz=UTC)
+    with container.uow() as uow:
+        incident = Incident(dedup_key=f"{node}//ecc", scope="node", family="ecc", hostname=node,
+                            severity="critical", title="DBE storm", status="investigating", opened_at=now,
+                            updated_at=now)
+        uow.session.add(incident)
+        uow.commit()
+    plan = Plan("drain_node", {}, (Target.for_node(node),))
+    with container.uow() as uow:
+        outcome = propose(uow, proposal=Proposal(incident.id, plan, "DBE count rose", "rules"),
+                          deps=deps_from(container))
+        uow.commit()
+    assert outcome.action_id is not None and outcome.status == "awaiting_approval", outcome
+    for approver in ("alice", "bob")[:outcome.approvals_required]:
+        with container.uow() as uow:
+            action = uow.session.get(Action, outcome.action_id)
+            assert action is not None
+            decision = decide(uow.session, action_id=action.id, approver=Approver(approver, "dashboard", True),
+                              decision="approve", plan_hash=action.plan_hash, reason="ok", now=now, ttl_s=3600)
+            uow.commit()
+    assert decision.status == "approved", decision
+    return outcome.action_id
+
+
+def audit(container: Container, action_id: int) -> list[tuple[str, dict[str, Any]]]:
+    with container.uow() as uow:
+        rows = uow.session.scalars(select(AuditEvent).where(AuditEvent.action_id == action_id)
+                                   .order_by(AuditEvent.seq))
+        return [(r.kind, r.data) for r in rows]
+
+
+def action_status(container: Container, action_id: int) -> str:
+    with container.uow() as uow:
+        action = uow.session.get(Action, action_id)
+        assert action is not None
+        return action.status
+
+
+def queues_drained(url: str) -> bool:
+    client = redis.Redis.from_url(url)
+    try:
+        pending = sum(int(client.llen(q)) for q in tasks.QUEUES) + int(client.hlen("unacked"))
+        return pending == 0
+    finally:
+        client.close()
+
+
+def small_fleet_policy(tmp_path: Path) -> str:
+    """Budgets that let one of the twin's two nodes out."""
+    path = tmp_path / "policy.yaml"
+    path.write_text("max_nodes_out: 1\nmax_nodes_out_fraction: 0.5\nmin_healthy_gpu_fraction: 0.5\n")
+    return str(path)
+
+
+def test_a_worker_killed_mid_drain_leaves_a_drain_completed_exactly_once(
+        postgres_url: str, broker: RedisServer, tmp_path: Path) -> None:
+    migrate.upgrade(postgres_url)
+    with twin_process(tmp_path) as twin_url:
+        settings = Settings(database_url=postgres_url, broker_url=broker.url, kube_api_url=twin_url, dry_run=False,
+                            policy_file=small_fleet_policy(tmp_path),
+                            claim_ttl_seconds=8, task_time_limit_seconds=6, cycle_seconds=1.5,
+                            visibility_timeout_seconds=14, worker_wiring="tests.worker_wiring:quick_runbooks")
+        container = bootstrap(settings)
+        app = create_app(settings)
+        first = second = None
+        try:
+            action_id = approved_drain(container, NODE)
+            first = worker("w1", settings_env(settings), tmp_path)
+            app.send_task(tasks.EXECUTE, kwargs={"action_id": action_id}, queue=tasks.ACTIONS_QUEUE)
+            # the cordon is done and the drain waits for the training job's checkpoint (4 s): kill it now
+            wait_for("the drain to be under way", lambda: any(
+                k == "action.step" and "cordon" in d["step"] for k, d in audit(container, action_id)), 30, 0.05)
+            first.kill(signal.SIGKILL)
+            assert action_status(container, action_id) == "executing"
+            assert httpx.get(f"{twin_url}/_twin/stopped").json() == []  # nothing evicted yet
+
+            second = worker("w2", settings_env(settings), tmp_path)
+            wait_for("the redelivered drain to finish", lambda: action_status(container, action_id) == "succeeded",
+                     60)
+            app.send_task(tasks.EXECUTE, kwargs={"action_id": action_id}, queue=tasks.ACTIONS_QUEUE)  # a duplicate
+            wait_for("the queues to drain", lambda: queues_drained(broker.url), 30)
+
+            kinds = [k for k, _ in audit(container, action_id)]
+            assert kinds.count("action.succeeded") == 1 and kinds.count("action.claimed") == 2
+            claims = [d for k, d in audit(container, action_id) if k == "action.claimed"]
+            assert [c["resumed"] for c in claims] == [False, True] and claims[0]["worker"] != claims[1]["worker"]
+            stopped = httpx.get(f"{twin_url}/_twin/stopped").json()
+            assert [(s["node"], s["pod"].startswith("train-")) for s in stopped] == [(NODE, True)]  # evicted once
+            node = container.cluster.get_node(NODE)
+            assert node.unschedulable
+        finally:
+            for proc in (first, second):
+                if proc is not None:
+                    proc.stop()
+            container.close()
+
+
+CYCLE_RESULT = re.compile(r"'shard': '(\d+/\d+)', 'ran': (True|False), 'end': ([\d.]+)")
+
+
+def cycle_results(logs: str) -> list[tuple[str, bool, float]]:
+    """(shard, ran, end) of every detection task the workers finished, from their logged return values."""
+    lines = [line.split(" [data=")[0] for line in logs.splitlines() if "succeeded in" in line]
+    return [(shard, ran == "True", float(end)) for line in lines for shard, ran, end in CYCLE_RESULT.findall(line)]
+
+
+def test_two_beats_by_mistake_run_each_cycle_once(postgres_url: str, broker: RedisServer, tmp_path: Path) -> None:
+    migrate.upgrade(postgres_url)
+    settings = Settings(database_url=postgres_url, broker_url=broker.url, cycle_seconds=1, shards=2,
+                        task_time_limit_seconds=10, worker_wiring="tests.worker_wiring:synthetic")
+    env = settings_env(settings)
+    procs = [worker("w1", env, tmp_path), worker("w2", env, tmp_path)]
+    container = bootstrap(settings)
+    try:
+        wait_for("both workers", lambda: all("ready." in p.output() for p in procs), 60)
+        beats = [gpuops_proc(f"beat{i}", ["beat"], env, tmp_path) for i in (1, 2)]
+        procs += beats
+        wait_for("six cycles from both beats", lambda: len({e for _, ran, e in cycle_results(
+            procs[0].output() + procs[1].output()) if ran}) >= 6, 60)
+        for beat in beats:
+            beat.stop()
+        wait_for("the queues to drain", lambda: queues_drained(broker.url), 30)
+        results = cycle_results(procs[0].output() + procs[1].output())
+        ran = [(shard, end) for shard, did, end in results if did]
+        assert len(ran) == len(set(ran))  # no (shard, end) ran twice
+        assert any(not did for _, did, _ in results)  # the second beat's duplicates did arrive, as no-ops
+        with container.uow() as uow:
+            states = {s.shard: s.cycles for s in uow.session.scalars(select(DetectorState))}
+        assert states == {shard: sum(1 for s, _ in ran if s == shard) for shard in ("0/2", "1/2")}
+    finally:
+        for proc in procs:
+            proc.stop()
+        container.close()
