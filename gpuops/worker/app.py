@@ -91,6 +91,7 @@ def create_app(settings: Settings, *, wiring: Wiring | None = None) -> Celery:
     else:
         app.conf.update(
             broker_url=settings.broker_url,
+            broker_transport="gpuops.worker.transport:Transport",
             broker_transport_options={
                 "visibility_timeout": visibility,
                 # look for messages of lost workers a few times per visibility timeout, not every 100 s

@@ -3,8 +3,10 @@ per test), `gpuops worker` processes, and the twin's Kubernetes API in its own p
 
 from __future__ import annotations
 
+import json
 import re
 import signal
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,9 +21,10 @@ from gpuops.config import Settings
 from gpuops.execution.approvals import Approver, decide
 from gpuops.execution.service import Proposal, deps_from, propose
 from gpuops.store import migrate
-from gpuops.store.models import Action, AuditEvent, DetectorState, Incident
+from gpuops.store.models import Action, AuditEvent, DeadLetter, DetectorState, Incident
 from gpuops.wiring import Container, bootstrap
 from gpuops.worker import create_app, tasks
+from gpuops.worker.runtime import DEAD_LETTER_LIST
 from runbooks import Plan, Target
 from tests.worker_procs import RedisServer, gpuops_proc, settings_env, twin_process, wait_for, worker
 
@@ -170,5 +173,46 @@ def test_two_beats_by_mistake_run_each_cycle_once(postgres_url: str, broker: Red
         assert states == {shard: sum(1 for s, _ in ran if s == shard) for shard in ("0/2", "1/2")}
     finally:
         for proc in procs:
+            proc.stop()
+        container.close()
+
+
+def test_poison_messages_are_dead_lettered_and_the_queue_moves_on(
+        postgres_url: str, broker: RedisServer, tmp_path: Path) -> None:
+    migrate.upgrade(postgres_url)
+    settings = Settings(database_url=postgres_url, broker_url=broker.url, cycle_seconds=1,
+                        task_time_limit_seconds=10, worker_wiring="tests.worker_wiring:synthetic")
+    app = create_app(settings)
+    container = bootstrap(settings)
+    client = redis.Redis.from_url(broker.url)
+    proc = None
+    try:
+        # queued before the worker starts, ahead of good work, on the same queues
+        client.lpush(tasks.CYCLES_QUEUE, b"\x00not json, not a message")
+        app.send_task(tasks.DETECT, kwargs={"shard": "0; drop table", "shards": 1, "end": 1.0},
+                      queue=tasks.CYCLES_QUEUE)
+        app.send_task(tasks.DETECT, args=[0, 1], queue=tasks.CYCLES_QUEUE)
+        app.send_task(tasks.VERIFY, kwargs={"action_id": 999}, queue=tasks.ACTIONS_QUEUE)  # fails, not transient
+        end = float(int(time.time()))
+        app.send_task(tasks.DETECT, kwargs={"shard": 0, "shards": 1, "end": end}, queue=tasks.CYCLES_QUEUE)
+        proc = worker("w1", settings_env(settings), tmp_path)
+
+        def cycle_ran() -> bool:
+            with container.uow() as uow:
+                state = uow.session.get(DetectorState, "0/1")
+                return state is not None and state.last_ts == end
+
+        wait_for("the good cycle behind the poison", cycle_ran, 60)
+        wait_for("the queues to drain", lambda: queues_drained(broker.url), 30)
+        with container.uow() as uow:
+            letters = [(d.task, d.reason) for d in uow.session.scalars(select(DeadLetter).order_by(DeadLetter.id))]
+        assert sorted(letters) == sorted([(tasks.DETECT, "invalid_payload"), (tasks.DETECT, "invalid_payload"),
+                                          (tasks.VERIFY, "failed")])
+        assert proc.popen.poll() is None  # the undecodable message did not take the worker down
+        (kept,) = [json.loads(item) for item in client.lrange(DEAD_LETTER_LIST, 0, -1)]
+        assert kept["reason"] == "undecodable" and "not json" in kept["payload"]
+    finally:
+        client.close()
+        if proc is not None:
             proc.stop()
         container.close()
