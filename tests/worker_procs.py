@@ -25,13 +25,13 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float, every: float = 0.2) -> T:
-    """Poll `probe` until it returns something other than None/False, or fail after `timeout` seconds."""
+    """Poll `probe` until it returns something truthy, or fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
             value = probe()
-            if value is not None and value is not False:
+            if value:
                 return value
         except Exception as exc:  # the thing probed may still be starting
             last = exc
@@ -127,3 +127,39 @@ def twin_process(log_dir: Path) -> Iterator[str]:
         yield url
     finally:
         proc.stop()
+
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+class PostgresServer:
+    """A private PostgreSQL cluster (initdb in a temporary folder, run as the postgres user) that a test may
+    stop and start again without touching the shared server."""
+
+    def __init__(self) -> None:
+        import pwd
+        import tempfile
+
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="gpuops-pg-"))
+        user = pwd.getpwnam("postgres")
+        os.chown(self.dir, user.pw_uid, user.pw_gid)
+        self.data = self.dir / "data"
+        self._run(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        self.start()
+
+    def _run(self, *argv: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *argv], check=True, capture_output=True, timeout=60)
+
+    def start(self) -> None:
+        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "-t", "30",
+                  "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+
+    def stop(self) -> None:
+        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def destroy(self) -> None:
+        with suppress(subprocess.CalledProcessError):
+            self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -15,15 +15,16 @@ from tests.unit import det_synth
 
 
 def synthetic_telemetry(nodes: int, gpus_per_node: int = 8, step_s: float = 15.0, hours: float = 2.0,
-                        lost_rows: tuple[int, ...] = (), start: float | None = None) -> InMemoryTelemetry:
+                        lost_rows: tuple[int, ...] = (), start: float | None = None,
+                        lost_before_s: float = 0.0) -> InMemoryTelemetry:
     """A healthy fleet from an hour before `start` (default now) for `hours`; `lost_rows` stop reporting
-    from `start` on (the detectors open a gpu_lost incident for each)."""
+    `lost_before_s` before `start` (the detectors open a gpu_lost incident for each)."""
     steps = int(hours * 3600 / step_s)
     ts, met, gpus, node_names, nm = det_synth.healthy(nodes=nodes, gpus_per_node=gpus_per_node, steps=steps,
                                                       step_s=step_s)
     origin = (start if start is not None else time.time()) - 3600.0
     ts = ts - ts[0] + origin
-    onset = int(3600 / step_s)
+    onset = int((3600 - lost_before_s) / step_s)
     for row in lost_rows:
         for arr in met.values():
             arr[row, onset:] = np.nan
@@ -31,9 +32,13 @@ def synthetic_telemetry(nodes: int, gpus_per_node: int = 8, step_s: float = 15.0
 
 
 def synthetic(settings: Settings) -> Container:
-    """GPUOPS_TEST_NODES nodes (default 4) of 8 GPUs; GPU row 12 is lost from now on."""
+    """GPUOPS_TEST_NODES nodes (default 4) of 8 GPUs; GPU row 12 (gpu-node-002 GPU 4) was lost 5 minutes ago."""
+    from runbooks import RunbookSettings
+
     nodes = int(os.environ.get("GPUOPS_TEST_NODES", "4"))
-    return bootstrap(settings, telemetry=synthetic_telemetry(nodes, step_s=settings.step_seconds, lost_rows=(12,)))
+    return bootstrap(settings, telemetry=synthetic_telemetry(nodes, step_s=settings.step_seconds, lost_rows=(12,),
+                                                          lost_before_s=300),
+                     runbook_settings=RunbookSettings(poll_interval_s=0.5, evict_retry_interval_s=0.5))
 
 
 def quick_runbooks(settings: Settings) -> Container:

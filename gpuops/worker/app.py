@@ -84,6 +84,8 @@ def create_app(settings: Settings, *, wiring: Wiring | None = None) -> Celery:
         timezone="UTC", enable_utc=True,
         worker_hijack_root_logger=False, worker_redirect_stdouts=False,
         broker_connection_retry_on_startup=True, broker_connection_max_retries=None,
+        # a task running when the broker connection drops can no longer ack; its message comes back anyway
+        worker_cancel_long_running_tasks_on_connection_loss=True,
     )
     if settings.broker_url is None:
         app.conf.update(broker_url="memory://", task_always_eager=True, task_eager_propagates=False,

@@ -44,6 +44,10 @@ class GpuopsTask(Task):  # type: ignore[misc]
             if args:
                 raise PoisonMessage(f"{self.name} takes keyword arguments only, got {len(args)} positional")
             return super().__call__(**kwargs)
+        except Retry as retry:
+            log.warning("transient failure, retrying", extra={"task": self.name, "task_id": task_id,
+                                                              "error": repr(retry.exc), "when": str(retry.when)})
+            raise
         except _PASS_THROUGH:
             raise
         except (ValidationError, PoisonMessage) as exc:

@@ -4,6 +4,7 @@ per test), `gpuops worker` processes, and the twin's Kubernetes API in its own p
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import time
@@ -26,7 +27,7 @@ from gpuops.wiring import Container, bootstrap
 from gpuops.worker import create_app, tasks
 from gpuops.worker.runtime import DEAD_LETTER_LIST
 from runbooks import Plan, Target
-from tests.worker_procs import RedisServer, gpuops_proc, settings_env, twin_process, wait_for, worker
+from tests.worker_procs import PostgresServer, RedisServer, gpuops_proc, settings_env, twin_process, wait_for, worker
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 NODE = "gpu-node-001"
@@ -216,3 +217,87 @@ def test_poison_messages_are_dead_lettered_and_the_queue_moves_on(
         if proc is not None:
             proc.stop()
         container.close()
+
+
+def incidents_of(container: Container) -> list[Incident]:
+    with container.uow() as uow:
+        return list(uow.session.scalars(select(Incident).order_by(Incident.id)))
+
+
+def last_cycle(container: Container) -> float:
+    with container.uow() as uow:
+        return max((s.last_ts for s in uow.session.scalars(select(DetectorState))), default=0.0)
+
+
+def test_redis_restarted_mid_run_loses_no_incident_or_approval(
+        postgres_url: str, broker: RedisServer, tmp_path: Path) -> None:
+    migrate.upgrade(postgres_url)
+    with twin_process(tmp_path) as twin_url:
+        settings = Settings(database_url=postgres_url, broker_url=broker.url, kube_api_url=twin_url, dry_run=False,
+                            policy_file=small_fleet_policy(tmp_path), cycle_seconds=1, sweep_seconds=1,
+                            task_time_limit_seconds=10, claim_ttl_seconds=20,
+                            worker_wiring="tests.worker_wiring:synthetic")
+        env = settings_env(settings)
+        container = bootstrap(settings)
+        procs = [worker("w1", env, tmp_path), gpuops_proc("beat", ["beat"], env, tmp_path)]
+        try:
+            wait_for("the lost GPU's incident", lambda: [i.id for i in incidents_of(container)
+                                                          if i.family == "gpu_lost"], 60)
+            broker.stop()
+            # while the broker is down: the store takes an approval, and nothing can be enqueued for it
+            action_id = approved_drain(container, NODE)
+            down_since = time.time()
+            broker.start()
+            wait_for("the approved drain to run after the restart",
+                     lambda: action_status(container, action_id) == "succeeded", 60)
+            wait_for("cycles to run again", lambda: last_cycle(container) > down_since + 1, 30)
+            assert all(p.popen.poll() is None for p in procs)  # both reconnected instead of dying
+            assert [i.hostname for i in incidents_of(container) if i.family == "gpu_lost"] == ["gpu-node-002"]
+            with container.uow() as uow:
+                action = uow.session.get(Action, action_id)
+                assert action is not None and len(action.approvals) == 2 and action.attempts == 1
+            assert "Connection to broker lost" in procs[0].output()
+        finally:
+            for proc in procs:
+                proc.stop()
+            container.close()
+
+
+OUTAGE_S = float(os.environ.get("GPUOPS_TEST_PG_OUTAGE_S", "30"))
+
+
+def test_postgres_unavailable_cycles_fail_loudly_and_recover(broker: RedisServer, tmp_path: Path) -> None:
+    pg = PostgresServer()
+    try:
+        migrate.upgrade(pg.url)
+        settings = Settings(database_url=pg.url, broker_url=broker.url, cycle_seconds=1, shards=2,
+                            task_time_limit_seconds=10, worker_wiring="tests.worker_wiring:synthetic")
+        env = settings_env(settings)
+        container = bootstrap(settings)
+        procs = [worker("w1", env, tmp_path), gpuops_proc("beat", ["beat"], env, tmp_path)]
+        try:
+            wait_for("the lost GPU's incident", lambda: [i.id for i in incidents_of(container)
+                                                          if i.family == "gpu_lost"], 60)
+            pg.stop()
+            down_at = time.time()
+            wait_for("the workers to report the outage",
+                     lambda: "transient failure, retrying" in procs[0].output() and
+                     "database is unavailable" in procs[0].output(), 20)
+            time.sleep(max(0.0, OUTAGE_S - (time.time() - down_at)))  # the outage itself, not a wait for luck
+            pg.start()
+            back_at = time.time()
+            wait_for("cycles to run again", lambda: last_cycle(container) > back_at, 60)
+            assert all(p.popen.poll() is None for p in procs)
+            incidents = incidents_of(container)
+            assert [i.hostname for i in incidents if i.family == "gpu_lost"] == ["gpu-node-002"]
+            with container.uow() as uow:
+                for incident in incidents:  # each incident whole: its opening in the timeline, and its findings
+                    uow.session.add(incident)
+                    assert incident.events and incident.events[0].kind == "opened", incident.id
+                    assert incident.findings or incident.scope == "fleet", incident.id
+        finally:
+            for proc in procs:
+                proc.stop()
+            container.close()
+    finally:
+        pg.destroy()
