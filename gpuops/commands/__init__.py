@@ -9,4 +9,5 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agent",
     "cluster",
     "models",
+    "daemon",
 )
