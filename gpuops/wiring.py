@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.kubernetes import ClusterPort
-from connectors.telemetry import PrometheusTelemetry, ScrapeTelemetry, TelemetrySource
+from connectors.telemetry import PrometheusTelemetry, TelemetrySource
 from gpuops.config import Settings, load_settings
 from gpuops.errors import ConfigError
 from gpuops.incidents.queries import count_by_status
@@ -48,8 +48,11 @@ class Container:
             if s.prometheus_url:
                 self._telemetry = PrometheusTelemetry(s.prometheus_url)
             elif s.scrape_urls:
-                scrape = ScrapeTelemetry(list(s.scrape_urls), window_s=max(s.window_seconds * 2, 3600.0))
-                self._closers.append(scrape)
+                from gpuops.scraping import ScrapeLoop, SharedScrapeTelemetry
+
+                scrape = SharedScrapeTelemetry(list(s.scrape_urls), window_s=max(s.window_seconds * 2, 3600.0))
+                loop = ScrapeLoop(scrape, s.step_seconds).start()
+                self._closers.extend([loop, scrape])
                 self._telemetry = scrape
             else:
                 raise ConfigError("no telemetry source: set GPUOPS_PROMETHEUS_URL, or GPUOPS_SCRAPE_URLS for "
