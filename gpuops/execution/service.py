@@ -164,7 +164,8 @@ def propose(uow: UnitOfWork, *, proposal: Proposal, deps: ExecutionDeps) -> Prop
             append_event(session, actor=proposal.planner, kind="plan.invalid", incident_id=incident.id,
                          data={"runbook": proposal.plan.runbook, "error": str(exc)}, ts=now)
             return ProposalOutcome(None, "invalid", reasons=[str(exc)])
-        key = f"incident-{incident.id}:{plan.plan_hash()}"
+        # A reopened incident starts a new round: the same plan may run again then, never twice in one round.
+        key = f"incident-{incident.id}:r{int(incident.details.get('round', 0))}:{plan.plan_hash()}"
         existing = session.scalars(select(Action).where(Action.idempotency_key == key)).first()
         if existing is not None:
             return ProposalOutcome(existing.id, existing.status, existing.verdict, existing.diff,
@@ -224,7 +225,7 @@ def _claim(uow: UnitOfWork, action_id: int, deps: ExecutionDeps, dry_run: bool) 
     if action is None:
         return ExecutionOutcome(action_id, "refused", False, f"action {action_id} does not exist")
     if action.status in FINISHED:
-        return ExecutionOutcome(action.id, "already_done", action.verified_at is not None,
+        return ExecutionOutcome(action.id, "already_done", action.status == "succeeded",
                                 f"action {action.id} is already {action.status}")
     if action.status in ("executing", "verifying") and action.claim_expires_at and action.claim_expires_at > now:
         return ExecutionOutcome(action.id, "in_progress", False,

@@ -149,6 +149,8 @@ def ingest_findings(session: Session, findings: Iterable[Finding], *, fleet_node
         if recent_closed is not None:
             transition(session, recent_closed, "open", reason=f"{f.kind} recurred after resolution",
                        actor="incidents", now=at)
+            recent_closed.details = {**recent_closed.details,
+                                     "round": int(recent_closed.details.get("round", 0)) + 1}
             _merge(session, recent_closed, f, record, at)
             result.reopened.append(recent_closed.id)
             continue

@@ -177,3 +177,15 @@ def test_proposing_the_same_plan_again_returns_the_same_action(container: Contai
     first = submit(container, deps, inc, cordon(NODES[0]))
     again = submit(container, deps, inc, cordon(NODES[0]))
     assert first == again
+
+
+def test_a_reopened_incident_may_run_the_same_plan_again(container: Container, deps: ExecutionDeps) -> None:
+    inc = incident(container, deps, NODES[0])
+    first, _ = submit(container, deps, inc, cordon(NODES[0]))
+    with container.uow() as uow:  # what a recurrence after resolution does to the incident
+        row = uow.session.get(Incident, inc)
+        assert row is not None
+        row.details = {**row.details, "round": 1}
+        uow.commit()
+    second, status = submit(container, deps, inc, cordon(NODES[0]))
+    assert second is not None and second != first and status in ("awaiting_approval", "denied")
