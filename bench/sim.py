@@ -89,7 +89,7 @@ def bench_pull(workdir: Path, scrapes: int = 5, repeats: int = 3) -> dict[str, A
     from tests.prometheus_server import running_prometheus, wait_until
     from tests.sim_server import serving
 
-    start = float(int(time.time()) - 3600)
+    start = float(int(time.time()) - 600)  # Prometheus takes samples at most ~1 h older than its newest
     twin = fleet_twin(start)
     with serving(build_app(twin, with_kubernetes=False)) as url:
         target = url.removeprefix("http://")

@@ -343,3 +343,41 @@ def test_background_faults_follow_field_rates_deterministically() -> None:
     a, b = Twin(scenario_from_dict(data)), Twin(scenario_from_dict(data))
     kinds = [f.kind for f in a.faults]
     assert 0 < len(kinds) == len(b.faults) and kinds == [f.kind for f in b.faults]
+
+
+def reboot(twin: Twin, node: str) -> None:
+    twin.kube.create_object(
+        "nodereboots",
+        "",
+        {
+            "apiVersion": "gpuops.io/v1alpha1",
+            "kind": "NodeReboot",
+            "metadata": {"name": f"rb-{node}"},
+            "spec": {"nodeName": node},
+        },
+    )
+
+
+@pytest.mark.parametrize("transient", [True, False])
+def test_reboot_brings_back_only_a_transient_fallen_gpu(transient: bool) -> None:
+    twin, _ = run(only("xid79", transient=transient), until=2400)
+    assert ROW not in twin.visible_rows()
+    reboot(twin, "gpu-node-001")
+    twin.advance_to(twin.t + 600)
+    assert (ROW in twin.visible_rows()) is transient
+    assert (twin.truth()["faults"][0]["cleared_at"] is not None) is transient
+
+
+def test_evicted_training_pod_moves_to_another_node_and_load_follows() -> None:
+    twin, _ = run(small(), until=900)
+    node1 = slice(0, 8)
+    assert twin.physics.util[node1].mean() > 80
+    twin.kube.update_object(
+        "nodes", "", "gpu-node-001", lambda n: {**n, "spec": {**n["spec"], "unschedulable": True}}
+    )
+    pod = twin.pods_on(0)[0]
+    twin.kube.evict("training", pod)
+    twin.advance_to(twin.t + 600)
+    assert twin.physics.util[node1].max() == 0
+    moved = [r for r in twin.book.rows["job"] if r >= 8]
+    assert len(moved) == 16 and twin.physics.util[moved].mean() > 80
