@@ -7,7 +7,7 @@
    twin, against the time Prometheus itself takes to answer the same 20 range queries (raw HTTP,
    body read, not parsed).
 
-Run: `python -c "from pathlib import Path; from bench.sim import run; print(run(Path('bench/results')))"`.
+Run: `python -m bench sim` (writes bench/results/sim.json).
 """
 
 from __future__ import annotations
