@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench services install clean
+.PHONY: demo test lint ruff typecheck bench services install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,13 +17,15 @@ install: $(STAMP)
 services:
 	bash scripts/ensure-services.sh
 
-lint: $(STAMP)
+ruff: $(STAMP)
 	$(VENV)/bin/ruff check gpuops agent detectors runbooks connectors simulator migrations tests bench
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: $(STAMP) services lint typecheck
+lint: ruff typecheck
+
+test: $(STAMP) services lint
 	$(VENV)/bin/pytest -q
 
 demo: $(STAMP)

@@ -85,6 +85,24 @@ class FleetFrame:
         """The `[gpu, time]` array of a metric, or None when the series is absent."""
         return self.metrics.get(name)
 
+    def rows(self, keep: npt.NDArray[np.bool_]) -> FleetFrame:
+        """The frame restricted to the GPU rows where `keep` is true (nodes restricted to those rows' hosts)."""
+        idx = np.flatnonzero(keep)
+        pick = [int(i) for i in idx]
+        gpus = GpuLabels(
+            hostname=tuple(self.gpus.hostname[i] for i in pick), gpu=tuple(self.gpus.gpu[i] for i in pick),
+            uuid=tuple(self.gpus.uuid[i] for i in pick), model_name=tuple(self.gpus.model_name[i] for i in pick),
+            pod=tuple(self.gpus.pod[i] for i in pick), namespace=tuple(self.gpus.namespace[i] for i in pick),
+            container=tuple(self.gpus.container[i] for i in pick),
+        )
+        hosts = set(gpus.hostname)
+        node_idx = [i for i, n in enumerate(self.nodes) if n in hosts]
+        return FleetFrame(
+            timestamps=self.timestamps, gpus=gpus, metrics={k: v[idx] for k, v in self.metrics.items()},
+            nodes=tuple(self.nodes[i] for i in node_idx),
+            node_metrics={k: v[node_idx] for k, v in self.node_metrics.items()},
+        )
+
     def until(self, ts: float) -> FleetFrame:
         """The same frame cut to samples at or before `ts` (used to prove causality)."""
         keep = self.timestamps <= ts

@@ -161,6 +161,11 @@ def training_pod(
             "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"pods/{TRAINING_NAMESPACE}/{name}")),
             "labels": {WORKLOAD_LABEL: job.name, "job-index": str(index)},
             "annotations": annotations,
+            # Owned like a training operator's pods (Kubeflow's PyTorchJob), so drains treat them as managed;
+            # the twin plays that operator and restarts the job's workers itself.
+            "ownerReferences": [{"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": job.name,
+                                 "uid": f"pytorchjob-{job.name}", "controller": True,
+                                 "blockOwnerDeletion": True}],
         },
         "spec": spec,
     }

@@ -64,9 +64,11 @@ class NodeSeries:
         return f"{self.metric}{{{inner}}}"
 
 
+# Keyed by their PromQL selector, the name the detectors read them by (detectors.metrics.NODE_READY).
 DEFAULT_NODE_SERIES: Mapping[str, NodeSeries] = {
-    "node_ready": NodeSeries("kube_node_status_condition", {"condition": "Ready", "status": "true"}),
-    "node_unschedulable": NodeSeries("kube_node_spec_unschedulable"),
+    s.promql(): s
+    for s in (NodeSeries("kube_node_status_condition", {"condition": "Ready", "status": "true"}),
+              NodeSeries("kube_node_spec_unschedulable"))
 }
 
 

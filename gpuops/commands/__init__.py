@@ -3,6 +3,9 @@
 COMMAND_MODULES: tuple[str, ...] = (
     "store",
     "web",
+    "nab",
     "sim",
+    "backtest",
     "cluster",
+    "models",
 )

@@ -41,7 +41,18 @@ def _connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
             help="Kubeconfig file when no --api-url is given (env KUBECONFIG).",
         ),
         click.option("--context", default=None, help="Kubeconfig context."),
-        click.option("--in-cluster", is_flag=True, help="Use the pod's service account."),
+        click.option(
+            "--in-cluster",
+            is_flag=True,
+            envvar="GPUOPS_KUBE_IN_CLUSTER",
+            help="Use the pod's service account (env GPUOPS_KUBE_IN_CLUSTER).",
+        ),
+        click.option(
+            "--verify-ssl/--no-verify-ssl",
+            default=True,
+            envvar="GPUOPS_KUBE_VERIFY_SSL",
+            help="Check the API server's TLS certificate for --api-url (env GPUOPS_KUBE_VERIFY_SSL).",
+        ),
         click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
     ]
     for option in reversed(options):
@@ -50,11 +61,21 @@ def _connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _connect(
-    api_url: str | None, token: str | None, kubeconfig: str | None, context: str | None, in_cluster: bool
+    api_url: str | None,
+    token: str | None,
+    kubeconfig: str | None,
+    context: str | None,
+    in_cluster: bool,
+    verify_ssl: bool,
 ) -> KubernetesCluster:
     try:
         return KubernetesCluster.connect(
-            api_url=api_url, token=token, kubeconfig=kubeconfig, context=context, in_cluster=in_cluster
+            api_url=api_url,
+            token=token,
+            kubeconfig=kubeconfig,
+            context=context,
+            in_cluster=in_cluster,
+            verify_ssl=verify_ssl,
         )
     except ClusterError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -103,10 +124,13 @@ def nodes_command(
     kubeconfig: str | None,
     context: str | None,
     in_cluster: bool,
+    verify_ssl: bool,
     as_json: bool,
 ) -> None:
     """List nodes: readiness, cordon (and whether gpuops owns it), GPUs, taints."""
-    nodes = _run(_connect(api_url, token, kubeconfig, context, in_cluster), lambda c: c.list_nodes())
+    nodes = _run(
+        _connect(api_url, token, kubeconfig, context, in_cluster, verify_ssl), lambda c: c.list_nodes()
+    )
     rows = [_node_row(n) for n in nodes]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -129,10 +153,13 @@ def pods_command(
     kubeconfig: str | None,
     context: str | None,
     in_cluster: bool,
+    verify_ssl: bool,
     as_json: bool,
 ) -> None:
     """List the pods on NODE with what a drain needs to know: owner, GPUs, DaemonSet, emptyDir."""
-    pods = _run(_connect(api_url, token, kubeconfig, context, in_cluster), lambda c: c.list_pods(node))
+    pods = _run(
+        _connect(api_url, token, kubeconfig, context, in_cluster, verify_ssl), lambda c: c.list_pods(node)
+    )
     rows = [_pod_row(p) for p in pods]
     if as_json:
         click.echo(json.dumps(rows, indent=2))

@@ -37,7 +37,6 @@ from simulator.kube.objects import (
     labels_of,
     meta,
     node_object,
-    parse_rfc3339,
     pod_gpu_request,
     pod_gpus,
     pod_ready,
@@ -131,6 +130,8 @@ class KubeState:
         self._owner_of: dict[Key, OwnerKey | None] = {}
         self._by_owner: dict[OwnerKey, set[Key]] = {}
         self._reconciled_rv = -1
+        self._dirty_deployments: set[Key] = set()
+        self._terminate_at: dict[Key, float] = {}
         self._log: deque[tuple[int, str, str, dict[str, Any]]] = deque(maxlen=watch_history)
         for ns in ("default", "kube-system"):
             self._put(
@@ -241,6 +242,9 @@ class KubeState:
         self._store[plural][key] = obj
         if plural == "pods":
             self._index_pod(key, obj)
+            self._mark_owner_dirty(key)
+        elif plural == "deployments":
+            self._dirty_deployments.add(key)
         self._log.append((self._rv, plural, "ADDED" if create else "MODIFIED", clone(obj)))
         return obj
 
@@ -248,6 +252,7 @@ class KubeState:
         """Drop an object from the store, logging its deletion for watchers."""
         obj = self._store[plural].pop(key)
         if plural == "pods":
+            self._mark_owner_dirty(key)
             owner = self._owner_of.pop(key, None)
             if owner is not None:
                 self._by_owner.get(owner, set()).discard(key)
@@ -809,6 +814,7 @@ class KubeState:
         if not running or grace == 0:
             return self._remove_pod(pod, reason)
         pod["metadata"]["deletionTimestamp"] = rfc3339(self._clock() + grace)
+        self._terminate_at[(namespace, name)] = self._clock() + grace  # the stamp has whole seconds only
         pod["metadata"]["deletionGracePeriodSeconds"] = grace
         pod["metadata"].setdefault("annotations", {})[TERMINATION_REASON] = reason
         set_condition(pod, "Ready", "False", "Terminating", "", self._clock())
@@ -821,14 +827,17 @@ class KubeState:
         self._remove("pods", key)
         self._pod_start_at.pop(key, None)
         self._checkpoint_due.pop(key, None)
+        self._terminate_at.pop(key, None)
         return pod
 
     def _finish_terminations(self, now: float) -> None:
-        for pod in list(self._store["pods"].values()):
-            stamp = pod["metadata"].get("deletionTimestamp")
-            if stamp and parse_rfc3339(stamp) <= now:
-                reason = annotations_of(pod).get(TERMINATION_REASON, "Deleted")
-                self._remove_pod(pod, reason)
+        for key, at in list(self._terminate_at.items()):
+            pod = self._store["pods"].get(key)
+            if pod is None:
+                del self._terminate_at[key]
+            elif at <= now:
+                del self._terminate_at[key]
+                self._remove_pod(pod, annotations_of(pod).get(TERMINATION_REASON, "Deleted"))
 
     def _start_pods(self, now: float) -> None:
         for key, at in sorted(self._pod_start_at.items(), key=lambda kv: kv[1]):
@@ -854,6 +863,11 @@ class KubeState:
         self._owner_of[key] = owner
         if owner is not None:
             self._by_owner.setdefault(owner, set()).add(key)
+
+    def _mark_owner_dirty(self, key: Key) -> None:
+        owner = self._owner_of.get(key)
+        if owner is not None and owner[0] == "Deployment":
+            self._dirty_deployments.add((owner[1], owner[2]))
 
     def _owned_pods(self, owner_kind: str, namespace: str, owner: str) -> list[dict[str, Any]]:
         keys = sorted(self._by_owner.get((owner_kind, namespace, owner), ()))
@@ -934,8 +948,11 @@ class KubeState:
         """Run the controllers; they only react to writes, so nothing to do when none happened since."""
         if self._rv == self._reconciled_rv:
             return
-        for dep in list(self._store["deployments"].values()):
-            self._reconcile_deployment(dep)
+        dirty, self._dirty_deployments = self._dirty_deployments, set()
+        for key in sorted(dirty):  # only Deployments whose spec or pods changed since
+            dep = self._store["deployments"].get(key)
+            if dep is not None:
+                self._reconcile_deployment(dep)
         for ds in list(self._store["daemonsets"].values()):
             self._reconcile_daemonset(ds)
         for pdb in self._store["poddisruptionbudgets"].values():

@@ -54,7 +54,9 @@ def test_nodes_json_shows_gpuops_cordon(cli: click.Group, twin: KubeTwin) -> Non
     rows = {r["name"]: r for r in json.loads(result.output)}
     assert rows["gpu-node-001"]["ready"] == "Ready" and not rows["gpu-node-001"]["unschedulable"]
     assert rows["gpu-node-002"]["cordoned_by_gpuops"] and rows["gpu-node-002"]["gpus"] == 8
-    table = CliRunner().invoke(cli, ["cluster", "nodes", "--api-url", twin.url])
+    table = CliRunner().invoke(
+        cli, ["cluster", "nodes"], env={"GPUOPS_KUBE_API_URL": twin.url, "GPUOPS_KUBE_VERIFY_SSL": "false"}
+    )
     assert "gpu-node-002" in table.output and "gpuops" in table.output
 
 

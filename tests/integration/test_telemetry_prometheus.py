@@ -25,6 +25,7 @@ from connectors.telemetry import (
     TelemetryUnavailable,
 )
 from detectors.frame import FleetFrame
+from detectors.metrics import NODE_READY
 from simulator.scenario import scenario_from_dict
 from simulator.server import build_app
 from simulator.twin import Twin
@@ -99,7 +100,7 @@ def test_prometheus_and_direct_scrape_give_identical_frames(tmp_path: Path) -> N
     row = from_prometheus.gpus.hostname.index("gpu-node-003")
     assert xid[row, -1] == 48
     assert from_prometheus.nodes == ("gpu-node-001", "gpu-node-002", "gpu-node-003")
-    assert np.all(from_prometheus.node_metrics["node_ready"] == 1)
+    assert np.all(from_prometheus.node_metrics[NODE_READY] == 1)
     trainer = from_prometheus.gpus.pod[0]
     assert trainer.startswith("job-worker-") and from_prometheus.gpus.namespace[0] == "training"
 

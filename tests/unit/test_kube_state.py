@@ -378,3 +378,14 @@ def test_unready_pod_eviction_follows_the_unhealthy_pod_policy(state: KubeState,
     state.evict("ml", starting["metadata"]["name"])
     with pytest.raises(DisruptionBudgetBlocked):
         state.evict("ml", second)
+
+
+def test_grace_period_is_exact_in_simulated_time(state: KubeState, clock: Clock) -> None:
+    state.add_pod({"metadata": {"name": "p"}, "spec": {"nodeName": "gpu-node-001"}})
+    clock.t += 0.75
+    state.delete_object("pods", "default", "p", grace_seconds=10)
+    advance(state, clock, 9.9, step=0.1)
+    assert state.get_object("pods", "default", "p")["metadata"]["deletionGracePeriodSeconds"] == 10
+    advance(state, clock, 0.1, step=0.1)
+    with pytest.raises(NotFound):
+        state.get_object("pods", "default", "p")

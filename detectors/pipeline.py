@@ -1,0 +1,85 @@
+"""One detection cycle over the fleet: the rules, the streaming anomaly models and the forecasts, run on
+the samples a cycle has not seen yet, with the state they keep between cycles."""
+
+from __future__ import annotations
+
+import math
+import pickle
+from collections.abc import Sequence
+
+import numpy as np
+
+from detectors.findings import Finding
+from detectors.frame import FleetFrame
+from detectors.rules import Stage, default_rules
+from detectors.stream import CycleView, SlotIndex
+
+_STATE_MAGIC = b"gpuops-detection-cycle-v1\n"
+
+
+class InvalidFrameError(ValueError):
+    """A frame the cycle refuses (nothing of it is consumed, so a corrected frame can be sent again)."""
+
+
+def default_stages() -> list[Stage]:
+    """Every stage of a normal cycle, rules first."""
+    from detectors.anomaly import default_anomaly_stages
+    from detectors.forecast import default_forecast_stages
+
+    return [*default_rules(), *default_anomaly_stages(), *default_forecast_stages()]
+
+
+class DetectionCycle:
+    """Streaming detection: `update(frame)` reads only samples newer than the last cycle's.
+
+    Frames may overlap the previous one; samples at or before the last seen timestamp are skipped.
+    Findings come out in time order and each uses no data after its own `ts`.
+    """
+
+    def __init__(self, stages: Sequence[Stage] | None = None) -> None:
+        self.stages: list[Stage] = list(stages) if stages is not None else default_stages()
+        self.index = SlotIndex()
+        self.last_ts = -math.inf
+
+    def update(self, frame: FleetFrame) -> list[Finding]:
+        _validate(frame)
+        start = int(np.searchsorted(frame.timestamps, self.last_ts, side="right"))
+        if start >= frame.n_steps:
+            return []
+        view = CycleView(frame=frame, slots=self.index.slots_of(frame.gpus), index=self.index, start=start)
+        findings: list[Finding] = []
+        for stage in self.stages:
+            findings.extend(stage.update(view))
+        self.last_ts = float(frame.timestamps[-1])
+        findings.sort(key=lambda f: (f.ts, f.hostname, -1 if f.gpu is None else f.gpu, f.detector, f.kind))
+        return findings
+
+    def state_bytes(self) -> bytes:
+        """The whole streaming state, for a worker to hand to the next one. Restore with `from_state`."""
+        return _STATE_MAGIC + pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def from_state(cls, data: bytes) -> DetectionCycle:
+        """A cycle restored from `state_bytes` (our own store's bytes only: this unpickles)."""
+        if not data.startswith(_STATE_MAGIC):
+            raise ValueError("not a detection-cycle state (wrong header); was it written by state_bytes()?")
+        cycle = pickle.loads(data[len(_STATE_MAGIC):])
+        if not isinstance(cycle, cls):
+            raise ValueError(f"detection-cycle state holds a {type(cycle).__name__}, not a DetectionCycle")
+        return cycle
+
+
+def _validate(frame: FleetFrame) -> None:
+    keys = set(zip(frame.gpus.hostname, frame.gpus.gpu, strict=True))
+    if len(keys) != frame.n_gpus:
+        raise InvalidFrameError("frame has duplicate (hostname, gpu) rows; the connector must merge them")
+    if not np.all(np.isfinite(frame.timestamps)):
+        raise InvalidFrameError("frame timestamps must be finite unix seconds")
+    for name, arr in [*frame.metrics.items(), *frame.node_metrics.items()]:
+        if arr.dtype.kind != "f":
+            raise InvalidFrameError(
+                f"metric {name} has dtype {arr.dtype}; expected float64 with NaN for gaps")
+        if np.isinf(arr).any():
+            rows = np.unique(np.nonzero(np.isinf(arr))[0])[:5].tolist()
+            raise InvalidFrameError(
+                f"metric {name} has infinite values (rows {rows}); send NaN for no sample")

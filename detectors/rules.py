@@ -1,0 +1,244 @@
+"""Exact rules for hard signals: XIDs, double-bit ECC, row remapping, a GPU gone from the bus, node not
+Ready, temperature limits. Each rule is a streaming stage: it keeps the last values it saw per GPU slot."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from detectors import metrics as m
+from detectors.findings import Finding, FindingKind, Severity
+from detectors.frame import FloatArray
+from detectors.stream import CycleView, OnsetTracker, gpu_finding_fields, grow
+from detectors.xid import lookup
+
+
+class Stage(Protocol):
+    """A streaming detector: sees only the new columns of each cycle, keeps its own state."""
+
+    name: str
+
+    def update(self, view: CycleView) -> list[Finding]: ...
+
+
+class _LastValue:
+    """The last finite value seen per slot for one series."""
+
+    def __init__(self) -> None:
+        self.values: FloatArray = np.zeros(0)
+
+    def previous(self, view: CycleView) -> FloatArray:
+        self.values = grow(self.values, view.n_slots, np.nan)
+        return self.values[view.slots]
+
+    def remember(self, view: CycleView, column: FloatArray) -> None:
+        ok = np.isfinite(column)
+        self.values[view.slots[ok]] = column[ok]
+
+
+@dataclass
+class XidRule:
+    """A new XID code on a GPU (the exporter's gauge holds the last code: a change is a new event).
+
+    Codes NVIDIA says to count and trend are reported as info, raised to warning when `trend_count`
+    of them arrive within `trend_window_s` on one GPU.
+    """
+
+    trend_window_s: float = 3600.0
+    trend_count: int = 3
+    name: str = "rules.xid"
+    _last: _LastValue = field(default_factory=_LastValue)
+    _recent: dict[int, deque[float]] = field(default_factory=dict)
+
+    def update(self, view: CycleView) -> list[Finding]:
+        xid = view.metric(m.XID_ERRORS)
+        if xid is None:
+            return []
+        out: list[Finding] = []
+        for j, ts in view.columns():
+            col = xid[:, j]
+            prev = self._last.previous(view)
+            new = np.isfinite(col) & (col > 0) & (col != prev)
+            for row in np.flatnonzero(new):
+                out.append(self._finding(view, int(row), ts, int(col[row]), prev[row]))
+            self._last.remember(view, col)
+        return out
+
+    def _finding(self, view: CycleView, row: int, ts: float, code: int, prev: float) -> Finding:
+        entry = lookup(code)
+        severity = entry.severity
+        evidence: dict[str, object] = {
+            "xid": code, "name": entry.name, "family": entry.family, "action": entry.action,
+            "previous_xid": float(prev) if np.isfinite(prev) else None,
+        }
+        if entry.action == "count_and_trend":
+            recent = self._recent.setdefault(int(view.slots[row]), deque())
+            recent.append(ts)
+            while recent and recent[0] < ts - self.trend_window_s:
+                recent.popleft()
+            evidence["count_in_window"] = len(recent)
+            evidence["window_s"] = self.trend_window_s
+            if len(recent) >= self.trend_count:
+                severity = "warning"
+        return Finding(ts=ts, kind=entry.kind, severity=severity, score=1.0, detector=self.name,
+                       evidence=evidence, **gpu_finding_fields(view, row))
+
+
+@dataclass
+class CounterIncreaseRule:
+    """Any increase of a counter that should never move (double-bit ECC, uncorrectable remapped rows)."""
+
+    metric: str
+    kind: FindingKind
+    severity: Severity
+    name: str
+    _last: _LastValue = field(default_factory=_LastValue)
+
+    def update(self, view: CycleView) -> list[Finding]:
+        arr = view.metric(self.metric)
+        if arr is None:
+            return []
+        out: list[Finding] = []
+        for j, ts in view.columns():
+            col = arr[:, j]
+            prev = self._last.previous(view)
+            inc = np.isfinite(col) & np.isfinite(prev) & (col > prev)
+            for row in np.flatnonzero(inc):
+                out.append(Finding(
+                    ts=ts, kind=self.kind, severity=self.severity, score=1.0,
+                    detector=self.name,
+                    evidence={"metric": self.metric, "previous": float(prev[row]), "value": float(col[row]),
+                              "increase": float(col[row] - prev[row])},
+                    **gpu_finding_fields(view, int(row))))
+            self._last.remember(view, col)
+        return out
+
+
+@dataclass
+class LevelRule:
+    """A gauge at or above a limit; reported once per episode, re-armed below `limit - hysteresis`."""
+
+    metric: str
+    limit: float
+    kind: FindingKind
+    severity: Severity
+    name: str
+    hysteresis: float = 0.0
+    _state: OnsetTracker = field(default_factory=OnsetTracker)
+
+    def update(self, view: CycleView) -> list[Finding]:
+        arr = view.metric(self.metric)
+        if arr is None:
+            return []
+        out: list[Finding] = []
+        for j, ts in view.columns():
+            col = arr[:, j]
+            finite = np.isfinite(col)
+            on = finite & (col >= self.limit)
+            off = finite & (col < self.limit - self.hysteresis)
+            for row in self._state.step(view.slots, on, off):
+                out.append(Finding(
+                    ts=ts, kind=self.kind, severity=self.severity, score=1.0,
+                    detector=self.name,
+                    evidence={"metric": self.metric, "value": float(col[row]), "limit": self.limit},
+                    **gpu_finding_fields(view, int(row))))
+        return out
+
+
+@dataclass
+class GpuLostRule:
+    """A GPU whose series all vanish for `grace_s` (fallen off the bus, or its exporter gone).
+
+    Covers both shapes a connector may hand over: the row present with NaN everywhere, or the row
+    missing from the frame altogether (the slot is remembered from earlier cycles).
+    """
+
+    # Two 15 s scrape steps: one missed scrape is not a lost GPU, two in a row are (ARCHITECTURE's goal is
+    # detection within two steps).
+    grace_s: float = 30.0
+    name: str = "rules.gpu_lost"
+    _last_seen: FloatArray = field(default_factory=lambda: np.zeros(0))
+    _lost: OnsetTracker = field(default_factory=OnsetTracker)
+
+    def update(self, view: CycleView) -> list[Finding]:
+        present_metrics = [a for name in m.PRESENCE_METRICS if (a := view.metric(name)) is not None]
+        self._last_seen = grow(self._last_seen, view.n_slots, np.nan)
+        all_slots = np.arange(view.n_slots)
+        in_frame = np.zeros(view.n_slots, dtype=bool)
+        in_frame[view.slots] = True
+        out: list[Finding] = []
+        for j, ts in view.columns():
+            present = np.zeros(view.slots.shape[0], dtype=bool)
+            for arr in present_metrics:
+                present |= np.isfinite(arr[:, j])
+            self._last_seen[view.slots[present]] = ts
+            gap = ts - self._last_seen  # NaN for slots never seen: never lost
+            on = gap >= self.grace_s
+            off = gap < self.grace_s
+            for slot in self._lost.step(all_slots, on, off):
+                out.append(self._finding(view, int(slot), ts, bool(in_frame[slot])))
+        return out
+
+    def _finding(self, view: CycleView, slot: int, ts: float, in_frame: bool) -> Finding:
+        hostname, gpu = view.index.keys[slot]
+        last = float(self._last_seen[slot])
+        return Finding(
+            ts=ts, hostname=hostname, gpu=gpu, uuid=view.index.uuids[slot], kind="gpu_lost",
+            severity="critical", score=1.0, detector=self.name,
+            evidence={"last_seen": last, "silent_s": ts - last, "row_in_frame": bool(in_frame)})
+
+
+@dataclass
+class NodeNotReadyRule:
+    """kube-state-metrics says a node is not Ready (the Ready=true condition reads 0)."""
+
+    name: str = "rules.node_not_ready"
+    _ready: dict[str, bool] = field(default_factory=dict)
+
+    def update(self, view: CycleView) -> list[Finding]:
+        arr = view.node_metric(m.NODE_READY)
+        if arr is None:
+            return []
+        out: list[Finding] = []
+        nodes = view.frame.nodes
+        for j, ts in view.columns():
+            for i, node in enumerate(nodes):
+                v = arr[i, j]
+                if not np.isfinite(v):
+                    continue
+                ready = bool(v >= 0.5)
+                if not ready and self._ready.get(node, True):
+                    out.append(Finding(ts=ts, hostname=node, gpu=None, uuid=None, kind="node_not_ready",
+                                       severity="critical", score=1.0, detector=self.name,
+                                       evidence={"metric": m.NODE_READY, "value": float(v)}))
+                self._ready[node] = ready
+        return out
+
+
+@dataclass(frozen=True)
+class RuleLimits:
+    """Limits of the level rules. Defaults suit data-centre parts (H100/A100 slow down near 87-90 °C)."""
+
+    temp_throttle_c: float = 87.0
+    temp_shutdown_c: float = 92.0
+    temp_hysteresis_c: float = 3.0
+
+
+def default_rules(limits: RuleLimits | None = None) -> list[Stage]:
+    """The rule stages in the order they run."""
+    lim = limits or RuleLimits()
+    return [
+        XidRule(),
+        CounterIncreaseRule(m.ECC_DBE_VOL_TOTAL, "ecc", "critical", "rules.ecc_dbe"),
+        CounterIncreaseRule(m.UNCORRECTABLE_REMAPPED_ROWS, "row_remap", "warning", "rules.remapped_rows"),
+        LevelRule(m.ROW_REMAP_FAILURE, 1.0, "row_remap", "critical", "rules.row_remap_failure", 0.5),
+        LevelRule(m.GPU_TEMP, lim.temp_throttle_c, "thermal", "warning", "rules.temp_throttle",
+                  lim.temp_hysteresis_c),
+        LevelRule(m.GPU_TEMP, lim.temp_shutdown_c, "thermal", "critical", "rules.temp_shutdown",
+                  lim.temp_hysteresis_c),
+        GpuLostRule(),
+        NodeNotReadyRule(),
+    ]

@@ -1,0 +1,41 @@
+"""What every command needs: settings (failing fast with the variable's name), logging, the container."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from gpuops.config import Settings, load_settings
+from gpuops.errors import ConfigError
+from gpuops.logs import configure_logging
+from gpuops.wiring import Container, bootstrap
+
+
+def settings_from(ctx: click.Context) -> Settings:
+    """Load the settings once per invocation; a bad value becomes a clean non-zero exit."""
+    obj = ctx.ensure_object(dict)
+    if "settings" not in obj:
+        try:
+            settings = load_settings()
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from exc
+        configure_logging(obj.get("log_format") or settings.log_format, obj.get("log_level") or settings.log_level)
+        obj["settings"] = settings
+    result: Settings = obj["settings"]
+    return result
+
+
+def container_from(ctx: click.Context) -> Container:
+    obj = ctx.ensure_object(dict)
+    if "container" not in obj:
+        container = bootstrap(settings_from(ctx))
+        obj["container"] = container
+        ctx.call_on_close(container.close)
+    result: Container = obj["container"]
+    return result
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))

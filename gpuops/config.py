@@ -1,0 +1,190 @@
+"""The one typed settings object. Built once by the wiring from the environment (or a mapping in tests)
+and passed down; a missing or malformed value stops start-up with a message naming the variable."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from gpuops.errors import ConfigError
+
+SUPPORTED_DATABASES = ("sqlite", "postgresql")
+
+_EXPECTATIONS: dict[str, str] = {
+    "database_url": "a SQLAlchemy URL such as sqlite:///./gpuops.db or postgresql+psycopg://user:pass@host:5432/gpuops",
+    "broker_url": "a Redis URL such as redis://127.0.0.1:6379/0, or unset for embedded mode",
+    "prometheus_url": "an http(s) URL of a Prometheus server, e.g. http://127.0.0.1:9090",
+    "dry_run": "true or false",
+    "api_port": "a TCP port number between 1 and 65535",
+    "log_format": "text or json",
+    "log_level": "one of DEBUG, INFO, WARNING, ERROR",
+    "approvers": "a comma-separated list of Slack user ids or dashboard user names",
+    "slack_api_url": "an http(s) base URL of Slack's Web API ending in /api/",
+    "openai_base_url": "an http(s) URL of an OpenAI-compatible API, e.g. http://127.0.0.1:8000/v1",
+    "kube_api_url": "an http(s) URL of a Kubernetes API server, e.g. https://10.0.0.1:6443",
+    "scrape_urls": "a comma-separated list of exporter /metrics URLs",
+    "step_seconds": "a number of seconds > 0 (the scrape interval)",
+    "cycle_seconds": "a number of seconds > 0",
+    "window_seconds": "a number of seconds > 0",
+    "shards": "a whole number >= 1",
+}
+
+
+def _comma_list(value: Any) -> tuple[str, ...]:
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return tuple(str(v) for v in value)
+
+
+def _http_url(value: str | None, what: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"expected {what}")
+    return value
+
+
+class Settings(BaseSettings):
+    """Every setting gpuops reads. Environment names are the field names upper-cased with `GPUOPS_`,
+    except the standard OpenAI and Slack variables, which keep their usual names."""
+
+    model_config = SettingsConfigDict(env_prefix="GPUOPS_", extra="ignore", populate_by_name=True)
+
+    database_url: str = "sqlite:///./gpuops.db"
+    broker_url: str | None = None
+    prometheus_url: str | None = None
+    dry_run: bool = True
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8080, ge=1, le=65535)
+    dashboard_url: str | None = None
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")
+    llm_model: str | None = None
+
+    slack_bot_token: SecretStr | None = Field(default=None, validation_alias="SLACK_BOT_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(default=None, validation_alias="SLACK_SIGNING_SECRET")
+    slack_channel: str | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    approvers: Annotated[tuple[str, ...], NoDecode] = ()
+
+    kube_api_url: str | None = None
+    kube_token: SecretStr | None = None
+    kubeconfig: str | None = None
+    kube_in_cluster: bool = False
+    kube_verify_ssl: bool = True
+    scrape_urls: Annotated[tuple[str, ...], NoDecode] = ()
+    step_seconds: float = Field(default=15.0, gt=0)
+    cycle_seconds: float = Field(default=30.0, gt=0)
+    window_seconds: float = Field(default=900.0, gt=0)
+    shards: int = Field(default=1, ge=1)
+    policy_file: str | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:
+            raise ValueError(f"expected {_EXPECTATIONS['database_url']}") from exc
+        if url.get_backend_name() not in SUPPORTED_DATABASES:
+            raise ValueError(f"expected {_EXPECTATIONS['database_url']} (backend {url.get_backend_name()!r} "
+                             f"is not supported)")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        assert value is not None
+        if not value.startswith(("redis://", "rediss://")):
+            raise ValueError(f"expected {_EXPECTATIONS['broker_url']}")
+        return value
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _prometheus_url(cls, value: str | None) -> str | None:
+        return _http_url(value, _EXPECTATIONS["prometheus_url"])
+
+    @field_validator("openai_base_url")
+    @classmethod
+    def _openai_base_url(cls, value: str | None) -> str | None:
+        return _http_url(value, _EXPECTATIONS["openai_base_url"])
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _slack_api_url(cls, value: str) -> str:
+        url = _http_url(value, _EXPECTATIONS["slack_api_url"])
+        assert url is not None
+        return url if url.endswith("/") else url + "/"
+
+    @field_validator("kube_api_url")
+    @classmethod
+    def _kube_api_url(cls, value: str | None) -> str | None:
+        return _http_url(value, _EXPECTATIONS["kube_api_url"])
+
+    @field_validator("scrape_urls", mode="before")
+    @classmethod
+    def _scrape_urls(cls, value: Any) -> tuple[str, ...]:
+        urls = _comma_list(value)
+        for url in urls:
+            _http_url(url, _EXPECTATIONS["scrape_urls"])
+        return urls
+
+    @field_validator("approvers", mode="before")
+    @classmethod
+    def _approvers(cls, value: Any) -> tuple[str, ...]:
+        return _comma_list(value)
+
+    @property
+    def embedded(self) -> bool:
+        """True when no broker is configured: everything runs in one process."""
+        return self.broker_url is None
+
+    @property
+    def llm_configured(self) -> bool:
+        return bool(self.llm_model) and (self.openai_api_key is not None or self.openai_base_url is not None)
+
+
+def _env_name(field: str) -> str:
+    alias = Settings.model_fields[field].validation_alias
+    return alias if isinstance(alias, str) else f"GPUOPS_{field.upper()}"
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from the process environment, or from `env` when given (tests).
+
+    Raises ConfigError naming every bad variable and what it expects.
+    """
+    try:
+        if env is None:
+            return Settings()
+        data: dict[str, Any] = {}
+        for name in Settings.model_fields:
+            key = _env_name(name)
+            if key in env:
+                data[name] = env[key]
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            var = _env_name(field) if field in Settings.model_fields else field
+            expected = _EXPECTATIONS.get(field)
+            detail = error["msg"].removeprefix("Value error, ")
+            if expected and expected not in detail:
+                detail = f"{detail}; expected {expected}"
+            value = error.get("input")
+            shown = "" if field.endswith(("token", "secret", "key")) else f" (got {value!r})"
+            problems.append(f"{var}: {detail}{shown}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from exc

@@ -1,0 +1,342 @@
+"""Proposing and executing actions. `propose` validates a plan in code, rehearses it and asks policy;
+`execute` runs an approved action exactly once: it claims the action in the store, re-checks the approval
+(plan hash, expiry) and the budgets (taking node leases), runs the steps, verifies, rolls back on failure,
+and audits every step."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from connectors.kubernetes import ClusterPort
+from connectors.kubernetes.errors import ClusterError
+from gpuops.execution.approvals import valid_approvals
+from gpuops.incidents.lifecycle import can_transition, transition
+from gpuops.logs import log_context
+from gpuops.policy import ActionSpec, FleetFacts, Gate, PolicyConfig, evaluate, record_verification, release_node
+from gpuops.store.audit import append_event
+from gpuops.store.models import Action, Incident
+from gpuops.store.uow import UnitOfWork
+from runbooks import (
+    Catalogue,
+    Diff,
+    InvalidPlan,
+    Plan,
+    RunbookContext,
+    RunbookSettings,
+    StepResult,
+    Target,
+    TargetKind,
+    UnknownRunbook,
+)
+
+log = logging.getLogger(__name__)
+
+FINISHED = ("succeeded", "failed", "rolled_back", "refused", "dry_run", "rejected", "expired", "denied",
+            "escalated")
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What a planner hands over: one plan for one incident, with its rationale."""
+
+    incident_id: int
+    plan: Plan
+    rationale: str
+    planner: str  # rules | llm
+
+
+@dataclass
+class ProposalOutcome:
+    action_id: int | None
+    status: str  # awaiting_approval | approved | denied | escalated | invalid
+    verdict: dict[str, Any] = field(default_factory=dict)
+    diff: dict[str, Any] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+    approvals_required: int = 0
+
+
+@dataclass
+class ExecutionOutcome:
+    action_id: int
+    status: str  # succeeded | failed | rolled_back | refused | already_done | in_progress | dry_run
+    verified: bool
+    detail: str
+
+
+@dataclass
+class ExecutionDeps:
+    """What execution needs besides the store: the catalogue, the cluster, and time."""
+
+    catalogue: Catalogue
+    cluster: ClusterPort
+    policy: PolicyConfig
+    runbook_settings: RunbookSettings = field(default_factory=RunbookSettings)
+    clock: Callable[[], float] = field(default_factory=lambda: _wall_clock)
+    sleep: Callable[[float], None] = field(default_factory=lambda: _wall_sleep)
+    worker: str = field(default_factory=lambda: f"{socket.gethostname()}")
+    claim_ttl_s: float = 1800.0
+
+
+def deps_from(container: Any, **overrides: Any) -> ExecutionDeps:
+    """Execution dependencies from a wiring container (the cluster is connected here, on first use)."""
+    return ExecutionDeps(catalogue=container.catalogue, cluster=container.cluster, policy=container.policy,
+                         runbook_settings=container.runbook_settings, **overrides)
+
+
+def _wall_clock() -> float:
+    import time
+
+    return time.time()
+
+
+def _wall_sleep(seconds: float) -> None:
+    import time
+
+    time.sleep(seconds)
+
+
+def _now(deps: ExecutionDeps) -> datetime:
+    return datetime.fromtimestamp(deps.clock(), tz=UTC)
+
+
+def plan_of(action: Action) -> Plan:
+    """The plan stored in an action row (its hash is recomputed from these fields, never trusted)."""
+    return Plan(runbook=action.runbook, params=dict(action.parameters),
+                targets=tuple(Target.parse(str(k)) for k in action.targets))
+
+
+def fleet_facts(cluster: ClusterPort) -> FleetFacts:
+    """Budget inputs read live from the cluster: nodes, GPUs, healthy GPUs, nodes out of service."""
+    nodes = cluster.list_nodes()
+    in_service = [n for n in nodes if n.ready and not n.unschedulable]
+    return FleetFacts(nodes=len(nodes), gpus=sum(n.gpu_capacity for n in nodes),
+                      healthy_gpus=sum(n.gpu_allocatable for n in in_service),
+                      gpus_per_node=max((n.gpu_capacity for n in nodes), default=0),
+                      unschedulable=frozenset(n.name for n in nodes if n.unschedulable or not n.ready))
+
+
+def _spec(plan: Plan, risk: str, catalogue: Catalogue, cluster: ClusterPort) -> ActionSpec:
+    definition = catalogue.get(plan.runbook)
+    nodes: list[str] = []
+    pod_nodes: dict[str, str | None] = {}
+    for t in plan.targets:
+        if t.kind in (TargetKind.NODE, TargetKind.GPU) and t.node:
+            nodes.append(t.node)
+        elif t.kind == TargetKind.POD and t.namespace and t.name:
+            try:
+                pod_nodes[t.key()] = cluster.get_pod(t.namespace, t.name).node
+            except ClusterError:  # a pod that no longer exists is outside any incident
+                pod_nodes[t.key()] = None
+    return ActionSpec(runbook=plan.runbook, risk=risk, disruptive=definition.disruptive,
+                      auto_approvable=definition.auto_approvable, target_keys=tuple(t.key() for t in plan.targets),
+                      target_nodes=tuple(dict.fromkeys(nodes)), pod_nodes=pod_nodes)
+
+
+def _context(deps: ExecutionDeps, incident_id: int | None, actor: str,
+             on_step: Callable[[str, StepResult], None] | None = None) -> RunbookContext:
+    ctx = RunbookContext(cluster=deps.cluster, settings=deps.runbook_settings, clock=deps.clock, sleep=deps.sleep,
+                         incident_id=incident_id, actor=actor)
+    if on_step is not None:
+        ctx.on_step = on_step
+    return ctx
+
+
+def propose(uow: UnitOfWork, *, proposal: Proposal, deps: ExecutionDeps) -> ProposalOutcome:
+    """Validate, rehearse and submit a plan to policy; store it as an action. Idempotent: the same plan for
+    the same incident returns the action already stored (the agent re-runs this after a resume)."""
+    session = uow.session
+    now = _now(deps)
+    incident = session.get(Incident, proposal.incident_id)
+    if incident is None:
+        return ProposalOutcome(None, "invalid", reasons=[f"incident {proposal.incident_id} does not exist"])
+    with log_context(incident_id=incident.id):
+        try:
+            plan = deps.catalogue.validate(proposal.plan)
+        except (UnknownRunbook, InvalidPlan) as exc:
+            append_event(session, actor=proposal.planner, kind="plan.invalid", incident_id=incident.id,
+                         data={"runbook": proposal.plan.runbook, "error": str(exc)}, ts=now)
+            return ProposalOutcome(None, "invalid", reasons=[str(exc)])
+        key = f"incident-{incident.id}:{plan.plan_hash()}"
+        existing = session.scalars(select(Action).where(Action.idempotency_key == key)).first()
+        if existing is not None:
+            return ProposalOutcome(existing.id, existing.status, existing.verdict, existing.diff,
+                                   list(existing.verdict.get("reasons", [])), existing.approvals_required)
+        ctx = _context(deps, incident.id, proposal.planner)
+        risk = deps.catalogue.risk_for(plan, ctx).value
+        diff: Diff = deps.catalogue.dry_run(plan, ctx)
+        spec = _spec(plan, risk, deps.catalogue, deps.cluster)
+        action = Action(incident_id=incident.id, runbook=plan.runbook, parameters=plan.params,
+                        targets=[t.key() for t in plan.targets], plan_hash=plan.plan_hash(), idempotency_key=key,
+                        status="proposed", risk=risk, rationale=proposal.rationale, diff=asdict(diff))
+        session.add(action)
+        session.flush()
+        verdict = evaluate(session, incident=incident, action=action, spec=spec, facts=fleet_facts(deps.cluster),
+                           config=deps.policy, now=now, actor="policy")
+        reasons = list(verdict.reasons)
+        if diff.blockers and verdict.allowed:
+            reasons = [f"precondition: {b}" for b in diff.blockers]
+            status = "denied"
+        else:
+            status = {Gate.AUTO: "approved", Gate.ONE_APPROVER: "awaiting_approval",
+                      Gate.TWO_APPROVERS: "awaiting_approval", Gate.ESCALATE: "escalated",
+                      Gate.DENIED: "denied"}[verdict.gate]
+        action.status = status
+        action.approvals_required = verdict.approvals_required
+        action.verdict = {**verdict.to_json(), "reasons": reasons}
+        append_event(session, actor=proposal.planner, kind="action.proposed", incident_id=incident.id,
+                     action_id=action.id, data={"runbook": plan.runbook, "params": plan.params,
+                                                "targets": action.targets, "plan_hash": action.plan_hash,
+                                                "rationale": proposal.rationale, "risk": risk, "status": status,
+                                                "diff": action.diff}, ts=now)
+        target_status = {"awaiting_approval": "awaiting_approval", "escalated": "escalated"}.get(status)
+        if target_status and can_transition(incident.status, target_status):
+            transition(session, incident, target_status, reason=f"action {action.id} ({plan.runbook}): {status}",
+                       actor=proposal.planner, now=now)
+        log.info("action proposed", extra={"action_id": action.id, "runbook": plan.runbook, "status": status})
+        return ProposalOutcome(action.id, status, action.verdict, action.diff, reasons, action.approvals_required)
+
+
+def _refuse(session: Session, action: Action, reason: str, now: datetime) -> ExecutionOutcome:
+    action.status = "refused"
+    action.error = reason
+    append_event(session, actor="executor", kind="action.refused", incident_id=action.incident_id,
+                 action_id=action.id, data={"reason": reason}, ts=now)
+    incident = action.incident
+    if can_transition(incident.status, "escalated"):
+        transition(session, incident, "escalated", reason=f"action {action.id} refused: {reason}",
+                   actor="executor", now=now)
+    return ExecutionOutcome(action.id, "refused", False, reason)
+
+
+def _claim(uow: UnitOfWork, action_id: int, deps: ExecutionDeps, dry_run: bool) -> ExecutionOutcome | Action:
+    """Phase 1, one locked transaction: decide whether this worker may run the action, and claim it."""
+    session = uow.session
+    now = _now(deps)
+    action = session.execute(select(Action).where(Action.id == action_id).with_for_update()).scalar_one_or_none()
+    if action is None:
+        return ExecutionOutcome(action_id, "refused", False, f"action {action_id} does not exist")
+    if action.status in FINISHED:
+        return ExecutionOutcome(action.id, "already_done", action.verified_at is not None,
+                                f"action {action.id} is already {action.status}")
+    if action.status in ("executing", "verifying") and action.claim_expires_at and action.claim_expires_at > now:
+        return ExecutionOutcome(action.id, "in_progress", False,
+                                f"action {action.id} is being run by {action.claimed_by}")
+    resuming = action.status in ("executing", "verifying")
+    if not resuming and action.status != "approved":
+        outcome = _refuse(session, action, f"action is {action.status}, not approved", now)
+        uow.commit()
+        return outcome
+    plan = plan_of(action)
+    if plan.plan_hash() != action.plan_hash:
+        outcome = _refuse(session, action, "the plan changed after it was approved; a new approval is needed", now)
+        uow.commit()
+        return outcome
+    approvals = valid_approvals(action, now)
+    if not resuming and len(approvals) < action.approvals_required:
+        given = [a for a in action.approvals if a.decision == "approve"]
+        why = ("the approval expired" if any(a.expires_at <= now for a in given)
+               else "the approval was given for a different plan" if given
+               else "not approved")
+        outcome = _refuse(session, action, f"{why}: {len(approvals)} of {action.approvals_required} valid", now)
+        uow.commit()
+        return outcome
+    incident = action.incident
+    spec = _spec(plan, action.risk, deps.catalogue, deps.cluster)
+    verdict = evaluate(session, incident=incident, action=action, spec=spec, facts=fleet_facts(deps.cluster),
+                       config=deps.policy, now=now, reserve=not dry_run, actor="executor")
+    if not verdict.allowed:
+        outcome = _refuse(session, action, "policy at execution time: " + "; ".join(verdict.reasons), now)
+        uow.commit()
+        return outcome
+    if dry_run:
+        ctx = _context(deps, incident.id, "executor")
+        action.diff = asdict(deps.catalogue.dry_run(plan, ctx))
+        action.status = "dry_run"
+        append_event(session, actor="executor", kind="action.dry_run", incident_id=incident.id, action_id=action.id,
+                     data={"diff": action.diff}, ts=now)
+        uow.commit()
+        return ExecutionOutcome(action.id, "dry_run", False, "dry run: nothing changed; " +
+                                "; ".join(action.diff.get("changes", [])))
+    action.status = "executing"
+    action.claimed_by = deps.worker
+    action.claim_expires_at = now + timedelta(seconds=deps.claim_ttl_s)
+    action.attempts += 1
+    action.executed_at = action.executed_at or now
+    append_event(session, actor="executor", kind="action.claimed", incident_id=incident.id, action_id=action.id,
+                 data={"worker": deps.worker, "attempt": action.attempts, "resumed": resuming}, ts=now)
+    if can_transition(incident.status, "executing"):
+        transition(session, incident, "executing", reason=f"running action {action.id} ({action.runbook})",
+                   actor="executor", now=now)
+    uow.commit()
+    return action
+
+
+def execute(uow_factory: Callable[[], UnitOfWork], *, action_id: int, deps: ExecutionDeps,
+            dry_run: bool) -> ExecutionOutcome:
+    """Run an approved action at most once across all workers (see the module docstring)."""
+    with log_context(action_id=action_id), uow_factory() as uow:
+        claimed = _claim(uow, action_id, deps, dry_run)
+    if isinstance(claimed, ExecutionOutcome):
+        return claimed
+    action_row_id, incident_id, plan = claimed.id, claimed.incident_id, plan_of(claimed)
+
+    def on_step(name: str, result: StepResult) -> None:
+        with uow_factory() as step_uow:
+            append_event(step_uow.session, actor="executor", kind="action.step", incident_id=incident_id,
+                         action_id=action_row_id, data={"step": name, "ok": result.ok, "detail": result.detail,
+                                                        "data": result.data}, ts=_now(deps))
+            step_uow.commit()
+
+    with log_context(incident_id=incident_id, action_id=action_row_id):
+        ctx = _context(deps, incident_id, "executor", on_step)
+        result = deps.catalogue.execute(plan, ctx)
+        verified = (deps.catalogue.verify(plan, ctx) if result.ok
+                    else StepResult(False, "not verified: " + result.detail))
+        rollback = None if verified.ok else deps.catalogue.rollback(plan, ctx)
+        return _finish(uow_factory, action_row_id, plan, result, verified, rollback, deps)
+
+
+def _finish(uow_factory: Callable[[], UnitOfWork], action_id: int, plan: Plan, result: StepResult,
+            verified: StepResult, rollback: StepResult | None, deps: ExecutionDeps) -> ExecutionOutcome:
+    now = _now(deps)
+    with uow_factory() as uow:
+        session = uow.session
+        action = session.execute(select(Action).where(Action.id == action_id).with_for_update()).scalar_one()
+        incident = action.incident
+        action.result = {"execute": asdict(result), "verify": asdict(verified),
+                         "rollback": asdict(rollback) if rollback else None}
+        action.verified_at = now
+        action.claim_expires_at = None
+        if verified.ok:
+            action.status = "succeeded"
+            if plan.runbook == "uncordon_node":
+                for t in plan.targets:
+                    if t.node:
+                        release_node(session, node=t.node, now=now)
+        else:
+            action.status = "rolled_back" if rollback is not None and rollback.ok else "failed"
+            action.error = verified.detail
+            if rollback is not None and rollback.ok and plan.runbook == "cordon_node":
+                release_node(session, node=plan.targets[0].node or "", now=now, action_id=action.id)
+        append_event(session, actor="executor", kind=f"action.{action.status}", incident_id=incident.id,
+                     action_id=action.id, data={"verify": verified.detail, "execute": result.detail,
+                                                "rollback": rollback.detail if rollback else None}, ts=now)
+        session.flush()
+        record_verification(session, action=action, ok=verified.ok, config=deps.policy, now=now)
+        if can_transition(incident.status, "verifying"):
+            transition(session, incident, "verifying", reason=f"action {action.id}: {action.status}",
+                       actor="executor", now=now)
+        if not verified.ok and can_transition(incident.status, "escalated"):
+            transition(session, incident, "escalated", reason=f"action {action.id} {action.status}: {verified.detail}",
+                       actor="executor", now=now)
+        uow.commit()
+        log.info("action finished", extra={"status": action.status, "verified": verified.ok})
+        return ExecutionOutcome(action.id, action.status, verified.ok, verified.detail)

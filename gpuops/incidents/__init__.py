@@ -1,0 +1,1 @@
+"""Incidents: correlation of findings, lifecycle, and the read side used by the CLI and the web app."""

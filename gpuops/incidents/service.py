@@ -1,0 +1,219 @@
+"""Findings become incidents: dedup by host, GPU and family; merge into the node's open incident; flap
+control for soft anomalies; reopen on recurrence; silences and maintenance windows; fleet-wide correlation
+into one escalated fleet incident with no node actions."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from pydantic import BaseModel, Field
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from detectors.findings import Finding
+from gpuops.incidents.lifecycle import ACTIVE, add_timeline, transition
+from gpuops.logs import log_context
+from gpuops.store.audit import append_event
+from gpuops.store.models import FindingRecord, Incident, Silence
+
+log = logging.getLogger(__name__)
+
+HARD_KINDS = frozenset({"xid", "gpu_lost", "ecc", "row_remap", "node_not_ready"})
+SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+
+class IncidentConfig(BaseModel):
+    dedup_window_s: float = Field(default=6 * 3600, gt=0)
+    flap_window_s: float = Field(default=15 * 60, gt=0)
+    soft_min_occurrences: int = Field(default=3, ge=1)
+    reopen_window_s: float = Field(default=24 * 3600, ge=0)
+    fleet_window_s: float = Field(default=10 * 60, gt=0)
+    fleet_min_nodes: int = Field(default=3, ge=2)
+    fleet_fraction: float = Field(default=0.2, gt=0, le=1)
+
+
+@dataclass
+class IngestResult:
+    opened: list[int] = field(default_factory=list)
+    merged: list[int] = field(default_factory=list)
+    reopened: list[int] = field(default_factory=list)
+    suppressed: list[int] = field(default_factory=list)
+    fleet: list[int] = field(default_factory=list)
+    pending: int = 0  # soft findings below the flap threshold
+
+    @property
+    def touched(self) -> list[int]:
+        return sorted(set(self.opened + self.merged + self.reopened + self.fleet))
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=UTC)
+
+
+def dedup_key(hostname: str, gpu: int | None, family: str) -> str:
+    return f"{hostname}/{'' if gpu is None else gpu}/{family}"
+
+
+def _is_hard(f: Finding) -> bool:
+    return f.kind in HARD_KINDS or f.severity == "critical"
+
+
+def _silenced(session: Session, f: Finding, now: datetime) -> Silence | None:
+    stmt = select(Silence).where(
+        Silence.starts_at <= now, Silence.ends_at > now,
+        or_(Silence.hostname.is_(None), Silence.hostname == f.hostname),
+        or_(Silence.family.is_(None), Silence.family == f.kind),
+    )
+    return session.scalars(stmt).first()
+
+
+def _title(f: Finding) -> str:
+    where = f"{f.hostname} GPU {f.gpu}" if f.gpu is not None else f.hostname
+    xid = f.evidence.get("xid")
+    what = f"XID {xid}" if f.kind == "xid" and xid is not None else f.kind.replace("_", " ")
+    return f"{what} on {where}"[:300]
+
+
+def _record(session: Session, f: Finding) -> FindingRecord:
+    record = FindingRecord(
+        ts=_dt(f.ts), hostname=f.hostname, gpu=f.gpu, uuid=f.uuid, kind=f.kind, severity=f.severity,
+        score=float(f.score), detector=f.detector, evidence=f.evidence,
+        predicted_failure_at=_dt(f.predicted_failure_at) if f.predicted_failure_at is not None else None,
+    )
+    session.add(record)
+    return record
+
+
+def _merge(session: Session, incident: Incident, f: Finding, record: FindingRecord, now: datetime) -> None:
+    record.incident_id = incident.id
+    incident.occurrences += 1
+    incident.updated_at = now
+    if SEVERITY_RANK[f.severity] > SEVERITY_RANK[incident.severity]:
+        incident.severity = f.severity
+    if incident.gpu is not None and f.gpu != incident.gpu:
+        incident.scope, incident.gpu = "node", None  # several GPUs of one node: the node is the unit
+        incident.dedup_key = dedup_key(incident.hostname or f.hostname, None, incident.family)
+    if f.kind != incident.family and _is_hard(f) and incident.family not in HARD_KINDS:
+        # The harder signal names the incident: a dying GPU explains a straggling job, not the reverse.
+        incident.family = f.kind
+        incident.dedup_key = dedup_key(incident.hostname or f.hostname, incident.gpu, f.kind)
+        incident.title = _title(f)
+    add_timeline(session, incident, kind="finding", message=f"{f.kind} from {f.detector} (score {f.score:.2f})",
+                 now=now, data={"finding_kind": f.kind, "gpu": f.gpu, "evidence": f.evidence})
+
+
+def ingest_findings(session: Session, findings: Iterable[Finding], *, fleet_nodes: int,
+                    config: IncidentConfig | None = None, now: datetime | None = None) -> IngestResult:
+    """Persist findings and open, merge, reopen or suppress incidents. Runs in the caller's transaction."""
+    config = config or IncidentConfig()
+    result = IngestResult()
+    families: set[str] = set()
+    batch = sorted(findings, key=lambda f: f.ts)
+    for f in batch:
+        at = now or _dt(f.ts)
+        record = _record(session, f)
+        session.flush()
+        families.add(f.kind)
+        key = dedup_key(f.hostname, f.gpu, f.kind)
+        open_same = session.scalars(select(Incident).where(
+            Incident.dedup_key == key, Incident.status.in_(ACTIVE),
+            Incident.updated_at >= at - timedelta(seconds=config.dedup_window_s))).first()
+        if open_same is not None:
+            _merge(session, open_same, f, record, at)
+            result.merged.append(open_same.id)
+            continue
+        on_node = session.scalars(select(Incident).where(
+            Incident.hostname == f.hostname, Incident.status.in_(ACTIVE), Incident.scope != "fleet",
+        ).order_by(Incident.id)).first()
+        if on_node is not None:
+            _merge(session, on_node, f, record, at)
+            result.merged.append(on_node.id)
+            continue
+        if not _is_hard(f):
+            seen = session.scalar(select(func.count()).select_from(FindingRecord).where(
+                FindingRecord.hostname == f.hostname, FindingRecord.gpu.is_(None) if f.gpu is None
+                else FindingRecord.gpu == f.gpu, FindingRecord.kind == f.kind,
+                FindingRecord.ts >= _dt(f.ts) - timedelta(seconds=config.flap_window_s))) or 0
+            if seen < config.soft_min_occurrences:
+                result.pending += 1
+                continue
+        recent_closed = session.scalars(select(Incident).where(
+            Incident.dedup_key == key, Incident.status == "resolved",
+            Incident.resolved_at >= at - timedelta(seconds=config.reopen_window_s),
+        ).order_by(Incident.id.desc())).first()
+        if recent_closed is not None:
+            transition(session, recent_closed, "open", reason=f"{f.kind} recurred after resolution",
+                       actor="incidents", now=at)
+            _merge(session, recent_closed, f, record, at)
+            result.reopened.append(recent_closed.id)
+            continue
+        incident = Incident(dedup_key=key, scope="gpu" if f.gpu is not None else "node", family=f.kind,
+                            hostname=f.hostname, gpu=f.gpu, severity=f.severity, title=_title(f),
+                            summary="", opened_at=at, updated_at=at,
+                            details={"uuid": f.uuid, **({"deployment": f.evidence["deployment"]}
+                                                        if "deployment" in f.evidence else {})})
+        session.add(incident)
+        session.flush()
+        record.incident_id = incident.id
+        add_timeline(session, incident, kind="opened", message=f"opened by {f.detector}: {f.kind}", now=at,
+                     data={"evidence": f.evidence, "score": f.score})
+        append_event(session, actor="incidents", kind="incident.opened", incident_id=incident.id,
+                     data={"key": key, "severity": f.severity, "detector": f.detector}, ts=at)
+        silence = _silenced(session, f, at)
+        if silence is not None:
+            transition(session, incident, "suppressed", reason=f"{silence.kind} {silence.id}: {silence.reason}",
+                       actor="incidents", now=at)
+            result.suppressed.append(incident.id)
+        else:
+            result.opened.append(incident.id)
+        with log_context(incident_id=incident.id):
+            log.info("incident opened", extra={"key": key, "severity": f.severity, "status": incident.status})
+    at_end = now or (_dt(batch[-1].ts) if batch else datetime.now(tz=UTC))
+    for family in sorted(families):
+        fleet_id = correlate_fleet(session, family=family, fleet_nodes=fleet_nodes, config=config, now=at_end)
+        if fleet_id is not None:
+            result.fleet.append(fleet_id)
+    return result
+
+
+def correlate_fleet(session: Session, *, family: str, fleet_nodes: int, config: IncidentConfig,
+                    now: datetime) -> int | None:
+    """When `family` hit many nodes within the window, fold their incidents into one escalated fleet incident.
+    Node incidents folded in are suppressed, so no node action is proposed for them."""
+    since = now - timedelta(seconds=config.fleet_window_s)
+    hosts = set(session.scalars(select(FindingRecord.hostname).where(
+        FindingRecord.kind == family, FindingRecord.ts >= since).distinct()))
+    threshold = max(config.fleet_min_nodes, int(config.fleet_fraction * fleet_nodes + 0.9999))
+    if len(hosts) < threshold:
+        return None
+    key = f"fleet//{family}"
+    fleet = session.scalars(select(Incident).where(Incident.dedup_key == key, Incident.status.in_(ACTIVE))).first()
+    if fleet is None:
+        fleet = Incident(dedup_key=key, scope="fleet", family=family, hostname=None, gpu=None, severity="critical",
+                         title=f"Fleet-wide {family.replace('_', ' ')} on {len(hosts)} of {fleet_nodes} nodes",
+                         summary="Many nodes at once points to a common cause (a driver or firmware rollout, "
+                                 "a network or power event). No node is drained automatically; a human decides.",
+                         opened_at=now, updated_at=now, details={"hosts": sorted(hosts)})
+        session.add(fleet)
+        session.flush()
+        add_timeline(session, fleet, kind="opened", message=f"{len(hosts)} nodes reported {family} within "
+                     f"{config.fleet_window_s:.0f}s (threshold {threshold})", now=now, data={"hosts": sorted(hosts)})
+        append_event(session, actor="incidents", kind="incident.fleet_opened", incident_id=fleet.id,
+                     data={"family": family, "hosts": sorted(hosts)}, ts=now)
+        transition(session, fleet, "escalated", reason="fleet-wide event: escalated to a human, no node actions",
+                   actor="incidents", now=now)
+    else:
+        fleet.details = {**fleet.details, "hosts": sorted(set(fleet.details.get("hosts", [])) | hosts)}
+        fleet.updated_at = now
+    children = session.scalars(select(Incident).where(
+        Incident.family == family, Incident.scope != "fleet", Incident.status.in_(("open", "investigating",
+                                                                                   "awaiting_approval")),
+        Incident.hostname.in_(hosts))).all()
+    for child in children:
+        child.parent_id = fleet.id
+        transition(session, child, "suppressed", reason=f"folded into fleet incident {fleet.id}",
+                   actor="incidents", now=now)
+    return fleet.id

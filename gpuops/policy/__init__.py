@@ -1,0 +1,11 @@
+"""The policy layer: the only place that says yes or no to an action. Plain code; no LLM output can
+bypass it. Decisions are serialised across workers by locking one database row."""
+
+from gpuops.policy.config import FreezeWindow, PolicyConfig
+from gpuops.policy.engine import ActionSpec, FleetFacts, Gate, Verdict, evaluate, record_verification, release_node
+from gpuops.policy.scope import scope_violations
+
+__all__ = [
+    "ActionSpec", "FleetFacts", "FreezeWindow", "Gate", "PolicyConfig", "Verdict", "evaluate",
+    "record_verification", "release_node", "scope_violations",
+]

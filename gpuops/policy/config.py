@@ -1,0 +1,63 @@
+"""Policy settings: budgets, rate limits, breaker, freeze windows, and which runbooks may be auto-approved."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from gpuops.errors import ConfigError
+
+
+class FreezeWindow(BaseModel):
+    """No disruptive action runs between `starts_at` and `ends_at` (UTC)."""
+
+    starts_at: datetime
+    ends_at: datetime
+    reason: str = ""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FreezeWindow:
+        if self.ends_at <= self.starts_at:
+            raise ValueError("a freeze window must end after it starts")
+        return self
+
+
+class PolicyConfig(BaseModel):
+    """Safety budgets. Defaults are conservative; every field can be set in a YAML file
+    (`GPUOPS_POLICY_FILE`)."""
+
+    max_nodes_out: int = Field(default=2, ge=0, description="nodes cordoned or draining at once, absolute")
+    max_nodes_out_fraction: float = Field(default=0.10, ge=0, le=1, description="… and as a fraction of the fleet")
+    min_healthy_gpu_fraction: float = Field(default=0.80, ge=0, le=1)
+    node_cooldown_s: float = Field(default=3600, ge=0, description="between two incidents' actions on one node")
+    repeat_window_s: float = Field(default=7 * 86400, ge=0)
+    repeat_limit: int = Field(default=2, ge=1, description="remediations in the window before a node goes to a human")
+    max_actions_per_hour: int = Field(default=20, ge=0, description="fleet-wide executions per hour")
+    breaker_failures: int = Field(default=3, ge=1, description="failed verifications that open the breaker")
+    breaker_window_s: float = Field(default=3600, ge=1)
+    approval_ttl_s: float = Field(default=3600, ge=60, description="how long an approval stays valid")
+    auto_approve: frozenset[str] = Field(default=frozenset({"notify_only"}),
+                                         description="runbooks policy may approve alone (low risk only)")
+    freeze_windows: tuple[FreezeWindow, ...] = ()
+
+    def nodes_out_limit(self, fleet_nodes: int) -> int:
+        return min(self.max_nodes_out, int(self.max_nodes_out_fraction * fleet_nodes))
+
+    def frozen_at(self, now: datetime) -> FreezeWindow | None:
+        return next((w for w in self.freeze_windows if w.starts_at <= now < w.ends_at), None)
+
+
+def load_policy(path: Path | None) -> PolicyConfig:
+    """The policy from a YAML file, or the defaults. A bad file stops start-up naming the field."""
+    if path is None:
+        return PolicyConfig()
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+        return PolicyConfig.model_validate(data)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"GPUOPS_POLICY_FILE: {path} does not exist") from exc
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise ConfigError(f"GPUOPS_POLICY_FILE: {path} is not a valid policy: {exc}") from exc

@@ -1,0 +1,209 @@
+"""Policy decisions. `evaluate` runs inside the caller's transaction and first locks the policy_state row,
+so two workers deciding at the same moment are serialised: the second sees the first's node leases."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from gpuops.policy.config import PolicyConfig
+from gpuops.policy.scope import scope_violations
+from gpuops.store.audit import append_event
+from gpuops.store.models import Action, Incident, NodeLease, PolicyState
+
+POLICY_ROW = 1
+EXECUTED = ("executing", "verifying", "succeeded", "failed", "rolled_back")
+
+
+class Gate(StrEnum):
+    AUTO = "auto"                    # policy approves alone (low risk, configured)
+    ONE_APPROVER = "one_approver"
+    TWO_APPROVERS = "two_approvers"
+    ESCALATE = "escalate"            # no automated action: a human takes the incident
+    DENIED = "denied"                # not now (budget, rate, cool-down, freeze)
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """What policy needs to know about a proposed action (built from the runbook catalogue)."""
+
+    runbook: str
+    risk: str                        # low | medium | high
+    disruptive: bool
+    auto_approvable: bool
+    target_keys: tuple[str, ...]
+    target_nodes: tuple[str, ...]    # nodes the action takes capacity from, or touches
+    pod_nodes: dict[str, str | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FleetFacts:
+    """Live facts read from the cluster just before deciding."""
+
+    nodes: int
+    gpus: int
+    healthy_gpus: int
+    gpus_per_node: int
+    unschedulable: frozenset[str] = frozenset()  # cordoned by anyone
+
+
+@dataclass
+class Verdict:
+    allowed: bool
+    gate: Gate
+    reasons: list[str]
+    budget: dict[str, Any]
+
+    @property
+    def approvals_required(self) -> int:
+        return {Gate.AUTO: 0, Gate.ONE_APPROVER: 1, Gate.TWO_APPROVERS: 2}.get(self.gate, 0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "gate": self.gate.value, "approvals_required": self.approvals_required}
+
+
+def _lock(session: Session) -> PolicyState:
+    return session.execute(select(PolicyState).where(PolicyState.id == POLICY_ROW).with_for_update()).scalar_one()
+
+
+def _active_leases(session: Session) -> dict[str, int]:
+    rows = session.execute(select(NodeLease.hostname, NodeLease.action_id).where(NodeLease.released_at.is_(None)))
+    return {host: action_id for host, action_id in rows}
+
+
+def _node_actions_since(session: Session, node: str, since: datetime) -> list[Action]:
+    stmt = select(Action).where(Action.executed_at >= since, Action.status.in_(EXECUTED))
+    return [a for a in session.scalars(stmt) if any(_node_of(t) == node for t in a.targets)]
+
+
+def _node_of(target_key: str) -> str | None:
+    kind, _, rest = str(target_key).partition("/")
+    if kind == "node":
+        return rest
+    if kind == "gpu":
+        return rest.rpartition("/")[0]
+    return None
+
+
+def evaluate(session: Session, *, incident: Incident, action: Action, spec: ActionSpec, facts: FleetFacts,
+             config: PolicyConfig, now: datetime, reserve: bool = False, actor: str = "policy") -> Verdict:
+    """Decide on `action` for `incident`. With `reserve=True` (at execution time) an allowed disruptive action
+    also takes leases on its nodes, in the same locked transaction. Every verdict is audited."""
+    state = _lock(session)
+    leases = _active_leases(session)
+    escalate: list[str] = []
+    deny: list[str] = []
+
+    if state.breaker_open:
+        escalate.append(f"circuit breaker open since {state.breaker_opened_at}: {state.breaker_reason}")
+    scope = scope_violations(incident, list(spec.target_keys), spec.pod_nodes)
+    if incident.scope == "fleet" and scope:
+        escalate.extend(scope)
+    else:
+        deny.extend(scope)
+    window = config.frozen_at(now)
+    if window and spec.disruptive:
+        deny.append(f"freeze window until {window.ends_at.isoformat()}: {window.reason or 'no reason given'}")
+
+    out_now = set(leases) | set(facts.unschedulable)
+    new_nodes = [n for n in spec.target_nodes if n not in out_now]  # a node already out costs nothing more
+    limit = config.nodes_out_limit(facts.nodes)
+    out_after = len(out_now | set(spec.target_nodes)) if spec.disruptive else len(out_now)
+    healthy_after = facts.healthy_gpus - (len(new_nodes) * facts.gpus_per_node if spec.disruptive else 0)
+    min_healthy = int(config.min_healthy_gpu_fraction * facts.gpus + 0.9999)
+    if spec.disruptive and new_nodes:
+        if out_after > limit:
+            deny.append(f"budget: {len(out_now)} node(s) already out, limit {limit} "
+                        f"({config.max_nodes_out} or {config.max_nodes_out_fraction:.0%} of {facts.nodes})")
+        if healthy_after < min_healthy:
+            deny.append(f"budget: {healthy_after} healthy GPUs would remain, minimum {min_healthy}")
+
+    for node in spec.target_nodes:
+        recent = _node_actions_since(session, node, now - timedelta(seconds=config.repeat_window_s))
+        other_incidents = {a.incident_id for a in recent if a.incident_id != incident.id}
+        if len(other_incidents) >= config.repeat_limit:
+            escalate.append(f"{node} was remediated for {len(other_incidents)} other incidents within "
+                            f"{config.repeat_window_s / 86400:.0f} days: a human decides")
+        cooling = [a for a in recent if a.incident_id != incident.id and a.executed_at is not None
+                   and a.executed_at >= now - timedelta(seconds=config.node_cooldown_s)]
+        if cooling:
+            deny.append(f"cool-down: {node} had action {cooling[-1].id} at {cooling[-1].executed_at}")
+
+    executed_last_hour = session.scalar(
+        select(func.count()).select_from(Action).where(Action.executed_at >= now - timedelta(hours=1))
+    ) or 0
+    if executed_last_hour >= config.max_actions_per_hour and action.executed_at is None:
+        deny.append(f"rate limit: {executed_last_hour} actions in the last hour, limit {config.max_actions_per_hour}")
+
+    if escalate:
+        gate = Gate.ESCALATE
+    elif deny:
+        gate = Gate.DENIED
+    elif spec.risk == "low" and spec.auto_approvable and spec.runbook in config.auto_approve:
+        gate = Gate.AUTO
+    elif spec.risk == "high":
+        gate = Gate.TWO_APPROVERS
+    else:
+        gate = Gate.ONE_APPROVER
+    reasons = escalate + deny or [f"within budgets; {spec.risk} risk → {gate.value}"]
+    verdict = Verdict(
+        allowed=gate not in (Gate.ESCALATE, Gate.DENIED), gate=gate, reasons=reasons,
+        budget={"nodes_out": len(out_now), "nodes_out_after": out_after, "nodes_out_limit": limit,
+                "healthy_gpus_after": healthy_after, "min_healthy_gpus": min_healthy,
+                "actions_last_hour": int(executed_last_hour), "rate_limit": config.max_actions_per_hour},
+    )
+    if verdict.allowed and reserve and spec.disruptive:
+        for node in new_nodes:
+            session.add(NodeLease(hostname=node, action_id=action.id, reason=spec.runbook, acquired_at=now))
+    append_event(session, actor=actor, kind="policy.verdict", incident_id=incident.id, action_id=action.id,
+                 data={"runbook": spec.runbook, "targets": list(spec.target_keys), "reserve": reserve,
+                       **verdict.to_json()}, ts=now)
+    return verdict
+
+
+def release_node(session: Session, *, node: str, now: datetime, action_id: int | None = None) -> int:
+    """Release gpuops' leases on `node` (it returned the node to service). Returns how many."""
+    stmt = select(NodeLease).where(NodeLease.hostname == node, NodeLease.released_at.is_(None))
+    if action_id is not None:
+        stmt = stmt.where(NodeLease.action_id == action_id)
+    released = 0
+    for lease in session.scalars(stmt):
+        lease.released_at = now
+        released += 1
+    return released
+
+
+def record_verification(session: Session, *, action: Action, ok: bool, config: PolicyConfig,
+                        now: datetime) -> bool:
+    """Count a verification; open the breaker after `breaker_failures` failures in the window.
+    Returns True when this call opened the breaker."""
+    state = _lock(session)
+    if ok or state.breaker_open:
+        return False
+    failures = session.scalar(
+        select(func.count()).select_from(Action).where(
+            Action.status.in_(("failed", "rolled_back")),
+            Action.verified_at >= now - timedelta(seconds=config.breaker_window_s),
+        )
+    ) or 0
+    if failures >= config.breaker_failures:
+        state.breaker_open = True
+        state.breaker_opened_at = now
+        state.breaker_reason = f"{failures} failed verifications within {config.breaker_window_s:.0f}s"
+        append_event(session, actor="policy", kind="policy.breaker_opened", action_id=action.id,
+                     data={"failures": int(failures)}, ts=now)
+        return True
+    return False
+
+
+def reset_breaker(session: Session, *, actor: str, now: datetime) -> None:
+    """A human closes the breaker after looking into the failures."""
+    state = _lock(session)
+    state.breaker_open = False
+    state.breaker_reason = ""
+    append_event(session, actor=actor, kind="policy.breaker_reset", data={}, ts=now)

@@ -1,0 +1,285 @@
+"""SQLAlchemy 2 typed models: findings, incidents and their timeline, actions, approvals, and the
+append-only, hash-chained audit trail."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(tz=UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend (SQLite stores naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use timezone-aware UTC datetimes")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
+
+
+class FindingRecord(Base):
+    """A detector's finding, as in ARCHITECTURE.md's Findings contract."""
+
+    __tablename__ = "findings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ts: Mapped[datetime]
+    hostname: Mapped[str] = mapped_column(String(253))
+    gpu: Mapped[int | None]
+    uuid: Mapped[str | None] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    severity: Mapped[str] = mapped_column(String(16))
+    score: Mapped[float] = mapped_column(Float)
+    predicted_failure_at: Mapped[datetime | None]
+    detector: Mapped[str] = mapped_column(String(64))
+    evidence: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    incident: Mapped[Incident | None] = relationship(back_populates="findings")
+
+    __table_args__ = (Index("ix_findings_host_gpu_kind_ts", "hostname", "gpu", "kind", "ts"),)
+
+
+class Incident(Base):
+    """A deduplicated problem on a GPU, a node or the fleet, with a lifecycle status."""
+
+    __tablename__ = "incidents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dedup_key: Mapped[str] = mapped_column(String(300), index=True)
+    scope: Mapped[str] = mapped_column(String(8))  # gpu | node | fleet
+    family: Mapped[str] = mapped_column(String(32))
+    hostname: Mapped[str | None] = mapped_column(String(253))
+    gpu: Mapped[int | None]
+    status: Mapped[str] = mapped_column(String(24), default="open", index=True)
+    severity: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str] = mapped_column(String(300))
+    summary: Mapped[str] = mapped_column(Text, default="")
+    occurrences: Mapped[int] = mapped_column(Integer, default=1)
+    opened_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    resolved_at: Mapped[datetime | None]
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id", ondelete="SET NULL"))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    findings: Mapped[list[FindingRecord]] = relationship(back_populates="incident")
+    events: Mapped[list[IncidentEvent]] = relationship(
+        back_populates="incident", order_by="IncidentEvent.id", cascade="all, delete-orphan"
+    )
+    actions: Mapped[list[Action]] = relationship(back_populates="incident", order_by="Action.id")
+
+
+class IncidentEvent(Base):
+    """One entry of an incident's timeline (status changes, findings merged, plans, decisions)."""
+
+    __tablename__ = "incident_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"), index=True)
+    ts: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(48))
+    message: Mapped[str] = mapped_column(Text, default="")
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    incident: Mapped[Incident] = relationship(back_populates="events")
+
+
+class Action(Base):
+    """A runbook invocation proposed for an incident; executes at most once (unique idempotency key)."""
+
+    __tablename__ = "actions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"), index=True)
+    runbook: Mapped[str] = mapped_column(String(64))
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    targets: Mapped[list[Any]] = mapped_column(default=list)
+    plan_hash: Mapped[str] = mapped_column(String(64))
+    idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
+    status: Mapped[str] = mapped_column(String(24), default="proposed", index=True)
+    risk: Mapped[str] = mapped_column(String(16), default="medium")
+    rationale: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    executed_at: Mapped[datetime | None]
+    verified_at: Mapped[datetime | None]
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    approvals_required: Mapped[int] = mapped_column(Integer, default=1)
+    verdict: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    diff: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claim_expires_at: Mapped[datetime | None]
+
+    incident: Mapped[Incident] = relationship(back_populates="actions")
+    approvals: Mapped[list[Approval]] = relationship(back_populates="action", order_by="Approval.id")
+
+
+class Approval(Base):
+    """A human decision on an action, bound to the plan hash it saw, valid until `expires_at`."""
+
+    __tablename__ = "approvals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    action_id: Mapped[int] = mapped_column(ForeignKey("actions.id", ondelete="CASCADE"), index=True)
+    approver: Mapped[str] = mapped_column(String(128))
+    channel: Mapped[str] = mapped_column(String(16))  # slack | dashboard | cli | policy
+    decision: Mapped[str] = mapped_column(String(16))  # approve | reject
+    plan_hash: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    decided_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+
+    action: Mapped[Action] = relationship(back_populates="approvals")
+
+    __table_args__ = (UniqueConstraint("action_id", "approver", name="uq_approvals_action_approver"),)
+
+
+class AuditEvent(Base):
+    """An append-only audit record. `hash` covers this record's fields and `prev_hash`, so a modified,
+    inserted or deleted record breaks the chain (see gpuops.store.audit.verify_chain)."""
+
+    __tablename__ = "audit_events"
+
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                     autoincrement=False)
+    ts: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(64), index=True)
+    incident_id: Mapped[int | None] = mapped_column(index=True)
+    action_id: Mapped[int | None] = mapped_column(index=True)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditHead(Base):
+    """The single row holding the chain's last sequence number and hash. Appenders lock it, so the
+    chain stays linear across workers."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class Silence(Base):
+    """A silence or maintenance window: matching findings are recorded but open only suppressed incidents.
+    A null hostname or family matches any."""
+
+    __tablename__ = "silences"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), default="silence")  # silence | maintenance
+    hostname: Mapped[str | None] = mapped_column(String(253))
+    family: Mapped[str | None] = mapped_column(String(32))
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class NodeLease(Base):
+    """A node gpuops took out of service (cordoned, draining, rebooting). Active leases count against the
+    budget of nodes out; a lease is released when gpuops returns the node."""
+
+    __tablename__ = "node_leases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(253), index=True)
+    action_id: Mapped[int] = mapped_column(ForeignKey("actions.id", ondelete="CASCADE"), index=True)
+    reason: Mapped[str] = mapped_column(String(64))
+    acquired_at: Mapped[datetime] = mapped_column(default=utcnow)
+    released_at: Mapped[datetime | None]
+
+
+class PolicyState(Base):
+    """The single row that serialises policy decisions across workers (locked with SELECT … FOR UPDATE)
+    and holds the circuit breaker."""
+
+    __tablename__ = "policy_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    breaker_open: Mapped[bool] = mapped_column(default=False)
+    breaker_opened_at: Mapped[datetime | None]
+    breaker_reason: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class HardwareTicket(Base):
+    """An RMA request with its evidence, opened by the `open_hardware_ticket` runbook."""
+
+    __tablename__ = "hardware_tickets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id", ondelete="SET NULL"), index=True)
+    action_id: Mapped[int | None] = mapped_column(ForeignKey("actions.id", ondelete="SET NULL"))
+    hostname: Mapped[str] = mapped_column(String(253))
+    gpu: Mapped[int | None]
+    uuid: Mapped[str | None] = mapped_column(String(64))
+    summary: Mapped[str] = mapped_column(Text)
+    evidence: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    webhook_status: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DetectorState(Base):
+    """The streaming detectors' state of one shard of the fleet, handed from worker to worker. Locking the row
+    serialises cycles of a shard, and `last_ts` makes a duplicate cycle (two beats) a no-op."""
+
+    __tablename__ = "detector_states"
+
+    shard: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_ts: Mapped[float] = mapped_column(Float, default=0.0)
+    state: Mapped[bytes | None] = mapped_column(LargeBinary)
+    cycles: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -1,0 +1,1 @@
+"""The web app: dashboard pages, JSON API, /healthz and /metrics."""

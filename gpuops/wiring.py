@@ -1,0 +1,99 @@
+"""The one place that builds everything from the settings. The CLI, the workers and the tests call
+`bootstrap`; tests pass their own settings and, where the world is out of reach, fakes for the ports.
+Outside systems are connected lazily, on first use: start-up needs neither Slack nor the cluster to answer."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from connectors.kubernetes import ClusterPort
+from connectors.telemetry import PrometheusTelemetry, ScrapeTelemetry, TelemetrySource
+from gpuops.config import Settings, load_settings
+from gpuops.errors import ConfigError
+from gpuops.incidents.queries import count_by_status
+from gpuops.policy.config import PolicyConfig, load_policy
+from gpuops.service_metrics import ServiceMetrics
+from gpuops.store import UnitOfWork, make_engine, make_session_factory
+from runbooks import Catalogue, RunbookSettings, default_catalogue
+
+
+@dataclass
+class Container:
+    """Everything a process needs, built once. Ports are built on first use unless given."""
+
+    settings: Settings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    metrics: ServiceMetrics
+    policy: PolicyConfig
+    runbook_settings: RunbookSettings
+    catalogue: Catalogue
+    _telemetry: TelemetrySource | None = None
+    _cluster: ClusterPort | None = None
+    _closers: list[Any] = field(default_factory=list)
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(self.session_factory)
+
+    @property
+    def telemetry(self) -> TelemetrySource:
+        if self._telemetry is None:
+            s = self.settings
+            if s.prometheus_url:
+                self._telemetry = PrometheusTelemetry(s.prometheus_url)
+            elif s.scrape_urls:
+                scrape = ScrapeTelemetry(list(s.scrape_urls), window_s=max(s.window_seconds * 2, 3600.0))
+                self._closers.append(scrape)
+                self._telemetry = scrape
+            else:
+                raise ConfigError("no telemetry source: set GPUOPS_PROMETHEUS_URL, or GPUOPS_SCRAPE_URLS for "
+                                  "exporters scraped directly")
+        return self._telemetry
+
+    @property
+    def cluster(self) -> ClusterPort:
+        if self._cluster is None:
+            from connectors.kubernetes.adapter import KubernetesCluster
+
+            s = self.settings
+            cluster = KubernetesCluster.connect(
+                api_url=s.kube_api_url, token=s.kube_token.get_secret_value() if s.kube_token else None,
+                verify_ssl=s.kube_verify_ssl, kubeconfig=s.kubeconfig, in_cluster=s.kube_in_cluster)
+            self._closers.append(cluster)
+            self._cluster = cluster
+        return self._cluster
+
+    def close(self) -> None:
+        for closer in self._closers:
+            closer.close()
+        self._closers.clear()
+        self.engine.dispose()
+
+
+def bootstrap(settings: Settings | None = None, *, env: Mapping[str, str] | None = None,
+              telemetry: TelemetrySource | None = None, cluster: ClusterPort | None = None,
+              policy: PolicyConfig | None = None, runbook_settings: RunbookSettings | None = None) -> Container:
+    """Build the container. Settings come from the argument, else from `env`, else the environment."""
+    settings = settings or load_settings(env)
+    engine = make_engine(settings.database_url)
+    session_factory = make_session_factory(engine)
+    metrics = ServiceMetrics()
+
+    def _counts() -> dict[tuple[str, str], int]:
+        with session_factory() as session:
+            return count_by_status(session)
+
+    metrics.watch_store(_counts)
+    runbook_settings = runbook_settings or RunbookSettings()
+    return Container(
+        settings=settings, engine=engine, session_factory=session_factory, metrics=metrics,
+        policy=policy or load_policy(Path(settings.policy_file) if settings.policy_file else None),
+        runbook_settings=runbook_settings, catalogue=default_catalogue(runbook_settings),
+        _telemetry=telemetry, _cluster=cluster,
+    )

@@ -1,0 +1,57 @@
+"""What steps get: the cluster port, injectable time, who acts for which incident, and the audit hook."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from connectors.kubernetes import ClusterPort
+from runbooks.model import StepResult
+from runbooks.settings import RunbookSettings
+
+T = TypeVar("T")
+
+
+def _ignore_step(name: str, result: StepResult) -> None:
+    """The default audit hook: the executor passes its own."""
+
+
+@dataclass
+class RunbookContext:
+    """Steps reach the cluster only through `cluster`, and time only through `clock` and `sleep`."""
+
+    cluster: ClusterPort
+    settings: RunbookSettings = field(default_factory=RunbookSettings)
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+    incident_id: int | None = None
+    actor: str = "gpuops"
+    on_step: Callable[[str, StepResult], None] = _ignore_step
+
+    def poll(self, deadline_s: float, check: Callable[[], T | None], interval_s: float | None = None) -> T | None:
+        """Call `check` until it returns something other than None, or `deadline_s` of clock time pass.
+
+        Checks once more at the deadline, so a change made in the last interval is still seen. The number
+        of checks is bounded too, so a clock that does not move cannot make the wait endless.
+        """
+        interval = interval_s if interval_s is not None else self.settings.poll_interval_s
+        end = self.clock() + deadline_s
+        for _ in range(math.ceil(max(deadline_s, 0) / interval) + 2):
+            found = check()
+            if found is not None:
+                return found
+            left = end - self.clock()
+            if left <= 0:
+                return None
+            self.sleep(min(interval, left))
+        return None
+
+    def incident_label(self) -> str | None:
+        return f"incident-{self.incident_id}" if self.incident_id is not None else None
+
+    def request_label(self) -> str:
+        """A short tag naming who asked, written into annotations and node requests."""
+        return f"incident-{self.incident_id}" if self.incident_id is not None else self.actor

@@ -1,0 +1,168 @@
+"""reset_gpu: move only the pods holding one GPU (checkpointing training jobs first), keep new pods off
+the node meanwhile with a temporary cordon, then have the node agent reset the GPU (a GPUReset request)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from connectors.kubernetes import NodeInfo, NotFound, PodInfo
+from runbooks.context import RunbookContext
+from runbooks.cordon import action_reason, cordon, find_node, release
+from runbooks.definition import Runbook, RunbookDefinition
+from runbooks.model import Diff, Plan, Risk, StepResult, TargetKind
+from runbooks.node_agent import request_name, wait_request
+from runbooks.pods import (
+    Evacuation,
+    EvacuationParams,
+    describe_moves,
+    evict_pods,
+    gpu_hours_at_risk,
+    is_training_pod,
+    pod_key,
+    request_checkpoints,
+    sort_pods,
+    wait_gone,
+)
+
+
+class ResetGpuParams(EvacuationParams):
+    """How to clear and reset one GPU."""
+
+    reset_timeout_s: float | None = Field(default=None, gt=0, le=86_400, description="default from settings")
+
+
+RESET = Runbook[ResetGpuParams](
+    RunbookDefinition(
+        name="reset_gpu",
+        title="Reset a GPU",
+        description=(
+            "Evict only the pods using one GPU (training jobs checkpoint first), then reset it through the "
+            "node agent (nvidia-smi --gpu-reset). The node is cordoned meanwhile and uncordoned afterwards."
+        ),
+        risk=Risk.MEDIUM,
+        target_kind=TargetKind.GPU,
+        params_model=ResetGpuParams,
+        disruptive=True,
+        auto_approvable=False,
+        expected_effect="the GPUReset request Succeeded and the node reports all its GPUs allocatable again",
+        verify_deadline_s=120,
+        has_rollback=False,
+    )
+)
+
+
+def holders(ctx: RunbookContext, node: str, gpu: int, params: EvacuationParams) -> Evacuation:
+    def on_gpu(pod: PodInfo) -> bool:
+        return gpu in pod.gpu_indices
+
+    return sort_pods(ctx.cluster.list_pods(node), params, on_gpu)
+
+
+def gpu_problems(node: NodeInfo | None, gpu: int) -> list[str]:
+    if node is None:
+        return []
+    if gpu >= node.gpu_capacity:
+        return [f"{node.name} has {node.gpu_capacity} GPUs; there is no GPU {gpu}"]
+    if node.ready is not True:
+        return [f"{node.name} is not Ready; the node agent cannot reset a GPU there"]
+    return []
+
+
+@RESET.risk
+def _risk(plan: Plan, params: ResetGpuParams, ctx: RunbookContext) -> Risk:
+    target = plan.target
+    moves = holders(ctx, str(target.node), int(target.gpu or 0), params)
+    return Risk.HIGH if any(is_training_pod(p, ctx.settings) for p in moves.evict) else Risk.MEDIUM
+
+
+@RESET.precondition
+def _pre(plan: Plan, params: ResetGpuParams, ctx: RunbookContext) -> list[str]:
+    node, problems = find_node(ctx, str(plan.target.node))
+    gpu = int(plan.target.gpu or 0)
+    problems += gpu_problems(node, gpu)
+    if node is None or problems:
+        return problems
+    return holders(ctx, node.name, gpu, params).blockers
+
+
+@RESET.dry_run
+def _dry(plan: Plan, params: ResetGpuParams, ctx: RunbookContext) -> Diff:
+    node, problems = find_node(ctx, str(plan.target.node))
+    if node is None:
+        return Diff(blockers=problems)
+    gpu = int(plan.target.gpu or 0)
+    moves = holders(ctx, node.name, gpu, params)
+    hold = [] if node.unschedulable else [f"cordon {node.name} while GPU {gpu} is reset"]
+    after = [] if node.unschedulable else [f"uncordon {node.name}"]
+    return Diff(
+        changes=hold
+        + describe_moves(moves, params, ctx.settings)
+        + [f"reset GPU {gpu} on {node.name} (GPUReset request to the node agent)"]
+        + after,
+        pods_affected=[pod_key(p) for p in moves.evict],
+        gpus_affected=max(1, sum(p.gpu_count for p in moves.evict)),
+        gpu_hours_at_risk=round(
+            gpu_hours_at_risk(moves.evict, params, ctx.settings) + ctx.settings.expected_gpu_reset_s / 3600.0, 3
+        ),
+        blockers=moves.blockers + gpu_problems(node, gpu),
+    )
+
+
+@RESET.step
+def hold_node(plan: Plan, params: ResetGpuParams, ctx: RunbookContext) -> StepResult:
+    return cordon(ctx, str(plan.target.node), action_reason(plan, params.reason))
+
+
+@RESET.step
+def checkpoint(plan: Plan, params: ResetGpuParams, ctx: RunbookContext) -> StepResult:
+    moves = holders(ctx, str(plan.target.node), int(plan.target.gpu or 0), params)
+    return request_checkpoints(ctx, moves.evict, params)
+
+
+@RESET.step
+def evict(plan: Plan, params: ResetGpuParams, ctx: RunbookContext) -> StepResult:
+    node, gpu = str(plan.target.node), int(plan.target.gpu or 0)
+    moves = holders(ctx, node, gpu, params)
+    if moves.blockers:
+        return StepResult(False, "; ".join(moves.blockers))
+    result = evict_pods(ctx, moves.evict, params)
+    if not result.ok:
+        return result
+    gone = wait_gone(ctx, node, {pod_key(p) for p in moves.evict}, params.timeout_s or ctx.settings.drain_timeout_s)
+    return StepResult(gone.ok, f"{result.detail}; {gone.detail}", {**result.data, **gone.data})
+
+
+@RESET.step
+def reset(plan: Plan, params: ResetGpuParams, ctx: RunbookContext) -> StepResult:
+    node, gpu = str(plan.target.node), int(plan.target.gpu or 0)
+    name = request_name(plan, ctx, "reset")
+    ctx.cluster.request_gpu_reset(node, gpu, name=name)
+    return wait_request(
+        ctx, ctx.cluster.get_gpu_reset, name, params.reset_timeout_s or ctx.settings.gpu_reset_timeout_s
+    )
+
+
+@RESET.step
+def release_node(plan: Plan, params: ResetGpuParams, ctx: RunbookContext) -> StepResult:
+    return release(ctx, plan, str(plan.target.node))
+
+
+@RESET.verify
+def _verify(plan: Plan, params: ResetGpuParams, ctx: RunbookContext) -> StepResult:
+    name = request_name(plan, ctx, "reset")
+    try:
+        request = ctx.cluster.get_gpu_reset(name)
+    except NotFound:
+        return StepResult(False, f"no GPUReset request {name}: this plan has not reset the GPU")
+    node = ctx.cluster.get_node(str(plan.target.node))
+    if request.phase != "Succeeded":
+        return StepResult(False, f"{name} is {request.phase}: {request.message}")
+    if node.ready is not True:
+        return StepResult(False, f"{node.name} is not Ready after the reset")
+    if node.gpu_allocatable < node.gpu_capacity:
+        return StepResult(
+            False,
+            f"{node.name} reports {node.gpu_allocatable}/{node.gpu_capacity} GPUs allocatable",
+            {"allocatable": node.gpu_allocatable},
+        )
+    return StepResult(True, f"GPU {plan.target.gpu} on {node.name} is back ({node.gpu_allocatable} GPUs allocatable)")

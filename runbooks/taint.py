@@ -1,0 +1,101 @@
+"""taint_node: put one of gpuops' own taints on a node (keys under gpuops.io/, so a rollback only
+ever removes a taint gpuops owns)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from connectors.kubernetes import Taint
+from runbooks.context import RunbookContext
+from runbooks.cordon import find_node
+from runbooks.definition import Runbook, RunbookDefinition
+from runbooks.model import Diff, Plan, Risk, StepResult, TargetKind
+
+TAINT_PREFIX = "gpuops.io/"
+
+
+class TaintParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(
+        default="gpuops.io/unhealthy",
+        pattern=r"^gpuops\.io/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$",
+        description="a taint key under gpuops.io/",
+    )
+    value: str = Field(default="", pattern=r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+    reason: str = Field(default="", max_length=500)
+
+    def taint(self) -> Taint:
+        return Taint(self.key, self.effect, self.value)
+
+
+TAINT = Runbook[TaintParams](
+    RunbookDefinition(
+        name="taint_node",
+        title="Taint a node",
+        description=(
+            "Add a gpuops.io/ taint: NoSchedule keeps new pods away, PreferNoSchedule discourages them, "
+            "NoExecute also evicts running pods that do not tolerate it."
+        ),
+        risk=Risk.LOW,
+        target_kind=TargetKind.NODE,
+        params_model=TaintParams,
+        disruptive=True,
+        auto_approvable=True,
+        expected_effect="the node carries the taint",
+        verify_deadline_s=30,
+        has_rollback=True,
+    )
+)
+
+
+@TAINT.risk
+def _risk(plan: Plan, params: TaintParams, ctx: RunbookContext) -> Risk:
+    return Risk.HIGH if params.effect == "NoExecute" else Risk.LOW
+
+
+@TAINT.precondition
+def _pre(plan: Plan, params: TaintParams, ctx: RunbookContext) -> list[str]:
+    return find_node(ctx, str(plan.target.node))[1]
+
+
+@TAINT.dry_run
+def _dry(plan: Plan, params: TaintParams, ctx: RunbookContext) -> Diff:
+    node, problems = find_node(ctx, str(plan.target.node))
+    if node is None:
+        return Diff(blockers=problems)
+    line = f"taint {node.name} {params.key}={params.value}:{params.effect}"
+    if params.taint() in node.taints:
+        return Diff(changes=[f"none: {node.name} already has {params.key}={params.value}:{params.effect}"])
+    affected = []
+    if params.effect == "NoExecute":
+        affected = [f"{p.namespace}/{p.name}" for p in ctx.cluster.list_pods(node.name) if not p.is_daemonset]
+    return Diff(
+        changes=[line] + [f"NoExecute evicts {p} unless it tolerates the taint" for p in affected],
+        pods_affected=affected,
+        gpus_affected=node.gpu_allocatable,
+    )
+
+
+@TAINT.step
+def add_taint(plan: Plan, params: TaintParams, ctx: RunbookContext) -> StepResult:
+    node = ctx.cluster.add_taint(str(plan.target.node), params.taint())
+    ok = params.taint() in node.taints
+    return StepResult(ok, f"tainted {node.name} {params.key}={params.value}:{params.effect}")
+
+
+@TAINT.verify
+def _verify(plan: Plan, params: TaintParams, ctx: RunbookContext) -> StepResult:
+    node = ctx.cluster.get_node(str(plan.target.node))
+    ok = params.taint() in node.taints
+    return StepResult(ok, f"{node.name} {'has' if ok else 'lacks'} taint {params.key}:{params.effect}")
+
+
+@TAINT.rollback
+def _rollback(plan: Plan, params: TaintParams, ctx: RunbookContext) -> StepResult:
+    node = ctx.cluster.remove_taint(str(plan.target.node), params.key, params.effect)
+    ok = params.taint() not in node.taints
+    return StepResult(ok, f"removed taint {params.key}:{params.effect} from {node.name}")

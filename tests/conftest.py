@@ -1,0 +1,107 @@
+"""Shared fixtures: fresh databases per test (SQLite file, or a new database on the real PostgreSQL),
+free loopback ports, and a way to run `gpuops` commands as real processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from gpuops.config import Settings
+from gpuops.store import migrate
+from gpuops.wiring import Container, bootstrap
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "GPUOPS_TEST_POSTGRES_ADMIN_URL", "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/postgres"
+)
+REPO_ROOT = Path(__file__).resolve().parent.parent
+GPUOPS = str(Path(sys.executable).parent / "gpuops")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'gpuops.db'}"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new, empty database on the real PostgreSQL, dropped afterwards."""
+    name = f"gpuops_t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """Each test using this runs once on SQLite and once on the real PostgreSQL."""
+    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    url: str = request.getfixturevalue(fixture)
+    return url
+
+
+@pytest.fixture
+def container(db_url: str) -> Iterator[Container]:
+    migrate.upgrade(db_url)
+    c = bootstrap(Settings(database_url=db_url))
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen[bytes] | None = None) -> httpx.Response:
+    """Poll `url` until it answers (any status) or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            out = proc.stdout.read().decode() if proc.stdout else ""
+            raise AssertionError(f"server exited with {proc.returncode}: {out}")
+        try:
+            return httpx.get(url, timeout=2.0)
+        except httpx.TransportError as exc:
+            last = exc
+            time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer within {timeout}s: {last}")
+
+
+def gpuops_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPUOPS_")}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(autouse=True)
+def _reset_gpuops_logging() -> Iterator[None]:
+    yield
+    import logging
+
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_gpuops", False):
+            root.removeHandler(handler)

@@ -1,0 +1,179 @@
+"""Execution through the real `kubernetes` client against the twin: an approved action runs exactly once, a plan
+changed after approval or an expired approval is refused, budgets are re-checked when the action runs, a fleet
+incident proposes no node action, dry-run mode stops at the diff."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import select
+
+from connectors.kubernetes.adapter import KubernetesCluster
+from gpuops.execution.approvals import Approver, decide
+from gpuops.execution.service import ExecutionDeps, Proposal, execute, propose
+from gpuops.policy import PolicyConfig
+from gpuops.store.audit import verify_chain
+from gpuops.store.models import Action, AuditEvent, Incident, NodeLease
+from gpuops.wiring import Container
+from runbooks import Plan, Target, default_catalogue
+from tests.runbook_twin import FAST, Twin, connect
+
+NODES = [f"gpu-node-{i:03d}" for i in range(1, 11)]
+ALICE = Approver("alice", "dashboard", True)
+
+
+@pytest.fixture
+def twin() -> Iterator[Twin]:
+    twin = Twin().start()
+    for node in NODES:
+        twin.state.add_node(node, 8)
+    try:
+        yield twin
+    finally:
+        twin.stop()
+
+
+@pytest.fixture
+def deps(twin: Twin) -> Iterator[ExecutionDeps]:
+    cluster: KubernetesCluster = connect(twin)
+    try:
+        yield ExecutionDeps(catalogue=default_catalogue(FAST), cluster=cluster, runbook_settings=FAST,
+                            policy=PolicyConfig(max_nodes_out=1, max_nodes_out_fraction=0.5, approval_ttl_s=600),
+                            clock=twin.clock, sleep=twin.sleep, worker="test-worker")
+    finally:
+        cluster.close()
+
+
+def now(deps: ExecutionDeps) -> datetime:
+    return datetime.fromtimestamp(deps.clock(), tz=UTC)
+
+
+def incident(container: Container, deps: ExecutionDeps, node: str | None, scope: str = "node") -> int:
+    with container.uow() as uow:
+        inc = Incident(dedup_key=f"{node}//ecc", scope=scope, family="ecc", hostname=node, severity="critical",
+                       title="DBE storm", status="investigating", opened_at=now(deps), updated_at=now(deps))
+        uow.session.add(inc)
+        uow.commit()
+        return inc.id
+
+
+def cordon(node: str) -> Plan:
+    return Plan("cordon_node", {"reason": "ECC errors"}, (Target.for_node(node),))
+
+
+def submit(container: Container, deps: ExecutionDeps, incident_id: int, plan: Plan) -> tuple[int | None, str]:
+    with container.uow() as uow:
+        outcome = propose(uow, proposal=Proposal(incident_id, plan, "DBE count rose by 2", "rules"), deps=deps)
+        uow.commit()
+    return outcome.action_id, outcome.status
+
+
+def approve(container: Container, deps: ExecutionDeps, action_id: int) -> None:
+    with container.uow() as uow:
+        action = uow.session.get(Action, action_id)
+        assert action is not None
+        outcome = decide(uow.session, action_id=action_id, approver=ALICE, decision="approve",
+                         plan_hash=action.plan_hash, reason="ok", now=now(deps), ttl_s=deps.policy.approval_ttl_s)
+        uow.commit()
+    outcome.raise_for_refusal()
+
+
+def audit(container: Container) -> list[str]:
+    with container.uow() as uow:
+        assert verify_chain(uow.session).ok
+        return list(uow.session.scalars(select(AuditEvent.kind).order_by(AuditEvent.seq)))
+
+
+def test_approved_action_delivered_twice_executes_once(container: Container, deps: ExecutionDeps,
+                                                        twin: Twin) -> None:
+    action_id, status = submit(container, deps, incident(container, deps, NODES[0]), cordon(NODES[0]))
+    assert status == "awaiting_approval" and action_id is not None
+    approve(container, deps, action_id)
+    first = execute(container.uow, action_id=action_id, deps=deps, dry_run=False)
+    second = execute(container.uow, action_id=action_id, deps=deps, dry_run=False)
+    assert (first.status, first.verified) == ("succeeded", True)
+    assert second.status == "already_done"
+    assert twin.state.get_node(NODES[0])["spec"].get("unschedulable") is True
+    kinds = audit(container)
+    assert kinds.count("action.claimed") == 1 and "action.step" in kinds and "action.succeeded" in kinds
+    with container.uow() as uow:
+        leases = list(uow.session.scalars(select(NodeLease.hostname).where(NodeLease.released_at.is_(None))))
+        assert leases == [NODES[0]]
+
+
+def test_a_plan_changed_after_approval_is_refused(container: Container, deps: ExecutionDeps, twin: Twin) -> None:
+    action_id, _ = submit(container, deps, incident(container, deps, NODES[0]), cordon(NODES[0]))
+    assert action_id is not None
+    approve(container, deps, action_id)
+    with container.uow() as uow:  # someone edits the stored plan after the human approved it
+        action = uow.session.get(Action, action_id)
+        assert action is not None
+        action.targets = [f"node/{NODES[1]}"]
+        uow.commit()
+    outcome = execute(container.uow, action_id=action_id, deps=deps, dry_run=False)
+    assert outcome.status == "refused" and "plan changed" in outcome.detail
+    assert not any(twin.state.get_node(n)["spec"].get("unschedulable") for n in NODES)
+    assert "action.refused" in audit(container)
+
+
+def test_an_expired_approval_is_refused(container: Container, deps: ExecutionDeps, twin: Twin) -> None:
+    action_id, _ = submit(container, deps, incident(container, deps, NODES[0]), cordon(NODES[0]))
+    assert action_id is not None
+    approve(container, deps, action_id)
+    twin.clock.t += deps.policy.approval_ttl_s + 1
+    outcome = execute(container.uow, action_id=action_id, deps=deps, dry_run=False)
+    assert outcome.status == "refused" and "expired" in outcome.detail
+    assert twin.state.get_node(NODES[0])["spec"].get("unschedulable") is not True
+
+
+def test_budgets_are_checked_again_when_the_action_runs(container: Container, deps: ExecutionDeps,
+                                                        twin: Twin) -> None:
+    approved = []
+    for node in NODES[:2]:
+        action_id, status = submit(container, deps, incident(container, deps, node), cordon(node))
+        assert status == "awaiting_approval" and action_id is not None
+        approve(container, deps, action_id)
+        approved.append(action_id)
+    results = [execute(container.uow, action_id=a, deps=deps, dry_run=False).status for a in approved]
+    assert results == ["succeeded", "refused"]
+    assert [n for n in NODES if twin.state.get_node(n)["spec"].get("unschedulable")] == [NODES[0]]
+
+
+def test_a_fleet_incident_proposes_no_node_action(container: Container, deps: ExecutionDeps, twin: Twin) -> None:
+    fleet = incident(container, deps, None, scope="fleet")
+    action_id, status = submit(container, deps, fleet, cordon(NODES[3]))
+    assert status == "escalated"
+    outcome = execute(container.uow, action_id=action_id or 0, deps=deps, dry_run=False)
+    assert outcome.status in ("already_done", "refused")
+    assert not any(twin.state.get_node(n)["spec"].get("unschedulable") for n in NODES)
+    with container.uow() as uow:
+        inc = uow.session.get(Incident, fleet)
+        assert inc is not None and inc.status == "escalated"
+
+
+def test_targets_outside_the_incident_and_unknown_runbooks_are_refused(container: Container,
+                                                                      deps: ExecutionDeps) -> None:
+    inc = incident(container, deps, NODES[0])
+    assert submit(container, deps, inc, cordon(NODES[5]))[1] == "denied"
+    bogus = Plan("format_disk", {}, (Target.for_node(NODES[0]),))
+    assert submit(container, deps, inc, bogus) == (None, "invalid")
+    assert "plan.invalid" in audit(container)
+
+
+def test_dry_run_stops_at_the_diff(container: Container, deps: ExecutionDeps, twin: Twin) -> None:
+    action_id, _ = submit(container, deps, incident(container, deps, NODES[0]), cordon(NODES[0]))
+    assert action_id is not None
+    approve(container, deps, action_id)
+    before = twin.snapshot()
+    outcome = execute(container.uow, action_id=action_id, deps=deps, dry_run=True)
+    assert outcome.status == "dry_run" and NODES[0] in outcome.detail
+    assert twin.snapshot() == before
+
+
+def test_proposing_the_same_plan_again_returns_the_same_action(container: Container, deps: ExecutionDeps) -> None:
+    inc = incident(container, deps, NODES[0])
+    first = submit(container, deps, inc, cordon(NODES[0]))
+    again = submit(container, deps, inc, cordon(NODES[0]))
+    assert first == again

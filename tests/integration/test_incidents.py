@@ -1,0 +1,107 @@
+"""Findings become incidents: dedup, merge, flap control, reopen, silences, fleet-wide correlation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from detectors.findings import Finding
+from gpuops.errors import Conflict
+from gpuops.incidents.lifecycle import transition
+from gpuops.incidents.service import IncidentConfig, ingest_findings
+from gpuops.store.audit import verify_chain
+from gpuops.store.models import Incident, Silence
+from gpuops.wiring import Container
+
+T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC).timestamp()
+
+
+def finding(host: str, gpu: int | None, kind: str = "xid", *, t: float = 0, severity: str = "critical",
+            **evidence: object) -> Finding:
+    return Finding(ts=T0 + t, hostname=host, gpu=gpu, uuid=f"GPU-{host}-{gpu}", kind=kind,  # type: ignore[arg-type]
+                   severity=severity, score=0.9, detector="test", evidence=dict(evidence))  # type: ignore[arg-type]
+
+
+def incidents(container: Container) -> list[Incident]:
+    with container.uow() as uow:
+        return list(uow.session.scalars(select(Incident).order_by(Incident.id)))
+
+
+def ingest(container: Container, *found: Finding, nodes: int = 16, config: IncidentConfig | None = None) -> None:
+    with container.uow() as uow:
+        ingest_findings(uow.session, list(found), fleet_nodes=nodes, config=config)
+        uow.commit()
+
+
+def test_hard_signal_opens_at_once_and_repeats_dedup(container: Container) -> None:
+    ingest(container, finding("gpu-node-001", 3, xid=79))
+    ingest(container, finding("gpu-node-001", 3, xid=79, t=15), finding("gpu-node-001", 3, xid=79, t=30))
+    (only,) = incidents(container)
+    assert only.status == "open" and only.occurrences == 3 and only.title == "XID 79 on gpu-node-001 GPU 3"
+
+
+def test_soft_anomaly_needs_repeated_occurrences(container: Container) -> None:
+    soft = dict(kind="anomaly", severity="warning")
+    ingest(container, finding("gpu-node-002", 1, t=0, **soft))  # type: ignore[arg-type]
+    ingest(container, finding("gpu-node-002", 1, t=15, **soft))  # type: ignore[arg-type]
+    assert incidents(container) == []
+    ingest(container, finding("gpu-node-002", 1, t=30, **soft))  # type: ignore[arg-type]
+    assert [i.family for i in incidents(container)] == ["anomaly"]
+
+
+def test_findings_on_one_node_merge_and_the_harder_signal_names_it(container: Container) -> None:
+    ingest(container, *[finding("gpu-node-003", 2, "straggler", t=i, severity="warning") for i in range(3)])
+    ingest(container, finding("gpu-node-003", 5, "ecc", t=60))
+    (only,) = incidents(container)
+    assert only.family == "ecc" and only.scope == "node" and only.severity == "critical"
+
+
+def test_resolved_incident_reopens_when_the_fault_recurs(container: Container) -> None:
+    ingest(container, finding("gpu-node-004", 0, "row_remap"))
+    with container.uow() as uow:
+        inc = uow.session.scalars(select(Incident)).one()
+        now = datetime.fromtimestamp(T0 + 60, tz=UTC)
+        transition(uow.session, inc, "investigating", reason="agent", actor="agent", now=now)
+        transition(uow.session, inc, "resolved", reason="fixed", actor="agent", now=now)
+        uow.commit()
+    ingest(container, finding("gpu-node-004", 0, "row_remap", t=3600))
+    (only,) = incidents(container)
+    assert only.status == "open" and only.resolved_at is None
+
+
+def test_silence_suppresses_new_incidents(container: Container) -> None:
+    with container.uow() as uow:
+        start = datetime.fromtimestamp(T0 - 60, tz=UTC)
+        uow.session.add(Silence(kind="maintenance", hostname="gpu-node-005", starts_at=start,
+                                ends_at=start + timedelta(hours=2), reason="firmware upgrade", created_by="ops"))
+        uow.commit()
+    ingest(container, finding("gpu-node-005", 1, xid=79), finding("gpu-node-006", 1, xid=79))
+    status = {i.hostname: i.status for i in incidents(container)}
+    assert status == {"gpu-node-005": "suppressed", "gpu-node-006": "open"}
+
+
+def test_fleet_wide_event_becomes_one_escalated_incident(container: Container) -> None:
+    burst = [finding(f"gpu-node-{n:03d}", 0, xid=13, t=n) for n in range(1, 6)]
+    ingest(container, *burst, nodes=16)
+    all_incidents = incidents(container)
+    fleet = [i for i in all_incidents if i.scope == "fleet"]
+    assert len(fleet) == 1 and fleet[0].status == "escalated" and fleet[0].hostname is None
+    node_level = [i for i in all_incidents if i.scope != "fleet"]
+    assert node_level and all(i.status == "suppressed" and i.parent_id == fleet[0].id for i in node_level)
+    with container.uow() as uow:
+        assert verify_chain(uow.session).ok
+
+
+def test_a_few_nodes_do_not_make_a_fleet_event(container: Container) -> None:
+    ingest(container, *[finding(f"gpu-node-{n:03d}", 0, xid=13, t=n) for n in (1, 2)], nodes=16)
+    assert all(i.scope != "fleet" for i in incidents(container))
+
+
+def test_lifecycle_refuses_impossible_transitions(container: Container) -> None:
+    ingest(container, finding("gpu-node-007", 0, xid=79))
+    with container.uow() as uow:
+        inc = uow.session.scalars(select(Incident)).one()
+        with pytest.raises(Conflict, match="cannot go from open to verifying"):
+            transition(uow.session, inc, "verifying", reason="x", actor="t", now=datetime.now(tz=UTC))

@@ -1,0 +1,179 @@
+"""Policy: budgets across workers (database locks), cool-down, repeat offenders, rate limit, breaker,
+freeze windows, scope, and the risk gate."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from gpuops.config import Settings
+from gpuops.policy import ActionSpec, FleetFacts, FreezeWindow, Gate, PolicyConfig, evaluate, record_verification
+from gpuops.store import migrate
+from gpuops.store.models import Action, Incident, NodeLease
+from gpuops.wiring import Container, bootstrap
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+FACTS = FleetFacts(nodes=20, gpus=160, healthy_gpus=160, gpus_per_node=8)
+
+
+def make_incident(session: object, host: str | None, *, scope: str = "node", family: str = "ecc") -> Incident:
+    inc = Incident(dedup_key=f"{host}//{family}", scope=scope, family=family, hostname=host, severity="critical",
+                   title="t", opened_at=NOW, updated_at=NOW)
+    session.add(inc)  # type: ignore[attr-defined]
+    session.flush()  # type: ignore[attr-defined]
+    return inc
+
+
+def make_action(session: object, inc: Incident, runbook: str, target: str, key: str) -> Action:
+    action = Action(incident_id=inc.id, runbook=runbook, targets=[target], plan_hash="h" * 64, idempotency_key=key,
+                    status="approved")
+    session.add(action)  # type: ignore[attr-defined]
+    session.flush()  # type: ignore[attr-defined]
+    return action
+
+
+def drain(node: str, risk: str = "high") -> ActionSpec:
+    return ActionSpec(runbook="drain_node", risk=risk, disruptive=True, auto_approvable=False,
+                      target_keys=(f"node/{node}",), target_nodes=(node,))
+
+
+def decide(container: Container, node: str, spec: ActionSpec, config: PolicyConfig, *, reserve: bool = True,
+           facts: FleetFacts = FACTS, now: datetime = NOW, scope: str = "node") -> Gate:
+    with container.uow() as uow:
+        inc = make_incident(uow.session, node if scope != "fleet" else None, scope=scope)
+        action = make_action(uow.session, inc, spec.runbook, spec.target_keys[0], f"{node}-{spec.runbook}-{now}")
+        verdict = evaluate(uow.session, incident=inc, action=action, spec=spec, facts=facts, config=config,
+                           now=now, reserve=reserve)
+        if verdict.allowed and reserve:
+            action.executed_at, action.status = now, "succeeded"
+        uow.commit()
+        return verdict.gate
+
+
+def test_budget_of_nodes_out_holds(container: Container) -> None:
+    config = PolicyConfig(max_nodes_out=2, max_nodes_out_fraction=0.5)
+    assert decide(container, "gpu-node-001", drain("gpu-node-001"), config) == Gate.TWO_APPROVERS
+    assert decide(container, "gpu-node-002", drain("gpu-node-002"), config) == Gate.TWO_APPROVERS
+    assert decide(container, "gpu-node-003", drain("gpu-node-003"), config) == Gate.DENIED
+
+
+def test_nodes_cordoned_by_others_count_against_the_budget(container: Container) -> None:
+    facts = FleetFacts(nodes=20, gpus=160, healthy_gpus=144, gpus_per_node=8,
+                       unschedulable=frozenset({"gpu-node-009", "gpu-node-010"}))
+    assert decide(container, "gpu-node-001", drain("gpu-node-001"), PolicyConfig(), facts=facts) == Gate.DENIED
+
+
+def test_minimum_healthy_gpus(container: Container) -> None:
+    facts = FleetFacts(nodes=20, gpus=160, healthy_gpus=130, gpus_per_node=8)
+    config = PolicyConfig(max_nodes_out=5, max_nodes_out_fraction=1.0, min_healthy_gpu_fraction=0.8)
+    assert decide(container, "gpu-node-001", drain("gpu-node-001"), config, facts=facts) == Gate.DENIED
+
+
+def test_risk_decides_the_gate(container: Container) -> None:
+    config = PolicyConfig(auto_approve=frozenset({"notify_only", "cordon_node"}))
+    notify = ActionSpec("notify_only", "low", False, True, ("node/gpu-node-001",), ("gpu-node-001",))
+    cordon_low = ActionSpec("cordon_node", "low", True, True, ("node/gpu-node-002",), ("gpu-node-002",))
+    reset = ActionSpec("reset_gpu", "medium", True, False, ("gpu/gpu-node-003/1",), ("gpu-node-003",))
+    assert decide(container, "gpu-node-001", notify, config, reserve=False) == Gate.AUTO
+    assert decide(container, "gpu-node-002", cordon_low, config, reserve=False) == Gate.AUTO
+    assert decide(container, "gpu-node-003", reset, config, reserve=False) == Gate.ONE_APPROVER
+    not_listed = ActionSpec("taint_node", "low", False, True, ("node/gpu-node-004",), ("gpu-node-004",))
+    assert decide(container, "gpu-node-004", not_listed, config, reserve=False) == Gate.ONE_APPROVER
+
+
+def test_fleet_incident_escalates_instead_of_node_actions(container: Container) -> None:
+    assert decide(container, "gpu-node-001", drain("gpu-node-001"), PolicyConfig(), scope="fleet") == Gate.ESCALATE
+
+
+def test_cool_down_and_repeat_offender(container: Container) -> None:
+    config = PolicyConfig(max_nodes_out=20, max_nodes_out_fraction=1.0, node_cooldown_s=3600, repeat_limit=2)
+    node = "gpu-node-005"
+    assert decide(container, node, drain(node), config) == Gate.TWO_APPROVERS
+    assert decide(container, node, drain(node), config, now=NOW + timedelta(minutes=10)) == Gate.DENIED
+    assert decide(container, node, drain(node), config, now=NOW + timedelta(hours=2)) == Gate.TWO_APPROVERS
+    assert decide(container, node, drain(node), config, now=NOW + timedelta(hours=4)) == Gate.ESCALATE
+
+
+def test_fleet_rate_limit(container: Container) -> None:
+    config = PolicyConfig(max_nodes_out=20, max_nodes_out_fraction=1.0, max_actions_per_hour=2)
+    gates = [decide(container, f"gpu-node-{n:03d}", drain(f"gpu-node-{n:03d}"), config) for n in range(1, 4)]
+    assert gates == [Gate.TWO_APPROVERS, Gate.TWO_APPROVERS, Gate.DENIED]
+
+
+def test_freeze_window_blocks_disruptive_actions(container: Container) -> None:
+    config = PolicyConfig(freeze_windows=(FreezeWindow(starts_at=NOW - timedelta(hours=1),
+                                                       ends_at=NOW + timedelta(hours=1), reason="launch"),))
+    assert decide(container, "gpu-node-001", drain("gpu-node-001"), config) == Gate.DENIED
+    notify = ActionSpec("notify_only", "low", False, True, ("node/gpu-node-002",), ("gpu-node-002",))
+    assert decide(container, "gpu-node-002", notify, config, reserve=False) == Gate.AUTO
+
+
+def test_target_outside_the_incident_is_denied(container: Container) -> None:
+    with container.uow() as uow:
+        inc = make_incident(uow.session, "gpu-node-001")
+        action = make_action(uow.session, inc, "drain_node", "node/gpu-node-002", "k")
+        verdict = evaluate(uow.session, incident=inc, action=action, spec=drain("gpu-node-002"), facts=FACTS,
+                           config=PolicyConfig(), now=NOW)
+    assert verdict.gate == Gate.DENIED and "incident" in verdict.reasons[0]
+
+
+def test_circuit_breaker_stops_automation_after_failed_verifications(container: Container) -> None:
+    config = PolicyConfig(breaker_failures=2, max_nodes_out=20, max_nodes_out_fraction=1.0)
+    with container.uow() as uow:
+        inc = make_incident(uow.session, "gpu-node-001")
+        opened = []
+        for i in range(2):
+            action = make_action(uow.session, inc, "reset_gpu", "gpu/gpu-node-001/0", f"f{i}")
+            action.status, action.verified_at = "failed", NOW
+            uow.flush()
+            opened.append(record_verification(uow.session, action=action, ok=False, config=config, now=NOW))
+        uow.commit()
+    assert opened == [False, True]
+    assert decide(container, "gpu-node-009", drain("gpu-node-009"), config) == Gate.ESCALATE
+
+
+def _race(url: str, node: str, barrier: mp.synchronize.Barrier, results: mp.Queue) -> None:  # type: ignore[type-arg]
+    container = bootstrap(Settings(database_url=url))
+    config = PolicyConfig(max_nodes_out=1, max_nodes_out_fraction=1.0)
+    with container.uow() as uow:
+        inc = make_incident(uow.session, node)
+        action = make_action(uow.session, inc, "drain_node", f"node/{node}", f"race-{node}")
+        uow.commit()
+    with container.uow() as uow:
+        inc = uow.session.get(Incident, inc.id)
+        action = uow.session.get(Action, action.id)
+        assert inc is not None and action is not None
+        barrier.wait(timeout=30)
+        verdict = evaluate(uow.session, incident=inc, action=action, spec=drain(node), facts=FACTS, config=config,
+                           now=NOW, reserve=True)
+        uow.commit()
+    results.put((node, verdict.allowed))
+    container.close()
+
+
+def test_two_processes_racing_for_the_last_budget_slot_exactly_one_wins(postgres_url: str) -> None:
+    migrate.upgrade(postgres_url)
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_race, args=(postgres_url, n, barrier, results)) for n in ("gpu-node-001",
+                                                                                          "gpu-node-002")]
+    for p in procs:
+        p.start()
+    outcomes = dict(results.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    assert sorted(outcomes.values()) == [False, True]
+    container = bootstrap(Settings(database_url=postgres_url))
+    with container.uow() as uow:
+        assert uow.session.scalar(select(func.count()).select_from(NodeLease)) == 1
+    container.close()
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.04])
+def test_small_fleets_get_no_node_budget_below_one(container: Container, fraction: float) -> None:
+    config = PolicyConfig(max_nodes_out=3, max_nodes_out_fraction=fraction)
+    assert decide(container, "gpu-node-001", drain("gpu-node-001"), config) == Gate.DENIED

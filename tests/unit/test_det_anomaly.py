@@ -1,0 +1,121 @@
+"""Streaming anomaly models: baselines, CUSUM on counters, peers, the multivariate model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detectors import metrics as m
+from detectors.anomaly import CounterCusum, RobustBaseline
+from detectors.findings import Finding
+from detectors.frame import FleetFrame
+from detectors.multivariate import MultivariateModel
+from detectors.peers import PeerComparison, group_median, job_of
+from detectors.pipeline import DetectionCycle
+from detectors.rules import Stage
+from tests.unit import det_synth
+
+
+def run(stage: Stage, f: FleetFrame) -> list[Finding]:
+    return DetectionCycle(stages=[stage]).update(f)
+
+
+@pytest.mark.parametrize(("pod", "job"), [
+    ("train-0-worker-3", "ml/train-0"),
+    ("train-0-master-0", "ml/train-0"),
+    ("llama-ft-7", "ml/llama-ft"),
+    ("infer-7d9f8c6b5-x2k4z", "ml/infer"),
+    ("prep-x2k4z", "ml/prep"),
+    ("solo", "ml/solo"),
+])
+def test_job_grouping(pod: str, job: str) -> None:
+    assert job_of(pod, "ml") == job
+    assert job_of("", "ml") is None
+
+
+def test_group_median_matches_numpy() -> None:
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=200)
+    values[::17] = np.nan
+    groups = rng.integers(-1, 6, size=200)
+    med, count = group_median(values, groups, 6)
+    for g in range(6):
+        sel = values[(groups == g) & np.isfinite(values)]
+        assert count[g] == sel.size
+        assert med[g] == pytest.approx(np.median(sel))
+
+
+def test_baseline_flags_a_level_shift_once_and_ignores_noise_and_gaps() -> None:
+    ts, met, gpus, _, _ = det_synth.healthy()
+    met[m.POWER_USAGE][9, 150:] = 300.0
+    met[m.POWER_USAGE][3, ::7] = np.nan
+    found = run(RobustBaseline(m.POWER_USAGE, "power", 25.0), det_synth.frame(ts, met, gpus))
+    assert [(f.gpu, f.hostname, f.ts, f.kind) for f in found] == [(1, "gpu-node-002", ts[152], "power")]
+    assert found[0].evidence["baseline"] == pytest.approx(600, abs=5)
+
+
+def test_seasonal_baseline_learns_the_daily_shape() -> None:
+    step = 900.0
+    steps = 96 * 6  # six days of 15-minute samples
+    ts, _, gpus, _, _ = det_synth.healthy(nodes=1, gpus_per_node=4, steps=steps, step_s=step)
+    daily = 40 * np.sin(2 * np.pi * (ts % 86400) / 86400)
+    temp = 60 + daily + np.random.default_rng(2).normal(0, 0.5, (4, steps))
+    temp[2, 96 * 5 + 30:96 * 5 + 40] -= 30  # one afternoon far below its usual level
+    plain = RobustBaseline(m.GPU_TEMP, "thermal", 3.0, warmup=96)
+    seasonal = RobustBaseline(m.GPU_TEMP, "thermal", 3.0, warmup=30, season_s=86400.0, season_bins=96)
+    f = det_synth.frame(ts, {m.GPU_TEMP: temp}, gpus)
+    assert run(plain, f) == []  # the daily swing widens a plain baseline until the dip hides in it
+    found = run(seasonal, f)
+    assert [(x.gpu, x.ts) for x in found] == [(2, ts[96 * 5 + 32])]
+
+
+def test_cusum_catches_a_counter_storm_not_noise_or_resets() -> None:
+    ts, met, gpus, _, _ = det_synth.healthy()
+    sbe = met[m.ECC_SBE_VOL_TOTAL]
+    sbe[5, 150:] += np.cumsum(np.full(90, 4.0))
+    sbe[7, 100:] -= sbe[7, 100]  # driver reload resets the counter
+    found = run(CounterCusum(m.ECC_SBE_VOL_TOTAL, "ecc"), det_synth.frame(ts, met, gpus))
+    assert [(f.gpu, f.hostname, f.kind) for f in found] == [(5, "gpu-node-001", "ecc")]
+    assert ts[150] <= found[0].ts <= ts[156]
+
+
+def test_straggler_hung_job_and_hot_gpu() -> None:
+    ts, met, gpus, _, _ = det_synth.healthy(nodes=4, gpus_per_node=8, jobs=2)
+    met[m.GR_ENGINE_ACTIVE][3, 100:] = 0.4  # a straggler in job train-0
+    met[m.GR_ENGINE_ACTIVE][16:, 150:] = 0.0  # job train-1 stops computing, memory still held
+    met[m.GPU_UTIL][16:, 150:] = 0.0
+    met[m.GPU_TEMP][8, 60:] += 15  # one GPU of node 2 much hotter than its neighbours
+    found = run(PeerComparison(), det_synth.frame(ts, met, gpus))
+    stragglers = [(f.hostname, f.gpu, f.ts) for f in found if f.kind == "straggler"]
+    assert stragglers == [("gpu-node-001", 3, ts[103])]
+    hung = [f for f in found if f.kind == "hung_job"]
+    assert len(hung) == 16 and {f.ts for f in hung} == {ts[153]}
+    assert {f.evidence["job"] for f in hung} == {"ml/train-1"}
+    hot = [(f.hostname, f.gpu, f.ts) for f in found if f.kind == "thermal"]
+    assert hot == [("gpu-node-002", 0, ts[63])]
+
+
+def test_a_job_that_finishes_and_frees_memory_is_not_hung() -> None:
+    ts, met, gpus, _, _ = det_synth.healthy(nodes=2, gpus_per_node=4)
+    met[m.GR_ENGINE_ACTIVE][:, 150:] = 0.0
+    met[m.GPU_UTIL][:, 150:] = 0.0
+    met[m.FB_USED][:, 150:] = 0.0
+    assert run(PeerComparison(), det_synth.frame(ts, met, gpus)) == []
+
+
+@pytest.mark.parametrize("method", ["robust_covariance", "isolation_forest"])
+def test_multivariate_model_flags_an_unusual_combination(method: str) -> None:
+    ts, met, gpus, _, _ = det_synth.healthy(nodes=4, gpus_per_node=8, steps=300)
+    met[m.POWER_USAGE][11, 200:] = 350.0  # power of an idle GPU ...
+    met[m.SM_CLOCK][11, 200:] = 1400.0  # ... and a throttled clock, while utilisation stays high
+    model = MultivariateModel(method=method, refit_s=1800.0)  # type: ignore[arg-type]
+    found = run(model, det_synth.frame(ts, met, gpus))
+    assert [(f.hostname, f.gpu) for f in found] == [("gpu-node-002", 3)]
+    assert ts[200] <= found[0].ts <= ts[210]
+    assert m.POWER_USAGE in found[0].evidence["top_metrics"]
+
+
+def test_healthy_fleet_raises_no_findings_at_all() -> None:
+    for seed in (0, 1):
+        ts, met, gpus, nodes, nm = det_synth.healthy(nodes=4, gpus_per_node=8, steps=300, seed=seed, jobs=3)
+        assert DetectionCycle().update(det_synth.frame(ts, met, gpus, nodes, nm)) == []

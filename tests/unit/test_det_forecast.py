@@ -1,0 +1,54 @@
+"""Failure forecasts: time to a limit with a prediction interval, and the fleet-wide forecast stage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detectors import metrics as m
+from detectors.forecast import FailureForecast, default_targets, time_to_limit
+from detectors.pipeline import DetectionCycle
+from tests.unit import det_synth
+
+
+def test_time_to_limit_brackets_the_true_crossing() -> None:
+    rng = np.random.default_rng(5)
+    step = 30.0
+    y = 60.0 + 0.1 * np.arange(120) + rng.normal(0, 0.3, 120)  # +0.1 per step
+    result = time_to_limit(y, step, 87.0, 6 * 3600.0)
+    truth = (87.0 - (60.0 + 0.1 * 119)) / 0.1 * step
+    assert result.expected_s is not None and result.earliest_s is not None
+    assert result.expected_s == pytest.approx(truth, rel=0.15)
+    assert result.earliest_s <= result.expected_s
+    assert result.latest_s is None or result.latest_s >= result.expected_s
+
+
+def test_flat_series_never_crosses_and_bad_history_is_refused() -> None:
+    y = 60.0 + np.random.default_rng(1).normal(0, 0.3, 120)
+    assert time_to_limit(y, 30.0, 87.0, 6 * 3600.0).expected_s is None
+    with pytest.raises(ValueError, match="10 finite"):
+        time_to_limit(np.array([1.0, np.nan] * 10), 30.0, 5.0, 3600.0)
+
+
+def test_memory_leak_and_thermal_runaway_are_forecast_before_the_limit() -> None:
+    ts, met, gpus, _, _ = det_synth.healthy(nodes=2, gpus_per_node=8, steps=400)
+    leak_total = met[m.FB_USED][4] + met[m.FB_FREE][4]
+    met[m.FB_USED][4, 100:] += np.linspace(0, 21_000, 300)
+    met[m.FB_FREE][4] = leak_total - met[m.FB_USED][4]
+    met[m.GPU_TEMP][9, 150:] += np.linspace(0, 40, 250)
+    stage = FailureForecast(default_targets())
+    found = DetectionCycle(stages=[stage]).update(det_synth.frame(ts, met, gpus))
+    leak = [f for f in found if f.kind == "memory_leak"]
+    assert [(f.hostname, f.gpu) for f in leak] == [("gpu-node-001", 4)]
+    full_at = ts[100 + int(np.argmax(met[m.FB_USED][4, 100:] >= 0.98 * leak_total[100:]))]
+    assert leak[0].predicted_failure_at is not None
+    assert leak[0].ts < full_at
+    assert abs(leak[0].predicted_failure_at - full_at) < 0.3 * (full_at - leak[0].ts)
+    thermal = {f.detector: f for f in found if f.kind == "thermal"}
+    name = f"forecast.{m.GPU_TEMP}"
+    assert set(thermal) == {f"{name}.throttle", f"{name}.shutdown"}
+    throttle = thermal[f"{name}.throttle"]
+    crossed = ts[int(np.argmax(met[m.GPU_TEMP][9] >= 87.0))]
+    assert (throttle.hostname, throttle.gpu) == ("gpu-node-002", 1) and throttle.ts < crossed
+    assert throttle.evidence["eta_earliest_s"] <= throttle.evidence["eta_s"]
+    assert len(found) == 3

@@ -1,0 +1,144 @@
+"""The hard-signal rules and the XID catalogue."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detectors import metrics as m
+from detectors.findings import Finding
+from detectors.frame import FleetFrame
+from detectors.pipeline import DetectionCycle
+from detectors.rules import default_rules
+from detectors.xid import XID_CATALOGUE, lookup
+from tests.unit import det_synth
+
+
+def run_rules(f: FleetFrame) -> list[Finding]:
+    return DetectionCycle(stages=default_rules()).update(f)
+
+
+def test_catalogue_actions_follow_nvidia_groups() -> None:
+    groups = {
+        "restart_application": [13, 31, 68, 69, 94],
+        "count_and_trend": [43, 63, 92, 121],
+        "reset_gpu": [46, 62, 64, 95, 109, 119, 120, 136, 140, 143, 155, 156, 158],
+        "reboot_node": [79, 160],
+        "nvidia_workflow": [45, 48, 74, *range(144, 151)],
+        "report": [61],
+    }
+    for action, codes in groups.items():
+        for code in codes:
+            assert XID_CATALOGUE[code].action == action, code
+    assert lookup(79).kind == "gpu_lost" and lookup(48).kind == "ecc"
+    unknown = lookup(9999)
+    assert unknown.action == "report" and unknown.severity == "warning"
+
+
+def test_healthy_fleet_raises_no_rule_findings() -> None:
+    ts, met, gpus, nodes, nm = det_synth.healthy()
+    assert run_rules(det_synth.frame(ts, met, gpus, nodes, nm)) == []
+
+
+def test_xid_change_is_one_event_with_its_catalogue_entry() -> None:
+    ts, met, gpus, nodes, nm = det_synth.healthy()
+    met[m.XID_ERRORS][5, 100:] = 79
+    met[m.XID_ERRORS][6, 50:] = 13
+    met[m.XID_ERRORS][6, 80] = np.nan  # a missing sample is no new event
+    found = [f for f in run_rules(det_synth.frame(ts, met, gpus, nodes, nm)) if f.detector == "rules.xid"]
+    assert [(f.gpu, f.hostname, f.ts, f.evidence["xid"]) for f in found] == [
+        (6, "gpu-node-001", ts[50], 13), (5, "gpu-node-001", ts[100], 79)]
+    assert found[1].kind == "gpu_lost" and found[1].severity == "critical"
+    assert found[1].evidence["action"] == "reboot_node"
+
+
+def test_count_and_trend_xids_escalate_when_repeated() -> None:
+    ts, met, gpus, nodes, nm = det_synth.healthy()
+    x = met[m.XID_ERRORS]
+    for k, t in enumerate((10, 20, 30)):
+        x[3, t:] = 43 if k % 2 == 0 else 0
+    x[3, 20:30] = 0
+    found = [f for f in run_rules(det_synth.frame(ts, met, gpus, nodes, nm)) if f.detector == "rules.xid"]
+    assert [f.severity for f in found] == ["info", "info"]
+    x[3, 40:] = 0
+    x[3, 45:] = 43
+    found = [f for f in run_rules(det_synth.frame(ts, met, gpus, nodes, nm)) if f.detector == "rules.xid"]
+    assert [f.severity for f in found] == ["info", "info", "warning"]
+    assert found[-1].evidence["count_in_window"] == 3
+
+
+def test_dbe_increment_and_row_remap_failure_are_critical() -> None:
+    ts, met, gpus, nodes, nm = det_synth.healthy()
+    met[m.ECC_DBE_VOL_TOTAL][2, 70:] = 1
+    met[m.ECC_DBE_VOL_TOTAL][2, 71] = np.nan
+    met[m.ROW_REMAP_FAILURE][9, 120:] = 1
+    met[m.UNCORRECTABLE_REMAPPED_ROWS][9, 110:] = 3
+    found = run_rules(det_synth.frame(ts, met, gpus, nodes, nm))
+    assert [(f.detector, f.gpu, f.severity, f.ts) for f in found] == [
+        ("rules.ecc_dbe", 2, "critical", ts[70]),
+        ("rules.remapped_rows", 1, "warning", ts[110]),
+        ("rules.row_remap_failure", 1, "critical", ts[120]),
+    ]
+    assert found[0].evidence["increase"] == 1.0
+
+
+def test_gpu_whose_series_vanish_is_lost_once_after_grace() -> None:
+    ts, met, gpus, nodes, nm = det_synth.healthy()
+    for arr in met.values():
+        arr[4, 150:] = np.nan
+    found = run_rules(det_synth.frame(ts, met, gpus, nodes, nm))
+    assert [(f.kind, f.gpu, f.ts) for f in found] == [("gpu_lost", 4, ts[150])]  # seen last at 149
+    assert found[0].evidence["silent_s"] == 30.0
+
+
+def test_gpu_row_missing_from_later_frames_is_lost() -> None:
+    ts, met, gpus, _, _ = det_synth.healthy(nodes=1, gpus_per_node=2)
+    cycle = DetectionCycle(stages=default_rules())
+    assert cycle.update(det_synth.frame(ts[:100], {k: v[:, :100] for k, v in met.items()}, gpus)) == []
+    only_first = type(gpus)(hostname=gpus.hostname[:1], gpu=gpus.gpu[:1], uuid=gpus.uuid[:1],
+                            model_name=gpus.model_name[:1])
+    later = det_synth.frame(ts[100:], {k: v[:1, 100:] for k, v in met.items()}, only_first)
+    found = cycle.update(later)
+    assert [(f.kind, f.gpu, f.uuid, f.evidence["row_in_frame"]) for f in found] == [
+        ("gpu_lost", 1, gpus.uuid[1], False)]
+
+
+def test_node_not_ready_and_temperature_limits() -> None:
+    ts, met, gpus, nodes, nm = det_synth.healthy()
+    nm[m.NODE_READY][2, 60:90] = 0
+    met[m.GPU_TEMP][7, 30:40] = 89.0
+    met[m.GPU_TEMP][7, 40:42] = 86.0  # inside the hysteresis band: same episode
+    met[m.GPU_TEMP][7, 42:45] = 93.0
+    found = run_rules(det_synth.frame(ts, met, gpus, nodes, nm))
+    assert [(f.detector, f.hostname, f.gpu, f.ts) for f in found] == [
+        ("rules.temp_throttle", "gpu-node-001", 7, ts[30]),
+        ("rules.temp_shutdown", "gpu-node-001", 7, ts[42]),
+        ("rules.node_not_ready", "gpu-node-003", None, ts[60]),
+    ]
+
+
+def test_missing_series_degrade_without_error() -> None:
+    ts, met, gpus, _, _ = det_synth.healthy()
+    assert run_rules(det_synth.frame(ts, {m.GPU_TEMP: met[m.GPU_TEMP]}, gpus)) == []
+
+
+@pytest.mark.parametrize("bad", ["inf", "int", "dup"])
+def test_malformed_frames_are_refused_and_nothing_is_consumed(bad: str) -> None:
+    ts, met, gpus, nodes, nm = det_synth.healthy(nodes=1, gpus_per_node=2)
+    cycle = DetectionCycle(stages=default_rules())
+    good = det_synth.frame(ts, dict(met), gpus, nodes, nm)
+    broken = dict(met)
+    labels = gpus
+    if bad == "inf":
+        broken[m.GPU_TEMP] = met[m.GPU_TEMP].copy()
+        broken[m.GPU_TEMP][1, 3] = np.inf
+    elif bad == "int":
+        broken[m.GPU_TEMP] = met[m.GPU_TEMP].astype(np.int64)  # type: ignore[assignment]
+    else:
+        labels = type(gpus)(hostname=(gpus.hostname[0],) * 2, gpu=(0, 0), uuid=gpus.uuid,
+                            model_name=gpus.model_name)
+    with pytest.raises(ValueError, match=r"infinite|dtype|duplicate"):
+        cycle.update(FleetFrame(timestamps=ts, gpus=labels, metrics=broken, nodes=nodes, node_metrics=nm))
+    assert cycle.last_ts == -np.inf
+    met[m.ECC_DBE_VOL_TOTAL][0, 10:] = 1
+    assert [f.detector for f in cycle.update(good)] == ["rules.ecc_dbe"]
