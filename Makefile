@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint ruff typecheck bench services install clean
+.PHONY: demo test lint ruff typecheck bench services install clean deploy-schema
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,9 +32,13 @@ demo: $(STAMP)
 	$(VENV)/bin/gpuops db upgrade
 	$(VENV)/bin/gpuops demo
 
+# The Compose Specification's JSON schema (shipped in the docker-compose 1.29.2 wheel), for the deploy tests.
+deploy-schema: $(STAMP)
+	$(PY) -c "from tests.unit.test_deploy_files import compose_schema; compose_schema()"
+
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[test,bench]'
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache gpuops.db
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache gpuops.db

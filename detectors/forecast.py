@@ -231,6 +231,8 @@ class FailureForecast:
         t, y = t[keep], y[keep]
         if y.size < self.min_history or not np.isfinite(limit):
             return None
+        if _saturating(t, y):
+            return None
         step = float(np.median(np.diff(t)))
         return time_to_limit(y, step, limit, self.horizon_s)
 
@@ -247,6 +249,20 @@ class FailureForecast:
                        score=float(max(0.0, min(1.0, 1.0 - result.expected_s / self.horizon_s))),
                        detector=f"{target.name}.{lim.label}", evidence=evidence,
                        predicted_failure_at=ts + result.expected_s, **gpu_finding_fields(view, row))
+
+
+def _saturating(t: FloatArray, y: FloatArray, ratio: float = 0.5) -> bool:
+    """True when the rise is levelling off: the later half's slope is under `ratio` of the earlier half's.
+
+    A GPU warming up after its load rose follows a saturating curve (thermal inertia), and a linear or Holt
+    trend fitted to it points at the limit; a cooling failure keeps climbing. Only the second is a forecast.
+    """
+    half = y.size // 2
+    if half < 4:
+        return False
+    early = np.polyfit(t[:half] - t[0], y[:half], 1)[0]
+    late = np.polyfit(t[half:] - t[0], y[half:], 1)[0]
+    return bool(early > 0 and late < ratio * early)
 
 
 @dataclass(frozen=True)

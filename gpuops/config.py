@@ -32,6 +32,12 @@ _EXPECTATIONS: dict[str, str] = {
     "cycle_seconds": "a number of seconds > 0",
     "window_seconds": "a number of seconds > 0",
     "shards": "a whole number >= 1",
+    "claim_ttl_seconds": "a number of seconds > 0 (longer than the slowest runbook)",
+    "visibility_timeout_seconds": "a number of seconds > 0 (longer than the slowest task), or unset",
+    "task_max_retries": "a whole number >= 0",
+    "task_time_limit_seconds": "a number of seconds > 0 (the longest a task other than execution may run)",
+    "sweep_seconds": "a number of seconds > 0",
+    "worker_wiring": "module:function returning a wiring Container for the given Settings",
 }
 
 
@@ -88,6 +94,12 @@ class Settings(BaseSettings):
     window_seconds: float = Field(default=900.0, gt=0)
     shards: int = Field(default=1, ge=1)
     policy_file: str | None = None
+    claim_ttl_seconds: float = Field(default=1800.0, gt=0)
+    visibility_timeout_seconds: float | None = Field(default=None, gt=0)
+    task_max_retries: int = Field(default=5, ge=0)
+    task_time_limit_seconds: float = Field(default=600.0, gt=0)
+    sweep_seconds: float = Field(default=30.0, gt=0)
+    worker_wiring: str | None = None
 
     @field_validator("database_url")
     @classmethod

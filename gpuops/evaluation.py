@@ -67,12 +67,14 @@ def evaluate_detection(scenario: Scenario, *, cycle_steps: int = 2, database_url
 
 
 def _matches_fault(incident: Incident, faults: list[dict[str, Any]], scenario: Scenario) -> bool:
-    opened = incident.opened_at.timestamp()
+    """An incident is about a fault when it was open on the fault's host while the fault was under way
+    (a finding of the fault may merge into an incident the host already had)."""
+    opened, last = incident.opened_at.timestamp(), incident.updated_at.timestamp()
     for fault in faults:
-        start = _ts(fault["onset"])
-        end = _ts(fault.get("cleared_at") or fault.get("failure_at") or fault["onset"])
-        near = start - scenario.step <= opened <= max(end, start) + INCIDENT_MARGIN_S
-        if near and (incident.scope == "fleet" or incident.hostname == fault["node"]):
+        start = _ts(fault["onset"]) - scenario.step
+        end = max(_ts(fault.get("cleared_at") or fault.get("failure_at") or fault["onset"]), start)
+        overlaps = opened <= end + INCIDENT_MARGIN_S and last >= start
+        if overlaps and (incident.scope == "fleet" or incident.hostname == fault["node"]):
             return True
     return False
 

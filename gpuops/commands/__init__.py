@@ -6,6 +6,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "nab",
     "sim",
     "backtest",
+    "agent",
     "cluster",
     "models",
+    "daemon",
 )

@@ -14,7 +14,7 @@ from gpuops.web.app import create_app
 log = logging.getLogger(__name__)
 
 
-def _serve(ctx: click.Context, host: str, port: int) -> None:
+def serve(ctx: click.Context, host: str, port: int) -> None:
     container = container_from(ctx)
     if not migrate.is_up_to_date(container.settings.database_url):
         raise click.ClickException("the database schema is not at the current revision; run `gpuops db upgrade`")
@@ -30,7 +30,7 @@ def _serve(ctx: click.Context, host: str, port: int) -> None:
 def api(ctx: click.Context, host: str | None, port: int | None) -> None:
     """Serve the dashboard, the JSON API, /healthz and /metrics."""
     settings = settings_from(ctx)
-    _serve(ctx, host or settings.api_host, settings.api_port if port is None else port)
+    serve(ctx, host or settings.api_host, settings.api_port if port is None else port)
 
 
 @click.command("demo")
@@ -42,7 +42,7 @@ def demo(ctx: click.Context, host: str, port: int) -> None:
     settings = settings_from(ctx)
     migrate.upgrade(settings.database_url)
     click.echo(f"gpuops demo: dashboard at http://{host}:{port}/  (Ctrl-C to stop)")
-    _serve(ctx, host, port)
+    serve(ctx, host, port)
 
 
 def register(group: click.Group) -> None:

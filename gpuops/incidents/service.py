@@ -21,7 +21,9 @@ from gpuops.store.models import FindingRecord, Incident, Silence
 
 log = logging.getLogger(__name__)
 
-HARD_KINDS = frozenset({"xid", "gpu_lost", "ecc", "row_remap", "node_not_ready"})
+# Hard signals open an incident at once. An XID is hard when the catalogue calls it critical (reset, reboot,
+# NVIDIA workflow); application XIDs (13, 31, 43, …) are warnings or info and must repeat, like anomalies.
+HARD_KINDS = frozenset({"gpu_lost", "ecc", "row_remap", "node_not_ready"})
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 

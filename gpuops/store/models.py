@@ -283,3 +283,19 @@ class DetectorState(Base):
     state: Mapped[bytes | None] = mapped_column(LargeBinary)
     cycles: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class DeadLetter(Base):
+    """A task message gpuops gave up on (a payload that fails validation, a non-transient failure, or too many
+    deliveries), kept with its error so the queue moves on and an operator can look at it."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task: Mapped[str] = mapped_column(String(128), index=True)
+    task_id: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    reason: Mapped[str] = mapped_column(String(32))  # invalid_payload | failed | too_many_deliveries
+    error: Mapped[str] = mapped_column(Text, default="")
+    deliveries: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,116 @@
+"""The agent's ports over the real parts: the runbook catalogue, the execution service, the XID catalogue,
+and a builder for the whole context from the wiring's container."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from typing import Any
+
+from agent.actions import ExecutionView, PlannedAction, ProposalView, RunbookSpec
+from agent.checkpoint import open_checkpointer
+from agent.context import AgentContext, AgentLimits
+from agent.graph import compile_graph
+from agent.llm import LLMLimits, LLMPlanner
+from agent.rules import RulesPlanner
+from agent.runner import RunReport, resume, start
+from detectors.xid import XID_CATALOGUE
+from gpuops.errors import ConfigError
+from gpuops.execution.service import ExecutionDeps, Proposal, execute, propose
+from gpuops.store.models import Action
+from gpuops.store.uow import UnitOfWork
+from runbooks import Catalogue, InvalidPlan, Plan, Target, UnknownRunbook
+
+
+class CatalogueRunbooks:
+    """RunbookPort over `runbooks.Catalogue`: specs from the definitions, checks through `validate`."""
+
+    def __init__(self, catalogue: Catalogue) -> None:
+        self.catalogue = catalogue
+
+    def specs(self) -> list[RunbookSpec]:
+        return [RunbookSpec(name=d.name, title=d.title, description=d.description, risk=d.risk.value,
+                            target_kind=d.target_kind.value, params_schema=d.tool_schema(), disruptive=d.disruptive,
+                            expected_effect=d.expected_effect, max_targets=d.max_targets)
+                for d in self.catalogue.definitions()]
+
+    def check(self, action: PlannedAction) -> list[str]:
+        try:
+            self.catalogue.validate(plan_of(action))
+        except (UnknownRunbook, InvalidPlan) as exc:
+            return [str(exc)]
+        return []
+
+
+def plan_of(action: PlannedAction) -> Plan:
+    """The runbooks' Plan for an action; InvalidPlan for a malformed target key."""
+    targets = tuple(Target.parse(key) for key in action.targets if key != "none")
+    return Plan(runbook=action.runbook, params=dict(action.params), targets=targets)
+
+
+class ExecutionActions:
+    """ActionPort over `gpuops.execution.service`: propose in one transaction, execute exactly once."""
+
+    def __init__(self, uow: Callable[[], UnitOfWork], deps: ExecutionDeps, *, dry_run: bool) -> None:
+        self.uow, self.deps, self.dry_run = uow, deps, dry_run
+
+    def propose(self, *, incident_id: int, action: PlannedAction, rationale: str, planner: str) -> ProposalView:
+        try:
+            plan = plan_of(action)
+        except InvalidPlan as exc:
+            return ProposalView(None, "invalid", reasons=[str(exc)])
+        with self.uow() as uow:
+            outcome = propose(uow, proposal=Proposal(incident_id, plan, rationale, planner), deps=self.deps)
+            uow.commit()
+        return ProposalView(**asdict(outcome))
+
+    def status(self, action_id: int) -> str:
+        with self.uow() as uow:
+            action = uow.session.get(Action, action_id)
+            return "missing" if action is None else action.status
+
+    def execute(self, *, action_id: int) -> ExecutionView:
+        outcome = execute(self.uow, action_id=action_id, deps=self.deps, dry_run=self.dry_run)
+        return ExecutionView(**asdict(outcome))
+
+
+class XidTable:
+    """XidCatalogue over detectors.xid."""
+
+    def describe(self, code: int) -> Mapping[str, Any] | None:
+        entry = XID_CATALOGUE.get(code)
+        return None if entry is None else asdict(entry)
+
+
+def context_from_container(container: Any, *, limits: AgentLimits | None = None,
+                           llm_limits: LLMLimits | None = None) -> AgentContext:
+    """The agent's context from the wiring's container: LLM planner when one is configured, else the rules."""
+    from gpuops.execution.service import deps_from
+
+    rules = RulesPlanner()
+    llm = LLMPlanner.from_settings(container.settings, llm_limits)
+    try:
+        telemetry = container.telemetry
+    except ConfigError:  # no telemetry source: the metrics tool answers with an error result
+        telemetry = None
+    return AgentContext(uow=container.uow, runbooks=CatalogueRunbooks(container.catalogue),
+                        actions=ExecutionActions(container.uow, deps_from(container),
+                                                 dry_run=container.settings.dry_run),
+                        planner=llm or rules, fallback=rules, telemetry=telemetry,
+                        cluster=container.cluster, xid=XidTable(), limits=limits or AgentLimits(),
+                        database_url=container.settings.database_url)
+
+
+def start_incident(container: Any, incident_id: int, ctx: AgentContext | None = None) -> RunReport:
+    """Run an incident's graph from the wiring's container until it finishes or waits for a decision."""
+    ctx = ctx or context_from_container(container)
+    with open_checkpointer(container.settings.database_url) as saver:
+        return start(compile_graph(saver), ctx, incident_id)
+
+
+def resume_incident(container: Any, incident_id: int, decision: dict[str, Any] | None = None,
+                    ctx: AgentContext | None = None) -> RunReport:
+    """Resume an incident's thread after a decision was recorded (Slack, dashboard, CLI)."""
+    ctx = ctx or context_from_container(container)
+    with open_checkpointer(container.settings.database_url) as saver:
+        return resume(compile_graph(saver), ctx, incident_id, decision)

@@ -1,0 +1,128 @@
+"""The investigation and planning graph:
+
+    triage → investigate (tool loop) → plan → policy_check → rehearse → await_approval (interrupt)
+           → execute → verify → (next action: policy_check) | resolve | escalate
+
+A plan is an ordered list of actions (cordon, then drain, then reboot); each is proposed, judged by policy,
+rehearsed and approved on its own, after the previous one executed and verified. Routers raise on states
+that cannot happen; the step limit sends the incident to a human instead of looping.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+
+from agent import nodes
+from agent.context import AgentContext
+from agent.state import IncidentState
+
+EXECUTED = ("executing", "verifying", "succeeded", "failed", "rolled_back")
+# An incident that reopened proposes the same plan again; the store answers with the earlier action, finished.
+FINISHED = ("succeeded", "failed", "rolled_back", "refused", "dry_run", "rejected", "expired")
+
+
+class ImpossibleState(RuntimeError):
+    """A router met a state the graph cannot produce: a bug, not an outcome."""
+
+
+def _over_limit(state: IncidentState, runtime: Runtime[AgentContext]) -> bool:
+    return state.get("steps", 0) >= runtime.context.limits.max_steps
+
+
+def after_triage(state: IncidentState, runtime: Runtime[AgentContext]) -> str:
+    if state.get("outcome") == "closed":
+        return END
+    if state["incident"]["scope"] == "fleet":
+        return "escalate"
+    return "investigate"
+
+
+def after_investigate(state: IncidentState, runtime: Runtime[AgentContext]) -> str:
+    if _over_limit(state, runtime):
+        return "escalate"
+    return "investigate" if state.get("agenda") else "plan"
+
+
+def after_plan(state: IncidentState, runtime: Runtime[AgentContext]) -> str:
+    return "policy_check" if state.get("plan") else "escalate"
+
+
+def after_policy(state: IncidentState, runtime: Runtime[AgentContext]) -> str:
+    status = state["proposal"]["status"]
+    if status in ("awaiting_approval", "approved"):
+        if state["proposal"].get("action_id") is None:
+            raise ImpossibleState(f"proposal {status} without an action id")
+        return "rehearse"
+    if status in ("denied", "escalated", "invalid") or status in FINISHED:
+        return "escalate"
+    raise ImpossibleState(f"unknown proposal status {status!r}")
+
+
+def after_rehearse(state: IncidentState, runtime: Runtime[AgentContext]) -> str:
+    if (state["proposal"].get("diff") or {}).get("blockers"):
+        return "escalate"
+    status = state["proposal"]["status"]
+    if status == "approved":
+        return "execute"
+    if status == "awaiting_approval":
+        return "await_approval"
+    raise ImpossibleState(f"rehearsal reached with proposal status {status!r}")
+
+
+def after_approval(state: IncidentState, runtime: Runtime[AgentContext]) -> str:
+    status = state.get("approval")
+    if status == "approved" or status in EXECUTED:
+        return "execute"
+    if _over_limit(state, runtime):
+        return "escalate"
+    if status == "awaiting_approval":
+        return "await_approval"  # not enough approvals yet (two-person rule): wait again
+    if status in ("rejected", "expired", "denied", "escalated", "refused", "cancelled"):
+        return "escalate"
+    raise ImpossibleState(f"unknown action status after approval {status!r}")
+
+
+def after_verify(state: IncidentState, runtime: Runtime[AgentContext]) -> str:
+    if state.get("reason"):
+        return "escalate"
+    if _over_limit(state, runtime):
+        return "escalate"
+    cursor, planned = state.get("cursor", 0), len(state.get("plan", []))
+    if cursor > planned:
+        raise ImpossibleState(f"cursor {cursor} beyond a plan of {planned} actions")
+    return "policy_check" if cursor < planned else "resolve"
+
+
+def build_graph() -> StateGraph[IncidentState, AgentContext, Any, Any]:
+    graph: StateGraph[IncidentState, AgentContext, Any, Any] = StateGraph(IncidentState, context_schema=AgentContext)
+    graph.add_node("triage", nodes.triage)
+    graph.add_node("investigate", nodes.investigate)
+    graph.add_node("plan", nodes.plan)
+    graph.add_node("policy_check", nodes.policy_check)
+    graph.add_node("rehearse", nodes.rehearse)
+    graph.add_node("await_approval", nodes.await_approval)
+    graph.add_node("execute", nodes.execute)
+    graph.add_node("verify", nodes.verify)
+    graph.add_node("resolve", nodes.resolve)
+    graph.add_node("escalate", nodes.escalate)
+    graph.add_edge(START, "triage")
+    graph.add_conditional_edges("triage", after_triage, ["investigate", "escalate", END])
+    graph.add_conditional_edges("investigate", after_investigate, ["investigate", "plan", "escalate"])
+    graph.add_conditional_edges("plan", after_plan, ["policy_check", "escalate"])
+    graph.add_conditional_edges("policy_check", after_policy, ["rehearse", "escalate"])
+    graph.add_conditional_edges("rehearse", after_rehearse, ["execute", "await_approval", "escalate"])
+    graph.add_conditional_edges("await_approval", after_approval, ["execute", "await_approval", "escalate"])
+    graph.add_edge("execute", "verify")
+    graph.add_conditional_edges("verify", after_verify, ["policy_check", "resolve", "escalate"])
+    graph.add_edge("resolve", END)
+    graph.add_edge("escalate", END)
+    return graph
+
+
+def compile_graph(checkpointer: BaseCheckpointSaver[Any]) -> CompiledStateGraph[IncidentState, AgentContext, Any, Any]:
+    return build_graph().compile(checkpointer=checkpointer)

@@ -1,0 +1,269 @@
+"""The graph's nodes. Each reads the ports from the run's context and returns only the fields it changes.
+Work before the approval `interrupt` is idempotent: proposals carry an idempotency key in the store and the
+wait node only reads, because LangGraph re-runs an interrupted node from its start on resume."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from typing import Any
+
+from langgraph.runtime import Runtime
+from langgraph.types import interrupt
+
+from agent import incidents as store
+from agent.actions import PlannedAction
+from agent.context import AgentContext
+from agent.planning import Planner, PlanRequest, PlanResult
+from agent.rules import fault_of
+from agent.state import IncidentState
+from agent.tools import ToolResult, agenda_for, run_tool
+from agent.validation import check_action
+from gpuops.incidents.lifecycle import CLOSED
+
+log = logging.getLogger(__name__)
+
+Update = dict[str, Any]
+
+
+def _step(state: IncidentState) -> int:
+    return state.get("steps", 0) + 1
+
+
+def _current(state: IncidentState) -> PlannedAction:
+    return PlannedAction.from_json(state["plan"][state.get("cursor", 0)])
+
+
+def triage(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
+    """Read the incident, classify the fault, set the investigation agenda."""
+    ctx = runtime.context
+    now = ctx.clock()
+    with ctx.uow() as uow:
+        incident = store.load(uow.session, state["incident_id"])
+        snap = store.snapshot(incident)
+        if incident.status in CLOSED:
+            return {"incident": snap, "steps": _step(state), "outcome": "closed",
+                    "reason": f"incident {incident.id} is {incident.status}; nothing to do"}
+        if incident.scope != "fleet":
+            store.move(uow.session, incident, "investigating", reason="agent investigating", actor=ctx.actor, now=now)
+        uow.commit()
+    xid_action = None
+    if snap["xid"] is not None and ctx.xid is not None:
+        entry = ctx.xid.describe(snap["xid"])
+        xid_action = None if entry is None else str(entry.get("action", ""))
+    return {"incident": snap, "fault": fault_of(snap, xid_action), "agenda": agenda_for(snap), "evidence": [],
+            "steps": _step(state), "notes": [], "cursor": 0, "executions": [], "outcome": "", "reason": ""}
+
+
+def investigate(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
+    """Run the next tool on the agenda (one per step; the router loops until the agenda or budget is spent)."""
+    ctx = runtime.context
+    agenda, evidence = list(state.get("agenda", [])), list(state.get("evidence", []))
+    notes = list(state.get("notes", []))
+    if len(evidence) >= ctx.limits.max_tool_calls:
+        notes.append(f"tool budget of {ctx.limits.max_tool_calls} reached; skipped {', '.join(agenda)}")
+        return {"agenda": [], "notes": notes, "steps": _step(state)}
+    tool = agenda.pop(0)
+    result = run_tool(ctx, state["incident"], tool)
+    evidence.append(result.to_json())
+    return {"agenda": agenda, "evidence": evidence, "steps": _step(state)}
+
+
+def plan(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
+    """Ask the planner; on failure ask the rules planner; audit every rejection and the plan itself."""
+    ctx = runtime.context
+    incident_snap = state["incident"]
+    evidence = [ToolResult.from_json(e) for e in state.get("evidence", [])]
+    extra_tools = [0]
+
+    def tool_for_planner(name: str, args: dict[str, Any]) -> ToolResult:
+        if len(evidence) + extra_tools[0] >= ctx.limits.max_tool_calls:
+            return ToolResult(name[:64], "error", "the investigation tool budget is spent; decide with the evidence")
+        extra_tools[0] += 1
+        return run_tool(ctx, incident_snap, name, args)
+
+    with ctx.uow() as uow:
+        calls_so_far = store.llm_calls(store.load(uow.session, state["incident_id"]))
+    request = PlanRequest(
+        incident=incident_snap, fault=state["fault"], evidence=evidence, specs=ctx.runbooks.specs(),
+        check=lambda action: check_action(ctx, incident_snap, action), run_tool=tool_for_planner,
+        llm_calls_so_far=calls_so_far,
+    )
+    results = [_plan_safely(ctx.planner, request)]
+    if not results[0].ok and ctx.planner.name != ctx.fallback.name:
+        results.append(_plan_safely(ctx.fallback, request))
+    final = results[-1]
+    _audit_planning(ctx, state, results)
+    notes = list(state.get("notes", [])) + [n for r in results for n in r.notes]
+    if len(results) > 1:
+        notes.append(f"{results[0].planner} planner failed; {final.planner} planner used")
+    if not final.ok or not final.actions:
+        why = final.escalate or "the planner proposed no action"
+        return {"plan": [], "planner": final.planner, "rationale": final.rationale, "notes": notes,
+                "reason": why, "steps": _step(state)}
+    return {"plan": [a.to_json() for a in final.actions], "planner": final.planner, "rationale": final.rationale,
+            "notes": notes, "cursor": 0, "steps": _step(state)}
+
+
+def _plan_safely(planner: Planner, request: PlanRequest) -> PlanResult:
+    """A planner that breaks on an answer nobody foresaw fails like one that answered nonsense."""
+    try:
+        return planner.plan(request)
+    except Exception as exc:
+        log.warning("the %s planner failed", planner.name, exc_info=True)
+        return PlanResult(planner.name, ok=False, notes=[f"{planner.name} planner failed: {type(exc).__name__}: "
+                                                         f"{str(exc)[:200]}"])
+
+
+def _audit_planning(ctx: AgentContext, state: IncidentState, results: list[PlanResult]) -> None:
+    now = ctx.clock()
+    with ctx.uow() as uow:
+        incident = store.load(uow.session, state["incident_id"])
+        for result in results:
+            for rejection in result.rejections:
+                store.record(uow.session, incident, kind="agent.plan_rejected",
+                             message=f"{result.planner} planner's answer rejected: {rejection.get('problems')}",
+                             data={"planner": result.planner, **rejection}, actor=ctx.actor, now=now)
+            if result.usage.calls:
+                total = store.add_llm_usage(incident, result.usage.to_json())
+                store.record(uow.session, incident, kind="agent.llm_usage",
+                             message=f"{result.usage.calls} LLM call(s), {result.usage.total_tokens} tokens",
+                             data={"this_run": result.usage.to_json(), "incident_total": total},
+                             actor=ctx.actor, now=now)
+        final = results[-1]
+        if final.ok and final.actions:
+            store.record(uow.session, incident, kind="agent.plan", message=final.rationale,
+                         data={"planner": final.planner, "fault": state["fault"],
+                               "actions": [a.to_json() for a in final.actions]}, actor=ctx.actor, now=now)
+        uow.commit()
+
+
+def policy_check(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
+    """Hand the current action to the execution side: code validation, dry run, policy verdict, stored Action.
+    A re-run returns the same stored action (idempotency key from incident and plan hash)."""
+    ctx = runtime.context
+    action = _current(state)
+    problems = check_action(ctx, state["incident"], action)
+    if problems:
+        return {"proposal": {"action_id": None, "status": "invalid", "reasons": problems, "verdict": {}, "diff": {}},
+                "steps": _step(state)}
+    view = ctx.actions.propose(incident_id=state["incident_id"], action=action, rationale=state.get("rationale", ""),
+                               planner=state.get("planner", "rules"))
+    return {"proposal": asdict(view), "steps": _step(state)}
+
+
+def rehearse(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
+    """Put the dry run's diff on the timeline: what would change, pods affected, GPU-hours at risk, blockers."""
+    ctx = runtime.context
+    proposal, action = state["proposal"], _current(state)
+    diff = proposal.get("diff") or {}
+    blockers = list(diff.get("blockers") or [])
+    message = (f"{action.runbook} on {', '.join(action.targets)}: {len(diff.get('changes') or [])} change(s), "
+               f"{len(diff.get('pods_affected') or [])} pod(s) affected, "
+               f"{float(diff.get('gpu_hours_at_risk') or 0):.1f} GPU-hours at risk"
+               + (f"; blocked: {'; '.join(blockers)}" if blockers else ""))
+    with ctx.uow() as uow:
+        incident = store.load(uow.session, state["incident_id"])
+        store.record(uow.session, incident, kind="agent.rehearsal", message=message,
+                     data={"action": action.to_json(), "diff": diff, "verdict": proposal.get("verdict", {})},
+                     actor=ctx.actor, now=ctx.clock(), action_id=proposal.get("action_id"))
+        if proposal["status"] == "awaiting_approval" and not blockers:
+            store.move(uow.session, incident, "awaiting_approval", reason=f"{action.runbook} awaits approval",
+                       actor=ctx.actor, now=ctx.clock())
+        uow.commit()
+    return {"steps": _step(state), **({"reason": f"dry run blocked: {'; '.join(blockers)}"} if blockers else {})}
+
+
+def await_approval(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
+    """Pause the thread until a human decides. Only reads: on resume LangGraph runs this node again, and the
+    stored action (not the resume value) says what was decided."""
+    ctx = runtime.context
+    action_id = int(state["proposal"]["action_id"])
+    status = ctx.actions.status(action_id)
+    if status == "awaiting_approval":
+        action = _current(state)
+        interrupt({"incident_id": state["incident_id"], "action_id": action_id, "runbook": action.runbook,
+                   "targets": list(action.targets), "approvals_required": state["proposal"].get("approvals_required")})
+        status = ctx.actions.status(action_id)
+    return {"approval": status, "steps": _step(state)}
+
+
+def execute(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
+    """Run the approved action; the execution side claims it so it runs at most once."""
+    ctx = runtime.context
+    action_id = int(state["proposal"]["action_id"])
+    with ctx.uow() as uow:
+        incident = store.load(uow.session, state["incident_id"])
+        store.move(uow.session, incident, "executing", reason=f"executing action {action_id}", actor=ctx.actor,
+                   now=ctx.clock())
+        uow.commit()
+    view = ctx.actions.execute(action_id=action_id)
+    return {"executions": [*state.get("executions", []), asdict(view)], "steps": _step(state)}
+
+
+def verify(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
+    """Read the execution's verification; move on to the next action of the plan, or finish."""
+    ctx = runtime.context
+    last = state["executions"][-1]
+    ok = _execution_ok(last)
+    if last["status"] == "already_done":  # another run executed it: only a success counts
+        ok = ctx.actions.status(int(last["action_id"])) == "succeeded"
+    with ctx.uow() as uow:
+        incident = store.load(uow.session, state["incident_id"])
+        store.move(uow.session, incident, "verifying", reason=f"verifying action {last['action_id']}",
+                   actor=ctx.actor, now=ctx.clock())
+        if ok and state.get("cursor", 0) + 1 < len(state["plan"]):
+            store.move(uow.session, incident, "investigating", reason="next action of the plan", actor=ctx.actor,
+                       now=ctx.clock())
+        uow.commit()
+    if not ok:
+        return {"reason": f"action {last['action_id']} {last['status']}: {last['detail']}", "steps": _step(state)}
+    return {"cursor": state.get("cursor", 0) + 1, "steps": _step(state)}
+
+
+def _execution_ok(view: dict[str, Any]) -> bool:
+    return view["status"] == "dry_run" or (view["status"] in ("succeeded", "already_done") and bool(view["verified"]))
+
+
+def resolve(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
+    ctx = runtime.context
+    dry = any(e["status"] == "dry_run" for e in state.get("executions", []))
+    if dry:
+        return _finish(ctx, state, "escalated", "dry-run mode: the plan was rehearsed, nothing was executed")
+    done = ", ".join(a["runbook"] for a in state["plan"])
+    return _finish(ctx, state, "resolved", f"{done} executed and verified")
+
+
+def escalate(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
+    ctx = runtime.context
+    return _finish(ctx, state, "escalated", _why_escalated(state, ctx))
+
+
+def _why_escalated(state: IncidentState, ctx: AgentContext) -> str:
+    if state.get("steps", 0) >= ctx.limits.max_steps:
+        return f"step limit of {ctx.limits.max_steps} reached; a human takes the incident"
+    if state.get("reason"):
+        return state["reason"]
+    if state.get("incident", {}).get("scope") == "fleet":
+        return "fleet-wide incident: no per-node action; a human decides"
+    proposal = state.get("proposal") or {}
+    approval = state.get("approval")
+    if approval and approval not in ("approved", "awaiting_approval"):
+        return f"action {proposal.get('action_id')} was {approval}; a human takes the incident"
+    if proposal.get("status") in ("succeeded", "failed", "rolled_back", "refused", "dry_run", "rejected", "expired"):
+        return (f"this plan already ran for incident {state['incident_id']} as action {proposal.get('action_id')} "
+                f"({proposal.get('status')}); the incident came back, so a human decides")
+    if proposal and proposal.get("status") not in ("approved", "awaiting_approval"):
+        return f"proposal {proposal.get('status')}: {'; '.join(proposal.get('reasons') or []) or 'no reason given'}"
+    return "a human decides"
+
+
+def _finish(ctx: AgentContext, state: IncidentState, outcome: str, reason: str) -> Update:
+    with ctx.uow() as uow:
+        incident = store.load(uow.session, state["incident_id"])
+        store.move(uow.session, incident, outcome, reason=reason[:500], actor=ctx.actor, now=ctx.clock())
+        store.record(uow.session, incident, kind=f"agent.{outcome}", message=reason,
+                     data={"notes": state.get("notes", [])[-10:], "planner": state.get("planner", "")},
+                     actor=ctx.actor, now=ctx.clock())
+        uow.commit()
+    return {"outcome": outcome, "reason": reason, "steps": _step(state)}

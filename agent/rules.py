@@ -1,0 +1,189 @@
+"""The rules planner: fault kind and context map to runbooks deterministically. It is the planner when no
+LLM is configured and the fallback whenever the LLM planner fails.
+
+Scenario fault kinds reach the agent as finding families (ARCHITECTURE.md), and `fault_of` maps them back:
+
+| scenario fault | finding family (evidence) | fault here | plan |
+| --- | --- | --- | --- |
+| xid79 | xid (xid=79), gpu_lost | xid79 | cordon, drain, reboot node |
+| xid48_dbe | xid (xid=48), ecc (dbe>0) | xid48_dbe | cordon, drain, reset GPU |
+| ecc_sbe_storm | ecc (xid 92 or sbe rate) | ecc_sbe_storm | drain, hardware ticket |
+| row_remap_exhaustion | row_remap, xid 64 | row_remap_exhaustion | cordon, drain, hardware ticket |
+| thermal_runaway | thermal | thermal_runaway | cordon, drain, hardware ticket |
+| nvlink_degradation | nvlink | nvlink_degradation | cordon, drain, reset GPU |
+| gsp_timeout | xid (xid=119/120) | gsp_timeout | cordon, drain, reset GPU |
+| pcie_replay_storm | pcie | pcie_replay_storm | cordon, hardware ticket |
+| node_not_ready | node_not_ready | node_not_ready | cordon, drain, reboot node |
+| straggler | straggler | straggler | reschedule the pods off the slow GPU |
+| hung_job | hung_job | hung_job | restart the job's pods |
+| memory_leak | memory_leak | memory_leak | restart the leaking pod |
+| inference_overload | overload | inference_overload | scale the deployment up |
+| — | power, anomaly, other XIDs | notify | notify the humans |
+
+A sequence is proposed action by action, each through policy and approval (see agent.graph).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from agent.actions import PlannedAction
+from agent.planning import PlanRequest, PlanResult
+from agent.tools import ToolResult
+
+TargetRule = Literal["node", "gpu", "gpu_pod", "deployment", "none"]
+
+
+@dataclass(frozen=True)
+class Step:
+    runbook: str
+    target: TargetRule
+
+
+CORDON, DRAIN, REBOOT = Step("cordon_node", "node"), Step("drain_node", "node"), Step("reboot_node", "node")
+RESET, TICKET = Step("reset_gpu", "gpu"), Step("open_hardware_ticket", "node")
+
+RULES: dict[str, tuple[Step, ...]] = {
+    "xid79": (CORDON, DRAIN, REBOOT),
+    "xid48_dbe": (CORDON, DRAIN, RESET),
+    "ecc_sbe_storm": (DRAIN, TICKET),
+    "row_remap_exhaustion": (CORDON, DRAIN, TICKET),
+    "thermal_runaway": (CORDON, DRAIN, TICKET),
+    "nvlink_degradation": (CORDON, DRAIN, RESET),
+    "gsp_timeout": (CORDON, DRAIN, RESET),
+    "xid_reset_gpu": (CORDON, DRAIN, RESET),
+    "pcie_replay_storm": (CORDON, TICKET),
+    "node_not_ready": (CORDON, DRAIN, REBOOT),
+    "straggler": (Step("reschedule_pods", "node"),),
+    "hung_job": (Step("restart_pod", "gpu_pod"),),
+    "memory_leak": (Step("restart_pod", "gpu_pod"),),
+    "xid_application": (Step("restart_pod", "gpu_pod"),),
+    "inference_overload": (Step("scale_deployment", "deployment"),),
+    "notify": (Step("notify_only", "none"),),
+}
+
+XID_FAULTS = {79: "xid79", 48: "xid48_dbe", 119: "gsp_timeout", 120: "gsp_timeout", 64: "row_remap_exhaustion",
+              92: "ecc_sbe_storm", 74: "nvlink_degradation"}
+XID_ACTION_FAULTS = {"reset_gpu": "xid_reset_gpu", "reboot_node": "xid79", "restart_application": "xid_application"}
+FAMILY_FAULTS = {
+    "gpu_lost": "xid79", "row_remap": "row_remap_exhaustion", "thermal": "thermal_runaway",
+    "nvlink": "nvlink_degradation", "pcie": "pcie_replay_storm", "straggler": "straggler", "hung_job": "hung_job",
+    "memory_leak": "memory_leak", "node_not_ready": "node_not_ready", "overload": "inference_overload",
+}
+
+
+def fault_of(incident: dict[str, Any], xid_action: str | None = None) -> str:
+    """The rules table's fault kind for an incident snapshot (family, XID code, evidence)."""
+    family, evidence = incident.get("family", ""), incident.get("evidence") or {}
+    explicit = (incident.get("details") or {}).get("fault")
+    if isinstance(explicit, str) and explicit in RULES:
+        return explicit
+    if family == "xid":
+        code = incident.get("xid")
+        if isinstance(code, int) and code in XID_FAULTS:
+            return XID_FAULTS[code]
+        return XID_ACTION_FAULTS.get(xid_action or "", "notify")
+    if family == "ecc":
+        dbe = evidence.get("dbe") or evidence.get("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL") or 0
+        return "xid48_dbe" if (isinstance(dbe, int | float) and dbe > 0) or incident.get("xid") == 48 \
+            else "ecc_sbe_storm"
+    return FAMILY_FAULTS.get(family, "notify")
+
+
+def _evidence(request: PlanRequest, tool: str) -> ToolResult | None:
+    return next((e for e in request.evidence if e.tool == tool and e.status == "ok"), None)
+
+
+def _pods_on_gpu(request: PlanRequest) -> list[dict[str, Any]]:
+    pods = _evidence(request, "pods_on_node")
+    if pods is None or not isinstance(pods.data, list):
+        return []
+    gpu = request.incident.get("gpu")
+    named = (request.incident.get("evidence") or {}).get("pod")
+    running = [p for p in pods.data if p.get("phase") in ("Running", "Pending", "")]
+    if isinstance(named, str) and named:
+        chosen = [p for p in running if p["name"] == named]
+        if chosen:
+            return chosen
+    return [p for p in running if gpu is not None and gpu in p.get("gpus", [])]
+
+
+class RulesPlanner:
+    """Deterministic: the same incident and evidence always give the same plan."""
+
+    name = "rules"
+
+    def plan(self, request: PlanRequest) -> PlanResult:
+        steps = RULES.get(request.fault, RULES["notify"])
+        actions: list[PlannedAction] = []
+        for step in steps:
+            built = self._build(step, request)
+            if isinstance(built, str):
+                return PlanResult(self.name, ok=False, escalate=built, notes=[built])
+            actions.append(built)
+        problems = {a.runbook: p for a in actions if (p := request.check(a))}
+        if problems:
+            detail = "; ".join(f"{name}: {', '.join(p)}" for name, p in problems.items())
+            return PlanResult(self.name, ok=False, escalate=f"rules plan failed validation: {detail}",
+                              notes=[detail], rejections=[{"planner": self.name, "problems": detail}])
+        return PlanResult(self.name, ok=True, actions=actions, rationale=self._rationale(request, actions))
+
+    def _build(self, step: Step, request: PlanRequest) -> PlannedAction | str:
+        inc = request.incident
+        host, gpu = inc.get("hostname"), inc.get("gpu")
+        reason = f"gpuops incident {inc['id']}: {inc.get('title', request.fault)}"[:500]
+        params: dict[str, Any] = {"reason": reason}
+        if step.runbook == "notify_only":
+            return PlannedAction("notify_only", {"message": f"{reason}; no automated remedy"}, ("none",))
+        if step.target in ("node", "gpu") and not host:
+            return f"{step.runbook} needs the incident's node, and incident {inc['id']} names none"
+        if step.runbook == "open_hardware_ticket":
+            params = {"gpu": gpu, "summary": reason, "fault": request.fault,
+                      "evidence": {k: v for k, v in (inc.get("evidence") or {}).items()
+                                   if isinstance(v, int | float | str)}}
+        if step.runbook == "reschedule_pods":
+            params["gpu"] = gpu
+        if step.target == "node":
+            return PlannedAction(step.runbook, params, (f"node/{host}",))
+        if step.target == "gpu":
+            if gpu is None:
+                return f"{step.runbook} needs the incident's GPU, and incident {inc['id']} is node-wide"
+            return PlannedAction(step.runbook, params, (f"gpu/{host}/{gpu}",))
+        if step.target == "gpu_pod":
+            pods = _pods_on_gpu(request)
+            if not pods:
+                return f"no running pod found on {host} GPU {gpu} to restart"
+            pod = pods[0]
+            params["whole_job"] = request.fault == "hung_job"
+            return PlannedAction(step.runbook, params, (f"pod/{pod['namespace']}/{pod['name']}",))
+        if step.target == "deployment":
+            return self._scale(request, reason)
+        raise AssertionError(f"rules table names an unknown target rule {step.target!r}")
+
+    @staticmethod
+    def _scale(request: PlanRequest, reason: str) -> PlannedAction | str:
+        details = request.incident.get("details") or {}
+        deployment = details.get("deployment")
+        scale = _evidence(request, "deployment_scale")
+        current = scale.data.get("replicas") if scale is not None and isinstance(scale.data, dict) else None
+        if not isinstance(deployment, str) or "/" not in deployment:
+            return "the overload incident names no deployment to scale"
+        if not isinstance(current, int) or current < 0:
+            return f"the current replica count of {deployment} is unknown"
+        wanted = current + max(1, math.ceil(current * 0.5))
+        return PlannedAction("scale_deployment", {"replicas": wanted, "reason": reason}, (f"deployment/{deployment}",))
+
+    @staticmethod
+    def _rationale(request: PlanRequest, actions: list[PlannedAction]) -> str:
+        inc = request.incident
+        where = inc.get("hostname") or "the fleet"
+        gpu = "" if inc.get("gpu") is None else f" GPU {inc['gpu']}"
+        finding = ", ".join(f"{k}={v}" for k, v in sorted((inc.get("evidence") or {}).items())
+                            if isinstance(v, int | float | str))[:300]
+        cited = "; ".join(f"{e.tool}: {e.summary}" for e in request.evidence if e.status == "ok")[:800]
+        steps = " → ".join(a.runbook for a in actions)
+        return (f"{inc.get('family')} incident on {where}{gpu} classified as {request.fault} "
+                f"(finding evidence: {finding or 'none'}). Evidence: {cited or 'none gathered'}. "
+                f"Rules table entry {request.fault!r}: {steps}.")

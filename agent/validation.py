@@ -1,0 +1,45 @@
+"""The code that decides whether a planner's action may even be proposed: the runbook exists, its parameters
+validate, and its targets lie inside the incident. No planner output reaches policy without passing here."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from agent.actions import PlannedAction
+from connectors.kubernetes.errors import ClusterError
+from gpuops.policy import scope_violations
+from gpuops.store.models import Incident
+
+if TYPE_CHECKING:
+    from agent.context import AgentContext
+
+
+def _pod_nodes(ctx: AgentContext, targets: tuple[str, ...]) -> dict[str, str | None]:
+    """The node each pod target runs on, read from the cluster (None when the pod is unknown)."""
+    found: dict[str, str | None] = {}
+    for key in targets:
+        kind, _, rest = key.partition("/")
+        if kind != "pod" or ctx.cluster is None:
+            continue
+        namespace, _, name = rest.partition("/")
+        try:
+            found[key] = ctx.cluster.get_pod(namespace, name).node
+        except ClusterError:  # a pod that does not exist is outside every incident
+            found[key] = None
+    return found
+
+
+def scope_of(incident: dict[str, Any]) -> Incident:
+    """A detached Incident carrying what the scope check reads."""
+    return Incident(id=incident["id"], scope=incident["scope"], hostname=incident.get("hostname"),
+                    gpu=incident.get("gpu"), details=dict(incident.get("details") or {}))
+
+
+def check_action(ctx: AgentContext, incident: dict[str, Any], action: PlannedAction) -> list[str]:
+    """Every reason `action` must not be proposed for `incident`; [] when it may go to policy."""
+    if not isinstance(action.params, dict):
+        return ["params must be an object"]
+    problems = ctx.runbooks.check(action)
+    if problems:
+        return problems
+    return scope_violations(scope_of(incident), list(action.targets), _pod_nodes(ctx, action.targets))

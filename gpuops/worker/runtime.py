@@ -1,0 +1,103 @@
+"""What a worker process holds: the settings, and the wiring container and broker connection built on first
+use (after the pool forks, so no engine or socket is shared between processes)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from gpuops.config import Settings
+from gpuops.errors import ConfigError
+from gpuops.wiring import Container, bootstrap
+
+log = logging.getLogger(__name__)
+
+Wiring = Callable[[Settings], Container]
+DELIVERIES_KEY = "gpuops:deliveries:"
+DEAD_LETTER_LIST = "gpuops:dead_letters"
+
+
+def load_wiring(spec: str | None) -> Wiring:
+    """`module:function` taking Settings and returning a Container (default: gpuops.wiring.bootstrap)."""
+    if not spec:
+        return lambda settings: bootstrap(settings)
+    module_name, _, attr = spec.partition(":")
+    try:
+        found = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"GPUOPS_WORKER_WIRING: cannot load {spec!r} ({exc}); expected module:function") from exc
+    wiring: Wiring = found
+    return wiring
+
+
+@dataclass
+class WorkerRuntime:
+    settings: Settings
+    wiring: Wiring
+    _container: Container | None = None
+    _redis: redis.Redis | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def container(self) -> Container:
+        with self._lock:
+            if self._container is None:
+                self._container = self.wiring(self.settings)
+            return self._container
+
+    @property
+    def broker(self) -> redis.Redis | None:
+        """The broker's Redis, for delivery counts and the fallback dead-letter list (None when embedded)."""
+        if self.settings.broker_url is None:
+            return None
+        with self._lock:
+            if self._redis is None:
+                self._redis = redis.Redis.from_url(self.settings.broker_url, socket_timeout=5,
+                                                   socket_connect_timeout=5)
+            return self._redis
+
+    @property
+    def max_deliveries(self) -> int:
+        return self.settings.task_max_retries + 3
+
+    def count_delivery(self, task_id: str | None) -> int:
+        """How many times this task id reached a worker (redeliveries and retries included)."""
+        client = self.broker
+        if client is None or not task_id:
+            return 1
+        try:
+            key = DELIVERIES_KEY + task_id
+            pipe = client.pipeline()
+            pipe.incr(key)
+            pipe.expire(key, 7 * 86400)
+            count, _ = pipe.execute()
+            return int(count)
+        except redis.RedisError as exc:
+            log.warning("cannot count deliveries: %s", exc)
+            return 1
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+        if self._redis is not None:
+            self._redis.close()
+            self._redis = None
+
+    def push_dead_letter(self, record: dict[str, Any]) -> bool:
+        client = self.broker
+        if client is None:
+            return False
+        import json
+
+        try:
+            client.lpush(DEAD_LETTER_LIST, json.dumps(record, default=str))
+            return True
+        except redis.RedisError:
+            return False

@@ -1,0 +1,69 @@
+"""Embedded mode: the same tasks run eagerly in one process on SQLite; cycles open incidents, which flow on
+to the incident update and the agent step; a poison message is dead-lettered; settings keep the broker's
+visibility timeout above every task's time limit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from gpuops.config import Settings
+from gpuops.store import migrate
+from gpuops.store.models import DeadLetter, DetectorState, Incident
+from gpuops.wiring import bootstrap
+from gpuops.worker import create_app, runtime_of
+from gpuops.worker.app import cycle_end, visibility_timeout
+from gpuops.worker.embedded import EmbeddedScheduler
+from tests.worker_wiring import synthetic_telemetry
+
+NOW = 1_767_225_600.0  # a multiple of 30 s
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[EmbeddedScheduler]:
+    url = f"sqlite:///{tmp_path / 'gpuops.db'}"
+    migrate.upgrade(url)
+    settings = Settings(database_url=url, step_seconds=15.0, cycle_seconds=30.0, shards=2)
+    telemetry = synthetic_telemetry(4, step_s=15.0, lost_rows=(12,), start=NOW)
+    app = create_app(settings, wiring=lambda s: bootstrap(s, telemetry=telemetry))
+    try:
+        yield EmbeddedScheduler(app, clock=lambda: NOW)
+    finally:
+        runtime_of(app).close()
+
+
+def test_embedded_cycles_open_incidents_once_per_cycle(embedded: EmbeddedScheduler) -> None:
+    c = runtime_of(embedded.app).container
+    for k in range(12):
+        embedded.run_due(NOW + 30.0 * k + 3.0)
+        embedded.run_due(NOW + 30.0 * k + 4.0)  # same cycle again: no new detect round
+    with c.uow() as uow:
+        states = {s.shard: (s.cycles, s.last_ts) for s in uow.session.scalars(select(DetectorState))}
+        lost = [(i.hostname, i.gpu) for i in uow.session.scalars(select(Incident)) if i.family == "gpu_lost"]
+    assert states == {"0/2": (12, NOW + 330.0), "1/2": (12, NOW + 330.0)}
+    assert lost == [("gpu-node-002", 4)]
+
+
+def test_a_poison_message_is_dead_lettered_not_raised(embedded: EmbeddedScheduler) -> None:
+    app = embedded.app
+    result = app.tasks["gpuops.detect"].apply(kwargs={"shard": "0; drop table", "shards": 1, "end": NOW})
+    assert result.successful() and result.result["dead_letter"] == "invalid_payload"
+    out_of_range = app.tasks["gpuops.detect"].apply(kwargs={"shard": 3, "shards": 2, "end": NOW})
+    assert out_of_range.result["dead_letter"] == "invalid_payload"
+    with runtime_of(app).container.uow() as uow:
+        letters = list(uow.session.scalars(select(DeadLetter).order_by(DeadLetter.id)))
+        assert uow.session.scalar(select(func.count()).select_from(DetectorState)) == 0
+    assert [(d.task, d.reason) for d in letters] == [("gpuops.detect", "invalid_payload")] * 2
+    assert "shard" in letters[0].error and letters[0].payload["kwargs"]["shard"] == "0; drop table"
+
+
+def test_visibility_timeout_outlasts_every_time_limit() -> None:
+    settings = Settings(claim_ttl_seconds=1800.0, cycle_seconds=30.0)
+    app = create_app(settings, wiring=lambda s: bootstrap(s))
+    limits = [t.time_limit for name, t in app.tasks.items() if name.startswith("gpuops.")]
+    assert len(limits) == 7 and visibility_timeout(settings) > max(limits)
+    assert all(t.acks_late and t.reject_on_worker_lost for n, t in app.tasks.items() if n.startswith("gpuops."))
+    assert cycle_end(NOW + 29.9, 30.0) == NOW and cycle_end(NOW + 30.0, 30.0) == NOW + 30.0

@@ -1,0 +1,107 @@
+"""The rules planner's table: each scenario fault kind, as its finding reaches the agent, maps to the expected
+runbooks with targets inside the incident, and every action passes the catalogue's validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from agent.actions import PlannedAction
+from agent.planning import PlanRequest
+from agent.rules import RulesPlanner, fault_of
+from agent.tools import ToolResult, agenda_for, run_tool
+from agent.validation import check_action
+from tests.agent.world import build_context
+
+NODE = "gpu-node-003"
+
+
+def snapshot(family: str, gpu: int | None = 2, evidence: dict[str, Any] | None = None,
+             details: dict[str, Any] | None = None) -> dict[str, Any]:
+    evidence = evidence or {}
+    return {"id": 7, "scope": "gpu" if gpu is not None else "node", "family": family, "hostname": NODE, "gpu": gpu,
+            "severity": "critical", "status": "investigating", "title": f"{family} on {NODE}",
+            "details": details or {}, "evidence": evidence, "xid": evidence.get("xid"),
+            "opened_at": "2026-11-23T12:00:00+00:00", "opened_ts": 1_795_000_000.0}
+
+
+TABLE: list[tuple[str, dict[str, Any], str, list[tuple[str, str]]]] = [
+    # scenario fault, incident snapshot, fault kind, [(runbook, target)]
+    ("xid79", snapshot("xid", evidence={"xid": 79}), "xid79",
+     [("cordon_node", f"node/{NODE}"), ("drain_node", f"node/{NODE}"), ("reboot_node", f"node/{NODE}")]),
+    ("xid79 as gpu_lost", snapshot("gpu_lost"), "xid79",
+     [("cordon_node", f"node/{NODE}"), ("drain_node", f"node/{NODE}"), ("reboot_node", f"node/{NODE}")]),
+    ("xid48_dbe", snapshot("xid", evidence={"xid": 48}), "xid48_dbe",
+     [("cordon_node", f"node/{NODE}"), ("drain_node", f"node/{NODE}"), ("reset_gpu", f"gpu/{NODE}/2")]),
+    ("ecc_sbe_storm", snapshot("ecc", evidence={"sbe_rate_per_min": 120.0}), "ecc_sbe_storm",
+     [("drain_node", f"node/{NODE}"), ("open_hardware_ticket", f"node/{NODE}")]),
+    ("row_remap_exhaustion", snapshot("row_remap"), "row_remap_exhaustion",
+     [("cordon_node", f"node/{NODE}"), ("drain_node", f"node/{NODE}"), ("open_hardware_ticket", f"node/{NODE}")]),
+    ("thermal_runaway", snapshot("thermal"), "thermal_runaway",
+     [("cordon_node", f"node/{NODE}"), ("drain_node", f"node/{NODE}"), ("open_hardware_ticket", f"node/{NODE}")]),
+    ("nvlink_degradation", snapshot("nvlink"), "nvlink_degradation",
+     [("cordon_node", f"node/{NODE}"), ("drain_node", f"node/{NODE}"), ("reset_gpu", f"gpu/{NODE}/2")]),
+    ("gsp_timeout", snapshot("xid", evidence={"xid": 119}), "gsp_timeout",
+     [("cordon_node", f"node/{NODE}"), ("drain_node", f"node/{NODE}"), ("reset_gpu", f"gpu/{NODE}/2")]),
+    ("pcie_replay_storm", snapshot("pcie"), "pcie_replay_storm",
+     [("cordon_node", f"node/{NODE}"), ("open_hardware_ticket", f"node/{NODE}")]),
+    ("node_not_ready", snapshot("node_not_ready", gpu=None), "node_not_ready",
+     [("cordon_node", f"node/{NODE}"), ("drain_node", f"node/{NODE}"), ("reboot_node", f"node/{NODE}")]),
+    ("straggler", snapshot("straggler"), "straggler", [("reschedule_pods", f"node/{NODE}")]),
+    ("hung_job", snapshot("hung_job"), "hung_job", [("restart_pod", "pod/train/llm-3-2")]),
+    ("memory_leak", snapshot("memory_leak", gpu=4), "memory_leak", [("restart_pod", "pod/train/llm-3-4")]),
+    ("inference_overload", snapshot("overload", gpu=None, details={"deployment": "serve/chat"}),
+     "inference_overload", [("scale_deployment", "deployment/serve/chat")]),
+    ("unknown anomaly", snapshot("anomaly"), "notify", [("notify_only", "none")]),
+]
+
+
+def plan_for(incident: dict[str, Any], tmp_path: Path) -> tuple[list[PlannedAction], str, PlanRequest]:
+    ctx = build_context(SimpleNamespace(uow=None), tmp_path / "journal")  # type: ignore[arg-type]
+    fault = fault_of(incident)
+    evidence = [run_tool(ctx, incident, name) for name in agenda_for(incident) if name != "incident_history"]
+    request = PlanRequest(incident=incident, fault=fault, evidence=evidence, specs=ctx.runbooks.specs(),
+                          check=lambda a: check_action(ctx, incident, a),
+                          run_tool=lambda n, a: ToolResult(n, "error", "not here"))
+    result = RulesPlanner().plan(request)
+    assert result.ok, result.notes
+    return result.actions, result.rationale, request
+
+
+@pytest.mark.parametrize(("scenario", "incident", "fault", "expected"), TABLE, ids=[row[0] for row in TABLE])
+def test_rules_table(scenario: str, incident: dict[str, Any], fault: str, expected: list[tuple[str, str]],
+                     tmp_path: Path) -> None:
+    assert fault_of(incident) == fault
+    actions, rationale, request = plan_for(incident, tmp_path)
+    assert [(a.runbook, a.targets[0]) for a in actions] == expected
+    assert all(request.check(a) == [] for a in actions)
+    assert fault in rationale and "pods_on_node:" in rationale  # the rationale cites the evidence
+
+
+def test_parameters_follow_the_context(tmp_path: Path) -> None:
+    (scale,), _, _ = plan_for(snapshot("overload", gpu=None, details={"deployment": "serve/chat"}), tmp_path)
+    assert scale.params["replicas"] == 6  # 4 running, half again
+    (restart,), _, _ = plan_for(snapshot("hung_job"), tmp_path)
+    assert restart.params["whole_job"] is True
+    (leak,), _, _ = plan_for(snapshot("memory_leak", gpu=4), tmp_path)
+    assert leak.params["whole_job"] is False
+    (move,), _, _ = plan_for(snapshot("straggler", gpu=6), tmp_path)
+    assert move.params["gpu"] == 6
+
+
+def test_the_rules_planner_is_deterministic(tmp_path: Path) -> None:
+    incident = snapshot("xid", evidence={"xid": 79})
+    assert plan_for(incident, tmp_path)[:2] == plan_for(incident, tmp_path)[:2]
+
+
+def test_a_pod_fault_with_no_pod_on_the_gpu_escalates(tmp_path: Path) -> None:
+    ctx = build_context(SimpleNamespace(uow=None), tmp_path / "journal")  # type: ignore[arg-type]
+    incident = snapshot("hung_job", gpu=2)
+    request = PlanRequest(incident=incident, fault="hung_job", evidence=[], specs=ctx.runbooks.specs(),
+                          check=lambda a: check_action(ctx, incident, a),
+                          run_tool=lambda n, a: ToolResult(n, "error", "not here"))
+    result = RulesPlanner().plan(request)
+    assert not result.ok and result.escalate is not None and "no running pod" in result.escalate
