@@ -150,9 +150,7 @@ def test_runs_are_deterministic_per_seed_and_differ_across_seeds() -> None:
 
 
 def test_exposition_is_dcgm_exporter_shaped() -> None:
-    twin = Twin(
-        scenario_from_dict(small([{"kind": "xid48_dbe", "node": "gpu-node-001", "gpu": 0, "at": "30s"}]))
-    )
+    twin = Twin(scenario_from_dict(small([{"kind": "xid48_dbe", "node": "gpu-node-001", "gpu": 0, "at": "30s"}])))
     twin.advance_to(twin.start + 60)
     text = twin.metrics_text()
     families = {f.name: f for f in text_string_to_metric_families(text)}
@@ -372,12 +370,24 @@ def test_evicted_training_pod_moves_to_another_node_and_load_follows() -> None:
     twin, _ = run(small(), until=900)
     node1 = slice(0, 8)
     assert twin.physics.util[node1].mean() > 80
-    twin.kube.update_object(
-        "nodes", "", "gpu-node-001", lambda n: {**n, "spec": {**n["spec"], "unschedulable": True}}
-    )
+    twin.kube.update_object("nodes", "", "gpu-node-001", lambda n: {**n, "spec": {**n["spec"], "unschedulable": True}})
     pod = twin.pods_on(0)[0]
     twin.kube.evict("training", pod)
     twin.advance_to(twin.t + 600)
     assert twin.physics.util[node1].max() == 0
     moved = [r for r in twin.book.rows["job"] if r >= 8]
     assert len(moved) == 16 and twin.physics.util[moved].mean() > 80
+
+
+def test_healthy_gpus_tick_sbe_counters_and_fault_shapes_vary_with_the_seed() -> None:
+    twin = Twin(scenario_from_dict({"name": "quiet", "seed": 2, "duration": "1d", "step": "60s"}))
+    twin.advance_to(twin.end)
+    assert 0 < np.count_nonzero(twin.physics.sbe) < twin.n // 2  # a few healthy GPUs, not all
+    spec = [{"kind": "ecc_sbe_storm", "node": "gpu-node-001", "gpu": 0, "at": "1h"}]
+    shapes = set()
+    for seed in range(8):
+        fault = Twin(scenario_from_dict({"name": "s", "seed": seed, "duration": "1d", "faults": spec})).faults[0]
+        shapes.add((round(fault.lead), fault.truth("gpu-node-001").params["peak_sbe_per_min"]))
+    assert len(shapes) == 8
+    leads = sorted(lead for lead, _ in shapes)
+    assert leads[-1] > 2 * leads[0]
