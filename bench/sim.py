@@ -7,7 +7,7 @@
    twin, against the time Prometheus itself takes to answer the same 20 range queries (raw HTTP,
    body read, not parsed).
 
-Run: `python -c "from pathlib import Path; from bench.sim import run; print(run(Path('bench/results')))"`.
+Run: `python -m bench sim` (writes bench/results/sim.json).
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def bench_pull(workdir: Path, scrapes: int = 5, repeats: int = 3) -> dict[str, A
     from tests.prometheus_server import running_prometheus, wait_until
     from tests.sim_server import serving
 
-    start = float(int(time.time()) - 3600)
+    start = float(int(time.time()) - 600)  # Prometheus takes samples at most ~1 h older than its newest
     twin = fleet_twin(start)
     with serving(build_app(twin, with_kubernetes=False)) as url:
         target = url.removeprefix("http://")

@@ -133,29 +133,33 @@ class FrameAssembler:
         node_series: Mapping[str, Sequence[RawSeries]] | None = None,
     ) -> FleetFrame:
         keyed: dict[str, dict[tuple[str, int], list[RawSeries]]] = {}
-        latest: dict[tuple[str, int], tuple[tuple[int, int], Mapping[str, str]]] = {}
         for metric, series in gpu_series.items():
             per_gpu = keyed.setdefault(metric, {})
             for s in series:
                 key = self._gpu_key(metric, s.labels)
-                if key is None:
-                    continue
-                per_gpu.setdefault(key, []).append(s)
-                # The labels of a GPU are those of its most recent series: seen last, then appeared last
-                # (an old series lingers for the lookback after a pod change).
-                recency = _recency(s.values)
-                if key not in latest or recency > latest[key][0]:
-                    latest[key] = (recency, s.labels)
-        keys = sorted(latest, key=lambda k: (k[0], k[1]))
+                if key is not None:
+                    per_gpu.setdefault(key, []).append(s)
+        # A GPU's labels come from the first metric that has it, from its most recent series there
+        # (seen last, then appeared last: an old series lingers for the lookback after a pod change).
+        latest: dict[tuple[str, int], Mapping[str, str]] = {}
+        for per_gpu in keyed.values():
+            for key, group in per_gpu.items():
+                if key not in latest:
+                    latest[key] = (
+                        group[0].labels
+                        if len(group) == 1
+                        else max(group, key=lambda s: _recency(s.values)).labels
+                    )
+        keys = sorted(latest)
         row_of = {k: i for i, k in enumerate(keys)}
         t = len(self.timestamps)
         metrics: dict[str, FloatArray] = {}
         for metric, per_gpu in keyed.items():
             arr = np.full((len(keys), t), np.nan)
-            for key, series in per_gpu.items():
-                arr[row_of[key]] = self._merge(metric, series, t)
+            for key, group in per_gpu.items():
+                arr[row_of[key]] = group[0].values if len(group) == 1 else self._merge(metric, group, t)
             metrics[metric] = arr
-        labels = [latest[k][1] for k in keys]
+        labels = [latest[k] for k in keys]
         gpus = GpuLabels(
             hostname=tuple(k[0] for k in keys),
             gpu=tuple(k[1] for k in keys),
@@ -183,8 +187,6 @@ class FrameAssembler:
 
     @staticmethod
     def _merge(metric: str, series: Sequence[RawSeries], t: int) -> FloatArray:
-        if len(series) == 1:
-            return series[0].values.astype(np.float64, copy=True)
         stack = np.vstack([s.values for s in series])
         if metric in SUMMED_METRICS:
             present = ~np.isnan(stack)

@@ -145,9 +145,12 @@ class PrometheusTelemetry:
         out = []
         for item in result:
             try:
-                labels = {str(k): str(v) for k, v in item["metric"].items() if k != "__name__"}
+                labels = item["metric"]
+                labels.pop("__name__", None)
+                if not all(isinstance(v, str) for v in labels.values()):
+                    raise TypeError("label values must be strings")
                 values = _on_grid(item["values"], grid, step)
-            except (KeyError, TypeError, AttributeError) as exc:
+            except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
                 raise TelemetryBadResponse(
                     f"Prometheus at {self.url}: a series of {query!r} lacks metric/values ({exc})"
                 ) from exc
@@ -166,8 +169,14 @@ def _status_of(message: str) -> int | None:
 
 def _on_grid(pairs: Sequence[Sequence[Any]], grid: FloatArray, step: float) -> FloatArray:
     """Place [timestamp, "value"] pairs on the grid; a value that is not a number becomes NaN."""
-    out = np.full(len(grid), np.nan)
+    n = len(grid)
     start = float(grid[0])
+    if len(pairs) == n and float(pairs[0][0]) == start and float(pairs[-1][0]) == float(grid[-1]):
+        try:  # the usual answer: one sample per grid time, all numbers
+            return np.array([raw for _, raw in pairs], dtype=np.float64)
+        except (TypeError, ValueError):
+            pass
+    out = np.full(n, np.nan)
     for ts, raw in pairs:
         index = round((float(ts) - start) / step)
         if 0 <= index < len(grid):

@@ -150,9 +150,7 @@ def test_runs_are_deterministic_per_seed_and_differ_across_seeds() -> None:
 
 
 def test_exposition_is_dcgm_exporter_shaped() -> None:
-    twin = Twin(
-        scenario_from_dict(small([{"kind": "xid48_dbe", "node": "gpu-node-001", "gpu": 0, "at": "30s"}]))
-    )
+    twin = Twin(scenario_from_dict(small([{"kind": "xid48_dbe", "node": "gpu-node-001", "gpu": 0, "at": "30s"}])))
     twin.advance_to(twin.start + 60)
     text = twin.metrics_text()
     families = {f.name: f for f in text_string_to_metric_families(text)}
@@ -343,3 +341,53 @@ def test_background_faults_follow_field_rates_deterministically() -> None:
     a, b = Twin(scenario_from_dict(data)), Twin(scenario_from_dict(data))
     kinds = [f.kind for f in a.faults]
     assert 0 < len(kinds) == len(b.faults) and kinds == [f.kind for f in b.faults]
+
+
+def reboot(twin: Twin, node: str) -> None:
+    twin.kube.create_object(
+        "nodereboots",
+        "",
+        {
+            "apiVersion": "gpuops.io/v1alpha1",
+            "kind": "NodeReboot",
+            "metadata": {"name": f"rb-{node}"},
+            "spec": {"nodeName": node},
+        },
+    )
+
+
+@pytest.mark.parametrize("transient", [True, False])
+def test_reboot_brings_back_only_a_transient_fallen_gpu(transient: bool) -> None:
+    twin, _ = run(only("xid79", transient=transient), until=2400)
+    assert ROW not in twin.visible_rows()
+    reboot(twin, "gpu-node-001")
+    twin.advance_to(twin.t + 600)
+    assert (ROW in twin.visible_rows()) is transient
+    assert (twin.truth()["faults"][0]["cleared_at"] is not None) is transient
+
+
+def test_evicted_training_pod_moves_to_another_node_and_load_follows() -> None:
+    twin, _ = run(small(), until=900)
+    node1 = slice(0, 8)
+    assert twin.physics.util[node1].mean() > 80
+    twin.kube.update_object("nodes", "", "gpu-node-001", lambda n: {**n, "spec": {**n["spec"], "unschedulable": True}})
+    pod = twin.pods_on(0)[0]
+    twin.kube.evict("training", pod)
+    twin.advance_to(twin.t + 600)
+    assert twin.physics.util[node1].max() == 0
+    moved = [r for r in twin.book.rows["job"] if r >= 8]
+    assert len(moved) == 16 and twin.physics.util[moved].mean() > 80
+
+
+def test_healthy_gpus_tick_sbe_counters_and_fault_shapes_vary_with_the_seed() -> None:
+    twin = Twin(scenario_from_dict({"name": "quiet", "seed": 2, "duration": "1d", "step": "60s"}))
+    twin.advance_to(twin.end)
+    assert 0 < np.count_nonzero(twin.physics.sbe) < twin.n // 2  # a few healthy GPUs, not all
+    spec = [{"kind": "ecc_sbe_storm", "node": "gpu-node-001", "gpu": 0, "at": "1h"}]
+    shapes = set()
+    for seed in range(8):
+        fault = Twin(scenario_from_dict({"name": "s", "seed": seed, "duration": "1d", "faults": spec})).faults[0]
+        shapes.add((round(fault.lead), fault.truth("gpu-node-001").params["peak_sbe_per_min"]))
+    assert len(shapes) == 8
+    leads = sorted(lead for lead, _ in shapes)
+    assert leads[-1] > 2 * leads[0]

@@ -143,7 +143,8 @@ def test_scrapes_the_running_twin_over_http() -> None:
     frame = scraper.frame(T0, T0 + 30, 15)
     assert frame.n_gpus == 4 and frame.nodes == ("gpu-node-001", "gpu-node-002")
     assert np.isfinite(frame.metrics["DCGM_FI_DEV_POWER_USAGE"]).all()
-    assert np.all(frame.node_metrics["node_ready"] == 1)
+    ready = 'kube_node_status_condition{condition="Ready",status="true"}'
+    assert np.all(frame.node_metrics[ready] == 1)
 
 
 def test_unreachable_or_failing_exporter_is_a_clear_error() -> None:
