@@ -94,6 +94,7 @@ class Settings(BaseSettings):
     window_seconds: float = Field(default=900.0, gt=0)
     shards: int = Field(default=1, ge=1)
     policy_file: str | None = None
+    model_dir: str | None = None
     claim_ttl_seconds: float = Field(default=1800.0, gt=0)
     visibility_timeout_seconds: float | None = Field(default=None, gt=0)
     task_max_retries: int = Field(default=5, ge=0)

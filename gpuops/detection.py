@@ -49,14 +49,16 @@ def _locked_state(session: Session, shard: str) -> DetectorState:
 
 def run_cycle(uow_factory: Callable[[], UnitOfWork], *, telemetry: TelemetrySource, end: float, step_s: float,
               window_s: float, shard: int = 0, shards: int = 1,
-              incident_config: IncidentConfig | None = None) -> CycleOutcome:
-    """Run the cycle ending at `end` (unix seconds) for one shard. A cycle already run is skipped."""
+              incident_config: IncidentConfig | None = None,
+              new_cycle: Callable[[], DetectionCycle] = DetectionCycle) -> CycleOutcome:
+    """Run the cycle ending at `end` (unix seconds) for one shard. A cycle already run is skipped.
+    `new_cycle` builds the detectors of a shard's first cycle (the container's adds the risk model)."""
     name = f"{shard}/{shards}"
     with uow_factory() as uow:
         row = _locked_state(uow.session, name)
         if end <= row.last_ts:
             return CycleOutcome(name, False, end, reason=f"already ran up to {row.last_ts}")
-        cycle = DetectionCycle.from_state(row.state) if row.state else DetectionCycle()
+        cycle = DetectionCycle.from_state(row.state) if row.state else new_cycle()
         start = end - window_s if row.last_ts <= 0 else max(end - window_s, row.last_ts - step_s)
         frame = telemetry.frame(start, end, step_s)
         fleet_nodes = len(set(frame.gpus.hostname)) or len(frame.nodes)

@@ -14,9 +14,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.kubernetes import ClusterPort
 from connectors.telemetry import PrometheusTelemetry, TelemetrySource
+from detectors.pipeline import DetectionCycle, default_stages
+from detectors.registry import ModelRegistry
+from detectors.risk import RISK_MODEL_NAME, risk_stage_from_registry
 from gpuops.config import Settings, load_settings
 from gpuops.errors import ConfigError
 from gpuops.incidents.queries import count_by_status
+from gpuops.model_store import DirectoryStore
 from gpuops.policy.config import PolicyConfig, load_policy
 from gpuops.service_metrics import ServiceMetrics
 from gpuops.store import UnitOfWork, make_engine, make_session_factory
@@ -71,6 +75,16 @@ class Container:
             self._closers.append(cluster)
             self._cluster = cluster
         return self._cluster
+
+    def new_detection_cycle(self) -> DetectionCycle:
+        """A fresh detection cycle: the default stages, plus the learned risk model when `GPUOPS_MODEL_DIR`
+        holds a registered one (restored cycles keep the stages they were saved with)."""
+        stages = default_stages()
+        if self.settings.model_dir:
+            registry = ModelRegistry(DirectoryStore(Path(self.settings.model_dir)))
+            if registry.latest(RISK_MODEL_NAME) is not None:
+                stages.append(risk_stage_from_registry(registry))
+        return DetectionCycle(stages)
 
     def close(self) -> None:
         for closer in self._closers:

@@ -38,3 +38,16 @@ def test_validation_on_a_training_seed_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="seeds must differ"):
         train_on_twin([SCENARIO], train_seeds=[1, 2], validation_seeds=[2], horizon_s=3600.0,
                       registry=ModelRegistry(DirectoryStore(tmp_path)))
+
+
+def test_workers_load_the_registered_model_into_new_cycles(tmp_path: Path) -> None:
+    from gpuops.config import Settings
+    from gpuops.wiring import bootstrap
+
+    registry = ModelRegistry(DirectoryStore(tmp_path / "models"))
+    without = bootstrap(Settings(database_url="sqlite://", model_dir=str(tmp_path / "models")))
+    assert not any(getattr(s, "name", "") == "risk" for s in without.new_detection_cycle().stages)
+    train_on_twin([SCENARIO], train_seeds=[1], validation_seeds=[3], horizon_s=3600.0, registry=registry)
+    stages = without.new_detection_cycle().stages
+    assert [s.model_version for s in stages if getattr(s, "name", "") == "risk"] == [f"{RISK_MODEL_NAME}@1"]
+    without.close()
