@@ -1,0 +1,71 @@
+"""The demo's fleet: the twin on a loopback port at accelerated speed, and settings that point the embedded
+daemon at it through the same connectors it would use against a real fleet (direct scrape of the twin's
+dcgm-exporter /metrics, the official Kubernetes client against the twin's API)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from gpuops.config import Settings
+from simulator.scenario import Scenario, load_scenario
+from simulator.server import TwinClock, build_app
+from simulator.twin import Twin
+
+DEMO_SCENARIO = Path(__file__).resolve().parent.parent / "simulator" / "scenarios" / "demo.yaml"
+
+
+@dataclass
+class DemoFleet:
+    """A running twin: its URL, its clock thread and its HTTP server."""
+
+    twin: Twin
+    url: str
+    clock: TwinClock
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.clock.stop()
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def start_fleet(scenario: Scenario, *, speed: float, port: int = 0) -> DemoFleet:
+    """Serve the twin on 127.0.0.1:`port` (0 = any free port) and run its clock at `speed` × real time."""
+    twin = Twin(scenario)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(build_app(twin), log_level="warning", lifespan="off",
+                                           access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="demo-twin", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the demo fleet's server did not start")
+        time.sleep(0.05)
+    clock = TwinClock(twin, speed=speed)
+    clock.start()
+    return DemoFleet(twin, url, clock, server, thread)
+
+
+def demo_settings(base: Settings, fleet: DemoFleet, *, speed: float) -> Settings:
+    """The embedded daemon's settings for the demo fleet: scrape it directly, act on its API, for real."""
+    step = max(1.0, fleet.twin.step_s / speed)
+    return base.model_copy(update={
+        "scrape_urls": (f"{fleet.url}/metrics",), "prometheus_url": None, "kube_api_url": fleet.url,
+        "kube_verify_ssl": False, "step_seconds": step, "cycle_seconds": 2 * step,
+        "window_seconds": max(60 * step, 300.0), "dry_run": False, "broker_url": None,
+    })
+
+
+def load_demo_scenario(path: str | None) -> Scenario:
+    return load_scenario(path or DEMO_SCENARIO)
