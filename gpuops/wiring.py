@@ -21,6 +21,7 @@ from gpuops.config import Settings, load_settings
 from gpuops.errors import ConfigError
 from gpuops.incidents.queries import count_by_status
 from gpuops.model_store import DirectoryStore
+from gpuops.notify import Notifier, NullNotifier
 from gpuops.policy.config import PolicyConfig, load_policy
 from gpuops.service_metrics import ServiceMetrics
 from gpuops.store import UnitOfWork, make_engine, make_session_factory
@@ -40,6 +41,7 @@ class Container:
     catalogue: Catalogue
     _telemetry: TelemetrySource | None = None
     _cluster: ClusterPort | None = None
+    _notifier: Notifier | None = None
     _closers: list[Any] = field(default_factory=list)
 
     def uow(self) -> UnitOfWork:
@@ -76,6 +78,13 @@ class Container:
             self._cluster = cluster
         return self._cluster
 
+    @property
+    def notifier(self) -> Notifier:
+        """Where approval prompts and progress go (Slack when configured; nowhere otherwise)."""
+        if self._notifier is None:
+            self._notifier = NullNotifier()
+        return self._notifier
+
     def new_detection_cycle(self) -> DetectionCycle:
         """A fresh detection cycle: the default stages, plus the learned risk model when `GPUOPS_MODEL_DIR`
         holds a registered one (restored cycles keep the stages they were saved with)."""
@@ -95,7 +104,8 @@ class Container:
 
 def bootstrap(settings: Settings | None = None, *, env: Mapping[str, str] | None = None,
               telemetry: TelemetrySource | None = None, cluster: ClusterPort | None = None,
-              policy: PolicyConfig | None = None, runbook_settings: RunbookSettings | None = None) -> Container:
+              notifier: Notifier | None = None, policy: PolicyConfig | None = None,
+              runbook_settings: RunbookSettings | None = None) -> Container:
     """Build the container. Settings come from the argument, else from `env`, else the environment."""
     settings = settings or load_settings(env)
     engine = make_engine(settings.database_url)
@@ -112,5 +122,5 @@ def bootstrap(settings: Settings | None = None, *, env: Mapping[str, str] | None
         settings=settings, engine=engine, session_factory=session_factory, metrics=metrics,
         policy=policy or load_policy(Path(settings.policy_file) if settings.policy_file else None),
         runbook_settings=runbook_settings, catalogue=default_catalogue(runbook_settings),
-        _telemetry=telemetry, _cluster=cluster,
+        _telemetry=telemetry, _cluster=cluster, _notifier=notifier,
     )

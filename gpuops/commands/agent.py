@@ -7,17 +7,15 @@ import getpass
 import importlib
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import UTC, datetime
 from typing import Any
 
 import click
 
 from connectors.kubernetes.errors import ClusterError
 from gpuops.commands.context import container_from, echo_json
+from gpuops.decisions import record_decision
 from gpuops.errors import ConfigError, GpuopsError, NotFound
-from gpuops.execution.approvals import Approver, decide
-from gpuops.policy import PolicyConfig
-from gpuops.store.models import Action
+from gpuops.execution.approvals import Approver
 from gpuops.wiring import Container
 
 DEFAULT_CONTEXT = "agent.adapters:context_from_container"
@@ -41,16 +39,12 @@ def _decide(ctx: click.Context, action_id: int, decision: str, identity: str | N
     container = container_from(ctx)
     who = identity or getpass.getuser()
     approver = Approver(identity=who, channel="cli", authorised=who in container.settings.approvers)
-    now = datetime.now(tz=UTC)
-    with container.uow() as uow:
-        action = uow.session.get(Action, action_id)
-        if action is None:
-            raise click.ClickException(str(NotFound(f"action {action_id} does not exist")))
-        incident_id = action.incident_id
-        outcome = decide(uow.session, action_id=action_id, approver=approver, decision=decision,
-                         plan_hash=plan_hash or action.plan_hash, reason=reason, now=now,
-                         ttl_s=PolicyConfig().approval_ttl_s)
-        uow.commit()
+    try:
+        recorded = record_decision(container, action_id=action_id, approver=approver, decision=decision,
+                                   plan_hash=plan_hash, reason=reason)
+    except NotFound as exc:
+        raise click.ClickException(str(exc)) from exc
+    incident_id, outcome = recorded.incident_id, recorded.outcome
     try:
         outcome.raise_for_refusal()
     except GpuopsError as exc:

@@ -1,5 +1,5 @@
-"""The one call from the daemon into the agent graph. The graph (its entry point runs an incident up to its
-approval interrupt and resumes it after a decision) is wired in here and nowhere else."""
+"""The one call from the daemon into the agent graph: run an incident's thread as far as it goes now (up to its
+approval interrupt, or to the end), or resume it after a decision; then tell the notifier what happened."""
 
 from __future__ import annotations
 
@@ -12,7 +12,21 @@ log = logging.getLogger(__name__)
 
 
 def advance_incident(container: Container, incident_id: int, decision: dict[str, Any] | None = None) -> str:
-    """Run the incident's agent graph as far as it goes now. Until the graph is wired, incidents wait for a
-    human in the dashboard; the step reports that instead of pretending to plan."""
-    log.info("agent step", extra={"incident_id": incident_id, "decision": bool(decision)})
-    return "agent not wired: the incident waits for a human"
+    from agent.adapters import resume_incident, start_incident  # the graph's libraries load on first use
+
+    report = resume_incident(container, incident_id, decision) if decision else start_incident(container, incident_id)
+    log.info("agent step", extra={"incident_id": incident_id, "outcome": report.outcome or "waiting",
+                                  "planner": report.planner})
+    notifier = container.notifier
+    try:
+        if report.waiting_for:
+            notifier.approval_requested(int(report.waiting_for["action_id"]))
+        if decision:
+            for execution in report.executions:
+                notifier.progress(int(execution["action_id"]), str(execution.get("status", "")),
+                                  str(execution.get("detail", "")))
+    except Exception:  # a channel being down never stops the incident
+        log.exception("the notifier failed", extra={"incident_id": incident_id})
+    if report.waiting_for:
+        return f"waiting for a decision on action {report.waiting_for['action_id']}"
+    return f"{report.outcome}: {report.reason}".strip(": ")

@@ -27,6 +27,13 @@ class IncidentPayload(Payload):
     incident_id: int = Field(ge=1)
 
 
+class AgentPayload(Payload):
+    """An agent step; `decision` when a human decided ({"action_id", "decision", "by"})."""
+
+    incident_id: int = Field(ge=1)
+    decision: dict[str, str | int] | None = None
+
+
 class ActionPayload(Payload):
     action_id: int = Field(ge=1)
 

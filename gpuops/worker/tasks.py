@@ -21,7 +21,7 @@ from gpuops.store.audit import append_event
 from gpuops.store.models import Action, Incident
 from gpuops.worker import agent_bridge
 from gpuops.worker.base import GpuopsTask
-from gpuops.worker.payloads import ActionPayload, CyclePayload, IncidentPayload, NoPayload
+from gpuops.worker.payloads import ActionPayload, AgentPayload, CyclePayload, IncidentPayload, NoPayload
 from runbooks import RunbookContext
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,8 @@ def register(app: Celery) -> None:
         runtime = runtime_of(self.app)
         c, s = runtime.container, runtime.settings
         outcome = run_cycle(c.uow, telemetry=c.telemetry, end=p.end, step_s=s.step_seconds,
-                            window_s=s.window_seconds, shard=p.shard, shards=p.shards)
+                            window_s=s.window_seconds, shard=p.shard, shards=p.shards,
+                            new_cycle=c.new_detection_cycle)
         changed = sorted(set(outcome.incidents.opened + outcome.incidents.reopened)) if outcome.incidents else []
         for incident_id in changed:
             incident_update.apply_async(kwargs={"incident_id": incident_id})
@@ -91,8 +92,9 @@ def register(app: Celery) -> None:
 
     @task(AGENT_STEP)
     def agent_step(self: GpuopsTask, **payload: Any) -> dict[str, Any]:
-        p = IncidentPayload.model_validate(payload)
-        note = agent_bridge.advance_incident(runtime_of(self.app).container, p.incident_id)
+        p = AgentPayload.model_validate(payload)
+        decision = dict(p.decision) if p.decision else None
+        note = agent_bridge.advance_incident(runtime_of(self.app).container, p.incident_id, decision)
         return {"incident_id": p.incident_id, "note": note}
 
     @task(EXECUTE)
