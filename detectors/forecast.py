@@ -93,6 +93,14 @@ class ForecastTarget:
     limits: tuple[Limit, ...]
     min_slope_per_h: float  # slopes below this are noise, never forecast
     name: str = ""
+    # The load that drives the metric (power for temperature, activity for framebuffer): for `settle_s` after
+    # it jumps by more than `steady_jump` of its recent level (a job starting, moving, stopping) the metric is
+    # settling to a new level, not trending to failure, and is not forecast. A failing cooler or a leaking
+    # process climbs under a steady load.
+    steady_on: str | None = None
+    steady_jump: float = 0.25
+    steady_floor: float = 10.0
+    settle_s: float = 1200.0
 
     def __post_init__(self) -> None:
         self.name = self.name or f"forecast.{self.metric}"
@@ -108,6 +116,8 @@ class _TargetState:
     history: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
     history_ts: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
     trackers: list[OnsetTracker] = field(default_factory=list)
+    load_ref: FloatArray = field(default_factory=lambda: np.zeros(0))
+    load_changed: FloatArray = field(default_factory=lambda: np.zeros(0))
 
 
 @dataclass
@@ -135,12 +145,29 @@ class FailureForecast:
                 continue
             state = self._states.setdefault(target.metric, _TargetState())
             self._grow(state, view.n_slots, len(target.limits))
+            driver = view.metric(target.steady_on) if target.steady_on else None
             for j, ts in view.columns():
                 limits = self._limits(view, target, j, arr.shape[0])
+                if driver is not None:
+                    self._track_load(target, state, view.slots, ts, driver[:, j])
                 out += self._step(view, target, state, ts, arr[:, j], limits)
         return out
 
+    @staticmethod
+    def _track_load(target: ForecastTarget, state: _TargetState, slots: IntArray, ts: float,
+                    load: FloatArray) -> None:
+        ok = np.isfinite(load)
+        s, d = slots[ok], load[ok]
+        ref = state.load_ref[s]
+        first = ~np.isfinite(ref)
+        jumped = ~first & (np.abs(d - ref) > target.steady_jump * np.maximum(np.abs(ref), target.steady_floor))
+        state.load_changed[s] = np.where(jumped, ts, state.load_changed[s])
+        state.load_ref[s] = np.where(first | jumped, d, ref + 0.1 * (d - ref))
+
     def _grow(self, state: _TargetState, n: int, n_limits: int) -> None:
+        # states saved before the load guard existed lack its arrays
+        state.load_ref = grow(getattr(state, "load_ref", np.zeros(0)), n, np.nan)
+        state.load_changed = grow(getattr(state, "load_changed", np.zeros(0)), n, -np.inf)
         state.level = grow(state.level, n, np.nan)
         state.slope = grow(state.slope, n, 0.0)
         state.last_ts = grow(state.last_ts, n, np.nan)
@@ -188,7 +215,8 @@ class FailureForecast:
             with np.errstate(invalid="ignore", divide="ignore"):
                 eta = np.where(slp > 0, (limit - lvl) / slp, np.inf)
             trending = slp * 3600.0 >= target.min_slope_per_h
-            candidate = ok & trending & (cnt >= self.min_history) & (eta > 0) & (eta <= self.horizon_s)
+            settled = ts - state.load_changed[slots] >= target.settle_s
+            candidate = ok & trending & settled & (cnt >= self.min_history) & (eta > 0) & (eta <= self.horizon_s)
             due = np.flatnonzero(candidate & (ts >= state.next_fit[slots]))
             due = due[self._significant(state, slots[due])]
             due = due[np.argsort(eta[due], kind="stable")][: self.max_fits_per_step]
@@ -280,9 +308,11 @@ def default_targets(lim: ForecastLimits | None = None) -> tuple[ForecastTarget, 
     lim = lim or ForecastLimits()
     return (
         ForecastTarget(m.GPU_TEMP, "thermal", (Limit(lim.temp_throttle_c, "throttle"),
-                                               Limit(lim.temp_shutdown_c, "shutdown")), min_slope_per_h=2.0),
+                                               Limit(lim.temp_shutdown_c, "shutdown")), min_slope_per_h=2.0,
+                       steady_on=m.POWER_USAGE, steady_floor=50.0),
         ForecastTarget(m.FB_USED, "memory_leak",
-                       (Limit(lim.framebuffer_full, "full", relative_to=m.FB_FREE),), min_slope_per_h=256.0),
+                       (Limit(lim.framebuffer_full, "full", relative_to=m.FB_FREE),), min_slope_per_h=256.0,
+                       steady_on=m.GPU_UTIL, steady_floor=10.0, settle_s=600.0),
         ForecastTarget(m.UNCORRECTABLE_REMAPPED_ROWS, "row_remap", (Limit(lim.remapped_rows, "spare_rows"),),
                        min_slope_per_h=0.5),
         ForecastTarget(m.ECC_SBE_VOL_TOTAL, "ecc", (Limit(lim.sbe_total, "sbe_total"),),

@@ -6,11 +6,12 @@ from __future__ import annotations
 import math
 import pickle
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
 from detectors.findings import Finding
-from detectors.frame import FleetFrame
+from detectors.frame import FleetFrame, GpuLabels
 from detectors.rules import Stage, default_rules
 from detectors.stream import CycleView, SlotIndex
 
@@ -51,6 +52,7 @@ class DetectionCycle:
         for stage in self.stages:
             findings.extend(stage.update(view))
         self.last_ts = float(frame.timestamps[-1])
+        findings = with_jobs(findings, frame.gpus)
         findings.sort(key=lambda f: (f.ts, f.hostname, -1 if f.gpu is None else f.gpu, f.detector, f.kind))
         return findings
 
@@ -67,6 +69,23 @@ class DetectionCycle:
         if not isinstance(cycle, cls):
             raise ValueError(f"detection-cycle state holds a {type(cycle).__name__}, not a DetectionCycle")
         return cycle
+
+
+def with_jobs(findings: list[Finding], labels: GpuLabels) -> list[Finding]:
+    """Add the GPU's job (namespace/workload, from its pod label) to each GPU finding's evidence, so that the
+    incident service can tell one job's troubles on many nodes from many independent ones."""
+    if not findings:
+        return findings
+    from detectors.peers import job_of
+
+    jobs = {}
+    for host, gpu, pod, ns in zip(labels.hostname, labels.gpu, labels.pod, labels.namespace, strict=True):
+        job = job_of(pod, ns)
+        if job:
+            jobs[(host, gpu)] = job
+    return [replace(f, evidence={**f.evidence, "job": jobs[(f.hostname, f.gpu)]})
+            if f.gpu is not None and "job" not in f.evidence and (f.hostname, f.gpu) in jobs else f
+            for f in findings]
 
 
 def _validate(frame: FleetFrame) -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 import uvicorn
 
 from gpuops.config import Settings
+from gpuops.scraping import ScrapeLoop, SharedScrapeTelemetry
+from gpuops.wiring import Container, bootstrap
 from simulator.scenario import Scenario, load_scenario
 from simulator.server import TwinClock, build_app
 from simulator.twin import Twin
@@ -36,9 +38,17 @@ class DemoFleet:
         self.thread.join(timeout=10)
 
 
-def start_fleet(scenario: Scenario, *, speed: float, port: int = 0) -> DemoFleet:
-    """Serve the twin on 127.0.0.1:`port` (0 = any free port) and run its clock at `speed` × real time."""
+def start_fleet(scenario: Scenario, *, speed: float, port: int = 0, start: float | None = None,
+                warmup_s: float = 0.0) -> DemoFleet:
+    """Serve the twin on 127.0.0.1:`port` (0 = any free port) and run its clock at `speed` × real time.
+    The twin first runs `warmup_s` simulated seconds at once (its jobs start on cold GPUs at t=0; a real fleet
+    gpuops starts on is already warm), so that served time begins at `start` (default: the scenario's start
+    plus the warm-up). Fault times in the scenario count from t=0, before the warm-up."""
+    if start is not None:
+        scenario = scenario.model_copy(update={"start": start - warmup_s})
     twin = Twin(scenario)
+    if warmup_s > 0:
+        twin.advance_to(twin.t + warmup_s)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
@@ -57,14 +67,29 @@ def start_fleet(scenario: Scenario, *, speed: float, port: int = 0) -> DemoFleet
     return DemoFleet(twin, url, clock, server, thread)
 
 
-def demo_settings(base: Settings, fleet: DemoFleet, *, speed: float) -> Settings:
-    """The embedded daemon's settings for the demo fleet: scrape it directly, act on its API, for real."""
-    step = max(1.0, fleet.twin.step_s / speed)
+def demo_settings(base: Settings, fleet: DemoFleet) -> Settings:
+    """The embedded daemon's settings for the demo fleet: act on its Kubernetes API for real, one detection
+    cycle every two of the twin's steps. Times are in the fleet's simulated seconds."""
+    step = fleet.twin.step_s
     return base.model_copy(update={
-        "scrape_urls": (f"{fleet.url}/metrics",), "prometheus_url": None, "kube_api_url": fleet.url,
-        "kube_verify_ssl": False, "step_seconds": step, "cycle_seconds": 2 * step,
-        "window_seconds": max(60 * step, 300.0), "dry_run": False, "broker_url": None,
+        "scrape_urls": (f"{fleet.url}/metrics?timestamps=true",), "prometheus_url": None,
+        "kube_api_url": fleet.url, "kube_verify_ssl": False, "step_seconds": step, "cycle_seconds": 2 * step,
+        "window_seconds": max(60 * step, 900.0), "sweep_seconds": 2 * step, "dry_run": False, "broker_url": None,
     })
+
+
+def demo_container(settings: Settings, fleet: DemoFleet) -> Container:
+    """The container for the demo: the twin's dcgm-exporter scraped every simulated step (a fraction of a real
+    second at speed), its samples stamped with the fleet's simulated time so that every detector, forecast and
+    cycle sees the fleet's own time scale."""
+    telemetry = SharedScrapeTelemetry(list(settings.scrape_urls), window_s=max(settings.window_seconds * 2, 3600.0),
+                                      clock=fleet.clock.now)
+    # twice per step, so that no step is missed when a scrape runs late
+    loop = ScrapeLoop(telemetry, settings.step_seconds / fleet.clock.speed / 2).start()
+    container = bootstrap(settings, telemetry=telemetry)
+    container.add_closer(loop)
+    container.add_closer(telemetry)
+    return container
 
 
 def load_demo_scenario(path: str | None) -> Scenario:

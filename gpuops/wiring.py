@@ -95,6 +95,10 @@ class Container:
                 stages.append(risk_stage_from_registry(registry))
         return DetectionCycle(stages)
 
+    def add_closer(self, closer: Any) -> None:
+        """Something with a close() to call when the container closes (in order of addition)."""
+        self._closers.append(closer)
+
     def close(self) -> None:
         for closer in self._closers:
             closer.close()

@@ -64,8 +64,16 @@ class TwinClock:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="twin-clock", daemon=True)
         self.error: BaseException | None = None
+        self._origin = (time.monotonic(), twin.t)
+
+    def now(self) -> float:
+        """Simulated time now (unix seconds): what the twin's clock is advancing to. Continuous, unlike the
+        twin's own time, which moves a step at a time."""
+        origin_real, origin_sim = self._origin
+        return min(origin_sim + (time.monotonic() - origin_real) * self.speed, self.twin.end)
 
     def start(self) -> None:
+        self._origin = (time.monotonic(), self.twin.t)
         self._thread.start()
 
     def stop(self) -> None:
@@ -73,7 +81,7 @@ class TwinClock:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        origin_real, origin_sim = time.monotonic(), self.twin.t
+        origin_real, origin_sim = self._origin
         try:
             while not self._stop.is_set() and not self.twin.finished:
                 target = origin_sim + (time.monotonic() - origin_real) * self.speed

@@ -37,5 +37,21 @@ def container_from(ctx: click.Context) -> Container:
     return result
 
 
+def store_container(ctx: click.Context) -> Container:
+    """The container, for commands that read the store: a database that was never migrated (or lags behind)
+    is a clean error that says what to run, not a traceback about a missing table."""
+    from sqlalchemy.engine import make_url
+
+    from gpuops.store import migrate
+
+    container = container_from(ctx)
+    url = container.settings.database_url
+    if not migrate.is_up_to_date(url):
+        shown = make_url(url).render_as_string(hide_password=True)
+        raise click.ClickException(f"the database at {shown} is not at the current schema revision; "
+                                   "run `gpuops db upgrade`")
+    return container
+
+
 def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))

@@ -5,10 +5,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
+from collections.abc import Callable
 
 import click
 
-from gpuops.commands.context import settings_from
+from gpuops.commands.context import container_from, settings_from
+from gpuops.config import Settings
 from gpuops.errors import ConfigError
 from gpuops.store import migrate
 
@@ -38,15 +41,29 @@ _WIRING = click.option("--wiring", default=None, metavar="MODULE:FUNCTION",
 @click.pass_context
 def daemon(ctx: click.Context, api: bool, wiring: str | None) -> None:
     """Embedded all-in-one: cycles, incidents, agent, execution and (optionally) the API in one process."""
+    run_embedded(ctx, settings_from(ctx), api=api, wiring=wiring)
+
+
+def run_embedded(ctx: click.Context, settings: Settings, *, api: bool, wiring: str | None = None,
+                 clock: Callable[[], float] = time.time, rate: float = 1.0) -> None:
+    """The embedded daemon on `settings`: the scheduler in a thread, the API in the foreground. `clock` and
+    `rate` are the demo's simulated time (see EmbeddedScheduler)."""
     from gpuops.commands.web import serve
     from gpuops.worker.embedded import EmbeddedScheduler
 
-    settings = settings_from(ctx)
     if not settings.embedded:
         raise click.ClickException("gpuops daemon is the embedded mode: unset GPUOPS_BROKER_URL, or run "
                                    "`gpuops worker` and `gpuops beat` against the broker")
+    ctx.ensure_object(dict)["settings"] = settings
     migrate.upgrade(settings.database_url)
-    scheduler = EmbeddedScheduler(_app(ctx, wiring))
+    if wiring:
+        scheduler = EmbeddedScheduler(_app(ctx, wiring), clock=clock, rate=rate)
+    else:  # one container for the scheduler and the API: one scrape loop, one cluster client
+        from gpuops.worker import create_app
+
+        container = container_from(ctx)
+        scheduler = EmbeddedScheduler(create_app(settings, wiring=lambda _settings: container), clock=clock,
+                                      rate=rate)
     log.info("daemon started", extra={"shards": settings.shards, "cycle_s": settings.cycle_seconds})
     if not api:
         with contextlib.suppress(KeyboardInterrupt):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from gpuops.commands.context import container_from, echo_json, settings_from
+from gpuops.commands.context import echo_json, settings_from, store_container
 from gpuops.errors import NotFound
 from gpuops.incidents.queries import get_incident, incident_detail, incident_summary, list_incidents
 from gpuops.store import migrate
@@ -50,7 +50,7 @@ def incidents() -> None:
 def incidents_list(ctx: click.Context, status: str | None, severity: str | None, node: str | None,
                    limit: int, as_json: bool) -> None:
     """List incidents, newest first."""
-    container = container_from(ctx)
+    container = store_container(ctx)
     with container.uow() as uow:
         rows = [incident_summary(i) for i in list_incidents(uow.session, status=status, severity=severity,
                                                              hostname=node, limit=limit)]
@@ -74,7 +74,7 @@ def incidents_list(ctx: click.Context, status: str | None, severity: str | None,
 @click.pass_context
 def incidents_show(ctx: click.Context, incident_id: int, as_json: bool) -> None:
     """Show one incident with its timeline and actions."""
-    container = container_from(ctx)
+    container = store_container(ctx)
     with container.uow() as uow:
         try:
             detail = incident_detail(get_incident(uow.session, incident_id))

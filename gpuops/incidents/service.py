@@ -113,6 +113,7 @@ def ingest_findings(session: Session, findings: Iterable[Finding], *, fleet_node
     config = config or IncidentConfig()
     result = IngestResult()
     families: set[str] = set()
+    job_hosts: dict[str, set[str]] = {}
     batch = sorted(findings, key=lambda f: f.ts)
     for f in batch:
         at = now or _dt(f.ts)
@@ -133,6 +134,11 @@ def ingest_findings(session: Session, findings: Iterable[Finding], *, fleet_node
         if on_node is not None:
             _merge(session, on_node, f, record, at)
             result.merged.append(on_node.id)
+            continue
+        job_hard = _job_hard_incident(session, f, at - timedelta(seconds=config.fleet_window_s), job_hosts)
+        if job_hard is not None:
+            _merge(session, job_hard, f, record, at)
+            result.merged.append(job_hard.id)
             continue
         if not _is_hard(f):
             seen = session.scalar(select(func.count()).select_from(FindingRecord).where(
@@ -183,15 +189,46 @@ def ingest_findings(session: Session, findings: Iterable[Finding], *, fleet_node
     return result
 
 
+def _job_of(evidence: object) -> str | None:
+    job = evidence.get("job") if isinstance(evidence, dict) else None
+    return job if isinstance(job, str) and job else None
+
+
+def _job_hard_incident(session: Session, f: Finding, since: datetime,
+                       job_hosts: dict[str, set[str]]) -> Incident | None:
+    """A soft finding on a GPU of a job that lost a GPU or a node (a hard incident on a host the job ran on)
+    is that incident's consequence: the job's other GPUs idle or restart elsewhere. Merge it there.
+    `job_hosts` caches, for one batch, the hosts each job had findings on within the window."""
+    job = _job_of(f.evidence)
+    if job is None:
+        return None
+    if not job_hosts:
+        job_hosts[""] = set()  # loaded marker
+        for host, evidence in session.execute(select(FindingRecord.hostname, FindingRecord.evidence).where(
+                FindingRecord.ts >= since)):
+            if (known := _job_of(evidence)) is not None:
+                job_hosts.setdefault(known, set()).add(host)
+    hosts = job_hosts.setdefault(job, set())
+    hosts.add(f.hostname)
+    if _is_hard(f):
+        return None
+    return session.scalars(select(Incident).where(
+        Incident.hostname.in_(hosts), Incident.status.in_(ACTIVE), Incident.scope != "fleet",
+        Incident.family.in_(HARD_KINDS)).order_by(Incident.id)).first()
+
+
 def correlate_fleet(session: Session, *, family: str, fleet_nodes: int, config: IncidentConfig,
                     now: datetime) -> int | None:
     """When `family` hit many nodes within the window, fold their incidents into one escalated fleet incident.
     Node incidents folded in are suppressed, so no node action is proposed for them."""
     since = now - timedelta(seconds=config.fleet_window_s)
-    hosts = set(session.scalars(select(FindingRecord.hostname).where(
-        FindingRecord.kind == family, FindingRecord.ts >= since).distinct()))
+    records = session.execute(select(FindingRecord.hostname, FindingRecord.evidence).where(
+        FindingRecord.kind == family, FindingRecord.ts >= since)).all()
+    hosts = {host for host, _ in records}
+    # one job spread over many nodes is one source, not many: a hung multi-node job is not a fleet event
+    sources = {_job_of(evidence) or f"host:{host}" for host, evidence in records}
     threshold = max(config.fleet_min_nodes, int(config.fleet_fraction * fleet_nodes + 0.9999))
-    if len(hosts) < threshold:
+    if len(hosts) < threshold or len(sources) < threshold:
         return None
     key = f"fleet//{family}"
     fleet = session.scalars(select(Incident).where(Incident.dedup_key == key, Incident.status.in_(ACTIVE))).first()

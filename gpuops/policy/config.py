@@ -44,7 +44,12 @@ class PolicyConfig(BaseModel):
     freeze_windows: tuple[FreezeWindow, ...] = ()
 
     def nodes_out_limit(self, fleet_nodes: int) -> int:
-        return min(self.max_nodes_out, int(self.max_nodes_out_fraction * fleet_nodes))
+        """The smaller of the absolute and fractional budgets. A fraction that rounds below one node still allows
+        one (else a fleet smaller than 1/fraction could never take a failed node out); a fraction of 0, or
+        `max_nodes_out: 0`, forbids node actions."""
+        if self.max_nodes_out_fraction <= 0 or fleet_nodes <= 0:
+            return 0
+        return min(self.max_nodes_out, max(1, int(self.max_nodes_out_fraction * fleet_nodes)))
 
     def frozen_at(self, now: datetime) -> FreezeWindow | None:
         return next((w for w in self.freeze_windows if w.starts_at <= now < w.ends_at), None)

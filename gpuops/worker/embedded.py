@@ -17,10 +17,14 @@ log = logging.getLogger(__name__)
 
 class EmbeddedScheduler:
     """Runs each shard's cycle once per cycle boundary, the action sweep and approval expiry on their own
-    periods. `run_due(now)` does one round; `run_forever` loops until `stop()`."""
+    periods. `run_due(now)` does one round; `run_forever` loops until `stop()`. `clock` may run faster than real
+    time (the demo's simulated fleet): `rate` says how much faster, so waits shrink to match."""
 
-    def __init__(self, app: Celery, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, app: Celery, clock: Callable[[], float] = time.time, rate: float = 1.0) -> None:
+        if rate <= 0:
+            raise ValueError("the clock's rate must be positive")
         self.app = app
+        self.rate = rate
         self.settings = runtime_of(app).settings
         self.clock = clock
         self._stopped = threading.Event()
@@ -58,7 +62,7 @@ class EmbeddedScheduler:
             now = self.clock()
             wake = min(cycle_end(now, self.settings.cycle_seconds) + self.settings.cycle_seconds,
                        self._next_sweep, self._next_expire)
-            self._stopped.wait(max(0.05, wake - now))
+            self._stopped.wait(max(0.05, (wake - now) / self.rate))
 
     def stop(self) -> None:
         self._stopped.set()

@@ -173,7 +173,17 @@ def test_two_processes_racing_for_the_last_budget_slot_exactly_one_wins(postgres
     container.close()
 
 
-@pytest.mark.parametrize("fraction", [0.0, 0.04])
-def test_small_fleets_get_no_node_budget_below_one(container: Container, fraction: float) -> None:
-    config = PolicyConfig(max_nodes_out=3, max_nodes_out_fraction=fraction)
+def test_a_zero_fraction_forbids_node_actions(container: Container) -> None:
+    config = PolicyConfig(max_nodes_out=3, max_nodes_out_fraction=0.0)
     assert decide(container, "gpu-node-001", drain("gpu-node-001"), config) == Gate.DENIED
+
+
+@pytest.mark.parametrize(("fraction", "nodes", "limit"), [(0.04, 8, 1), (0.10, 8, 1), (0.10, 40, 3), (0.5, 40, 3)])
+def test_a_fraction_below_one_node_still_allows_one(fraction: float, nodes: int, limit: int) -> None:
+    assert PolicyConfig(max_nodes_out=3, max_nodes_out_fraction=fraction).nodes_out_limit(nodes) == limit
+
+
+def test_a_small_fleet_takes_one_node_out_and_no_second(container: Container) -> None:
+    config = PolicyConfig(max_nodes_out=3, max_nodes_out_fraction=0.04)
+    assert decide(container, "gpu-node-001", drain("gpu-node-001"), config) == Gate.TWO_APPROVERS
+    assert decide(container, "gpu-node-002", drain("gpu-node-002"), config) == Gate.DENIED
