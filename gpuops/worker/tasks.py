@@ -13,8 +13,8 @@ from typing import Any
 from celery import Celery
 from sqlalchemy import or_, select
 
+from gpuops import decisions
 from gpuops.detection import run_cycle
-from gpuops.execution.approvals import expire_pending
 from gpuops.execution.service import deps_from, execute, plan_of
 from gpuops.incidents.lifecycle import can_transition
 from gpuops.store.audit import append_event
@@ -147,9 +147,7 @@ def register(app: Celery) -> None:
 
     @task(EXPIRE)
     def expire_approvals(self: GpuopsTask, **payload: Any) -> dict[str, Any]:
+        """Expire approvals that waited too long, tell the notifier, and retry its held-back posts."""
         NoPayload.model_validate(payload)
-        runtime = runtime_of(self.app)
-        with runtime.container.uow() as uow:
-            expired = expire_pending(uow.session, now=_now(), ttl_s=runtime.container.policy.approval_ttl_s)
-            uow.commit()
+        expired = decisions.expire_approvals(runtime_of(self.app).container, now=_now())
         return {"expired": expired}
