@@ -397,5 +397,8 @@ def test_approve_in_slack_resumes_the_agent_which_executes_and_replies_in_the_th
                     action = uow.session.get(Action, action_id)
                     assert action is not None and action.status == "succeeded"
                 assert "cordon gpu-node-003" in executed(journal)
+                # The resumed thread goes on to its next step, which waits for its own approval in a new prompt.
+                wait_until(lambda: len([m for m in slack.messages.values() if not m.get("thread_ts")]) == 2,
+                           timeout=30)
         finally:
             container.close()
