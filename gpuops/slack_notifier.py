@@ -120,6 +120,7 @@ class SlackNotifier:
         self._port = port
         self._clock = clock or (lambda: datetime.now(tz=UTC))
         self._delivering = threading.Lock()
+        self._quiet_until: datetime | None = None  # Slack was unreachable: notifications queue without trying
 
     @property
     def port(self) -> SlackPort:
@@ -137,11 +138,11 @@ class SlackNotifier:
 
     def approval_requested(self, action_id: int) -> None:
         self._queue(action_id, "post")
-        self.retry_pending()
+        self._deliver_soon()
 
     def decision_recorded(self, action_id: int) -> None:
         self._queue(action_id, "update")
-        self.retry_pending()
+        self._deliver_soon()
 
     def progress(self, action_id: int, status: str, detail: str) -> None:
         if status == "expired":
@@ -149,13 +150,20 @@ class SlackNotifier:
             self._queue(action_id, "reply", text="<!here> " + progress_text(status, detail), broadcast=True)
         else:
             self._queue(action_id, "reply", text=progress_text(status, detail))
-        self.retry_pending()
+        self._deliver_soon()
 
     def retry_pending(self) -> int:
         """Deliver every due post in order; stop at the first sign that Slack is unreachable. Returns how many
         went out. Never raises for Slack's sake: what did not go out stays queued."""
         with self._delivering:
             return self._deliver_due()
+
+    def _deliver_soon(self) -> None:
+        # Right after Slack failed, a notification only queues: a dashboard or Slack request that caused it
+        # should not wait for another timeout. The periodic retry_pending tries again.
+        if self._quiet_until is not None and self._clock() < self._quiet_until:
+            return
+        self.retry_pending()
 
     # -- the outbox
 
@@ -195,9 +203,12 @@ class SlackNotifier:
                 continue
             delivered, slack_down = self._deliver_one(row_id, now)
             sent += delivered
-            if not delivered:
+            if delivered:
+                self._quiet_until = None
+            else:
                 blocked.add(action_id)
             if slack_down:
+                self._quiet_until = now + timedelta(seconds=BACKOFF_BASE_S)
                 break
         return sent
 

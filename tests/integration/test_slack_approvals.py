@@ -321,8 +321,8 @@ def test_posts_while_slack_is_down_are_retried_and_delivered(world: World, failu
     notifier = world.container.notifier
     world.slack.down = failure
     notifier.approval_requested(action_id)          # Slack fails: queued, nothing raised
-    notifier.progress(action_id, "executing", "")   # waits behind the post
-    assert world.slack.calls == []
+    notifier.progress(action_id, "executing", "")   # queued without another try (Slack just failed)
+    assert world.slack.calls == [] and world.slack.attempts == 1
     with world.container.uow() as uow:
         rows = list(uow.session.scalars(select(SlackOutbox).order_by(SlackOutbox.id)))
         assert [(r.kind, r.status) for r in rows] == [("post", "pending"), ("reply", "pending")]

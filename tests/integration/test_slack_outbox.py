@@ -112,3 +112,16 @@ def test_a_dashboard_decision_updates_the_slack_prompt(stack: tuple[Container, I
     assert recorded.outcome.status == "approved"
     method, update = slack.calls[-1]
     assert method == "chat.update" and "alice (dashboard)" in str(update["blocks"])
+
+
+def test_slack_settings_fail_fast_with_the_variable_named() -> None:
+    from gpuops.config import load_settings
+    from gpuops.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="GPUOPS_SLACK_TIMEOUT_SECONDS"):
+        load_settings({"GPUOPS_SLACK_TIMEOUT_SECONDS": "0"})
+    with pytest.raises(ConfigError, match="GPUOPS_SLACK_API_URL"):
+        load_settings({"GPUOPS_SLACK_API_URL": "slack.internal/api"})
+    s = load_settings({"SLACK_BOT_TOKEN": "xoxb-1", "GPUOPS_SLACK_CHANNEL": "C1", "GPUOPS_APPROVERS": "U1, U2"})
+    assert s.slack_configured and s.approvers == ("U1", "U2")
+    assert not load_settings({"SLACK_BOT_TOKEN": "xoxb-1"}).slack_configured
