@@ -129,6 +129,10 @@ def register(app: Celery) -> None:
                          action_id=p.action_id, data={"ok": result.ok, "detail": result.detail,
                                                       "status": status}, ts=_now())
             uow.commit()
+        try:
+            c.notifier.progress(p.action_id, "verified" if result.ok else "failed", f"re-check: {result.detail}")
+        except Exception:  # a channel being down never fails the verification
+            log.exception("the notifier failed", extra={"action_id": p.action_id})
         return {"action_id": p.action_id, "holds": result.ok, "detail": result.detail}
 
     @task(SWEEP)
