@@ -25,6 +25,7 @@ _EXPECTATIONS: dict[str, str] = {
     "log_level": "one of DEBUG, INFO, WARNING, ERROR",
     "approvers": "a comma-separated list of Slack user ids or dashboard user names",
     "slack_api_url": "an http(s) base URL of Slack's Web API ending in /api/",
+    "slack_timeout_seconds": "a number of seconds > 0 (how long one Slack Web API call may take)",
     "openai_base_url": "an http(s) URL of an OpenAI-compatible API, e.g. http://127.0.0.1:8000/v1",
     "kube_api_url": "an http(s) URL of a Kubernetes API server, e.g. https://10.0.0.1:6443",
     "scrape_urls": "a comma-separated list of exporter /metrics URLs",
@@ -81,6 +82,7 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = Field(default=None, validation_alias="SLACK_SIGNING_SECRET")
     slack_channel: str | None = None
     slack_api_url: str = "https://slack.com/api/"
+    slack_timeout_seconds: float = Field(default=5.0, gt=0)
     approvers: Annotated[tuple[str, ...], NoDecode] = ()
 
     kube_api_url: str | None = None
@@ -163,6 +165,11 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True when no broker is configured: everything runs in one process."""
         return self.broker_url is None
+
+    @property
+    def slack_configured(self) -> bool:
+        """True when approval prompts go to Slack: a bot token and a channel are set."""
+        return self.slack_bot_token is not None and bool(self.slack_channel)
 
     @property
     def llm_configured(self) -> bool:

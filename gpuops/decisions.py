@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gpuops.errors import NotFound
-from gpuops.execution.approvals import Approver, DecisionOutcome, decide
+from gpuops.execution.approvals import Approver, DecisionOutcome, decide, expire_pending
 from gpuops.store.models import Action
 from gpuops.wiring import Container
 
@@ -68,3 +68,22 @@ def resume_after_decision(container: Container, incident_id: int, decision: dict
                           extra={"incident_id": incident_id})
 
     threading.Thread(target=_run, name=f"resume-incident-{incident_id}", daemon=True).start()
+
+
+def expire_approvals(container: Container, *, now: datetime | None = None) -> list[int]:
+    """Expire actions that waited too long for a decision (their incidents escalate), tell the notifier, and
+    give it a chance to send what an outage held back. Returns the expired action ids."""
+    when = now or datetime.now(tz=UTC)
+    ttl_s = container.policy.approval_ttl_s
+    with container.uow() as uow:
+        expired = expire_pending(uow.session, now=when, ttl_s=ttl_s)
+        uow.commit()
+    notifier = container.notifier
+    try:
+        for action_id in expired:
+            notifier.progress(action_id, "expired", f"no decision within {ttl_s / 60:.0f} min; the incident is "
+                                                    "escalated to a human")
+        notifier.retry_pending()
+    except Exception:  # a channel being down never stops expiry
+        log.exception("the notifier failed after expiring approvals", extra={"expired": expired})
+    return expired

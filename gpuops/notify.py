@@ -17,6 +17,9 @@ class Notifier(Protocol):
     def progress(self, action_id: int, status: str, detail: str) -> None:
         """Action `action_id` moved on: executing, succeeded/verified, failed, rolled back, expired."""
 
+    def retry_pending(self) -> int:
+        """Send what an outage held back (called periodically); returns how many messages went out."""
+
 
 class NullNotifier:
     """No outside channel configured."""
@@ -29,3 +32,6 @@ class NullNotifier:
 
     def progress(self, action_id: int, status: str, detail: str) -> None:
         return None
+
+    def retry_pending(self) -> int:
+        return 0

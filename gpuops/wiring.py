@@ -82,7 +82,12 @@ class Container:
     def notifier(self) -> Notifier:
         """Where approval prompts and progress go (Slack when configured; nowhere otherwise)."""
         if self._notifier is None:
-            self._notifier = NullNotifier()
+            if self.settings.slack_configured:
+                from gpuops.slack_notifier import SlackNotifier
+
+                self._notifier = SlackNotifier(uow=self.uow, settings=self.settings)
+            else:
+                self._notifier = NullNotifier()
         return self._notifier
 
     def new_detection_cycle(self) -> DetectionCycle:

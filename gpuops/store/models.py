@@ -299,3 +299,33 @@ class DeadLetter(Base):
     error: Mapped[str] = mapped_column(Text, default="")
     deliveries: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SlackMessage(Base):
+    """The Slack approval message of an action: its channel, and its ts once Slack accepted the post."""
+
+    __tablename__ = "slack_messages"
+
+    action_id: Mapped[int] = mapped_column(ForeignKey("actions.id", ondelete="CASCADE"), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(64))
+    ts: Mapped[str | None] = mapped_column(String(32))
+    posted_at: Mapped[datetime | None]
+
+
+class SlackOutbox(Base):
+    """A Slack post waiting to go out (the prompt, an update of it, a reply in its thread). Rows are sent in order
+    per action; an unreachable Slack leaves them pending with a growing back-off until they go through."""
+
+    __tablename__ = "slack_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    action_id: Mapped[int] = mapped_column(ForeignKey("actions.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # post | update | reply
+    text: Mapped[str] = mapped_column(Text, default="")
+    broadcast: Mapped[bool] = mapped_column(default=False)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)  # pending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]

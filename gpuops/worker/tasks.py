@@ -13,8 +13,8 @@ from typing import Any
 from celery import Celery
 from sqlalchemy import or_, select
 
+from gpuops import decisions
 from gpuops.detection import run_cycle
-from gpuops.execution.approvals import expire_pending
 from gpuops.execution.service import deps_from, execute, plan_of
 from gpuops.incidents.lifecycle import can_transition
 from gpuops.store.audit import append_event
@@ -129,6 +129,10 @@ def register(app: Celery) -> None:
                          action_id=p.action_id, data={"ok": result.ok, "detail": result.detail,
                                                       "status": status}, ts=_now())
             uow.commit()
+        try:
+            c.notifier.progress(p.action_id, "verified" if result.ok else "failed", f"re-check: {result.detail}")
+        except Exception:  # a channel being down never fails the verification
+            log.exception("the notifier failed", extra={"action_id": p.action_id})
         return {"action_id": p.action_id, "holds": result.ok, "detail": result.detail}
 
     @task(SWEEP)
@@ -147,9 +151,7 @@ def register(app: Celery) -> None:
 
     @task(EXPIRE)
     def expire_approvals(self: GpuopsTask, **payload: Any) -> dict[str, Any]:
+        """Expire approvals that waited too long, tell the notifier, and retry its held-back posts."""
         NoPayload.model_validate(payload)
-        runtime = runtime_of(self.app)
-        with runtime.container.uow() as uow:
-            expired = expire_pending(uow.session, now=_now(), ttl_s=runtime.container.policy.approval_ttl_s)
-            uow.commit()
+        expired = decisions.expire_approvals(runtime_of(self.app).container, now=_now())
         return {"expired": expired}

@@ -1,0 +1,113 @@
+"""Block Kit for approval prompts, built from plain data: what happened, the evidence as numbers, the plan, its
+predicted impact and budgets, a dashboard link, and Approve / Reject buttons carrying the action id and the plan
+hash (so a click approves exactly the plan that was shown). Once decided or expired, the buttons go away and
+the message says who decided what, and when."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from connectors.slack.models import ApprovalPrompt, Decision
+
+APPROVE, REJECT = "gpuops_approve", "gpuops_reject"
+BUTTON_ACTIONS = {APPROVE: "approve", REJECT: "reject"}
+TEXT_LIMIT = 2900  # Slack's section text limit is 3000 characters
+
+
+def button_value(action_id: int, plan_hash: str) -> str:
+    return f"{action_id}:{plan_hash}"
+
+
+def parse_button_value(value: str) -> tuple[int, str]:
+    """(action id, plan hash) from a button's value; ValueError when it is not ours."""
+    action, _, plan_hash = value.partition(":")
+    if not action.isdigit() or not plan_hash:
+        raise ValueError(f"not a gpuops button value: {value!r}")
+    return int(action), plan_hash
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": text[:TEXT_LIMIT]}
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": _mrkdwn(text)}
+
+
+def _person(d: Decision) -> str:
+    return f"<@{d.who}>" if d.channel == "slack" else f"{d.who} ({d.channel})"
+
+
+def status_line(p: ApprovalPrompt) -> str:
+    approvals = [d for d in p.decisions if d.decision == "approve"]
+    rejections = [d for d in p.decisions if d.decision == "reject"]
+    if p.status == "expired":
+        return (f":hourglass: *Expired* at {p.expired_at or 'the deadline'} without enough approvals "
+                f"({len(approvals)}/{p.approvals_required}); incident {p.incident_id} escalated to a human.")
+    if rejections:
+        d = rejections[-1]
+        why = f": {d.reason}" if d.reason else ""
+        return f":x: *Rejected* by {_person(d)} at {d.at}{why}"
+    who = ", ".join(f"{_person(d)} at {d.at}" for d in approvals)
+    if p.status == "awaiting_approval":
+        if approvals:
+            return (f":hourglass_flowing_sand: *Approvals {len(approvals)}/{p.approvals_required}*: {who}; "
+                    "waiting for another approver.")
+        needed = "two distinct approvers" if p.approvals_required > 1 else "one approver"
+        return f":raising_hand: *Waiting for approval* (0/{p.approvals_required}, needs {needed})."
+    if approvals:
+        return f":white_check_mark: *Approved* ({len(approvals)}/{p.approvals_required}) by {who}. Status: {p.status}."
+    return f"Status: *{p.status}*."
+
+
+def summary_text(p: ApprovalPrompt) -> str:
+    """The notification text (shown where blocks are not)."""
+    return (f"[{p.severity}] {p.title}: plan {p.runbook} on {', '.join(p.targets) or 'no target'} "
+            f"— {p.status.replace('_', ' ')} (action {p.action_id})")
+
+
+def approval_blocks(p: ApprovalPrompt) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": f"{p.severity.upper()}: {p.title}"[:150]}},
+        _section(f"*What happened* ({p.location}, incident {p.incident_id})\n{p.summary or p.title}"),
+    ]
+    if p.evidence:
+        fields = [_mrkdwn(f"*{label}*\n{value}") for label, value in p.evidence[:10]]
+        blocks.append({"type": "section", "text": _mrkdwn("*Evidence*"), "fields": fields})
+    params = json.dumps(p.params, sort_keys=True) if p.params else "none"
+    plan = (f"*Plan* (action {p.action_id}, {p.risk} risk)\n`{p.runbook}` on {', '.join(f'`{t}`' for t in p.targets)}"
+            f"\nParameters: `{params}`")
+    if p.rationale:
+        plan += f"\nWhy: {p.rationale}"
+    blocks.append(_section(plan))
+    impact = [("Pods evicted", str(p.pods_evicted)), ("GPUs affected", str(p.gpus_affected)),
+              ("GPU-hours at risk", f"{p.gpu_hours_at_risk:.1f}"), *p.budget]
+    blocks.append({"type": "section", "text": _mrkdwn("*Predicted impact and budget left*"),
+                   "fields": [_mrkdwn(f"*{label}*\n{value}") for label, value in impact[:10]]})
+    context = [_mrkdwn(f"plan hash `{p.plan_hash[:12]}`")]
+    if p.dashboard_url:
+        context.insert(0, _mrkdwn(f"<{p.dashboard_url}|Open incident {p.incident_id} in the dashboard>"))
+    blocks.append({"type": "context", "elements": context})
+    blocks.append({"type": "divider"})
+    blocks.append({**_section(status_line(p)), "block_id": "gpuops_status"})
+    if p.status == "awaiting_approval":
+        value = button_value(p.action_id, p.plan_hash)
+        blocks.append({"type": "actions", "block_id": f"gpuops_decide_{p.action_id}", "elements": [
+            {"type": "button", "action_id": APPROVE, "style": "primary", "value": value,
+             "text": {"type": "plain_text", "text": "Approve"}},
+            {"type": "button", "action_id": REJECT, "style": "danger", "value": value,
+             "text": {"type": "plain_text", "text": "Reject"},
+             "confirm": {"title": {"type": "plain_text", "text": "Reject this plan?"},
+                         "text": _mrkdwn("The incident is escalated to a human."),
+                         "confirm": {"type": "plain_text", "text": "Reject"},
+                         "deny": {"type": "plain_text", "text": "Cancel"}}},
+        ]})
+    return blocks
+
+
+def progress_text(status: str, detail: str) -> str:
+    icon = {"executing": ":gear:", "succeeded": ":white_check_mark:", "verified": ":white_check_mark:",
+            "failed": ":rotating_light:", "rolled_back": ":leftwards_arrow_with_hook:", "expired": ":hourglass:",
+            "refused": ":no_entry:", "dry_run": ":memo:"}.get(status, ":information_source:")
+    return f"{icon} *{status.replace('_', ' ')}*" + (f": {detail}" if detail else "")
