@@ -13,6 +13,7 @@ import numpy as np
 from detectors.findings import Finding
 from detectors.frame import FleetFrame, GpuLabels
 from detectors.rules import Stage, default_rules
+from detectors.settling import LoadSettling
 from detectors.stream import CycleView, SlotIndex
 
 _STATE_MAGIC = b"gpuops-detection-cycle-v1\n"
@@ -41,6 +42,7 @@ class DetectionCycle:
         self.stages: list[Stage] = list(stages) if stages is not None else default_stages()
         self.index = SlotIndex()
         self.last_ts = -math.inf
+        self.settling = LoadSettling()
 
     def update(self, frame: FleetFrame) -> list[Finding]:
         _validate(frame)
@@ -52,7 +54,9 @@ class DetectionCycle:
         for stage in self.stages:
             findings.extend(stage.update(view))
         self.last_ts = float(frame.timestamps[-1])
-        findings = with_jobs(findings, frame.gpus)
+        settling = getattr(self, "settling", None) or LoadSettling()  # states saved before the guard lack it
+        self.settling = settling
+        findings = with_jobs(settling.filter(view, findings), frame.gpus)
         findings.sort(key=lambda f: (f.ts, f.hostname, -1 if f.gpu is None else f.gpu, f.detector, f.kind))
         return findings
 

@@ -1,0 +1,62 @@
+"""Load settling: after a GPU's load steps (a job starts, stops or moves), its temperature, power, clocks and
+memory move to new levels for a while. Soft findings of load-driven kinds from the level detectors (robust
+baselines, the multivariate model, node peers) during that time describe the change of load, not a fault;
+they are dropped. Hard signals, forecasts (which have their own guard), and the job detectors (stragglers, hung
+jobs, overload: their subject is the load itself) are kept."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from detectors import metrics as m
+from detectors.findings import Finding
+from detectors.frame import FloatArray
+from detectors.stream import CycleView, grow
+
+LOAD_DRIVEN_KINDS = frozenset({"thermal", "power", "anomaly"})
+SETTLING_DETECTORS = ("baseline.", "multivariate.", "peers.node_thermal")
+
+
+@dataclass
+class LoadSettling:
+    metric: str = m.GPU_UTIL
+    jump: float = 20.0        # a step in utilisation, in percentage points, against its recent level
+    settle_s: float = 1200.0  # about four thermal time constants of a GPU under a heatsink
+    ref: FloatArray = field(default_factory=lambda: np.zeros(0))
+    changed: FloatArray = field(default_factory=lambda: np.zeros(0))
+
+    def filter(self, view: CycleView, findings: list[Finding]) -> list[Finding]:
+        """Track the load through the cycle's new samples and drop the findings made while it settled. A
+        finding at time t is judged on the load up to t only."""
+        load = view.metric(self.metric)
+        if load is None:
+            return findings
+        n = view.n_slots
+        self.ref, self.changed = grow(self.ref, n, np.nan), grow(self.changed, n, -np.inf)
+        slots = view.slots
+        changed_at: dict[float, FloatArray] = {}
+        for j, ts in view.columns():
+            d = load[:, j]
+            ok = np.isfinite(d)
+            s, v = slots[ok], d[ok]
+            ref = self.ref[s]
+            first = ~np.isfinite(ref)
+            jumped = ~first & (np.abs(v - ref) > self.jump)
+            self.changed[s] = np.where(jumped, ts, self.changed[s])
+            self.ref[s] = np.where(first | jumped, v, ref + 0.1 * (v - ref))
+            changed_at[ts] = self.changed[slots].copy()
+        if not findings:
+            return findings
+        labels = view.frame.gpus
+        row_of = {(h, g): r for r, (h, g) in enumerate(zip(labels.hostname, labels.gpu, strict=True))}
+        kept = []
+        for f in findings:
+            row = row_of.get((f.hostname, f.gpu)) if f.gpu is not None else None
+            at = changed_at.get(f.ts)
+            if (row is not None and at is not None and f.kind in LOAD_DRIVEN_KINDS
+                    and f.detector.startswith(SETTLING_DETECTORS) and f.ts - at[row] < self.settle_s):
+                continue
+            kept.append(f)
+        return kept
