@@ -247,10 +247,14 @@ class Settings(BaseSettings):
                 text = Path(self.users_file).read_text()
             except OSError as exc:
                 raise ValueError(f"GPUOPS_USERS_FILE: cannot read {self.users_file}: {exc.strerror}") from exc
-            merged = self.users + parse_users(text)
-            if len({u.name for u in merged}) != len(merged):
-                raise ValueError("GPUOPS_USERS_FILE: a user name appears twice (also in GPUOPS_USERS?)")
-            object.__setattr__(self, "users", merged)
+            merged = list(self.users)
+            for user in parse_users(text):
+                if user in merged:  # the same entry (validation may run on already merged settings)
+                    continue
+                if any(u.name == user.name for u in merged):
+                    raise ValueError(f"GPUOPS_USERS_FILE: user {user.name!r} is also in GPUOPS_USERS")
+                merged.append(user)
+            object.__setattr__(self, "users", tuple(merged))
         return self
 
     def proxy_role(self, user: str) -> str | None:
