@@ -19,7 +19,6 @@ from gpuops.web.auth import hash_password
 from gpuops.wiring import bootstrap
 from tests.conftest import GPUOPS, free_port, gpuops_env, wait_http
 
-
 PASSWORD = "ops-password"
 AUTH = ("ops", PASSWORD)
 
@@ -76,7 +75,8 @@ def api_server(tmp_path: Path) -> Iterator[str]:
     _seed(url)
     port = free_port()
     proc = subprocess.Popen([GPUOPS, "api", "--host", "127.0.0.1", "--port", str(port)],
-                            env=gpuops_env(GPUOPS_DATABASE_URL=url, GPUOPS_USERS=f"ops:viewer:{hash_password(PASSWORD)}"),
+                            env=gpuops_env(GPUOPS_DATABASE_URL=url,
+                                           GPUOPS_USERS=f"ops:viewer:{hash_password(PASSWORD)}"),
                             stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"

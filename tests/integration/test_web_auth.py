@@ -109,7 +109,7 @@ def test_forged_or_missing_csrf_is_refused_and_nothing_changes(web: WebServer, t
 
 def test_a_cross_site_style_form_post_to_the_api_is_not_accepted(web: WebServer) -> None:
     """The API takes JSON only, so an HTML form elsewhere cannot post a decision with the user's cookie."""
-    incident_id, action_id, plan_hash = seed_awaiting(web.container)
+    _, action_id, plan_hash = seed_awaiting(web.container)
     with sign_in(web.url, "april") as client:
         response = client.post(f"/api/actions/{action_id}/approve", data={"plan_hash": plan_hash, "reason": "x"})
         assert response.status_code in (403, 422)
