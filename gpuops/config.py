@@ -3,10 +3,12 @@ and passed down; a missing or malformed value stops start-up with a message nami
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -14,6 +16,8 @@ from sqlalchemy.exc import ArgumentError
 from gpuops.errors import ConfigError
 
 SUPPORTED_DATABASES = ("sqlite", "postgresql")
+ROLES = ("viewer", "approver", "admin")
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]+$")
 
 _EXPECTATIONS: dict[str, str] = {
     "database_url": "a SQLAlchemy URL such as sqlite:///./gpuops.db or postgresql+psycopg://user:pass@host:5432/gpuops",
@@ -39,7 +43,43 @@ _EXPECTATIONS: dict[str, str] = {
     "task_time_limit_seconds": "a number of seconds > 0 (the longest a task other than execution may run)",
     "sweep_seconds": "a number of seconds > 0",
     "worker_wiring": "module:function returning a wiring Container for the given Settings",
+    "users": "dashboard users separated by ';' or new lines, each name:role:hash with role viewer, approver or "
+             "admin and hash from `gpuops users hash-password`",
+    "users_file": "a path to a file with one name:role:hash dashboard user per line",
+    "session_secret": "a random string of at least 32 characters that signs session cookies",
+    "session_cookie_secure": "true or false (default: true when GPUOPS_DASHBOARD_URL is https)",
+    "trusted_proxy_header": "an HTTP header name set by the reverse proxy to the signed-in user, e.g. X-Forwarded-User",
+    "proxy_roles": "a comma-separated list of user:role for users signed in by the proxy; *:role for anyone else",
 }
+
+
+class DashboardUser(BaseModel):
+    """A dashboard user from configuration; the password is stored as an argon2 hash only."""
+
+    model_config = {"frozen": True}
+
+    name: str
+    role: Literal["viewer", "approver", "admin"]
+    password_hash: str = Field(repr=False)
+
+
+def parse_users(text: str) -> tuple[DashboardUser, ...]:
+    """`name:role:hash` entries separated by ';' or new lines; blank entries and `#` comments are skipped."""
+    users: list[DashboardUser] = []
+    for raw in re.split(r"[;\n]", text):
+        entry = raw.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        name, _, rest = entry.partition(":")
+        role, _, digest = rest.partition(":")
+        if not name or role not in ROLES or not digest.startswith("$argon2"):
+            raise ValueError(f"bad user entry {name or entry[:20]!r}: expected {_EXPECTATIONS['users']}")
+        users.append(DashboardUser(name=name, role=role, password_hash=digest))
+    names = [u.name for u in users]
+    if len(set(names)) != len(names):
+        raise ValueError("a user name appears twice")
+    return tuple(users)
+
 
 
 def _comma_list(value: Any) -> tuple[str, ...]:
@@ -104,6 +144,13 @@ class Settings(BaseSettings):
     sweep_seconds: float = Field(default=30.0, gt=0)
     worker_wiring: str | None = None
 
+    users: Annotated[tuple[DashboardUser, ...], NoDecode] = ()
+    users_file: str | None = None
+    session_secret: SecretStr | None = None
+    session_cookie_secure: bool | None = None
+    trusted_proxy_header: str | None = None
+    proxy_roles: Annotated[tuple[str, ...], NoDecode] = ()
+
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
@@ -161,6 +208,68 @@ class Settings(BaseSettings):
     def _approvers(cls, value: Any) -> tuple[str, ...]:
         return _comma_list(value)
 
+    @field_validator("users", mode="before")
+    @classmethod
+    def _users(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return ()
+        return parse_users(value) if isinstance(value, str) else value
+
+    @field_validator("session_secret")
+    @classmethod
+    def _session_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError(f"too short; expected {_EXPECTATIONS['session_secret']}")
+        return value
+
+    @field_validator("trusted_proxy_header")
+    @classmethod
+    def _trusted_proxy_header(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        assert value is not None
+        if not _HEADER_NAME.match(value):
+            raise ValueError(f"expected {_EXPECTATIONS['trusted_proxy_header']}")
+        return value
+
+    @field_validator("proxy_roles", mode="before")
+    @classmethod
+    def _proxy_roles(cls, value: Any) -> tuple[str, ...]:
+        entries = _comma_list(value)
+        for entry in entries:
+            name, _, role = entry.partition(":")
+            if not name or role not in ROLES:
+                raise ValueError(f"bad entry {entry!r}; expected {_EXPECTATIONS['proxy_roles']}")
+        return entries
+
+    @model_validator(mode="after")
+    def _users_from_file(self) -> Settings:
+        if self.users_file:
+            try:
+                text = Path(self.users_file).read_text()
+            except OSError as exc:
+                raise ValueError(f"GPUOPS_USERS_FILE: cannot read {self.users_file}: {exc.strerror}") from exc
+            merged = list(self.users)
+            for user in parse_users(text):
+                if user in merged:  # the same entry (validation may run on already merged settings)
+                    continue
+                if any(u.name == user.name for u in merged):
+                    raise ValueError(f"GPUOPS_USERS_FILE: user {user.name!r} is also in GPUOPS_USERS")
+                merged.append(user)
+            object.__setattr__(self, "users", tuple(merged))
+        return self
+
+    def proxy_role(self, user: str) -> str | None:
+        """The role of a user the trusted proxy signed in: their entry, else the `*` entry, else none."""
+        roles = dict(entry.split(":", 1) for entry in self.proxy_roles)
+        return roles.get(user) or roles.get("*")
+
+    @property
+    def cookie_secure(self) -> bool:
+        if self.session_cookie_secure is not None:
+            return self.session_cookie_secure
+        return bool(self.dashboard_url and self.dashboard_url.startswith("https://"))
+
     @property
     def embedded(self) -> bool:
         """True when no broker is configured: everything runs in one process."""
@@ -198,13 +307,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            field = str(error["loc"][0]) if error["loc"] else "?"
+            if not error["loc"]:  # a check across settings: its message names the variables
+                problems.append(error["msg"].removeprefix("Value error, "))
+                continue
+            field = str(error["loc"][0])
             var = _env_name(field) if field in Settings.model_fields else field
             expected = _EXPECTATIONS.get(field)
             detail = error["msg"].removeprefix("Value error, ")
             if expected and expected not in detail:
                 detail = f"{detail}; expected {expected}"
             value = error.get("input")
-            shown = "" if field.endswith(("token", "secret", "key")) else f" (got {value!r})"
+            shown = "" if field.endswith(("token", "secret", "key", "users")) else f" (got {value!r})"
             problems.append(f"{var}: {detail}{shown}")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from exc

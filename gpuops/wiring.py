@@ -79,6 +79,12 @@ class Container:
         return self._cluster
 
     @property
+    def cluster_configured(self) -> bool:
+        """True when a cluster was given or the settings say where one is (without connecting to it)."""
+        s = self.settings
+        return self._cluster is not None or bool(s.kube_api_url or s.kubeconfig or s.kube_in_cluster)
+
+    @property
     def notifier(self) -> Notifier:
         """Where approval prompts and progress go (Slack when configured; nowhere otherwise)."""
         if self._notifier is None:

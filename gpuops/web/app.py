@@ -1,47 +1,66 @@
-"""FastAPI application factory. Errors are mapped to HTTP in one place (`_install_error_handlers`)."""
+"""FastAPI application factory: the dashboard, the JSON API, live updates, /healthz and /metrics. Errors are mapped to
+HTTP in one place (`_install_error_handlers`).
+
+/healthz and /metrics are open on purpose (load balancers and Prometheus scrape them without a user; they show
+counts, never incident content). Everything else needs a signed-in user (gpuops.web.auth)."""
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from urllib.parse import quote
 
-from fastapi import Depends, FastAPI, Query, Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
+from starlette.middleware.sessions import SessionMiddleware
 
+from gpuops.decisions import resume_after_decision
 from gpuops.errors import Conflict, GpuopsError, NotFound, StoreError
-from gpuops.incidents.queries import get_incident, incident_detail, incident_summary, list_incidents
+from gpuops.execution.approvals import NotAuthorised
+from gpuops.web import api, live, pages
+from gpuops.web.api import DbSession
+from gpuops.web.auth import Forbidden, NotAuthenticated, UserDirectory, session_secret
+from gpuops.web.decide import Resume
+from gpuops.web.slack import mount_slack
 from gpuops.wiring import Container
 
+log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
-STATUSES = ("open", "investigating", "awaiting_approval", "executing", "verifying", "resolved", "escalated",
-            "suppressed")
-SEVERITIES = ("critical", "warning", "info")
+SESSION_COOKIE = "gpuops_session"
+SESSION_MAX_AGE_S = 12 * 3600
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+                               "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
 
 
-def db_session(request: Request) -> Iterator[Session]:
-    """One session per request, from the app's container."""
-    container: Container = request.app.state.container
-    with container.session_factory() as session:
-        yield session
-
-
-DbSession = Annotated[Session, Depends(db_session)]
-
-
-def create_app(container: Container) -> FastAPI:
-    app = FastAPI(title="gpuops", version="0.1.0",
-                  description="Autonomous operations for GPU clusters: incidents, plans, approvals, audit.")
+def create_app(container: Container, *, resume: Resume = resume_after_decision, sse_poll_s: float = 1.0) -> FastAPI:
+    """The web app on `container`. `resume` hands an incident back to the agent after a decision (tests pass
+    their own); `sse_poll_s` is how often the live-update stream looks at the store."""
+    app = FastAPI(title="gpuops", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None,
+                  description="Autonomous operations for GPU clusters: incidents, plans, approvals, audit. "
+                              "Every operation needs a dashboard user: HTTP Basic, or a signed-in session whose "
+                              "POSTs carry the X-CSRF-Token header.")
+    settings = container.settings
+    secret = session_secret(settings)
     app.state.container = container
-    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    app.state.directory = UserDirectory(settings, key=secret.encode())
+    app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
+    app.state.resume = resume
+    app.state.sse_poll_s = sse_poll_s
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.add_middleware(SessionMiddleware, secret_key=secret, session_cookie=SESSION_COOKIE,
+                       max_age=SESSION_MAX_AGE_S, same_site="lax", https_only=settings.cookie_secure)
 
     @app.middleware("http")
     async def _measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -51,9 +70,11 @@ def create_app(container: Container) -> FastAPI:
         path = getattr(route, "path", "unmatched")
         container.metrics.http_requests.labels(request.method, path, str(response.status_code)).inc()
         container.metrics.http_latency.labels(path).observe(time.perf_counter() - started)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
         return response
 
-    @app.get("/healthz", tags=["ops"])
+    @app.get("/healthz", tags=["ops"], include_in_schema=False)
     def healthz(session: DbSession) -> JSONResponse:
         try:
             session.execute(text("SELECT 1"))
@@ -61,56 +82,47 @@ def create_app(container: Container) -> FastAPI:
             return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
         return JSONResponse({"status": "ok", "database": "ok"})
 
-    @app.get("/metrics", tags=["ops"])
+    @app.get("/metrics", tags=["ops"], include_in_schema=False)
     def metrics() -> Response:
         return Response(generate_latest(container.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/", response_class=HTMLResponse, tags=["dashboard"])
-    def incidents_page(
-        request: Request, session: DbSession,
-        status: Annotated[str | None, Query()] = None,
-        severity: Annotated[str | None, Query()] = None,
-        node: Annotated[str | None, Query()] = None,
-    ) -> HTMLResponse:
-        rows = list_incidents(session, status=status or None, severity=severity or None, hostname=node or None)
-        return templates.TemplateResponse(request, "incidents.html", {
-            "incidents": [incident_summary(i) for i in rows],
-            "filters": {"status": status or "", "severity": severity or "", "node": node or ""},
-            "statuses": STATUSES, "severities": SEVERITIES,
-        })
-
-    @app.get("/api/incidents", tags=["api"])
-    def api_incidents(
-        session: DbSession,
-        status: Annotated[str | None, Query()] = None,
-        severity: Annotated[str | None, Query()] = None,
-        node: Annotated[str | None, Query()] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-    ) -> list[dict[str, Any]]:
-        rows = list_incidents(session, status=status, severity=severity, hostname=node, limit=limit)
-        return [incident_summary(i) for i in rows]
-
-    @app.get("/api/incidents/{incident_id}", tags=["api"])
-    def api_incident(incident_id: int, session: DbSession) -> dict[str, Any]:
-        return incident_detail(get_incident(session, incident_id))
-
+    app.include_router(pages.router)
+    app.include_router(api.router)
+    app.include_router(live.router)
     _install_error_handlers(app)
+    mount_slack(app, container, resume=resume)  # POST /slack/events, when Slack is configured
     return app
 
 
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith(("/api/", "/events"))
+
+
 def _install_error_handlers(app: FastAPI) -> None:
-    statuses: list[tuple[type[GpuopsError], int]] = [(NotFound, 404), (Conflict, 409), (StoreError, 503),
-                                                     (GpuopsError, 400)]
+    statuses: list[tuple[type[GpuopsError], int]] = [
+        (NotAuthenticated, 401), (Forbidden, 403), (NotAuthorised, 403), (NotFound, 404), (Conflict, 409),
+        (StoreError, 503), (GpuopsError, 400)]
 
-    async def _handle(_request: Request, exc: Exception) -> JSONResponse:
-        for kind, code in statuses:
-            if isinstance(exc, kind):
-                return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=code)
-        return JSONResponse({"error": "InternalError", "detail": "unexpected error"}, status_code=500)
+    async def _handle(request: Request, exc: Exception) -> Response:
+        code = next((c for kind, c in statuses if isinstance(exc, kind)), 500)
+        if code == 500:
+            log.error("unexpected error", exc_info=exc)
+        if isinstance(exc, NotAuthenticated) and not _wants_json(request):
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+        detail = str(exc) if code != 500 else "unexpected error"
+        if _wants_json(request):
+            headers = {"WWW-Authenticate": 'Basic realm="gpuops"'} if code == 401 else None
+            return JSONResponse({"error": type(exc).__name__ if code != 500 else "InternalError", "detail": detail},
+                                status_code=code, headers=headers)
+        templates: Jinja2Templates = request.app.state.templates
+        response: HTMLResponse = templates.TemplateResponse(
+            request, "error.html", {"status": code, "detail": detail, "user": None, "csrf_token": "",
+                                    "flash": None}, status_code=code)
+        return response
 
-    async def _store_down(_request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"error": "StoreError", "detail": "the database is unavailable; retry shortly"},
-                            status_code=503)
+    async def _store_down(request: Request, exc: Exception) -> Response:
+        return await _handle(request, StoreError("the database is unavailable; retry shortly"))
 
     app.add_exception_handler(GpuopsError, _handle)
     app.add_exception_handler(OperationalError, _store_down)

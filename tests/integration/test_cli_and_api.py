@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +15,12 @@ import pytest
 from gpuops.config import Settings
 from gpuops.store import migrate
 from gpuops.store.models import Incident
+from gpuops.web.auth import hash_password
 from gpuops.wiring import bootstrap
 from tests.conftest import GPUOPS, free_port, gpuops_env, wait_http
+
+PASSWORD = "ops-password"
+AUTH = ("ops", PASSWORD)
 
 
 def _seed(url: str) -> None:
@@ -70,7 +75,9 @@ def api_server(tmp_path: Path) -> Iterator[str]:
     _seed(url)
     port = free_port()
     proc = subprocess.Popen([GPUOPS, "api", "--host", "127.0.0.1", "--port", str(port)],
-                            env=gpuops_env(GPUOPS_DATABASE_URL=url), stdout=subprocess.PIPE,
+                            env=gpuops_env(GPUOPS_DATABASE_URL=url,
+                                           GPUOPS_USERS=f"ops:viewer:{hash_password(PASSWORD)}"),
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -87,10 +94,14 @@ def test_api_serves_healthz_metrics_and_dashboard(api_server: str) -> None:
     health = httpx.get(f"{api_server}/healthz")
     assert health.status_code == 200 and health.json() == {"status": "ok", "database": "ok"}
 
-    page = httpx.get(f"{api_server}/")
+    assert httpx.get(f"{api_server}/").status_code == 303  # to /login
+    assert httpx.get(f"{api_server}/api/incidents").status_code == 401
+    page = httpx.get(f"{api_server}/", auth=AUTH)
+    assert page.status_code == 303  # pages take a session; HTTP Basic is for the API
+    page = _signed_in_page(api_server)
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert "XID 79: GPU fell off the bus" in page.text and "Temperature climbing" in page.text
-    filtered = httpx.get(f"{api_server}/", params={"status": "resolved"})
+    filtered = _signed_in_page(api_server, {"status": "resolved"})
     assert "Temperature climbing" in filtered.text and "XID 79" not in filtered.text
 
     metrics = httpx.get(f"{api_server}/metrics")
@@ -99,8 +110,16 @@ def test_api_serves_healthz_metrics_and_dashboard(api_server: str) -> None:
     assert "gpuops_store_up 1.0" in metrics.text
     assert 'gpuops_http_requests_total{method="GET",route="/",status="200"} 2.0' in metrics.text
 
-    assert httpx.get(f"{api_server}/api/incidents/424242").status_code == 404
-    assert len(httpx.get(f"{api_server}/api/incidents").json()) == 2
+    assert httpx.get(f"{api_server}/api/incidents/424242", auth=AUTH).status_code == 404
+    assert len(httpx.get(f"{api_server}/api/incidents", auth=AUTH).json()) == 2
+
+
+def _signed_in_page(base: str, params: dict[str, str] | None = None) -> httpx.Response:
+    with httpx.Client(base_url=base) as client:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text)
+        assert token is not None
+        client.post("/login", data={"csrf_token": token.group(1), "username": "ops", "password": PASSWORD})
+        return client.get("/", params=params)
 
 
 def test_api_refuses_to_start_on_an_unmigrated_database(tmp_path: Path) -> None:

@@ -27,7 +27,6 @@ from gpuops.decisions import expire_approvals
 from gpuops.store import migrate
 from gpuops.store.models import Action, AuditEvent, FindingRecord, Incident, SlackOutbox
 from gpuops.web.app import create_app
-from gpuops.web.slack import mount_slack
 from gpuops.wiring import Container, bootstrap
 from tests.conftest import free_port
 from tests.slack_server import CHANNEL_ID, TOKEN, FakeSlack, fake_slack
@@ -158,8 +157,7 @@ def world_on(db_url: str, *, api_url: str | None = None, **settings: Any) -> Ite
             s = s.model_copy(update={"slack_api_url": api_url})
         container = bootstrap(s)
         resumes = Resumes()
-        app = create_app(container)
-        mount_slack(app, container, resume=resumes)
+        app = create_app(container, resume=resumes)
         try:
             with serve(app) as url:
                 yield World(container, slack, url, resumes)
@@ -377,7 +375,6 @@ def test_approve_in_slack_resumes_the_agent_which_executes_and_replies_in_the_th
         container = bootstrap(slack_settings(db_url, slack, dry_run=False), cluster=default_cluster(journal),
                               policy=POLICY, runbook_settings=RUNBOOK_SETTINGS)
         app = create_app(container)
-        mount_slack(app, container)
         try:
             with serve(app) as url:
                 incident_id = open_incident(container, "xid", evidence={"xid": 79})
