@@ -120,7 +120,7 @@ class PeerComparison:
             if activity is not None:
                 out += self._jobs(view, g, ts, activity[:, j], None if fb is None else fb[:, j])
             if temp is not None:
-                out += self._node_heat(view, g, ts, temp[:, j])
+                out += self._node_heat(view, g, ts, temp[:, j], None if activity is None else activity[:, j])
         return out
 
     @staticmethod
@@ -165,12 +165,19 @@ class PeerComparison:
         self._was_busy[slots] = np.where(busy_now, 1.0, np.where(released, 0.0, self._was_busy[slots]))
         return out
 
-    def _node_heat(self, view: CycleView, g: _Groups, ts: float, temp: FloatArray) -> list[Finding]:
+    def _node_heat(self, view: CycleView, g: _Groups, ts: float, temp: FloatArray,
+                   act: FloatArray | None) -> list[Finding]:
+        """A GPU hotter than its node's others without working harder than they do (a busy GPU beside idle
+        ones is warmer by its load, not by a fault)."""
         slots = view.slots
         med, count = group_median(temp, g.node, len(g.node_names))
         node_med = med[g.node]
         with np.errstate(invalid="ignore"):
             hot = (count[g.node] >= self.min_peers) & (temp - node_med >= self.hot_gap_c)
+        if act is not None:
+            act_med, _ = group_median(act, g.node, len(g.node_names))
+            with np.errstate(invalid="ignore"):
+                hot &= ~(act > act_med[g.node] + self.straggler_gap)
         run = np.where(hot, self._hot_run[slots] + 1, 0.0)
         self._hot_run[slots] = run
         out = []

@@ -51,12 +51,13 @@ def demo(ctx: click.Context, scenario_path: str | None, speed: float, host: str,
     connectors as a real one (dcgm-exporter scrape, the Kubernetes API), the rules planner, the dashboard."""
     from gpuops.commands.daemon import run_embedded
     from gpuops.demo import demo_container, demo_settings, load_demo_scenario, start_fleet
+    from gpuops.web.auth import DEMO_ADMIN, demo_admin
 
     base = settings_from(ctx).model_copy(update={"database_url": database_url, "api_host": host, "api_port": port})
     _fresh_sqlite(database_url)
     scenario = load_demo_scenario(scenario_path)
     fleet = start_fleet(scenario, speed=speed, start=float(int(time.time())), warmup_s=DEMO_WARMUP_S)
-    settings = demo_settings(base, fleet)
+    settings, password = demo_admin(demo_settings(base, fleet))
     migrate.upgrade(settings.database_url)
     container = demo_container(settings, fleet)
     obj = ctx.ensure_object(dict)
@@ -65,6 +66,8 @@ def demo(ctx: click.Context, scenario_path: str | None, speed: float, host: str,
     click.echo(f"gpuops demo: fleet twin '{scenario.name}' ({scenario.fleet.nodes} nodes x "
                f"{scenario.fleet.gpus_per_node} GPUs) at {fleet.url}, {speed:g}x real time")
     click.echo(f"gpuops demo: dashboard at http://{host}:{port}/  (Ctrl-C to stop)")
+    click.echo(f"gpuops demo: sign in as {DEMO_ADMIN} with password {password}  (valid for this run only)")
+    click.echo("gpuops demo: in about a minute a GPU falls off the bus; its incident waits for your approval")
     try:
         run_embedded(ctx, settings, api=True, clock=fleet.clock.now, rate=speed)
     finally:

@@ -47,7 +47,9 @@ def incident_charts(container: Container, incident: Incident, now: datetime) -> 
         return IncidentCharts([], "a fleet-wide incident has no single node to chart")
     metrics = (*FAMILY_METRICS.get(incident.family, ()), *BASE_METRICS)
     start = incident.opened_at - BEFORE
-    end = min(now, (incident.resolved_at or now) + AFTER)
+    # data time may run ahead of the wall clock (the demo's accelerated fleet): never end before the incident
+    latest = max(now, incident.updated_at, incident.opened_at)
+    end = min(latest, (incident.resolved_at or latest) + AFTER)
     step = max(container.settings.step_seconds, (end - start).total_seconds() / POINTS)
     try:
         frame = container.telemetry.frame(start.timestamp(), end.timestamp(), step, metrics=list(metrics),
