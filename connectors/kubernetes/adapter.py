@@ -23,6 +23,7 @@ from connectors.kubernetes.errors import (
     AccessDenied,
     AlreadyExists,
     ClusterError,
+    ClusterNotConfigured,
     ClusterUnavailable,
     Conflict,
     DisruptionBlocked,
@@ -87,7 +88,7 @@ def translate(exc: Exception, action: str) -> ClusterError:
             "server URL and the network, then retry."
         )
     if isinstance(exc, ConfigException):
-        return ClusterUnavailable(
+        return ClusterNotConfigured(
             f"{action}: no usable Kubernetes configuration ({exc}). Give an API server "
             "URL, a kubeconfig, or run in a cluster."
         )

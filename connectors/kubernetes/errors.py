@@ -42,5 +42,9 @@ class ClusterUnavailable(ClusterError):
     """The API server could not be reached or failed (connection error, timeout, 5xx, throttling)."""
 
 
+class ClusterNotConfigured(ClusterError):
+    """No usable configuration says which cluster to talk to (not transient: retrying changes nothing)."""
+
+
 class MalformedResponse(ClusterError):
     """The API server answered with something the client could not read (a broken or foreign server)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from connectors.kubernetes.errors import ClusterNotConfigured
 from gpuops.wiring import Container
 
 log = logging.getLogger(__name__)
@@ -14,7 +15,13 @@ log = logging.getLogger(__name__)
 def advance_incident(container: Container, incident_id: int, decision: dict[str, Any] | None = None) -> str:
     from agent.adapters import resume_incident, start_incident  # the graph's libraries load on first use
 
-    report = resume_incident(container, incident_id, decision) if decision else start_incident(container, incident_id)
+    try:
+        report = (resume_incident(container, incident_id, decision) if decision
+                  else start_incident(container, incident_id))
+    except ClusterNotConfigured as exc:  # detection-only installs: the incident waits for a human
+        log.warning("no cluster configured: the agent does not plan; the incident waits for a human",
+                    extra={"incident_id": incident_id, "error": str(exc)})
+        return f"not planned: {exc}"
     log.info("agent step", extra={"incident_id": incident_id, "outcome": report.outcome or "waiting",
                                   "planner": report.planner})
     notifier = container.notifier

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from connectors.kubernetes import (
+    ClusterNotConfigured,
     ClusterPort,
     ClusterUnavailable,
     DisruptionBlocked,
@@ -215,5 +216,5 @@ def test_unreachable_api_server_is_cluster_unavailable() -> None:
 
 
 def test_missing_kubeconfig_is_cluster_unavailable(tmp_path: object) -> None:
-    with pytest.raises(ClusterUnavailable, match="configuration"):
+    with pytest.raises(ClusterNotConfigured, match="configuration"):
         KubernetesCluster.connect(kubeconfig=f"{tmp_path}/absent-kubeconfig")
