@@ -62,9 +62,9 @@ def _matches(incident: dict[str, Any], fault: dict[str, Any], step: float) -> bo
     return bool(incident["hostname"] == fault["node"])
 
 
-def _escalated_at(audit: list[dict[str, Any]], incident_id: int) -> float | None:
+def _escalated_at(audit: list[dict[str, Any]], incident_id: int, since: float) -> float | None:
     return next((e["ts"] for e in audit if e["incident_id"] == incident_id and e["kind"] == "incident.transition"
-                 and e["data"].get("to") == "escalated"), None)
+                 and e["data"].get("to") == "escalated" and e["ts"] >= since), None)
 
 
 def _fault_rows(scenario: Scenario, run: LoopRun, base: BaselineRun) -> tuple[list[dict[str, Any]], dict[int, int]]:
@@ -77,7 +77,8 @@ def _fault_rows(scenario: Scenario, run: LoopRun, base: BaselineRun) -> tuple[li
     rows = []
     for index, (fault, score, impact) in enumerate(zip(faults, scores, base.impacts, strict=True)):
         expected = EXPECTED_KINDS.get(str(fault["kind"]), frozenset())
-        candidates = sorted((i for i in run.incidents if _matches(i, fault, scenario.step)),
+        # an undetected fault has no incident, whatever else happened on its node meanwhile
+        candidates = sorted((i for i in run.incidents if score.detected and _matches(i, fault, scenario.step)),
                             key=lambda i: (i["family"] not in expected, i["scope"] == "fleet" and i["family"]
                                            not in expected, i["opened_at"] or 0.0, i["id"]))
         incident_id = top[candidates[0]["id"]] if candidates else None
@@ -89,12 +90,13 @@ def _fault_rows(scenario: Scenario, run: LoopRun, base: BaselineRun) -> tuple[li
         verified_times = [a["verified_at"] for a in actions
                           if a["status"] == "succeeded" and a["runbook"] in MITIGATIONS and a["verified_at"]]
         mitigated = min(verified_times) if verified_times else None
-        handed = None
-        if mitigated is None and incident_id is not None:
-            escalated = _escalated_at(run.audit, incident_id)
-            if escalated is not None or by_id[incident_id]["status"] in HANDED_TO_HUMAN:
-                handed = (escalated or by_id[incident_id]["updated_at"] or 0.0) + HUMAN_DELAY_S
         onset = _ts(fault["onset"])
+        handed = None
+        if mitigated is None and incident_id is not None and score.first_ts is not None:
+            # a human takes over when the incident escalates, or at detection if it was escalated already
+            escalated = _escalated_at(run.audit, incident_id, since=onset - scenario.step)
+            if escalated is not None or by_id[incident_id]["status"] in HANDED_TO_HUMAN:
+                handed = max(escalated or score.first_ts, score.first_ts) + HUMAN_DELAY_S
         threshold_at = threshold_mitigation(base, index)
         rows.append({
             "kind": fault["kind"], "node": fault["node"], "gpu": fault.get("gpu"),
