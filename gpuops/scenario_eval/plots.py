@@ -9,7 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window
 
-import matplotlib.pyplot as plt  # noqa: E402 (the backend is chosen first)
+import matplotlib.pyplot as plt
 
 BASELINES = ("gpuops", "no_automation", "threshold_alerts")
 MARKS = (("detected", "o", "tab:blue", "detected"), ("failure", "x", "tab:red", "failure (untouched run)"),

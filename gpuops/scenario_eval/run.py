@@ -89,9 +89,9 @@ def run_eval(request: EvalRequest, progress: Callable[[str], None] = lambda _: N
     report = overall(reports)
     written = [plots.gpu_hours(reports, request.out / "gpu_hours_lost.png")]
     for r in reports:
-        path = plots.timeline(r, request.out / f"timeline-{r['scenario']}.png")
-        if path is not None:
-            written.append(path)
+        timeline = plots.timeline(r, request.out / f"timeline-{r['scenario']}.png")
+        if timeline is not None:
+            written.append(timeline)
     report["plots"] = [p.name for p in written]
     (request.out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     return report
@@ -130,8 +130,8 @@ def render(report: dict[str, Any]) -> str:
     total = report["summary"]
     lines = _table(["scenario", "fault", "where", "detected", "ttd s", "lead s", "executed", "verified", "ttm s",
                     "GPU-h gpuops", "none", "threshold"], faults)
-    lines += [""] + _table(["scenario", "approval", "planner", "faults", "recall", "false inc", "actions",
-                            "escalated", "unsafe p/b/e", "GPU-h gpuops", "none", "threshold", "seconds"], scenarios)
+    lines += ["", *_table(["scenario", "approval", "planner", "faults", "recall", "false inc", "actions",
+                           "escalated", "unsafe p/b/e", "GPU-h gpuops", "none", "threshold", "seconds"], scenarios)]
     hours, unsafe = total["gpu_hours_lost"], total["unsafe_actions"]
     lines += ["", f"{total['scenarios']} scenarios, {total['faults']} faults: recall {_cell(total['recall'])}, "
                   f"{total['false_incidents']} false incidents, {total['actions_executed']} actions executed; "
