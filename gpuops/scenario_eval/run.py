@@ -77,14 +77,14 @@ class EvalRequest:
 def run_eval(request: EvalRequest, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Evaluate every scenario; write report.json and the PNG plots under `request.out`; return the report."""
     loaded = load_all(scenario_files(request.scenario))
+    kinds = [scenario.planner or request.planner for _, scenario in loaded]
+    factories = {kind: planner_factory(kind, request.settings) for kind in set(kinds)}  # fail before running
     request.out.mkdir(parents=True, exist_ok=True)
     reports = []
-    for path, scenario in loaded:
-        kind = scenario.planner or request.planner
+    for (path, scenario), kind in zip(loaded, kinds, strict=True):
         progress(f"{scenario.name}: {scenario.fleet.nodes} nodes, {scenario.duration / 3600:g} h, "
                  f"{len(scenario.faults)} faults, approval {scenario.approval}, planner {kind}")
-        options = EvalOptions(planner=planner_factory(kind, request.settings), planner_name=kind,
-                              policy=request.policy)
+        options = EvalOptions(planner=factories[kind], planner_name=kind, policy=request.policy)
         reports.append(evaluate_scenario(scenario, options, source=str(path)))
     report = overall(reports)
     written = [plots.gpu_hours(reports, request.out / "gpu_hours_lost.png")]
