@@ -26,8 +26,8 @@ def test_a_degradation_costs_its_severity() -> None:
     assert gpu_hours_lost(slow, 7200.0, END) == 16 * 0.25 * 2
 
 
-NODE_INCIDENT = {"id": 1, "scope": "node", "hostname": "gpu-node-002", "gpu": None, "parent_id": None,
-                 "details": {}}
+NODE_INCIDENT = {"id": 1, "scope": "node", "family": "gpu_lost", "hostname": "gpu-node-002", "gpu": None,
+                 "parent_id": None, "details": {}}
 
 
 def test_actions_inside_the_incident_are_safe() -> None:
@@ -63,3 +63,14 @@ def test_the_tally_reads_rejected_answers_and_proposals_from_the_audit_trail() -
     actions = [{"id": 5, "status": "succeeded", "diff": {}}, {"id": 6, "status": "denied", "diff": {}}]
     counts = tally(audit, [NODE_INCIDENT], actions).counts
     assert counts == {"proposed": 2, "blocked": 2, "executed": 0}
+
+
+def test_a_node_action_before_a_fleet_event_was_recognised_counts_in_hindsight() -> None:
+    first = {**NODE_INCIDENT, "family": "xid"}
+    fleet = {"id": 9, "scope": "fleet", "family": "xid", "hostname": None, "gpu": None, "parent_id": None,
+             "opened_at": 1000.0, "details": {"hosts": ["gpu-node-002", "gpu-node-003", "gpu-node-004"]}}
+    audit = [{"kind": "action.proposed", "incident_id": 1, "action_id": 5, "ts": 900.0,
+              "data": {"runbook": "cordon_node", "targets": ["node/gpu-node-002"]}}]
+    tallied = tally(audit, [first, fleet], [{"id": 5, "status": "succeeded", "diff": {}}])
+    assert tallied.counts == {"proposed": 1, "blocked": 0, "executed": 1}
+    assert tallied.unsafe[0].reasons == ["fleet_event"]
