@@ -30,6 +30,10 @@ def eval_command(ctx: click.Context, scenario: Path, planner: str, out: Path, as
     to mitigate; per run: recall, false incidents, unsafe actions proposed / blocked / executed, and GPU-hours
     lost under gpuops against no automation and fixed-threshold alerts with a human acting 30 minutes later.
     Policy comes from GPUOPS_POLICY_FILE when set, else the defaults.
+
+    A scenario may name its own planner (`planner: rules | llm | llm_out_of_scope`); `llm_out_of_scope` runs
+    the real LLM planner against a scripted model that proposes actions outside the incident, to show that
+    the validation in code and policy block them. Every scenario file is validated before any runs.
     """
     from gpuops.scenario_eval.run import EvalRequest, render, run_eval
 
