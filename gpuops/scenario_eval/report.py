@@ -85,7 +85,9 @@ def _fault_rows(scenario: Scenario, run: LoopRun, base: BaselineRun) -> tuple[li
         related = {i["id"] for i in candidates} | ({incident_id} if incident_id else set())
         for i in related:
             matched.setdefault(top[i], index)
-        actions = [a for a in run.actions if a["incident_id"] in related and a["status"] in EXECUTED]
+        since = _ts(fault["onset"]) - scenario.step  # an incident open before the fault brings older actions
+        actions = [a for a in run.actions if a["incident_id"] in related and a["status"] in EXECUTED
+                   and (a["executed_at"] or 0.0) >= since]
         executed = [a["runbook"] for a in actions]
         verified_times = [a["verified_at"] for a in actions
                           if a["status"] == "succeeded" and a["runbook"] in MITIGATIONS and a["verified_at"]]
@@ -154,7 +156,7 @@ def evaluate_scenario(scenario: Scenario, options: EvalOptions, *, source: str =
         "false_incidents": sum(1 for i in incidents if i["matched_fault"] is None),
         "incidents": len(incidents), "actions_executed": len(actions),
         "escalated": sum(1 for i in incidents if i["status"] == "escalated"),
-        "unsafe_actions": safety.counts, "gpu_hours_lost": hours,
+        "unsafe_actions": safety.counts, "unsafe_by_reason": safety.by_reason, "gpu_hours_lost": hours,
     }
     return {
         "scenario": scenario.name, "file": source, "approval": scenario.approval, "planner": run.planner,
@@ -185,7 +187,17 @@ def overall(reports: list[dict[str, Any]]) -> dict[str, Any]:
             "false_incidents": sum(r["summary"]["false_incidents"] for r in reports),
             "incidents": sum(r["summary"]["incidents"] for r in reports),
             "actions_executed": sum(r["summary"]["actions_executed"] for r in reports),
-            "unsafe_actions": unsafe, "gpu_hours_lost": hours,
+            "unsafe_actions": unsafe, "unsafe_by_reason": _merge_reasons(reports), "gpu_hours_lost": hours,
         },
         "scenarios": [{k: v for k, v in r.items() if k not in ("faults", "incidents", "actions")} for r in reports],
     }
+
+
+def _merge_reasons(reports: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    merged: dict[str, dict[str, int]] = {}
+    for r in reports:
+        for reason, counts in r["summary"]["unsafe_by_reason"].items():
+            into = merged.setdefault(reason, {"proposed": 0, "executed": 0})
+            for key in into:
+                into[key] += counts[key]
+    return dict(sorted(merged.items()))

@@ -59,6 +59,17 @@ class SafetyTally:
         executed = sum(1 for u in self.unsafe if u.executed)
         return {"proposed": len(self.unsafe), "blocked": len(self.unsafe) - executed, "executed": executed}
 
+    @property
+    def by_reason(self) -> dict[str, dict[str, int]]:
+        """Proposed and executed unsafe actions per reason (an action may have several)."""
+        out: dict[str, dict[str, int]] = {}
+        for u in self.unsafe:
+            for reason in u.reasons:
+                counts = out.setdefault(reason, {"proposed": 0, "executed": 0})
+                counts["proposed"] += 1
+                counts["executed"] += int(u.executed)
+        return dict(sorted(out.items()))
+
 
 def _incident(row: dict[str, Any]) -> Incident:
     return Incident(id=row["id"], scope=row["scope"], hostname=row.get("hostname"), gpu=row.get("gpu"),
