@@ -58,7 +58,8 @@ def gpu_hours(reports: list[dict[str, Any]], path: Path) -> Path:
         ax.bar([x + (i - 1) * width for x in range(len(names))], values[b], width, label=b.replace("_", " "))
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=35, ha="right")
-    ax.set_ylabel("GPU-hours lost")
+    ax.set_yscale("symlog", linthresh=1.0)  # one long scenario would flatten the others on a linear scale
+    ax.set_ylabel("GPU-hours lost (symlog)")
     ax.set_title("GPU-hours lost: gpuops against the baselines")
     ax.legend()
     fig.tight_layout()
