@@ -38,8 +38,9 @@ def eval_command(ctx: click.Context, scenario: Path, planner: str, out: Path, as
     from gpuops.scenario_eval.run import EvalRequest, render, run_eval
 
     settings = settings_from(ctx)
+    root, level = logging.getLogger(), logging.getLogger().level
     if not ctx.ensure_object(dict).get("log_level"):
-        logging.getLogger().setLevel(logging.WARNING)  # the loop's per-action logs would bury the tables
+        root.setLevel(logging.WARNING)  # the loop's per-action logs would bury the tables
     try:
         policy = load_policy(Path(settings.policy_file) if settings.policy_file else None)
         request = EvalRequest(scenario=scenario, planner=planner, out=out, policy=policy, settings=settings)
@@ -47,6 +48,8 @@ def eval_command(ctx: click.Context, scenario: Path, planner: str, out: Path, as
                           (lambda line: click.echo(line, err=True)))
     except (ScenarioError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from exc
+    finally:
+        root.setLevel(level)
     if as_json:
         echo_json(report)
         return
