@@ -108,6 +108,7 @@ class LoopRun:
     actions: list[dict[str, Any]]
     audit: list[dict[str, Any]]
     planner: str
+    cordoned_at_end: list[str] = field(default_factory=list)  # nodes left unschedulable on the twin
     agent_runs: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -220,8 +221,9 @@ def _drive(scenario: Scenario, recorder: FrameRecorder, sim: SimulatedTime, cont
             for incident_id in sorted(set(result.opened + result.reopened)):
                 driver.start(incident_id)
         driver.expire()
+    cordoned = [n for n in twin.nodes if not twin.kube.node_schedulable(n)]
     return LoopRun(findings=findings, truth=twin.truth(), planner=planner.name, agent_runs=driver.runs,
-                   **_read_back(container))
+                   cordoned_at_end=cordoned, **_read_back(container))
 
 
 def _iso(value: datetime | None) -> float | None:

@@ -163,7 +163,7 @@ def evaluate_scenario(scenario: Scenario, options: EvalOptions, *, source: str =
         "nodes": scenario.fleet.nodes, "gpus": scenario.fleet.n_gpus, "duration_s": scenario.duration,
         "faults": faults, "incidents": incidents, "actions": actions, "not_executed": decided,
         "unsafe": [u.to_json() for u in safety.unsafe], "summary": summary,
-        "findings": len(run.findings), "agent_runs": run.agent_runs,
+        "nodes_cordoned_at_end": run.cordoned_at_end, "findings": len(run.findings), "agent_runs": run.agent_runs,
         "seconds": round(time.perf_counter() - began, 2),
     }
 

@@ -87,6 +87,7 @@ def test_a_driver_rollout_escalates_and_drains_nothing(report: dict[str, Any]) -
 
 def test_a_rejected_plan_leaves_the_cluster_untouched(report: dict[str, Any]) -> None:
     assert _rows(report, "actions", "approval-rejected") == []
+    assert _scenario(report, "approval-rejected")["nodes_cordoned_at_end"] == []
     rejected = [a for a in _scenario(report, "approval-rejected")["not_executed"] if a["status"] == "rejected"]
     assert rejected
     fault = _rows(report, "faults", "approval-rejected")[0]
@@ -98,6 +99,7 @@ def test_a_rejected_plan_leaves_the_cluster_untouched(report: dict[str, Any]) ->
 
 def test_an_unanswered_approval_expires_and_escalates(report: dict[str, Any]) -> None:
     assert _rows(report, "actions", "approval-expires") == []
+    assert _scenario(report, "approval-expires")["nodes_cordoned_at_end"] == []
     expired = [a for a in _scenario(report, "approval-expires")["not_executed"] if a["status"] == "expired"]
     assert expired
     fault = _rows(report, "faults", "approval-expires")[0]
@@ -139,3 +141,19 @@ def test_llm_planner_without_a_model_is_a_clean_error(tmp_path: Path, monkeypatc
     result = CliRunner().invoke(cli, ["eval", "--scenario", str(LIBRARY / "approval_rejected.yaml"),
                                       "--planner", "llm", "--out", str(tmp_path / "out")])
     assert result.exit_code != 0 and "GPUOPS_LLM_MODEL" in result.output
+
+
+def test_planner_llm_talks_to_the_configured_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.agent.llm_server import Reply, call, scripted_llm
+
+    escalate = Reply(tool_calls=[call("escalate_to_human", reason="not sure; a human should look")])
+    with scripted_llm([escalate] * 20) as llm:
+        monkeypatch.setenv("OPENAI_BASE_URL", llm.base_url)
+        monkeypatch.setenv("GPUOPS_LLM_MODEL", "scripted")
+        out = tmp_path / "out"
+        result = _run("--scenario", str(LIBRARY / "approval_rejected.yaml"), "--planner", "llm", "--out", str(out))
+        assert result.exit_code == 0, result.output
+        assert llm.requests
+    report = json.loads((out / "report.json").read_text())
+    assert report["scenarios"][0]["planner"] == "llm"
+    assert report["actions"] == [] and report["summary"]["unsafe_actions"]["executed"] == 0
