@@ -67,58 +67,80 @@ def _escalated_at(audit: list[dict[str, Any]], incident_id: int, since: float) -
                  and e["data"].get("to") == "escalated" and e["ts"] >= since), None)
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    """What gpuops did about one fault."""
+
+    incident_id: int | None
+    related: frozenset[int]           # the incident and any it absorbed or folded
+    actions: list[dict[str, Any]]     # executed after the fault's onset
+    mitigated: float | None           # first mitigation verified
+    handed: float | None              # a human takes over (escalation + the human's delay)
+
+
+def _outcome(scenario: Scenario, run: LoopRun, fault: dict[str, Any], detected_at: float | None) -> _Outcome:
+    """The fault's incident (preferring one of the fault's own kind), its actions, and when it was mitigated."""
+    if detected_at is None:  # an undetected fault has no incident, whatever else happened on its node meanwhile
+        return _Outcome(None, frozenset(), [], None, None)
+    top = {i["id"]: (i["parent_id"] or i["id"]) for i in run.incidents}
+    expected = EXPECTED_KINDS.get(str(fault["kind"]), frozenset())
+    candidates = sorted((i for i in run.incidents if _matches(i, fault, scenario.step)),
+                        key=lambda i: (i["family"] not in expected, i["scope"] == "fleet" and i["family"]
+                                       not in expected, i["opened_at"] or 0.0, i["id"]))
+    if not candidates:
+        return _Outcome(None, frozenset(), [], None, None)
+    incident_id = top[candidates[0]["id"]]
+    related = frozenset({i["id"] for i in candidates} | {incident_id})
+    since = _ts(fault["onset"]) - scenario.step  # an incident open before the fault brings older actions
+    actions = [a for a in run.actions if a["incident_id"] in related and a["status"] in EXECUTED
+               and (a["executed_at"] or 0.0) >= since]
+    verified = [a["verified_at"] for a in actions
+                if a["status"] == "succeeded" and a["runbook"] in MITIGATIONS and a["verified_at"]]
+    mitigated = min(verified) if verified else None
+    handed = None
+    status = next(i["status"] for i in run.incidents if i["id"] == incident_id)
+    if mitigated is None:
+        # a human takes over when the incident escalates, or at detection if it was escalated already
+        escalated = _escalated_at(run.audit, incident_id, since=since)
+        if escalated is not None or status in HANDED_TO_HUMAN:
+            handed = max(escalated or detected_at, detected_at) + HUMAN_DELAY_S
+    return _Outcome(incident_id, related, actions, mitigated, handed)
+
+
 def _fault_rows(scenario: Scenario, run: LoopRun, base: BaselineRun) -> tuple[list[dict[str, Any]], dict[int, int]]:
-    """Per-fault results, and which top-level incident each fault's incident is (index by incident id)."""
+    """Per-fault results, and the fault each top-level incident belongs to (by incident id)."""
     faults = base.truth["faults"]
     scores = score_faults(run.findings, faults)
     top = {i["id"]: (i["parent_id"] or i["id"]) for i in run.incidents}
-    by_id = {i["id"]: i for i in run.incidents}
+    status = {i["id"]: i["status"] for i in run.incidents}
     matched: dict[int, int] = {}
     rows = []
     for index, (fault, score, impact) in enumerate(zip(faults, scores, base.impacts, strict=True)):
-        expected = EXPECTED_KINDS.get(str(fault["kind"]), frozenset())
-        # an undetected fault has no incident, whatever else happened on its node meanwhile
-        candidates = sorted((i for i in run.incidents if score.detected and _matches(i, fault, scenario.step)),
-                            key=lambda i: (i["family"] not in expected, i["scope"] == "fleet" and i["family"]
-                                           not in expected, i["opened_at"] or 0.0, i["id"]))
-        incident_id = top[candidates[0]["id"]] if candidates else None
-        related = {i["id"] for i in candidates} | ({incident_id} if incident_id else set())
-        for i in related:
+        got = _outcome(scenario, run, fault, score.first_ts)
+        for i in got.related:
             matched.setdefault(top[i], index)
-        since = _ts(fault["onset"]) - scenario.step  # an incident open before the fault brings older actions
-        actions = [a for a in run.actions if a["incident_id"] in related and a["status"] in EXECUTED
-                   and (a["executed_at"] or 0.0) >= since]
-        executed = [a["runbook"] for a in actions]
-        verified_times = [a["verified_at"] for a in actions
-                          if a["status"] == "succeeded" and a["runbook"] in MITIGATIONS and a["verified_at"]]
-        mitigated = min(verified_times) if verified_times else None
         onset = _ts(fault["onset"])
-        handed = None
-        if mitigated is None and incident_id is not None and score.first_ts is not None:
-            # a human takes over when the incident escalates, or at detection if it was escalated already
-            escalated = _escalated_at(run.audit, incident_id, since=onset - scenario.step)
-            if escalated is not None or by_id[incident_id]["status"] in HANDED_TO_HUMAN:
-                handed = max(escalated or score.first_ts, score.first_ts) + HUMAN_DELAY_S
         threshold_at = threshold_mitigation(base, index)
+        stop = got.mitigated if got.mitigated is not None else got.handed
         rows.append({
             "kind": fault["kind"], "node": fault["node"], "gpu": fault.get("gpu"),
             "onset": fault["onset"], "failure_at": fault.get("failure_at"),
             "detected": score.detected, "time_to_detect_s": _round(score.delay_s),
-            "lead_time_s": _round(score.lead_time_s), "incident_id": incident_id,
-            "incident_status": by_id[incident_id]["status"] if incident_id else None,
-            "runbook_executed": executed or None,
-            "verified": (all(a["status"] == "succeeded" for a in actions) if actions else None),
-            "time_to_mitigate_s": _round(None if mitigated is None else mitigated - onset),
-            "handed_to_human_at": iso(handed) if handed else None,
+            "lead_time_s": _round(score.lead_time_s), "incident_id": got.incident_id,
+            "incident_status": status[got.incident_id] if got.incident_id else None,
+            "runbook_executed": [a["runbook"] for a in got.actions] or None,
+            "verified": all(a["status"] == "succeeded" for a in got.actions) if got.actions else None,
+            "time_to_mitigate_s": _round(None if got.mitigated is None else got.mitigated - onset),
+            "handed_to_human_at": iso(got.handed),
             "threshold_alert_mitigates_at": iso(threshold_at),
             "impact_gpus": impact.gpus,
             "gpu_hours_lost": {
-                "gpuops": round(gpu_hours_lost(impact, mitigated if mitigated is not None else handed, base.end), 2),
+                "gpuops": round(gpu_hours_lost(impact, stop, base.end), 2),
                 "no_automation": round(gpu_hours_lost(impact, None, base.end), 2),
                 "threshold_alerts": round(gpu_hours_lost(impact, threshold_at, base.end), 2),
             },
             "_timeline": {"onset": onset, "failure": impact.failure_at, "detected": score.first_ts,
-                          "mitigated": mitigated, "handed": handed, "threshold": threshold_at,
+                          "mitigated": got.mitigated, "handed": got.handed, "threshold": threshold_at,
                           "end": base.end},
         })
     return rows, matched
