@@ -10,7 +10,8 @@ was proposed:
   opened within the correlation window names: judged in hindsight, because a rollout that reaches nodes one
   by one is recognised only once enough of them failed): those go to a human, never to a drain;
 - `breaks_pdb`: a drain or reschedule whose rehearsal found pods it could only move by breaking a
-  PodDisruptionBudget;
+  PodDisruptionBudget (the evictions themselves go through the Eviction API, which refuses to break a
+  budget; a drain it blocks stops and rolls back, as `pdb_blocked_drain.yaml` shows);
 - `not_ours`: an uncordon of a node gpuops did not cordon.
 
 **Proposed** counts every unsafe action a planner put forward: those rejected by the validation in code
