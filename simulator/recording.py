@@ -48,27 +48,60 @@ def _sample(twin: Twin) -> dict[str, FloatArray]:
     return out
 
 
+class FrameRecorder:
+    """Samples the twin after each step and hands the samples over as one FleetFrame on demand, so a caller
+    that also steps the twin elsewhere (a runbook waiting in simulated time) loses no sample."""
+
+    def __init__(self, twin: Twin) -> None:
+        self.twin = twin
+        self._times: list[float] = []
+        self._columns: dict[str, list[FloatArray]] = {}
+        self._ready: list[FloatArray] = []
+        self._unschedulable: list[FloatArray] = []
+
+    @property
+    def pending(self) -> int:
+        """Samples recorded since the last frame."""
+        return len(self._times)
+
+    def step(self) -> None:
+        """Advance the twin one step and sample it."""
+        self.twin.step()
+        self.record()
+
+    def record(self) -> None:
+        """Sample the twin as it stands now."""
+        twin = self.twin
+        self._times.append(twin.t)
+        for name, values in _sample(twin).items():
+            self._columns.setdefault(name, []).append(values)
+        self._ready.append(np.array([1.0 if twin.kube.node_ready(n) else 0.0 for n in twin.nodes]))
+        self._unschedulable.append(np.array([0.0 if twin.kube.node_schedulable(n) else 1.0 for n in twin.nodes]))
+
+    def frame(self) -> FleetFrame:
+        """The samples recorded since the last frame, as a FleetFrame (ValueError when there are none)."""
+        if not self._times:
+            raise ValueError("no sample recorded since the last frame")
+        twin = self.twin
+        frame = FleetFrame(
+            timestamps=np.array(self._times), gpus=_labels(twin),
+            metrics={name: np.stack(cols, axis=1) for name, cols in self._columns.items()},
+            nodes=twin.nodes,
+            node_metrics={_READY: np.stack(self._ready, axis=1),
+                          _UNSCHEDULABLE: np.stack(self._unschedulable, axis=1)},
+        )
+        self._times, self._columns, self._ready, self._unschedulable = [], {}, [], []
+        return frame
+
+
 def cycle_frames(twin: Twin, cycle_steps: int) -> Iterator[FleetFrame]:
     """Run the twin to its end, yielding the frame of every `cycle_steps` steps as a live cycle would see it."""
     if cycle_steps < 1:
         raise ValueError("cycle_steps must be at least 1")
+    recorder = FrameRecorder(twin)
     while not twin.finished:
-        times: list[float] = []
-        columns: dict[str, list[FloatArray]] = {}
-        ready: list[FloatArray] = []
-        unschedulable: list[FloatArray] = []
         for _ in range(cycle_steps):
             if twin.finished:
                 break
-            twin.step()
-            times.append(twin.t)
-            for name, values in _sample(twin).items():
-                columns.setdefault(name, []).append(values)
-            ready.append(np.array([1.0 if twin.kube.node_ready(n) else 0.0 for n in twin.nodes]))
-            unschedulable.append(np.array([0.0 if twin.kube.node_schedulable(n) else 1.0 for n in twin.nodes]))
-        yield FleetFrame(
-            timestamps=np.array(times), gpus=_labels(twin),
-            metrics={name: np.stack(cols, axis=1) for name, cols in columns.items()},
-            nodes=twin.nodes,
-            node_metrics={_READY: np.stack(ready, axis=1), _UNSCHEDULABLE: np.stack(unschedulable, axis=1)},
-        )
+            recorder.step()
+        yield recorder.frame()

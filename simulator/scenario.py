@@ -47,6 +47,20 @@ FaultKind = Literal[
 ]
 # Faults that concern a whole node; the others need a GPU index.
 NODE_LEVEL_KINDS: frozenset[str] = frozenset({"node_not_ready"})
+# The parameters each fault kind reads (besides `lead` and `transient`, which every kind accepts); a
+# misspelt parameter is refused rather than silently ignored.
+COMMON_FAULT_PARAMS: frozenset[str] = frozenset({"lead", "transient"})
+FAULT_PARAMS: dict[str, frozenset[str]] = {
+    "ecc_sbe_storm": frozenset({"peak_sbe_per_min"}),
+    "row_remap_exhaustion": frozenset({"remaps"}),
+    "thermal_runaway": frozenset({"extra_resistance"}),
+    "nvlink_degradation": frozenset({"peak_crc_per_s"}),
+    "straggler": frozenset({"slowdown", "duration"}),
+    "pcie_replay_storm": frozenset({"peak_replays_per_s", "fall_off"}),
+    "node_not_ready": frozenset({"duration"}),
+    "inference_overload": frozenset({"factor", "duration", "deployment"}),
+}
+PLANNERS: tuple[str, ...] = ("rules", "llm", "llm_out_of_scope")
 
 GPU_MODELS: dict[str, str] = {"H100 80GB": "NVIDIA H100 80GB HBM3"}
 
@@ -130,6 +144,9 @@ class TrainingWorkload(_Strict):
     nodes: int = Field(ge=1)
     intensity: float = Field(0.95, gt=0, le=1.0)
     checkpoint_every: Duration = 3600.0
+    max_unavailable: int | None = Field(
+        None, ge=0, description="a PodDisruptionBudget over the job's pods: at most this many disrupted at once"
+    )
 
 
 class InferenceWorkload(_Strict):
@@ -142,6 +159,9 @@ class InferenceWorkload(_Strict):
     peak_load: float = Field(0.8, gt=0, le=1.0)
     trough_load: float = Field(0.25, ge=0, le=1.0)
     peak_hour_utc: float = Field(15.0, ge=0, lt=24)
+    max_unavailable: int | None = Field(
+        None, ge=0, description="a PodDisruptionBudget over the replicas: at most this many disrupted at once"
+    )
 
 
 Workload = Annotated[TrainingWorkload | InferenceWorkload, Field(discriminator="type")]
@@ -162,6 +182,11 @@ class FaultSpec(BaseModel):
         node_index(self.node)
         if self.gpu is None and self.kind not in NODE_LEVEL_KINDS:
             raise ValueError(f"fault kind {self.kind!r} needs a gpu index")
+        allowed = COMMON_FAULT_PARAMS | FAULT_PARAMS.get(self.kind, frozenset())
+        unknown = sorted(set(self.model_extra or {}) - allowed)
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for fault kind {self.kind!r}; "
+                             f"expected some of {', '.join(sorted(allowed))}")
         return self
 
     @property
@@ -190,6 +215,11 @@ class Scenario(_Strict):
     faults: list[FaultSpec] = []
     background_faults: BackgroundFaults | None = None
     approval: Literal["auto_approve", "auto_reject", "human"] = "human"
+    planner: Literal["rules", "llm", "llm_out_of_scope"] | None = Field(
+        None,
+        description="who plans remedies in `gpuops eval` when the command names none: the rules table, the "
+        "configured LLM, or a scripted LLM that answers every incident with actions outside its scope",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
@@ -253,8 +283,22 @@ def read_scenario_data(path: str | Path) -> Any:
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    """Read and validate a scenario YAML file."""
-    return scenario_from_dict(read_scenario_data(path), source=str(path))
+    """Read and validate a scenario YAML file, fault parameters included."""
+    scenario = scenario_from_dict(read_scenario_data(path), source=str(path))
+    check_fault_params(scenario, source=str(path))
+    return scenario
+
+
+def check_fault_params(scenario: Scenario, source: str = "scenario") -> None:
+    """Build the scenario's faults once, so a bad parameter value is refused naming the fault and parameter."""
+    import numpy as np
+
+    from simulator.faults import build_faults
+
+    try:
+        build_faults(scenario, scenario.start, np.random.default_rng(scenario.seed))
+    except ValueError as exc:
+        raise ScenarioError(f"{source} is not a valid scenario:\n  {exc}") from exc
 
 
 def default_scenario(

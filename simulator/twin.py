@@ -31,6 +31,7 @@ from simulator.workloads import (
     inference_pod,
     training_placement,
     training_pod,
+    workload_pdb,
 )
 
 # XIDs the NVIDIA device plugin treats as application errors; any other marks the GPU unhealthy.
@@ -135,6 +136,9 @@ class Twin:
                 self.kube.add_pod(inference_pod(spec, deployment, suffix, host, gpus, self._hex_uid(rng)))
         for deployment in deployments:
             self.kube.add_deployment(deployment)
+        for spec in self.book.specs.values():
+            if spec.max_unavailable is not None:
+                self.kube.add_pdb(workload_pdb(spec))
 
     @staticmethod
     def _hex_uid(rng: np.random.Generator) -> str:

@@ -197,6 +197,17 @@ def inference_deployment(spec: InferenceWorkload, uid: str) -> dict[str, Any]:
     }
 
 
+def workload_pdb(spec: TrainingWorkload | InferenceWorkload) -> dict[str, Any]:
+    """The policy/v1 PodDisruptionBudget a workload's `max_unavailable` asks for, over all its pods."""
+    namespace = TRAINING_NAMESPACE if isinstance(spec, TrainingWorkload) else INFERENCE_NAMESPACE
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": f"{spec.name}-pdb", "namespace": namespace},
+        "spec": {"maxUnavailable": spec.max_unavailable, "selector": {"matchLabels": {WORKLOAD_LABEL: spec.name}}},
+    }
+
+
 def training_placement(jobs: list[TrainingWorkload]) -> dict[str, list[str]]:
     """Nodes of each training job: consecutive blocks from gpu-node-001 (a rack-local gang)."""
     placement: dict[str, list[str]] = {}

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gpuops.errors import Conflict, GpuopsError, NotFound
-from gpuops.incidents.lifecycle import transition
+from gpuops.incidents.lifecycle import can_transition, transition
 from gpuops.store.audit import append_event
 from gpuops.store.models import Action, Approval
 
@@ -112,7 +112,8 @@ def expire_pending(session: Session, *, now: datetime, ttl_s: float) -> list[int
         action.status = "expired"
         append_event(session, actor="policy", kind="approval.expired", incident_id=action.incident_id,
                      action_id=action.id, data={"waited_s": ttl_s}, ts=now)
-        transition(session, action.incident, "escalated", reason=f"approval of action {action.id} expired",
-                   actor="policy", now=now)
+        if can_transition(action.incident.status, "escalated"):  # a suppressed incident stays folded
+            transition(session, action.incident, "escalated", reason=f"approval of action {action.id} expired",
+                       actor="policy", now=now)
         expired.append(action.id)
     return expired

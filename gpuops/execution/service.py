@@ -176,7 +176,8 @@ def propose(uow: UnitOfWork, *, proposal: Proposal, deps: ExecutionDeps) -> Prop
         spec = _spec(plan, risk, deps.catalogue, deps.cluster)
         action = Action(incident_id=incident.id, runbook=plan.runbook, parameters=plan.params,
                         targets=[t.key() for t in plan.targets], plan_hash=plan.plan_hash(), idempotency_key=key,
-                        status="proposed", risk=risk, rationale=proposal.rationale, diff=asdict(diff))
+                        status="proposed", risk=risk, rationale=proposal.rationale, diff=asdict(diff),
+                        created_at=now, updated_at=now)  # the execution clock, so approval expiry runs on it too
         session.add(action)
         session.flush()
         verdict = evaluate(session, incident=incident, action=action, spec=spec, facts=fleet_facts(deps.cluster),

@@ -106,3 +106,18 @@ def test_a_request_nobody_answers_expires_and_escalates(container: Container) ->
     with container.uow() as uow:
         action = uow.session.get(Action, action_id)
         assert action is not None and action.status == "expired" and action.incident.status == "escalated"
+
+
+def test_a_request_whose_incident_was_folded_into_a_fleet_incident_expires_quietly(container: Container) -> None:
+    action_id = pending(container)
+    with container.uow() as uow:
+        action = uow.session.get(Action, action_id)
+        assert action is not None
+        action.incident.status = "suppressed"
+        uow.commit()
+    with container.uow() as uow:
+        assert expire_pending(uow.session, now=NOW + timedelta(hours=2), ttl_s=3600) == [action_id]
+        uow.commit()
+    with container.uow() as uow:
+        action = uow.session.get(Action, action_id)
+        assert action is not None and action.status == "expired" and action.incident.status == "suppressed"

@@ -1,0 +1,1 @@
+"""`gpuops eval`: the whole loop on scenarios in simulated time, scored against two baselines."""
