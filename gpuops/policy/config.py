@@ -42,6 +42,9 @@ class PolicyConfig(BaseModel):
     auto_approve: frozenset[str] = Field(default=frozenset({"notify_only"}),
                                          description="runbooks policy may approve alone (low risk only)")
     freeze_windows: tuple[FreezeWindow, ...] = ()
+    common_cause_window_s: float = Field(
+        default=900, ge=0, description="a node action for a fault family also seen on another node within this "
+                                       "window goes to a human (a rollout reaching nodes one by one); 0 turns it off")
 
     def nodes_out_limit(self, fleet_nodes: int) -> int:
         """The smaller of the absolute and fractional budgets. A fraction that rounds below one node still allows

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from gpuops.policy.config import PolicyConfig
 from gpuops.policy.scope import scope_violations
 from gpuops.store.audit import append_event
-from gpuops.store.models import Action, Incident, NodeLease, PolicyState
+from gpuops.store.models import Action, FindingRecord, Incident, NodeLease, PolicyState
 
 POLICY_ROW = 1
 EXECUTED = ("executing", "verifying", "succeeded", "failed", "rolled_back")
@@ -90,6 +90,14 @@ def _node_of(target_key: str) -> str | None:
     return None
 
 
+def _family_elsewhere(session: Session, incident: Incident, since: datetime) -> list[str]:
+    """Other hosts with findings of the incident's family since `since`."""
+    rows = session.scalars(select(FindingRecord.hostname).where(
+        FindingRecord.kind == incident.family, FindingRecord.ts >= since,
+        FindingRecord.hostname != incident.hostname).distinct())
+    return sorted(rows)
+
+
 def evaluate(session: Session, *, incident: Incident, action: Action, spec: ActionSpec, facts: FleetFacts,
              config: PolicyConfig, now: datetime, reserve: bool = False, actor: str = "policy") -> Verdict:
     """Decide on `action` for `incident`. With `reserve=True` (at execution time) an allowed disruptive action
@@ -122,6 +130,13 @@ def evaluate(session: Session, *, incident: Incident, action: Action, spec: Acti
                         f"({config.max_nodes_out} or {config.max_nodes_out_fraction:.0%} of {facts.nodes})")
         if healthy_after < min_healthy:
             deny.append(f"budget: {healthy_after} healthy GPUs would remain, minimum {min_healthy}")
+
+    if spec.target_nodes and incident.scope != "fleet" and config.common_cause_window_s > 0:
+        elsewhere = _family_elsewhere(session, incident, now - timedelta(seconds=config.common_cause_window_s))
+        if elsewhere:
+            escalate.append(f"common cause suspected: {incident.family} also on {', '.join(elsewhere[:5])} within "
+                            f"{config.common_cause_window_s:.0f}s (a rollout or an environment event reaches nodes "
+                            "one by one): a human decides before gpuops acts on nodes")
 
     for node in spec.target_nodes:
         recent = _node_actions_since(session, node, now - timedelta(seconds=config.repeat_window_s))

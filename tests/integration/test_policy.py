@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from gpuops.config import Settings
 from gpuops.policy import ActionSpec, FleetFacts, FreezeWindow, Gate, PolicyConfig, evaluate, record_verification
 from gpuops.store import migrate
-from gpuops.store.models import Action, Incident, NodeLease
+from gpuops.store.models import Action, FindingRecord, Incident, NodeLease
 from gpuops.wiring import Container, bootstrap
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -187,3 +187,24 @@ def test_a_small_fleet_takes_one_node_out_and_no_second(container: Container) ->
     config = PolicyConfig(max_nodes_out=3, max_nodes_out_fraction=0.04)
     assert decide(container, "gpu-node-001", drain("gpu-node-001"), config) == Gate.TWO_APPROVERS
     assert decide(container, "gpu-node-002", drain("gpu-node-002"), config) == Gate.DENIED
+
+
+def _finding(session: object, host: str, kind: str, at: datetime) -> None:
+    session.add(FindingRecord(ts=at, hostname=host, gpu=0, uuid=None, kind=kind, severity="critical",  # type: ignore[attr-defined]
+                              score=1.0, predicted_failure_at=None, detector="rules.xid", evidence={}))
+
+
+def test_the_same_family_on_another_node_sends_node_actions_to_a_human(container: Container) -> None:
+    config = PolicyConfig(max_nodes_out=5, max_nodes_out_fraction=1.0, common_cause_window_s=900)
+    with container.uow() as uow:
+        _finding(uow.session, "gpu-node-001", "ecc", NOW - timedelta(seconds=60))   # the incident's own node
+        _finding(uow.session, "gpu-node-007", "thermal", NOW - timedelta(seconds=60))  # another family
+        _finding(uow.session, "gpu-node-008", "ecc", NOW - timedelta(seconds=3600))  # outside the window
+        uow.commit()
+    assert decide(container, "gpu-node-001", drain("gpu-node-001"), config) == Gate.TWO_APPROVERS
+    with container.uow() as uow:
+        _finding(uow.session, "gpu-node-002", "ecc", NOW - timedelta(seconds=120))  # a rollout's next node
+        uow.commit()
+    assert decide(container, "gpu-node-003", drain("gpu-node-003"), config) == Gate.ESCALATE
+    off = config.model_copy(update={"common_cause_window_s": 0})
+    assert decide(container, "gpu-node-004", drain("gpu-node-004"), off) == Gate.TWO_APPROVERS
