@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 # Hard signals open an incident at once. An XID is hard when the catalogue calls it critical (reset, reboot,
 # NVIDIA workflow); application XIDs (13, 31, 43, …) are warnings or info and must repeat, like anomalies.
 HARD_KINDS = frozenset({"gpu_lost", "ecc", "row_remap", "node_not_ready"})
+# What a job's other GPUs show when one of its GPUs or nodes fails: they wait (hung, straggling) or their load
+# changes. A memory leak or a cooling fault on another GPU is its own fault, never folded into the job's incident.
+JOB_CONSEQUENCES = frozenset({"hung_job", "straggler", "anomaly", "power"})
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 
@@ -210,7 +213,7 @@ def _job_hard_incident(session: Session, f: Finding, since: datetime,
                 job_hosts.setdefault(known, set()).add(host)
     hosts = job_hosts.setdefault(job, set())
     hosts.add(f.hostname)
-    if _is_hard(f):
+    if _is_hard(f) or f.kind not in JOB_CONSEQUENCES:
         return None
     return session.scalars(select(Incident).where(
         Incident.hostname.in_(hosts), Incident.status.in_(ACTIVE), Incident.scope != "fleet",

@@ -105,3 +105,27 @@ def test_lifecycle_refuses_impossible_transitions(container: Container) -> None:
         inc = uow.session.scalars(select(Incident)).one()
         with pytest.raises(Conflict, match="cannot go from open to verifying"):
             transition(uow.session, inc, "verifying", reason="x", actor="t", now=datetime.now(tz=UTC))
+
+
+def test_one_jobs_trouble_on_many_nodes_is_not_a_fleet_event(container: Container) -> None:
+    hung = [finding(f"gpu-node-00{n}", g, "hung_job", t=15 * k, severity="warning", job="training/pretrain-00")
+            for k in range(4) for n in (1, 2, 3, 4) for g in (0, 1)]
+    ingest(container, *hung, nodes=8)
+    assert [i for i in incidents(container) if i.scope == "fleet"] == []
+    others = [finding(f"gpu-node-00{n}", 0, "hung_job", t=15 * k, severity="warning", job=f"team/job-{n}")
+              for k in range(4) for n in (5, 6, 7)]
+    ingest(container, *others, nodes=8)  # three more independent jobs: now it is many sources
+    assert [i.family for i in incidents(container) if i.scope == "fleet"] == ["hung_job"]
+
+
+def test_a_jobs_idle_gpus_fold_into_the_hard_incident_that_stopped_it(container: Container) -> None:
+    job = "training/pretrain-00"
+    ingest(container, finding("gpu-node-003", 2, "gpu_lost", job=job))
+    consequences = [finding(host, g, "hung_job", t=15 * k, severity="warning", job=job)
+                    for k in range(1, 4) for host in ("gpu-node-001", "gpu-node-002") for g in (0, 1)]
+    leak = [finding("gpu-node-001", 5, "memory_leak", t=15 * k, severity="warning", job=job) for k in range(1, 4)]
+    ingest(container, *consequences, *leak)
+    by_family = {i.family: i for i in incidents(container)}
+    assert set(by_family) == {"gpu_lost", "memory_leak"}  # hung GPUs are the lost GPU's consequence, a leak is not
+    assert by_family["gpu_lost"].occurrences == 1 + len(consequences)
+    assert by_family["memory_leak"].hostname == "gpu-node-001"

@@ -119,3 +119,28 @@ def test_healthy_fleet_raises_no_findings_at_all() -> None:
     for seed in (0, 1):
         ts, met, gpus, nodes, nm = det_synth.healthy(nodes=4, gpus_per_node=8, steps=300, seed=seed, jobs=3)
         assert DetectionCycle().update(det_synth.frame(ts, met, gpus, nodes, nm)) == []
+
+
+def test_a_busy_gpu_beside_idle_ones_is_not_hot_but_a_hot_one_at_like_load_is() -> None:
+    ts, met, gpus, _, _ = det_synth.healthy(nodes=2, gpus_per_node=8)
+    idle = slice(2, 8)  # node 1: two GPUs serve, six idle and cool
+    met[m.GR_ENGINE_ACTIVE][idle] = 0.0
+    met[m.GPU_UTIL][idle] = 0.0
+    met[m.GPU_TEMP][idle] -= 30
+    met[m.GPU_TEMP][12, 60:] += 15  # node 2, all busy: one GPU much hotter at the same load
+    found = run(PeerComparison(), det_synth.frame(ts, met, gpus))
+    hot = {(f.hostname, f.gpu) for f in found if f.kind == "thermal"}
+    assert hot == {("gpu-node-002", 4)}
+
+
+def test_level_findings_while_a_gpus_load_settles_are_dropped() -> None:
+    ts, met, gpus, _, _ = det_synth.healthy(nodes=2, gpus_per_node=8, steps=240)
+    for name, drop in ((m.GPU_UTIL, 90.0), (m.GR_ENGINE_ACTIVE, 0.9), (m.POWER_USAGE, 450.0),
+                       (m.GPU_TEMP, 30.0), (m.MEMORY_TEMP, 30.0), (m.SM_CLOCK, 600.0)):
+        met[name][3, 150:] -= drop  # GPU 3's pod finished: every load-driven level moves at once
+    met[m.POWER_USAGE][9, 150:] -= 300.0  # GPU 9's power collapses while it stays busy: a real finding
+    stages: list[Stage] = [RobustBaseline(m.POWER_USAGE, "power", 25.0), RobustBaseline(m.GPU_TEMP, "thermal", 3.0),
+                            RobustBaseline(m.SM_CLOCK, "anomaly", 100.0)]
+    found = DetectionCycle(stages=stages).update(det_synth.frame(ts, met, gpus))
+    assert {f.gpu for f in found if f.hostname == "gpu-node-001"} == set()
+    assert ("gpu-node-002", 1) in {(f.hostname, f.gpu) for f in found if f.kind == "power"}
