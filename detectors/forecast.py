@@ -215,12 +215,7 @@ class FailureForecast:
             with np.errstate(invalid="ignore", divide="ignore"):
                 eta = np.where(slp > 0, (limit - lvl) / slp, np.inf)
             trending = slp * 3600.0 >= target.min_slope_per_h
-            with np.errstate(invalid="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN history rows: not candidates anyway
-                oldest = np.nanmin(state.history_ts[slots], axis=1)
-            changed = state.load_changed[slots]
-            # settled, and the history the trend is fitted on starts after the load's last step
-            settled = (ts - changed >= target.settle_s) & ~(changed >= oldest)
+            settled = ts - state.load_changed[slots] >= target.settle_s
             candidate = ok & trending & settled & (cnt >= self.min_history) & (eta > 0) & (eta <= self.horizon_s)
             due = np.flatnonzero(candidate & (ts >= state.next_fit[slots]))
             due = due[self._significant(state, slots[due])]

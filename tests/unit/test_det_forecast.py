@@ -55,15 +55,13 @@ def test_memory_leak_and_thermal_runaway_are_forecast_before_the_limit() -> None
 
 
 def test_a_gpu_warming_up_after_its_job_starts_is_not_forecast() -> None:
-    """A job starting on idle GPUs: power and framebuffer step up, temperature rises along a saturating curve.
-    That is load settling, not a failing cooler or a leak; the same rise under a steady load is forecast."""
+    """A job starting on idle GPUs: power steps up, temperature rises along a saturating curve. That is load
+    settling, not a failing cooler; the same rise under a steady load is forecast."""
     ts, met, gpus, _, _ = det_synth.healthy(nodes=1, gpus_per_node=8, steps=400)
     start = 120
     for row in (0, 1):
         met[m.POWER_USAGE][row, :start] = 90 + np.random.default_rng(row).normal(0, 3, start)
         met[m.GPU_UTIL][row, :start] = 0.0
-        met[m.FB_USED][row, :start] = 500.0
-        met[m.FB_USED][row, start:start + 4] = np.linspace(500, 60_000, 4)  # the model loads in two minutes
         rise = 1 - np.exp(-np.arange(400 - start) / 6.0)  # a GPU's thermal time constant: minutes
         met[m.GPU_TEMP][row, :start] = 30.0
         met[m.GPU_TEMP][row, start:] = 30.0 + 55.0 * rise
