@@ -29,7 +29,6 @@ test: $(STAMP) services lint
 	$(VENV)/bin/pytest -q
 
 demo: $(STAMP)
-	$(VENV)/bin/gpuops db upgrade
 	$(VENV)/bin/gpuops demo
 
 # The Compose Specification's JSON schema (shipped in the docker-compose 1.29.2 wheel), for the deploy tests.
