@@ -74,6 +74,9 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+CHATTY_LIBRARIES = ("httpx", "httpcore", "kombu.connection")
+
+
 def configure_logging(fmt: str = "text", level: str = "INFO", stream: TextIO | None = None) -> None:
     """Install one handler on the root logger (replacing ours if called again)."""
     root = logging.getLogger()
@@ -86,3 +89,8 @@ def configure_logging(fmt: str = "text", level: str = "INFO", stream: TextIO | N
     handler.addFilter(_ContextFilter())
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Libraries' per-request lines (every scrape of every exporter) drown ours at INFO;
+    # they still show at DEBUG.
+    quiet = "DEBUG" if level.upper() == "DEBUG" else "WARNING"
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(quiet)
