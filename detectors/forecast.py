@@ -26,6 +26,7 @@ from detectors import metrics as m
 from detectors.findings import Finding, FindingKind, Severity
 from detectors.frame import FloatArray
 from detectors.rules import Stage
+from detectors.settling import note_load_steps
 from detectors.stream import CycleView, IntArray, OnsetTracker, gpu_finding_fields, grow
 
 
@@ -149,20 +150,10 @@ class FailureForecast:
             for j, ts in view.columns():
                 limits = self._limits(view, target, j, arr.shape[0])
                 if driver is not None:
-                    self._track_load(target, state, view.slots, ts, driver[:, j])
+                    note_load_steps(state.load_ref, state.load_changed, view.slots, ts, driver[:, j],
+                                    relative=target.steady_jump, absolute=target.steady_jump * target.steady_floor)
                 out += self._step(view, target, state, ts, arr[:, j], limits)
         return out
-
-    @staticmethod
-    def _track_load(target: ForecastTarget, state: _TargetState, slots: IntArray, ts: float,
-                    load: FloatArray) -> None:
-        ok = np.isfinite(load)
-        s, d = slots[ok], load[ok]
-        ref = state.load_ref[s]
-        first = ~np.isfinite(ref)
-        jumped = ~first & (np.abs(d - ref) > target.steady_jump * np.maximum(np.abs(ref), target.steady_floor))
-        state.load_changed[s] = np.where(jumped, ts, state.load_changed[s])
-        state.load_ref[s] = np.where(first | jumped, d, ref + 0.1 * (d - ref))
 
     def _grow(self, state: _TargetState, n: int, n_limits: int) -> None:
         # states saved before the load guard existed lack its arrays

@@ -13,10 +13,23 @@ import numpy as np
 from detectors import metrics as m
 from detectors.findings import Finding
 from detectors.frame import FloatArray
-from detectors.stream import CycleView, grow
+from detectors.stream import CycleView, IntArray, grow
 
 LOAD_DRIVEN_KINDS = frozenset({"thermal", "power", "anomaly"})
 SETTLING_DETECTORS = ("baseline.", "multivariate.", "peers.node_thermal")
+
+
+def note_load_steps(ref: FloatArray, changed: FloatArray, slots: IntArray, ts: float, load: FloatArray, *,
+                    relative: float, absolute: float) -> None:
+    """Follow each slot's load (`ref`, a slow average) and record in `changed` the time of its last step: a
+    sample further than max(relative × |ref|, absolute) from the average. Both arrays are updated in place."""
+    ok = np.isfinite(load)
+    s, v = slots[ok], load[ok]
+    r = ref[s]
+    first = ~np.isfinite(r)
+    jumped = ~first & (np.abs(v - r) > np.maximum(relative * np.abs(r), absolute))
+    changed[s] = np.where(jumped, ts, changed[s])
+    ref[s] = np.where(first | jumped, v, r + 0.1 * (v - r))
 
 
 @dataclass
@@ -38,14 +51,7 @@ class LoadSettling:
         slots = view.slots
         changed_at: dict[float, FloatArray] = {}
         for j, ts in view.columns():
-            d = load[:, j]
-            ok = np.isfinite(d)
-            s, v = slots[ok], d[ok]
-            ref = self.ref[s]
-            first = ~np.isfinite(ref)
-            jumped = ~first & (np.abs(v - ref) > self.jump)
-            self.changed[s] = np.where(jumped, ts, self.changed[s])
-            self.ref[s] = np.where(first | jumped, v, ref + 0.1 * (v - ref))
+            note_load_steps(self.ref, self.changed, slots, ts, load[:, j], relative=0.0, absolute=self.jump)
             changed_at[ts] = self.changed[slots].copy()
         if not findings:
             return findings

@@ -4,19 +4,14 @@ dcgm-exporter /metrics, the official Kubernetes client against the twin's API)."
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import uvicorn
 
 from gpuops.config import Settings
 from gpuops.scraping import ScrapeLoop, SharedScrapeTelemetry
 from gpuops.wiring import Container, bootstrap
 from simulator.scenario import Scenario, load_scenario
-from simulator.server import TwinClock, build_app
+from simulator.server import ServedTwin, TwinClock, serve_twin
 from simulator.twin import Twin
 
 DEMO_SCENARIO = Path(__file__).resolve().parent.parent / "simulator" / "scenarios" / "demo.yaml"
@@ -24,18 +19,19 @@ DEMO_SCENARIO = Path(__file__).resolve().parent.parent / "simulator" / "scenario
 
 @dataclass
 class DemoFleet:
-    """A running twin: its URL, its clock thread and its HTTP server."""
+    """A running twin: its clock thread and its HTTP server."""
 
     twin: Twin
-    url: str
     clock: TwinClock
-    server: uvicorn.Server
-    thread: threading.Thread
+    served: ServedTwin
+
+    @property
+    def url(self) -> str:
+        return self.served.url
 
     def stop(self) -> None:
         self.clock.stop()
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self.served.stop()
 
 
 def start_fleet(scenario: Scenario, *, speed: float, port: int = 0, start: float | None = None,
@@ -49,22 +45,10 @@ def start_fleet(scenario: Scenario, *, speed: float, port: int = 0, start: float
     twin = Twin(scenario)
     if warmup_s > 0:
         twin.advance_to(twin.t + warmup_s)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(build_app(twin), log_level="warning", lifespan="off",
-                                           access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="demo-twin", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the demo fleet's server did not start")
-        time.sleep(0.05)
+    served = serve_twin(twin, port=port, name="demo-twin")
     clock = TwinClock(twin, speed=speed)
     clock.start()
-    return DemoFleet(twin, url, clock, server, thread)
+    return DemoFleet(twin, clock, served)
 
 
 def demo_settings(base: Settings, fleet: DemoFleet) -> Settings:

@@ -4,11 +4,14 @@ that advances the twin at `speed` times real time."""
 from __future__ import annotations
 
 import importlib
+import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -50,6 +53,40 @@ def build_app(twin: Twin, *, with_kubernetes: bool = True) -> Starlette:
     if kube_app is not None:
         routes.append(Mount("", app=kube_app))
     return Starlette(routes=routes)
+
+
+@dataclass
+class ServedTwin:
+    """A twin's /metrics and Kubernetes API served on a loopback port in a background thread."""
+
+    url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+    sock: socket.socket
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()
+
+
+def serve_twin(twin: Twin, *, port: int = 0, name: str = "twin-api") -> ServedTwin:
+    """Serve `twin` on 127.0.0.1:`port` (0 = any free port) once the server is listening. No clock thread: the
+    caller steps the twin, or starts a TwinClock."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(build_app(twin), log_level="warning", lifespan="off", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=name, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            sock.close()
+            raise RuntimeError("the twin's API server did not start")
+        time.sleep(0.02)
+    return ServedTwin(url, server, thread, sock)
 
 
 class TwinClock:

@@ -9,9 +9,6 @@ every clock the service reads is the twin's, and a runbook that waits (a drain, 
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -19,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import uvicorn
 from sqlalchemy import select
 
 from agent.adapters import CatalogueRunbooks, ExecutionActions, XidTable, resume_incident, start_incident
@@ -41,7 +37,7 @@ from gpuops.wiring import Container, bootstrap
 from runbooks import RunbookSettings
 from simulator.recording import FrameRecorder
 from simulator.scenario import Scenario
-from simulator.server import build_app
+from simulator.server import serve_twin
 from simulator.twin import Twin
 
 ApprovalMode = Literal["auto_approve", "auto_reject", "human"]
@@ -78,24 +74,11 @@ class SimulatedTime:
 def served(twin: Twin) -> Iterator[str]:
     """The twin's /metrics and Kubernetes API on a free loopback port, for as long as the block runs. No clock
     thread: the caller steps the twin."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(build_app(twin), log_level="warning", lifespan="off", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="eval-twin", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the twin's API server did not start")
-        time.sleep(0.02)
+    twin_server = serve_twin(twin, name="eval-twin")
     try:
-        yield url
+        yield twin_server.url
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+        twin_server.stop()
 
 
 @dataclass
