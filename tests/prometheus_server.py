@@ -29,10 +29,11 @@ def free_port() -> int:
 
 
 def prometheus_binary() -> str:
-    """The prometheus binary's path; skips the test where the Debian package is not installed."""
+    """The prometheus binary's path. `make test` installs Debian's package, so its absence fails the test."""
     path = shutil.which("prometheus")
     if path is None:
-        pytest.skip("Debian's prometheus package is not installed (scripts/ensure-services.sh installs it)")
+        pytest.fail("Debian's prometheus package is not installed: run `make test` (scripts/ensure-services.sh "
+                    "installs it)")
     return path
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,19 +19,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright import sync_api as playwright_api
 
 from tests.conftest import REPO_ROOT
-from tests.e2e.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.e2e.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, require_chromium
 
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "demo"
 GPUOPS = Path(sys.executable).with_name("gpuops")
 
-pytestmark = [
-    pytest.mark.skipif(shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists(),
-                       reason=f"Chromium is not installed at {CHROMIUM} (scripts/ensure-services.sh installs it)"),
-]
-
-playwright_api = pytest.importorskip("playwright.sync_api", reason="the test extra (playwright) is not installed")
 expect = playwright_api.expect
 
 
@@ -87,6 +81,7 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
 
 
 def test_the_demo_story_sign_in_approve_the_cordon_and_see_it_verified(demo: Demo) -> None:
+    require_chromium()
     password = demo.wait_for(r"sign in as admin with password (\S+)").group(1)
     fleet_url = demo.wait_for(r"at (http://127\.0\.0\.1:\d+), 10x real time").group(1)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ SCENARIO = {
 def test_promtool_backfill_reads_back_like_direct_scrape(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip("promtool (Debian's prometheus package) is not installed")
+        pytest.fail("promtool (Debian's prometheus package) is not installed: run `make test`")
     om = tmp_path / "run.om"
     write_openmetrics(Twin(scenario_from_dict(SCENARIO)), om)
     data = tmp_path / "tsdb"
