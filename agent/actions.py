@@ -59,3 +59,13 @@ class ExecutionView:
     status: str                    # succeeded | failed | rolled_back | refused | already_done | dry_run
     verified: bool
     detail: str
+
+
+@dataclass(frozen=True)
+class HoldView:
+    """Whether a node action must wait before it is proposed (policy's soak): `held` (wait until `until`, a data
+    time), `over` or `none` (go on), `stale` (detection stopped: a human decides), `closed` (nothing to do)."""
+
+    status: str
+    until: str | None = None       # ISO time
+    reason: str = ""

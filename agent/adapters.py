@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
 
-from agent.actions import ExecutionView, PlannedAction, ProposalView, RunbookSpec
+from agent.actions import ExecutionView, HoldView, PlannedAction, ProposalView, RunbookSpec
 from agent.checkpoint import open_checkpointer
 from agent.context import AgentContext, AgentLimits
 from agent.graph import compile_graph
@@ -16,6 +16,7 @@ from agent.rules import RulesPlanner
 from agent.runner import RunReport, resume, start
 from detectors.xid import XID_CATALOGUE
 from gpuops.errors import ConfigError
+from gpuops.execution.holds import hold
 from gpuops.execution.service import ExecutionDeps, Proposal, execute, propose
 from gpuops.store.models import Action
 from gpuops.store.uow import UnitOfWork
@@ -49,10 +50,22 @@ def plan_of(action: PlannedAction) -> Plan:
 
 
 class ExecutionActions:
-    """ActionPort over `gpuops.execution.service`: propose in one transaction, execute exactly once."""
+    """ActionPort over `gpuops.execution.service`: propose in one transaction, execute exactly once. `shards`
+    is the number of detection shards, whose progress measures a hold's soak."""
 
-    def __init__(self, uow: Callable[[], UnitOfWork], deps: ExecutionDeps, *, dry_run: bool) -> None:
-        self.uow, self.deps, self.dry_run = uow, deps, dry_run
+    def __init__(self, uow: Callable[[], UnitOfWork], deps: ExecutionDeps, *, dry_run: bool,
+                 shards: int = 1) -> None:
+        self.uow, self.deps, self.dry_run, self.shards = uow, deps, dry_run, shards
+
+    def hold(self, *, incident_id: int, action: PlannedAction) -> HoldView:
+        try:
+            plan = plan_of(action)
+        except InvalidPlan:
+            return HoldView("none")  # the proposal reports the bad target
+        with self.uow() as uow:
+            outcome = hold(uow, incident_id=incident_id, plan=plan, deps=self.deps, shards=self.shards)
+            uow.commit()
+        return HoldView(outcome.status, outcome.until.isoformat() if outcome.until else None, outcome.reason)
 
     def propose(self, *, incident_id: int, action: PlannedAction, rationale: str, planner: str) -> ProposalView:
         try:
@@ -95,7 +108,8 @@ def context_from_container(container: Any, *, limits: AgentLimits | None = None,
         telemetry = None
     return AgentContext(uow=container.uow, runbooks=CatalogueRunbooks(container.catalogue),
                         actions=ExecutionActions(container.uow, deps_from(container),
-                                                 dry_run=container.settings.dry_run),
+                                                 dry_run=container.settings.dry_run,
+                                                 shards=container.settings.shards),
                         planner=llm or rules, fallback=rules, telemetry=telemetry,
                         cluster=container.cluster, xid=XidTable(), limits=limits or AgentLimits(),
                         database_url=container.settings.database_url)

@@ -1,7 +1,7 @@
 """The investigation and planning graph:
 
-    triage → investigate (tool loop) → plan → policy_check → rehearse → await_approval (interrupt)
-           → execute → verify → (next action: policy_check) | resolve | escalate
+    triage → investigate (tool loop) → plan → hold (interrupt while soaking) → policy_check → rehearse
+           → await_approval (interrupt) → execute → verify → (next action: hold) | resolve | escalate
 
 A plan is an ordered list of actions (cordon, then drain, then reboot); each is proposed, judged by policy,
 rehearsed and approved on its own, after the previous one executed and verified. Routers raise on states
@@ -49,7 +49,20 @@ def after_investigate(state: IncidentState, runtime: Runtime[AgentContext]) -> s
 
 
 def after_plan(state: IncidentState, runtime: Runtime[AgentContext]) -> str:
-    return "policy_check" if state.get("plan") else "escalate"
+    return "hold" if state.get("plan") else "escalate"
+
+
+def after_hold(state: IncidentState, runtime: Runtime[AgentContext]) -> str:
+    status = state.get("hold")
+    if status == "closed":
+        return END
+    if status == "stale" or _over_limit(state, runtime):
+        return "escalate"
+    if status == "held":
+        return "hold"  # resumed before the soak was over: wait again
+    if status in ("none", "over"):
+        return "policy_check"
+    raise ImpossibleState(f"unknown hold status {status!r}")
 
 
 def after_policy(state: IncidentState, runtime: Runtime[AgentContext]) -> str:
@@ -95,7 +108,7 @@ def after_verify(state: IncidentState, runtime: Runtime[AgentContext]) -> str:
     cursor, planned = state.get("cursor", 0), len(state.get("plan", []))
     if cursor > planned:
         raise ImpossibleState(f"cursor {cursor} beyond a plan of {planned} actions")
-    return "policy_check" if cursor < planned else "resolve"
+    return "hold" if cursor < planned else "resolve"
 
 
 def build_graph() -> StateGraph[IncidentState, AgentContext, Any, Any]:
@@ -103,6 +116,7 @@ def build_graph() -> StateGraph[IncidentState, AgentContext, Any, Any]:
     graph.add_node("triage", nodes.triage)
     graph.add_node("investigate", nodes.investigate)
     graph.add_node("plan", nodes.plan)
+    graph.add_node("hold", nodes.hold)
     graph.add_node("policy_check", nodes.policy_check)
     graph.add_node("rehearse", nodes.rehearse)
     graph.add_node("await_approval", nodes.await_approval)
@@ -113,12 +127,13 @@ def build_graph() -> StateGraph[IncidentState, AgentContext, Any, Any]:
     graph.add_edge(START, "triage")
     graph.add_conditional_edges("triage", after_triage, ["investigate", "escalate", END])
     graph.add_conditional_edges("investigate", after_investigate, ["investigate", "plan", "escalate"])
-    graph.add_conditional_edges("plan", after_plan, ["policy_check", "escalate"])
+    graph.add_conditional_edges("plan", after_plan, ["hold", "escalate"])
+    graph.add_conditional_edges("hold", after_hold, ["hold", "policy_check", "escalate", END])
     graph.add_conditional_edges("policy_check", after_policy, ["rehearse", "escalate"])
     graph.add_conditional_edges("rehearse", after_rehearse, ["execute", "await_approval", "escalate"])
     graph.add_conditional_edges("await_approval", after_approval, ["execute", "await_approval", "escalate"])
     graph.add_edge("execute", "verify")
-    graph.add_conditional_edges("verify", after_verify, ["policy_check", "resolve", "escalate"])
+    graph.add_conditional_edges("verify", after_verify, ["hold", "resolve", "escalate"])
     graph.add_edge("resolve", END)
     graph.add_edge("escalate", END)
     return graph

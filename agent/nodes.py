@@ -138,6 +138,25 @@ def _audit_planning(ctx: AgentContext, state: IncidentState, results: list[PlanR
         uow.commit()
 
 
+def hold(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
+    """Wait before a disruptive node action until policy's soak is over (see gpuops.execution.holds): the thread
+    pauses and the sweep resumes it once enough telemetry has been examined. Like the approval wait, a resume
+    re-runs this node and the store, not the resume value, says whether the hold is over."""
+    ctx = runtime.context
+    action = _current(state)
+    view = ctx.actions.hold(incident_id=state["incident_id"], action=action)
+    if view.status == "held":
+        interrupt({"incident_id": state["incident_id"], "hold_until": view.until, "reason": view.reason,
+                   "runbook": action.runbook, "targets": list(action.targets)})
+        view = ctx.actions.hold(incident_id=state["incident_id"], action=action)
+    update: Update = {"hold": view.status, "steps": _step(state)}
+    if view.status == "closed":
+        update.update(outcome="closed", reason=view.reason)
+    elif view.status == "stale":
+        update["reason"] = view.reason
+    return update
+
+
 def policy_check(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
     """Hand the current action to the execution side: code validation, dry run, policy verdict, stored Action.
     A re-run returns the same stored action (idempotency key from incident and plan hash)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from agent.actions import ExecutionView, PlannedAction, ProposalView, RunbookSpec
+from agent.actions import ExecutionView, HoldView, PlannedAction, ProposalView, RunbookSpec
 from detectors.frame import FleetFrame
 
 
@@ -27,6 +27,10 @@ class RunbookPort(Protocol):
 class ActionPort(Protocol):
     """The execution service: proposals go through validation, dry run, policy and the store; execution
     happens at most once, is verified, and rolls back on failure."""
+
+    def hold(self, *, incident_id: int, action: PlannedAction) -> HoldView:
+        """Whether `action` must wait before it is proposed (policy's soak before a node action)."""
+        ...
 
     def propose(self, *, incident_id: int, action: PlannedAction, rationale: str, planner: str) -> ProposalView:
         ...

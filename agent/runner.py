@@ -22,7 +22,8 @@ class RunReport:
     incident_id: int
     outcome: str                       # resolved | escalated | closed | "" while waiting
     reason: str
-    waiting_for: dict[str, Any] | None = None   # the interrupt's payload while waiting
+    waiting_for: dict[str, Any] | None = None   # the approval interrupt's payload while waiting for a human
+    held: dict[str, Any] | None = None          # the hold interrupt's payload while a node action soaks
     planner: str = ""
     plan: list[dict[str, Any]] = field(default_factory=list)
     executions: list[dict[str, Any]] = field(default_factory=list)
@@ -42,10 +43,11 @@ def report(graph: Graph, ctx: AgentContext, incident_id: int) -> RunReport:
     snap = graph.get_state(_config(incident_id, ctx))
     values: dict[str, Any] = dict(snap.values or {})
     waiting = next((i.value for i in snap.interrupts), None) if snap.next else None
+    held = waiting if isinstance(waiting, dict) and "hold_until" in waiting else None
     return RunReport(incident_id=incident_id, outcome=values.get("outcome", ""), reason=values.get("reason", ""),
-                     waiting_for=waiting, planner=values.get("planner", ""), plan=values.get("plan", []),
-                     executions=values.get("executions", []), notes=values.get("notes", []),
-                     steps=values.get("steps", 0))
+                     waiting_for=None if held else waiting, held=held, planner=values.get("planner", ""),
+                     plan=values.get("plan", []), executions=values.get("executions", []),
+                     notes=values.get("notes", []), steps=values.get("steps", 0))
 
 
 def start(graph: Graph, ctx: AgentContext, incident_id: int) -> RunReport:

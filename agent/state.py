@@ -42,6 +42,9 @@ class IncidentState(TypedDict, total=False):
     cursor: int
     """Index in `plan` of the action being proposed, approved or executed."""
 
+    hold: str
+    """The current action's soak before it is proposed: held, over, none (nothing holds it), stale, closed."""
+
     proposal: dict[str, Any]
     """The execution side's answer for the current action: action_id, status, verdict, diff, reasons."""
 

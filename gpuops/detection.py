@@ -47,13 +47,35 @@ def _locked_state(session: Session, shard: str) -> DetectorState:
     return session.execute(select(DetectorState).where(DetectorState.shard == shard).with_for_update()).scalar_one()
 
 
+def shard_name(shard: int, shards: int) -> str:
+    return f"{shard}/{shards}"
+
+
+def examined_until(session: Session, shards: int) -> float | None:
+    """The data time up to which every shard's detection has run (unix seconds): the oldest of the shards'
+    last cycles, or None while a shard has never run. Anything wrong in the fleet before this time has been
+    seen, so the agent's soak measures telemetry examined rather than wall-clock time."""
+    names = [shard_name(i, shards) for i in range(shards)]
+    rows = list(session.scalars(select(DetectorState.last_ts).where(DetectorState.shard.in_(names))))
+    if len(rows) < shards or min(rows) <= 0:
+        return None
+    return float(min(rows))
+
+
+def mark_examined(session: Session, end: float, *, shard: int = 0, shards: int = 1) -> None:
+    """Record that a shard's detection has run on data up to `end`, for a caller that runs the detectors
+    itself (the evaluation) rather than through `run_cycle`."""
+    row = _locked_state(session, shard_name(shard, shards))
+    row.last_ts = max(row.last_ts, end)
+
+
 def run_cycle(uow_factory: Callable[[], UnitOfWork], *, telemetry: TelemetrySource, end: float, step_s: float,
               window_s: float, shard: int = 0, shards: int = 1,
               incident_config: IncidentConfig | None = None,
               new_cycle: Callable[[], DetectionCycle] = DetectionCycle) -> CycleOutcome:
     """Run the cycle ending at `end` (unix seconds) for one shard. A cycle already run is skipped.
     `new_cycle` builds the detectors of a shard's first cycle (the container's adds the risk model)."""
-    name = f"{shard}/{shards}"
+    name = shard_name(shard, shards)
     with uow_factory() as uow:
         row = _locked_state(uow.session, name)
         if end <= row.last_ts:

@@ -73,7 +73,9 @@ def _decide(ctx: click.Context, action_id: int, decision: str, identity: str | N
                    "it on its next run")
     if "agent" in result:
         agent = result["agent"]
-        state = agent["outcome"] or f"waiting for a decision on action {(agent['waiting_for'] or {}).get('action_id')}"
+        held, waiting = agent.get("held") or {}, agent["waiting_for"] or {}
+        state = (agent["outcome"] or (f"{held.get('runbook')} held until {held.get('hold_until')}" if held
+                                      else f"waiting for a decision on action {waiting.get('action_id')}"))
         click.echo(f"incident {incident_id}: {state} {agent['reason']}".rstrip())
 
 

@@ -123,7 +123,7 @@ def fleet_facts(cluster: ClusterPort) -> FleetFacts:
                       unschedulable=frozenset(n.name for n in nodes if n.unschedulable or not n.ready))
 
 
-def _spec(plan: Plan, risk: str, catalogue: Catalogue, cluster: ClusterPort) -> ActionSpec:
+def action_spec(plan: Plan, risk: str, catalogue: Catalogue, cluster: ClusterPort) -> ActionSpec:
     definition = catalogue.get(plan.runbook)
     nodes: list[str] = []
     pod_nodes: dict[str, str | None] = {}
@@ -173,7 +173,7 @@ def propose(uow: UnitOfWork, *, proposal: Proposal, deps: ExecutionDeps) -> Prop
         ctx = _context(deps, incident.id, proposal.planner)
         risk = deps.catalogue.risk_for(plan, ctx).value
         diff: Diff = deps.catalogue.dry_run(plan, ctx)
-        spec = _spec(plan, risk, deps.catalogue, deps.cluster)
+        spec = action_spec(plan, risk, deps.catalogue, deps.cluster)
         action = Action(incident_id=incident.id, runbook=plan.runbook, parameters=plan.params,
                         targets=[t.key() for t in plan.targets], plan_hash=plan.plan_hash(), idempotency_key=key,
                         status="proposed", risk=risk, rationale=proposal.rationale, diff=asdict(diff),
@@ -251,7 +251,7 @@ def _claim(uow: UnitOfWork, action_id: int, deps: ExecutionDeps, dry_run: bool) 
         uow.commit()
         return outcome
     incident = action.incident
-    spec = _spec(plan, action.risk, deps.catalogue, deps.cluster)
+    spec = action_spec(plan, action.risk, deps.catalogue, deps.cluster)
     verdict = evaluate(session, incident=incident, action=action, spec=spec, facts=fleet_facts(deps.cluster),
                        config=deps.policy, now=now, reserve=not dry_run, actor="executor")
     if not verdict.allowed:

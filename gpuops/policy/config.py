@@ -45,6 +45,10 @@ class PolicyConfig(BaseModel):
     common_cause_window_s: float = Field(
         default=900, ge=0, description="a node action for a fault family also seen on another node within this "
                                        "window goes to a human (a rollout reaching nodes one by one); 0 turns it off")
+    soak_s: float = Field(
+        default=180, ge=0, description="a node action waits until this much telemetry after its incident opened "
+                                       "has been examined, so that a common cause reaching other nodes shows "
+                                       "before gpuops acts on the first; 0 turns it off")
 
     def nodes_out_limit(self, fleet_nodes: int) -> int:
         """The smaller of the absolute and fractional budgets. A fraction that rounds below one node still allows

@@ -4,7 +4,7 @@ so two workers deciding at the same moment are serialised: the second sees the f
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -96,6 +96,20 @@ def _family_elsewhere(session: Session, incident: Incident, since: datetime) -> 
         FindingRecord.kind == incident.family, FindingRecord.ts >= since,
         FindingRecord.hostname != incident.hostname).distinct())
     return sorted(rows)
+
+
+def soak_until(incident: Incident, spec: ActionSpec, config: PolicyConfig) -> datetime | None:
+    """When a disruptive node action for `incident` may first be proposed: `soak_s` of telemetry after the
+    incident opened (the data time, not the wall clock), or None when nothing holds it (not a disruptive node
+    action, a fleet incident, or the soak turned off). A bad driver rollout reaches nodes a minute or two
+    apart: without the soak, the first node would be cordoned before the second showed the same fault."""
+    if not (spec.disruptive and spec.target_nodes) or incident.scope == "fleet" or config.soak_s <= 0:
+        return None
+    return _aware(incident.opened_at) + timedelta(seconds=config.soak_s)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def evaluate(session: Session, *, incident: Incident, action: Action, spec: ActionSpec, facts: FleetFacts,

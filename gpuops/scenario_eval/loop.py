@@ -27,7 +27,9 @@ from connectors.kubernetes.adapter import KubernetesCluster
 from detectors.findings import Finding
 from gpuops.config import Settings
 from gpuops.decisions import record_decision
+from gpuops.detection import mark_examined
 from gpuops.execution.approvals import Approver, expire_pending
+from gpuops.execution.holds import due_holds
 from gpuops.execution.service import ExecutionDeps
 from gpuops.incidents.service import ingest_findings
 from gpuops.policy import PolicyConfig
@@ -132,6 +134,14 @@ class _Driver:
             report = resume_incident(self.container, incident_id, {"action_id": action_id, "decision": decision},
                                      self.ctx)
 
+    def release(self) -> None:
+        """Resume the incidents whose soak before a node action is over."""
+        with self.container.uow() as uow:
+            due = due_holds(uow.session, shards=1, now=self.time.at())
+        for incident_id in due:
+            self.runs += 1
+            self._settle(incident_id, resume_incident(self.container, incident_id, {"hold": "over"}, self.ctx))
+
     def expire(self) -> None:
         """Nobody answers: approvals left waiting past the policy's TTL (in simulated time) expire."""
         if self.approval != "human" or not self.waiting:
@@ -177,7 +187,8 @@ def run_loop(scenario: Scenario, *, planner: PlannerFactory, policy: PolicyConfi
 
 def _drive(scenario: Scenario, recorder: FrameRecorder, sim: SimulatedTime, container: Container,
            planner: Planner, cycle_steps: int) -> LoopRun:
-    """Detection cycles until the scenario ends; the agent runs on every new incident as it opens."""
+    """Detection cycles until the scenario ends; the agent runs on every new incident as it opens, and resumes
+    when a node action's soak is over."""
     twin = recorder.twin
     deps = ExecutionDeps(catalogue=container.catalogue, cluster=container.cluster, policy=container.policy,
                          runbook_settings=container.runbook_settings, clock=sim.clock, sleep=sim.sleep,
@@ -194,15 +205,17 @@ def _drive(scenario: Scenario, recorder: FrameRecorder, sim: SimulatedTime, cont
             recorder.step()
         if recorder.pending == 0:
             break
-        new = detection.update(recorder.frame())
+        frame = recorder.frame()
+        new = detection.update(frame)
         sim.now = max(sim.now, twin.t)
-        if new:
-            findings.extend(new)
-            with container.uow() as uow:
-                result = ingest_findings(uow.session, new, fleet_nodes=twin.n_nodes)
-                uow.commit()
-            for incident_id in sorted(set(result.opened + result.reopened)):
-                driver.start(incident_id)
+        findings.extend(new)
+        with container.uow() as uow:
+            result = ingest_findings(uow.session, new, fleet_nodes=twin.n_nodes)
+            mark_examined(uow.session, float(frame.timestamps[-1]))
+            uow.commit()
+        for incident_id in sorted(set(result.opened + result.reopened)):
+            driver.start(incident_id)
+        driver.release()
         driver.expire()
     cordoned = [n for n in twin.nodes if not twin.kube.node_schedulable(n)]
     return LoopRun(findings=findings, truth=twin.truth(), planner=planner.name, agent_runs=driver.runs,

@@ -105,6 +105,7 @@ class Incident(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     resolved_at: Mapped[datetime | None]
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id", ondelete="SET NULL"))
+    held_until: Mapped[datetime | None] = mapped_column(index=True)  # the agent waits (soak) until this data time
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
     findings: Mapped[list[FindingRecord]] = relationship(back_populates="incident")

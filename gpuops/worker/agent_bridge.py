@@ -1,5 +1,6 @@
 """The one call from the daemon into the agent graph: run an incident's thread as far as it goes now (up to its
-approval interrupt, or to the end), or resume it after a decision; then tell the notifier what happened."""
+soak or approval interrupt, or to the end), or resume it after a decision or a soak; then tell the notifier
+what happened."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ def advance_incident(container: Container, incident_id: int, decision: dict[str,
         log.warning("no cluster configured: the agent does not plan; the incident waits for a human",
                     extra={"incident_id": incident_id, "error": str(exc)})
         return f"not planned: {exc}"
-    log.info("agent step", extra={"incident_id": incident_id, "outcome": report.outcome or "waiting",
-                                  "planner": report.planner})
+    log.info("agent step", extra={"incident_id": incident_id, "planner": report.planner,
+                                  "outcome": report.outcome or ("held" if report.held else "waiting")})
     notifier = container.notifier
     try:
         if report.waiting_for:
@@ -36,4 +37,6 @@ def advance_incident(container: Container, incident_id: int, decision: dict[str,
         log.exception("the notifier failed", extra={"incident_id": incident_id})
     if report.waiting_for:
         return f"waiting for a decision on action {report.waiting_for['action_id']}"
+    if report.held:
+        return f"held: {report.held['runbook']} waits until {report.held['hold_until']}"
     return f"{report.outcome}: {report.reason}".strip(": ")

@@ -30,7 +30,7 @@ def soft_limits(settings: Settings) -> dict[str, float]:
     short = min(60.0, cap)
     return {tasks.DETECT: min(4 * settings.cycle_seconds, cap), tasks.INCIDENT_UPDATE: short, tasks.AGENT_STEP: cap,
             tasks.EXECUTE: settings.claim_ttl_seconds, tasks.VERIFY: min(300.0, cap), tasks.SWEEP: short,
-            tasks.EXPIRE: short}
+            tasks.EXPIRE: short, tasks.RELEASE: short}
 
 
 def visibility_timeout(settings: Settings) -> float:
@@ -54,7 +54,8 @@ def cycle_end(now: float, cycle_seconds: float) -> float:
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    """One cycle entry per shard (the scheduler adds each message's `end`), the action sweep, approvals."""
+    """One cycle entry per shard (the scheduler adds each message's `end`), the action sweep, the release of
+    soaked holds, approvals."""
     every = timedelta(seconds=settings.cycle_seconds)
     schedule: dict[str, dict[str, Any]] = {
         f"cycle-{shard}-of-{settings.shards}": {"task": tasks.DETECT, "schedule": every,
@@ -62,6 +63,7 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         for shard in range(settings.shards)
     }
     schedule["sweep-actions"] = {"task": tasks.SWEEP, "schedule": timedelta(seconds=settings.sweep_seconds)}
+    schedule["release-holds"] = {"task": tasks.RELEASE, "schedule": timedelta(seconds=settings.sweep_seconds)}
     schedule["expire-approvals"] = {"task": tasks.EXPIRE, "schedule": timedelta(seconds=EXPIRE_EVERY_S)}
     return schedule
 

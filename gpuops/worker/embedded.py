@@ -16,9 +16,10 @@ log = logging.getLogger(__name__)
 
 
 class EmbeddedScheduler:
-    """Runs each shard's cycle once per cycle boundary, the action sweep and approval expiry on their own
-    periods. `run_due(now)` does one round; `run_forever` loops until `stop()`. `clock` may run faster than real
-    time (the demo's simulated fleet): `rate` says how much faster, so waits shrink to match."""
+    """Runs each shard's cycle once per cycle boundary, the action sweep (with the release of soaked holds) and
+    approval expiry on their own periods. `run_due(now)` does one round; `run_forever` loops until `stop()`.
+    `clock` may run faster than real time (the demo's simulated fleet): `rate` says how much faster, so waits
+    shrink to match."""
 
     def __init__(self, app: Celery, clock: Callable[[], float] = time.time, rate: float = 1.0) -> None:
         if rate <= 0:
@@ -42,8 +43,9 @@ class EmbeddedScheduler:
             ran.append(tasks.DETECT)
         if now >= self._next_sweep:
             self._run(tasks.SWEEP, {})
+            self._run(tasks.RELEASE, {})
             self._next_sweep = now + self.settings.sweep_seconds
-            ran.append(tasks.SWEEP)
+            ran.extend((tasks.SWEEP, tasks.RELEASE))
         if now >= self._next_expire:
             self._run(tasks.EXPIRE, {})
             self._next_expire = now + EXPIRE_EVERY_S

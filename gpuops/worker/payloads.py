@@ -28,7 +28,8 @@ class IncidentPayload(Payload):
 
 
 class AgentPayload(Payload):
-    """An agent step; `decision` when a human decided ({"action_id", "decision", "by"})."""
+    """An agent step; `decision` when a human decided ({"action_id", "decision", "by"}) or a soak is over
+    ({"hold": "over"})."""
 
     incident_id: int = Field(ge=1)
     decision: dict[str, str | int] | None = None

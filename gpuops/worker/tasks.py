@@ -15,6 +15,7 @@ from sqlalchemy import or_, select
 
 from gpuops import decisions
 from gpuops.detection import run_cycle
+from gpuops.execution.holds import due_holds
 from gpuops.execution.service import deps_from, execute, plan_of
 from gpuops.incidents.lifecycle import can_transition
 from gpuops.store.audit import append_event
@@ -33,13 +34,15 @@ EXECUTE = "gpuops.execute_action"
 VERIFY = "gpuops.verify_action"
 SWEEP = "gpuops.sweep_actions"
 EXPIRE = "gpuops.expire_approvals"
+RELEASE = "gpuops.release_holds"
 
 CYCLES_QUEUE = "gpuops.cycles"
 INCIDENTS_QUEUE = "gpuops.incidents"
 ACTIONS_QUEUE = "gpuops.actions"
 QUEUES = (CYCLES_QUEUE, INCIDENTS_QUEUE, ACTIONS_QUEUE)
 ROUTES = {DETECT: CYCLES_QUEUE, INCIDENT_UPDATE: INCIDENTS_QUEUE, AGENT_STEP: INCIDENTS_QUEUE,
-          EXPIRE: INCIDENTS_QUEUE, EXECUTE: ACTIONS_QUEUE, VERIFY: ACTIONS_QUEUE, SWEEP: ACTIONS_QUEUE}
+          EXPIRE: INCIDENTS_QUEUE, RELEASE: INCIDENTS_QUEUE, EXECUTE: ACTIONS_QUEUE, VERIFY: ACTIONS_QUEUE,
+          SWEEP: ACTIONS_QUEUE}
 
 
 def worker_name() -> str:
@@ -148,6 +151,18 @@ def register(app: Celery) -> None:
         for action_id in ids:
             execute_action.apply_async(kwargs={"action_id": action_id})
         return {"enqueued": ids}
+
+    @task(RELEASE)
+    def release_holds(self: GpuopsTask, **payload: Any) -> dict[str, Any]:
+        """Resume the agent on incidents whose soak is over: every shard has examined the data up to the
+        hold's end (or detection stalled, and the hold is released as stale)."""
+        NoPayload.model_validate(payload)
+        runtime = runtime_of(self.app)
+        with runtime.container.uow() as uow:
+            ids = due_holds(uow.session, shards=runtime.settings.shards, now=_now())
+        for incident_id in ids:
+            agent_step.apply_async(kwargs={"incident_id": incident_id, "decision": {"hold": "over"}})
+        return {"resumed": ids}
 
     @task(EXPIRE)
     def expire_approvals(self: GpuopsTask, **payload: Any) -> dict[str, Any]:

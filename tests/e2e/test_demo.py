@@ -78,6 +78,8 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)  # the demo's own log, to read when the story breaks
+        (ARTIFACTS / "demo.log").write_text("\n".join(demo.lines) + "\n")
 
 
 def test_the_demo_story_sign_in_approve_the_cordon_and_see_it_verified(demo: Demo) -> None:

@@ -4,13 +4,16 @@ visibility timeout above every task's time limit."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from gpuops.config import Settings
+from gpuops.detection import mark_examined
 from gpuops.store import migrate
 from gpuops.store.models import DeadLetter, DetectorState, Incident
 from gpuops.wiring import bootstrap
@@ -64,6 +67,29 @@ def test_visibility_timeout_outlasts_every_time_limit() -> None:
     settings = Settings(claim_ttl_seconds=1800.0, cycle_seconds=30.0)
     app = create_app(settings, wiring=lambda s: bootstrap(s))
     limits = [t.time_limit for name, t in app.tasks.items() if name.startswith("gpuops.")]
-    assert len(limits) == 7 and visibility_timeout(settings) > max(limits)
+    assert len(limits) == 8 and visibility_timeout(settings) > max(limits)
     assert all(t.acks_late and t.reject_on_worker_lost for n, t in app.tasks.items() if n.startswith("gpuops."))
     assert cycle_end(NOW + 29.9, 30.0) == NOW and cycle_end(NOW + 30.0, 30.0) == NOW + 30.0
+
+
+def test_the_sweep_resumes_incidents_whose_soak_is_over(embedded: EmbeddedScheduler) -> None:
+    c = runtime_of(embedded.app).container
+    base = time.time() - 300.0  # the sweep compares holds with the wall clock to find stale ones
+    at = datetime.fromtimestamp(base, tz=UTC)
+    with c.uow() as uow:
+        for gpu, held in ((0, base + 180.0), (1, base + 600.0)):
+            uow.session.add(Incident(dedup_key=f"gpu-node-001/{gpu}/xid", scope="gpu", family="xid",
+                                     hostname="gpu-node-001", gpu=gpu, status="investigating", severity="critical",
+                                     title="XID 79", opened_at=at, updated_at=at,
+                                     held_until=datetime.fromtimestamp(held, tz=UTC)))
+        mark_examined(uow.session, base + 300.0, shard=0, shards=2)
+        uow.commit()
+    release = embedded.app.tasks["gpuops.release_holds"]
+    assert release.apply(kwargs={}).result == {"resumed": []}  # shard 1 has examined nothing yet
+    with c.uow() as uow:
+        mark_examined(uow.session, base + 240.0, shard=1, shards=2)
+        uow.commit()
+    with c.uow() as uow:
+        first = uow.session.scalars(select(Incident.id).where(Incident.gpu == 0)).one()
+    assert release.apply(kwargs={}).result == {"resumed": [first]}
+    assert "gpuops.release_holds" in embedded.run_due(NOW + 1.0)
