@@ -1,8 +1,10 @@
 """Peer comparison: a GPU against the other GPUs of the same job and of the same node.
 
-GPUs of one distributed job run in lock step, so one GPU far less busy than its job's median is a
-straggler, and a whole job gone idle while still holding its memory is hung. A GPU much hotter than
-the other GPUs of its node points at cooling, not at the workload.
+GPUs of one distributed job run in lock step. A GPU far less busy than its job's median, or one whose SM
+clock is held far below its busy peers' (throttled: the others wait for it at every collective), is a
+straggler. A job is hung when its GPUs go idle while still holding their memory, or when they stay "busy"
+with no tensor work after computing before (a collective that never completes spins: 100% utilisation at
+near-idle power). A GPU much hotter than the other GPUs of its node points at cooling, not at the workload.
 
 **Job grouping.** A GPU's job is `namespace/base`, where `base` is its pod name without the parts
 Kubernetes and the training operators add per pod, removed in this order:
@@ -87,15 +89,25 @@ class PeerComparison:
     held_memory_mib: float = 1024.0
     hot_gap_c: float = 10.0
     persist: int = 4
+    clock_gap: float = 0.15       # a busy GPU this far below its job's median SM clock holds the job back
+    working_level: float = 0.10   # tensor-pipe activity of a job that is computing
+    spin_persist: int = 12        # samples of busy engines without tensor work before a job counts as hung
     name: str = "peers"
     _groups: _Groups | None = None
     _straggle_run: FloatArray = field(default_factory=lambda: np.zeros(0))
     _hung_run: FloatArray = field(default_factory=lambda: np.zeros(0))
+    _spin_run: FloatArray = field(default_factory=lambda: np.zeros(0))
+    _was_working: FloatArray = field(default_factory=lambda: np.zeros(0))
     _hot_run: FloatArray = field(default_factory=lambda: np.zeros(0))
     _was_busy: FloatArray = field(default_factory=lambda: np.zeros(0))
     _straggler: OnsetTracker = field(default_factory=OnsetTracker)
     _hung: OnsetTracker = field(default_factory=OnsetTracker)
     _hot: OnsetTracker = field(default_factory=OnsetTracker)
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """A state pickled by an older version lacks the newer fields: they start from their defaults."""
+        self.__dict__.update(PeerComparison().__dict__)
+        self.__dict__.update(state)
 
     def _grouping(self, labels: GpuLabels) -> _Groups:
         if self._groups is None or self._groups.labels != labels:
@@ -109,16 +121,19 @@ class PeerComparison:
         activity = self._activity(view)
         temp = view.metric(m.GPU_TEMP)
         fb = view.metric(m.FB_USED)
+        clock = view.metric(m.SM_CLOCK)
+        tensor = view.metric(m.PIPE_TENSOR_ACTIVE)
         if activity is None and temp is None:
             return []
         g = self._grouping(view.frame.gpus)
         n = view.n_slots
-        for attr in ("_straggle_run", "_hung_run", "_hot_run", "_was_busy"):
+        for attr in ("_straggle_run", "_hung_run", "_spin_run", "_was_working", "_hot_run", "_was_busy"):
             setattr(self, attr, grow(getattr(self, attr), n, 0.0))
         out: list[Finding] = []
         for j, ts in view.columns():
             if activity is not None:
-                out += self._jobs(view, g, ts, activity[:, j], None if fb is None else fb[:, j])
+                out += self._jobs(view, g, ts, activity[:, j], None if fb is None else fb[:, j],
+                                  None if clock is None else clock[:, j], None if tensor is None else tensor[:, j])
             if temp is not None:
                 out += self._node_heat(view, g, ts, temp[:, j], None if activity is None else activity[:, j])
         return out
@@ -134,8 +149,12 @@ class PeerComparison:
             return act
         return np.where(np.isfinite(act), act, util / 100.0)
 
-    def _jobs(self, view: CycleView, g: _Groups, ts: float, act: FloatArray,
-              fb: FloatArray | None) -> list[Finding]:
+    def _job_median(self, values: FloatArray, g: _Groups) -> FloatArray:
+        med, _ = group_median(values, g.job, len(g.job_names))
+        return np.where(g.job >= 0, med[np.maximum(g.job, 0)], np.nan)
+
+    def _jobs(self, view: CycleView, g: _Groups, ts: float, act: FloatArray, fb: FloatArray | None,
+              clock: FloatArray | None = None, tensor: FloatArray | None = None) -> list[Finding]:
         slots = view.slots
         med, count = group_median(act, g.job, len(g.job_names))
         in_job = g.job >= 0
@@ -143,25 +162,44 @@ class PeerComparison:
         peers = np.where(in_job, count[np.maximum(g.job, 0)], 0.0)
         enough = peers >= self.min_peers
         with np.errstate(invalid="ignore"):
-            low = enough & (job_med >= self.busy_level) & (act < job_med - self.straggler_gap)
+            busy_job = enough & (job_med >= self.busy_level)
+            low = busy_job & (act < job_med - self.straggler_gap)
+            caught_up = ~enough | (act >= job_med - self.straggler_gap / 2)
+        extra: dict[int, dict[str, float]] = {}
+        if clock is not None:  # busy, but clocked far below its peers: the job waits for it
+            job_clock = self._job_median(clock, g)
+            with np.errstate(invalid="ignore"):
+                held_back = busy_job & (act >= self.busy_level) & (clock < job_clock * (1 - self.clock_gap))
+                caught_up &= ~(clock < job_clock * (1 - self.clock_gap / 2))
+            low |= held_back
+            extra = {int(r): {"sm_clock_mhz": float(clock[r]), "job_median_sm_clock_mhz": float(job_clock[r])}
+                     for r in np.flatnonzero(held_back)}
         run = np.where(low, self._straggle_run[slots] + 1, 0.0)
         self._straggle_run[slots] = run
-        with np.errstate(invalid="ignore"):
-            caught_up = ~enough | (act >= job_med - self.straggler_gap / 2)
-        out = [self._finding(view, int(r), ts, "straggler", act, job_med, peers, g)
+        out = [self._finding(view, int(r), ts, "straggler", act, job_med, peers, g, extra.get(int(r)))
                for r in self._straggler.step(slots, run >= self.persist, caught_up)]
 
         held = np.ones_like(act, dtype=bool) if fb is None else np.nan_to_num(fb) >= self.held_memory_mib
         with np.errstate(invalid="ignore"):
             idle = enough & (job_med <= self.idle_level) & held & (self._was_busy[slots] > 0)
-        hung_run = np.where(idle, self._hung_run[slots] + 1, 0.0)
-        self._hung_run[slots] = hung_run
-        out += [self._finding(view, int(r), ts, "hung_job", act, job_med, peers, g)
-                for r in self._hung.step(slots, hung_run >= self.persist, ~idle)]
-        with np.errstate(invalid="ignore"):
             busy_now = job_med >= self.busy_level
             idle_now = job_med <= self.idle_level
         released = idle_now & ~held  # idle with memory freed: finished, not hung
+        hung_run = np.where(idle, self._hung_run[slots] + 1, 0.0)
+        self._hung_run[slots] = hung_run
+        spin = np.zeros_like(idle)
+        if tensor is not None:  # engines busy, tensor pipes still, after the job computed: a spinning collective
+            job_tensor = self._job_median(tensor, g)
+            with np.errstate(invalid="ignore"):
+                spin = busy_job & (job_tensor <= self.idle_level) & held & (self._was_working[slots] > 0)
+                working = job_tensor >= self.working_level
+            self._was_working[slots] = np.where(working, 1.0, np.where(released, 0.0, self._was_working[slots]))
+        spin_run = np.where(spin, self._spin_run[slots] + 1, 0.0)
+        self._spin_run[slots] = spin_run
+        hung = (hung_run >= self.persist) | (spin_run >= self.spin_persist)
+        out += [self._finding(view, int(r), ts, "hung_job", act, job_med, peers, g,
+                              {"tensor_active_job_median": 0.0} if spin[r] else None)
+                for r in self._hung.step(slots, hung, ~idle & ~spin)]
         self._was_busy[slots] = np.where(busy_now, 1.0, np.where(released, 0.0, self._was_busy[slots]))
         return out
 
@@ -194,7 +232,8 @@ class PeerComparison:
         return out
 
     def _finding(self, view: CycleView, row: int, ts: float, kind: FindingKind, act: FloatArray,
-                 job_med: FloatArray, peers: FloatArray, g: _Groups) -> Finding:
+                 job_med: FloatArray, peers: FloatArray, g: _Groups,
+                 extra: dict[str, float] | None = None) -> Finding:
         gap = float(job_med[row] - act[row]) if np.isfinite(act[row]) else float(job_med[row])
         return Finding(
             ts=ts, kind=kind, severity="warning", score=float(min(1.0, max(gap, 0.0) + 0.5)),
@@ -202,5 +241,5 @@ class PeerComparison:
             evidence={"job": g.job_names[g.job[row]],
                       "activity": float(act[row]) if np.isfinite(act[row]) else None,
                       "job_median_activity": float(job_med[row]), "job_gpus": int(peers[row]),
-                      "samples": self.persist},
+                      "samples": self.persist, **(extra or {})},
             **gpu_finding_fields(view, row))

@@ -95,6 +95,28 @@ def test_straggler_hung_job_and_hot_gpu() -> None:
     assert hot == [("gpu-node-002", 0, ts[63])]
 
 
+def test_a_throttled_gpu_is_a_straggler_and_a_spinning_job_is_hung() -> None:
+    ts, met, gpus, _, _ = det_synth.healthy(nodes=4, gpus_per_node=8, jobs=2)
+    met[m.PIPE_TENSOR_ACTIVE] = met[m.GR_ENGINE_ACTIVE] * 0.55
+    met[m.SM_CLOCK][5, 100:] = 1980 * 0.7  # clocks held low, still fully busy: the job waits for it
+    met[m.PIPE_TENSOR_ACTIVE][16:, 150:] = 0.0  # job train-1 spins in a collective: busy engines, no tensor work
+    found = run(PeerComparison(), det_synth.frame(ts, met, gpus))
+    stragglers = [f for f in found if f.kind == "straggler"]
+    assert [(f.hostname, f.gpu, f.ts) for f in stragglers] == [("gpu-node-001", 5, ts[103])]
+    assert stragglers[0].evidence["sm_clock_mhz"] < 0.8 * stragglers[0].evidence["job_median_sm_clock_mhz"]
+    hung = [f for f in found if f.kind == "hung_job"]
+    assert len(hung) == 16 and {f.ts for f in hung} == {ts[150 + PeerComparison().spin_persist - 1]}
+    assert {f.evidence["job"] for f in hung} == {"ml/train-1"}
+
+
+def test_a_job_without_tensor_work_is_not_hung_nor_a_gpu_clocked_like_its_peers_a_straggler() -> None:
+    ts, met, gpus, _, _ = det_synth.healthy(nodes=4, gpus_per_node=8, jobs=2)
+    met[m.PIPE_TENSOR_ACTIVE] = met[m.GR_ENGINE_ACTIVE] * 0.55
+    met[m.PIPE_TENSOR_ACTIVE][:16] = 0.0  # job train-0 never uses the tensor pipes (FP32, memory-bound work)
+    met[m.SM_CLOCK][:, 100:] *= 0.9  # the whole fleet's clocks step down together (a power-cap change)
+    assert run(PeerComparison(), det_synth.frame(ts, met, gpus)) == []
+
+
 def test_a_job_that_finishes_and_frees_memory_is_not_hung() -> None:
     ts, met, gpus, _, _ = det_synth.healthy(nodes=2, gpus_per_node=4)
     met[m.GR_ENGINE_ACTIVE][:, 150:] = 0.0
@@ -144,3 +166,13 @@ def test_level_findings_while_a_gpus_load_settles_are_dropped() -> None:
     found = DetectionCycle(stages=stages).update(det_synth.frame(ts, met, gpus))
     assert {f.gpu for f in found if f.hostname == "gpu-node-001"} == set()
     assert ("gpu-node-002", 1) in {(f.hostname, f.gpu) for f in found if f.kind == "power"}
+
+
+def test_peer_state_pickled_before_the_newer_fields_restores_with_their_defaults() -> None:
+    import pickle
+
+    old = PeerComparison()
+    for name in ("clock_gap", "_spin_run", "_was_working"):
+        del old.__dict__[name]
+    restored = pickle.loads(pickle.dumps(old))
+    assert restored.clock_gap == PeerComparison().clock_gap and restored._spin_run.size == 0
