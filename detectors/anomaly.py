@@ -203,14 +203,16 @@ class CounterCusum:
 
 
 def default_anomaly_stages() -> list[Stage]:
-    """Baselines on the gauges, CUSUM on the error counters, the multivariate model, peer comparison."""
+    """Baselines on the gauges, CUSUM on the error counters, the multivariate model, peer comparison, job
+    saturation."""
     from detectors.multivariate import MultivariateModel
     from detectors.peers import PeerComparison
+    from detectors.saturation import JobSaturation
 
     floors = {m.GPU_TEMP: 3.0, m.MEMORY_TEMP: 3.0, m.POWER_USAGE: 25.0, m.SM_CLOCK: 100.0,
               m.GPU_UTIL: 25.0, m.FB_USED: 2048.0}
     stages: list[Stage] = [RobustBaseline(metric, kind, floors[metric])
                            for metric, kind in m.GAUGE_METRICS.items()]
     stages += [CounterCusum(metric, kind) for metric, kind in m.COUNTER_RATE_METRICS.items()]
-    stages += [MultivariateModel(), PeerComparison()]
+    stages += [MultivariateModel(), PeerComparison(), JobSaturation()]
     return stages

@@ -27,7 +27,10 @@ from detectors.findings import Finding, FindingKind
 from detectors.frame import FloatArray, GpuLabels
 from detectors.stream import CycleView, IntArray, OnsetTracker, gpu_finding_fields, grow
 
-_RANDOM_SUFFIX = re.compile(r"(-[0-9a-f]{8,10})?-[bcdfghjklmnpqrstvwxz2456789]{5}$")
+# Kubernetes' safe alphabet (rand.SafeEncodeString): a ReplicaSet's pod-template hash and a generated name's
+# random part use only these characters.
+_SAFE = "[bcdfghjklmnpqrstvwxz2456789]"
+_RANDOM_SUFFIX = re.compile(rf"(-{_SAFE}{{6,10}})?-{_SAFE}{{5}}$")
 _ORDINAL = re.compile(r"-\d+$")
 _ROLE = re.compile(r"-(worker|master|launcher|chief|ps|evaluator)$")
 
@@ -92,6 +95,7 @@ class PeerComparison:
     clock_gap: float = 0.15       # a busy GPU this far below its job's median SM clock holds the job back
     working_level: float = 0.10   # tensor-pipe activity of a job that is computing
     spin_persist: int = 12        # samples of busy engines without tensor work before a job counts as hung
+    repeat_every: int = 4         # an episode still going on is reported again every this many samples
     name: str = "peers"
     _groups: _Groups | None = None
     _straggle_run: FloatArray = field(default_factory=lambda: np.zeros(0))
@@ -176,8 +180,9 @@ class PeerComparison:
                      for r in np.flatnonzero(held_back)}
         run = np.where(low, self._straggle_run[slots] + 1, 0.0)
         self._straggle_run[slots] = run
+        onsets = self._straggler.step(slots, run >= self.persist, caught_up)
         out = [self._finding(view, int(r), ts, "straggler", act, job_med, peers, g, extra.get(int(r)))
-               for r in self._straggler.step(slots, run >= self.persist, caught_up)]
+               for r in self._with_repeats(onsets, run - self.persist)]
 
         held = np.ones_like(act, dtype=bool) if fb is None else np.nan_to_num(fb) >= self.held_memory_mib
         with np.errstate(invalid="ignore"):
@@ -197,11 +202,21 @@ class PeerComparison:
         spin_run = np.where(spin, self._spin_run[slots] + 1, 0.0)
         self._spin_run[slots] = spin_run
         hung = (hung_run >= self.persist) | (spin_run >= self.spin_persist)
+        onsets = self._hung.step(slots, hung, ~idle & ~spin)
+        age = np.maximum(hung_run - self.persist, spin_run - self.spin_persist)
         out += [self._finding(view, int(r), ts, "hung_job", act, job_med, peers, g,
                               {"tensor_active_job_median": 0.0} if spin[r] else None)
-                for r in self._hung.step(slots, hung, ~idle & ~spin)]
+                for r in self._with_repeats(onsets, age)]
         self._was_busy[slots] = np.where(busy_now, 1.0, np.where(released, 0.0, self._was_busy[slots]))
         return out
+
+    def _with_repeats(self, onsets: IntArray, age: FloatArray) -> list[int]:
+        """The rows whose episode starts now, and those whose episode is `repeat_every`, 2×… samples old: a
+        job's trouble that lasts is reported again, so the incident service sees it persist (a lone report
+        may be the consequence of a hard fault whose own signal arrives a little later)."""
+        due = (age > 0) & (age % self.repeat_every == 0)
+        due[onsets] = True
+        return [int(r) for r in np.flatnonzero(due)]
 
     def _node_heat(self, view: CycleView, g: _Groups, ts: float, temp: FloatArray,
                    act: FloatArray | None) -> list[Finding]:

@@ -43,6 +43,7 @@ class DetectionCycle:
         self.index = SlotIndex()
         self.last_ts = -math.inf
         self.settling = LoadSettling()
+        self.jobs: dict[tuple[str, int], tuple[str, float]] = {}  # each GPU's last known job, and when
 
     def update(self, frame: FleetFrame) -> list[Finding]:
         _validate(frame)
@@ -56,7 +57,9 @@ class DetectionCycle:
         self.last_ts = float(frame.timestamps[-1])
         settling = getattr(self, "settling", None) or LoadSettling()  # states saved before the guard lack it
         self.settling = settling
-        findings = with_jobs(settling.filter(view, findings), frame.gpus)
+        jobs = getattr(self, "jobs", None)  # likewise for the jobs' memory
+        self.jobs = jobs if jobs is not None else {}
+        findings = with_jobs(settling.filter(view, findings), frame.gpus, self.jobs, self.last_ts)
         findings.sort(key=lambda f: (f.ts, f.hostname, -1 if f.gpu is None else f.gpu, f.detector, f.kind))
         return findings
 
@@ -75,20 +78,28 @@ class DetectionCycle:
         return cycle
 
 
-def with_jobs(findings: list[Finding], labels: GpuLabels) -> list[Finding]:
+JOB_MEMORY_S = 900.0
+
+
+def with_jobs(findings: list[Finding], labels: GpuLabels,
+              jobs: dict[tuple[str, int], tuple[str, float]] | None = None, now: float = 0.0) -> list[Finding]:
     """Add the GPU's job (namespace/workload, from its pod label) to each GPU finding's evidence, so that the
-    incident service can tell one job's troubles on many nodes from many independent ones."""
-    if not findings:
-        return findings
+    incident service can tell one job's troubles on many nodes from many independent ones. `jobs` remembers
+    each GPU's last job across cycles and is updated here: a fault that kills the pod (an XID 48, a GPU off
+    the bus) is reported when the GPU's pod label is already gone, and its job is the one it had until
+    `JOB_MEMORY_S` before `now`."""
     from detectors.peers import job_of
 
-    jobs = {}
+    jobs = {} if jobs is None else jobs
     for host, gpu, pod, ns in zip(labels.hostname, labels.gpu, labels.pod, labels.namespace, strict=True):
         job = job_of(pod, ns)
         if job:
-            jobs[(host, gpu)] = job
-    return [replace(f, evidence={**f.evidence, "job": jobs[(f.hostname, f.gpu)]})
-            if f.gpu is not None and "job" not in f.evidence and (f.hostname, f.gpu) in jobs else f
+            jobs[(host, gpu)] = (job, now)
+    if not findings:
+        return findings
+    known = {key: job for key, (job, seen) in jobs.items() if seen >= now - JOB_MEMORY_S}
+    return [replace(f, evidence={**f.evidence, "job": known[(f.hostname, f.gpu)]})
+            if f.gpu is not None and "job" not in f.evidence and (f.hostname, f.gpu) in known else f
             for f in findings]
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from simulator.exposition import XID_WINDOW_MS, gpu_label_prefix, pod_labels, render_dcgm, render_kube_state
 from simulator.faults import ActiveFault, build_faults
 from simulator.hardware import DRIVER_VERSION, SPECS
+from simulator.kube.objects import replica_pod_suffix
 from simulator.kube.state import WORKLOAD_LABEL, KubeEvent, KubeState
 from simulator.physics import FleetPhysics, Modifiers
 from simulator.scenario import Scenario, TrainingWorkload, node_index, node_name
@@ -132,7 +133,7 @@ class Twin:
                 gpus, free[host] = free[host][: spec.gpus_per_replica], free[host][spec.gpus_per_replica :]
                 if not free[host]:
                     del free[host]
-                suffix = "".join(f"{b:02x}" for b in rng.integers(0, 256, 5).tolist())
+                suffix = replica_pod_suffix(str(deployment["metadata"]["uid"]), rng.integers(0, 256, 5).tolist())
                 self.kube.add_pod(inference_pod(spec, deployment, suffix, host, gpus, self._hex_uid(rng)))
         for deployment in deployments:
             self.kube.add_deployment(deployment)

@@ -27,6 +27,8 @@ HARD_KINDS = frozenset({"gpu_lost", "ecc", "row_remap", "node_not_ready"})
 # What a job's other GPUs show when one of its GPUs or nodes fails: they wait (hung, straggling) or their load
 # changes. A memory leak or a cooling fault on another GPU is its own fault, never folded into the job's incident.
 JOB_CONSEQUENCES = frozenset({"hung_job", "straggler", "anomaly", "power"})
+# A job's episodes (straggling, hung, saturated): one incident per job, however many of its nodes show it.
+EPISODE_KINDS = frozenset({"straggler", "hung_job", "overload"})
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 
@@ -143,6 +145,11 @@ def ingest_findings(session: Session, findings: Iterable[Finding], *, fleet_node
             _merge(session, job_hard, f, record, at)
             result.merged.append(job_hard.id)
             continue
+        job_same = _job_episode_incident(session, f)
+        if job_same is not None:
+            _merge(session, job_same, f, record, at)
+            result.merged.append(job_same.id)
+            continue
         if not _is_hard(f):
             seen = session.scalar(select(func.count()).select_from(FindingRecord).where(
                 FindingRecord.hostname == f.hostname, FindingRecord.gpu.is_(None) if f.gpu is None
@@ -167,7 +174,9 @@ def ingest_findings(session: Session, findings: Iterable[Finding], *, fleet_node
                             hostname=f.hostname, gpu=f.gpu, severity=f.severity, title=_title(f),
                             summary="", opened_at=at, updated_at=at,
                             details={"uuid": f.uuid, **({"deployment": f.evidence["deployment"]}
-                                                        if "deployment" in f.evidence else {})})
+                                                        if "deployment" in f.evidence else {}),
+                                     **({"job": job} if f.kind in EPISODE_KINDS and (job := _job_of(f.evidence))
+                                        else {})})
         session.add(incident)
         session.flush()
         record.incident_id = incident.id
@@ -199,8 +208,10 @@ def _job_of(evidence: object) -> str | None:
 
 def _job_hard_incident(session: Session, f: Finding, since: datetime,
                        job_hosts: dict[str, set[str]]) -> Incident | None:
-    """A soft finding on a GPU of a job that lost a GPU or a node (a hard incident on a host the job ran on)
-    is that incident's consequence: the job's other GPUs idle or restart elsewhere. Merge it there.
+    """A soft finding on a GPU of a job that lost a GPU or a node (a hard incident, or one a critical finding
+    such as XID 79 opened, on a host the job ran on)
+    is that incident's consequence: the job's other GPUs idle or restart elsewhere, also just after gpuops
+    drained the failed node and resolved the incident (within `since`). Merge it there.
     `job_hosts` caches, for one batch, the hosts each job had findings on within the window."""
     job = _job_of(f.evidence)
     if job is None:
@@ -216,8 +227,20 @@ def _job_hard_incident(session: Session, f: Finding, since: datetime,
     if _is_hard(f) or f.kind not in JOB_CONSEQUENCES:
         return None
     return session.scalars(select(Incident).where(
-        Incident.hostname.in_(hosts), Incident.status.in_(ACTIVE), Incident.scope != "fleet",
-        Incident.family.in_(HARD_KINDS)).order_by(Incident.id)).first()
+        Incident.hostname.in_(hosts), Incident.scope != "fleet",
+        or_(Incident.status.in_(ACTIVE), Incident.resolved_at >= since),
+        or_(Incident.family.in_(HARD_KINDS), Incident.severity == "critical")).order_by(Incident.id)).first()
+
+
+def _job_episode_incident(session: Session, f: Finding) -> Incident | None:
+    """The open incident of the same episode kind for the same job: a hung or straggling job is one incident
+    however many of its nodes show it."""
+    job = _job_of(f.evidence)
+    if f.kind not in EPISODE_KINDS or job is None:
+        return None
+    candidates = session.scalars(select(Incident).where(
+        Incident.family == f.kind, Incident.status.in_(ACTIVE), Incident.scope != "fleet").order_by(Incident.id))
+    return next((i for i in candidates if (i.details or {}).get("job") == job), None)
 
 
 def correlate_fleet(session: Session, *, family: str, fleet_nodes: int, config: IncidentConfig,

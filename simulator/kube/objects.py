@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
@@ -13,6 +15,19 @@ T = TypeVar("T")
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_ANNOTATION = GPU_INDICES  # the connector reads the same hint
 WORKLOAD_LABEL = "sim.gpuops.io/workload"
+
+
+# Kubernetes' rand.SafeEncodeString alphabet (no vowels, no look-alike digits): pod-template hashes and the
+# five random characters of a generated name use only these.
+SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def replica_pod_suffix(template_key: str, random_bytes: Iterable[int]) -> str:
+    """`<pod-template-hash>-<5 chars>`: the suffix a Deployment's ReplicaSet gives its pods (`chat-api-` +
+    `7d9f8c6b5-x2k4z`). The hash is stable per template, the rest comes from `random_bytes` (five)."""
+    digest = hashlib.sha256(template_key.encode()).digest()
+    template_hash = "".join(SAFE_ALPHABET[b % len(SAFE_ALPHABET)] for b in digest[:10])
+    return f"{template_hash}-{''.join(SAFE_ALPHABET[int(b) % len(SAFE_ALPHABET)] for b in random_bytes)}"
 
 
 def _clone(obj: Any) -> Any:

@@ -41,6 +41,7 @@ from simulator.kube.objects import (
     pod_gpus,
     pod_ready,
     pod_running,
+    replica_pod_suffix,
     resolve_int_or_percent,
     rfc3339,
     set_condition,
@@ -991,7 +992,8 @@ class KubeState:
         )
         for _ in range(want - len(active)):
             self._create_pod(
-                self._pod_from_template(dep, "Deployment", uuid.uuid4().hex[:10]), start_now=False
+                self._pod_from_template(dep, "Deployment", replica_pod_suffix(
+                    str(dep["metadata"].get("uid") or name), uuid.uuid4().bytes[:5])), start_now=False
             )
         if len(active) > want:
             # Like a ReplicaSet: remove unscheduled, then not-ready, then the newest pods first.

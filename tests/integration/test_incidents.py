@@ -129,3 +129,30 @@ def test_a_jobs_idle_gpus_fold_into_the_hard_incident_that_stopped_it(container:
     assert set(by_family) == {"gpu_lost", "memory_leak"}  # hung GPUs are the lost GPU's consequence, a leak is not
     assert by_family["gpu_lost"].occurrences == 1 + len(consequences)
     assert by_family["memory_leak"].hostname == "gpu-node-001"
+
+
+def test_a_jobs_episode_is_one_incident_for_all_its_nodes(container: Container) -> None:
+    job = "training/vision-ft"
+    ingest(container, *[finding("gpu-node-005", 0, "hung_job", t=60 * k, severity="warning", job=job)
+                        for k in range(3)])  # reported again while it lasts: it opens on the third report
+    ingest(container, finding("gpu-node-006", 0, "hung_job", t=180, severity="warning", job=job))
+    (only,) = incidents(container)
+    assert only.family == "hung_job" and only.hostname == "gpu-node-005" and only.details["job"] == job
+    assert only.occurrences == 2  # the opening report, and the job's other node joined it
+
+
+def test_a_job_stalled_by_a_failure_gpuops_already_resolved_folds_into_it(container: Container) -> None:
+    job = "training/pretrain-00"
+    ingest(container, finding("gpu-node-003", 2, "xid", xid=48, job=job))  # critical: a hard incident
+    (hard,) = incidents(container)
+    with container.uow() as uow:
+        row = uow.session.get(Incident, hard.id)
+        assert row is not None
+        transition(uow.session, row, "resolved", reason="drained", actor="test",
+                   now=datetime.fromtimestamp(T0 + 60, tz=UTC))
+        uow.commit()
+    ingest(container, finding("gpu-node-001", 0, "hung_job", t=120, severity="warning", job=job))
+    assert [i.id for i in incidents(container)] == [hard.id]  # the job waits for its pod: a consequence
+    ingest(container, *[finding("gpu-node-001", 0, "hung_job", t=3600 + 60 * k, severity="warning", job=job)
+                        for k in range(3)])
+    assert len(incidents(container)) == 2  # an hour later, and lasting, it is a hang of its own

@@ -1,0 +1,64 @@
+"""Job saturation: a Deployment's load surging far above its usual level, or pinned at the ceiling, is an
+overload; a training job going flat out, a slow daily rise and a momentary dip are not."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from detectors import metrics as m
+from detectors.frame import GpuLabels
+from detectors.pipeline import DetectionCycle
+from detectors.saturation import JobSaturation, deployment_of
+from tests.unit import det_synth
+
+STEPS = 200
+
+
+def _fleet(util: dict[str, np.ndarray]) -> tuple[GpuLabels, np.ndarray]:
+    """Four GPUs per workload; `util` gives each workload's utilisation over time."""
+    host, gpu, uuid, pod, ns, rows = [], [], [], [], [], []
+    for w, (name, series) in enumerate(util.items()):
+        for i in range(4):
+            host.append(f"gpu-node-{w + 1:03d}")
+            gpu.append(i)
+            uuid.append(f"GPU-{w}-{i}")
+            pod.append(name.format(i="bcdf"[i]))  # the safe alphabet, as Kubernetes names replicas
+            ns.append("serve")
+            rows.append(series + np.random.default_rng(w * 10 + i).normal(0, 1.0, STEPS))
+    labels = GpuLabels(hostname=tuple(host), gpu=tuple(gpu), uuid=tuple(uuid),
+                       model_name=("NVIDIA H100 80GB HBM3",) * len(host), pod=tuple(pod), namespace=tuple(ns))
+    return labels, np.clip(np.array(rows), 0, 100)
+
+
+def _run(util: dict[str, np.ndarray]) -> list:  # type: ignore[type-arg]
+    labels, series = _fleet(util)
+    ts = det_synth.T0 + 15.0 * np.arange(STEPS)
+    frame = det_synth.frame(ts, {m.GPU_UTIL: series}, labels)
+    return DetectionCycle(stages=[JobSaturation()]).update(frame)
+
+
+def test_replica_pods_name_their_deployment_and_other_pods_none() -> None:
+    assert deployment_of("chat-api-7d9f8c6b5-x2k4z", "serve") == "serve/chat-api"
+    assert deployment_of("train-0-worker-3", "ml") is None
+    assert deployment_of("prep-x2k4z", "ml") is None  # a Job's pod: no template hash
+
+
+def test_a_surge_on_a_deployment_is_an_overload_naming_it() -> None:
+    surge = np.r_[np.full(100, 30.0), np.full(100, 80.0)]
+    surge[150:153] = 30.0  # a momentary dip in the middle of the episode
+    found = _run({"chat-api-7d9f8c6b5-x2k4{i}": surge})
+    gaps = np.diff([x.ts for x in found]) / 15.0
+    assert len(found) > 1 and gaps.min() >= JobSaturation().repeat_every  # reported again while it lasts
+    assert {x.evidence["deployment"] for x in found} == {"serve/chat-api"}
+    f = found[0]
+    assert f.kind == "overload" and f.evidence["deployment"] == "serve/chat-api" and f.evidence["job_gpus"] == 4
+    assert f.ts == det_synth.T0 + 15.0 * (100 + JobSaturation().persist - 1)
+    assert f.evidence["usual_util"] < 35 and f.evidence["job_median_util"] > 75
+
+
+def test_training_flat_out_a_daily_rise_and_a_steady_service_are_not_overloads() -> None:
+    assert _run({
+        "train-0-worker-{i}": np.r_[np.full(100, 10.0), np.full(100, 98.0)],       # not a Deployment
+        "embed-5b7c9d4f6-q2w4{i}": np.linspace(30.0, 60.0, STEPS),                   # the request curve
+        "chat-api-7d9f8c6b5-x2k4{i}": np.full(STEPS, 55.0),                          # steady
+    }) == []
