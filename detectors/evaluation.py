@@ -49,18 +49,20 @@ class FaultScore:
     lead_time_s: float | None  # failure − first matching finding (forecastable faults)
 
 
-def same_deployment(fault: Mapping[str, Any], deployment: object) -> bool:
-    """Whether `deployment` (`namespace/name`) is the one a deployment-level fault (an overload) names."""
-    wanted = (fault.get("params") or {}).get("deployment")
-    return bool(wanted) and isinstance(deployment, str) and deployment.rpartition("/")[2] == wanted
+def same_workload(fault: Mapping[str, Any], workload: object) -> bool:
+    """Whether `workload` (`namespace/name`) is the one a workload-level fault names (an overload's
+    deployment, a hung job's workload)."""
+    params = fault.get("params") or {}
+    wanted = params.get("deployment") or params.get("workload")
+    return bool(wanted) and isinstance(workload, str) and workload.rpartition("/")[2] == wanted
 
 
 def matches(fault: Mapping[str, Any], finding: Finding) -> bool:
     kinds = EXPECTED_KINDS.get(str(fault["kind"]), frozenset())
     if finding.kind not in kinds:
         return False
-    if same_deployment(fault, finding.evidence.get("deployment")):
-        return True  # an overload is the deployment's, whichever replica shows it
+    if same_workload(fault, finding.evidence.get("deployment") or finding.evidence.get("job")):
+        return True  # an overload or a hang is the workload's, whichever of its GPUs shows it
     if finding.hostname != fault["node"]:
         return False
     return fault.get("gpu") is None or finding.gpu is None or finding.gpu == fault["gpu"]

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from simulator.kube.objects import generated_suffix
 from simulator.kube.state import CHECKPOINT_SECONDS_ANNOTATION, GPU_ANNOTATION, WORKLOAD_LABEL
 from simulator.physics import Load
 from simulator.scenario import InferenceWorkload, Scenario, TrainingWorkload, Workload, node_name
@@ -135,8 +136,10 @@ class WorkloadBook:
 def training_pod(
     job: TrainingWorkload, index: int, gpus_per_node: int, node: str | None, generation: int = 0
 ) -> dict[str, Any]:
-    """The Pod JSON of one training worker; bound to `node` when given, else pending."""
-    name = f"{job.name}-worker-{index}" + (f"-r{generation}" if generation else "")
+    """The Pod JSON of one training worker; bound to `node` when given, else pending. A restarted worker gets
+    a new pod whose name ends in generated characters, as a Job controller names its retries."""
+    name = f"{job.name}-worker-{index}" + (f"-{generated_suffix(f'{job.name}/{index}/{generation}')}"
+                                           if generation else "")
     annotations = {CHECKPOINT_SECONDS_ANNOTATION: "60"}
     spec: dict[str, Any] = {
         "containers": [

@@ -28,6 +28,7 @@ HARD_KINDS = frozenset({"gpu_lost", "ecc", "row_remap", "node_not_ready"})
 # changes. A memory leak or a cooling fault on another GPU is its own fault, never folded into the job's incident.
 JOB_CONSEQUENCES = frozenset({"hung_job", "straggler", "anomaly", "power"})
 # A job's episodes (straggling, hung, saturated): one incident per job, however many of its nodes show it.
+JOB_HOSTS_LOOKBACK_S = 3600.0
 EPISODE_KINDS = frozenset({"straggler", "hung_job", "overload"})
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
@@ -140,12 +141,13 @@ def ingest_findings(session: Session, findings: Iterable[Finding], *, fleet_node
             _merge(session, on_node, f, record, at)
             result.merged.append(on_node.id)
             continue
-        job_hard = _job_hard_incident(session, f, at - timedelta(seconds=config.fleet_window_s), job_hosts)
+        job_hard = _job_hard_incident(session, f, at - timedelta(seconds=config.fleet_window_s), job_hosts,
+                                      hosts_since=at - timedelta(seconds=JOB_HOSTS_LOOKBACK_S))
         if job_hard is not None:
             _merge(session, job_hard, f, record, at)
             result.merged.append(job_hard.id)
             continue
-        job_same = _job_episode_incident(session, f)
+        job_same = _job_episode_incident(session, f, at - timedelta(seconds=config.flap_window_s))
         if job_same is not None:
             _merge(session, job_same, f, record, at)
             result.merged.append(job_same.id)
@@ -206,20 +208,22 @@ def _job_of(evidence: object) -> str | None:
     return job if isinstance(job, str) and job else None
 
 
-def _job_hard_incident(session: Session, f: Finding, since: datetime,
-                       job_hosts: dict[str, set[str]]) -> Incident | None:
+def _job_hard_incident(session: Session, f: Finding, since: datetime, job_hosts: dict[str, set[str]],
+                       hosts_since: datetime | None = None) -> Incident | None:
     """A soft finding on a GPU of a job that lost a GPU or a node (a hard incident, or one a critical finding
     such as XID 79 opened, on a host the job ran on)
     is that incident's consequence: the job's other GPUs idle or restart elsewhere, also just after gpuops
     drained the failed node and resolved the incident (within `since`). Merge it there.
-    `job_hosts` caches, for one batch, the hosts each job had findings on within the window."""
+    `job_hosts` caches, for one batch, the hosts each job had findings on since `hosts_since` (default `since`):
+    a job stalls as long as its failure stays unresolved, so a failure that opened since then still explains
+    it. An older one does not: a job that hangs hours after a failure gpuops escalated has a trouble of its own."""
     job = _job_of(f.evidence)
     if job is None:
         return None
     if not job_hosts:
         job_hosts[""] = set()  # loaded marker
         for host, evidence in session.execute(select(FindingRecord.hostname, FindingRecord.evidence).where(
-                FindingRecord.ts >= since)):
+                FindingRecord.ts >= (hosts_since or since))):
             if (known := _job_of(evidence)) is not None:
                 job_hosts.setdefault(known, set()).add(host)
     hosts = job_hosts.setdefault(job, set())
@@ -228,18 +232,21 @@ def _job_hard_incident(session: Session, f: Finding, since: datetime,
         return None
     return session.scalars(select(Incident).where(
         Incident.hostname.in_(hosts), Incident.scope != "fleet",
-        or_(Incident.status.in_(ACTIVE), Incident.resolved_at >= since),
+        or_(Incident.status.in_(ACTIVE) & (Incident.opened_at >= (hosts_since or since)),
+            Incident.resolved_at >= since),
         or_(Incident.family.in_(HARD_KINDS), Incident.severity == "critical")).order_by(Incident.id)).first()
 
 
-def _job_episode_incident(session: Session, f: Finding) -> Incident | None:
-    """The open incident of the same episode kind for the same job: a hung or straggling job is one incident
-    however many of its nodes show it."""
+def _job_episode_incident(session: Session, f: Finding, since: datetime) -> Incident | None:
+    """The open incident of the same episode kind for the same job, still being reported since `since`: a hung
+    or straggling job is one incident however many of its nodes show it. An episode days ago that a human
+    still holds is another episode."""
     job = _job_of(f.evidence)
     if f.kind not in EPISODE_KINDS or job is None:
         return None
     candidates = session.scalars(select(Incident).where(
-        Incident.family == f.kind, Incident.status.in_(ACTIVE), Incident.scope != "fleet").order_by(Incident.id))
+        Incident.family == f.kind, Incident.status.in_(ACTIVE), Incident.scope != "fleet",
+        Incident.updated_at >= since).order_by(Incident.id))
     return next((i for i in candidates if (i.details or {}).get("job") == job), None)
 
 
@@ -251,8 +258,10 @@ def correlate_fleet(session: Session, *, family: str, fleet_nodes: int, config: 
     records = session.execute(select(FindingRecord.hostname, FindingRecord.evidence).where(
         FindingRecord.kind == family, FindingRecord.ts >= since)).all()
     hosts = {host for host, _ in records}
-    # one job spread over many nodes is one source, not many: a hung multi-node job is not a fleet event
-    sources = {_job_of(evidence) or f"host:{host}" for host, evidence in records}
+    # one job's own trouble over many nodes is one source, not many: a hung multi-node job is not a fleet event.
+    # A hardware or driver signal is each node's own, whatever job the GPU ran (a rollout hits one job's nodes).
+    by_job = family in JOB_CONSEQUENCES | EPISODE_KINDS
+    sources = {(_job_of(evidence) if by_job else None) or f"host:{host}" for host, evidence in records}
     threshold = max(config.fleet_min_nodes, int(config.fleet_fraction * fleet_nodes + 0.9999))
     if len(hosts) < threshold or len(sources) < threshold:
         return None

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from detectors.evaluation import EXPECTED_KINDS, same_deployment, score_faults
+from detectors.evaluation import EXPECTED_KINDS, same_workload, score_faults
 from gpuops.policy import PolicyConfig
 from gpuops.scenario_eval.baselines import (
     HUMAN_DELAY_S,
@@ -59,7 +59,9 @@ def _matches(incident: dict[str, Any], fault: dict[str, Any], step: float) -> bo
         return False
     if incident["scope"] == "fleet":
         return fault["node"] in (incident["details"].get("hosts") or [])
-    return bool(incident["hostname"] == fault["node"]) or same_deployment(fault, incident["details"].get("deployment"))
+    details = incident["details"]
+    return bool(incident["hostname"] == fault["node"]) or same_workload(fault, details.get("deployment")
+                                                                         or details.get("job"))
 
 
 def _escalated_at(audit: list[dict[str, Any]], incident_id: int, since: float) -> float | None:

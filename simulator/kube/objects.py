@@ -30,6 +30,12 @@ def replica_pod_suffix(template_key: str, random_bytes: Iterable[int]) -> str:
     return f"{template_hash}-{''.join(SAFE_ALPHABET[int(b) % len(SAFE_ALPHABET)] for b in random_bytes)}"
 
 
+def generated_suffix(key: str) -> str:
+    """Five characters of the safe alphabet, stable for `key`: the random part Kubernetes appends to a
+    generated name, made reproducible for the twin."""
+    return "".join(SAFE_ALPHABET[b % len(SAFE_ALPHABET)] for b in hashlib.sha256(key.encode()).digest()[:5])
+
+
 def _clone(obj: Any) -> Any:
     if type(obj) is dict:
         return {k: _clone(v) for k, v in obj.items()}
