@@ -29,8 +29,8 @@ from detectors.stream import CycleView, IntArray, OnsetTracker, gpu_finding_fiel
 
 # Kubernetes' safe alphabet (rand.SafeEncodeString): a ReplicaSet's pod-template hash and a generated name's
 # random part use only these characters.
-_SAFE = "[bcdfghjklmnpqrstvwxz2456789]"
-_RANDOM_SUFFIX = re.compile(rf"(-{_SAFE}{{6,10}})?-{_SAFE}{{5}}$")
+SAFE_CHARS = "[bcdfghjklmnpqrstvwxz2456789]"
+_RANDOM_SUFFIX = re.compile(rf"(-{SAFE_CHARS}{{6,10}})?-{SAFE_CHARS}{{5}}$")
 _ORDINAL = re.compile(r"-\d+$")
 _ROLE = re.compile(r"-(worker|master|launcher|chief|ps|evaluator)$")
 

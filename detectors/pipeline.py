@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import pickle
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -43,7 +43,7 @@ class DetectionCycle:
         self.index = SlotIndex()
         self.last_ts = -math.inf
         self.settling = LoadSettling()
-        self.jobs: dict[tuple[str, int], tuple[str, float]] = {}  # each GPU's last known job, and when
+        self.jobs = JobMemory()
 
     def update(self, frame: FleetFrame) -> list[Finding]:
         _validate(frame)
@@ -58,7 +58,7 @@ class DetectionCycle:
         settling = getattr(self, "settling", None) or LoadSettling()  # states saved before the guard lack it
         self.settling = settling
         jobs = getattr(self, "jobs", None)  # likewise for the jobs' memory
-        self.jobs = jobs if jobs is not None else {}
+        self.jobs = jobs if jobs is not None else JobMemory()
         findings = with_jobs(settling.filter(view, findings), frame.gpus, self.jobs, self.last_ts)
         findings.sort(key=lambda f: (f.ts, f.hostname, -1 if f.gpu is None else f.gpu, f.detector, f.kind))
         return findings
@@ -81,26 +81,52 @@ class DetectionCycle:
 JOB_MEMORY_S = 900.0
 
 
-def with_jobs(findings: list[Finding], labels: GpuLabels,
-              jobs: dict[tuple[str, int], tuple[str, float]] | None = None, now: float = 0.0) -> list[Finding]:
-    """Add the GPU's job (namespace/workload, from its pod label) to each GPU finding's evidence, so that the
-    incident service can tell one job's troubles on many nodes from many independent ones. `jobs` remembers
-    each GPU's last job across cycles and is updated here: a fault that kills the pod (an XID 48, a GPU off
-    the bus) is reported when the GPU's pod label is already gone, and its job is the one it had until
-    `JOB_MEMORY_S` before `now`."""
-    from detectors.peers import job_of
+@dataclass
+class JobMemory:
+    """Each GPU's job (namespace/workload, from its pod label), worked out again only when the labels change,
+    and for a GPU whose pod went away, the job it had and when it lost it. A fault that kills the pod (an
+    XID 48, a GPU off the bus) is reported when the GPU's pod label is already gone; its job is the one it
+    had, for `JOB_MEMORY_S`."""
 
-    jobs = {} if jobs is None else jobs
-    for host, gpu, pod, ns in zip(labels.hostname, labels.gpu, labels.pod, labels.namespace, strict=True):
-        job = job_of(pod, ns)
-        if job:
-            jobs[(host, gpu)] = (job, now)
-    if not findings:
-        return findings
-    known = {key: job for key, (job, seen) in jobs.items() if seen >= now - JOB_MEMORY_S}
-    return [replace(f, evidence={**f.evidence, "job": known[(f.hostname, f.gpu)]})
-            if f.gpu is not None and "job" not in f.evidence and (f.hostname, f.gpu) in known else f
-            for f in findings]
+    labels: GpuLabels | None = None
+    current: dict[tuple[str, int], str] = field(default_factory=dict)
+    lost: dict[tuple[str, int], tuple[str, float]] = field(default_factory=dict)
+
+    def observe(self, labels: GpuLabels, now: float) -> None:
+        if self.labels is not None and (labels is self.labels or labels == self.labels):
+            return
+        from detectors.peers import job_of
+
+        current = {}
+        for host, gpu, pod, ns in zip(labels.hostname, labels.gpu, labels.pod, labels.namespace, strict=True):
+            if job := job_of(pod, ns):
+                current[(host, gpu)] = job
+        for key, job in self.current.items():
+            if key not in current:
+                self.lost[key] = (job, now)
+        for key in current:
+            self.lost.pop(key, None)
+        self.labels, self.current = labels, current
+
+    def job(self, key: tuple[str, int], now: float) -> str | None:
+        if (job := self.current.get(key)) is not None:
+            return job
+        lost = self.lost.get(key)
+        return lost[0] if lost is not None and lost[1] >= now - JOB_MEMORY_S else None
+
+
+def with_jobs(findings: list[Finding], labels: GpuLabels, jobs: JobMemory | None = None,
+              now: float = 0.0) -> list[Finding]:
+    """Add the GPU's job to each GPU finding's evidence, so that the incident service can tell one job's
+    troubles on many nodes from many independent ones. `jobs` carries what was known across cycles (see
+    `JobMemory`) and is updated here."""
+    jobs = JobMemory() if jobs is None else jobs
+    jobs.observe(labels, now)
+    out = []
+    for f in findings:
+        job = None if f.gpu is None or "job" in f.evidence else jobs.job((f.hostname, f.gpu), now)
+        out.append(f if job is None else replace(f, evidence={**f.evidence, "job": job}))
+    return out
 
 
 def _validate(frame: FleetFrame) -> None:

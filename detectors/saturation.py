@@ -20,12 +20,13 @@ import numpy as np
 
 from detectors import metrics as m
 from detectors.findings import Finding
-from detectors.peers import group_ids, group_median
-from detectors.stream import CycleView, gpu_finding_fields
+from detectors.frame import GpuLabels
+from detectors.peers import SAFE_CHARS, group_ids, group_median
+from detectors.stream import CycleView, IntArray, gpu_finding_fields
 
 # A Deployment's replica: `<deployment>-<pod-template hash>-<5 chars>`, in Kubernetes' safe alphabet. Only
 # these can be overloaded and scaled; a training job's pods never match.
-_REPLICA = re.compile(r"^(?P<deployment>.+)-[bcdfghjklmnpqrstvwxz2456789]{6,10}-[bcdfghjklmnpqrstvwxz2456789]{5}$")
+_REPLICA = re.compile(rf"^(?P<deployment>.+)-{SAFE_CHARS}{{6,10}}-{SAFE_CHARS}{{5}}$")
 
 
 def deployment_of(pod: str, namespace: str) -> str | None:
@@ -55,13 +56,20 @@ class JobSaturation:
     half_life: float = 240.0       # samples; the usual level's moving average (about an hour at 15 s)
     name: str = "saturation"
     _jobs: dict[str, _JobLevel] = field(default_factory=dict)
+    _groups: tuple[GpuLabels, IntArray, list[str]] | None = None
+
+    def _grouping(self, labels: GpuLabels) -> tuple[IntArray, list[str]]:
+        """Each row's deployment (group id, -1 for none), worked out again only when the labels change."""
+        if self._groups is None or self._groups[0] != labels:
+            ids, names = group_ids([deployment_of(p, ns) for p, ns in zip(labels.pod, labels.namespace, strict=True)])
+            self._groups = (labels, ids, names)
+        return self._groups[1], self._groups[2]
 
     def update(self, view: CycleView) -> list[Finding]:
         util = view.metric(m.GPU_UTIL)
         if util is None:
             return []
-        labels = view.frame.gpus
-        groups, names = group_ids([deployment_of(p, ns) for p, ns in zip(labels.pod, labels.namespace, strict=True)])
+        groups, names = self._grouping(view.frame.gpus)
         if not names:
             return []
         alpha = 1.0 - 0.5 ** (1.0 / self.half_life)

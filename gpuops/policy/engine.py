@@ -4,7 +4,7 @@ so two workers deciding at the same moment are serialised: the second sees the f
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -105,11 +105,7 @@ def soak_until(incident: Incident, spec: ActionSpec, config: PolicyConfig) -> da
     apart: without the soak, the first node would be cordoned before the second showed the same fault."""
     if not (spec.disruptive and spec.target_nodes) or incident.scope == "fleet" or config.soak_s <= 0:
         return None
-    return _aware(incident.opened_at) + timedelta(seconds=config.soak_s)
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return incident.opened_at + timedelta(seconds=config.soak_s)  # the store's datetimes are UTC-aware
 
 
 def evaluate(session: Session, *, incident: Incident, action: Action, spec: ActionSpec, facts: FleetFacts,

@@ -14,7 +14,7 @@ from detectors.findings import Finding
 from detectors.frame import FleetFrame
 from detectors.multivariate import MultivariateModel
 from detectors.peers import PeerComparison, group_median, job_of
-from detectors.pipeline import JOB_MEMORY_S, DetectionCycle, with_jobs
+from detectors.pipeline import JOB_MEMORY_S, DetectionCycle, JobMemory, with_jobs
 from detectors.rules import Stage
 from tests.unit import det_synth
 
@@ -192,7 +192,7 @@ def test_peer_state_pickled_before_the_newer_fields_restores_with_their_defaults
 def test_a_finding_after_its_pod_died_keeps_the_job_the_gpu_just_had() -> None:
     running = det_synth.labels(1, 2)
     gone = replace(running, pod=("", running.pod[1]))  # GPU 0's pod was killed by the fault
-    memory: dict[tuple[str, int], tuple[str, float]] = {}
+    memory = JobMemory()
     assert with_jobs([], running, memory, now=100.0) == []
     ecc = Finding(ts=110.0, hostname="gpu-node-001", gpu=0, uuid="GPU-0", kind="ecc", severity="critical",
                   score=1.0, detector="test", evidence={})
