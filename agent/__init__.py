@@ -4,7 +4,7 @@
            → execute → verify → next action | resolve | escalate
 
 - `state`: the checkpointed state, plain JSON, every field documented. `context`: the ports and planners a
-  run gets (built by the caller; `adapters.context_from_container` builds it from the wiring).
+  run gets (built by the caller; `gpuops.agent_wiring.context_from_container` builds it from the wiring).
 - A plan is an ordered list of actions (cordon, then drain, then reboot). Each is proposed on its own
   through the execution service (validation, dry run, policy verdict, stored Action with an idempotency key),
   rehearsed, approved and executed before the next one is proposed, so every step meets policy with the

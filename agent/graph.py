@@ -1,7 +1,8 @@
 """The investigation and planning graph:
 
     triage → investigate (tool loop) → plan → hold (interrupt while soaking) → policy_check → rehearse
-           → await_approval (interrupt) → execute → verify → (next action: hold) | resolve | escalate
+           → await_approval (interrupt) → execute (interrupt while another executor runs it) → verify
+           → (next action: hold) | resolve | escalate
 
 A plan is an ordered list of actions (cordon, then drain, then reboot); each is proposed, judged by policy,
 rehearsed and approved on its own, after the previous one executed and verified. Routers raise on states
@@ -100,6 +101,12 @@ def after_approval(state: IncidentState, runtime: Runtime[AgentContext]) -> str:
     raise ImpossibleState(f"unknown action status after approval {status!r}")
 
 
+def after_execute(state: IncidentState, runtime: Runtime[AgentContext]) -> str:
+    if not state.get("execution_wait"):
+        return "verify"
+    return "escalate" if _over_limit(state, runtime) else "execute"  # another executor still runs it: wait
+
+
 def after_verify(state: IncidentState, runtime: Runtime[AgentContext]) -> str:
     if state.get("reason"):
         return "escalate"
@@ -132,7 +139,7 @@ def build_graph() -> StateGraph[IncidentState, AgentContext, Any, Any]:
     graph.add_conditional_edges("policy_check", after_policy, ["rehearse", "escalate"])
     graph.add_conditional_edges("rehearse", after_rehearse, ["execute", "await_approval", "escalate"])
     graph.add_conditional_edges("await_approval", after_approval, ["execute", "await_approval", "escalate"])
-    graph.add_edge("execute", "verify")
+    graph.add_conditional_edges("execute", after_execute, ["execute", "verify", "escalate"])
     graph.add_conditional_edges("verify", after_verify, ["hold", "resolve", "escalate"])
     graph.add_edge("resolve", END)
     graph.add_edge("escalate", END)

@@ -217,7 +217,14 @@ def execute(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
                    now=ctx.clock())
         uow.commit()
     view = ctx.actions.execute(action_id=action_id)
-    return {"executions": [*state.get("executions", []), asdict(view)], "steps": _step(state)}
+    if view.status == "in_progress":
+        # Another executor holds the claim (the sweep took over an action whose message was lost): wait for it
+        # to finish; it resumes this thread. A resume re-runs this node, and the store says how it ended.
+        interrupt({"incident_id": state["incident_id"], "action_id": action_id, "executing": view.detail})
+        view = ctx.actions.execute(action_id=action_id)
+        if view.status == "in_progress":
+            return {"execution_wait": view.detail, "steps": _step(state)}
+    return {"executions": [*state.get("executions", []), asdict(view)], "execution_wait": "", "steps": _step(state)}
 
 
 def verify(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:

@@ -24,6 +24,7 @@ class RunReport:
     reason: str
     waiting_for: dict[str, Any] | None = None   # the approval interrupt's payload while waiting for a human
     held: dict[str, Any] | None = None          # the hold interrupt's payload while a node action soaks
+    executing: dict[str, Any] | None = None     # while another executor runs the approved action
     planner: str = ""
     plan: list[dict[str, Any]] = field(default_factory=list)
     executions: list[dict[str, Any]] = field(default_factory=list)
@@ -44,8 +45,10 @@ def report(graph: Graph, ctx: AgentContext, incident_id: int) -> RunReport:
     values: dict[str, Any] = dict(snap.values or {})
     waiting = next((i.value for i in snap.interrupts), None) if snap.next else None
     held = waiting if isinstance(waiting, dict) and "hold_until" in waiting else None
+    executing = waiting if isinstance(waiting, dict) and "executing" in waiting else None
     return RunReport(incident_id=incident_id, outcome=values.get("outcome", ""), reason=values.get("reason", ""),
-                     waiting_for=None if held else waiting, held=held, planner=values.get("planner", ""),
+                     waiting_for=None if held or executing else waiting, held=held, executing=executing,
+                     planner=values.get("planner", ""),
                      plan=values.get("plan", []), executions=values.get("executions", []),
                      notes=values.get("notes", []), steps=values.get("steps", 0))
 

@@ -54,6 +54,9 @@ class IncidentState(TypedDict, total=False):
     executions: list[dict[str, Any]]
     """One ExecutionView (JSON) per executed action, in order."""
 
+    execution_wait: str
+    """While another executor holds the current action's claim: who, from the execution side; else empty."""
+
     outcome: str
     """Final: `resolved`, `escalated` or `closed` (nothing to do); empty while the graph runs."""
 

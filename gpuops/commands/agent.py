@@ -18,7 +18,7 @@ from gpuops.errors import ConfigError, GpuopsError, NotFound
 from gpuops.execution.approvals import Approver
 from gpuops.wiring import Container
 
-DEFAULT_CONTEXT = "agent.adapters:context_from_container"
+DEFAULT_CONTEXT = "gpuops.agent_wiring:context_from_container"
 CONTEXT_HELP = ("module:function building the agent's context from the container, with which this process resumes "
                 "the incident's graph (default: the wiring's cluster, catalogue and planners).")
 
@@ -54,7 +54,7 @@ def _decide(ctx: click.Context, action_id: int, decision: str, identity: str | N
                               "approvals_required": outcome.approvals_required, "duplicate": outcome.duplicate}
     # The decision stands whatever happens next; without a cluster or a thread here, the agent picks the
     # thread up on its next run.
-    from agent.adapters import resume_incident  # the graph's libraries load only when a decision is made
+    from gpuops.agent_wiring import resume_incident  # the graph's libraries load only when a decision is made
 
     try:
         agent_ctx = _load_factory(context_factory or DEFAULT_CONTEXT)(container)

@@ -18,13 +18,13 @@ from typing import Any, Literal
 
 from sqlalchemy import select
 
-from agent.adapters import CatalogueRunbooks, ExecutionActions, XidTable, resume_incident, start_incident
 from agent.context import AgentContext
 from agent.planning import Planner
 from agent.rules import RulesPlanner
 from agent.runner import RunReport
 from connectors.kubernetes.adapter import KubernetesCluster
 from detectors.findings import Finding
+from gpuops.agent_wiring import CatalogueRunbooks, ExecutionActions, XidTable, resume_incident, start_incident
 from gpuops.config import Settings
 from gpuops.decisions import record_decision
 from gpuops.detection import mark_examined

@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 
 def advance_incident(container: Container, incident_id: int, decision: dict[str, Any] | None = None) -> str:
-    from agent.adapters import resume_incident, start_incident  # the graph's libraries load on first use
+    from gpuops.agent_wiring import resume_incident, start_incident  # the graph's libraries load on first use
 
     try:
         report = (resume_incident(container, incident_id, decision) if decision

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.adapters import CatalogueRunbooks, ExecutionActions, XidTable
 from agent.context import AgentContext, AgentLimits
 from agent.rules import RulesPlanner
 from connectors.kubernetes import InMemoryCluster
 from connectors.kubernetes.models import DeploymentScale, NodeInfo
+from gpuops.agent_wiring import CatalogueRunbooks, ExecutionActions, XidTable
 from gpuops.execution.service import ExecutionDeps
 from gpuops.policy import PolicyConfig
 from gpuops.wiring import Container
