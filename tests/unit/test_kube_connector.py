@@ -12,7 +12,6 @@ from connectors.kubernetes import (
     AccessDenied,
     AlreadyExists,
     ClusterError,
-    ClusterPort,
     ClusterUnavailable,
     Conflict,
     DisruptionBlocked,
@@ -51,10 +50,6 @@ def cluster(time_: FakeTime) -> InMemoryCluster:
     c.add_node("gpu-node-001")
     c.add_pod("ml", "train-0", "gpu-node-001", gpus=8)
     return c
-
-
-def test_fake_satisfies_the_port(cluster: InMemoryCluster) -> None:
-    assert isinstance(cluster, ClusterPort)
 
 
 def test_cordon_marks_ownership_and_uncordon_undoes_only_ours(cluster: InMemoryCluster) -> None:

@@ -116,12 +116,27 @@ def test_malformed_node_updates_are_refused(state: KubeState, spec: dict[str, An
 
 
 def test_percentage_budget_is_valid(state: KubeState) -> None:
+    state.add_deployment(
+        {
+            "metadata": {"name": "d", "namespace": "ml"},
+            "spec": {
+                "replicas": 6,
+                "selector": {"matchLabels": {"app": "d"}},
+                "template": {"metadata": {"labels": {"app": "d"}}, "spec": {"containers": [{"name": "c"}]}},
+            },
+        }
+    )
     state.add_pdb(
         {
             "metadata": {"name": "b", "namespace": "ml"},
             "spec": {"maxUnavailable": "25%", "selector": {"matchLabels": {"app": "d"}}},
         }
     )
+    (budget,) = state.list_objects("poddisruptionbudgets")[0]
+    assert budget["spec"]["maxUnavailable"] == "25%"
+    # 25% of 6 pods rounds up to 2 that may be unavailable, as Kubernetes rounds maxUnavailable.
+    status = budget["status"]
+    assert (status["expectedPods"], status["desiredHealthy"], status["disruptionsAllowed"]) == (6, 4, 2)
 
 
 def test_bad_selectors_are_bad_requests(state: KubeState) -> None:
