@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from sqlalchemy.engine import make_url
 from gpuops.config import Settings
 from gpuops.store import migrate
 from gpuops.wiring import Container, bootstrap
+from tests.waiting import wait_for
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "GPUOPS_TEST_POSTGRES_ADMIN_URL", "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/postgres"
@@ -75,19 +75,16 @@ def container(db_url: str) -> Iterator[Container]:
 
 
 def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen[bytes] | None = None) -> httpx.Response:
-    """Poll `url` until it answers (any status) or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
+    """Poll `url` until it answers (any status) or the deadline passes; fail at once if `proc` exits."""
+
+    def answer() -> httpx.Response:
         if proc is not None and proc.poll() is not None:
             out = proc.stdout.read().decode() if proc.stdout else ""
             raise AssertionError(f"server exited with {proc.returncode}: {out}")
-        try:
-            return httpx.get(url, timeout=2.0)
-        except httpx.TransportError as exc:
-            last = exc
-            time.sleep(0.1)
-    raise AssertionError(f"{url} did not answer within {timeout}s: {last}")
+        return httpx.get(url, timeout=2.0)
+
+    return wait_for(answer, timeout=timeout, interval=0.1, message=f"{url} did not answer",
+                    ignoring=(httpx.TransportError,))
 
 
 def gpuops_env(**extra: str) -> dict[str, str]:

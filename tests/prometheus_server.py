@@ -11,7 +11,6 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+
+from tests.waiting import wait_for
 
 
 def free_port() -> int:
@@ -43,16 +44,6 @@ class PrometheusServer:
     process: subprocess.Popen[bytes]
     storage: Path
     log: Path
-
-
-def wait_until(predicate: object, timeout_s: float, what: str, interval_s: float = 0.1) -> None:
-    """Poll `predicate()` until true or fail after `timeout_s` naming `what`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
 
 
 @contextmanager
@@ -102,12 +93,10 @@ def running_prometheus(
                 raise AssertionError(
                     f"prometheus exited with {process.returncode}:\n{log_path.read_text()[-3000:]}"
                 )
-            try:
-                return httpx.get(f"{server.url}/-/ready", timeout=1.0).status_code == 200
-            except httpx.HTTPError:
-                return False
+            return httpx.get(f"{server.url}/-/ready", timeout=1.0).status_code == 200
 
-        wait_until(ready, ready_timeout_s, "prometheus /-/ready")
+        wait_for(ready, timeout=ready_timeout_s, interval=0.1, message="prometheus is not ready at /-/ready",
+                 ignoring=(httpx.HTTPError,))
         yield server
     finally:
         process.terminate()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import socket
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +17,7 @@ from runbooks import RunbookContext, RunbookSettings, StepResult
 from simulator.kube.api import build_app
 from simulator.kube.resources import BY_PLURAL
 from simulator.kube.state import GPU_ANNOTATION, WORKLOAD_LABEL, KubeState
+from tests.waiting import wait_for
 
 START = 1_767_225_600.0
 
@@ -50,11 +50,12 @@ class Twin:
 
     def start(self) -> Twin:
         self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise AssertionError("the twin's API server did not start within 10s")
-            time.sleep(0.01)
+
+        def started() -> bool:
+            assert self._thread.is_alive(), "the twin's API server thread died"
+            return self._server.started
+
+        wait_for(started, timeout=10, interval=0.01, message="the twin's API server did not start")
         return self
 
     def stop(self) -> None:

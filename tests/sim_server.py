@@ -9,7 +9,8 @@ from contextlib import contextmanager
 import uvicorn
 from starlette.types import ASGIApp
 
-from tests.prometheus_server import free_port, wait_until
+from tests.prometheus_server import free_port
+from tests.waiting import wait_for
 
 
 @contextmanager
@@ -22,7 +23,7 @@ def serving(app: ASGIApp) -> Iterator[str]:
     thread = threading.Thread(target=server.run, name="test-uvicorn", daemon=True)
     thread.start()
     try:
-        wait_until(lambda: server.started, 15.0, "uvicorn to start")
+        wait_for(lambda: server.started, timeout=15.0, interval=0.02, message="uvicorn did not start")
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True

@@ -1,26 +1,12 @@
-"""Test support for the twin's Kubernetes API: bounded polling and workload builders."""
+"""Test support for the twin's Kubernetes API: workload builders."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 from simulator.kube.serve import KubeTwin, SimClock
 
-__all__ = ["KubeTwin", "SimClock", "gpu_deployment", "wait_for"]
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, message: str) -> Any:
-    """Poll `condition` until it returns something truthy; fail with `message` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{message} (after {timeout}s)")
-        time.sleep(0.02)
+__all__ = ["KubeTwin", "SimClock", "gpu_deployment"]
 
 
 def gpu_deployment(

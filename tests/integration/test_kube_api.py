@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.integration.kube_twin import KubeTwin, gpu_deployment, wait_for
+from tests.integration.kube_twin import KubeTwin, gpu_deployment
+from tests.waiting import wait_for
 
 AGGREGATED_V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 AGGREGATED_V2BETA1 = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
@@ -169,8 +170,8 @@ def test_eviction_returns_429_while_budget_blocks(http: httpx.Client, twin: Kube
     assert done.status_code == 201 and done.json()["status"] == "Success"
     wait_for(
         lambda: http.get(f"/api/v1/namespaces/ml/pods/{name}").status_code == 404,
-        10,
-        "the evicted pod did not terminate",
+        timeout=10,
+        message="the evicted pod did not terminate",
     )
 
 
@@ -181,7 +182,11 @@ def test_delete_honours_grace_period_in_simulated_time(http: httpx.Client, twin:
     start = twin.clock()
     deleted = http.request("DELETE", url, json={"kind": "DeleteOptions", "gracePeriodSeconds": 120})
     assert deleted.status_code == 200 and deleted.json()["metadata"]["deletionGracePeriodSeconds"] == 120
-    wait_for(lambda: http.get(url).status_code == 404, 10, "the pod was not removed after its grace period")
+    wait_for(
+        lambda: http.get(url).status_code == 404,
+        timeout=10,
+        message="the pod was not removed after its grace period",
+    )
     assert twin.clock() - start >= 120
 
 
@@ -198,7 +203,11 @@ def test_scale_subresource(http: httpx.Client, twin: KubeTwin) -> None:
         url, json={"spec": {"replicas": 3}}, headers={"Content-Type": "application/merge-patch+json"}
     )
     assert patched.json()["spec"]["replicas"] == 3
-    wait_for(lambda: http.get(url).json()["status"]["replicas"] == 3, 10, "the deployment did not scale up")
+    wait_for(
+        lambda: http.get(url).json()["status"]["replicas"] == 3,
+        timeout=10,
+        message="the deployment did not scale up",
+    )
     assert http.put(url, json={"spec": {"replicas": -1}}).status_code == 422
     assert http.put(url, json={"spec": {}}).status_code == 400
 

@@ -10,10 +10,10 @@ import pytest
 
 from connectors.kubernetes import (
     ClusterNotConfigured,
-    ClusterPort,
     ClusterUnavailable,
     DisruptionBlocked,
     InvalidRequest,
+    NodeRequest,
     NotCordonedByGpuops,
     NotFound,
     Taint,
@@ -21,7 +21,8 @@ from connectors.kubernetes import (
 from connectors.kubernetes.adapter import KubernetesCluster
 from connectors.kubernetes.annotations import CHECKPOINT_REQUESTED, CORDON_INCIDENT, CORDONED_BY
 from simulator.kube.state import CHECKPOINT_SECONDS_ANNOTATION, KubeEvent
-from tests.integration.kube_twin import KubeTwin, gpu_deployment, wait_for
+from tests.integration.kube_twin import KubeTwin, gpu_deployment
+from tests.waiting import wait_for
 
 NODE = "gpu-node-001"
 
@@ -44,10 +45,6 @@ def cluster(twin: KubeTwin) -> Iterator[KubernetesCluster]:
         yield cluster
     finally:
         cluster.close()
-
-
-def test_adapter_satisfies_the_port(cluster: KubernetesCluster) -> None:
-    assert isinstance(cluster, ClusterPort)
 
 
 def test_cordon_and_uncordon_with_gpuops_annotation(cluster: KubernetesCluster, twin: KubeTwin) -> None:
@@ -135,7 +132,11 @@ def test_eviction_blocked_until_the_budget_allows(cluster: KubernetesCluster, tw
 
     assert cluster.set_scale("ml", "train", 2).replicas == 2  # another replica comes up and becomes ready
     assert cluster.evict_pod("ml", pod.name, deadline_s=10, retry_interval_s=0.05) == "evicted"
-    wait_for(lambda: pod.name not in {p.name for p in cluster.list_pods(NODE)}, 10, "evicted pod still there")
+    wait_for(
+        lambda: pod.name not in {p.name for p in cluster.list_pods(NODE)},
+        timeout=10,
+        message="evicted pod still there",
+    )
     assert cluster.evict_pod("ml", pod.name, deadline_s=1) == "already_gone"
 
 
@@ -152,10 +153,14 @@ def test_scale_creates_and_removes_pods(cluster: KubernetesCluster, twin: KubeTw
     twin.state.add_deployment(gpu_deployment("serve", 1, 1, namespace="inference"))
     assert cluster.get_scale("inference", "serve").replicas == 1
     cluster.set_scale("inference", "serve", 3)
-    wait_for(lambda: len(twin.state.list_pods(namespace="inference")) == 3, 10, "no scale up")
-    wait_for(lambda: cluster.get_scale("inference", "serve").current == 3, 10, "scale status not updated")
+    wait_for(lambda: len(twin.state.list_pods(namespace="inference")) == 3, timeout=10, message="no scale up")
+    wait_for(
+        lambda: cluster.get_scale("inference", "serve").current == 3,
+        timeout=10,
+        message="scale status not updated",
+    )
     cluster.set_scale("inference", "serve", 1)
-    wait_for(lambda: len(twin.state.list_pods(namespace="inference")) == 1, 10, "no scale down")
+    wait_for(lambda: len(twin.state.list_pods(namespace="inference")) == 1, timeout=10, message="no scale down")
     with pytest.raises(InvalidRequest):
         cluster.set_scale("inference", "serve", -1)
     with pytest.raises(NotFound):
@@ -167,7 +172,7 @@ def test_checkpoint_request_is_answered(cluster: KubernetesCluster, twin: KubeTw
     (pod,) = cluster.list_pods(NODE)
     asked = cluster.request_checkpoint("ml", pod.name, "inc-9")
     assert asked.annotations[CHECKPOINT_REQUESTED] == "inc-9" and not asked.checkpoint_done
-    wait_for(lambda: cluster.get_pod("ml", pod.name).checkpoint_done, 10, "the job did not checkpoint")
+    wait_for(lambda: cluster.get_pod("ml", pod.name).checkpoint_done, timeout=10, message="the job did not checkpoint")
     cleared = cluster.annotate_pod("ml", pod.name, {CHECKPOINT_REQUESTED: None})
     assert CHECKPOINT_REQUESTED not in cleared.annotations
 
@@ -178,18 +183,21 @@ def test_gpu_reset_request_succeeds_and_fires_event(cluster: KubernetesCluster, 
     request = cluster.request_gpu_reset(NODE, 3, name="inc-1-reset")
     assert request.phase == "Pending" and request.gpu == 3
     assert cluster.request_gpu_reset(NODE, 3, name="inc-1-reset").name == "inc-1-reset"  # idempotent
-    done = wait_for(
-        lambda: (r := cluster.get_gpu_reset("inc-1-reset")).finished and r, 10, "reset unfinished"
-    )
+
+    def finished() -> NodeRequest | None:
+        reset = cluster.get_gpu_reset("inc-1-reset")
+        return reset if reset.finished else None
+
+    done = wait_for(finished, timeout=10, message="reset unfinished")
     assert done.phase == "Succeeded"
     assert [(e.kind, e.node, e.gpu) for e in events if e.kind == "gpu_reset"] == [("gpu_reset", NODE, 3)]
 
 
 def test_node_reboot_goes_not_ready_then_ready(cluster: KubernetesCluster, twin: KubeTwin) -> None:
     request = cluster.request_node_reboot(NODE)
-    wait_for(lambda: cluster.get_node(NODE).ready is None, 10, "node did not go down")
+    wait_for(lambda: cluster.get_node(NODE).ready is None, timeout=10, message="node did not go down")
     assert cluster.get_node_reboot(request.name).phase == "Running"
-    wait_for(lambda: cluster.get_node(NODE).ready is True, 10, "node did not come back")
+    wait_for(lambda: cluster.get_node(NODE).ready is True, timeout=10, message="node did not come back")
     assert cluster.get_node_reboot(request.name).phase == "Succeeded"
     with pytest.raises(NotFound):
         cluster.get_node_reboot("missing")

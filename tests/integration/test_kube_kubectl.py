@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from simulator.kube.state import KubeEvent
-from tests.integration.kube_twin import KubeTwin, gpu_deployment, wait_for
+from tests.integration.kube_twin import KubeTwin, gpu_deployment
+from tests.waiting import wait_for
 
 NODE = "gpu-node-001"
 
@@ -195,8 +196,8 @@ def test_kubectl_scale_taint_and_gpu_reset_request(twin: KubeTwin, tmp_path: Pat
     assert created.returncode == 0, created.stderr
     wait_for(
         lambda: twin.state.get_object("gpuresets", "", "reset-1")["status"]["phase"] == "Succeeded",
-        10,
-        "the GPU reset did not finish",
+        timeout=10,
+        message="the GPU reset did not finish",
     )
     shown = kubectl(binary, twin, tmp_path, "get", "gpuresets")
     assert re.search(rf"^reset-1\s+{NODE}\s+5\s+Succeeded", shown.stdout, re.M), shown.stdout

@@ -24,7 +24,8 @@ from connectors.kubernetes import (
 from connectors.kubernetes.adapter import KubernetesCluster
 from connectors.kubernetes.annotations import CHECKPOINT_DONE
 from connectors.kubernetes.models import DeploymentScale
-from tests.integration.kube_twin import KubeTwin, wait_for
+from tests.integration.kube_twin import KubeTwin
+from tests.waiting import wait_for
 
 NODE, OTHER = "gpu-node-001", "gpu-node-002"
 
@@ -132,6 +133,14 @@ def test_cordon_ownership(world: World) -> None:
     assert port.get_node(OTHER).unschedulable
 
 
+def test_nodes_are_listed_with_their_cordon(world: World) -> None:
+    world.port.cordon(NODE, reason="xid79", incident="inc-1")
+    listed = {node.name: node for node in world.port.list_nodes()}
+    assert sorted(listed) == [NODE, OTHER]
+    assert listed[NODE].unschedulable and listed[NODE].cordoned_by_gpuops
+    assert not listed[OTHER].unschedulable
+
+
 def test_taints(world: World) -> None:
     taint = Taint("gpuops.io/bad-gpu", "NoSchedule", "3")
     assert world.port.add_taint(NODE, taint).taints == (taint,)
@@ -153,7 +162,7 @@ def test_pods_and_eviction(world: World) -> None:
         world.port.evict_pod("ml", "train-1", deadline_s=0.2, retry_interval_s=0.05)
     assert world.port.get_pod("ml", "train-1").name == "train-1"
     assert world.port.evict_pod("ml", "train-0", deadline_s=5, retry_interval_s=0.05) == "evicted"
-    wait_for(lambda: world.port.list_pods(NODE) == [], 10, "the evicted pod stayed")
+    wait_for(lambda: world.port.list_pods(NODE) == [], timeout=10, message="the evicted pod stayed")
     assert world.port.evict_pod("ml", "train-0", deadline_s=1) == "already_gone"
     with pytest.raises(NotFound):
         world.port.get_pod("ml", "train-0")
@@ -197,6 +206,8 @@ def test_node_requests(world: World) -> None:
     lost = world.port.request_gpu_reset("gpu-node-404", 0, name="lost")
     assert lost.name == "lost"
     wait_for(
-        lambda: world.port.get_gpu_reset("lost").phase == "Failed", 10, "reset of a missing node not failed"
+        lambda: world.port.get_gpu_reset("lost").phase == "Failed",
+        timeout=10,
+        message="reset of a missing node not failed",
     )
     world.port.post_event(kind="Node", name=NODE, reason="GpuopsTest", message="contract")

@@ -29,8 +29,9 @@ from detectors.metrics import NODE_READY
 from simulator.scenario import scenario_from_dict
 from simulator.server import build_app
 from simulator.twin import Twin
-from tests.prometheus_server import free_port, running_prometheus, wait_until
+from tests.prometheus_server import free_port, running_prometheus
 from tests.sim_server import serving
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.prometheus
 
@@ -86,7 +87,7 @@ def test_prometheus_and_direct_scrape_give_identical_frames(tmp_path: Path) -> N
                     result = answer["data"]["result"]
                     return bool(result) and float(result[0]["value"][1]) == t
 
-                wait_until(scraped, 10.0, f"prometheus to scrape t={twin.t}")
+                wait_for(scraped, timeout=10.0, message=f"prometheus did not scrape t={twin.t}")
             adapter = PrometheusTelemetry(prom.url)
             window = (start + 15, twin.t, 15.0)
             from_prometheus = adapter.frame(*window)

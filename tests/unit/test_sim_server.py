@@ -8,8 +8,8 @@ import pytest
 from simulator.scenario import scenario_from_dict
 from simulator.server import PROMETHEUS_TEXT, TwinClock, build_app
 from simulator.twin import Twin
-from tests.prometheus_server import wait_until
 from tests.sim_server import serving
+from tests.waiting import wait_for
 
 
 def twin() -> Twin:
@@ -51,7 +51,7 @@ def test_clock_runs_simulated_time_at_speed() -> None:
     begin = tw.t
     clock.start()
     try:
-        wait_until(lambda: tw.t - begin >= 300, 10.0, "five simulated minutes")
+        wait_for(lambda: tw.t - begin >= 300, timeout=10.0, message="five simulated minutes did not pass")
     finally:
         clock.stop()
     assert clock.error is None
