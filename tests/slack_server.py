@@ -15,6 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
+from tests.waiting import wait_for
+
 TOKEN = "xoxb-test-token"
 CHANNEL_ID = "C0GPUOPS"
 
@@ -49,13 +51,14 @@ class FakeSlack:
             return [c.args for c in self.calls if c.method == method]
 
     def wait_for(self, method: str, count: int = 1, timeout: float = 20.0) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """The calls of `method` once there are at least `count` of them."""
+
+        def enough() -> list[dict[str, Any]] | None:
             got = self.of(method)
-            if len(got) >= count:
-                return got
-            time.sleep(0.02)
-        raise AssertionError(f"expected {count} {method} call(s), got {self.of(method)}; all: {self.calls}")
+            return got if len(got) >= count else None
+
+        return wait_for(enough, timeout=timeout, interval=0.02,
+                        message=lambda: f"expected {count} {method} call(s), got {self.of(method)}; all: {self.calls}")
 
     def failure(self) -> str | None:
         with self._lock:
