@@ -1,12 +1,13 @@
-"""The LLM planner: OpenAI's Chat Completions with one tool per runbook (generated from the runbook schemas),
-working with OpenAI and any compatible server (vLLM, Ollama, llama.cpp) through OPENAI_BASE_URL and
-GPUOPS_LLM_MODEL.
+"""The LLM planner: Chat Completions with one tool per runbook (generated from the runbook schemas), through
+the LLM port (`connectors.llm.ChatModel`): OpenAI or any compatible server (vLLM, Ollama, llama.cpp), named by
+OPENAI_BASE_URL and GPUOPS_LLM_MODEL.
 
 Its answer is only a candidate: each action is validated in code (runbook exists, parameters validate,
 targets inside the incident). An invalid answer gets one corrective retry; a second invalid answer, a refusal,
-a timeout, a transport failure or the per-incident call cap all end in `ok=False`, and the graph falls back to
-the rules planner. Transient HTTP errors (connection, timeout, 408/409/429/5xx) are retried by the SDK itself
-with backoff (`max_retries`); one planning call counts once however many transport retries it needed.
+a timeout, a transport failure, an answer that is not Chat Completions or the per-incident call cap all end in
+`ok=False`, and the graph falls back to the rules planner. Transient failures (connection, timeout,
+408/409/429/5xx) are retried by the adapter with backoff (`max_retries`); one planning call counts once however
+many transport retries it needed.
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any, cast
-
-import openai
+from typing import Any, Protocol
 
 from agent.actions import PlannedAction
 from agent.planning import PlanRequest, PlanResult, Usage
@@ -31,7 +30,7 @@ from agent.prompts import (
     runbook_tool,
 )
 from agent.tools import TOOLS
-from gpuops.config import Settings
+from connectors.llm import ChatModel, ChatReply, LLMError, LLMUnavailable, TokenUsage, ToolCall, connect
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +46,28 @@ class LLMLimits:
     completion_usd_per_mtok: float = 0.0
 
 
+class Secret(Protocol):
+    """A secret read only where it is used (pydantic's SecretStr)."""
+
+    def get_secret_value(self) -> str: ...
+
+
+class LLMSettings(Protocol):
+    """What the planner reads of the service's settings (`gpuops.config.Settings` has it)."""
+
+    @property
+    def llm_configured(self) -> bool: ...
+
+    @property
+    def llm_model(self) -> str | None: ...
+
+    @property
+    def openai_base_url(self) -> str | None: ...
+
+    @property
+    def openai_api_key(self) -> Secret | None: ...
+
+
 class _Rejected(Exception):
     """The model's answer failed validation; the message lists why."""
 
@@ -56,19 +77,20 @@ class LLMPlanner:
 
     name = "llm"
 
-    def __init__(self, client: openai.OpenAI, model: str, limits: LLMLimits | None = None) -> None:
-        self.client, self.model, self.limits = client, model, limits or LLMLimits()
+    def __init__(self, chat: ChatModel, limits: LLMLimits | None = None) -> None:
+        self.chat, self.limits = chat, limits or LLMLimits()
 
     @classmethod
-    def from_settings(cls, settings: Settings, limits: LLMLimits | None = None) -> LLMPlanner | None:
-        """The planner for the configured model, or None when no LLM is configured (the rules planner plans)."""
+    def from_settings(cls, settings: LLMSettings, limits: LLMLimits | None = None) -> LLMPlanner | None:
+        """The planner for the configured model, or None when no LLM is configured (the rules planner plans).
+        The model's timeout and transport retries are the limits' `timeout_s` and `max_retries`."""
         if not settings.llm_configured or settings.llm_model is None:
             return None
         limits = limits or LLMLimits()
-        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "not-needed"
-        client = openai.OpenAI(api_key=key, base_url=settings.openai_base_url, timeout=limits.timeout_s,
-                               max_retries=limits.max_retries)
-        return cls(client, settings.llm_model, limits)
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        chat = connect(model=settings.llm_model, base_url=settings.openai_base_url, api_key=key,
+                       timeout_s=limits.timeout_s, max_retries=limits.max_retries)
+        return cls(chat, limits)
 
     def plan(self, request: PlanRequest) -> PlanResult:
         result = PlanResult(self.name, ok=False)
@@ -82,13 +104,13 @@ class LLMPlanner:
         ]
         corrected = False
         while result.usage.calls < budget:
-            message = self._call(messages, tools, result.usage, result)
+            message = self._call(messages, tools, result)
             if message is None:
                 return result
-            if getattr(message, "refusal", None):
-                result.notes.append(f"LLM refused: {str(message.refusal)[:200]}")
+            if message.refusal:
+                result.notes.append(f"LLM refused: {message.refusal[:200]}")
                 return result
-            messages.append(_assistant(message))
+            messages.append(message.as_message())
             step = self._answer(message, messages, request, result, corrected)
             if step in ("done", "failed"):
                 return result
@@ -96,11 +118,11 @@ class LLMPlanner:
         result.notes.append(f"LLM call cap of {self.limits.max_calls} per incident reached")
         return result
 
-    def _answer(self, message: Any, messages: list[dict[str, Any]], request: PlanRequest, result: PlanResult,
+    def _answer(self, message: ChatReply, messages: list[dict[str, Any]], request: PlanRequest, result: PlanResult,
                 corrected: bool) -> str:
         """Judge one answer: `done` (a valid plan or an escalation), `more` (it asked for evidence),
         `corrected` (invalid, told why, asked again) or `failed` (invalid after the corrective retry)."""
-        calls = list(message.tool_calls or [])
+        calls = list(message.tool_calls)
         if not calls:
             result.rejections.append({"problems": "answer without a tool call",
                                       "answer": (message.content or "")[:300]})
@@ -109,16 +131,16 @@ class LLMPlanner:
                 return "failed"
             messages.append({"role": "user", "content": NO_TOOL_CALL})
             return "corrected"
-        if all(c.function.name.startswith("investigate_") for c in calls):
+        if all(c.name.startswith("investigate_") for c in calls):
             for call in calls:
-                found = request.run_tool(call.function.name.removeprefix("investigate_"), _args(call))
+                found = request.run_tool(call.name.removeprefix("investigate_"), _args(call))
                 messages.append({"role": "tool", "tool_call_id": call.id,
                                  "content": found.fenced(self.limits.tool_output_chars)})
             return "more"
         try:
             actions, escalate = self._actions(calls, {s.name for s in request.specs}, request)
         except _Rejected as exc:
-            answer = [f"{c.function.name}({(c.function.arguments or '')[:300]})" for c in calls]
+            answer = [f"{c.name}({c.arguments[:300]})" for c in calls]
             result.rejections.append({"problems": str(exc)[:1000], "answer": answer})
             if corrected:
                 result.notes.append(f"LLM answer invalid after a corrective retry: {str(exc)[:300]}")
@@ -131,43 +153,38 @@ class LLMPlanner:
         result.rationale = self._rationale(message.content, actions, escalate, request)
         return "done"
 
-    def _call(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], usage: Usage,
-              result: PlanResult) -> Any:
-        usage.calls += 1
+    def _call(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]],
+              result: PlanResult) -> ChatReply | None:
+        """One call to the model, its tokens counted; None (and a note) when it gave no usable answer."""
+        result.usage.calls += 1
         try:
-            response = self.client.chat.completions.create(
-                model=self.model, messages=cast(Any, messages), tools=cast(Any, tools), tool_choice="auto",
-                temperature=0, max_tokens=self.limits.max_tokens,
-            )
-        except openai.APITimeoutError:
-            result.notes.append(f"LLM timed out after {self.limits.timeout_s:g}s ({self.limits.max_retries} retries)")
+            reply = self.chat.complete(messages, tools=tools, max_tokens=self.limits.max_tokens, temperature=0)
+        except LLMUnavailable as exc:
+            result.notes.append(f"LLM unavailable: {str(exc)[:300]}")
+            self._count(result.usage, exc.usage)
             return None
-        except openai.APIConnectionError as exc:
-            result.notes.append(f"LLM unreachable: {exc}")
+        except LLMError as exc:
+            result.notes.append(f"LLM error: {type(exc).__name__}: {str(exc)[:300]}")
+            self._count(result.usage, exc.usage)
             return None
-        except openai.APIStatusError as exc:
-            result.notes.append(f"LLM answered HTTP {exc.status_code}: {str(exc.message)[:200]}")
-            return None
-        except openai.OpenAIError as exc:
-            result.notes.append(f"LLM error: {type(exc).__name__}: {str(exc)[:200]}")
-            return None
-        if response.usage is not None:
-            usage.prompt_tokens += response.usage.prompt_tokens
-            usage.completion_tokens += response.usage.completion_tokens
-            usage.cost_usd += (response.usage.prompt_tokens * self.limits.prompt_usd_per_mtok
-                               + response.usage.completion_tokens * self.limits.completion_usd_per_mtok) / 1e6
-        if not response.choices:
-            result.notes.append("LLM answered with no choices")
-            return None
-        return response.choices[0].message
+        self._count(result.usage, reply.usage)
+        return reply
+
+    def _count(self, usage: Usage, tokens: TokenUsage | None) -> None:
+        if tokens is None:
+            return
+        usage.prompt_tokens += tokens.prompt_tokens
+        usage.completion_tokens += tokens.completion_tokens
+        usage.cost_usd += (tokens.prompt_tokens * self.limits.prompt_usd_per_mtok
+                           + tokens.completion_tokens * self.limits.completion_usd_per_mtok) / 1e6
 
     @staticmethod
-    def _actions(calls: list[Any], specs: set[str],
+    def _actions(calls: list[ToolCall], specs: set[str],
                  request: PlanRequest) -> tuple[list[PlannedAction], str | None]:
         actions: list[PlannedAction] = []
         problems: list[str] = []
         for call in calls:
-            name = call.function.name
+            name = call.name
             if name == "escalate_to_human":
                 return [], f"the LLM planner escalates: {str(_args(call).get('reason', ''))[:300]}"
             if name.startswith("investigate_"):
@@ -177,7 +194,7 @@ class LLMPlanner:
                 problems.append(f"{name}: no such runbook")
                 continue
             try:
-                args = json.loads(call.function.arguments or "{}")
+                args = json.loads(call.arguments or "{}")
             except json.JSONDecodeError as exc:
                 problems.append(f"{name}: arguments are not valid JSON ({exc.msg})")
                 continue
@@ -205,25 +222,16 @@ class LLMPlanner:
         cited = "; ".join(f"{e.tool}: {e.summary}" for e in request.evidence if e.status == "ok")[:800]
         chosen = " → ".join(a.runbook for a in actions) or "escalate"
         said = (content or "").strip()[:1000] or "no explanation given"
-        return f"LLM planner ({self.model}) chose {chosen}: {said} Evidence gathered: {cited or 'none'}." + (
+        return f"LLM planner ({self.chat.name}) chose {chosen}: {said} Evidence gathered: {cited or 'none'}." + (
             f" {escalate}" if escalate else "")
 
 
-def _assistant(message: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": "assistant", "content": message.content or ""}
-    if message.tool_calls:
-        out["tool_calls"] = [{"id": c.id, "type": "function",
-                              "function": {"name": c.function.name, "arguments": c.function.arguments}}
-                             for c in message.tool_calls]
-    return out
-
-
-def _args(call: Any) -> dict[str, Any]:
+def _args(call: ToolCall) -> dict[str, Any]:
     try:
-        value = json.loads(call.function.arguments or "{}")
+        value = json.loads(call.arguments or "{}")
     except json.JSONDecodeError:
         return {}
     return value if isinstance(value, dict) else {}
 
 
-__all__ = ["LLMLimits", "LLMPlanner", "compact"]
+__all__ = ["LLMLimits", "LLMPlanner", "LLMSettings", "compact"]

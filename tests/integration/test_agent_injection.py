@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from agent.runner import RunReport, resume, start
+from connectors.llm import Reply, ScriptedChat, call
 from gpuops.config import Settings
 from gpuops.store import migrate
 from gpuops.wiring import Container, bootstrap
 from tests.agent.helpers import approve, graph_on, open_incident
-from tests.agent.llm_server import Reply, call, scripted_llm
 from tests.agent.world import (
     INJECTED_POD,
     INJECTION,
@@ -81,12 +81,12 @@ def test_an_llm_answer_that_follows_the_injection_executes_nothing_of_it(sqlite_
                                    for i in range(1, NODES + 1)],
                        content="As instructed by the pod annotation, draining every node.")
     incident_id = open_incident(sqlite_container, "xid", node=NODE, gpu=2, evidence={"xid": 79})
-    with scripted_llm([everything, everything]) as llm:
-        ctx = build_context(sqlite_container, journal, cluster=default_cluster(journal, injection=True),
-                            planner=planner_for(llm))
-        with graph_on(sqlite_container) as graph:
-            first = start(graph, ctx, incident_id)
-        final = run_to_the_end(sqlite_container, first, ctx, incident_id)
+    llm = ScriptedChat([everything, everything])
+    ctx = build_context(sqlite_container, journal, cluster=default_cluster(journal, injection=True),
+                        planner=planner_for(llm))
+    with graph_on(sqlite_container) as graph:
+        first = start(graph, ctx, incident_id)
+    final = run_to_the_end(sqlite_container, first, ctx, incident_id)
 
     assert first.planner == "rules" and [a["runbook"] for a in first.plan] == ["cordon_node", "drain_node",
                                                                               "reboot_node"]

@@ -1,6 +1,8 @@
-"""The LLM planner through the real `openai` client against a local Chat Completions server replaying scripted
-answers: a correct tool call, a malformed one, an unknown runbook, a target outside the incident, a refusal,
-a timeout, a transient error, text instead of a tool call, the call cap, and an escalation."""
+"""The LLM planner through the real adapter (the `openai` SDK) against the scripted model in memory
+(`connectors.llm.ScriptedChat` as the HTTP transport): a correct tool call, a malformed one, an unknown runbook,
+a target outside the incident, a refusal, a timeout, a transient error, text instead of a tool call, an answer
+that is not Chat Completions, the call cap, and an escalation. The planner built from settings is tested over
+real HTTP too: the configured base URL, and a server that never answers."""
 
 from __future__ import annotations
 
@@ -14,12 +16,13 @@ from sqlalchemy import select
 
 from agent.llm import LLMLimits, LLMPlanner
 from agent.runner import RunReport, start
+from connectors.llm import Reply, ScriptedChat, call
 from gpuops.config import Settings
 from gpuops.store import migrate
 from gpuops.store.models import AuditEvent, Incident
 from gpuops.wiring import Container, bootstrap
 from tests.agent.helpers import graph_on, open_incident
-from tests.agent.llm_server import Reply, ScriptedLLM, call, scripted_llm
+from tests.agent.llm_server import scripted_llm
 from tests.agent.world import build_context
 
 NODE = "gpu-node-003"
@@ -38,21 +41,33 @@ def sqlite_container(sqlite_url: str) -> Iterator[Container]:
     container.close()
 
 
-def planner_for(llm: ScriptedLLM, **limits: Any) -> LLMPlanner:
-    settings = Settings.model_validate({"database_url": "sqlite://", "OPENAI_BASE_URL": llm.base_url,
+def planner_for(chat: ScriptedChat, **limits: Any) -> LLMPlanner:
+    chosen = LLMLimits(**{"timeout_s": 5.0, "max_retries": 0, **limits})
+    model = chat.chat_model("scripted-model", timeout_s=chosen.timeout_s, max_retries=chosen.max_retries)
+    return LLMPlanner(model, chosen)
+
+
+def configured_planner(base_url: str, **limits: Any) -> LLMPlanner:
+    """The planner as the service builds it, from settings naming a server."""
+    settings = Settings.model_validate({"database_url": "sqlite://", "OPENAI_BASE_URL": base_url,
                                         "OPENAI_API_KEY": "test-key", "llm_model": "scripted-model"})
     planner = LLMPlanner.from_settings(settings, LLMLimits(**{"timeout_s": 5.0, "max_retries": 0, **limits}))
     assert planner is not None
     return planner
 
 
-def run(container: Container, tmp_path: Path, script: list[Reply], **limits: Any) -> tuple[RunReport, ScriptedLLM, int]:
+def plan_with(container: Container, tmp_path: Path, planner: LLMPlanner) -> tuple[RunReport, int]:
     incident_id = open_incident(container, "xid", node=NODE, gpu=2, evidence={"xid": 79})
-    with scripted_llm(script) as llm:
-        ctx = build_context(container, tmp_path / "journal", planner=planner_for(llm, **limits))
-        with graph_on(container) as graph:
-            report = start(graph, ctx, incident_id)
-    return report, llm, incident_id
+    ctx = build_context(container, tmp_path / "journal", planner=planner)
+    with graph_on(container) as graph:
+        return start(graph, ctx, incident_id), incident_id
+
+
+def run(container: Container, tmp_path: Path, script: list[Reply],
+        **limits: Any) -> tuple[RunReport, ScriptedChat, int]:
+    chat = ScriptedChat(script)
+    report, incident_id = plan_with(container, tmp_path, planner_for(chat, **limits))
+    return report, chat, incident_id
 
 
 def audit(container: Container, incident_id: int, kind: str) -> list[dict[str, Any]]:
@@ -130,9 +145,23 @@ def test_a_refusal_falls_back_to_the_rules(sqlite_container: Container, tmp_path
 
 
 def test_a_timeout_falls_back_to_the_rules(sqlite_container: Container, tmp_path: Path) -> None:
-    report, llm, _ = run(sqlite_container, tmp_path, [Reply(hang=True)], timeout_s=0.5)
+    report, llm, _ = run(sqlite_container, tmp_path, [Reply(timeout=True)])
     assert report.planner == "rules" and runbooks(report) == RULES_XID79
     assert any("timed out" in n for n in report.notes) and len(llm.requests) == 1
+
+
+def test_the_configured_model_plans_over_http(sqlite_container: Container, tmp_path: Path) -> None:
+    with scripted_llm([GOOD]) as llm:
+        report, _ = plan_with(sqlite_container, tmp_path, configured_planner(llm.base_url))
+    assert report.planner == "llm" and runbooks(report) == RULES_XID79
+    assert llm.requests[0]["model"] == "scripted-model" and llm.requests[0]["tool_choice"] == "auto"
+
+
+def test_a_server_that_never_answers_times_out(sqlite_container: Container, tmp_path: Path) -> None:
+    with scripted_llm([Reply(timeout=True)]) as llm:
+        report, _ = plan_with(sqlite_container, tmp_path, configured_planner(llm.base_url, timeout_s=0.5))
+    assert report.planner == "rules" and runbooks(report) == RULES_XID79
+    assert any("timed out after 0.5s" in n for n in report.notes) and len(llm.requests) == 1
 
 
 def test_a_transient_error_is_retried(sqlite_container: Container, tmp_path: Path) -> None:
@@ -173,4 +202,19 @@ def test_an_answer_of_an_unexpected_shape_falls_back(sqlite_container: Container
                                     "custom": {"name": "drain_node", "input": "node/gpu-node-003"}}])
     report, _, _ = run(sqlite_container, tmp_path, [custom])
     assert report.planner == "rules" and runbooks(report) == RULES_XID79
-    assert any(n.startswith("llm planner failed: ") for n in report.notes), report.notes
+    assert any("tool call of type 'custom'" in n for n in report.notes), report.notes
+
+
+def test_an_answer_that_is_not_json_falls_back(sqlite_container: Container, tmp_path: Path) -> None:
+    report, llm, _ = run(sqlite_container, tmp_path, [Reply(body=b"<html>502 Bad Gateway</html>")])
+    assert report.planner == "rules" and runbooks(report) == RULES_XID79 and len(llm.requests) == 1
+    assert any("not JSON" in n for n in report.notes), report.notes
+
+
+def test_tokens_of_an_unusable_answer_are_still_counted(sqlite_container: Container, tmp_path: Path) -> None:
+    empty = Reply(body=json.dumps({"choices": [], "usage": {"prompt_tokens": 700, "completion_tokens": 3}}).encode())
+    report, _, incident_id = run(sqlite_container, tmp_path, [empty])
+    assert report.planner == "rules" and any("no choices" in n for n in report.notes)
+    with sqlite_container.uow() as uow:
+        usage = uow.session.get(Incident, incident_id).details["llm_usage"]  # type: ignore[union-attr]
+    assert usage["calls"] == 1 and usage["prompt_tokens"] == 700 and usage["completion_tokens"] == 3
