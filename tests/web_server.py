@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from gpuops.web.app import create_app
 from gpuops.web.auth import hash_password
 from gpuops.wiring import Container, bootstrap
 from tests.conftest import free_port
+from tests.waiting import wait_for
 
 PASSWORDS = {"vera": "viewer-password", "april": "approver-password", "adam": "admin-password"}
 ROLES = {"vera": "viewer", "april": "approver", "adam": "admin"}
@@ -59,11 +59,12 @@ def serve(container: Container) -> Iterator[WebServer]:
                                            timeout_graceful_shutdown=1))
     thread = threading.Thread(target=server.run, name="web-test-server", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise AssertionError("the test web server did not start")
-        time.sleep(0.02)
+
+    def started() -> bool:
+        assert thread.is_alive(), "the test web server's thread died"
+        return server.started
+
+    wait_for(started, timeout=20, interval=0.02, message="the test web server did not start")
     try:
         yield web
     finally:

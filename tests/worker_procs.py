@@ -10,33 +10,21 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TypeVar
 
+import httpx
 import redis
+from sqlalchemy.exc import SQLAlchemyError
 
 from gpuops.config import Settings
 from tests.conftest import GPUOPS, REPO_ROOT, free_port, gpuops_env
+from tests.waiting import wait_for
 
-T = TypeVar("T")
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float, every: float = 0.2) -> T:
-    """Poll `probe` until it returns something truthy, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = probe()
-            if value:
-                return value
-        except Exception as exc:  # the thing probed may still be starting
-            last = exc
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last})" if last else ""))
+UNAVAILABLE: tuple[type[Exception], ...] = (redis.RedisError, SQLAlchemyError, httpx.TransportError, OSError)
+"""What a probe raises while a service a test starts or restarts is not answering yet."""
 
 
 class Proc:
@@ -83,7 +71,7 @@ class RedisServer:
         self.proc = Proc(f"redis-{self.port}-{time.monotonic_ns()}", argv, dict(os.environ), self.log_dir)
         client = redis.Redis.from_url(self.url)
         try:
-            wait_for("redis to answer", client.ping, 10)
+            wait_for(client.ping, timeout=10, message="redis did not answer", ignoring=UNAVAILABLE)
         finally:
             client.close()
 
@@ -121,9 +109,8 @@ def twin_process(log_dir: Path) -> Iterator[str]:
     proc = Proc("twin", [sys.executable, "-m", "tests.kube_twin_process", str(port)], dict(os.environ), log_dir)
     url = f"http://127.0.0.1:{port}"
     try:
-        import httpx
-
-        wait_for("the twin to serve", lambda: httpx.get(url + "/version", timeout=1).status_code == 200, 20)
+        wait_for(lambda: httpx.get(url + "/version", timeout=1).status_code == 200, timeout=20,
+                 message="the twin did not serve", ignoring=UNAVAILABLE)
         yield url
     finally:
         proc.stop()

@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from playwright import sync_api as playwright_api
 
 from tests.conftest import REPO_ROOT
 from tests.e2e.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, require_chromium
+from tests.waiting import wait_for
 
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "demo"
 GPUOPS = Path(sys.executable).with_name("gpuops")
@@ -43,15 +43,20 @@ class Demo:
     lines: list[str] = field(default_factory=list)
 
     def wait_for(self, pattern: str, timeout_s: float = 60.0) -> re.Match[str]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        """The first line the demo printed that matches `pattern`; fails at once if the demo exits without one."""
+
+        def never_printed() -> str:
+            return f"the demo never printed {pattern!r}; it printed:\n" + "\n".join(self.lines[-40:])
+
+        def printed() -> re.Match[str] | None:
+            exited = self.process.poll() is not None
             for line in list(self.lines):
                 if (match := re.search(pattern, line)) is not None:
                     return match
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.2)
-        raise AssertionError(f"the demo never printed {pattern!r}; it printed:\n" + "\n".join(self.lines[-40:]))
+            assert not exited, never_printed()
+            return None
+
+        return wait_for(printed, timeout=timeout_s, interval=0.2, message=never_printed)
 
 
 @pytest.fixture

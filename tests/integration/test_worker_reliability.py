@@ -27,7 +27,16 @@ from gpuops.wiring import Container, bootstrap
 from gpuops.worker import create_app, tasks
 from gpuops.worker.runtime import DEAD_LETTER_LIST
 from runbooks import Plan, Target
-from tests.worker_procs import PostgresServer, RedisServer, gpuops_proc, settings_env, twin_process, wait_for, worker
+from tests.waiting import wait_for
+from tests.worker_procs import (
+    UNAVAILABLE,
+    PostgresServer,
+    RedisServer,
+    gpuops_proc,
+    settings_env,
+    twin_process,
+    worker,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 NODE = "gpu-node-001"
@@ -113,17 +122,17 @@ def test_a_worker_killed_mid_drain_leaves_a_drain_completed_exactly_once(
             first = worker("w1", settings_env(settings), tmp_path)
             app.send_task(tasks.EXECUTE, kwargs={"action_id": action_id}, queue=tasks.ACTIONS_QUEUE)
             # the cordon is done and the drain waits for the training job's checkpoint (4 s): kill it now
-            wait_for("the drain to be under way", lambda: any(
-                k == "action.step" and "cordon" in d["step"] for k, d in audit(container, action_id)), 30, 0.05)
+            wait_for(lambda: any(k == "action.step" and "cordon" in d["step"] for k, d in audit(container, action_id)),
+                     timeout=30, message="the drain was not under way")
             first.kill(signal.SIGKILL)
             assert action_status(container, action_id) == "executing"
             assert httpx.get(f"{twin_url}/_twin/stopped").json() == []  # nothing evicted yet
 
             second = worker("w2", settings_env(settings), tmp_path)
-            wait_for("the redelivered drain to finish", lambda: action_status(container, action_id) == "succeeded",
-                     60)
+            wait_for(lambda: action_status(container, action_id) == "succeeded", timeout=60,
+                     message="the redelivered drain did not finish")
             app.send_task(tasks.EXECUTE, kwargs={"action_id": action_id}, queue=tasks.ACTIONS_QUEUE)  # a duplicate
-            wait_for("the queues to drain", lambda: queues_drained(broker.url), 30)
+            wait_for(lambda: queues_drained(broker.url), timeout=30, message="the queues did not drain")
 
             kinds = [k for k, _ in audit(container, action_id)]
             assert kinds.count("action.succeeded") == 1 and kinds.count("action.claimed") == 2
@@ -157,14 +166,15 @@ def test_two_beats_by_mistake_run_each_cycle_once(postgres_url: str, broker: Red
     procs = [worker("w1", env, tmp_path), worker("w2", env, tmp_path)]
     container = bootstrap(settings)
     try:
-        wait_for("both workers", lambda: all("ready." in p.output() for p in procs), 60)
+        wait_for(lambda: all("ready." in p.output() for p in procs), timeout=60, interval=0.2,
+                 message="the workers were not both ready")
         beats = [gpuops_proc(f"beat{i}", ["beat"], env, tmp_path) for i in (1, 2)]
         procs += beats
-        wait_for("six cycles from both beats", lambda: len({e for _, ran, e in cycle_results(
-            procs[0].output() + procs[1].output()) if ran}) >= 6, 60)
+        wait_for(lambda: len({e for _, ran, e in cycle_results(procs[0].output() + procs[1].output()) if ran}) >= 6,
+                 timeout=60, interval=0.2, message="the two beats did not run six cycles")
         for beat in beats:
             beat.stop()
-        wait_for("the queues to drain", lambda: queues_drained(broker.url), 30)
+        wait_for(lambda: queues_drained(broker.url), timeout=30, message="the queues did not drain")
         results = cycle_results(procs[0].output() + procs[1].output())
         ran = [(shard, end) for shard, did, end in results if did]
         assert len(ran) == len(set(ran))  # no (shard, end) ran twice
@@ -203,8 +213,8 @@ def test_poison_messages_are_dead_lettered_and_the_queue_moves_on(
                 state = uow.session.get(DetectorState, "0/1")
                 return state is not None and state.last_ts == end
 
-        wait_for("the good cycle behind the poison", cycle_ran, 60)
-        wait_for("the queues to drain", lambda: queues_drained(broker.url), 30)
+        wait_for(cycle_ran, timeout=60, message="the good cycle behind the poison did not run")
+        wait_for(lambda: queues_drained(broker.url), timeout=30, message="the queues did not drain")
         with container.uow() as uow:
             letters = [(d.task, d.reason) for d in uow.session.scalars(select(DeadLetter).order_by(DeadLetter.id))]
         assert sorted(letters) == sorted([(tasks.DETECT, "invalid_payload"), (tasks.DETECT, "invalid_payload"),
@@ -241,16 +251,17 @@ def test_redis_restarted_mid_run_loses_no_incident_or_approval(
         container = bootstrap(settings)
         procs = [worker("w1", env, tmp_path), gpuops_proc("beat", ["beat"], env, tmp_path)]
         try:
-            wait_for("the lost GPU's incident", lambda: [i.id for i in incidents_of(container)
-                                                          if i.family == "gpu_lost"], 60)
+            wait_for(lambda: [i.id for i in incidents_of(container) if i.family == "gpu_lost"], timeout=60,
+                     message="the lost GPU's incident was not opened")
             broker.stop()
             # while the broker is down: the store takes an approval, and nothing can be enqueued for it
             action_id = approved_drain(container, NODE)
             down_since = time.time()
             broker.start()
-            wait_for("the approved drain to run after the restart",
-                     lambda: action_status(container, action_id) == "succeeded", 60)
-            wait_for("cycles to run again", lambda: last_cycle(container) > down_since + 1, 30)
+            wait_for(lambda: action_status(container, action_id) == "succeeded", timeout=60,
+                     message="the approved drain did not run after the restart", ignoring=UNAVAILABLE)
+            wait_for(lambda: last_cycle(container) > down_since + 1, timeout=30, message="cycles did not run again",
+                     ignoring=UNAVAILABLE)
             assert all(p.popen.poll() is None for p in procs)  # both reconnected instead of dying
             assert [i.hostname for i in incidents_of(container) if i.family == "gpu_lost"] == ["gpu-node-002"]
             with container.uow() as uow:
@@ -276,17 +287,18 @@ def test_postgres_unavailable_cycles_fail_loudly_and_recover(broker: RedisServer
         container = bootstrap(settings)
         procs = [worker("w1", env, tmp_path), gpuops_proc("beat", ["beat"], env, tmp_path)]
         try:
-            wait_for("the lost GPU's incident", lambda: [i.id for i in incidents_of(container)
-                                                          if i.family == "gpu_lost"], 60)
+            wait_for(lambda: [i.id for i in incidents_of(container) if i.family == "gpu_lost"], timeout=60,
+                     message="the lost GPU's incident was not opened")
             pg.stop()
             down_at = time.time()
-            wait_for("the workers to report the outage",
-                     lambda: "transient failure, retrying" in procs[0].output() and
-                     "database is unavailable" in procs[0].output(), 20)
+            wait_for(lambda: "transient failure, retrying" in procs[0].output() and
+                     "database is unavailable" in procs[0].output(), timeout=20,
+                     message="the workers did not report the outage")
             time.sleep(max(0.0, OUTAGE_S - (time.time() - down_at)))  # the outage itself, not a wait for luck
             pg.start()
             back_at = time.time()
-            wait_for("cycles to run again", lambda: last_cycle(container) > back_at, 60)
+            wait_for(lambda: last_cycle(container) > back_at, timeout=60, message="cycles did not run again",
+                     ignoring=UNAVAILABLE)
             assert all(p.popen.poll() is None for p in procs)
             incidents = incidents_of(container)
             assert [i.hostname for i in incidents if i.family == "gpu_lost"] == ["gpu-node-002"]
