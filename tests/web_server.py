@@ -1,11 +1,12 @@
 """The dashboard served by a real uvicorn on a free loopback port, in a thread, with users of each role and a
-recording `resume` (the agent is not what these tests exercise); plus store seeding shared by the web tests."""
+pipeline whose dispatcher records the agent steps a decision hands on (the agent is not what these tests
+exercise); plus store seeding shared by the web tests."""
 
 from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from sqlalchemy import func, select
 
 from connectors.kubernetes.fake import InMemoryCluster
 from gpuops.config import Settings
+from gpuops.pipeline import Pipeline, Step
 from gpuops.store import migrate
 from gpuops.store.models import Action, Approval, AuditEvent, Incident
 from gpuops.web.app import create_app
@@ -43,6 +45,17 @@ def web_container(database_url: str, **settings: Any) -> Container:
 
 
 @dataclass
+class ResumeRecorder:
+    """A dispatcher that records the agent steps a decision hands on, instead of running them."""
+
+    resumed: list[tuple[int, dict[str, Any]]]
+
+    def dispatch(self, step: Step, payload: Mapping[str, Any], *, delay_s: float = 0.0) -> None:
+        if step == Step.AGENT_STEP:
+            self.resumed.append((int(payload["incident_id"]), dict(payload["decision"])))
+
+
+@dataclass
 class WebServer:
     url: str
     container: Container
@@ -53,8 +66,7 @@ class WebServer:
 def serve(container: Container) -> Iterator[WebServer]:
     port = free_port()
     web = WebServer(f"http://127.0.0.1:{port}", container)
-    app = create_app(container, resume=lambda _c, incident_id, decision: web.resumed.append((incident_id, decision)),
-                     sse_poll_s=0.2)
+    app = create_app(container, pipeline=Pipeline(container, ResumeRecorder(web.resumed)), sse_poll_s=0.2)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
                                            timeout_graceful_shutdown=1))
     thread = threading.Thread(target=server.run, name="web-test-server", daemon=True)

@@ -1,24 +1,24 @@
-"""`gpuops approve ID` and `gpuops reject ID --reason …`: record a decision on an action, then resume the
-incident's agent thread from this process (the checkpointer lives in the store's database)."""
+"""`gpuops approve ID` and `gpuops reject ID --reason …`: a decision through the pipeline. Without a broker this
+process then runs the incident's agent thread on (the checkpointer lives in the store's database), executes
+what was approved and sends the next approval prompt; with one, the workers do."""
 
 from __future__ import annotations
 
 import getpass
 import importlib
+import time
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Any
 
 import click
 
 from connectors.kubernetes.errors import ClusterError
 from gpuops.commands.context import container_from, echo_json
-from gpuops.decisions import record_decision
 from gpuops.errors import ConfigError, GpuopsError, NotFound
 from gpuops.execution.approvals import Approver
+from gpuops.pipeline import BrokerDispatcher, OrderedDispatcher, Pipeline, Step
 from gpuops.wiring import Container
 
-DEFAULT_CONTEXT = "gpuops.agent_wiring:context_from_container"
 CONTEXT_HELP = ("module:function building the agent's context from the container, with which this process resumes "
                 "the incident's graph (default: the wiring's cluster, catalogue and planners).")
 
@@ -34,14 +34,27 @@ def _load_factory(spec: str) -> Callable[[Container], Any]:
     return factory
 
 
+def _pipeline(container: Container, context_factory: str | None) -> tuple[Pipeline, OrderedDispatcher | None]:
+    """With a broker, the decision's next step goes to the workers; without one, this process runs it (and
+    whatever it hands on) before it exits."""
+    s = container.settings
+    if s.broker_url is not None:
+        return Pipeline(container, BrokerDispatcher(s.broker_url)), None
+    dispatcher = OrderedDispatcher(time.time)
+    factory = _load_factory(context_factory) if context_factory else None
+    pipeline = Pipeline(container, dispatcher, agent_context=factory)
+    return pipeline, dispatcher
+
+
 def _decide(ctx: click.Context, action_id: int, decision: str, identity: str | None, reason: str,
             plan_hash: str | None, context_factory: str | None, as_json: bool) -> None:
     container = container_from(ctx)
     who = identity or getpass.getuser()
     approver = Approver(identity=who, channel="cli", authorised=who in container.settings.approvers)
+    pipeline, dispatcher = _pipeline(container, context_factory)
     try:
-        recorded = record_decision(container, action_id=action_id, approver=approver, decision=decision,
-                                   plan_hash=plan_hash, reason=reason)
+        recorded = pipeline.decide(action_id=action_id, approver=approver, decision=decision, plan_hash=plan_hash,
+                                   reason=reason)
     except NotFound as exc:
         raise click.ClickException(str(exc)) from exc
     incident_id, outcome = recorded.incident_id, recorded.outcome
@@ -52,31 +65,26 @@ def _decide(ctx: click.Context, action_id: int, decision: str, identity: str | N
     result: dict[str, Any] = {"action_id": action_id, "incident_id": incident_id, "decision": decision,
                               "status": outcome.status, "approvals": outcome.approvals,
                               "approvals_required": outcome.approvals_required, "duplicate": outcome.duplicate}
-    # The decision stands whatever happens next; without a cluster or a thread here, the agent picks the
-    # thread up on its next run.
-    from gpuops.agent_wiring import resume_incident  # the graph's libraries load only when a decision is made
-
-    try:
-        agent_ctx = _load_factory(context_factory or DEFAULT_CONTEXT)(container)
-        report = resume_incident(container, incident_id, {"action_id": action_id, "decision": decision, "by": who},
-                                 ctx=agent_ctx)
-        result["agent"] = asdict(report)
-    except (ConfigError, ClusterError, NotFound) as exc:
-        result["agent_not_resumed"] = str(exc)
+    # The decision stands whatever happens next; without a cluster here, the sweep or a later step resumes it.
+    notes: list[str] = []
+    if dispatcher is not None:
+        dispatcher.bind(lambda step, payload: notes.append(_run_step(pipeline, step, payload)))
+        dispatcher.drain()
+        result["agent"] = notes
     if as_json:
         echo_json(result)
         return
     click.echo(f"action {action_id}: {decision} recorded by {who}; status {outcome.status} "
                f"({outcome.approvals}/{outcome.approvals_required} approvals)")
-    if "agent_not_resumed" in result:
-        click.echo(f"incident {incident_id}: not resumed here ({result['agent_not_resumed']}); the agent resumes "
-                   "it on its next run")
-    if "agent" in result:
-        agent = result["agent"]
-        held, waiting = agent.get("held") or {}, agent["waiting_for"] or {}
-        state = (agent["outcome"] or (f"{held.get('runbook')} held until {held.get('hold_until')}" if held
-                                      else f"waiting for a decision on action {waiting.get('action_id')}"))
-        click.echo(f"incident {incident_id}: {state} {agent['reason']}".rstrip())
+    for note in notes:
+        click.echo(f"incident {incident_id}: {note}")
+
+
+def _run_step(pipeline: Pipeline, step: Step, payload: dict[str, Any]) -> str:
+    try:
+        return str(pipeline.run(step, payload))
+    except (ConfigError, ClusterError, NotFound) as exc:
+        return f"not resumed here ({exc}); the agent resumes it on its next run"
 
 
 def _common(fn: Callable[..., None]) -> Callable[..., None]:

@@ -50,20 +50,23 @@ def run_embedded(ctx: click.Context, settings: Settings, *, api: bool, wiring: s
     `rate` are the demo's simulated time (see EmbeddedScheduler)."""
     from gpuops.commands.web import serve
     from gpuops.worker.embedded import EmbeddedScheduler
+    from gpuops.worker.runtime import load_wiring
 
     if not settings.embedded:
         raise click.ClickException("gpuops daemon is the embedded mode: unset GPUOPS_BROKER_URL, or run "
                                    "`gpuops worker` and `gpuops beat` against the broker")
-    ctx.ensure_object(dict)["settings"] = settings
+    obj = ctx.ensure_object(dict)
+    obj["settings"] = settings
     migrate.upgrade(settings.database_url)
     if wiring:
-        scheduler = EmbeddedScheduler(_app(ctx, wiring), clock=clock, rate=rate)
-    else:  # one container for the scheduler and the API: one scrape loop, one cluster client
-        from gpuops.worker import create_app
-
-        container = container_from(ctx)
-        scheduler = EmbeddedScheduler(create_app(settings, wiring=lambda _settings: container), clock=clock,
-                                      rate=rate)
+        try:
+            container = load_wiring(wiring)(settings)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from exc
+        obj["container"] = container
+        ctx.call_on_close(container.close)
+    # one container for the scheduler and the API: one scrape loop, one cluster client, one pipeline
+    scheduler = EmbeddedScheduler(container_from(ctx), clock=clock, rate=rate)
     log.info("daemon started", extra={"shards": settings.shards, "cycle_s": settings.cycle_seconds})
     if not api:
         with contextlib.suppress(KeyboardInterrupt):
@@ -72,7 +75,7 @@ def run_embedded(ctx: click.Context, settings: Settings, *, api: bool, wiring: s
     thread = threading.Thread(target=scheduler.run_forever, name="gpuops-scheduler", daemon=True)
     thread.start()
     try:
-        serve(ctx, settings.api_host, settings.api_port)
+        serve(ctx, settings.api_host, settings.api_port, pipeline=scheduler.pipeline)
     finally:
         scheduler.stop()
         thread.join(timeout=30)
@@ -89,7 +92,7 @@ def run_embedded(ctx: click.Context, settings: Settings, *, api: bool, wiring: s
 def worker(ctx: click.Context, concurrency: int | None, pool: str, queues: str | None, hostname: str | None,
            wiring: str | None) -> None:
     """Run a Celery worker on GPUOPS_BROKER_URL (start as many as the fleet needs)."""
-    from gpuops.worker import tasks
+    from gpuops.pipeline import QUEUES
 
     settings = settings_from(ctx)
     if settings.embedded:
@@ -97,7 +100,7 @@ def worker(ctx: click.Context, concurrency: int | None, pool: str, queues: str |
     if not migrate.is_up_to_date(settings.database_url):
         raise click.ClickException("the database schema is not at the current revision; run `gpuops db upgrade`")
     app = _app(ctx, wiring)
-    argv = ["worker", f"--pool={pool}", f"--queues={queues or ','.join(tasks.QUEUES)}", "--without-gossip",
+    argv = ["worker", f"--pool={pool}", f"--queues={queues or ','.join(QUEUES)}", "--without-gossip",
             "--without-mingle", f"--loglevel={settings.log_level}"]
     if concurrency:
         argv.append(f"--concurrency={concurrency}")

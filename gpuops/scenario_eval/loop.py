@@ -1,15 +1,16 @@
 """The whole loop on one scenario, at high speed and in simulated time.
 
-The twin is stepped in process and sampled into FleetFrames (the shape the telemetry connectors hand over);
-the detectors, the incident service, the agent graph, policy, approvals and the execution service are the
-production ones over a throw-away SQLite store. The cluster is the twin's Kubernetes API served on a loopback
-port and reached through the official client, as against a real cluster. Nothing waits on the wall clock:
-every clock the service reads is the twin's, and a runbook that waits (a drain, a reboot) steps the twin.
+The twin is stepped in process and sampled into FleetFrames (the shape the telemetry connectors hand over),
+and the service's own pipeline runs on them over a throw-away SQLite store: the same use cases the workers
+run, with the twin's clock and a dispatcher that runs each step in order instead of enqueuing it. The
+cluster is the twin's Kubernetes API served on a loopback port and reached through the official client, as
+against a real cluster. Nothing waits on the wall clock: every clock the service reads is the twin's, and a
+runbook that waits (a drain, a reboot) steps the twin.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,20 +19,14 @@ from typing import Any, Literal
 
 from sqlalchemy import select
 
-from agent.context import AgentContext
 from agent.planning import Planner
-from agent.rules import RulesPlanner
-from agent.runner import RunReport
 from connectors.kubernetes.adapter import KubernetesCluster
+from connectors.telemetry.port import NodeSeries
 from detectors.findings import Finding
-from gpuops.agent_wiring import CatalogueRunbooks, ExecutionActions, XidTable, resume_incident, start_incident
+from detectors.frame import FleetFrame
 from gpuops.config import Settings
-from gpuops.decisions import record_decision
-from gpuops.detection import mark_examined
-from gpuops.execution.approvals import Approver, expire_pending
-from gpuops.execution.holds import due_holds
-from gpuops.execution.service import ExecutionDeps
-from gpuops.incidents.service import ingest_findings
+from gpuops.execution.approvals import Approver
+from gpuops.pipeline import OrderedDispatcher, Pipeline, Step
 from gpuops.policy import PolicyConfig
 from gpuops.store import migrate
 from gpuops.store.models import Action, AuditEvent, Incident
@@ -96,65 +91,49 @@ class LoopRun:
     cordoned_at_end: list[str] = field(default_factory=list)  # nodes left unschedulable on the twin
     agent_runs: int = 0
     notes: list[str] = field(default_factory=list)
+    steps: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # the pipeline's steps, in order
 
 
-@dataclass
-class _Driver:
-    """Starts the agent on new incidents and plays the scenario's approver."""
+class RecordedTelemetry:
+    """The telemetry source of an evaluation: each cycle's window is what the recorder sampled since the last
+    cycle (the twin steps in process, and a runbook's wait steps it too)."""
 
-    container: Container
-    ctx: AgentContext
-    time: SimulatedTime
-    approval: ApprovalMode
-    waiting: dict[int, int] = field(default_factory=dict)  # action id → incident id, for `human`
-    runs: int = 0
+    def __init__(self, recorder: FrameRecorder) -> None:
+        self.recorder = recorder
 
-    def start(self, incident_id: int) -> None:
-        with self.container.uow() as uow:
-            incident = uow.session.get(Incident, incident_id)
-            if incident is None or incident.status != "open":
-                return  # folded into a fleet incident, or escalated when it opened
-        self.runs += 1
-        self._settle(incident_id, start_incident(self.container, incident_id, self.ctx))
+    def frame(self, start: float, end: float, step: float, metrics: Sequence[str] | None = None,
+              node_series: Mapping[str, NodeSeries] | None = None) -> FleetFrame:
+        return self.recorder.frame()
 
-    def _settle(self, incident_id: int, report: RunReport) -> None:
-        while report.waiting_for:
-            action_id = int(report.waiting_for["action_id"])
-            if self.approval == "human":
-                self.waiting[action_id] = incident_id
-                return
-            decision = "approve" if self.approval == "auto_approve" else "reject"
-            with self.container.uow() as uow:
-                action = uow.session.get(Action, action_id)
-                required = max(1, action.approvals_required) if action is not None else 1
-            for index in range(1, (required if decision == "approve" else 1) + 1):
-                record_decision(self.container, action_id=action_id, approver=approver(index), decision=decision,
-                                plan_hash=None, reason=f"scenario approval: {self.approval}", now=self.time.at())
-            self.runs += 1
-            report = resume_incident(self.container, incident_id, {"action_id": action_id, "decision": decision},
-                                     self.ctx)
 
-    def release(self) -> None:
-        """Resume the incidents whose soak before a node action is over."""
-        with self.container.uow() as uow:
-            due = due_holds(uow.session, shards=1, now=self.time.at())
-        for incident_id in due:
-            self.runs += 1
-            self._settle(incident_id, resume_incident(self.container, incident_id, {"hold": "over"}, self.ctx))
+class ScenarioApprover:
+    """The scenario's on-call human, at the notifier port: told that an action waits, they approve it (with
+    as many distinct people as it needs) or reject it through the pipeline, or, for `human`, never answer."""
 
-    def expire(self) -> None:
-        """Nobody answers: approvals left waiting past the policy's TTL (in simulated time) expire."""
-        if self.approval != "human" or not self.waiting:
+    def __init__(self, approval: ApprovalMode, time: SimulatedTime) -> None:
+        self.approval = approval
+        self.time = time
+        self.pipeline: Pipeline | None = None
+
+    def approval_requested(self, action_id: int) -> None:
+        if self.approval == "human" or self.pipeline is None:
             return
-        with self.container.uow() as uow:
-            expired = expire_pending(uow.session, now=self.time.at(), ttl_s=self.container.policy.approval_ttl_s)
-            uow.commit()
-        for action_id in expired:
-            incident_id = self.waiting.pop(action_id, None)
-            if incident_id is not None:
-                self.runs += 1
-                self._settle(incident_id, resume_incident(self.container, incident_id,
-                                                          {"action_id": action_id, "decision": "expired"}, self.ctx))
+        decision = "approve" if self.approval == "auto_approve" else "reject"
+        with self.pipeline.container.uow() as uow:
+            action = uow.session.get(Action, action_id)
+            required = max(1, action.approvals_required) if action is not None else 1
+        for index in range(1, (required if decision == "approve" else 1) + 1):
+            self.pipeline.decide(action_id=action_id, approver=approver(index), decision=decision, plan_hash=None,
+                                 reason=f"scenario approval: {self.approval}")
+
+    def decision_recorded(self, action_id: int) -> None:
+        return None
+
+    def progress(self, action_id: int, status: str, detail: str) -> None:
+        return None
+
+    def retry_pending(self) -> int:
+        return 0
 
 
 def runbook_settings(step_s: float) -> RunbookSettings:
@@ -173,53 +152,47 @@ def run_loop(scenario: Scenario, *, planner: PlannerFactory, policy: PolicyConfi
     twin = Twin(scenario)
     recorder = FrameRecorder(twin)
     sim = SimulatedTime(recorder)
-    settings = Settings(database_url=database_url, dry_run=False, broker_url=None)
+    settings = Settings(database_url=database_url, dry_run=False, broker_url=None, step_seconds=twin.step_s,
+                        cycle_seconds=cycle_steps * twin.step_s)
+    approver_ = ScenarioApprover(scenario.approval, sim)
     with served(twin) as url:
         cluster = KubernetesCluster.connect(api_url=url, verify_ssl=False)
-        container = bootstrap(settings, cluster=cluster, policy=policy,
-                              runbook_settings=runbook_settings(twin.step_s))
+        container = bootstrap(settings, cluster=cluster, policy=policy, telemetry=RecordedTelemetry(recorder),
+                              notifier=approver_, runbook_settings=runbook_settings(twin.step_s))
         try:
             with planner(twin) as chosen:
-                return _drive(scenario, recorder, sim, container, chosen, cycle_steps)
+                dispatcher = OrderedDispatcher(sim.clock)
+                pipeline = Pipeline(container, dispatcher, clock=sim.clock, sleep=sim.sleep, planner=chosen,
+                                    worker="eval")
+                dispatcher.bind(pipeline.run)
+                approver_.pipeline = pipeline
+                return _drive(recorder, sim, pipeline, dispatcher, chosen.name, cycle_steps)
         finally:
             container.close()
 
 
-def _drive(scenario: Scenario, recorder: FrameRecorder, sim: SimulatedTime, container: Container,
-           planner: Planner, cycle_steps: int) -> LoopRun:
-    """Detection cycles until the scenario ends; the agent runs on every new incident as it opens, and resumes
-    when a node action's soak is over."""
+def _drive(recorder: FrameRecorder, sim: SimulatedTime, pipeline: Pipeline, dispatcher: OrderedDispatcher,
+           planner: str, cycle_steps: int) -> LoopRun:
+    """Detection cycles until the scenario ends, each followed by the sweep; every step they hand on runs in
+    order before the twin moves again (production enqueues the same steps)."""
     twin = recorder.twin
-    deps = ExecutionDeps(catalogue=container.catalogue, cluster=container.cluster, policy=container.policy,
-                         runbook_settings=container.runbook_settings, clock=sim.clock, sleep=sim.sleep,
-                         worker="eval")
-    ctx = AgentContext(uow=container.uow, runbooks=CatalogueRunbooks(container.catalogue),
-                       actions=ExecutionActions(container.uow, deps, dry_run=False), planner=planner,
-                       fallback=RulesPlanner(), cluster=container.cluster, xid=XidTable(), clock=sim.at,
-                       database_url=container.settings.database_url)
-    driver = _Driver(container, ctx, sim, scenario.approval)
-    detection = container.new_detection_cycle()
     findings: list[Finding] = []
     while True:
         while recorder.pending < cycle_steps and not twin.finished:
             recorder.step()
         if recorder.pending == 0:
             break
-        frame = recorder.frame()
-        new = detection.update(frame)
         sim.now = max(sim.now, twin.t)
-        findings.extend(new)
-        with container.uow() as uow:
-            result = ingest_findings(uow.session, new, fleet_nodes=twin.n_nodes)
-            mark_examined(uow.session, float(frame.timestamps[-1]))
-            uow.commit()
-        for incident_id in sorted(set(result.opened + result.reopened)):
-            driver.start(incident_id)
-        driver.release()
-        driver.expire()
+        outcome = pipeline.detection_cycle(shard=0, shards=1, end=twin.t)
+        findings.extend(outcome.findings)
+        dispatcher.drain()
+        pipeline.sweep()
+        dispatcher.drain()
     cordoned = [n for n in twin.nodes if not twin.kube.node_schedulable(n)]
-    return LoopRun(findings=findings, truth=twin.truth(), planner=planner.name, agent_runs=driver.runs,
-                   cordoned_at_end=cordoned, **_read_back(container))
+    runs = sum(1 for step, _ in dispatcher.ran if step == Step.AGENT_STEP)
+    return LoopRun(findings=findings, truth=twin.truth(), planner=planner, agent_runs=runs,
+                   cordoned_at_end=cordoned, steps=[(str(step), payload) for step, payload in dispatcher.ran],
+                   **_read_back(pipeline.container))
 
 
 def _iso(value: datetime | None) -> float | None:

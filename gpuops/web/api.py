@@ -101,7 +101,7 @@ def api_action(action_id: Id, _user: ApiUser, session: DbSession) -> dict[str, A
 
 
 def _decide(request: Request, user: SignedIn, action_id: int, decision: str, body: DecisionRequest) -> JSONResponse:
-    recorded = decide_on_action(request.app.state.container, request.app.state.resume, user=user,
+    recorded = decide_on_action(request.app.state.pipeline, user=user,
                                 action_id=action_id, decision=decision, plan_hash=body.plan_hash,
                                 reason=body.reason)
     outcome = recorded.outcome

@@ -21,13 +21,12 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from starlette.middleware.sessions import SessionMiddleware
 
-from gpuops.decisions import resume_after_decision
 from gpuops.errors import Conflict, GpuopsError, NotFound, StoreError
 from gpuops.execution.approvals import NotAuthorised
+from gpuops.pipeline import Pipeline, threaded_pipeline
 from gpuops.web import api, live, pages
 from gpuops.web.api import DbSession
 from gpuops.web.auth import Forbidden, NotAuthenticated, UserDirectory, session_secret
-from gpuops.web.decide import Resume
 from gpuops.web.slack import mount_slack
 from gpuops.wiring import Container
 
@@ -44,9 +43,10 @@ SECURITY_HEADERS = {
 }
 
 
-def create_app(container: Container, *, resume: Resume = resume_after_decision, sse_poll_s: float = 1.0) -> FastAPI:
-    """The web app on `container`. `resume` hands an incident back to the agent after a decision (tests pass
-    their own); `sse_poll_s` is how often the live-update stream looks at the store."""
+def create_app(container: Container, *, pipeline: Pipeline | None = None, sse_poll_s: float = 1.0) -> FastAPI:
+    """The web app on `container`. Decisions go through `pipeline` (default: one whose steps go to the broker,
+    or, without one, run on a thread of this process); `sse_poll_s` is how often the live-update stream looks
+    at the store."""
     app = FastAPI(title="gpuops", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None,
                   description="Autonomous operations for GPU clusters: incidents, plans, approvals, audit. "
                               "Every operation needs a dashboard user: HTTP Basic, or a signed-in session whose "
@@ -56,7 +56,7 @@ def create_app(container: Container, *, resume: Resume = resume_after_decision, 
     app.state.container = container
     app.state.directory = UserDirectory(settings, key=secret.encode())
     app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
-    app.state.resume = resume
+    app.state.pipeline = pipeline or threaded_pipeline(container)
     app.state.sse_poll_s = sse_poll_s
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.add_middleware(SessionMiddleware, secret_key=secret, session_cookie=SESSION_COOKIE,
@@ -90,7 +90,7 @@ def create_app(container: Container, *, resume: Resume = resume_after_decision, 
     app.include_router(api.router)
     app.include_router(live.router)
     _install_error_handlers(app)
-    mount_slack(app, container, resume=resume)  # POST /slack/events, when Slack is configured
+    mount_slack(app, app.state.pipeline)  # POST /slack/events, when Slack is configured
     return app
 
 

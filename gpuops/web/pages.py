@@ -111,7 +111,7 @@ def decide(request: Request, incident_id: Id, action_id: Id, user: PageUser,
     if not reason.strip():
         request.session[FLASH] = {"kind": "error", "text": "Give a reason for your decision."}
         return RedirectResponse(back, status_code=303)
-    recorded = decide_on_action(request.app.state.container, request.app.state.resume, user=user,
+    recorded = decide_on_action(request.app.state.pipeline, user=user,
                                 action_id=action_id, decision=decision, plan_hash=plan_hash,
                                 reason=reason.strip())
     outcome = recorded.outcome

@@ -1,38 +1,34 @@
 """The Slack endpoint: `mount_slack(app, container)` adds `POST /slack/events` (Events API and interactivity)
 when Slack is configured. Requests are verified by their signature before anything is read; a click becomes a
-decision through `record_decision`, so Slack, the dashboard and the CLI share one set of rules."""
+decision through the pipeline's `decide`, so Slack, the dashboard and the CLI share one set of rules."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from connectors.slack import ButtonClick, ClickReply, SlackPort
 from connectors.slack.interactivity import build_app, dispatch
-from gpuops.decisions import record_decision, resume_after_decision
 from gpuops.errors import NotFound
 from gpuops.execution.approvals import Approver
+from gpuops.pipeline import Pipeline
 from gpuops.wiring import Container
 
 log = logging.getLogger(__name__)
 
-Resume = Callable[[Container, int, dict[str, Any]], None]
 PAST = {"approve": "approved", "reject": "rejected"}
 
 
-def decide_from_slack(container: Container, click: ButtonClick, *,
-                      resume: Resume = resume_after_decision) -> ClickReply:
+def decide_from_slack(pipeline: Pipeline, click: ButtonClick) -> ClickReply:
     """Record a click as a decision on the plan the clicker saw. Only users listed in GPUOPS_APPROVERS decide;
     a refusal changes nothing but the audit trail and is told to the clicker alone. A decision that settles the
     action (approved, rejected) resumes the incident's agent thread."""
     approver = Approver(identity=click.user_id, channel="slack",
-                        authorised=click.user_id in container.settings.approvers)
+                        authorised=click.user_id in pipeline.container.settings.approvers)
     try:
-        recorded = record_decision(container, action_id=click.action_id, approver=approver, decision=click.decision,
+        recorded = pipeline.decide(action_id=click.action_id, approver=approver, decision=click.decision,
                                    plan_hash=click.plan_hash, reason=f"via Slack by {click.user_name or click.user_id}")
     except NotFound as exc:
         return ClickReply(f":warning: {exc}")
@@ -42,9 +38,6 @@ def decide_from_slack(container: Container, click: ButtonClick, *,
     if outcome.duplicate:
         return ClickReply(f"You already {PAST[click.decision]} this plan "
                           f"({outcome.approvals}/{outcome.approvals_required} approvals).")
-    if outcome.status != "awaiting_approval":
-        resume(container, recorded.incident_id,
-               {"action_id": click.action_id, "decision": click.decision, "by": click.user_id})
     return ClickReply()
 
 
@@ -60,16 +53,17 @@ def _port(container: Container) -> SlackPort:
                        timeout_s=s.slack_timeout_seconds)
 
 
-def mount_slack(app: FastAPI, container: Container, *, resume: Resume = resume_after_decision) -> None:
+def mount_slack(app: FastAPI, pipeline: Pipeline) -> None:
     """Add `POST /slack/events` when SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN are set; otherwise do nothing.
     Point the Slack app's Interactivity request URL (and Events URL, if any) at it."""
+    container = pipeline.container
     s = container.settings
     if s.slack_signing_secret is None or s.slack_bot_token is None:
         log.info("Slack is not configured (SLACK_SIGNING_SECRET, SLACK_BOT_TOKEN): no /slack/events endpoint")
         return
     bolt = build_app(signing_secret=s.slack_signing_secret.get_secret_value(),
                      bot_token=s.slack_bot_token.get_secret_value(), base_url=s.slack_api_url,
-                     port=_port(container), on_click=lambda click: decide_from_slack(container, click, resume=resume))
+                     port=_port(container), on_click=lambda click: decide_from_slack(pipeline, click))
 
     @app.post("/slack/events", include_in_schema=False)
     async def slack_events(request: Request) -> Response:

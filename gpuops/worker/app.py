@@ -11,10 +11,10 @@ from celery import Celery
 
 from gpuops.config import Settings
 from gpuops.errors import ConfigError
+from gpuops.pipeline import BrokerDispatcher, Pipeline
 from gpuops.worker import tasks
 from gpuops.worker.runtime import Wiring, WorkerRuntime, load_wiring
 
-EXPIRE_EVERY_S = 60.0
 HARD_MARGIN_S = 5.0
 
 
@@ -25,12 +25,24 @@ def runtime_of(app: Celery) -> WorkerRuntime:
 
 def soft_limits(settings: Settings) -> dict[str, float]:
     """Each task's soft time limit (the hard limit is HARD_MARGIN_S later). Execution gets the action's
-    claim: a drain that outlives its claim could be taken over while still running."""
+    claim: a drain that outlives its claim could be taken over while still running. An agent step executes
+    the actions it was approved for, so it gets the claim too."""
     cap = settings.task_time_limit_seconds
     short = min(60.0, cap)
-    return {tasks.DETECT: min(4 * settings.cycle_seconds, cap), tasks.INCIDENT_UPDATE: short, tasks.AGENT_STEP: cap,
-            tasks.EXECUTE: settings.claim_ttl_seconds, tasks.VERIFY: min(300.0, cap), tasks.SWEEP: short,
-            tasks.EXPIRE: short, tasks.RELEASE: short}
+    return {tasks.DETECT: min(4 * settings.cycle_seconds, cap), tasks.INCIDENT_UPDATE: short,
+            tasks.AGENT_STEP: max(cap, settings.claim_ttl_seconds), tasks.EXECUTE: settings.claim_ttl_seconds,
+            tasks.VERIFY: min(300.0, cap), tasks.SWEEP: short}
+
+
+def pipeline_of(app: Celery) -> Pipeline:
+    """The worker process's pipeline: its container, with a dispatcher that enqueues each next step."""
+    runtime = runtime_of(app)
+    pipeline: Pipeline | None = getattr(app, "gpuops_pipeline", None)
+    if pipeline is None:
+        pipeline = Pipeline(runtime.container, BrokerDispatcher(runtime.settings.broker_url or "memory://", app=app),
+                            worker=tasks.worker_name())
+        app.gpuops_pipeline = pipeline
+    return pipeline
 
 
 def visibility_timeout(settings: Settings) -> float:
@@ -54,17 +66,15 @@ def cycle_end(now: float, cycle_seconds: float) -> float:
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    """One cycle entry per shard (the scheduler adds each message's `end`), the action sweep, the release of
-    soaked holds, approvals."""
+    """One cycle entry per shard (the scheduler adds each message's `end`), and the sweep (soaked holds,
+    expired approvals, actions whose executor or message was lost)."""
     every = timedelta(seconds=settings.cycle_seconds)
     schedule: dict[str, dict[str, Any]] = {
         f"cycle-{shard}-of-{settings.shards}": {"task": tasks.DETECT, "schedule": every,
                                                 "kwargs": {"shard": shard, "shards": settings.shards}}
         for shard in range(settings.shards)
     }
-    schedule["sweep-actions"] = {"task": tasks.SWEEP, "schedule": timedelta(seconds=settings.sweep_seconds)}
-    schedule["release-holds"] = {"task": tasks.RELEASE, "schedule": timedelta(seconds=settings.sweep_seconds)}
-    schedule["expire-approvals"] = {"task": tasks.EXPIRE, "schedule": timedelta(seconds=EXPIRE_EVERY_S)}
+    schedule["sweep"] = {"task": tasks.SWEEP, "schedule": timedelta(seconds=settings.sweep_seconds)}
     return schedule
 
 

@@ -1,10 +1,9 @@
-"""Embedded mode: the same tasks run eagerly in one process on SQLite; cycles open incidents, which flow on
-to the incident update and the agent step; a poison message is dead-lettered; settings keep the broker's
-visibility timeout above every task's time limit."""
+"""Embedded mode: the same pipeline steps run in order in one process on SQLite; cycles open incidents, which
+flow on to the incident update and the agent step; a poison message is dead-lettered; settings keep the
+broker's visibility timeout above every task's time limit."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,10 +13,11 @@ from sqlalchemy import func, select
 
 from gpuops.config import Settings
 from gpuops.detection import mark_examined
+from gpuops.pipeline import Step
 from gpuops.store import migrate
 from gpuops.store.models import DeadLetter, DetectorState, Incident
 from gpuops.wiring import bootstrap
-from gpuops.worker import create_app, runtime_of
+from gpuops.worker import create_app
 from gpuops.worker.app import cycle_end, visibility_timeout
 from gpuops.worker.embedded import EmbeddedScheduler
 from tests.worker_wiring import synthetic_telemetry
@@ -31,15 +31,15 @@ def embedded(tmp_path: Path) -> Iterator[EmbeddedScheduler]:
     migrate.upgrade(url)
     settings = Settings(database_url=url, step_seconds=15.0, cycle_seconds=30.0, shards=2)
     telemetry = synthetic_telemetry(4, step_s=15.0, lost_rows=(12,), start=NOW)
-    app = create_app(settings, wiring=lambda s: bootstrap(s, telemetry=telemetry))
+    container = bootstrap(settings, telemetry=telemetry)
     try:
-        yield EmbeddedScheduler(app, clock=lambda: NOW)
+        yield EmbeddedScheduler(container, clock=lambda: NOW)
     finally:
-        runtime_of(app).close()
+        container.close()
 
 
 def test_embedded_cycles_open_incidents_once_per_cycle(embedded: EmbeddedScheduler) -> None:
-    c = runtime_of(embedded.app).container
+    c = embedded.pipeline.container
     for k in range(12):
         embedded.run_due(NOW + 30.0 * k + 3.0)
         embedded.run_due(NOW + 30.0 * k + 4.0)  # same cycle again: no new detect round
@@ -48,15 +48,18 @@ def test_embedded_cycles_open_incidents_once_per_cycle(embedded: EmbeddedSchedul
         lost = [(i.hostname, i.gpu) for i in uow.session.scalars(select(Incident)) if i.family == "gpu_lost"]
     assert states == {"0/2": (12, NOW + 330.0), "1/2": (12, NOW + 330.0)}
     assert lost == [("gpu-node-002", 4)]
+    ran = [step for step, _ in embedded.dispatcher.ran]
+    assert ran.count(Step.DETECT) == 24 and Step.INCIDENT_CHANGED in ran and Step.AGENT_STEP in ran
 
 
 def test_a_poison_message_is_dead_lettered_not_raised(embedded: EmbeddedScheduler) -> None:
-    app = embedded.app
+    container = embedded.pipeline.container
+    app = create_app(container.settings, wiring=lambda _s: container)
     result = app.tasks["gpuops.detect"].apply(kwargs={"shard": "0; drop table", "shards": 1, "end": NOW})
     assert result.successful() and result.result["dead_letter"] == "invalid_payload"
     out_of_range = app.tasks["gpuops.detect"].apply(kwargs={"shard": 3, "shards": 2, "end": NOW})
     assert out_of_range.result["dead_letter"] == "invalid_payload"
-    with runtime_of(app).container.uow() as uow:
+    with container.uow() as uow:
         letters = list(uow.session.scalars(select(DeadLetter).order_by(DeadLetter.id)))
         assert uow.session.scalar(select(func.count()).select_from(DetectorState)) == 0
     assert [(d.task, d.reason) for d in letters] == [("gpuops.detect", "invalid_payload")] * 2
@@ -67,14 +70,14 @@ def test_visibility_timeout_outlasts_every_time_limit() -> None:
     settings = Settings(claim_ttl_seconds=1800.0, cycle_seconds=30.0)
     app = create_app(settings, wiring=lambda s: bootstrap(s))
     limits = [t.time_limit for name, t in app.tasks.items() if name.startswith("gpuops.")]
-    assert len(limits) == 8 and visibility_timeout(settings) > max(limits)
+    assert len(limits) == len(Step) and visibility_timeout(settings) > max(limits)
     assert all(t.acks_late and t.reject_on_worker_lost for n, t in app.tasks.items() if n.startswith("gpuops."))
     assert cycle_end(NOW + 29.9, 30.0) == NOW and cycle_end(NOW + 30.0, 30.0) == NOW + 30.0
 
 
 def test_the_sweep_resumes_incidents_whose_soak_is_over(embedded: EmbeddedScheduler) -> None:
-    c = runtime_of(embedded.app).container
-    base = time.time() - 300.0  # the sweep compares holds with the wall clock to find stale ones
+    c = embedded.pipeline.container
+    base = NOW - 300.0  # the sweep compares holds with the scheduler's clock to find stale ones
     at = datetime.fromtimestamp(base, tz=UTC)
     with c.uow() as uow:
         for gpu, held in ((0, base + 180.0), (1, base + 600.0)):
@@ -84,12 +87,12 @@ def test_the_sweep_resumes_incidents_whose_soak_is_over(embedded: EmbeddedSchedu
                                      held_until=datetime.fromtimestamp(held, tz=UTC)))
         mark_examined(uow.session, base + 300.0, shard=0, shards=2)
         uow.commit()
-    release = embedded.app.tasks["gpuops.release_holds"]
-    assert release.apply(kwargs={}).result == {"resumed": []}  # shard 1 has examined nothing yet
+    assert embedded.pipeline.sweep().resumed == []  # shard 1 has examined nothing yet
     with c.uow() as uow:
         mark_examined(uow.session, base + 240.0, shard=1, shards=2)
         uow.commit()
     with c.uow() as uow:
         first = uow.session.scalars(select(Incident.id).where(Incident.gpu == 0)).one()
-    assert release.apply(kwargs={}).result == {"resumed": [first]}
-    assert "gpuops.release_holds" in embedded.run_due(NOW + 1.0)
+    assert embedded.pipeline.sweep().resumed == [first]
+    assert (Step.AGENT_STEP, {"incident_id": first, "decision": {"hold": "over"}}) in embedded.dispatcher.queued()
+    assert Step.SWEEP.value in embedded.run_due(NOW + 1.0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,7 +23,7 @@ from slack_sdk.signature import SignatureVerifier
 from sqlalchemy import select
 
 from gpuops.config import Settings
-from gpuops.decisions import expire_approvals
+from gpuops.pipeline import Pipeline, Step, ThreadedDispatcher
 from gpuops.store import migrate
 from gpuops.store.models import Action, AuditEvent, FindingRecord, Incident, SlackOutbox
 from gpuops.web.app import create_app
@@ -62,12 +62,14 @@ def serve(app: Any) -> Iterator[str]:
 
 @dataclass
 class Resumes:
-    """Stands in for the agent's resumption where a test seeds actions without an agent thread."""
+    """A dispatcher standing in for the agent's resumption where a test seeds actions without an agent thread:
+    it records the agent steps a decision hands on."""
 
     calls: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
 
-    def __call__(self, _container: Container, incident_id: int, decision: dict[str, Any]) -> None:
-        self.calls.append((incident_id, decision))
+    def dispatch(self, step: Step, payload: Mapping[str, Any], *, delay_s: float = 0.0) -> None:
+        if step == Step.AGENT_STEP:
+            self.calls.append((int(payload["incident_id"]), dict(payload["decision"])))
 
 
 @dataclass
@@ -157,7 +159,7 @@ def world_on(db_url: str, *, api_url: str | None = None, **settings: Any) -> Ite
             s = s.model_copy(update={"slack_api_url": api_url})
         container = bootstrap(s)
         resumes = Resumes()
-        app = create_app(container, resume=resumes)
+        app = create_app(container, pipeline=Pipeline(container, resumes))
         try:
             with serve(app) as url:
                 yield World(container, slack, url, resumes)
@@ -303,13 +305,13 @@ def test_expired_request_updates_the_message_and_escalates(world: World) -> None
     action_id = seed_action(world.container, created_at=created)
     world.container.notifier.approval_requested(action_id)
     ts = _ts(world)
-    # The periodic expiry task, run as the embedded worker runs it.
+    # The periodic sweep, run as a worker runs it.
     from gpuops.worker import tasks
     from gpuops.worker.app import create_app as create_worker
 
     worker = create_worker(world.container.settings, wiring=lambda _settings: world.container)
-    result = worker.tasks[tasks.EXPIRE].apply(kwargs={})
-    assert result.successful() and result.result == {"expired": [action_id]}
+    result = worker.tasks[tasks.SWEEP].apply(kwargs={})
+    assert result.successful() and result.result["expired"] == [action_id]
     (update,) = world.slack.of("chat.update")
     assert update["ts"] == ts and "Expired" in texts(update["blocks"]) and "escalated" in texts(update["blocks"])
     assert not [b for b in update["blocks"] if b["type"] == "actions"]
@@ -343,7 +345,7 @@ def test_posts_while_slack_is_down_are_retried_and_delivered(world: World, failu
         for row in uow.session.scalars(select(SlackOutbox)):
             row.next_attempt_at = datetime.now(tz=UTC) - timedelta(seconds=1)
         uow.commit()
-    assert expire_approvals(world.container) == []    # the periodic task retries the outbox
+    assert Pipeline(world.container, world.resumes).sweep().expired == []  # the sweep retries the outbox
     (post,) = [p for p in world.slack.of("chat.postMessage") if not p.get("thread_ts")]
     (reply,) = [p for p in world.slack.of("chat.postMessage") if p.get("thread_ts")]
     assert reply["thread_ts"] == _ts(world) and "executing" in reply["text"]
@@ -369,7 +371,6 @@ def test_approve_in_slack_resumes_the_agent_which_executes_and_replies_in_the_th
                                                                                       tmp_path: Path) -> None:
     """The whole path: the agent's plan waits, the prompt is posted, an approver clicks, the real resumption
     runs the action on the (in-memory) cluster, and its progress lands in the prompt's thread."""
-    from gpuops.worker.agent_bridge import advance_incident
     from tests.agent.helpers import open_incident
     from tests.agent.world import POLICY, RUNBOOK_SETTINGS, default_cluster, executed
 
@@ -378,11 +379,14 @@ def test_approve_in_slack_resumes_the_agent_which_executes_and_replies_in_the_th
         migrate.upgrade(db_url)
         container = bootstrap(slack_settings(db_url, slack, dry_run=False), cluster=default_cluster(journal),
                               policy=POLICY, runbook_settings=RUNBOOK_SETTINGS)
-        app = create_app(container)
+        dispatcher = ThreadedDispatcher(time.time)
+        pipeline = Pipeline(container, dispatcher)
+        dispatcher.bind(pipeline.run)
+        app = create_app(container, pipeline=pipeline)
         try:
             with serve(app) as url:
                 incident_id = open_incident(container, "xid", evidence={"xid": 79})
-                note = advance_incident(container, incident_id)
+                note = pipeline.agent_step(incident_id)
                 assert note.startswith("waiting for a decision on action")
                 action_id = int(note.rsplit(" ", 1)[1])
                 (prompt,) = slack.wait_for("chat.postMessage")

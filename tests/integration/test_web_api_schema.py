@@ -11,8 +11,9 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
+from gpuops.pipeline import Pipeline
 from gpuops.web.app import create_app
-from tests.web_server import PASSWORDS, seed_awaiting, web_container
+from tests.web_server import PASSWORDS, ResumeRecorder, seed_awaiting, web_container
 
 pytestmark = pytest.mark.postgres
 ADMIN = {"Authorization": "Basic " + base64.b64encode(f"adam:{PASSWORDS['adam']}".encode()).decode()}
@@ -24,7 +25,7 @@ def api_schema(postgres_url: str) -> Iterator[Any]:
     container = web_container(postgres_url)
     seed_awaiting(container)
     seed_awaiting(container, host="gpu-node-004", plan_hash="e" * 64)
-    app = create_app(container, resume=lambda *_: None)
+    app = create_app(container, pipeline=Pipeline(container, ResumeRecorder([])))
     schema = schemathesis.openapi.from_dict(app.openapi())
     schema.app = app
     try:
