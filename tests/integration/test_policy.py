@@ -10,7 +10,16 @@ import pytest
 from sqlalchemy import func, select
 
 from gpuops.config import Settings
-from gpuops.policy import ActionSpec, FleetFacts, FreezeWindow, Gate, PolicyConfig, evaluate, record_verification
+from gpuops.policy import (
+    ActionSpec,
+    FleetFacts,
+    FreezeWindow,
+    Gate,
+    PolicyConfig,
+    Verdict,
+    evaluate,
+    record_verification,
+)
 from gpuops.store import migrate
 from gpuops.store.models import Action, FindingRecord, Incident, NodeLease
 from gpuops.wiring import Container, bootstrap
@@ -41,7 +50,7 @@ def drain(node: str, risk: str = "high") -> ActionSpec:
 
 
 def decide(container: Container, node: str, spec: ActionSpec, config: PolicyConfig, *, reserve: bool = True,
-           facts: FleetFacts = FACTS, now: datetime = NOW, scope: str = "node") -> Gate:
+           facts: FleetFacts = FACTS, now: datetime = NOW, scope: str = "node") -> Verdict:
     with container.uow() as uow:
         inc = make_incident(uow.session, node if scope != "fleet" else None, scope=scope)
         action = make_action(uow.session, inc, spec.runbook, spec.target_keys[0], f"{node}-{spec.runbook}-{now}")
@@ -50,26 +59,40 @@ def decide(container: Container, node: str, spec: ActionSpec, config: PolicyConf
         if verdict.allowed and reserve:
             action.executed_at, action.status = now, "succeeded"
         uow.commit()
-        return verdict.gate
+        return verdict
+
+
+def assert_decided(verdict: Verdict, gate: Gate, *rules: str) -> None:
+    """The verdict's gate, and its reasons: one per rule that decided, in order, each starting with the rule's
+    words (an allowed action's one reason names its risk)."""
+    assert verdict.gate == gate, verdict.reasons
+    assert len(verdict.reasons) == len(rules), verdict.reasons
+    for reason, rule in zip(verdict.reasons, rules, strict=True):
+        assert reason.startswith(rule), (reason, rule)
 
 
 def test_budget_of_nodes_out_holds(container: Container) -> None:
     config = PolicyConfig(max_nodes_out=2, max_nodes_out_fraction=0.5)
-    assert decide(container, "gpu-node-001", drain("gpu-node-001"), config) == Gate.TWO_APPROVERS
-    assert decide(container, "gpu-node-002", drain("gpu-node-002"), config) == Gate.TWO_APPROVERS
-    assert decide(container, "gpu-node-003", drain("gpu-node-003"), config) == Gate.DENIED
+    assert_decided(decide(container, "gpu-node-001", drain("gpu-node-001"), config),
+                   Gate.TWO_APPROVERS, "within budgets; high risk")
+    assert_decided(decide(container, "gpu-node-002", drain("gpu-node-002"), config),
+                   Gate.TWO_APPROVERS, "within budgets; high risk")
+    assert_decided(decide(container, "gpu-node-003", drain("gpu-node-003"), config),
+                   Gate.DENIED, "budget: 2 node(s) already out, limit 2")
 
 
 def test_nodes_cordoned_by_others_count_against_the_budget(container: Container) -> None:
     facts = FleetFacts(nodes=20, gpus=160, healthy_gpus=144, gpus_per_node=8,
                        unschedulable=frozenset({"gpu-node-009", "gpu-node-010"}))
-    assert decide(container, "gpu-node-001", drain("gpu-node-001"), PolicyConfig(), facts=facts) == Gate.DENIED
+    assert_decided(decide(container, "gpu-node-001", drain("gpu-node-001"), PolicyConfig(), facts=facts),
+                   Gate.DENIED, "budget: 2 node(s) already out, limit 2")
 
 
 def test_minimum_healthy_gpus(container: Container) -> None:
     facts = FleetFacts(nodes=20, gpus=160, healthy_gpus=130, gpus_per_node=8)
     config = PolicyConfig(max_nodes_out=5, max_nodes_out_fraction=1.0, min_healthy_gpu_fraction=0.8)
-    assert decide(container, "gpu-node-001", drain("gpu-node-001"), config, facts=facts) == Gate.DENIED
+    assert_decided(decide(container, "gpu-node-001", drain("gpu-node-001"), config, facts=facts),
+                   Gate.DENIED, "budget: 122 healthy GPUs would remain, minimum 128")
 
 
 def test_risk_decides_the_gate(container: Container) -> None:
@@ -77,38 +100,48 @@ def test_risk_decides_the_gate(container: Container) -> None:
     notify = ActionSpec("notify_only", "low", False, True, ("node/gpu-node-001",), ("gpu-node-001",))
     cordon_low = ActionSpec("cordon_node", "low", True, True, ("node/gpu-node-002",), ("gpu-node-002",))
     reset = ActionSpec("reset_gpu", "medium", True, False, ("gpu/gpu-node-003/1",), ("gpu-node-003",))
-    assert decide(container, "gpu-node-001", notify, config, reserve=False) == Gate.AUTO
-    assert decide(container, "gpu-node-002", cordon_low, config, reserve=False) == Gate.AUTO
-    assert decide(container, "gpu-node-003", reset, config, reserve=False) == Gate.ONE_APPROVER
+    assert_decided(decide(container, "gpu-node-001", notify, config, reserve=False),
+                   Gate.AUTO, "within budgets; low risk → auto")
+    assert_decided(decide(container, "gpu-node-002", cordon_low, config, reserve=False),
+                   Gate.AUTO, "within budgets; low risk → auto")
+    assert_decided(decide(container, "gpu-node-003", reset, config, reserve=False),
+                   Gate.ONE_APPROVER, "within budgets; medium risk → one_approver")
     not_listed = ActionSpec("taint_node", "low", False, True, ("node/gpu-node-004",), ("gpu-node-004",))
-    assert decide(container, "gpu-node-004", not_listed, config, reserve=False) == Gate.ONE_APPROVER
+    assert_decided(decide(container, "gpu-node-004", not_listed, config, reserve=False),
+                   Gate.ONE_APPROVER, "within budgets; low risk → one_approver")
 
 
 def test_fleet_incident_escalates_instead_of_node_actions(container: Container) -> None:
-    assert decide(container, "gpu-node-001", drain("gpu-node-001"), PolicyConfig(), scope="fleet") == Gate.ESCALATE
+    assert_decided(decide(container, "gpu-node-001", drain("gpu-node-001"), PolicyConfig(), scope="fleet"),
+                   Gate.ESCALATE, "node/gpu-node-001: fleet-wide incident")
 
 
 def test_cool_down_and_repeat_offender(container: Container) -> None:
     config = PolicyConfig(max_nodes_out=20, max_nodes_out_fraction=1.0, node_cooldown_s=3600, repeat_limit=2)
     node = "gpu-node-005"
-    assert decide(container, node, drain(node), config) == Gate.TWO_APPROVERS
-    assert decide(container, node, drain(node), config, now=NOW + timedelta(minutes=10)) == Gate.DENIED
-    assert decide(container, node, drain(node), config, now=NOW + timedelta(hours=2)) == Gate.TWO_APPROVERS
-    assert decide(container, node, drain(node), config, now=NOW + timedelta(hours=4)) == Gate.ESCALATE
+    assert_decided(decide(container, node, drain(node), config), Gate.TWO_APPROVERS, "within budgets; high risk")
+    assert_decided(decide(container, node, drain(node), config, now=NOW + timedelta(minutes=10)),
+                   Gate.DENIED, "cool-down: gpu-node-005 had action")
+    assert_decided(decide(container, node, drain(node), config, now=NOW + timedelta(hours=2)),
+                   Gate.TWO_APPROVERS, "within budgets; high risk")
+    assert_decided(decide(container, node, drain(node), config, now=NOW + timedelta(hours=4)),
+                   Gate.ESCALATE, "gpu-node-005 was remediated for 2 other incidents")
 
 
 def test_fleet_rate_limit(container: Container) -> None:
     config = PolicyConfig(max_nodes_out=20, max_nodes_out_fraction=1.0, max_actions_per_hour=2)
-    gates = [decide(container, f"gpu-node-{n:03d}", drain(f"gpu-node-{n:03d}"), config) for n in range(1, 4)]
-    assert gates == [Gate.TWO_APPROVERS, Gate.TWO_APPROVERS, Gate.DENIED]
+    verdicts = [decide(container, f"gpu-node-{n:03d}", drain(f"gpu-node-{n:03d}"), config) for n in range(1, 4)]
+    assert [v.gate for v in verdicts] == [Gate.TWO_APPROVERS, Gate.TWO_APPROVERS, Gate.DENIED]
+    assert_decided(verdicts[2], Gate.DENIED, "rate limit: 2 actions in the last hour, limit 2")
 
 
 def test_freeze_window_blocks_disruptive_actions(container: Container) -> None:
     config = PolicyConfig(freeze_windows=(FreezeWindow(starts_at=NOW - timedelta(hours=1),
                                                        ends_at=NOW + timedelta(hours=1), reason="launch"),))
-    assert decide(container, "gpu-node-001", drain("gpu-node-001"), config) == Gate.DENIED
+    assert_decided(decide(container, "gpu-node-001", drain("gpu-node-001"), config), Gate.DENIED, "freeze window until")
     notify = ActionSpec("notify_only", "low", False, True, ("node/gpu-node-002",), ("gpu-node-002",))
-    assert decide(container, "gpu-node-002", notify, config, reserve=False) == Gate.AUTO
+    assert_decided(decide(container, "gpu-node-002", notify, config, reserve=False),
+                   Gate.AUTO, "within budgets; low risk → auto")
 
 
 def test_target_outside_the_incident_is_denied(container: Container) -> None:
@@ -117,7 +150,7 @@ def test_target_outside_the_incident_is_denied(container: Container) -> None:
         action = make_action(uow.session, inc, "drain_node", "node/gpu-node-002", "k")
         verdict = evaluate(uow.session, incident=inc, action=action, spec=drain("gpu-node-002"), facts=FACTS,
                            config=PolicyConfig(), now=NOW)
-    assert verdict.gate == Gate.DENIED and "incident" in verdict.reasons[0]
+    assert_decided(verdict, Gate.DENIED, f"node/gpu-node-002: incident {inc.id} is on gpu-node-001")
 
 
 def test_circuit_breaker_stops_automation_after_failed_verifications(container: Container) -> None:
@@ -132,7 +165,8 @@ def test_circuit_breaker_stops_automation_after_failed_verifications(container: 
             opened.append(record_verification(uow.session, action=action, ok=False, config=config, now=NOW))
         uow.commit()
     assert opened == [False, True]
-    assert decide(container, "gpu-node-009", drain("gpu-node-009"), config) == Gate.ESCALATE
+    assert_decided(decide(container, "gpu-node-009", drain("gpu-node-009"), config),
+                   Gate.ESCALATE, "circuit breaker open since")
 
 
 def _race(url: str, node: str, barrier: mp.synchronize.Barrier, results: mp.Queue) -> None:  # type: ignore[type-arg]
@@ -175,7 +209,8 @@ def test_two_processes_racing_for_the_last_budget_slot_exactly_one_wins(postgres
 
 def test_a_zero_fraction_forbids_node_actions(container: Container) -> None:
     config = PolicyConfig(max_nodes_out=3, max_nodes_out_fraction=0.0)
-    assert decide(container, "gpu-node-001", drain("gpu-node-001"), config) == Gate.DENIED
+    assert_decided(decide(container, "gpu-node-001", drain("gpu-node-001"), config),
+                   Gate.DENIED, "budget: 0 node(s) already out, limit 0")
 
 
 @pytest.mark.parametrize(("fraction", "nodes", "limit"), [(0.04, 8, 1), (0.10, 8, 1), (0.10, 40, 3), (0.5, 40, 3)])
@@ -185,8 +220,10 @@ def test_a_fraction_below_one_node_still_allows_one(fraction: float, nodes: int,
 
 def test_a_small_fleet_takes_one_node_out_and_no_second(container: Container) -> None:
     config = PolicyConfig(max_nodes_out=3, max_nodes_out_fraction=0.04)
-    assert decide(container, "gpu-node-001", drain("gpu-node-001"), config) == Gate.TWO_APPROVERS
-    assert decide(container, "gpu-node-002", drain("gpu-node-002"), config) == Gate.DENIED
+    assert_decided(decide(container, "gpu-node-001", drain("gpu-node-001"), config),
+                   Gate.TWO_APPROVERS, "within budgets; high risk")
+    assert_decided(decide(container, "gpu-node-002", drain("gpu-node-002"), config),
+                   Gate.DENIED, "budget: 1 node(s) already out, limit 1")
 
 
 def _finding(session: object, host: str, kind: str, at: datetime) -> None:
@@ -201,10 +238,13 @@ def test_the_same_family_on_another_node_sends_node_actions_to_a_human(container
         _finding(uow.session, "gpu-node-007", "thermal", NOW - timedelta(seconds=60))  # another family
         _finding(uow.session, "gpu-node-008", "ecc", NOW - timedelta(seconds=3600))  # outside the window
         uow.commit()
-    assert decide(container, "gpu-node-001", drain("gpu-node-001"), config) == Gate.TWO_APPROVERS
+    assert_decided(decide(container, "gpu-node-001", drain("gpu-node-001"), config),
+                   Gate.TWO_APPROVERS, "within budgets; high risk")
     with container.uow() as uow:
         _finding(uow.session, "gpu-node-002", "ecc", NOW - timedelta(seconds=120))  # a rollout's next node
         uow.commit()
-    assert decide(container, "gpu-node-003", drain("gpu-node-003"), config) == Gate.ESCALATE
+    assert_decided(decide(container, "gpu-node-003", drain("gpu-node-003"), config),
+                   Gate.ESCALATE, "common cause suspected: ecc also on gpu-node-001, gpu-node-002")
     off = config.model_copy(update={"common_cause_window_s": 0})
-    assert decide(container, "gpu-node-004", drain("gpu-node-004"), off) == Gate.TWO_APPROVERS
+    assert_decided(decide(container, "gpu-node-004", drain("gpu-node-004"), off),
+                   Gate.TWO_APPROVERS, "within budgets; high risk")
