@@ -3,6 +3,7 @@ free loopback ports, and a way to run `gpuops` commands as real processes."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -17,6 +18,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from gpuops.config import Settings
+from gpuops.logs import CHATTY_LIBRARIES
 from gpuops.store import migrate
 from gpuops.wiring import Container, bootstrap
 from tests.waiting import wait_for
@@ -95,10 +97,15 @@ def gpuops_env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture(autouse=True)
 def _reset_gpuops_logging() -> Iterator[None]:
-    yield
-    import logging
-
+    """Undo what `configure_logging` (test_logs, every command a test runs in-process) does to the process: the
+    root logger's level, its gpuops handler and the chatty libraries' levels. Only gpuops' handler is removed:
+    pytest installs its own capturing handlers afresh for each phase of a test."""
     root = logging.getLogger()
+    levels = {name: logging.getLogger(name).level for name in ("", *CHATTY_LIBRARIES)}
+    yield
     for handler in list(root.handlers):
         if getattr(handler, "_gpuops", False):
             root.removeHandler(handler)
+            handler.close()
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
