@@ -22,7 +22,3 @@ class NotFound(GpuopsError):
 
 class Conflict(GpuopsError):
     """The request conflicts with the current state (a stale plan, a duplicate decision)."""
-
-
-class IntegrityViolation(GpuopsError):
-    """Stored data failed an integrity check (for example a broken audit chain)."""
