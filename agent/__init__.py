@@ -5,6 +5,10 @@
 
 - `state`: the checkpointed state, plain JSON, every field documented. `context`: the ports and planners a
   run gets (built by the caller; `gpuops.agent_wiring.context_from_container` builds it from the wiring).
+- The core (store, lifecycle, policy, execution) is reached only through `ports`: incidents (snapshot, moves,
+  timeline and audit, LLM usage), evidence (a node's history), policy (scope), runbooks and actions. The
+  execution side moves the incident through executing and verifying; the graph moves it to investigating,
+  awaiting_approval and its end. The agent raises its own `errors`; the core's entry points translate them.
 - A plan is an ordered list of actions (cordon, then drain, then reboot). Each is proposed on its own
   through the execution service (validation, dry run, policy verdict, stored Action with an idempotency key),
   rehearsed, approved and executed before the next one is proposed, so every step meets policy with the

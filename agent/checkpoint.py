@@ -9,20 +9,20 @@ from contextlib import contextmanager
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from sqlalchemy.engine import make_url
 
-from gpuops.errors import ConfigError
+from agent.errors import CheckpointConfigError
+from agent.store_location import store_location
 
 
 @contextmanager
 def open_checkpointer(database_url: str) -> Iterator[BaseCheckpointSaver[Any]]:
     """A set-up checkpointer on the database at `database_url` (SQLite file or PostgreSQL), closed on exit."""
-    url = make_url(database_url)
-    backend = url.get_backend_name()
+    location = store_location(database_url)
+    backend = location.backend
     if backend == "sqlite":
         from langgraph.checkpoint.sqlite import SqliteSaver
 
-        path = url.database or ":memory:"
+        path = location.sqlite_path or ":memory:"
         # The saver serialises its own use of the connection with a lock, so threads may share it.
         conn = sqlite3.connect(path, check_same_thread=False, timeout=30.0)
         try:
@@ -37,10 +37,11 @@ def open_checkpointer(database_url: str) -> Iterator[BaseCheckpointSaver[Any]]:
         from psycopg import Connection
         from psycopg.rows import dict_row
 
-        conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        with Connection.connect(conninfo, autocommit=True, prepare_threshold=0, row_factory=dict_row) as pg_conn:
+        with Connection.connect(location.conninfo, autocommit=True, prepare_threshold=0,
+                                row_factory=dict_row) as pg_conn:
             pg = PostgresSaver(pg_conn)
             pg.setup()
             yield pg
         return
-    raise ConfigError(f"GPUOPS_DATABASE_URL: no checkpointer for the {backend!r} backend; use sqlite or postgresql")
+    raise CheckpointConfigError(f"GPUOPS_DATABASE_URL: no checkpointer for the {backend!r} backend; "
+                                "use sqlite or postgresql")

@@ -10,9 +10,16 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
-from agent.ports import ActionPort, RunbookPort, TelemetryPort, XidCatalogue
+from agent.ports import (
+    ActionPort,
+    EvidencePort,
+    IncidentPort,
+    PolicyPort,
+    RunbookPort,
+    TelemetryPort,
+    XidCatalogue,
+)
 from connectors.kubernetes import ClusterPort
-from gpuops.store.uow import UnitOfWork
 
 if TYPE_CHECKING:
     from agent.planning import Planner
@@ -38,7 +45,9 @@ class AgentContext:
     """Ports and planners for one process. `planner` is the LLM planner when one is configured, else the
     rules planner; `fallback` is always the rules planner."""
 
-    uow: Callable[[], UnitOfWork]
+    incidents: IncidentPort
+    evidence: EvidencePort
+    policy: PolicyPort
     runbooks: RunbookPort
     actions: ActionPort
     planner: Planner

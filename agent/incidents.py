@@ -1,76 +1,80 @@
-"""The graph's reads and writes on the store: the incident snapshot, lifecycle moves that tolerate a re-run,
-timeline entries, audit records and the per-incident LLM usage."""
+"""The agent's vocabulary for incidents: the snapshot triage reads (its JSON form lives in the checkpointed
+state), the part of it that bounds an action's targets, and the history of a node. The store behind them is
+the core's, reached through `agent.ports.IncidentPort` and `EvidencePort`."""
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.orm import Session
 
-from gpuops.errors import NotFound
-from gpuops.incidents.lifecycle import add_timeline, can_transition, transition
-from gpuops.store.audit import append_event
-from gpuops.store.models import Incident
+@dataclass(frozen=True)
+class IncidentSnapshot:
+    """An incident as plain data: its facts, the findings' evidence merged oldest first, the XID code the
+    evidence carries, and when it opened (`opened_ts`: the data time of its first finding)."""
 
-log = logging.getLogger(__name__)
+    id: int
+    scope: str                     # gpu | node | fleet | workload
+    family: str
+    hostname: str | None
+    gpu: int | None
+    severity: str
+    status: str
+    title: str
+    details: dict[str, Any]
+    evidence: dict[str, Any]
+    xid: int | None
+    opened_at: str                 # ISO time
+    opened_ts: float
+    closed: bool                   # nothing left to do (resolved or suppressed)
 
-
-def load(session: Session, incident_id: int) -> Incident:
-    incident = session.get(Incident, incident_id)
-    if incident is None:
-        raise NotFound(f"incident {incident_id} does not exist")
-    return incident
-
-
-def snapshot(incident: Incident) -> dict[str, Any]:
-    """The incident as plain data: what triage puts in the state for the other nodes."""
-    evidence: dict[str, Any] = {}
-    data_times = []
-    for finding in sorted(incident.findings, key=lambda f: f.ts):
-        evidence.update(finding.evidence or {})
-        data_times.append(finding.ts.timestamp())
-    xid = evidence.get("xid")
-    return {
-        "id": incident.id, "scope": incident.scope, "family": incident.family, "hostname": incident.hostname,
-        "gpu": incident.gpu, "severity": incident.severity, "status": incident.status, "title": incident.title,
-        "details": dict(incident.details or {}), "evidence": evidence,
-        "xid": int(xid) if isinstance(xid, int | float | str) and str(xid).isdigit() else None,
-        "opened_at": incident.opened_at.isoformat(),
-        "opened_ts": min(data_times) if data_times else incident.opened_at.timestamp(),
-    }
+    def to_json(self) -> dict[str, Any]:
+        """What triage puts in the state for the other nodes (everything but `closed`)."""
+        return {"id": self.id, "scope": self.scope, "family": self.family, "hostname": self.hostname,
+                "gpu": self.gpu, "severity": self.severity, "status": self.status, "title": self.title,
+                "details": dict(self.details), "evidence": dict(self.evidence), "xid": self.xid,
+                "opened_at": self.opened_at, "opened_ts": self.opened_ts}
 
 
-def move(session: Session, incident: Incident, target: str, *, reason: str, actor: str, now: datetime) -> bool:
-    """Transition when the lifecycle allows it; a node re-run after a resume finds it already done."""
-    if incident.status == target:
-        return False
-    if not can_transition(incident.status, target):
-        log.info("incident %s stays %s (no move to %s)", incident.id, incident.status, target)
-        return False
-    transition(session, incident, target, reason=reason, actor=actor, now=now)
-    return True
+@dataclass(frozen=True)
+class IncidentScope:
+    """What bounds an action's targets: the incident's scope, node, GPU and details (a named deployment)."""
+
+    id: int
+    scope: str
+    hostname: str | None = None
+    gpu: int | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, snapshot: Mapping[str, Any]) -> IncidentScope:
+        """The scope of a snapshot as the state stores it."""
+        return cls(id=int(snapshot["id"]), scope=str(snapshot["scope"]), hostname=snapshot.get("hostname"),
+                   gpu=snapshot.get("gpu"), details=dict(snapshot.get("details") or {}))
 
 
-def record(session: Session, incident: Incident, *, kind: str, message: str, data: dict[str, Any], actor: str,
-           now: datetime, action_id: int | None = None) -> None:
-    """One timeline entry and one audit record."""
-    add_timeline(session, incident, kind=kind, message=message[:2000], now=now, data=data)
-    append_event(session, actor=actor, kind=kind, incident_id=incident.id, action_id=action_id,
-                 data={"message": message[:2000], **data}, ts=now)
+@dataclass(frozen=True)
+class PastAction:
+    """An action taken on an earlier incident."""
+
+    runbook: str
+    status: str
 
 
-def llm_calls(incident: Incident) -> int:
-    return int((incident.details or {}).get("llm_usage", {}).get("calls", 0))
+@dataclass(frozen=True)
+class PastIncident:
+    """An earlier incident on the same node, with the actions taken on it."""
 
+    id: int
+    family: str
+    gpu: int | None
+    status: str
+    opened_at: datetime
+    actions: tuple[PastAction, ...] = ()
 
-def add_llm_usage(incident: Incident, usage: dict[str, Any]) -> dict[str, Any]:
-    """Accumulate tokens, calls and cost on the incident (reassigned so the JSON column is saved)."""
-    details = dict(incident.details or {})
-    total = dict(details.get("llm_usage") or {})
-    for key in ("calls", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd"):
-        total[key] = round(total.get(key, 0) + usage.get(key, 0), 6)
-    details["llm_usage"] = total
-    incident.details = details
-    return total
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "family": self.family, "gpu": self.gpu, "status": self.status,
+                "opened_at": self.opened_at.isoformat(),
+                "actions": [{"runbook": a.runbook, "status": a.status} for a in self.actions]}

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
+from agent.store_location import store_location
 
 LOCK_NAMESPACE = 0x67707573  # a fixed first key for PostgreSQL's two-key advisory locks
 
@@ -21,20 +21,19 @@ def incident_lock(database_url: str | None, incident_id: int) -> Iterator[None]:
     if not database_url:
         yield
         return
-    url = make_url(database_url)
-    if url.get_backend_name() == "postgresql":
+    location = store_location(database_url)
+    if location.backend == "postgresql":
         from psycopg import Connection
 
-        conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        with Connection.connect(conninfo, autocommit=True) as conn:
+        with Connection.connect(location.conninfo, autocommit=True) as conn:
             conn.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_NAMESPACE, incident_id))
             try:
                 yield
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_NAMESPACE, incident_id))
         return
-    path = url.database
-    if url.get_backend_name() != "sqlite" or not path or path == ":memory:":
+    path = location.sqlite_path
+    if location.backend != "sqlite" or not path or path == ":memory:":
         yield
         return
     # flock, not POSIX record locks: those are per process, and threads of one process must queue up too.

@@ -11,7 +11,6 @@ from typing import Any
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
-from agent import incidents as store
 from agent.actions import PlannedAction
 from agent.context import AgentContext
 from agent.planning import Planner, PlanRequest, PlanResult
@@ -19,7 +18,6 @@ from agent.rules import fault_of
 from agent.state import IncidentState
 from agent.tools import ToolResult, agenda_for, run_tool
 from agent.validation import check_action
-from gpuops.incidents.lifecycle import CLOSED
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +35,14 @@ def _current(state: IncidentState) -> PlannedAction:
 def triage(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
     """Read the incident, classify the fault, set the investigation agenda."""
     ctx = runtime.context
-    now = ctx.clock()
-    with ctx.uow() as uow:
-        incident = store.load(uow.session, state["incident_id"])
-        snap = store.snapshot(incident)
-        if incident.status in CLOSED:
-            return {"incident": snap, "steps": _step(state), "outcome": "closed",
-                    "reason": f"incident {incident.id} is {incident.status}; nothing to do"}
-        if incident.scope != "fleet":
-            store.move(uow.session, incident, "investigating", reason="agent investigating", actor=ctx.actor, now=now)
-        uow.commit()
+    incident = ctx.incidents.snapshot(state["incident_id"])
+    snap = incident.to_json()
+    if incident.closed:
+        return {"incident": snap, "steps": _step(state), "outcome": "closed",
+                "reason": f"incident {incident.id} is {incident.status}; nothing to do"}
+    if incident.scope != "fleet":
+        ctx.incidents.move(incident.id, "investigating", reason="agent investigating", actor=ctx.actor,
+                           now=ctx.clock())
     xid_action = None
     if snap["xid"] is not None and ctx.xid is not None:
         entry = ctx.xid.describe(snap["xid"])
@@ -82,8 +78,7 @@ def plan(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
         extra_tools[0] += 1
         return run_tool(ctx, incident_snap, name, args)
 
-    with ctx.uow() as uow:
-        calls_so_far = store.llm_calls(store.load(uow.session, state["incident_id"]))
+    calls_so_far = ctx.incidents.llm_calls(state["incident_id"])
     request = PlanRequest(
         incident=incident_snap, fault=state["fault"], evidence=evidence, specs=ctx.runbooks.specs(),
         check=lambda action: check_action(ctx, incident_snap, action), run_tool=tool_for_planner,
@@ -116,26 +111,23 @@ def _plan_safely(planner: Planner, request: PlanRequest) -> PlanResult:
 
 
 def _audit_planning(ctx: AgentContext, state: IncidentState, results: list[PlanResult]) -> None:
-    now = ctx.clock()
-    with ctx.uow() as uow:
-        incident = store.load(uow.session, state["incident_id"])
-        for result in results:
-            for rejection in result.rejections:
-                store.record(uow.session, incident, kind="agent.plan_rejected",
+    now, incident_id, incidents = ctx.clock(), state["incident_id"], ctx.incidents
+    for result in results:
+        for rejection in result.rejections:
+            incidents.record(incident_id, kind="agent.plan_rejected",
                              message=f"{result.planner} planner's answer rejected: {rejection.get('problems')}",
                              data={"planner": result.planner, **rejection}, actor=ctx.actor, now=now)
-            if result.usage.calls:
-                total = store.add_llm_usage(incident, result.usage.to_json())
-                store.record(uow.session, incident, kind="agent.llm_usage",
+        if result.usage.calls:
+            total = incidents.add_llm_usage(incident_id, result.usage.to_json())
+            incidents.record(incident_id, kind="agent.llm_usage",
                              message=f"{result.usage.calls} LLM call(s), {result.usage.total_tokens} tokens",
                              data={"this_run": result.usage.to_json(), "incident_total": total},
                              actor=ctx.actor, now=now)
-        final = results[-1]
-        if final.ok and final.actions:
-            store.record(uow.session, incident, kind="agent.plan", message=final.rationale,
+    final = results[-1]
+    if final.ok and final.actions:
+        incidents.record(incident_id, kind="agent.plan", message=final.rationale,
                          data={"planner": final.planner, "fault": state["fault"],
                                "actions": [a.to_json() for a in final.actions]}, actor=ctx.actor, now=now)
-        uow.commit()
 
 
 def hold(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
@@ -181,15 +173,12 @@ def rehearse(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
                f"{len(diff.get('pods_affected') or [])} pod(s) affected, "
                f"{float(diff.get('gpu_hours_at_risk') or 0):.1f} GPU-hours at risk"
                + (f"; blocked: {'; '.join(blockers)}" if blockers else ""))
-    with ctx.uow() as uow:
-        incident = store.load(uow.session, state["incident_id"])
-        store.record(uow.session, incident, kind="agent.rehearsal", message=message,
-                     data={"action": action.to_json(), "diff": diff, "verdict": proposal.get("verdict", {})},
-                     actor=ctx.actor, now=ctx.clock(), action_id=proposal.get("action_id"))
-        if proposal["status"] == "awaiting_approval" and not blockers:
-            store.move(uow.session, incident, "awaiting_approval", reason=f"{action.runbook} awaits approval",
-                       actor=ctx.actor, now=ctx.clock())
-        uow.commit()
+    ctx.incidents.record(state["incident_id"], kind="agent.rehearsal", message=message,
+                         data={"action": action.to_json(), "diff": diff, "verdict": proposal.get("verdict", {})},
+                         actor=ctx.actor, now=ctx.clock(), action_id=proposal.get("action_id"))
+    if proposal["status"] == "awaiting_approval" and not blockers:
+        ctx.incidents.move(state["incident_id"], "awaiting_approval", reason=f"{action.runbook} awaits approval",
+                           actor=ctx.actor, now=ctx.clock())
     return {"steps": _step(state), **({"reason": f"dry run blocked: {'; '.join(blockers)}"} if blockers else {})}
 
 
@@ -208,14 +197,10 @@ def await_approval(state: IncidentState, runtime: Runtime[AgentContext]) -> Upda
 
 
 def execute(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
-    """Run the approved action; the execution side claims it so it runs at most once."""
+    """Run the approved action; the execution side claims it so it runs at most once, and moves the incident
+    to executing and verifying as it goes."""
     ctx = runtime.context
     action_id = int(state["proposal"]["action_id"])
-    with ctx.uow() as uow:
-        incident = store.load(uow.session, state["incident_id"])
-        store.move(uow.session, incident, "executing", reason=f"executing action {action_id}", actor=ctx.actor,
-                   now=ctx.clock())
-        uow.commit()
     view = ctx.actions.execute(action_id=action_id)
     if view.status == "in_progress":
         # Another executor holds the claim (the sweep took over an action whose message was lost): wait for it
@@ -234,14 +219,9 @@ def verify(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
     ok = _execution_ok(last)
     if last["status"] == "already_done":  # another run executed it: only a success counts
         ok = ctx.actions.status(int(last["action_id"])) == "succeeded"
-    with ctx.uow() as uow:
-        incident = store.load(uow.session, state["incident_id"])
-        store.move(uow.session, incident, "verifying", reason=f"verifying action {last['action_id']}",
-                   actor=ctx.actor, now=ctx.clock())
-        if ok and state.get("cursor", 0) + 1 < len(state["plan"]):
-            store.move(uow.session, incident, "investigating", reason="next action of the plan", actor=ctx.actor,
-                       now=ctx.clock())
-        uow.commit()
+    if ok and state.get("cursor", 0) + 1 < len(state["plan"]):
+        ctx.incidents.move(state["incident_id"], "investigating", reason="next action of the plan", actor=ctx.actor,
+                           now=ctx.clock())
     if not ok:
         return {"reason": f"action {last['action_id']} {last['status']}: {last['detail']}", "steps": _step(state)}
     return {"cursor": state.get("cursor", 0) + 1, "steps": _step(state)}
@@ -285,11 +265,8 @@ def _why_escalated(state: IncidentState, ctx: AgentContext) -> str:
 
 
 def _finish(ctx: AgentContext, state: IncidentState, outcome: str, reason: str) -> Update:
-    with ctx.uow() as uow:
-        incident = store.load(uow.session, state["incident_id"])
-        store.move(uow.session, incident, outcome, reason=reason[:500], actor=ctx.actor, now=ctx.clock())
-        store.record(uow.session, incident, kind=f"agent.{outcome}", message=reason,
-                     data={"notes": state.get("notes", [])[-10:], "planner": state.get("planner", "")},
-                     actor=ctx.actor, now=ctx.clock())
-        uow.commit()
+    ctx.incidents.move(state["incident_id"], outcome, reason=reason[:500], actor=ctx.actor, now=ctx.clock())
+    ctx.incidents.record(state["incident_id"], kind=f"agent.{outcome}", message=reason,
+                         data={"notes": state.get("notes", [])[-10:], "planner": state.get("planner", "")},
+                         actor=ctx.actor, now=ctx.clock())
     return {"outcome": outcome, "reason": reason, "steps": _step(state)}

@@ -10,9 +10,9 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
 from agent.context import AgentContext
+from agent.errors import ThreadNotFound
 from agent.locks import incident_lock
 from agent.state import IncidentState, thread_id
-from gpuops.errors import NotFound
 
 
 @dataclass
@@ -67,7 +67,7 @@ def resume(graph: Graph, ctx: AgentContext, incident_id: int, decision: dict[str
     with incident_lock(ctx.database_url, incident_id):
         snap = graph.get_state(config)
         if not snap.values:
-            raise NotFound(f"incident {incident_id} has no agent thread; start it first")
+            raise ThreadNotFound(f"incident {incident_id} has no agent thread; start it first")
         if snap.next:
             graph.invoke(Command(resume=decision or {}), config, context=ctx)
         return report(graph, ctx, incident_id)

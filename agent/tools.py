@@ -11,11 +11,9 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from sqlalchemy import select
 
 from agent.fencing import bounded, fence
 from connectors.kubernetes.models import PodInfo
-from gpuops.store.models import Action, Incident
 
 if TYPE_CHECKING:
     from agent.context import AgentContext
@@ -143,15 +141,7 @@ def _incident_history(ctx: AgentContext, incident: dict[str, Any], args: dict[st
     if not host:
         return ToolResult("incident_history", "no_data", "the incident names no node")
     since = datetime.fromisoformat(incident["opened_at"]) - timedelta(days=ctx.limits.history_days)
-    with ctx.uow() as uow:
-        stmt = (select(Incident).where(Incident.hostname == host, Incident.id != incident["id"],
-                                       Incident.opened_at >= since).order_by(Incident.id.desc()).limit(20))
-        past = []
-        for other in uow.session.scalars(stmt):
-            actions = uow.session.scalars(select(Action).where(Action.incident_id == other.id)).all()
-            past.append({"id": other.id, "family": other.family, "gpu": other.gpu, "status": other.status,
-                         "opened_at": other.opened_at.isoformat(),
-                         "actions": [{"runbook": a.runbook, "status": a.status} for a in actions]})
+    past = [p.to_json() for p in ctx.evidence.incidents_on_node(host, since=since, excluding=int(incident["id"]))]
     if not past:
         return ToolResult("incident_history", "no_data",
                           f"no other incident on {host} in {ctx.limits.history_days:g} days", [])

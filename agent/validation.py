@@ -6,9 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from agent.actions import PlannedAction
+from agent.incidents import IncidentScope
 from connectors.kubernetes.errors import ClusterError
-from gpuops.policy import scope_violations
-from gpuops.store.models import Incident
 
 if TYPE_CHECKING:
     from agent.context import AgentContext
@@ -29,12 +28,6 @@ def _pod_nodes(ctx: AgentContext, targets: tuple[str, ...]) -> dict[str, str | N
     return found
 
 
-def scope_of(incident: dict[str, Any]) -> Incident:
-    """A detached Incident carrying what the scope check reads."""
-    return Incident(id=incident["id"], scope=incident["scope"], hostname=incident.get("hostname"),
-                    gpu=incident.get("gpu"), details=dict(incident.get("details") or {}))
-
-
 def check_action(ctx: AgentContext, incident: dict[str, Any], action: PlannedAction) -> list[str]:
     """Every reason `action` must not be proposed for `incident`; [] when it may go to policy."""
     if not isinstance(action.params, dict):
@@ -42,4 +35,4 @@ def check_action(ctx: AgentContext, incident: dict[str, Any], action: PlannedAct
     problems = ctx.runbooks.check(action)
     if problems:
         return problems
-    return scope_violations(scope_of(incident), list(action.targets), _pod_nodes(ctx, action.targets))
+    return ctx.policy.scope_violations(IncidentScope.of(incident), action.targets, _pod_nodes(ctx, action.targets))

@@ -1,25 +1,34 @@
-"""The agent's ports over the real parts: the runbook catalogue, the execution service, the XID catalogue,
-and a builder for the whole context from the wiring's container."""
+"""The agent's ports over the real parts: the incident store (gpuops.incidents.agent_ports), policy's scope
+rule, the runbook catalogue, the execution service, the XID catalogue; one builder of the agent's context
+from them, and the core's entry points to the graph, which translate the agent's errors into the core's."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
 
 from agent.actions import ExecutionView, HoldView, PlannedAction, ProposalView, RunbookSpec
 from agent.checkpoint import open_checkpointer
 from agent.context import AgentContext, AgentLimits
+from agent.errors import CheckpointConfigError, IncidentNotFound, ThreadNotFound
 from agent.graph import compile_graph
+from agent.incidents import IncidentScope
 from agent.llm import LLMLimits, LLMPlanner
+from agent.planning import Planner
+from agent.ports import ActionPort, TelemetryPort
 from agent.rules import RulesPlanner
 from agent.runner import RunReport, resume, start
+from connectors.kubernetes import ClusterPort
 from detectors.xid import XID_CATALOGUE
-from gpuops.errors import ConfigError
+from gpuops.errors import ConfigError, NotFound
 from gpuops.execution.holds import hold
 from gpuops.execution.service import ExecutionDeps, Proposal, execute, propose
-from gpuops.store.models import Action
-from gpuops.store.uow import UnitOfWork
+from gpuops.incidents.agent_ports import StoreEvidence, StoreIncidents
+from gpuops.policy import scope_violations
+from gpuops.store.models import Action, Incident
+from gpuops.store.uow import UnitOfWork, UnitOfWorkFactory
 from runbooks import Catalogue, InvalidPlan, Plan, Target, UnknownRunbook
 
 
@@ -95,6 +104,27 @@ class XidTable:
         return None if entry is None else asdict(entry)
 
 
+class ScopePolicy:
+    """PolicyPort over gpuops.policy's scope rule."""
+
+    def scope_violations(self, incident: IncidentScope, targets: Sequence[str],
+                         pod_nodes: Mapping[str, str | None]) -> list[str]:
+        detached = Incident(id=incident.id, scope=incident.scope, hostname=incident.hostname, gpu=incident.gpu,
+                            details=dict(incident.details))
+        return scope_violations(detached, list(targets), pod_nodes)
+
+
+def agent_context(uow: UnitOfWorkFactory, *, catalogue: Catalogue, actions: ActionPort, planner: Planner,
+                  fallback: Planner, cluster: ClusterPort | None, telemetry: TelemetryPort | None = None,
+                  limits: AgentLimits | None = None, database_url: str | None = None) -> AgentContext:
+    """The agent's context over the core: the one place its ports are built, for the service, the evaluation
+    and the tests alike. `actions` is an ExecutionActions on the caller's execution dependencies."""
+    return AgentContext(incidents=StoreIncidents(uow), evidence=StoreEvidence(uow), policy=ScopePolicy(),
+                        runbooks=CatalogueRunbooks(catalogue), actions=actions, planner=planner, fallback=fallback,
+                        telemetry=telemetry, cluster=cluster, xid=XidTable(), limits=limits or AgentLimits(),
+                        database_url=database_url)
+
+
 def context_from_container(container: Any, *, limits: AgentLimits | None = None,
                            llm_limits: LLMLimits | None = None) -> AgentContext:
     """The agent's context from the wiring's container: LLM planner when one is configured, else the rules."""
@@ -106,25 +136,36 @@ def context_from_container(container: Any, *, limits: AgentLimits | None = None,
         telemetry = container.telemetry
     except ConfigError:  # no telemetry source: the metrics tool answers with an error result
         telemetry = None
-    return AgentContext(uow=container.uow, runbooks=CatalogueRunbooks(container.catalogue),
-                        actions=ExecutionActions(container.uow, deps_from(container),
-                                                 dry_run=container.settings.dry_run,
-                                                 shards=container.settings.shards),
-                        planner=llm or rules, fallback=rules, telemetry=telemetry,
-                        cluster=container.cluster, xid=XidTable(), limits=limits or AgentLimits(),
-                        database_url=container.settings.database_url)
+    actions = ExecutionActions(container.uow, deps_from(container), dry_run=container.settings.dry_run,
+                               shards=container.settings.shards)
+    return agent_context(container.uow, catalogue=container.catalogue, actions=actions, planner=llm or rules,
+                         fallback=rules, cluster=container.cluster, telemetry=telemetry, limits=limits,
+                         database_url=container.settings.database_url)
+
+
+@contextmanager
+def _core_errors() -> Iterator[None]:
+    """The agent's errors as the core's, so callers catch one tree (NotFound, ConfigError)."""
+    try:
+        yield
+    except (IncidentNotFound, ThreadNotFound) as exc:
+        raise NotFound(str(exc)) from exc
+    except CheckpointConfigError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def start_incident(container: Any, incident_id: int, ctx: AgentContext | None = None) -> RunReport:
-    """Run an incident's graph from the wiring's container until it finishes or waits for a decision."""
+    """Run an incident's graph from the wiring's container until it finishes or waits for a decision.
+    NotFound when the incident does not exist."""
     ctx = ctx or context_from_container(container)
-    with open_checkpointer(container.settings.database_url) as saver:
+    with _core_errors(), open_checkpointer(container.settings.database_url) as saver:
         return start(compile_graph(saver), ctx, incident_id)
 
 
 def resume_incident(container: Any, incident_id: int, decision: dict[str, Any] | None = None,
                     ctx: AgentContext | None = None) -> RunReport:
-    """Resume an incident's thread after a decision was recorded (Slack, dashboard, CLI)."""
+    """Resume an incident's thread after a decision was recorded (Slack, dashboard, CLI). NotFound when the
+    incident has no thread."""
     ctx = ctx or context_from_container(container)
-    with open_checkpointer(container.settings.database_url) as saver:
+    with _core_errors(), open_checkpointer(container.settings.database_url) as saver:
         return resume(compile_graph(saver), ctx, incident_id, decision)

@@ -17,7 +17,7 @@ from agent.context import AgentContext, AgentLimits
 from agent.rules import RulesPlanner
 from connectors.kubernetes import InMemoryCluster
 from connectors.kubernetes.models import DeploymentScale, NodeInfo
-from gpuops.agent_wiring import CatalogueRunbooks, ExecutionActions, XidTable
+from gpuops.agent_wiring import ExecutionActions, agent_context
 from gpuops.execution.service import ExecutionDeps
 from gpuops.policy import PolicyConfig
 from gpuops.wiring import Container
@@ -112,11 +112,10 @@ def build_context(container: Container, journal: Path, *, planner: Any = None, c
     deps = ExecutionDeps(catalogue=catalogue, cluster=cluster, policy=policy, runbook_settings=RUNBOOK_SETTINGS,
                          clock=cluster.clock, sleep=cluster.sleep, worker=f"test-{os.getpid()}")
     rules = RulesPlanner()
-    return AgentContext(uow=container.uow, runbooks=CatalogueRunbooks(catalogue),
-                        actions=ExecutionActions(container.uow, deps, dry_run=False), planner=planner or rules,
-                        fallback=rules, telemetry=telemetry, cluster=cluster, xid=XidTable(),
-                        limits=AgentLimits(**limits),
-                        database_url=getattr(getattr(container, "settings", None), "database_url", None))
+    actions = ExecutionActions(container.uow, deps, dry_run=False)
+    return agent_context(container.uow, catalogue=catalogue, actions=actions, planner=planner or rules,
+                         fallback=rules, cluster=cluster, telemetry=telemetry, limits=AgentLimits(**limits),
+                         database_url=getattr(getattr(container, "settings", None), "database_url", None))
 
 
 def context_for(container: Container) -> AgentContext:
