@@ -48,7 +48,7 @@ def run_embedded(ctx: click.Context, settings: Settings, *, api: bool, wiring: s
                  clock: Callable[[], float] = time.time, rate: float = 1.0) -> None:
     """The embedded daemon on `settings`: the scheduler in a thread, the API in the foreground. `clock` and
     `rate` are the demo's simulated time (see EmbeddedScheduler)."""
-    from gpuops.commands.web import serve
+    from gpuops.commands.serving import serve
     from gpuops.worker.embedded import EmbeddedScheduler
     from gpuops.worker.runtime import load_wiring
 

@@ -10,13 +10,15 @@ runbook that waits (a drain, a reboot) steps the twin.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
+import numpy as np
 from sqlalchemy import select
 
 from agent.planning import Planner
@@ -95,15 +97,37 @@ class LoopRun:
 
 
 class RecordedTelemetry:
-    """The telemetry source of an evaluation: each cycle's window is what the recorder sampled since the last
-    cycle (the twin steps in process, and a runbook's wait steps it too)."""
+    """The telemetry source of an evaluation. The detection cycle's window (ending now) is what the recorder
+    sampled since the last cycle (the twin steps in process, and a runbook's wait steps it too); any other
+    window (the agent looking back at an incident) is read from the frames already handed over, never taking
+    samples from the next cycle."""
 
-    def __init__(self, recorder: FrameRecorder) -> None:
+    def __init__(self, recorder: FrameRecorder, *, keep: int = 120) -> None:
         self.recorder = recorder
+        self.history: deque[FleetFrame] = deque(maxlen=keep)
 
     def frame(self, start: float, end: float, step: float, metrics: Sequence[str] | None = None,
               node_series: Mapping[str, NodeSeries] | None = None) -> FleetFrame:
-        return self.recorder.frame()
+        if self.recorder.pending and end >= self.recorder.twin.t:
+            frame = self.recorder.frame()
+            self.history.append(frame)
+            return frame
+        return self._looking_back(start, end)
+
+    def _looking_back(self, start: float, end: float) -> FleetFrame:
+        frames = [f for f in self.history if f.n_steps and f.timestamps[-1] >= start and f.timestamps[0] <= end]
+        if not frames:
+            raise ValueError(f"no telemetry recorded between {start:.0f} and {end:.0f}")
+        last = frames[-1]
+        alike = [f for f in frames if f.gpus == last.gpus and f.nodes == last.nodes
+                 and f.metrics.keys() == last.metrics.keys() and f.node_metrics.keys() == last.node_metrics.keys()]
+        ts = np.concatenate([f.timestamps for f in alike])
+        keep = (ts >= start) & (ts <= end)
+        return FleetFrame(
+            timestamps=ts[keep], gpus=last.gpus, nodes=last.nodes,
+            metrics={k: np.concatenate([f.metrics[k] for f in alike], axis=1)[:, keep] for k in last.metrics},
+            node_metrics={k: np.concatenate([f.node_metrics[k] for f in alike], axis=1)[:, keep]
+                          for k in last.node_metrics})
 
 
 class ScenarioApprover:
@@ -144,15 +168,60 @@ def runbook_settings(step_s: float) -> RunbookSettings:
 PlannerFactory = Callable[[Twin], AbstractContextManager[Planner]]
 
 
+class Cycles(Protocol):
+    """Who runs an evaluation's steps: in order in this process (`in_order`, what `gpuops eval` does), or
+    elsewhere (the tests run them on real workers through the broker)."""
+
+    pipeline: Pipeline
+
+    def run(self, end: float) -> list[Finding]:
+        """The detection cycle ending at data time `end`, then the sweep, and every step they hand on."""
+        ...
+
+    def steps(self) -> list[tuple[str, dict[str, Any]]]:
+        """The steps run so far, in order."""
+        ...
+
+
+CyclesFactory = Callable[[Container, SimulatedTime, Planner], AbstractContextManager[Cycles]]
+
+
+class InOrder:
+    """Each step runs in this thread as soon as it is due on the twin's clock, before the twin moves again."""
+
+    def __init__(self, container: Container, sim: SimulatedTime, planner: Planner) -> None:
+        self.dispatcher = OrderedDispatcher(sim.clock)
+        self.pipeline = Pipeline(container, self.dispatcher, clock=sim.clock, sleep=sim.sleep, planner=planner,
+                                 worker="eval")
+        self.dispatcher.bind(self.pipeline.run)
+
+    def run(self, end: float) -> list[Finding]:
+        outcome = self.pipeline.detection_cycle(shard=0, shards=1, end=end)
+        self.dispatcher.drain()
+        self.pipeline.sweep()
+        self.dispatcher.drain()
+        return outcome.findings
+
+    def steps(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(str(step), payload) for step, payload in self.dispatcher.ran]
+
+
+@contextmanager
+def in_order(container: Container, sim: SimulatedTime, planner: Planner) -> Iterator[Cycles]:
+    yield InOrder(container, sim, planner)
+
+
 def run_loop(scenario: Scenario, *, planner: PlannerFactory, policy: PolicyConfig, workdir: Path,
-             cycle_steps: int = 2) -> LoopRun:
-    """Run `scenario` through the whole service; see the module docstring."""
-    database_url = f"sqlite:///{workdir / 'eval.db'}"
+             cycle_steps: int = 2, database_url: str | None = None, broker_url: str | None = None,
+             cycles: CyclesFactory = in_order) -> LoopRun:
+    """Run `scenario` through the whole service; see the module docstring. The store is a fresh SQLite file
+    in `workdir` unless `database_url` names another (empty) one."""
+    database_url = database_url or f"sqlite:///{workdir / 'eval.db'}"
     migrate.upgrade(database_url)
     twin = Twin(scenario)
     recorder = FrameRecorder(twin)
     sim = SimulatedTime(recorder)
-    settings = Settings(database_url=database_url, dry_run=False, broker_url=None, step_seconds=twin.step_s,
+    settings = Settings(database_url=database_url, dry_run=False, broker_url=broker_url, step_seconds=twin.step_s,
                         cycle_seconds=cycle_steps * twin.step_s)
     approver_ = ScenarioApprover(scenario.approval, sim)
     with served(twin) as url:
@@ -160,21 +229,15 @@ def run_loop(scenario: Scenario, *, planner: PlannerFactory, policy: PolicyConfi
         container = bootstrap(settings, cluster=cluster, policy=policy, telemetry=RecordedTelemetry(recorder),
                               notifier=approver_, runbook_settings=runbook_settings(twin.step_s))
         try:
-            with planner(twin) as chosen:
-                dispatcher = OrderedDispatcher(sim.clock)
-                pipeline = Pipeline(container, dispatcher, clock=sim.clock, sleep=sim.sleep, planner=chosen,
-                                    worker="eval")
-                dispatcher.bind(pipeline.run)
-                approver_.pipeline = pipeline
-                return _drive(recorder, sim, pipeline, dispatcher, chosen.name, cycle_steps)
+            with planner(twin) as chosen, cycles(container, sim, chosen) as runner:
+                approver_.pipeline = runner.pipeline
+                return _drive(recorder, sim, runner, chosen.name, cycle_steps)
         finally:
             container.close()
 
 
-def _drive(recorder: FrameRecorder, sim: SimulatedTime, pipeline: Pipeline, dispatcher: OrderedDispatcher,
-           planner: str, cycle_steps: int) -> LoopRun:
-    """Detection cycles until the scenario ends, each followed by the sweep; every step they hand on runs in
-    order before the twin moves again (production enqueues the same steps)."""
+def _drive(recorder: FrameRecorder, sim: SimulatedTime, runner: Cycles, planner: str, cycle_steps: int) -> LoopRun:
+    """Detection cycles until the scenario ends, each followed by the sweep and what they hand on."""
     twin = recorder.twin
     findings: list[Finding] = []
     while True:
@@ -183,16 +246,12 @@ def _drive(recorder: FrameRecorder, sim: SimulatedTime, pipeline: Pipeline, disp
         if recorder.pending == 0:
             break
         sim.now = max(sim.now, twin.t)
-        outcome = pipeline.detection_cycle(shard=0, shards=1, end=twin.t)
-        findings.extend(outcome.findings)
-        dispatcher.drain()
-        pipeline.sweep()
-        dispatcher.drain()
+        findings.extend(runner.run(twin.t))
     cordoned = [n for n in twin.nodes if not twin.kube.node_schedulable(n)]
-    runs = sum(1 for step, _ in dispatcher.ran if step == Step.AGENT_STEP)
+    steps = runner.steps()
+    runs = sum(1 for step, _ in steps if step == Step.AGENT_STEP)
     return LoopRun(findings=findings, truth=twin.truth(), planner=planner, agent_runs=runs,
-                   cordoned_at_end=cordoned, steps=[(str(step), payload) for step, payload in dispatcher.ran],
-                   **_read_back(pipeline.container))
+                   cordoned_at_end=cordoned, steps=steps, **_read_back(runner.pipeline.container))
 
 
 def _iso(value: datetime | None) -> float | None:

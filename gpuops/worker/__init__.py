@@ -2,6 +2,7 @@
 approved actions, verification, and the sweeps that re-enqueue what a lost message left behind. The same
 task code runs embedded (one process, eager, no broker) or distributed (Redis broker, N workers, one beat)."""
 
-from gpuops.worker.app import create_app, runtime_of
+from gpuops.worker.app import create_app
+from gpuops.worker.runtime import runtime_of
 
 __all__ = ["create_app", "runtime_of"]

@@ -11,38 +11,8 @@ from celery import Celery
 
 from gpuops.config import Settings
 from gpuops.errors import ConfigError
-from gpuops.pipeline import BrokerDispatcher, Pipeline
 from gpuops.worker import tasks
-from gpuops.worker.runtime import Wiring, WorkerRuntime, load_wiring
-
-HARD_MARGIN_S = 5.0
-
-
-def runtime_of(app: Celery) -> WorkerRuntime:
-    runtime: WorkerRuntime = app.gpuops_runtime
-    return runtime
-
-
-def soft_limits(settings: Settings) -> dict[str, float]:
-    """Each task's soft time limit (the hard limit is HARD_MARGIN_S later). Execution gets the action's
-    claim: a drain that outlives its claim could be taken over while still running. An agent step executes
-    the actions it was approved for, so it gets the claim too."""
-    cap = settings.task_time_limit_seconds
-    short = min(60.0, cap)
-    return {tasks.DETECT: min(4 * settings.cycle_seconds, cap), tasks.INCIDENT_UPDATE: short,
-            tasks.AGENT_STEP: max(cap, settings.claim_ttl_seconds), tasks.EXECUTE: settings.claim_ttl_seconds,
-            tasks.VERIFY: min(300.0, cap), tasks.SWEEP: short}
-
-
-def pipeline_of(app: Celery) -> Pipeline:
-    """The worker process's pipeline: its container, with a dispatcher that enqueues each next step."""
-    runtime = runtime_of(app)
-    pipeline: Pipeline | None = getattr(app, "gpuops_pipeline", None)
-    if pipeline is None:
-        pipeline = Pipeline(runtime.container, BrokerDispatcher(runtime.settings.broker_url or "memory://", app=app),
-                            worker=tasks.worker_name())
-        app.gpuops_pipeline = pipeline
-    return pipeline
+from gpuops.worker.runtime import HARD_MARGIN_S, Wiring, WorkerRuntime, load_wiring, soft_limits
 
 
 def visibility_timeout(settings: Settings) -> float:

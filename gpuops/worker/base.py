@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from gpuops.errors import GpuopsError
 from gpuops.store.models import DeadLetter
 from gpuops.worker.errors import TRANSIENT_ERRORS, PoisonMessage
+from gpuops.worker.runtime import runtime_of
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,6 @@ class GpuopsTask(Task):  # type: ignore[misc]
     reject_on_worker_lost = True
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from gpuops.worker.app import runtime_of
-
         runtime = runtime_of(self.app)
         task_id = self.request.id
         deliveries = runtime.count_delivery(task_id)
@@ -61,8 +60,6 @@ class GpuopsTask(Task):  # type: ignore[misc]
     def dead_letter(self, reason: str, error: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                     deliveries: int) -> dict[str, Any]:
         """Record the message in the store (or, when the store is down, in the broker's list) and ack it."""
-        from gpuops.worker.app import runtime_of
-
         runtime = runtime_of(self.app)
         task_id = str(self.request.id or "")
         payload = {"args": _jsonable(list(args)), "kwargs": _jsonable(kwargs)}

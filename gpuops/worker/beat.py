@@ -9,7 +9,8 @@ from typing import Any
 from celery.beat import ScheduleEntry, Scheduler
 
 from gpuops.worker import tasks
-from gpuops.worker.app import cycle_end, runtime_of
+from gpuops.worker.app import cycle_end
+from gpuops.worker.runtime import runtime_of
 
 
 class CycleScheduler(Scheduler):  # type: ignore[misc]

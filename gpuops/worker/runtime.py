@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from celery import Celery
 
 from gpuops.config import Settings
 from gpuops.errors import ConfigError
+from gpuops.pipeline import BrokerDispatcher, Pipeline, Step
 from gpuops.wiring import Container, bootstrap
 
 log = logging.getLogger(__name__)
@@ -21,6 +25,7 @@ log = logging.getLogger(__name__)
 Wiring = Callable[[Settings], Container]
 DELIVERIES_KEY = "gpuops:deliveries:"
 DEAD_LETTER_LIST = "gpuops:dead_letters"
+HARD_MARGIN_S = 5.0
 
 
 def load_wiring(spec: str | None) -> Wiring:
@@ -101,3 +106,35 @@ class WorkerRuntime:
             return True
         except redis.RedisError:
             return False
+
+
+def runtime_of(app: Celery) -> WorkerRuntime:
+    runtime: WorkerRuntime = app.gpuops_runtime
+    return runtime
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}/{os.getpid()}"
+
+
+def soft_limits(settings: Settings) -> dict[str, float]:
+    """Each task's soft time limit (the hard limit is HARD_MARGIN_S later). Execution gets the action's
+    claim: a drain that outlives its claim could be taken over while still running. An agent step executes
+    the actions it was approved for, so it gets the claim too."""
+    cap = settings.task_time_limit_seconds
+    short = min(60.0, cap)
+    limits = {Step.DETECT: min(4 * settings.cycle_seconds, cap), Step.INCIDENT_CHANGED: short,
+            Step.AGENT_STEP: max(cap, settings.claim_ttl_seconds), Step.EXECUTE: settings.claim_ttl_seconds,
+            Step.VERIFY: min(300.0, cap), Step.SWEEP: short}
+    return {str(step): limit for step, limit in limits.items()}
+
+
+def pipeline_of(app: Celery) -> Pipeline:
+    """The worker process's pipeline: its container, with a dispatcher that enqueues each next step."""
+    runtime = runtime_of(app)
+    pipeline: Pipeline | None = getattr(app, "gpuops_pipeline", None)
+    if pipeline is None:
+        pipeline = Pipeline(runtime.container, BrokerDispatcher(runtime.settings.broker_url or "memory://", app=app),
+                            worker=worker_name())
+        app.gpuops_pipeline = pipeline
+    return pipeline

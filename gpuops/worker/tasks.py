@@ -4,8 +4,6 @@ retries transient errors and dead-letters the rest."""
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from typing import Any
@@ -17,16 +15,13 @@ from gpuops.pipeline.service import InvalidStep
 from gpuops.pipeline.steps import ACTIONS_QUEUE, CYCLES_QUEUE, INCIDENTS_QUEUE
 from gpuops.worker.base import GpuopsTask
 from gpuops.worker.errors import PoisonMessage
+from gpuops.worker.runtime import HARD_MARGIN_S, pipeline_of, runtime_of, soft_limits, worker_name
 
 DETECT, INCIDENT_UPDATE, AGENT_STEP = Step.DETECT.value, Step.INCIDENT_CHANGED.value, Step.AGENT_STEP.value
 EXECUTE, VERIFY, SWEEP = Step.EXECUTE.value, Step.VERIFY.value, Step.SWEEP.value
 ROUTES = {step.value: queue for step, queue in QUEUE_OF.items()}
 __all__ = ["ACTIONS_QUEUE", "AGENT_STEP", "CYCLES_QUEUE", "DETECT", "EXECUTE", "INCIDENTS_QUEUE", "INCIDENT_UPDATE",
            "QUEUES", "ROUTES", "SWEEP", "VERIFY", "register", "worker_name"]
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}/{os.getpid()}"
 
 
 def _result(value: Any) -> Any:
@@ -43,8 +38,6 @@ def _result(value: Any) -> Any:
 def register(app: Celery) -> None:
     """Define one task per pipeline step on `app` (each app gets its own, so tests and processes never share
     state)."""
-    from gpuops.worker.app import HARD_MARGIN_S, pipeline_of, runtime_of, soft_limits
-
     settings = runtime_of(app).settings
     limits = soft_limits(settings)
 

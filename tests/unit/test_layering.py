@@ -9,17 +9,9 @@ import ast
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("gpuops", "agent", "runbooks", "detectors", "connectors", "domain")
 AGENT_MAY_NOT_IMPORT = ("gpuops", "simulator", "sqlalchemy")
-# Import circles still in the code, each named by its modules; the strict xfail fails once they are gone, so
-# the mark goes with them.
-KNOWN_CYCLES = (
-    ("gpuops.worker.app", "gpuops.worker.base", "gpuops.worker.tasks"),
-    ("gpuops.commands.daemon", "gpuops.commands.web"),
-)
 
 
 def _module_name(path: Path) -> str:
@@ -124,7 +116,6 @@ def test_the_agent_is_in_no_import_cycle() -> None:
     assert agent_cycles == []
 
 
-@pytest.mark.xfail(strict=True, reason="import circles remain: " + "; ".join(" <-> ".join(c) for c in KNOWN_CYCLES))
 def test_the_project_has_no_import_cycle() -> None:
     assert cycles(import_graph()) == []
 
