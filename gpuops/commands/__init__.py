@@ -11,6 +11,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "models",
     "daemon",
     "users",
+    "policy",
     "eval",
     "bench",
 )

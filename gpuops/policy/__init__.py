@@ -4,17 +4,19 @@ bypass it. Decisions are serialised across workers by locking one database row."
 from gpuops.policy.config import FreezeWindow, PolicyConfig
 from gpuops.policy.engine import (
     ActionSpec,
+    BreakerReset,
     FleetFacts,
     Gate,
     Verdict,
     evaluate,
     record_verification,
     release_node,
+    reset_breaker,
     soak_until,
 )
 from gpuops.policy.scope import scope_violations
 
 __all__ = [
-    "ActionSpec", "FleetFacts", "FreezeWindow", "Gate", "PolicyConfig", "Verdict", "evaluate",
-    "record_verification", "release_node", "scope_violations", "soak_until",
+    "ActionSpec", "BreakerReset", "FleetFacts", "FreezeWindow", "Gate", "PolicyConfig", "Verdict", "evaluate",
+    "record_verification", "release_node", "reset_breaker", "scope_violations", "soak_until",
 ]

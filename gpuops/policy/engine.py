@@ -226,9 +226,43 @@ def record_verification(session: Session, *, action: Action, ok: bool, config: P
     return False
 
 
-def reset_breaker(session: Session, *, actor: str, now: datetime) -> None:
-    """A human closes the breaker after looking into the failures."""
+@dataclass(frozen=True)
+class BreakerReset:
+    """What `reset_breaker` found and did: the breaker's state before (open, since when, why), and the refusal
+    when the identity may not reset it (a result, not an exception, so the caller commits its audit record)."""
+
+    actor: str
+    reason: str
+    was_open: bool
+    opened_at: datetime | None
+    opened_because: str
+    refusal: str | None = None
+
+    @property
+    def closed(self) -> bool:
+        """This reset closed a breaker that was open."""
+        return self.was_open and self.refusal is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"actor": self.actor, "reason": self.reason, "was_open": self.was_open,
+                "opened_at": self.opened_at.isoformat() if self.opened_at else None,
+                "opened_because": self.opened_because, "closed": self.closed, "refusal": self.refusal}
+
+
+def reset_breaker(session: Session, *, actor: str, reason: str, approvers: tuple[str, ...],
+                  now: datetime) -> BreakerReset:
+    """A human closes the breaker after looking into the failures. Only an identity in `approvers` may; either
+    way the audit trail records who, why, and the state the breaker was in."""
     state = _lock(session)
-    state.breaker_open = False
-    state.breaker_reason = ""
-    append_event(session, actor=actor, kind="policy.breaker_reset", data={}, ts=now)
+    allowed = actor in approvers
+    found = BreakerReset(actor=actor, reason=reason, was_open=state.breaker_open,
+                         opened_at=state.breaker_opened_at if state.breaker_open else None,
+                         opened_because=state.breaker_reason,
+                         refusal=None if allowed else f"{actor} is not allowed to reset the circuit breaker "
+                                                      "(only identities in GPUOPS_APPROVERS are)")
+    if allowed:
+        state.breaker_open = False
+        state.breaker_reason = ""
+    append_event(session, actor=actor, kind="policy.breaker_reset" if allowed else "policy.breaker_reset_refused",
+                 data=found.to_json(), ts=now)
+    return found
