@@ -3,6 +3,7 @@ runbooks with targets inside the incident, and every action passes the catalogue
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -14,18 +15,26 @@ from agent.planning import PlanRequest
 from agent.rules import RulesPlanner, fault_of
 from agent.tools import ToolResult, agenda_for, run_tool
 from agent.validation import check_action
+from gpuops.incidents.agent_ports import snapshot_of
+from gpuops.store.models import FindingRecord, Incident
 from tests.agent.world import build_context
 
 NODE = "gpu-node-003"
 
 
+OPENED = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
 def snapshot(family: str, gpu: int | None = 2, evidence: dict[str, Any] | None = None,
              details: dict[str, Any] | None = None) -> dict[str, Any]:
-    evidence = evidence or {}
-    return {"id": 7, "scope": "gpu" if gpu is not None else "node", "family": family, "hostname": NODE, "gpu": gpu,
-            "severity": "critical", "status": "investigating", "title": f"{family} on {NODE}",
-            "details": details or {}, "evidence": evidence, "xid": evidence.get("xid"),
-            "opened_at": "2026-11-23T12:00:00+00:00", "opened_ts": 1_795_000_000.0}
+    """The state's incident as triage puts it there: the production snapshot of a real (unsaved) incident with
+    one finding, so a change to the snapshot's shape reaches these tests."""
+    incident = Incident(id=7, dedup_key=f"{NODE}/{gpu}/{family}", scope="gpu" if gpu is not None else "node",
+                        family=family, hostname=NODE, gpu=gpu, severity="critical", status="investigating",
+                        title=f"{family} on {NODE}", details=details or {}, opened_at=OPENED, updated_at=OPENED)
+    incident.findings = [FindingRecord(ts=OPENED, hostname=NODE, gpu=gpu, kind=family, severity="critical",
+                                       score=1.0, detector="rules", evidence=evidence or {})]
+    return snapshot_of(incident).to_json()
 
 
 TABLE: list[tuple[str, dict[str, Any], str, list[tuple[str, str]]]] = [
