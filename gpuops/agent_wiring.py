@@ -4,6 +4,7 @@ from them, and the core's entry points to the graph, which translate the agent's
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -97,11 +98,15 @@ class ExecutionActions:
 
 
 class XidTable:
-    """XidCatalogue over detectors.xid."""
+    """XidCatalogue over detectors.xid, as plain JSON values (the entry lands in the checkpointed state, which
+    holds no enum types)."""
 
     def describe(self, code: int) -> Mapping[str, Any] | None:
         entry = XID_CATALOGUE.get(code)
-        return None if entry is None else asdict(entry)
+        if entry is None:
+            return None
+        plain: dict[str, Any] = json.loads(json.dumps(asdict(entry)))
+        return plain
 
 
 class ScopePolicy:
