@@ -10,7 +10,6 @@ import httpx
 import pytest
 
 from connectors.llm import (
-    ChatModel,
     ChatReply,
     LLMBadResponse,
     LLMError,
@@ -37,8 +36,14 @@ def ask(chat: ScriptedChat, **options: Any) -> ChatReply:
         model.close()
 
 
-def test_the_adapter_is_a_chat_model() -> None:
-    assert isinstance(ScriptedChat([]).chat_model(), ChatModel)
+def test_the_adapter_names_the_model_its_requests_name() -> None:
+    chat = ScriptedChat([Reply(content="hello")])
+    model = chat.chat_model("a-named-model")
+    try:
+        assert model.name == "a-named-model"
+        assert model.complete(MESSAGES).content == "hello" and chat.requests[0]["model"] == model.name
+    finally:
+        model.close()
 
 
 def test_a_tool_call_comes_back_typed_with_its_usage() -> None:
