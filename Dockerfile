@@ -3,6 +3,7 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gpuops gpuops
+COPY domain domain
 COPY agent agent
 COPY detectors detectors
 COPY runbooks runbooks

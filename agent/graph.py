@@ -21,10 +21,7 @@ from langgraph.runtime import Runtime
 from agent import nodes
 from agent.context import AgentContext
 from agent.state import IncidentState
-
-EXECUTED = ("executing", "verifying", "succeeded", "failed", "rolled_back")
-# An incident that reopened proposes the same plan again; the store answers with the earlier action, finished.
-FINISHED = ("succeeded", "failed", "rolled_back", "refused", "dry_run", "rejected", "expired")
+from domain import ActionStatus, ProposalStatus
 
 
 class ImpossibleState(RuntimeError):
@@ -68,11 +65,13 @@ def after_hold(state: IncidentState, runtime: Runtime[AgentContext]) -> str:
 
 def after_policy(state: IncidentState, runtime: Runtime[AgentContext]) -> str:
     status = state["proposal"]["status"]
-    if status in ("awaiting_approval", "approved"):
+    if status in (ProposalStatus.AWAITING_APPROVAL, ProposalStatus.APPROVED):
         if state["proposal"].get("action_id") is None:
             raise ImpossibleState(f"proposal {status} without an action id")
         return "rehearse"
-    if status in ("denied", "escalated", "invalid") or status in FINISHED:
+    # Denied or escalated by policy, or (an incident that reopened proposes the same plan again) the store
+    # answered with the earlier action, finished.
+    if status == ProposalStatus.INVALID or status in ActionStatus.FINISHED:
         return "escalate"
     raise ImpossibleState(f"unknown proposal status {status!r}")
 
@@ -81,22 +80,22 @@ def after_rehearse(state: IncidentState, runtime: Runtime[AgentContext]) -> str:
     if (state["proposal"].get("diff") or {}).get("blockers"):
         return "escalate"
     status = state["proposal"]["status"]
-    if status == "approved":
+    if status == ProposalStatus.APPROVED:
         return "execute"
-    if status == "awaiting_approval":
+    if status == ProposalStatus.AWAITING_APPROVAL:
         return "await_approval"
     raise ImpossibleState(f"rehearsal reached with proposal status {status!r}")
 
 
 def after_approval(state: IncidentState, runtime: Runtime[AgentContext]) -> str:
     status = state.get("approval")
-    if status == "approved" or status in EXECUTED:
+    if status == ActionStatus.APPROVED or status in ActionStatus.EXECUTED:
         return "execute"
     if _over_limit(state, runtime):
         return "escalate"
-    if status == "awaiting_approval":
+    if status == ActionStatus.AWAITING_APPROVAL:
         return "await_approval"  # not enough approvals yet (two-person rule): wait again
-    if status in ("rejected", "expired", "denied", "escalated", "refused", "cancelled"):
+    if status in ActionStatus.STOPPED:
         return "escalate"
     raise ImpossibleState(f"unknown action status after approval {status!r}")
 

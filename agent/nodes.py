@@ -18,6 +18,7 @@ from agent.rules import fault_of
 from agent.state import IncidentState
 from agent.tools import ToolResult, agenda_for, run_tool
 from agent.validation import check_action
+from domain import ActionStatus, ExecutionStatus, IncidentStatus, ProposalStatus
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def triage(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
         return {"incident": snap, "steps": _step(state), "outcome": "closed",
                 "reason": f"incident {incident.id} is {incident.status}; nothing to do"}
     if incident.scope != "fleet":
-        ctx.incidents.move(incident.id, "investigating", reason="agent investigating", actor=ctx.actor,
+        ctx.incidents.move(incident.id, IncidentStatus.INVESTIGATING, reason="agent investigating", actor=ctx.actor,
                            now=ctx.clock())
     xid_action = None
     if snap["xid"] is not None and ctx.xid is not None:
@@ -156,8 +157,8 @@ def policy_check(state: IncidentState, runtime: Runtime[AgentContext]) -> Update
     action = _current(state)
     problems = check_action(ctx, state["incident"], action)
     if problems:
-        return {"proposal": {"action_id": None, "status": "invalid", "reasons": problems, "verdict": {}, "diff": {}},
-                "steps": _step(state)}
+        return {"proposal": {"action_id": None, "status": ProposalStatus.INVALID.value, "reasons": problems,
+                             "verdict": {}, "diff": {}}, "steps": _step(state)}  # plain values: checkpointed
     view = ctx.actions.propose(incident_id=state["incident_id"], action=action, rationale=state.get("rationale", ""),
                                planner=state.get("planner", "rules"))
     return {"proposal": asdict(view), "steps": _step(state)}
@@ -176,9 +177,9 @@ def rehearse(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
     ctx.incidents.record(state["incident_id"], kind="agent.rehearsal", message=message,
                          data={"action": action.to_json(), "diff": diff, "verdict": proposal.get("verdict", {})},
                          actor=ctx.actor, now=ctx.clock(), action_id=proposal.get("action_id"))
-    if proposal["status"] == "awaiting_approval" and not blockers:
-        ctx.incidents.move(state["incident_id"], "awaiting_approval", reason=f"{action.runbook} awaits approval",
-                           actor=ctx.actor, now=ctx.clock())
+    if proposal["status"] == ProposalStatus.AWAITING_APPROVAL and not blockers:
+        ctx.incidents.move(state["incident_id"], IncidentStatus.AWAITING_APPROVAL,
+                           reason=f"{action.runbook} awaits approval", actor=ctx.actor, now=ctx.clock())
     return {"steps": _step(state), **({"reason": f"dry run blocked: {'; '.join(blockers)}"} if blockers else {})}
 
 
@@ -188,7 +189,7 @@ def await_approval(state: IncidentState, runtime: Runtime[AgentContext]) -> Upda
     ctx = runtime.context
     action_id = int(state["proposal"]["action_id"])
     status = ctx.actions.status(action_id)
-    if status == "awaiting_approval":
+    if status == ActionStatus.AWAITING_APPROVAL:
         action = _current(state)
         interrupt({"incident_id": state["incident_id"], "action_id": action_id, "runbook": action.runbook,
                    "targets": list(action.targets), "approvals_required": state["proposal"].get("approvals_required")})
@@ -202,12 +203,12 @@ def execute(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
     ctx = runtime.context
     action_id = int(state["proposal"]["action_id"])
     view = ctx.actions.execute(action_id=action_id)
-    if view.status == "in_progress":
+    if view.status == ExecutionStatus.IN_PROGRESS:
         # Another executor holds the claim (the sweep took over an action whose message was lost): wait for it
         # to finish; it resumes this thread. A resume re-runs this node, and the store says how it ended.
         interrupt({"incident_id": state["incident_id"], "action_id": action_id, "executing": view.detail})
         view = ctx.actions.execute(action_id=action_id)
-        if view.status == "in_progress":
+        if view.status == ExecutionStatus.IN_PROGRESS:
             return {"execution_wait": view.detail, "steps": _step(state)}
     return {"executions": [*state.get("executions", []), asdict(view)], "execution_wait": "", "steps": _step(state)}
 
@@ -217,32 +218,34 @@ def verify(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
     ctx = runtime.context
     last = state["executions"][-1]
     ok = _execution_ok(last)
-    if last["status"] == "already_done":  # another run executed it: only a success counts
-        ok = ctx.actions.status(int(last["action_id"])) == "succeeded"
+    if last["status"] == ExecutionStatus.ALREADY_DONE:  # another run executed it: only a success counts
+        ok = ctx.actions.status(int(last["action_id"])) == ActionStatus.SUCCEEDED
     if ok and state.get("cursor", 0) + 1 < len(state["plan"]):
-        ctx.incidents.move(state["incident_id"], "investigating", reason="next action of the plan", actor=ctx.actor,
-                           now=ctx.clock())
+        ctx.incidents.move(state["incident_id"], IncidentStatus.INVESTIGATING, reason="next action of the plan",
+                           actor=ctx.actor, now=ctx.clock())
     if not ok:
         return {"reason": f"action {last['action_id']} {last['status']}: {last['detail']}", "steps": _step(state)}
     return {"cursor": state.get("cursor", 0) + 1, "steps": _step(state)}
 
 
 def _execution_ok(view: dict[str, Any]) -> bool:
-    return view["status"] == "dry_run" or (view["status"] in ("succeeded", "already_done") and bool(view["verified"]))
+    return view["status"] == ExecutionStatus.DRY_RUN or (
+        view["status"] in (ExecutionStatus.SUCCEEDED, ExecutionStatus.ALREADY_DONE) and bool(view["verified"]))
 
 
 def resolve(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
     ctx = runtime.context
-    dry = any(e["status"] == "dry_run" for e in state.get("executions", []))
+    dry = any(e["status"] == ExecutionStatus.DRY_RUN for e in state.get("executions", []))
     if dry:
-        return _finish(ctx, state, "escalated", "dry-run mode: the plan was rehearsed, nothing was executed")
+        return _finish(ctx, state, IncidentStatus.ESCALATED,
+                       "dry-run mode: the plan was rehearsed, nothing was executed")
     done = ", ".join(a["runbook"] for a in state["plan"])
-    return _finish(ctx, state, "resolved", f"{done} executed and verified")
+    return _finish(ctx, state, IncidentStatus.RESOLVED, f"{done} executed and verified")
 
 
 def escalate(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
     ctx = runtime.context
-    return _finish(ctx, state, "escalated", _why_escalated(state, ctx))
+    return _finish(ctx, state, IncidentStatus.ESCALATED, _why_escalated(state, ctx))
 
 
 def _why_escalated(state: IncidentState, ctx: AgentContext) -> str:
@@ -254,19 +257,19 @@ def _why_escalated(state: IncidentState, ctx: AgentContext) -> str:
         return "fleet-wide incident: no per-node action; a human decides"
     proposal = state.get("proposal") or {}
     approval = state.get("approval")
-    if approval and approval not in ("approved", "awaiting_approval"):
+    if approval and approval not in (ActionStatus.APPROVED, ActionStatus.AWAITING_APPROVAL):
         return f"action {proposal.get('action_id')} was {approval}; a human takes the incident"
-    if proposal.get("status") in ("succeeded", "failed", "rolled_back", "refused", "dry_run", "rejected", "expired"):
+    if proposal.get("status") in ActionStatus.FINISHED_AFTER_PROPOSAL:
         return (f"this plan already ran for incident {state['incident_id']} as action {proposal.get('action_id')} "
                 f"({proposal.get('status')}); the incident came back, so a human decides")
-    if proposal and proposal.get("status") not in ("approved", "awaiting_approval"):
+    if proposal and proposal.get("status") not in (ProposalStatus.APPROVED, ProposalStatus.AWAITING_APPROVAL):
         return f"proposal {proposal.get('status')}: {'; '.join(proposal.get('reasons') or []) or 'no reason given'}"
     return "a human decides"
 
 
-def _finish(ctx: AgentContext, state: IncidentState, outcome: str, reason: str) -> Update:
+def _finish(ctx: AgentContext, state: IncidentState, outcome: IncidentStatus, reason: str) -> Update:
     ctx.incidents.move(state["incident_id"], outcome, reason=reason[:500], actor=ctx.actor, now=ctx.clock())
     ctx.incidents.record(state["incident_id"], kind=f"agent.{outcome}", message=reason,
                          data={"notes": state.get("notes", [])[-10:], "planner": state.get("planner", "")},
                          actor=ctx.actor, now=ctx.clock())
-    return {"outcome": outcome, "reason": reason, "steps": _step(state)}
+    return {"outcome": outcome.value, "reason": reason, "steps": _step(state)}

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from agent.actions import PlannedAction
 from agent.incidents import IncidentScope
 from connectors.kubernetes.errors import ClusterError
+from domain import InvalidTarget, Target, TargetKind
 
 if TYPE_CHECKING:
     from agent.context import AgentContext
@@ -17,12 +18,14 @@ def _pod_nodes(ctx: AgentContext, targets: tuple[str, ...]) -> dict[str, str | N
     """The node each pod target runs on, read from the cluster (None when the pod is unknown)."""
     found: dict[str, str | None] = {}
     for key in targets:
-        kind, _, rest = key.partition("/")
-        if kind != "pod" or ctx.cluster is None:
-            continue
-        namespace, _, name = rest.partition("/")
         try:
-            found[key] = ctx.cluster.get_pod(namespace, name).node
+            target = Target.parse(key)
+        except InvalidTarget:
+            continue  # the runbook check has refused it already
+        if target.kind is not TargetKind.POD or target.namespace is None or target.name is None or ctx.cluster is None:
+            continue
+        try:
+            found[key] = ctx.cluster.get_pod(target.namespace, target.name).node
         except ClusterError:  # a pod that does not exist is outside every incident
             found[key] = None
     return found

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from detectors import metrics as m
-from detectors.findings import Finding, FindingKind
+from detectors.findings import Finding, FindingKind, Severity
 from detectors.frame import FloatArray
 from detectors.rules import Stage
 from detectors.stream import CycleView, IntArray, OnsetTracker, gpu_finding_fields, grow
@@ -120,7 +120,7 @@ class RobustBaseline:
             off = ~np.isfinite(z) | (z < self.z_off)
             for row in self._state.step(slots, on, off & ~on):
                 out.append(Finding(
-                    ts=ts, kind=self.kind, severity="warning",
+                    ts=ts, kind=self.kind, severity=Severity.WARNING,
                     score=float(min(1.0, z[row] / (2 * self.z_on))), detector=self.name,
                     evidence={"metric": self.metric, "value": float(raw[row]),
                               "baseline": float(base[row] + offset[row]),
@@ -190,7 +190,7 @@ class CounterCusum:
             alarm = s > self.h
             for row in self._state.step(slots, alarm, s == 0.0):
                 out.append(Finding(
-                    ts=ts, kind=self.kind, severity="warning",
+                    ts=ts, kind=self.kind, severity=Severity.WARNING,
                     score=float(min(1.0, s[row] / (4 * self.h))), detector=self.name,
                     evidence={"metric": self.metric, "rate_per_s": float(rate[row]),
                               "baseline_rate_per_s": float(mu[row]), "cusum": float(s[row]), "h": self.h},

@@ -1,19 +1,18 @@
-"""The Finding: what a detector emits, in the shape of ARCHITECTURE.md's Findings contract."""
+"""The Finding: what a detector emits, in the shape of ARCHITECTURE.md's Findings contract. Its kinds and
+severities are the shared vocabulary's (domain.kinds)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
-FindingKind = Literal[
-    "xid", "gpu_lost", "ecc", "row_remap", "thermal", "nvlink", "pcie", "power", "straggler",
-    "hung_job", "memory_leak", "node_not_ready", "overload", "anomaly",
-]
-Severity = Literal["info", "warning", "critical"]
+from domain.kinds import FindingKind, Severity
 
-FINDING_KINDS: frozenset[str] = frozenset(FindingKind.__args__)  # type: ignore[attr-defined]
-SEVERITIES: tuple[str, ...] = ("info", "warning", "critical")
+__all__ = ["FINDING_KINDS", "SEVERITIES", "Finding", "FindingKind", "Severity", "iso_utc"]
+
+FINDING_KINDS: frozenset[str] = frozenset(FindingKind)
+SEVERITIES: tuple[str, ...] = tuple(Severity)
 
 
 def iso_utc(ts: float) -> str:
@@ -41,6 +40,8 @@ class Finding:
             raise ValueError(f"unknown finding kind {self.kind!r}; expected one of {sorted(FINDING_KINDS)}")
         if self.severity not in SEVERITIES:
             raise ValueError(f"unknown severity {self.severity!r}; expected one of {SEVERITIES}")
+        object.__setattr__(self, "kind", FindingKind(self.kind))  # a caller's plain string becomes the member
+        object.__setattr__(self, "severity", Severity(self.severity))
 
     def to_json(self) -> dict[str, Any]:
         """The contract's JSON object (ISO timestamps, null for absent values)."""

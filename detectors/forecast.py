@@ -258,7 +258,7 @@ class FailureForecast:
     def _finding(self, view: CycleView, target: ForecastTarget, lim: Limit, ts: float, row: int, limit: float,
                  level: float, slope: float, result: TimeToLimit) -> Finding:
         assert result.expected_s is not None
-        severity: Severity = "critical" if result.expected_s <= self.critical_s else "warning"
+        severity = Severity.CRITICAL if result.expected_s <= self.critical_s else Severity.WARNING
         evidence: dict[str, Any] = {
             "metric": target.metric, "limit": lim.label, "limit_value": limit, "level": level,
             "slope_per_h": slope * 3600.0, "eta_s": result.expected_s, "eta_earliest_s": result.earliest_s,
@@ -298,15 +298,15 @@ class ForecastLimits:
 def default_targets(lim: ForecastLimits | None = None) -> tuple[ForecastTarget, ...]:
     lim = lim or ForecastLimits()
     return (
-        ForecastTarget(m.GPU_TEMP, "thermal", (Limit(lim.temp_throttle_c, "throttle"),
+        ForecastTarget(m.GPU_TEMP, FindingKind.THERMAL, (Limit(lim.temp_throttle_c, "throttle"),
                                                Limit(lim.temp_shutdown_c, "shutdown")), min_slope_per_h=2.0,
                        steady_on=m.POWER_USAGE, steady_floor=50.0),
-        ForecastTarget(m.FB_USED, "memory_leak",
+        ForecastTarget(m.FB_USED, FindingKind.MEMORY_LEAK,
                        (Limit(lim.framebuffer_full, "full", relative_to=m.FB_FREE),), min_slope_per_h=256.0,
                        steady_on=m.GPU_UTIL, steady_floor=10.0, settle_s=600.0),
-        ForecastTarget(m.UNCORRECTABLE_REMAPPED_ROWS, "row_remap", (Limit(lim.remapped_rows, "spare_rows"),),
+        ForecastTarget(m.UNCORRECTABLE_REMAPPED_ROWS, FindingKind.ROW_REMAP, (Limit(lim.remapped_rows, "spare_rows"),),
                        min_slope_per_h=0.5),
-        ForecastTarget(m.ECC_SBE_VOL_TOTAL, "ecc", (Limit(lim.sbe_total, "sbe_total"),),
+        ForecastTarget(m.ECC_SBE_VOL_TOTAL, FindingKind.ECC, (Limit(lim.sbe_total, "sbe_total"),),
                        min_slope_per_h=50.0),
     )
 

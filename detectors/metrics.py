@@ -35,17 +35,17 @@ PRESENCE_METRICS: tuple[str, ...] = (GPU_TEMP, POWER_USAGE, GPU_UTIL, FB_USED, S
 
 # Monotone counters whose rate is watched for change (metric -> finding kind).
 COUNTER_RATE_METRICS: dict[str, FindingKind] = {
-    ECC_SBE_VOL_TOTAL: "ecc",
-    NVLINK_CRC_FLIT_ERRORS: "nvlink",
-    PCIE_REPLAY_COUNTER: "pcie",
+    ECC_SBE_VOL_TOTAL: FindingKind.ECC,
+    NVLINK_CRC_FLIT_ERRORS: FindingKind.NVLINK,
+    PCIE_REPLAY_COUNTER: FindingKind.PCIE,
 }
 
 # Gauges fed to the per-series baselines and the multivariate model (metric -> finding kind).
 GAUGE_METRICS: dict[str, FindingKind] = {
-    GPU_TEMP: "thermal",
-    MEMORY_TEMP: "thermal",
-    POWER_USAGE: "power",
-    SM_CLOCK: "anomaly",
-    GPU_UTIL: "anomaly",
-    FB_USED: "anomaly",
+    GPU_TEMP: FindingKind.THERMAL,
+    MEMORY_TEMP: FindingKind.THERMAL,
+    POWER_USAGE: FindingKind.POWER,
+    SM_CLOCK: FindingKind.ANOMALY,
+    GPU_UTIL: FindingKind.ANOMALY,
+    FB_USED: FindingKind.ANOMALY,
 }

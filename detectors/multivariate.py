@@ -22,7 +22,7 @@ from sklearn.covariance import EmpiricalCovariance
 from sklearn.ensemble import IsolationForest
 
 from detectors import metrics as m
-from detectors.findings import Finding
+from detectors.findings import Finding, FindingKind, Severity
 from detectors.frame import FloatArray, GpuLabels
 from detectors.stream import CycleView, IntArray, OnsetTracker, gpu_finding_fields, grow
 
@@ -121,7 +121,7 @@ class MultivariateModel:
             z = self._standardise(state, x[i:i + 1])[0]
             top = np.argsort(-np.abs(z))[:3]
             out.append(Finding(
-                ts=ts, kind="anomaly", severity="info",
+                ts=ts, kind=FindingKind.ANOMALY, severity=Severity.INFO,
                 score=float(min(1.0, score[i] / (2 * state.threshold))),
                 detector=f"{self.name}.{self.method}",
                 evidence={"model_class": cls, "score": float(score[i]), "threshold": float(state.threshold),

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from detectors import metrics as m
-from detectors.findings import Finding, FindingKind
+from detectors.findings import Finding, FindingKind, Severity
 from detectors.frame import FloatArray, GpuLabels
 from detectors.stream import CycleView, IntArray, OnsetTracker, gpu_finding_fields, grow
 
@@ -181,7 +181,7 @@ class PeerComparison:
         run = np.where(low, self._straggle_run[slots] + 1, 0.0)
         self._straggle_run[slots] = run
         onsets = self._straggler.step(slots, run >= self.persist, caught_up)
-        out = [self._finding(view, int(r), ts, "straggler", act, job_med, peers, g, extra.get(int(r)))
+        out = [self._finding(view, int(r), ts, FindingKind.STRAGGLER, act, job_med, peers, g, extra.get(int(r)))
                for r in self._with_repeats(onsets, run - self.persist)]
 
         held = np.ones_like(act, dtype=bool) if fb is None else np.nan_to_num(fb) >= self.held_memory_mib
@@ -204,7 +204,7 @@ class PeerComparison:
         hung = (hung_run >= self.persist) | (spin_run >= self.spin_persist)
         onsets = self._hung.step(slots, hung, ~idle & ~spin)
         age = np.maximum(hung_run - self.persist, spin_run - self.spin_persist)
-        out += [self._finding(view, int(r), ts, "hung_job", act, job_med, peers, g,
+        out += [self._finding(view, int(r), ts, FindingKind.HUNG_JOB, act, job_med, peers, g,
                               {"tensor_active_job_median": 0.0} if spin[r] else None)
                 for r in self._with_repeats(onsets, age)]
         self._was_busy[slots] = np.where(busy_now, 1.0, np.where(released, 0.0, self._was_busy[slots]))
@@ -238,7 +238,7 @@ class PeerComparison:
             cooled = ~(temp - node_med >= self.hot_gap_c / 2)
         for r in self._hot.step(slots, run >= self.persist, cooled):
             out.append(Finding(
-                ts=ts, kind="thermal", severity="warning",
+                ts=ts, kind=FindingKind.THERMAL, severity=Severity.WARNING,
                 score=float(min(1.0, (temp[r] - node_med[r]) / 30)),
                 detector=f"{self.name}.node_thermal",
                 evidence={"metric": m.GPU_TEMP, "value": float(temp[r]), "node_median": float(node_med[r]),
@@ -251,7 +251,7 @@ class PeerComparison:
                  extra: dict[str, float] | None = None) -> Finding:
         gap = float(job_med[row] - act[row]) if np.isfinite(act[row]) else float(job_med[row])
         return Finding(
-            ts=ts, kind=kind, severity="warning", score=float(min(1.0, max(gap, 0.0) + 0.5)),
+            ts=ts, kind=kind, severity=Severity.WARNING, score=float(min(1.0, max(gap, 0.0) + 0.5)),
             detector=f"{self.name}.{kind}",
             evidence={"job": g.job_names[g.job[row]],
                       "activity": float(act[row]) if np.isfinite(act[row]) else None,

@@ -24,7 +24,7 @@ from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 from threadpoolctl import threadpool_limits
 
 from detectors import metrics as m
-from detectors.findings import Finding
+from detectors.findings import Finding, FindingKind, Severity
 from detectors.frame import FleetFrame, FloatArray
 from detectors.registry import ModelRegistry, RegistryError
 from detectors.stream import CycleView, OnsetTracker, gpu_finding_fields
@@ -272,7 +272,7 @@ class RiskScoring:
             high = p >= self.threshold
             for row in self._state.step(view.slots, high, p < self.threshold / 2):
                 out.append(Finding(
-                    ts=ts, kind="anomaly", severity="warning", score=float(p[row]), detector=self.name,
+                    ts=ts, kind=FindingKind.ANOMALY, severity=Severity.WARNING, score=float(p[row]), detector=self.name,
                     evidence={"probability": float(p[row]), "horizon_s": self.model.horizon_s,
                               "model_version": self.model_version},
                     predicted_failure_at=ts + self.model.horizon_s, **gpu_finding_fields(view, int(row))))

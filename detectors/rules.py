@@ -82,7 +82,7 @@ class XidRule:
             evidence["count_in_window"] = len(recent)
             evidence["window_s"] = self.trend_window_s
             if len(recent) >= self.trend_count:
-                severity = "warning"
+                severity = Severity.WARNING
         return Finding(ts=ts, kind=entry.kind, severity=severity, score=1.0, detector=self.name,
                        evidence=evidence, **gpu_finding_fields(view, row))
 
@@ -186,8 +186,8 @@ class GpuLostRule:
         hostname, gpu = view.index.keys[slot]
         last = float(self._last_seen[slot])
         return Finding(
-            ts=ts, hostname=hostname, gpu=gpu, uuid=view.index.uuids[slot], kind="gpu_lost",
-            severity="critical", score=1.0, detector=self.name,
+            ts=ts, hostname=hostname, gpu=gpu, uuid=view.index.uuids[slot], kind=FindingKind.GPU_LOST,
+            severity=Severity.CRITICAL, score=1.0, detector=self.name,
             evidence={"last_seen": last, "silent_s": ts - last, "row_in_frame": bool(in_frame)})
 
 
@@ -211,8 +211,8 @@ class NodeNotReadyRule:
                     continue
                 ready = bool(v >= 0.5)
                 if not ready and self._ready.get(node, True):
-                    out.append(Finding(ts=ts, hostname=node, gpu=None, uuid=None, kind="node_not_ready",
-                                       severity="critical", score=1.0, detector=self.name,
+                    out.append(Finding(ts=ts, hostname=node, gpu=None, uuid=None, kind=FindingKind.NODE_NOT_READY,
+                                       severity=Severity.CRITICAL, score=1.0, detector=self.name,
                                        evidence={"metric": m.NODE_READY, "value": float(v)}))
                 self._ready[node] = ready
         return out
@@ -232,12 +232,13 @@ def default_rules(limits: RuleLimits | None = None) -> list[Stage]:
     lim = limits or RuleLimits()
     return [
         XidRule(),
-        CounterIncreaseRule(m.ECC_DBE_VOL_TOTAL, "ecc", "critical", "rules.ecc_dbe"),
-        CounterIncreaseRule(m.UNCORRECTABLE_REMAPPED_ROWS, "row_remap", "warning", "rules.remapped_rows"),
-        LevelRule(m.ROW_REMAP_FAILURE, 1.0, "row_remap", "critical", "rules.row_remap_failure", 0.5),
-        LevelRule(m.GPU_TEMP, lim.temp_throttle_c, "thermal", "warning", "rules.temp_throttle",
+        CounterIncreaseRule(m.ECC_DBE_VOL_TOTAL, FindingKind.ECC, Severity.CRITICAL, "rules.ecc_dbe"),
+        CounterIncreaseRule(m.UNCORRECTABLE_REMAPPED_ROWS, FindingKind.ROW_REMAP, Severity.WARNING,
+                            "rules.remapped_rows"),
+        LevelRule(m.ROW_REMAP_FAILURE, 1.0, FindingKind.ROW_REMAP, Severity.CRITICAL, "rules.row_remap_failure", 0.5),
+        LevelRule(m.GPU_TEMP, lim.temp_throttle_c, FindingKind.THERMAL, Severity.WARNING, "rules.temp_throttle",
                   lim.temp_hysteresis_c),
-        LevelRule(m.GPU_TEMP, lim.temp_shutdown_c, "thermal", "critical", "rules.temp_shutdown",
+        LevelRule(m.GPU_TEMP, lim.temp_shutdown_c, FindingKind.THERMAL, Severity.CRITICAL, "rules.temp_shutdown",
                   lim.temp_hysteresis_c),
         GpuLostRule(),
         NodeNotReadyRule(),

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from detectors import metrics as m
-from detectors.findings import Finding
+from detectors.findings import Finding, FindingKind, Severity
 from detectors.frame import GpuLabels
 from detectors.peers import SAFE_CHARS, group_ids, group_median
 from detectors.stream import CycleView, IntArray, gpu_finding_fields
@@ -96,7 +96,7 @@ class JobSaturation:
                     rows = np.flatnonzero(groups == k)
                     row = int(rows[np.nanargmax(column[rows])])
                     out.append(Finding(
-                        ts=ts, kind="overload", severity="warning",
+                        ts=ts, kind=FindingKind.OVERLOAD, severity=Severity.WARNING,
                         score=float(min(1.0, 0.5 + (level - job.usual) / 100)),
                         detector=f"{self.name}.overload",
                         evidence={"job": name, "deployment": name, "job_median_util": level,

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from detectors import metrics as m
-from detectors.findings import Finding
+from detectors.findings import Finding, FindingKind
 from detectors.frame import FloatArray
 from detectors.stream import CycleView, IntArray, grow
 
-LOAD_DRIVEN_KINDS = frozenset({"thermal", "power", "anomaly"})
+LOAD_DRIVEN_KINDS = frozenset({FindingKind.THERMAL, FindingKind.POWER, FindingKind.ANOMALY})
 SETTLING_DETECTORS = ("baseline.", "multivariate.", "peers.node_thermal")
 
 

@@ -28,10 +28,10 @@ class XidEntry:
 
 
 def _entry(code: int, name: str, family: str, action: XidAction,
-           kind: FindingKind = "xid", severity: Severity | None = None) -> XidEntry:
+           kind: FindingKind = FindingKind.XID, severity: Severity | None = None) -> XidEntry:
     default: dict[XidAction, Severity] = {
-        "restart_application": "warning", "count_and_trend": "info", "reset_gpu": "critical",
-        "reboot_node": "critical", "nvidia_workflow": "critical", "report": "warning",
+        "restart_application": Severity.WARNING, "count_and_trend": Severity.INFO, "reset_gpu": Severity.CRITICAL,
+        "reboot_node": Severity.CRITICAL, "nvidia_workflow": Severity.CRITICAL, "report": Severity.WARNING,
     }
     return XidEntry(code, name, family, kind, severity or default[action], action)
 
@@ -41,31 +41,31 @@ _ENTRIES: tuple[XidEntry, ...] = (
     _entry(31, "GPU memory page fault", "application", "restart_application"),
     _entry(68, "Video processor exception", "application", "restart_application"),
     _entry(69, "Graphics engine class error", "application", "restart_application"),
-    _entry(94, "Contained ECC error", "memory", "restart_application", kind="ecc"),
+    _entry(94, "Contained ECC error", "memory", "restart_application", kind=FindingKind.ECC),
     _entry(43, "GPU stopped processing (reset channel)", "application", "count_and_trend"),
-    _entry(63, "Row remapping or page retirement recorded", "memory", "count_and_trend", kind="row_remap"),
-    _entry(92, "High single-bit ECC error rate", "memory", "count_and_trend", kind="ecc"),
-    _entry(121, "C2C link corrected error", "interconnect", "count_and_trend", kind="nvlink"),
+    _entry(63, "Row remapping or page retirement recorded", "memory", "count_and_trend", kind=FindingKind.ROW_REMAP),
+    _entry(92, "High single-bit ECC error rate", "memory", "count_and_trend", kind=FindingKind.ECC),
+    _entry(121, "C2C link corrected error", "interconnect", "count_and_trend", kind=FindingKind.NVLINK),
     _entry(46, "GPU stopped processing", "hardware", "reset_gpu"),
     _entry(62, "Internal micro-controller halt", "firmware", "reset_gpu"),
-    _entry(64, "Row remapping or page retirement failed to record", "memory", "reset_gpu", kind="row_remap"),
-    _entry(95, "Uncontained ECC error", "memory", "reset_gpu", kind="ecc"),
+    _entry(64, "Row remapping or page retirement failed to record", "memory", "reset_gpu", kind=FindingKind.ROW_REMAP),
+    _entry(95, "Uncontained ECC error", "memory", "reset_gpu", kind=FindingKind.ECC),
     _entry(109, "Context switch timeout", "hardware", "reset_gpu"),
     _entry(119, "GSP RPC timeout", "firmware", "reset_gpu"),
     _entry(120, "GSP error", "firmware", "reset_gpu"),
     _entry(136, "Link training failure", "interconnect", "reset_gpu"),
-    _entry(140, "Unrecovered ECC error", "memory", "reset_gpu", kind="ecc"),
+    _entry(140, "Unrecovered ECC error", "memory", "reset_gpu", kind=FindingKind.ECC),
     _entry(143, "GPU initialisation failure", "hardware", "reset_gpu"),
     _entry(155, "Internal hardware error (reset required)", "hardware", "reset_gpu"),
     _entry(156, "Internal hardware error (reset required)", "hardware", "reset_gpu"),
     _entry(158, "Internal hardware error (reset required)", "hardware", "reset_gpu"),
-    _entry(79, "GPU has fallen off the bus", "hardware", "reboot_node", kind="gpu_lost"),
+    _entry(79, "GPU has fallen off the bus", "hardware", "reboot_node", kind=FindingKind.GPU_LOST),
     _entry(160, "Internal hardware error (node reboot required)", "hardware", "reboot_node"),
     _entry(45, "Preemptive cleanup after previous errors", "application", "nvidia_workflow",
-           severity="warning"),
-    _entry(48, "Double-bit ECC error", "memory", "nvidia_workflow", kind="ecc"),
-    _entry(74, "NVLink error", "interconnect", "nvidia_workflow", kind="nvlink"),
-    *(_entry(c, "NVLink or C2C link error", "interconnect", "nvidia_workflow", kind="nvlink")
+           severity=Severity.WARNING),
+    _entry(48, "Double-bit ECC error", "memory", "nvidia_workflow", kind=FindingKind.ECC),
+    _entry(74, "NVLink error", "interconnect", "nvidia_workflow", kind=FindingKind.NVLINK),
+    *(_entry(c, "NVLink or C2C link error", "interconnect", "nvidia_workflow", kind=FindingKind.NVLINK)
       for c in range(144, 151)),
     _entry(61, "Internal micro-controller breakpoint or warning", "firmware", "report"),
 )
@@ -78,4 +78,4 @@ def lookup(code: int) -> XidEntry:
     entry = XID_CATALOGUE.get(code)
     if entry is not None:
         return entry
-    return XidEntry(code, f"XID {code} (not in the catalogue)", "unknown", "xid", "warning", "report")
+    return XidEntry(code, f"XID {code} (not in the catalogue)", "unknown", FindingKind.XID, Severity.WARNING, "report")

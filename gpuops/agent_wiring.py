@@ -30,7 +30,7 @@ from gpuops.incidents.agent_ports import StoreEvidence, StoreIncidents
 from gpuops.policy import scope_violations
 from gpuops.store.models import Action, Incident
 from gpuops.store.uow import UnitOfWork, UnitOfWorkFactory
-from runbooks import Catalogue, InvalidPlan, Plan, Target, UnknownRunbook
+from runbooks import Catalogue, InvalidPlan, InvalidTarget, Plan, Target, UnknownRunbook
 
 
 class CatalogueRunbooks:
@@ -55,7 +55,10 @@ class CatalogueRunbooks:
 
 def plan_of(action: PlannedAction) -> Plan:
     """The runbooks' Plan for an action; InvalidPlan for a malformed target key."""
-    targets = tuple(Target.parse(key) for key in action.targets if key != "none")
+    try:
+        targets = tuple(Target.parse(key) for key in action.targets if key != "none")
+    except InvalidTarget as exc:
+        raise InvalidPlan(str(exc)) from exc
     return Plan(runbook=action.runbook, params=dict(action.params), targets=targets)
 
 

@@ -25,6 +25,7 @@ from connectors.slack import (
     progress_text,
     summary_text,
 )
+from domain import ActionStatus, Budget
 from gpuops.config import Settings
 from gpuops.store.models import Action, FindingRecord, SlackMessage, SlackOutbox
 from gpuops.store.uow import UnitOfWork
@@ -66,19 +67,9 @@ def evidence_of(session: Session, incident_id: int) -> list[tuple[str, str]]:
 
 
 def budget_of(verdict: dict[str, Any]) -> list[tuple[str, str]]:
-    """Budget left after the action, from the policy verdict stored with it."""
-    b = verdict.get("budget") or {}
-    rows: list[tuple[str, str]] = []
-    if "nodes_out_after" in b and "nodes_out_limit" in b:
-        left = int(b["nodes_out_limit"]) - int(b["nodes_out_after"])
-        rows.append(("Nodes out after", f"{b['nodes_out_after']}/{b['nodes_out_limit']} ({left} left)"))
-    if "healthy_gpus_after" in b and "min_healthy_gpus" in b:
-        spare = int(b["healthy_gpus_after"]) - int(b["min_healthy_gpus"])
-        rows.append(("Healthy GPUs after", f"{b['healthy_gpus_after']} (minimum {b['min_healthy_gpus']}, "
-                                           f"{spare} spare)"))
-    if "actions_last_hour" in b and "rate_limit" in b:
-        rows.append(("Actions this hour", f"{b['actions_last_hour']}/{b['rate_limit']}"))
-    return rows
+    """Budget left after the action, from the policy verdict stored with it, in the dashboard's words."""
+    budget = Budget.from_json(verdict.get("budget"))
+    return [] if budget is None else budget.describe()
 
 
 def prompt_for(session: Session, action: Action, *, dashboard_url: str | None) -> ApprovalPrompt:
@@ -103,7 +94,8 @@ def prompt_for(session: Session, action: Action, *, dashboard_url: str | None) -
         gpu_hours_at_risk=float(diff.get("gpu_hours_at_risk", 0.0)), budget=budget_of(action.verdict or {}),
         status=action.status, approvals_required=max(action.approvals_required, 1), decisions=decisions,
         dashboard_url=f"{dashboard_url.rstrip('/')}/incidents/{incident.id}" if dashboard_url else None,
-        expired_at=action.updated_at.isoformat(timespec="seconds") if action.status == "expired" else None)
+        expired_at=action.updated_at.isoformat(timespec="seconds") if action.status == ActionStatus.EXPIRED
+        else None)
 
 
 class _NotYetPosted(Exception):
@@ -145,7 +137,7 @@ class SlackNotifier:
         self._deliver_soon()
 
     def progress(self, action_id: int, status: str, detail: str) -> None:
-        if status == "expired":
+        if status == ActionStatus.EXPIRED:
             self._queue(action_id, "update")
             self._queue(action_id, "reply", text="<!here> " + progress_text(status, detail), broadcast=True)
         else:

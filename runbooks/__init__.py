@@ -17,7 +17,7 @@ from runbooks.errors import (
     StepSignatureError,
     UnknownRunbook,
 )
-from runbooks.model import Diff, Plan, Risk, StepResult, Target, TargetKind
+from runbooks.model import Diff, InvalidTarget, Plan, Risk, StepResult, Target, TargetKind
 from runbooks.settings import ReplicaBounds, RunbookSettings
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "Diff",
     "IncompleteRunbook",
     "InvalidPlan",
+    "InvalidTarget",
     "Plan",
     "ReplicaBounds",
     "Risk",

@@ -101,6 +101,12 @@ def csrf_of(html: str) -> str:
     return found.group(1)
 
 
+# A verdict's budget as policy stores it: the counts, then how the limits were derived.
+BUDGET = {"nodes_out": 0, "nodes_out_after": 1, "nodes_out_limit": 2, "healthy_gpus_after": 56, "min_healthy_gpus": 52,
+          "actions_last_hour": 3, "rate_limit": 20, "fleet_nodes": 8, "max_nodes_out": 2,
+          "max_nodes_out_fraction": 0.25, "fleet_gpus": 64, "min_healthy_gpu_fraction": 0.8}
+
+
 def seed_awaiting(container: Container, *, host: str = "gpu-node-003", required: int = 1,
                   plan_hash: str = "c" * 64, title: str = "ECC double-bit errors") -> tuple[int, int, str]:
     """An incident awaiting approval of a drain, as the agent leaves it. Returns (incident, action, plan hash)."""
@@ -118,7 +124,7 @@ def seed_awaiting(container: Container, *, host: str = "gpu-node-003", required:
                         rationale="DBEs on GPU 2 mean the memory is failing; drain before the job crashes.",
                         diff={"changes": [f"cordon {host}", "evict 2 pods"], "pods_affected": ["ml/train-0"],
                               "gpus_affected": 8, "gpu_hours_at_risk": 4.5, "blockers": []},
-                        verdict={"gate": "one_approver", "reasons": ["within budgets"], "budget": {"nodes_out": 0}})
+                        verdict={"gate": "one_approver", "reasons": ["within budgets"], "budget": BUDGET})
         uow.session.add(action)
         uow.commit()
         return incident.id, action.id, plan_hash

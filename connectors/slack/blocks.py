@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from connectors.slack.models import ApprovalPrompt, Decision
+from domain import ActionStatus, ExecutionStatus
 
 APPROVE, REJECT = "gpuops_approve", "gpuops_reject"
 BUTTON_ACTIONS = {APPROVE: "approve", REJECT: "reject"}
@@ -42,7 +43,7 @@ def _person(d: Decision) -> str:
 def status_line(p: ApprovalPrompt) -> str:
     approvals = [d for d in p.decisions if d.decision == "approve"]
     rejections = [d for d in p.decisions if d.decision == "reject"]
-    if p.status == "expired":
+    if p.status == ActionStatus.EXPIRED:
         return (f":hourglass: *Expired* at {p.expired_at or 'the deadline'} without enough approvals "
                 f"({len(approvals)}/{p.approvals_required}); incident {p.incident_id} escalated to a human.")
     if rejections:
@@ -50,7 +51,7 @@ def status_line(p: ApprovalPrompt) -> str:
         why = f": {d.reason}" if d.reason else ""
         return f":x: *Rejected* by {_person(d)} at {d.at}{why}"
     who = ", ".join(f"{_person(d)} at {d.at}" for d in approvals)
-    if p.status == "awaiting_approval":
+    if p.status == ActionStatus.AWAITING_APPROVAL:
         if approvals:
             return (f":hourglass_flowing_sand: *Approvals {len(approvals)}/{p.approvals_required}*: {who}; "
                     "waiting for another approver.")
@@ -91,7 +92,7 @@ def approval_blocks(p: ApprovalPrompt) -> list[dict[str, Any]]:
     blocks.append({"type": "context", "elements": context})
     blocks.append({"type": "divider"})
     blocks.append({**_section(status_line(p)), "block_id": "gpuops_status"})
-    if p.status == "awaiting_approval":
+    if p.status == ActionStatus.AWAITING_APPROVAL:
         value = button_value(p.action_id, p.plan_hash)
         blocks.append({"type": "actions", "block_id": f"gpuops_decide_{p.action_id}", "elements": [
             {"type": "button", "action_id": APPROVE, "style": "primary", "value": value,
@@ -107,7 +108,10 @@ def approval_blocks(p: ApprovalPrompt) -> list[dict[str, Any]]:
 
 
 def progress_text(status: str, detail: str) -> str:
-    icon = {"executing": ":gear:", "succeeded": ":white_check_mark:", "verified": ":white_check_mark:",
-            "failed": ":rotating_light:", "rolled_back": ":leftwards_arrow_with_hook:", "expired": ":hourglass:",
-            "refused": ":no_entry:", "dry_run": ":memo:"}.get(status, ":information_source:")
+    icons: dict[str, str] = {
+        ActionStatus.EXECUTING: ":gear:", ExecutionStatus.SUCCEEDED: ":white_check_mark:",
+        "verified": ":white_check_mark:", ExecutionStatus.FAILED: ":rotating_light:",
+        ExecutionStatus.ROLLED_BACK: ":leftwards_arrow_with_hook:", ActionStatus.EXPIRED: ":hourglass:",
+        ExecutionStatus.REFUSED: ":no_entry:", ExecutionStatus.DRY_RUN: ":memo:"}
+    icon = icons.get(status, ":information_source:")
     return f"{icon} *{status.replace('_', ' ')}*" + (f": {detail}" if detail else "")

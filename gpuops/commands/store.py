@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from domain import Severity
 from gpuops.commands.context import echo_json, settings_from, store_container
 from gpuops.errors import NotFound
 from gpuops.incidents.queries import get_incident, incident_detail, incident_summary, list_incidents
@@ -42,7 +43,7 @@ def incidents() -> None:
 
 @incidents.command("list")
 @click.option("--status", default=None, help="Only incidents in this status.")
-@click.option("--severity", type=click.Choice(["critical", "warning", "info"]), default=None)
+@click.option("--severity", type=click.Choice([s.value for s in reversed(Severity)]), default=None)
 @click.option("--node", default=None, help="Only incidents on this node.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")

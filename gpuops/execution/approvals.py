@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from domain import ActionStatus, IncidentStatus
 from gpuops.errors import Conflict, GpuopsError, NotFound
 from gpuops.incidents.lifecycle import can_transition, transition
 from gpuops.store.audit import append_event
@@ -80,7 +81,7 @@ def decide(session: Session, *, action_id: int, approver: Approver, decision: st
     if plan_hash != action.plan_hash:
         return refuse("stale_plan", f"action {action.id}'s plan changed after it was shown to you; "
                                     "review the new plan")
-    if action.status != "awaiting_approval":
+    if action.status != ActionStatus.AWAITING_APPROVAL:
         return refuse("closed", f"action {action.id} is {action.status}; it no longer takes decisions")
     if existing is not None:  # same person, older plan: replace their decision
         session.delete(existing)
@@ -94,26 +95,26 @@ def decide(session: Session, *, action_id: int, approver: Approver, decision: st
                  action_id=action.id, data=audit, ts=now)
     incident = action.incident
     if decision == "reject":
-        action.status = "rejected"
-        transition(session, incident, "escalated", reason=f"plan rejected by {approver.identity}: {reason}",
-                   actor=approver.identity, now=now)
+        action.status = ActionStatus.REJECTED
+        transition(session, incident, IncidentStatus.ESCALATED,
+                   reason=f"plan rejected by {approver.identity}: {reason}", actor=approver.identity, now=now)
     elif len(valid_approvals(action, now)) >= action.approvals_required:
-        action.status = "approved"
+        action.status = ActionStatus.APPROVED
     count = len(valid_approvals(action, now))
     return DecisionOutcome(action.id, action.status, count, action.approvals_required)
 
 
 def expire_pending(session: Session, *, now: datetime, ttl_s: float) -> list[int]:
     """Actions that waited for approval longer than `ttl_s`: mark them expired and escalate their incident."""
-    stmt = select(Action).where(Action.status == "awaiting_approval",
+    stmt = select(Action).where(Action.status == ActionStatus.AWAITING_APPROVAL,
                                 Action.created_at <= now - timedelta(seconds=ttl_s))
     expired = []
     for action in session.scalars(stmt):
-        action.status = "expired"
+        action.status = ActionStatus.EXPIRED
         append_event(session, actor="policy", kind="approval.expired", incident_id=action.incident_id,
                      action_id=action.id, data={"waited_s": ttl_s}, ts=now)
-        if can_transition(action.incident.status, "escalated"):  # a suppressed incident stays folded
-            transition(session, action.incident, "escalated", reason=f"approval of action {action.id} expired",
-                       actor="policy", now=now)
+        if can_transition(action.incident.status, IncidentStatus.ESCALATED):  # a suppressed incident stays folded
+            transition(session, action.incident, IncidentStatus.ESCALATED,
+                       reason=f"approval of action {action.id} expired", actor="policy", now=now)
         expired.append(action.id)
     return expired

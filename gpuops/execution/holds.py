@@ -17,9 +17,10 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from domain import IncidentStatus
 from gpuops.detection import examined_until
 from gpuops.execution.service import ExecutionDeps, action_spec
-from gpuops.incidents.lifecycle import ACTIVE, CLOSED, add_timeline
+from gpuops.incidents.lifecycle import add_timeline
 from gpuops.policy import soak_until
 from gpuops.store.audit import append_event
 from gpuops.store.models import Incident
@@ -45,7 +46,7 @@ def hold(uow: UnitOfWork, *, incident_id: int, plan: Plan, deps: ExecutionDeps, 
     timeline entry the first time) and clears it once it is over. Runs in the caller's transaction."""
     session = uow.session
     incident = session.get(Incident, incident_id)
-    if incident is None or incident.status in CLOSED:
+    if incident is None or incident.status in IncidentStatus.CLOSED:
         return HoldOutcome("closed", None, f"incident {incident_id} is "
                            f"{'gone' if incident is None else incident.status}; nothing to do")
     try:
@@ -89,6 +90,6 @@ def due_holds(session: Session, *, shards: int, now: datetime) -> list[int]:
     seen = _ts(examined_until(session, shards))
     stale_before = now - timedelta(seconds=STALE_AFTER_S)
     rows = session.execute(select(Incident.id, Incident.held_until).where(
-        Incident.held_until.is_not(None), Incident.status.in_(ACTIVE)).order_by(Incident.id))
+        Incident.held_until.is_not(None), Incident.status.in_(IncidentStatus.ACTIVE)).order_by(Incident.id))
     return [incident_id for incident_id, until in rows
             if until is not None and ((seen is not None and until <= seen) or until <= stale_before)]

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from connectors.kubernetes import ClusterPort
 from connectors.kubernetes.errors import ClusterError
+from domain import ActionStatus, ExecutionStatus, IncidentStatus, ProposalStatus
 from gpuops.execution.approvals import valid_approvals
 from gpuops.incidents.lifecycle import can_transition, transition
 from gpuops.logs import log_context
@@ -28,6 +29,7 @@ from runbooks import (
     Catalogue,
     Diff,
     InvalidPlan,
+    InvalidTarget,
     Plan,
     RunbookContext,
     RunbookSettings,
@@ -39,8 +41,9 @@ from runbooks import (
 
 log = logging.getLogger(__name__)
 
-FINISHED = ("succeeded", "failed", "rolled_back", "refused", "dry_run", "rejected", "expired", "denied",
-            "escalated")
+PROPOSAL_OF_GATE = {Gate.AUTO: ProposalStatus.APPROVED, Gate.ONE_APPROVER: ProposalStatus.AWAITING_APPROVAL,
+                    Gate.TWO_APPROVERS: ProposalStatus.AWAITING_APPROVAL, Gate.ESCALATE: ProposalStatus.ESCALATED,
+                    Gate.DENIED: ProposalStatus.DENIED}
 
 
 @dataclass(frozen=True)
@@ -56,19 +59,25 @@ class Proposal:
 @dataclass
 class ProposalOutcome:
     action_id: int | None
-    status: str  # awaiting_approval | approved | denied | escalated | invalid
+    status: str  # a ProposalStatus, or the ActionStatus of the earlier action the store answered with
     verdict: dict[str, Any] = field(default_factory=dict)
     diff: dict[str, Any] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
     approvals_required: int = 0
 
+    def __post_init__(self) -> None:
+        self.status = str(self.status)  # plain text: outcomes travel in task payloads and the agent's checkpoints
+
 
 @dataclass
 class ExecutionOutcome:
     action_id: int
-    status: str  # succeeded | failed | rolled_back | refused | already_done | in_progress | dry_run
+    status: str  # an ExecutionStatus
     verified: bool
     detail: str
+
+    def __post_init__(self) -> None:
+        self.status = str(self.status)  # plain text: outcomes travel in task payloads and the agent's checkpoints
 
 
 @dataclass
@@ -109,8 +118,11 @@ def _now(deps: ExecutionDeps) -> datetime:
 
 def plan_of(action: Action) -> Plan:
     """The plan stored in an action row (its hash is recomputed from these fields, never trusted)."""
-    return Plan(runbook=action.runbook, params=dict(action.parameters),
-                targets=tuple(Target.parse(str(k)) for k in action.targets))
+    try:
+        targets = tuple(Target.parse(str(k)) for k in action.targets)
+    except InvalidTarget as exc:
+        raise InvalidPlan(f"action {action.id}: {exc}") from exc
+    return Plan(runbook=action.runbook, params=dict(action.parameters), targets=targets)
 
 
 def fleet_facts(cluster: ClusterPort) -> FleetFacts:
@@ -156,14 +168,15 @@ def propose(uow: UnitOfWork, *, proposal: Proposal, deps: ExecutionDeps) -> Prop
     now = _now(deps)
     incident = session.get(Incident, proposal.incident_id)
     if incident is None:
-        return ProposalOutcome(None, "invalid", reasons=[f"incident {proposal.incident_id} does not exist"])
+        return ProposalOutcome(None, ProposalStatus.INVALID,
+                               reasons=[f"incident {proposal.incident_id} does not exist"])
     with log_context(incident_id=incident.id):
         try:
             plan = deps.catalogue.validate(proposal.plan)
         except (UnknownRunbook, InvalidPlan) as exc:
             append_event(session, actor=proposal.planner, kind="plan.invalid", incident_id=incident.id,
                          data={"runbook": proposal.plan.runbook, "error": str(exc)}, ts=now)
-            return ProposalOutcome(None, "invalid", reasons=[str(exc)])
+            return ProposalOutcome(None, ProposalStatus.INVALID, reasons=[str(exc)])
         # A reopened incident starts a new round: the same plan may run again then, never twice in one round.
         key = f"incident-{incident.id}:r{int(incident.details.get('round', 0))}:{plan.plan_hash()}"
         existing = session.scalars(select(Action).where(Action.idempotency_key == key)).first()
@@ -176,7 +189,7 @@ def propose(uow: UnitOfWork, *, proposal: Proposal, deps: ExecutionDeps) -> Prop
         spec = action_spec(plan, risk, deps.catalogue, deps.cluster)
         action = Action(incident_id=incident.id, runbook=plan.runbook, parameters=plan.params,
                         targets=[t.key() for t in plan.targets], plan_hash=plan.plan_hash(), idempotency_key=key,
-                        status="proposed", risk=risk, rationale=proposal.rationale, diff=asdict(diff),
+                        status=ActionStatus.PROPOSED, risk=risk, rationale=proposal.rationale, diff=asdict(diff),
                         created_at=now, updated_at=now)  # the execution clock, so approval expiry runs on it too
         session.add(action)
         session.flush()
@@ -185,12 +198,10 @@ def propose(uow: UnitOfWork, *, proposal: Proposal, deps: ExecutionDeps) -> Prop
         reasons = list(verdict.reasons)
         if diff.blockers and verdict.allowed:
             reasons = [f"precondition: {b}" for b in diff.blockers]
-            status = "denied"
+            status = ProposalStatus.DENIED
         else:
-            status = {Gate.AUTO: "approved", Gate.ONE_APPROVER: "awaiting_approval",
-                      Gate.TWO_APPROVERS: "awaiting_approval", Gate.ESCALATE: "escalated",
-                      Gate.DENIED: "denied"}[verdict.gate]
-        action.status = status
+            status = PROPOSAL_OF_GATE[verdict.gate]
+        action.status = ActionStatus(status)
         action.approvals_required = verdict.approvals_required
         action.verdict = {**verdict.to_json(), "reasons": reasons}
         append_event(session, actor=proposal.planner, kind="action.proposed", incident_id=incident.id,
@@ -198,7 +209,8 @@ def propose(uow: UnitOfWork, *, proposal: Proposal, deps: ExecutionDeps) -> Prop
                                                 "targets": action.targets, "plan_hash": action.plan_hash,
                                                 "rationale": proposal.rationale, "risk": risk, "status": status,
                                                 "diff": action.diff}, ts=now)
-        target_status = {"awaiting_approval": "awaiting_approval", "escalated": "escalated"}.get(status)
+        target_status = {ProposalStatus.AWAITING_APPROVAL: IncidentStatus.AWAITING_APPROVAL,
+                         ProposalStatus.ESCALATED: IncidentStatus.ESCALATED}.get(status)
         if target_status and can_transition(incident.status, target_status):
             transition(session, incident, target_status, reason=f"action {action.id} ({plan.runbook}): {status}",
                        actor=proposal.planner, now=now)
@@ -207,15 +219,15 @@ def propose(uow: UnitOfWork, *, proposal: Proposal, deps: ExecutionDeps) -> Prop
 
 
 def _refuse(session: Session, action: Action, reason: str, now: datetime) -> ExecutionOutcome:
-    action.status = "refused"
+    action.status = ActionStatus.REFUSED
     action.error = reason
     append_event(session, actor="executor", kind="action.refused", incident_id=action.incident_id,
                  action_id=action.id, data={"reason": reason}, ts=now)
     incident = action.incident
-    if can_transition(incident.status, "escalated"):
-        transition(session, incident, "escalated", reason=f"action {action.id} refused: {reason}",
+    if can_transition(incident.status, IncidentStatus.ESCALATED):
+        transition(session, incident, IncidentStatus.ESCALATED, reason=f"action {action.id} refused: {reason}",
                    actor="executor", now=now)
-    return ExecutionOutcome(action.id, "refused", False, reason)
+    return ExecutionOutcome(action.id, ExecutionStatus.REFUSED, False, reason)
 
 
 def _claim(uow: UnitOfWork, action_id: int, deps: ExecutionDeps, dry_run: bool) -> ExecutionOutcome | Action:
@@ -224,15 +236,15 @@ def _claim(uow: UnitOfWork, action_id: int, deps: ExecutionDeps, dry_run: bool) 
     now = _now(deps)
     action = session.execute(select(Action).where(Action.id == action_id).with_for_update()).scalar_one_or_none()
     if action is None:
-        return ExecutionOutcome(action_id, "refused", False, f"action {action_id} does not exist")
-    if action.status in FINISHED:
-        return ExecutionOutcome(action.id, "already_done", action.status == "succeeded",
+        return ExecutionOutcome(action_id, ExecutionStatus.REFUSED, False, f"action {action_id} does not exist")
+    if action.status in ActionStatus.FINISHED:
+        return ExecutionOutcome(action.id, ExecutionStatus.ALREADY_DONE, action.status == ActionStatus.SUCCEEDED,
                                 f"action {action.id} is already {action.status}")
-    if action.status in ("executing", "verifying") and action.claim_expires_at and action.claim_expires_at > now:
-        return ExecutionOutcome(action.id, "in_progress", False,
+    if action.status in ActionStatus.RUNNING and action.claim_expires_at and action.claim_expires_at > now:
+        return ExecutionOutcome(action.id, ExecutionStatus.IN_PROGRESS, False,
                                 f"action {action.id} is being run by {action.claimed_by}")
-    resuming = action.status in ("executing", "verifying")
-    if not resuming and action.status != "approved":
+    resuming = action.status in ActionStatus.RUNNING
+    if not resuming and action.status != ActionStatus.APPROVED:
         outcome = _refuse(session, action, f"action is {action.status}, not approved", now)
         uow.commit()
         return outcome
@@ -261,21 +273,21 @@ def _claim(uow: UnitOfWork, action_id: int, deps: ExecutionDeps, dry_run: bool) 
     if dry_run:
         ctx = _context(deps, incident.id, "executor")
         action.diff = asdict(deps.catalogue.dry_run(plan, ctx))
-        action.status = "dry_run"
+        action.status = ActionStatus.DRY_RUN
         append_event(session, actor="executor", kind="action.dry_run", incident_id=incident.id, action_id=action.id,
                      data={"diff": action.diff}, ts=now)
         uow.commit()
-        return ExecutionOutcome(action.id, "dry_run", False, "dry run: nothing changed; " +
+        return ExecutionOutcome(action.id, ExecutionStatus.DRY_RUN, False, "dry run: nothing changed; " +
                                 "; ".join(action.diff.get("changes", [])))
-    action.status = "executing"
+    action.status = ActionStatus.EXECUTING
     action.claimed_by = deps.worker
     action.claim_expires_at = now + timedelta(seconds=deps.claim_ttl_s)
     action.attempts += 1
     action.executed_at = action.executed_at or now
     append_event(session, actor="executor", kind="action.claimed", incident_id=incident.id, action_id=action.id,
                  data={"worker": deps.worker, "attempt": action.attempts, "resumed": resuming}, ts=now)
-    if can_transition(incident.status, "executing"):
-        transition(session, incident, "executing", reason=f"running action {action.id} ({action.runbook})",
+    if can_transition(incident.status, IncidentStatus.EXECUTING):
+        transition(session, incident, IncidentStatus.EXECUTING, reason=f"running action {action.id} ({action.runbook})",
                    actor="executor", now=now)
     uow.commit()
     return action
@@ -318,13 +330,13 @@ def _finish(uow_factory: Callable[[], UnitOfWork], action_id: int, plan: Plan, r
         action.verified_at = now
         action.claim_expires_at = None
         if verified.ok:
-            action.status = "succeeded"
+            action.status = ActionStatus.SUCCEEDED
             if plan.runbook == "uncordon_node":
                 for t in plan.targets:
                     if t.node:
                         release_node(session, node=t.node, now=now)
         else:
-            action.status = "rolled_back" if rollback is not None and rollback.ok else "failed"
+            action.status = ActionStatus.ROLLED_BACK if rollback is not None and rollback.ok else ActionStatus.FAILED
             action.error = verified.detail
             if rollback is not None and rollback.ok and plan.runbook == "cordon_node":
                 release_node(session, node=plan.targets[0].node or "", now=now, action_id=action.id)
@@ -333,12 +345,12 @@ def _finish(uow_factory: Callable[[], UnitOfWork], action_id: int, plan: Plan, r
                                                 "rollback": rollback.detail if rollback else None}, ts=now)
         session.flush()
         record_verification(session, action=action, ok=verified.ok, config=deps.policy, now=now)
-        if can_transition(incident.status, "verifying"):
-            transition(session, incident, "verifying", reason=f"action {action.id}: {action.status}",
+        if can_transition(incident.status, IncidentStatus.VERIFYING):
+            transition(session, incident, IncidentStatus.VERIFYING, reason=f"action {action.id}: {action.status}",
                        actor="executor", now=now)
-        if not verified.ok and can_transition(incident.status, "escalated"):
-            transition(session, incident, "escalated", reason=f"action {action.id} {action.status}: {verified.detail}",
-                       actor="executor", now=now)
+        if not verified.ok and can_transition(incident.status, IncidentStatus.ESCALATED):
+            transition(session, incident, IncidentStatus.ESCALATED,
+                       reason=f"action {action.id} {action.status}: {verified.detail}", actor="executor", now=now)
         uow.commit()
         log.info("action finished", extra={"status": action.status, "verified": verified.ok})
         return ExecutionOutcome(action.id, action.status, verified.ok, verified.detail)

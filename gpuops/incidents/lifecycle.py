@@ -7,22 +7,25 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from domain import IncidentStatus
 from gpuops.errors import Conflict
 from gpuops.store.audit import append_event
 from gpuops.store.models import Incident, IncidentEvent
 
-ACTIVE = ("open", "investigating", "awaiting_approval", "executing", "verifying", "escalated")
-CLOSED = ("resolved", "suppressed")
+ACTIVE = IncidentStatus.ACTIVE  # the one definition is domain's; these names stay for older importers
+CLOSED = IncidentStatus.CLOSED
 
-TRANSITIONS: dict[str, frozenset[str]] = {
-    "open": frozenset({"investigating", "escalated", "suppressed", "resolved"}),
-    "investigating": frozenset({"awaiting_approval", "executing", "escalated", "resolved", "suppressed"}),
-    "awaiting_approval": frozenset({"executing", "investigating", "escalated", "resolved", "suppressed"}),
-    "executing": frozenset({"verifying", "escalated"}),
-    "verifying": frozenset({"resolved", "escalated", "investigating"}),
-    "escalated": frozenset({"investigating", "resolved", "suppressed"}),
-    "resolved": frozenset({"open"}),
-    "suppressed": frozenset({"open", "resolved"}),
+_S = IncidentStatus
+
+TRANSITIONS: dict[str, frozenset[IncidentStatus]] = {
+    _S.OPEN: frozenset({_S.INVESTIGATING, _S.ESCALATED, _S.SUPPRESSED, _S.RESOLVED}),
+    _S.INVESTIGATING: frozenset({_S.AWAITING_APPROVAL, _S.EXECUTING, _S.ESCALATED, _S.RESOLVED, _S.SUPPRESSED}),
+    _S.AWAITING_APPROVAL: frozenset({_S.EXECUTING, _S.INVESTIGATING, _S.ESCALATED, _S.RESOLVED, _S.SUPPRESSED}),
+    _S.EXECUTING: frozenset({_S.VERIFYING, _S.ESCALATED}),
+    _S.VERIFYING: frozenset({_S.RESOLVED, _S.ESCALATED, _S.INVESTIGATING}),
+    _S.ESCALATED: frozenset({_S.INVESTIGATING, _S.RESOLVED, _S.SUPPRESSED}),
+    _S.RESOLVED: frozenset({_S.OPEN}),
+    _S.SUPPRESSED: frozenset({_S.OPEN, _S.RESOLVED}),
 }
 
 
@@ -48,9 +51,9 @@ def transition(session: Session, incident: Incident, target: str, *, reason: str
         raise Conflict(f"incident {incident.id} cannot go from {current} to {target}; allowed: {allowed}")
     incident.status = target
     incident.updated_at = now
-    if target == "resolved":
+    if target == IncidentStatus.RESOLVED:
         incident.resolved_at = now
-    elif target == "open":
+    elif target == IncidentStatus.OPEN:
         incident.resolved_at = None
     add_timeline(session, incident, kind=f"status.{target}", message=reason, now=now,
                  data={"from": current, "to": target, "actor": actor})

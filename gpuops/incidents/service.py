@@ -14,7 +14,8 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from detectors.findings import Finding
-from gpuops.incidents.lifecycle import ACTIVE, add_timeline, transition
+from domain import FindingKind, IncidentStatus, Severity
+from gpuops.incidents.lifecycle import add_timeline, transition
 from gpuops.logs import log_context
 from gpuops.store.audit import append_event
 from gpuops.store.models import FindingRecord, Incident, Silence
@@ -23,14 +24,15 @@ log = logging.getLogger(__name__)
 
 # Hard signals open an incident at once. An XID is hard when the catalogue calls it critical (reset, reboot,
 # NVIDIA workflow); application XIDs (13, 31, 43, …) are warnings or info and must repeat, like anomalies.
-HARD_KINDS = frozenset({"gpu_lost", "ecc", "row_remap", "node_not_ready"})
+HARD_KINDS = frozenset({FindingKind.GPU_LOST, FindingKind.ECC, FindingKind.ROW_REMAP, FindingKind.NODE_NOT_READY})
 # What a job's other GPUs show when one of its GPUs or nodes fails: they wait (hung, straggling) or their load
 # changes. A memory leak or a cooling fault on another GPU is its own fault, never folded into the job's incident.
-JOB_CONSEQUENCES = frozenset({"hung_job", "straggler", "anomaly", "power"})
+JOB_CONSEQUENCES = frozenset({FindingKind.HUNG_JOB, FindingKind.STRAGGLER, FindingKind.ANOMALY, FindingKind.POWER})
 # A job's episodes (straggling, hung, saturated): one incident per job, however many of its nodes show it.
 JOB_HOSTS_LOOKBACK_S = 3600.0
-EPISODE_KINDS = frozenset({"straggler", "hung_job", "overload"})
-SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+EPISODE_KINDS = frozenset({FindingKind.STRAGGLER, FindingKind.HUNG_JOB, FindingKind.OVERLOAD})
+# Incidents no action has touched yet: a fleet incident folds these in (one already acting on is left to finish).
+UNTOUCHED = (IncidentStatus.OPEN, IncidentStatus.INVESTIGATING, IncidentStatus.AWAITING_APPROVAL)
 
 
 class IncidentConfig(BaseModel):
@@ -66,7 +68,7 @@ def dedup_key(hostname: str, gpu: int | None, family: str) -> str:
 
 
 def _is_hard(f: Finding) -> bool:
-    return f.kind in HARD_KINDS or f.severity == "critical"
+    return f.kind in HARD_KINDS or f.severity == Severity.CRITICAL
 
 
 def _silenced(session: Session, f: Finding, now: datetime) -> Silence | None:
@@ -99,7 +101,7 @@ def _merge(session: Session, incident: Incident, f: Finding, record: FindingReco
     record.incident_id = incident.id
     incident.occurrences += 1
     incident.updated_at = now
-    if SEVERITY_RANK[f.severity] > SEVERITY_RANK[incident.severity]:
+    if Severity(f.severity).rank > Severity(incident.severity).rank:
         incident.severity = f.severity
     if incident.gpu is not None and f.gpu != incident.gpu:
         incident.scope, incident.gpu = "node", None  # several GPUs of one node: the node is the unit
@@ -128,14 +130,14 @@ def ingest_findings(session: Session, findings: Iterable[Finding], *, fleet_node
         families.add(f.kind)
         key = dedup_key(f.hostname, f.gpu, f.kind)
         open_same = session.scalars(select(Incident).where(
-            Incident.dedup_key == key, Incident.status.in_(ACTIVE),
+            Incident.dedup_key == key, Incident.status.in_(IncidentStatus.ACTIVE),
             Incident.updated_at >= at - timedelta(seconds=config.dedup_window_s))).first()
         if open_same is not None:
             _merge(session, open_same, f, record, at)
             result.merged.append(open_same.id)
             continue
         on_node = session.scalars(select(Incident).where(
-            Incident.hostname == f.hostname, Incident.status.in_(ACTIVE), Incident.scope != "fleet",
+            Incident.hostname == f.hostname, Incident.status.in_(IncidentStatus.ACTIVE), Incident.scope != "fleet",
         ).order_by(Incident.id)).first()
         if on_node is not None:
             _merge(session, on_node, f, record, at)
@@ -161,11 +163,11 @@ def ingest_findings(session: Session, findings: Iterable[Finding], *, fleet_node
                 result.pending += 1
                 continue
         recent_closed = session.scalars(select(Incident).where(
-            Incident.dedup_key == key, Incident.status == "resolved",
+            Incident.dedup_key == key, Incident.status == IncidentStatus.RESOLVED,
             Incident.resolved_at >= at - timedelta(seconds=config.reopen_window_s),
         ).order_by(Incident.id.desc())).first()
         if recent_closed is not None:
-            transition(session, recent_closed, "open", reason=f"{f.kind} recurred after resolution",
+            transition(session, recent_closed, IncidentStatus.OPEN, reason=f"{f.kind} recurred after resolution",
                        actor="incidents", now=at)
             recent_closed.details = {**recent_closed.details,
                                      "round": int(recent_closed.details.get("round", 0)) + 1}
@@ -188,8 +190,8 @@ def ingest_findings(session: Session, findings: Iterable[Finding], *, fleet_node
                      data={"key": key, "severity": f.severity, "detector": f.detector}, ts=at)
         silence = _silenced(session, f, at)
         if silence is not None:
-            transition(session, incident, "suppressed", reason=f"{silence.kind} {silence.id}: {silence.reason}",
-                       actor="incidents", now=at)
+            transition(session, incident, IncidentStatus.SUPPRESSED,
+                       reason=f"{silence.kind} {silence.id}: {silence.reason}", actor="incidents", now=at)
             result.suppressed.append(incident.id)
         else:
             result.opened.append(incident.id)
@@ -232,9 +234,9 @@ def _job_hard_incident(session: Session, f: Finding, since: datetime, job_hosts:
         return None
     return session.scalars(select(Incident).where(
         Incident.hostname.in_(hosts), Incident.scope != "fleet",
-        or_(Incident.status.in_(ACTIVE) & (Incident.opened_at >= (hosts_since or since)),
+        or_(Incident.status.in_(IncidentStatus.ACTIVE) & (Incident.opened_at >= (hosts_since or since)),
             Incident.resolved_at >= since),
-        or_(Incident.family.in_(HARD_KINDS), Incident.severity == "critical")).order_by(Incident.id)).first()
+        or_(Incident.family.in_(HARD_KINDS), Incident.severity == Severity.CRITICAL)).order_by(Incident.id)).first()
 
 
 def _job_episode_incident(session: Session, f: Finding, since: datetime) -> Incident | None:
@@ -245,7 +247,7 @@ def _job_episode_incident(session: Session, f: Finding, since: datetime) -> Inci
     if f.kind not in EPISODE_KINDS or job is None:
         return None
     candidates = session.scalars(select(Incident).where(
-        Incident.family == f.kind, Incident.status.in_(ACTIVE), Incident.scope != "fleet",
+        Incident.family == f.kind, Incident.status.in_(IncidentStatus.ACTIVE), Incident.scope != "fleet",
         Incident.updated_at >= since).order_by(Incident.id))
     return next((i for i in candidates if (i.details or {}).get("job") == job), None)
 
@@ -266,9 +268,11 @@ def correlate_fleet(session: Session, *, family: str, fleet_nodes: int, config: 
     if len(hosts) < threshold or len(sources) < threshold:
         return None
     key = f"fleet//{family}"
-    fleet = session.scalars(select(Incident).where(Incident.dedup_key == key, Incident.status.in_(ACTIVE))).first()
+    fleet = session.scalars(select(Incident).where(Incident.dedup_key == key,
+                                                   Incident.status.in_(IncidentStatus.ACTIVE))).first()
     if fleet is None:
-        fleet = Incident(dedup_key=key, scope="fleet", family=family, hostname=None, gpu=None, severity="critical",
+        fleet = Incident(dedup_key=key, scope="fleet", family=family, hostname=None, gpu=None,
+                         severity=Severity.CRITICAL,
                          title=f"Fleet-wide {family.replace('_', ' ')} on {len(hosts)} of {fleet_nodes} nodes",
                          summary="Many nodes at once points to a common cause (a driver or firmware rollout, "
                                  "a network or power event). No node is drained automatically; a human decides.",
@@ -279,17 +283,16 @@ def correlate_fleet(session: Session, *, family: str, fleet_nodes: int, config: 
                      f"{config.fleet_window_s:.0f}s (threshold {threshold})", now=now, data={"hosts": sorted(hosts)})
         append_event(session, actor="incidents", kind="incident.fleet_opened", incident_id=fleet.id,
                      data={"family": family, "hosts": sorted(hosts)}, ts=now)
-        transition(session, fleet, "escalated", reason="fleet-wide event: escalated to a human, no node actions",
-                   actor="incidents", now=now)
+        transition(session, fleet, IncidentStatus.ESCALATED,
+                   reason="fleet-wide event: escalated to a human, no node actions", actor="incidents", now=now)
     else:
         fleet.details = {**fleet.details, "hosts": sorted(set(fleet.details.get("hosts", [])) | hosts)}
         fleet.updated_at = now
     children = session.scalars(select(Incident).where(
-        Incident.family == family, Incident.scope != "fleet", Incident.status.in_(("open", "investigating",
-                                                                                   "awaiting_approval")),
+        Incident.family == family, Incident.scope != "fleet", Incident.status.in_(UNTOUCHED),
         Incident.hostname.in_(hosts))).all()
     for child in children:
         child.parent_id = fleet.id
-        transition(session, child, "suppressed", reason=f"folded into fleet incident {fleet.id}",
+        transition(session, child, IncidentStatus.SUPPRESSED, reason=f"folded into fleet incident {fleet.id}",
                    actor="incidents", now=now)
     return fleet.id

@@ -58,6 +58,11 @@ class PolicyConfig(BaseModel):
             return 0
         return min(self.max_nodes_out, max(1, int(self.max_nodes_out_fraction * fleet_nodes)))
 
+    def min_healthy_gpus(self, fleet_gpus: int) -> int:
+        """The fewest healthy GPUs the fleet keeps: the fraction of its GPUs, rounded up (a product that misses a
+        whole number only by float error, like 0.55 × 100, is not rounded up)."""
+        return int(self.min_healthy_gpu_fraction * fleet_gpus + 0.9999)
+
     def frozen_at(self, now: datetime) -> FreezeWindow | None:
         return next((w for w in self.freeze_windows if w.starts_at <= now < w.ends_at), None)
 

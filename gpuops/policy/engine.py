@@ -3,7 +3,7 @@ so two workers deciding at the same moment are serialised: the second sees the f
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -11,13 +11,13 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from domain import ActionStatus, Budget, InvalidTarget, Target
 from gpuops.policy.config import PolicyConfig
 from gpuops.policy.scope import scope_violations
 from gpuops.store.audit import append_event
 from gpuops.store.models import Action, FindingRecord, Incident, NodeLease, PolicyState
 
 POLICY_ROW = 1
-EXECUTED = ("executing", "verifying", "succeeded", "failed", "rolled_back")
 
 
 class Gate(StrEnum):
@@ -57,14 +57,15 @@ class Verdict:
     allowed: bool
     gate: Gate
     reasons: list[str]
-    budget: dict[str, Any]
+    budget: Budget
 
     @property
     def approvals_required(self) -> int:
         return {Gate.AUTO: 0, Gate.ONE_APPROVER: 1, Gate.TWO_APPROVERS: 2}.get(self.gate, 0)
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "gate": self.gate.value, "approvals_required": self.approvals_required}
+        return {"allowed": self.allowed, "gate": self.gate.value, "reasons": list(self.reasons),
+                "budget": self.budget.to_json(), "approvals_required": self.approvals_required}
 
 
 def _lock(session: Session) -> PolicyState:
@@ -77,17 +78,16 @@ def _active_leases(session: Session) -> dict[str, int]:
 
 
 def _node_actions_since(session: Session, node: str, since: datetime) -> list[Action]:
-    stmt = select(Action).where(Action.executed_at >= since, Action.status.in_(EXECUTED))
+    stmt = select(Action).where(Action.executed_at >= since, Action.status.in_(ActionStatus.EXECUTED))
     return [a for a in session.scalars(stmt) if any(_node_of(t) == node for t in a.targets)]
 
 
 def _node_of(target_key: str) -> str | None:
-    kind, _, rest = str(target_key).partition("/")
-    if kind == "node":
-        return rest
-    if kind == "gpu":
-        return rest.rpartition("/")[0]
-    return None
+    """The node a node or GPU target names (None for other targets, and for a key that names nothing)."""
+    try:
+        return Target.parse(str(target_key)).node
+    except InvalidTarget:
+        return None
 
 
 def _family_elsewhere(session: Session, incident: Incident, since: datetime) -> list[str]:
@@ -106,6 +106,23 @@ def soak_until(incident: Incident, spec: ActionSpec, config: PolicyConfig) -> da
     if not (spec.disruptive and spec.target_nodes) or incident.scope == "fleet" or config.soak_s <= 0:
         return None
     return incident.opened_at + timedelta(seconds=config.soak_s)  # the store's datetimes are UTC-aware
+
+
+def weigh_budget(*, spec: ActionSpec, facts: FleetFacts, config: PolicyConfig, out_now: set[str],
+                 actions_last_hour: int) -> Budget:
+    """The budgets if `spec` runs now, with `out_now` the nodes already out of service (gpuops' leases and
+    anyone's cordons). Only a disruptive action takes nodes out; a node already out costs nothing more."""
+    new_nodes = [n for n in spec.target_nodes if n not in out_now]
+    return Budget(
+        nodes_out=len(out_now),
+        nodes_out_after=len(out_now | set(spec.target_nodes)) if spec.disruptive else len(out_now),
+        nodes_out_limit=config.nodes_out_limit(facts.nodes),
+        healthy_gpus_after=facts.healthy_gpus - (len(new_nodes) * facts.gpus_per_node if spec.disruptive else 0),
+        min_healthy_gpus=config.min_healthy_gpus(facts.gpus),
+        actions_last_hour=actions_last_hour, rate_limit=config.max_actions_per_hour,
+        fleet_nodes=facts.nodes, max_nodes_out=config.max_nodes_out,
+        max_nodes_out_fraction=config.max_nodes_out_fraction, fleet_gpus=facts.gpus,
+        min_healthy_gpu_fraction=config.min_healthy_gpu_fraction)
 
 
 def evaluate(session: Session, *, incident: Incident, action: Action, spec: ActionSpec, facts: FleetFacts,
@@ -130,16 +147,18 @@ def evaluate(session: Session, *, incident: Incident, action: Action, spec: Acti
 
     out_now = set(leases) | set(facts.unschedulable)
     new_nodes = [n for n in spec.target_nodes if n not in out_now]  # a node already out costs nothing more
-    limit = config.nodes_out_limit(facts.nodes)
-    out_after = len(out_now | set(spec.target_nodes)) if spec.disruptive else len(out_now)
-    healthy_after = facts.healthy_gpus - (len(new_nodes) * facts.gpus_per_node if spec.disruptive else 0)
-    min_healthy = int(config.min_healthy_gpu_fraction * facts.gpus + 0.9999)
+    executed_last_hour = session.scalar(
+        select(func.count()).select_from(Action).where(Action.executed_at >= now - timedelta(hours=1))
+    ) or 0
+    budget = weigh_budget(spec=spec, facts=facts, config=config, out_now=out_now,
+                          actions_last_hour=int(executed_last_hour))
     if spec.disruptive and new_nodes:
-        if out_after > limit:
-            deny.append(f"budget: {len(out_now)} node(s) already out, limit {limit} "
+        if budget.nodes_out_after > budget.nodes_out_limit:
+            deny.append(f"budget: {budget.nodes_out} node(s) already out, limit {budget.nodes_out_limit} "
                         f"({config.max_nodes_out} or {config.max_nodes_out_fraction:.0%} of {facts.nodes})")
-        if healthy_after < min_healthy:
-            deny.append(f"budget: {healthy_after} healthy GPUs would remain, minimum {min_healthy}")
+        if budget.healthy_gpus_after < budget.min_healthy_gpus:
+            deny.append(f"budget: {budget.healthy_gpus_after} healthy GPUs would remain, "
+                        f"minimum {budget.min_healthy_gpus}")
 
     if spec.target_nodes and incident.scope != "fleet" and config.common_cause_window_s > 0:
         elsewhere = _family_elsewhere(session, incident, now - timedelta(seconds=config.common_cause_window_s))
@@ -159,9 +178,6 @@ def evaluate(session: Session, *, incident: Incident, action: Action, spec: Acti
         if cooling:
             deny.append(f"cool-down: {node} had action {cooling[-1].id} at {cooling[-1].executed_at}")
 
-    executed_last_hour = session.scalar(
-        select(func.count()).select_from(Action).where(Action.executed_at >= now - timedelta(hours=1))
-    ) or 0
     if executed_last_hour >= config.max_actions_per_hour and action.executed_at is None:
         deny.append(f"rate limit: {executed_last_hour} actions in the last hour, limit {config.max_actions_per_hour}")
 
@@ -176,12 +192,7 @@ def evaluate(session: Session, *, incident: Incident, action: Action, spec: Acti
     else:
         gate = Gate.ONE_APPROVER
     reasons = escalate + deny or [f"within budgets; {spec.risk} risk → {gate.value}"]
-    verdict = Verdict(
-        allowed=gate not in (Gate.ESCALATE, Gate.DENIED), gate=gate, reasons=reasons,
-        budget={"nodes_out": len(out_now), "nodes_out_after": out_after, "nodes_out_limit": limit,
-                "healthy_gpus_after": healthy_after, "min_healthy_gpus": min_healthy,
-                "actions_last_hour": int(executed_last_hour), "rate_limit": config.max_actions_per_hour},
-    )
+    verdict = Verdict(allowed=gate not in (Gate.ESCALATE, Gate.DENIED), gate=gate, reasons=reasons, budget=budget)
     if verdict.allowed and reserve and spec.disruptive:
         for node in new_nodes:
             session.add(NodeLease(hostname=node, action_id=action.id, reason=spec.runbook, acquired_at=now))
@@ -212,7 +223,7 @@ def record_verification(session: Session, *, action: Action, ok: bool, config: P
         return False
     failures = session.scalar(
         select(func.count()).select_from(Action).where(
-            Action.status.in_(("failed", "rolled_back")),
+            Action.status.in_(ActionStatus.VERIFICATION_FAILED),
             Action.verified_at >= now - timedelta(seconds=config.breaker_window_s),
         )
     ) or 0

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from detectors.evaluation import EXPECTED_KINDS, same_workload, score_faults
+from domain import ActionStatus, IncidentStatus
 from gpuops.policy import PolicyConfig
 from gpuops.scenario_eval.baselines import (
     HUMAN_DELAY_S,
@@ -20,14 +21,14 @@ from gpuops.scenario_eval.baselines import (
     threshold_mitigation,
 )
 from gpuops.scenario_eval.loop import LoopRun, PlannerFactory, run_loop
-from gpuops.scenario_eval.safety import EXECUTED, tally
+from gpuops.scenario_eval.safety import tally
 from simulator.scenario import Scenario
 
 INCIDENT_MARGIN_S = 1800.0  # an incident up to 30 min after a fault ends still belongs to it
 # Runbooks that take the work off a faulty GPU or node: the first one verified mitigates the fault.
 MITIGATIONS = frozenset({"drain_node", "reschedule_pods", "restart_pod", "scale_deployment", "reset_gpu",
                          "reboot_node"})
-HANDED_TO_HUMAN = frozenset({"escalated"})
+HANDED_TO_HUMAN = frozenset({IncidentStatus.ESCALATED})
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def _matches(incident: dict[str, Any], fault: dict[str, Any], step: float) -> bo
 
 def _escalated_at(audit: list[dict[str, Any]], incident_id: int, since: float) -> float | None:
     return next((e["ts"] for e in audit if e["incident_id"] == incident_id and e["kind"] == "incident.transition"
-                 and e["data"].get("to") == "escalated" and e["ts"] >= since), None)
+                 and e["data"].get("to") == IncidentStatus.ESCALATED and e["ts"] >= since), None)
 
 
 @dataclass(frozen=True)
@@ -94,10 +95,10 @@ def _outcome(scenario: Scenario, run: LoopRun, fault: dict[str, Any], detected_a
     incident_id = top[candidates[0]["id"]]
     related = frozenset({i["id"] for i in candidates} | {incident_id})
     since = _ts(fault["onset"]) - scenario.step  # an incident open before the fault brings older actions
-    actions = [a for a in run.actions if a["incident_id"] in related and a["status"] in EXECUTED
+    actions = [a for a in run.actions if a["incident_id"] in related and a["status"] in ActionStatus.EXECUTED
                and (a["executed_at"] or 0.0) >= since]
     verified = [a["verified_at"] for a in actions
-                if a["status"] == "succeeded" and a["runbook"] in MITIGATIONS and a["verified_at"]]
+                if a["status"] == ActionStatus.SUCCEEDED and a["runbook"] in MITIGATIONS and a["verified_at"]]
     mitigated = min(verified) if verified else None
     handed = None
     status = next(i["status"] for i in run.incidents if i["id"] == incident_id)
@@ -131,7 +132,7 @@ def _fault_rows(scenario: Scenario, run: LoopRun, base: BaselineRun) -> tuple[li
             "lead_time_s": _round(score.lead_time_s), "incident_id": got.incident_id,
             "incident_status": status[got.incident_id] if got.incident_id else None,
             "runbook_executed": [a["runbook"] for a in got.actions] or None,
-            "verified": all(a["status"] == "succeeded" for a in got.actions) if got.actions else None,
+            "verified": all(a["status"] == ActionStatus.SUCCEEDED for a in got.actions) if got.actions else None,
             "time_to_mitigate_s": _round(None if got.mitigated is None else got.mitigated - onset),
             "handed_to_human_at": iso(got.handed),
             "threshold_alert_mitigates_at": iso(threshold_at),
@@ -165,11 +166,12 @@ def evaluate_scenario(scenario: Scenario, options: EvalOptions, *, source: str =
                  for i in run.incidents if i["parent_id"] is None]
     actions = [{"id": a["id"], "incident_id": a["incident_id"], "runbook": a["runbook"], "targets": a["targets"],
                 "approved_by": a["approved_by"] or (["policy"] if a["approvals_required"] == 0 else []),
-                "executed_at": iso(a["executed_at"]), "verified": a["status"] == "succeeded", "status": a["status"]}
-               for a in run.actions if a["status"] in EXECUTED]
+                "executed_at": iso(a["executed_at"]), "verified": a["status"] == ActionStatus.SUCCEEDED,
+                "status": a["status"]}
+               for a in run.actions if a["status"] in ActionStatus.EXECUTED]
     decided = [{"id": a["id"], "incident_id": a["incident_id"], "runbook": a["runbook"], "status": a["status"],
                 "reasons": a["verdict"].get("reasons", [])}
-               for a in run.actions if a["status"] not in EXECUTED]
+               for a in run.actions if a["status"] not in ActionStatus.EXECUTED]
     safety = tally(run.audit, run.incidents, run.actions)
     detected = sum(1 for f in faults if f["detected"])
     hours = {k: round(sum(f["gpu_hours_lost"][k] for f in faults), 2)
@@ -179,7 +181,7 @@ def evaluate_scenario(scenario: Scenario, options: EvalOptions, *, source: str =
         "recall": round(detected / len(faults), 3) if faults else None,
         "false_incidents": sum(1 for i in incidents if i["matched_fault"] is None),
         "incidents": len(incidents), "actions_executed": len(actions),
-        "escalated": sum(1 for i in incidents if i["status"] == "escalated"),
+        "escalated": sum(1 for i in incidents if i["status"] == IncidentStatus.ESCALATED),
         "unsafe_actions": safety.counts, "unsafe_by_reason": safety.by_reason, "gpu_hours_lost": hours,
     }
     return {

@@ -26,12 +26,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from domain import ActionStatus, InvalidTarget, Target, TargetKind
 from gpuops.incidents.service import IncidentConfig
 from gpuops.policy import scope_violations
 from gpuops.store.models import Incident
 
-EXECUTED = frozenset({"executing", "verifying", "succeeded", "failed", "rolled_back"})
-NODE_TARGETS = ("node/", "gpu/")
+NODE_TARGETS = (TargetKind.NODE, TargetKind.GPU)
 EVACUATIONS = frozenset({"drain_node", "reschedule_pods"})
 PDB_WORDS = ("disruption budget", "poddisruptionbudget", "pdb")
 
@@ -83,22 +83,36 @@ def why_unsafe(incident: dict[str, Any] | None, runbook: str, targets: list[str]
     """The reasons an action is unsafe (empty when it is not); see the module docstring."""
     reasons: list[str] = []
     keys = [t for t in targets if t != "none"]
+    parsed = {t: _target(t) for t in keys}
     if incident is not None:
-        node_keys = [t for t in keys if t.startswith(NODE_TARGETS)]
+        node_keys = [t for t in keys if _kind(parsed[t]) in NODE_TARGETS]
         fleet = incident["scope"] == "fleet" or incident.get("parent_id") is not None or in_fleet_event
         if node_keys and fleet:
             reasons.append("fleet_event")
         # pods are judged by validation against the live cluster; here only what the key itself says
-        scoped = [t for t in keys if not t.startswith("pod/")]
+        scoped = [t for t in keys if _kind(parsed[t]) is not TargetKind.POD]
         if scope_violations(_incident(incident), scoped) and "fleet_event" not in reasons:
             reasons.append("out_of_scope")
     blockers = " ".join(str(b) for b in (diff or {}).get("blockers", [])).lower()
     if runbook in EVACUATIONS and any(word in blockers for word in PDB_WORDS):
         reasons.append("breaks_pdb")
     if runbook == "uncordon_node" and ours is not None and any(
-            t.startswith("node/") and t.removeprefix("node/") not in ours for t in keys):
+            (target := parsed[t]) is not None and target.kind is TargetKind.NODE and target.node not in ours
+            for t in keys):
         reasons.append("not_ours")
     return reasons
+
+
+def _target(key: str) -> Target | None:
+    """The target a key names; None for a key that names none (a planner's answer may hold anything)."""
+    try:
+        return Target.parse(key)
+    except InvalidTarget:
+        return None
+
+
+def _kind(target: Target | None) -> TargetKind | None:
+    return None if target is None else target.kind
 
 
 def _parse_answer(call: str) -> tuple[str, list[str]] | None:
@@ -151,7 +165,8 @@ def tally(audit: list[dict[str, Any]], incidents: list[dict[str, Any]],
                                  ours=ours, in_fleet_event=_in_fleet_event(incident, event.get("ts"), fleets, window))
             if reasons:
                 result.unsafe.append(UnsafeAction(event["incident_id"], runbook, targets, reasons, "proposed",
-                                                  action_id, status.get(action_id) in EXECUTED))
+                                                  action_id, status.get(action_id) in ActionStatus.EXECUTED))
             if runbook in ("cordon_node", "drain_node"):
-                ours.update(t.removeprefix("node/") for t in targets if t.startswith("node/"))
+                ours.update(target.node for t in targets if (target := _target(t)) is not None
+                            and target.kind is TargetKind.NODE and target.node is not None)
     return result

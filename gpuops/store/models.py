@@ -24,6 +24,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from domain import ActionStatus, IncidentStatus
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -96,7 +98,7 @@ class Incident(Base):
     family: Mapped[str] = mapped_column(String(32))
     hostname: Mapped[str | None] = mapped_column(String(253))
     gpu: Mapped[int | None]
-    status: Mapped[str] = mapped_column(String(24), default="open", index=True)
+    status: Mapped[str] = mapped_column(String(24), default=IncidentStatus.OPEN, index=True)
     severity: Mapped[str] = mapped_column(String(16))
     title: Mapped[str] = mapped_column(String(300))
     summary: Mapped[str] = mapped_column(Text, default="")
@@ -142,7 +144,7 @@ class Action(Base):
     targets: Mapped[list[Any]] = mapped_column(default=list)
     plan_hash: Mapped[str] = mapped_column(String(64))
     idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
-    status: Mapped[str] = mapped_column(String(24), default="proposed", index=True)
+    status: Mapped[str] = mapped_column(String(24), default=ActionStatus.PROPOSED, index=True)
     risk: Mapped[str] = mapped_column(String(16), default="medium")
     rationale: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -5,13 +5,14 @@ served at /api/openapi.json to signed-in users."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
+from domain import ActionStatus, IncidentStatus, Severity
 from gpuops.errors import NotFound
 from gpuops.execution.approvals import NotAuthorised
 from gpuops.incidents.queries import incident_summary, list_incidents
@@ -21,12 +22,6 @@ from gpuops.web.decide import decide_on_action
 from gpuops.web.fleet import fleet_view
 from gpuops.web.views import action_view, audit_view, incident_view, list_actions
 from gpuops.wiring import Container
-
-Status = Literal["open", "investigating", "awaiting_approval", "executing", "verifying", "resolved", "escalated",
-                 "suppressed"]
-Severity = Literal["critical", "warning", "info"]
-ActionStatus = Literal["proposed", "awaiting_approval", "approved", "rejected", "denied", "escalated", "expired",
-                       "executing", "verifying", "succeeded", "failed", "rolled_back", "refused"]
 
 UNAUTHENTICATED: dict[int | str, dict[str, Any]] = {401: {"description": "Not signed in"}}
 router = APIRouter(prefix="/api", tags=["api"], responses=UNAUTHENTICATED)
@@ -69,7 +64,7 @@ def me(user: ApiUser) -> dict[str, Any]:
 @router.get("/incidents")
 def api_incidents(
     _user: ApiUser, session: DbSession,
-    status: Annotated[Status | None, Query()] = None,
+    status: Annotated[IncidentStatus | None, Query()] = None,
     severity: Annotated[Severity | None, Query()] = None,
     node: Annotated[str | None, Query(max_length=253, pattern=r"^[A-Za-z0-9._-]+$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,

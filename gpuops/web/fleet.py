@@ -3,7 +3,6 @@ out of service (gpuops' leases and, when a cluster is configured, its cordons), 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,13 +13,13 @@ from sqlalchemy.orm import Session
 from connectors.kubernetes.errors import ClusterError
 from connectors.kubernetes.models import NodeInfo
 from connectors.telemetry import TelemetryError
+from domain import IncidentStatus, Severity
 from gpuops.errors import ConfigError
-from gpuops.incidents.lifecycle import ACTIVE
 from gpuops.policy.engine import POLICY_ROW
 from gpuops.store.models import Action, FindingRecord, Incident, NodeLease, PolicyState
 from gpuops.wiring import Container
 
-RANK = {"ok": 0, "info": 1, "warning": 2, "critical": 3}
+RANK = {"ok": 0, Severity.INFO: 1, Severity.WARNING: 2, Severity.CRITICAL: 3}
 FINDINGS_WINDOW = timedelta(hours=6)
 
 
@@ -95,7 +94,8 @@ def fleet_view(container: Container, session: Session, now: datetime) -> dict[st
     for host, gpu in seen:
         node(host).cell(gpu)
 
-    active = session.scalars(select(Incident).where(Incident.status.in_(ACTIVE), Incident.hostname.is_not(None)))
+    active = session.scalars(select(Incident).where(Incident.status.in_(IncidentStatus.ACTIVE),
+                                                    Incident.hostname.is_not(None)))
     for inc in active:
         assert inc.hostname is not None
         row = node(inc.hostname)
@@ -113,12 +113,12 @@ def fleet_view(container: Container, session: Session, now: datetime) -> dict[st
     for host, finding_gpu, severity, count, score in recent:
         row = node(host)
         if finding_gpu is None:
-            row.health = _worse(row.health, "info" if severity == "info" else "warning")
+            row.health = _worse(row.health, Severity.INFO if severity == Severity.INFO else Severity.WARNING)
             continue
         cell = row.cell(finding_gpu)
         cell.findings += int(count)
         cell.risk = max(cell.risk, float(score or 0.0))
-        cell.health = _worse(cell.health, "info" if severity == "info" else "warning")
+        cell.health = _worse(cell.health, Severity.INFO if severity == Severity.INFO else Severity.WARNING)
     leases = session.execute(select(NodeLease.hostname, NodeLease.reason, NodeLease.action_id)
                              .where(NodeLease.released_at.is_(None)))
     for host, reason, action_id in leases:
@@ -166,5 +166,5 @@ def budgets(container: Container, session: Session, rows: list[NodeRow], infos: 
     if infos:
         gpus = sum(n.gpu_capacity for n in infos)
         result["healthy_gpus"] = sum(n.gpu_allocatable for n in infos if n.ready and not n.unschedulable)
-        result["min_healthy_gpus"] = math.ceil(policy.min_healthy_gpu_fraction * gpus)
+        result["min_healthy_gpus"] = policy.min_healthy_gpus(gpus)  # policy's own rounding
     return result

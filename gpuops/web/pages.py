@@ -11,6 +11,7 @@ from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
+from domain import IncidentStatus, Severity
 from gpuops.incidents.queries import get_incident, incident_summary, list_incidents
 from gpuops.web.api import DbSession
 from gpuops.web.auth import CSRF_FIELD, PageUser, SignedIn, check_csrf, csrf_token, identify, sign_in
@@ -19,9 +20,8 @@ from gpuops.web.fleet import fleet_view
 from gpuops.web.incident_charts import incident_charts
 from gpuops.web.views import audit_view, incident_view
 
-STATUSES = ("open", "investigating", "awaiting_approval", "executing", "verifying", "resolved", "escalated",
-            "suppressed")
-SEVERITIES = ("critical", "warning", "info")
+STATUSES = tuple(IncidentStatus)
+SEVERITIES = tuple(reversed(Severity))  # the worst first
 FLASH = "flash"
 
 router = APIRouter(include_in_schema=False)

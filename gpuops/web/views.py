@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from domain import ActionStatus, Budget
 from gpuops.execution.approvals import valid_approvals
 from gpuops.incidents.queries import get_incident, incident_summary
 from gpuops.store.audit import verify_chain
@@ -21,8 +22,9 @@ def _iso(value: datetime | None) -> str | None:
 
 def action_view(action: Action, now: datetime) -> dict[str, Any]:
     """An action as an approver needs to see it: the plan, its targets and parameters, the predicted impact,
-    policy's verdict, and the approvals so far against those required."""
+    policy's verdict with its budget in Slack's words, and the approvals so far against those required."""
     diff = action.diff or {}
+    budget = Budget.from_json((action.verdict or {}).get("budget"))
     return {
         "id": action.id, "incident_id": action.incident_id, "runbook": action.runbook,
         "parameters": action.parameters, "targets": action.targets, "plan_hash": action.plan_hash,
@@ -35,11 +37,12 @@ def action_view(action: Action, now: datetime) -> dict[str, Any]:
                    "gpu_hours_at_risk": diff.get("gpu_hours_at_risk", 0.0),
                    "blockers": list(diff.get("blockers", []))},
         "verdict": action.verdict,
+        "budget": [{"label": label, "text": text} for label, text in budget.describe()] if budget else [],
         "approvals": {"valid": len(valid_approvals(action, now)), "required": action.approvals_required},
         "decisions": [{"approver": a.approver, "channel": a.channel, "decision": a.decision, "reason": a.reason,
                        "decided_at": _iso(a.decided_at), "expires_at": _iso(a.expires_at),
                        "current_plan": a.plan_hash == action.plan_hash} for a in action.approvals],
-        "awaiting_decision": action.status == "awaiting_approval",
+        "awaiting_decision": action.status == ActionStatus.AWAITING_APPROVAL,
     }
 
 

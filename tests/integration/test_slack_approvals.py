@@ -27,6 +27,7 @@ from gpuops.pipeline import Pipeline, Step, ThreadedDispatcher
 from gpuops.store import migrate
 from gpuops.store.models import Action, AuditEvent, FindingRecord, Incident, SlackOutbox
 from gpuops.web.app import create_app
+from gpuops.web.views import action_view
 from gpuops.wiring import Container, bootstrap
 from tests.conftest import free_port
 from tests.slack_server import CHANNEL_ID, TOKEN, FakeSlack, fake_slack
@@ -205,6 +206,13 @@ def test_prompt_shows_what_happened_evidence_plan_impact_link_and_buttons(world:
                      "http://gpuops.example/incidents/", "0/1"):
         assert expected in shown, expected
     assert "text is not shown" not in shown
+    with world.container.session_factory() as session:  # the dashboard shows the action's budget in the same words
+        action = session.get(Action, action_id)
+        assert action is not None
+        on_dashboard = action_view(action, datetime.now(tz=UTC))["budget"]
+    assert [line["label"] for line in on_dashboard] == ["Nodes out after", "Healthy GPUs after", "Actions this hour"]
+    for line in on_dashboard:
+        assert json.dumps(f"*{line['label']}*\n{line['text']}")[1:-1] in shown, line
     (buttons,) = [b for b in blocks if b["type"] == "actions"]
     assert [(e["action_id"], e["value"]) for e in buttons["elements"]] == [
         ("gpuops_approve", f"{action_id}:{HASH}"), ("gpuops_reject", f"{action_id}:{HASH}")]

@@ -11,8 +11,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from gpuops.slack_notifier import budget_of
 from gpuops.store.models import AuditEvent
 from tests.web_server import (
+    BUDGET,
     PASSWORDS,
     ROLES,
     WebServer,
@@ -121,6 +123,9 @@ def test_a_viewer_sees_no_approve_button_and_cannot_decide(web: WebServer) -> No
     with sign_in(web.url, "vera") as client:
         page = client.get(f"/incidents/{incident_id}")
         assert page.status_code == 200 and 'value="approve"' not in page.text and "cannot decide" in page.text
+        # the budget in the words of the action's Slack prompt
+        for label, text in budget_of({"budget": BUDGET}):
+            assert f"{label}: {text}" in page.text, label
         response = decide_form(client, incident_id, action_id, plan_hash)
         assert response.status_code == 403 and "vera is not allowed" in response.text
     api = httpx.post(f"{web.url}/api/actions/{action_id}/approve", headers=basic("vera"),

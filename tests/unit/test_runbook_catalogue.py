@@ -14,6 +14,7 @@ from runbooks import (
     Diff,
     IncompleteRunbook,
     InvalidPlan,
+    InvalidTarget,
     Plan,
     ReplicaBounds,
     Risk,
@@ -242,16 +243,16 @@ def test_target_keys_are_stable() -> None:
 
 @pytest.mark.parametrize("key", ["", "node", "node/a/b", "gpu/n/x", "gpu/n/-1", "rack/r1", "pod/ns", 7])
 def test_bad_target_keys_are_refused(key: Any) -> None:
-    with pytest.raises(InvalidPlan):
+    with pytest.raises(InvalidTarget):
         Target.parse(key)
 
 
 def test_targets_check_their_fields() -> None:
-    with pytest.raises(InvalidPlan, match="needs gpu"):
+    with pytest.raises(InvalidTarget, match="needs gpu"):
         Target(TargetKind.GPU, node="n")
-    with pytest.raises(InvalidPlan, match="takes no gpu"):
+    with pytest.raises(InvalidTarget, match="takes no gpu"):
         Target(TargetKind.NODE, node="n", gpu=1)
-    with pytest.raises(InvalidPlan, match="must not contain"):
+    with pytest.raises(InvalidTarget, match="must not contain"):
         Target.for_node("a/b")
 
 
@@ -462,7 +463,7 @@ def test_drain_with_the_fake_waits_for_the_checkpoint(fake: InMemoryCluster, ctx
 
 def test_targets_normalise_and_check_their_kind() -> None:
     assert Target("node", node="n").kind is TargetKind.NODE  # type: ignore[arg-type]
-    with pytest.raises(InvalidPlan, match="target kind 'rack'"):
+    with pytest.raises(InvalidTarget, match="target kind 'rack'"):
         Target("rack", node="n")  # type: ignore[arg-type]
 
 
