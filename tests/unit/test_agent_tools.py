@@ -26,7 +26,8 @@ def context(tmp_path: Path, **kw: Any) -> AgentContext:
 
 
 def telemetry() -> InMemoryTelemetry:
-    t = 1_795_000_000.0 - 900 + 15 * np.arange(61, dtype=np.float64)
+    """The quarter hour before the test incident opened (the window the tool looks at)."""
+    t = float(snapshot("thermal")["opened_ts"]) - 900 + 15 * np.arange(61, dtype=np.float64)
     hosts = tuple(["gpu-node-003"] * 4)
     temp = np.vstack([np.full(61, 60.0), np.full(61, 61.0), np.linspace(60, 95, 61), np.full(61, 59.0)])
     labels = GpuLabels(hostname=hosts, gpu=(0, 1, 2, 3), uuid=("a", "b", "c", "d"), model_name=("H100",) * 4)
