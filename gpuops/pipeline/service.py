@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from connectors.kubernetes.errors import ClusterNotConfigured
+from domain import ActionStatus, ExecutionStatus, IncidentStatus
 from gpuops.decisions import RecordedDecision, record_decision
 from gpuops.detection import CycleOutcome, run_cycle
 from gpuops.errors import GpuopsError
@@ -45,7 +46,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FINISHED_EXECUTION = ("succeeded", "failed", "rolled_back")
+FINISHED_EXECUTION = frozenset({ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED, ExecutionStatus.ROLLED_BACK})
+RESUMES_THREAD = FINISHED_EXECUTION | {ExecutionStatus.DRY_RUN, ExecutionStatus.REFUSED}
 AgentContextFactory = Callable[[Container], "AgentContext"]
 
 
@@ -119,7 +121,7 @@ class Pipeline:
         """An incident opened or reopened: hand it to the agent if it still needs one."""
         with self.container.uow() as uow:
             incident = uow.session.get(Incident, incident_id)
-            needs_agent = incident is not None and can_transition(incident.status, "investigating")
+            needs_agent = incident is not None and can_transition(incident.status, IncidentStatus.INVESTIGATING)
         if needs_agent:
             self.dispatcher.dispatch(Step.AGENT_STEP, {"incident_id": incident_id})
         return needs_agent
@@ -183,7 +185,7 @@ class Pipeline:
         recorded = record_decision(self.container, action_id=action_id, approver=approver, decision=decision,
                                    plan_hash=plan_hash, reason=reason, now=self.now())
         outcome = recorded.outcome
-        if outcome.refusal is None and not outcome.duplicate and outcome.status != "awaiting_approval":
+        if outcome.refusal is None and not outcome.duplicate and outcome.status != ActionStatus.AWAITING_APPROVAL:
             self.dispatcher.dispatch(Step.AGENT_STEP, {"incident_id": recorded.incident_id, "decision": {
                 "action_id": action_id, "decision": decision, "by": approver.identity}})
         return recorded
@@ -199,7 +201,7 @@ class Pipeline:
         if outcome.status in FINISHED_EXECUTION:
             self.dispatcher.dispatch(Step.VERIFY, {"action_id": action_id},
                                      delay_s=self.container.settings.cycle_seconds)
-        if outcome.status in (*FINISHED_EXECUTION, "dry_run", "refused"):
+        if outcome.status in RESUMES_THREAD:
             with self.container.uow() as uow:
                 action = uow.session.get(Action, action_id)
                 incident_id = action.incident_id if action is not None else None
@@ -226,7 +228,8 @@ class Pipeline:
                          ts=self.now())
             uow.commit()
         try:
-            c.notifier.progress(action_id, "verified" if result.ok else "failed", f"re-check: {result.detail}")
+            c.notifier.progress(action_id, "verified" if result.ok else ExecutionStatus.FAILED,
+                               f"re-check: {result.detail}")
         except Exception:  # a channel being down never fails the verification
             log.exception("the notifier failed", extra={"action_id": action_id})
         return result.ok
@@ -262,8 +265,8 @@ class Pipeline:
         notifier = self.container.notifier
         try:
             for action_id in expired:
-                notifier.progress(action_id, "expired", f"no decision within {ttl_s / 60:.0f} min; the incident "
-                                                        "is escalated to a human")
+                notifier.progress(action_id, ActionStatus.EXPIRED,
+                                  f"no decision within {ttl_s / 60:.0f} min; the incident is escalated to a human")
             notifier.retry_pending()
         except Exception:  # a channel being down never stops the sweep
             log.exception("the notifier failed after expiring approvals", extra={"expired": expired})
@@ -273,8 +276,8 @@ def _taken_over(session: Any, now: datetime, *, lost_after_s: float) -> list[int
     """Actions the sweep executes: claimed by an executor whose claim expired, or approved and left unclaimed
     for longer than `lost_after_s` (the step that would have run it is gone)."""
     stale = session.scalars(select(Action).where(
-        Action.status.in_(("executing", "verifying")), Action.claim_expires_at <= now)).all()
-    lost = [a for a in session.scalars(select(Action).where(Action.status == "approved"))
+        Action.status.in_(ActionStatus.RUNNING), Action.claim_expires_at <= now)).all()
+    lost = [a for a in session.scalars(select(Action).where(Action.status == ActionStatus.APPROVED))
             if _approved_at(a) <= now - timedelta(seconds=lost_after_s)]
     return sorted(a.id for a in (*stale, *lost))
 
