@@ -3,6 +3,8 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gpuops gpuops
+COPY entrypoints entrypoints
+COPY evaluation evaluation
 COPY domain domain
 COPY agent agent
 COPY detectors detectors

@@ -18,7 +18,7 @@ services:
 	bash scripts/ensure-services.sh
 
 ruff: $(STAMP)
-	$(VENV)/bin/ruff check gpuops domain agent detectors runbooks connectors simulator migrations tests bench
+	$(VENV)/bin/ruff check gpuops entrypoints evaluation domain agent detectors runbooks connectors simulator migrations tests bench
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

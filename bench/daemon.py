@@ -19,11 +19,11 @@ import numpy as np
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
+from entrypoints.worker import create_app, tasks
 from gpuops.config import Settings
 from gpuops.store import migrate
 from gpuops.store.models import DetectorState
 from gpuops.wiring import bootstrap
-from gpuops.worker import create_app, tasks
 from tests.worker_procs import RedisServer, settings_env, wait_for, worker
 
 NODES = int(os.environ.get("GPUOPS_BENCH_NODES", "1250"))

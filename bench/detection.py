@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gpuops.evaluation import evaluate_detection
-from simulator.scenario import load_scenario
+from evaluation.detection import evaluate_detection
+from simulator.scenario_files import load_scenario
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "simulator" / "scenarios"
 HELD_OUT_SEEDS = (9101, 9102)  # never used while developing the detectors

@@ -25,7 +25,7 @@ from detectors.multivariate import MultivariateModel
 from detectors.nab_scorer import ScoredFile, score_all_profiles
 from detectors.pipeline import DetectionCycle, default_stages
 from detectors.univariate import DETECTORS
-from gpuops import nab_io
+from evaluation import nab_io
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS_20: tuple[str, ...] = (

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from evaluation.run import EvalRequest, run_eval
 from gpuops.config import Settings
 from gpuops.policy import PolicyConfig
-from gpuops.scenario_eval.run import EvalRequest, run_eval
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "simulator" / "scenarios"
 

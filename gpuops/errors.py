@@ -3,9 +3,9 @@ the web app maps them to HTTP in one place. Messages say what to do next."""
 
 from __future__ import annotations
 
+from domain.errors import GpuopsError
 
-class GpuopsError(Exception):
-    """Base of every error gpuops raises on purpose."""
+__all__ = ["ConfigError", "Conflict", "GpuopsError", "NotFound", "StoreError"]
 
 
 class ConfigError(GpuopsError):

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from connectors.kubernetes import ClusterError
-from gpuops.errors import GpuopsError
+from domain.errors import GpuopsError
 from runbooks.context import RunbookContext
 from runbooks.definition import RegisteredStep, Runbook, RunbookDefinition, StepKind
 from runbooks.errors import IncompleteRunbook, InvalidPlan, UnknownRunbook

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gpuops.errors import GpuopsError
+from domain.errors import GpuopsError
 
 
 class RunbookError(GpuopsError):

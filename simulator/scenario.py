@@ -282,25 +282,6 @@ def read_scenario_data(path: str | Path) -> Any:
         raise ScenarioError(f"{path} is not valid YAML: {exc}") from exc
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    """Read and validate a scenario YAML file, fault parameters included."""
-    scenario = scenario_from_dict(read_scenario_data(path), source=str(path))
-    check_fault_params(scenario, source=str(path))
-    return scenario
-
-
-def check_fault_params(scenario: Scenario, source: str = "scenario") -> None:
-    """Build the scenario's faults once, so a bad parameter value is refused naming the fault and parameter."""
-    import numpy as np
-
-    from simulator.faults import build_faults
-
-    try:
-        build_faults(scenario, scenario.start, np.random.default_rng(scenario.seed))
-    except ValueError as exc:
-        raise ScenarioError(f"{source} is not a valid scenario:\n  {exc}") from exc
-
-
 def default_scenario(
     nodes: int = 16, gpus_per_node: int = 8, seed: int = 0, duration: float = 86400.0, step: float = 15.0
 ) -> Scenario:

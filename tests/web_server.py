@@ -18,12 +18,12 @@ import uvicorn
 from sqlalchemy import func, select
 
 from connectors.kubernetes.fake import InMemoryCluster
+from entrypoints.web.app import create_app
+from entrypoints.web.auth import hash_password
 from gpuops.config import Settings
 from gpuops.pipeline import Pipeline, Step
 from gpuops.store import migrate
 from gpuops.store.models import Action, Approval, AuditEvent, Incident
-from gpuops.web.app import create_app
-from gpuops.web.auth import hash_password
 from gpuops.wiring import Container, bootstrap
 from tests.conftest import free_port
 from tests.waiting import wait_for

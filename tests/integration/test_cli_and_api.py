@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from entrypoints.web.auth import hash_password
 from gpuops.config import Settings
 from gpuops.store import migrate
 from gpuops.store.models import Incident
-from gpuops.web.auth import hash_password
 from gpuops.wiring import bootstrap
 from tests.conftest import GPUOPS, free_port, gpuops_env, wait_http
 

@@ -3,7 +3,7 @@ scrape steps; a quiet fleet opens none."""
 
 from __future__ import annotations
 
-from gpuops.evaluation import evaluate_detection
+from evaluation.detection import evaluate_detection
 from simulator.scenario import scenario_from_dict
 
 FLEET = {"nodes": 4, "gpus_per_node": 8, "gpu_model": "H100 80GB"}

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from gpuops.cli import cli
+from entrypoints.cli import cli
 
 LIBRARY = Path(__file__).resolve().parents[2] / "simulator" / "scenarios"
 SCENARIOS = ("hard_faults", "driver_rollout", "approval_rejected", "approval_expires", "llm_out_of_scope")

@@ -10,7 +10,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from gpuops.commands import cluster
+from entrypoints.commands import cluster
 from tests.integration.kube_twin import KubeTwin, gpu_deployment
 
 

@@ -16,11 +16,11 @@ from celery.signals import before_task_publish, task_prerun
 from agent.planning import Planner
 from agent.rules import RulesPlanner
 from detectors.findings import Finding
+from entrypoints.worker.app import create_app
+from evaluation.loop import Cycles, LoopRun, SimulatedTime, run_loop
 from gpuops.pipeline import QUEUES, BrokerDispatcher, Pipeline, Step
 from gpuops.policy import PolicyConfig
-from gpuops.scenario_eval.loop import Cycles, LoopRun, SimulatedTime, run_loop
 from gpuops.wiring import Container
-from gpuops.worker.app import create_app
 from simulator.scenario import Scenario, scenario_from_dict
 from tests.waiting import wait_for
 from tests.worker_procs import RedisServer

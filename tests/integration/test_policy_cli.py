@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import select
 
-from gpuops.cli import cli
+from entrypoints.cli import cli
 from gpuops.config import Settings
 from gpuops.policy import Gate, PolicyConfig, evaluate, record_verification
 from gpuops.store import migrate

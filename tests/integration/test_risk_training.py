@@ -9,8 +9,8 @@ import pytest
 
 from detectors.registry import ModelRegistry
 from detectors.risk import RISK_MODEL_NAME, risk_stage_from_registry
+from evaluation.risk_training import train_on_twin
 from gpuops.model_store import DirectoryStore
-from gpuops.risk_training import train_on_twin
 from simulator.scenario import scenario_from_dict
 
 SCENARIO = scenario_from_dict({

@@ -22,12 +22,12 @@ import uvicorn
 from slack_sdk.signature import SignatureVerifier
 from sqlalchemy import select
 
+from entrypoints.web.app import create_app
+from entrypoints.web.views import action_view
 from gpuops.config import Settings
 from gpuops.pipeline import Pipeline, Step, ThreadedDispatcher
 from gpuops.store import migrate
 from gpuops.store.models import Action, AuditEvent, FindingRecord, Incident, SlackOutbox
-from gpuops.web.app import create_app
-from gpuops.web.views import action_view
 from gpuops.wiring import Container, bootstrap
 from tests.conftest import free_port
 from tests.slack_server import CHANNEL_ID, TOKEN, FakeSlack, fake_slack
@@ -314,8 +314,8 @@ def test_expired_request_updates_the_message_and_escalates(world: World) -> None
     world.container.notifier.approval_requested(action_id)
     ts = _ts(world)
     # The periodic sweep, run as a worker runs it.
-    from gpuops.worker import tasks
-    from gpuops.worker.app import create_app as create_worker
+    from entrypoints.worker import tasks
+    from entrypoints.worker.app import create_app as create_worker
 
     worker = create_worker(world.container.settings, wiring=lambda _settings: world.container)
     result = worker.tasks[tasks.SWEEP].apply(kwargs={})

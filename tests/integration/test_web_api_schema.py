@@ -11,8 +11,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
+from entrypoints.web.app import create_app
 from gpuops.pipeline import Pipeline
-from gpuops.web.app import create_app
 from tests.web_server import PASSWORDS, ResumeRecorder, seed_awaiting, web_container
 
 pytestmark = pytest.mark.postgres

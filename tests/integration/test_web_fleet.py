@@ -10,11 +10,11 @@ import numpy as np
 from connectors.kubernetes.fake import InMemoryCluster
 from connectors.telemetry import InMemoryTelemetry
 from detectors.frame import FleetFrame, GpuLabels
+from entrypoints.web.fleet import fleet_view
+from entrypoints.web.incident_charts import incident_charts
 from gpuops.config import Settings
 from gpuops.store import migrate
 from gpuops.store.models import Incident
-from gpuops.web.fleet import fleet_view
-from gpuops.web.incident_charts import incident_charts
 from gpuops.wiring import bootstrap
 
 

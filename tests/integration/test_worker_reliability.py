@@ -18,14 +18,14 @@ import pytest
 import redis
 from sqlalchemy import select
 
+from entrypoints.worker import create_app, tasks
+from entrypoints.worker.runtime import DEAD_LETTER_LIST
 from gpuops.config import Settings
 from gpuops.execution.approvals import Approver, decide
 from gpuops.execution.service import Proposal, deps_from, propose
 from gpuops.store import migrate
 from gpuops.store.models import Action, AuditEvent, DeadLetter, DetectorState, Incident
 from gpuops.wiring import Container, bootstrap
-from gpuops.worker import create_app, tasks
-from gpuops.worker.runtime import DEAD_LETTER_LIST
 from runbooks import Plan, Target
 from tests.waiting import wait_for
 from tests.worker_procs import (

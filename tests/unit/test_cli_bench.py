@@ -9,7 +9,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from gpuops.commands import bench as bench_commands
+from entrypoints.commands import bench as bench_commands
 from tests.conftest import REPO_ROOT
 
 

@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 import yaml
 
-from gpuops.cli import cli
+from entrypoints.cli import cli
 from tests.conftest import REPO_ROOT
 
 CACHE = REPO_ROOT / ".cache"

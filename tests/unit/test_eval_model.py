@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gpuops.scenario_eval.baselines import RESTART_OVERHEAD_S, Impact, gpu_hours_lost
-from gpuops.scenario_eval.safety import tally, why_unsafe
+from evaluation.baselines import RESTART_OVERHEAD_S, Impact, gpu_hours_lost
+from evaluation.safety import tally, why_unsafe
 
 END = 10 * 3600.0
 CRASH = Impact(gpus=8, severity=1.0, impact_start=3600.0, failure_at=3600.0, crash_s=1800.0, training=True)

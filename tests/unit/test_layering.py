@@ -1,7 +1,8 @@
-"""The layers hold: the agent reaches the core only through its ports (no `gpuops`, no SQLAlchemy in
-`agent/`), and no import circles among the project's modules. Read from the source with `ast`, so a
-function-level import counts as much as a top-level one; imports under `if TYPE_CHECKING:` are left out of
-the circles (they never run) but not out of the agent's rule."""
+"""The layers hold: dependencies point one way (ARCHITECTURE's table: the core imports neither the ways it
+runs nor the evaluation lab, nothing imports the ways it runs, the agent reaches the core only through its
+ports, with no SQLAlchemy in `agent/`), and no import circles among the project's modules. Read from the
+source with `ast`, so a function-level import counts as much as a top-level one; imports under `if
+TYPE_CHECKING:` are left out of the circles (they never run) but not out of the one-way rules."""
 
 from __future__ import annotations
 
@@ -10,8 +11,21 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("gpuops", "agent", "runbooks", "detectors", "connectors", "domain")
+PACKAGES = ("gpuops", "entrypoints", "evaluation", "agent", "runbooks", "detectors", "connectors", "domain",
+            "simulator")
 AGENT_MAY_NOT_IMPORT = ("gpuops", "simulator", "sqlalchemy")
+OURS = set(PACKAGES)
+# What each package may not import (the agent's rule is its own test, below).
+MAY_NOT_IMPORT = {
+    "gpuops": {"entrypoints", "evaluation", "simulator"},
+    "evaluation": {"entrypoints"},
+    "agent": {"entrypoints", "evaluation"},
+    "detectors": OURS - {"detectors", "domain"},
+    "domain": OURS - {"domain"},
+    "runbooks": OURS - {"runbooks", "connectors", "domain"},
+    "connectors": OURS - {"connectors", "detectors", "domain"},
+    "simulator": {"gpuops", "entrypoints", "evaluation", "agent", "runbooks"},
+}
 
 
 def _module_name(path: Path) -> str:
@@ -109,6 +123,14 @@ def test_the_agent_imports_neither_the_core_nor_the_store() -> None:
                 for imported in sorted(set(_imported(path, name, (), typing_only=True)))
                 if imported.split(".")[0] in AGENT_MAY_NOT_IMPORT]
     assert offences == [], "agent/ reaches the core only through agent.ports:\n" + "\n".join(offences)
+
+
+def test_dependencies_point_one_way() -> None:
+    offences = [f"{name} imports {imported}"
+                for name, path in _modules().items()
+                for imported in sorted(set(_imported(path, name, (), typing_only=True)))
+                if imported.split(".")[0] in MAY_NOT_IMPORT.get(name.split(".")[0], set())]
+    assert offences == [], "\n".join(offences)
 
 
 def test_the_agent_is_in_no_import_cycle() -> None:

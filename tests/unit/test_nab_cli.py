@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from detectors.univariate import DETECTORS
-from gpuops.commands import nab as nab_command
+from entrypoints.commands import nab as nab_command
 from tests.unit.nab_corpus import nab_dir
 
 

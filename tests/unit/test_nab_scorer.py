@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from detectors.nab_scorer import PROFILES, ScoredFile, probation_length, scaled_sigmoid, score_corpus
-from gpuops import nab_io
+from evaluation import nab_io
 from tests.unit.nab_corpus import nab_dir
 
 STANDARD = PROFILES[0]

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from click.testing import CliRunner
 
-from gpuops.commands import sim as sim_commands
+from entrypoints.commands import sim as sim_commands
 
 
 def cli() -> click.Group:

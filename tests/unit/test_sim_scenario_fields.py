@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from simulator.scenario import ScenarioError, load_scenario, scenario_from_dict
+from simulator.scenario import ScenarioError, scenario_from_dict
+from simulator.scenario_files import load_scenario
 from simulator.twin import Twin
 
 BASE = {"name": "s", "fleet": {"nodes": 4, "gpus_per_node": 2}, "duration": "1h"}

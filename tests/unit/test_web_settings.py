@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gpuops.cli import cli
+from entrypoints.cli import cli
+from entrypoints.web.auth import demo_admin, verify_password
 from gpuops.config import load_settings
 from gpuops.errors import ConfigError
-from gpuops.web.auth import demo_admin, verify_password
 
 
 def test_hash_password_prints_an_entry_that_signs_in() -> None:

@@ -1,0 +1,81 @@
+"""`gpuops api` and `gpuops demo`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import click
+
+from entrypoints.commands.context import settings_from
+from entrypoints.commands.serving import serve
+from gpuops.store import migrate
+
+log = logging.getLogger(__name__)
+
+
+@click.command("api")
+@click.option("--host", default=None, help="Address to bind (default GPUOPS_API_HOST or 127.0.0.1).")
+@click.option("--port", default=None, type=click.IntRange(0, 65535), help="Port (default GPUOPS_API_PORT or 8080).")
+@click.pass_context
+def api(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Serve the dashboard, the JSON API, /healthz and /metrics."""
+    settings = settings_from(ctx)
+    serve(ctx, host or settings.api_host, settings.api_port if port is None else port)
+
+
+@click.command("demo")
+@click.option("--scenario", "scenario_path", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Scenario to run (default: the demo scenario, a GPU falling off the bus a few minutes in).")
+@click.option("--speed", default=10.0, show_default=True, type=click.FloatRange(1.0, 100.0),
+              help="Simulated time runs this many times faster than real time.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--database-url", default="sqlite:///./gpuops-demo.db", show_default=True,
+              help="The demo's store; a SQLite file is started afresh on every run.")
+@click.pass_context
+def demo(ctx: click.Context, scenario_path: str | None, speed: float, host: str, port: int,
+         database_url: str) -> None:
+    """The whole system on embedded defaults: the simulated fleet at accelerated speed, read through the same
+    connectors as a real one (dcgm-exporter scrape, the Kubernetes API), the rules planner, the dashboard."""
+    from entrypoints.commands.daemon import run_embedded
+    from entrypoints.web.auth import DEMO_ADMIN, demo_admin
+    from evaluation.demo import demo_container, demo_settings, load_demo_scenario, start_fleet
+
+    base = settings_from(ctx).model_copy(update={"database_url": database_url, "api_host": host, "api_port": port})
+    _fresh_sqlite(database_url)
+    scenario = load_demo_scenario(scenario_path)
+    fleet = start_fleet(scenario, speed=speed, start=float(int(time.time())), warmup_s=DEMO_WARMUP_S)
+    settings, password = demo_admin(demo_settings(base, fleet))
+    migrate.upgrade(settings.database_url)
+    container = demo_container(settings, fleet)
+    obj = ctx.ensure_object(dict)
+    obj["settings"], obj["container"] = settings, container
+    ctx.call_on_close(container.close)
+    click.echo(f"gpuops demo: fleet twin '{scenario.name}' ({scenario.fleet.nodes} nodes x "
+               f"{scenario.fleet.gpus_per_node} GPUs) at {fleet.url}, {speed:g}x real time")
+    click.echo(f"gpuops demo: dashboard at http://{host}:{port}/  (Ctrl-C to stop)")
+    click.echo(f"gpuops demo: sign in as {DEMO_ADMIN} with password {password}  (valid for this run only)")
+    click.echo("gpuops demo: in about a minute a GPU falls off the bus; its incident waits for your approval")
+    try:
+        run_embedded(ctx, settings, api=True, clock=fleet.clock.now, rate=speed)
+    finally:
+        fleet.stop()
+
+
+DEMO_WARMUP_S = 1800.0  # the demo scenario's faults come after this much simulated time
+
+
+def _fresh_sqlite(database_url: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(url.database + suffix).unlink(missing_ok=True)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(api)
+    group.add_command(demo)

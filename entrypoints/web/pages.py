@@ -1,0 +1,143 @@
+"""The dashboard's server-rendered pages: sign-in, incidents, an incident with its decision form, the fleet and the
+audit trail. Every form carries the session's CSRF token; every page needs a signed-in user."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Form, Path, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session
+
+from domain import IncidentStatus, Severity
+from entrypoints.web.api import DbSession
+from entrypoints.web.auth import CSRF_FIELD, PageUser, SignedIn, check_csrf, csrf_token, identify, sign_in
+from entrypoints.web.decide import decide_on_action
+from entrypoints.web.fleet import fleet_view
+from entrypoints.web.incident_charts import incident_charts
+from entrypoints.web.views import audit_view, incident_view
+from gpuops.incidents.queries import get_incident, incident_summary, list_incidents
+
+STATUSES = tuple(IncidentStatus)
+SEVERITIES = tuple(reversed(Severity))  # the worst first
+FLASH = "flash"
+
+router = APIRouter(include_in_schema=False)
+Id = Annotated[int, Path(ge=1, le=2_147_483_647)]
+CsrfField = Annotated[str | None, Form(alias=CSRF_FIELD)]
+
+
+def render(request: Request, name: str, context: dict[str, Any], user: SignedIn | None,
+           status_code: int = 200) -> HTMLResponse:
+    flash = request.session.pop(FLASH, None)
+    response: HTMLResponse = request.app.state.templates.TemplateResponse(request, name, {
+        **context, "user": user, "csrf_token": csrf_token(request), "flash": flash}, status_code=status_code)
+    return response
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a local path: never send a signed-in user to another site."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/"
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, next: Annotated[str | None, Query(max_length=500)] = None) -> Response:
+    if identify(request) is not None:
+        return RedirectResponse(_safe_next(next), status_code=303)
+    return render(request, "login.html", {"next": _safe_next(next), "error": None}, None)
+
+
+@router.post("/login", response_class=HTMLResponse)
+def login(request: Request, username: Annotated[str, Form(max_length=128)],
+          password: Annotated[str, Form(max_length=1024)], token: CsrfField = None,
+          next: Annotated[str, Form(max_length=500)] = "/") -> Response:
+    check_csrf(request, token)
+    user = request.app.state.directory.authenticate(username, password)
+    if user is None:
+        return render(request, "login.html", {"next": _safe_next(next), "error": "Unknown user or wrong password."},
+                      None, status_code=401)
+    sign_in(request, user)
+    return RedirectResponse(_safe_next(next), status_code=303)
+
+
+@router.post("/logout")
+def logout(request: Request, token: CsrfField = None) -> Response:
+    check_csrf(request, token)
+    request.session.clear()
+    return RedirectResponse("/login", status_code=303)
+
+
+@router.get("/", response_class=HTMLResponse)
+def incidents_page(
+    request: Request, user: PageUser, session: DbSession,
+    status: Annotated[str | None, Query(max_length=32)] = None,
+    severity: Annotated[str | None, Query(max_length=16)] = None,
+    node: Annotated[str | None, Query(max_length=253)] = None,
+) -> HTMLResponse:
+    rows = list_incidents(session, status=status or None, severity=severity or None, hostname=node or None)
+    filters = {"status": status or "", "severity": severity or "", "node": node or ""}
+    return render(request, "incidents.html", {
+        "incidents": [incident_summary(i) for i in rows], "filters": filters,
+        "query": urlencode({k: v for k, v in filters.items() if v}),
+        "statuses": STATUSES, "severities": SEVERITIES,
+    }, user)
+
+
+@router.get("/incidents/{incident_id}", response_class=HTMLResponse)
+def incident_page(request: Request, incident_id: Id, user: PageUser, session: DbSession) -> HTMLResponse:
+    return _incident(request, session, incident_id, user)
+
+
+def _incident(request: Request, session: Session, incident_id: int, user: SignedIn,
+              status_code: int = 200) -> HTMLResponse:
+    now = datetime.now(tz=UTC)
+    view = incident_view(session, incident_id, now)
+    charts = incident_charts(request.app.state.container, get_incident(session, incident_id), now)
+    return render(request, "incident.html", {"incident": view, "charts": charts}, user, status_code=status_code)
+
+
+@router.post("/incidents/{incident_id}/actions/{action_id}/decision")
+def decide(request: Request, incident_id: Id, action_id: Id, user: PageUser,
+           decision: Annotated[str, Form(pattern="^(approve|reject)$")],
+           plan_hash: Annotated[str, Form(pattern=r"^[0-9a-f]{1,64}$")],
+           reason: Annotated[str, Form(max_length=2000)] = "", token: CsrfField = None) -> Response:
+    """Approve or reject the plan shown on the page; a refusal is shown on the page, and audited."""
+    check_csrf(request, token)
+    back = f"/incidents/{incident_id}"
+    if not reason.strip():
+        request.session[FLASH] = {"kind": "error", "text": "Give a reason for your decision."}
+        return RedirectResponse(back, status_code=303)
+    recorded = decide_on_action(request.app.state.pipeline, user=user,
+                                action_id=action_id, decision=decision, plan_hash=plan_hash,
+                                reason=reason.strip())
+    outcome = recorded.outcome
+    if outcome.refusal is not None:
+        request.session[FLASH] = {"kind": "error", "text": f"Refused: {outcome.refusal}"}
+        if outcome.refusal_kind == "not_authorised":
+            with request.app.state.container.session_factory() as session:
+                return _incident(request, session, incident_id, user, status_code=403)
+        return RedirectResponse(back, status_code=303)
+    verb = "approved" if decision == "approve" else "rejected"
+    text = (f"You already {verb} action {action_id}." if outcome.duplicate else
+            f"Action {action_id} {verb} by {user.name}: now {outcome.status} "
+            f"({outcome.approvals}/{outcome.approvals_required} approvals).")
+    request.session[FLASH] = {"kind": "ok", "text": text}
+    return RedirectResponse(back, status_code=303)
+
+
+@router.get("/fleet", response_class=HTMLResponse)
+def fleet_page(request: Request, user: PageUser, session: DbSession) -> HTMLResponse:
+    view = fleet_view(request.app.state.container, session, datetime.now(tz=UTC))
+    return render(request, "fleet.html", {"fleet": view}, user)
+
+
+@router.get("/audit", response_class=HTMLResponse)
+def audit_page(request: Request, user: PageUser, session: DbSession,
+               before: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+               incident: Annotated[int | None, Query(ge=1, le=2_147_483_647)] = None) -> HTMLResponse:
+    view = audit_view(session, limit=200, before=before, incident_id=incident)
+    return render(request, "audit.html", {"audit": view, "incident": incident}, user)

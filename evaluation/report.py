@@ -1,0 +1,229 @@
+"""One scenario's evaluation: run the whole loop and the untouched baseline run, then score faults, incidents,
+actions, unsafe actions and GPU-hours lost into the report's shape (see `gpuops eval --help`)."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from detectors.evaluation import EXPECTED_KINDS, same_workload, score_faults
+from domain import ActionStatus, IncidentStatus
+from evaluation.baselines import (
+    HUMAN_DELAY_S,
+    BaselineRun,
+    baseline_run,
+    gpu_hours_lost,
+    threshold_mitigation,
+)
+from evaluation.loop import LoopRun, PlannerFactory, run_loop
+from evaluation.safety import tally
+from gpuops.policy import PolicyConfig
+from simulator.scenario import Scenario
+
+INCIDENT_MARGIN_S = 1800.0  # an incident up to 30 min after a fault ends still belongs to it
+# Runbooks that take the work off a faulty GPU or node: the first one verified mitigates the fault.
+MITIGATIONS = frozenset({"drain_node", "reschedule_pods", "restart_pod", "scale_deployment", "reset_gpu",
+                         "reboot_node"})
+HANDED_TO_HUMAN = frozenset({IncidentStatus.ESCALATED})
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    planner: PlannerFactory
+    planner_name: str
+    policy: PolicyConfig
+
+
+def iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def _ts(value: Any) -> float:
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(UTC).timestamp()
+
+
+def _fault_window(fault: dict[str, Any], step: float) -> tuple[float, float]:
+    start = _ts(fault["onset"]) - step
+    ends = [fault.get("cleared_at"), fault.get("failure_at"), fault["onset"]]
+    end = max(_ts(next(v for v in ends if v)), start)
+    return start, end
+
+
+def _matches(incident: dict[str, Any], fault: dict[str, Any], step: float) -> bool:
+    start, end = _fault_window(fault, step)
+    opened, last = incident["opened_at"] or 0.0, incident["updated_at"] or 0.0
+    if not (opened <= end + INCIDENT_MARGIN_S and last >= start):
+        return False
+    if incident["scope"] == "fleet":
+        return fault["node"] in (incident["details"].get("hosts") or [])
+    details = incident["details"]
+    return bool(incident["hostname"] == fault["node"]) or same_workload(fault, details.get("deployment")
+                                                                         or details.get("job"))
+
+
+def _escalated_at(audit: list[dict[str, Any]], incident_id: int, since: float) -> float | None:
+    return next((e["ts"] for e in audit if e["incident_id"] == incident_id and e["kind"] == "incident.transition"
+                 and e["data"].get("to") == IncidentStatus.ESCALATED and e["ts"] >= since), None)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What gpuops did about one fault."""
+
+    incident_id: int | None
+    related: frozenset[int]           # the incident and any it absorbed or folded
+    actions: list[dict[str, Any]]     # executed after the fault's onset
+    mitigated: float | None           # first mitigation verified
+    handed: float | None              # a human takes over (escalation + the human's delay)
+
+
+def _outcome(scenario: Scenario, run: LoopRun, fault: dict[str, Any], detected_at: float | None) -> _Outcome:
+    """The fault's incident (preferring one of the fault's own kind), its actions, and when it was mitigated."""
+    if detected_at is None:  # an undetected fault has no incident, whatever else happened on its node meanwhile
+        return _Outcome(None, frozenset(), [], None, None)
+    top = {i["id"]: (i["parent_id"] or i["id"]) for i in run.incidents}
+    expected = EXPECTED_KINDS.get(str(fault["kind"]), frozenset())
+    candidates = sorted((i for i in run.incidents if _matches(i, fault, scenario.step)),
+                        key=lambda i: (i["family"] not in expected, i["scope"] == "fleet" and i["family"]
+                                       not in expected, i["opened_at"] or 0.0, i["id"]))
+    if not candidates:
+        return _Outcome(None, frozenset(), [], None, None)
+    incident_id = top[candidates[0]["id"]]
+    related = frozenset({i["id"] for i in candidates} | {incident_id})
+    since = _ts(fault["onset"]) - scenario.step  # an incident open before the fault brings older actions
+    actions = [a for a in run.actions if a["incident_id"] in related and a["status"] in ActionStatus.EXECUTED
+               and (a["executed_at"] or 0.0) >= since]
+    verified = [a["verified_at"] for a in actions
+                if a["status"] == ActionStatus.SUCCEEDED and a["runbook"] in MITIGATIONS and a["verified_at"]]
+    mitigated = min(verified) if verified else None
+    handed = None
+    status = next(i["status"] for i in run.incidents if i["id"] == incident_id)
+    if mitigated is None:
+        # a human takes over when the incident escalates, or at detection if it was escalated already
+        escalated = _escalated_at(run.audit, incident_id, since=since)
+        if escalated is not None or status in HANDED_TO_HUMAN:
+            handed = max(escalated or detected_at, detected_at) + HUMAN_DELAY_S
+    return _Outcome(incident_id, related, actions, mitigated, handed)
+
+
+def _fault_rows(scenario: Scenario, run: LoopRun, base: BaselineRun) -> tuple[list[dict[str, Any]], dict[int, int]]:
+    """Per-fault results, and the fault each top-level incident belongs to (by incident id)."""
+    faults = base.truth["faults"]
+    scores = score_faults(run.findings, faults)
+    top = {i["id"]: (i["parent_id"] or i["id"]) for i in run.incidents}
+    status = {i["id"]: i["status"] for i in run.incidents}
+    matched: dict[int, int] = {}
+    rows = []
+    for index, (fault, score, impact) in enumerate(zip(faults, scores, base.impacts, strict=True)):
+        got = _outcome(scenario, run, fault, score.first_ts)
+        for i in got.related:
+            matched.setdefault(top[i], index)
+        onset = _ts(fault["onset"])
+        threshold_at = threshold_mitigation(base, index)
+        stop = got.mitigated if got.mitigated is not None else got.handed
+        rows.append({
+            "kind": fault["kind"], "node": fault["node"], "gpu": fault.get("gpu"),
+            "onset": fault["onset"], "failure_at": fault.get("failure_at"),
+            "detected": score.detected, "time_to_detect_s": _round(score.delay_s),
+            "lead_time_s": _round(score.lead_time_s), "incident_id": got.incident_id,
+            "incident_status": status[got.incident_id] if got.incident_id else None,
+            "runbook_executed": [a["runbook"] for a in got.actions] or None,
+            "verified": all(a["status"] == ActionStatus.SUCCEEDED for a in got.actions) if got.actions else None,
+            "time_to_mitigate_s": _round(None if got.mitigated is None else got.mitigated - onset),
+            "handed_to_human_at": iso(got.handed),
+            "threshold_alert_mitigates_at": iso(threshold_at),
+            "impact_gpus": impact.gpus,
+            "gpu_hours_lost": {
+                "gpuops": round(gpu_hours_lost(impact, stop, base.end), 2),
+                "no_automation": round(gpu_hours_lost(impact, None, base.end), 2),
+                "threshold_alerts": round(gpu_hours_lost(impact, threshold_at, base.end), 2),
+            },
+            "_timeline": {"onset": onset, "failure": impact.failure_at, "detected": score.first_ts,
+                          "mitigated": got.mitigated, "handed": got.handed, "threshold": threshold_at,
+                          "end": base.end},
+        })
+    return rows, matched
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def evaluate_scenario(scenario: Scenario, options: EvalOptions, *, source: str = "") -> dict[str, Any]:
+    """The whole report for one scenario."""
+    began = time.perf_counter()
+    base = baseline_run(scenario)
+    with tempfile.TemporaryDirectory(prefix="gpuops-eval-") as tmp:
+        run = run_loop(scenario, planner=options.planner, policy=options.policy, workdir=Path(tmp))
+    faults, matched = _fault_rows(scenario, run, base)
+    incidents = [{"id": i["id"], "kind": i["family"], "scope": i["scope"], "hostname": i["hostname"],
+                  "gpu": i["gpu"], "status": i["status"], "opened_at": iso(i["opened_at"]),
+                  "matched_fault": matched.get(i["id"])}
+                 for i in run.incidents if i["parent_id"] is None]
+    actions = [{"id": a["id"], "incident_id": a["incident_id"], "runbook": a["runbook"], "targets": a["targets"],
+                "approved_by": a["approved_by"] or (["policy"] if a["approvals_required"] == 0 else []),
+                "executed_at": iso(a["executed_at"]), "verified": a["status"] == ActionStatus.SUCCEEDED,
+                "status": a["status"]}
+               for a in run.actions if a["status"] in ActionStatus.EXECUTED]
+    decided = [{"id": a["id"], "incident_id": a["incident_id"], "runbook": a["runbook"], "status": a["status"],
+                "reasons": a["verdict"].get("reasons", [])}
+               for a in run.actions if a["status"] not in ActionStatus.EXECUTED]
+    safety = tally(run.audit, run.incidents, run.actions)
+    detected = sum(1 for f in faults if f["detected"])
+    hours = {k: round(sum(f["gpu_hours_lost"][k] for f in faults), 2)
+             for k in ("gpuops", "no_automation", "threshold_alerts")}
+    summary = {
+        "faults": len(faults), "detected": detected,
+        "recall": round(detected / len(faults), 3) if faults else None,
+        "false_incidents": sum(1 for i in incidents if i["matched_fault"] is None),
+        "incidents": len(incidents), "actions_executed": len(actions),
+        "escalated": sum(1 for i in incidents if i["status"] == IncidentStatus.ESCALATED),
+        "unsafe_actions": safety.counts, "unsafe_by_reason": safety.by_reason, "gpu_hours_lost": hours,
+    }
+    return {
+        "scenario": scenario.name, "file": source, "approval": scenario.approval, "planner": run.planner,
+        "nodes": scenario.fleet.nodes, "gpus": scenario.fleet.n_gpus, "duration_s": scenario.duration,
+        "faults": faults, "incidents": incidents, "actions": actions, "not_executed": decided,
+        "unsafe": [u.to_json() for u in safety.unsafe], "summary": summary,
+        "nodes_cordoned_at_end": run.cordoned_at_end, "findings": len(run.findings), "agent_runs": run.agent_runs,
+        "seconds": round(time.perf_counter() - began, 2),
+    }
+
+
+def overall(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """The whole library's report: every fault, incident and action tagged with its scenario, and totals."""
+    def tagged(key: str) -> list[dict[str, Any]]:
+        return [{"scenario": r["scenario"], **{k: v for k, v in row.items() if not k.startswith("_")}}
+                for r in reports for row in r[key]]
+
+    faults = tagged("faults")
+    detected = sum(1 for f in faults if f["detected"])
+    unsafe = {k: sum(r["summary"]["unsafe_actions"][k] for r in reports) for k in ("proposed", "blocked", "executed")}
+    hours = {k: round(sum(r["summary"]["gpu_hours_lost"][k] for r in reports), 2)
+             for k in ("gpuops", "no_automation", "threshold_alerts")}
+    return {
+        "faults": faults, "incidents": tagged("incidents"), "actions": tagged("actions"),
+        "summary": {
+            "scenarios": len(reports), "faults": len(faults), "detected": detected,
+            "recall": round(detected / len(faults), 3) if faults else None,
+            "false_incidents": sum(r["summary"]["false_incidents"] for r in reports),
+            "incidents": sum(r["summary"]["incidents"] for r in reports),
+            "actions_executed": sum(r["summary"]["actions_executed"] for r in reports),
+            "unsafe_actions": unsafe, "unsafe_by_reason": _merge_reasons(reports), "gpu_hours_lost": hours,
+        },
+        "scenarios": [{k: v for k, v in r.items() if k not in ("faults", "incidents", "actions")} for r in reports],
+    }
+
+
+def _merge_reasons(reports: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    merged: dict[str, dict[str, int]] = {}
+    for r in reports:
+        for reason, counts in r["summary"]["unsafe_by_reason"].items():
+            into = merged.setdefault(reason, {"proposed": 0, "executed": 0})
+            for key in into:
+                into[key] += counts[key]
+    return dict(sorted(merged.items()))
