@@ -20,7 +20,7 @@ from connectors.kubernetes.errors import ClusterNotConfigured
 from domain import ActionStatus, ExecutionStatus, IncidentStatus
 from gpuops.decisions import RecordedDecision, record_decision
 from gpuops.detection import CycleOutcome, run_cycle
-from gpuops.errors import GpuopsError
+from gpuops.errors import GpuopsError, NotFound
 from gpuops.execution.approvals import Approver, expire_pending
 from gpuops.execution.holds import due_holds
 from gpuops.execution.service import ExecutionDeps, ExecutionOutcome, execute, plan_of
@@ -216,7 +216,7 @@ class Pipeline:
         with c.uow() as uow:
             action = uow.session.get(Action, action_id)
             if action is None:
-                raise InvalidStep(f"action {action_id} does not exist")
+                raise NotFound(f"action {action_id} does not exist")
             plan, incident_id, status = plan_of(action), action.incident_id, action.status
         deps = self.deps
         ctx = RunbookContext(cluster=deps.cluster, settings=deps.runbook_settings, clock=deps.clock,
