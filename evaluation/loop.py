@@ -28,6 +28,7 @@ from detectors.findings import Finding
 from detectors.frame import FleetFrame
 from gpuops.config import Settings
 from gpuops.execution.approvals import Approver
+from gpuops.notify import NullNotifier
 from gpuops.pipeline import OrderedDispatcher, Pipeline, Step
 from gpuops.policy import PolicyConfig
 from gpuops.store import migrate
@@ -130,7 +131,7 @@ class RecordedTelemetry:
                           for k in last.node_metrics})
 
 
-class ScenarioApprover:
+class ScenarioApprover(NullNotifier):
     """The scenario's on-call human, at the notifier port: told that an action waits, they approve it (with
     as many distinct people as it needs) or reject it through the pipeline, or, for `human`, never answer."""
 
@@ -149,15 +150,6 @@ class ScenarioApprover:
         for index in range(1, (required if decision == "approve" else 1) + 1):
             self.pipeline.decide(action_id=action_id, approver=approver(index), decision=decision, plan_hash=None,
                                  reason=f"scenario approval: {self.approval}")
-
-    def decision_recorded(self, action_id: int) -> None:
-        return None
-
-    def progress(self, action_id: int, status: str, detail: str) -> None:
-        return None
-
-    def retry_pending(self) -> int:
-        return 0
 
 
 def runbook_settings(step_s: float) -> RunbookSettings:
