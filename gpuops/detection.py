@@ -69,18 +69,28 @@ def mark_examined(session: Session, end: float, *, shard: int = 0, shards: int =
     row.last_ts = max(row.last_ts, end)
 
 
+LiveCycles = dict[str, tuple[int, DetectionCycle]]
+
+
 def run_cycle(uow_factory: Callable[[], UnitOfWork], *, telemetry: TelemetrySource, end: float, step_s: float,
               window_s: float, shard: int = 0, shards: int = 1,
               incident_config: IncidentConfig | None = None,
-              new_cycle: Callable[[], DetectionCycle] = DetectionCycle) -> CycleOutcome:
+              new_cycle: Callable[[], DetectionCycle] = DetectionCycle,
+              live: LiveCycles | None = None) -> CycleOutcome:
     """Run the cycle ending at `end` (unix seconds) for one shard. A cycle already run is skipped.
-    `new_cycle` builds the detectors of a shard's first cycle (the container's adds the risk model)."""
+    `new_cycle` builds the detectors of a shard's first cycle (the container's adds the risk model). `live`
+    keeps this process's detectors between cycles: when no other process ran the shard since (the stored
+    count of cycles is the one this process wrote), they go on without being restored from the store."""
     name = shard_name(shard, shards)
     with uow_factory() as uow:
         row = _locked_state(uow.session, name)
         if end <= row.last_ts:
             return CycleOutcome(name, False, end, reason=f"already ran up to {row.last_ts}")
-        cycle = DetectionCycle.from_state(row.state) if row.state else new_cycle()
+        kept = live.pop(name, None) if live is not None else None  # gone unless this cycle commits
+        if kept is not None and kept[0] == row.cycles:
+            cycle = kept[1]
+        else:
+            cycle = DetectionCycle.from_state(row.state) if row.state else new_cycle()
         start = end - window_s if row.last_ts <= 0 else max(end - window_s, row.last_ts - step_s)
         frame = telemetry.frame(start, end, step_s)
         fleet_nodes = len(set(frame.gpus.hostname)) or len(frame.nodes)
@@ -93,6 +103,8 @@ def run_cycle(uow_factory: Callable[[], UnitOfWork], *, telemetry: TelemetrySour
         row.last_ts = end
         row.cycles += 1
         uow.commit()
+        if live is not None:
+            live[name] = (row.cycles, cycle)
     log.info("detection cycle", extra={"shard": name, "findings": len(findings), "opened": result.opened,
                                        "fleet": result.fleet})
     return CycleOutcome(name, True, end, findings, result)

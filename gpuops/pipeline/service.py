@@ -19,7 +19,7 @@ from sqlalchemy import select
 from connectors.kubernetes.errors import ClusterNotConfigured
 from domain import ActionStatus, ExecutionStatus, IncidentStatus
 from gpuops.decisions import RecordedDecision, record_decision
-from gpuops.detection import CycleOutcome, run_cycle
+from gpuops.detection import CycleOutcome, LiveCycles, run_cycle
 from gpuops.errors import GpuopsError, NotFound
 from gpuops.execution.approvals import Approver, expire_pending
 from gpuops.execution.holds import due_holds
@@ -76,6 +76,7 @@ class Pipeline:
     planner: Planner | None = None
     worker: str = field(default_factory=socket.gethostname)
     _ctx: AgentContext | None = None
+    _live: LiveCycles = field(default_factory=dict)  # this process's detectors, between its cycles
 
     # -- the steps, as a dispatcher or a task runs them ---------------------------------------------------
 
@@ -111,7 +112,7 @@ class Pipeline:
         """One detection cycle of one shard; every incident it opened or reopened is handed on."""
         c, s = self.container, self.container.settings
         outcome = run_cycle(c.uow, telemetry=c.telemetry, end=end, step_s=s.step_seconds, window_s=s.window_seconds,
-                            shard=shard, shards=shards, new_cycle=c.new_detection_cycle)
+                            shard=shard, shards=shards, new_cycle=c.new_detection_cycle, live=self._live)
         changed = sorted(set(outcome.incidents.opened + outcome.incidents.reopened)) if outcome.incidents else []
         for incident_id in changed:
             self.dispatcher.dispatch(Step.INCIDENT_CHANGED, {"incident_id": incident_id})

@@ -3,6 +3,8 @@ a cycle already run is a no-op (two schedulers), shards split the fleet by node 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from sqlalchemy import select
@@ -88,3 +90,22 @@ def test_telemetry_outage_fails_loudly_and_loses_no_state(container: Container) 
     telemetry.fail_with = None
     assert run_cycle(container.uow, telemetry=telemetry, end=end + 300, step_s=30.0, window_s=900.0).ran
     assert m.GPU_TEMP in telemetry.data.metrics
+
+
+def test_a_process_keeps_its_detectors_between_cycles_only_while_no_other_ran_the_shard(
+        container: Container) -> None:
+    telemetry = _telemetry(lost_row=12)
+    t0 = float(telemetry.data.timestamps[0])
+    ends = [t0 + 30.0 * k for k in range(30, 200, 10)]
+    mine: dict[str, Any] = {}
+    for end in ends[:6]:
+        run_cycle(container.uow, telemetry=telemetry, end=end, step_s=30.0, window_s=900.0, live=mine)
+    kept = mine["0/1"][1]
+    run_cycle(container.uow, telemetry=telemetry, end=ends[6], step_s=30.0, window_s=900.0, live=mine)
+    assert mine["0/1"][1] is kept  # nobody else ran the shard: the same detectors went on
+    run_cycle(container.uow, telemetry=telemetry, end=ends[7], step_s=30.0, window_s=900.0, live={})  # another
+    for end in ends[8:]:
+        run_cycle(container.uow, telemetry=telemetry, end=end, step_s=30.0, window_s=900.0, live=mine)
+    assert mine["0/1"][1] is not kept  # restored from the store after the other process's cycle
+    lost = [i for i in _incidents(container) if i.family == "gpu_lost"]
+    assert [(i.hostname, i.gpu) for i in lost] == [("gpu-node-002", 4)]  # as without kept detectors
