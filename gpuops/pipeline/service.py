@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import exists, or_, select
 
 from connectors.kubernetes.errors import ClusterNotConfigured
 from domain import ActionStatus, ExecutionStatus, IncidentStatus
@@ -245,6 +245,9 @@ class Pipeline:
         c, s = self.container, self.container.settings
         now = self.now()
         with c.uow() as uow:
+            if not _anything_waits(uow.session):  # the common case, in one query
+                self._after_expiry([])
+                return SweepOutcome()
             resumed = due_holds(uow.session, shards=s.shards, now=now)
             expired = expire_pending(uow.session, now=now, ttl_s=c.policy.approval_ttl_s)
             expired_incidents = {action_id: incident_id for action_id, incident_id in uow.session.execute(
@@ -271,6 +274,14 @@ class Pipeline:
             notifier.retry_pending()
         except Exception:  # a channel being down never stops the sweep
             log.exception("the notifier failed after expiring approvals", extra={"expired": expired})
+
+
+def _anything_waits(session: Any) -> bool:
+    """Whether any incident holds a soak or any action waits for a decision, an executor or its end."""
+    held = exists().where(Incident.held_until.is_not(None), Incident.status.in_(IncidentStatus.ACTIVE))
+    pending = exists().where(Action.status.in_(
+        (ActionStatus.AWAITING_APPROVAL, ActionStatus.APPROVED, *ActionStatus.RUNNING)))
+    return bool(session.scalar(select(or_(held, pending))))
 
 
 def _taken_over(session: Any, now: datetime, *, lost_after_s: float) -> list[int]:

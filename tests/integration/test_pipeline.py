@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from gpuops.execution.approvals import Approver
-from gpuops.pipeline import OrderedDispatcher, Pipeline, Step
+from gpuops.pipeline import OrderedDispatcher, Pipeline, Step, SweepOutcome
 from gpuops.store import migrate
 from gpuops.store.models import Action, AuditEvent, Incident
 from gpuops.wiring import Container, bootstrap
@@ -160,3 +160,16 @@ def test_a_cli_approval_sends_the_next_actions_prompt(sqlite_url: str, tmp_path:
             assert any(f"`{drain.runbook}`" in str(p.get("blocks")) for p in prompts if not p.get("thread_ts"))
         finally:
             container.close()
+
+
+def test_a_sweep_hands_on_nothing_until_something_waits(
+        world: tuple[Pipeline, OrderedDispatcher, GatedCluster]) -> None:
+    pipeline, dispatcher, cluster = world
+    assert pipeline.sweep() == SweepOutcome() and dispatcher.queued() == []
+    incident_id = open_incident(pipeline.container, "xid", evidence={"xid": 79})
+    pipeline.agent_step(incident_id)
+    action = _waiting_action(pipeline.container, incident_id)
+    pipeline.clock = lambda: cluster.now + POLICY.approval_ttl_s + 1  # nobody answered
+    assert pipeline.sweep().expired == [action.id]
+    assert dispatcher.queued() == [(Step.AGENT_STEP, {"incident_id": incident_id, "decision": {
+        "action_id": action.id, "decision": "expired"}})]
