@@ -24,7 +24,8 @@ from gpuops.config import Settings
 from gpuops.store import migrate
 from gpuops.store.models import DetectorState
 from gpuops.wiring import bootstrap
-from tests.worker_procs import RedisServer, settings_env, wait_for, worker
+from tests.waiting import wait_for
+from tests.worker_procs import RedisServer, settings_env, worker
 
 NODES = int(os.environ.get("GPUOPS_BENCH_NODES", "1250"))
 SHARDS = 4
@@ -107,12 +108,12 @@ def run_once(workers: int, log_dir: Path) -> dict[str, Any]:
         env = settings_env(settings) | {"GPUOPS_BENCH_NODES": str(NODES), "GPUOPS_BENCH_START": str(RUN_START),
                                         "GPUOPS_LOG_LEVEL": "INFO"}
         procs = [worker(f"bench{workers}-{i}", env, log_dir) for i in range(workers)]
-        wait_for("the workers", lambda: all("ready." in p.output() for p in procs), 120)
+        wait_for(lambda: all("ready." in p.output() for p in procs), timeout=120, message="the workers did not start")
         app = create_app(settings)
         with Progress(settings) as progress:
             # warm-up: the first cycle reads a whole window and builds every detector's state
             _send_cycle(app, RUN_START)
-            wait_for("the warm-up cycle", lambda: progress.done(RUN_START), 600)
+            wait_for(lambda: progress.done(RUN_START), timeout=600, message="the warm-up cycle did not finish")
             cycles = int(RUN_S / CYCLE_S)
             t0 = time.time()
             due: dict[float, float] = {}
@@ -123,7 +124,7 @@ def run_once(workers: int, log_dir: Path) -> dict[str, Any]:
                 due[end] = time.time()
                 _send_cycle(app, end)
             last = RUN_START + cycles * CYCLE_S
-            wait_for("the run's last cycle", lambda: progress.done(last), 1200)
+            wait_for(lambda: progress.done(last), timeout=1200, message="the run's last cycle did not finish")
             lags = {end: [progress.reached[(f"{s}/{SHARDS}", end)] - t for s in range(SHARDS)]
                     for end, t in due.items()}
             ordered = [max(v) for _, v in sorted(lags.items())]
@@ -164,7 +165,7 @@ def _burst_time(settings: Settings, last: float, started: float) -> float:
                 return time.time() - started
             return None
 
-        return wait_for("the burst to finish", finished, 1200, every=0.05)
+        return wait_for(finished, timeout=1200, interval=0.05, message="the burst did not finish")
     finally:
         container.close()
 

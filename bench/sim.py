@@ -86,8 +86,9 @@ def bench_twin(steps: int = 40) -> dict[str, Any]:
 
 
 def bench_pull(workdir: Path, scrapes: int = 5, repeats: int = 3) -> dict[str, Any]:
-    from tests.prometheus_server import running_prometheus, wait_until
+    from tests.prometheus_server import running_prometheus
     from tests.sim_server import serving
+    from tests.waiting import wait_for
 
     start = float(int(time.time()) - 600)  # Prometheus takes samples at most ~1 h older than its newest
     twin = fleet_twin(start)
@@ -109,7 +110,7 @@ def bench_pull(workdir: Path, scrapes: int = 5, repeats: int = 3) -> dict[str, A
                     result = answer["data"]["result"]
                     return bool(result) and float(result[0]["value"][1]) == t
 
-                wait_until(scraped, 120.0, f"prometheus to scrape t={twin.t}", interval_s=0.5)
+                wait_for(scraped, timeout=120.0, interval=0.5, message=f"prometheus did not scrape t={twin.t}")
             window = (start + STEP_S, twin.t, STEP_S)
             adapter = PrometheusTelemetry(prom.url, timeout_s=60)
             raw_times, frame_times = [], []
