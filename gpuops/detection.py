@@ -62,13 +62,6 @@ def examined_until(session: Session, shards: int) -> float | None:
     return float(min(rows))
 
 
-def mark_examined(session: Session, end: float, *, shard: int = 0, shards: int = 1) -> None:
-    """Record that a shard's detection has run on data up to `end`, for a caller that runs the detectors
-    itself (the evaluation) rather than through `run_cycle`."""
-    row = _locked_state(session, shard_name(shard, shards))
-    row.last_ts = max(row.last_ts, end)
-
-
 LiveCycles = dict[str, tuple[int, DetectionCycle]]
 
 

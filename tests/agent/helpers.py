@@ -7,13 +7,16 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from agent.checkpoint import open_checkpointer
 from agent.graph import compile_graph
 from agent.runner import Graph
 from detectors.findings import Finding, FindingKind
+from gpuops.detection import shard_name
 from gpuops.execution.approvals import Approver, DecisionOutcome, decide
 from gpuops.incidents.service import ingest_findings
-from gpuops.store.models import Action
+from gpuops.store.models import Action, DetectorState
 from gpuops.wiring import Container
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC).timestamp()
@@ -50,3 +53,11 @@ def approve(container: Container, action_id: int, who: str = "alice", decision: 
                          plan_hash=action.plan_hash, reason="test", now=datetime.now(tz=UTC), ttl_s=3600)
         uow.commit()
     return outcome
+
+
+def mark_examined(session: Session, end: float, *, shard: int = 0, shards: int = 1) -> None:
+    """Set the data time up to which a shard's detection has run, as its cycles would (no detector runs)."""
+    name = shard_name(shard, shards)
+    row = session.get(DetectorState, name) or DetectorState(shard=name, last_ts=0.0, cycles=0)
+    row.last_ts = max(row.last_ts, end)
+    session.add(row)

@@ -11,13 +11,13 @@ from sqlalchemy import select
 
 from agent.runner import resume, start
 from detectors.findings import Finding
-from gpuops.detection import examined_until, mark_examined
+from gpuops.detection import examined_until
 from gpuops.execution.holds import STALE_AFTER_S, due_holds
 from gpuops.incidents.service import ingest_findings
 from gpuops.policy import PolicyConfig
 from gpuops.store.models import Action, Incident, IncidentEvent
 from gpuops.wiring import Container
-from tests.agent.helpers import T0, graph_on, open_incident
+from tests.agent.helpers import T0, graph_on, mark_examined, open_incident
 from tests.agent.world import POLICY, build_context, default_cluster, executed
 
 SOAK = POLICY.model_copy(update={"soak_s": 180.0})

@@ -15,11 +15,11 @@ from entrypoints.worker import create_app
 from entrypoints.worker.app import cycle_end, visibility_timeout
 from entrypoints.worker.embedded import EmbeddedScheduler
 from gpuops.config import Settings
-from gpuops.detection import mark_examined
 from gpuops.pipeline import Step
 from gpuops.store import migrate
 from gpuops.store.models import DeadLetter, DetectorState, Incident
 from gpuops.wiring import bootstrap
+from tests.agent.helpers import mark_examined
 from tests.worker_wiring import synthetic_telemetry
 
 NOW = 1_767_225_600.0  # a multiple of 30 s
