@@ -6,18 +6,12 @@ straggler. A job is hung when its GPUs go idle while still holding their memory,
 with no tensor work after computing before (a collective that never completes spins: 100% utilisation at
 near-idle power). A GPU much hotter than the other GPUs of its node points at cooling, not at the workload.
 
-**Job grouping.** A GPU's job is `namespace/base`, where `base` is its pod name without the parts
-Kubernetes and the training operators add per pod, removed in this order:
-1. a Deployment's `-<replicaset hash>-<5 chars>` or a Job's `-<5 chars>` random suffix
-   (`infer-7d9f8c6b5-x2k4z` -> `infer`, `prep-x2k4z` -> `prep`);
-2. a trailing replica ordinal `-<digits>` (StatefulSets, indexed Jobs, PyTorchJob/MPIJob replicas);
-3. a trailing replica role `-worker`, `-master`, `-launcher`, `-chief`, `-ps`, `-evaluator`.
-So `train-0-worker-3` and `train-0-master-0` are both job `ml/train-0`. GPUs without a pod have no job.
+**Job grouping.** A GPU's job is its pod's job (`domain.jobs.job_of`: `namespace/base`, the pod name without
+the suffixes Kubernetes and the training operators add). GPUs without a pod have no job.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,23 +20,7 @@ from detectors import metrics as m
 from detectors.findings import Finding, FindingKind, Severity
 from detectors.frame import FloatArray, GpuLabels
 from detectors.stream import CycleView, IntArray, OnsetTracker, gpu_finding_fields, grow
-
-# Kubernetes' safe alphabet (rand.SafeEncodeString): a ReplicaSet's pod-template hash and a generated name's
-# random part use only these characters.
-SAFE_CHARS = "[bcdfghjklmnpqrstvwxz2456789]"
-_RANDOM_SUFFIX = re.compile(rf"(-{SAFE_CHARS}{{6,10}})?-{SAFE_CHARS}{{5}}$")
-_ORDINAL = re.compile(r"-\d+$")
-_ROLE = re.compile(r"-(worker|master|launcher|chief|ps|evaluator)$")
-
-
-def job_of(pod: str, namespace: str) -> str | None:
-    """The job a pod belongs to (see the module docstring), or None for a GPU without a pod."""
-    if not pod:
-        return None
-    base = _RANDOM_SUFFIX.sub("", pod)
-    base = _ORDINAL.sub("", base)
-    base = _ROLE.sub("", base) or pod
-    return f"{namespace}/{base}"
+from domain.jobs import job_of
 
 
 def group_ids(keys: list[str | None]) -> tuple[IntArray, list[str]]:

@@ -95,7 +95,7 @@ class JobMemory:
     def observe(self, labels: GpuLabels, now: float) -> None:
         if self.labels is not None and (labels is self.labels or labels == self.labels):
             return
-        from detectors.peers import job_of
+        from domain.jobs import job_of
 
         current = {}
         for host, gpu, pod, ns in zip(labels.hostname, labels.gpu, labels.pod, labels.namespace, strict=True):

@@ -21,8 +21,9 @@ import numpy as np
 from detectors import metrics as m
 from detectors.findings import Finding, FindingKind, Severity
 from detectors.frame import GpuLabels
-from detectors.peers import SAFE_CHARS, group_ids, group_median
+from detectors.peers import group_ids, group_median
 from detectors.stream import CycleView, IntArray, gpu_finding_fields
+from domain.jobs import SAFE_CHARS
 
 # A Deployment's replica: `<deployment>-<pod-template hash>-<5 chars>`, in Kubernetes' safe alphabet. Only
 # these can be overloaded and scaled; a training job's pods never match.
