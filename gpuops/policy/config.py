@@ -49,6 +49,10 @@ class PolicyConfig(BaseModel):
         default=180, ge=0, description="a node action waits until this much telemetry after its incident opened "
                                        "has been examined, so that a common cause reaching other nodes shows "
                                        "before gpuops acts on the first; 0 turns it off")
+    probation_s: float = Field(
+        default=1800, ge=0, description="after a verified remediation, a node gpuops holds out stays out until this "
+                                        "much telemetry (data time, as examined by every detection shard) shows "
+                                        "its GPUs healthy; then gpuops returns it to service")
 
     def nodes_out_limit(self, fleet_nodes: int) -> int:
         """The smaller of the absolute and fractional budgets. A fraction that rounds below one node still allows

@@ -275,6 +275,29 @@ class HardwareTicket(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class NodeProbation(Base):
+    """A node gpuops took out and remediated, waiting to return to service: it returns once `due_at` (data time)
+    has been examined with its GPUs healthy, and stays out (with a hardware ticket) when a check fails. Status:
+    probation, returning (the uncordon action is under way), ticketing (the ticket action is under way),
+    returned, kept_out."""
+
+    __tablename__ = "node_probations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(253), index=True)
+    gpu: Mapped[int | None]
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"), index=True)
+    action_id: Mapped[int | None] = mapped_column(ForeignKey("actions.id", ondelete="SET NULL"))
+    status: Mapped[str] = mapped_column(String(16), default="probation", index=True)
+    started_at: Mapped[datetime]
+    due_at: Mapped[datetime]
+    checks: Mapped[list[Any]] = mapped_column(default=list)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    return_action_id: Mapped[int | None] = mapped_column(ForeignKey("actions.id", ondelete="SET NULL"))
+    ticket_action_id: Mapped[int | None] = mapped_column(ForeignKey("actions.id", ondelete="SET NULL"))
+    finished_at: Mapped[datetime | None]
+
+
 class DetectorState(Base):
     """The streaming detectors' state of one shard of the fleet, handed from worker to worker. Locking the row
     serialises cycles of a shard, and `last_ts` makes a duplicate cycle (two beats) a no-op."""
