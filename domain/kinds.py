@@ -39,3 +39,19 @@ class Severity(StrEnum):
 
 
 _ORDER = (Severity.INFO, Severity.WARNING, Severity.CRITICAL)
+
+
+# Kinds that are facts, not suspicions: a GPU gone, an uncorrectable memory error, a node down.
+HARD_KINDS = frozenset({FindingKind.GPU_LOST, FindingKind.ECC, FindingKind.ROW_REMAP, FindingKind.NODE_NOT_READY})
+
+
+def is_hard(kind: str, severity: str) -> bool:
+    """Whether a finding states a fact (a hard kind, or anything critical such as XID 79) rather than a
+    suspicion that needs persistence and a second signal before anyone acts on it."""
+    return kind in HARD_KINDS or severity == Severity.CRITICAL
+
+
+def is_corroborated(evidence: object) -> bool:
+    """Whether a soft finding's detector saw an independent second signal agree. Findings whose detector does
+    not say (rules, hard signals) count as corroborated."""
+    return not (isinstance(evidence, dict) and evidence.get("corroborated") is False)

@@ -14,23 +14,37 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from detectors.findings import Finding
-from domain import FindingKind, IncidentStatus, Severity
+from domain import HARD_KINDS, ActionStatus, FindingKind, IncidentStatus, Severity, is_corroborated, is_hard
 from gpuops.incidents.lifecycle import add_timeline, transition
 from gpuops.logs import log_context
 from gpuops.store.audit import append_event
-from gpuops.store.models import FindingRecord, Incident, Silence
+from gpuops.store.models import Action, FindingRecord, Incident, Silence
 
 log = logging.getLogger(__name__)
 
 # Hard signals open an incident at once. An XID is hard when the catalogue calls it critical (reset, reboot,
 # NVIDIA workflow); application XIDs (13, 31, 43, …) are warnings or info and must repeat, like anomalies.
-HARD_KINDS = frozenset({FindingKind.GPU_LOST, FindingKind.ECC, FindingKind.ROW_REMAP, FindingKind.NODE_NOT_READY})
 # What a job's other GPUs show when one of its GPUs or nodes fails: they wait (hung, straggling) or their load
 # changes. A memory leak or a cooling fault on another GPU is its own fault, never folded into the job's incident.
 JOB_CONSEQUENCES = frozenset({FindingKind.HUNG_JOB, FindingKind.STRAGGLER, FindingKind.ANOMALY, FindingKind.POWER})
 # A job's episodes (straggling, hung, saturated): one incident per job, however many of its nodes show it.
 JOB_HOSTS_LOOKBACK_S = 3600.0
 EPISODE_KINDS = frozenset({FindingKind.STRAGGLER, FindingKind.HUNG_JOB, FindingKind.OVERLOAD})
+# What gpuops' own actions do to a node or a job, for a while after they ran: a reboot takes the node NotReady and
+# its GPUs out of the exporter, a reset drops the GPU, a drain or a restart moves pods and stalls the job while
+# it restarts. These are expected and attributed to the action's incident, never new incidents.
+OWN_EFFECT_WINDOW_S = 1800.0
+OWN_EFFECTS: dict[str, frozenset[str]] = {
+    "reboot_node": frozenset({FindingKind.NODE_NOT_READY, FindingKind.GPU_LOST, FindingKind.ANOMALY,
+                              FindingKind.POWER, FindingKind.STRAGGLER, FindingKind.HUNG_JOB}),
+    "reset_gpu": frozenset({FindingKind.GPU_LOST, FindingKind.ANOMALY, FindingKind.POWER, FindingKind.STRAGGLER,
+                            FindingKind.HUNG_JOB}),
+    "drain_node": frozenset({FindingKind.ANOMALY, FindingKind.POWER, FindingKind.STRAGGLER, FindingKind.HUNG_JOB}),
+    "cordon_node": frozenset({FindingKind.ANOMALY, FindingKind.POWER}),
+    "restart_pod": frozenset({FindingKind.ANOMALY, FindingKind.POWER, FindingKind.STRAGGLER, FindingKind.HUNG_JOB}),
+    "reschedule_pods": frozenset({FindingKind.ANOMALY, FindingKind.POWER, FindingKind.STRAGGLER,
+                                  FindingKind.HUNG_JOB}),
+}
 # Incidents no action has touched yet: a fleet incident folds these in (one already acting on is left to finish).
 UNTOUCHED = (IncidentStatus.OPEN, IncidentStatus.INVESTIGATING, IncidentStatus.AWAITING_APPROVAL)
 
@@ -52,7 +66,8 @@ class IngestResult:
     reopened: list[int] = field(default_factory=list)
     suppressed: list[int] = field(default_factory=list)
     fleet: list[int] = field(default_factory=list)
-    pending: int = 0  # soft findings below the flap threshold
+    pending: int = 0  # soft findings below the flap threshold, or not corroborated by a second signal
+    attributed: int = 0  # findings that are the expected effect of gpuops' own action
 
     @property
     def touched(self) -> list[int]:
@@ -68,7 +83,7 @@ def dedup_key(hostname: str, gpu: int | None, family: str) -> str:
 
 
 def _is_hard(f: Finding) -> bool:
-    return f.kind in HARD_KINDS or f.severity == Severity.CRITICAL
+    return is_hard(f.kind, f.severity)
 
 
 def _silenced(session: Session, f: Finding, now: datetime) -> Silence | None:
@@ -143,6 +158,16 @@ def ingest_findings(session: Session, findings: Iterable[Finding], *, fleet_node
             _merge(session, on_node, f, record, at)
             result.merged.append(on_node.id)
             continue
+        fleet_event = _fleet_event(session, f, at, config)
+        if fleet_event is not None:
+            _join_fleet(session, fleet_event, f, record, at)
+            result.merged.append(fleet_event.id)
+            continue
+        own = _own_action(session, f, at)
+        if own is not None:
+            _attribute(session, own, f, record, at)
+            result.attributed += 1
+            continue
         job_hard = _job_hard_incident(session, f, at - timedelta(seconds=config.fleet_window_s), job_hosts,
                                       hosts_since=at - timedelta(seconds=JOB_HOSTS_LOOKBACK_S))
         if job_hard is not None:
@@ -159,7 +184,7 @@ def ingest_findings(session: Session, findings: Iterable[Finding], *, fleet_node
                 FindingRecord.hostname == f.hostname, FindingRecord.gpu.is_(None) if f.gpu is None
                 else FindingRecord.gpu == f.gpu, FindingRecord.kind == f.kind,
                 FindingRecord.ts >= _dt(f.ts) - timedelta(seconds=config.flap_window_s))) or 0
-            if seen < config.soft_min_occurrences:
+            if seen < config.soft_min_occurrences or not is_corroborated(f.evidence):
                 result.pending += 1
                 continue
         recent_closed = session.scalars(select(Incident).where(
@@ -203,6 +228,64 @@ def ingest_findings(session: Session, findings: Iterable[Finding], *, fleet_node
         if fleet_id is not None:
             result.fleet.append(fleet_id)
     return result
+
+
+def _fleet_event(session: Session, f: Finding, at: datetime, config: IncidentConfig) -> Incident | None:
+    """The fleet incident of `f`'s family still being reported, which `f` belongs to when it stands on its own: a
+    fleet-wide event that goes on longer than the correlation window stays one incident, its scope growing."""
+    if not (_is_hard(f) or is_corroborated(f.evidence)):
+        return None
+    return session.scalars(select(Incident).where(
+        Incident.dedup_key == f"fleet//{f.kind}", Incident.status.in_(IncidentStatus.ACTIVE),
+        Incident.updated_at >= at - timedelta(seconds=config.flap_window_s))).first()
+
+
+def _join_fleet(session: Session, fleet: Incident, f: Finding, record: FindingRecord, now: datetime) -> None:
+    record.incident_id = fleet.id
+    fleet.occurrences += 1
+    fleet.updated_at = now
+    hosts = list(fleet.details.get("hosts", []))
+    if f.hostname not in hosts:
+        fleet.details = {**fleet.details, "hosts": sorted([*hosts, f.hostname])}
+        add_timeline(session, fleet, kind="scope", message=f"{f.hostname} joins the fleet-wide {f.kind} event",
+                     now=now, data={"hostname": f.hostname, "gpu": f.gpu})
+
+
+def _own_action(session: Session, f: Finding, at: datetime) -> Action | None:
+    """gpuops' own recent action whose expected effect `f` is: on the node (or GPU) the action touched, or on the
+    job whose incident the action served. Facts the action cannot cause (an XID, an ECC error) are never its."""
+    since = at - timedelta(seconds=OWN_EFFECT_WINDOW_S)
+    job = _job_of(f.evidence)
+    recent = session.scalars(select(Action).where(
+        Action.runbook.in_(OWN_EFFECTS), Action.status.in_(ActionStatus.EXECUTED), Action.executed_at >= since,
+        Action.executed_at <= at).order_by(Action.executed_at.desc()))
+    for action in recent:
+        if f.kind not in OWN_EFFECTS[action.runbook]:
+            continue
+        keys = {str(t) for t in action.targets or []}
+        on_target = f"node/{f.hostname}" in keys or (f.gpu is not None and f"gpu/{f.hostname}/{f.gpu}" in keys) \
+            or (f.gpu is None and any(k.startswith(f"gpu/{f.hostname}/") for k in keys))
+        if on_target:
+            return action
+        if job is not None and (action.incident.details or {}).get("job") == job:
+            return action
+    return None
+
+
+def _attribute(session: Session, action: Action, f: Finding, record: FindingRecord, now: datetime) -> None:
+    """File `f` under the incident `action` served, as that action's expected effect: counted on the incident,
+    with one timeline line per kind of effect (not one per finding)."""
+    incident = action.incident
+    record.incident_id = incident.id
+    effects = dict((incident.details or {}).get("expected_effects") or {})
+    first = f.kind not in effects
+    effects[str(f.kind)] = int(effects.get(str(f.kind), 0)) + 1
+    incident.details = {**(incident.details or {}), "expected_effects": effects}
+    if first:
+        add_timeline(session, incident, kind="expected_effect", now=now,
+                     message=f"{f.kind} on {f.hostname}{'' if f.gpu is None else f' GPU {f.gpu}'} is the expected "
+                             f"effect of gpuops' {action.runbook} (action {action.id}); no new incident",
+                     data={"finding_kind": f.kind, "action_id": action.id, "gpu": f.gpu})
 
 
 def _job_of(evidence: object) -> str | None:
@@ -257,8 +340,11 @@ def correlate_fleet(session: Session, *, family: str, fleet_nodes: int, config: 
     """When `family` hit many nodes within the window, fold their incidents into one escalated fleet incident.
     Node incidents folded in are suppressed, so no node action is proposed for them."""
     since = now - timedelta(seconds=config.fleet_window_s)
-    records = session.execute(select(FindingRecord.hostname, FindingRecord.evidence).where(
-        FindingRecord.kind == family, FindingRecord.ts >= since)).all()
+    # Only what stands on its own counts towards a fleet event: facts, and suspicions a second signal agrees with.
+    records = [(host, evidence) for host, severity, evidence in session.execute(
+        select(FindingRecord.hostname, FindingRecord.severity, FindingRecord.evidence).where(
+            FindingRecord.kind == family, FindingRecord.ts >= since))
+        if is_hard(family, severity) or is_corroborated(evidence)]
     hosts = {host for host, _ in records}
     # one job's own trouble over many nodes is one source, not many: a hung multi-node job is not a fleet event.
     # A hardware or driver signal is each node's own, whatever job the GPU ran (a rollout hits one job's nodes).

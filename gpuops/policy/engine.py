@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from domain import ActionStatus, Budget, InvalidTarget, Target
+from domain import ActionStatus, Budget, IncidentStatus, InvalidTarget, Target, is_corroborated, is_hard
 from gpuops.policy.config import PolicyConfig
 from gpuops.policy.scope import scope_violations
 from gpuops.store.audit import append_event
@@ -91,11 +91,22 @@ def _node_of(target_key: str) -> str | None:
 
 
 def _family_elsewhere(session: Session, incident: Incident, since: datetime) -> list[str]:
-    """Other hosts with findings of the incident's family since `since`."""
-    rows = session.scalars(select(FindingRecord.hostname).where(
-        FindingRecord.kind == incident.family, FindingRecord.ts >= since,
-        FindingRecord.hostname != incident.hostname).distinct())
-    return sorted(rows)
+    """Other hosts where the incident's family stands corroborated since `since`: a hard finding (a fact), or a
+    soft one that persisted into an incident of its own with a second signal agreeing. A suspicion elsewhere (a
+    lone soft finding, an incident that was suppressed) never holds back a fact here; and when this incident is
+    itself a fact, only facts elsewhere point to a common cause."""
+    hard_here = is_hard(incident.family, incident.severity)
+    rows = session.execute(select(FindingRecord.hostname, FindingRecord.severity, FindingRecord.evidence,
+                                  Incident.status).outerjoin(Incident, FindingRecord.incident_id == Incident.id)
+                           .where(FindingRecord.kind == incident.family, FindingRecord.ts >= since,
+                                  FindingRecord.hostname != incident.hostname))
+    def counts(severity: str, evidence: object, status: str | None) -> bool:
+        if is_hard(incident.family, severity):
+            return True
+        return (not hard_here and status is not None and status != IncidentStatus.SUPPRESSED
+                and is_corroborated(evidence))
+
+    return sorted({host for host, severity, evidence, status in rows if counts(severity, evidence, status)})
 
 
 def soak_until(incident: Incident, spec: ActionSpec, config: PolicyConfig) -> datetime | None:

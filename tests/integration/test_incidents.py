@@ -156,3 +156,54 @@ def test_a_job_stalled_by_a_failure_gpuops_already_resolved_folds_into_it(contai
     ingest(container, *[finding("gpu-node-001", 0, "hung_job", t=3600 + 60 * k, severity="warning", job=job)
                         for k in range(3)])
     assert len(incidents(container)) == 2  # an hour later, and lasting, it is a hang of its own
+
+
+def test_a_persistent_soft_finding_no_second_signal_agrees_with_opens_nothing(container: Container) -> None:
+    lone = dict(kind="thermal", severity="warning", corroborated=False, signals=[])
+    ingest(container, *[finding("gpu-node-002", 1, t=15 * i, **lone) for i in range(8)])  # type: ignore[arg-type]
+    assert incidents(container) == []
+    agreed = dict(kind="thermal", severity="warning", corroborated=True, signals=["thermal_violation"])
+    ingest(container, *[finding("gpu-node-002", 1, t=200 + 15 * i, **agreed) for i in range(3)])  # type: ignore[arg-type]
+    assert [i.family for i in incidents(container)] == ["thermal"]
+
+
+def test_suspicions_on_many_nodes_are_no_fleet_event(container: Container) -> None:
+    lone = dict(kind="thermal", severity="warning", corroborated=False)
+    ingest(container, *[finding(f"gpu-node-{n:03d}", 0, t=n + 15 * i, **lone)  # type: ignore[arg-type]
+                        for n in range(1, 8) for i in range(3)], nodes=16)
+    assert incidents(container) == []
+
+
+def test_a_fleet_event_that_goes_on_stays_one_incident(container: Container) -> None:
+    ingest(container, *[finding(f"gpu-node-{n:03d}", 0, xid=13, t=n) for n in range(1, 6)], nodes=16)
+    # twenty minutes later, past the correlation window, more nodes report the same event
+    ingest(container, *[finding(f"gpu-node-{n:03d}", 0, xid=13, t=1200 + n) for n in range(6, 9)], nodes=16)
+    tops = [i for i in incidents(container) if i.parent_id is None]
+    assert [(i.scope, i.family) for i in tops] == [("fleet", "xid")]
+    assert tops[0].details["hosts"] == [f"gpu-node-{n:03d}" for n in range(1, 9)]
+
+
+def test_the_effects_of_gpuops_own_reboot_are_attributed_not_new_incidents(container: Container) -> None:
+    from gpuops.store.models import Action, FindingRecord
+
+    ingest(container, finding("gpu-node-003", 2, xid=79))
+    with container.uow() as uow:
+        inc = uow.session.scalars(select(Incident)).one()
+        uow.session.add(Action(incident_id=inc.id, runbook="reboot_node", targets=["node/gpu-node-003"],
+                               plan_hash="h" * 64, idempotency_key="reboot-3", status="succeeded",
+                               executed_at=datetime.fromtimestamp(T0 + 600, tz=UTC)))
+        transition(uow.session, inc, "investigating", reason="agent", actor="agent",
+                   now=datetime.fromtimestamp(T0 + 60, tz=UTC))
+        transition(uow.session, inc, "resolved", reason="rebooted", actor="agent",
+                   now=datetime.fromtimestamp(T0 + 700, tz=UTC))
+        uow.commit()
+    ingest(container, finding("gpu-node-003", None, "node_not_ready", t=720),
+           *[finding("gpu-node-003", g, "gpu_lost", t=720) for g in range(8)])
+    (only,) = incidents(container)
+    assert only.status == "resolved" and only.details["expected_effects"] == {"node_not_ready": 1, "gpu_lost": 8}
+    with container.uow() as uow:
+        held = uow.session.scalars(select(FindingRecord.incident_id)).all()
+    assert set(held) == {only.id}
+    # an hour later the same signal is news: the node fell again
+    ingest(container, finding("gpu-node-003", None, "node_not_ready", t=600 + 3600))
+    assert [i.family for i in incidents(container)] == ["xid", "node_not_ready"]

@@ -248,3 +248,47 @@ def test_the_same_family_on_another_node_sends_node_actions_to_a_human(container
     off = config.model_copy(update={"common_cause_window_s": 0})
     assert_decided(decide(container, "gpu-node-004", drain("gpu-node-004"), off),
                    Gate.TWO_APPROVERS, "within budgets; high risk")
+
+
+def _soft(session: object, host: str, kind: str, at: datetime, *, corroborated: bool) -> None:
+    session.add(FindingRecord(ts=at, hostname=host, gpu=0, uuid=None, kind=kind, severity="warning",  # type: ignore[attr-defined]
+                              score=0.6, predicted_failure_at=None, detector="univariate",
+                              evidence={"corroborated": corroborated}))
+
+
+def test_a_suspicion_elsewhere_never_holds_a_fact(container: Container) -> None:
+    config = PolicyConfig(max_nodes_out=5, max_nodes_out_fraction=1.0, common_cause_window_s=900)
+    with container.uow() as uow:
+        _soft(uow.session, "gpu-node-002", "thermal", NOW - timedelta(seconds=60), corroborated=True)
+        _soft(uow.session, "gpu-node-003", "thermal", NOW - timedelta(seconds=60), corroborated=False)
+        here = make_incident(uow.session, "gpu-node-001", family="thermal")  # critical: a GPU at shutdown
+        action = make_action(uow.session, here, "drain_node", "node/gpu-node-001", "fact-1")
+        verdict = evaluate(uow.session, incident=here, action=action, spec=drain("gpu-node-001"), facts=FACTS,
+                           config=config, now=NOW)
+    # the incident is a fact: soft findings of its family on other nodes are no common cause
+    assert_decided(verdict, Gate.TWO_APPROVERS, "within budgets; high risk")
+
+
+def test_a_soft_incident_is_held_only_by_corroborated_incidents_elsewhere(container: Container) -> None:
+    config = PolicyConfig(max_nodes_out=5, max_nodes_out_fraction=1.0, common_cause_window_s=900)
+    with container.uow() as uow:
+        here = make_incident(uow.session, "gpu-node-001", family="thermal")
+        here.severity = "warning"
+        lone = make_incident(uow.session, "gpu-node-002", family="thermal")
+        _soft(uow.session, "gpu-node-002", "thermal", NOW - timedelta(seconds=60), corroborated=False)
+        _soft(uow.session, "gpu-node-004", "thermal", NOW - timedelta(seconds=60), corroborated=True)  # no incident
+        uow.session.flush()
+        for record in uow.session.scalars(select(FindingRecord).where(FindingRecord.hostname == "gpu-node-002")):
+            record.incident_id = lone.id
+        action = make_action(uow.session, here, "drain_node", "node/gpu-node-001", "soft-1")
+        verdict = evaluate(uow.session, incident=here, action=action, spec=drain("gpu-node-001"), facts=FACTS,
+                           config=config, now=NOW)
+        assert_decided(verdict, Gate.TWO_APPROVERS, "within budgets; high risk")
+        agreed = make_incident(uow.session, "gpu-node-005", family="thermal")
+        _soft(uow.session, "gpu-node-005", "thermal", NOW - timedelta(seconds=30), corroborated=True)
+        uow.session.flush()
+        for record in uow.session.scalars(select(FindingRecord).where(FindingRecord.hostname == "gpu-node-005")):
+            record.incident_id = agreed.id
+        verdict = evaluate(uow.session, incident=here, action=action, spec=drain("gpu-node-001"), facts=FACTS,
+                           config=config, now=NOW)
+        assert_decided(verdict, Gate.ESCALATE, "common cause suspected: thermal also on gpu-node-005")
