@@ -15,7 +15,7 @@ Scenario fault kinds reach the agent as finding families (ARCHITECTURE.md), and 
 | pcie_replay_storm | pcie | pcie_replay_storm | cordon, hardware ticket |
 | node_not_ready | node_not_ready | node_not_ready | cordon, drain, reboot node |
 | straggler | straggler | straggler | reschedule the pods off the slow GPU |
-| hung_job | hung_job | hung_job | restart the job's pods |
+| hung_job | hung_job | hung_job | restart the job's pods (all ranks, wherever they run) |
 | memory_leak | memory_leak | memory_leak | restart the leaking pod |
 | inference_overload | overload | inference_overload | scale the deployment up |
 | — | power, anomaly, other XIDs | notify | notify the humans |
@@ -110,6 +110,13 @@ def _pods_on_gpu(request: PlanRequest) -> list[dict[str, Any]]:
     return [p for p in running if gpu is not None and gpu in p.get("gpus", [])]
 
 
+def _job_pods(request: PlanRequest) -> list[dict[str, Any]]:
+    """The job's pods wherever they run (a job-level incident acts on the job, not on the node it opened on)."""
+    pods = _evidence(request, "job_pods")
+    return [p for p in pods.data if p.get("phase") in ("Running", "Pending", "")] \
+        if pods is not None and isinstance(pods.data, list) else []
+
+
 class RulesPlanner:
     """Deterministic: the same incident and evidence always give the same plan."""
 
@@ -152,11 +159,14 @@ class RulesPlanner:
                 return f"{step.runbook} needs the incident's GPU, and incident {inc['id']} is node-wide"
             return PlannedAction(step.runbook, params, (f"gpu/{host}/{gpu}",))
         if step.target == "gpu_pod":
-            pods = _pods_on_gpu(request)
+            whole_job = request.fault == "hung_job"
+            pods = _pods_on_gpu(request) or (_job_pods(request) if whole_job else [])
             if not pods:
-                return f"no running pod found on {host} GPU {gpu} to restart"
+                job = (inc.get("details") or {}).get("job")
+                return (f"no running pod of {job} found in the cluster to restart" if whole_job and job
+                        else f"no running pod found on {host} GPU {gpu} to restart")
             pod = pods[0]
-            params["whole_job"] = request.fault == "hung_job"
+            params["whole_job"] = whole_job
             return PlannedAction(step.runbook, params, (f"pod/{pod['namespace']}/{pod['name']}",))
         if step.target == "deployment":
             return self._scale(request, reason)

@@ -14,6 +14,7 @@ import numpy as np
 
 from agent.fencing import bounded, fence
 from connectors.kubernetes.models import PodInfo
+from domain.jobs import job_of
 
 if TYPE_CHECKING:
     from agent.context import AgentContext
@@ -84,6 +85,29 @@ def _pods_on_node(ctx: AgentContext, incident: dict[str, Any], args: dict[str, A
     on_gpu = [p for p in pods if gpu is not None and gpu in p["gpus"]]
     summary = f"{len(pods)} pod(s) on {host}" + (f", {len(on_gpu)} on GPU {gpu}" if gpu is not None else "")
     return ToolResult("pods_on_node", "ok", summary, pods)
+
+
+MAX_JOB_PODS = 256
+
+
+def _job_pods(ctx: AgentContext, incident: dict[str, Any], args: dict[str, Any]) -> ToolResult:
+    """The running pods of the job a job-level incident concerns, on whatever node they run now: a job that
+    restarted or moved since its incident opened is still the job to act on."""
+    job = (incident.get("details") or {}).get("job")
+    if ctx.cluster is None:
+        return ToolResult("job_pods", "error", "no cluster connection is configured")
+    if not isinstance(job, str) or "/" not in job:
+        return ToolResult("job_pods", "no_data", "the incident names no job")
+    pods = []
+    for node in ctx.cluster.list_nodes():
+        pods += [pod_summary(p) | {"node": node.name} for p in ctx.cluster.list_pods(node.name)
+                 if job_of(p.name, p.namespace) == job and p.phase in ("Running", "Pending", "")]
+        if len(pods) >= MAX_JOB_PODS:
+            break
+    if not pods:
+        return ToolResult("job_pods", "no_data", f"no running pod of {job} in the cluster", [])
+    nodes = sorted({p["node"] for p in pods})
+    return ToolResult("job_pods", "ok", f"{len(pods)} pod(s) of {job} on {', '.join(nodes[:8])}", pods)
 
 
 def _deployment_scale(ctx: AgentContext, incident: dict[str, Any], args: dict[str, Any]) -> ToolResult:
@@ -174,6 +198,7 @@ TOOLS: dict[str, tuple[ToolFn, str]] = {
     "node_conditions": (_node_conditions, "The incident node's conditions, taints and cordon state."),
     "pods_on_node": (_pods_on_node, "Pods on the incident's node, with the GPUs each holds."),
     "deployment_scale": (_deployment_scale, "Replicas of the deployment an overload incident names."),
+    "job_pods": (_job_pods, "The running pods of the job a job-level incident concerns, wherever they run."),
     "gpu_metrics": (_gpu_metrics, "DCGM metrics of the incident's GPU(s) before it opened, against node peers."),
     "incident_history": (_incident_history, "Earlier incidents on the same node and GPU, with their actions."),
     "xid_catalogue": (_xid_catalogue, "What an XID code means and NVIDIA's recommended action (arg: code)."),
@@ -200,4 +225,6 @@ def agenda_for(incident: dict[str, Any]) -> list[str]:
         agenda.insert(0, "xid_catalogue")
     if (incident.get("details") or {}).get("deployment"):
         agenda.insert(0, "deployment_scale")
+    if (incident.get("details") or {}).get("job"):
+        agenda.insert(2, "job_pods")
     return agenda

@@ -114,3 +114,19 @@ def test_a_pod_fault_with_no_pod_on_the_gpu_escalates(tmp_path: Path) -> None:
                           run_tool=lambda n, a: ToolResult(n, "error", "not here"))
     result = RulesPlanner().plan(request)
     assert not result.ok and result.escalate is not None and "no running pod" in result.escalate
+
+
+def test_a_hung_job_is_restarted_as_a_whole_wherever_its_pods_run_now(tmp_path: Path) -> None:
+    # the incident opened on gpu-node-003, but the job it concerns runs on gpu-node-005 now
+    incident = snapshot("hung_job", gpu=None, details={"job": "train/llm-5"})
+    (restart,), rationale, request = plan_for(incident, tmp_path)
+    assert restart.runbook == "restart_pod" and restart.targets[0].startswith("pod/train/llm-5-")
+    assert restart.params["whole_job"] is True and request.check(restart) == []
+    assert "job_pods:" in rationale
+
+
+def test_a_pod_of_another_job_is_outside_a_job_incident(tmp_path: Path) -> None:
+    ctx = build_context(SimpleNamespace(uow=None), tmp_path / "journal")  # type: ignore[arg-type]
+    incident = snapshot("hung_job", gpu=None, details={"job": "train/llm-5"})
+    other = PlannedAction("restart_pod", {"reason": "r", "whole_job": True}, ("pod/train/llm-6-0",))
+    assert any("runs on gpu-node-006" in p for p in check_action(ctx, incident, other))
