@@ -120,12 +120,12 @@ def worker_name() -> str:
 def soft_limits(settings: Settings) -> dict[str, float]:
     """Each task's soft time limit (the hard limit is HARD_MARGIN_S later). Execution gets the action's
     claim: a drain that outlives its claim could be taken over while still running. An agent step executes
-    the actions it was approved for, so it gets the claim too."""
+    the actions it was approved for, and a node's return its uncordon, so they get the claim too."""
     cap = settings.task_time_limit_seconds
     short = min(60.0, cap)
     limits = {Step.DETECT: min(4 * settings.cycle_seconds, cap), Step.INCIDENT_CHANGED: short,
             Step.AGENT_STEP: max(cap, settings.claim_ttl_seconds), Step.EXECUTE: settings.claim_ttl_seconds,
-            Step.VERIFY: min(300.0, cap), Step.SWEEP: short}
+            Step.VERIFY: min(300.0, cap), Step.SWEEP: short, Step.RETURN: settings.claim_ttl_seconds}
     return {str(step): limit for step, limit in limits.items()}
 
 

@@ -19,6 +19,7 @@ from connectors.kubernetes import ClusterPort
 from connectors.kubernetes.errors import ClusterError
 from domain import ActionStatus, ExecutionStatus, IncidentStatus, ProposalStatus
 from gpuops.execution.approvals import valid_approvals
+from gpuops.execution.probation import begin_probation, record_ticket
 from gpuops.incidents.lifecycle import can_transition, transition
 from gpuops.logs import log_context
 from gpuops.policy import ActionSpec, FleetFacts, Gate, PolicyConfig, evaluate, record_verification, release_node
@@ -343,6 +344,8 @@ def _finish(uow_factory: Callable[[], UnitOfWork], action_id: int, plan: Plan, r
         append_event(session, actor="executor", kind=f"action.{action.status}", incident_id=incident.id,
                      action_id=action.id, data={"verify": verified.detail, "execute": result.detail,
                                                 "rollback": rollback.detail if rollback else None}, ts=now)
+        if verified.ok:
+            _after_success(session, action, plan, result, deps, now)
         session.flush()
         record_verification(session, action=action, ok=verified.ok, config=deps.policy, now=now)
         if can_transition(incident.status, IncidentStatus.VERIFYING):
@@ -354,3 +357,13 @@ def _finish(uow_factory: Callable[[], UnitOfWork], action_id: int, plan: Plan, r
         uow.commit()
         log.info("action finished", extra={"status": action.status, "verified": verified.ok})
         return ExecutionOutcome(action.id, action.status, verified.ok, verified.detail)
+
+
+def _after_success(session: Session, action: Action, plan: Plan, result: StepResult, deps: ExecutionDeps,
+                   now: datetime) -> None:
+    """What a verified action leaves to the store: the RMA request a ticket recorded, and the probation of the
+    nodes a disruptive action took out (they return to service only once telemetry shows them healthy)."""
+    if plan.runbook == "open_hardware_ticket":
+        record_ticket(session, action=action, result_data=result.data, now=now)
+    if deps.catalogue.get(plan.runbook).disruptive:
+        begin_probation(session, action=action, targets=plan.targets, config=deps.policy, now=now)

@@ -23,6 +23,9 @@ from gpuops.detection import CycleOutcome, LiveCycles, run_cycle
 from gpuops.errors import GpuopsError, NotFound
 from gpuops.execution.approvals import Approver, expire_pending
 from gpuops.execution.holds import due_holds
+from gpuops.execution.probation import ACTIVE as PROBATION_ACTIVE
+from gpuops.execution.probation import probation_of_action
+from gpuops.execution.returns import NodeDiagnostics, ProbationOutcome, conclude, due_probations, examine
 from gpuops.execution.service import ExecutionDeps, ExecutionOutcome, execute, plan_of
 from gpuops.incidents.lifecycle import can_transition
 from gpuops.pipeline.dispatch import Dispatcher
@@ -32,10 +35,11 @@ from gpuops.pipeline.steps import (
     AgentPayload,
     CyclePayload,
     IncidentPayload,
+    ProbationPayload,
     Step,
 )
 from gpuops.store.audit import append_event
-from gpuops.store.models import Action, Incident
+from gpuops.store.models import Action, Incident, NodeProbation
 from gpuops.wiring import Container
 from runbooks import RunbookContext
 
@@ -60,13 +64,15 @@ class SweepOutcome:
     resumed: list[int] = field(default_factory=list)    # incidents whose soak is over
     expired: list[int] = field(default_factory=list)    # actions whose approval expired
     taken_over: list[int] = field(default_factory=list)  # actions whose claim expired or whose message was lost
+    probations: list[int] = field(default_factory=list)  # node probations that are over or have news
 
 
 @dataclass
 class Pipeline:
     """The service's use cases over one container. `clock` and `sleep` are the time every part reads (the
     twin's in the evaluation); `agent_context` builds the agent's context (default: the wiring's, with
-    `planner` instead of the configured one when given)."""
+    `planner` instead of the configured one when given); `diagnostics` is a node agent's diagnostic that a
+    node's probation also asks (none: telemetry and the cluster decide)."""
 
     container: Container
     dispatcher: Dispatcher
@@ -75,6 +81,7 @@ class Pipeline:
     agent_context: AgentContextFactory | None = None
     planner: Planner | None = None
     worker: str = field(default_factory=socket.gethostname)
+    diagnostics: NodeDiagnostics | None = None
     _ctx: AgentContext | None = None
     _live: LiveCycles = field(default_factory=dict)  # this process's detectors, between its cycles
 
@@ -92,6 +99,8 @@ class Pipeline:
             return self.incident_changed(p.incident_id)
         if isinstance(p, AgentPayload):
             return self.agent_step(p.incident_id, dict(p.decision) if p.decision else None)
+        if isinstance(p, ProbationPayload):
+            return self.return_node(p.probation_id)
         if isinstance(p, ActionPayload):
             return self.execute_action(p.action_id) if step == Step.EXECUTE else self.verify_action(p.action_id)
         return self.sweep()
@@ -187,8 +196,13 @@ class Pipeline:
                                    plan_hash=plan_hash, reason=reason, now=self.now())
         outcome = recorded.outcome
         if outcome.refusal is None and not outcome.duplicate and outcome.status != ActionStatus.AWAITING_APPROVAL:
-            self.dispatcher.dispatch(Step.AGENT_STEP, {"incident_id": recorded.incident_id, "decision": {
-                "action_id": action_id, "decision": decision, "by": approver.identity}})
+            with self.container.uow() as uow:
+                probation_id = probation_of_action(uow.session, action_id)
+            if probation_id is not None:  # a node's return or ticket: its probation moves on, not an agent thread
+                self.dispatcher.dispatch(Step.RETURN, {"probation_id": probation_id})
+            else:
+                self.dispatcher.dispatch(Step.AGENT_STEP, {"incident_id": recorded.incident_id, "decision": {
+                    "action_id": action_id, "decision": decision, "by": approver.identity}})
         return recorded
 
     # -- execution the sweep took over ----------------------------------------------------------------------
@@ -235,6 +249,33 @@ class Pipeline:
             log.exception("the notifier failed", extra={"action_id": action_id})
         return result.ok
 
+    # -- a node's return to service -----------------------------------------------------------------------
+
+    def return_node(self, probation_id: int) -> ProbationOutcome:
+        """Decide a node's probation (return it, or keep it out with a ticket), run the uncordon or ticket
+        action once policy or a human approved it, and record how it ended on the incident."""
+        c = self.container
+        with c.uow() as uow:
+            outcome = examine(uow, probation_id=probation_id, deps=self.deps, shards=c.settings.shards,
+                              diagnostics=self.diagnostics)
+            uow.commit()
+        if outcome.action_id is None:
+            return outcome
+        if outcome.action_status == ActionStatus.AWAITING_APPROVAL and outcome.proposed:
+            self._ask_approval(outcome.action_id)
+        elif outcome.action_status == ActionStatus.APPROVED or outcome.action_status in ActionStatus.RUNNING:
+            execute(c.uow, action_id=outcome.action_id, deps=self.deps, dry_run=c.settings.dry_run)
+        with c.uow() as uow:
+            outcome = conclude(uow, probation_id=probation_id, now=self.now())
+            uow.commit()
+        return outcome
+
+    def _ask_approval(self, action_id: int) -> None:
+        try:
+            self.container.notifier.approval_requested(action_id)
+        except Exception:  # a channel being down never stops the probation; the approval waits in the store
+            log.exception("the notifier failed", extra={"action_id": action_id})
+
     # -- the sweep ----------------------------------------------------------------------------------------
 
     def sweep(self) -> SweepOutcome:
@@ -254,6 +295,7 @@ class Pipeline:
                 select(Action.id, Action.incident_id).where(Action.id.in_(expired)))}
             uow.commit()
             taken = _taken_over(uow.session, now, lost_after_s=s.task_time_limit_seconds)
+            probations = due_probations(uow.session, shards=s.shards, now=now)
         for incident_id in resumed:
             self.dispatcher.dispatch(Step.AGENT_STEP, {"incident_id": incident_id, "decision": {"hold": "over"}})
         for action_id, incident_id in sorted(expired_incidents.items()):
@@ -261,8 +303,10 @@ class Pipeline:
                 "action_id": action_id, "decision": "expired"}})
         for action_id in taken:
             self.dispatcher.dispatch(Step.EXECUTE, {"action_id": action_id})
+        for probation_id in probations:
+            self.dispatcher.dispatch(Step.RETURN, {"probation_id": probation_id})
         self._after_expiry(expired)
-        return SweepOutcome(resumed, expired, taken)
+        return SweepOutcome(resumed, expired, taken, probations)
 
     def _after_expiry(self, expired: list[int]) -> None:
         ttl_s = self.container.policy.approval_ttl_s
@@ -277,21 +321,24 @@ class Pipeline:
 
 
 def _anything_waits(session: Any) -> bool:
-    """Whether any incident holds a soak or any action waits for a decision, an executor or its end."""
+    """Whether any incident holds a soak, any action waits for a decision, an executor or its end, or any node
+    waits on probation."""
     held = exists().where(Incident.held_until.is_not(None), Incident.status.in_(IncidentStatus.ACTIVE))
     pending = exists().where(Action.status.in_(
         (ActionStatus.AWAITING_APPROVAL, ActionStatus.APPROVED, *ActionStatus.RUNNING)))
-    return bool(session.scalar(select(or_(held, pending))))
+    probation = exists().where(NodeProbation.status.in_(PROBATION_ACTIVE))
+    return bool(session.scalar(select(or_(held, pending, probation))))
 
 
 def _taken_over(session: Any, now: datetime, *, lost_after_s: float) -> list[int]:
     """Actions the sweep executes: claimed by an executor whose claim expired, or approved and left unclaimed
-    for longer than `lost_after_s` (the step that would have run it is gone)."""
+    for longer than `lost_after_s` (the step that would have run it is gone). A probation's own actions are left
+    to its return step, which the sweep dispatches for them."""
     stale = session.scalars(select(Action).where(
         Action.status.in_(ActionStatus.RUNNING), Action.claim_expires_at <= now)).all()
     lost = [a for a in session.scalars(select(Action).where(Action.status == ActionStatus.APPROVED))
             if _approved_at(a) <= now - timedelta(seconds=lost_after_s)]
-    return sorted(a.id for a in (*stale, *lost))
+    return sorted(a.id for a in (*stale, *lost) if probation_of_action(session, a.id) is None)
 
 
 def _approved_at(action: Action) -> datetime:

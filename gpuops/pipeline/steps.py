@@ -17,6 +17,7 @@ class Step(StrEnum):
     EXECUTE = "gpuops.execute_action"
     VERIFY = "gpuops.verify_action"
     SWEEP = "gpuops.sweep"
+    RETURN = "gpuops.return_node"
 
 
 CYCLES_QUEUE = "gpuops.cycles"
@@ -24,7 +25,8 @@ INCIDENTS_QUEUE = "gpuops.incidents"
 ACTIONS_QUEUE = "gpuops.actions"
 QUEUES = (CYCLES_QUEUE, INCIDENTS_QUEUE, ACTIONS_QUEUE)
 QUEUE_OF = {Step.DETECT: CYCLES_QUEUE, Step.INCIDENT_CHANGED: INCIDENTS_QUEUE, Step.AGENT_STEP: INCIDENTS_QUEUE,
-            Step.SWEEP: INCIDENTS_QUEUE, Step.EXECUTE: ACTIONS_QUEUE, Step.VERIFY: ACTIONS_QUEUE}
+            Step.SWEEP: INCIDENTS_QUEUE, Step.EXECUTE: ACTIONS_QUEUE, Step.VERIFY: ACTIONS_QUEUE,
+            Step.RETURN: ACTIONS_QUEUE}
 
 
 class Payload(BaseModel):
@@ -62,10 +64,17 @@ class ActionPayload(Payload):
     action_id: int = Field(ge=1)
 
 
+class ProbationPayload(Payload):
+    """A node's probation to decide or move on (see gpuops.execution.returns)."""
+
+    probation_id: int = Field(ge=1)
+
+
 class NoPayload(Payload):
     pass
 
 
 PAYLOADS: dict[Step, type[Payload]] = {Step.DETECT: CyclePayload, Step.INCIDENT_CHANGED: IncidentPayload,
                                        Step.AGENT_STEP: AgentPayload, Step.EXECUTE: ActionPayload,
-                                       Step.VERIFY: ActionPayload, Step.SWEEP: NoPayload}
+                                       Step.VERIFY: ActionPayload, Step.SWEEP: NoPayload,
+                                       Step.RETURN: ProbationPayload}

@@ -1,0 +1,105 @@
+"""A node's probation, as the store keeps it. After a verified disruptive action on a node (cordon, drain, reset,
+reboot) the node waits out of service, on gpuops' lease, until `probation_s` of telemetry after the remediation
+has been examined (data time, as the soak counts it: detection that lags does not shorten it). Each further
+verified action on the node restarts the wait. `gpuops.execution.returns` decides when it is over.
+
+This module only reads and writes rows (the executor calls it while it records an action's end); it never
+proposes or executes anything."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from domain import Target, TargetKind
+from gpuops.incidents.lifecycle import add_timeline
+from gpuops.policy import PolicyConfig
+from gpuops.store.audit import append_event
+from gpuops.store.models import Action, HardwareTicket, Incident, NodeProbation
+
+PROBATION, RETURNING, TICKETING = "probation", "returning", "ticketing"
+RETURNED, RELEASED, KEPT_OUT = "returned", "released", "kept_out"
+ACTIVE = (PROBATION, RETURNING, TICKETING)
+FINISHED = (RETURNED, RELEASED, KEPT_OUT)
+
+
+def active_probation(session: Session, node: str) -> NodeProbation | None:
+    """The node's probation still under way, if any."""
+    return session.scalars(select(NodeProbation).where(
+        NodeProbation.hostname == node, NodeProbation.status.in_(ACTIVE)).order_by(NodeProbation.id.desc())).first()
+
+
+def kept_out(session: Session, node: str) -> NodeProbation | None:
+    """The probation that kept the node out for hardware work, if any: gpuops leaves that node to the humans."""
+    return session.scalars(select(NodeProbation).where(
+        NodeProbation.hostname == node, NodeProbation.status == KEPT_OUT).order_by(NodeProbation.id.desc())).first()
+
+
+def begin_probation(session: Session, *, action: Action, targets: tuple[Target, ...], config: PolicyConfig,
+                    now: datetime) -> list[NodeProbation]:
+    """Start (or restart) the probation of each node a verified disruptive `action` acted on. A node already
+    returning or ticketing is left as it is, and so is a node a failed probation kept out."""
+    started = []
+    for target in targets:
+        if target.kind not in (TargetKind.NODE, TargetKind.GPU) or not target.node:
+            continue
+        if kept_out(session, target.node) is not None:
+            continue
+        probation = active_probation(session, target.node)
+        if probation is not None and probation.status != PROBATION:
+            continue
+        if probation is None:
+            probation = NodeProbation(hostname=target.node, incident_id=action.incident_id, status=PROBATION,
+                                      checks=[], reason="")
+            session.add(probation)
+        probation.incident_id = action.incident_id
+        probation.action_id = action.id
+        probation.gpu = target.gpu if target.gpu is not None else action.incident.gpu
+        probation.started_at = now
+        probation.due_at = now + timedelta(seconds=config.probation_s)
+        session.flush()
+        record(session, probation, kind="probation.started", now=now,
+                message=f"{target.node} on probation after {action.runbook} (action {action.id}): it returns to "
+                        f"service once {config.probation_s / 60:.0f} min of telemetry show its GPUs healthy")
+        started.append(probation)
+    return started
+
+
+def record_ticket(session: Session, *, action: Action, result_data: dict[str, Any], now: datetime) -> HardwareTicket:
+    """Keep the RMA request an `open_hardware_ticket` action recorded (its step returns it for us to persist)."""
+    ticket = dict(result_data.get("ticket") or {})
+    webhook = result_data.get("webhook") or {}
+    row = HardwareTicket(incident_id=action.incident_id, action_id=action.id, hostname=str(ticket.get("node") or ""),
+                         gpu=ticket.get("gpu"), uuid=None, summary=str(ticket.get("summary") or ""),
+                         evidence={"id": ticket.get("id"), "fault": ticket.get("fault"),
+                                   "evidence": ticket.get("evidence") or {}},
+                         status="open", webhook_status=str(webhook.get("status")) if webhook else None,
+                         created_at=now)
+    session.add(row)
+    return row
+
+
+def open_ticket(session: Session, node: str) -> HardwareTicket | None:
+    """An RMA request still open for the node, if any (a second one would say nothing new)."""
+    return session.scalars(select(HardwareTicket).where(
+        HardwareTicket.hostname == node, HardwareTicket.status == "open").order_by(HardwareTicket.id.desc())).first()
+
+
+def probation_of_action(session: Session, action_id: int) -> int | None:
+    """The probation whose uncordon or ticket `action_id` is, if it is one."""
+    return session.scalar(select(NodeProbation.id).where(
+        (NodeProbation.return_action_id == action_id) | (NodeProbation.ticket_action_id == action_id)))
+
+
+def record(session: Session, probation: NodeProbation, *, kind: str, message: str, now: datetime,
+           data: dict[str, Any] | None = None) -> None:
+    """A line on the probation's incident's timeline, and its audit record."""
+    payload = {"probation_id": probation.id, "node": probation.hostname, **(data or {})}
+    incident = session.get(Incident, probation.incident_id)
+    if incident is not None:
+        add_timeline(session, incident, kind=kind, message=message, now=now, data=payload)
+    append_event(session, actor="probation", kind=kind, incident_id=probation.incident_id,
+                 action_id=probation.action_id, data={"message": message, **payload}, ts=now)

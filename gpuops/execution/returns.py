@@ -1,0 +1,358 @@
+"""Return to service. A node on probation (see `gpuops.execution.probation`) is examined once its probation is
+over in examined data time, or at once when a new error shows on it:
+
+- the fault must be one its remediation fixes: a double-bit ECC error or a GSP timeout is cleared by a GPU reset
+  or a reboot, a GPU off the bus by a reboot; a row-remap failure, an SBE storm, a cooling or PCIe fault needs the
+  GPU replaced, and a drain alone fixes nothing (it only moved the work away);
+- nothing new on the node since the remediation: no hardware finding, no other incident;
+- the node is Ready and reports all its GPUs allocatable;
+- a node agent's diagnostic, when one is wired (`NodeDiagnostics`: a NodeValidation request running DCGM diag).
+
+On a pass gpuops proposes `uncordon_node` (policy, approval and audit as for any action; it only ever lifts
+gpuops' own cordon), and the executor releases the node's lease when it is verified. On a failure the node
+stays out, the incident is escalated naming the failed checks, and an `open_hardware_ticket` action records the
+RMA request. The incident's timeline and the audit trail say which and why."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from connectors.kubernetes.errors import ClusterError
+from domain import ActionStatus, IncidentStatus, Target
+from gpuops.detection import examined_until
+from gpuops.errors import NotFound
+from gpuops.execution import probation as store
+from gpuops.execution.service import ExecutionDeps, Proposal, propose
+from gpuops.incidents.lifecycle import can_transition, transition
+from gpuops.policy import release_node
+from gpuops.store.models import Action, FindingRecord, Incident, NodeProbation
+from gpuops.store.uow import UnitOfWork
+from runbooks import Plan
+
+PLANNER = "probation"
+HARDWARE_KINDS = frozenset({"xid", "gpu_lost", "ecc", "row_remap", "thermal", "nvlink", "pcie", "power",
+                            "node_not_ready"})
+RESET_OR_REBOOT = frozenset({"reset_gpu", "reboot_node"})
+REBOOT = frozenset({"reboot_node"})
+REPLACE: frozenset[str] = frozenset()  # no runbook fixes it: the GPU goes back to the vendor
+RETRY_AFTER_S = 300.0
+DBE, ROW_REMAP_FAILURE = "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", "DCGM_FI_DEV_ROW_REMAP_FAILURE"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One probation check: its name, whether it passed, and what was seen."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+class NodeDiagnostics(Protocol):
+    """A node agent's diagnostic of a node's GPUs (a NodeValidation request: DCGM diag, a short burn-in). Without
+    one, the probation's telemetry and cluster checks alone decide."""
+
+    def diagnose(self, node: str, *, gpus: Sequence[int]) -> list[Check]:
+        """The diagnostic's checks for `gpus` on `node` (all of them when empty)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ProbationOutcome:
+    """Where a probation stands after a step: its status, why, and the action it waits for (uncordon or ticket)
+    with that action's status; `proposed` when this very step proposed it."""
+
+    probation_id: int
+    status: str
+    reason: str
+    action_id: int | None = None
+    action_status: str | None = None
+    proposed: bool = False
+
+
+# -- the fault ------------------------------------------------------------------------------------------------
+
+
+def fault_of(incident: Incident) -> tuple[str, frozenset[str] | None]:
+    """The incident's fault in words, and the runbooks that fix it: empty when none does (the GPU needs
+    replacing), None when the fault is not a known hardware fault (telemetry alone decides)."""
+    evidence: dict[str, Any] = {}
+    for finding in sorted(incident.findings, key=lambda f: f.ts):
+        evidence.update(finding.evidence or {})
+    xid, metric, family = evidence.get("xid"), evidence.get("metric"), incident.family
+    if family == "row_remap" or xid == 64 or metric == ROW_REMAP_FAILURE or _positive(evidence, ROW_REMAP_FAILURE):
+        return "row-remap failure", REPLACE
+    if family == "thermal":
+        return "thermal runaway (cooling)", REPLACE
+    if family == "pcie":
+        return "PCIe replay storm", REPLACE
+    if family == "ecc" and metric != DBE and xid != 48 and not _positive(evidence, "dbe"):
+        return "single-bit ECC storm", REPLACE
+    if xid == 79 or family == "gpu_lost":
+        return "GPU fell off the bus (XID 79)", REBOOT
+    if family == "node_not_ready":
+        return "node not Ready", REBOOT
+    if xid == 48 or metric == DBE or family == "ecc":
+        return "double-bit ECC error (XID 48)", RESET_OR_REBOOT
+    if xid in (119, 120):
+        return f"GSP timeout (XID {xid})", RESET_OR_REBOOT
+    if xid == 74 or family == "nvlink":
+        return "NVLink errors", RESET_OR_REBOOT
+    return incident.family, None
+
+
+def _positive(evidence: dict[str, Any], key: str) -> bool:
+    value = evidence.get(key)
+    return isinstance(value, int | float) and value > 0
+
+
+def fault_check(session: Session, p: NodeProbation) -> Check:
+    """Whether the remediation that ran is one that fixes the incident's fault."""
+    incident = session.get(Incident, p.incident_id)
+    if incident is None:
+        return Check("fault_fixed", False, f"incident {p.incident_id} is gone")
+    fault, fixers = fault_of(incident)
+    done = [a.runbook for a in incident.actions if a.status == ActionStatus.SUCCEEDED]
+    if fixers is None:
+        return Check("fault_fixed", True, f"{fault}: no hardware fault known; telemetry decides")
+    if not fixers:
+        return Check("fault_fixed", False, f"{fault}: no remediation fixes it; the GPU needs replacing")
+    if not fixers & set(done):
+        return Check("fault_fixed", False, f"{fault} needs {' or '.join(sorted(fixers))}; only "
+                                           f"{', '.join(done) or 'nothing'} ran, which moved the work away")
+    return Check("fault_fixed", True, f"{fault}: fixed by {', '.join(sorted(fixers & set(done)))}")
+
+
+# -- what showed since the remediation ------------------------------------------------------------------------
+
+
+def new_errors(session: Session, p: NodeProbation) -> list[Check]:
+    """Hardware findings and other incidents on the node since its probation started (empty when none)."""
+    findings = session.scalars(select(FindingRecord).where(
+        FindingRecord.hostname == p.hostname, FindingRecord.ts > p.started_at,
+        FindingRecord.kind.in_(HARDWARE_KINDS), FindingRecord.severity != "info")
+        .order_by(FindingRecord.ts).limit(5)).all()
+    incidents = session.scalars(select(Incident).where(
+        Incident.hostname == p.hostname, Incident.opened_at > p.started_at, Incident.id != p.incident_id)
+        .order_by(Incident.id).limit(5)).all()
+    checks = []
+    if findings:
+        seen = "; ".join(f"{f.kind} on GPU {f.gpu} at {f.ts.isoformat()}" for f in findings)
+        checks.append(Check("no_new_errors", False, f"new hardware findings since the remediation: {seen}"))
+    if incidents:
+        seen = "; ".join(f"incident {i.id} ({i.family})" for i in incidents)
+        checks.append(Check("no_new_incidents", False, f"new incidents on {p.hostname}: {seen}"))
+    return checks
+
+
+def node_checks(deps: ExecutionDeps, node: str) -> list[Check]:
+    """The node is Ready and reports every GPU allocatable (the device plugin sees them all)."""
+    try:
+        info = deps.cluster.get_node(node)
+    except ClusterError as exc:
+        return [Check("node_ready", False, f"{node} cannot be read: {exc}")]
+    ready = Check("node_ready", info.ready is True, f"{node} is {'Ready' if info.ready else 'not Ready'}")
+    gpus = Check("gpus_present", info.gpu_allocatable >= info.gpu_capacity,
+                 f"{info.gpu_allocatable}/{info.gpu_capacity} GPUs allocatable")
+    return [ready, gpus]
+
+
+def _thread_busy(session: Session, p: NodeProbation) -> bool:
+    """Whether the incident's own plan is still under way (an action not yet finished, or the agent working)."""
+    incident = session.get(Incident, p.incident_id)
+    if incident is not None and incident.status in (IncidentStatus.OPEN, IncidentStatus.INVESTIGATING,
+                                                    IncidentStatus.AWAITING_APPROVAL, IncidentStatus.EXECUTING):
+        return True
+    return session.scalar(select(Action.id).where(
+        Action.incident_id == p.incident_id, Action.status.in_(ActionStatus.OPEN | ActionStatus.RUNNING),
+        Action.id.not_in([i for i in (p.return_action_id, p.ticket_action_id) if i is not None])).limit(1)) is not None
+
+
+# -- the sweep's question and the step ------------------------------------------------------------------------
+
+
+def due_probations(session: Session, *, shards: int, now: datetime) -> list[int]:
+    """Probations with something to do: over in examined data time, or with a new error on the node; and those
+    whose uncordon or ticket action was decided, is left unclaimed by a dead executor, or has finished."""
+    seen = _ts(examined_until(session, shards))
+    due = []
+    for p in session.scalars(select(NodeProbation).where(NodeProbation.status.in_(store.ACTIVE))
+                             .order_by(NodeProbation.id)):
+        if p.status == store.PROBATION:
+            if (seen is not None and seen >= p.due_at) or new_errors(session, p):
+                due.append(p.id)
+            continue
+        action = session.get(Action, p.return_action_id if p.status == store.RETURNING else p.ticket_action_id)
+        if action is None or action.status not in (ActionStatus.AWAITING_APPROVAL, *ActionStatus.RUNNING) or (
+                action.status in ActionStatus.RUNNING and action.claim_expires_at is not None
+                and action.claim_expires_at <= now):
+            due.append(p.id)
+    return due
+
+
+def examine(uow: UnitOfWork, *, probation_id: int, deps: ExecutionDeps, shards: int,
+            diagnostics: NodeDiagnostics | None = None) -> ProbationOutcome:
+    """Decide a probation that is due: return the node (propose its uncordon), or keep it out (escalate, propose
+    a ticket). A probation not yet over, or past this point, is answered as it stands. Runs in the caller's
+    transaction."""
+    session = uow.session
+    p = session.execute(select(NodeProbation).where(NodeProbation.id == probation_id).with_for_update()
+                        ).scalar_one_or_none()
+    if p is None:
+        raise NotFound(f"probation {probation_id} does not exist")
+    if p.status != store.PROBATION:
+        return _standing(session, p)
+    errors = new_errors(session, p)
+    if not errors:
+        seen = _ts(examined_until(session, shards))
+        if seen is None or seen < p.due_at:
+            return ProbationOutcome(p.id, p.status, f"on probation until data time {p.due_at.isoformat()} is "
+                                                    f"examined (examined: {seen.isoformat() if seen else 'nothing'})")
+        if _thread_busy(session, p):
+            return ProbationOutcome(p.id, p.status, f"incident {p.incident_id}'s plan is still under way")
+    checks = errors or [fault_check(session, p), *node_checks(deps, p.hostname),
+                        *(diagnostics.diagnose(p.hostname, gpus=[] if p.gpu is None else [p.gpu])
+                          if diagnostics is not None else [])]
+    p.checks = [asdict(c) for c in checks]
+    failed = [c for c in checks if not c.ok]
+    return _keep_out(uow, p, failed, deps) if failed else _return(uow, p, deps)
+
+
+def _return(uow: UnitOfWork, p: NodeProbation, deps: ExecutionDeps) -> ProbationOutcome:
+    """Every check passed: lift gpuops' cordon through an uncordon_node action, or, when the node is no longer
+    gpuops' cordon, release gpuops' hold on it and leave it as it is."""
+    session, now = uow.session, _now(deps)
+    minutes = _minutes(p, now)
+    node = deps.cluster.get_node(p.hostname)
+    if node.unschedulable and node.cordoned_by_gpuops:
+        plan = Plan(runbook="uncordon_node", targets=(Target.parse(f"node/{p.hostname}"),),
+                    params={"reason": f"gpuops probation {p.id}: healthy for {minutes} min after the remediation"})
+        outcome = propose(uow, proposal=Proposal(p.incident_id, plan, _summary(p), PLANNER), deps=deps)
+        p.return_action_id = outcome.action_id
+        p.status = store.RETURNING
+        store.record(session, p, kind="probation.passed", now=now, data={"checks": p.checks},
+                     message=f"{p.hostname} passed {minutes} min of probation ({_summary(p)}); "
+                             f"uncordon_node proposed as action {outcome.action_id}: {outcome.status}")
+        return ProbationOutcome(p.id, p.status, "uncordon proposed", outcome.action_id, outcome.status, True)
+    release_node(session, node=p.hostname, now=now)
+    why = ("it is already schedulable" if not node.unschedulable
+           else "someone else cordoned it, and gpuops never uncordons a node it did not cordon")
+    _finish(session, p, store.RETURNED if not node.unschedulable else store.RELEASED, now,
+            f"{p.hostname} passed {minutes} min of probation; gpuops released its hold: {why}")
+    _resolve(session, p, now, f"{p.hostname} passed {minutes} min of probation; {why}")
+    return ProbationOutcome(p.id, p.status, p.reason)
+
+
+def _keep_out(uow: UnitOfWork, p: NodeProbation, failed: list[Check], deps: ExecutionDeps) -> ProbationOutcome:
+    """A check failed: the node stays out, the incident goes to a human, and an RMA request is recorded (unless
+    one is open for the node already)."""
+    session, now = uow.session, _now(deps)
+    reason = f"{p.hostname} stays out of service: probation failed: " + "; ".join(
+        f"{c.name}: {c.detail}" for c in failed)
+    p.reason = reason[:2000]
+    _escalate(session, p, now, reason[:500])
+    existing = store.open_ticket(session, p.hostname)
+    if existing is not None:
+        _finish(session, p, store.KEPT_OUT, now, f"{reason}; RMA request {existing.id} is already open")
+        return ProbationOutcome(p.id, p.status, p.reason)
+    incident = session.get(Incident, p.incident_id)
+    plan = Plan(runbook="open_hardware_ticket", targets=(Target.parse(f"node/{p.hostname}"),), params={
+        "gpu": p.gpu, "summary": f"{p.hostname}{'' if p.gpu is None else f' GPU {p.gpu}'} failed probation after "
+                                 f"incident {p.incident_id} ({incident.title if incident else ''})"[:500],
+        "fault": (fault_of(incident)[0] if incident else "")[:100],
+        "evidence": {c.name: c.detail[:500] for c in failed}})
+    outcome = propose(uow, proposal=Proposal(p.incident_id, plan, reason[:2000], PLANNER), deps=deps)
+    p.ticket_action_id = outcome.action_id
+    p.status = store.TICKETING
+    store.record(session, p, kind="probation.failed", now=now, data={"checks": p.checks},
+                 message=f"{reason}; open_hardware_ticket proposed as action {outcome.action_id}: {outcome.status}")
+    return ProbationOutcome(p.id, p.status, reason, outcome.action_id, outcome.status, True)
+
+
+def conclude(uow: UnitOfWork, *, probation_id: int, now: datetime) -> ProbationOutcome:
+    """After the probation's own action ran (or was refused): record how the node's return, or its ticket,
+    ended, and resolve or escalate the incident accordingly. Runs in the caller's transaction."""
+    session = uow.session
+    p = session.get(NodeProbation, probation_id)
+    if p is None:
+        raise NotFound(f"probation {probation_id} does not exist")
+    if p.status not in (store.RETURNING, store.TICKETING):
+        return _standing(session, p)
+    action = session.get(Action, p.return_action_id if p.status == store.RETURNING else p.ticket_action_id)
+    status = action.status if action is not None else "gone"
+    if status not in ActionStatus.FINISHED and action is not None:
+        return _standing(session, p)
+    detail = "" if action is None else (action.error or "; ".join(action.verdict.get("reasons", [])))
+    if p.status == store.TICKETING:
+        _finish(session, p, store.KEPT_OUT, now, f"{p.reason}; hardware ticket action {p.ticket_action_id} "
+                                                 f"{status}{': ' + detail if detail and status != 'succeeded' else ''}")
+    elif status == ActionStatus.DENIED:  # not now (rate limit, freeze window): asked again a little later
+        p.status, p.return_action_id = store.PROBATION, None
+        p.due_at = max(p.due_at, now + timedelta(seconds=RETRY_AFTER_S))
+        store.record(session, p, kind="probation.return_denied", now=now,
+                     message=f"uncordon of {p.hostname} denied by policy ({detail}); asked again after "
+                             f"data time {p.due_at.isoformat()}")
+    elif status == ActionStatus.SUCCEEDED:
+        minutes = _minutes(p, now)
+        _finish(session, p, store.RETURNED, now, f"returned to service after {minutes} min of probation")
+        _resolve(session, p, now, f"{p.hostname} returned to service after {minutes} min of probation")
+    else:
+        why = f"{p.hostname} stays out of service: uncordon_node (action {p.return_action_id}) {status}: {detail}"
+        _finish(session, p, store.KEPT_OUT, now, why)
+        _escalate(session, p, now, why[:500])
+    return _standing(session, p)
+
+
+# -- small helpers ----------------------------------------------------------------------------------------------
+
+
+def _standing(session: Session, p: NodeProbation) -> ProbationOutcome:
+    action_id = p.return_action_id if p.status == store.RETURNING else p.ticket_action_id \
+        if p.status == store.TICKETING else None
+    action = session.get(Action, action_id) if action_id is not None else None
+    return ProbationOutcome(p.id, p.status, p.reason, action_id, action.status if action is not None else None)
+
+
+def _finish(session: Session, p: NodeProbation, status: str, now: datetime, reason: str) -> None:
+    p.status, p.finished_at, p.reason = status, now, reason[:2000]
+    store.record(session, p, kind=f"probation.{status}", now=now, message=reason, data={"checks": p.checks})
+
+
+def _resolve(session: Session, p: NodeProbation, now: datetime, reason: str) -> None:
+    """The incident is resolved with the reason (or, already resolved, notes it on its timeline)."""
+    incident = session.get(Incident, p.incident_id)
+    if incident is not None and can_transition(incident.status, IncidentStatus.RESOLVED):
+        transition(session, incident, IncidentStatus.RESOLVED, reason=reason, actor=PLANNER, now=now)
+
+
+def _escalate(session: Session, p: NodeProbation, now: datetime, reason: str) -> None:
+    """The incident goes to a human with the reason; one the agent had resolved is reopened for it."""
+    incident = session.get(Incident, p.incident_id)
+    if incident is None:
+        return
+    if incident.status == IncidentStatus.RESOLVED:
+        transition(session, incident, IncidentStatus.OPEN, reason=f"reopened: {reason}", actor=PLANNER, now=now)
+    if can_transition(incident.status, IncidentStatus.ESCALATED):
+        transition(session, incident, IncidentStatus.ESCALATED, reason=reason, actor=PLANNER, now=now)
+
+
+def _summary(p: NodeProbation) -> str:
+    return "; ".join(f"{c['name']}: {c['detail']}" for c in p.checks)[:2000] or "no checks"
+
+
+def _minutes(p: NodeProbation, now: datetime) -> int:
+    return max(0, round((now - p.started_at).total_seconds() / 60))
+
+
+def _now(deps: ExecutionDeps) -> datetime:
+    return datetime.fromtimestamp(deps.clock(), tz=UTC)
+
+
+def _ts(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, tz=UTC)
