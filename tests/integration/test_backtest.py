@@ -57,11 +57,13 @@ def backtest_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[st
                             extra_args=[f"--query.lookback-delta={int(step)}s"]) as prom:
         out = work / "findings.jsonl"
         run = subprocess.run([GPUOPS, "backtest", "--prometheus-url", prom.url, "--start", _iso(start + step),
-                              "--end", _iso(start + 50 * 60), "--step", "15s", "--out", str(out), "--json"],
+                              "--end", _iso(start + 50 * 60), "--step", "15s", "--out", str(out), "--incidents-out", str(work / "incidents.jsonl"), "--json"],
                              env=gpuops_env(), capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr
     findings = [json.loads(line) for line in out.read_text().splitlines()]
-    return findings, truth
+    incidents = [json.loads(line) for line in (work / "incidents.jsonl").read_text().splitlines()]
+    assert json.loads(run.stdout)["incidents"] == len(incidents)
+    return findings, {**truth, "paged": incidents}
 
 
 def test_findings_follow_the_contract(backtest_run: tuple[list[dict[str, object]], dict[str, object]]) -> None:
@@ -103,3 +105,15 @@ def test_unreachable_prometheus_fails_loudly(tmp_path: Path) -> None:
                           "2026-01-01T00:00:00Z", "--end", "2026-01-01T00:05:00Z", "--timeout", "2", "--out",
                           str(tmp_path / "f.jsonl")], env=gpuops_env(), capture_output=True, text=True, timeout=60)
     assert run.returncode != 0 and "Traceback" not in run.stderr and "Error" in run.stderr
+
+
+def test_the_incidents_a_user_is_paged_with(backtest_run: tuple[list[dict[str, object]], dict[str, object]]) -> None:
+    """Each fault pages once, on its node, through the production incident service; nothing else pages."""
+    _, truth = backtest_run
+    paged: list[dict[str, object]] = truth["paged"]  # type: ignore[assignment]
+    for row in paged:
+        assert set(row) >= {"opened_at", "hostname", "gpu", "kind", "scope", "severity", "findings"}
+        assert str(row["opened_at"]).endswith("Z") and row["findings"]
+    assert sorted(str(row["hostname"]) for row in paged) == ["gpu-node-002", "gpu-node-003"]
+    xid = next(row for row in paged if row["hostname"] == "gpu-node-002")
+    assert xid["gpu"] == 3 and xid["severity"] == "critical"
