@@ -200,6 +200,16 @@ class BackgroundFaults(_Strict):
     scale: float = Field(1.0, ge=0)
 
 
+class ReplaySpec(_Strict):
+    """Recorded per-pod GPU telemetry to replay as inference replicas (simulator/replay.py): CSV or CSV.gz files
+    with columns timestamp_anon, value, container_ip, relative to the scenario file's folder."""
+
+    gpu_duty_cycle: str = Field(min_length=1)
+    gpu_memory_used_bytes: str = Field(min_length=1)
+    name: str = Field("replay", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40,
+                      description="the replicas' owner: pods are named <name>-<template hash>-<5 chars>")
+
+
 class Scenario(_Strict):
     """A whole scenario file."""
 
@@ -214,12 +224,29 @@ class Scenario(_Strict):
     workloads: list[Workload] | None = None
     faults: list[FaultSpec] = []
     background_faults: BackgroundFaults | None = None
+    replay: ReplaySpec | None = None
     approval: Literal["auto_approve", "auto_reject", "human"] = "human"
     planner: Literal["rules", "llm", "llm_out_of_scope"] | None = Field(
         None,
         description="who plans remedies in `gpuops eval` when the command names none: the rules table, the "
         "configured LLM, or a scripted LLM that answers every incident with actions outside its scope",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _trace_duration(cls, data: Any) -> Any:
+        """`duration: trace` is the replay's length, which simulator.scenario_files.load_scenario puts in."""
+        if not isinstance(data, dict) or data.get("duration") != "trace":
+            return data
+        replay = data.get("replay")
+        if not replay:
+            raise ValueError("duration: 'trace' means the length of a replay recording, but there is no "
+                             "`replay:` section; give one, or a duration like '6h'")
+        if isinstance(replay, dict) and all(isinstance(replay.get(f), str) for f in ReplaySpec.model_fields
+                                            if f != "name"):
+            raise ValueError("duration: 'trace' is known once the replay files are read: load the scenario "
+                             "with simulator.scenario_files.load_scenario, or give a duration like '6h'")
+        return {**data, "duration": 1.0}  # the replay section is malformed: let its validation say how
 
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
@@ -248,6 +275,8 @@ class Scenario(_Strict):
                 raise ValueError(
                     f"workloads: training jobs need {nodes_needed} nodes, the fleet has {self.fleet.nodes}"
                 )
+            if self.replay is not None and self.replay.name in names:
+                raise ValueError(f"replay.name {self.replay.name!r} is also a workload's name; give another")
         return self
 
 

@@ -3,17 +3,35 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from simulator.faults import build_faults
+from simulator.replay import check_replay_room, resolve_replay
 from simulator.scenario import Scenario, ScenarioError, read_scenario_data, scenario_from_dict
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    """Read and validate a scenario YAML file, fault parameters included."""
-    scenario = scenario_from_dict(read_scenario_data(path), source=str(path))
-    check_fault_params(scenario, source=str(path))
+    """Read and validate a scenario YAML file, fault parameters and replay recordings included."""
+    path = Path(path)
+    return scenario_from_file_data(read_scenario_data(path), source=str(path), folder=path.parent)
+
+
+def scenario_from_file_data(data: Any, source: str, folder: Path) -> Scenario:
+    """Validate a scenario file's parsed YAML whole: replay paths are relative to `folder` (the file's), the
+    recordings are read and checked line by line, `duration: trace` takes their length, every recorded pod
+    must have a GPU, and fault parameters must build. Nothing is half-loaded: any problem is a ScenarioError."""
+    try:
+        data = resolve_replay(data, folder)
+    except ScenarioError as exc:
+        raise ScenarioError(f"{source} is not a valid scenario:\n  {exc}") from exc
+    scenario = scenario_from_dict(data, source=source)
+    try:
+        check_replay_room(scenario)
+    except ScenarioError as exc:
+        raise ScenarioError(f"{source} is not a valid scenario:\n  {exc}") from exc
+    check_fault_params(scenario, source=source)
     return scenario
 
 

@@ -22,6 +22,7 @@ from simulator.hardware import DRIVER_VERSION, SPECS
 from simulator.kube.objects import replica_pod_suffix
 from simulator.kube.state import WORKLOAD_LABEL, KubeEvent, KubeState
 from simulator.physics import FleetPhysics, Modifiers
+from simulator.replay import build_replay
 from simulator.scenario import Scenario, TrainingWorkload, node_index, node_name
 from simulator.workloads import (
     TRAINING_NAMESPACE,
@@ -75,6 +76,7 @@ class Twin:
         self._restarts: list[tuple[float, TrainingWorkload, int]] = []
         self._generation: dict[tuple[str, int], int] = {}
         self._install_workloads(rng_work)
+        self.book.replay = build_replay(scenario, self.kube, self.nodes, self.gpu_usable) if scenario.replay else None
         self._prefix = [
             gpu_label_prefix(
                 row % self.gpus_per_node,
@@ -157,6 +159,8 @@ class Twin:
         with self._lock:
             self.t += self.step_s
             self._start_restarts()
+            if self.book.replay is not None:
+                self.book.replay.sync(self.t)
             began = time.perf_counter()
             self.kube.tick(self.t)
             self.kube_seconds += time.perf_counter() - began
@@ -294,6 +298,11 @@ class Twin:
         else:
             self._unschedulable.add(row)
         self.kube.set_gpu_healthy(self.nodes[row // self.gpus_per_node], row % self.gpus_per_node, healthy)
+
+    def gpu_usable(self, node: str, gpu: int) -> bool:
+        """Whether the device plugin would give this GPU to a new pod: on the bus and healthy."""
+        row = self.row(node, gpu)
+        return bool(self.present[row]) and row not in self._unschedulable
 
     def _hardware_fault_on(self, row: int) -> bool:
         return any(f.row == row and f.hardware and f.active and f.onset <= self.t for f in self.faults)

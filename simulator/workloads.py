@@ -19,6 +19,7 @@ import numpy as np
 from simulator.kube.objects import generated_suffix
 from simulator.kube.state import CHECKPOINT_SECONDS_ANNOTATION, GPU_ANNOTATION, WORKLOAD_LABEL
 from simulator.physics import Load
+from simulator.replay import ReplayFleet
 from simulator.scenario import InferenceWorkload, Scenario, TrainingWorkload, Workload, node_name
 
 TRAINING_NAMESPACE = "training"
@@ -28,7 +29,10 @@ TRAINING_RESTART_DELAY_S = 120.0
 
 def default_workloads(scenario: Scenario, rng: np.random.Generator) -> list[Workload]:
     """A deterministic mix for a scenario that names none: ~60% of nodes in training jobs of 2–4
-    nodes, ~25% of GPUs serving inference, the rest idle."""
+    nodes, ~25% of GPUs serving inference, the rest idle. A replay's recording is its scenario's workload:
+    then there is no mix."""
+    if scenario.replay is not None:
+        return []
     nodes, gpus = scenario.fleet.nodes, scenario.fleet.gpus_per_node
     out: list[Workload] = []
     training_nodes = int(nodes * 0.6) if nodes >= 4 else 0
@@ -80,6 +84,7 @@ class WorkloadBook:
     overload: dict[str, float] = field(default_factory=dict)
     checkpoint_phase: dict[str, float] = field(default_factory=dict)
     fb_mib: dict[str, float] = field(default_factory=dict)
+    replay: ReplayFleet | None = None  # recorded pods replayed (simulator/replay.py), or none
 
     def __post_init__(self) -> None:
         for name, spec in self.specs.items():
@@ -102,6 +107,8 @@ class WorkloadBook:
                 self._training(spec, t, idx, out)
             else:
                 self._inference(spec, t, idx, out)
+        if self.replay is not None:
+            self.replay.fill(t, self.rows, out)
         return out
 
     def _training(self, spec: TrainingWorkload, t: float, idx: Any, out: Load) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 
 from simulator.faults import build_faults
 from simulator.scenario import Scenario, ScenarioError, read_scenario_data, scenario_from_dict
+from simulator.scenario_files import scenario_from_file_data
 
 
 def build_scenario(
@@ -31,7 +32,11 @@ def build_scenario(
         data["seed"] = seed
     if duration is not None:
         data["duration"] = duration
-    scenario = scenario_from_dict(data, source=str(path) if path else "default scenario")
+    scenario = (
+        scenario_from_file_data(data, source=str(path), folder=path.parent)  # replay paths are relative to it
+        if path
+        else scenario_from_dict(data, source="default scenario")
+    )
     try:
         build_faults(scenario, scenario.start, np.random.default_rng(0))
     except ValueError as exc:
