@@ -250,16 +250,18 @@ def _return(uow: UnitOfWork, p: NodeProbation, deps: ExecutionDeps) -> Probation
 
 
 def _keep_out(uow: UnitOfWork, p: NodeProbation, failed: list[Check], deps: ExecutionDeps) -> ProbationOutcome:
-    """A check failed: the node stays out, the incident goes to a human, and an RMA request is recorded (unless
-    one is open for the node already)."""
+    """A check failed: the node stays out and an RMA request is recorded, unless one is open for the node
+    already. The incident goes to a human, unless its own plan already opened that request (the hardware was
+    expected to fail: the ticket is the human's hand-over)."""
     session, now = uow.session, _now(deps)
     reason = f"{p.hostname} stays out of service: probation failed: " + "; ".join(
         f"{c.name}: {c.detail}" for c in failed)
     p.reason = reason[:2000]
-    _escalate(session, p, now, reason[:500])
     existing = store.open_ticket(session, p.hostname)
+    if existing is None or existing.incident_id != p.incident_id:
+        _escalate(session, p, now, reason[:500])
     if existing is not None:
-        _finish(session, p, store.KEPT_OUT, now, f"{reason}; RMA request {existing.id} is already open")
+        _finish(session, p, store.KEPT_OUT, now, f"{reason}; hardware ticket {existing.id} is already open")
         return ProbationOutcome(p.id, p.status, p.reason)
     incident = session.get(Incident, p.incident_id)
     plan = Plan(runbook="open_hardware_ticket", targets=(Target.parse(f"node/{p.hostname}"),), params={

@@ -1,0 +1,276 @@
+"""Return to service after a verified remediation: the node waits on probation in examined data time, then
+gpuops lifts its own cordon through an uncordon_node action and frees the node budget; a new error, or a fault
+the remediation does not fix, keeps the node out with a hardware ticket; a human's cordon is never lifted."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from detectors.findings import Finding
+from gpuops.config import Settings
+from gpuops.execution.approvals import Approver
+from gpuops.incidents.service import ingest_findings
+from gpuops.pipeline import OrderedDispatcher, Pipeline, Step
+from gpuops.policy import PolicyConfig
+from gpuops.store import migrate
+from gpuops.store.models import (
+    Action,
+    AuditEvent,
+    HardwareTicket,
+    Incident,
+    IncidentEvent,
+    NodeLease,
+    NodeProbation,
+)
+from gpuops.wiring import bootstrap
+from tests.agent.helpers import mark_examined, open_incident
+from tests.agent.world import RUNBOOK_SETTINGS, JournalCluster, default_cluster
+
+ALICE, BOB = "alice", "bob"
+NODE, OTHER, THIRD = "gpu-node-003", "gpu-node-005", "gpu-node-006"
+PROBATION_S = 1800.0
+# One node out at a time, no soak (no detection runs here), and the low-risk actions policy approves alone.
+POLICY = PolicyConfig(max_nodes_out=1, max_nodes_out_fraction=0.25, min_healthy_gpu_fraction=0.5, soak_s=0,
+                      common_cause_window_s=0, node_cooldown_s=0, probation_s=PROBATION_S,
+                      auto_approve=frozenset({"notify_only", "cordon_node", "uncordon_node", "open_hardware_ticket"}))
+
+
+@dataclasses.dataclass
+class World:
+    pipeline: Pipeline
+    dispatcher: OrderedDispatcher
+    cluster: JournalCluster
+
+    def settle(self, incident_id: int, *, reject: str | None = None) -> None:
+        """Play the on-call humans: approve each action the incident waits for (two people when it takes two),
+        or reject the runbook named `reject`, until the incident's thread stops."""
+        self.pipeline.agent_step(incident_id)
+        self.dispatcher.drain()
+        while (action := _waiting(self, incident_id)) is not None:
+            people = [ALICE] if action.runbook == reject else [ALICE, BOB][:max(1, action.approvals_required)]
+            for who in people:
+                self.pipeline.decide(action_id=action.id, approver=Approver(who, "cli", True),
+                                     decision="reject" if action.runbook == reject else "approve",
+                                     plan_hash=action.plan_hash, reason="test")
+            self.dispatcher.drain()
+
+    def examined(self, seconds_after_now: float) -> None:
+        """Detection has examined telemetry up to `seconds_after_now` past the clock, and the clock is there."""
+        self.cluster.now += seconds_after_now
+        with self.pipeline.container.uow() as uow:
+            mark_examined(uow.session, self.cluster.now)
+            uow.commit()
+
+    def sweep(self) -> list[int]:
+        probations = self.pipeline.sweep().probations
+        self.dispatcher.drain()
+        return probations
+
+
+@pytest.fixture
+def world(db_url: str, tmp_path: Path) -> Iterator[World]:
+    yield from _world(db_url, tmp_path, POLICY)
+
+
+def _world(db_url: str, tmp_path: Path, policy: PolicyConfig) -> Iterator[World]:
+    migrate.upgrade(db_url)
+    cluster = default_cluster(tmp_path / "journal")
+    settings = Settings(database_url=db_url, dry_run=False, approvers=(ALICE, BOB))
+    container = bootstrap(settings, cluster=cluster, policy=policy, runbook_settings=RUNBOOK_SETTINGS)
+    dispatcher = OrderedDispatcher(cluster.clock)
+    pipeline = Pipeline(container, dispatcher, clock=cluster.clock, sleep=cluster.advance, worker="test")
+    dispatcher.bind(pipeline.run)
+    try:
+        yield World(pipeline, dispatcher, cluster)
+    finally:
+        container.close()
+
+
+def _waiting(world: World, incident_id: int) -> Action | None:
+    with world.pipeline.container.uow() as uow:
+        action = uow.session.scalars(select(Action).where(
+            Action.incident_id == incident_id, Action.status == "awaiting_approval")).first()
+        if action is not None:
+            uow.session.expunge(action)
+        return action
+
+
+def _read(world: World, model: Any, *where: Any) -> list[Any]:
+    with world.pipeline.container.uow() as uow:
+        rows = list(uow.session.scalars(select(model).where(*where)))
+        uow.session.expunge_all()
+        return rows
+
+
+def _incident(world: World, incident_id: int) -> Incident:
+    (incident,) = _read(world, Incident, Incident.id == incident_id)
+    return incident
+
+
+def _timeline(world: World, incident_id: int) -> list[str]:
+    return [e.message for e in _read(world, IncidentEvent, IncidentEvent.incident_id == incident_id)]
+
+
+def _leases(world: World, node: str) -> list[NodeLease]:
+    return _read(world, NodeLease, NodeLease.hostname == node, NodeLease.released_at.is_(None))
+
+
+def _remediated(world: World, node: str = NODE, **incident: Any) -> tuple[int, NodeProbation]:
+    """An incident on `node` whose plan (cordon, drain, reset for a GSP timeout) ran and was verified."""
+    incident.setdefault("evidence", {"xid": 119})
+    incident_id = open_incident(world.pipeline.container, incident.pop("kind", "xid"), node=node, **incident)
+    world.settle(incident_id)
+    (probation,) = _read(world, NodeProbation, NodeProbation.hostname == node)
+    return incident_id, probation
+
+
+def _new_finding(world: World, node: str, gpu: int, ts: float, **evidence: Any) -> None:
+    finding = Finding(ts=ts, hostname=node, gpu=gpu, uuid=f"GPU-{node}-{gpu}", kind="xid", severity="critical",
+                      score=1.0, detector="test", evidence=evidence)
+    with world.pipeline.container.uow() as uow:
+        ingest_findings(uow.session, [finding], fleet_nodes=8, now=datetime.fromtimestamp(ts, tz=UTC))
+        uow.commit()
+
+
+def test_a_healthy_node_returns_after_its_probation_and_frees_the_node_budget(world: World) -> None:
+    incident_id, probation = _remediated(world)
+    assert _incident(world, incident_id).status == "resolved"
+    assert world.cluster.nodes[NODE].unschedulable and world.cluster.nodes[NODE].cordoned_by_gpuops
+    assert len(_leases(world, NODE)) == 1 and probation.status == "probation" and probation.gpu == 2
+
+    # While the node is out, another node's incident gets no node action: the budget is spent.
+    blocked = open_incident(world.pipeline.container, "nvlink", node=OTHER)
+    world.settle(blocked)
+    (denied,) = _read(world, Action, Action.incident_id == blocked)
+    assert denied.status == "denied" and "1 node(s) already out, limit 1" in " ".join(denied.verdict["reasons"])
+
+    # Not a moment before the probation's data time has been examined (the clock alone does not end it) ...
+    world.cluster.now += PROBATION_S + 60
+    assert world.sweep() == []
+    world.examined(-120.0)
+    assert world.sweep() == []
+    assert world.cluster.nodes[NODE].unschedulable
+    # ... and then gpuops lifts its own cordon, under policy, and releases the lease.
+    world.examined(120.0)
+    assert world.sweep() == [probation.id]
+    node = world.cluster.nodes[NODE]
+    assert not node.unschedulable and not node.cordoned_by_gpuops
+    assert _leases(world, NODE) == []
+    (returned,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
+    assert returned.status == "returned" and all(c["ok"] for c in returned.checks)
+    (uncordon,) = _read(world, Action, Action.id == returned.return_action_id)
+    assert uncordon.runbook == "uncordon_node" and uncordon.status == "succeeded"
+    assert uncordon.verdict["gate"] == "auto" and uncordon.incident_id == incident_id
+    assert _incident(world, incident_id).status == "resolved"
+    assert any(m.startswith("returned to service after 31 min of probation") for m in _timeline(world, incident_id))
+    kinds = {e.kind for e in _read(world, AuditEvent, AuditEvent.incident_id == incident_id)}
+    assert {"probation.started", "probation.passed", "probation.returned", "action.succeeded"} <= kinds
+
+    # The budget is free again: a third node's incident takes its node action. (Other fault families: one family
+    # on three nodes at once would be a fleet-wide event.)
+    third = open_incident(world.pipeline.container, "node_not_ready", node=THIRD, gpu=None)
+    world.settle(third)
+    cordon = _read(world, Action, Action.incident_id == third, Action.runbook == "cordon_node")
+    assert [a.status for a in cordon] == ["succeeded"]
+    assert world.cluster.nodes[THIRD].unschedulable
+
+
+def test_a_new_error_during_probation_keeps_the_node_out_with_a_ticket(world: World) -> None:
+    incident_id, probation = _remediated(world)
+    world.examined(600.0)
+    assert world.sweep() == []
+    _new_finding(world, NODE, 2, world.cluster.now - 30, xid=119)
+
+    assert world.sweep() == [probation.id]  # at once: it need not wait out the probation
+    assert world.cluster.nodes[NODE].unschedulable and world.cluster.nodes[NODE].cordoned_by_gpuops
+    assert len(_leases(world, NODE)) == 1
+    (kept,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
+    assert kept.status == "kept_out" and [c["name"] for c in kept.checks if not c["ok"]] == ["no_new_errors"]
+    incident = _incident(world, incident_id)
+    assert incident.status == "escalated"
+    assert any("probation failed: no_new_errors" in m for m in _timeline(world, incident_id))
+    (ticket,) = _read(world, HardwareTicket, HardwareTicket.hostname == NODE)
+    assert ticket.gpu == 2 and ticket.incident_id == incident_id and ticket.status == "open"
+    assert "no_new_errors" in ticket.evidence["evidence"] and "failed probation" in ticket.summary
+    # Nothing later returns it: its probation is over.
+    world.examined(PROBATION_S)
+    assert world.sweep() == [] and world.cluster.nodes[NODE].unschedulable
+
+
+def test_a_node_a_human_cordoned_is_never_uncordoned(world: World) -> None:
+    world.cluster.nodes[NODE] = dataclasses.replace(world.cluster.nodes[NODE], unschedulable=True)
+    incident_id, probation = _remediated(world)
+    assert not world.cluster.nodes[NODE].cordoned_by_gpuops
+
+    world.examined(PROBATION_S + 60)
+    assert world.sweep() == [probation.id]
+    assert world.cluster.nodes[NODE].unschedulable
+    assert _read(world, Action, Action.runbook == "uncordon_node") == []
+    (released,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
+    assert released.status == "released" and "someone else cordoned it" in released.reason
+    assert _incident(world, incident_id).status == "resolved"
+
+
+def test_a_double_bit_error_only_drained_away_keeps_the_node_out_with_a_ticket(world: World) -> None:
+    incident_id = open_incident(world.pipeline.container, "ecc", node=NODE,
+                                evidence={"metric": "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", "value": 1.0, "xid": 48})
+    world.settle(incident_id, reject="reset_gpu")  # the on-call keeps the GPU as it is: only a drain ran
+    assert _incident(world, incident_id).status == "escalated"
+    (probation,) = _read(world, NodeProbation, NodeProbation.hostname == NODE)
+
+    world.examined(PROBATION_S + 60)
+    assert world.sweep() == [probation.id]
+    assert world.cluster.nodes[NODE].unschedulable and len(_leases(world, NODE)) == 1
+    (kept,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
+    assert kept.status == "kept_out"
+    (failed,) = [c for c in kept.checks if not c["ok"]]
+    assert failed["name"] == "fault_fixed" and "double-bit ECC error" in failed["detail"]
+    assert "only cordon_node, drain_node ran" in failed["detail"]
+    (ticket,) = _read(world, HardwareTicket, HardwareTicket.hostname == NODE)
+    assert ticket.gpu == 2 and ticket.evidence["fault"].startswith("double-bit ECC error")
+    assert _incident(world, incident_id).status == "escalated"
+    assert any("probation failed: fault_fixed" in m for m in _timeline(world, incident_id))
+
+
+def test_without_auto_approval_the_return_waits_for_a_human(db_url: str, tmp_path: Path) -> None:
+    policy = POLICY.model_copy(update={"auto_approve": frozenset({"cordon_node"})})
+    world = next(_world(db_url, tmp_path, policy))
+    _, probation = _remediated(world)
+    world.examined(PROBATION_S + 60)
+    assert world.sweep() == [probation.id]
+    (waiting,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
+    assert waiting.status == "returning" and world.cluster.nodes[NODE].unschedulable
+    (uncordon,) = _read(world, Action, Action.id == waiting.return_action_id)
+    assert uncordon.status == "awaiting_approval" and uncordon.approvals_required == 1
+
+    world.pipeline.decide(action_id=uncordon.id, approver=Approver(ALICE, "cli", True), decision="approve",
+                          plan_hash=uncordon.plan_hash, reason="looks healthy")
+    assert [s for s, _ in world.dispatcher.queued()] == [Step.RETURN]
+    world.dispatcher.drain()
+    assert not world.cluster.nodes[NODE].unschedulable and _leases(world, NODE) == []
+    (returned,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
+    assert returned.status == "returned"
+
+
+def test_a_row_remap_failure_whose_plan_opened_a_ticket_stays_out_on_that_ticket(world: World) -> None:
+    incident_id = open_incident(world.pipeline.container, "row_remap", node=NODE,
+                                evidence={"metric": "DCGM_FI_DEV_ROW_REMAP_FAILURE", "value": 1.0})
+    world.settle(incident_id)  # cordon, drain, open_hardware_ticket
+    (ticket,) = _read(world, HardwareTicket, HardwareTicket.hostname == NODE)
+    (probation,) = _read(world, NodeProbation, NodeProbation.hostname == NODE)
+
+    world.examined(PROBATION_S + 60)
+    assert world.sweep() == [probation.id]
+    (kept,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
+    assert kept.status == "kept_out" and f"hardware ticket {ticket.id} is already open" in kept.reason
+    assert "row-remap failure: no remediation fixes it" in kept.reason
+    assert len(_read(world, HardwareTicket, HardwareTicket.hostname == NODE)) == 1
+    assert world.cluster.nodes[NODE].unschedulable and len(_leases(world, NODE)) == 1
+    assert _incident(world, incident_id).status == "resolved"  # its plan handed the GPU to the vendor already
