@@ -103,6 +103,10 @@ class FleetPhysics:
         self.node_inlet_base = rng.normal(24.0, 1.5, n_nodes).clip(19.0, 29.0)
         self.node_inlet_phase = rng.uniform(0, 2 * math.pi, n_nodes)
         self.node_inlet_walk = np.zeros(n_nodes)
+        # Set by the environment (simulator/environment.py): rack offsets and cooling events per node, and
+        # the power limit operators set per GPU (the board's maximum unless lowered).
+        self.inlet_offset = np.zeros(n_nodes)
+        self.power_limit = np.full(n, spec.power_limit_w)
         self.sbe_rate = HEALTHY_SBE_PER_S_MEDIAN * rng.lognormal(0.0, HEALTHY_SBE_SIGMA, n)
         self.pcie_replay_rate = HEALTHY_PCIE_REPLAY_PER_S_MEDIAN * rng.lognormal(0.0, 1.5, n)
         self.crc_rate = HEALTHY_NVLINK_CRC_PER_S_MEDIAN * rng.lognormal(0.0, 1.5, n)
@@ -143,6 +147,7 @@ class FleetPhysics:
         self.node_inlet_walk += self._rng.normal(0.0, 0.02 * math.sqrt(dt), self.n_nodes)
         self.node_inlet_walk *= math.exp(-dt / 7200.0)
         node = self.node_inlet_base + 1.5 * np.sin(day + self.node_inlet_phase) + self.node_inlet_walk
+        node = node + self.inlet_offset
         return np.repeat(node, self.gpus_per_node)
 
     def step(self, t: float, dt: float, demand: Load, mods: Modifiers) -> None:
@@ -157,9 +162,9 @@ class FleetPhysics:
         )
         hung = mods.hung
         want = np.where(hung, spec.idle_power_w * 1.6, want)
-        cap_ratio = np.minimum(1.0, spec.power_limit_w / want)
+        cap_ratio = np.minimum(1.0, self.power_limit / want)
         clock = np.where(busy | hung, spec.max_sm_clock_mhz * np.sqrt(cap_ratio), spec.idle_sm_clock_mhz)
-        power = np.minimum(want, spec.power_limit_w)
+        power = np.minimum(want, self.power_limit)
         self.power_violation_us += np.where(cap_ratio < 0.999, dt * 1e6, 0.0)
         # Thermal slowdown between max operating and shutdown temperature.
         slow = np.clip(

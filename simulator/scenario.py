@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from simulator.healthy_spec import BatchWorkload, Healthy, NotebookWorkload, check_fleet_room
+
 FAULT_KINDS: tuple[str, ...] = (
     "xid79",
     "xid48_dbe",
@@ -164,7 +166,9 @@ class InferenceWorkload(_Strict):
     )
 
 
-Workload = Annotated[TrainingWorkload | InferenceWorkload, Field(discriminator="type")]
+Workload = Annotated[
+    TrainingWorkload | InferenceWorkload | NotebookWorkload | BatchWorkload, Field(discriminator="type")
+]
 
 
 class FaultSpec(BaseModel):
@@ -225,6 +229,9 @@ class Scenario(_Strict):
     faults: list[FaultSpec] = []
     background_faults: BackgroundFaults | None = None
     replay: ReplaySpec | None = None
+    healthy: Healthy | None = Field(
+        None, description="a healthy fleet's real mess: workload phases, environment, operations (off when absent)"
+    )
     approval: Literal["auto_approve", "auto_reject", "human"] = "human"
     planner: Literal["rules", "llm", "llm_out_of_scope"] | None = Field(
         None,
@@ -277,6 +284,13 @@ class Scenario(_Strict):
                 )
             if self.replay is not None and self.replay.name in names:
                 raise ValueError(f"replay.name {self.replay.name!r} is also a workload's name; give another")
+        if self.healthy is not None:
+            training = (
+                sum(w.nodes for w in self.workloads if isinstance(w, TrainingWorkload))
+                if self.workloads is not None
+                else int(self.fleet.nodes * 0.6) if self.fleet.nodes >= 4 else 0
+            )
+            check_fleet_room(self.healthy, self.fleet.nodes, training)
         return self
 
 
