@@ -19,11 +19,12 @@ import numpy as np
 from simulator.exposition import XID_WINDOW_MS, gpu_label_prefix, pod_labels, render_dcgm, render_kube_state
 from simulator.faults import ActiveFault, build_faults
 from simulator.hardware import DRIVER_VERSION, SPECS
+from simulator.healthy import HealthyFleet
 from simulator.kube.objects import replica_pod_suffix
 from simulator.kube.state import WORKLOAD_LABEL, KubeEvent, KubeState
 from simulator.physics import FleetPhysics, Modifiers
 from simulator.replay import build_replay
-from simulator.scenario import Scenario, TrainingWorkload, node_index, node_name
+from simulator.scenario import InferenceWorkload, Scenario, TrainingWorkload, node_index, node_name
 from simulator.workloads import (
     TRAINING_NAMESPACE,
     TRAINING_RESTART_DELAY_S,
@@ -67,7 +68,10 @@ class Twin:
         self._xids: deque[tuple[float, int, int]] = deque()
         self.kube_seconds = 0.0  # wall time spent in the Kubernetes state's tick (for benchmarks)
         self.kube = KubeState(clock=lambda: self.t)
+        self.healthy = HealthyFleet(scenario, self.physics)
         for name in self.nodes:
+            if name in self.healthy.joining:
+                continue  # joins the fleet later (simulator/operations.py)
             self.kube.add_node(name, self.gpus_per_node, {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"})
         specs = (
             scenario.workloads if scenario.workloads is not None else default_workloads(scenario, rng_work)
@@ -95,6 +99,7 @@ class Twin:
         self._nodes_dirty = True  # node readiness is re-read after any Kubernetes event
         self.faults: list[ActiveFault] = build_faults(scenario, self.start, rng_faults)
         self.kube.subscribe(self._on_event)
+        self.healthy.attach(self)
         self._refresh_assignments()
 
     # ------------------------------------------------------------------ construction
@@ -121,11 +126,11 @@ class Twin:
             for i, node in enumerate(placement[job.name]):
                 self.kube.add_pod(training_pod(job, i, self.gpus_per_node, node))
         used = sum(job.nodes for job in jobs)
-        free = {node: list(range(self.gpus_per_node)) for node in self.nodes[used:]}
+        free = {node: list(range(self.gpus_per_node)) for node in self.nodes[used:] if node not in self.healthy.joining}
         deployments = []
         for spec in self.book.specs.values():
-            if isinstance(spec, TrainingWorkload):
-                continue
+            if not isinstance(spec, InferenceWorkload):
+                continue  # notebooks and batch runs start from simulator/lifecycle.py
             deployment = inference_deployment(spec, self._hex_uid(rng))
             deployments.append(deployment)
             for _ in range(spec.replicas):
@@ -140,7 +145,7 @@ class Twin:
         for deployment in deployments:
             self.kube.add_deployment(deployment)
         for spec in self.book.specs.values():
-            if spec.max_unavailable is not None:
+            if isinstance(spec, TrainingWorkload | InferenceWorkload) and spec.max_unavailable is not None:
                 self.kube.add_pdb(workload_pdb(spec))
 
     @staticmethod
@@ -159,6 +164,7 @@ class Twin:
         with self._lock:
             self.t += self.step_s
             self._start_restarts()
+            self.healthy.step(self.t, self)
             if self.book.replay is not None:
                 self.book.replay.sync(self.t)
             began = time.perf_counter()
@@ -184,7 +190,7 @@ class Twin:
             if self._nodes_dirty:
                 self._nodes_dirty = False
                 for i, name in enumerate(self.nodes):
-                    self.node_up[i] = self.kube.node_ready(name)
+                    self.node_up[i] = name not in self.healthy.joining and self.kube.node_ready(name)
 
     def advance_to(self, t: float) -> int:
         """Step until the next step would pass `t` (or the scenario ends); returns the steps taken."""
@@ -202,7 +208,7 @@ class Twin:
 
     def visible_rows(self) -> list[int]:
         """Rows whose exporter answers: the GPU is on the bus and its node is up."""
-        mask = self.present & np.repeat(self.node_up, self.gpus_per_node)
+        mask = self.present & np.repeat(self.node_up & self.healthy.scraped(self.t), self.gpus_per_node)
         return np.flatnonzero(mask).tolist()
 
     def xid_counts(self) -> dict[int, dict[int, int]]:
@@ -393,6 +399,21 @@ class Twin:
             return
         index = int(event.pod.split("-worker-")[1].split("-")[0])
         self._restarts.append((self.t + TRAINING_RESTART_DELAY_S, spec, index))
+
+    def forget_restarts(self, workload: str) -> None:
+        """A training job that ended: its workers stopped for good, none is restarted."""
+        self._restarts = [r for r in self._restarts if r[1].name != workload]
+
+    def set_driver_version(self, node: str, version: str) -> None:
+        """The node came back with another driver: its GPUs' DCGM_FI_DRIVER_VERSION label changes."""
+        with self._lock:
+            base = node_index(node) * self.gpus_per_node
+            for row in range(base, base + self.gpus_per_node):
+                gpu = row % self.gpus_per_node
+                self._prefix[row] = gpu_label_prefix(
+                    gpu, self.uuids[row], self._bus_id(gpu), self.spec.model_name, node, version
+                )
+            self._dirty = True
 
     def _start_restarts(self) -> None:
         due = [r for r in self._restarts if r[0] <= self.t]

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from simulator.behaviour import WorkloadBehaviour
+from simulator.healthy_spec import BatchWorkload, NotebookWorkload
 from simulator.kube.objects import generated_suffix
 from simulator.kube.state import CHECKPOINT_SECONDS_ANNOTATION, GPU_ANNOTATION, WORKLOAD_LABEL
 from simulator.physics import Load
@@ -84,6 +86,7 @@ class WorkloadBook:
     overload: dict[str, float] = field(default_factory=dict)
     checkpoint_phase: dict[str, float] = field(default_factory=dict)
     fb_mib: dict[str, float] = field(default_factory=dict)
+    behaviour: WorkloadBehaviour | None = None  # a healthy fleet's phases (simulator/behaviour.py), or none
     replay: ReplayFleet | None = None  # recorded pods replayed (simulator/replay.py), or none
 
     def __post_init__(self) -> None:
@@ -105,14 +108,23 @@ class WorkloadBook:
             idx = np.asarray(rows)
             if isinstance(spec, TrainingWorkload):
                 self._training(spec, t, idx, out)
-            else:
+            elif isinstance(spec, InferenceWorkload):
                 self._inference(spec, t, idx, out)
+            elif self.behaviour is not None and isinstance(spec, NotebookWorkload):
+                self.behaviour.notebook(spec, t, idx, out)
+            elif self.behaviour is not None and isinstance(spec, BatchWorkload):
+                self.behaviour.batch(spec, idx, self.fb_mib[spec.name], out)
         if self.replay is not None:
             self.replay.fill(t, self.rows, out)
         return out
 
     def _training(self, spec: TrainingWorkload, t: float, idx: Any, out: Load) -> None:
         complete = self.running_pods.get(spec.name, 0) >= spec.nodes
+        if self.behaviour is not None and self.behaviour.shapes_training:
+            self.behaviour.training(
+                spec, t, idx, complete, self.checkpoint_phase[spec.name], self.fb_mib[spec.name], out
+            )
+            return
         level = spec.intensity if complete else 0.0
         period = spec.checkpoint_every
         if complete and period > 0:
@@ -130,6 +142,8 @@ class WorkloadBook:
         hour = (t % 86400.0) / 3600.0
         curve = 0.5 * (1.0 + math.cos(2 * math.pi * (hour - spec.peak_hour_utc) / 24.0))
         base = spec.trough_load + (spec.peak_load - spec.trough_load) * curve
+        if self.behaviour is not None and self.behaviour.shapes_inference:
+            base *= self.behaviour.inference_factor(spec.name, t)
         replicas_now = max(1, self.running_pods.get(spec.name, 0))
         level = base * self.overload.get(spec.name, 1.0) * max(spec.replicas, 1) / replicas_now
         noise = self.rng.normal(0, 0.03, len(idx))
