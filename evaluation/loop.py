@@ -32,7 +32,7 @@ from gpuops.notify import NullNotifier
 from gpuops.pipeline import OrderedDispatcher, Pipeline, Step
 from gpuops.policy import PolicyConfig
 from gpuops.store import migrate
-from gpuops.store.models import Action, AuditEvent, Incident
+from gpuops.store.models import Action, AuditEvent, FindingRecord, Incident
 from gpuops.wiring import Container, bootstrap
 from runbooks import RunbookSettings
 from simulator.recording import FrameRecorder
@@ -258,7 +258,7 @@ def _read_back(container: Container) -> dict[str, Any]:
         incidents = [{"id": i.id, "family": i.family, "status": i.status, "scope": i.scope, "hostname": i.hostname,
                       "gpu": i.gpu, "parent_id": i.parent_id, "opened_at": _iso(i.opened_at),
                       "updated_at": _iso(i.updated_at), "resolved_at": _iso(i.resolved_at),
-                      "details": dict(i.details or {})}
+                      "details": dict(i.details or {}), "opened_by": _opening_finding(session, i.id)}
                      for i in session.scalars(select(Incident).order_by(Incident.id))]
         actions = [{"id": a.id, "incident_id": a.incident_id, "runbook": a.runbook, "targets": list(a.targets),
                     "status": a.status, "created_at": _iso(a.created_at), "executed_at": _iso(a.executed_at),
@@ -271,3 +271,13 @@ def _read_back(container: Container) -> dict[str, Any]:
                   "action_id": e.action_id, "data": dict(e.data or {})}
                  for e in session.scalars(select(AuditEvent).order_by(AuditEvent.seq))]
     return {"incidents": incidents, "actions": actions, "audit": audit}
+
+
+def _opening_finding(session: Any, incident_id: int) -> dict[str, Any] | None:
+    """The first finding the incident holds: what paged the user."""
+    record = session.scalars(select(FindingRecord).where(FindingRecord.incident_id == incident_id)
+                             .order_by(FindingRecord.ts, FindingRecord.id).limit(1)).first()
+    if record is None:
+        return None
+    return {"ts": _iso(record.ts), "kind": record.kind, "detector": record.detector, "severity": record.severity,
+            "gpu": record.gpu, "score": round(record.score, 3), "evidence": dict(record.evidence or {})}

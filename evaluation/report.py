@@ -162,7 +162,9 @@ def evaluate_scenario(scenario: Scenario, options: EvalOptions, *, source: str =
     faults, matched = _fault_rows(scenario, run, base)
     incidents = [{"id": i["id"], "kind": i["family"], "scope": i["scope"], "hostname": i["hostname"],
                   "gpu": i["gpu"], "status": i["status"], "opened_at": iso(i["opened_at"]),
-                  "matched_fault": matched.get(i["id"])}
+                  "matched_fault": matched.get(i["id"]), "reason": status_reason(run.audit, i),
+                  "opened_by": _opened_by(i.get("opened_by")),
+                  **({"hosts": i["details"].get("hosts", [])} if i["scope"] == "fleet" else {})}
                  for i in run.incidents if i["parent_id"] is None]
     actions = [{"id": a["id"], "incident_id": a["incident_id"], "runbook": a["runbook"], "targets": a["targets"],
                 "approved_by": a["approved_by"] or (["policy"] if a["approvals_required"] == 0 else []),
@@ -180,8 +182,12 @@ def evaluate_scenario(scenario: Scenario, options: EvalOptions, *, source: str =
         "faults": len(faults), "detected": detected,
         "recall": round(detected / len(faults), 3) if faults else None,
         "false_incidents": sum(1 for i in incidents if i["matched_fault"] is None),
+        "false_by_detector": false_by_detector(incidents),
+        "gpu_days": round(scenario.fleet.n_gpus * scenario.duration / 86400.0, 3),
+        "fixed_by_gpuops": sum(1 for f in faults if f["detected"] and f["time_to_mitigate_s"] is not None),
         "incidents": len(incidents), "actions_executed": len(actions),
         "escalated": sum(1 for i in incidents if i["status"] == IncidentStatus.ESCALATED),
+        "escalated_by_rule": escalated_by_rule(incidents),
         "unsafe_actions": safety.counts, "unsafe_by_reason": safety.by_reason, "gpu_hours_lost": hours,
     }
     return {
@@ -205,12 +211,20 @@ def overall(reports: list[dict[str, Any]]) -> dict[str, Any]:
     unsafe = {k: sum(r["summary"]["unsafe_actions"][k] for r in reports) for k in ("proposed", "blocked", "executed")}
     hours = {k: round(sum(r["summary"]["gpu_hours_lost"][k] for r in reports), 2)
              for k in ("gpuops", "no_automation", "threshold_alerts")}
+    incidents = tagged("incidents")
+    false = sum(r["summary"]["false_incidents"] for r in reports)
+    gpu_days = sum(r["summary"]["gpu_days"] for r in reports)
     return {
-        "faults": faults, "incidents": tagged("incidents"), "actions": tagged("actions"),
+        "faults": faults, "incidents": incidents, "actions": tagged("actions"),
         "summary": {
             "scenarios": len(reports), "faults": len(faults), "detected": detected,
             "recall": round(detected / len(faults), 3) if faults else None,
-            "false_incidents": sum(r["summary"]["false_incidents"] for r in reports),
+            "fixed_by_gpuops": sum(r["summary"]["fixed_by_gpuops"] for r in reports),
+            "auto_approve": _auto_approve_share(reports),
+            "false_incidents": false, "gpu_days": round(gpu_days, 1),
+            "false_incidents_per_1000_gpu_days": round(1000 * false / gpu_days, 2) if gpu_days else None,
+            "false_by_detector": false_by_detector(incidents),
+            "escalated_by_rule": escalated_by_rule(incidents),
             "incidents": sum(r["summary"]["incidents"] for r in reports),
             "actions_executed": sum(r["summary"]["actions_executed"] for r in reports),
             "unsafe_actions": unsafe, "unsafe_by_reason": _merge_reasons(reports), "gpu_hours_lost": hours,
@@ -227,3 +241,50 @@ def _merge_reasons(reports: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
             for key in into:
                 into[key] += counts[key]
     return dict(sorted(merged.items()))
+
+
+def _auto_approve_share(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """Of the faults detected in auto-approve scenarios (where no human delays or refuses anything), how many
+    gpuops remediated and verified itself."""
+    auto = [r for r in reports if r["approval"] == "auto_approve"]
+    detected = sum(r["summary"]["detected"] for r in auto)
+    fixed = sum(r["summary"]["fixed_by_gpuops"] for r in auto)
+    return {"scenarios": len(auto), "detected": detected, "fixed_by_gpuops": fixed,
+            "share": round(fixed / detected, 3) if detected else None}
+
+
+def status_reason(audit: list[dict[str, Any]], incident: dict[str, Any]) -> str:
+    """Why the incident is in its final status: the reason of its last transition (why it was escalated, or what
+    resolved it), or that nothing moved it."""
+    moves = [e["data"] for e in audit if e["incident_id"] == incident["id"] and e["kind"] == "incident.transition"
+             and e["data"].get("to") == incident["status"]]
+    if moves:
+        return str(moves[-1].get("reason") or "")
+    return f"still {incident['status']} at the end of the run"
+
+
+def _opened_by(finding: dict[str, Any] | None) -> dict[str, Any] | None:
+    if finding is None:
+        return None
+    return {**{k: v for k, v in finding.items() if k != "ts"}, "ts": iso(finding["ts"])}
+
+
+def false_by_detector(incidents: list[dict[str, Any]]) -> dict[str, int]:
+    """False incidents counted by the detector (and kind) of the finding that opened them."""
+    counts: dict[str, int] = {}
+    for i in incidents:
+        if i["matched_fault"] is None:
+            opened = i.get("opened_by") or {}
+            key = f"{opened.get('detector', 'fleet correlation')}/{opened.get('kind', i['kind'])}"
+            counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def escalated_by_rule(incidents: list[dict[str, Any]]) -> dict[str, int]:
+    """Escalated incidents counted by the rule that escalated them (the reason's text before its first colon)."""
+    counts: dict[str, int] = {}
+    for i in incidents:
+        if i["status"] == IncidentStatus.ESCALATED:
+            rule = (i.get("reason") or "unknown").split(":")[0].strip()[:80]
+            counts[rule] = counts.get(rule, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))

@@ -52,11 +52,16 @@ def test_the_report_holds_every_field_the_issue_lists(report: dict[str, Any]) ->
     for fault in report["faults"]:
         assert set(fault) >= FAULT_FIELDS
     for incident in report["incidents"]:
-        assert {"id", "kind", "status", "matched_fault"} <= set(incident)
+        assert {"id", "kind", "status", "matched_fault", "reason", "opened_by"} <= set(incident)
+        assert incident["reason"], incident  # why it was escalated, or what resolved it
+        if incident["scope"] != "fleet":
+            assert incident["opened_by"]["detector"] and incident["opened_by"]["kind"]
     for action in report["actions"]:
         assert {"runbook", "targets", "approved_by", "executed_at", "verified"} <= set(action)
     summary = report["summary"]
-    assert {"recall", "false_incidents", "unsafe_actions", "gpu_hours_lost"} <= set(summary)
+    assert {"recall", "false_incidents", "unsafe_actions", "gpu_hours_lost", "false_by_detector",
+            "false_incidents_per_1000_gpu_days", "escalated_by_rule", "auto_approve"} <= set(summary)
+    assert sum(summary["false_by_detector"].values()) == summary["false_incidents"]
     assert set(summary["unsafe_actions"]) == {"proposed", "blocked", "executed"}
     assert set(summary["gpu_hours_lost"]) == {"gpuops", "no_automation", "threshold_alerts"}
     out = Path(report["_out"])
