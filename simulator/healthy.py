@@ -14,7 +14,7 @@ from simulator.behaviour import WorkloadBehaviour
 from simulator.environment import FleetEnvironment
 from simulator.healthy_spec import BatchWorkload, Healthy, NotebookWorkload
 from simulator.kube.state import KubeEvent
-from simulator.lifecycle import WorkloadLifecycle
+from simulator.lifecycle import NOTEBOOK_NAMESPACE, WorkloadLifecycle
 from simulator.operations import FleetOperations
 from simulator.physics import BoolArray, FleetPhysics
 from simulator.scenario import Scenario, node_name
@@ -56,6 +56,10 @@ class HealthyFleet:
 
     def _on_event(self, event: KubeEvent, twin: Twin) -> None:
         self.lifecycle.on_event(event, twin.t)
+        if (self.behaviour is not None and event.kind == "pod_stopped" and event.namespace == NOTEBOOK_NAMESPACE
+                and event.node is not None and event.node in twin.nodes):
+            base = twin.nodes.index(event.node) * twin.gpus_per_node
+            self.behaviour.notebook_stopped([base + int(g) for g in event.detail.get("gpus", [])])
 
     def step(self, t: float, twin: Twin) -> None:
         """This step's environment, operations and workload comings and goings."""

@@ -104,7 +104,7 @@ class WorkloadLifecycle:
 
     def on_event(self, event: KubeEvent, now: float) -> None:
         """A notebook or batch pod stopped before its time: its controller makes a new one."""
-        if event.kind != "pod_stopped" or event.pod is None or event.detail.get("reason") == "Completed":
+        if event.kind != "pod_stopped" or event.pod is None:
             return
         name = event.detail.get("workload")
         if event.namespace == NOTEBOOK_NAMESPACE:

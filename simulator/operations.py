@@ -181,15 +181,16 @@ class FleetOperations:
         self.human_cordons[name] = t + float(self.rng.uniform(*self.spec.human_cordon_length))
 
     @staticmethod
-    def _uncordon_if_ours(twin: Twin, name: str, annotation: str) -> None:
-        """Uncordon a node we cordoned, unless gpuops has since cordoned it for its own reason."""
+    def _uncordon_if_ours(twin: Twin, name: str, annotation: str | None = None) -> None:
+        """Uncordon a node we cordoned (dropping our `annotation`), unless gpuops has since cordoned it."""
         node = twin.kube.get_node(name)
         if CORDONED_BY in (node["metadata"].get("annotations") or {}):
             return
 
         def uncordon(obj: dict[str, Any]) -> dict[str, Any]:
             obj["spec"].pop("unschedulable", None)
-            (obj["metadata"].get("annotations") or {}).pop(annotation, None)
+            if annotation:
+                (obj["metadata"].get("annotations") or {}).pop(annotation, None)
             return obj
 
         twin.kube.update_object("nodes", "", name, uncordon)
@@ -258,6 +259,5 @@ class FleetOperations:
         twin.kube.update_object("nodes", "", upgrade.node, boot, subresource="status")
         self._label(twin, upgrade.node, {**driver_labels(version), UPGRADE_STATE: "upgrade-done"})
         if not upgrade.was_cordoned:
-            self._uncordon_if_ours(twin, upgrade.node, UPGRADE_STATE)
-            self._label(twin, upgrade.node, {UPGRADE_STATE: "upgrade-done"})
+            self._uncordon_if_ours(twin, upgrade.node)
         twin.set_driver_version(upgrade.node, version)

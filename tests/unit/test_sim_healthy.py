@@ -351,3 +351,15 @@ def test_the_healthy_week_is_a_week_of_64_nodes_with_every_part_on() -> None:
     assert ops.human_cordons_per_day > 0 and ops.driver_upgrade is not None and ops.nodes_added
     types = {w.type for w in week.workloads or []}
     assert types == {"training", "inference", "notebook", "batch"}
+
+
+def test_an_evicted_notebook_comes_back_as_its_statefulset_would() -> None:
+    twin = scenario([{"type": "notebook", "name": "nb", "users": 2}], duration="30m")
+    twin.advance_to(twin.start + 120)
+    (pod, _) = sorted(p["metadata"]["name"] for p in twin.kube.list_pods(namespace="notebooks"))
+    created = twin.kube.get_object("pods", "notebooks", pod)["metadata"]["creationTimestamp"]
+    twin.kube.evict("notebooks", pod)
+    twin.advance_to(twin.start + 300)
+    assert twin.kube.get_object("pods", "notebooks", pod)["metadata"]["creationTimestamp"] != created
+    phases = {p["metadata"]["name"]: p["status"]["phase"] for p in twin.kube.list_pods(namespace="notebooks")}
+    assert phases == {"nb-0-0": "Running", "nb-1-0": "Running"}
