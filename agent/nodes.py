@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 Update = dict[str, Any]
 
 
+# Runbooks that only tell people: a plan of these alone hands the incident to a human.
+NOTIFICATIONS = frozenset({"notify_only"})
+
+
 def _step(state: IncidentState) -> int:
     return state.get("steps", 0) + 1
 
@@ -48,8 +52,10 @@ def triage(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
     if snap["xid"] is not None and ctx.xid is not None:
         entry = ctx.xid.describe(snap["xid"])
         xid_action = None if entry is None else str(entry.get("action", ""))
+    # A new round of the thread (a reopened incident) counts its own steps: the limit stops a loop within one
+    # round, not an incident that came back after gpuops resolved it.
     return {"incident": snap, "fault": fault_of(snap, xid_action), "agenda": agenda_for(snap), "evidence": [],
-            "steps": _step(state), "notes": [], "cursor": 0, "executions": [], "outcome": "", "reason": ""}
+            "steps": 1, "notes": [], "cursor": 0, "executions": [], "outcome": "", "reason": ""}
 
 
 def investigate(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
@@ -240,6 +246,10 @@ def resolve(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
         return _finish(ctx, state, IncidentStatus.ESCALATED,
                        "dry-run mode: the plan was rehearsed, nothing was executed")
     done = ", ".join(a["runbook"] for a in state["plan"])
+    if all(a["runbook"] in NOTIFICATIONS for a in state["plan"]):
+        # telling the humans fixes nothing: the incident is theirs now
+        return _finish(ctx, state, IncidentStatus.ESCALATED,
+                       f"no automated remedy for {state.get('fault') or 'this fault'}: the humans were notified")
     return _finish(ctx, state, IncidentStatus.RESOLVED, f"{done} executed and verified")
 
 

@@ -109,6 +109,10 @@ def _family_elsewhere(session: Session, incident: Incident, since: datetime) -> 
     return sorted({host for host, severity, evidence, status in rows if counts(severity, evidence, status)})
 
 
+def _touches_cluster(targets: object) -> bool:
+    return any(str(t) != "none" for t in (targets if isinstance(targets, list | tuple) else []))
+
+
 def soak_until(incident: Incident, spec: ActionSpec, config: PolicyConfig) -> datetime | None:
     """When a disruptive node action for `incident` may first be proposed: `soak_s` of telemetry after the
     incident opened (the data time, not the wall clock), or None when nothing holds it (not a disruptive node
@@ -158,9 +162,9 @@ def evaluate(session: Session, *, incident: Incident, action: Action, spec: Acti
 
     out_now = set(leases) | set(facts.unschedulable)
     new_nodes = [n for n in spec.target_nodes if n not in out_now]  # a node already out costs nothing more
-    executed_last_hour = session.scalar(
-        select(func.count()).select_from(Action).where(Action.executed_at >= now - timedelta(hours=1))
-    ) or 0
+    # The rate limit is on actions that touch the cluster: telling people (target `none`) is never rationed.
+    executed_last_hour = sum(1 for targets in session.scalars(select(Action.targets).where(
+        Action.executed_at >= now - timedelta(hours=1))) if _touches_cluster(targets))
     budget = weigh_budget(spec=spec, facts=facts, config=config, out_now=out_now,
                           actions_last_hour=int(executed_last_hour))
     if spec.disruptive and new_nodes:
@@ -189,7 +193,8 @@ def evaluate(session: Session, *, incident: Incident, action: Action, spec: Acti
         if cooling:
             deny.append(f"cool-down: {node} had action {cooling[-1].id} at {cooling[-1].executed_at}")
 
-    if executed_last_hour >= config.max_actions_per_hour and action.executed_at is None:
+    if executed_last_hour >= config.max_actions_per_hour and action.executed_at is None \
+            and _touches_cluster(spec.target_keys):
         deny.append(f"rate limit: {executed_last_hour} actions in the last hour, limit {config.max_actions_per_hour}")
 
     if escalate:

@@ -149,3 +149,30 @@ def test_a_rejection_without_a_cluster_here_is_recorded_and_resumes_later(sqlite
         final = resume(graph, ctx, incident_id)
     container.close()
     assert final.outcome == "escalated" and "rejected" in final.reason
+
+
+def test_a_plan_that_only_notifies_hands_the_incident_to_a_human_and_a_new_round_counts_its_own_steps(
+        container: Container, tmp_path: Path) -> None:
+    from gpuops.incidents.lifecycle import transition
+    from tests.agent.world import POLICY
+
+    policy = POLICY.model_copy(update={"auto_approve": POLICY.auto_approve | {"notify_only"}})
+    ctx = build_context(container, tmp_path / "journal", policy=policy, max_steps=14)
+    incident_id = open_incident(container, "anomaly", gpu=1)
+    with graph_on(container) as graph:
+        first = start(graph, ctx, incident_id)
+        assert [a["runbook"] for a in first.plan] == ["notify_only"]
+        assert first.outcome == "escalated" and "no automated remedy" in first.reason, first
+        assert first.steps < 14
+        with container.uow() as uow:  # a human resolves it; the anomaly comes back and reopens it
+            incident = uow.session.get(Incident, incident_id)
+            assert incident is not None
+            now = incident.updated_at
+            transition(uow.session, incident, "resolved", reason="looked at it", actor="alice", now=now)
+            transition(uow.session, incident, "open", reason="anomaly recurred", actor="incidents", now=now)
+            uow.commit()
+        second = start(graph, ctx, incident_id)
+    # the same notification already went out: the humans have it; and the second round is not cut short by the
+    # first round's steps
+    assert second.outcome == "escalated" and "already ran" in second.reason, second
+    assert first.steps + second.steps > 14 and second.steps < 14

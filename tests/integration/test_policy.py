@@ -135,6 +135,22 @@ def test_fleet_rate_limit(container: Container) -> None:
     assert_decided(verdicts[2], Gate.DENIED, "rate limit: 2 actions in the last hour, limit 2")
 
 
+def test_notifications_are_never_rationed_and_do_not_spend_the_rate_limit(container: Container) -> None:
+    config = PolicyConfig(max_nodes_out=20, max_nodes_out_fraction=1.0, max_actions_per_hour=1,
+                          auto_approve=frozenset({"notify_only"}))
+    notify = ActionSpec("notify_only", "low", False, True, ("none",), ())
+    for n in range(1, 4):
+        with container.uow() as uow:
+            inc = make_incident(uow.session, f"gpu-node-{n:03d}")
+            action = make_action(uow.session, inc, "notify_only", "none", f"notify-{n}")
+            verdict = evaluate(uow.session, incident=inc, action=action, spec=notify, facts=FACTS, config=config,
+                               now=NOW)
+            assert verdict.gate == Gate.AUTO, verdict.reasons
+            action.executed_at, action.status = NOW, "succeeded"
+            uow.commit()
+    assert decide(container, "gpu-node-009", drain("gpu-node-009"), config).gate == Gate.TWO_APPROVERS
+
+
 def test_freeze_window_blocks_disruptive_actions(container: Container) -> None:
     config = PolicyConfig(freeze_windows=(FreezeWindow(starts_at=NOW - timedelta(hours=1),
                                                        ends_at=NOW + timedelta(hours=1), reason="launch"),))
