@@ -11,23 +11,34 @@ Two layers keep this affordable for a whole fleet each cycle:
 
 Targets: temperature (throttle and shutdown limits), framebuffer (full: used + free), uncorrectable
 remapped rows (the part's spare-row budget) and single-bit ECC growth.
+
+A trend is forecast only where the physics lets it reach the limit:
+- temperature (needs the power series; off without it): a GPU whose temperature climbs at constant power
+  (a rising thermal resistance, see `detectors.thermal`) is forecast and corroborated; one whose temperature
+  follows its load is forecast only if it would reach the limit even at its power limit
+  (`DCGM_FI_DEV_POWER_MGMT_LIMIT` where exported, else the highest power its model class has drawn), and then
+  uncorroborated. A diurnal rise of load never reaches a limit the GPU's physics keeps it under;
+- framebuffer: only a climb without drops for `leak_min_s` (30 min) on a pod that keeps running
+  (`MonotoneClimb`) is a leak; memory that moves up and down with batches or phases is not.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from detectors import metrics as m
 from detectors.findings import Finding, FindingKind, Severity
-from detectors.frame import FloatArray
+from detectors.frame import FloatArray, GpuLabels
+from detectors.peers import group_ids, group_median
 from detectors.rules import Stage
 from detectors.settling import note_load_steps
 from detectors.stream import CycleView, IntArray, OnsetTracker, gpu_finding_fields, grow
+from detectors.thermal import ThermalResistance
 
 
 @dataclass(frozen=True)
@@ -102,6 +113,8 @@ class ForecastTarget:
     steady_jump: float = 0.25
     steady_floor: float = 10.0
     settle_s: float = 1200.0
+    # What must hold, beyond the trend, for the forecast to be physically possible (module docstring).
+    physics: Literal["thermal", "leak"] | None = None
 
     def __post_init__(self) -> None:
         self.name = self.name or f"forecast.{self.metric}"
@@ -119,6 +132,12 @@ class _TargetState:
     trackers: list[OnsetTracker] = field(default_factory=list)
     load_ref: FloatArray = field(default_factory=lambda: np.zeros(0))
     load_changed: FloatArray = field(default_factory=lambda: np.zeros(0))
+    thermal: ThermalResistance = field(default_factory=ThermalResistance)
+    hot: FloatArray = field(default_factory=lambda: np.zeros(0))
+    hot_since: FloatArray = field(default_factory=lambda: np.zeros(0))
+    nodes: tuple[GpuLabels, IntArray, int] | None = None
+    climb: MonotoneClimb = field(default_factory=lambda: MonotoneClimb())
+    power_ceiling: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -135,6 +154,9 @@ class FailureForecast:
     history: int = 60
     min_history: int = 20
     refit_s: float = 600.0
+    leak_min_s: float = 1800.0
+    runaway_excess_c: float = 5.0  # beyond inlet drift, the sensor's whole degrees and a node's shared air
+    runaway_hold_s: float = 60.0
     name: str = "forecast"
     _states: dict[str, _TargetState] = field(default_factory=dict)
 
@@ -144,21 +166,59 @@ class FailureForecast:
             arr = view.metric(target.metric)
             if arr is None:
                 continue
+            driver = view.metric(target.steady_on) if target.steady_on else None
+            if target.physics == "thermal" and driver is None:
+                continue  # without power, a load-driven rise cannot be told from a runaway: off
             state = self._states.setdefault(target.metric, _TargetState())
             self._grow(state, view.n_slots, len(target.limits))
-            driver = view.metric(target.steady_on) if target.steady_on else None
             for j, ts in view.columns():
                 limits = self._limits(view, target, j, arr.shape[0])
                 if driver is not None:
+                    # the first sample of a GPU is a load step: nothing says it was not warming up to it
+                    seen = np.isfinite(state.load_ref[view.slots]) | ~np.isfinite(driver[:, j])
+                    state.load_changed[view.slots[~seen]] = ts
                     note_load_steps(state.load_ref, state.load_changed, view.slots, ts, driver[:, j],
                                     relative=target.steady_jump, absolute=target.steady_jump * target.steady_floor)
-                out += self._step(view, target, state, ts, arr[:, j], limits)
+                if target.physics == "thermal" and driver is not None:
+                    self._follow_thermals(view, target, state, ts, arr[:, j], driver[:, j])
+                elif target.physics == "leak":
+                    state.climb.update(view, ts, arr[:, j])
+                out += self._step(view, target, state, ts, arr[:, j], limits, j)
         return out
+
+    def _follow_thermals(self, view: CycleView, target: ForecastTarget, state: _TargetState, ts: float,
+                         temp: FloatArray, power: FloatArray) -> None:
+        """Learn each GPU's temperature at its power while its load is settled, and mark the GPUs running
+        hotter than that by `runaway_excess_c` beyond their node's GPUs (whose inlet air they share)."""
+        slots = view.slots
+        settled = ts - state.load_changed[slots] >= target.settle_s
+        state.thermal.update(slots, ts, temp, power, learn=settled)
+        _raise_ceiling(state.power_ceiling, view.frame.gpus, state.thermal.sustained_power(slots))
+        excess = state.thermal.excess(slots, temp)
+        labels = view.frame.gpus
+        if state.nodes is None or state.nodes[0] != labels:
+            ids, names = group_ids(list(labels.hostname))
+            state.nodes = (labels, ids, len(names))
+        _, ids, count = state.nodes
+        node_excess, _ = group_median(excess, ids, count)
+        with np.errstate(invalid="ignore"):
+            hot = excess - np.fmax(node_excess[ids], 0.0) >= self.runaway_excess_c
+        # held for a minute: the die heats over its time constant, a sensor glitch lasts one sample
+        since = np.where(hot, np.fmin(state.hot_since[slots], ts), np.nan)
+        state.hot_since[slots] = since
+        state.hot[slots] = np.where(hot & (ts - since >= self.runaway_hold_s), 1.0, 0.0)
 
     def _grow(self, state: _TargetState, n: int, n_limits: int) -> None:
         # states saved before the load guard existed lack its arrays
         state.load_ref = grow(getattr(state, "load_ref", np.zeros(0)), n, np.nan)
         state.load_changed = grow(getattr(state, "load_changed", np.zeros(0)), n, -np.inf)
+        for name, make in (("thermal", ThermalResistance), ("climb", MonotoneClimb), ("power_ceiling", dict)):
+            if not hasattr(state, name):  # states saved before the physics checks
+                setattr(state, name, make())
+        state.thermal.ensure(n)
+        state.climb.ensure(n)
+        state.hot = grow(getattr(state, "hot", np.zeros(0)), n, 0.0)
+        state.hot_since = grow(getattr(state, "hot_since", np.zeros(0)), n, np.nan)
         state.level = grow(state.level, n, np.nan)
         state.slope = grow(state.slope, n, 0.0)
         state.last_ts = grow(state.last_ts, n, np.nan)
@@ -184,7 +244,7 @@ class FailureForecast:
         return out
 
     def _step(self, view: CycleView, target: ForecastTarget, state: _TargetState, ts: float, x: FloatArray,
-              limits: list[FloatArray]) -> list[Finding]:
+              limits: list[FloatArray], j: int = 0) -> list[Finding]:
         slots = view.slots
         ok = np.isfinite(x)
         s, v = slots[ok], x[ok]
@@ -206,26 +266,64 @@ class FailureForecast:
             with np.errstate(invalid="ignore", divide="ignore"):
                 eta = np.where(slp > 0, (limit - lvl) / slp, np.inf)
             trending = slp * 3600.0 >= target.min_slope_per_h
-            settled = ts - state.load_changed[slots] >= target.settle_s
+            settled = (ts - state.load_changed[slots] >= target.settle_s) | (state.hot[slots] > 0)
             candidate = ok & trending & settled & (cnt >= self.min_history) & (eta > 0) & (eta <= self.horizon_s)
             due = np.flatnonzero(candidate & (ts >= state.next_fit[slots]))
-            due = due[self._significant(state, slots[due])]
+            # a GPU hotter than its physics allows needs no t-test on a history its load step may still bend
+            due = due[self._significant(state, slots[due]) | (state.hot[slots[due]] > 0)]
             due = due[np.argsort(eta[due], kind="stable")][: self.max_fits_per_step]
             confirmed = np.zeros_like(candidate)
-            results: dict[int, TimeToLimit] = {}
+            results: dict[int, tuple[TimeToLimit, dict[str, Any]]] = {}
             for row in due.tolist():
                 slot = int(slots[row])
+                physics = self._physics(view, target, state, slot, int(row), ts, float(limit[row]), j)
+                if physics is None:
+                    continue  # cheap to ask again next sample; only the fit below waits for refit_s
                 state.next_fit[slot] = ts + self.refit_s
                 result = self._confirm(state, slot, float(limit[row]))
                 if result is not None and result.expected_s is not None:
                     confirmed[row] = True
-                    results[int(row)] = result
+                    results[int(row)] = (result, physics)
             tracker = state.trackers[k]
             clear = ok & ((eta > 2 * self.horizon_s) | ~trending)
             for row in tracker.step(slots, confirmed, clear & ~confirmed):
+                result, physics = results[int(row)]
                 out.append(self._finding(view, target, lim, ts, int(row), float(limit[row]), float(lvl[row]),
-                                         float(slp[row]), results[int(row)]))
+                                         float(slp[row]), result, physics))
         return out
+
+    def _physics(self, view: CycleView, target: ForecastTarget, state: _TargetState, slot: int, row: int,
+                 ts: float, limit: float, j: int) -> dict[str, Any] | None:
+        """The evidence that the limit is physically within reach, or None when it is not (no forecast)."""
+        if target.physics == "thermal":
+            settled = float(state.load_changed[slot]) + target.settle_s
+            slope = state.thermal.runaway_slope(slot, settled)
+            physics: dict[str, Any] = {"hotter_than_learnt_at_this_power": bool(state.hot[slot] > 0),
+                                       "thermal_resistance_c_per_w": state.thermal.resistance(slot)}
+            if slope is not None:
+                physics |= {"runaway_slope_c_per_h": round(slope.per_h, 3), "runaway_t": round(slope.t_stat, 2),
+                            "runaway_rise_c": round(slope.rise_c, 2)}
+            signals = [name for name, agrees in (
+                ("temp_above_own_at_equal_power", state.hot[slot] > 0),
+                ("temp_rising_at_constant_power",
+                 state.thermal.rising(slot, target.min_slope_per_h, self.min_t, settled))) if agrees]
+            if signals:
+                return {**physics, "corroborated": True, "signals": signals}
+            power_limit = _power_limit(view, state, row, j)
+            reach = state.thermal.reachable(slot, power_limit)
+            if reach is None or reach < limit:
+                return None  # the rise follows the load, and even full power keeps it under the limit
+            return {**physics, "load_driven": True, "reachable_c": round(reach, 1), "power_limit_w": power_limit,
+                    "corroborated": False, "signals": []}
+        if target.physics == "leak":
+            climbing = state.climb.climbing_s(slot, ts)
+            if climbing < self.leak_min_s:
+                return None
+            # a climb under a steady load (a candidate is one whose load has not stepped for settle_s), on one
+            # pod the whole time: the workload is not doing more, yet holds more
+            return {"monotone_climb_s": climbing, "corroborated": True,
+                    "signals": ["framebuffer_monotone_without_drops", "load_steady"]}
+        return {}
 
     def _significant(self, state: _TargetState, slots: IntArray) -> npt.NDArray[np.bool_]:
         """Rising trend whose least-squares slope over the history is `min_t` standard errors above 0."""
@@ -256,18 +354,90 @@ class FailureForecast:
         return time_to_limit(y, step, limit, self.horizon_s)
 
     def _finding(self, view: CycleView, target: ForecastTarget, lim: Limit, ts: float, row: int, limit: float,
-                 level: float, slope: float, result: TimeToLimit) -> Finding:
+                 level: float, slope: float, result: TimeToLimit, physics: dict[str, Any] | None = None) -> Finding:
         assert result.expected_s is not None
-        severity = Severity.CRITICAL if result.expected_s <= self.critical_s else Severity.WARNING
+        physics = physics or {}
+        soon = result.expected_s <= self.critical_s and physics.get("corroborated", True)
+        severity = Severity.CRITICAL if soon else Severity.WARNING
         evidence: dict[str, Any] = {
             "metric": target.metric, "limit": lim.label, "limit_value": limit, "level": level,
             "slope_per_h": slope * 3600.0, "eta_s": result.expected_s, "eta_earliest_s": result.earliest_s,
             "eta_latest_s": result.latest_s, "interval": 0.9, "method": "statsmodels ExponentialSmoothing",
+            **physics,
         }
         return Finding(ts=ts, kind=target.kind, severity=severity,
                        score=float(max(0.0, min(1.0, 1.0 - result.expected_s / self.horizon_s))),
                        detector=f"{target.name}.{lim.label}", evidence=evidence,
                        predicted_failure_at=ts + result.expected_s, **gpu_finding_fields(view, row))
+
+
+def _power_limit(view: CycleView, state: _TargetState, row: int, j: int) -> float:
+    """The GPU's power limit: the exported enforced limit, else the most its model class has drawn so far
+    (sustained over a thermal time constant: a momentary spike heats nothing)."""
+    limit = view.metric(m.POWER_MGMT_LIMIT)
+    if limit is not None and np.isfinite(limit[row, j]):
+        return float(limit[row, j])
+    return state.power_ceiling.get(view.frame.gpus.model_name[row], float("nan"))
+
+
+def _raise_ceiling(ceiling: dict[str, float], labels: GpuLabels, power: FloatArray) -> None:
+    """The highest power drawn so far per model class."""
+    names = labels.model_name
+    if len(set(names)) == 1:
+        if np.isfinite(power).any():
+            ceiling[names[0]] = max(ceiling.get(names[0], 0.0), float(np.nanmax(power)))
+        return
+    for name in set(names):
+        rows = np.fromiter((n == name for n in names), dtype=bool, count=len(names))
+        if np.isfinite(power[rows]).any():
+            ceiling[name] = max(ceiling.get(name, 0.0), float(np.nanmax(power[rows])))
+
+
+@dataclass
+class MonotoneClimb:
+    """Per slot, how long a series has climbed without a drop, on the same pod: the shape of a leak.
+
+    A drop is a sample more than `tolerance` (max of `min_drop` and `drop_share` of the peak) below the
+    climb's peak; a drop, a pod change or a GPU without a pod starts the count again. The climb counts only
+    once it has risen by `tolerance` above where it began.
+    """
+
+    min_drop: float = 256.0
+    drop_share: float = 0.005
+    start_ts: FloatArray = field(default_factory=lambda: np.zeros(0))
+    start_value: FloatArray = field(default_factory=lambda: np.zeros(0))
+    peak: FloatArray = field(default_factory=lambda: np.zeros(0))
+    pods: dict[int, str] = field(default_factory=dict)
+
+    def ensure(self, n: int) -> None:
+        self.start_ts = grow(self.start_ts, n, np.nan)
+        self.start_value = grow(self.start_value, n, np.nan)
+        self.peak = grow(self.peak, n, np.nan)
+
+    def update(self, view: CycleView, ts: float, x: FloatArray) -> None:
+        slots = view.slots
+        pods = view.frame.gpus.pod
+        moved = np.fromiter((self.pods.get(int(s)) != p or not p for s, p in zip(slots, pods, strict=True)),
+                            dtype=bool, count=slots.shape[0])
+        for s, p in zip(slots[moved].tolist(), np.asarray(pods, dtype=object)[moved].tolist(), strict=True):
+            self.pods[s] = p
+        ok = np.isfinite(x)
+        peak = self.peak[slots]
+        tolerance = np.maximum(self.min_drop, self.drop_share * np.nan_to_num(peak))
+        with np.errstate(invalid="ignore"):
+            restart = ok & (moved | ~np.isfinite(peak) | (x < peak - tolerance))
+        keep = ok & ~restart
+        self.start_ts[slots[restart]] = ts
+        self.start_value[slots[restart]] = x[restart]
+        self.peak[slots[restart]] = x[restart]
+        self.peak[slots[keep]] = np.maximum(peak[keep], x[keep])
+
+    def climbing_s(self, slot: int, ts: float) -> float:
+        """Seconds the current climb has lasted (0 while it has not risen clearly yet)."""
+        rise = self.peak[slot] - self.start_value[slot]
+        if not np.isfinite(rise) or rise < max(self.min_drop, self.drop_share * self.peak[slot]):
+            return 0.0
+        return float(ts - self.start_ts[slot])
 
 
 def _saturating(t: FloatArray, y: FloatArray, ratio: float = 0.5) -> bool:
@@ -300,10 +470,10 @@ def default_targets(lim: ForecastLimits | None = None) -> tuple[ForecastTarget, 
     return (
         ForecastTarget(m.GPU_TEMP, FindingKind.THERMAL, (Limit(lim.temp_throttle_c, "throttle"),
                                                Limit(lim.temp_shutdown_c, "shutdown")), min_slope_per_h=2.0,
-                       steady_on=m.POWER_USAGE, steady_floor=50.0),
+                       steady_on=m.POWER_USAGE, steady_floor=50.0, physics="thermal"),
         ForecastTarget(m.FB_USED, FindingKind.MEMORY_LEAK,
                        (Limit(lim.framebuffer_full, "full", relative_to=m.FB_FREE),), min_slope_per_h=256.0,
-                       steady_on=m.GPU_UTIL, steady_floor=10.0, settle_s=600.0),
+                       steady_on=m.GPU_UTIL, steady_floor=10.0, settle_s=600.0, physics="leak"),
         ForecastTarget(m.UNCORRECTABLE_REMAPPED_ROWS, FindingKind.ROW_REMAP, (Limit(lim.remapped_rows, "spare_rows"),),
                        min_slope_per_h=0.5),
         ForecastTarget(m.ECC_SBE_VOL_TOTAL, FindingKind.ECC, (Limit(lim.sbe_total, "sbe_total"),),

@@ -7,6 +7,7 @@ from detectors.findings import FindingKind
 GPU_TEMP = "DCGM_FI_DEV_GPU_TEMP"
 MEMORY_TEMP = "DCGM_FI_DEV_MEMORY_TEMP"
 POWER_USAGE = "DCGM_FI_DEV_POWER_USAGE"
+POWER_MGMT_LIMIT = "DCGM_FI_DEV_POWER_MGMT_LIMIT"  # the enforced power limit (W), where exported
 SM_CLOCK = "DCGM_FI_DEV_SM_CLOCK"
 GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"
 MEM_COPY_UTIL = "DCGM_FI_DEV_MEM_COPY_UTIL"
@@ -15,6 +16,7 @@ FB_FREE = "DCGM_FI_DEV_FB_FREE"
 GR_ENGINE_ACTIVE = "DCGM_FI_PROF_GR_ENGINE_ACTIVE"
 SM_ACTIVE = "DCGM_FI_PROF_SM_ACTIVE"
 PIPE_TENSOR_ACTIVE = "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE"
+DRAM_ACTIVE = "DCGM_FI_PROF_DRAM_ACTIVE"
 XID_ERRORS = "DCGM_FI_DEV_XID_ERRORS"
 ECC_SBE_VOL_TOTAL = "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL"
 ECC_DBE_VOL_TOTAL = "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL"
@@ -29,6 +31,8 @@ THERMAL_VIOLATION = "DCGM_FI_DEV_THERMAL_VIOLATION"
 # kube-state-metrics' `kube_node_status_condition{condition="Ready",status="true"}`, carried as a node metric
 # under this name: 1 while the node is Ready, 0 otherwise.
 NODE_READY = 'kube_node_status_condition{condition="Ready",status="true"}'
+# kube-state-metrics' `kube_node_spec_unschedulable`: 1 while the node is cordoned.
+NODE_UNSCHEDULABLE = "kube_node_spec_unschedulable"
 
 # Gauges a GPU keeps reporting while it is on the bus: when all of them are missing, the GPU is gone.
 PRESENCE_METRICS: tuple[str, ...] = (GPU_TEMP, POWER_USAGE, GPU_UTIL, FB_USED, SM_CLOCK)

@@ -2,9 +2,20 @@
 
 GPUs of one distributed job run in lock step. A GPU far less busy than its job's median, or one whose SM
 clock is held far below its busy peers' (throttled: the others wait for it at every collective), is a
-straggler. A job is hung when its GPUs go idle while still holding their memory, or when they stay "busy"
-with no tensor work after computing before (a collective that never completes spins: 100% utilisation at
-near-idle power). A GPU much hotter than the other GPUs of its node points at cooling, not at the workload.
+straggler. A GPU much hotter than the other GPUs of its node points at cooling, not at the workload.
+
+**Hung jobs.** A hang is utilisation pinned high with no real work, never idleness: a job that pauses
+(checkpoints, evaluation, a notebook waiting for its user: near-zero utilisation with memory held) is not
+hung. A collective that never completes spins: the engines read busy while the tensor pipes and DRAM are
+still and the power falls towards idle. Decided per GPU, on what the fleet exports:
+- with a profiling work series (`DCGM_FI_PROF_PIPE_TENSOR_ACTIVE` and/or `DCGM_FI_PROF_DRAM_ACTIVE`): engine
+  activity (`DCGM_FI_PROF_GR_ENGINE_ACTIVE`, else `DCGM_FI_DEV_GPU_UTIL`) at or above `pinned_level`, every
+  exported work series at or below `idle_level`, after the GPU did such work on its current allocation, with
+  memory held, and (where power is exported) power at most `near_idle_power` of what it drew working, for
+  `spin_persist` samples. Full power with the tensor pipes still is other work (CUDA cores), not a spin;
+- without them: `DCGM_FI_DEV_GPU_UTIL` at or above `pinned_level` and power at most `near_idle_power` of the
+  most it drew at pinned utilisation, for `unprofiled_persist_s` (10 min). Without the power series either,
+  hung-job detection is off: utilisation alone cannot tell a hang from work.
 
 **Job grouping.** A GPU's job is its pod's job (`domain.jobs.job_of`: `namespace/base`, the pod name without
 the suffixes Kubernetes and the training operators add). GPUs without a pod have no job.
@@ -15,11 +26,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from detectors import metrics as m
 from detectors.findings import Finding, FindingKind, Severity
 from detectors.frame import FloatArray, GpuLabels
-from detectors.stream import CycleView, IntArray, OnsetTracker, gpu_finding_fields, grow
+from detectors.stream import CycleView, IntArray, OnsetTracker, finite_or_none, gpu_finding_fields, grow
 from domain.jobs import job_of
 
 
@@ -73,15 +85,20 @@ class PeerComparison:
     clock_gap: float = 0.15       # a busy GPU this far below its job's median SM clock holds the job back
     working_level: float = 0.10   # tensor-pipe activity of a job that is computing
     spin_persist: int = 12        # samples of busy engines without tensor work before a job counts as hung
+    pinned_level: float = 0.9     # engine activity of a GPU that reads fully busy
+    near_idle_power: float = 0.5  # share of its working power under which a pinned GPU does no real work
+    unprofiled_persist_s: float = 600.0  # how long utilisation alone must read pinned at low power
+    power_half_life: float = 960.0  # samples: the working power forgets slowly (hours)
     repeat_every: int = 4         # an episode still going on is reported again every this many samples
     name: str = "peers"
     _groups: _Groups | None = None
     _straggle_run: FloatArray = field(default_factory=lambda: np.zeros(0))
-    _hung_run: FloatArray = field(default_factory=lambda: np.zeros(0))
     _spin_run: FloatArray = field(default_factory=lambda: np.zeros(0))
+    _spin_since: FloatArray = field(default_factory=lambda: np.zeros(0))
+    _hung_age: FloatArray = field(default_factory=lambda: np.zeros(0))
     _was_working: FloatArray = field(default_factory=lambda: np.zeros(0))
+    _working_power: FloatArray = field(default_factory=lambda: np.zeros(0))
     _hot_run: FloatArray = field(default_factory=lambda: np.zeros(0))
-    _was_busy: FloatArray = field(default_factory=lambda: np.zeros(0))
     _straggler: OnsetTracker = field(default_factory=OnsetTracker)
     _hung: OnsetTracker = field(default_factory=OnsetTracker)
     _hot: OnsetTracker = field(default_factory=OnsetTracker)
@@ -104,18 +121,18 @@ class PeerComparison:
         temp = view.metric(m.GPU_TEMP)
         fb = view.metric(m.FB_USED)
         clock = view.metric(m.SM_CLOCK)
-        tensor = view.metric(m.PIPE_TENSOR_ACTIVE)
         if activity is None and temp is None:
             return []
         g = self._grouping(view.frame.gpus)
         n = view.n_slots
-        for attr in ("_straggle_run", "_hung_run", "_spin_run", "_was_working", "_hot_run", "_was_busy"):
+        for attr in ("_straggle_run", "_spin_run", "_hung_age", "_was_working", "_working_power", "_hot_run"):
             setattr(self, attr, grow(getattr(self, attr), n, 0.0))
+        self._spin_since = grow(self._spin_since, n, np.nan)
         out: list[Finding] = []
         for j, ts in view.columns():
             if activity is not None:
-                out += self._jobs(view, g, ts, activity[:, j], None if fb is None else fb[:, j],
-                                  None if clock is None else clock[:, j], None if tensor is None else tensor[:, j])
+                out += self._jobs(view, g, ts, activity[:, j], None if clock is None else clock[:, j])
+                out += self._hangs(view, g, ts, j, activity[:, j], None if fb is None else fb[:, j])
             if temp is not None:
                 out += self._node_heat(view, g, ts, temp[:, j], None if activity is None else activity[:, j])
         return out
@@ -135,8 +152,8 @@ class PeerComparison:
         med, _ = group_median(values, g.job, len(g.job_names))
         return np.where(g.job >= 0, med[np.maximum(g.job, 0)], np.nan)
 
-    def _jobs(self, view: CycleView, g: _Groups, ts: float, act: FloatArray, fb: FloatArray | None,
-              clock: FloatArray | None = None, tensor: FloatArray | None = None) -> list[Finding]:
+    def _jobs(self, view: CycleView, g: _Groups, ts: float, act: FloatArray,
+              clock: FloatArray | None = None) -> list[Finding]:
         slots = view.slots
         med, count = group_median(act, g.job, len(g.job_names))
         in_job = g.job >= 0
@@ -162,31 +179,91 @@ class PeerComparison:
         out = [self._finding(view, int(r), ts, FindingKind.STRAGGLER, act, job_med, peers, g, extra.get(int(r)))
                for r in self._with_repeats(onsets, run - self.persist)]
 
+        return out
+
+    def _hangs(self, view: CycleView, g: _Groups, ts: float, j: int, act: FloatArray,
+               fb: FloatArray | None) -> list[Finding]:
+        """GPUs pinned busy with no real work (module docstring); one episode per GPU, repeated while it lasts."""
+        slots = view.slots
+        _, count = group_median(act, g.job, len(g.job_names))
+        in_job = (g.job >= 0) & (count[np.maximum(g.job, 0)] >= self.min_peers)
+
+        def lockstep(values: FloatArray) -> FloatArray:
+            """A job's GPUs run in lock step: its median where it has enough GPUs, a GPU's own value else."""
+            return np.where(in_job, self._job_median(values, g), values)
+
+        act = lockstep(act)
+        work = {name: lockstep(a[:, j]) for name in (m.PIPE_TENSOR_ACTIVE, m.DRAM_ACTIVE)
+                if (a := view.metric(name)) is not None}
+        power_arr, util_arr = view.metric(m.POWER_USAGE), view.metric(m.GPU_UTIL)
+        power = None if power_arr is None else power_arr[:, j]
         held = np.ones_like(act, dtype=bool) if fb is None else np.nan_to_num(fb) >= self.held_memory_mib
-        with np.errstate(invalid="ignore"):
-            idle = enough & (job_med <= self.idle_level) & held & (self._was_busy[slots] > 0)
-            busy_now = job_med >= self.busy_level
-            idle_now = job_med <= self.idle_level
-        released = idle_now & ~held  # idle with memory freed: finished, not hung
-        hung_run = np.where(idle, self._hung_run[slots] + 1, 0.0)
-        self._hung_run[slots] = hung_run
-        spin = np.zeros_like(idle)
-        if tensor is not None:  # engines busy, tensor pipes still, after the job computed: a spinning collective
-            job_tensor = self._job_median(tensor, g)
+        profiled = np.zeros_like(held)
+        idle_work = np.ones_like(held)
+        working = np.zeros_like(held)
+        for series in work.values():
+            profiled |= np.isfinite(series)
             with np.errstate(invalid="ignore"):
-                spin = busy_job & (job_tensor <= self.idle_level) & held & (self._was_working[slots] > 0)
-                working = job_tensor >= self.working_level
-            self._was_working[slots] = np.where(working, 1.0, np.where(released, 0.0, self._was_working[slots]))
+                idle_work &= ~(series > self.idle_level)
+                working |= series >= self.working_level
+        with np.errstate(invalid="ignore"):
+            pinned = act >= self.pinned_level
+            util_pinned = (np.zeros_like(held) if util_arr is None
+                           else lockstep(util_arr[:, j]) >= 100 * self.pinned_level)
+        was_working = self._was_working[slots] > 0
+        # unprofiled GPUs "work" while pinned; the decaying maximum keeps the power of real work, not of a spin
+        self._remember_working_power(slots, np.where(profiled, working, util_pinned), power)
+        ref = self._working_power[slots]
+        low_power = np.zeros_like(held)
+        if power is not None:
+            with np.errstate(invalid="ignore"):
+                low_power = (ref > 0) & (power <= self.near_idle_power * ref)
+        power_ok = low_power | (power is None) | ~(ref > 0)
+        spin = profiled & pinned & idle_work & was_working & held & power_ok
+        unprofiled = ~profiled & util_pinned & low_power & held if power is not None else np.zeros_like(held)
+        released = ~held
+        self._was_working[slots] = np.where(profiled & working & held, 1.0,
+                                            np.where(released, 0.0, self._was_working[slots]))
+        self._working_power[slots] = np.where(released, 0.0, self._working_power[slots])
         spin_run = np.where(spin, self._spin_run[slots] + 1, 0.0)
         self._spin_run[slots] = spin_run
-        hung = (hung_run >= self.persist) | (spin_run >= self.spin_persist)
-        onsets = self._hung.step(slots, hung, ~idle & ~spin)
-        age = np.maximum(hung_run - self.persist, spin_run - self.spin_persist)
-        out += [self._finding(view, int(r), ts, FindingKind.HUNG_JOB, act, job_med, peers, g,
-                              {"tensor_active_job_median": 0.0} if spin[r] else None)
-                for r in self._with_repeats(onsets, age)]
-        self._was_busy[slots] = np.where(busy_now, 1.0, np.where(released, 0.0, self._was_busy[slots]))
+        since = np.where(unprofiled, np.where(np.isfinite(self._spin_since[slots]), self._spin_since[slots], ts),
+                         np.nan)
+        self._spin_since[slots] = since
+        long_unprofiled = unprofiled & (ts - np.nan_to_num(since, nan=ts) >= self.unprofiled_persist_s)
+        hung = (spin_run >= self.spin_persist) | long_unprofiled
+        age = np.where(hung, self._hung_age[slots] + 1, 0.0)
+        self._hung_age[slots] = age
+        onsets = self._hung.step(slots, hung, ~spin & ~unprofiled)
+        out = []
+        for r in self._with_repeats(onsets, age - 1):
+            signals = ["engine_pinned" if profiled[r] else "utilisation_pinned"]
+            signals += [f"no_{name.rsplit('_', 2)[-2].lower()}_work" for name in work if profiled[r]]
+            if low_power[r]:
+                signals.append("power_near_idle")
+            evidence: dict[str, object] = {
+                "basis": "profiling" if profiled[r] else "utilisation_and_power",
+                "activity": finite_or_none(act[r]),
+                "power_w": None if power is None else finite_or_none(power[r]),
+                "working_power_w": finite_or_none(ref[r]) if ref[r] > 0 else None,
+                **{name: finite_or_none(series[r]) for name, series in work.items()},
+                "corroborated": True, "signals": signals,
+            }
+            if g.job[r] >= 0:
+                evidence["job"] = g.job_names[g.job[r]]
+            out.append(Finding(ts=ts, kind=FindingKind.HUNG_JOB, severity=Severity.WARNING, score=0.8,
+                               detector=f"{self.name}.{FindingKind.HUNG_JOB}", evidence=evidence,
+                               **gpu_finding_fields(view, r)))
         return out
+
+    def _remember_working_power(self, slots: IntArray, working: npt.NDArray[np.bool_],
+                                power: FloatArray | None) -> None:
+        if power is None:
+            return
+        decay = 0.5 ** (1.0 / self.power_half_life)
+        ref = self._working_power[slots] * decay
+        with np.errstate(invalid="ignore"):
+            self._working_power[slots] = np.where(working & np.isfinite(power), np.fmax(ref, power), ref)
 
     def _with_repeats(self, onsets: IntArray, age: FloatArray) -> list[int]:
         """The rows whose episode starts now, and those whose episode is `repeat_every`, 2×… samples old: a
