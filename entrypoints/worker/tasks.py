@@ -18,10 +18,11 @@ from gpuops.pipeline.service import InvalidStep
 from gpuops.pipeline.steps import ACTIONS_QUEUE, CYCLES_QUEUE, INCIDENTS_QUEUE
 
 DETECT, INCIDENT_UPDATE, AGENT_STEP = Step.DETECT.value, Step.INCIDENT_CHANGED.value, Step.AGENT_STEP.value
-EXECUTE, VERIFY, SWEEP, RETURN = Step.EXECUTE.value, Step.VERIFY.value, Step.SWEEP.value, Step.RETURN.value
+EXECUTE, VERIFY, SWEEP = Step.EXECUTE.value, Step.VERIFY.value, Step.SWEEP.value
+RETURN_NODE = Step.RETURN_NODE.value
 ROUTES = {step.value: queue for step, queue in QUEUE_OF.items()}
 __all__ = ["ACTIONS_QUEUE", "AGENT_STEP", "CYCLES_QUEUE", "DETECT", "EXECUTE", "INCIDENTS_QUEUE", "INCIDENT_UPDATE",
-           "QUEUES", "RETURN", "ROUTES", "SWEEP", "VERIFY", "register", "worker_name"]
+           "QUEUES", "RETURN_NODE", "ROUTES", "SWEEP", "VERIFY", "register", "worker_name"]
 
 
 def _result(value: Any) -> Any:

@@ -51,6 +51,7 @@ def begin_probation(session: Session, *, action: Action, targets: tuple[Target, 
         probation = active_probation(session, target.node)
         if probation is not None and probation.status != PROBATION:
             continue
+        verb = "restarts" if probation is not None else "starts"
         if probation is None:
             probation = NodeProbation(hostname=target.node, incident_id=action.incident_id, status=PROBATION,
                                       checks=[], reason="")
@@ -62,8 +63,8 @@ def begin_probation(session: Session, *, action: Action, targets: tuple[Target, 
         probation.due_at = now + timedelta(seconds=config.probation_s)
         session.flush()
         record(session, probation, kind="probation.started", now=now,
-                message=f"{target.node} on probation after {action.runbook} (action {action.id}): it returns to "
-                        f"service once {config.probation_s / 60:.0f} min of telemetry show its GPUs healthy")
+                message=f"{target.node}'s probation {verb} after {action.runbook} (action {action.id}): it returns "
+                        f"to service once {config.probation_s / 60:.0f} min of telemetry show its GPUs healthy")
         started.append(probation)
     return started
 

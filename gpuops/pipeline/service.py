@@ -1,7 +1,8 @@
 """The use cases the service runs, each with an injected clock and dispatcher: a detection cycle, an incident
 that opened or changed, an agent step, a decision from any channel, the execution of an action the sweep
-took over, its re-verification, and the sweep. The Celery tasks, the embedded daemon, `gpuops approve`, the
-dashboard, Slack and `gpuops eval` all call these; they differ only by clock and dispatcher."""
+took over, its re-verification, a node's return to service after its probation, and the sweep. The Celery
+tasks, the embedded daemon, `gpuops approve`, the dashboard, Slack and `gpuops eval` all call these; they
+differ only by clock and dispatcher."""
 
 from __future__ import annotations
 
@@ -199,7 +200,7 @@ class Pipeline:
             with self.container.uow() as uow:
                 probation_id = probation_of_action(uow.session, action_id)
             if probation_id is not None:  # a node's return or ticket: its probation moves on, not an agent thread
-                self.dispatcher.dispatch(Step.RETURN, {"probation_id": probation_id})
+                self.dispatcher.dispatch(Step.RETURN_NODE, {"probation_id": probation_id})
             else:
                 self.dispatcher.dispatch(Step.AGENT_STEP, {"incident_id": recorded.incident_id, "decision": {
                     "action_id": action_id, "decision": decision, "by": approver.identity}})
@@ -281,8 +282,9 @@ class Pipeline:
     def sweep(self) -> SweepOutcome:
         """What time alone moves on: incidents whose soak is over are resumed; approvals that waited too long
         expire (their threads end, escalated); actions whose executor died (claim expired) or whose message
-        was lost (approved, unclaimed for longer than an agent step may run) are executed. A fresh approval is
-        never taken: the incident's own thread executes it."""
+        was lost (approved, unclaimed for longer than an agent step may run) are executed; node probations that
+        are over (or see a new error) are decided. A fresh approval is never taken: the incident's own thread
+        executes it."""
         c, s = self.container, self.container.settings
         now = self.now()
         with c.uow() as uow:
@@ -304,7 +306,7 @@ class Pipeline:
         for action_id in taken:
             self.dispatcher.dispatch(Step.EXECUTE, {"action_id": action_id})
         for probation_id in probations:
-            self.dispatcher.dispatch(Step.RETURN, {"probation_id": probation_id})
+            self.dispatcher.dispatch(Step.RETURN_NODE, {"probation_id": probation_id})
         self._after_expiry(expired)
         return SweepOutcome(resumed, expired, taken, probations)
 

@@ -17,7 +17,7 @@ class Step(StrEnum):
     EXECUTE = "gpuops.execute_action"
     VERIFY = "gpuops.verify_action"
     SWEEP = "gpuops.sweep"
-    RETURN = "gpuops.return_node"
+    RETURN_NODE = "gpuops.return_node"
 
 
 CYCLES_QUEUE = "gpuops.cycles"
@@ -26,7 +26,7 @@ ACTIONS_QUEUE = "gpuops.actions"
 QUEUES = (CYCLES_QUEUE, INCIDENTS_QUEUE, ACTIONS_QUEUE)
 QUEUE_OF = {Step.DETECT: CYCLES_QUEUE, Step.INCIDENT_CHANGED: INCIDENTS_QUEUE, Step.AGENT_STEP: INCIDENTS_QUEUE,
             Step.SWEEP: INCIDENTS_QUEUE, Step.EXECUTE: ACTIONS_QUEUE, Step.VERIFY: ACTIONS_QUEUE,
-            Step.RETURN: ACTIONS_QUEUE}
+            Step.RETURN_NODE: ACTIONS_QUEUE}
 
 
 class Payload(BaseModel):
@@ -77,4 +77,4 @@ class NoPayload(Payload):
 PAYLOADS: dict[Step, type[Payload]] = {Step.DETECT: CyclePayload, Step.INCIDENT_CHANGED: IncidentPayload,
                                        Step.AGENT_STEP: AgentPayload, Step.EXECUTE: ActionPayload,
                                        Step.VERIFY: ActionPayload, Step.SWEEP: NoPayload,
-                                       Step.RETURN: ProbationPayload}
+                                       Step.RETURN_NODE: ProbationPayload}

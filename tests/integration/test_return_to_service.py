@@ -252,7 +252,7 @@ def test_without_auto_approval_the_return_waits_for_a_human(db_url: str, tmp_pat
 
     world.pipeline.decide(action_id=uncordon.id, approver=Approver(ALICE, "cli", True), decision="approve",
                           plan_hash=uncordon.plan_hash, reason="looks healthy")
-    assert [s for s, _ in world.dispatcher.queued()] == [Step.RETURN]
+    assert [s for s, _ in world.dispatcher.queued()] == [Step.RETURN_NODE]
     world.dispatcher.drain()
     assert not world.cluster.nodes[NODE].unschedulable and _leases(world, NODE) == []
     (returned,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
