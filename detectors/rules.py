@@ -12,7 +12,7 @@ import numpy as np
 from detectors import metrics as m
 from detectors.findings import Finding, FindingKind, Severity
 from detectors.frame import FloatArray
-from detectors.stream import CycleView, OnsetTracker, gpu_finding_fields, grow
+from detectors.stream import BoolArray, CycleView, OnsetTracker, gpu_finding_fields, grow
 from detectors.xid import lookup
 
 
@@ -178,9 +178,32 @@ class GpuLostRule:
             gap = ts - self._last_seen  # NaN for slots never seen: never lost
             on = gap >= self.grace_s
             off = gap < self.grace_s
-            for slot in self._lost.step(all_slots, on, off):
-                out.append(self._finding(view, int(slot), ts, bool(in_frame[slot])))
+            lost_now = [int(slot) for slot in self._lost.step(all_slots, on, off)]
+            out += self._findings(view, lost_now, on, ts, in_frame)
         return out
+
+    def _findings(self, view: CycleView, lost_now: list[int], on: BoolArray, ts: float,
+                  in_frame: BoolArray) -> list[Finding]:
+        """One critical finding per GPU that fell silent; but when every GPU of a node falls silent at once,
+        the node's exporter went quiet (a scrape gap, an exporter restart, a reboot), which says nothing about
+        the GPUs: one node-level suspicion, which a NotReady node or a lasting silence has to confirm."""
+        by_host: dict[str, list[int]] = {}
+        for slot in lost_now:
+            by_host.setdefault(view.index.keys[slot][0], []).append(slot)
+        out: list[Finding] = []
+        for host, slots in by_host.items():
+            known = [s for s, (h, _) in enumerate(view.index.keys) if h == host]
+            if len(known) > 1 and all(on[s] for s in known):
+                out.append(self._node_silent(host, ts, len(known), float(np.nanmax(self._last_seen[known]))))
+            else:
+                out += [self._finding(view, slot, ts, bool(in_frame[slot])) for slot in slots]
+        return out
+
+    def _node_silent(self, host: str, ts: float, gpus: int, last: float) -> Finding:
+        return Finding(ts=ts, hostname=host, gpu=None, uuid=None, kind=FindingKind.GPU_LOST, severity=Severity.WARNING,
+                       score=0.3, detector=self.name,
+                       evidence={"all_gpus": gpus, "last_seen": last, "silent_s": ts - last, "corroborated": False,
+                                 "signals": []})
 
     def _finding(self, view: CycleView, slot: int, ts: float, in_frame: bool) -> Finding:
         hostname, gpu = view.index.keys[slot]
@@ -193,15 +216,22 @@ class GpuLostRule:
 
 @dataclass
 class NodeNotReadyRule:
-    """kube-state-metrics says a node is not Ready (the Ready=true condition reads 0)."""
+    """kube-state-metrics says a node is not Ready (the Ready=true condition reads 0).
+
+    A node that was already cordoned when it went NotReady was taken out of service first: a driver upgrade,
+    a planned reboot, someone's maintenance. That is reported as a suspicion no second signal confirms (a
+    warning with `cordoned_before: true`), so it pages nobody; gpuops' own cordons are told apart later, by
+    the incident service, which knows its own actions."""
 
     name: str = "rules.node_not_ready"
     _ready: dict[str, bool] = field(default_factory=dict)
+    _cordoned: dict[str, bool] = field(default_factory=dict)
 
     def update(self, view: CycleView) -> list[Finding]:
         arr = view.node_metric(m.NODE_READY)
         if arr is None:
             return []
+        cordon = view.node_metric(m.NODE_UNSCHEDULABLE)
         out: list[Finding] = []
         nodes = view.frame.nodes
         for j, ts in view.columns():
@@ -211,11 +241,19 @@ class NodeNotReadyRule:
                     continue
                 ready = bool(v >= 0.5)
                 if not ready and self._ready.get(node, True):
-                    out.append(Finding(ts=ts, hostname=node, gpu=None, uuid=None, kind=FindingKind.NODE_NOT_READY,
-                                       severity=Severity.CRITICAL, score=1.0, detector=self.name,
-                                       evidence={"metric": m.NODE_READY, "value": float(v)}))
+                    out.append(self._finding(node, ts, float(v), self._cordoned.get(node, False)))
                 self._ready[node] = ready
+                if ready and cordon is not None and np.isfinite(cordon[i, j]):
+                    self._cordoned[node] = bool(cordon[i, j] >= 0.5)
         return out
+
+    def _finding(self, node: str, ts: float, value: float, cordoned: bool) -> Finding:
+        evidence: dict[str, object] = {"metric": m.NODE_READY, "value": value, "cordoned_before": cordoned}
+        if cordoned:
+            evidence |= {"corroborated": False, "signals": []}
+        return Finding(ts=ts, hostname=node, gpu=None, uuid=None, kind=FindingKind.NODE_NOT_READY,
+                       severity=Severity.WARNING if cordoned else Severity.CRITICAL, score=0.5 if cordoned else 1.0,
+                       detector=self.name, evidence=evidence)
 
 
 @dataclass(frozen=True)

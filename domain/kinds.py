@@ -45,10 +45,12 @@ _ORDER = (Severity.INFO, Severity.WARNING, Severity.CRITICAL)
 HARD_KINDS = frozenset({FindingKind.GPU_LOST, FindingKind.ECC, FindingKind.ROW_REMAP, FindingKind.NODE_NOT_READY})
 
 
-def is_hard(kind: str, severity: str) -> bool:
+def is_hard(kind: str, severity: str, evidence: object = None) -> bool:
     """Whether a finding states a fact (a hard kind, or anything critical such as XID 79) rather than a
-    suspicion that needs persistence and a second signal before anyone acts on it."""
-    return kind in HARD_KINDS or severity == Severity.CRITICAL
+    suspicion that needs persistence and a second signal before anyone acts on it. A finding whose detector
+    says no second signal confirms it (a node that went NotReady after someone cordoned it, a whole node's
+    exporter falling silent) is a suspicion whatever its kind."""
+    return (kind in HARD_KINDS or severity == Severity.CRITICAL) and is_corroborated(evidence)
 
 
 def is_corroborated(evidence: object) -> bool:

@@ -83,7 +83,7 @@ def dedup_key(hostname: str, gpu: int | None, family: str) -> str:
 
 
 def _is_hard(f: Finding) -> bool:
-    return is_hard(f.kind, f.severity)
+    return is_hard(f.kind, f.severity, f.evidence)
 
 
 def _silenced(session: Session, f: Finding, now: datetime) -> Silence | None:

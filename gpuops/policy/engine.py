@@ -101,7 +101,7 @@ def _family_elsewhere(session: Session, incident: Incident, since: datetime) -> 
                            .where(FindingRecord.kind == incident.family, FindingRecord.ts >= since,
                                   FindingRecord.hostname != incident.hostname))
     def counts(severity: str, evidence: object, status: str | None) -> bool:
-        if is_hard(incident.family, severity):
+        if is_hard(incident.family, severity, evidence):
             return True
         return (not hard_here and status is not None and status != IncidentStatus.SUPPRESSED
                 and is_corroborated(evidence))

@@ -117,6 +117,29 @@ def test_node_not_ready_and_temperature_limits() -> None:
     ]
 
 
+def test_a_whole_nodes_exporter_falling_silent_is_one_suspicion_not_eight_lost_gpus() -> None:
+    ts, met, gpus, nodes, nm = det_synth.healthy()
+    for arr in met.values():
+        arr[8:16, 100:104] = np.nan  # gpu-node-002: a scrape gap of four samples, every GPU at once
+        arr[17, 150:] = np.nan       # gpu-node-003 GPU 1 falls off the bus
+    found = run_rules(det_synth.frame(ts, met, gpus, nodes, nm))
+    assert [(f.hostname, f.gpu, f.severity) for f in found] == [
+        ("gpu-node-002", None, "warning"), ("gpu-node-003", 1, "critical")]
+    assert found[0].evidence["all_gpus"] == 8 and found[0].evidence["corroborated"] is False
+
+
+def test_a_node_cordoned_before_it_went_not_ready_is_someones_maintenance() -> None:
+    ts, met, gpus, nodes, nm = det_synth.healthy()
+    nm[m.NODE_UNSCHEDULABLE] = np.zeros_like(nm[m.NODE_READY])
+    nm[m.NODE_UNSCHEDULABLE][1, 40:] = 1  # gpu-node-002 cordoned (a driver upgrade), then rebooted
+    nm[m.NODE_READY][1, 50:60] = 0
+    nm[m.NODE_READY][3, 70:80] = 0        # gpu-node-004 falls over while in service
+    found = run_rules(det_synth.frame(ts, met, gpus, nodes, nm))
+    assert [(f.hostname, f.severity, f.evidence["cordoned_before"]) for f in found] == [
+        ("gpu-node-002", "warning", True), ("gpu-node-004", "critical", False)]
+    assert found[0].evidence["corroborated"] is False
+
+
 def test_missing_series_degrade_without_error() -> None:
     ts, met, gpus, _, _ = det_synth.healthy()
     assert run_rules(det_synth.frame(ts, {m.GPU_TEMP: met[m.GPU_TEMP]}, gpus)) == []
