@@ -175,7 +175,8 @@ def evaluate(session: Session, *, incident: Incident, action: Action, spec: Acti
             deny.append(f"budget: {budget.healthy_gpus_after} healthy GPUs would remain, "
                         f"minimum {budget.min_healthy_gpus}")
 
-    if spec.target_nodes and incident.scope != "fleet" and config.common_cause_window_s > 0:
+    # Only taking nodes out waits on a common cause; returning one (gpuops' own uncordon) never does.
+    if spec.disruptive and spec.target_nodes and incident.scope != "fleet" and config.common_cause_window_s > 0:
         elsewhere = _family_elsewhere(session, incident, now - timedelta(seconds=config.common_cause_window_s))
         if elsewhere:
             escalate.append(f"common cause suspected: {incident.family} also on {', '.join(elsewhere[:5])} within "
