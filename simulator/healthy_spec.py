@@ -153,8 +153,13 @@ __all__ = [
 ]
 
 
-def check_fleet_room(healthy: Healthy, nodes: int, training_nodes: int) -> None:
-    """Nodes that join later are the fleet's last ones: refuse a scenario whose first training jobs need them."""
+def check_fleet_room(healthy: Healthy, nodes: int, training_nodes: int, duration: float) -> None:
+    """Nodes that join later are the fleet's last ones: refuse a scenario whose first training jobs need them,
+    or whose nodes would join after its end."""
+    late = [added.at for added in healthy.operations.nodes_added if added.at >= duration]
+    if late:
+        raise ValueError(f"healthy.operations.nodes_added: a node joining at {late[0]:g}s is after the end of the "
+                         f"scenario ({duration:g}s)")
     joining = sum(added.count for added in healthy.operations.nodes_added)
     if joining and joining + training_nodes > nodes:
         raise ValueError(

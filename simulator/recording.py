@@ -75,8 +75,11 @@ class FrameRecorder:
         self._times.append(twin.t)
         for name, values in _sample(twin).items():
             self._columns.setdefault(name, []).append(values)
-        self._ready.append(np.array([1.0 if twin.kube.node_ready(n) else 0.0 for n in twin.nodes]))
-        self._unschedulable.append(np.array([0.0 if twin.kube.node_schedulable(n) else 1.0 for n in twin.nodes]))
+        joining = twin.healthy.joining  # not in the cluster yet: kube-state-metrics has no series for them
+        self._ready.append(np.array([np.nan if n in joining else 1.0 if twin.kube.node_ready(n) else 0.0
+                                     for n in twin.nodes]))
+        self._unschedulable.append(np.array([np.nan if n in joining else 0.0 if twin.kube.node_schedulable(n)
+                                             else 1.0 for n in twin.nodes]))
 
     def frame(self) -> FleetFrame:
         """The samples recorded since the last frame, as a FleetFrame (ValueError when there are none)."""

@@ -290,7 +290,7 @@ class Scenario(_Strict):
                 if self.workloads is not None
                 else int(self.fleet.nodes * 0.6) if self.fleet.nodes >= 4 else 0
             )
-            check_fleet_room(self.healthy, self.fleet.nodes, training)
+            check_fleet_room(self.healthy, self.fleet.nodes, training, self.duration)
         return self
 
 

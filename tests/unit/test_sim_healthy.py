@@ -13,6 +13,7 @@ from simulator.hardware import DRIVER_VERSION
 from simulator.kube.objects import WORKLOAD_LABEL
 from simulator.lifecycle import BATCH_NAMESPACE
 from simulator.operations import DRIVER_LABEL
+from simulator.recording import FrameRecorder
 from simulator.scenario import ScenarioError, scenario_from_dict
 from simulator.scenario_files import load_scenario
 from simulator.twin import Twin
@@ -314,7 +315,8 @@ def test_without_the_healthy_block_the_telemetry_is_unchanged() -> None:
     [
         ({"training": {"checkpoint_stal": ["1m", "2m"]}}, "healthy.training.checkpoint_stal"),
         ({"environment": {"cooling_rise_c": [8, 3]}}, "healthy.environment.cooling_rise_c"),
-        ({"operations": {"nodes_added": [{"at": "1h", "count": 3}]}}, "nodes_added"),
+        ({"operations": {"nodes_added": [{"at": "30m", "count": 3}]}}, "3 nodes join later"),
+        ({"operations": {"nodes_added": [{"at": "2h", "count": 1}]}}, "after the end"),
         ({"operations": {"driver_upgrade": {"at": "1h", "version": "latest"}}}, "driver_upgrade.version"),
         ({"weather": {}}, "healthy.weather"),
     ],
@@ -363,3 +365,12 @@ def test_an_evicted_notebook_comes_back_as_its_statefulset_would() -> None:
     assert twin.kube.get_object("pods", "notebooks", pod)["metadata"]["creationTimestamp"] != created
     phases = {p["metadata"]["name"]: p["status"]["phase"] for p in twin.kube.list_pods(namespace="notebooks")}
     assert phases == {"nb-0-0": "Running", "nb-1-0": "Running"}
+
+
+def test_the_frame_recorder_shows_a_node_that_has_not_joined_as_absent() -> None:
+    twin = scenario([{"type": "inference", "name": "api", "replicas": 2}],
+                    {"operations": {"nodes_added": [{"at": "30m", "count": 1}]}}, duration="1h")
+    recorder = FrameRecorder(twin)
+    recorder.step()
+    ready = next(iter(recorder.frame().node_metrics.values()))
+    assert ready[0, -1] == 1.0 and np.isnan(ready[1, -1])
