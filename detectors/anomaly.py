@@ -2,6 +2,8 @@
 
 - `RobustBaseline`: per series, a Huber-clipped exponentially weighted mean and mean absolute deviation
   (a robust baseline that one outlier cannot drag), with an optional daily profile for seasonal series;
+  `LoadConditionedClock`: the SM clock's baseline, judged only while the clock is not explained by its load
+  (power capping, an idle GPU); the framebuffer's baseline judges only GPUs whose memory is normally stable;
 - `CounterCusum`: one-sided CUSUM on the rate of error counters (SBE ECC, NVLink CRC, PCIe replays),
   standardised against the counter's own quiet-time rate;
 - `MultivariateModel`: an IsolationForest per GPU model class on standardised metric vectors, refitted
@@ -14,6 +16,7 @@ Each keeps per-slot state between cycles and costs only the new samples.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -21,7 +24,7 @@ from detectors import metrics as m
 from detectors.findings import Finding, FindingKind, Severity
 from detectors.frame import FloatArray
 from detectors.rules import Stage
-from detectors.stream import CycleView, IntArray, OnsetTracker, gpu_finding_fields, grow
+from detectors.stream import BoolArray, CycleView, IntArray, OnsetTracker, gpu_finding_fields, grow
 
 
 @dataclass
@@ -63,7 +66,10 @@ class RobustBaseline:
     z = |x - mean| / (1.25 * mean absolute deviation), with a floor on the deviation (`min_dev`, in the
     metric's units) so a perfectly flat series does not alarm on noise. With `season_s`, the baseline runs
     on the residual from the mean of the sample's phase bin (e.g. its hour of day), scored once that bin
-    has three samples: the daily shape is learnt instead of widening the deviation.
+    has three samples: the daily shape is learnt instead of widening the deviation. `direction` keeps only
+    deviations one way; with `stable_samples`, a GPU is judged only after that many calm samples in a row (a
+    series that normally moves has no baseline to leave). Samples that `expected` marks (a subclass's
+    reason, e.g. the load explains them) are neither judged nor learnt.
     """
 
     metric: str
@@ -76,8 +82,12 @@ class RobustBaseline:
     warmup: int = 30
     season_s: float | None = None
     season_bins: int = 24
+    direction: Literal["both", "up", "down"] = "both"
+    stable_samples: int = 0
     name: str = ""
     _ewm: _Ewm = field(default_factory=lambda: _Ewm(0.02, 3.0))
+    _calm: FloatArray = field(default_factory=lambda: np.zeros(0))
+    _calm_at_start: FloatArray = field(default_factory=lambda: np.zeros(0))
     _season: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
     _season_n: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
     _run: FloatArray = field(default_factory=lambda: np.zeros(0))
@@ -95,6 +105,8 @@ class RobustBaseline:
             return []
         self._ewm.ensure(view.n_slots)
         self._run = grow(self._run, view.n_slots, 0.0)
+        self._calm = grow(getattr(self, "_calm", np.zeros(0)), view.n_slots, 0.0)  # older states lack it
+        self._calm_at_start = grow(getattr(self, "_calm_at_start", np.zeros(0)), view.n_slots, 0.0)
         if self.season_s is not None:
             self._season = grow(self._season, view.n_slots, 0.0)
             self._season_n = grow(self._season_n, view.n_slots, 0.0)
@@ -111,12 +123,19 @@ class RobustBaseline:
             base = self._ewm.mean[slots]
             dev = np.maximum(1.25 * self._ewm.dev[slots], self.min_dev)
             with np.errstate(invalid="ignore"):
-                z = np.abs(x - base) / dev
-            ready = (self._ewm.count[slots] >= self.warmup) & np.isfinite(z)
+                signed = (x - base) / dev
+            z = np.abs(signed)
+            expected = self.expected(view, j, ts)
+            ready = (self._ewm.count[slots] >= self.warmup) & np.isfinite(z) & ~expected
             high = ready & (z >= self.z_on)
+            if self.direction != "both":
+                high &= signed > 0 if self.direction == "up" else signed < 0
             run = np.where(high, self._run[slots] + 1, 0.0)
             self._run[slots] = run
-            on = run >= self.persist
+            calm = self._calm[slots]
+            self._calm_at_start[slots] = np.where(high & (run == 1), calm, self._calm_at_start[slots])
+            self._calm[slots] = np.where(ready & (z < self.z_off), calm + 1, np.where(ready, 0.0, calm))
+            on = (run >= self.persist) & (self._calm_at_start[slots] >= self.stable_samples)
             off = ~np.isfinite(z) | (z < self.z_off)
             for row in self._state.step(slots, on, off & ~on):
                 out.append(Finding(
@@ -132,8 +151,75 @@ class RobustBaseline:
                 n = self._season_n[s, phase]
                 self._season[s, phase] += (raw[ok] - self._season[s, phase]) / np.minimum(n + 1.0, 10.0)
                 self._season_n[s, phase] = n + 1.0
-            self._ewm.update(slots, x)
+            self._ewm.update(slots, x, freeze=expected)
         return out
+
+    def expected(self, view: CycleView, j: int, ts: float) -> BoolArray:
+        """Rows whose sample `j` the load explains (none here; see `LoadConditionedClock`)."""
+        return np.zeros(view.slots.shape[0], dtype=bool)
+
+
+@dataclass
+class LoadConditionedClock(RobustBaseline):
+    """The SM clock against its baseline, only where the load does not explain it. A GPU at its power limit
+    lowers its clock (power capping, by design), and an idle GPU parks it; neither is an anomaly, and neither
+    is learnt. Capped means: `DCGM_FI_DEV_POWER_VIOLATION` rising, or power within `cap_share` of
+    `DCGM_FI_DEV_POWER_MGMT_LIMIT`, where exported; else power within `cap_share` of the most this GPU has
+    drawn for minutes (a capped GPU holds its power at the cap while the clock gives way; a slowdown from heat
+    or a fault lowers the power with the clock). Without the power series this baseline is off."""
+
+    metric: str = m.SM_CLOCK
+    kind: FindingKind = FindingKind.ANOMALY
+    min_dev: float = 100.0
+    direction: Literal["both", "up", "down"] = "down"
+    cap_share: float = 0.95
+    idle_util: float = 10.0
+    sustained_s: float = 300.0
+    _violation: FloatArray = field(default_factory=lambda: np.zeros(0))
+    _sustained: FloatArray = field(default_factory=lambda: np.zeros(0))
+    _peak: FloatArray = field(default_factory=lambda: np.zeros(0))
+    _last_ts: FloatArray = field(default_factory=lambda: np.zeros(0))
+
+    def update(self, view: CycleView) -> list[Finding]:
+        if view.metric(m.POWER_USAGE) is None:
+            return []
+        n = view.n_slots
+        self._violation, self._last_ts = grow(self._violation, n, np.nan), grow(self._last_ts, n, np.nan)
+        self._sustained, self._peak = grow(self._sustained, n, np.nan), grow(self._peak, n, 0.0)
+        return super().update(view)
+
+    def expected(self, view: CycleView, j: int, ts: float) -> BoolArray:
+        slots = view.slots
+        power_arr = view.metric(m.POWER_USAGE)
+        assert power_arr is not None
+        power = power_arr[:, j]
+        capped = np.zeros(slots.shape[0], dtype=bool)
+        if (violation := view.metric(m.POWER_VIOLATION)) is not None:
+            with np.errstate(invalid="ignore"):
+                capped |= violation[:, j] > self._violation[slots]
+            seen = np.isfinite(violation[:, j])
+            self._violation[slots[seen]] = violation[seen, j]
+        limit = view.metric(m.POWER_MGMT_LIMIT)
+        own_limit = np.isfinite(limit[:, j]) if limit is not None else np.zeros_like(capped)
+        with np.errstate(invalid="ignore"):
+            if limit is not None:
+                capped |= own_limit & (power >= self.cap_share * limit[:, j])
+            capped |= ~own_limit & (self._peak[slots] > 0) & (power >= self.cap_share * self._peak[slots])
+        self._follow_power(slots, ts, power)
+        if (util := view.metric(m.GPU_UTIL)) is not None:
+            with np.errstate(invalid="ignore"):
+                capped |= util[:, j] < self.idle_util
+        return capped
+
+    def _follow_power(self, slots: IntArray, ts: float, power: FloatArray) -> None:
+        """The most power each GPU has drawn, smoothed over `sustained_s` (a spike caps nothing)."""
+        ok = np.isfinite(power)
+        s, p = slots[ok], power[ok]
+        prev = self._sustained[s]
+        w = 1.0 - np.exp(-np.nan_to_num(ts - self._last_ts[s], nan=0.0) / self.sustained_s)
+        smooth = np.where(np.isfinite(prev), prev + w * (p - prev), p)
+        self._sustained[s], self._last_ts[s] = smooth, ts
+        self._peak[s] = np.fmax(self._peak[s], smooth)
 
 
 @dataclass
@@ -211,8 +297,14 @@ def default_anomaly_stages() -> list[Stage]:
 
     floors = {m.GPU_TEMP: 3.0, m.MEMORY_TEMP: 3.0, m.POWER_USAGE: 25.0, m.SM_CLOCK: 100.0,
               m.GPU_UTIL: 25.0, m.FB_USED: 2048.0}
-    stages: list[Stage] = [RobustBaseline(metric, kind, floors[metric])
-                           for metric, kind in m.GAUGE_METRICS.items()]
+    stages: list[Stage] = []
+    for metric, kind in m.GAUGE_METRICS.items():
+        if metric == m.SM_CLOCK:
+            stages.append(LoadConditionedClock(metric, kind, floors[metric]))
+        elif metric == m.FB_USED:  # memory that moves with batches and phases has no baseline to leave
+            stages.append(RobustBaseline(metric, kind, floors[metric], stable_samples=240))
+        else:
+            stages.append(RobustBaseline(metric, kind, floors[metric]))
     stages += [CounterCusum(metric, kind) for metric, kind in m.COUNTER_RATE_METRICS.items()]
     stages += [MultivariateModel(), PeerComparison(), JobSaturation()]
     return stages

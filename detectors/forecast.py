@@ -316,7 +316,7 @@ class FailureForecast:
             return {**physics, "load_driven": True, "reachable_c": round(reach, 1), "power_limit_w": power_limit,
                     "corroborated": False, "signals": []}
         if target.physics == "leak":
-            climbing = state.climb.climbing_s(slot, ts)
+            climbing = state.climb.climbing_s(slot, ts, self.leak_min_s)
             if climbing < self.leak_min_s:
                 return None
             # a climb under a steady load (a candidate is one whose load has not stepped for settle_s), on one
@@ -398,21 +398,27 @@ class MonotoneClimb:
     """Per slot, how long a series has climbed without a drop, on the same pod: the shape of a leak.
 
     A drop is a sample more than `tolerance` (max of `min_drop` and `drop_share` of the peak) below the
-    climb's peak; a drop, a pod change or a GPU without a pod starts the count again. The climb counts only
-    once it has risen by `tolerance` above where it began.
+    climb's peak; a drop, a pod change or a GPU without a pod starts the count again. A climb must also
+    progress: the series is kept once a minute (`sample_s`, `keep` entries), and over the span asked for it
+    must rise by at least `tolerance`, each third by at least a quarter of that rise. A flat series with noise
+    never climbs, and a step up followed by a plateau is an allocation, not a leak.
     """
 
     min_drop: float = 256.0
     drop_share: float = 0.005
+    sample_s: float = 60.0
+    keep: int = 64
     start_ts: FloatArray = field(default_factory=lambda: np.zeros(0))
-    start_value: FloatArray = field(default_factory=lambda: np.zeros(0))
     peak: FloatArray = field(default_factory=lambda: np.zeros(0))
+    kept: FloatArray = field(default_factory=lambda: np.zeros((0, 0, 2)))
+    count: FloatArray = field(default_factory=lambda: np.zeros(0))
     pods: dict[int, str] = field(default_factory=dict)
 
     def ensure(self, n: int) -> None:
         self.start_ts = grow(self.start_ts, n, np.nan)
-        self.start_value = grow(self.start_value, n, np.nan)
         self.peak = grow(self.peak, n, np.nan)
+        self.count = grow(self.count, n, 0.0)
+        self.kept = grow(self.kept if self.kept.size else np.zeros((0, self.keep, 2)), n, np.nan)
 
     def update(self, view: CycleView, ts: float, x: FloatArray) -> None:
         slots = view.slots
@@ -428,16 +434,33 @@ class MonotoneClimb:
             restart = ok & (moved | ~np.isfinite(peak) | (x < peak - tolerance))
         keep = ok & ~restart
         self.start_ts[slots[restart]] = ts
-        self.start_value[slots[restart]] = x[restart]
         self.peak[slots[restart]] = x[restart]
         self.peak[slots[keep]] = np.maximum(peak[keep], x[keep])
+        s, v = slots[ok], x[ok]
+        last = (self.count[s] - 1).astype(np.int64) % self.keep
+        last_ts = np.where(self.count[s] > 0, self.kept[s, last, 0], -np.inf)
+        due = ts - last_ts >= self.sample_s
+        s, v = s[due], v[due]
+        pos = (self.count[s] % self.keep).astype(np.int64)
+        self.kept[s, pos] = np.column_stack([np.full(s.shape[0], ts), v])
+        self.count[s] += 1
 
-    def climbing_s(self, slot: int, ts: float) -> float:
-        """Seconds the current climb has lasted (0 while it has not risen clearly yet)."""
-        rise = self.peak[slot] - self.start_value[slot]
-        if not np.isfinite(rise) or rise < max(self.min_drop, self.drop_share * self.peak[slot]):
+    def climbing_s(self, slot: int, ts: float, span_s: float) -> float:
+        """Seconds the current climb has lasted, or 0 unless it has lasted `span_s` and progressed over it."""
+        start = float(self.start_ts[slot])
+        if not np.isfinite(start) or ts - start < span_s:
             return 0.0
-        return float(ts - self.start_ts[slot])
+        kept = self.kept[slot]
+        kept = kept[np.isfinite(kept).all(axis=1) & (kept[:, 0] >= ts - span_s)]
+        kept = kept[np.argsort(kept[:, 0])]
+        if kept.shape[0] < 4:
+            return 0.0
+        marks = kept[np.linspace(0, kept.shape[0] - 1, 4).round().astype(int), 1]
+        tolerance = max(self.min_drop, self.drop_share * float(self.peak[slot]))
+        rise = marks[-1] - marks[0]
+        if rise < tolerance or np.any(np.diff(marks) < rise / 4):
+            return 0.0
+        return float(ts - start)
 
 
 def _saturating(t: FloatArray, y: FloatArray, ratio: float = 0.5) -> bool:

@@ -2,7 +2,9 @@
 
 GPUs of one distributed job run in lock step. A GPU far less busy than its job's median, or one whose SM
 clock is held far below its busy peers' (throttled: the others wait for it at every collective), is a
-straggler. A GPU much hotter than the other GPUs of its node points at cooling, not at the workload.
+straggler. A Deployment's replicas (`<name>-<replicaset hash>-<5 chars>`) serve independently, each its own
+share of the requests: one less busy than the others is load balancing, not a straggler. A GPU much hotter
+than the other GPUs of its node points at cooling, not at the workload.
 
 **Hung jobs.** A hang is utilisation pinned high with no real work, never idleness: a job that pauses
 (checkpoints, evaluation, a notebook waiting for its user: near-zero utilisation with memory held) is not
@@ -23,6 +25,7 @@ the suffixes Kubernetes and the training operators add). GPUs without a pod have
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,7 +35,9 @@ from detectors import metrics as m
 from detectors.findings import Finding, FindingKind, Severity
 from detectors.frame import FloatArray, GpuLabels
 from detectors.stream import CycleView, IntArray, OnsetTracker, finite_or_none, gpu_finding_fields, grow
-from domain.jobs import job_of
+from domain.jobs import SAFE_CHARS, job_of
+
+_REPLICA = re.compile(rf"-{SAFE_CHARS}{{6,10}}-{SAFE_CHARS}{{5}}$")  # a Deployment's replica pod
 
 
 def group_ids(keys: list[str | None]) -> tuple[IntArray, list[str]]:
@@ -69,6 +74,7 @@ class _Groups:
     job_names: list[str]
     node: IntArray
     node_names: list[str]
+    replica: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
 
 @dataclass
@@ -113,7 +119,8 @@ class PeerComparison:
             jobs = [job_of(p, ns) for p, ns in zip(labels.pod, labels.namespace, strict=True)]
             job, job_names = group_ids(jobs)
             node, node_names = group_ids(list(labels.hostname))
-            self._groups = _Groups(labels, job, job_names, node, node_names)
+            replica = np.fromiter((bool(_REPLICA.search(p)) for p in labels.pod), dtype=bool, count=len(labels))
+            self._groups = _Groups(labels, job, job_names, node, node_names, replica)
         return self._groups
 
     def update(self, view: CycleView) -> list[Finding]:
@@ -162,6 +169,8 @@ class PeerComparison:
         enough = peers >= self.min_peers
         with np.errstate(invalid="ignore"):
             busy_job = enough & (job_med >= self.busy_level)
+            lockstep = ~g.replica if g.replica.shape == act.shape else np.ones_like(act, dtype=bool)
+            busy_job &= lockstep
             low = busy_job & (act < job_med - self.straggler_gap)
             caught_up = ~enough | (act >= job_med - self.straggler_gap / 2)
         extra: dict[int, dict[str, float]] = {}

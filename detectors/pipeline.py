@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from detectors.corroboration import Corroboration
 from detectors.findings import Finding
 from detectors.frame import FleetFrame, GpuLabels
 from detectors.rules import Stage, default_rules
@@ -44,6 +45,7 @@ class DetectionCycle:
         self.last_ts = -math.inf
         self.settling = LoadSettling()
         self.jobs = JobMemory()
+        self.corroboration = Corroboration()
 
     def update(self, frame: FleetFrame) -> list[Finding]:
         _validate(frame)
@@ -59,7 +61,10 @@ class DetectionCycle:
         self.settling = settling
         jobs = getattr(self, "jobs", None)  # likewise for the jobs' memory
         self.jobs = jobs if jobs is not None else JobMemory()
-        findings = with_jobs(settling.filter(view, findings), frame.gpus, self.jobs, self.last_ts)
+        corroboration = getattr(self, "corroboration", None)  # likewise for the corroboration's signals
+        self.corroboration = corroboration if corroboration is not None else Corroboration()
+        findings = self.corroboration.annotate(view, settling.filter(view, findings))
+        findings = with_jobs(findings, frame.gpus, self.jobs, self.last_ts)
         findings.sort(key=lambda f: (f.ts, f.hostname, -1 if f.gpu is None else f.gpu, f.detector, f.kind))
         return findings
 

@@ -1,0 +1,211 @@
+"""Corroboration: does an independent second signal agree with a soft finding?
+
+A soft finding (a baseline, the multivariate model, a thermal or memory forecast, a straggler, a GPU hotter
+than its node) rests on one series' statistics. The incident service opens an incident from one only when it
+persists and something independent agrees, so each soft finding carries `evidence["corroborated"]` and
+`evidence["signals"]`: the names of the independent signals that agree at the finding's time. Hard findings
+(XIDs, ECC, remapped rows, limits, lost GPUs, counter storms, overloads, hung jobs: each decided on its own
+decisive signals) carry nothing and count as corroborated. An uncorroborated soft finding is never
+`critical`.
+
+Signals, each only where its series is exported (absent series: the signal never agrees):
+- `thermal_violation`: `DCGM_FI_DEV_THERMAL_VIOLATION` rose within `violation_window_s` (the GPU throttled
+  for heat); `power_violation` likewise for `DCGM_FI_DEV_POWER_VIOLATION`;
+- `temp_above_node_peers_at_equal_power`: `hot_gap_c` hotter than its node's median GPU while drawing no
+  more than `power_gap` above their median power, for `persist` samples (same inlet air, same load);
+- `thermal_resistance_rising`: temperature climbing at constant power (`detectors.thermal`), once the
+  GPU's load has settled;
+- `sm_clock_below_job_at_equal_load` / `power_below_job_at_equal_load`: at least as busy as its job's median
+  GPU (utilisation, else engine activity, within `load_gap`) but clocked `clock_gap` or drawing `power_gap`
+  below the job's median, for `persist` samples (at equal work a GPU's power scatters by a few percent; a
+  GPU held slow draws visibly less while its peers wait for it).
+A finding's own basis is never its corroboration (a node-thermal finding is not corroborated by being hotter
+than its node; a straggler found by its clock not by its clock).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from detectors import metrics as m
+from detectors.findings import Finding, FindingKind, Severity
+from detectors.frame import FloatArray, GpuLabels
+from detectors.peers import PeerComparison, group_ids, group_median
+from detectors.settling import note_load_steps
+from detectors.stream import BoolArray, CycleView, IntArray, grow
+from detectors.thermal import ThermalResistance
+from domain.jobs import job_of
+
+SOFT_DETECTORS = ("baseline.", "multivariate.", "forecast.", "peers.straggler", "peers.node_thermal")
+SOFT_FORECAST_KINDS = frozenset({FindingKind.THERMAL, FindingKind.MEMORY_LEAK})
+
+THERMAL_VIOLATION = "thermal_violation"
+POWER_VIOLATION = "power_violation"
+HOT_AT_EQUAL_POWER = "temp_above_node_peers_at_equal_power"
+RESISTANCE_RISING = "thermal_resistance_rising"
+CLOCK_BELOW_JOB = "sm_clock_below_job_at_equal_load"
+POWER_BELOW_JOB = "power_below_job_at_equal_load"
+
+# Which independent signals can agree with a finding of each kind.
+CANDIDATES: dict[FindingKind, tuple[str, ...]] = {
+    FindingKind.THERMAL: (THERMAL_VIOLATION, HOT_AT_EQUAL_POWER, RESISTANCE_RISING),
+    FindingKind.STRAGGLER: (CLOCK_BELOW_JOB, POWER_BELOW_JOB, THERMAL_VIOLATION, POWER_VIOLATION),
+    FindingKind.POWER: (THERMAL_VIOLATION, CLOCK_BELOW_JOB),
+    FindingKind.ANOMALY: (THERMAL_VIOLATION, HOT_AT_EQUAL_POWER, CLOCK_BELOW_JOB, POWER_BELOW_JOB),
+}
+
+
+def is_soft(finding: Finding) -> bool:
+    if not finding.detector.startswith(SOFT_DETECTORS):
+        return False
+    return not finding.detector.startswith("forecast.") or finding.kind in SOFT_FORECAST_KINDS
+
+
+def own_basis(finding: Finding) -> set[str]:
+    """The signals a finding was made from, which cannot corroborate it."""
+    if finding.detector.startswith("peers.node_thermal"):
+        return {HOT_AT_EQUAL_POWER}
+    if finding.kind == FindingKind.STRAGGLER and "sm_clock_mhz" in finding.evidence:
+        return {CLOCK_BELOW_JOB}
+    metric = finding.evidence.get("metric")
+    if metric == m.SM_CLOCK:
+        return {CLOCK_BELOW_JOB}
+    if metric == m.POWER_USAGE:
+        return {POWER_BELOW_JOB}
+    return set()
+
+
+@dataclass
+class Corroboration:
+    """Follows the signals sample by sample and annotates a cycle's soft findings (module docstring)."""
+
+    violation_window_s: float = 300.0
+    hot_gap_c: float = 5.0
+    load_gap: float = 0.1
+    clock_gap: float = 0.075
+    power_gap: float = 0.1
+    persist: int = 4
+    min_peers: int = 3
+    runaway_per_h: float = 2.0
+    runaway_t: float = 6.0
+    settle_s: float = 1200.0
+    thermal: ThermalResistance = field(default_factory=ThermalResistance)
+    _last: dict[str, FloatArray] = field(default_factory=dict)
+    _rose_at: dict[str, FloatArray] = field(default_factory=dict)
+    _runs: dict[str, FloatArray] = field(default_factory=dict)
+    _load_ref: FloatArray = field(default_factory=lambda: np.zeros(0))
+    _load_changed: FloatArray = field(default_factory=lambda: np.zeros(0))
+    _groups: tuple[GpuLabels, IntArray, int, IntArray, int] | None = None
+
+    def annotate(self, view: CycleView, findings: list[Finding]) -> list[Finding]:
+        """Follow the cycle's new samples; return the findings with their corroboration added."""
+        n = view.n_slots
+        self.thermal.ensure(n)
+        self._load_ref, self._load_changed = grow(self._load_ref, n, np.nan), grow(self._load_changed, n, -np.inf)
+        labels = view.frame.gpus
+        row_of = {(h, g): r for r, (h, g) in enumerate(zip(labels.hostname, labels.gpu, strict=True))}
+        need: dict[float, list[int]] = {}  # the thermal-resistance test is costly: only where a finding asks
+        for f in findings:
+            row = row_of.get((f.hostname, f.gpu)) if f.gpu is not None else None
+            if row is not None and is_soft(f) and RESISTANCE_RISING in CANDIDATES.get(f.kind, ()):
+                need.setdefault(f.ts, []).append(row)
+        signals_at: dict[float, dict[str, BoolArray]] = {}
+        for j, ts in view.columns():
+            signals_at[ts] = self._signals(view, j, ts, need.get(ts, []))
+        if not findings:
+            return findings
+        out = []
+        for f in findings:
+            row = row_of.get((f.hostname, f.gpu)) if f.gpu is not None else None
+            signals = signals_at.get(f.ts)
+            if not is_soft(f) or row is None or signals is None:
+                out.append(f)
+                continue
+            agree = [name for name in CANDIDATES.get(f.kind, ())
+                     if name not in own_basis(f) and name in signals and bool(signals[name][row])]
+            out.append(corroborate(f, agree))
+        return out
+
+    def _signals(self, view: CycleView, j: int, ts: float, thermal_rows: list[int]) -> dict[str, BoolArray]:
+        slots = view.slots
+        out: dict[str, BoolArray] = {}
+        for name, metric in ((THERMAL_VIOLATION, m.THERMAL_VIOLATION), (POWER_VIOLATION, m.POWER_VIOLATION)):
+            if (arr := view.metric(metric)) is not None:
+                out[name] = self._counter_rose(name, slots, ts, arr[:, j], view.n_slots)
+        temp, power = _column(view, m.GPU_TEMP, j), _column(view, m.POWER_USAGE, j)
+        if temp is not None and power is not None:
+            note_load_steps(self._load_ref, self._load_changed, slots, ts, power, relative=0.25, absolute=12.5)
+            settled = ts - self._load_changed[slots] >= self.settle_s
+            self.thermal.update(slots, ts, temp, power)
+            rising = np.zeros(slots.shape[0], dtype=bool)
+            for r in thermal_rows:
+                s = int(slots[r])
+                rising[r] = bool(settled[r]) and self.thermal.rising(
+                    s, self.runaway_per_h, self.runaway_t, float(self._load_changed[s]) + self.settle_s)
+            out[RESISTANCE_RISING] = rising
+        _, job, n_jobs, node, n_nodes = self._grouping(view.frame.gpus)
+        if temp is not None and power is not None and n_nodes:
+            node_temp, count = group_median(temp, node, n_nodes)
+            node_power, _ = group_median(power, node, n_nodes)
+            with np.errstate(invalid="ignore"):
+                hot = ((count[node] >= self.min_peers) & (temp - node_temp[node] >= self.hot_gap_c)
+                       & (power <= node_power[node] * (1 + self.power_gap)))
+            out[HOT_AT_EQUAL_POWER] = self._held(HOT_AT_EQUAL_POWER, slots, hot, view.n_slots)
+        util = _column(view, m.GPU_UTIL, j)
+        activity = PeerComparison._activity(view)
+        load = util / 100.0 if util is not None else None if activity is None else activity[:, j]
+        if load is not None and n_jobs:
+            load_med, count = group_median(load, job, n_jobs)
+            in_job = (job >= 0) & (count[np.maximum(job, 0)] >= self.min_peers)
+            with np.errstate(invalid="ignore"):
+                equal_load = in_job & (load >= load_med[np.maximum(job, 0)] - self.load_gap)
+            for name, metric, gap in ((CLOCK_BELOW_JOB, m.SM_CLOCK, self.clock_gap),
+                                      (POWER_BELOW_JOB, m.POWER_USAGE, self.power_gap)):
+                if (values := _column(view, metric, j)) is None:
+                    continue
+                med, _ = group_median(values, job, n_jobs)
+                with np.errstate(invalid="ignore"):
+                    low = equal_load & (values < med[np.maximum(job, 0)] * (1 - gap))
+                out[name] = self._held(name, slots, low, view.n_slots)
+        return out
+
+    def _counter_rose(self, name: str, slots: IntArray, ts: float, value: FloatArray, n: int) -> BoolArray:
+        last = self._last[name] = grow(self._last.get(name, np.zeros(0)), n, np.nan)
+        rose_at = self._rose_at[name] = grow(self._rose_at.get(name, np.zeros(0)), n, -np.inf)
+        with np.errstate(invalid="ignore"):
+            rose = value > last[slots]
+        rose_at[slots[rose]] = ts
+        seen = np.isfinite(value)
+        last[slots[seen]] = value[seen]
+        return np.asarray(ts - rose_at[slots] <= self.violation_window_s)
+
+    def _held(self, name: str, slots: IntArray, on: BoolArray, n: int) -> BoolArray:
+        run = self._runs[name] = grow(self._runs.get(name, np.zeros(0)), n, 0.0)
+        run[slots] = np.where(on, run[slots] + 1, 0.0)
+        return np.asarray(run[slots] >= self.persist)
+
+    def _grouping(self, labels: GpuLabels) -> tuple[GpuLabels, IntArray, int, IntArray, int]:
+        if self._groups is None or self._groups[0] != labels:
+            job, job_names = group_ids([job_of(p, ns) for p, ns in zip(labels.pod, labels.namespace, strict=True)])
+            node, node_names = group_ids(list(labels.hostname))
+            self._groups = (labels, job, len(job_names), node, len(node_names))
+        return self._groups
+
+
+def corroborate(finding: Finding, agree: list[str]) -> Finding:
+    """The finding with its agreeing signals (added to any it brought) and never critical without one."""
+    brought = list(finding.evidence.get("signals", []))
+    signals = [*brought, *(s for s in agree if s not in brought)]
+    evidence: dict[str, Any] = {**finding.evidence, "corroborated": bool(signals), "signals": signals}
+    severity = finding.severity
+    if not signals and severity == Severity.CRITICAL:
+        severity = Severity.WARNING
+    return replace(finding, evidence=evidence, severity=severity)
+
+
+def _column(view: CycleView, metric: str, j: int) -> FloatArray | None:
+    arr = view.metric(metric)
+    return None if arr is None else arr[:, j]
