@@ -57,7 +57,8 @@ def backtest_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[st
                             extra_args=[f"--query.lookback-delta={int(step)}s"]) as prom:
         out = work / "findings.jsonl"
         run = subprocess.run([GPUOPS, "backtest", "--prometheus-url", prom.url, "--start", _iso(start + step),
-                              "--end", _iso(start + 50 * 60), "--step", "15s", "--out", str(out), "--incidents-out", str(work / "incidents.jsonl"), "--json"],
+                              "--end", _iso(start + 50 * 60), "--step", "15s", "--out", str(out),
+                              "--incidents-out", str(work / "incidents.jsonl"), "--json"],
                              env=gpuops_env(), capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr
     findings = [json.loads(line) for line in out.read_text().splitlines()]
