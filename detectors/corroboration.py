@@ -139,7 +139,12 @@ class Corroboration:
         if temp is not None and power is not None:
             note_load_steps(self._load_ref, self._load_changed, slots, ts, power, relative=0.25, absolute=12.5)
             settled = ts - self._load_changed[slots] >= self.settle_s
-            self.thermal.update(slots, ts, temp, power)
+            _, _, _, node, n_nodes = self._grouping(view.frame.gpus)
+            medians = []
+            for values in (temp, power):
+                med, count = group_median(values, node, n_nodes)
+                medians.append(np.where(count[node] >= self.min_peers, med[node], np.nan) if n_nodes else None)
+            self.thermal.update(slots, ts, temp, power, node_temp=medians[0], node_power=medians[1])
             rising = np.zeros(slots.shape[0], dtype=bool)
             for r in thermal_rows:
                 s = int(slots[r])
@@ -164,8 +169,9 @@ class Corroboration:
                 equal_load = in_job & (load >= load_med[np.maximum(job, 0)] - self.load_gap)
             for name, metric, gap in ((CLOCK_BELOW_JOB, m.SM_CLOCK, self.clock_gap),
                                       (POWER_BELOW_JOB, m.POWER_USAGE, self.power_gap)):
-                if (values := _column(view, metric, j)) is None:
+                if (column := _column(view, metric, j)) is None:
                     continue
+                values = column
                 med, _ = group_median(values, job, n_jobs)
                 with np.errstate(invalid="ignore"):
                     low = equal_load & (values < med[np.maximum(job, 0)] * (1 - gap))

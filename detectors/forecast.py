@@ -191,15 +191,16 @@ class FailureForecast:
         """Learn each GPU's temperature at its power while its load is settled, and mark the GPUs running
         hotter than that by `runaway_excess_c` beyond their node's GPUs (whose inlet air they share)."""
         slots = view.slots
-        settled = ts - state.load_changed[slots] >= target.settle_s
-        state.thermal.update(slots, ts, temp, power, learn=settled)
-        _raise_ceiling(state.power_ceiling, view.frame.gpus, state.thermal.sustained_power(slots))
-        excess = state.thermal.excess(slots, temp)
         labels = view.frame.gpus
         if state.nodes is None or state.nodes[0] != labels:
             ids, names = group_ids(list(labels.hostname))
             state.nodes = (labels, ids, len(names))
         _, ids, count = state.nodes
+        node_temp, node_power = _node_medians(temp, ids, count), _node_medians(power, ids, count)
+        settled = ts - state.load_changed[slots] >= target.settle_s
+        state.thermal.update(slots, ts, temp, power, learn=settled, node_temp=node_temp, node_power=node_power)
+        _raise_ceiling(state.power_ceiling, view.frame.gpus, state.thermal.sustained_power(slots))
+        excess = state.thermal.excess(slots, temp)
         node_excess, _ = group_median(excess, ids, count)
         with np.errstate(invalid="ignore"):
             hot = excess - np.fmax(node_excess[ids], 0.0) >= self.runaway_excess_c
@@ -303,8 +304,12 @@ class FailureForecast:
             if slope is not None:
                 physics |= {"runaway_slope_c_per_h": round(slope.per_h, 3), "runaway_t": round(slope.t_stat, 2),
                             "runaway_rise_c": round(slope.rise_c, 2)}
+            climbing = False
+            if state.hot[slot] > 0:  # hotter than its physics allows, and still climbing since it became so
+                per_h, t_stat, n = state.thermal.climb_since(slot, float(state.hot_since[slot]))
+                climbing = n >= 4 and per_h >= target.min_slope_per_h and t_stat >= 2.0
             signals = [name for name, agrees in (
-                ("temp_above_own_at_equal_power", state.hot[slot] > 0),
+                ("temp_above_own_at_equal_power", climbing),
                 ("temp_rising_at_constant_power",
                  state.thermal.rising(slot, target.min_slope_per_h, self.min_t, settled))) if agrees]
             if signals:
@@ -316,12 +321,12 @@ class FailureForecast:
             return {**physics, "load_driven": True, "reachable_c": round(reach, 1), "power_limit_w": power_limit,
                     "corroborated": False, "signals": []}
         if target.physics == "leak":
-            climbing = state.climb.climbing_s(slot, ts, self.leak_min_s)
-            if climbing < self.leak_min_s:
+            climbed_s = state.climb.climbing_s(slot, ts, self.leak_min_s)
+            if climbed_s < self.leak_min_s:
                 return None
             # a climb under a steady load (a candidate is one whose load has not stepped for settle_s), on one
             # pod the whole time: the workload is not doing more, yet holds more
-            return {"monotone_climb_s": climbing, "corroborated": True,
+            return {"monotone_climb_s": climbed_s, "corroborated": True,
                     "signals": ["framebuffer_monotone_without_drops", "load_steady"]}
         return {}
 
@@ -369,6 +374,12 @@ class FailureForecast:
                        score=float(max(0.0, min(1.0, 1.0 - result.expected_s / self.horizon_s))),
                        detector=f"{target.name}.{lim.label}", evidence=evidence,
                        predicted_failure_at=ts + result.expected_s, **gpu_finding_fields(view, row))
+
+
+def _node_medians(values: FloatArray, ids: IntArray, count: int, min_gpus: int = 3) -> FloatArray:
+    """Each row's node median, NaN where the node has fewer than `min_gpus` values."""
+    med, n = group_median(values, ids, count)
+    return np.where(n[ids] >= min_gpus, med[ids], np.nan)
 
 
 def _power_limit(view: CycleView, state: _TargetState, row: int, j: int) -> float:

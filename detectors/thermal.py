@@ -1,9 +1,9 @@
 """A GPU's thermal physics as the detectors use it: temperature ≈ inlet + R_th × power.
 
-`ThermalResistance` follows, per GPU slot, how temperature answers power: the power is smoothed over the
-die's thermal time constant (`tau_s`, minutes: the temperature answers the power of the last minutes, not of
-this sample), and the incremental thermal resistance R comes from a long exponentially weighted regression
-of temperature on that power, so a diurnal swing of load is learnt rather than forecast. It keeps a short
+`ThermalResistance` follows, per GPU slot, how temperature answers power: the power is smoothed over a
+minute (`smooth_s`: sample noise and spikes out, still ahead of the die's own time constant), and the
+incremental thermal resistance R comes from a long exponentially weighted regression of temperature on that
+power, so a diurnal swing of load is learnt rather than forecast. It keeps a short
 history of (time, temperature, smoothed power). From these it says
 - whether the thermal resistance is rising (`runaway_slope`): the temperature with the power's share taken
   out, T − R_c × P, climbing. Only that (a failing fan or cold plate, a clogged filter) carries a GPU to its
@@ -12,11 +12,17 @@ history of (time, temperature, smoothed power). From these it says
 - how hot the GPU can get at full power (`reachable`): T + R × (P_limit − P). A GPU whose temperature rises
   with its load but stays under a limit even at its power limit cannot reach it.
 
+The GPUs of a node share their inlet air: the caller may hand each sample's node median temperature and power,
+and the runaway test then runs on the GPU's difference from its node, so a warmer room (a rack's cooling, the
+day's swing) that lifts every GPU of a node is not one GPU's runaway.
+
 Inlet drift also moves T − R_c × P: about a degree over an hour, and dcgm-exporter reports whole degrees. So
 the history is long (`history` samples: an hour at 15 s) and a runaway must have climbed by at least
 `min_rise_c` over it, beyond what drift and the sensor's resolution make, and must still be climbing over its
-later half (a GPU warming up to a new load, or from a cold start, levels off; a runaway does not). The
-caller names when the load last settled: only samples after it count, and they must span `min_span_s`.
+later half (a GPU warming up to a new load, or from a cold start, levels off; a runaway does not). No single
+sample may carry half the rise: a die warms over its time constant, so a jump is a step (or a glitch) that
+then holds, not a climb. The caller names when the load last settled: only samples after it count, and they
+must span `min_span_s`.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ class RunawaySlope:
     resistance_c_per_w: float | None
     recent_per_h: float = 0.0
     recent_t_stat: float = 0.0
+    largest_jump_c: float = 0.0
 
 
 @dataclass
@@ -64,19 +71,21 @@ class ThermalResistance:
     _cov: FloatArray = field(default_factory=lambda: np.zeros(0))
     _count: FloatArray = field(default_factory=lambda: np.zeros(0))
     _seen: FloatArray = field(default_factory=lambda: np.zeros(0))
-    _ring: FloatArray = field(default_factory=lambda: np.zeros((0, 0, 3)))
+    _ring: FloatArray = field(default_factory=lambda: np.zeros((0, 0, 5)))
 
     def ensure(self, n: int) -> None:
         for name, fill in (("_power", np.nan), ("_sustained", np.nan), ("_last_ts", np.nan), ("_mean_p", np.nan),
                            ("_mean_t", np.nan), ("_var_p", 0.0), ("_cov", 0.0), ("_count", 0.0), ("_seen", 0.0)):
             setattr(self, name, grow(getattr(self, name), n, fill))
-        ring = self._ring if self._ring.size else np.zeros((0, self.history, 3))
+        ring = self._ring if self._ring.size else np.zeros((0, self.history, 5))
         self._ring = grow(ring, n, np.nan)
 
     def update(self, slots: IntArray, ts: float, temp: FloatArray, power: FloatArray,
-               learn: npt.NDArray[np.bool_] | None = None) -> None:
+               learn: npt.NDArray[np.bool_] | None = None, node_temp: FloatArray | None = None,
+               node_power: FloatArray | None = None) -> None:
         """One sample of every row (NaN where missing). R is learnt only from the rows in `learn` (default all):
-        a GPU whose load just stepped is still settling, and its lagging temperature would bias R."""
+        a GPU whose load just stepped is still settling, and its lagging temperature would bias R. `node_temp`
+        and `node_power`: each row's node median (NaN or None where the node has too few GPUs to say)."""
         ok = np.isfinite(temp) & np.isfinite(power)
         s, t, raw = slots[ok], temp[ok], power[ok]
         last = self._last_ts[s]
@@ -87,7 +96,9 @@ class ThermalResistance:
         self._last_ts[s] = ts
         seen = self._seen[s]
         pos = (seen % self.history).astype(np.int64)
-        self._ring[s, pos] = np.column_stack([np.full(s.shape[0], ts), t, p])
+        nt = np.zeros(s.shape[0]) if node_temp is None else np.nan_to_num(node_temp[ok])
+        npw = np.zeros(s.shape[0]) if node_power is None else np.nan_to_num(node_power[ok])
+        self._ring[s, pos] = np.column_stack([np.full(s.shape[0], ts), t, p, nt, npw])
         self._seen[s] = seen + 1.0
         if learn is not None:
             keep = learn[ok]
@@ -126,7 +137,7 @@ class ThermalResistance:
 
     def _samples(self, slot: int) -> FloatArray:
         ring = self._ring[slot]
-        ring = ring[np.isfinite(ring).all(axis=1)]
+        ring = ring[np.isfinite(ring[:, :3]).all(axis=1)]
         return np.asarray(ring[np.argsort(ring[:, 0])], dtype=np.float64)
 
     def runaway_slope(self, slot: int, since: float = -np.inf) -> RunawaySlope | None:
@@ -137,14 +148,24 @@ class ThermalResistance:
         if data.shape[0] < 10 or data[-1, 0] - data[0, 0] < self.min_span_s:
             return None
         t = data[:, 0] - data[0, 0]
-        power_slope, _ = _slope(t, data[:, 2])
+        temp, power = data[:, 1] - data[:, 3], data[:, 2] - data[:, 4]  # against the node, where given
+        power_slope, _ = _slope(t, power)
         upper = float(data[:, 1].mean() / max(float(data[:, 2].mean()), 1.0))
-        y = data[:, 1] - (upper if power_slope > 0 else 0.0) * data[:, 2]
+        y = temp - (upper if power_slope > 0 else 0.0) * power
         slope, t_stat = _slope(t, y)
         half = t.size // 2
         recent, recent_t = _slope(t[half:], y[half:])
         return RunawaySlope(slope * 3600.0, t_stat, slope * float(t[-1]), self.resistance(slot),
-                            recent * 3600.0, recent_t)
+                            recent * 3600.0, recent_t, float(np.max(np.diff(y))))
+
+    def climb_since(self, slot: int, since: float) -> tuple[float, float, int]:
+        """Temperature slope (°C per hour), its t statistic and the sample count from `since` on."""
+        data = self._samples(slot)
+        data = data[data[:, 0] >= since]
+        if data.shape[0] < 3:
+            return 0.0, 0.0, int(data.shape[0])
+        slope, t_stat = _slope(data[:, 0] - data[0, 0], data[:, 1])
+        return slope * 3600.0, t_stat, int(data.shape[0])
 
     def rising(self, slot: int, min_per_h: float, min_t: float, since: float = -np.inf) -> bool:
         """Whether the thermal resistance is climbing: at `min_per_h` or faster, significantly, by `min_rise_c`
@@ -152,7 +173,7 @@ class ThermalResistance:
         slope = self.runaway_slope(slot, since)
         return (slope is not None and slope.per_h >= min_per_h and slope.t_stat >= min_t
                 and slope.rise_c >= self.min_rise_c and slope.recent_per_h >= min_per_h
-                and slope.recent_t_stat >= min_t / 2)
+                and slope.recent_t_stat >= min_t / 2 and slope.largest_jump_c < slope.rise_c / 2)
 
     def reachable(self, slot: int, power_limit: float) -> float | None:
         """The temperature this GPU settles at when drawing `power_limit`, at today's R; None while R is

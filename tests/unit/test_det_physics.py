@@ -254,3 +254,45 @@ def test_a_leak_is_a_climb_without_drops_for_half_an_hour_on_one_pod() -> None:
     assert [(f.hostname, f.gpu) for f in found] == [("gpu-node-001", 4)]
     assert found[0].ts >= ts[100] + 1200  # the half hour's first third must already climb
     assert found[0].evidence["monotone_climb_s"] >= 1800 and found[0].evidence["corroborated"] is True
+
+
+# --- corroboration --------------------------------------------------------------------------------------------
+
+
+def test_a_warmer_room_is_not_corroborated_but_a_throttling_gpu_is() -> None:
+    ts, met, gpus, _, _ = det_synth.healthy(nodes=2, gpus_per_node=8, steps=240)
+    for name in (m.GPU_TEMP, m.MEMORY_TEMP):
+        met[name][:8, 120:] += 8  # node 1's inlet air warms: every GPU of it, at unchanged power
+    met[m.GPU_TEMP][12, 120:] += 12  # on node 2 one GPU runs hot and throttles for heat
+    violation = np.zeros_like(met[m.GPU_TEMP])
+    violation[12, 120:] = np.cumsum(np.full(120, 30e6))
+    met[m.THERMAL_VIOLATION] = violation
+    found = run(None, det_synth.frame(ts, met, gpus))
+    room = [f for f in found if f.hostname == "gpu-node-001"]
+    assert room and {f.kind for f in room} <= {"thermal", "anomaly"}
+    assert all(f.evidence["corroborated"] is False and f.severity != "critical" for f in room)
+    hot = [f for f in found if (f.hostname, f.gpu) == ("gpu-node-002", 4) and f.kind == "thermal"]
+    assert hot and all("thermal_violation" in f.evidence["signals"] for f in hot)
+
+
+def test_a_straggler_held_slow_is_corroborated_by_its_power_at_equal_load() -> None:
+    ts, met, gpus, _, _ = det_synth.healthy(nodes=4, gpus_per_node=8, jobs=2)
+    met[m.SM_CLOCK][5, 100:] = 1980 * 0.7  # held slow, as busy as its peers, drawing less
+    met[m.POWER_USAGE][5, 100:] = 450.0
+    met[m.SM_CLOCK][20, 100:] = 1980 * 0.7  # held slow at its peers' power: the clock alone says so
+    stragglers = [f for f in run(None, det_synth.frame(ts, met, gpus)) if f.kind == "straggler"]
+    by_gpu = {(f.hostname, f.gpu): f.evidence for f in stragglers}
+    assert by_gpu[("gpu-node-001", 5)]["signals"] == ["power_below_job_at_equal_load"]
+    assert by_gpu[("gpu-node-003", 4)]["corroborated"] is False  # its clock is its basis, not its corroboration
+
+
+def test_an_uncorroborated_soft_finding_is_never_critical_and_a_hard_one_is_left_alone() -> None:
+    from detectors.corroboration import corroborate, is_soft
+
+    forecast = Finding(ts=0.0, hostname="h", gpu=0, uuid="u", kind="thermal", severity="critical", score=0.9,
+                       detector="forecast.DCGM_FI_DEV_GPU_TEMP.throttle", evidence={"signals": []})
+    assert corroborate(forecast, []).severity == "warning"
+    assert corroborate(forecast, ["thermal_violation"]).severity == "critical"
+    xid = Finding(ts=0.0, hostname="h", gpu=0, uuid="u", kind="xid", severity="critical", score=1.0,
+                  detector="rules.xid")
+    assert not is_soft(xid)
