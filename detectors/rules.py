@@ -241,7 +241,10 @@ class NodeNotReadyRule:
                     continue
                 ready = bool(v >= 0.5)
                 if not ready and self._ready.get(node, True):
-                    out.append(self._finding(node, ts, float(v), self._cordoned.get(node, False)))
+                    # Kubernetes taints a NotReady node but never cordons it: a cordon seen with the NotReady
+                    # sample was someone's too (a drain of an empty node and a reboot fit in one scrape)
+                    now_cordoned = cordon is not None and bool(np.nan_to_num(cordon[i, j]) >= 0.5)
+                    out.append(self._finding(node, ts, float(v), self._cordoned.get(node, False) or now_cordoned))
                 self._ready[node] = ready
                 if ready and cordon is not None and np.isfinite(cordon[i, j]):
                     self._cordoned[node] = bool(cordon[i, j] >= 0.5)

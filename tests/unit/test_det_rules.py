@@ -134,9 +134,11 @@ def test_a_node_cordoned_before_it_went_not_ready_is_someones_maintenance() -> N
     nm[m.NODE_UNSCHEDULABLE][1, 40:] = 1  # gpu-node-002 cordoned (a driver upgrade), then rebooted
     nm[m.NODE_READY][1, 50:60] = 0
     nm[m.NODE_READY][3, 70:80] = 0        # gpu-node-004 falls over while in service
+    nm[m.NODE_UNSCHEDULABLE][0, 90:] = 1  # gpu-node-001: cordoned, drained and rebooted within one scrape
+    nm[m.NODE_READY][0, 90:95] = 0
     found = run_rules(det_synth.frame(ts, met, gpus, nodes, nm))
     assert [(f.hostname, f.severity, f.evidence["cordoned_before"]) for f in found] == [
-        ("gpu-node-002", "warning", True), ("gpu-node-004", "critical", False)]
+        ("gpu-node-002", "warning", True), ("gpu-node-004", "critical", False), ("gpu-node-001", "warning", True)]
     assert found[0].evidence["corroborated"] is False
 
 
