@@ -13,6 +13,7 @@ from sqlalchemy import select
 from detectors.evaluation import score_faults, summarise
 from detectors.findings import Finding
 from detectors.pipeline import DetectionCycle
+from evaluation.baselines import ThresholdAlerts
 from gpuops.config import Settings
 from gpuops.incidents.service import ingest_findings
 from gpuops.store import migrate
@@ -36,8 +37,10 @@ def evaluate_detection(scenario: Scenario, *, cycle_steps: int = 2, database_url
     migrate.upgrade(database_url)
     container = bootstrap(Settings(database_url=database_url))
     findings: list[Finding] = []
+    alerts = ThresholdAlerts()  # the baseline, on the same frames
     try:
         for frame in cycle_frames(twin, cycle_steps):
+            alerts.update(frame)
             new = detection.update(frame)
             findings.extend(new)
             if new:
@@ -47,6 +50,8 @@ def evaluate_detection(scenario: Scenario, *, cycle_steps: int = 2, database_url
         truth = twin.truth()
         with container.uow() as uow:
             incidents = list(uow.session.scalars(select(Incident).where(Incident.parent_id.is_(None))))
+            for incident in incidents:
+                _ = incident.findings  # loaded while the session is open
     finally:
         container.close()
     faults = truth["faults"]
@@ -63,7 +68,27 @@ def evaluate_detection(scenario: Scenario, *, cycle_steps: int = 2, database_url
         "incidents": len(incidents), "false_incidents": len(false),
         "false_incidents_per_1000_gpu_days": round(1000 * len(false) / gpu_days, 2) if gpu_days else None,
         "false_incident_kinds": sorted({f"{i.family}" for i in false}),
+        "false_by_detector": _by_detector(false),
+        "threshold_false_pages": _threshold_false_pages(alerts, faults, twin.gpus_per_node, twin.nodes),
     }
+
+
+def _by_detector(incidents: list[Incident]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for incident in incidents:
+        first = min(incident.findings, key=lambda f: (f.ts, f.id), default=None)
+        key = f"{first.detector}/{first.kind}" if first is not None else f"fleet correlation/{incident.family}"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _threshold_false_pages(alerts: ThresholdAlerts, faults: list[dict[str, Any]], per_node: int,
+                           nodes: tuple[str, ...]) -> int:
+    """The threshold-alert baseline's pages on nodes no fault touched: each GPU and each node that alerted at
+    least once (alerts latch, so this counts the least such a dashboard would page)."""
+    faulty = {str(f["node"]) for f in faults}
+    gpus = sum(1 for row in alerts.first_gpu if nodes[row // per_node] not in faulty)
+    return gpus + sum(1 for node in alerts.first_node if node not in faulty)
 
 
 def _matches_fault(incident: Incident, faults: list[dict[str, Any]], scenario: Scenario) -> bool:
