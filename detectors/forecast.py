@@ -18,8 +18,9 @@ A trend is forecast only where the physics lets it reach the limit:
   follows its load is forecast only if it would reach the limit even at its power limit
   (`DCGM_FI_DEV_POWER_MGMT_LIMIT` where exported, else the highest power its model class has drawn), and then
   uncorroborated. A diurnal rise of load never reaches a limit the GPU's physics keeps it under;
-- framebuffer: only a climb without drops for `leak_min_s` (30 min) on a pod that keeps running
-  (`MonotoneClimb`) is a leak; memory that moves up and down with batches or phases is not.
+- framebuffer: only a climb without drops that progresses through `leak_min_s` (30 min), or through at least
+  as long as the forecast reaches ahead (never less than `leak_floor_s`), on a pod that keeps running
+  (`MonotoneClimb`), is a leak; memory that moves up and down with batches or phases is not.
 """
 
 from __future__ import annotations
@@ -155,6 +156,7 @@ class FailureForecast:
     min_history: int = 20
     refit_s: float = 600.0
     leak_min_s: float = 1800.0
+    leak_floor_s: float = 300.0
     runaway_excess_c: float = 5.0  # beyond inlet drift, the sensor's whole degrees and a node's shared air
     runaway_hold_s: float = 60.0
     name: str = "forecast"
@@ -277,7 +279,8 @@ class FailureForecast:
             results: dict[int, tuple[TimeToLimit, dict[str, Any]]] = {}
             for row in due.tolist():
                 slot = int(slots[row])
-                physics = self._physics(view, target, state, slot, int(row), ts, float(limit[row]), j)
+                physics = self._physics(view, target, state, slot, int(row), ts, float(limit[row]), j,
+                                        float(eta[row]))
                 if physics is None:
                     continue  # cheap to ask again next sample; only the fit below waits for refit_s
                 state.next_fit[slot] = ts + self.refit_s
@@ -294,7 +297,7 @@ class FailureForecast:
         return out
 
     def _physics(self, view: CycleView, target: ForecastTarget, state: _TargetState, slot: int, row: int,
-                 ts: float, limit: float, j: int) -> dict[str, Any] | None:
+                 ts: float, limit: float, j: int, eta_s: float = np.inf) -> dict[str, Any] | None:
         """The evidence that the limit is physically within reach, or None when it is not (no forecast)."""
         if target.physics == "thermal":
             settled = float(state.load_changed[slot]) + target.settle_s
@@ -321,8 +324,11 @@ class FailureForecast:
             return {**physics, "load_driven": True, "reachable_c": round(reach, 1), "power_limit_w": power_limit,
                     "corroborated": False, "signals": []}
         if target.physics == "leak":
-            climbed_s = state.climb.climbing_s(slot, ts, self.leak_min_s)
-            if climbed_s < self.leak_min_s:
+            # watched for `leak_min_s`, or at least as long as the forecast reaches ahead (never extrapolate
+            # further than the climb has been seen): a leak that fills the memory in 20 min is not waited on
+            span = min(self.leak_min_s, max(eta_s, self.leak_floor_s))
+            climbed_s = state.climb.climbing_s(slot, ts, span)
+            if climbed_s < span:
                 return None
             # a climb under a steady load (a candidate is one whose load has not stepped for settle_s), on one
             # pod the whole time: the workload is not doing more, yet holds more

@@ -296,3 +296,16 @@ def test_an_uncorroborated_soft_finding_is_never_critical_and_a_hard_one_is_left
     xid = Finding(ts=0.0, hostname="h", gpu=0, uuid="u", kind="xid", severity="critical", score=1.0,
                   detector="rules.xid")
     assert not is_soft(xid)
+
+
+def test_a_leak_that_fills_the_memory_fast_is_forecast_once_watched_as_long_as_it_reaches_ahead() -> None:
+    ts, met, gpus, _, _ = det_synth.healthy(nodes=2, gpus_per_node=8, steps=300, step_s=15.0)
+    room = 20_000.0
+    with_framebuffer(met, 4, met[m.FB_USED][4] + room * np.clip((np.arange(300) - 100) / 80, 0, 1) ** 1.3)
+    found = [f for f in run([FailureForecast(default_targets())], det_synth.frame(ts, met, gpus))
+             if f.kind == "memory_leak"]
+    assert [(f.hostname, f.gpu) for f in found] == [("gpu-node-001", 4)]
+    full_at = ts[180]
+    assert ts[100] + 300 <= found[0].ts < full_at
+    # watched about as long as it looks ahead
+    assert found[0].evidence["monotone_climb_s"] >= full_at - found[0].ts - 120
