@@ -215,7 +215,8 @@ class FailureForecast:
         # states saved before the load guard existed lack its arrays
         state.load_ref = grow(getattr(state, "load_ref", np.zeros(0)), n, np.nan)
         state.load_changed = grow(getattr(state, "load_changed", np.zeros(0)), n, -np.inf)
-        for name, make in (("thermal", ThermalResistance), ("climb", MonotoneClimb), ("power_ceiling", dict)):
+        for name, make in (("thermal", ThermalResistance), ("climb", MonotoneClimb), ("power_ceiling", dict),
+                           ("nodes", lambda: None)):
             if not hasattr(state, name):  # states saved before the physics checks
                 setattr(state, name, make())
         state.thermal.ensure(n)

@@ -309,3 +309,22 @@ def test_a_leak_that_fills_the_memory_fast_is_forecast_once_watched_as_long_as_i
     assert ts[100] + 300 <= found[0].ts < full_at
     # watched about as long as it looks ahead
     assert found[0].evidence["monotone_climb_s"] >= full_at - found[0].ts - 120
+
+
+def test_a_cycle_saved_before_the_physics_checks_restores_and_runs_on() -> None:
+    from detectors.anomaly import RobustBaseline
+
+    ts, met, gpus, nodes, nm = det_synth.healthy(nodes=2, gpus_per_node=4, steps=120)
+    first, second = det_synth.chunks(det_synth.frame(ts, met, gpus, nodes, nm), 60)
+    cycle = DetectionCycle()
+    cycle.update(first)
+    del cycle.__dict__["corroboration"]
+    for stage in cycle.stages:
+        if isinstance(stage, FailureForecast):
+            for state in stage._states.values():
+                for name in ("thermal", "climb", "power_ceiling", "nodes", "hot", "hot_since"):
+                    del state.__dict__[name]
+        if isinstance(stage, RobustBaseline):
+            del stage.__dict__["_calm"], stage.__dict__["_calm_at_start"]
+    restored = DetectionCycle.from_state(cycle.state_bytes())
+    assert restored.update(second) == []
