@@ -4,8 +4,9 @@ A soft finding (a baseline, the multivariate model, a thermal or memory forecast
 than its node) rests on one series' statistics. The incident service opens an incident from one only when it
 persists and something independent agrees, so each soft finding carries `evidence["corroborated"]` and
 `evidence["signals"]`: the names of the independent signals that agree at the finding's time. Hard findings
-(XIDs, ECC, remapped rows, limits, lost GPUs, counter storms, overloads, hung jobs: each decided on its own
-decisive signals) carry nothing and count as corroborated. An uncorroborated soft finding is never
+(XIDs, ECC, remapped rows, limits, lost GPUs, counter storms and the forecasts of error counters, overloads:
+each decided on its own decisive signals) carry nothing and count as corroborated; hung jobs name the
+independent signals they were decided on. An uncorroborated soft finding is never
 `critical`.
 
 Signals, each only where its series is exported (absent series: the signal never agrees):
