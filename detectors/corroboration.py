@@ -14,8 +14,6 @@ Signals, each only where its series is exported (absent series: the signal never
   for heat); `power_violation` likewise for `DCGM_FI_DEV_POWER_VIOLATION`;
 - `temp_above_node_peers_at_equal_power`: `hot_gap_c` hotter than its node's median GPU while drawing no
   more than `power_gap` above their median power, for `persist` samples (same inlet air, same load);
-- `thermal_resistance_rising`: temperature climbing at constant power (`detectors.thermal`), once the
-  GPU's load has settled;
 - `sm_clock_below_job_at_equal_load` / `power_below_job_at_equal_load`: at least as busy as its job's median
   GPU (utilisation, else engine activity, within `load_gap`) but clocked `clock_gap` or drawing `power_gap`
   below the job's median, for `persist` samples (at equal work a GPU's power scatters by a few percent; a
@@ -35,9 +33,7 @@ from detectors import metrics as m
 from detectors.findings import Finding, FindingKind, Severity
 from detectors.frame import FloatArray, GpuLabels
 from detectors.peers import PeerComparison, group_ids, group_median
-from detectors.settling import note_load_steps
 from detectors.stream import BoolArray, CycleView, IntArray, grow
-from detectors.thermal import ThermalResistance
 from domain.jobs import job_of
 
 SOFT_DETECTORS = ("baseline.", "multivariate.", "forecast.", "peers.straggler", "peers.node_thermal")
@@ -46,13 +42,12 @@ SOFT_FORECAST_KINDS = frozenset({FindingKind.THERMAL, FindingKind.MEMORY_LEAK})
 THERMAL_VIOLATION = "thermal_violation"
 POWER_VIOLATION = "power_violation"
 HOT_AT_EQUAL_POWER = "temp_above_node_peers_at_equal_power"
-RESISTANCE_RISING = "thermal_resistance_rising"
 CLOCK_BELOW_JOB = "sm_clock_below_job_at_equal_load"
 POWER_BELOW_JOB = "power_below_job_at_equal_load"
 
 # Which independent signals can agree with a finding of each kind.
 CANDIDATES: dict[FindingKind, tuple[str, ...]] = {
-    FindingKind.THERMAL: (THERMAL_VIOLATION, HOT_AT_EQUAL_POWER, RESISTANCE_RISING),
+    FindingKind.THERMAL: (THERMAL_VIOLATION, HOT_AT_EQUAL_POWER),
     FindingKind.STRAGGLER: (CLOCK_BELOW_JOB, POWER_BELOW_JOB, THERMAL_VIOLATION, POWER_VIOLATION),
     FindingKind.POWER: (THERMAL_VIOLATION, CLOCK_BELOW_JOB),
     FindingKind.ANOMALY: (THERMAL_VIOLATION, HOT_AT_EQUAL_POWER, CLOCK_BELOW_JOB, POWER_BELOW_JOB),
@@ -90,34 +85,20 @@ class Corroboration:
     power_gap: float = 0.1
     persist: int = 4
     min_peers: int = 3
-    runaway_per_h: float = 2.0
-    runaway_t: float = 6.0
-    settle_s: float = 1200.0
-    thermal: ThermalResistance = field(default_factory=ThermalResistance)
     _last: dict[str, FloatArray] = field(default_factory=dict)
     _rose_at: dict[str, FloatArray] = field(default_factory=dict)
     _runs: dict[str, FloatArray] = field(default_factory=dict)
-    _load_ref: FloatArray = field(default_factory=lambda: np.zeros(0))
-    _load_changed: FloatArray = field(default_factory=lambda: np.zeros(0))
     _groups: tuple[GpuLabels, IntArray, int, IntArray, int] | None = None
 
     def annotate(self, view: CycleView, findings: list[Finding]) -> list[Finding]:
         """Follow the cycle's new samples; return the findings with their corroboration added."""
-        n = view.n_slots
-        self.thermal.ensure(n)
-        self._load_ref, self._load_changed = grow(self._load_ref, n, np.nan), grow(self._load_changed, n, -np.inf)
-        labels = view.frame.gpus
-        row_of = {(h, g): r for r, (h, g) in enumerate(zip(labels.hostname, labels.gpu, strict=True))}
-        need: dict[float, list[int]] = {}  # the thermal-resistance test is costly: only where a finding asks
-        for f in findings:
-            row = row_of.get((f.hostname, f.gpu)) if f.gpu is not None else None
-            if row is not None and is_soft(f) and RESISTANCE_RISING in CANDIDATES.get(f.kind, ()):
-                need.setdefault(f.ts, []).append(row)
         signals_at: dict[float, dict[str, BoolArray]] = {}
         for j, ts in view.columns():
-            signals_at[ts] = self._signals(view, j, ts, need.get(ts, []))
+            signals_at[ts] = self._signals(view, j, ts)
         if not findings:
             return findings
+        labels = view.frame.gpus
+        row_of = {(h, g): r for r, (h, g) in enumerate(zip(labels.hostname, labels.gpu, strict=True))}
         out = []
         for f in findings:
             row = row_of.get((f.hostname, f.gpu)) if f.gpu is not None else None
@@ -130,28 +111,13 @@ class Corroboration:
             out.append(corroborate(f, agree))
         return out
 
-    def _signals(self, view: CycleView, j: int, ts: float, thermal_rows: list[int]) -> dict[str, BoolArray]:
+    def _signals(self, view: CycleView, j: int, ts: float) -> dict[str, BoolArray]:
         slots = view.slots
         out: dict[str, BoolArray] = {}
         for name, metric in ((THERMAL_VIOLATION, m.THERMAL_VIOLATION), (POWER_VIOLATION, m.POWER_VIOLATION)):
             if (arr := view.metric(metric)) is not None:
                 out[name] = self._counter_rose(name, slots, ts, arr[:, j], view.n_slots)
         temp, power = _column(view, m.GPU_TEMP, j), _column(view, m.POWER_USAGE, j)
-        if temp is not None and power is not None:
-            note_load_steps(self._load_ref, self._load_changed, slots, ts, power, relative=0.25, absolute=12.5)
-            settled = ts - self._load_changed[slots] >= self.settle_s
-            _, _, _, node, n_nodes = self._grouping(view.frame.gpus)
-            medians = []
-            for values in (temp, power):
-                med, count = group_median(values, node, n_nodes)
-                medians.append(np.where(count[node] >= self.min_peers, med[node], np.nan) if n_nodes else None)
-            self.thermal.update(slots, ts, temp, power, node_temp=medians[0], node_power=medians[1])
-            rising = np.zeros(slots.shape[0], dtype=bool)
-            for r in thermal_rows:
-                s = int(slots[r])
-                rising[r] = bool(settled[r]) and self.thermal.rising(
-                    s, self.runaway_per_h, self.runaway_t, float(self._load_changed[s]) + self.settle_s)
-            out[RESISTANCE_RISING] = rising
         _, job, n_jobs, node, n_nodes = self._grouping(view.frame.gpus)
         if temp is not None and power is not None and n_nodes:
             node_temp, count = group_median(temp, node, n_nodes)

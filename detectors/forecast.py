@@ -172,7 +172,7 @@ class FailureForecast:
             if target.physics == "thermal" and driver is None:
                 continue  # without power, a load-driven rise cannot be told from a runaway: off
             state = self._states.setdefault(target.metric, _TargetState())
-            self._grow(state, view.n_slots, len(target.limits))
+            self._grow(state, target, view.n_slots, len(target.limits))
             for j, ts in view.columns():
                 limits = self._limits(view, target, j, arr.shape[0])
                 if driver is not None:
@@ -211,7 +211,7 @@ class FailureForecast:
         state.hot_since[slots] = since
         state.hot[slots] = np.where(hot & (ts - since >= self.runaway_hold_s), 1.0, 0.0)
 
-    def _grow(self, state: _TargetState, n: int, n_limits: int) -> None:
+    def _grow(self, state: _TargetState, target: ForecastTarget, n: int, n_limits: int) -> None:
         # states saved before the load guard existed lack its arrays
         state.load_ref = grow(getattr(state, "load_ref", np.zeros(0)), n, np.nan)
         state.load_changed = grow(getattr(state, "load_changed", np.zeros(0)), n, -np.inf)
@@ -219,8 +219,10 @@ class FailureForecast:
                            ("nodes", lambda: None)):
             if not hasattr(state, name):  # states saved before the physics checks
                 setattr(state, name, make())
-        state.thermal.ensure(n)
-        state.climb.ensure(n)
+        if target.physics == "thermal":
+            state.thermal.ensure(n)
+        if target.physics == "leak":
+            state.climb.ensure(n)
         state.hot = grow(getattr(state, "hot", np.zeros(0)), n, 0.0)
         state.hot_since = grow(getattr(state, "hot_since", np.zeros(0)), n, np.nan)
         state.level = grow(state.level, n, np.nan)
@@ -417,7 +419,7 @@ class MonotoneClimb:
 
     A drop is a sample more than `tolerance` (max of `min_drop` and `drop_share` of the peak) below the
     climb's peak; a drop, a pod change or a GPU without a pod starts the count again. A climb must also
-    progress: the series is kept once a minute (`sample_s`, `keep` entries), and over the span asked for it
+    progress: the series is kept once a minute (`sample_s`, `keep` entries: 40 minutes), and over the span asked for it
     must rise by at least `tolerance`, each third by at least a quarter of that rise. A flat series with noise
     never climbs, and a step up followed by a plateau is an allocation, not a leak.
     """
@@ -425,10 +427,11 @@ class MonotoneClimb:
     min_drop: float = 256.0
     drop_share: float = 0.005
     sample_s: float = 60.0
-    keep: int = 64
+    keep: int = 40
     start_ts: FloatArray = field(default_factory=lambda: np.zeros(0))
     peak: FloatArray = field(default_factory=lambda: np.zeros(0))
-    kept: FloatArray = field(default_factory=lambda: np.zeros((0, 0, 2)))
+    kept_ts: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+    kept: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
     count: FloatArray = field(default_factory=lambda: np.zeros(0))
     pods: dict[int, str] = field(default_factory=dict)
 
@@ -436,7 +439,8 @@ class MonotoneClimb:
         self.start_ts = grow(self.start_ts, n, np.nan)
         self.peak = grow(self.peak, n, np.nan)
         self.count = grow(self.count, n, 0.0)
-        self.kept = grow(self.kept if self.kept.size else np.zeros((0, self.keep, 2)), n, np.nan)
+        self.kept_ts = grow(self.kept_ts if self.kept_ts.size else np.zeros((0, self.keep)), n, np.nan)
+        self.kept = grow(self.kept if self.kept.size else np.zeros((0, self.keep), dtype=np.float32), n, np.nan)
 
     def update(self, view: CycleView, ts: float, x: FloatArray) -> None:
         slots = view.slots
@@ -456,11 +460,12 @@ class MonotoneClimb:
         self.peak[slots[keep]] = np.maximum(peak[keep], x[keep])
         s, v = slots[ok], x[ok]
         last = (self.count[s] - 1).astype(np.int64) % self.keep
-        last_ts = np.where(self.count[s] > 0, self.kept[s, last, 0], -np.inf)
+        last_ts = np.where(self.count[s] > 0, self.kept_ts[s, last], -np.inf)
         due = ts - last_ts >= self.sample_s
         s, v = s[due], v[due]
         pos = (self.count[s] % self.keep).astype(np.int64)
-        self.kept[s, pos] = np.column_stack([np.full(s.shape[0], ts), v])
+        self.kept_ts[s, pos] = ts
+        self.kept[s, pos] = v.astype(np.float32)
         self.count[s] += 1
 
     def climbing_s(self, slot: int, ts: float, span_s: float) -> float:
@@ -468,7 +473,7 @@ class MonotoneClimb:
         start = float(self.start_ts[slot])
         if not np.isfinite(start) or ts - start < span_s:
             return 0.0
-        kept = self.kept[slot]
+        kept = np.column_stack([self.kept_ts[slot], self.kept[slot].astype(np.float64)])
         kept = kept[np.isfinite(kept).all(axis=1) & (kept[:, 0] >= ts - span_s)]
         kept = kept[np.argsort(kept[:, 0])]
         if kept.shape[0] < 4:

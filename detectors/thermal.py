@@ -17,7 +17,7 @@ and the runaway test then runs on the GPU's difference from its node, so a warme
 day's swing) that lifts every GPU of a node is not one GPU's runaway.
 
 Inlet drift also moves T − R_c × P: about a degree over an hour, and dcgm-exporter reports whole degrees. So
-the history is long (`history` samples: an hour at 15 s) and a runaway must have climbed by at least
+the history is long (40 minutes, a sample kept per half minute) and a runaway must have climbed by at least
 `min_rise_c` over it, beyond what drift and the sensor's resolution make, and must still be climbing over its
 later half (a GPU warming up to a new load, or from a cold start, levels off; a runaway does not). No single
 sample may carry half the rise: a die warms over its time constant, so a jump is a step (or a glitch) that
@@ -56,7 +56,8 @@ class RunawaySlope:
 class ThermalResistance:
     """Per-slot R_th estimate and a ring buffer of (t, T, P); see the module docstring."""
 
-    history: int = 240
+    history: int = 80
+    keep_every_s: float = 30.0    # the history keeps a sample per half minute (80: 40 minutes), in float32
     min_rise_c: float = 3.0
     min_span_s: float = 1800.0
     half_life: float = 480.0      # samples: R is learnt over hours, across the day's swings of load
@@ -71,13 +72,17 @@ class ThermalResistance:
     _cov: FloatArray = field(default_factory=lambda: np.zeros(0))
     _count: FloatArray = field(default_factory=lambda: np.zeros(0))
     _seen: FloatArray = field(default_factory=lambda: np.zeros(0))
-    _ring: FloatArray = field(default_factory=lambda: np.zeros((0, 0, 5)))
+    _kept_ts: FloatArray = field(default_factory=lambda: np.zeros(0))
+    _times: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+    _ring: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 0, 4), dtype=np.float32))
 
     def ensure(self, n: int) -> None:
         for name, fill in (("_power", np.nan), ("_sustained", np.nan), ("_last_ts", np.nan), ("_mean_p", np.nan),
-                           ("_mean_t", np.nan), ("_var_p", 0.0), ("_cov", 0.0), ("_count", 0.0), ("_seen", 0.0)):
+                           ("_mean_t", np.nan), ("_var_p", 0.0), ("_cov", 0.0), ("_count", 0.0), ("_seen", 0.0),
+                           ("_kept_ts", -np.inf)):
             setattr(self, name, grow(getattr(self, name), n, fill))
-        ring = self._ring if self._ring.size else np.zeros((0, self.history, 5))
+        self._times = grow(self._times if self._times.size else np.zeros((0, self.history)), n, np.nan)
+        ring = self._ring if self._ring.size else np.zeros((0, self.history, 4), dtype=np.float32)
         self._ring = grow(ring, n, np.nan)
 
     def update(self, slots: IntArray, ts: float, temp: FloatArray, power: FloatArray,
@@ -94,12 +99,15 @@ class ThermalResistance:
         self._power[s] = p
         self._sustained[s] = _smooth(self._sustained[s], raw, gap, self.sustained_s)
         self._last_ts[s] = ts
-        seen = self._seen[s]
-        pos = (seen % self.history).astype(np.int64)
         nt = np.zeros(s.shape[0]) if node_temp is None else np.nan_to_num(node_temp[ok])
         npw = np.zeros(s.shape[0]) if node_power is None else np.nan_to_num(node_power[ok])
-        self._ring[s, pos] = np.column_stack([np.full(s.shape[0], ts), t, p, nt, npw])
-        self._seen[s] = seen + 1.0
+        due = ts - self._kept_ts[s] >= self.keep_every_s
+        k = s[due]
+        pos = (self._seen[k] % self.history).astype(np.int64)
+        self._times[k, pos] = ts
+        self._ring[k, pos] = np.column_stack([t[due], p[due], nt[due], npw[due]]).astype(np.float32)
+        self._seen[k] += 1.0
+        self._kept_ts[k] = ts
         if learn is not None:
             keep = learn[ok]
             s, t, p = s[keep], t[keep], p[keep]
@@ -136,7 +144,8 @@ class ThermalResistance:
         return max(0.0, float(self._cov[slot]) / var)
 
     def _samples(self, slot: int) -> FloatArray:
-        ring = self._ring[slot]
+        """The kept history as float64 rows (t, T, P, node T, node P), oldest first."""
+        ring = np.column_stack([self._times[slot], self._ring[slot].astype(np.float64)])
         ring = ring[np.isfinite(ring[:, :3]).all(axis=1)]
         return np.asarray(ring[np.argsort(ring[:, 0])], dtype=np.float64)
 
