@@ -26,8 +26,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from simulator.durations import parse_duration
 from simulator.physics import FleetPhysics, Modifiers
-from simulator.scenario import NODE_LEVEL_KINDS, FaultSpec, Scenario, node_name, parse_duration
+from simulator.scenario import NODE_LEVEL_KINDS, FaultSpec, Scenario, node_name
 
 XID_DBE = 48
 XID_ROW_REMAP_EVENT = 63

@@ -11,11 +11,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from simulator.durations import parse_duration
+
 
 def _seconds(value: Any) -> float:
-    # Imported here: simulator.scenario imports this module for its `healthy` field.
-    from simulator.scenario import parse_duration
-
     return parse_duration(value)
 
 

@@ -33,6 +33,7 @@ from typing import IO, Any
 import numpy as np
 import numpy.typing as npt
 
+from simulator.durations import parse_duration
 from simulator.kube.errors import NotFound
 from simulator.kube.objects import GPU_ANNOTATION, WORKLOAD_LABEL, generated_suffix, pod_gpus, replica_pod_suffix
 from simulator.kube.state import KubeEvent, KubeState
@@ -43,7 +44,6 @@ from simulator.scenario import (
     Scenario,
     ScenarioError,
     TrainingWorkload,
-    parse_duration,
 )
 
 FloatArray = npt.NDArray[np.float64]

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from simulator.durations import Duration
 from simulator.healthy_spec import BatchWorkload, Healthy, NotebookWorkload, check_fleet_room
 
 FAULT_KINDS: tuple[str, ...] = (
@@ -66,39 +67,11 @@ PLANNERS: tuple[str, ...] = ("rules", "llm", "llm_out_of_scope")
 
 GPU_MODELS: dict[str, str] = {"H100 80GB": "NVIDIA H100 80GB HBM3"}
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _NODE_NAME = re.compile(r"^gpu-node-(\d{3,})$")
 
 
 class ScenarioError(ValueError):
     """A scenario that cannot run: the message names the field and what it expects."""
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from `90s`, `15m`, `6h`, `1d`, `250ms` or a plain non-negative number."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration like '90s', '15m' or '6h', got {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.match(value)):
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    else:
-        raise ValueError(f"expected a duration like '90s', '15m' or '6h', got {value!r}")
-    if seconds != seconds or seconds < 0:
-        raise ValueError(f"expected a non-negative duration, got {value!r}")
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """The shortest exact spelling of a duration (`90s`, `15m`, `6h`)."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
 def node_name(index: int) -> str:

@@ -27,7 +27,7 @@ from gpuops.store import migrate
 from gpuops.store.db import make_engine, make_session_factory
 from gpuops.store.models import FindingRecord, Incident
 from gpuops.store.uow import UnitOfWork
-from simulator.scenario import ScenarioError, parse_duration
+from simulator.durations import parse_duration
 
 
 def _iso(value: str, name: str) -> float:
@@ -41,7 +41,7 @@ def _iso(value: str, name: str) -> float:
 def _duration(value: str, name: str) -> float:
     try:
         return parse_duration(value)
-    except ScenarioError as exc:
+    except ValueError as exc:  # a ScenarioError is one too
         raise click.BadParameter(str(exc), param_hint=name) from exc
 
 

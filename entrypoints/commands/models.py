@@ -11,7 +11,7 @@ from detectors.risk import RISK_MODEL_NAME
 from entrypoints.commands.context import echo_json
 from evaluation.risk_training import train_on_twin
 from gpuops.model_store import DirectoryStore
-from simulator.scenario import ScenarioError, parse_duration
+from simulator.durations import parse_duration
 from simulator.scenario_files import load_scenario
 
 
@@ -42,7 +42,7 @@ def train_risk(scenario_dir: Path, train_seeds: str, validation_seeds: str, hori
     try:
         scenarios = [load_scenario(p) for p in paths]
         horizon_s = parse_duration(horizon)
-    except ScenarioError as exc:
+    except ValueError as exc:  # a bad scenario (ScenarioError is one) or a bad --horizon
         raise click.ClickException(str(exc)) from exc
     try:
         result = train_on_twin(scenarios, train_seeds=_seeds(train_seeds, "--train-seeds"),

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from simulator.durations import parse_duration
 from simulator.exposition import COUNTER_NAMES
-from simulator.scenario import FAULT_KINDS, ScenarioError, parse_duration, scenario_from_dict
+from simulator.scenario import FAULT_KINDS, ScenarioError, scenario_from_dict
 from simulator.scenario_files import load_scenario
 from simulator.twin import Twin
 
