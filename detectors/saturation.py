@@ -7,7 +7,9 @@ requests queue. dcgm-exporter cannot see the queue, but it sees the symptom: the
 high and a multiple of its own usual level (a slow moving average, frozen during an episode so that a long
 overload does not become the norm), or at the ceiling while its usual level is well below. A training job
 is not a Deployment and never counts. Reported when an episode starts and every `repeat_every` samples while
-it lasts, on the deployment's busiest GPU, naming the deployment the agent may scale.
+it lasts, on the deployment's busiest GPU, naming the deployment the agent may scale. A surge below the
+ceiling is reported uncorroborated until it has lasted `sustain` samples: serving traffic bursts for minutes
+every day, and a burst the replicas absorb is no overload.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class JobSaturation:
     saturated_util: float = 97.0   # or at the ceiling …
     usual_below: float = 85.0      # … while its usual level is at most this
     persist: int = 20              # samples at the ceiling before it counts (5 min at 15 s)
+    sustain: int = 80              # samples a surge below the ceiling lasts before it stands on its own (20 min)
     warmup: int = 40               # samples of a job before its usual level means anything
     repeat_every: int = 4          # an episode still going on is reported again every this many samples
     half_life: float = 240.0       # samples; the usual level's moving average (about an hour at 15 s)
@@ -102,8 +105,15 @@ class JobSaturation:
                         detector=f"{self.name}.overload",
                         evidence={"job": name, "deployment": name, "job_median_util": level,
                                   "usual_util": round(job.usual, 1), "job_gpus": int(count[k]),
-                                  "samples": self.persist},
+                                  "samples": job.run, **self._corroboration(level, job.run)},
                         **gpu_finding_fields(view, row)))
                 elif job.active and job.quiet >= self.persist:  # over, not a momentary dip
                     job.active = False
         return out
+
+    def _corroboration(self, level: float, run: int) -> dict[str, object]:
+        """A surge is a suspicion until the replicas sit at the ceiling (demand beyond capacity: requests queue)
+        or it outlasts the bursts serving traffic shows every day (minutes): only then is it an overload."""
+        signals = [name for name, agrees in (("at_ceiling", level >= self.saturated_util),
+                                             ("sustained", run >= self.sustain)) if agrees]
+        return {"corroborated": bool(signals), "signals": signals}

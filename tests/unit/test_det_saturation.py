@@ -62,3 +62,15 @@ def test_training_flat_out_a_daily_rise_and_a_steady_service_are_not_overloads()
         "embed-5b7c9d4f6-q2w4{i}": np.linspace(30.0, 60.0, STEPS),                   # the request curve
         "chat-api-7d9f8c6b5-x2k4{i}": np.full(STEPS, 55.0),                          # steady
     }) == []
+
+
+def test_a_burst_the_replicas_absorb_is_a_suspicion_until_it_outlasts_the_days_bursts() -> None:
+    surge = np.r_[np.full(100, 30.0), np.full(100, 80.0)]   # twice the usual level, below the ceiling
+    found = _run({"chat-api-7d9f8c6b5-x2k4{i}": surge})
+    sustain = JobSaturation().sustain
+    early = [f for f in found if f.evidence["samples"] < sustain]
+    late = [f for f in found if f.evidence["samples"] >= sustain]
+    assert early and all(f.evidence["corroborated"] is False for f in early)
+    assert late and all(f.evidence["corroborated"] is True and f.evidence["signals"] == ["sustained"] for f in late)
+    pinned = _run({"chat-api-7d9f8c6b5-x2k4{i}": np.r_[np.full(100, 40.0), np.full(100, 100.0)]})
+    assert pinned and pinned[0].evidence["corroborated"] is True and "at_ceiling" in pinned[0].evidence["signals"]
