@@ -18,6 +18,14 @@ from gpuops.errors import ConfigError
 SUPPORTED_DATABASES = ("sqlite", "postgresql")
 ROLES = ("viewer", "approver", "admin")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9-]+$")
+# What a value shown in an error message may carry that must not reach a log: a URL's password, a credential
+# in a query string, a Slack or OpenAI token.
+_SECRETS = (
+    (re.compile(r"(://[^/@\s:'\"]*):[^@\s'\"]*@"), r"\1:***@"),
+    (re.compile(r"(?i)\b((?:password|passwd|pwd|[a-z_]*token|secret|[a-z_]*key|auth|signature|sig)=)[^&\s'\"]+"),
+     r"\1***"),
+    (re.compile(r"\b(xox[a-z]|xapp|sk)-[A-Za-z0-9_-]+"), r"\1-***"),
+)
 
 _EXPECTATIONS: dict[str, str] = {
     "database_url": "a SQLAlchemy URL such as sqlite:///./gpuops.db or postgresql+psycopg://user:pass@host:5432/gpuops",
@@ -319,4 +327,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             value = error.get("input")
             shown = "" if field.endswith(("token", "secret", "key", "users")) else f" (got {value!r})"
             problems.append(f"{var}: {detail}{shown}")
-        raise ConfigError("invalid configuration: " + "; ".join(problems)) from exc
+        raise ConfigError(redact_secrets("invalid configuration: " + "; ".join(problems))) from exc
+
+
+def redact_secrets(text: str) -> str:
+    """`text` with passwords in URLs, credentials in query strings and API tokens replaced by `***`."""
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
