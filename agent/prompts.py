@@ -24,22 +24,47 @@ Rules:
 - Every action is checked by policy and approved by a human before it runs.
 - In your message text, give a short rationale that cites the evidence (tool names and numbers)."""
 
-CORRECTION = ("Your answer was rejected by gpuops' validation: {problems}. Choose again: call runbook tools with "
-              "valid parameters and targets inside the incident, or escalate_to_human.")
+CORRECTION_CHARS = 2000
+
+
+class FencedTemplate:
+    """An instruction whose blanks are filled with fenced data: `format(problems=...)` puts each value inside a
+    `<tool_data>` block after the instruction text, so a problem that repeats a hostile target stays data."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def format(self, **data: Any) -> str:
+        return "\n\n".join([self.text] + [fence(name, "error", name, value, max_chars=CORRECTION_CHARS)
+                                            for name, value in data.items()])
+
+
+CORRECTION = FencedTemplate("Your answer was rejected by gpuops' validation, for the problems listed in the "
+                            "tool_data below. Choose again: call runbook tools with valid parameters and targets "
+                            "inside the incident, or escalate_to_human.")
 NO_TOOL_CALL = "Answer by calling runbook tools (or escalate_to_human), not with text alone."
 
 
 def incident_message(incident: dict[str, Any], fault: str, evidence: list[ToolResult], max_chars: int) -> str:
-    facts = {k: incident.get(k) for k in ("id", "scope", "family", "hostname", "gpu", "severity", "title",
-                                          "evidence", "xid")}
-    facts["fault"] = fault
+    """The first user message. Only this function's own words are outside the fence: every fact of the incident,
+    the target keys allowed inside it included, is fenced data (a node can be named anything)."""
+    details = incident.get("details") or {}
     allowed = [f"node/{incident.get('hostname')}"]
     if incident.get("gpu") is not None:
         allowed.append(f"gpu/{incident.get('hostname')}/{incident.get('gpu')}")
-    if (incident.get("details") or {}).get("deployment"):
-        allowed.append(f"deployment/{incident['details']['deployment']}")
-    parts = [f"Incident {incident.get('id')}. Targets inside it: {', '.join(allowed)}, and pods on "
-             f"{incident.get('hostname')}.", fence("incident", "ok", "incident facts", facts, max_chars=max_chars)]
+    if details.get("deployment"):
+        allowed.append(f"deployment/{details['deployment']}")
+    # The targets first: when the facts are too long for the fence, the keys at the end are the ones summarised.
+    facts: dict[str, Any] = {"allowed_targets": allowed, "pods_on_node": incident.get("hostname"), "fault": fault}
+    facts.update({k: incident.get(k) for k in ("id", "scope", "family", "hostname", "gpu", "severity", "title",
+                                               "xid")})
+    facts.update({k: details[k] for k in ("deployment", "job") if details.get(k)})
+    facts["evidence"] = incident.get("evidence")
+    number = incident.get("id")
+    name = f"Incident {number}" if isinstance(number, int) else "The incident"
+    parts = [f"{name}: its facts are in the tool_data below. The targets inside it are those in allowed_targets, "
+             "and pods on the node named in pods_on_node.",
+             fence("incident", "ok", "incident facts", facts, max_chars=max_chars)]
     parts += [e.fenced(max_chars) for e in evidence]
     return "\n\n".join(parts)
 
