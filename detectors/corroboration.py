@@ -19,7 +19,9 @@ Signals, each only where its series is exported (absent series: the signal never
   below the job's median, for `persist` samples (at equal work a GPU's power scatters by a few percent; a
   GPU held slow draws visibly less while its peers wait for it).
 A finding's own basis is never its corroboration (a node-thermal finding is not corroborated by being hotter
-than its node; a straggler found by its clock not by its clock).
+than its node; a straggler found by its clock not by its clock). A straggler whose power-violation counter is
+rising is held at its own power limit: slower than peers with a higher limit is an operator's power cap at
+work, so it is reported uncorroborated with `explained_by: power_limit`.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ POWER_BELOW_JOB = "power_below_job_at_equal_load"
 # Which independent signals can agree with a finding of each kind.
 CANDIDATES: dict[FindingKind, tuple[str, ...]] = {
     FindingKind.THERMAL: (THERMAL_VIOLATION, HOT_AT_EQUAL_POWER),
-    FindingKind.STRAGGLER: (CLOCK_BELOW_JOB, POWER_BELOW_JOB, THERMAL_VIOLATION, POWER_VIOLATION),
+    FindingKind.STRAGGLER: (CLOCK_BELOW_JOB, POWER_BELOW_JOB, THERMAL_VIOLATION),
     FindingKind.POWER: (THERMAL_VIOLATION, CLOCK_BELOW_JOB),
     FindingKind.ANOMALY: (THERMAL_VIOLATION, HOT_AT_EQUAL_POWER, CLOCK_BELOW_JOB, POWER_BELOW_JOB),
 }
@@ -108,6 +110,12 @@ class Corroboration:
                 continue
             agree = [name for name in CANDIDATES.get(f.kind, ())
                      if name not in own_basis(f) and name in signals and bool(signals[name][row])]
+            if f.kind == FindingKind.STRAGGLER and POWER_VIOLATION in signals and bool(signals[POWER_VIOLATION][row]):
+                # held at its own power limit: slower than peers with a higher limit is the configuration
+                # working, not a fault (operators cap power on purpose); its low clock and power are the cap's
+                capped = corroborate(f, [])
+                out.append(replace(capped, evidence={**capped.evidence, "explained_by": "power_limit"}))
+                continue
             out.append(corroborate(f, agree))
         return out
 

@@ -53,6 +53,8 @@ COUNTERS: tuple[Counter, ...] = (
     ),
     Counter("DCGM_FI_DEV_GPU_TEMP", "gauge", "GPU temperature (in C).", True, lambda p: p.reading_temp),
     Counter("DCGM_FI_DEV_POWER_USAGE", "gauge", "Power draw (in W).", False, lambda p: p.reading_power),
+    Counter("DCGM_FI_DEV_POWER_MGMT_LIMIT", "gauge", "Power management limit (in W).", False,
+            lambda p: p.power_limit),
     Counter(
         "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
         "counter",

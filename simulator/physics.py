@@ -165,7 +165,6 @@ class FleetPhysics:
         cap_ratio = np.minimum(1.0, self.power_limit / want)
         clock = np.where(busy | hung, spec.max_sm_clock_mhz * np.sqrt(cap_ratio), spec.idle_sm_clock_mhz)
         power = np.minimum(want, self.power_limit)
-        self.power_violation_us += np.where(cap_ratio < 0.999, dt * 1e6, 0.0)
         # Thermal slowdown between max operating and shutdown temperature.
         slow = np.clip(
             (self.temp - spec.max_operating_temp_c) / (spec.shutdown_temp_c - spec.max_operating_temp_c),
@@ -178,6 +177,9 @@ class FleetPhysics:
         clock_ratio = np.where(busy, capped / np.maximum(clock, 1.0), 1.0)
         clock = capped
         throttle = (1.0 - 0.55 * slow) * clock_ratio
+        # The power limit throttles only a GPU nothing else holds slower: one held back by heat or by a fault's
+        # clock cap draws less than its limit, and the driver reports that slowdown, not a power cap.
+        self.power_violation_us += np.where((cap_ratio < 0.999) & (throttle >= 0.999), dt * 1e6, 0.0)
         power = spec.idle_power_w + (power - spec.idle_power_w) * throttle
         self.power = power
         self.sm_clock = np.round(clock / 15.0) * 15.0

@@ -42,8 +42,11 @@ DEFAULT_GPU_METRICS: tuple[str, ...] = (
     "DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL",
     "DCGM_FI_DEV_PCIE_REPLAY_COUNTER",
     "DCGM_FI_DEV_THERMAL_VIOLATION",
+    "DCGM_FI_DEV_POWER_VIOLATION",
+    "DCGM_FI_DEV_POWER_MGMT_LIMIT",
     "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
     "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
+    "DCGM_FI_PROF_DRAM_ACTIVE",
     "DCGM_EXP_XID_ERRORS_COUNT",
 )
 # Metrics whose several series per GPU add up (one per XID code) instead of replacing each other.

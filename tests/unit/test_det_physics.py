@@ -286,6 +286,23 @@ def test_a_straggler_held_slow_is_corroborated_by_its_power_at_equal_load() -> N
     assert by_gpu[("gpu-node-003", 4)]["corroborated"] is False  # its clock is its basis, not its corroboration
 
 
+def test_a_gpu_held_at_its_own_lower_power_limit_is_a_configuration_not_a_straggler() -> None:
+    ts, met, gpus, _, _ = det_synth.healthy(nodes=4, gpus_per_node=8, jobs=2)
+    violation = np.zeros_like(met[m.GPU_TEMP])
+    for row in range(8, 16):  # gpu-node-002 capped at 500 W by its operator: at the limit, clocks lower
+        met[m.SM_CLOCK][row, 100:] = 1980 * 0.85
+        met[m.POWER_USAGE][row, 100:] = 500.0
+        violation[row, 100:] = np.cumsum(np.full(140, 30e6))
+    met[m.SM_CLOCK][20, 100:] = 1980 * 0.7  # gpu-node-003 GPU 4 (the other job) held slow by a fault
+    met[m.POWER_USAGE][20, 100:] = 450.0
+    met[m.POWER_VIOLATION] = violation
+    stragglers = [f for f in run(None, det_synth.frame(ts, met, gpus)) if f.kind == "straggler"]
+    capped = [f for f in stragglers if f.hostname == "gpu-node-002"]
+    assert all(f.evidence["corroborated"] is False and f.evidence["explained_by"] == "power_limit" for f in capped)
+    fault = [f for f in stragglers if (f.hostname, f.gpu) == ("gpu-node-003", 4)]
+    assert fault and fault[0].evidence["corroborated"] is True
+
+
 def test_an_uncorroborated_soft_finding_is_never_critical_and_a_hard_one_is_left_alone() -> None:
     from detectors.corroboration import corroborate, is_soft
 
