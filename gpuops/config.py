@@ -151,6 +151,10 @@ class Settings(BaseSettings):
     task_time_limit_seconds: float = Field(default=600.0, gt=0)
     sweep_seconds: float = Field(default=30.0, gt=0)
     worker_wiring: str | None = None
+    audit_key: SecretStr | None = None
+    audit_key_file: str | None = None
+    audit_checkpoint_file: str | None = None
+    audit_checkpoint_every: int = Field(default=1000, ge=1)
 
     users: Annotated[tuple[DashboardUser, ...], NoDecode] = ()
     users_file: str | None = None

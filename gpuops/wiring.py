@@ -25,6 +25,7 @@ from gpuops.notify import Notifier, NullNotifier
 from gpuops.policy.config import PolicyConfig, load_policy
 from gpuops.service_metrics import ServiceMetrics
 from gpuops.store import UnitOfWork, make_engine, make_session_factory
+from gpuops.store.audit import AuditSigning, audit_key_from, sign_sessions
 from runbooks import Catalogue, RunbookSettings, default_catalogue
 
 
@@ -125,6 +126,11 @@ def bootstrap(settings: Settings | None = None, *, env: Mapping[str, str] | None
     settings = settings or load_settings(env)
     engine = make_engine(settings.database_url)
     session_factory = make_session_factory(engine)
+    audit_key = audit_key_from(key=settings.audit_key.get_secret_value() if settings.audit_key else None,
+                               key_file=settings.audit_key_file)
+    if audit_key is not None:
+        sign_sessions(session_factory, AuditSigning(audit_key, settings.audit_checkpoint_file,
+                                                    settings.audit_checkpoint_every))
     metrics = ServiceMetrics()
 
     def _counts() -> dict[tuple[str, str], int]:

@@ -200,6 +200,8 @@ class AuditEvent(Base):
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The id of the HMAC key that signed `hash`; NULL for an event written before the chain had a key.
+    key_id: Mapped[str | None] = mapped_column(String(16), default=None)
 
 
 class AuditHead(Base):
