@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request, Response
+from slack_sdk.signature import SignatureVerifier
 from starlette.concurrency import run_in_threadpool
 
 from connectors.slack import ButtonClick, ClickReply, SlackPort
@@ -61,6 +62,7 @@ def mount_slack(app: FastAPI, pipeline: Pipeline) -> None:
     if s.slack_signing_secret is None or s.slack_bot_token is None:
         log.info("Slack is not configured (SLACK_SIGNING_SECRET, SLACK_BOT_TOKEN): no /slack/events endpoint")
         return
+    verifier = SignatureVerifier(s.slack_signing_secret.get_secret_value())
     bolt = build_app(signing_secret=s.slack_signing_secret.get_secret_value(),
                      bot_token=s.slack_bot_token.get_secret_value(), base_url=s.slack_api_url,
                      port=_port(container), on_click=lambda click: decide_from_slack(pipeline, click))
@@ -68,6 +70,9 @@ def mount_slack(app: FastAPI, pipeline: Pipeline) -> None:
     @app.post("/slack/events", include_in_schema=False)
     async def slack_events(request: Request) -> Response:
         body = await request.body()
+        if not verifier.is_valid_request(body, dict(request.headers)):  # before Bolt parses the body
+            log.info("refused a request to /slack/events without a valid, current Slack signature")
+            return Response(content="invalid request signature", status_code=401)
         status, text, headers = await run_in_threadpool(dispatch, bolt, body=body, query=request.url.query,
                                                         headers=dict(request.headers))
         return Response(content=text, status_code=status, headers=headers)
