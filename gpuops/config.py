@@ -58,6 +58,13 @@ _EXPECTATIONS: dict[str, str] = {
     "session_cookie_secure": "true or false (default: true when GPUOPS_DASHBOARD_URL is https)",
     "trusted_proxy_header": "an HTTP header name set by the reverse proxy to the signed-in user, e.g. X-Forwarded-User",
     "proxy_roles": "a comma-separated list of user:role for users signed in by the proxy; *:role for anyone else",
+    "max_body_bytes": "a whole number of bytes >= 1024 (the largest request body the web service reads)",
+    "sign_in_max_failures": "a whole number >= 1 (failed sign-ins of one user name within the window)",
+    "sign_in_max_failures_per_client": "a whole number >= 1 (failed sign-ins from one client address within the "
+                                       "window)",
+    "sign_in_window_seconds": "a number of seconds > 0 (how long a failed sign-in counts)",
+    "password_checks_max": "a whole number >= 1 (password verifications running at once)",
+    "event_streams_per_user": "a whole number >= 1 (live-update streams one user may hold open)",
 }
 
 
@@ -162,6 +169,12 @@ class Settings(BaseSettings):
     session_cookie_secure: bool | None = None
     trusted_proxy_header: str | None = None
     proxy_roles: Annotated[tuple[str, ...], NoDecode] = ()
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    sign_in_max_failures: int = Field(default=5, ge=1)
+    sign_in_max_failures_per_client: int = Field(default=20, ge=1)
+    sign_in_window_seconds: float = Field(default=900.0, gt=0)
+    password_checks_max: int = Field(default=4, ge=1)
+    event_streams_per_user: int = Field(default=4, ge=1)
 
     @field_validator("database_url")
     @classmethod

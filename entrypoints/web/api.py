@@ -16,6 +16,7 @@ from domain import ActionStatus, IncidentStatus, Severity
 from entrypoints.web.auth import ApiUser, ApiWriter, SignedIn
 from entrypoints.web.decide import decide_on_action
 from entrypoints.web.fleet import fleet_view
+from entrypoints.web.limits import StrictJsonRoute
 from entrypoints.web.views import action_view, audit_view, incident_view, list_actions
 from gpuops.errors import NotFound
 from gpuops.execution.approvals import NotAuthorised
@@ -24,7 +25,7 @@ from gpuops.store.models import Action
 from gpuops.wiring import Container
 
 UNAUTHENTICATED: dict[int | str, dict[str, Any]] = {401: {"description": "Not signed in"}}
-router = APIRouter(prefix="/api", tags=["api"], responses=UNAUTHENTICATED)
+router = APIRouter(prefix="/api", tags=["api"], responses=UNAUTHENTICATED, route_class=StrictJsonRoute)
 
 
 def db_session(request: Request) -> Any:

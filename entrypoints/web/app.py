@@ -23,8 +23,10 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from entrypoints.web import api, live, pages
 from entrypoints.web.api import DbSession
-from entrypoints.web.auth import Forbidden, NotAuthenticated, UserDirectory, session_secret
+from entrypoints.web.auth import Forbidden, NotAuthenticated, SignedOutSessions, UserDirectory, session_secret
+from entrypoints.web.limits import BodyLimit
 from entrypoints.web.slack import mount_slack
+from entrypoints.web.throttle import Busy, SignInThrottle, StreamSlots, TooManyRequests
 from gpuops.errors import Conflict, GpuopsError, NotFound, StoreError
 from gpuops.execution.approvals import NotAuthorised
 from gpuops.pipeline import Pipeline, threaded_pipeline
@@ -55,6 +57,11 @@ def create_app(container: Container, *, pipeline: Pipeline | None = None, sse_po
     secret = session_secret(settings)
     app.state.container = container
     app.state.directory = UserDirectory(settings, key=secret.encode())
+    app.state.signed_out = SignedOutSessions(SESSION_MAX_AGE_S)
+    app.state.sign_in_throttle = SignInThrottle(per_user=settings.sign_in_max_failures,
+                                                per_client=settings.sign_in_max_failures_per_client,
+                                                window_s=settings.sign_in_window_seconds)
+    app.state.event_streams = StreamSlots(settings.event_streams_per_user)
     app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
     app.state.pipeline = pipeline or threaded_pipeline(container)
     app.state.sse_poll_s = sse_poll_s
@@ -91,6 +98,7 @@ def create_app(container: Container, *, pipeline: Pipeline | None = None, sse_po
     app.include_router(live.router)
     _install_error_handlers(app)
     mount_slack(app, app.state.pipeline)  # POST /slack/events, when Slack is configured
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # outermost: before sessions, auth, parsing
     return app
 
 
@@ -101,7 +109,7 @@ def _wants_json(request: Request) -> bool:
 def _install_error_handlers(app: FastAPI) -> None:
     statuses: list[tuple[type[GpuopsError], int]] = [
         (NotAuthenticated, 401), (Forbidden, 403), (NotAuthorised, 403), (NotFound, 404), (Conflict, 409),
-        (StoreError, 503), (GpuopsError, 400)]
+        (TooManyRequests, 429), (Busy, 503), (StoreError, 503), (GpuopsError, 400)]
 
     async def _handle(request: Request, exc: Exception) -> Response:
         code = next((c for kind, c in statuses if isinstance(exc, kind)), 500)
@@ -111,14 +119,17 @@ def _install_error_handlers(app: FastAPI) -> None:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
         detail = str(exc) if code != 500 else "unexpected error"
+        retry_after = getattr(exc, "retry_after_s", None)
+        headers = {"Retry-After": str(retry_after)} if isinstance(retry_after, int) else {}
         if _wants_json(request):
-            headers = {"WWW-Authenticate": 'Basic realm="gpuops"'} if code == 401 else None
+            if code == 401:
+                headers["WWW-Authenticate"] = 'Basic realm="gpuops"'
             return JSONResponse({"error": type(exc).__name__ if code != 500 else "InternalError", "detail": detail},
                                 status_code=code, headers=headers)
         templates: Jinja2Templates = request.app.state.templates
         response: HTMLResponse = templates.TemplateResponse(
             request, "error.html", {"status": code, "detail": detail, "user": None, "csrf_token": "",
-                                    "flash": None}, status_code=code)
+                                    "flash": None}, status_code=code, headers=headers)
         return response
 
     async def _store_down(request: Request, exc: Exception) -> Response:

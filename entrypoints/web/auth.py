@@ -8,6 +8,9 @@ import hashlib
 import hmac
 import logging
 import secrets
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -16,8 +19,11 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Depends, Request
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
+from entrypoints.web.throttle import Busy, Lockout, SignInThrottle, TooManyRequests
 from gpuops.config import DashboardUser, Settings
 from gpuops.errors import GpuopsError
+from gpuops.store.audit import append_event
+from gpuops.wiring import Container
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +36,8 @@ CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 SESSION_USER = "user"
 SESSION_CSRF = "csrf"
+SESSION_ID = "sid"
+PASSWORD_CHECK_WAIT_S = 0.5  # how long an attempt waits for a free password check before it is told to retry
 DEMO_ADMIN = "admin"
 
 basic_scheme = HTTPBasic(auto_error=False, description="A dashboard user's name and password.")
@@ -68,25 +76,32 @@ def verify_password(digest: str, password: str) -> bool:
 
 
 class UserDirectory:
-    """The configured users. Verifying a password costs tens of milliseconds on purpose, so a successful HTTP Basic
-    check is remembered (as a keyed digest, never the password) for the life of the process."""
+    """The configured users. Verifying a password costs tens of milliseconds and 64 MiB on purpose, so at most
+    `password_checks_max` run at once (`slots`; beyond them an attempt is refused as Busy), and a successful HTTP
+    Basic check is remembered (as a keyed digest, never the password) for the life of the process."""
 
     def __init__(self, settings: Settings, key: bytes) -> None:
         self._users: dict[str, DashboardUser] = {u.name: u for u in settings.users}
         self._key = key
         self._verified: set[bytes] = set()
         self._dummy = hash_password(secrets.token_hex(8))  # unknown names cost the same as known ones
+        self.slots = threading.BoundedSemaphore(settings.password_checks_max)
 
     def role_of(self, name: str) -> str | None:
         user = self._users.get(name)
         return user.role if user else None
 
     def authenticate(self, name: str, password: str) -> DashboardUser | None:
-        user = self._users.get(name)
-        if user is None:
-            verify_password(self._dummy, password)
-            return None
-        return user if verify_password(user.password_hash, password) else None
+        if not self.slots.acquire(timeout=PASSWORD_CHECK_WAIT_S):
+            raise Busy("too many sign-ins are being checked at once; retry in a second")
+        try:
+            user = self._users.get(name)
+            if user is None:
+                verify_password(self._dummy, password)
+                return None
+            return user if verify_password(user.password_hash, password) else None
+        finally:
+            self.slots.release()
 
     def authenticate_cached(self, name: str, password: str) -> DashboardUser | None:
         user = self._users.get(name)
@@ -99,6 +114,63 @@ class UserDirectory:
         if found is not None:
             self._verified.add(token)
         return found
+
+
+class SignedOutSessions:
+    """Sessions ended by logout, remembered until their cookie would have expired anyway, so that a copy of the
+    cookie taken before logout is refused. Held by this process: a restart forgets them."""
+
+    def __init__(self, max_age_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._max_age_s = max_age_s
+        self._clock = clock
+        self._ended: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def end(self, session_id: str) -> None:
+        with self._lock:
+            now = self._clock()
+            self._ended = {sid: until for sid, until in self._ended.items() if until > now}
+            self._ended[session_id] = now + self._max_age_s
+
+    def ended(self, session_id: str) -> bool:
+        with self._lock:
+            return self._ended.get(session_id, float("-inf")) > self._clock()
+
+
+def check_password(request: Request, name: str, password: str, *,
+                   via: Literal["form", "basic"]) -> DashboardUser | None:
+    """The user if the password is right. A user name or client address with too many recent failures is refused
+    (TooManyRequests) before any check; every failure, and the lockout it may start, is logged and audited."""
+    throttle: SignInThrottle = request.app.state.sign_in_throttle
+    directory: UserDirectory = request.app.state.directory
+    client = request.client.host if request.client else "unknown"
+    lockout = throttle.locked(name, client)
+    if lockout is not None:
+        log.info("sign-in refused: %s %r locked out for %ss", lockout.scope,
+                 name[:128] if lockout.scope == "user" else client, lockout.retry_after_s)
+        raise TooManyRequests(f"too many failed sign-ins; retry in {lockout.retry_after_s} s",
+                              retry_after_s=lockout.retry_after_s)
+    user = directory.authenticate_cached(name, password) if via == "basic" else directory.authenticate(name, password)
+    if user is not None:
+        throttle.succeeded(name)
+        return user
+    started = throttle.failed(name, client)
+    _audit_failure(request.app.state.container, name=name[:128], client=client, via=via, started=started)
+    return None
+
+
+def _audit_failure(container: Container, *, name: str, client: str, via: str, started: Lockout | None) -> None:
+    log.warning("sign-in failed: user %r from %s via %s", name, client, via)
+    with container.uow() as uow:
+        append_event(uow.session, actor=f"client:{client}", kind="auth.failed",
+                     data={"user": name, "client": client, "via": via})
+        if started is not None:
+            log.warning("sign-in locked out: %s %r for %ss", started.scope, name if started.scope == "user" else client,
+                        started.retry_after_s)
+            append_event(uow.session, actor=f"client:{client}", kind="auth.locked_out",
+                         data={"scope": started.scope, "user": name, "client": client,
+                               "retry_after_s": started.retry_after_s})
+        uow.commit()
 
 
 def session_secret(settings: Settings) -> str:
@@ -138,13 +210,24 @@ def sign_in(request: Request, user: DashboardUser) -> None:
     """Start a fresh session for `user` (a new CSRF token; nothing from before sign-in carries over)."""
     request.session.clear()
     request.session[SESSION_USER] = user.name
+    request.session[SESSION_ID] = secrets.token_urlsafe(24)
     csrf_token(request)
+
+
+def sign_out(request: Request) -> None:
+    """End the session here and for any copy of its cookie."""
+    session_id = request.session.get(SESSION_ID)
+    if isinstance(session_id, str):
+        signed_out: SignedOutSessions = request.app.state.signed_out
+        signed_out.end(session_id)
+    request.session.clear()
 
 
 def identify(request: Request, credentials: HTTPBasicCredentials | None = None) -> SignedIn | None:
     """The trusted proxy's header first, then the session cookie, then HTTP Basic credentials."""
     settings: Settings = request.app.state.container.settings
     directory: UserDirectory = request.app.state.directory
+    signed_out: SignedOutSessions = request.app.state.signed_out
     if settings.trusted_proxy_header:
         name = request.headers.get(settings.trusted_proxy_header, "").strip()
         if name:
@@ -153,11 +236,12 @@ def identify(request: Request, credentials: HTTPBasicCredentials | None = None) 
     session_user = request.session.get(SESSION_USER)
     if isinstance(session_user, str):
         role = directory.role_of(session_user)
-        if role is not None:
+        session_id = request.session.get(SESSION_ID)
+        if role is not None and isinstance(session_id, str) and not signed_out.ended(session_id):
             return SignedIn(session_user, role, "session")
-        request.session.pop(SESSION_USER, None)  # removed from the configuration since signing in
+        request.session.pop(SESSION_USER, None)  # signed out, or removed from the configuration since signing in
     if credentials is not None:
-        user = directory.authenticate_cached(credentials.username, credentials.password)
+        user = check_password(request, credentials.username, credentials.password, via="basic")
         if user is not None:
             return SignedIn(user.name, user.role, "basic")
     return None

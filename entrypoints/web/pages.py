@@ -13,12 +13,24 @@ from sqlalchemy.orm import Session
 
 from domain import IncidentStatus, Severity
 from entrypoints.web.api import DbSession
-from entrypoints.web.auth import CSRF_FIELD, PageUser, SignedIn, check_csrf, csrf_token, identify, sign_in
+from entrypoints.web.auth import (
+    CSRF_FIELD,
+    PageUser,
+    SignedIn,
+    check_csrf,
+    check_password,
+    csrf_token,
+    identify,
+    sign_in,
+    sign_out,
+)
 from entrypoints.web.decide import decide_on_action
 from entrypoints.web.fleet import fleet_view
 from entrypoints.web.incident_charts import incident_charts
 from entrypoints.web.views import audit_view, incident_view
+from gpuops.errors import NotFound
 from gpuops.incidents.queries import get_incident, incident_summary, list_incidents
+from gpuops.store.models import Action
 
 STATUSES = tuple(IncidentStatus)
 SEVERITIES = tuple(reversed(Severity))  # the worst first
@@ -56,7 +68,7 @@ def login(request: Request, username: Annotated[str, Form(max_length=128)],
           password: Annotated[str, Form(max_length=1024)], token: CsrfField = None,
           next: Annotated[str, Form(max_length=500)] = "/") -> Response:
     check_csrf(request, token)
-    user = request.app.state.directory.authenticate(username, password)
+    user = check_password(request, username, password, via="form")
     if user is None:
         return render(request, "login.html", {"next": _safe_next(next), "error": "Unknown user or wrong password."},
                       None, status_code=401)
@@ -67,7 +79,7 @@ def login(request: Request, username: Annotated[str, Form(max_length=128)],
 @router.post("/logout")
 def logout(request: Request, token: CsrfField = None) -> Response:
     check_csrf(request, token)
-    request.session.clear()
+    sign_out(request)
     return RedirectResponse("/login", status_code=303)
 
 
@@ -107,6 +119,10 @@ def decide(request: Request, incident_id: Id, action_id: Id, user: PageUser,
            reason: Annotated[str, Form(max_length=2000)] = "", token: CsrfField = None) -> Response:
     """Approve or reject the plan shown on the page; a refusal is shown on the page, and audited."""
     check_csrf(request, token)
+    with request.app.state.container.session_factory() as session:
+        action = session.get(Action, action_id)
+        if action is None or action.incident_id != incident_id:
+            raise NotFound(f"incident {incident_id} has no action {action_id}")
     back = f"/incidents/{incident_id}"
     if not reason.strip():
         request.session[FLASH] = {"kind": "error", "text": "Give a reason for your decision."}
