@@ -168,7 +168,9 @@ def test_an_unsigned_slack_body_is_refused_before_it_is_parsed(sqlite_url: str,
         with caplog.at_level(logging.WARNING), TestClient(app) as client:
             response = client.post("/slack/events", content=b"payload=x",
                                    headers={"Content-Type": "application/x-www-form-urlencoded"})
-        assert response.status_code == 401
+            flood = client.post("/slack/events", content=b"payload=" + b"x" * (2 * 1024 * 1024),
+                                headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert response.status_code == 401 and flood.status_code == 413
         assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
     finally:
         container.close()
