@@ -14,7 +14,9 @@ Signals, each only where its series is exported (absent series: the signal never
   for heat); `power_violation` likewise for `DCGM_FI_DEV_POWER_VIOLATION`;
 - `temp_above_node_peers_at_equal_power`: `hot_gap_c` hotter than its node's median GPU while drawing no
   more than `power_gap` above their median power, for `persist` samples (same inlet air, same load);
-- `sm_clock_below_job_at_equal_load` / `power_below_job_at_equal_load`: at least as busy as its job's median
+- `sm_clock_below_job_at_equal_load` / `power_below_job_at_equal_load` (training and batch jobs only: a
+  Deployment's replicas serve different requests, so equal utilisation is not equal work among them): at
+  least as busy as its job's median
   GPU (utilisation, else engine activity, within `load_gap`) but clocked `clock_gap` or drawing `power_gap`
   below the job's median, for `persist` samples (at equal work a GPU's power scatters by a few percent; a
   GPU held slow draws visibly less while its peers wait for it).
@@ -35,6 +37,7 @@ from detectors import metrics as m
 from detectors.findings import Finding, FindingKind, Severity
 from detectors.frame import FloatArray, GpuLabels
 from detectors.peers import PeerComparison, group_ids, group_median
+from detectors.saturation import deployment_of
 from detectors.stream import BoolArray, CycleView, IntArray, grow
 from domain.jobs import job_of
 
@@ -170,7 +173,9 @@ class Corroboration:
 
     def _grouping(self, labels: GpuLabels) -> tuple[GpuLabels, IntArray, int, IntArray, int]:
         if self._groups is None or self._groups[0] != labels:
-            job, job_names = group_ids([job_of(p, ns) for p, ns in zip(labels.pod, labels.namespace, strict=True)])
+            # a Deployment's replicas serve independently: equal utilisation is not equal work among them
+            job, job_names = group_ids([None if deployment_of(p, ns) else job_of(p, ns)
+                                        for p, ns in zip(labels.pod, labels.namespace, strict=True)])
             node, node_names = group_ids(list(labels.hostname))
             self._groups = (labels, job, len(job_names), node, len(node_names))
         return self._groups

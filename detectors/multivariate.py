@@ -27,6 +27,10 @@ from detectors.frame import FloatArray, GpuLabels
 from detectors.stream import CycleView, IntArray, OnsetTracker, gpu_finding_fields, grow
 
 FEATURES: tuple[str, ...] = (m.GPU_TEMP, m.MEMORY_TEMP, m.POWER_USAGE, m.SM_CLOCK, m.GPU_UTIL, m.FB_USED)
+# The least spread each feature is given: a reading's own resolution and noise (°C, °C, W, MHz, %, MiB). A
+# class whose history sat still (a fleet idle while the model learnt) must not make a one-step move of a
+# reading look like millions of standard deviations.
+MIN_SCALE = np.array([1.0, 1.0, 5.0, 15.0, 1.0, 256.0])
 Method = Literal["isolation_forest", "robust_covariance"]
 
 
@@ -150,7 +154,7 @@ class MultivariateModel:
         center = np.median(data, axis=0)
         q75, q25 = np.percentile(data, [75, 25], axis=0)
         state.center = center
-        state.scale = np.maximum((q75 - q25) / 1.349, 1e-6 + 1e-3 * np.abs(center))
+        state.scale = np.maximum((q75 - q25) / 1.349, np.maximum(MIN_SCALE, 1e-3 * np.abs(center)))
         z = self._standardise(state, data)
         if self.method == "isolation_forest":
             state.model = IsolationForest(n_estimators=50, max_samples=256, random_state=self.seed).fit(z)

@@ -345,3 +345,14 @@ def test_a_cycle_saved_before_the_physics_checks_restores_and_runs_on() -> None:
             del stage.__dict__["_calm"], stage.__dict__["_calm_at_start"]
     restored = DetectionCycle.from_state(cycle.state_bytes())
     assert restored.update(second) == []
+
+
+def test_a_deployments_replicas_are_no_job_to_compare_work_against() -> None:
+    from detectors.corroboration import Corroboration
+
+    labels = GpuLabels(hostname=("gpu-node-001",) * 4, gpu=(0, 1, 2, 3), uuid=("a", "b", "c", "d"),
+                       model_name=("NVIDIA H100 80GB HBM3",) * 4,
+                       pod=("sd-serving-7d9f8c6b5-x2k4b", "sd-serving-7d9f8c6b5-x2k4c", "train-0-worker-0",
+                            "train-0-worker-1"), namespace=("inference", "inference", "ml", "ml"))
+    _, job, jobs, _, _ = Corroboration()._grouping(labels)
+    assert list(job[:2]) == [-1, -1] and job[2] == job[3] >= 0 and jobs == 1
