@@ -63,6 +63,11 @@ class SignInThrottle:
             self._forget_oldest()
             return self._lockout(name, client, now) if before is None else None
 
+    @property
+    def tracked(self) -> int:
+        """How many user names and client addresses are remembered now."""
+        return len(self._failures)
+
     def succeeded(self, name: str) -> None:
         with self._lock:
             self._failures.pop(("user", name), None)
