@@ -21,6 +21,7 @@ from entrypoints.web.views import action_view, audit_view, incident_view, list_a
 from gpuops.errors import NotFound
 from gpuops.execution.approvals import NotAuthorised
 from gpuops.incidents.queries import incident_summary, list_incidents
+from gpuops.store.audit import read_only_session, verify_recent
 from gpuops.store.models import Action
 from gpuops.wiring import Container
 
@@ -130,13 +131,20 @@ def api_reject(action_id: Id, body: DecisionRequest, request: Request, user: Api
 
 
 @router.get("/audit")
-def api_audit(_user: ApiUser, session: DbSession,
+def api_audit(request: Request, _user: ApiUser,
               limit: Annotated[int, Query(ge=1, le=1000)] = 200,
               before: Annotated[int | None, Query(ge=1, le=2**62)] = None,
               incident_id: Annotated[int | None, Query(ge=1, le=2_147_483_647)] = None,
               verify: bool = True) -> dict[str, Any]:
-    """The audit trail, newest first, and (unless verify=false) the hash chain's verification."""
-    return audit_view(session, limit=limit, before=before, incident_id=incident_id, verify=verify)
+    """The audit trail, newest first, and (unless verify=false) the hash chain's verification: incremental from
+    what this process verified last (or the newest signed checkpoint), at most 20,000 events a call, read without
+    the SQLite write lock. `gpuops audit verify` checks the whole chain."""
+    container: Container = request.app.state.container
+    with read_only_session(container.session_factory) as session:
+        result = audit_view(session, limit=limit, before=before, incident_id=incident_id, verify=False)
+    if verify:
+        result["chain"] = verify_recent(container.session_factory).as_dict()
+    return result
 
 
 @router.get("/fleet")

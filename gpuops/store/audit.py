@@ -13,16 +13,20 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Iterable, Sequence
+import threading
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session, UOWTransaction, sessionmaker
 
 from gpuops.errors import ConfigError
+from gpuops.store.db import READ_ONLY
 from gpuops.store.models import AuditEvent, AuditHead, utcnow
 
 GENESIS_HASH = "0" * 64
@@ -236,8 +240,10 @@ class ChainReport:
     unkeyed: int = 0
     unverified: int = 0          # keyed events whose signature could not be checked: no key given
     checkpoints: int = 0         # signed checkpoints the chain was checked against
+    from_seq: int = 1            # the first event checked (after a trusted anchor, when there was one)
     last_seq: int = 0
     last_hash: str = GENESIS_HASH
+    complete: bool = True        # False: stopped after max_events; the rest is for the next call
 
     @property
     def ok(self) -> bool:
@@ -259,7 +265,8 @@ class ChainReport:
     def as_dict(self) -> dict[str, Any]:
         first = self.first_problem
         return {"ok": self.ok, "checked": self.checked, "keyed": self.keyed, "unkeyed": self.unkeyed,
-                "unverified": self.unverified, "checkpoints": self.checkpoints, "last_seq": self.last_seq,
+                "unverified": self.unverified, "checkpoints": self.checkpoints, "from_seq": self.from_seq,
+                "last_seq": self.last_seq, "verified_up_to": self.last_seq, "complete": self.complete,
                 "first_bad_seq": first.seq if first else None, "notes": self.notes(),
                 "problems": [{"seq": p.seq, "problem": p.problem} for p in self.problems]}
 
@@ -281,30 +288,42 @@ def _trusted(checkpoints: Sequence[Checkpoint], key: AuditKey | None, report: Ch
 
 
 def verify_chain(session: Session, batch: int = 5000, *, checkpoints: Sequence[Checkpoint] = (),
-                 key: AuditKey | None = None, start: Checkpoint | None = None) -> ChainReport:
+                 key: AuditKey | None = None, after: tuple[int, str] | None = None,
+                 max_events: int | None = None) -> ChainReport:
     """Recompute every hash in order, a page of `batch` events at a time. Reports modified events (hash or
     signature mismatch, an unkeyed event after keyed ones), removed events (a gap in the sequence or a broken
     link) and a truncated tail (the head, or a signed checkpoint, points past the last event). `key` defaults
-    to the session's signing key; `start`, a trusted checkpoint, verifies only what came after it."""
+    to the session's signing key. `after`, a (seq, hash) the caller already trusts (verified before, or a
+    signed checkpoint), checks only the events after it, once that event is found unchanged; `max_events`
+    stops early (`complete` is then False)."""
     signing = signing_of(session)
     key = key or (signing.key if signing else None)
     report = ChainReport()
-    trusted = _trusted([*checkpoints, *([start] if start else [])], key, report)
+    trusted = _trusted(checkpoints, key, report)
     prev_hash, expected_seq, keyed_seen = GENESIS_HASH, 1, False
-    if start is not None and start.seq in trusted:
-        anchor = session.get(AuditEvent, start.seq)
-        if anchor is None or anchor.hash != start.hash:
-            report.problems.append(ChainProblem(start.seq, f"event {start.seq} differs from the signed checkpoint"))
-        prev_hash, expected_seq, keyed_seen = start.hash, start.seq + 1, True
+    if after is not None and after[0] > 0:
+        anchor = session.get(AuditEvent, after[0])
+        if anchor is None or anchor.hash != after[1]:
+            report.problems.append(ChainProblem(after[0], f"event {after[0]} changed or deleted since it was "
+                                                          "verified"))
+        prev_hash, expected_seq = after[1], after[0] + 1
+        keyed_seen = anchor is not None and anchor.key_id is not None
+    report.from_seq = expected_seq
     report.last_seq, report.last_hash = expected_seq - 1, prev_hash
     while True:
+        size = batch if max_events is None else min(batch, max_events - report.checked)
         page = list(session.scalars(select(AuditEvent).where(AuditEvent.seq > report.last_seq)
-                                    .order_by(AuditEvent.seq).limit(batch)))
+                                    .order_by(AuditEvent.seq).limit(size))) if size > 0 else []
         for ev in page:
             keyed_seen = _check_event(ev, expected_seq, prev_hash, key, keyed_seen, trusted, report)
             prev_hash, expected_seq = ev.hash, ev.seq + 1
             report.last_seq, report.last_hash = ev.seq, ev.hash
-        if len(page) < batch:
+        if max_events is not None and report.checked >= max_events:
+            more = session.scalar(select(AuditEvent.seq).where(AuditEvent.seq > report.last_seq).limit(1))
+            if more is not None:
+                report.complete = False
+                return report  # the tail checks wait for the call that reaches the end
+        if len(page) < size or size == 0:
             break
     last_seq = report.last_seq
     beyond = max((seq for seq in trusted if seq > last_seq), default=None)
@@ -317,6 +336,54 @@ def verify_chain(session: Session, batch: int = 5000, *, checkpoints: Sequence[C
     elif head is not None and head.seq == last_seq and last_seq and head.hash != prev_hash:
         report.problems.append(ChainProblem(last_seq, "head hash does not match the last event"))
     return report
+
+
+_anchors: weakref.WeakKeyDictionary[Engine, tuple[int, str]] = weakref.WeakKeyDictionary()
+_anchors_lock = threading.Lock()
+
+
+@contextmanager
+def read_only_session(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session of `factory` (with its signing key) on a connection that only reads: on SQLite it begins
+    deferred, so it never takes or waits for the write lock."""
+    engine = factory.kw["bind"]
+    with engine.connect() as conn:
+        conn.execution_options(**{READ_ONLY: True})
+        with factory(bind=conn) as session:
+            yield session
+            session.rollback()
+
+
+def verify_recent(factory: sessionmaker[Session], *, max_events: int = 20_000, batch: int = 2000) -> ChainReport:
+    """Verify what was appended since this process last verified the chain (or since the newest signed
+    checkpoint in GPUOPS_AUDIT_CHECKPOINT_FILE), at most `max_events` per call, read-only. The whole chain is
+    `gpuops audit verify`'s job."""
+    engine = factory.kw["bind"]
+    with _anchors_lock:
+        anchor = _anchors.get(engine)
+    with read_only_session(factory) as session:
+        signing = signing_of(session)
+        newest = _newest_signed_checkpoint(signing)
+        if newest is not None and (anchor is None or newest.seq > anchor[0]):
+            anchor = (newest.seq, newest.hash)
+        report = verify_chain(session, batch, after=anchor, max_events=max_events)
+    if report.ok:
+        with _anchors_lock:
+            known = _anchors.get(engine)
+            if known is None or report.last_seq > known[0]:
+                _anchors[engine] = (report.last_seq, report.last_hash)
+    return report
+
+
+def _newest_signed_checkpoint(signing: AuditSigning | None) -> Checkpoint | None:
+    if signing is None or not signing.checkpoint_file:
+        return None
+    try:
+        lines = Path(signing.checkpoint_file).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    valid = [c for c in read_checkpoints(lines[-50:]) if c.signed_by(signing.key)]
+    return max(valid, key=lambda c: c.seq, default=None)
 
 
 def _check_event(ev: AuditEvent, expected_seq: int, prev_hash: str, key: AuditKey | None, keyed_seen: bool,

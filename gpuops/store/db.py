@@ -10,6 +10,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
+READ_ONLY = "gpuops_read_only"  # a connection execution option: this connection only reads
+
 
 def normalise_url(url: str | URL) -> URL:
     """`postgresql://` means psycopg 3 here (psycopg2 is not a dependency)."""
@@ -49,8 +51,9 @@ def _sqlite_pragmas(engine: Engine, *, wal: bool) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         # Writers take the lock at BEGIN, so read-then-write transactions (budgets, the audit head)
-        # are serialised instead of failing on lock upgrade.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # are serialised instead of failing on lock upgrade. Work marked read-only (READ_ONLY) begins deferred:
+        # it never takes the write lock, and under WAL it neither waits for writers nor holds them up.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
