@@ -15,7 +15,7 @@ from domain import ActionStatus, Budget, IncidentStatus, InvalidTarget, Target, 
 from gpuops.policy.config import PolicyConfig
 from gpuops.policy.scope import scope_violations
 from gpuops.store.audit import append_event
-from gpuops.store.models import Action, FindingRecord, Incident, NodeLease, PolicyState
+from gpuops.store.models import Action, FindingRecord, Incident, NodeLease, NodeProbation, PolicyState
 
 POLICY_ROW = 1
 
@@ -75,6 +75,11 @@ def _lock(session: Session) -> PolicyState:
 def _active_leases(session: Session) -> dict[str, int]:
     rows = session.execute(select(NodeLease.hostname, NodeLease.action_id).where(NodeLease.released_at.is_(None)))
     return {host: action_id for host, action_id in rows}
+
+
+def _awaiting_repair(session: Session) -> set[str]:
+    """Nodes a failed probation kept out of service with a hardware ticket (they wait for the humans)."""
+    return set(session.scalars(select(NodeProbation.hostname).where(NodeProbation.status == "kept_out")))
 
 
 def _node_actions_since(session: Session, node: str, since: datetime) -> list[Action]:
@@ -160,7 +165,9 @@ def evaluate(session: Session, *, incident: Incident, action: Action, spec: Acti
     if window and spec.disruptive:
         deny.append(f"freeze window until {window.ends_at.isoformat()}: {window.reason or 'no reason given'}")
 
-    out_now = set(leases) | set(facts.unschedulable)
+    # A node gpuops keeps out on a hardware ticket is broken capacity waiting for repair, not disruption in
+    # flight: it no longer holds the nodes-out budget (its GPUs still count against the healthy minimum).
+    out_now = (set(leases) | set(facts.unschedulable)) - _awaiting_repair(session)
     new_nodes = [n for n in spec.target_nodes if n not in out_now]  # a node already out costs nothing more
     # The rate limit is on actions that touch the cluster: telling people (target `none`) is never rationed.
     executed_last_hour = sum(1 for targets in session.scalars(select(Action.targets).where(

@@ -308,3 +308,20 @@ def test_a_soft_incident_is_held_only_by_corroborated_incidents_elsewhere(contai
         verdict = evaluate(uow.session, incident=here, action=action, spec=drain("gpu-node-001"), facts=FACTS,
                            config=config, now=NOW)
         assert_decided(verdict, Gate.ESCALATE, "common cause suspected: thermal also on gpu-node-005")
+
+
+def test_a_node_kept_out_for_repair_no_longer_holds_the_nodes_out_budget(container: Container) -> None:
+    from gpuops.store.models import NodeProbation
+
+    config = PolicyConfig(max_nodes_out=1, max_nodes_out_fraction=1.0)
+    assert decide(container, "gpu-node-001", drain("gpu-node-001"), config).gate == Gate.TWO_APPROVERS
+    facts = FleetFacts(nodes=20, gpus=160, healthy_gpus=152, gpus_per_node=8, unschedulable=frozenset({"gpu-node-001"}))
+    assert_decided(decide(container, "gpu-node-002", drain("gpu-node-002"), config, facts=facts),
+                   Gate.DENIED, "budget: 1 node(s) already out, limit 1")
+    with container.uow() as uow:  # its probation failed: a double-bit error, a ticket, out until repaired
+        inc = uow.session.scalars(select(Incident).where(Incident.hostname == "gpu-node-001")).first()
+        assert inc is not None
+        uow.session.add(NodeProbation(hostname="gpu-node-001", incident_id=inc.id, status="kept_out",
+                                      started_at=NOW, due_at=NOW, checks=[], reason="dbe"))
+        uow.commit()
+    assert decide(container, "gpu-node-003", drain("gpu-node-003"), config, facts=facts).gate == Gate.TWO_APPROVERS
