@@ -166,3 +166,20 @@ def test_cli_audit_verify_reports_the_first_bad_event(keyed: Container, tmp_path
     _forge_from(keyed, 4, "someone-else")
     bad = CliRunner().invoke(cli, ["audit", "verify", "--checkpoints", str(tmp_path / "cp.jsonl")])
     assert bad.exit_code == 1 and "event 4" in bad.output, bad.output
+
+
+def test_cli_audit_checkpoint_signs_the_head_now(keyed: Container, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from entrypoints.cli import cli
+
+    _append(keyed, 3)
+    monkeypatch.setenv("GPUOPS_DATABASE_URL", keyed.settings.database_url)
+    monkeypatch.setenv("GPUOPS_AUDIT_KEY", KEY)
+    monkeypatch.setenv("GPUOPS_AUDIT_CHECKPOINT_FILE", str(tmp_path / "now.jsonl"))
+    signed = CliRunner().invoke(cli, ["audit", "checkpoint"])
+    assert signed.exit_code == 0, signed.output
+    (checkpoint,) = read_checkpoints((tmp_path / "now.jsonl").read_text().splitlines())
+    assert checkpoint.seq == 3
+    monkeypatch.delenv("GPUOPS_AUDIT_KEY")
+    refused = CliRunner().invoke(cli, ["audit", "checkpoint"])
+    assert refused.exit_code != 0 and "GPUOPS_AUDIT_KEY" in refused.output
