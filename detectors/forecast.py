@@ -133,6 +133,8 @@ class _TargetState:
     trackers: list[OnsetTracker] = field(default_factory=list)
     load_ref: FloatArray = field(default_factory=lambda: np.zeros(0))
     load_changed: FloatArray = field(default_factory=lambda: np.zeros(0))
+    load_before: FloatArray = field(default_factory=lambda: np.zeros(0))       # the level a pause left
+    load_before_changed: FloatArray = field(default_factory=lambda: np.zeros(0))
     thermal: ThermalResistance = field(default_factory=ThermalResistance)
     hot: FloatArray = field(default_factory=lambda: np.zeros(0))
     hot_since: FloatArray = field(default_factory=lambda: np.zeros(0))
@@ -179,8 +181,12 @@ class FailureForecast:
                     # the first sample of a GPU is a load step: nothing says it was not warming up to it
                     seen = np.isfinite(state.load_ref[view.slots]) | ~np.isfinite(driver[:, j])
                     state.load_changed[view.slots[~seen]] = ts
+                    # memory does not move with a compute pause (a checkpoint holds it): for a leak, a load that
+                    # comes back to where it was is no new load; heat does follow a pause, so not for thermals
+                    pause = (state.load_before, state.load_before_changed) if target.physics == "leak" else None
                     note_load_steps(state.load_ref, state.load_changed, view.slots, ts, driver[:, j],
-                                    relative=target.steady_jump, absolute=target.steady_jump * target.steady_floor)
+                                    relative=target.steady_jump, absolute=target.steady_jump * target.steady_floor,
+                                    pause=pause)
                 if target.physics == "thermal" and driver is not None:
                     self._follow_thermals(view, target, state, ts, arr[:, j], driver[:, j])
                 elif target.physics == "leak":
@@ -215,6 +221,8 @@ class FailureForecast:
         # states saved before the load guard existed lack its arrays
         state.load_ref = grow(getattr(state, "load_ref", np.zeros(0)), n, np.nan)
         state.load_changed = grow(getattr(state, "load_changed", np.zeros(0)), n, -np.inf)
+        state.load_before = grow(getattr(state, "load_before", np.zeros(0)), n, np.nan)
+        state.load_before_changed = grow(getattr(state, "load_before_changed", np.zeros(0)), n, -np.inf)
         for name, make in (("thermal", ThermalResistance), ("climb", MonotoneClimb), ("power_ceiling", dict),
                            ("nodes", lambda: None)):
             if not hasattr(state, name):  # states saved before the physics checks

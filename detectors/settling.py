@@ -20,15 +20,29 @@ SETTLING_DETECTORS = ("baseline.", "multivariate.", "peers.node_thermal")
 
 
 def note_load_steps(ref: FloatArray, changed: FloatArray, slots: IntArray, ts: float, load: FloatArray, *,
-                    relative: float, absolute: float) -> None:
+                    relative: float, absolute: float,
+                    pause: tuple[FloatArray, FloatArray] | None = None) -> None:
     """Follow each slot's load (`ref`, a slow average) and record in `changed` the time of its last step: a
-    sample further than max(relative × |ref|, absolute) from the average. Both arrays are updated in place."""
+    sample further than max(relative × |ref|, absolute) from the average. Both arrays are updated in place.
+    With `pause` (the level before the last step, and that step's predecessor's time), a load that returns to
+    the level it left is a pause, not a step: `changed` goes back to what it was before the pause."""
     ok = np.isfinite(load)
     s, v = slots[ok], load[ok]
     r = ref[s]
     first = ~np.isfinite(r)
     jumped = ~first & (np.abs(v - r) > np.maximum(relative * np.abs(r), absolute))
-    changed[s] = np.where(jumped, ts, changed[s])
+    if pause is not None:
+        # back to the level held before the last step (a checkpoint or an evaluation pause over): the pause
+        # was no new load, and the time of the step before it stands
+        before, before_changed = pause
+        back = jumped & np.isfinite(before[s]) & (
+            np.abs(v - before[s]) <= np.maximum(relative * np.abs(before[s]), absolute))
+        step = jumped & ~back
+        before[s] = np.where(step, r, np.where(back, np.nan, before[s]))
+        before_changed[s] = np.where(step, changed[s], before_changed[s])
+        changed[s] = np.where(step, ts, np.where(back, before_changed[s], changed[s]))
+    else:
+        changed[s] = np.where(jumped, ts, changed[s])
     ref[s] = np.where(first | jumped, v, r + 0.1 * (v - r))
 
 

@@ -256,6 +256,30 @@ def test_a_leak_is_a_climb_without_drops_for_half_an_hour_on_one_pod() -> None:
     assert found[0].evidence["monotone_climb_s"] >= 1800 and found[0].evidence["corroborated"] is True
 
 
+def test_a_leak_on_a_job_that_pauses_for_checkpoints_is_still_forecast() -> None:
+    ts, met, gpus = training(steps=400)  # 30 s steps: a checkpoint of 3 min every 40 min on every rank
+    for start in range(20, 400, 80):
+        pause(met, slice(0, 16), slice(start, start + 6))
+    with_framebuffer(met, 4, met[m.FB_USED][4] + np.concatenate([np.zeros(100), np.linspace(0, 21_000, 300)]))
+    found = [f for f in run([FailureForecast(default_targets())], det_synth.frame(ts, met, gpus))
+             if f.kind == "memory_leak"]
+    assert [(f.hostname, f.gpu) for f in found] == [("gpu-node-001", 4)]
+
+
+def test_a_load_that_moves_to_a_new_level_still_settles_before_a_leak_is_forecast() -> None:
+    from detectors.settling import note_load_steps
+
+    ref, changed = np.full(1, np.nan), np.full(1, -np.inf)
+    before, before_changed = np.full(1, np.nan), np.full(1, -np.inf)
+    slots = np.array([0])
+    for t, load in ((0, 90.0), (10, 90.0), (20, 5.0), (30, 90.0), (40, 30.0)):
+        note_load_steps(ref, changed, slots, float(t), np.array([load]), relative=0.25, absolute=2.5,
+                        pause=(before, before_changed))
+        if t == 30:
+            assert changed[0] == -np.inf  # the pause is over: back to the level it left, no step since
+    assert changed[0] == 40.0  # a new level is a step
+
+
 # --- corroboration --------------------------------------------------------------------------------------------
 
 
