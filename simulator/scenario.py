@@ -267,22 +267,63 @@ class Scenario(_Strict):
         return self
 
 
-def _describe(exc: ValidationError) -> str:
-    lines = []
+LineMap = dict[tuple[str | int, ...], int]
+
+
+def _describe(exc: ValidationError, lines: LineMap | None = None) -> str:
+    out = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
-        lines.append(f"  {loc or '(scenario)'}: {err['msg']}")
-    return "\n".join(lines)
+        path = tuple(p for p in err["loc"] if not str(p).startswith("function-after"))
+        loc = ".".join(str(p) for p in path)
+        line = _line_of(lines, path) if lines else None
+        out.append(f"  {'' if line is None else f'line {line}: '}{loc or '(scenario)'}: {err['msg']}")
+    return "\n".join(out)
 
 
-def scenario_from_dict(data: Any, source: str = "scenario") -> Scenario:
-    """Validate a parsed scenario; ScenarioError naming each bad field otherwise."""
+def _line_of(lines: LineMap, path: tuple[Any, ...]) -> int | None:
+    """The line of the deepest part of `path` the file has (a missing field: the mapping that lacks it)."""
+    for end in range(len(path), -1, -1):
+        if (line := lines.get(tuple(path[:end]))) is not None:
+            return line
+    return None
+
+
+def yaml_lines(text: str) -> LineMap:
+    """Where each field and list item of a YAML document starts (1-based lines), keyed by its path."""
+    out: LineMap = {}
+
+    def walk(node: yaml.Node, path: tuple[str | int, ...]) -> None:
+        out[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                out[(*path, str(key.value))] = key.start_mark.line + 1
+                walk_child(value, (*path, str(key.value)))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, (*path, i))
+
+    def walk_child(node: yaml.Node, path: tuple[str | int, ...]) -> None:
+        line = out[path]
+        walk(node, path)
+        out[path] = line  # a field is where its key is written
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return out
+    if root is not None:
+        walk(root, ())
+    return out
+
+
+def scenario_from_dict(data: Any, source: str = "scenario", lines: LineMap | None = None) -> Scenario:
+    """Validate a parsed scenario; ScenarioError naming each bad field (and its line, given `lines`)."""
     if not isinstance(data, dict):
         raise ScenarioError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        raise ScenarioError(f"{source} is not a valid scenario:\n{_describe(exc)}") from exc
+        raise ScenarioError(f"{source} is not a valid scenario:\n{_describe(exc, lines)}") from exc
 
 
 def read_scenario_data(path: str | Path) -> Any:

@@ -9,16 +9,18 @@ import numpy as np
 
 from simulator.faults import build_faults
 from simulator.replay import check_replay_room, resolve_replay
-from simulator.scenario import Scenario, ScenarioError, read_scenario_data, scenario_from_dict
+from simulator.scenario import LineMap, Scenario, ScenarioError, read_scenario_data, scenario_from_dict, yaml_lines
 
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario YAML file, fault parameters and replay recordings included."""
     path = Path(path)
-    return scenario_from_file_data(read_scenario_data(path), source=str(path), folder=path.parent)
+    data = read_scenario_data(path)
+    return scenario_from_file_data(data, source=str(path), folder=path.parent,
+                                   lines=yaml_lines(path.read_text(encoding="utf-8")))
 
 
-def scenario_from_file_data(data: Any, source: str, folder: Path) -> Scenario:
+def scenario_from_file_data(data: Any, source: str, folder: Path, lines: LineMap | None = None) -> Scenario:
     """Validate a scenario file's parsed YAML whole: replay paths are relative to `folder` (the file's), the
     recordings are read and checked line by line, `duration: trace` takes their length, every recorded pod
     must have a GPU, and fault parameters must build. Nothing is half-loaded: any problem is a ScenarioError."""
@@ -26,7 +28,7 @@ def scenario_from_file_data(data: Any, source: str, folder: Path) -> Scenario:
         data = resolve_replay(data, folder)
     except ScenarioError as exc:
         raise ScenarioError(f"{source} is not a valid scenario:\n  {exc}") from exc
-    scenario = scenario_from_dict(data, source=source)
+    scenario = scenario_from_dict(data, source=source, lines=lines)
     try:
         check_replay_room(scenario)
     except ScenarioError as exc:
