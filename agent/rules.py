@@ -183,7 +183,15 @@ class RulesPlanner:
         if not isinstance(current, int) or current < 0:
             return f"the current replica count of {deployment} is unknown"
         wanted = current + max(1, math.ceil(current * 0.5))
-        return PlannedAction("scale_deployment", {"replicas": wanted, "reason": reason}, (f"deployment/{deployment}",))
+        target = (f"deployment/{deployment}",)
+        # half again, or as far towards it as the deployment's configured bounds allow
+        for replicas in range(wanted, current, -1):
+            action = PlannedAction("scale_deployment", {"replicas": replicas, "reason": reason}, target)
+            if not request.check(action):
+                return action
+        problems = "; ".join(request.check(PlannedAction("scale_deployment", {"replicas": current + 1,
+                                                                               "reason": reason}, target)))
+        return f"{deployment} cannot scale out from {current} replicas: {problems or 'no valid replica count'}"
 
     @staticmethod
     def _rationale(request: PlanRequest, actions: list[PlannedAction]) -> str:

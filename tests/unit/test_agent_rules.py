@@ -17,7 +17,9 @@ from agent.tools import ToolResult, agenda_for, run_tool
 from agent.validation import check_action
 from gpuops.incidents.agent_ports import snapshot_of
 from gpuops.store.models import FindingRecord, Incident
-from tests.agent.world import build_context
+from tests.agent.world import RUNBOOK_SETTINGS, build_context
+
+RUNBOOK_BOUNDS = RUNBOOK_SETTINGS.default_replica_bounds
 
 NODE = "gpu-node-003"
 
@@ -130,3 +132,22 @@ def test_a_pod_of_another_job_is_outside_a_job_incident(tmp_path: Path) -> None:
     incident = snapshot("hung_job", gpu=None, details={"job": "train/llm-5"})
     other = PlannedAction("restart_pod", {"reason": "r", "whole_job": True}, ("pod/train/llm-6-0",))
     assert any("runs on gpu-node-006" in p for p in check_action(ctx, incident, other))
+
+
+def test_a_scale_out_stops_at_the_deployments_bound_and_one_at_its_bound_escalates(tmp_path: Path) -> None:
+    from connectors.kubernetes.models import DeploymentScale
+
+    incident = snapshot("overload", gpu=None, details={"deployment": "serve/chat"})
+    ctx = build_context(SimpleNamespace(uow=None), tmp_path / "journal")  # type: ignore[arg-type]
+    bound = RUNBOOK_BOUNDS.max_replicas
+    for current, expected in ((bound - 3, bound), (bound, None)):
+        ctx.cluster.scales[("serve", "chat")] = DeploymentScale("serve", "chat", current, current)  # type: ignore[union-attr]
+        evidence = [run_tool(ctx, incident, name) for name in agenda_for(incident) if name != "incident_history"]
+        request = PlanRequest(incident=incident, fault="inference_overload", evidence=evidence,
+                              specs=ctx.runbooks.specs(), check=lambda a: check_action(ctx, incident, a),
+                              run_tool=lambda n, a: ToolResult(n, "error", "not here"))
+        result = RulesPlanner().plan(request)
+        if expected is None:
+            assert not result.ok and result.escalate and "cannot scale out from" in result.escalate, result
+        else:
+            assert result.ok and result.actions[0].params["replicas"] == expected, result
