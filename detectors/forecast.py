@@ -192,6 +192,8 @@ class FailureForecast:
                 elif target.physics == "leak":
                     state.climb.update(view, ts, arr[:, j])
                 out += self._step(view, target, state, ts, arr[:, j], limits, j)
+                if target.physics == "leak":
+                    out += self._filled(view, target, state, ts, arr[:, j], limits)
         return out
 
     def _follow_thermals(self, view: CycleView, target: ForecastTarget, state: _TargetState, ts: float,
@@ -305,6 +307,45 @@ class FailureForecast:
                 result, physics = results[int(row)]
                 out.append(self._finding(view, target, lim, ts, int(row), float(limit[row]), float(lvl[row]),
                                          float(slp[row]), result, physics))
+        return out
+
+    def _filled(self, view: CycleView, target: ForecastTarget, state: _TargetState, ts: float, x: FloatArray,
+                limits: list[FloatArray]) -> list[Finding]:
+        """A leak too fast to forecast: the framebuffer climbed, without a drop and on one pod, under a steady
+        load (a tenth to nine tenths of the way over at least half of `leak_floor_s`: a jump is an allocation),
+        and reached the limit. A plateau below the limit is an allocation
+        done; a climb that ends at the limit is memory run out (the process will fail its next allocation).
+        Reported once per climb."""
+        climb = state.climb
+        filled = getattr(climb, "filled_at", None)
+        if filled is None or filled.shape[0] < climb.start_ts.shape[0]:
+            climb.filled_at = filled = grow(filled if filled is not None else np.zeros(0), climb.start_ts.shape[0],
+                                            np.nan)
+        out: list[Finding] = []
+        lim, limit = target.limits[0], limits[0]
+        with np.errstate(invalid="ignore"):
+            full = np.isfinite(x) & (x >= limit)
+        for row in np.flatnonzero(full).tolist():
+            slot = int(view.slots[row])
+            start = float(climb.start_ts[slot])
+            forecast = state.trackers[0].active
+            if not np.isfinite(start) or filled[slot] == start or (slot < forecast.shape[0] and forecast[slot]):
+                continue  # reported already, by this check or by the forecast
+            rise = climb.rise(slot, ts, start)
+            if rise is None:
+                continue
+            risen, rise_began, rise_s = rise
+            if risen < max(climb.min_drop, 0.1 * float(limit[row])) or rise_s < self.leak_floor_s / 2:
+                continue  # too small, or a jump (an allocation) rather than a climb
+            if float(state.load_changed[slot]) > rise_began - target.settle_s:
+                continue  # the load stepped during or just before the rise: a job filling up as it starts
+            filled[slot] = start
+            evidence = {"metric": target.metric, "limit": lim.label, "limit_value": float(limit[row]),
+                        "level": float(x[row]), "climbed_mib": round(risen, 1), "monotone_climb_s": ts - start,
+                        "corroborated": True, "signals": ["framebuffer_climbed_to_limit", "load_steady"]}
+            out.append(Finding(ts=ts, kind=target.kind, severity=Severity.CRITICAL, score=1.0,
+                               detector=f"{target.name}.{lim.label}", evidence=evidence, predicted_failure_at=ts,
+                               **gpu_finding_fields(view, row)))
         return out
 
     def _physics(self, view: CycleView, target: ForecastTarget, state: _TargetState, slot: int, row: int,
@@ -442,6 +483,7 @@ class MonotoneClimb:
     kept: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
     count: FloatArray = field(default_factory=lambda: np.zeros(0))
     pods: dict[int, str] = field(default_factory=dict)
+    filled_at: FloatArray | None = None  # per slot, the start of the climb last reported as having filled up
 
     def ensure(self, n: int) -> None:
         self.start_ts = grow(self.start_ts, n, np.nan)
@@ -475,6 +517,23 @@ class MonotoneClimb:
         self.kept_ts[s, pos] = ts
         self.kept[s, pos] = v.astype(np.float32)
         self.count[s] += 1
+
+    def rise(self, slot: int, ts: float, since: float) -> tuple[float, float, float] | None:
+        """How far the series rose since `since` (from its first kept sample then to its peak), when the rise
+        began (the first kept sample a tenth of the way up) and how long it took from a tenth to nine tenths of
+        the way; None when too little was kept."""
+        kept_ts, kept = self.kept_ts[slot], self.kept[slot].astype(np.float64)
+        ok = np.isfinite(kept_ts) & np.isfinite(kept) & (kept_ts >= since) & (kept_ts <= ts)
+        if ok.sum() < 2:
+            return None
+        order = np.argsort(kept_ts[ok])
+        times, values = kept_ts[ok][order], kept[ok][order]
+        risen = float(values.max()) - float(values[0])
+        if risen <= 0:
+            return 0.0, ts, 0.0
+        began = float(times[np.flatnonzero(values >= values[0] + 0.1 * risen)[0]])
+        reached = float(times[np.flatnonzero(values >= values[0] + 0.9 * risen)[0]])
+        return risen, began, reached - began
 
     def climbing_s(self, slot: int, ts: float, span_s: float) -> float:
         """Seconds the current climb has lasted, or 0 unless it has lasted `span_s` and progressed over it."""

@@ -266,6 +266,20 @@ def test_a_leak_on_a_job_that_pauses_for_checkpoints_is_still_forecast() -> None
     assert [(f.hostname, f.gpu) for f in found] == [("gpu-node-001", 4)]
 
 
+def test_a_leak_too_fast_to_forecast_is_found_when_the_climb_reaches_the_limit() -> None:
+    ts, met, gpus, _, _ = det_synth.healthy(nodes=2, gpus_per_node=8, steps=400)  # 30 s steps
+    total = met[m.FB_USED] + met[m.FB_FREE]
+    climb = np.concatenate([np.zeros(200), np.linspace(0, 1, 14), np.ones(186)])  # 7 min to full, then stuck
+    with_framebuffer(met, 4, np.minimum(met[m.FB_USED][4] + climb * 25_000, total[4] * 0.995))
+    # another GPU's job starts at full memory (an allocator that takes it all): no climb, no leak
+    with_framebuffer(met, 9, np.concatenate([np.full(300, 2_000.0), total[9, 300:] * 0.995]))
+    found = [f for f in run([FailureForecast(default_targets())], det_synth.frame(ts, met, gpus))
+             if f.kind == "memory_leak"]
+    assert [(f.hostname, f.gpu, f.evidence["signals"][0]) for f in found] == [
+        ("gpu-node-001", 4, "framebuffer_climbed_to_limit")]
+    assert found[0].severity == "critical" and found[0].ts <= ts[214 + 2]
+
+
 def test_a_load_that_moves_to_a_new_level_still_settles_before_a_leak_is_forecast() -> None:
     from detectors.settling import note_load_steps
 
