@@ -190,7 +190,10 @@ class FailureForecast:
                 if target.physics == "thermal" and driver is not None:
                     self._follow_thermals(view, target, state, ts, arr[:, j], driver[:, j])
                 elif target.physics == "leak":
-                    state.climb.update(view, ts, arr[:, j])
+                    # a new pod on the GPU is a new load, whatever level it runs at (never a pause that ended)
+                    moved = state.climb.update(view, ts, arr[:, j])
+                    state.load_changed[moved] = ts
+                    state.load_before[moved] = np.nan
                 out += self._step(view, target, state, ts, arr[:, j], limits, j)
                 if target.physics == "leak":
                     out += self._filled(view, target, state, ts, arr[:, j], limits)
@@ -492,11 +495,14 @@ class MonotoneClimb:
         self.kept_ts = grow(self.kept_ts if self.kept_ts.size else np.zeros((0, self.keep)), n, np.nan)
         self.kept = grow(self.kept if self.kept.size else np.zeros((0, self.keep), dtype=np.float32), n, np.nan)
 
-    def update(self, view: CycleView, ts: float, x: FloatArray) -> None:
+    def update(self, view: CycleView, ts: float, x: FloatArray) -> IntArray:
+        """Follow the new sample; return the slots whose pod changed (or that have none)."""
         slots = view.slots
         pods = view.frame.gpus.pod
         moved = np.fromiter((self.pods.get(int(s)) != p or not p for s, p in zip(slots, pods, strict=True)),
                             dtype=bool, count=slots.shape[0])
+        changed_pod = np.fromiter((self.pods.get(int(s)) != p for s, p in zip(slots, pods, strict=True)),
+                                  dtype=bool, count=slots.shape[0])
         for s, p in zip(slots[moved].tolist(), np.asarray(pods, dtype=object)[moved].tolist(), strict=True):
             self.pods[s] = p
         ok = np.isfinite(x)
@@ -517,6 +523,7 @@ class MonotoneClimb:
         self.kept_ts[s, pos] = ts
         self.kept[s, pos] = v.astype(np.float32)
         self.count[s] += 1
+        return np.asarray(slots[changed_pod])
 
     def rise(self, slot: int, ts: float, since: float) -> tuple[float, float, float] | None:
         """How far the series rose since `since` (from its first kept sample then to its peak), when the rise

@@ -280,6 +280,22 @@ def test_a_leak_too_fast_to_forecast_is_found_when_the_climb_reaches_the_limit()
     assert found[0].severity == "critical" and found[0].ts <= ts[214 + 2]
 
 
+def test_a_new_job_filling_its_memory_at_the_old_jobs_level_is_no_leak() -> None:
+    import dataclasses
+
+    ts, met, gpus, _, _ = det_synth.healthy(nodes=2, gpus_per_node=8, steps=400)
+    # gpu-node-001 GPU 4: one job hands over to the next at the same load, which allocates over 8 minutes
+    ramp = np.concatenate([np.full(202, 20_000.0), np.linspace(20_000, 76_000, 16), np.full(182, 76_000.0)])
+    with_framebuffer(met, 4, ramp)
+    pods = list(gpus.pod)
+    cycle = DetectionCycle(stages=[FailureForecast(default_targets())])
+    found = cycle.update(det_synth.frame(ts[:201], {k: v[:, :201] for k, v in met.items()}, gpus))
+    pods[4] = "train-9-worker-0"
+    later = dataclasses.replace(gpus, pod=tuple(pods))
+    found += cycle.update(det_synth.frame(ts[201:], {k: v[:, 201:] for k, v in met.items()}, later))
+    assert [f for f in found if f.kind == "memory_leak"] == []
+
+
 def test_a_load_that_moves_to_a_new_level_still_settles_before_a_leak_is_forecast() -> None:
     from detectors.settling import note_load_steps
 
