@@ -38,7 +38,7 @@ from detectors.findings import Finding, FindingKind, Severity
 from detectors.frame import FloatArray, GpuLabels
 from detectors.peers import PeerComparison, group_ids, group_median
 from detectors.saturation import deployment_of
-from detectors.stream import BoolArray, CycleView, IntArray, grow
+from detectors.stream import BoolArray, CycleView, IntArray, finding_rows, grow
 from domain.jobs import job_of
 
 SOFT_DETECTORS = ("baseline.", "multivariate.", "forecast.", "peers.straggler", "peers.node_thermal")
@@ -102,11 +102,8 @@ class Corroboration:
             signals_at[ts] = self._signals(view, j, ts)
         if not findings:
             return findings
-        labels = view.frame.gpus
-        row_of = {(h, g): r for r, (h, g) in enumerate(zip(labels.hostname, labels.gpu, strict=True))}
         out = []
-        for f in findings:
-            row = row_of.get((f.hostname, f.gpu)) if f.gpu is not None else None
+        for f, row in zip(findings, finding_rows(view.frame.gpus, findings), strict=True):
             signals = signals_at.get(f.ts)
             if not is_soft(f) or row is None or signals is None:
                 out.append(f)

@@ -13,7 +13,7 @@ import numpy as np
 from detectors import metrics as m
 from detectors.findings import Finding, FindingKind
 from detectors.frame import FloatArray
-from detectors.stream import CycleView, IntArray, grow
+from detectors.stream import CycleView, IntArray, finding_rows, grow
 
 LOAD_DRIVEN_KINDS = frozenset({FindingKind.THERMAL, FindingKind.POWER, FindingKind.ANOMALY})
 SETTLING_DETECTORS = ("baseline.", "multivariate.", "peers.node_thermal")
@@ -69,11 +69,8 @@ class LoadSettling:
             changed_at[ts] = self.changed[slots].copy()
         if not findings:
             return findings
-        labels = view.frame.gpus
-        row_of = {(h, g): r for r, (h, g) in enumerate(zip(labels.hostname, labels.gpu, strict=True))}
         kept = []
-        for f in findings:
-            row = row_of.get((f.hostname, f.gpu)) if f.gpu is not None else None
+        for f, row in zip(findings, finding_rows(view.frame.gpus, findings), strict=True):
             at = changed_at.get(f.ts)
             if (row is not None and at is not None and f.kind in LOAD_DRIVEN_KINDS
                     and f.detector.startswith(SETTLING_DETECTORS) and f.ts - at[row] < self.settle_s):

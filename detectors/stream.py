@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from detectors.findings import Finding
 from detectors.frame import FleetFrame, FloatArray, GpuLabels
 
 IntArray = npt.NDArray[np.int64]
@@ -115,6 +116,12 @@ class OnsetTracker:
         self.active[slots[on]] = True
         self.active[slots[release]] = False
         return np.flatnonzero(onset)
+
+
+def finding_rows(labels: GpuLabels, findings: list[Finding]) -> list[int | None]:
+    """The frame row of each finding's GPU (None for a node-level finding or a GPU not in the frame)."""
+    row_of = {(h, g): r for r, (h, g) in enumerate(zip(labels.hostname, labels.gpu, strict=True))}
+    return [row_of.get((f.hostname, f.gpu)) if f.gpu is not None else None for f in findings]
 
 
 def gpu_finding_fields(view: CycleView, row: int) -> dict[str, Any]:
