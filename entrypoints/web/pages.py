@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, Path, Query, Request
+from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
@@ -27,6 +27,7 @@ from entrypoints.web.auth import (
 from entrypoints.web.decide import decide_on_action
 from entrypoints.web.fleet import fleet_view
 from entrypoints.web.incident_charts import incident_charts
+from entrypoints.web.live import live_version
 from entrypoints.web.views import audit_view, incident_view
 from gpuops.errors import NotFound
 from gpuops.incidents.queries import get_incident, incident_summary, list_incidents
@@ -36,7 +37,15 @@ STATUSES = tuple(IncidentStatus)
 SEVERITIES = tuple(reversed(Severity))  # the worst first
 FLASH = "flash"
 
-router = APIRouter(include_in_schema=False)
+
+
+def _note_live_version(request: Request) -> None:
+    """Before a page reads its data: the store's fingerprint, which the page hands its live-update stream."""
+    if identify(request) is not None:
+        request.state.live_version = live_version(request)
+
+
+router = APIRouter(include_in_schema=False, dependencies=[Depends(_note_live_version)])
 Id = Annotated[int, Path(ge=1, le=2_147_483_647)]
 CsrfField = Annotated[str | None, Form(alias=CSRF_FIELD)]
 
@@ -45,7 +54,8 @@ def render(request: Request, name: str, context: dict[str, Any], user: SignedIn 
            status_code: int = 200) -> HTMLResponse:
     flash = request.session.pop(FLASH, None)
     response: HTMLResponse = request.app.state.templates.TemplateResponse(request, name, {
-        **context, "user": user, "csrf_token": csrf_token(request), "flash": flash}, status_code=status_code)
+        **context, "user": user, "csrf_token": csrf_token(request), "flash": flash,
+        "live_version": getattr(request.state, "live_version", None)}, status_code=status_code)
     return response
 
 
