@@ -3,8 +3,8 @@ trail change. The server polls the store's fingerprint once a second (whichever 
 script then reloads its live fragments. A stream ends after a while and the browser reconnects on its own, so a
 server that stops never waits on open streams. Nothing is missed in between: a page names the fingerprint it was
 rendered at (`?since=`), each event carries the fingerprint as its id, and a reconnecting browser sends the last
-one back (Last-Event-ID); a stream whose baseline is already stale says `change` at once. Each user may hold GPUOPS_EVENT_STREAMS_PER_USER streams open at
-once; one more is answered 429."""
+one back (Last-Event-ID); a stream whose baseline is already stale says `change` at once. Each user may hold
+GPUOPS_EVENT_STREAMS_PER_USER streams open at once; one more is answered 429."""
 
 from __future__ import annotations
 
