@@ -18,6 +18,7 @@ from gpuops.errors import ConfigError
 SUPPORTED_DATABASES = ("sqlite", "postgresql")
 ROLES = ("viewer", "approver", "admin")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9-]+$")
+_SLACK_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 # What a value shown in an error message may carry that must not reach a log: a URL's password, a credential
 # in a query string, a Slack or OpenAI token.
 _SECRETS = (
@@ -35,7 +36,10 @@ _EXPECTATIONS: dict[str, str] = {
     "api_port": "a TCP port number between 1 and 65535",
     "log_format": "text or json",
     "log_level": "one of DEBUG, INFO, WARNING, ERROR",
-    "approvers": "a comma-separated list of Slack user ids or dashboard user names",
+    "approvers": "nothing: approvers are dashboard users (GPUOPS_USERS with role approver or admin), and Slack ids "
+                 "are linked to them in GPUOPS_SLACK_USERS",
+    "slack_users": "a comma-separated list of SlackUserId:user linking each Slack id to a dashboard user, e.g. "
+                   "U0123ABCD:alice,U0456EFGH:bob",
     "slack_api_url": "an http(s) base URL of Slack's Web API ending in /api/",
     "slack_timeout_seconds": "a number of seconds > 0 (how long one Slack Web API call may take)",
     "openai_base_url": "an http(s) URL of an OpenAI-compatible API, e.g. http://127.0.0.1:8000/v1",
@@ -138,7 +142,8 @@ class Settings(BaseSettings):
     slack_channel: str | None = None
     slack_api_url: str = "https://slack.com/api/"
     slack_timeout_seconds: float = Field(default=5.0, gt=0)
-    approvers: Annotated[tuple[str, ...], NoDecode] = ()
+    approvers: Annotated[tuple[str, ...], NoDecode] = ()  # retired: any value is a configuration error
+    slack_users: Annotated[tuple[tuple[str, str], ...], NoDecode] = ()
 
     kube_api_url: str | None = None
     kube_token: SecretStr | None = None
@@ -231,7 +236,24 @@ class Settings(BaseSettings):
     @field_validator("approvers", mode="before")
     @classmethod
     def _approvers(cls, value: Any) -> tuple[str, ...]:
-        return _comma_list(value)
+        if _comma_list(value):
+            raise ValueError("no longer grants anything; remove it. Whoever decides signs in as a dashboard user "
+                             "(GPUOPS_USERS, role approver or admin) and a Slack id decides only when "
+                             "GPUOPS_SLACK_USERS links it to such a user, e.g. U0123ABCD:alice")
+        return ()
+
+    @field_validator("slack_users", mode="before")
+    @classmethod
+    def _slack_users(cls, value: Any) -> tuple[tuple[str, str], ...]:
+        if not isinstance(value, str) and value is not None:
+            return tuple((str(slack_id), str(name)) for slack_id, name in value)
+        links: list[tuple[str, str]] = []
+        for entry in _comma_list(value):
+            slack_id, _, name = (part.strip() for part in entry.partition(":"))
+            if not _SLACK_ID.match(slack_id) or not name:
+                raise ValueError(f"bad entry {entry!r}; expected {_EXPECTATIONS['slack_users']}")
+            links.append((slack_id, name))
+        return tuple(links)
 
     @field_validator("users", mode="before")
     @classmethod
@@ -283,6 +305,32 @@ class Settings(BaseSettings):
                 merged.append(user)
             object.__setattr__(self, "users", tuple(merged))
         return self
+
+    @model_validator(mode="after")
+    def _slack_links(self) -> Settings:
+        seen: set[str] = set()
+        for slack_id, name in self.slack_users:
+            if slack_id in seen:
+                raise ValueError(f"GPUOPS_SLACK_USERS: Slack id {slack_id} is linked twice; link each Slack id to "
+                                 "one dashboard user")
+            seen.add(slack_id)
+            if self.person_role(name) is None:
+                raise ValueError(f"GPUOPS_SLACK_USERS: {slack_id} is linked to {name!r}, who is not a dashboard "
+                                 "user; add them to GPUOPS_USERS (or name them in GPUOPS_PROXY_ROLES) or fix the "
+                                 "link")
+        return self
+
+    def person_role(self, name: str) -> str | None:
+        """The role of a person: their GPUOPS_USERS entry, else their own GPUOPS_PROXY_ROLES entry (the `*` entry
+        names nobody, so it links no Slack id)."""
+        user = next((u for u in self.users if u.name == name), None)
+        if user is not None:
+            return user.role
+        return dict(entry.split(":", 1) for entry in self.proxy_roles).get(name)
+
+    def slack_person(self, slack_id: str) -> str | None:
+        """The dashboard user a Slack id is linked to in GPUOPS_SLACK_USERS, if any."""
+        return dict(self.slack_users).get(slack_id)
 
     def proxy_role(self, user: str) -> str | None:
         """The role of a user the trusted proxy signed in: their entry, else the `*` entry, else none."""

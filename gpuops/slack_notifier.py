@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -72,8 +72,11 @@ def budget_of(verdict: dict[str, Any]) -> list[tuple[str, str]]:
     return [] if budget is None else budget.describe()
 
 
-def prompt_for(session: Session, action: Action, *, dashboard_url: str | None) -> ApprovalPrompt:
-    """What the approval message shows for `action`, read from the store."""
+def prompt_for(session: Session, action: Action, *, dashboard_url: str | None,
+               slack_ids: Mapping[str, str] | None = None) -> ApprovalPrompt:
+    """What the approval message shows for `action`, read from the store. A decision made in Slack names its
+    person by their linked Slack id (`slack_ids`: person -> id), so Slack shows it as a mention."""
+    linked = slack_ids or {}
     incident = action.incident
     if incident.scope == "fleet":
         location = f"fleet, {len(incident.details.get('hosts', []))} nodes"
@@ -81,7 +84,8 @@ def prompt_for(session: Session, action: Action, *, dashboard_url: str | None) -
         location = incident.hostname or "?"
         if incident.gpu is not None:
             location += f" GPU {incident.gpu}"
-    decisions = [Decision(who=a.approver, decision=a.decision, at=a.decided_at.isoformat(timespec="seconds"),
+    decisions = [Decision(who=linked.get(a.approver, a.approver) if a.channel == "slack" else a.approver,
+                          decision=a.decision, at=a.decided_at.isoformat(timespec="seconds"),
                           channel=a.channel, reason=a.reason)
                  for a in action.approvals if a.plan_hash == action.plan_hash]
     diff = action.diff or {}
@@ -109,6 +113,7 @@ class SlackNotifier:
                  clock: Callable[[], datetime] | None = None) -> None:
         self._uow = uow
         self._settings = settings
+        self._slack_ids = {name: slack_id for slack_id, name in reversed(settings.slack_users)}  # first link wins
         self._port = port
         self._clock = clock or (lambda: datetime.now(tz=UTC))
         self._delivering = threading.Lock()
@@ -245,7 +250,8 @@ class SlackNotifier:
         if row.kind == "post":
             if message.ts is not None:
                 return
-            prompt = prompt_for(session, action, dashboard_url=self._settings.dashboard_url)
+            prompt = prompt_for(session, action, dashboard_url=self._settings.dashboard_url,
+                                slack_ids=self._slack_ids)
             ref = self.port.post_message(channel=message.channel, text=summary_text(prompt),
                                          blocks=approval_blocks(prompt))
             message.channel, message.ts, message.posted_at = ref.channel, ref.ts, self._clock()
@@ -254,7 +260,8 @@ class SlackNotifier:
             raise _NotYetPosted()
         ref = MessageRef(message.channel, message.ts)
         if row.kind == "update":
-            prompt = prompt_for(session, action, dashboard_url=self._settings.dashboard_url)
+            prompt = prompt_for(session, action, dashboard_url=self._settings.dashboard_url,
+                                slack_ids=self._slack_ids)
             self.port.update_message(ref, text=summary_text(prompt), blocks=approval_blocks(prompt))
         else:
             self.port.post_message(channel=ref.channel, text=row.text, thread_ts=ref.ts, broadcast=row.broadcast)

@@ -1,10 +1,10 @@
 """`gpuops approve ID` and `gpuops reject ID --reason …`: a decision through the pipeline. Without a broker this
 process then runs the incident's agent thread on (the checkpointer lives in the store's database), executes
-what was approved and sends the next approval prompt; with one, the workers do."""
+what was approved and sends the next approval prompt; with one, the workers do. Only an authenticated dashboard
+user whose role may decide is recorded as deciding (see entrypoints.commands.credentials)."""
 
 from __future__ import annotations
 
-import getpass
 import importlib
 import time
 from collections.abc import Callable
@@ -14,6 +14,7 @@ import click
 
 from connectors.kubernetes.errors import ClusterError
 from entrypoints.commands.context import container_from, echo_json
+from entrypoints.commands.credentials import authenticate, credential_options
 from gpuops.errors import ConfigError, GpuopsError, NotFound
 from gpuops.execution.approvals import Approver
 from gpuops.pipeline import BrokerDispatcher, OrderedDispatcher, Pipeline, Step
@@ -46,11 +47,13 @@ def _pipeline(container: Container, context_factory: str | None) -> tuple[Pipeli
     return pipeline, dispatcher
 
 
-def _decide(ctx: click.Context, action_id: int, decision: str, identity: str | None, reason: str,
-            plan_hash: str | None, context_factory: str | None, as_json: bool) -> None:
+def _decide(ctx: click.Context, action_id: int, decision: str, reason: str, plan_hash: str | None,
+            context_factory: str | None, as_json: bool, credentials: dict[str, Any]) -> None:
     container = container_from(ctx)
-    who = identity or getpass.getuser()
-    approver = Approver(identity=who, channel="cli", authorised=who in container.settings.approvers)
+    person = authenticate(container, **credentials)
+    who = person.name
+    approver = Approver(identity=who, channel="cli", authorised=person.may_decide, channel_identity=person.via,
+                        refused_because=f"role {person.role}; approver or admin may decide (GPUOPS_USERS)")
     pipeline, dispatcher = _pipeline(container, context_factory)
     try:
         recorded = pipeline.decide(action_id=action_id, approver=approver, decision=decision, plan_hash=plan_hash,
@@ -89,14 +92,12 @@ def _run_step(pipeline: Pipeline, step: Step, payload: dict[str, Any]) -> str:
 
 def _common(fn: Callable[..., None]) -> Callable[..., None]:
     for option in reversed([
-        click.option("--as", "identity", default=None, help="Who decides (default: the login name); must be "
-                                                             "listed in GPUOPS_APPROVERS."),
         click.option("--plan-hash", default=None, help="The plan hash you reviewed (default: the stored one)."),
         click.option("--context-factory", envvar="GPUOPS_AGENT_CONTEXT", default=None, help=CONTEXT_HELP),
         click.option("--json", "as_json", is_flag=True, help="Print JSON."),
     ]):
         fn = option(fn)
-    return fn
+    return credential_options(fn)
 
 
 @click.command("approve")
@@ -104,10 +105,10 @@ def _common(fn: Callable[..., None]) -> Callable[..., None]:
 @click.option("--reason", default="", help="Why (optional).")
 @_common
 @click.pass_context
-def approve(ctx: click.Context, action_id: int, reason: str, identity: str | None, plan_hash: str | None,
-            context_factory: str | None, as_json: bool) -> None:
-    """Approve action ACTION_ID and resume its incident's agent thread."""
-    _decide(ctx, action_id, "approve", identity, reason, plan_hash, context_factory, as_json)
+def approve(ctx: click.Context, /, action_id: int, reason: str, plan_hash: str | None, context_factory: str | None,
+            as_json: bool, **credentials: Any) -> None:
+    """Approve action ACTION_ID and resume its incident's agent thread (as an authenticated user)."""
+    _decide(ctx, action_id, "approve", reason, plan_hash, context_factory, as_json, credentials)
 
 
 @click.command("reject")
@@ -115,10 +116,10 @@ def approve(ctx: click.Context, action_id: int, reason: str, identity: str | Non
 @click.option("--reason", required=True, help="Why the plan is rejected (goes to the audit trail).")
 @_common
 @click.pass_context
-def reject(ctx: click.Context, action_id: int, reason: str, identity: str | None, plan_hash: str | None,
-           context_factory: str | None, as_json: bool) -> None:
-    """Reject action ACTION_ID; the incident is escalated to a human."""
-    _decide(ctx, action_id, "reject", identity, reason, plan_hash, context_factory, as_json)
+def reject(ctx: click.Context, /, action_id: int, reason: str, plan_hash: str | None, context_factory: str | None,
+           as_json: bool, **credentials: Any) -> None:
+    """Reject action ACTION_ID (as an authenticated user); the incident is escalated to a human."""
+    _decide(ctx, action_id, "reject", reason, plan_hash, context_factory, as_json, credentials)
 
 
 def register(group: click.Group) -> None:

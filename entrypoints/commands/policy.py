@@ -1,14 +1,16 @@
 """`gpuops policy reset-breaker --reason …`: close the circuit breaker once a human has looked into the failed
-verifications that opened it, so that automation resumes. Only GPUOPS_APPROVERS may; every attempt is audited."""
+verifications that opened it, so that automation resumes. Only an authenticated dashboard user with role approver or
+admin may; every attempt is audited."""
 
 from __future__ import annotations
 
-import getpass
 from datetime import UTC, datetime
+from typing import Any
 
 import click
 
 from entrypoints.commands.context import echo_json, store_container
+from entrypoints.commands.credentials import authenticate, credential_options
 from gpuops.policy import BreakerReset, reset_breaker
 
 
@@ -18,19 +20,18 @@ def policy() -> None:
 
 
 @policy.command("reset-breaker")
-@click.option("--as", "identity", default=None, help="Who resets it (default: the login name); must be listed in "
-                                                     "GPUOPS_APPROVERS.")
 @click.option("--reason", required=True, help="Why automation may resume (goes to the audit trail).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@credential_options
 @click.pass_context
-def reset_breaker_command(ctx: click.Context, identity: str | None, reason: str, as_json: bool) -> None:
-    """Close the circuit breaker that failed verifications opened."""
+def reset_breaker_command(ctx: click.Context, /, reason: str, as_json: bool, **credentials: Any) -> None:
+    """Close the circuit breaker that failed verifications opened (as an authenticated approver or admin)."""
     if not reason.strip():
         raise click.BadParameter("say why automation may resume", param_hint="--reason")
     container = store_container(ctx)
-    who = identity or getpass.getuser()
+    person = authenticate(container, **credentials)
     with container.uow() as uow:
-        result = reset_breaker(uow.session, actor=who, reason=reason.strip(), approvers=container.settings.approvers,
+        result = reset_breaker(uow.session, actor=person.name, reason=reason.strip(), authorised=person.may_decide,
                                now=datetime.now(tz=UTC))
         uow.commit()  # a refusal too: it stays in the audit trail
     if result.refusal is not None:

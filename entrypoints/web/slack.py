@@ -12,8 +12,10 @@ from starlette.concurrency import run_in_threadpool
 
 from connectors.slack import ButtonClick, ClickReply, SlackPort
 from connectors.slack.interactivity import build_app, dispatch
+from gpuops.config import Settings
 from gpuops.errors import NotFound
 from gpuops.execution.approvals import Approver
+from gpuops.people import may_decide
 from gpuops.pipeline import Pipeline
 from gpuops.wiring import Container
 
@@ -22,12 +24,24 @@ log = logging.getLogger(__name__)
 PAST = {"approve": "approved", "reject": "rejected"}
 
 
+def slack_approver(settings: Settings, slack_id: str) -> Approver:
+    """The person behind a Slack id: the dashboard user GPUOPS_SLACK_USERS links it to, deciding by that user's
+    role. An unlinked id is nobody: refused, and audited under `slack:<id>`."""
+    name = settings.slack_person(slack_id)
+    if name is None:
+        return Approver(identity=f"slack:{slack_id}", channel="slack", authorised=False, channel_identity=slack_id,
+                        refused_because=f"Slack user {slack_id} is not linked to a gpuops user; an admin links it "
+                                        "in GPUOPS_SLACK_USERS")
+    role = settings.person_role(name)
+    return Approver(identity=name, channel="slack", authorised=may_decide(role), channel_identity=slack_id,
+                    refused_because=f"role {role}; approver or admin may decide (GPUOPS_USERS)")
+
+
 def decide_from_slack(pipeline: Pipeline, click: ButtonClick) -> ClickReply:
-    """Record a click as a decision on the plan the clicker saw. Only users listed in GPUOPS_APPROVERS decide;
-    a refusal changes nothing but the audit trail and is told to the clicker alone. A decision that settles the
+    """Record a click as a decision on the plan the clicker saw, as the person their Slack id is linked to; a
+    refusal changes nothing but the audit trail and is told to the clicker alone. A decision that settles the
     action (approved, rejected) resumes the incident's agent thread."""
-    approver = Approver(identity=click.user_id, channel="slack",
-                        authorised=click.user_id in pipeline.container.settings.approvers)
+    approver = slack_approver(pipeline.container.settings, click.user_id)
     try:
         recorded = pipeline.decide(action_id=click.action_id, approver=approver, decision=click.decision,
                                    plan_hash=click.plan_hash, reason=f"via Slack by {click.user_name or click.user_id}")

@@ -1,5 +1,6 @@
 """Human decisions on actions. An approval binds to the plan hash the human saw and expires; high-risk
-plans need two distinct approvers; a double click is idempotent; every refusal is audited."""
+plans need two distinct people (counted by person, whichever channels they used); a double click is idempotent;
+every refusal is audited."""
 
 from __future__ import annotations
 
@@ -22,11 +23,15 @@ class NotAuthorised(GpuopsError):
 
 @dataclass(frozen=True)
 class Approver:
-    """Who decides, through which channel, and whether the channel's authorisation let them."""
+    """Who decides (the person: their dashboard user name), through which channel, and whether they may.
+    `channel_identity` is who the channel saw (a Slack user id, the token a script used); it goes into the audit
+    trail, while approvals are counted per person. `refused_because` says what to change when they may not."""
 
     identity: str
     channel: str  # slack | dashboard | cli
     authorised: bool
+    channel_identity: str | None = None
+    refused_because: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,8 @@ def decide(session: Session, *, action_id: int, approver: Approver, decision: st
         raise NotFound(f"action {action_id} does not exist")
     audit = {"approver": approver.identity, "channel": approver.channel, "decision": decision,
              "plan_hash_seen": plan_hash, "reason": reason}
+    if approver.channel_identity is not None:
+        audit["channel_identity"] = approver.channel_identity
 
     def refuse(kind: str, message: str) -> DecisionOutcome:
         append_event(session, actor=approver.identity, kind="approval.refused", incident_id=action.incident_id,
@@ -73,7 +80,8 @@ def decide(session: Session, *, action_id: int, approver: Approver, decision: st
                                action.approvals_required, refusal=message, refusal_kind=kind)
 
     if not approver.authorised:
-        return refuse("not_authorised", f"{approver.identity} is not allowed to approve or reject actions")
+        because = f" ({approver.refused_because})" if approver.refused_because else ""
+        return refuse("not_authorised", f"{approver.identity} is not allowed to approve or reject actions{because}")
     existing = next((a for a in action.approvals if a.approver == approver.identity), None)
     if existing is not None and existing.plan_hash == plan_hash and existing.decision == decision:
         return DecisionOutcome(action.id, action.status, len(valid_approvals(action, now)),

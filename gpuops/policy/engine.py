@@ -284,17 +284,18 @@ class BreakerReset:
                 "opened_because": self.opened_because, "closed": self.closed, "refusal": self.refusal}
 
 
-def reset_breaker(session: Session, *, actor: str, reason: str, approvers: tuple[str, ...],
+def reset_breaker(session: Session, *, actor: str, reason: str, authorised: bool,
                   now: datetime) -> BreakerReset:
-    """A human closes the breaker after looking into the failures. Only an identity in `approvers` may; either
-    way the audit trail records who, why, and the state the breaker was in."""
+    """A human closes the breaker after looking into the failures. Only an authenticated person whose role may
+    decide (`authorised`) may; either way the audit trail records who, why, and the state the breaker was in."""
     state = _lock(session)
-    allowed = actor in approvers
+    allowed = authorised
     found = BreakerReset(actor=actor, reason=reason, was_open=state.breaker_open,
                          opened_at=state.breaker_opened_at if state.breaker_open else None,
                          opened_because=state.breaker_reason,
                          refusal=None if allowed else f"{actor} is not allowed to reset the circuit breaker "
-                                                      "(only identities in GPUOPS_APPROVERS are)")
+                                                      "(only dashboard users with role approver or admin in "
+                                                      "GPUOPS_USERS are)")
     if allowed:
         state.breaker_open = False
         state.breaker_reason = ""

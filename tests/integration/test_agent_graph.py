@@ -16,6 +16,7 @@ from gpuops.wiring import Container, bootstrap
 from tests.agent.helpers import approve, graph_on, open_incident
 from tests.agent.world import JOURNAL_ENV, build_context, executed
 from tests.conftest import GPUOPS, REPO_ROOT, gpuops_env
+from tests.people import cli_env
 
 
 def _incident(container: Container, incident_id: int) -> Incident:
@@ -83,10 +84,10 @@ def test_approval_from_a_second_process_resumes_and_executes_once(container: Con
         waiting = start(graph, ctx, incident_id).waiting_for
     assert waiting is not None
     action_id = waiting["action_id"]
-    env = gpuops_env(GPUOPS_DATABASE_URL=container.settings.database_url, GPUOPS_APPROVERS="alice,bob",
+    env = gpuops_env(GPUOPS_DATABASE_URL=container.settings.database_url, **cli_env(alice="approver", bob="approver"),
                      GPUOPS_AGENT_CONTEXT="tests.agent.world:context_for", PYTHONPATH=str(REPO_ROOT),
                      **{JOURNAL_ENV: str(journal)})
-    command = [GPUOPS, "approve", str(action_id), "--as", "alice", "--json"]
+    command = [GPUOPS, "approve", str(action_id), "--user", "alice", "--json"]
     # A double click from two processes at once: both record (one is a duplicate), both resume the thread,
     # the action executes once.
     procs = [subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -110,11 +111,12 @@ def test_unauthorised_cli_approval_is_refused(sqlite_url: str, tmp_path: Path) -
     with graph_on(container) as graph:
         waiting = start(graph, ctx, incident_id).waiting_for
     assert waiting is not None
-    env = gpuops_env(GPUOPS_DATABASE_URL=container.settings.database_url, GPUOPS_APPROVERS="alice")
-    proc = subprocess.run([GPUOPS, "approve", str(waiting["action_id"]), "--as", "mallory"], env=env, cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=60)
+    env = gpuops_env(GPUOPS_DATABASE_URL=container.settings.database_url,
+                     **cli_env(alice="approver", mallory="viewer"))
+    proc = subprocess.run([GPUOPS, "approve", str(waiting["action_id"]), "--user", "mallory"], env=env,
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     container.close()
-    assert proc.returncode != 0 and "not allowed" in proc.stderr
+    assert proc.returncode != 0 and "mallory is not allowed" in proc.stderr and "role viewer" in proc.stderr
 
 
 def test_the_step_limit_and_tool_budget_end_in_an_escalation(container: Container, tmp_path: Path) -> None:
@@ -139,9 +141,9 @@ def test_a_rejection_without_a_cluster_here_is_recorded_and_resumes_later(sqlite
     with graph_on(container) as graph:
         waiting = start(graph, ctx, incident_id).waiting_for
     assert waiting is not None
-    env = gpuops_env(GPUOPS_DATABASE_URL=sqlite_url, GPUOPS_APPROVERS="alice", KUBECONFIG=str(tmp_path / "none"),
+    env = gpuops_env(GPUOPS_DATABASE_URL=sqlite_url, **cli_env(alice="approver"), KUBECONFIG=str(tmp_path / "none"),
                      HOME=str(tmp_path))
-    proc = subprocess.run([GPUOPS, "reject", str(waiting["action_id"]), "--as", "alice", "--reason", "not now"],
+    proc = subprocess.run([GPUOPS, "reject", str(waiting["action_id"]), "--user", "alice", "--reason", "not now"],
                           env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "reject recorded by alice" in proc.stdout and "not planned" in proc.stdout

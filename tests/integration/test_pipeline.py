@@ -23,6 +23,7 @@ from gpuops.wiring import Container, bootstrap
 from tests.agent.helpers import open_incident
 from tests.agent.world import JOURNAL_ENV, POLICY, RUNBOOK_SETTINGS, JournalCluster, default_cluster, executed
 from tests.conftest import GPUOPS, REPO_ROOT, gpuops_env
+from tests.people import cli_env
 from tests.slack_server import TOKEN, fake_slack
 
 ALICE, BOB = "alice", "bob"
@@ -61,7 +62,7 @@ def world(db_url: str, tmp_path: Path) -> Iterator[tuple[Pipeline, OrderedDispat
 def _settings(db_url: str, **extra: Any) -> Any:
     from gpuops.config import Settings
 
-    return Settings(database_url=db_url, dry_run=False, approvers=(ALICE, BOB), **extra)
+    return Settings(database_url=db_url, dry_run=False, **extra)
 
 
 def _waiting_action(container: Container, incident_id: int) -> Action:
@@ -145,12 +146,12 @@ def test_a_cli_approval_sends_the_next_actions_prompt(sqlite_url: str, tmp_path:
             assert pipeline.agent_step(incident_id).startswith("waiting for a decision")
             (first,) = slack.wait_for("chat.postMessage")
             cordon = _waiting_action(container, incident_id)
-            env = gpuops_env(GPUOPS_DATABASE_URL=sqlite_url, GPUOPS_APPROVERS=f"{ALICE},{BOB}",
+            env = gpuops_env(GPUOPS_DATABASE_URL=sqlite_url, **cli_env(**{ALICE: "approver"}),
                              GPUOPS_AGENT_CONTEXT="tests.agent.world:context_for", PYTHONPATH=str(REPO_ROOT),
                              SLACK_BOT_TOKEN=TOKEN, SLACK_SIGNING_SECRET="s" * 32,
                              GPUOPS_SLACK_CHANNEL="#gpu-ops", GPUOPS_SLACK_API_URL=slack.api_url,
                              **{JOURNAL_ENV: str(journal)})
-            proc = subprocess.run([GPUOPS, "approve", str(cordon.id), "--as", ALICE], env=env, cwd=REPO_ROOT,
+            proc = subprocess.run([GPUOPS, "approve", str(cordon.id), "--user", ALICE], env=env, cwd=REPO_ROOT,
                                   capture_output=True, text=True, timeout=120)
             assert proc.returncode == 0, proc.stderr
             drain = _waiting_action(container, incident_id)

@@ -1,9 +1,9 @@
-"""`gpuops policy reset-breaker`: an approver closes the circuit breaker that failed verifications opened, and
-automation resumes; anyone else is refused. Both are in the audit trail."""
+"""`gpuops policy reset-breaker`: an authenticated approver closes the circuit breaker that failed verifications
+opened, and automation resumes; anyone else is refused, and so is anyone who only names someone. Both are in the
+audit trail."""
 
 from __future__ import annotations
 
-import getpass
 import json
 from collections.abc import Iterator
 
@@ -19,6 +19,7 @@ from gpuops.store.audit import verify_chain
 from gpuops.store.models import AuditEvent, PolicyState
 from gpuops.wiring import Container, bootstrap
 from tests.integration.test_policy import FACTS, NOW, drain, make_action, make_incident
+from tests.people import PASSWORD, users_setting
 
 APPROVER, STRANGER = "alice", "mallory"
 CONFIG = PolicyConfig(breaker_failures=2, max_nodes_out=20, max_nodes_out_fraction=1.0)
@@ -27,7 +28,7 @@ CONFIG = PolicyConfig(breaker_failures=2, max_nodes_out=20, max_nodes_out_fracti
 @pytest.fixture
 def settings(db_url: str) -> Settings:
     migrate.upgrade(db_url)
-    return Settings(database_url=db_url, approvers=(APPROVER, "bob"))
+    return Settings(database_url=db_url, users=users_setting(alice="approver", bob="admin", mallory="viewer"))
 
 
 @pytest.fixture
@@ -49,9 +50,10 @@ def store(settings: Settings) -> Iterator[Container]:
         container.close()
 
 
-def reset(settings: Settings, *args: str) -> Result:
-    """The command as `gpuops` runs it, on the test's own settings."""
-    return CliRunner().invoke(cli, ["policy", "reset-breaker", *args], obj={"settings": settings})
+def reset(settings: Settings, *args: str, password: str | None = PASSWORD) -> Result:
+    """The command as `gpuops` runs it, on the test's own settings, with GPUOPS_PASSWORD set (unless None)."""
+    env = {"GPUOPS_PASSWORD": password, "GPUOPS_API_TOKEN": None}
+    return CliRunner().invoke(cli, ["policy", "reset-breaker", *args], obj={"settings": settings}, env=env)
 
 
 def breaker(container: Container) -> tuple[bool, str]:
@@ -78,7 +80,7 @@ def gate_for_a_new_drain(container: Container, node: str) -> Gate:
 
 def test_an_approver_closes_the_breaker_and_automation_resumes(settings: Settings, store: Container) -> None:
     assert gate_for_a_new_drain(store, "gpu-node-002") == Gate.ESCALATE
-    result = reset(settings, "--as", APPROVER, "--reason", "bad driver rollout rolled back", "--json")
+    result = reset(settings, "--user", APPROVER, "--reason", "bad driver rollout rolled back", "--json")
     assert result.exit_code == 0, result.output
     shown = json.loads(result.output)
     assert shown | {"opened_at": None} == {
@@ -93,22 +95,22 @@ def test_an_approver_closes_the_breaker_and_automation_resumes(settings: Setting
 
 
 def test_the_plain_output_says_what_it_did(settings: Settings, store: Container) -> None:
-    closed = reset(settings, "--as", APPROVER, "--reason", "looked into it")
+    closed = reset(settings, "--user", APPROVER, "--reason", "looked into it")
     assert closed.exit_code == 0, closed.output
     assert closed.output.startswith(f"circuit breaker closed by {APPROVER}: it had been open since ")
     assert "(2 failed verifications within 3600s); automation resumes" in closed.output
-    again = reset(settings, "--as", "bob", "--reason", "checking")
+    again = reset(settings, "--user", "bob", "--reason", "checking")
     assert again.exit_code == 0 and "was not open; nothing changed" in again.output
     assert [(kind, actor, data["closed"]) for kind, actor, data in resets(store)] == [
         ("policy.breaker_reset", APPROVER, True), ("policy.breaker_reset", "bob", False)]
 
 
-def test_an_identity_not_in_the_approvers_is_refused_and_the_refusal_audited(
+def test_a_user_whose_role_may_not_decide_is_refused_and_the_refusal_audited(
         settings: Settings, store: Container) -> None:
-    result = reset(settings, "--as", STRANGER, "--reason", "let me through")
+    result = reset(settings, "--user", STRANGER, "--reason", "let me through")
     assert result.exit_code == 1
     assert f"{STRANGER} is not allowed to reset the circuit breaker" in result.output
-    assert "GPUOPS_APPROVERS" in result.output and "nothing was changed" in result.output
+    assert "GPUOPS_USERS" in result.output and "nothing was changed" in result.output
     assert breaker(store) == (True, "2 failed verifications within 3600s")
     ((kind, actor, data),) = resets(store)
     assert (kind, actor, data["reason"], data["closed"]) == ("policy.breaker_reset_refused", STRANGER,
@@ -116,17 +118,34 @@ def test_an_identity_not_in_the_approvers_is_refused_and_the_refusal_audited(
     assert str(data["refusal"]).startswith(f"{STRANGER} is not allowed")
 
 
-def test_the_identity_defaults_to_the_login_name(settings: Settings, store: Container) -> None:
-    login = getpass.getuser()
-    assert login not in settings.approvers
-    result = reset(settings, "--reason", "who am I")
-    assert result.exit_code == 1 and f"{login} is not allowed" in result.output
-    assert [(kind, actor) for kind, actor, _ in resets(store)] == [("policy.breaker_reset_refused", login)]
+def test_without_credentials_nothing_is_done_and_the_refusal_names_the_settings(
+        settings: Settings, store: Container) -> None:
+    result = reset(settings, "--reason", "who am I", password=None)
+    assert result.exit_code == 1
+    assert "GPUOPS_API_TOKEN" in result.output and "--user NAME" in result.output
+    assert breaker(store)[0] and resets(store) == []
+
+
+def test_naming_an_approver_is_not_being_one(settings: Settings, store: Container) -> None:
+    named = reset(settings, "--user", STRANGER, "--as", APPROVER, "--reason", "it's me, alice")
+    assert named.exit_code == 1 and f"--as {APPROVER} does not match the authenticated user {STRANGER}" in named.output
+    assert "--as" not in reset(settings, "--user", APPROVER, "--as", APPROVER, "--reason", "same").output
+    assert [(kind, actor) for kind, actor, _ in resets(store)] == [("policy.breaker_reset", APPROVER)]
+
+
+def test_a_wrong_password_is_refused_and_audited(settings: Settings, store: Container) -> None:
+    result = reset(settings, "--user", APPROVER, "--reason", "guess", password="not-the-password")
+    assert result.exit_code == 1 and f"wrong password for {APPROVER}" in result.output
+    assert breaker(store)[0] and resets(store) == []
+    with store.uow() as uow:
+        failed = [(e.kind, dict(e.data)) for e in uow.session.scalars(
+            select(AuditEvent).where(AuditEvent.kind == "auth.failed"))]
+    assert [(kind, data["user"], data["via"]) for kind, data in failed] == [("auth.failed", APPROVER, "cli")]
 
 
 def test_a_reason_is_required(settings: Settings, store: Container) -> None:
-    missing = reset(settings, "--as", APPROVER)
-    blank = reset(settings, "--as", APPROVER, "--reason", "  ")
+    missing = reset(settings, "--user", APPROVER)
+    blank = reset(settings, "--user", APPROVER, "--reason", "  ")
     assert missing.exit_code == 2 and "--reason" in missing.output
     assert blank.exit_code == 2 and "say why automation may resume" in blank.output
     assert breaker(store)[0] and resets(store) == []

@@ -82,7 +82,7 @@ def world(db_url: str, tmp_path: Path) -> Iterator[World]:
 def _world(db_url: str, tmp_path: Path, policy: PolicyConfig) -> Iterator[World]:
     migrate.upgrade(db_url)
     cluster = default_cluster(tmp_path / "journal")
-    settings = Settings(database_url=db_url, dry_run=False, approvers=(ALICE, BOB))
+    settings = Settings(database_url=db_url, dry_run=False)
     container = bootstrap(settings, cluster=cluster, policy=policy, runbook_settings=RUNBOOK_SETTINGS)
     dispatcher = OrderedDispatcher(cluster.clock)
     pipeline = Pipeline(container, dispatcher, clock=cluster.clock, sleep=cluster.advance, worker="test")

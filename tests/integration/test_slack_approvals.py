@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -23,6 +24,7 @@ from slack_sdk.signature import SignatureVerifier
 from sqlalchemy import select
 
 from entrypoints.web.app import create_app
+from entrypoints.web.auth import hash_password
 from entrypoints.web.views import action_view
 from gpuops.config import Settings
 from gpuops.pipeline import Pipeline, Step, ThreadedDispatcher
@@ -34,13 +36,24 @@ from tests.slack_server import CHANNEL_ID, TOKEN, FakeSlack, fake_slack
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 ALICE, BOB, MALLORY = "U0ALICE", "U0BOB", "U0MALLORY"
+# The people behind the Slack ids: dashboard users, linked by GPUOPS_SLACK_USERS (MALLORY is linked to nobody).
+PEOPLE = {ALICE: "alice", BOB: "bob"}
+PASSWORD = "people-password"  # every person's dashboard password here
 HASH = "c" * 64
 
 
+@cache
+def people_setting() -> str:
+    """GPUOPS_USERS for alice and bob (approvers) and vera (viewer), all with PASSWORD."""
+    digest = hash_password(PASSWORD)
+    return f"alice:approver:{digest};bob:approver:{digest};vera:viewer:{digest}"
+
+
 def slack_settings(db_url: str, slack: FakeSlack, **extra: Any) -> Settings:
+    fields: dict[str, Any] = {"users": people_setting(), "slack_users": tuple(PEOPLE.items()), **extra}
     return Settings(database_url=db_url, slack_bot_token=TOKEN, slack_signing_secret=SECRET,
-                    slack_channel="#gpu-ops", slack_api_url=slack.api_url, approvers=(ALICE, BOB),
-                    dashboard_url="http://gpuops.example", slack_timeout_seconds=1, **extra)
+                    slack_channel="#gpu-ops", slack_api_url=slack.api_url, dashboard_url="http://gpuops.example",
+                    slack_timeout_seconds=1, **fields)
 
 
 @contextmanager
@@ -232,7 +245,7 @@ def test_forged_stale_or_unsigned_requests_get_401_and_change_nothing(world: Wor
     (refusal,) = world.slack.wait_for("response_url")
     assert refusal["url"] == "/response/mallory"
     assert world.action(action_id).status == "awaiting_approval" and world.action(action_id).approvals == []
-    assert world.audit() == [("approval.refused", MALLORY)]
+    assert world.audit() == [("approval.refused", f"slack:{MALLORY}")]
     assert world.slack.of("chat.update") == [] and world.slack.of("response_url") == [refusal]
     # A correctly signed Events API handshake is answered (the same URL serves events and interactivity).
     body = json.dumps({"type": "url_verification", "challenge": "abc123", "token": "x"})
@@ -253,7 +266,7 @@ def test_non_approver_gets_an_ephemeral_refusal_and_nothing_changes(world: World
     assert refusal["replace_original"] is False and "not allowed" in refusal["text"]
     action = world.action(action_id)
     assert action.status == "awaiting_approval" and action.approvals == []
-    assert world.audit() == [("approval.refused", MALLORY)]
+    assert world.audit() == [("approval.refused", f"slack:{MALLORY}")]
     assert world.slack.of("chat.update") == [] and world.resumes.calls == []
 
 
@@ -270,7 +283,7 @@ def test_approval_updates_the_message_and_a_double_click_is_idempotent(world: Wo
     assert world.action(action_id).status == "approved"
     wait_until(lambda: len(world.resumes.calls) == 1)
     incident_id = world.action(action_id).incident_id
-    assert world.resumes.calls == [(incident_id, {"action_id": action_id, "decision": "approve", "by": ALICE})]
+    assert world.resumes.calls == [(incident_id, {"action_id": action_id, "decision": "approve", "by": "alice"})]
 
     assert world.click(ALICE, action_id, message_ts=ts, response="second").status_code == 200
     (again,) = world.slack.wait_for("response_url")

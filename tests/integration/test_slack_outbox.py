@@ -122,6 +122,7 @@ def test_slack_settings_fail_fast_with_the_variable_named() -> None:
         load_settings({"GPUOPS_SLACK_TIMEOUT_SECONDS": "0"})
     with pytest.raises(ConfigError, match="GPUOPS_SLACK_API_URL"):
         load_settings({"GPUOPS_SLACK_API_URL": "slack.internal/api"})
-    s = load_settings({"SLACK_BOT_TOKEN": "xoxb-1", "GPUOPS_SLACK_CHANNEL": "C1", "GPUOPS_APPROVERS": "U1, U2"})
-    assert s.slack_configured and s.approvers == ("U1", "U2")
+    s = load_settings({"SLACK_BOT_TOKEN": "xoxb-1", "GPUOPS_SLACK_CHANNEL": "C1",
+                       "GPUOPS_PROXY_ROLES": "alice:approver", "GPUOPS_SLACK_USERS": "U0ALICE:alice"})
+    assert s.slack_configured and s.slack_person("U0ALICE") == "alice"
     assert not load_settings({"SLACK_BOT_TOKEN": "xoxb-1"}).slack_configured

@@ -53,12 +53,12 @@ def test_secrets_never_appear_in_errors_or_repr() -> None:
 
 def test_lists_and_urls_are_normalised() -> None:
     settings = load_settings({
-        "GPUOPS_APPROVERS": " U01, U02 ,,U03",
+        "GPUOPS_SCRAPE_URLS": " http://a:9400/metrics, http://b:9400/metrics ,,",
         "GPUOPS_SLACK_API_URL": "http://127.0.0.1:9999/api",
         "GPUOPS_BROKER_URL": "redis://127.0.0.1:6379/0",
         "GPUOPS_LLM_MODEL": "llama", "OPENAI_BASE_URL": "http://127.0.0.1:8000/v1",
     })
-    assert settings.approvers == ("U01", "U02", "U03")
+    assert settings.scrape_urls == ("http://a:9400/metrics", "http://b:9400/metrics")
     assert settings.slack_api_url == "http://127.0.0.1:9999/api/"
     assert not settings.embedded
     assert settings.llm_configured
