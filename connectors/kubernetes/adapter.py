@@ -257,6 +257,11 @@ class KubernetesCluster:
         cfg.retries = 1
         return cls(client.ApiClient(cfg), request_timeout=request_timeout)
 
+    @property
+    def api_client(self) -> client.ApiClient:
+        """The configured client, for other adapters on the same connection (the node agent's requests)."""
+        return self._api
+
     def close(self) -> None:
         self._api.close()  # type: ignore[no-untyped-call,unused-ignore]
 

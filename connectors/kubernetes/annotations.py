@@ -22,4 +22,7 @@ REQUEST_GROUP = "gpuops.io"
 REQUEST_VERSION = "v1alpha1"
 GPU_RESETS = "gpuresets"
 NODE_REBOOTS = "nodereboots"
+NODE_VALIDATIONS = "nodevalidations"
+REQUEST_PLURALS = {"GPUReset": GPU_RESETS, "NodeReboot": NODE_REBOOTS, "NodeValidation": NODE_VALIDATIONS}
+"""The node agent's request kinds and their plurals (runbooks/NODE_AGENT.md)."""
 GPU_RESOURCE = "nvidia.com/gpu"

@@ -15,4 +15,5 @@ COMMAND_MODULES: tuple[str, ...] = (
     "eval",
     "bench",
     "audit",
+    "node_agent",
 )

@@ -107,6 +107,17 @@ RESOURCES: tuple[Resource, ...] = (
         "nodereboot",
         subresources={"status": ("gpuops.io", "v1alpha1", "NodeReboot", ("get", "patch", "update"))},
     ),
+    Resource(
+        "nodevalidations",
+        "gpuops.io",
+        "v1alpha1",
+        "NodeValidation",
+        False,
+        CRUD,
+        ("nodevalidation",),
+        "nodevalidation",
+        subresources={"status": ("gpuops.io", "v1alpha1", "NodeValidation", ("get", "patch", "update"))},
+    ),
 )
 
 BY_PLURAL: dict[str, Resource] = {r.plural: r for r in RESOURCES}

@@ -110,8 +110,11 @@ class KubeState:
         default_grace_seconds: int = 30,
         max_events: int = 2000,
         watch_history: int = 20000,
+        external_node_agent: bool = False,
     ) -> None:
         self._clock = clock
+        self.external_node_agent = external_node_agent
+        """Leave GPUReset, NodeReboot and NodeValidation requests to a real node agent (`gpuops node-agent`)."""
         self.pod_start_seconds = pod_start_seconds
         self.gpu_reset_seconds = gpu_reset_seconds
         self.node_reboot_seconds = node_reboot_seconds
@@ -351,7 +354,7 @@ class KubeState:
         if plural == "deployments":
             obj.setdefault("spec", {}).setdefault("replicas", 1)
             obj.setdefault("status", {})
-        if plural in ("gpuresets", "nodereboots"):
+        if plural in ("gpuresets", "nodereboots", "nodevalidations"):
             self._validate_request(plural, obj)
             obj["status"] = {"phase": "Pending", "message": "waiting for the node agent"}
         if plural == "events":
@@ -1146,6 +1149,12 @@ class KubeState:
             raise Invalid(f"{BY_PLURAL[plural].kind} needs spec.nodeName", kind=plural)
         if plural == "gpuresets" and (not isinstance(spec.get("gpu"), int) or spec["gpu"] < 0):
             raise Invalid("GPUReset needs spec.gpu, a GPU index >= 0", kind=plural)
+        if plural == "nodevalidations":
+            level, gpus = spec.get("level", 2), spec.get("gpus", [])
+            if not isinstance(level, int) or not 1 <= level <= 4:
+                raise Invalid("NodeValidation spec.level is a dcgmi diag level, 1 to 4", kind=plural)
+            if not isinstance(gpus, list) or not all(isinstance(g, int) and g >= 0 for g in gpus):
+                raise Invalid("NodeValidation spec.gpus is a list of GPU indices", kind=plural)
 
     def _record_on_node(self, node_name: str, reason: str, message: str, *, warning: bool) -> None:
         node = self._store["nodes"].get(("", node_name))
@@ -1166,6 +1175,8 @@ class KubeState:
         self._put(plural, obj)
 
     def _advance_node_requests(self, now: float) -> None:
+        if self.external_node_agent:
+            return
         for (_, name), req in sorted(self._store["gpuresets"].items()):
             phase = req["status"].get("phase")
             if phase == "Pending":
@@ -1180,6 +1191,9 @@ class KubeState:
                 self._record_on_node(
                     spec["nodeName"], "GPUResetSucceeded", f"GPU {spec['gpu']} reset ({name})", warning=False
                 )
+        for _key, req in sorted(self._store["nodevalidations"].items()):
+            if req["status"].get("phase") == "Pending":
+                self._validate_node(req)
         for (_, name), req in sorted(self._store["nodereboots"].items()):
             phase = req["status"].get("phase")
             if phase == "Pending":
@@ -1236,6 +1250,34 @@ class KubeState:
             return
         self._reset_done_at[name] = now + self.gpu_reset_seconds
         self._request_status("gpuresets", req, "Running", f"nvidia-smi --gpu-reset -i {gpu} running")
+
+    def gpu_diagnostic(self, node: str, gpus: list[int] | None = None) -> list[dict[str, Any]]:
+        """What DCGM diag would find on the node's GPUs: a GPU whose fault persists (the device plugin's unhealthy
+        mark) fails its memory test; the others pass. One result per GPU, as `status.results` records them."""
+        with self._lock:
+            obj = self._store["nodes"].get(("", node))
+            total = int(obj["status"]["capacity"].get(GPU_RESOURCE, "0")) if obj is not None else 0
+            tested = [g for g in range(total) if not gpus or g in gpus]
+            return [
+                {"category": "Hardware", "test": "Memory", "gpu": g,
+                 "result": "Fail" if (node, g) in self._unhealthy_gpus else "Pass"}
+                | ({"message": f"GPU {g} failed the memory test"} if (node, g) in self._unhealthy_gpus else {})
+                for g in tested
+            ]
+
+    def _validate_node(self, req: dict[str, Any]) -> None:
+        """The twin's own stand-in for dcgmi diag, when no external agent runs."""
+        spec = req["spec"]
+        node = self._store["nodes"].get(("", spec["nodeName"]))
+        if node is None:
+            self._request_status("nodevalidations", req, "Failed", f"node {spec['nodeName']} not found")
+            return
+        results = self.gpu_diagnostic(spec["nodeName"], spec.get("gpus") or None)
+        failed = [f"{r['test']} (GPU {r['gpu']})" for r in results if r["result"] == "Fail"]
+        req["status"].update({"passed": not failed, "level": spec.get("level", 2), "results": results,
+                              "failedTests": failed, "startTime": rfc3339(self._clock())})
+        verdict = f"failed: {', '.join(failed)}" if failed else "passed"
+        self._request_status("nodevalidations", req, "Succeeded", f"dcgmi diag -r {spec.get('level', 2)}: {verdict}")
 
     def _gpu_holder(self, node: str, gpu: int) -> str | None:
         for (ns, name), pod in self._store["pods"].items():

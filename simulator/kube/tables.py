@@ -145,6 +145,13 @@ def _columns_and_cells(kind: str, obj: dict[str, Any], now: float) -> tuple[list
                 _age(obj, now),
             ],
         )
+    if kind == "NodeValidation":
+        passed = status.get("passed")
+        verdict = "" if passed is None else ("Passed" if passed else "Failed")
+        columns: list[Column] = [("Name", "string", "Name"), ("Node", "string", "Node"),
+                                 ("Phase", "string", "Phase"), ("Verdict", "string", "Diagnostic verdict"),
+                                 ("Age", "string", "Age")]
+        return columns, [name, spec.get("nodeName", ""), status.get("phase", ""), verdict, _age(obj, now)]
     if kind in ("GPUReset", "NodeReboot"):
         gpu = [str(spec.get("gpu", ""))] if kind == "GPUReset" else []
         cols: list[Column] = [("Name", "string", "Name"), ("Node", "string", "Node")]
