@@ -46,7 +46,9 @@ HGX_BUS_IDS = ("1B", "43", "52", "61", "9D", "C3", "D1", "DF")
 class Twin:
     """A simulated GPU fleet with its Kubernetes state, advanced step by step in simulated time."""
 
-    def __init__(self, scenario: Scenario) -> None:
+    def __init__(self, scenario: Scenario, *, external_node_agent: bool = False) -> None:
+        """`external_node_agent`: leave GPUReset, NodeReboot and NodeValidation requests to `gpuops node-agent`
+        (its programs reach the hosts through `/sim/nodes/...`) instead of carrying them out."""
         self.scenario = scenario
         self.start = scenario.start
         self.t = scenario.start
@@ -67,7 +69,7 @@ class Twin:
         self.node_up = np.ones(self.n_nodes, dtype=bool)
         self._xids: deque[tuple[float, int, int]] = deque()
         self.kube_seconds = 0.0  # wall time spent in the Kubernetes state's tick (for benchmarks)
-        self.kube = KubeState(clock=lambda: self.t)
+        self.kube = KubeState(clock=lambda: self.t, external_node_agent=external_node_agent)
         self.healthy = HealthyFleet(scenario, self.physics)
         for name in self.nodes:
             if name in self.healthy.joining:

@@ -74,13 +74,14 @@ def _batch(scenario: Scenario, openmetrics: Path, truth: Path | None, as_json: b
         )
 
 
-def _serve(scenario: Scenario, host: str, port: int, speed: float, truth: Path | None, as_json: bool) -> None:
+def _serve(scenario: Scenario, host: str, port: int, speed: float, truth: Path | None, as_json: bool,
+           external_node_agent: bool = False) -> None:
     import uvicorn
 
     from simulator.server import TwinClock, build_app
     from simulator.twin import Twin
 
-    twin = Twin(scenario.model_copy(update={"start": float(int(time.time()))}))
+    twin = Twin(scenario.model_copy(update={"start": float(int(time.time()))}), external_node_agent=external_node_agent)
     if truth:
         twin.write_truth(truth)
     clock = TwinClock(twin, speed=speed)
@@ -91,6 +92,7 @@ def _serve(scenario: Scenario, host: str, port: int, speed: float, truth: Path |
         "speed": speed,
         "nodes": scenario.fleet.nodes,
         "gpus_per_node": scenario.fleet.gpus_per_node,
+        "external_node_agent": external_node_agent,
     }
     click.echo(
         json.dumps(announce)
@@ -143,6 +145,13 @@ def _serve(scenario: Scenario, host: str, port: int, speed: float, truth: Path |
     type=click.Path(path_type=Path, dir_okay=False),
     help="Batch mode: run the whole scenario now and write its telemetry as OpenMetrics here.",
 )
+@click.option(
+    "--external-node-agent",
+    is_flag=True,
+    envvar="GPUOPS_SIM_EXTERNAL_NODE_AGENT",
+    help="Leave GPUReset, NodeReboot and NodeValidation requests to `gpuops node-agent` processes (their "
+    "nvidia-smi, dcgmi and reboot reach the simulated hosts at /sim/nodes/NODE/...).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def sim(
     scenario_path: Path | None,
@@ -155,6 +164,7 @@ def sim(
     port: int,
     truth: Path | None,
     openmetrics: Path | None,
+    external_node_agent: bool,
     as_json: bool,
 ) -> None:
     """Run the fleet twin: dcgm-exporter /metrics and a Kubernetes API on one port, or a batch file."""
@@ -165,7 +175,7 @@ def sim(
     if openmetrics is not None:
         _batch(scenario, openmetrics, truth, as_json)
     else:
-        _serve(scenario, host, port, speed, truth, as_json)
+        _serve(scenario, host, port, speed, truth, as_json, external_node_agent)
 
 
 def register(group: click.Group) -> None:

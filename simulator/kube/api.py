@@ -402,10 +402,37 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(body, status_code=500)
 
 
+def host_routes(state: KubeState) -> list[Route]:
+    """The nodes' hosts, for a node agent's programs in tests and demos (not Kubernetes): what nvidia-smi and
+    dcgmi would see (`GET /sim/nodes/NODE/gpus`), a GPU reset (`POST .../gpus/N/reset`), a host reboot
+    (`POST /sim/nodes/NODE/reboot`)."""
+
+    async def gpus(request: Request) -> Response:
+        return _json(state.host_gpus(request.path_params["node"]))
+
+    async def reset(request: Request) -> Response:
+        node, gpu = request.path_params["node"], int(request.path_params["gpu"])
+        state.host_gpu_reset(node, gpu)
+        return _json({"node": node, "gpu": gpu, "reset": True})
+
+    async def reboot(request: Request) -> Response:
+        node = request.path_params["node"]
+        state.host_reboot(node)
+        return _json({"node": node, "rebooting": True})
+
+    return [
+        Route("/sim/nodes/{node}/gpus", gpus, methods=["GET"]),
+        Route("/sim/nodes/{node}/gpus/{gpu:int}/reset", reset, methods=["POST"]),
+        Route("/sim/nodes/{node}/reboot", reboot, methods=["POST"]),
+    ]
+
+
 def build_app(state: KubeState) -> Starlette:
-    """The ASGI app serving `/version`, `/api` and `/apis` (and everything below them) for `state`."""
+    """The ASGI app serving `/version`, `/api` and `/apis` (and everything below them) for `state`, and the
+    hosts' `/sim/nodes/...`."""
     api = KubeApi(state)
     routes = [
+        *host_routes(state),
         Route("/version", api.version, methods=["GET"]),
         Route("/api", api.core_root, methods=["GET"]),
         Route("/api/{rest:path}", api.core, methods=METHODS),

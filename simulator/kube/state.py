@@ -128,6 +128,7 @@ class KubeState:
         self._store: dict[str, dict[Key, dict[str, Any]]] = {plural: {} for plural in BY_PLURAL}
         self._unhealthy_gpus: set[tuple[str, int]] = set()
         self._reboot_done_at: dict[str, float] = {}
+        self._host_reboot_at: dict[str, float] = {}
         self._reset_done_at: dict[str, float] = {}
         self._checkpoint_due: dict[Key, tuple[str, float]] = {}
         self._pod_start_at: dict[Key, float] = {}
@@ -662,6 +663,7 @@ class KubeState:
         with self._mutation():
             self._finish_terminations(now)
             self._advance_node_requests(now)
+            self._advance_host_reboots(now)
             self._answer_checkpoints(now)
             self._reconcile()
             self._schedule(start_now=False)
@@ -1201,25 +1203,8 @@ class KubeState:
             elif phase == "Running" and self._reboot_done_at.get(name, now) <= now:
                 self._reboot_done_at.pop(name, None)
                 node_name = req["spec"]["nodeName"]
-                node = self._store["nodes"].get(("", node_name))
-                if node is not None:
-                    boot = int(node["status"]["nodeInfo"].get("bootID", "0")) + 1
-                    node["status"]["nodeInfo"]["bootID"] = str(boot)
-                    set_condition(
-                        node,
-                        "Ready",
-                        "True",
-                        "KubeletReady",
-                        "kubelet is posting ready status",
-                        self._clock(),
-                    )
-                    self._put("nodes", node)
                 self._request_status("nodereboots", req, "Succeeded", f"node {node_name} rebooted")
-                if node is not None:
-                    self._record(
-                        node, "Rebooted", f"Node {node_name} has been rebooted, boot id: {boot}", warning=True
-                    )
-                self._emit(KubeEvent("node_rebooted", node_name, detail={"request": name}))
+                self._node_back(node_name, name)
 
     def _begin_reset(self, name: str, req: dict[str, Any], now: float) -> None:
         node_name, gpu = req["spec"]["nodeName"], req["spec"]["gpu"]
@@ -1287,10 +1272,16 @@ class KubeState:
 
     def _begin_reboot(self, name: str, req: dict[str, Any], now: float) -> None:
         node_name = req["spec"]["nodeName"]
-        node = self._store["nodes"].get(("", node_name))
-        if node is None:
+        if ("", node_name) not in self._store["nodes"]:
             self._request_status("nodereboots", req, "Failed", f"node {node_name} not found")
             return
+        self._node_down(node_name, name)
+        self._reboot_done_at[name] = now + self.node_reboot_seconds
+        self._request_status("nodereboots", req, "Running", f"node {node_name} rebooting")
+
+    def _node_down(self, node_name: str, why: str) -> None:
+        """The host goes down for a reboot: its kubelet stops posting, its pods are gone."""
+        node = self._store["nodes"][("", node_name)]
         set_condition(
             node,
             "Ready",
@@ -1300,11 +1291,64 @@ class KubeState:
             self._clock(),
         )
         self._put("nodes", node)
-        self._record(
-            node, "Rebooting", f"Node {node_name} will be rebooted ({name})", warning=True, component=AGENT
-        )
+        self._record(node, "Rebooting", f"Node {node_name} will be rebooted ({why})", warning=True, component=AGENT)
         for pod in [p for p in self._store["pods"].values() if p["spec"].get("nodeName") == node_name]:
             self._remove_pod(pod, "NodeReboot")
-        self._reboot_done_at[name] = now + self.node_reboot_seconds
-        self._request_status("nodereboots", req, "Running", f"node {node_name} rebooting")
-        self._emit(KubeEvent("node_reboot_started", node_name, detail={"request": name}))
+        self._emit(KubeEvent("node_reboot_started", node_name, detail={"request": why}))
+
+    def _node_back(self, node_name: str, why: str) -> None:
+        """The host is up again: a new boot id, Ready."""
+        node = self._store["nodes"].get(("", node_name))
+        if node is not None:
+            boot = int(node["status"]["nodeInfo"].get("bootID", "0")) + 1
+            node["status"]["nodeInfo"]["bootID"] = str(boot)
+            set_condition(
+                node, "Ready", "True", "KubeletReady", "kubelet is posting ready status", self._clock()
+            )
+            self._put("nodes", node)
+            self._record(node, "Rebooted", f"Node {node_name} has been rebooted, boot id: {boot}", warning=True)
+        self._emit(KubeEvent("node_rebooted", node_name, detail={"request": why}))
+
+    # ------------------------------------------------------------------ the hosts (what a node agent's commands do)
+
+    def host_reboot(self, node: str) -> None:
+        """The node's host reboots (the node agent's reboot command): down now, back with a new boot id after
+        `node_reboot_seconds`. NotFound for a node the twin does not have."""
+        with self._mutation():
+            self._find("nodes", "", node)
+            if node not in self._host_reboot_at:
+                self._node_down(node, "host reboot")
+                self._host_reboot_at[node] = self._clock() + self.node_reboot_seconds
+
+    def host_gpu_reset(self, node: str, gpu: int) -> None:
+        """`nvidia-smi --gpu-reset` ran on the host: the physics hears `gpu_reset` (which clears what a reset
+        clears)."""
+        with self._mutation():
+            self._find("nodes", "", node)
+            self._emit(KubeEvent("gpu_reset", node, gpu, detail={"request": "host"}))
+            self._record_on_node(node, "GPUResetSucceeded", f"GPU {gpu} reset (node agent)", warning=False)
+
+    def host_gpus(self, node: str) -> dict[str, Any]:
+        """What the host's nvidia-smi would see: each GPU's health (the device plugin's mark) and the pods on it,
+        and the boot id."""
+        with self._lock:
+            obj = self._find("nodes", "", node)
+            total = int(obj["status"]["capacity"].get(GPU_RESOURCE, "0"))
+            held: dict[int, list[str]] = {}
+            for (ns, name), pod in self._store["pods"].items():
+                if pod["spec"].get("nodeName") == node and pod_running(pod):
+                    for g in pod_gpus(pod):
+                        held.setdefault(g, []).append(f"{ns}/{name}")
+            up = node not in self._host_reboot_at
+            return {
+                "node": node,
+                "bootID": obj["status"]["nodeInfo"].get("bootID", "0"),
+                "gpus": [{"index": g, "healthy": up and (node, g) not in self._unhealthy_gpus,
+                          "pods": held.get(g, [])} for g in range(total)],
+            }
+
+    def _advance_host_reboots(self, now: float) -> None:
+        for node, due in sorted(self._host_reboot_at.items()):
+            if due <= now:
+                del self._host_reboot_at[node]
+                self._node_back(node, "host reboot")

@@ -1,0 +1,104 @@
+"""The fleet twin with an external node agent (`gpuops sim --external-node-agent`): the twin leaves the requests to
+real `gpuops node-agent` processes, whose nvidia-smi, dcgmi and reboot programs reach the simulated hosts at
+`/sim/nodes/...`: a reboot changes the node's boot id, a reset clears what a reset clears, and a diagnostic fails
+on a GPU whose fault persists."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simulator.scenario import scenario_from_dict
+from simulator.server import ServedTwin, TwinClock, serve_twin
+from simulator.twin import Twin
+from tests.integration.node_world import AgentProcess, NodeWorld, wait_for
+
+API = "gpuops.io/v1alpha1"
+RESET_NODE, REBOOT_NODE = "gpu-node-001", "gpu-node-002"
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[Twin, ServedTwin]]:
+    scenario = scenario_from_dict({
+        "name": "node-agent", "seed": 7, "duration": "6h", "step": "15s",
+        "fleet": {"nodes": 2, "gpus_per_node": 8},
+        "faults": [
+            {"kind": "gsp_timeout", "node": RESET_NODE, "gpu": 2, "at": "60s"},
+            {"kind": "xid79", "node": REBOOT_NODE, "gpu": 5, "at": "60s", "transient": True},
+            {"kind": "xid79", "node": REBOOT_NODE, "gpu": 6, "at": "60s"},
+        ],
+    }, source="test")
+    twin = Twin(scenario, external_node_agent=True)
+    server = serve_twin(twin)
+    clock = TwinClock(twin, speed=60.0, tick_s=0.05)
+    clock.start()
+    yield twin, server
+    clock.stop()
+    server.stop()
+
+
+@pytest.fixture
+def agents() -> Iterator[list[AgentProcess]]:
+    started: list[AgentProcess] = []
+    yield started
+    for agent in started:
+        agent.kill()
+
+
+def create(twin: Twin, plural: str, kind: str, name: str, **spec: Any) -> None:
+    twin.kube.create_object(plural, "", {"apiVersion": API, "kind": kind, "metadata": {"name": name}, "spec": spec})
+
+
+def finished(twin: Twin, plural: str, name: str) -> dict[str, Any] | None:
+    status: dict[str, Any] = twin.kube.get_object(plural, "", name)["status"]
+    return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+
+def unhealthy(twin: Twin, node: str) -> list[int]:
+    return [g["index"] for g in twin.kube.host_gpus(node)["gpus"] if not g["healthy"]]
+
+
+def test_the_twin_leaves_requests_to_the_agent(served: tuple[Twin, ServedTwin], agents: list[AgentProcess],
+                                               tmp_path: Path) -> None:
+    twin, server = served
+    wait_for("the faults", lambda: unhealthy(twin, RESET_NODE) == [2] and unhealthy(twin, REBOOT_NODE) == [5, 6])
+    create(twin, "nodevalidations", "NodeValidation", "nobody-yet", nodeName=RESET_NODE, level=1)
+    time.sleep(1.0)  # a simulated minute
+    assert finished(twin, "nodevalidations", "nobody-yet") is None  # no agent runs: it stays Pending
+
+    world = NodeWorld(tmp_path / "reset", RESET_NODE, twin=server.url)
+    agents.append(AgentProcess(server.url, world).start())
+    assert wait_for("the first validation", lambda: finished(twin, "nodevalidations", "nobody-yet"))["passed"]
+    create(twin, "nodevalidations", "NodeValidation", "before-reset", nodeName=RESET_NODE)
+    status = wait_for("the validation", lambda: finished(twin, "nodevalidations", "before-reset"))
+    assert status["passed"] is False and status["failedTests"] == ["GPU Memory (GPU 2)"]
+    create(twin, "gpuresets", "GPUReset", "reset-2", nodeName=RESET_NODE, gpu=2)
+    status = wait_for("the reset", lambda: finished(twin, "gpuresets", "reset-2"))
+    assert status["phase"] == "Succeeded", status
+    wait_for("the GPU healthy after its reset", lambda: unhealthy(twin, RESET_NODE) == [])
+    create(twin, "nodevalidations", "NodeValidation", "after-reset", nodeName=RESET_NODE)
+    assert wait_for("the validation", lambda: finished(twin, "nodevalidations", "after-reset"))["passed"] is True
+
+
+def test_a_reboot_by_the_agent_changes_the_boot_id(served: tuple[Twin, ServedTwin], agents: list[AgentProcess],
+                                                   tmp_path: Path) -> None:
+    twin, server = served
+    wait_for("the faults", lambda: unhealthy(twin, REBOOT_NODE) == [5, 6])
+    world = NodeWorld(tmp_path, REBOOT_NODE, twin=server.url, reboot_kills_agent=True)
+    agent = AgentProcess(server.url, world).start()
+    agents.append(agent)
+    create(twin, "nodereboots", "NodeReboot", "reboot", nodeName=REBOOT_NODE)
+    wait_for("the host to go down", lambda: not agent.alive())
+    assert twin.kube.get_object("nodereboots", "", "reboot")["status"]["phase"] == "Running"
+    wait_for("the node back with a new boot id", lambda: twin.kube.host_gpus(REBOOT_NODE)["bootID"] == "1")
+    agents.append(AgentProcess(server.url, world).start())  # the DaemonSet starts the agent after the boot
+    status = wait_for("the reboot to end", lambda: finished(twin, "nodereboots", "reboot"))
+    assert status["phase"] == "Succeeded" and "boot id 0 -> 1" in status["message"]
+    assert unhealthy(twin, REBOOT_NODE) == [6]  # the transient fall off the bus came back; GPU 6 did not
+    create(twin, "nodevalidations", "NodeValidation", "after-reboot", nodeName=REBOOT_NODE)
+    status = wait_for("the validation", lambda: finished(twin, "nodevalidations", "after-reboot"))
+    assert status["passed"] is False and status["failedTests"] == ["GPU Memory (GPU 6)"]
