@@ -1,6 +1,6 @@
 """Who is asking: dashboard users and roles from the settings (argon2-hashed passwords), a trusted reverse-proxy
-header, the signed session cookie, HTTP Basic for API clients; and the CSRF token that every form and every
-cookie-authenticated API POST must carry."""
+header, the signed session cookie, HTTP Basic or an API token (`Authorization: Bearer gpo_…`) for API clients;
+and the CSRF token that every form and every cookie-authenticated API POST must carry."""
 
 from __future__ import annotations
 
@@ -12,16 +12,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Depends, Request
-from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
 
 from entrypoints.web.throttle import Busy, Lockout, SignInThrottle, TooManyRequests
 from gpuops.config import DashboardUser, Settings
 from gpuops.errors import GpuopsError
+from gpuops.people import hash_password as hash_password
+from gpuops.people import token_id_of, token_person
+from gpuops.people import verify_password as verify_password
 from gpuops.store.audit import append_event
 from gpuops.wiring import Container
 
@@ -41,6 +43,8 @@ PASSWORD_CHECK_WAIT_S = 0.5  # how long an attempt waits for a free password che
 DEMO_ADMIN = "admin"
 
 basic_scheme = HTTPBasic(auto_error=False, description="A dashboard user's name and password.")
+bearer_scheme = HTTPBearer(auto_error=False, description="An API token from `gpuops users token create NAME`; it "
+                                                         "acts as that user with that user's role.")
 
 
 class NotAuthenticated(GpuopsError):
@@ -57,22 +61,10 @@ class SignedIn:
 
     name: str
     role: str
-    via: Literal["session", "proxy", "basic"]
+    via: Literal["session", "proxy", "basic", "token"]
 
     def can(self, permission: str) -> bool:
         return permission in PERMISSIONS.get(self.role, frozenset())
-
-
-def hash_password(password: str) -> str:
-    """An argon2id hash (with its parameters and salt) to put in GPUOPS_USERS."""
-    return PasswordHasher().hash(password)
-
-
-def verify_password(digest: str, password: str) -> bool:
-    try:
-        return PasswordHasher().verify(digest, password)
-    except (VerificationError, InvalidHashError):
-        return False
 
 
 class UserDirectory:
@@ -137,12 +129,9 @@ class SignedOutSessions:
             return self._ended.get(session_id, float("-inf")) > self._clock()
 
 
-def check_password(request: Request, name: str, password: str, *,
-                   via: Literal["form", "basic"]) -> DashboardUser | None:
-    """The user if the password is right. A user name or client address with too many recent failures is refused
-    (TooManyRequests) before any check; every failure, and the lockout it may start, is logged and audited."""
+def _refuse_if_locked(request: Request, name: str) -> str:
+    """The client's address, unless the user name or the client has too many recent failures (TooManyRequests)."""
     throttle: SignInThrottle = request.app.state.sign_in_throttle
-    directory: UserDirectory = request.app.state.directory
     client = request.client.host if request.client else "unknown"
     lockout = throttle.locked(name, client)
     if lockout is not None:
@@ -150,12 +139,40 @@ def check_password(request: Request, name: str, password: str, *,
                  name[:128] if lockout.scope == "user" else client, lockout.retry_after_s)
         raise TooManyRequests(f"too many failed sign-ins; retry in {lockout.retry_after_s} s",
                               retry_after_s=lockout.retry_after_s)
+    return client
+
+
+def check_password(request: Request, name: str, password: str, *,
+                   via: Literal["form", "basic"]) -> DashboardUser | None:
+    """The user if the password is right. A user name or client address with too many recent failures is refused
+    (TooManyRequests) before any check; every failure, and the lockout it may start, is logged and audited."""
+    throttle: SignInThrottle = request.app.state.sign_in_throttle
+    directory: UserDirectory = request.app.state.directory
+    client = _refuse_if_locked(request, name)
     user = directory.authenticate_cached(name, password) if via == "basic" else directory.authenticate(name, password)
     if user is not None:
         throttle.succeeded(name)
         return user
     started = throttle.failed(name, client)
     _audit_failure(request.app.state.container, name=name[:128], client=client, via=via, started=started)
+    return None
+
+
+def check_token(request: Request, token: str) -> SignedIn | None:
+    """The token's user with their current role, if the token is valid. Failures count against the client (and
+    the token id, as a user name would) exactly as failed sign-ins do: throttled, logged and audited."""
+    throttle: SignInThrottle = request.app.state.sign_in_throttle
+    container: Container = request.app.state.container
+    token_id = token_id_of(token)
+    name = f"token:{token_id}" if token_id else "token:malformed"
+    client = _refuse_if_locked(request, name)
+    with container.uow() as uow:
+        person = token_person(uow.session, container.settings, token, now=datetime.now(tz=UTC))
+    if person is not None:
+        throttle.succeeded(name)
+        return SignedIn(person.name, person.role, "token")
+    started = throttle.failed(name, client)
+    _audit_failure(container, name=name, client=client, via="token", started=started)
     return None
 
 
@@ -223,8 +240,9 @@ def sign_out(request: Request) -> None:
     request.session.clear()
 
 
-def identify(request: Request, credentials: HTTPBasicCredentials | None = None) -> SignedIn | None:
-    """The trusted proxy's header first, then the session cookie, then HTTP Basic credentials."""
+def identify(request: Request, credentials: HTTPBasicCredentials | None = None,
+             bearer: HTTPAuthorizationCredentials | None = None) -> SignedIn | None:
+    """The trusted proxy's header first, then the session cookie, then HTTP Basic credentials or an API token."""
     settings: Settings = request.app.state.container.settings
     directory: UserDirectory = request.app.state.directory
     signed_out: SignedOutSessions = request.app.state.signed_out
@@ -244,15 +262,18 @@ def identify(request: Request, credentials: HTTPBasicCredentials | None = None) 
         user = check_password(request, credentials.username, credentials.password, via="basic")
         if user is not None:
             return SignedIn(user.name, user.role, "basic")
+    if bearer is not None:
+        return check_token(request, bearer.credentials)
     return None
 
 
 def api_user(request: Request,
-             credentials: Annotated[HTTPBasicCredentials | None, Depends(basic_scheme)]) -> SignedIn:
-    user = identify(request, credentials)
+             credentials: Annotated[HTTPBasicCredentials | None, Depends(basic_scheme)],
+             bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]) -> SignedIn:
+    user = identify(request, credentials, bearer)
     if user is None:
-        raise NotAuthenticated("sign in: send HTTP Basic credentials of a dashboard user, or use a signed-in "
-                               "session")
+        raise NotAuthenticated("sign in: send an API token (Authorization: Bearer, from `gpuops users token "
+                               "create`) or HTTP Basic credentials of a dashboard user, or use a signed-in session")
     return user
 
 
@@ -264,9 +285,10 @@ def page_user(request: Request) -> SignedIn:
 
 
 def api_writer(request: Request, user: Annotated[SignedIn, Depends(api_user)]) -> SignedIn:
-    """An API caller allowed to POST: HTTP Basic needs no CSRF token (browsers never attach it on their own
-    here: the API takes JSON bodies only); a cookie or proxy sign-in must send the session's token header."""
-    if user.via != "basic":
+    """An API caller allowed to POST: HTTP Basic and API tokens need no CSRF token (browsers never attach them on
+    their own here: the API takes JSON bodies only); a cookie or proxy sign-in must send the session's token
+    header."""
+    if user.via not in ("basic", "token"):
         check_csrf(request, request.headers.get(CSRF_HEADER))
     return user
 
