@@ -150,6 +150,9 @@ class Settings(BaseSettings):
     kubeconfig: str | None = None
     kube_in_cluster: bool = False
     kube_verify_ssl: bool = True
+    node_validation: bool = False  # a node returns to service only after the node agent's DCGM diag passed
+    node_validation_level: int = Field(default=2, ge=1, le=4)
+    node_validation_timeout_seconds: float = Field(default=3600.0, gt=0)
     scrape_urls: Annotated[tuple[str, ...], NoDecode] = ()
     step_seconds: float = Field(default=15.0, gt=0)
     cycle_seconds: float = Field(default=30.0, gt=0)

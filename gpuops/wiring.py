@@ -4,15 +4,15 @@ Outside systems are connected lazily, on first use: start-up needs neither Slack
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from connectors.kubernetes import ClusterPort
+from connectors.kubernetes import ClusterPort, NodeValidations
 from connectors.telemetry import PrometheusTelemetry, TelemetrySource
 from detectors.pipeline import DetectionCycle, default_stages
 from detectors.registry import ModelRegistry
@@ -27,6 +27,9 @@ from gpuops.service_metrics import ServiceMetrics
 from gpuops.store import UnitOfWork, make_engine, make_session_factory
 from gpuops.store.audit import AuditSigning, audit_key_from, sign_sessions
 from runbooks import Catalogue, RunbookSettings, default_catalogue
+
+if TYPE_CHECKING:
+    from gpuops.execution.returns import NodeDiagnostics
 
 
 @dataclass
@@ -84,6 +87,17 @@ class Container:
         """True when a cluster was given or the settings say where one is (without connecting to it)."""
         s = self.settings
         return self._cluster is not None or bool(s.kube_api_url or s.kubeconfig or s.kube_in_cluster)
+
+    def node_diagnostics(self, clock: Callable[[], float]) -> NodeDiagnostics | None:
+        """The node agent's diagnostic a probation asks before a node returns (GPUOPS_NODE_VALIDATION), on a
+        cluster that takes NodeValidation requests; None otherwise (telemetry and the cluster decide)."""
+        s = self.settings
+        if not s.node_validation or not isinstance(self.cluster, NodeValidations):
+            return None
+        from gpuops.execution.diagnostics import ClusterNodeDiagnostics
+
+        return ClusterNodeDiagnostics(self.cluster, level=s.node_validation_level,
+                                      timeout_s=s.node_validation_timeout_seconds, clock=clock)
 
     @property
     def notifier(self) -> Notifier:

@@ -14,8 +14,16 @@ from connectors.kubernetes.errors import (
     NotFound,
 )
 from connectors.kubernetes.fake import InMemoryCluster
-from connectors.kubernetes.models import DeploymentScale, NodeCondition, NodeInfo, NodeRequest, PodInfo, Taint
-from connectors.kubernetes.port import ClusterPort
+from connectors.kubernetes.models import (
+    DeploymentScale,
+    NodeCondition,
+    NodeInfo,
+    NodeRequest,
+    NodeValidation,
+    PodInfo,
+    Taint,
+)
+from connectors.kubernetes.port import ClusterPort, NodeValidations
 
 __all__ = [
     "AccessDenied",
@@ -33,6 +41,8 @@ __all__ = [
     "NodeCondition",
     "NodeInfo",
     "NodeRequest",
+    "NodeValidation",
+    "NodeValidations",
     "NotCordonedByGpuops",
     "NotFound",
     "PodInfo",

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import urllib3
@@ -39,6 +40,7 @@ from connectors.kubernetes.models import (
     NodeCondition,
     NodeInfo,
     NodeRequest,
+    NodeValidation,
     PodInfo,
     RequestPhase,
     Taint,
@@ -198,6 +200,27 @@ def node_request(obj: object) -> NodeRequest:
         gpu=spec.get("gpu"),
         phase=phase,
         message=status.get("message", ""),
+    )
+
+
+def node_validation(obj: object) -> NodeValidation:
+    """A NodeValidation from its custom object (a dict)."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("metadata"), dict):
+        raise MalformedResponse(f"the API server returned a malformed NodeValidation: {obj!r:.200}")
+    spec, status, md = obj.get("spec") or {}, obj.get("status") or {}, obj["metadata"]
+    created = None
+    stamp = md.get("creationTimestamp")
+    if isinstance(stamp, str) and stamp:
+        created = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    passed = status.get("passed")
+    return NodeValidation(
+        name=str(md.get("name", "")),
+        node=str(spec.get("nodeName", "")),
+        phase=_PHASES.get(str(status.get("phase") or "Pending"), "Unknown"),
+        message=str(status.get("message", "")),
+        passed=passed if isinstance(passed, bool) else None,
+        failed_tests=tuple(str(t) for t in status.get("failedTests") or []),
+        created_at=created,
     )
 
 
@@ -505,6 +528,39 @@ class KubernetesCluster:
 
     def get_node_reboot(self, name: str) -> NodeRequest:
         return self._get_request(notes.NODE_REBOOTS, name)
+
+    def request_node_validation(
+        self, node: str, *, name: str, gpus: Sequence[int] = (), level: int = 2
+    ) -> NodeValidation:
+        spec: dict[str, Any] = {"nodeName": node, "level": level}
+        if gpus:
+            spec["gpus"] = list(gpus)
+        body = {
+            "apiVersion": f"{notes.REQUEST_GROUP}/{notes.REQUEST_VERSION}",
+            "kind": "NodeValidation",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+        try:
+            with _boundary(f"create NodeValidation {name}"):
+                return node_validation(self._custom.create_cluster_custom_object(
+                    notes.REQUEST_GROUP, notes.REQUEST_VERSION, notes.NODE_VALIDATIONS, body,
+                    _request_timeout=self._timeout,
+                ))
+        except AlreadyExists:
+            existing = self.get_node_validation(name)
+            if existing.node != node:
+                raise AlreadyExists(
+                    f"NodeValidation {name} exists for node {existing.node}; choose another request name."
+                ) from None
+            return existing
+
+    def get_node_validation(self, name: str) -> NodeValidation:
+        with _boundary(f"read NodeValidation {name}"):
+            return node_validation(self._custom.get_cluster_custom_object(
+                notes.REQUEST_GROUP, notes.REQUEST_VERSION, notes.NODE_VALIDATIONS, name,
+                _request_timeout=self._timeout,
+            ))
 
     # ---------------------------------------------------------------- events
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from connectors.kubernetes import annotations as notes
@@ -27,6 +27,7 @@ from connectors.kubernetes.models import (
     NodeCondition,
     NodeInfo,
     NodeRequest,
+    NodeValidation,
     PodInfo,
     Taint,
 )
@@ -57,6 +58,7 @@ class InMemoryCluster:
     pods: dict[tuple[str, str], PodInfo] = field(default_factory=dict)
     scales: dict[tuple[str, str], DeploymentScale] = field(default_factory=dict)
     requests: dict[str, NodeRequest] = field(default_factory=dict)
+    validations: dict[str, NodeValidation] = field(default_factory=dict)
     events: list[PostedEvent] = field(default_factory=list)
     actions: list[tuple[str, ...]] = field(default_factory=list)
     _blocked: dict[tuple[str, str], int | None] = field(default_factory=dict)
@@ -315,6 +317,32 @@ class InMemoryCluster:
             current, phase="Failed" if phase == "Failed" else "Succeeded", message=message
         )
         return self.requests[name]
+
+    def request_node_validation(
+        self, node: str, *, name: str, gpus: Sequence[int] = (), level: int = 2
+    ) -> NodeValidation:
+        existing = self.validations.get(name)
+        if existing is not None:
+            if existing.node != node:
+                raise AlreadyExists(f"NodeValidation {name} exists for node {existing.node}.")
+            return existing
+        self.validations[name] = NodeValidation(name, node, "Pending", created_at=self.clock())
+        self.actions.append(("NodeValidation", node, ",".join(map(str, gpus))))
+        return self.validations[name]
+
+    def get_node_validation(self, name: str) -> NodeValidation:
+        if name not in self.validations:
+            raise NotFound(f"NodeValidation {name} not found.")
+        return self.validations[name]
+
+    def finish_validation(self, name: str, *, passed: bool, failed_tests: Sequence[str] = (),
+                          phase: str = "Succeeded", message: str = "") -> NodeValidation:
+        """Play the node agent: the diagnostic ran (Succeeded, with its verdict) or could not (Failed)."""
+        current = self.validations[name]
+        self.validations[name] = dataclasses.replace(
+            current, phase="Failed" if phase == "Failed" else "Succeeded", message=message,
+            passed=passed if phase != "Failed" else None, failed_tests=tuple(failed_tests))
+        return self.validations[name]
 
     def post_event(
         self,

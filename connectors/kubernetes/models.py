@@ -114,4 +114,22 @@ class NodeRequest:
         return self.phase in ("Succeeded", "Failed")
 
 
+@dataclass(frozen=True)
+class NodeValidation:
+    """A NodeValidation request (DCGM diagnostics by the node agent) and its verdict: `passed` is None until the
+    diagnostic ran (phase Succeeded); `failed_tests` names each failure ("GPU Memory (GPU 6)")."""
+
+    name: str
+    node: str
+    phase: RequestPhase
+    message: str = ""
+    passed: bool | None = None
+    failed_tests: tuple[str, ...] = ()
+    created_at: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in ("Succeeded", "Failed")
+
+
 EvictionOutcome = Literal["evicted", "already_gone"]

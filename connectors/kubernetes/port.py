@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, TypeVar, runtime_checkable
 
 from connectors.kubernetes.errors import DisruptionBlocked
@@ -12,6 +12,7 @@ from connectors.kubernetes.models import (
     EvictionOutcome,
     NodeInfo,
     NodeRequest,
+    NodeValidation,
     PodInfo,
     Taint,
 )
@@ -98,6 +99,19 @@ class ClusterPort(Protocol):
     ) -> None:
         """Record a core/v1 Event about an object (a Node, a Pod...)."""
         ...
+
+
+@runtime_checkable
+class NodeValidations(Protocol):
+    """NodeValidation requests (runbooks/NODE_AGENT.md): what a node's return to service asks of the node agent."""
+
+    def request_node_validation(
+        self, node: str, *, name: str, gpus: Sequence[int] = (), level: int = 2
+    ) -> NodeValidation:
+        """Create the request (idempotent for a given name: the existing one comes back)."""
+        ...
+
+    def get_node_validation(self, name: str) -> NodeValidation: ...
 
 
 def retry_while_blocked(

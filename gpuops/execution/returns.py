@@ -52,14 +52,18 @@ class Check:
     name: str
     ok: bool
     detail: str
+    pending: bool = False
+    """Not decided yet (a diagnostic still running): the probation waits and is examined again."""
 
 
 class NodeDiagnostics(Protocol):
     """A node agent's diagnostic of a node's GPUs (a NodeValidation request: DCGM diag, a short burn-in). Without
-    one, the probation's telemetry and cluster checks alone decide."""
+    one, the probation's telemetry and cluster checks alone decide. It must not block: a diagnostic not finished
+    yet is a `pending` check, and the sweep examines the probation again."""
 
-    def diagnose(self, node: str, *, gpus: Sequence[int]) -> list[Check]:
-        """The diagnostic's checks for `gpus` on `node` (all of them when empty)."""
+    def diagnose(self, node: str, *, gpus: Sequence[int], request_id: str = "") -> list[Check]:
+        """The diagnostic's checks for `gpus` on `node` (all of them when empty); `request_id` names this
+        examination's request, so asking again finds the same one."""
         ...
 
 
@@ -216,9 +220,13 @@ def examine(uow: UnitOfWork, *, probation_id: int, deps: ExecutionDeps, shards: 
                                                     f"examined (examined: {seen.isoformat() if seen else 'nothing'})")
         if _thread_busy(session, p):
             return ProbationOutcome(p.id, p.status, f"incident {p.incident_id}'s plan is still under way")
-    checks = errors or [fault_check(session, p), *node_checks(deps, p.hostname),
-                        *(diagnostics.diagnose(p.hostname, gpus=[] if p.gpu is None else [p.gpu])
-                          if diagnostics is not None else [])]
+    checks = errors or [fault_check(session, p), *node_checks(deps, p.hostname)]
+    if diagnostics is not None and all(c.ok for c in checks):  # a node failing already is not diagnosed
+        checks += diagnostics.diagnose(p.hostname, gpus=[] if p.gpu is None else [p.gpu],
+                                       request_id=f"p{p.id}-{int(p.started_at.timestamp())}")
+        waiting = [c for c in checks if c.pending]
+        if waiting:
+            return ProbationOutcome(p.id, p.status, "; ".join(c.detail for c in waiting))
     p.checks = [asdict(c) for c in checks]
     failed = [c for c in checks if not c.ok]
     return _keep_out(uow, p, failed, deps) if failed else _return(uow, p, deps)

@@ -257,8 +257,9 @@ class Pipeline:
         action once policy or a human approved it, and record how it ended on the incident."""
         c = self.container
         with c.uow() as uow:
+            diagnostics = self.diagnostics if self.diagnostics is not None else c.node_diagnostics(self.clock)
             outcome = examine(uow, probation_id=probation_id, deps=self.deps, shards=c.settings.shards,
-                              diagnostics=self.diagnostics)
+                              diagnostics=diagnostics)
             uow.commit()
         if outcome.action_id is None:
             return outcome

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from connectors.kubernetes.adapter import KubernetesCluster
+from connectors.kubernetes.errors import AlreadyExists
 from simulator.kube.serve import KubeTwin
 from tests.integration.node_world import AgentProcess, NodeWorld, wait_for
 
@@ -207,3 +209,22 @@ def test_a_hung_diagnostic_fails_at_its_deadline(twin: KubeTwin, agents: list[Ag
     status = wait_for("the hung validation", lambda: finished(twin, "nodevalidations", "hung"))["status"]
     assert status["phase"] == "Failed" and "did not finish in time" in status["message"]
     assert "passed" not in status
+
+
+def test_gpuops_asks_for_validations_through_the_api() -> None:
+    """The adapter's side (what a probation asks), against the twin validating by itself (no external agent)."""
+    with KubeTwin(speed=1.0) as served:
+        served.state.add_node(NODE, 8)
+        served.state.set_gpu_healthy(NODE, 6, False)
+        cluster = KubernetesCluster.connect(api_url=served.url)
+        try:
+            created = cluster.request_node_validation(NODE, name="v1", level=3)
+            assert created.phase == "Pending" and created.created_at is not None
+            assert cluster.request_node_validation(NODE, name="v1").name == "v1"  # asking again finds it
+            with pytest.raises(AlreadyExists):
+                cluster.request_node_validation(OTHER, name="v1")
+            done = wait_for("the twin's validation", lambda: cluster.get_node_validation("v1").finished and
+                            cluster.get_node_validation("v1"))
+            assert done.phase == "Succeeded" and done.passed is False and done.failed_tests == ("Memory (GPU 6)",)
+        finally:
+            cluster.close()
