@@ -97,17 +97,71 @@ def kubernetes_objects() -> list[dict[str, Any]]:
     return objects
 
 
+def granted_by(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"]
+            for resource in rule["resources"] for verb in rule["verbs"]}
+
+
 def test_kubernetes_rbac_is_least_privilege() -> None:
-    (role,) = [o for o in kubernetes_objects() if o["kind"] == "ClusterRole"]
-    granted = {(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"]
-               for resource in rule["resources"] for verb in rule["verbs"]}
+    roles = {o["metadata"]["name"]: o for o in kubernetes_objects() if o["kind"] == "ClusterRole"}
+    assert set(roles) == {"gpuops", "gpuops-node-agent"}
+    granted = granted_by(roles["gpuops"])
     expected = {("", "nodes", v) for v in ("get", "list", "watch", "patch")} | {
         ("", "pods", v) for v in ("get", "list", "watch", "patch", "delete")} | {
         ("", "pods/eviction", "create"), ("", "events", "create"),
         ("apps", "deployments/scale", "get"), ("apps", "deployments/scale", "patch")} | {
-        ("gpuops.io", r, v) for r in ("gpuresets", "nodereboots") for v in ("create", "get", "list")}
+        ("gpuops.io", r, v) for r in ("gpuresets", "nodereboots", "nodevalidations")
+        for v in ("create", "get", "list")}
     assert granted == expected
     assert not any("*" in part for grant in granted for part in grant)
+    agent = granted_by(roles["gpuops-node-agent"])
+    requests = ("gpuresets", "nodereboots", "nodevalidations")
+    assert agent == {("gpuops.io", r, v) for r in requests for v in ("get", "list", "watch")} | {
+        ("gpuops.io", f"{r}/status", v) for r in requests for v in ("patch", "update")} | {("", "nodes", "get")}
+    bindings = {o["metadata"]["name"]: o for o in kubernetes_objects() if o["kind"] == "ClusterRoleBinding"}
+    assert bindings["gpuops-node-agent"]["subjects"] == [
+        {"kind": "ServiceAccount", "name": "gpuops-node-agent", "namespace": "gpuops"}]
+
+
+def test_kubernetes_crds_match_the_node_agent_contract() -> None:
+    crds = {o["spec"]["names"]["kind"]: o for o in kubernetes_objects() if o["kind"] == "CustomResourceDefinition"}
+    assert set(crds) == {"GPUReset", "NodeReboot", "NodeValidation"}
+    for crd in crds.values():
+        plural = crd["spec"]["names"]["plural"]
+        assert crd["metadata"]["name"] == f"{plural}.gpuops.io" and crd["spec"]["scope"] == "Cluster"
+        (version,) = crd["spec"]["versions"]
+        assert version["name"] == "v1alpha1" and version["served"] and version["storage"]
+        assert version["subresources"] == {"status": {}}
+        assert version["selectableFields"] == [{"jsonPath": ".spec.nodeName"}]
+        schema = version["schema"]["openAPIV3Schema"]["properties"]
+        assert "nodeName" in schema["spec"]["required"]
+        status = schema["status"]["properties"]
+        assert status["phase"]["enum"] == ["Pending", "Running", "Succeeded", "Failed"]
+        assert {"message", "startTime", "completionTime", "heartbeatTime", "agent"} <= set(status)
+    assert crds["GPUReset"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"][
+        "required"] == ["nodeName", "gpu"]
+    assert "bootID" in crds["NodeReboot"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"][
+        "status"]["properties"]
+    validation = crds["NodeValidation"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+    assert validation["spec"]["properties"]["level"] == {"type": "integer", "minimum": 1, "maximum": 4, "default": 2}
+    assert {"passed", "results", "failedTests"} <= set(validation["status"]["properties"])
+
+
+def test_kubernetes_node_agent_daemonset() -> None:
+    (ds,) = [o for o in kubernetes_objects() if o["kind"] == "DaemonSet"]
+    spec = ds["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert ds["metadata"]["name"] == "gpuops-node-agent" and gpuops_command(container["args"]) == "node-agent"
+    assert ds["spec"]["updateStrategy"]["rollingUpdate"]["maxSurge"] == 0
+    assert spec["serviceAccountName"] == "gpuops-node-agent" and spec["hostPID"] is True
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    assert container["securityContext"]["privileged"] is True
+    assert container["resources"]["limits"]["memory"] and container["resources"]["limits"]["cpu"]
+    assert "nvidia.com/gpu" not in container["resources"].get("limits", {})  # it sees the GPUs, holds none
+    env = {e["name"]: e for e in container["env"]}
+    assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    assert "systemctl reboot" in env["GPUOPS_NODE_AGENT_REBOOT_COMMAND"]["value"]
 
 
 def test_kubernetes_workloads_run_gpuops_commands() -> None:
