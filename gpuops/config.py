@@ -36,8 +36,9 @@ _EXPECTATIONS: dict[str, str] = {
     "api_port": "a TCP port number between 1 and 65535",
     "log_format": "text or json",
     "log_level": "one of DEBUG, INFO, WARNING, ERROR",
-    "approvers": "nothing: approvers are dashboard users (GPUOPS_USERS with role approver or admin), and Slack ids "
-                 "are linked to them in GPUOPS_SLACK_USERS",
+    "approvers": "a comma-separated list of Slack user ids who may decide in Slack without a linked dashboard user "
+                 "(each counts as a person of their own; prefer GPUOPS_SLACK_USERS); dashboard user names listed "
+                 "here change nothing, their role in GPUOPS_USERS decides",
     "slack_users": "a comma-separated list of SlackUserId:user linking each Slack id to a dashboard user, e.g. "
                    "U0123ABCD:alice,U0456EFGH:bob",
     "slack_api_url": "an http(s) base URL of Slack's Web API ending in /api/",
@@ -142,7 +143,7 @@ class Settings(BaseSettings):
     slack_channel: str | None = None
     slack_api_url: str = "https://slack.com/api/"
     slack_timeout_seconds: float = Field(default=5.0, gt=0)
-    approvers: Annotated[tuple[str, ...], NoDecode] = ()  # retired: any value is a configuration error
+    approvers: Annotated[tuple[str, ...], NoDecode] = ()  # unlinked Slack ids who may decide (see slack_person)
     slack_users: Annotated[tuple[tuple[str, str], ...], NoDecode] = ()
 
     kube_api_url: str | None = None
@@ -239,11 +240,7 @@ class Settings(BaseSettings):
     @field_validator("approvers", mode="before")
     @classmethod
     def _approvers(cls, value: Any) -> tuple[str, ...]:
-        if _comma_list(value):
-            raise ValueError("no longer grants anything; remove it. Whoever decides signs in as a dashboard user "
-                             "(GPUOPS_USERS, role approver or admin) and a Slack id decides only when "
-                             "GPUOPS_SLACK_USERS links it to such a user, e.g. U0123ABCD:alice")
-        return ()
+        return _comma_list(value)
 
     @field_validator("slack_users", mode="before")
     @classmethod
@@ -334,6 +331,11 @@ class Settings(BaseSettings):
     def slack_person(self, slack_id: str) -> str | None:
         """The dashboard user a Slack id is linked to in GPUOPS_SLACK_USERS, if any."""
         return dict(self.slack_users).get(slack_id)
+
+    def unlinked_approvers(self) -> tuple[str, ...]:
+        """Slack ids in GPUOPS_APPROVERS that no GPUOPS_SLACK_USERS entry links to a dashboard user: each decides
+        as a person of their own (`slack:<id>`), so the same human through the dashboard counts again."""
+        return tuple(a for a in self.approvers if _SLACK_ID.match(a) and self.slack_person(a) is None)
 
     def proxy_role(self, user: str) -> str | None:
         """The role of a user the trusted proxy signed in: their entry, else the `*` entry, else none."""

@@ -26,8 +26,11 @@ PAST = {"approve": "approved", "reject": "rejected"}
 
 def slack_approver(settings: Settings, slack_id: str) -> Approver:
     """The person behind a Slack id: the dashboard user GPUOPS_SLACK_USERS links it to, deciding by that user's
-    role. An unlinked id is nobody: refused, and audited under `slack:<id>`."""
+    role; else, when GPUOPS_APPROVERS lists it, a person of its own (`slack:<id>`). Any other id is nobody:
+    refused, and audited under `slack:<id>`."""
     name = settings.slack_person(slack_id)
+    if name is None and slack_id in settings.unlinked_approvers():
+        return Approver(identity=f"slack:{slack_id}", channel="slack", authorised=True, channel_identity=slack_id)
     if name is None:
         return Approver(identity=f"slack:{slack_id}", channel="slack", authorised=False, channel_identity=slack_id,
                         refused_because=f"Slack user {slack_id} is not linked to a gpuops user; an admin links it "
@@ -76,6 +79,10 @@ def mount_slack(app: FastAPI, pipeline: Pipeline) -> None:
     if s.slack_signing_secret is None or s.slack_bot_token is None:
         log.info("Slack is not configured (SLACK_SIGNING_SECRET, SLACK_BOT_TOKEN): no /slack/events endpoint")
         return
+    if s.unlinked_approvers():
+        log.warning("GPUOPS_APPROVERS lists Slack ids no GPUOPS_SLACK_USERS entry links to a dashboard user: each "
+                    "decides as a person of their own, so the same human approving on the dashboard counts twice; "
+                    "link them", extra={"slack_ids": list(s.unlinked_approvers())})
     verifier = SignatureVerifier(s.slack_signing_secret.get_secret_value())
     bolt = build_app(signing_secret=s.slack_signing_secret.get_secret_value(),
                      bot_token=s.slack_bot_token.get_secret_value(), base_url=s.slack_api_url,

@@ -123,3 +123,16 @@ def test_the_same_person_on_the_dashboard_then_in_slack_is_one_approval_of_two(w
     assert world.action(action_id).status == "awaiting_approval"
     assert approvals(world, action_id) == [("bob", "dashboard", "approve")]
     assert dashboard_approve(world, "alice", action_id).json()["status"] == "approved"
+
+
+def test_a_slack_id_in_approvers_that_no_one_linked_decides_as_a_person_of_its_own(postgres_url: str) -> None:
+    """GPUOPS_APPROVERS keeps its meaning for a Slack id no GPUOPS_SLACK_USERS entry links: it decides, as
+    `slack:<id>`, a person distinct from every dashboard user (the start-up log says to link it)."""
+    carol = "U0CAROL"
+    with world_on(postgres_url, slack_users=tuple(PEOPLE.items()), approvers=(carol, ALICE)) as world:
+        assert world.container.settings.unlinked_approvers() == (carol,)  # alice's id is linked: it is alice
+        action_id = seed_action(world.container)
+        world.container.notifier.approval_requested(action_id)
+        world.click(carol, action_id, message_ts=_ts(world))
+        world.slack.wait_for("chat.update")
+        assert approvals(world, action_id) == [(f"slack:{carol}", "slack", "approve")]

@@ -1,5 +1,6 @@
-"""Approvers are people (issue 16): GPUOPS_APPROVERS no longer grants anything and stops start-up saying what
-replaces it; GPUOPS_SLACK_USERS links Slack ids to dashboard users and is checked at load."""
+"""Approvers are people (issue 16): GPUOPS_SLACK_USERS links Slack ids to dashboard users and is checked at load;
+GPUOPS_APPROVERS keeps its meaning for Slack ids no one linked (each a person of their own) and grants dashboard
+user names nothing."""
 
 from __future__ import annotations
 
@@ -12,13 +13,11 @@ FAKE_HASH = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA"
 USERS = f"alice:approver:{FAKE_HASH};bob:admin:{FAKE_HASH};vera:viewer:{FAKE_HASH}"
 
 
-def test_the_retired_approvers_list_stops_start_up_and_says_what_replaces_it() -> None:
-    with pytest.raises(ConfigError) as info:
-        load_settings({"GPUOPS_APPROVERS": "U0ALICE,alice"})
-    message = str(info.value)
-    assert "GPUOPS_APPROVERS" in message and "no longer grants anything" in message
-    assert "GPUOPS_USERS" in message and "GPUOPS_SLACK_USERS" in message
-    assert load_settings({"GPUOPS_APPROVERS": ""}).approvers == ()
+def test_approvers_are_the_slack_ids_no_one_linked() -> None:
+    settings = load_settings({"GPUOPS_USERS": USERS, "GPUOPS_SLACK_USERS": "U0ALICE:alice",
+                              "GPUOPS_APPROVERS": "U0ALICE, U0CAROL, vera"})
+    assert settings.unlinked_approvers() == ("U0CAROL",)  # alice's id is alice; a user name grants nothing
+    assert load_settings({"GPUOPS_APPROVERS": ""}).unlinked_approvers() == ()
 
 
 def test_slack_ids_link_to_dashboard_users() -> None:
