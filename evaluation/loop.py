@@ -10,9 +10,10 @@ runbook that waits (a drain, a reboot) steps the twin.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,10 +54,16 @@ class SimulatedTime:
     """The clock every part of the service reads during an evaluation: the twin's time, which a runbook's
     `sleep` moves forward by stepping the twin (and sampling it, so the detectors miss nothing)."""
 
-    def __init__(self, recorder: FrameRecorder) -> None:
+    def __init__(self, recorder: FrameRecorder, *, pause_s: float = 0.0) -> None:
         self.recorder = recorder
         self.twin = recorder.twin
         self.now = self.twin.t
+        self.pause_s = pause_s
+
+    def pause(self) -> None:
+        """Give processes outside the loop (real node agents) `pause_s` of wall time to act."""
+        if self.pause_s > 0:
+            time.sleep(self.pause_s)
 
     def clock(self) -> float:
         return max(self.now, self.twin.t)
@@ -68,6 +75,7 @@ class SimulatedTime:
         self.now = self.clock() + max(seconds, 0.0)
         while not self.twin.finished and self.twin.t + self.twin.step_s <= self.now + 1e-9:
             self.recorder.step()
+        self.pause()
 
 
 @contextmanager
@@ -203,20 +211,31 @@ def in_order(container: Container, sim: SimulatedTime, planner: Planner) -> Iter
     yield InOrder(container, sim, planner)
 
 
+@dataclass(frozen=True)
+class NodeAgents:
+    """Real node agents beside the loop (as `gpuops sim --external-node-agent`): the twin leaves GPU resets,
+    reboots and validations to them; `start(twin, url)` runs them for as long as its block runs; every wait of
+    the loop gives them `pause_s` of wall time; `settings` are the service's extra settings (node validation)."""
+
+    start: Callable[[Twin, str], AbstractContextManager[Any]]
+    pause_s: float = 0.1
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
 def run_loop(scenario: Scenario, *, planner: PlannerFactory, policy: PolicyConfig, workdir: Path,
              cycle_steps: int = 2, database_url: str | None = None, broker_url: str | None = None,
-             cycles: CyclesFactory = in_order) -> LoopRun:
+             cycles: CyclesFactory = in_order, node_agents: NodeAgents | None = None) -> LoopRun:
     """Run `scenario` through the whole service; see the module docstring. The store is a fresh SQLite file
     in `workdir` unless `database_url` names another (empty) one."""
     database_url = database_url or f"sqlite:///{workdir / 'eval.db'}"
     migrate.upgrade(database_url)
-    twin = Twin(scenario)
+    twin = Twin(scenario, external_node_agent=node_agents is not None)
     recorder = FrameRecorder(twin)
-    sim = SimulatedTime(recorder)
+    sim = SimulatedTime(recorder, pause_s=node_agents.pause_s if node_agents else 0.0)
     settings = Settings(database_url=database_url, dry_run=False, broker_url=broker_url, step_seconds=twin.step_s,
-                        cycle_seconds=cycle_steps * twin.step_s)
+                        cycle_seconds=cycle_steps * twin.step_s, **(node_agents.settings if node_agents else {}))
     approver_ = ScenarioApprover(scenario.approval, sim)
-    with served(twin) as url:
+    with served(twin) as url, node_agents.start(twin, url) if node_agents else nullcontext():
         cluster = KubernetesCluster.connect(api_url=url, verify_ssl=False)
         container = bootstrap(settings, cluster=cluster, policy=policy, telemetry=RecordedTelemetry(recorder),
                               notifier=approver_, runbook_settings=runbook_settings(twin.step_s))
@@ -239,6 +258,7 @@ def _drive(recorder: FrameRecorder, sim: SimulatedTime, runner: Cycles, planner:
             break
         sim.now = max(sim.now, twin.t)
         findings.extend(runner.run(twin.t))
+        sim.pause()
     cordoned = [n for n in twin.nodes if not twin.kube.node_schedulable(n)]
     steps = runner.steps()
     runs = sum(1 for step, _ in steps if step == Step.AGENT_STEP)
