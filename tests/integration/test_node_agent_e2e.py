@@ -38,8 +38,9 @@ class Agents:
     """One agent process per faulted node, restarted like a DaemonSet's pod once its node is back after a reboot
     (the reboot program takes the agent down with the host)."""
 
-    def __init__(self, root: Path, diag_fail: dict[str, dict[str, str]]) -> None:
-        self.root, self.diag_fail = root, diag_fail
+    def __init__(self, root: Path, diag_fail: dict[str, dict[str, str]],
+                 apps: dict[str, list[dict[str, Any]]] | None = None) -> None:
+        self.root, self.diag_fail, self.apps = root, diag_fail, apps or {}
         self.twin: Twin | None = None
         self.started: dict[str, list[AgentProcess]] = {}
 
@@ -47,7 +48,8 @@ class Agents:
     def run(self, twin: Twin, url: str) -> Iterator[None]:
         self.twin = twin
         worlds = {node: NodeWorld(self.root / node, node, twin=url, reboot_kills_agent=True,
-                                  diag_fail=self.diag_fail.get(node, {})) for node in (PASSES, FAILS)}
+                                  diag_fail=self.diag_fail.get(node, {}), apps=self.apps.get(node, []))
+                  for node in (PASSES, FAILS)}
         self.started = {node: [AgentProcess(url, world).start()] for node, world in worlds.items()}
         stop = threading.Event()
 
@@ -109,3 +111,24 @@ def test_reboot_validation_and_return_to_service_with_real_node_agents(tmp_path:
             assert "GPU Memory (GPU 3)" in ticket.evidence["evidence"]["node_validation"]
     finally:
         engine.dispose()
+
+
+def test_a_reset_the_agent_refuses_goes_to_a_human(tmp_path: Path) -> None:
+    """A process outside Kubernetes still holds the GPU after the drain: the agent refuses the reset, naming it,
+    the action fails and the incident is escalated; the node stays cordoned."""
+    scenario = {**SCENARIO, "duration": "90m",
+                "faults": [{"kind": "gsp_timeout", "node": PASSES, "gpu": 0, "at": "10m"}]}
+    agents = Agents(tmp_path / "nodes", {}, apps={PASSES: [{"gpu": 0, "pid": 777, "name": "stray-profiler"}]})
+    run = run_loop(scenario_from_dict(scenario, source="test"), planner=_rules, policy=PolicyConfig(),
+                   workdir=tmp_path, node_agents=NodeAgents(agents.run, pause_s=0.1))
+    twin = agents.twin
+    assert twin is not None
+    reset = next(a for a in run.actions if a["runbook"] == "reset_gpu")
+    assert reset["status"] == "failed"
+    (request,) = twin.kube.list_objects("gpuresets")[0]
+    assert request["status"]["phase"] == "Failed"
+    assert "is in use by pid 777 (stray-profiler)" in request["status"]["message"]
+    assert {i["hostname"]: i["status"] for i in run.incidents} == {PASSES: "escalated"}
+    assert PASSES in run.cordoned_at_end
+    assert not [line for line in (tmp_path / "nodes" / PASSES / "world.json.calls").read_text().splitlines()
+                if "--gpu-reset" in line]
