@@ -141,7 +141,7 @@ def api_audit(request: Request, _user: ApiUser,
     the SQLite write lock. `gpuops audit verify` checks the whole chain."""
     container: Container = request.app.state.container
     with read_only_session(container.session_factory) as session:
-        result = audit_view(session, limit=limit, before=before, incident_id=incident_id, verify=False)
+        result = audit_view(session, limit=limit, before=before, incident_id=incident_id)
     if verify:
         result["chain"] = verify_recent(container.session_factory).as_dict()
     return result

@@ -24,7 +24,7 @@ from gpuops.errors import GpuopsError
 from gpuops.people import hash_password as hash_password
 from gpuops.people import token_id_of, token_person
 from gpuops.people import verify_password as verify_password
-from gpuops.store.audit import append_event
+from gpuops.store.audit import append_event, read_only_session
 from gpuops.wiring import Container
 
 log = logging.getLogger(__name__)
@@ -166,8 +166,8 @@ def check_token(request: Request, token: str) -> SignedIn | None:
     token_id = token_id_of(token)
     name = f"token:{token_id}" if token_id else "token:malformed"
     client = _refuse_if_locked(request, name)
-    with container.uow() as uow:
-        person = token_person(uow.session, container.settings, token, now=datetime.now(tz=UTC))
+    with read_only_session(container.session_factory) as session:
+        person = token_person(session, container.settings, token, now=datetime.now(tz=UTC))
     if person is not None:
         throttle.succeeded(name)
         return SignedIn(person.name, person.role, "token")

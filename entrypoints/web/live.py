@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 from entrypoints.web.auth import PageUser
 from entrypoints.web.throttle import StreamSlots
 from entrypoints.web.views import store_version
+from gpuops.store.audit import read_only_session
 from gpuops.wiring import Container
 
 router = APIRouter(include_in_schema=False)
@@ -30,7 +31,8 @@ HEARTBEAT_S = 15.0
 
 
 def _version(container: Container) -> str:
-    with container.session_factory() as session:
+    """Read without the SQLite write lock: a stream polls every second and must never hold writers up."""
+    with read_only_session(container.session_factory) as session:
         return store_version(session)
 
 

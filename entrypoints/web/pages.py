@@ -31,6 +31,7 @@ from entrypoints.web.live import live_version
 from entrypoints.web.views import audit_view, incident_view
 from gpuops.errors import NotFound
 from gpuops.incidents.queries import get_incident, incident_summary, list_incidents
+from gpuops.store.audit import read_only_session, verify_whole
 from gpuops.store.models import Action
 
 STATUSES = tuple(IncidentStatus)
@@ -162,8 +163,12 @@ def fleet_page(request: Request, user: PageUser, session: DbSession) -> HTMLResp
 
 
 @router.get("/audit", response_class=HTMLResponse)
-def audit_page(request: Request, user: PageUser, session: DbSession,
+def audit_page(request: Request, user: PageUser,
                before: Annotated[int | None, Query(ge=1, le=2**62)] = None,
                incident: Annotated[int | None, Query(ge=1, le=2_147_483_647)] = None) -> HTMLResponse:
-    view = audit_view(session, limit=200, before=before, incident_id=incident)
+    """The trail and the whole chain's check, both read without the SQLite write lock."""
+    factory = request.app.state.container.session_factory
+    with read_only_session(factory) as session:
+        view = audit_view(session, limit=200, before=before, incident_id=incident)
+    view["chain"] = verify_whole(factory).as_dict()
     return render(request, "audit.html", {"audit": view, "incident": incident}, user)

@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 from domain import ActionStatus, Budget
 from gpuops.execution.approvals import valid_approvals
 from gpuops.incidents.queries import get_incident, incident_summary
-from gpuops.store.audit import verify_chain
 from gpuops.store.models import Action, AuditEvent, FindingRecord, Incident
 
 
@@ -106,7 +105,7 @@ def incident_view(session: Session, incident_id: int, now: datetime) -> dict[str
 
 
 def audit_view(session: Session, *, limit: int = 200, before: int | None = None,
-               incident_id: int | None = None, verify: bool = True) -> dict[str, Any]:
+               incident_id: int | None = None) -> dict[str, Any]:
     stmt = select(AuditEvent)
     if before is not None:
         stmt = stmt.where(AuditEvent.seq < before)
@@ -119,10 +118,6 @@ def audit_view(session: Session, *, limit: int = 200, before: int | None = None,
                    for e in events],
         "next_before": events[-1].seq if len(events) == limit else None,
     }
-    if verify:
-        report = verify_chain(session)
-        result["chain"] = {"ok": report.ok, "checked": report.checked,
-                           "problems": [{"seq": p.seq, "problem": p.problem} for p in report.problems]}
     return result
 
 

@@ -4,6 +4,7 @@ stall the embedded store), and it verifies incrementally, from what it verified 
 from __future__ import annotations
 
 import base64
+import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from sqlalchemy import text
 
 from gpuops.store.audit import append_event, verify_recent
 from gpuops.wiring import Container
-from tests.web_server import PASSWORDS, WebServer, serve, web_container
+from tests.web_server import PASSWORDS, WebServer, serve, sign_in, web_container
 
 
 @pytest.fixture
@@ -74,3 +75,19 @@ def test_verification_is_incremental_and_paginated(sqlite_url: str) -> None:
         assert 25 in [p.seq for p in verify_recent(container.session_factory).problems]
     finally:
         container.close()
+
+
+def test_the_audit_page_checks_the_whole_chain_without_the_write_lock(web: WebServer, tmp_path: Path) -> None:
+    _append(web.container, 40)
+    with sign_in(web.url, "vera") as client:
+        writer = sqlite3.connect(tmp_path / "gpuops.db", isolation_level=None, timeout=1)
+        writer.execute("BEGIN IMMEDIATE")
+        try:
+            page = client.get("/audit")
+        except httpx.ReadTimeout:
+            pytest.fail("the audit page waited for the write lock")
+        finally:
+            writer.execute("ROLLBACK")
+            writer.close()
+    assert page.status_code == 200, page.text
+    assert re.search(r"Chain OK: \d+ event\(s\) verified", page.text)
