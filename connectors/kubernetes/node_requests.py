@@ -16,7 +16,7 @@ from kubernetes.client.exceptions import ApiException
 
 from connectors.kubernetes import annotations as notes
 from connectors.kubernetes.adapter import MERGE_PATCH, _boundary
-from connectors.kubernetes.errors import ClusterError, MalformedResponse
+from connectors.kubernetes.errors import ClusterError, Conflict, MalformedResponse, NotFound
 
 KINDS = tuple(notes.REQUEST_PLURALS)
 FINAL_PHASES = ("Succeeded", "Failed")
@@ -176,3 +176,61 @@ class KubernetesNodeRequests:
             obj = self._core.read_node(node, _request_timeout=self._timeout)
             info = obj.status.node_info if obj.status is not None else None
             return str(getattr(info, "boot_id", "") or "")
+
+
+class InMemoryNodeRequests:
+    """NodeRequestsPort over dicts, for tests: a resourceVersion per write, 409 on a stale one, a change log that
+    watches replay (and 410 once `expire_before` passes a watch's version)."""
+
+    def __init__(self, boot_ids: Mapping[str, str] | None = None) -> None:
+        self.boot_ids = dict(boot_ids or {})
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.log: list[tuple[int, str, dict[str, Any]]] = []
+        self.version = 0
+        self.expire_before = 0
+
+    def _store(self, kind: str, name: str, spec: Mapping[str, Any], status: Mapping[str, Any],
+               event: str) -> RequestObject:
+        self.version += 1
+        obj = {"metadata": {"name": name, "resourceVersion": str(self.version)}, "spec": dict(spec),
+               "status": dict(status)}
+        self.objects[(kind, name)] = obj
+        self.log.append((self.version, event, {"kind": kind, **obj}))
+        return request_object(kind, obj)
+
+    def add(self, kind: str, name: str, **spec: Any) -> RequestObject:
+        """Create a request, Pending, as gpuops would."""
+        return self._store(kind, name, spec, {}, "ADDED")
+
+    def list_requests(self, kind: str, node: str) -> tuple[list[RequestObject], str]:
+        items = [request_object(k, o) for (k, _), o in sorted(self.objects.items())
+                 if k == kind and o["spec"].get("nodeName") == node]
+        return items, str(self.version)
+
+    def watch_requests(
+        self, kind: str, node: str, resource_version: str, timeout_s: float
+    ) -> Iterator[tuple[str, RequestObject]]:
+        since = int(resource_version or 0)
+        if since < self.expire_before:
+            raise WatchExpired(f"watch {kind} from resourceVersion {since}: expired")
+        for version, event, obj in list(self.log):
+            if version > since and obj["kind"] == kind and obj["spec"].get("nodeName") == node:
+                yield event, request_object(kind, obj)
+
+    def get_request(self, kind: str, name: str) -> RequestObject:
+        if (kind, name) not in self.objects:
+            raise NotFound(f"{kind} {name} not found")
+        return request_object(kind, self.objects[(kind, name)])
+
+    def write_status(
+        self, kind: str, name: str, status: Mapping[str, Any], *, resource_version: str | None = None
+    ) -> RequestObject:
+        current = self.objects.get((kind, name))
+        if current is None:
+            raise NotFound(f"{kind} {name} not found")
+        if resource_version and resource_version != current["metadata"]["resourceVersion"]:
+            raise Conflict(f"{kind} {name} changed (resourceVersion {resource_version} is stale)")
+        return self._store(kind, name, current["spec"], {**current["status"], **status}, "MODIFIED")
+
+    def boot_id(self, node: str) -> str:
+        return self.boot_ids.get(node, "")

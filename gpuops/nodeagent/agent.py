@@ -119,6 +119,7 @@ class NodeAgent:
             except WatchExpired:
                 log.info("watch of %s expired; listing again", kind)
                 version = ""
+                stop.wait(0.1)  # never a hot loop against a server that keeps answering 410
             except ClusterError as exc:
                 log.warning("watch of %s failed (%s); again in %gs", kind, exc, self.settings.retry_s)
                 version = ""
