@@ -13,7 +13,7 @@ from slack_bolt import App, BoltRequest
 from slack_bolt.authorization import AuthorizeResult
 from slack_sdk import WebClient
 
-from connectors.slack.blocks import APPROVE, BUTTON_ACTIONS, REJECT, parse_button_value
+from connectors.slack.blocks import APPROVE, BUTTON_ACTIONS, REJECT, mrkdwn_escape, parse_button_value
 from connectors.slack.errors import SlackError
 from connectors.slack.models import ButtonClick, ClickReply
 from connectors.slack.port import SlackPort
@@ -35,6 +35,8 @@ def click_from(body: Mapping[str, Any], action: Mapping[str, Any]) -> ButtonClic
 
 
 def _tell(port: SlackPort, click: ButtonClick, text: str) -> None:
+    """Answer the clicker alone; the text (a refusal can quote a reason or a name) is escaped like every other."""
+    text = mrkdwn_escape(text)
     try:
         if click.response_url:
             port.respond(click.response_url, text=text)

@@ -90,3 +90,19 @@ def test_decisions_and_progress_are_escaped() -> None:
     assert "<!here>" not in line and "<@<" not in line
     text = progress_text("failed", HOSTILE)
     assert not CONTROL.search(text) and text.endswith(ESCAPED)
+
+
+def test_private_replies_to_a_click_are_escaped() -> None:
+    from connectors.slack.interactivity import _tell
+    from connectors.slack.models import ButtonClick
+
+    said: list[str] = []
+
+    class Port:
+        def respond(self, url: str, *, text: str) -> None:
+            said.append(text)
+
+    click = ButtonClick(user_id="U1", user_name="u", decision="approve", action_id=1, plan_hash="ab",
+                        channel="C1", message_ts="1.0", response_url="http://127.0.0.1:9/r")
+    _tell(Port(), click, ":no_entry: refused: <!channel> <https://evil.example|re-login> & more")  # type: ignore[arg-type]
+    assert said == [":no_entry: refused: &lt;!channel&gt; &lt;https://evil.example|re-login&gt; &amp; more"]
