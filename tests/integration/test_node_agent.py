@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from connectors.kubernetes.adapter import KubernetesCluster
-from connectors.kubernetes.errors import AlreadyExists
+from connectors.kubernetes.errors import AlreadyExists, Conflict
+from connectors.kubernetes.node_requests import KubernetesNodeRequests, WatchExpired
 from simulator.kube.serve import KubeTwin
 from tests.integration.node_world import AgentProcess, NodeWorld, wait_for
 
@@ -226,5 +227,34 @@ def test_gpuops_asks_for_validations_through_the_api() -> None:
             done = wait_for("the twin's validation", lambda: cluster.get_node_validation("v1").finished and
                             cluster.get_node_validation("v1"))
             assert done.phase == "Succeeded" and done.passed is False and done.failed_tests == ("Memory (GPU 6)",)
+        finally:
+            cluster.close()
+
+
+def test_the_agents_adapter_against_the_api_server() -> None:
+    """What the agent's port does over HTTP: its node's requests only, a stale claim is a Conflict, and a watch
+    from a version the server no longer keeps is WatchExpired (so the agent lists again)."""
+    with KubeTwin(speed=1.0, external_node_agent=True, watch_history=5) as served:
+        served.state.add_node(NODE, 8)
+        cluster = KubernetesCluster.connect(api_url=served.url)
+        requests = KubernetesNodeRequests(cluster.api_client)
+        try:
+            create(served, "gpuresets", "GPUReset", "mine", nodeName=NODE, gpu=0)
+            create(served, "gpuresets", "GPUReset", "theirs", nodeName=OTHER, gpu=0)
+            items, version = requests.list_requests("GPUReset", NODE)
+            assert [i.name for i in items] == ["mine"] and items[0].phase == "Pending"
+            assert requests.boot_id(NODE) == "0"
+            claimed = requests.write_status("GPUReset", "mine", {"phase": "Running"},
+                                            resource_version=items[0].resource_version)
+            assert claimed.phase == "Running"
+            with pytest.raises(Conflict):
+                requests.write_status("GPUReset", "mine", {"phase": "Running"},
+                                      resource_version=items[0].resource_version)
+            events = list(requests.watch_requests("GPUReset", NODE, version, 1))
+            assert [(e, o.name, o.phase) for e, o in events] == [("MODIFIED", "mine", "Running")]
+            for n in range(8):  # more changes than the server keeps
+                create(served, "gpuresets", "GPUReset", f"more-{n}", nodeName=OTHER, gpu=0)
+            with pytest.raises(WatchExpired):
+                list(requests.watch_requests("GPUReset", NODE, version, 1))
         finally:
             cluster.close()
