@@ -5,7 +5,11 @@ on a GPU whose fault persists."""
 
 from __future__ import annotations
 
+import json
+import socket
+import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +19,7 @@ import pytest
 from simulator.scenario import scenario_from_dict
 from simulator.server import ServedTwin, TwinClock, serve_twin
 from simulator.twin import Twin
-from tests.integration.node_world import AgentProcess, NodeWorld, wait_for
+from tests.integration.node_world import GPUOPS, REPO_ROOT, AgentProcess, NodeWorld, wait_for
 
 API = "gpuops.io/v1alpha1"
 RESET_NODE, REBOOT_NODE = "gpu-node-001", "gpu-node-002"
@@ -102,3 +106,46 @@ def test_a_reboot_by_the_agent_changes_the_boot_id(served: tuple[Twin, ServedTwi
     create(twin, "nodevalidations", "NodeValidation", "after-reboot", nodeName=REBOOT_NODE)
     status = wait_for("the validation", lambda: finished(twin, "nodevalidations", "after-reboot"))
     assert status["passed"] is False and status["failedTests"] == ["GPU Memory (GPU 6)"]
+
+
+def test_gpuops_sim_external_node_agent(tmp_path: Path) -> None:
+    """The command's flag: requests stay Pending for an agent, and the hosts answer at /sim/nodes/..."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([GPUOPS, "sim", "--nodes", "2", "--gpus-per-node", "4", "--port", str(port), "--speed",
+                             "60", "--external-node-agent", "--json"], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert json.loads(proc.stdout.readline())["external_node_agent"] is True  # type: ignore[union-attr]
+        wait_for("the twin to serve", lambda: _get(url, "/healthz") is not None, timeout=30)
+        body = json.dumps({"apiVersion": API, "kind": "NodeReboot", "metadata": {"name": "r"},
+                           "spec": {"nodeName": RESET_NODE}}).encode()
+        _post(url, "/apis/gpuops.io/v1alpha1/nodereboots", body)
+        time.sleep(1.0)  # a simulated minute
+        reboot = json.loads(_get(url, "/apis/gpuops.io/v1alpha1/nodereboots/r") or b"{}")
+        assert reboot["status"]["phase"] == "Pending"
+        assert json.loads(_get(url, f"/sim/nodes/{RESET_NODE}/gpus") or b"{}")["bootID"] == "0"
+        _post(url, f"/sim/nodes/{RESET_NODE}/reboot", b"")
+        wait_for("the new boot", lambda: json.loads(_get(url, f"/sim/nodes/{RESET_NODE}/gpus") or b"{}")
+                 .get("bootID") == "1", timeout=30)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _get(url: str, path: str) -> bytes | None:
+    try:
+        with urllib.request.urlopen(url + path, timeout=5) as response:
+            data: bytes = response.read()
+            return data
+    except OSError:
+        return None
+
+
+def _post(url: str, path: str, body: bytes) -> None:
+    request = urllib.request.Request(url + path, data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5):
+        pass

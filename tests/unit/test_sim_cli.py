@@ -35,6 +35,7 @@ def test_help_names_the_options() -> None:
         "--port",
         "--truth",
         "--openmetrics",
+        "--external-node-agent",
         "--json",
     ):
         assert option in result.output
