@@ -62,8 +62,14 @@ class NodeAgent:
     # ---------------------------------------------------------------- the loop
 
     def run(self, stop: threading.Event) -> None:
-        """Recover, then serve until `stop` is set."""
-        self.recover()
+        """Recover, then serve until `stop` is set. An API server not answering yet is waited for."""
+        while not stop.is_set():
+            try:
+                self.recover()
+                break
+            except ClusterError as exc:
+                log.warning("cannot read this node's requests yet (%s); again in %gs", exc, self.settings.retry_s)
+                stop.wait(self.settings.retry_s)
         for kind in KINDS:
             threading.Thread(target=self._watch, args=(kind, stop), name=f"watch-{kind}", daemon=True).start()
         threading.Thread(target=self._beat, args=(stop,), name="heartbeat", daemon=True).start()

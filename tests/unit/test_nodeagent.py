@@ -9,6 +9,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from connectors.kubernetes.errors import ClusterUnavailable
 from connectors.kubernetes.node_requests import InMemoryNodeRequests, RequestObject
 from gpuops.nodeagent import NodeAgent, NodeAgentSettings
 from gpuops.nodeagent.agent import rfc3339
@@ -176,3 +177,31 @@ def test_the_watch_lists_again_after_410() -> None:
         stop.set()
         thread.join(timeout=5)
     assert requests.get_request("GPUReset", "early").phase == "Succeeded"
+
+
+def test_the_agent_waits_for_the_api_server_at_start() -> None:
+    class Down(InMemoryNodeRequests):
+        calls = 0
+
+        def list_requests(self, kind: str, node: str) -> tuple[list[RequestObject], str]:
+            Down.calls += 1
+            if Down.calls <= 2:
+                raise ClusterUnavailable("connection refused")
+            return super().list_requests(kind, node)
+
+    requests = Down()
+    requests.add("GPUReset", "r", nodeName=NODE, gpu=0)
+    settings = NodeAgentSettings(nvidia_smi="nvidia-smi", retry_s=0.01)
+    worker = NodeAgent(node=NODE, requests=requests, settings=settings, run=Node())
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        for _ in range(100):
+            if requests.get_request("GPUReset", "r").finished:
+                break
+            stop.wait(0.05)
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+    assert requests.get_request("GPUReset", "r").phase == "Succeeded" and Down.calls > 2
