@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from connectors.kubernetes.errors import ClusterError, Conflict, NotFound
@@ -277,7 +278,7 @@ class NodeAgent:
         except nvidia.OutputError as exc:
             return "Failed", str(exc), {}
         if holders:
-            named = ", ".join(f"pid {a.pid} ({a.name})" for a in holders)
+            named = ", ".join(self._holder(a) for a in holders)
             return "Failed", (f"GPU {gpu} ({uuids[gpu]}) on {self.node} is in use by {named}; evict the pods "
                               "using it before resetting it"), {}
         reset = self._command(smi, "--gpu-reset", "-i", str(gpu), timeout_s=self.settings.reset_timeout_s)
@@ -292,6 +293,10 @@ class NodeAgent:
         if not answers:
             return "Failed", f"GPU {gpu} was reset but does not answer: {check.last_line()}", {}
         return "Succeeded", f"GPU {gpu} ({uuids[gpu]}) on {self.node} reset; it answers again", {}
+
+    def _holder(self, app: nvidia.ComputeApp) -> str:
+        pod = nvidia.pod_uid_of(app.pid, Path(self.settings.proc_root))
+        return f"pid {app.pid} ({app.name}{f', pod uid {pod}' if pod else ''})"
 
     # ---------------------------------------------------------------- NodeReboot
 

@@ -8,7 +8,9 @@ Diagnostic" with per-GPU results carrying `gpu_ids`; DCGM 4: "DCGM Diagnostic" w
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -49,6 +51,18 @@ class DiagResult:
 
 
 STATUSES = {"pass": "Pass", "fail": "Fail", "skip": "Skip", "warn": "Warn"}
+POD_UID = re.compile(r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})")
+
+
+def pod_uid_of(pid: int, proc_root: Path) -> str | None:
+    """The Kubernetes pod a host process runs in, from its cgroup path (`kubepods.../pod<uid>...`, cgroupfs or
+    systemd spelling), or None (not in a pod, gone, unreadable)."""
+    try:
+        text = (proc_root / str(pid) / "cgroup").read_text()
+    except OSError:
+        return None
+    match = POD_UID.search(text)
+    return match.group(1).replace("_", "-") if match else None
 
 
 def _rows(text: str, fields: int, what: str) -> list[list[str]]:

@@ -33,6 +33,7 @@ class NodeAgentSettings(BaseSettings):
         description="how often a running request's status.heartbeatTime is renewed; one silent for three of these "
                     "was left by an agent that is gone",
     )
+    proc_root: str = Field(default="/proc", description="the host's /proc (hostPID): a holder's pod from its cgroup")
     retry_s: float = Field(default=5.0, gt=0, le=600, description="wait after the API server failed")
 
     @field_validator("nvidia_smi", "dcgmi", "reboot_command")

@@ -202,7 +202,8 @@ class AgentProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> AgentProcess:
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+        # the host's /proc of this node is an empty folder: the fake processes are in no pod
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "GPUOPS_NODE_AGENT_PROC_ROOT": str(self.log.parent / "proc")}
         env.pop("KUBERNETES_SERVICE_HOST", None)
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(self.args, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)

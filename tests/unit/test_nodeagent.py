@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from connectors.kubernetes.errors import ClusterUnavailable
@@ -205,3 +206,21 @@ def test_the_agent_waits_for_the_api_server_at_start() -> None:
         stop.set()
         thread.join(timeout=5)
     assert requests.get_request("GPUReset", "r").phase == "Succeeded" and Down.calls > 2
+
+
+def test_a_holder_is_named_with_its_pod(tmp_path: Path) -> None:
+    """With the host's /proc (hostPID), a process is traced to its pod by its cgroup, in either driver's spelling."""
+    (tmp_path / "4242").mkdir()
+    (tmp_path / "4242" / "cgroup").write_text(
+        "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0f1e2d3c_4b5a_6978_8796_a5b4c3d2e1f0"
+        ".slice/cri-containerd-abc.scope\n")
+    (tmp_path / "5151").mkdir()
+    (tmp_path / "5151" / "cgroup").write_text("0::/system.slice/nvidia-persistenced.service\n")
+    requests = InMemoryNodeRequests()
+    requests.add("GPUReset", "busy", nodeName=NODE, gpu=1)
+    settings = NodeAgentSettings(nvidia_smi="nvidia-smi", proc_root=str(tmp_path))
+    node = Node(apps=f"{UUID1}, 4242, python3\n{UUID1}, 5151, nvidia-persistenced\n")
+    done = NodeAgent(node=NODE, requests=requests, settings=settings, run=node).handle("GPUReset", "busy")
+    assert done is not None and done.phase == "Failed"
+    assert "pid 4242 (python3, pod uid 0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0), pid 5151 (nvidia-persistenced)" in \
+        done.status["message"]
