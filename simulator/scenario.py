@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from simulator.durations import Duration
 from simulator.healthy_spec import BatchWorkload, Healthy, NotebookWorkload, check_fleet_room
@@ -66,6 +66,12 @@ FAULT_PARAMS: dict[str, frozenset[str]] = {
 PLANNERS: tuple[str, ...] = ("rules", "llm", "llm_out_of_scope")
 
 GPU_MODELS: dict[str, str] = {"H100 80GB": "NVIDIA H100 80GB HBM3"}
+# The names people write for a simulated model: the short one, the product name, dcgm-exporter's modelName.
+GPU_MODEL_NAMES: dict[str, str] = {
+    **{k.casefold(): k for k in GPU_MODELS}, **{v.casefold(): k for k, v in GPU_MODELS.items()},
+    "h100": "H100 80GB", "h100 sxm": "H100 80GB", "h100 sxm5": "H100 80GB", "nvidia h100": "H100 80GB",
+    "h100 80gb hbm3": "H100 80GB",
+}
 
 _NODE_NAME = re.compile(r"^gpu-node-(\d{3,})$")
 
@@ -98,13 +104,14 @@ class Fleet(_Strict):
     gpus_per_node: int = Field(8, ge=1, le=16)
     gpu_model: str = "H100 80GB"
 
-    @model_validator(mode="after")
-    def _known_model(self) -> Fleet:
-        if self.gpu_model not in GPU_MODELS:
-            raise ValueError(
-                f"gpu_model {self.gpu_model!r} is not simulated; expected one of {sorted(GPU_MODELS)}"
-            )
-        return self
+    @field_validator("gpu_model", mode="before")
+    @classmethod
+    def _known_model(cls, value: Any) -> str:
+        known = GPU_MODEL_NAMES.get(" ".join(str(value).split()).casefold())
+        if known is None:
+            raise ValueError(f"gpu_model {value!r} is not simulated; expected one of "
+                             f"{sorted(GPU_MODELS)} (or 'H100', or dcgm's {sorted(GPU_MODELS.values())})")
+        return known
 
     @property
     def n_gpus(self) -> int:
