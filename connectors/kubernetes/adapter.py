@@ -490,7 +490,7 @@ class KubernetesCluster:
         body = {
             "apiVersion": f"{notes.REQUEST_GROUP}/{notes.REQUEST_VERSION}",
             "kind": kind,
-            "metadata": {"name": name},
+            "metadata": {"name": name, "labels": {notes.NODE_LABEL: spec["nodeName"]}},
             "spec": spec,
         }
         try:
@@ -538,7 +538,7 @@ class KubernetesCluster:
         body = {
             "apiVersion": f"{notes.REQUEST_GROUP}/{notes.REQUEST_VERSION}",
             "kind": "NodeValidation",
-            "metadata": {"name": name},
+            "metadata": {"name": name, "labels": {notes.NODE_LABEL: node}},
             "spec": spec,
         }
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
@@ -93,18 +93,27 @@ class NodeRequestsPort(Protocol):
         ...
 
 
-def node_selector(node: str) -> str:
-    return f"spec.nodeName={node}"
+Selector = Literal["field", "label"]
+
+
+def node_selector(node: str, selector: Selector = "field") -> dict[str, Any]:
+    """The list/watch argument that picks the node's requests: a field selector on spec.nodeName (the CRDs'
+    selectableFields, Kubernetes 1.31+), or the gpuops.io/node label gpuops puts on each request."""
+    if selector == "label":
+        return {"label_selector": f"{notes.NODE_LABEL}={node}"}
+    return {"field_selector": f"spec.nodeName={node}"}
 
 
 class KubernetesNodeRequests:
     """NodeRequestsPort over the official client."""
 
-    def __init__(self, api_client: client.ApiClient, *, request_timeout: float = 10.0) -> None:
+    def __init__(self, api_client: client.ApiClient, *, request_timeout: float = 10.0,
+                 selector: Selector = "field") -> None:
         self._api = api_client
         self._custom = client.CustomObjectsApi(api_client)
         self._core = client.CoreV1Api(api_client)
         self._timeout = request_timeout
+        self._selector: Selector = selector
 
     def _plural(self, kind: str) -> str:
         return notes.REQUEST_PLURALS[kind]
@@ -115,7 +124,7 @@ class KubernetesNodeRequests:
                 notes.REQUEST_GROUP,
                 notes.REQUEST_VERSION,
                 self._plural(kind),
-                field_selector=node_selector(node),
+                **node_selector(node, self._selector),
                 _request_timeout=self._timeout,
             )
             items = [request_object(kind, item) for item in body.get("items") or []]
@@ -132,7 +141,7 @@ class KubernetesNodeRequests:
                     notes.REQUEST_GROUP,
                     notes.REQUEST_VERSION,
                     self._plural(kind),
-                    field_selector=node_selector(node),
+                    **node_selector(node, self._selector),
                     resource_version=resource_version,
                     timeout_seconds=max(1, int(timeout_s)),
                     _request_timeout=timeout_s + self._timeout,

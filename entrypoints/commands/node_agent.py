@@ -29,6 +29,7 @@ SETTING_OPTIONS = {
     "reboot_timeout_s": "seconds for the reboot command to return",
     "watch_timeout_s": "seconds of one watch call",
     "heartbeat_s": "seconds between heartbeats of a running request",
+    "selector": "field (spec.nodeName, Kubernetes 1.31+) or label (gpuops.io/node)",
 }
 
 
@@ -74,7 +75,8 @@ def node_agent(ctx: click.Context, /, node: str, api_url: str | None, token: str
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    agent = NodeAgent(node=node, requests=KubernetesNodeRequests(cluster.api_client), settings=settings,
+    requests = KubernetesNodeRequests(cluster.api_client, selector=settings.selector)
+    agent = NodeAgent(node=node, requests=requests, settings=settings,
                       agent_id=agent_id or f"{socket.gethostname()}/{os.getpid()}")
     try:
         agent.run(stop)

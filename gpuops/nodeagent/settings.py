@@ -5,6 +5,8 @@ needs (`-i N`, `-r LEVEL -j`)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -32,6 +34,11 @@ class NodeAgentSettings(BaseSettings):
         default=10.0, gt=0, le=600,
         description="how often a running request's status.heartbeatTime is renewed; one silent for three of these "
                     "was left by an agent that is gone",
+    )
+    selector: Literal["field", "label"] = Field(
+        default="field",
+        description="how the agent picks its node's requests: a field selector on spec.nodeName (Kubernetes 1.31+), "
+                    "or the gpuops.io/node label gpuops puts on each",
     )
     proc_root: str = Field(default="/proc", description="the host's /proc (hostPID): a holder's pod from its cgroup")
     retry_s: float = Field(default=5.0, gt=0, le=600, description="wait after the API server failed")

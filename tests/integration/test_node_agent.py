@@ -256,5 +256,12 @@ def test_the_agents_adapter_against_the_api_server() -> None:
                 create(served, "gpuresets", "GPUReset", f"more-{n}", nodeName=OTHER, gpu=0)
             with pytest.raises(WatchExpired):
                 list(requests.watch_requests("GPUReset", NODE, version, 1))
+            # Before Kubernetes 1.31 no field selector reaches a custom resource's spec: gpuops labels each request
+            cluster.request_gpu_reset(NODE, 1, name="labelled")
+            cluster.request_node_validation(OTHER, name="elsewhere")
+            by_label = KubernetesNodeRequests(cluster.api_client, selector="label")
+            assert [i.name for i in by_label.list_requests("GPUReset", NODE)[0]] == ["labelled"]
+            assert by_label.list_requests("NodeValidation", NODE)[0] == []
+            assert [i.name for i in by_label.list_requests("NodeValidation", OTHER)[0]] == ["elsewhere"]
         finally:
             cluster.close()
