@@ -70,6 +70,9 @@ _EXPECTATIONS: dict[str, str] = {
     "sign_in_window_seconds": "a number of seconds > 0 (how long a failed sign-in counts)",
     "password_checks_max": "a whole number >= 1 (password verifications running at once)",
     "event_streams_per_user": "a whole number >= 1 (live-update streams one user may hold open)",
+    "alertmanager_token": "a random string of at least 16 characters that Alertmanager sends as its bearer token",
+    "alertmanager_token_file": "a path to a file holding the bearer token Alertmanager sends (at least 16 "
+                               "characters)",
 }
 
 
@@ -184,6 +187,8 @@ class Settings(BaseSettings):
     sign_in_window_seconds: float = Field(default=900.0, gt=0)
     password_checks_max: int = Field(default=4, ge=1)
     event_streams_per_user: int = Field(default=4, ge=1)
+    alertmanager_token: SecretStr | None = None
+    alertmanager_token_file: str | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -268,6 +273,30 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError(f"too short; expected {_EXPECTATIONS['session_secret']}")
         return value
+
+    @field_validator("alertmanager_token")
+    @classmethod
+    def _alertmanager_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < 16:
+            raise ValueError(f"too short; expected {_EXPECTATIONS['alertmanager_token']}")
+        return value
+
+    @model_validator(mode="after")
+    def _alertmanager_token_from_file(self) -> Settings:
+        if not self.alertmanager_token_file:
+            return self
+        try:
+            text = Path(self.alertmanager_token_file).read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"GPUOPS_ALERTMANAGER_TOKEN_FILE: cannot read {self.alertmanager_token_file}: "
+                             f"{exc.strerror}") from exc
+        if self.alertmanager_token is not None and self.alertmanager_token.get_secret_value() != text:
+            raise ValueError("GPUOPS_ALERTMANAGER_TOKEN and GPUOPS_ALERTMANAGER_TOKEN_FILE are both set; set one")
+        if len(text) < 16:
+            raise ValueError("GPUOPS_ALERTMANAGER_TOKEN_FILE: the token is too short; expected "
+                             f"{_EXPECTATIONS['alertmanager_token_file']}")
+        object.__setattr__(self, "alertmanager_token", SecretStr(text))
+        return self
 
     @field_validator("trusted_proxy_header")
     @classmethod

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the real services the tests talk to are installed and answering:
-# PostgreSQL on 127.0.0.1:5432, Redis on 127.0.0.1:6379, the Prometheus and
-# kubectl binaries, and Debian's Chromium for the dashboard's browser tests. Installs Debian packages where missing, starts stopped services
+# PostgreSQL on 127.0.0.1:5432, Redis on 127.0.0.1:6379, the Prometheus,
+# Alertmanager, node exporter and kubectl binaries, and Debian's Chromium for the dashboard's browser tests. Installs Debian packages where missing, starts stopped services
 # with the system's own commands. Idempotent.
 set -euo pipefail
 
@@ -71,6 +71,14 @@ if ! command -v prometheus >/dev/null 2>&1; then
   echo "ensure-services: installing Prometheus"
   apt_install prometheus
 fi
+if ! command -v prometheus-alertmanager >/dev/null 2>&1; then
+  echo "ensure-services: installing Alertmanager"
+  apt_install prometheus-alertmanager
+fi
+if ! command -v prometheus-node-exporter >/dev/null 2>&1; then
+  echo "ensure-services: installing the node exporter"
+  apt_install prometheus-node-exporter
+fi
 if ! command -v kubectl >/dev/null 2>&1; then
   echo "ensure-services: installing kubectl"
   apt_install kubernetes-client
@@ -79,6 +87,6 @@ if ! command -v chromium >/dev/null 2>&1; then
   echo "ensure-services: installing Chromium"
   apt_install chromium
 fi
-# Debian's prometheus package starts a system service on install where it can; the
-# tests start their own on free ports, so that one is left alone.
-echo "ensure-services: PostgreSQL, Redis, prometheus, kubectl and chromium are ready"
+# Debian's prometheus packages start system services on install where they can; the
+# tests start their own on free ports, so those are left alone.
+echo "ensure-services: PostgreSQL, Redis, prometheus, alertmanager, node exporter, kubectl and chromium are ready"

@@ -55,7 +55,12 @@ def running_prometheus(
     storage: Path | None = None,
     extra_args: Sequence[str] = (),
     ready_timeout_s: float = 30.0,
+    rules: Sequence[dict[str, object]] = (),
+    alertmanagers: Sequence[str] = (),
+    evaluation_interval: str = "1s",
 ) -> Iterator[PrometheusServer]:
+    """`rules` are alerting or recording rule groups (as in a rule file's `groups:`), evaluated every
+    `evaluation_interval`; `alertmanagers` are host:port targets their alerts go to."""
     binary = prometheus_binary()
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -67,7 +72,15 @@ def running_prometheus(
     }
     if metrics_params:
         job["params"] = metrics_params
-    config = {"global": {"scrape_interval": scrape_interval}, "scrape_configs": [job] if targets else []}
+    config: dict[str, object] = {
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": evaluation_interval},
+        "scrape_configs": [job] if targets else []}
+    if rules:
+        rules_path = workdir / "rules.yml"
+        rules_path.write_text(yaml.safe_dump({"groups": list(rules)}))
+        config["rule_files"] = [str(rules_path)]
+    if alertmanagers:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": list(alertmanagers)}]}]}
     config_path = workdir / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config))
     data = storage or workdir / "data"

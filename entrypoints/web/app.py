@@ -21,7 +21,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from starlette.middleware.sessions import SessionMiddleware
 
-from entrypoints.web import api, live, pages
+from entrypoints.web import alertmanager, api, live, pages
+from entrypoints.web.alertmanager import MalformedWebhook
 from entrypoints.web.api import DbSession
 from entrypoints.web.auth import Forbidden, NotAuthenticated, SignedOutSessions, UserDirectory, session_secret
 from entrypoints.web.limits import BodyLimit
@@ -96,6 +97,7 @@ def create_app(container: Container, *, pipeline: Pipeline | None = None, sse_po
     app.include_router(pages.router)
     app.include_router(api.router)
     app.include_router(live.router)
+    app.include_router(alertmanager.router)  # its own bearer token, not a dashboard user
     _install_error_handlers(app)
     mount_slack(app, app.state.pipeline)  # POST /slack/events, when Slack is configured
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # outermost: before sessions, auth, parsing
@@ -109,7 +111,7 @@ def _wants_json(request: Request) -> bool:
 def _install_error_handlers(app: FastAPI) -> None:
     statuses: list[tuple[type[GpuopsError], int]] = [
         (NotAuthenticated, 401), (Forbidden, 403), (NotAuthorised, 403), (NotFound, 404), (Conflict, 409),
-        (TooManyRequests, 429), (Busy, 503), (StoreError, 503), (GpuopsError, 400)]
+        (MalformedWebhook, 422), (TooManyRequests, 429), (Busy, 503), (StoreError, 503), (GpuopsError, 400)]
 
     async def _handle(request: Request, exc: Exception) -> Response:
         code = next((c for kind, c in statuses if isinstance(exc, kind)), 500)
@@ -123,7 +125,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         headers = {"Retry-After": str(retry_after)} if isinstance(retry_after, int) else {}
         if _wants_json(request):
             if code == 401:
-                headers["WWW-Authenticate"] = 'Basic realm="gpuops"'
+                headers["WWW-Authenticate"] = getattr(exc, "challenge", 'Basic realm="gpuops"')
             return JSONResponse({"error": type(exc).__name__ if code != 500 else "InternalError", "detail": detail},
                                 status_code=code, headers=headers)
         templates: Jinja2Templates = request.app.state.templates

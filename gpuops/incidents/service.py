@@ -86,6 +86,11 @@ def _is_hard(f: Finding) -> bool:
     return is_hard(f.kind, f.severity, f.evidence)
 
 
+def _persistent(f: Finding) -> bool:
+    """A warning whose source already asked it to persist (an alert rule's `for:`) needs no repeats here."""
+    return f.evidence.get("persistent") is True and f.severity != Severity.INFO
+
+
 def _silenced(session: Session, f: Finding, now: datetime) -> Silence | None:
     stmt = select(Silence).where(
         Silence.starts_at <= now, Silence.ends_at > now,
@@ -184,7 +189,7 @@ def ingest_findings(session: Session, findings: Iterable[Finding], *, fleet_node
                 FindingRecord.hostname == f.hostname, FindingRecord.gpu.is_(None) if f.gpu is None
                 else FindingRecord.gpu == f.gpu, FindingRecord.kind == f.kind,
                 FindingRecord.ts >= _dt(f.ts) - timedelta(seconds=config.flap_window_s))) or 0
-            if seen < config.soft_min_occurrences or not is_corroborated(f.evidence):
+            if (seen < config.soft_min_occurrences and not _persistent(f)) or not is_corroborated(f.evidence):
                 result.pending += 1
                 continue
         recent_closed = session.scalars(select(Incident).where(

@@ -28,6 +28,7 @@ from gpuops.execution.probation import ACTIVE as PROBATION_ACTIVE
 from gpuops.execution.probation import probation_of_action
 from gpuops.execution.returns import NodeDiagnostics, ProbationOutcome, conclude, due_probations, examine
 from gpuops.execution.service import ExecutionDeps, ExecutionOutcome, execute, plan_of
+from gpuops.incidents.alerts import AlertmanagerWebhook, AlertsOutcome, receive_alerts
 from gpuops.incidents.lifecycle import can_transition
 from gpuops.pipeline.dispatch import Dispatcher
 from gpuops.pipeline.steps import (
@@ -126,6 +127,17 @@ class Pipeline:
         changed = sorted(set(outcome.incidents.opened + outcome.incidents.reopened)) if outcome.incidents else []
         for incident_id in changed:
             self.dispatcher.dispatch(Step.INCIDENT_CHANGED, {"incident_id": incident_id})
+        return outcome
+
+    def alerts_received(self, webhook: AlertmanagerWebhook) -> AlertsOutcome:
+        """Alertmanager's webhook: its alerts become findings and incidents (gpuops.incidents.alerts); every
+        incident an alert opened or reopened is handed on, like a detection cycle's."""
+        with self.container.uow() as uow:
+            outcome = receive_alerts(uow.session, webhook, now=self.now())
+            uow.commit()
+        for incident_id in sorted(set(outcome.opened)):
+            self.dispatcher.dispatch(Step.INCIDENT_CHANGED, {"incident_id": incident_id})
+        log.info("alerts received", extra={"alerts": len(webhook.alerts), **outcome.as_dict()})
         return outcome
 
     def incident_changed(self, incident_id: int) -> bool:

@@ -374,3 +374,21 @@ class ApiToken(Base):
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
     revoked_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class AlertState(Base):
+    """The last state Alertmanager reported for one alert (its fingerprint): repeats of a firing alert add
+    nothing, and its resolution finds the incident it opened."""
+
+    __tablename__ = "alert_states"
+
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    alertname: Mapped[str] = mapped_column(String(253))
+    status: Mapped[str] = mapped_column(String(16))  # firing or resolved
+    starts_at: Mapped[datetime]
+    hostname: Mapped[str | None] = mapped_column(String(253))
+    gpu: Mapped[int | None]
+    kind: Mapped[str] = mapped_column(String(32))
+    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id", ondelete="SET NULL"), index=True)
+    opened: Mapped[bool] = mapped_column(default=False)  # this alert opened (or reopened) its incident
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
