@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import click
@@ -44,8 +45,16 @@ def store_container(ctx: click.Context) -> Container:
 
     from gpuops.store import migrate
 
+    url = settings_from(ctx).database_url
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:") \
+            and not database.startswith("file:") and not Path(database).exists():
+        # Reading must not leave an empty database behind (SQLite creates the file on first connect).
+        raise click.ClickException(f"there is no gpuops database at {Path(database).resolve()} (GPUOPS_DATABASE_URL="
+                                   f"{url}); point GPUOPS_DATABASE_URL at the service's database, or create one "
+                                   "with `gpuops db upgrade`")
     container = container_from(ctx)
-    url = container.settings.database_url
     if not migrate.is_up_to_date(url):
         shown = make_url(url).render_as_string(hide_password=True)
         raise click.ClickException(f"the database at {shown} is not at the current schema revision; "

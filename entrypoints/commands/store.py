@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from domain import Severity
+from domain import IncidentStatus, Severity
 from entrypoints.commands.context import echo_json, settings_from, store_container
 from gpuops.errors import NotFound
 from gpuops.incidents.queries import get_incident, incident_detail, incident_summary, list_incidents
@@ -42,7 +42,8 @@ def incidents() -> None:
 
 
 @incidents.command("list")
-@click.option("--status", default=None, help="Only incidents in this status.")
+@click.option("--status", type=click.Choice([s.value for s in IncidentStatus]), default=None,
+              help="Only incidents in this status.")
 @click.option("--severity", type=click.Choice([s.value for s in reversed(Severity)]), default=None)
 @click.option("--node", default=None, help="Only incidents on this node.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000))
