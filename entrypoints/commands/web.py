@@ -58,6 +58,8 @@ def demo(ctx: click.Context, scenario_path: str | None, speed: float, host: str,
     click.echo(f"gpuops demo: dashboard at http://{host}:{port}/  (Ctrl-C to stop)")
     click.echo(f"gpuops demo: sign in as {DEMO_ADMIN} with password {password}  (valid for this run only)")
     click.echo("gpuops demo: in about a minute a GPU falls off the bus; its incident waits for your approval")
+    click.echo(f"gpuops demo: the store is {_store_location(database_url)}; from another terminal: "
+               f"GPUOPS_DATABASE_URL='{_absolute(database_url)}' gpuops incidents list")
     try:
         run_embedded(ctx, settings, api=True, clock=fleet.clock.now, rate=speed)
     finally:
@@ -65,6 +67,25 @@ def demo(ctx: click.Context, scenario_path: str | None, speed: float, host: str,
 
 
 DEMO_WARMUP_S = 1800.0  # the demo scenario's faults come after this much simulated time
+
+
+def _absolute(database_url: str) -> str:
+    """The URL with a relative SQLite path made absolute, so it works from any folder."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return url.set(database=str(Path(url.database).resolve())).render_as_string(hide_password=False)
+    return url.render_as_string(hide_password=True)
+
+
+def _store_location(database_url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database:
+        return str(Path(url.database).resolve())
+    return url.render_as_string(hide_password=True)
 
 
 def _fresh_sqlite(database_url: str) -> None:

@@ -118,6 +118,12 @@ def test_the_demo_story_sign_in_approve_the_cordon_and_see_it_verified(demo: Dem
             page.screenshot(path=str(ARTIFACTS / "executed-view.png"))
         finally:
             browser.close()
+    # the CLI, pointed at the demo's store as the demo says, sees the same incident
+    store_url = demo.wait_for(r"from another terminal: GPUOPS_DATABASE_URL='([^']+)' gpuops incidents list").group(1)
+    listed = subprocess.run([str(GPUOPS), "incidents", "list"], env={**os.environ, "GPUOPS_DATABASE_URL": store_url},
+                            capture_output=True, text=True, timeout=60, cwd="/")
+    assert listed.returncode == 0, listed.stderr
+    assert "gpu-node-003" in listed.stdout and "gpu_lost" in listed.stdout
     node = httpx.get(f"{fleet_url}/api/v1/nodes/gpu-node-003", timeout=10).json()
     assert node["spec"].get("unschedulable") is True
     assert any("gpuops" in key for key in node["metadata"].get("annotations", {}))
