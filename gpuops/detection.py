@@ -98,6 +98,7 @@ def run_cycle(uow_factory: Callable[[], UnitOfWork], *, telemetry: TelemetrySour
         uow.commit()
         if live is not None:
             live[name] = (row.cycles, cycle)
-    log.info("detection cycle", extra={"shard": name, "findings": len(findings), "opened": result.opened,
-                                       "fleet": result.fleet})
+    # INFO tells the story (a cycle that found something); a quiet cycle is chatter, at DEBUG.
+    log.log(logging.INFO if findings or result.opened or result.fleet else logging.DEBUG, "detection cycle",
+            extra={"shard": name, "findings": len(findings), "opened": result.opened, "fleet": result.fleet})
     return CycleOutcome(name, True, end, findings, result)

@@ -74,7 +74,7 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-CHATTY_LIBRARIES = ("httpx", "httpcore", "kombu.connection")
+CHATTY_LIBRARIES = ("httpx", "httpcore", "kombu.connection", "alembic.runtime.migration")
 
 
 def configure_logging(fmt: str = "text", level: str = "INFO", stream: TextIO | None = None) -> None:
