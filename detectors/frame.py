@@ -51,7 +51,9 @@ class FleetFrame:
     """Telemetry of one window: `metrics[name]` is float64 `[gpu, time]`, NaN where a sample is missing.
 
     `node_metrics[name]` is float64 `[node, time]` for node-level series (kube-state-metrics),
-    rows in the order of `nodes`. A metric absent from the mapping was not available at all.
+    rows in the order of `nodes`; `hca_metrics[name]` is `[port, time]` for the fabric's ports (the node
+    exporter's `node_infiniband_*`), rows in the order of `hcas`. A metric absent from the mapping was not
+    available at all (no infiniband collector: no `hcas`, and fabric features are off).
     """
 
     timestamps: FloatArray
@@ -59,6 +61,8 @@ class FleetFrame:
     metrics: Mapping[str, FloatArray] = field(default_factory=dict)
     nodes: tuple[str, ...] = ()
     node_metrics: Mapping[str, FloatArray] = field(default_factory=dict)
+    hcas: tuple[tuple[str, str, str], ...] = ()  # (hostname, device, port) of each fabric port row
+    hca_metrics: Mapping[str, FloatArray] = field(default_factory=dict)  # node exporter's node_infiniband_*
 
     def __post_init__(self) -> None:
         t = self.timestamps.shape[0]
@@ -72,6 +76,9 @@ class FleetFrame:
         for name, arr in self.node_metrics.items():
             if arr.shape != (len(self.nodes), t):
                 raise ValueError(f"node metric {name} has shape {arr.shape}, expected {(len(self.nodes), t)}")
+        for name, arr in self.hca_metrics.items():
+            if arr.shape != (len(self.hcas), t):
+                raise ValueError(f"HCA metric {name} has shape {arr.shape}, expected {(len(self.hcas), t)}")
 
     @property
     def n_gpus(self) -> int:
@@ -97,10 +104,13 @@ class FleetFrame:
         )
         hosts = set(gpus.hostname)
         node_idx = [i for i, n in enumerate(self.nodes) if n in hosts]
+        hca_idx = [i for i, h in enumerate(self.hcas) if h[0] in hosts]
         return FleetFrame(
             timestamps=self.timestamps, gpus=gpus, metrics={k: v[idx] for k, v in self.metrics.items()},
             nodes=tuple(self.nodes[i] for i in node_idx),
             node_metrics={k: v[node_idx] for k, v in self.node_metrics.items()},
+            hcas=tuple(self.hcas[i] for i in hca_idx),
+            hca_metrics={k: v[hca_idx] for k, v in self.hca_metrics.items()},
         )
 
     def until(self, ts: float) -> FleetFrame:
@@ -112,4 +122,6 @@ class FleetFrame:
             metrics={k: v[:, keep] for k, v in self.metrics.items()},
             nodes=self.nodes,
             node_metrics={k: v[:, keep] for k, v in self.node_metrics.items()},
+            hcas=self.hcas,
+            hca_metrics={k: v[:, keep] for k, v in self.hca_metrics.items()},
         )

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from simulator.exposition import XID_WINDOW_MS, gpu_label_prefix, pod_labels, render_dcgm, render_kube_state
+from simulator.fabric import Fabric
 from simulator.faults import ActiveFault, build_faults
 from simulator.hardware import DRIVER_VERSION, SPECS
 from simulator.healthy import HealthyFleet
@@ -67,6 +68,7 @@ class Twin:
         self.present = np.ones(self.n, dtype=bool)
         self._unschedulable: set[int] = set()
         self.node_up = np.ones(self.n_nodes, dtype=bool)
+        self.fabric = Fabric(self.n_nodes, self.gpus_per_node)  # one HCA per GPU
         self._xids: deque[tuple[float, int, int]] = deque()
         self.kube_seconds = 0.0  # wall time spent in the Kubernetes state's tick (for benchmarks)
         self.kube = KubeState(clock=lambda: self.t, external_node_agent=external_node_agent)
@@ -183,6 +185,7 @@ class Twin:
                 demand = self.book.demand(self.t, self.n)
             demand.load[~self.present] = 0.0
             self.physics.step(self.t, self.step_s, demand, mods)
+            self.fabric.step(self.step_s, demand.load.reshape(self.n_nodes, self.gpus_per_node))
             for row, code in mods.xids:
                 self._xids.append((self.t, row, code))
                 if code not in APPLICATION_XIDS:
@@ -257,6 +260,11 @@ class Twin:
             return self.dcgm_text(timestamps) + self.kube_state_text(timestamps)
 
     # ------------------------------------------------------------------ ground truth
+
+    def write_sysfs(self, root: str | Path, node: str) -> Path:
+        """Write `node`'s /sys/class/infiniband tree under `root`, for a node exporter's `--path.sysfs`."""
+        with self._lock:
+            return self.fabric.write_sysfs(root, self.nodes.index(node))
 
     def truth(self) -> dict[str, Any]:
         with self._lock:

@@ -58,9 +58,11 @@ def running_prometheus(
     rules: Sequence[dict[str, object]] = (),
     alertmanagers: Sequence[str] = (),
     evaluation_interval: str = "1s",
+    extra_jobs: Sequence[dict[str, object]] = (),
 ) -> Iterator[PrometheusServer]:
     """`rules` are alerting or recording rule groups (as in a rule file's `groups:`), evaluated every
-    `evaluation_interval`; `alertmanagers` are host:port targets their alerts go to."""
+    `evaluation_interval`; `alertmanagers` are host:port targets their alerts go to; `extra_jobs` are more
+    scrape configs (e.g. node exporters with a `node` label each)."""
     binary = prometheus_binary()
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -74,7 +76,7 @@ def running_prometheus(
         job["params"] = metrics_params
     config: dict[str, object] = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": evaluation_interval},
-        "scrape_configs": [job] if targets else []}
+        "scrape_configs": ([job] if targets else []) + list(extra_jobs)}
     if rules:
         rules_path = workdir / "rules.yml"
         rules_path.write_text(yaml.safe_dump({"groups": list(rules)}))

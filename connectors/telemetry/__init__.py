@@ -10,6 +10,7 @@ from connectors.telemetry.errors import (
 from connectors.telemetry.fake import InMemoryTelemetry
 from connectors.telemetry.port import (
     DEFAULT_GPU_METRICS,
+    DEFAULT_HCA_METRICS,
     DEFAULT_NODE_SERIES,
     FrameAssembler,
     NodeSeries,
@@ -22,6 +23,7 @@ from connectors.telemetry.scrape import ScrapeTelemetry
 
 __all__ = [
     "DEFAULT_GPU_METRICS",
+    "DEFAULT_HCA_METRICS",
     "DEFAULT_NODE_SERIES",
     "FrameAssembler",
     "InMemoryTelemetry",

@@ -45,4 +45,6 @@ class InMemoryTelemetry:
         picked = {m: cut(self.data.metrics[m]) for m in names if m in self.data.metrics}
         keys = node_series.keys() if node_series is not None else self.data.node_metrics.keys()
         nodes = {k: cut(self.data.node_metrics[k]) for k in keys if k in self.data.node_metrics}
-        return FleetFrame(grid, GpuLabels(**vars(self.data.gpus)), picked, self.data.nodes, nodes)
+        hcas = {k: cut(v) for k, v in self.data.hca_metrics.items()}
+        return FleetFrame(grid, GpuLabels(**vars(self.data.gpus)), picked, self.data.nodes, nodes,
+                          self.data.hcas, hcas)

@@ -75,6 +75,28 @@ DEFAULT_NODE_SERIES: Mapping[str, NodeSeries] = {
 }
 
 
+# The fabric's ports as the node exporter's infiniband collector names them ({device, port} labels; the node
+# from the scrape's `node`, `Hostname` or `instance` label). Absent when no node exporter runs the collector.
+DEFAULT_HCA_METRICS: tuple[str, ...] = (
+    "node_infiniband_state_id",
+    "node_infiniband_physical_state_id",
+    "node_infiniband_rate_bytes_per_second",
+    "node_infiniband_link_downed_total",
+    "node_infiniband_link_error_recovery_total",
+    "node_infiniband_symbol_error_total",
+    "node_infiniband_port_errors_received_total",
+    "node_infiniband_port_discards_transmitted_total",
+    "node_infiniband_port_transmit_wait_total",
+    "node_infiniband_port_data_transmitted_bytes_total",
+    "node_infiniband_port_data_received_bytes_total",
+)
+
+
+def hca_promql(metrics: Sequence[str]) -> str:
+    """One selector for all the fabric metrics (a cycle asks for them in one query)."""
+    return '{__name__=~"' + "|".join(metrics) + '"}'
+
+
 class TelemetrySource(Protocol):
     """Anything that can answer one detection cycle's window for the whole fleet."""
 
@@ -110,6 +132,16 @@ def hostname_of(labels: Mapping[str, str]) -> str:
     return ""
 
 
+def node_of(labels: Mapping[str, str]) -> str:
+    """The node a node-exporter series belongs to: `node`, `Hostname`, `hostname`, else `instance` less its port."""
+    for key in ("node", "Hostname", "hostname"):
+        if labels.get(key):
+            return labels[key]
+    instance = labels.get("instance", "")
+    host, sep, port = instance.rpartition(":")
+    return host.strip("[]") if sep and port.isdigit() and (":" not in host or host.startswith("[")) else instance
+
+
 def k8s_label(labels: Mapping[str, str], name: str) -> str:
     """`pod`/`namespace`/`container` of the workload, preferring Prometheus's `exported_` renames."""
     return labels.get(f"exported_{name}") or labels.get(name) or ""
@@ -134,6 +166,7 @@ class FrameAssembler:
         self,
         gpu_series: Mapping[str, Sequence[RawSeries]],
         node_series: Mapping[str, Sequence[RawSeries]] | None = None,
+        hca_series: Mapping[str, Sequence[RawSeries]] | None = None,
     ) -> FleetFrame:
         keyed: dict[str, dict[tuple[str, int], list[RawSeries]]] = {}
         for metric, series in gpu_series.items():
@@ -173,7 +206,29 @@ class FrameAssembler:
             container=tuple(k8s_label(lab, "container") for lab in labels),
         )
         nodes, node_metrics = self._nodes(node_series or {})
-        return FleetFrame(self.timestamps, gpus, metrics, nodes, node_metrics)
+        hcas, hca_metrics = self._hcas(hca_series or {})
+        return FleetFrame(self.timestamps, gpus, metrics, nodes, node_metrics, hcas, hca_metrics)
+
+    def _hcas(self, hca_series: Mapping[str, Sequence[RawSeries]]
+              ) -> tuple[tuple[tuple[str, str, str], ...], dict[str, FloatArray]]:
+        """Rows keyed by (node, device, port); a series without a node or a device is skipped and noted."""
+        keyed: dict[str, dict[tuple[str, str, str], RawSeries]] = {}
+        for metric, series in hca_series.items():
+            for s in series:
+                key = (node_of(s.labels), s.labels.get("device", ""), s.labels.get("port", ""))
+                if not key[0] or not key[1]:
+                    self.skipped.append(f"{metric}{dict(s.labels)}: no node or device label; series skipped")
+                    continue
+                keyed.setdefault(metric, {})[key] = s
+        keys = sorted({k for per in keyed.values() for k in per})
+        row_of = {k: i for i, k in enumerate(keys)}
+        out: dict[str, FloatArray] = {}
+        for metric, per in keyed.items():
+            arr = np.full((len(keys), len(self.timestamps)), np.nan)
+            for key, s in per.items():
+                arr[row_of[key]] = s.values
+            out[metric] = arr
+        return tuple(keys), out
 
     def _gpu_key(self, metric: str, labels: Mapping[str, str]) -> tuple[str, int] | None:
         host, gpu = hostname_of(labels), labels.get("gpu", "")

@@ -25,11 +25,13 @@ from connectors.telemetry.errors import (
 )
 from connectors.telemetry.port import (
     DEFAULT_GPU_METRICS,
+    DEFAULT_HCA_METRICS,
     DEFAULT_NODE_SERIES,
     FloatArray,
     FrameAssembler,
     NodeSeries,
     RawSeries,
+    hca_promql,
     time_grid,
 )
 from detectors.frame import FleetFrame
@@ -52,7 +54,9 @@ class PrometheusTelemetry:
         backoff_s: float = 0.5,
         headers: Mapping[str, str] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        hca_metrics: Sequence[str] = DEFAULT_HCA_METRICS,
     ) -> None:
+        """`hca_metrics`: the node exporter's fabric series a frame carries per node and HCA (empty: none)."""
         if retries < 0:
             raise ValueError("retries must be zero or more")
         self.url = url.rstrip("/")
@@ -69,6 +73,7 @@ class PrometheusTelemetry:
             retry=Retry(total=0, read=False, raise_on_status=False),
         )
         self.skipped: list[str] = []
+        self.hca_metrics = tuple(hca_metrics)
 
     def frame(
         self,
@@ -88,9 +93,20 @@ class PrometheusTelemetry:
         for key, spec in (node_series if node_series is not None else DEFAULT_NODE_SERIES).items():
             nodes[key] = self._series(spec.promql(), grid, step)
         assembler = FrameAssembler(grid)
-        frame = assembler.build(gpu, nodes)
+        frame = assembler.build(gpu, nodes, self._hca_series(grid, step))
         self.skipped = assembler.skipped
         return frame
+
+    def _hca_series(self, grid: FloatArray, step: float) -> dict[str, list[RawSeries]]:
+        """The fabric's series in one query (none when no node exporter runs its infiniband collector)."""
+        if not self.hca_metrics:
+            return {}
+        out: dict[str, list[RawSeries]] = {}
+        for s in self._series(hca_promql(self.hca_metrics), grid, step, keep_name=True):
+            name = s.labels.get("__name__", "")
+            if name in self.hca_metrics:
+                out.setdefault(name, []).append(s)
+        return out
 
     def query_range(self, query: str, start: float, end: float, step: float) -> list[dict[str, Any]]:
         """The raw `result` of one range query, with retries and translated errors."""
@@ -140,13 +156,14 @@ class PrometheusTelemetry:
             f"Prometheus at {self.url} answered {query!r} with an error: {message[:300]}"
         )
 
-    def _series(self, query: str, grid: FloatArray, step: float) -> list[RawSeries]:
+    def _series(self, query: str, grid: FloatArray, step: float, *, keep_name: bool = False) -> list[RawSeries]:
         result = self.query_range(query, float(grid[0]), float(grid[-1]), step)
         out = []
         for item in result:
             try:
                 labels = item["metric"]
-                labels.pop("__name__", None)
+                if not keep_name:
+                    labels.pop("__name__", None)
                 if not all(isinstance(v, str) for v in labels.values()):
                     raise TypeError("label values must be strings")
                 values = _on_grid(item["values"], grid, step)

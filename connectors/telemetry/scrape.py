@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from connectors.telemetry.errors import TelemetryBadResponse, TelemetryTimeout, TelemetryUnavailable
 from connectors.telemetry.port import (
     DEFAULT_GPU_METRICS,
+    DEFAULT_HCA_METRICS,
     DEFAULT_NODE_SERIES,
     FloatArray,
     FrameAssembler,
@@ -193,8 +194,14 @@ class ScrapeTelemetry:
                     values, sampled = points.at(grid, self.lookback_s)
                     if sampled:
                         nodes[key].append(RawSeries(labels, values))
+        hcas: dict[str, list[RawSeries]] = {}
+        for (name, label_items), points in self._series.items():
+            if name in DEFAULT_HCA_METRICS:
+                values, sampled = points.at(grid, self.lookback_s)
+                if sampled:
+                    hcas.setdefault(name, []).append(RawSeries(dict(label_items), values))
         assembler = FrameAssembler(grid)
-        frame = assembler.build({k: v for k, v in gpu.items() if v}, nodes)
+        frame = assembler.build({k: v for k, v in gpu.items() if v}, nodes, hcas)
         self.problems.extend(assembler.skipped)
         return frame
 

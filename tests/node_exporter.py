@@ -1,0 +1,68 @@
+"""Run the real node exporter (Debian's prometheus-node-exporter) for tests, with only its infiniband collector,
+over a sysfs tree the twin wrote, on a free loopback port:
+
+    with running_node_exporter(sysfs_dir, tmp_path) as exporter:
+        exporter.address  # 127.0.0.1:PORT; exporter.url + "/metrics"
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.prometheus_server import free_port
+from tests.waiting import wait_for
+
+
+def node_exporter_binary() -> str:
+    """The node exporter's path. `make test` installs Debian's package, so its absence fails the test."""
+    path = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
+    if path is None:
+        pytest.fail("Debian's prometheus-node-exporter package is not installed: run `make test` "
+                    "(scripts/ensure-services.sh installs it)")
+    return path
+
+
+@dataclass
+class NodeExporter:
+    url: str
+    address: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+@contextmanager
+def running_node_exporter(sysfs: Path, workdir: Path, ready_timeout_s: float = 30.0) -> Iterator[NodeExporter]:
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / f"node-exporter-{port}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [node_exporter_binary(), f"--path.sysfs={sysfs}", "--collector.disable-defaults",
+             "--collector.infiniband", f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=log, stderr=subprocess.STDOUT)
+    exporter = NodeExporter(f"http://127.0.0.1:{port}", f"127.0.0.1:{port}", process, log_path)
+    try:
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"node exporter exited with {process.returncode}:\n"
+                                     f"{log_path.read_text()[-3000:]}")
+            return httpx.get(f"{exporter.url}/metrics", timeout=1.0).status_code == 200
+
+        wait_for(ready, timeout=ready_timeout_s, interval=0.1, message="the node exporter is not answering",
+                 ignoring=(httpx.HTTPError,))
+        yield exporter
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
