@@ -1,4 +1,5 @@
-"""The `gpuops` command line. Each area's commands live in `entrypoints.commands.<area>`."""
+"""The `gpuops` command line. Each area's commands live in `entrypoints.commands.<area>`, imported only when
+one of its commands runs, so `gpuops --help` and light commands start without the detectors' libraries."""
 
 from __future__ import annotations
 
@@ -6,10 +7,31 @@ import importlib
 
 import click
 
-from entrypoints.commands import COMMAND_MODULES
+from entrypoints.commands import COMMANDS
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """The top-level group: commands come from `COMMANDS`, each module imported when its command is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands or cmd_name not in COMMANDS:
+            return self.commands.get(cmd_name)
+        scratch = click.Group()
+        importlib.import_module(f"entrypoints.commands.{COMMANDS[cmd_name].module}").register(scratch)
+        self.commands.update(scratch.commands)
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name].help if name in COMMANDS else (self.commands[name].get_short_help_str()))
+                for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
               help="Log format (default: GPUOPS_LOG_FORMAT or text).")
 @click.option("--log-level", default=None, help="Log level (default: GPUOPS_LOG_LEVEL or INFO).")
@@ -19,10 +41,6 @@ def cli(ctx: click.Context, log_format: str | None, log_level: str | None) -> No
     ctx.ensure_object(dict)
     ctx.obj["log_format"] = log_format
     ctx.obj["log_level"] = log_level
-
-
-for _module in COMMAND_MODULES:
-    importlib.import_module(f"entrypoints.commands.{_module}").register(cli)
 
 
 def main() -> None:

@@ -14,9 +14,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.kubernetes import ClusterPort, NodeValidations
 from connectors.telemetry import PrometheusTelemetry, TelemetrySource
-from detectors.pipeline import DetectionCycle, default_stages
-from detectors.registry import ModelRegistry
-from detectors.risk import RISK_MODEL_NAME, risk_stage_from_registry
 from gpuops.config import Settings, load_settings
 from gpuops.errors import ConfigError
 from gpuops.incidents.queries import count_by_status
@@ -29,6 +26,7 @@ from gpuops.store.audit import AuditSigning, audit_key_from, sign_sessions
 from runbooks import Catalogue, RunbookSettings, default_catalogue
 
 if TYPE_CHECKING:
+    from detectors.pipeline import DetectionCycle
     from gpuops.execution.returns import NodeDiagnostics
 
 
@@ -114,6 +112,11 @@ class Container:
     def new_detection_cycle(self) -> DetectionCycle:
         """A fresh detection cycle: the default stages, plus the learned risk model when `GPUOPS_MODEL_DIR`
         holds a registered one (restored cycles keep the stages they were saved with)."""
+        # Imported here: scikit-learn and statsmodels load only in processes that run detection.
+        from detectors.pipeline import DetectionCycle, default_stages
+        from detectors.registry import ModelRegistry
+        from detectors.risk import RISK_MODEL_NAME, risk_stage_from_registry
+
         stages = default_stages()
         if self.settings.model_dir:
             registry = ModelRegistry(DirectoryStore(Path(self.settings.model_dir)))

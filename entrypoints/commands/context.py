@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from gpuops.config import Settings, load_settings
 from gpuops.errors import ConfigError
 from gpuops.logs import configure_logging
-from gpuops.wiring import Container, bootstrap
+
+if TYPE_CHECKING:
+    from gpuops.wiring import Container
 
 
 def settings_from(ctx: click.Context) -> Settings:
@@ -31,6 +33,8 @@ def settings_from(ctx: click.Context) -> Settings:
 def container_from(ctx: click.Context) -> Container:
     obj = ctx.ensure_object(dict)
     if "container" not in obj:
+        from gpuops.wiring import bootstrap  # the detectors' libraries load only for commands that need them
+
         container = bootstrap(settings_from(ctx))
         obj["container"] = container
         ctx.call_on_close(container.close)

@@ -10,6 +10,7 @@ import sys
 import zipfile
 from typing import Any
 
+import click
 import jsonschema
 import pytest
 import yaml
@@ -43,7 +44,7 @@ def compose() -> dict[str, Any]:
 
 def gpuops_command(args: list[str]) -> str:
     """The `gpuops` subcommand the args run (the top-level group, then a nested group like `db upgrade`)."""
-    command = cli.commands.get(args[0])
+    command = cli.get_command(click.Context(cli), args[0])
     assert command is not None, f"gpuops has no command {args[0]!r}"
     if args[0] == "db":
         assert args[1] in command.commands  # type: ignore[attr-defined]
