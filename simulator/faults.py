@@ -47,6 +47,11 @@ HARDWARE_KINDS: frozenset[str] = frozenset(
         "thermal_runaway",
         "nvlink_degradation",
         "pcie_replay_storm",
+        "ib_link_down",
+        "ib_link_flap",
+        "ib_link_degraded",
+        "ib_symbol_errors",
+        "nic_lost",
     }
 )
 FORECASTABLE_KINDS: frozenset[str] = frozenset(
@@ -601,8 +606,10 @@ FAULT_CLASSES: dict[str, type[ActiveFault]] = {
 
 def build_faults(scenario: Scenario, start: float, rng: np.random.Generator) -> list[ActiveFault]:
     """One ActiveFault per scenario fault (plus background faults), each with its own seeded stream."""
-    from simulator.scenario import node_index
+    from simulator.fabric_faults import FABRIC_FAULT_CLASSES
+    from simulator.scenario import FABRIC_KINDS, node_index
 
+    classes = {**FAULT_CLASSES, **FABRIC_FAULT_CLASSES}
     specs = list(scenario.faults)
     if scenario.background_faults is not None:
         specs += background_faults(scenario, rng)
@@ -610,10 +617,14 @@ def build_faults(scenario: Scenario, start: float, rng: np.random.Generator) -> 
     seeds = rng.integers(0, 2**63 - 1, len(specs))
     for i, (spec, seed) in enumerate(zip(specs, seeds, strict=True)):
         row = None
-        if spec.gpu is not None:
-            row = node_index(spec.node) * scenario.fleet.gpus_per_node + spec.gpu
+        gpu = spec.gpu if spec.kind not in FABRIC_KINDS else spec.params.get("hca", spec.gpu or 0)
+        if isinstance(gpu, int) and not isinstance(gpu, bool):
+            if spec.kind in FABRIC_KINDS and not 0 <= gpu < scenario.fleet.gpus_per_node:
+                raise ValueError(f"faults[{i}] ({spec.kind}): no HCA {gpu} on a node with "
+                                 f"{scenario.fleet.gpus_per_node} GPUs (one HCA per GPU)")
+            row = node_index(spec.node) * scenario.fleet.gpus_per_node + gpu
         try:
-            faults.append(FAULT_CLASSES[spec.kind](spec, start, row, np.random.default_rng(int(seed))))
+            faults.append(classes[spec.kind](spec, start, row, np.random.default_rng(int(seed))))
         except ValueError as exc:
             raise ValueError(f"faults[{i}] ({spec.kind}): {exc}") from exc
     return faults

@@ -32,6 +32,11 @@ FAULT_KINDS: tuple[str, ...] = (
     "pcie_replay_storm",
     "node_not_ready",
     "inference_overload",
+    "ib_link_down",
+    "ib_link_flap",
+    "ib_link_degraded",
+    "ib_symbol_errors",
+    "nic_lost",
 )
 FaultKind = Literal[
     "xid79",
@@ -47,9 +52,17 @@ FaultKind = Literal[
     "pcie_replay_storm",
     "node_not_ready",
     "inference_overload",
+    "ib_link_down",
+    "ib_link_flap",
+    "ib_link_degraded",
+    "ib_symbol_errors",
+    "nic_lost",
 ]
 # Faults that concern a whole node; the others need a GPU index.
 NODE_LEVEL_KINDS: frozenset[str] = frozenset({"node_not_ready"})
+# Faults of one HCA's link (parameter `hca`, default 0; HCA i carries GPU i's traffic); no gpu index needed.
+FABRIC_KINDS: frozenset[str] = frozenset({"ib_link_down", "ib_link_flap", "ib_link_degraded", "ib_symbol_errors",
+                                          "nic_lost"})
 # The parameters each fault kind reads (besides `lead` and `transient`, which every kind accepts); a
 # misspelt parameter is refused rather than silently ignored.
 COMMON_FAULT_PARAMS: frozenset[str] = frozenset({"lead", "transient"})
@@ -62,6 +75,11 @@ FAULT_PARAMS: dict[str, frozenset[str]] = {
     "pcie_replay_storm": frozenset({"peak_replays_per_s", "fall_off"}),
     "node_not_ready": frozenset({"duration"}),
     "inference_overload": frozenset({"factor", "duration", "deployment"}),
+    "ib_link_down": frozenset({"hca"}),
+    "ib_link_flap": frozenset({"hca", "every"}),
+    "ib_link_degraded": frozenset({"hca", "rate_gbps"}),
+    "ib_symbol_errors": frozenset({"hca", "per_s"}),
+    "nic_lost": frozenset({"hca"}),
 }
 PLANNERS: tuple[str, ...] = ("rules", "llm", "llm_out_of_scope")
 
@@ -164,7 +182,7 @@ class FaultSpec(BaseModel):
     @model_validator(mode="after")
     def _where(self) -> FaultSpec:
         node_index(self.node)
-        if self.gpu is None and self.kind not in NODE_LEVEL_KINDS:
+        if self.gpu is None and self.kind not in NODE_LEVEL_KINDS | FABRIC_KINDS:
             raise ValueError(f"fault kind {self.kind!r} needs a gpu index")
         allowed = COMMON_FAULT_PARAMS | FAULT_PARAMS.get(self.kind, frozenset())
         unknown = sorted(set(self.model_extra or {}) - allowed)

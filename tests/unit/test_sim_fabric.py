@@ -43,3 +43,57 @@ def test_the_twin_moves_data_over_busy_nodes_links(tmp_path: Path) -> None:
     sent = twin.fabric.counters["port_xmit_data"].astype(float)
     assert sent.shape == (2, 4) and (sent.sum(axis=1) > 0).sum() >= 1
     assert (twin.write_sysfs(tmp_path, "gpu-node-002") / "class" / "infiniband" / "mlx5_3").is_dir()
+
+
+def fabric_scenario(*faults: dict[str, object]) -> Twin:
+    return Twin(scenario_from_dict({
+        "name": "ff", "seed": 5, "fleet": {"nodes": 3, "gpus_per_node": 8}, "duration": "2h", "step": "15s",
+        "workloads": [{"type": "training", "name": "job", "nodes": 2}], "faults": list(faults)}))
+
+
+def job_rows(twin: Twin) -> list[int]:
+    return sorted(twin.book.rows["job"])
+
+
+def test_a_link_down_stalls_the_whole_job_from_one_node() -> None:
+    twin = fabric_scenario({"kind": "ib_link_down", "node": "gpu-node-001", "hca": 3, "at": "20m"})
+    node = twin.nodes.index(twin.nodes[job_rows(twin)[0] // 8])
+    assert node == 0, "the job runs on gpu-node-001"
+    twin.advance_to(twin.t + 15 * 60)
+    before = twin.physics.util[job_rows(twin)].copy()
+    twin.advance_to(twin.t + 15 * 60)
+    assert (twin.fabric.state[0, 3], twin.fabric.phys_state[0, 3]) == (1, 3)
+    assert int(twin.fabric.counters["link_downed"][0, 3]) == 1
+    assert before.mean() > 50 and twin.physics.tensor_active[job_rows(twin)].max() < 0.05
+    truth = twin.truth()["faults"][0]
+    assert (truth["kind"], truth["node"], truth["gpu"], truth["params"]["device"]) == \
+        ("ib_link_down", "gpu-node-001", None, "mlx5_3")
+
+
+def test_a_degraded_link_slows_every_rank_and_flaps_come_in_bursts() -> None:
+    slow = fabric_scenario({"kind": "ib_link_degraded", "node": "gpu-node-002", "hca": 1, "at": "10m"})
+    healthy = fabric_scenario()
+    slow.advance_to(slow.t + 40 * 60)
+    healthy.advance_to(healthy.t + 40 * 60)
+    rows = job_rows(slow)
+    assert slow.fabric.rate_gbps[1, 1] == 200
+    assert slow.physics.util[rows].mean() < 0.8 * healthy.physics.util[rows].mean()
+    flap = fabric_scenario({"kind": "ib_link_flap", "node": "gpu-node-002", "hca": 4, "at": "10m", "every": "2m"})
+    flap.advance_to(flap.t + 50 * 60)
+    downs = int(flap.fabric.counters["link_downed"][1, 4])
+    assert 10 <= downs <= 30 and int(flap.fabric.counters["link_error_recovery"][1, 4]) >= 2 * downs
+
+
+def test_symbol_errors_and_a_lost_hca() -> None:
+    twin = fabric_scenario({"kind": "ib_symbol_errors", "node": "gpu-node-001", "hca": 0, "at": "5m", "per_s": 10},
+                           {"kind": "nic_lost", "node": "gpu-node-003", "hca": 7, "at": "5m"})
+    twin.advance_to(twin.t + 15 * 60)
+    assert 4000 < int(twin.fabric.counters["symbol_error"][0, 0]) < 8000
+    assert not twin.fabric.present[2, 7] and twin.fabric.present[2, :7].all()
+
+
+def test_an_hca_beyond_the_node_is_refused() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="no HCA 8"):
+        fabric_scenario({"kind": "nic_lost", "node": "gpu-node-001", "hca": 8, "at": "5m"})
