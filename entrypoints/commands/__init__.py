@@ -36,6 +36,7 @@ COMMANDS: dict[str, Command] = {
     "bench": Command("bench", "Run the benchmarks and write their figures to bench/results/*.json."),
     "audit": Command("audit", "The audit trail's hash chain."),
     "node-agent": Command("node_agent", "Carry out this node's GPU resets, reboots and validations."),
+    "autoscale": Command("autoscale", "Predictive autoscaling of inference deployments."),
 }
 
 COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(c.module for c in COMMANDS.values()))

@@ -1,0 +1,69 @@
+"""`gpuops autoscale eval`: replay a request trace through the replica simulator, gpuops' scaler against the
+reactive and warm-1 baselines and the oracle bound."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from evaluation.autoscale.run import PARTS, EvaluationInputs, Part, evaluate
+from evaluation.autoscale.trace import TraceError
+from gpuops.autoscale.planner import PlannerSettings
+
+
+def register(group: click.Group) -> None:
+    group.add_command(autoscale)
+
+
+@click.group("autoscale")
+def autoscale() -> None:
+    """Predictive autoscaling of inference deployments."""
+
+
+@autoscale.command("eval")
+@click.option("--requests", "requests_file", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="Request trace in GenTD26's format (gmt_create, exec_time_seconds, "
+                   "checkpoint_model_version_id; plain or gzip).")
+@click.option("--coldstarts", "cold_starts_file", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="Cold starts in GenTD26's format (value in ms, e.g. basemodel_update_latency.csv.gz).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the cold-start draws.")
+@click.option("--period", "period_s", type=click.FloatRange(min=1.0), default=15.0, show_default=True,
+              help="Seconds between scaling decisions.")
+@click.option("--part", type=click.Choice(PARTS), default="whole", show_default=True,
+              help="Replay the whole trace or one half of its time span.")
+@click.option("--warm-value", "warm_value_s", type=click.FloatRange(min=0.0), default=PlannerSettings.warm_value_s,
+              show_default=True, help="gpuops' operating point: the GPU-seconds one avoided cold-start wait is "
+                                      "worth (larger keeps more replicas warm).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def evaluate_command(requests_file: Path, cold_starts_file: Path, seed: int, period_s: float, part: Part,
+                     warm_value_s: float, as_json: bool) -> None:
+    """Replay a request trace: GPU-hours and request waits for gpuops, reactive, warm-1 and the oracle."""
+    settings = PlannerSettings(period_s=period_s, warm_value_s=warm_value_s)
+    try:
+        report = evaluate(EvaluationInputs(requests_file, cold_starts_file, seed, period_s, part), settings)
+    except TraceError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(report, sort_keys=True))
+        return
+    click.echo(_table(report))
+
+
+def _table(report: dict[str, Any]) -> str:
+    lines = [f"{report['requests']} requests ({report['part']}, {report['hours']} h, {report['models']} models; "
+             f"{report['skipped_without_base_model']} without a base model skipped), cold start p50 "
+             f"{report['cold_start_p50_s']} s, p90 {report['cold_start_p90_s']} s, seed {report['seed']}",
+             f"{'policy':<10}{'GPU-hours':>11}{'wait p50':>10}{'p95':>8}{'p99':>8}{'> 5 s':>9}"]
+    for name, s in report["policies"].items():
+        lines.append(f"{name:<10}{s['gpu_hours']:>11.1f}{s['wait_p50_s']:>9.1f}s{s['wait_p95_s']:>7.1f}s"
+                     f"{s['wait_p99_s']:>7.1f}s{100 * s['share_wait_over_5s']:>8.1f}%")
+    t = report["targets"]
+    lines.append(f"gpuops: {t['gpu_hours_vs_reactive']}x reactive's GPU-hours, {t['gpu_hours_vs_oracle']}x the "
+                 f"oracle's; target (<= 5% over 5 s, <= reactive's GPU-hours) "
+                 f"{'met' if t['target_met'] else 'missed'}; moonshot (<= 2%, <= 1.5x oracle) "
+                 f"{'met' if t['moonshot_met'] else 'missed'}")
+    lines.append(f"run took {report['seconds']} s")
+    return "\n".join(lines)
