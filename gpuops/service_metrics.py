@@ -3,9 +3,9 @@ tests and several apps in one process do not collide)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -46,6 +46,16 @@ class ServiceMetrics:
                                         registry=self.registry)
         self.actions = Counter("gpuops_actions", "Actions by runbook and final status.",
                                ["runbook", "status"], registry=self.registry)
+        self.desired_replicas = Gauge("gpuops_desired_replicas",
+                                      "Replicas gpuops' scaler plans for an inference Deployment, for an HPA or "
+                                      "KEDA that owns it to follow.", ["namespace", "deployment"],
+                                      registry=self.registry)
+
+    def publish_desired_replicas(self, plan: Mapping[tuple[str, str], int]) -> None:
+        """Replace the published plan: Deployments no longer planned disappear from /metrics."""
+        self.desired_replicas.clear()
+        for (namespace, deployment), replicas in sorted(plan.items()):
+            self.desired_replicas.labels(namespace=namespace, deployment=deployment).set(replicas)
 
     def watch_store(self, counts: Callable[[], dict[tuple[str, str], int]]) -> None:
         self.registry.register(_StoreCollector(counts))
