@@ -18,6 +18,8 @@ Scenario fault kinds reach the agent as finding families (ARCHITECTURE.md), and 
 | hung_job | hung_job | hung_job | restart the job's pods (all ranks, wherever they run) |
 | memory_leak | memory_leak | memory_leak | restart the leaking pod |
 | inference_overload | overload | inference_overload | scale the deployment up |
+| ib_link_down, _flap, _degraded, nic_lost | fabric (condition) | the same | cordon, drain, ticket (HCA, port) |
+| ib_symbol_errors | fabric (symbol_errors) | ib_symbol_errors | hardware ticket naming the HCA and port |
 | — | power, anomaly, other XIDs | notify | notify the humans |
 
 A sequence is proposed action by action, each through policy and approval (see agent.graph).
@@ -61,11 +63,18 @@ RULES: dict[str, tuple[Step, ...]] = {
     "memory_leak": (Step("restart_pod", "gpu_pod"),),
     "xid_application": (Step("restart_pod", "gpu_pod"),),
     "inference_overload": (Step("scale_deployment", "deployment"),),
+    "ib_link_down": (CORDON, DRAIN, TICKET),
+    "ib_link_flap": (CORDON, DRAIN, TICKET),
+    "ib_link_degraded": (CORDON, DRAIN, TICKET),
+    "nic_lost": (CORDON, DRAIN, TICKET),
+    "ib_symbol_errors": (TICKET,),
     "notify": (Step("notify_only", "none"),),
 }
 
 XID_FAULTS = {79: "xid79", 48: "xid48_dbe", 119: "gsp_timeout", 120: "gsp_timeout", 64: "row_remap_exhaustion",
               92: "ecc_sbe_storm", 74: "nvlink_degradation"}
+FABRIC_FAULTS = {"link_down": "ib_link_down", "link_flap": "ib_link_flap", "link_degraded": "ib_link_degraded",
+                 "hca_lost": "nic_lost", "symbol_errors": "ib_symbol_errors"}
 XID_ACTION_FAULTS = {"reset_gpu": "xid_reset_gpu", "reboot_node": "xid79", "restart_application": "xid_application"}
 FAMILY_FAULTS = {
     "gpu_lost": "xid79", "row_remap": "row_remap_exhaustion", "thermal": "thermal_runaway",
@@ -89,6 +98,8 @@ def fault_of(incident: dict[str, Any], xid_action: str | None = None) -> str:
         dbe = evidence.get("dbe") or evidence.get("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL") or 0
         return "xid48_dbe" if (isinstance(dbe, int | float) and dbe > 0) or incident.get("xid") == 48 \
             else "ecc_sbe_storm"
+    if family == "fabric":
+        return FABRIC_FAULTS.get(str(evidence.get("condition", "")), "ib_link_down")
     return FAMILY_FAULTS.get(family, "notify")
 
 
@@ -147,6 +158,10 @@ class RulesPlanner:
         if step.target in ("node", "gpu") and not host:
             return f"{step.runbook} needs the incident's node, and incident {inc['id']} names none"
         if step.runbook == "open_hardware_ticket":
+            evidence = inc.get("evidence") or {}
+            if request.fault in FABRIC_FAULTS.values() and evidence.get("device"):
+                reason = (f"{reason}; HCA {evidence['device']} port {evidence.get('port', '1')}: check the cable, "
+                          f"the transceiver and the HCA")[:500]
             params = {"gpu": gpu, "summary": reason, "fault": request.fault,
                       "evidence": {k: v for k, v in (inc.get("evidence") or {}).items()
                                    if isinstance(v, int | float | str)}}

@@ -25,6 +25,11 @@ EXPECTED_KINDS: Mapping[str, frozenset[str]] = {
     "memory_leak": frozenset({"memory_leak"}),
     "pcie_replay_storm": frozenset({"pcie"}),
     "inference_overload": frozenset({"overload"}),
+    "ib_link_down": frozenset({"fabric"}),
+    "ib_link_flap": frozenset({"fabric"}),
+    "ib_link_degraded": frozenset({"fabric"}),
+    "ib_symbol_errors": frozenset({"fabric"}),
+    "nic_lost": frozenset({"fabric"}),
 }
 ABRUPT = frozenset({"xid79", "xid48_dbe", "gsp_timeout", "node_not_ready"})
 

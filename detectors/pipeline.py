@@ -27,9 +27,10 @@ class InvalidFrameError(ValueError):
 def default_stages() -> list[Stage]:
     """Every stage of a normal cycle, rules first."""
     from detectors.anomaly import default_anomaly_stages
+    from detectors.fabric import FabricStage
     from detectors.forecast import default_forecast_stages
 
-    return [*default_rules(), *default_anomaly_stages(), *default_forecast_stages()]
+    return [*default_rules(), FabricStage(), *default_anomaly_stages(), *default_forecast_stages()]
 
 
 class DetectionCycle:

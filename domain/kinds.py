@@ -22,6 +22,7 @@ class FindingKind(StrEnum):
     MEMORY_LEAK = "memory_leak"
     NODE_NOT_READY = "node_not_ready"
     OVERLOAD = "overload"
+    FABRIC = "fabric"  # an InfiniBand/RoCE port: down, flapping, degraded, erroring, or its HCA lost
     ANOMALY = "anomaly"
 
 

@@ -128,7 +128,8 @@ class RecordedTelemetry:
         if not frames:
             raise ValueError(f"no telemetry recorded between {start:.0f} and {end:.0f}")
         last = frames[-1]
-        alike = [f for f in frames if f.gpus == last.gpus and f.nodes == last.nodes
+        alike = [f for f in frames if f.gpus == last.gpus and f.nodes == last.nodes and f.hcas == last.hcas
+                 and f.hca_metrics.keys() == last.hca_metrics.keys()
                  and f.metrics.keys() == last.metrics.keys() and f.node_metrics.keys() == last.node_metrics.keys()]
         ts = np.concatenate([f.timestamps for f in alike])
         keep = (ts >= start) & (ts <= end)
@@ -136,7 +137,10 @@ class RecordedTelemetry:
             timestamps=ts[keep], gpus=last.gpus, nodes=last.nodes,
             metrics={k: np.concatenate([f.metrics[k] for f in alike], axis=1)[:, keep] for k in last.metrics},
             node_metrics={k: np.concatenate([f.node_metrics[k] for f in alike], axis=1)[:, keep]
-                          for k in last.node_metrics})
+                          for k in last.node_metrics},
+            hcas=last.hcas,
+            hca_metrics={k: np.concatenate([f.hca_metrics[k] for f in alike], axis=1)[:, keep]
+                         for k in last.hca_metrics})
 
 
 class ScenarioApprover(NullNotifier):

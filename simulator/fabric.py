@@ -84,6 +84,42 @@ class Fabric:
         return Path(root)
 
 
+# The node exporter's names for what `write_sysfs` writes, with the factor it applies (data: 4-octet words).
+EXPORTED: dict[str, tuple[str, float]] = {
+    "link_downed": ("node_infiniband_link_downed_total", 1.0),
+    "link_error_recovery": ("node_infiniband_link_error_recovery_total", 1.0),
+    "symbol_error": ("node_infiniband_symbol_error_total", 1.0),
+    "port_rcv_errors": ("node_infiniband_port_errors_received_total", 1.0),
+    "port_xmit_discards": ("node_infiniband_port_discards_transmitted_total", 1.0),
+    "port_xmit_wait": ("node_infiniband_port_transmit_wait_total", 1.0),
+    "port_xmit_data": ("node_infiniband_port_data_transmitted_bytes_total", 4.0),
+    "port_rcv_data": ("node_infiniband_port_data_received_bytes_total", 4.0),
+}
+
+
+def exported_samples(fabric: Fabric, nodes: tuple[str, ...], node_up: npt.NDArray[np.bool_] | None = None
+                     ) -> tuple[tuple[tuple[str, str, str], ...], dict[str, npt.NDArray[np.float64]]]:
+    """One sample of every port as the node exporter would serve it: rows (node, device, port) and values per
+    `node_infiniband_*` name; a lost HCA's row, and every row of a node that is down, is NaN (no series)."""
+    hcas = tuple((node, hca_name(h), "1") for node in nodes for h in range(fabric.hcas_per_node))
+    up = np.ones(len(nodes), dtype=bool) if node_up is None else node_up
+    gone = (~fabric.present | ~up[:, None]).reshape(-1)
+
+    def flat(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        out = values.reshape(-1).astype(np.float64)
+        out[gone] = np.nan
+        return out
+
+    out = {
+        "node_infiniband_state_id": flat(fabric.state.astype(np.float64)),
+        "node_infiniband_physical_state_id": flat(fabric.phys_state.astype(np.float64)),
+        "node_infiniband_rate_bytes_per_second": flat(fabric.rate_gbps * 1e9 / 8),
+    }
+    for counter, (name, factor) in EXPORTED.items():
+        out[name] = flat(fabric.counters[counter].astype(np.float64) * factor)
+    return hcas, out
+
+
 def _write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text + "\n")

@@ -12,6 +12,7 @@ import numpy as np
 from connectors.telemetry.port import DEFAULT_GPU_METRICS, DEFAULT_NODE_SERIES
 from detectors.frame import FleetFrame, FloatArray, GpuLabels
 from simulator.exposition import COUNTERS
+from simulator.fabric import exported_samples
 from simulator.twin import Twin
 
 XID_COUNT = "DCGM_EXP_XID_ERRORS_COUNT"
@@ -58,6 +59,7 @@ class FrameRecorder:
         self._columns: dict[str, list[FloatArray]] = {}
         self._ready: list[FloatArray] = []
         self._unschedulable: list[FloatArray] = []
+        self._hcas: list[dict[str, FloatArray]] = []
 
     @property
     def pending(self) -> int:
@@ -80,6 +82,7 @@ class FrameRecorder:
                                      for n in twin.nodes]))
         self._unschedulable.append(np.array([np.nan if n in joining else 0.0 if twin.kube.node_schedulable(n)
                                              else 1.0 for n in twin.nodes]))
+        self._hcas.append(exported_samples(twin.fabric, twin.nodes, twin.node_up)[1])
 
     def frame(self) -> FleetFrame:
         """The samples recorded since the last frame, as a FleetFrame (ValueError when there are none)."""
@@ -92,8 +95,10 @@ class FrameRecorder:
             nodes=twin.nodes,
             node_metrics={_READY: np.stack(self._ready, axis=1),
                           _UNSCHEDULABLE: np.stack(self._unschedulable, axis=1)},
+            hcas=exported_samples(twin.fabric, twin.nodes)[0],
+            hca_metrics={name: np.stack([s[name] for s in self._hcas], axis=1) for name in self._hcas[0]},
         )
-        self._times, self._columns, self._ready, self._unschedulable = [], {}, [], []
+        self._times, self._columns, self._ready, self._unschedulable, self._hcas = [], {}, [], [], []
         return frame
 
 

@@ -37,7 +37,7 @@ from runbooks import Plan
 
 PLANNER = "probation"
 HARDWARE_KINDS = frozenset({"xid", "gpu_lost", "ecc", "row_remap", "thermal", "nvlink", "pcie", "power",
-                            "node_not_ready"})
+                            "node_not_ready", "fabric"})
 RESET_OR_REBOOT = frozenset({"reset_gpu", "reboot_node"})
 REBOOT = frozenset({"reboot_node"})
 REPLACE: frozenset[str] = frozenset()  # no runbook fixes it: the GPU goes back to the vendor
@@ -108,6 +108,8 @@ def fault_of(incident: Incident) -> tuple[str, frozenset[str] | None]:
         return f"GSP timeout (XID {xid})", RESET_OR_REBOOT
     if xid == 74 or family == "nvlink":
         return "NVLink errors", RESET_OR_REBOOT
+    if family == "fabric":
+        return "InfiniBand link fault (cable, transceiver or HCA)", REPLACE
     return incident.family, None
 
 

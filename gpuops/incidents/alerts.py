@@ -36,6 +36,11 @@ _Label = Field(max_length=4096)
 # name lower-cased without separators; the first keyword found decides. Anything else is an `anomaly`.
 KIND_KEYWORDS: tuple[tuple[str, FindingKind], ...] = (
     ("xid", FindingKind.XID),
+    ("infiniband", FindingKind.FABRIC),
+    ("ibport", FindingKind.FABRIC),
+    ("iblink", FindingKind.FABRIC),
+    ("rdma", FindingKind.FABRIC),
+    ("fabric", FindingKind.FABRIC),
     ("rowremap", FindingKind.ROW_REMAP),
     ("remappedrows", FindingKind.ROW_REMAP),
     ("doublebit", FindingKind.ECC),

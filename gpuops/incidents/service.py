@@ -104,6 +104,9 @@ def _title(f: Finding) -> str:
     where = f"{f.hostname} GPU {f.gpu}" if f.gpu is not None else f.hostname
     xid = f.evidence.get("xid")
     what = f"XID {xid}" if f.kind == "xid" and xid is not None else f.kind.replace("_", " ")
+    if f.kind == FindingKind.FABRIC and f.evidence.get("device"):
+        condition = str(f.evidence.get("condition", "fault")).replace("_", " ")
+        what = f"InfiniBand {condition} ({f.evidence['device']} port {f.evidence.get('port', '1')})"
     return f"{what} on {where}"[:300]
 
 
@@ -178,6 +181,11 @@ def ingest_findings(session: Session, findings: Iterable[Finding], *, fleet_node
         if job_hard is not None:
             _merge(session, job_hard, f, record, at)
             result.merged.append(job_hard.id)
+            continue
+        job_fleet = _job_fleet_incident(session, f, job_hosts)
+        if job_fleet is not None:
+            _fold_consequence(session, job_fleet, f, record, at)
+            result.merged.append(job_fleet.id)
             continue
         job_same = _job_episode_incident(session, f, at - timedelta(seconds=config.flap_window_s))
         if job_same is not None:
@@ -325,6 +333,35 @@ def _job_hard_incident(session: Session, f: Finding, since: datetime, job_hosts:
         or_(Incident.status.in_(IncidentStatus.ACTIVE) & (Incident.opened_at >= (hosts_since or since)),
             Incident.resolved_at >= since),
         or_(Incident.family.in_(HARD_KINDS), Incident.severity == Severity.CRITICAL)).order_by(Incident.id)).first()
+
+
+def _job_fleet_incident(session: Session, f: Finding, job_hosts: dict[str, set[str]]) -> Incident | None:
+    """The fleet-wide event (a leaf switch, a power event) holding one of the nodes of the job a soft finding's
+    job stall or slowdown belongs to: the stall is that event's consequence, not an incident of its own.
+    `job_hosts` is the batch's cache that `_job_hard_incident` filled."""
+    job = _job_of(f.evidence)
+    if job is None or _is_hard(f) or f.kind not in JOB_CONSEQUENCES:
+        return None
+    hosts = job_hosts.get(job, set())
+    fleets = session.scalars(select(Incident).where(Incident.scope == "fleet",
+                                                    Incident.status.in_(IncidentStatus.ACTIVE)).order_by(Incident.id))
+    return next((i for i in fleets if hosts & set((i.details or {}).get("hosts", []))), None)
+
+
+def _fold_consequence(session: Session, fleet: Incident, f: Finding, record: FindingRecord, now: datetime) -> None:
+    """File a job's stall under the fleet incident that explains it, with one timeline line per job."""
+    record.incident_id = fleet.id
+    fleet.occurrences += 1
+    fleet.updated_at = now
+    job = _job_of(f.evidence) or ""
+    jobs = dict((fleet.details or {}).get("job_consequences") or {})
+    first = job not in jobs
+    jobs[job] = int(jobs.get(job, 0)) + 1
+    fleet.details = {**(fleet.details or {}), "job_consequences": jobs}
+    if first:
+        add_timeline(session, fleet, kind="job_consequence", now=now,
+                     message=f"{f.kind} of job {job} on {f.hostname} is a consequence of this fleet-wide event; no "
+                             "incident of its own", data={"job": job, "finding_kind": f.kind})
 
 
 def _job_episode_incident(session: Session, f: Finding, since: datetime) -> Incident | None:

@@ -68,7 +68,7 @@ def test_members_are_their_strings_in_comparisons_sets_and_json() -> None:
 def test_kinds_and_severities_keep_the_findings_contract() -> None:
     assert {k.value for k in FindingKind} == {
         "xid", "gpu_lost", "ecc", "row_remap", "thermal", "nvlink", "pcie", "power", "straggler", "hung_job",
-        "memory_leak", "node_not_ready", "overload", "anomaly"}
+        "memory_leak", "node_not_ready", "overload", "anomaly", "fabric"}
     assert [s.value for s in sorted(Severity, key=lambda s: s.rank)] == ["info", "warning", "critical"]
 
 
