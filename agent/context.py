@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
@@ -20,6 +20,7 @@ from agent.ports import (
     XidCatalogue,
 )
 from connectors.kubernetes import ClusterPort
+from domain import clock
 
 if TYPE_CHECKING:
     from agent.planning import Planner
@@ -37,7 +38,7 @@ class AgentLimits(BaseModel):
 
 
 def _now() -> datetime:
-    return datetime.now(tz=UTC)
+    return clock.now()
 
 
 @dataclass

@@ -27,6 +27,7 @@ from connectors.kubernetes.adapter import KubernetesCluster
 from connectors.telemetry.port import NodeSeries
 from detectors.findings import Finding
 from detectors.frame import FleetFrame
+from domain import clock as gpuops_clock
 from gpuops.config import Settings
 from gpuops.execution.approvals import Approver
 from gpuops.notify import NullNotifier
@@ -244,7 +245,8 @@ def run_loop(scenario: Scenario, *, planner: PlannerFactory, policy: PolicyConfi
         container = bootstrap(settings, cluster=cluster, policy=policy, telemetry=RecordedTelemetry(recorder),
                               notifier=approver_, runbook_settings=runbook_settings(twin.step_s))
         try:
-            with planner(twin) as chosen, cycles(container, sim, chosen) as runner:
+            # Everything the service stores takes the fleet's simulated time: one clock per record.
+            with gpuops_clock.using(sim.clock), planner(twin) as chosen, cycles(container, sim, chosen) as runner:
                 approver_.pipeline = runner.pipeline
                 return _drive(recorder, sim, runner, chosen.name, cycle_steps)
         finally:

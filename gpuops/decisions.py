@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
+from domain import clock
 from gpuops.errors import NotFound
 from gpuops.execution.approvals import Approver, DecisionOutcome, decide
 from gpuops.store.models import Action
@@ -26,7 +27,7 @@ def record_decision(container: Container, *, action_id: int, approver: Approver,
     """Record `approver`'s decision on the plan they saw (`plan_hash`; None = the stored one, for channels that
     show the current plan at the moment of the click). A refusal is committed too (its audit record) and
     returned in the outcome; call `outcome.raise_for_refusal()` to turn it into an error."""
-    when = now or datetime.now(tz=UTC)
+    when = now or clock.now()
     with container.uow() as uow:
         action = uow.session.get(Action, action_id)
         if action is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -26,6 +26,7 @@ from connectors.slack import (
     summary_text,
 )
 from domain import ActionStatus, Budget
+from domain import clock as gpuops_clock
 from gpuops.config import Settings
 from gpuops.store.models import Action, FindingRecord, SlackMessage, SlackOutbox
 from gpuops.store.uow import UnitOfWork
@@ -115,7 +116,7 @@ class SlackNotifier:
         self._settings = settings
         self._slack_ids = {name: slack_id for slack_id, name in reversed(settings.slack_users)}  # first link wins
         self._port = port
-        self._clock = clock or (lambda: datetime.now(tz=UTC))
+        self._clock = clock or gpuops_clock.now
         self._delivering = threading.Lock()
         self._quiet_until: datetime | None = None  # Slack was unreachable: notifications queue without trying
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from domain import clock as gpuops_clock
 from entrypoints.commands.context import settings_from
 from entrypoints.commands.serving import serve
 from gpuops.store import migrate
@@ -47,6 +48,7 @@ def demo(ctx: click.Context, scenario_path: str | None, speed: float, host: str,
     _fresh_sqlite(database_url)
     scenario = load_demo_scenario(scenario_path)
     fleet = start_fleet(scenario, speed=speed, start=float(int(time.time())), warmup_s=DEMO_WARMUP_S)
+    gpuops_clock.use(fleet.clock.now)  # what the dashboard, the agent and detection store shares the fleet's time
     settings, password = demo_admin(demo_settings(base, fleet))
     migrate.upgrade(settings.database_url)
     container = demo_container(settings, fleet)

@@ -4,7 +4,6 @@ served at /api/openapi.json to signed-in users."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -12,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from domain import ActionStatus, IncidentStatus, Severity
+from domain import ActionStatus, IncidentStatus, Severity, clock
 from entrypoints.web.auth import ApiUser, ApiWriter, SignedIn
 from entrypoints.web.decide import decide_on_action
 from entrypoints.web.fleet import fleet_view
@@ -78,14 +77,14 @@ def api_incidents(
 @router.get("/incidents/{incident_id}", responses={404: {"description": "No such incident"}})
 def api_incident(incident_id: Id, _user: ApiUser, session: DbSession) -> dict[str, Any]:
     """An incident with its timeline, the agent's rationale and its actions."""
-    return incident_view(session, incident_id, datetime.now(tz=UTC))
+    return incident_view(session, incident_id, clock.now())
 
 
 @router.get("/actions")
 def api_actions(_user: ApiUser, session: DbSession,
                 status: Annotated[ActionStatus | None, Query()] = None,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[dict[str, Any]]:
-    now = datetime.now(tz=UTC)
+    now = clock.now()
     return [action_view(a, now) for a in list_actions(session, status=status, limit=limit)]
 
 
@@ -94,7 +93,7 @@ def api_action(action_id: Id, _user: ApiUser, session: DbSession) -> dict[str, A
     action = session.get(Action, action_id)
     if action is None:
         raise NotFound(f"action {action_id} does not exist")
-    return action_view(action, datetime.now(tz=UTC))
+    return action_view(action, clock.now())
 
 
 def _decide(request: Request, user: SignedIn, action_id: int, decision: str, body: DecisionRequest) -> JSONResponse:
@@ -150,7 +149,7 @@ def api_audit(request: Request, _user: ApiUser,
 @router.get("/fleet")
 def api_fleet(request: Request, _user: ApiUser, session: DbSession) -> dict[str, Any]:
     """Nodes and GPUs with their health, nodes out of service, and the budgets in use."""
-    return fleet_view(request.app.state.container, session, datetime.now(tz=UTC))
+    return fleet_view(request.app.state.container, session, clock.now())
 
 
 @router.get("/openapi.json", include_in_schema=False)

@@ -12,12 +12,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
 
+from domain import clock
 from entrypoints.web.throttle import Busy, Lockout, SignInThrottle, TooManyRequests
 from gpuops.config import DashboardUser, Settings
 from gpuops.errors import GpuopsError
@@ -167,7 +167,7 @@ def check_token(request: Request, token: str) -> SignedIn | None:
     name = f"token:{token_id}" if token_id else "token:malformed"
     client = _refuse_if_locked(request, name)
     with read_only_session(container.session_factory) as session:
-        person = token_person(session, container.settings, token, now=datetime.now(tz=UTC))
+        person = token_person(session, container.settings, token, now=clock.now())
     if person is not None:
         throttle.succeeded(name)
         return SignedIn(person.name, person.role, "token")

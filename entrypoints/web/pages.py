@@ -3,7 +3,6 @@ audit trail. Every form carries the session's CSRF token; every page needs a sig
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -11,7 +10,7 @@ from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from domain import IncidentStatus, Severity
+from domain import IncidentStatus, Severity, clock
 from entrypoints.web.api import DbSession
 from entrypoints.web.auth import (
     CSRF_FIELD,
@@ -117,7 +116,7 @@ def incident_page(request: Request, incident_id: Id, user: PageUser, session: Db
 
 def _incident(request: Request, session: Session, incident_id: int, user: SignedIn,
               status_code: int = 200) -> HTMLResponse:
-    now = datetime.now(tz=UTC)
+    now = clock.now()
     view = incident_view(session, incident_id, now)
     charts = incident_charts(request.app.state.container, get_incident(session, incident_id), now)
     return render(request, "incident.html", {"incident": view, "charts": charts}, user, status_code=status_code)
@@ -158,7 +157,7 @@ def decide(request: Request, incident_id: Id, action_id: Id, user: PageUser,
 
 @router.get("/fleet", response_class=HTMLResponse)
 def fleet_page(request: Request, user: PageUser, session: DbSession) -> HTMLResponse:
-    view = fleet_view(request.app.state.container, session, datetime.now(tz=UTC))
+    view = fleet_view(request.app.state.container, session, clock.now())
     return render(request, "fleet.html", {"fleet": view}, user)
 
 

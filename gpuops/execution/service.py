@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from connectors.kubernetes import ClusterPort
 from connectors.kubernetes.errors import ClusterError
-from domain import ActionStatus, ExecutionStatus, IncidentStatus, ProposalStatus
+from domain import ActionStatus, ExecutionStatus, IncidentStatus, ProposalStatus, clock
 from gpuops.execution.approvals import valid_approvals
 from gpuops.execution.probation import begin_probation, record_ticket
 from gpuops.incidents.lifecycle import can_transition, transition
@@ -102,9 +102,7 @@ def deps_from(container: Any, **overrides: Any) -> ExecutionDeps:
 
 
 def _wall_clock() -> float:
-    import time
-
-    return time.time()
+    return clock.timestamp()  # the service's clock (the wall clock, or a simulated fleet's)
 
 
 def _wall_sleep(seconds: float) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from detectors.findings import Finding
-from domain import HARD_KINDS, ActionStatus, FindingKind, IncidentStatus, Severity, is_corroborated, is_hard
+from domain import HARD_KINDS, ActionStatus, FindingKind, IncidentStatus, Severity, clock, is_corroborated, is_hard
 from gpuops.incidents.lifecycle import add_timeline, transition
 from gpuops.logs import log_context
 from gpuops.store.audit import append_event
@@ -235,7 +235,7 @@ def ingest_findings(session: Session, findings: Iterable[Finding], *, fleet_node
             result.opened.append(incident.id)
         with log_context(incident_id=incident.id):
             log.info("incident opened", extra={"key": key, "severity": f.severity, "status": incident.status})
-    at_end = now or (_dt(batch[-1].ts) if batch else datetime.now(tz=UTC))
+    at_end = now or (_dt(batch[-1].ts) if batch else clock.now())
     for family in sorted(families):
         fleet_id = correlate_fleet(session, family=family, fleet_nodes=fleet_nodes, config=config, now=at_end)
         if fleet_id is not None:

@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from domain import ActionStatus, IncidentStatus
+from domain import ActionStatus, IncidentStatus, clock
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -36,7 +36,8 @@ NAMING = {
 
 
 def utcnow() -> datetime:
-    return datetime.now(tz=UTC)
+    """The service's clock (gpuops.clock): row times never mix two clocks."""
+    return clock.now()
 
 
 class UTCDateTime(TypeDecorator[datetime]):

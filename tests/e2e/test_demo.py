@@ -14,6 +14,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -28,6 +29,13 @@ ARTIFACTS = REPO_ROOT / "test-artifacts" / "demo"
 GPUOPS = Path(sys.executable).with_name("gpuops")
 
 expect = playwright_api.expect
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _free_port() -> int:
@@ -91,6 +99,8 @@ def test_the_demo_story_sign_in_approve_the_cordon_and_see_it_verified(demo: Dem
     require_chromium()
     password = demo.wait_for(r"sign in as admin with password (\S+)").group(1)
     fleet_url = demo.wait_for(r"at (http://127\.0\.0\.1:\d+), 10x real time").group(1)
+    wait_for(lambda: _answers(f"{demo.url}/healthz"), timeout=60, interval=0.2,
+             message="the demo's dashboard never answered")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
@@ -124,6 +134,15 @@ def test_the_demo_story_sign_in_approve_the_cordon_and_see_it_verified(demo: Dem
                             capture_output=True, text=True, timeout=60, cwd="/")
     assert listed.returncode == 0, listed.stderr
     assert "gpu-node-003" in listed.stdout and "gpu_lost" in listed.stdout
+    # one clock per record: the dashboard's decision and the agent's steps share the fleet's time
+    auth = ("admin", password)
+    trail = httpx.get(f"{demo.url}/api/audit?limit=1000&verify=false", auth=auth, timeout=10).json()["events"]
+    stamps = [datetime.fromisoformat(e["ts"]) for e in sorted(trail, key=lambda e: e["seq"])]
+    assert len(stamps) > 3 and stamps == sorted(stamps), "the audit trail's times go backwards"
+    incident = httpx.get(f"{demo.url}/api/incidents/1", auth=auth, timeout=10).json()
+    opened = datetime.fromisoformat(incident["opened_at"])
+    recorded = [datetime.fromisoformat(t["ts"]) for t in incident["timeline"] if t["source"] != "finding"]
+    assert recorded and min(recorded) >= opened, "something was recorded about the incident before it opened"
     node = httpx.get(f"{fleet_url}/api/v1/nodes/gpu-node-003", timeout=10).json()
     assert node["spec"].get("unschedulable") is True
     assert any("gpuops" in key for key in node["metadata"].get("annotations", {}))

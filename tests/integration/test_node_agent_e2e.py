@@ -92,6 +92,11 @@ def test_reboot_validation_and_return_to_service_with_real_node_agents(tmp_path:
                                ("reboot_node", "succeeded"), ("open_hardware_ticket", "succeeded")]
     assert run.cordoned_at_end == [FAILS]
     assert {i["hostname"]: i["status"] for i in run.incidents} == {PASSES: "resolved", FAILS: "escalated"}
+    # one clock per record: the audit trail's times never go backwards, and no row ends before it began
+    stamps = [e["ts"] for e in run.audit]
+    assert stamps == sorted(stamps)
+    assert all(i["opened_at"] <= i["updated_at"] <= (i["resolved_at"] or i["updated_at"]) for i in run.incidents)
+    assert all(a["created_at"] <= a["executed_at"] for a in run.actions if a["executed_at"] is not None)
 
     reboots, _ = twin.kube.list_objects("nodereboots")
     assert {r["spec"]["nodeName"]: (r["status"]["phase"], r["status"]["message"]) for r in reboots} == {
