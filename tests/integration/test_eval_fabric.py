@@ -1,0 +1,40 @@
+"""`gpuops eval` on the fabric scenario of the library: every fabric fault kind detected at its onset; a node
+whose link is down or whose HCA is lost cordoned, drained and ticketed (the ticket naming the HCA and port),
+symbol errors ticketed alone, policy's budget of nodes out holding (a further node fault goes to a human), and
+the leaf-switch event one escalated fleet incident with no node action."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from entrypoints.cli import cli
+
+SCENARIO = Path(__file__).resolve().parents[2] / "simulator" / "scenarios" / "fabric.yaml"
+LEAF = ("gpu-node-010", "gpu-node-011", "gpu-node-012")
+
+
+def test_fabric_faults_are_handled_and_a_leaf_event_escalates(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["eval", "--scenario", str(SCENARIO), "--out", str(tmp_path)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report: dict[str, Any] = json.loads((tmp_path / "report.json").read_text())
+    faults = {(f["kind"], f["node"]): f for f in report["faults"]}
+    assert all(f["detected"] and f["time_to_detect_s"] <= 30 for f in faults.values()), faults
+    for key in (("ib_link_down", "gpu-node-002"), ("nic_lost", "gpu-node-008")):
+        assert faults[key]["runbook_executed"] == ["cordon_node", "drain_node", "open_hardware_ticket"], key
+        assert faults[key]["verified"] is True
+    assert faults[("ib_symbol_errors", "gpu-node-006")]["runbook_executed"] == ["open_hardware_ticket"]
+    for node in LEAF:
+        assert not faults[("ib_link_down", node)]["runbook_executed"]
+    targets = {t for a in report["actions"] for t in a["targets"]}
+    assert not targets & {f"node/{n}" for n in LEAF}
+    (fleet,) = [i for i in report["incidents"] if i["scope"] == "fleet"]
+    assert fleet["kind"] == "fabric" and fleet["status"] == "escalated"
+    out = {a["targets"][0] for a in report["actions"] if a["runbook"] == "cordon_node"}
+    assert len(out) <= 2  # the default budget of nodes out at once holds; the rest went to a human
+    summary = report["summary"]
+    assert summary["false_incidents"] == 0 and summary["unsafe_actions"]["executed"] == 0
