@@ -89,3 +89,9 @@ def test_the_webhook_payload_is_version_4_with_its_fields() -> None:
                 {"receiver": "gpuops"}):
         with pytest.raises(ValidationError):
             AlertmanagerWebhook.model_validate(bad)
+
+
+@pytest.mark.parametrize("alertname", ["InfiniBandPortDown", "NodeInfinibandLinkDegraded", "RDMAErrors",
+                                       "IBLinkFlapping", "FabricPortErrors"])
+def test_fabric_alerts_map_to_fabric(alertname: str) -> None:
+    assert kind_of({"alertname": alertname}) == "fabric"
