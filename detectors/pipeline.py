@@ -81,7 +81,17 @@ class DetectionCycle:
         cycle = pickle.loads(data[len(_STATE_MAGIC):])
         if not isinstance(cycle, cls):
             raise ValueError(f"detection-cycle state holds a {type(cycle).__name__}, not a DetectionCycle")
+        if not any(getattr(stage, "name", "") == "fabric" for stage in cycle.stages):
+            from detectors.fabric import FabricStage
+
+            cycle.stages.insert(_after_rules(cycle.stages), FabricStage())  # a state saved before it existed
         return cycle
+
+
+def _after_rules(stages: Sequence[Stage]) -> int:
+    """Where the fabric stage goes in a restored cycle: after the rules, as in `default_stages`."""
+    rules = {type(stage) for stage in default_rules()}
+    return max((i + 1 for i, stage in enumerate(stages) if type(stage) in rules), default=0)
 
 
 JOB_MEMORY_S = 900.0

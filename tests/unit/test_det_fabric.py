@@ -85,3 +85,12 @@ def test_a_lost_hca_a_flap_and_a_slower_port() -> None:
 def test_no_fabric_series_no_findings() -> None:
     frame = FleetFrame(np.array([15.0]), GPUS, {})
     assert run(FabricStage(), frame) == []
+
+
+def test_a_cycle_saved_before_the_fabric_stage_gains_it_when_restored() -> None:
+    from detectors.pipeline import DetectionCycle, default_stages
+
+    old = DetectionCycle([s for s in default_stages() if s.name != "fabric"])
+    restored = DetectionCycle.from_state(old.state_bytes())
+    names = [s.name for s in restored.stages]
+    assert names.count("fabric") == 1 and names == [s.name for s in default_stages()]
