@@ -19,7 +19,7 @@ from entrypoints.web.limits import StrictJsonRoute
 from entrypoints.web.views import action_view, audit_view, incident_view, list_actions
 from gpuops.errors import NotFound
 from gpuops.execution.approvals import NotAuthorised
-from gpuops.incidents.queries import incident_summary, list_incidents
+from gpuops.incidents.queries import finding_summary, incident_summary, list_findings, list_incidents
 from gpuops.store.audit import read_only_session, verify_recent
 from gpuops.store.models import Action
 from gpuops.wiring import Container
@@ -72,6 +72,22 @@ def api_incidents(
 ) -> list[dict[str, Any]]:
     rows = list_incidents(session, status=status, severity=severity, hostname=node, limit=limit)
     return [incident_summary(i) for i in rows]
+
+
+@router.get("/findings")
+def api_findings(
+    _user: ApiUser, session: DbSession,
+    node: Annotated[str | None, Query(max_length=253, pattern=r"^[A-Za-z0-9._-]+$")] = None,
+    gpu: Annotated[int | None, Query(ge=0, le=1024)] = None,
+    kind: Annotated[str | None, Query(max_length=32, pattern=r"^[a-z0-9_.]+$")] = None,
+    incident_id: Annotated[int | None, Query(ge=1, le=2_147_483_647)] = None,
+    before: Annotated[int | None, Query(ge=1, le=2_147_483_647)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> list[dict[str, Any]]:
+    """What the detectors found, newest first: every amber GPU on the fleet page says why here."""
+    rows = list_findings(session, hostname=node, gpu=gpu, kind=kind, incident_id=incident_id, before_id=before,
+                         limit=limit)
+    return [finding_summary(f) for f in rows]
 
 
 @router.get("/incidents/{incident_id}", responses={404: {"description": "No such incident"}})

@@ -29,7 +29,7 @@ from entrypoints.web.incident_charts import incident_charts
 from entrypoints.web.live import live_version
 from entrypoints.web.views import audit_view, incident_view
 from gpuops.errors import NotFound
-from gpuops.incidents.queries import get_incident, incident_summary, list_incidents
+from gpuops.incidents.queries import finding_summary, get_incident, incident_summary, list_findings, list_incidents
 from gpuops.store.audit import read_only_session, verify_whole
 from gpuops.store.models import Action
 
@@ -159,6 +159,24 @@ def decide(request: Request, incident_id: Id, action_id: Id, user: PageUser,
 def fleet_page(request: Request, user: PageUser, session: DbSession) -> HTMLResponse:
     view = fleet_view(request.app.state.container, session, clock.now())
     return render(request, "fleet.html", {"fleet": view}, user)
+
+
+@router.get("/findings", response_class=HTMLResponse)
+def findings_page(
+    request: Request, user: PageUser, session: DbSession,
+    node: Annotated[str | None, Query(max_length=253, pattern=r"^[A-Za-z0-9._-]*$")] = None,
+    gpu: Annotated[int | None, Query(ge=0, le=1024)] = None,
+    kind: Annotated[str | None, Query(max_length=32, pattern=r"^[a-z0-9_.]*$")] = None,
+    incident: Annotated[int | None, Query(ge=1, le=2_147_483_647)] = None,
+    before: Annotated[int | None, Query(ge=1, le=2_147_483_647)] = None,
+) -> HTMLResponse:
+    """The detectors' findings, newest first, with their evidence in words and numbers."""
+    rows = [finding_summary(f) for f in list_findings(session, hostname=node or None, gpu=gpu, kind=kind or None,
+                                                      incident_id=incident, before_id=before, limit=200)]
+    filters = {"node": node or "", "gpu": "" if gpu is None else str(gpu), "kind": kind or "",
+               "incident": "" if incident is None else str(incident)}
+    more = urlencode({**{k: v for k, v in filters.items() if v}, "before": rows[-1]["id"]}) if len(rows) == 200 else ""
+    return render(request, "findings.html", {"findings": rows, "filters": filters, "more": more}, user)
 
 
 @router.get("/audit", response_class=HTMLResponse)

@@ -1,14 +1,15 @@
-"""Read-side queries on incidents: what the CLI, the dashboard and the JSON API show."""
+"""Read-side queries on incidents and findings: what the CLI, the dashboard and the JSON API show."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gpuops.errors import NotFound
-from gpuops.store.models import Incident
+from gpuops.store.models import FindingRecord, Incident
 
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 
@@ -73,3 +74,31 @@ def incident_detail(incident: Incident) -> dict[str, Any]:
         for a in incident.actions
     ]
     return detail
+
+
+def list_findings(session: Session, *, hostname: str | None = None, gpu: int | None = None, kind: str | None = None,
+                  incident_id: int | None = None, since: datetime | None = None, before_id: int | None = None,
+                  limit: int = 200) -> list[FindingRecord]:
+    """Findings, newest first, filtered; `before_id` pages back (the next page's ids are below it)."""
+    stmt = select(FindingRecord)
+    if hostname:
+        stmt = stmt.where(FindingRecord.hostname == hostname)
+    if gpu is not None:
+        stmt = stmt.where(FindingRecord.gpu == gpu)
+    if kind:
+        stmt = stmt.where(FindingRecord.kind == kind)
+    if incident_id is not None:
+        stmt = stmt.where(FindingRecord.incident_id == incident_id)
+    if since is not None:
+        stmt = stmt.where(FindingRecord.ts >= since)
+    if before_id is not None:
+        stmt = stmt.where(FindingRecord.id < before_id)
+    return list(session.scalars(stmt.order_by(FindingRecord.ts.desc(), FindingRecord.id.desc()).limit(limit)))
+
+
+def finding_summary(f: FindingRecord) -> dict[str, Any]:
+    """A finding as people and scripts read it: what, where, how sure, why (its evidence), and its incident."""
+    return {"id": f.id, "ts": f.ts.isoformat(), "hostname": f.hostname, "gpu": f.gpu, "kind": f.kind,
+            "severity": f.severity, "score": round(float(f.score), 3), "detector": f.detector,
+            "predicted_failure_at": f.predicted_failure_at.isoformat() if f.predicted_failure_at else None,
+            "evidence": dict(f.evidence or {}), "incident_id": f.incident_id}
