@@ -1,6 +1,8 @@
 """Alertmanager's webhook receiver: `POST /api/alertmanager` takes its version-4 payload with the bearer token
 of GPUOPS_ALERTMANAGER_TOKEN (Alertmanager's `http_config.authorization`). The token is checked (in constant
-time) before the body is read; a missing or wrong one is refused with 401 and audited. Without the setting the
+time) before the body is read; a missing or wrong one is refused with 401 and audited, and a client with too many
+recent refusals is answered 429 without a check, like failed sign-ins (counted per client, so a forger elsewhere
+cannot lock Alertmanager out). Without the setting the
 endpoint answers 404 saying so. The alerts themselves go through the pipeline (gpuops.incidents.alerts)."""
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from entrypoints.web.auth import NotAuthenticated
+from entrypoints.web.throttle import Lockout, SignInThrottle, TooManyRequests
 from gpuops.errors import GpuopsError, NotFound
 from gpuops.incidents.alerts import AlertmanagerWebhook
 from gpuops.pipeline import Pipeline
@@ -36,11 +39,12 @@ class MalformedWebhook(GpuopsError):
     """The body is not Alertmanager's webhook payload (version 4)."""
 
 
-def _refuse(container: Container, *, client: str, reason: str) -> None:
+def _refuse(container: Container, *, client: str, reason: str, started: Lockout | None) -> None:
     log.warning("refused an Alertmanager webhook from %s: %s", client, reason)
     with container.uow() as uow:
         append_event(uow.session, actor=f"client:{client}", kind="alertmanager.refused",
-                     data={"client": client, "reason": reason})
+                     data={"client": client, "reason": reason,
+                           **({"locked_out_s": started.retry_after_s} if started is not None else {})})
         uow.commit()
 
 
@@ -57,6 +61,7 @@ def _problems(exc: ValidationError) -> str:
     200: {"description": "What the alerts did: incidents opened, joined, resolved or kept open; repeats; alerts "
                          "that name no node"},
     401: {"description": "No bearer token, or not GPUOPS_ALERTMANAGER_TOKEN"},
+    429: {"description": "Too many refused webhooks from this client lately"},
     404: {"description": "GPUOPS_ALERTMANAGER_TOKEN is not set: the receiver is off"},
     422: {"description": "Not Alertmanager's version-4 webhook payload"}})
 async def alertmanager_webhook(request: Request) -> JSONResponse:
@@ -68,14 +73,23 @@ async def alertmanager_webhook(request: Request) -> JSONResponse:
     if token is None:
         raise NotFound("the Alertmanager receiver is not configured: set GPUOPS_ALERTMANAGER_TOKEN (or _FILE) and "
                        "give Alertmanager the same token as its bearer credentials")
-    scheme, _, supplied = request.headers.get("authorization", "").partition(" ")
     client = request.client.host if request.client else "unknown"
+    throttle: SignInThrottle = request.app.state.sign_in_throttle
+    name = f"alertmanager:{client}"
+    lockout = throttle.locked(name, client)
+    if lockout is not None:
+        raise TooManyRequests(f"too many refused webhooks from {client}; retry in {lockout.retry_after_s} s",
+                              retry_after_s=lockout.retry_after_s)
+    scheme, _, supplied = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not supplied.strip():
-        await run_in_threadpool(_refuse, container, client=client, reason="no bearer token")
+        await run_in_threadpool(_refuse, container, client=client, reason="no bearer token",
+                                started=throttle.failed(name, client))
         raise WebhookRefused("an Alertmanager webhook needs the bearer token of GPUOPS_ALERTMANAGER_TOKEN")
     if not hmac.compare_digest(supplied.strip().encode(), token.get_secret_value().encode()):
-        await run_in_threadpool(_refuse, container, client=client, reason="wrong bearer token")
+        await run_in_threadpool(_refuse, container, client=client, reason="wrong bearer token",
+                                started=throttle.failed(name, client))
         raise WebhookRefused("the bearer token is not GPUOPS_ALERTMANAGER_TOKEN")
+    throttle.succeeded(name)
     try:
         webhook = AlertmanagerWebhook.model_validate_json(await request.body())
     except ValidationError as exc:

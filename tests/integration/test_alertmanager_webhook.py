@@ -35,7 +35,7 @@ FIRING: dict[str, Any] = {
 
 @pytest.fixture
 def web(sqlite_url: str) -> Iterator[WebServer]:
-    container = web_container(sqlite_url, alertmanager_token=TOKEN)
+    container = web_container(sqlite_url, alertmanager_token=TOKEN, sign_in_max_failures=6)
     try:
         with serve(container) as server:
             yield server
@@ -76,6 +76,10 @@ def test_missing_or_forged_tokens_are_refused_and_audited(web: WebServer) -> Non
     assert [r["reason"] for r in refusals(web)] == ["no bearer token", "wrong bearer token", "no bearer token",
                                                     "wrong bearer token", "wrong bearer token"]
     assert open_incidents(web) == []
+    httpx.post(url, json=FIRING, headers={"Authorization": "Bearer wrong"})  # the sixth: the client is locked out
+    locked = httpx.post(url, json=FIRING, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0
+    assert len(refusals(web)) == 6 and refusals(web)[-1]["locked_out_s"] > 0  # the lockout itself is not audited
 
 
 def test_a_malformed_payload_is_422_saying_what_is_wrong(web: WebServer) -> None:
