@@ -57,13 +57,7 @@ def _problems(exc: ValidationError) -> str:
     return "not an Alertmanager webhook payload (version 4): " + "; ".join(shown) + more
 
 
-@router.post("/alertmanager", responses={
-    200: {"description": "What the alerts did: incidents opened, joined, resolved or kept open; repeats; alerts "
-                         "that name no node"},
-    401: {"description": "No bearer token, or not GPUOPS_ALERTMANAGER_TOKEN"},
-    429: {"description": "Too many refused webhooks from this client lately"},
-    404: {"description": "GPUOPS_ALERTMANAGER_TOKEN is not set: the receiver is off"},
-    422: {"description": "Not Alertmanager's version-4 webhook payload"}})
+@router.post("/alertmanager", include_in_schema=False)  # Alertmanager's, not a user API (like /slack/events)
 async def alertmanager_webhook(request: Request) -> JSONResponse:
     """Alertmanager's webhook (version 4): each firing alert becomes a finding, each resolved one may resolve
     the incident it opened."""
