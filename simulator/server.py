@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import uvicorn
@@ -90,9 +91,12 @@ def serve_twin(twin: Twin, *, port: int = 0, name: str = "twin-api") -> ServedTw
 
 
 class TwinClock:
-    """Advances a twin in a background thread so that simulated time runs at `speed` × real time."""
+    """Advances a twin in a background thread so that simulated time runs at `speed` × real time; with
+    `sysfs_root`, each node's /sys/class/infiniband tree is rewritten under `sysfs_root/<node>/` after every
+    advance (run a node exporter per node with `--path.sysfs=sysfs_root/<node>`)."""
 
-    def __init__(self, twin: Twin, speed: float = 1.0, tick_s: float = 0.05) -> None:
+    def __init__(self, twin: Twin, speed: float = 1.0, tick_s: float = 0.05,
+                 sysfs_root: Path | None = None) -> None:
         if not speed > 0:
             raise ValueError(f"speed must be positive, got {speed}")
         self.twin = twin
@@ -102,6 +106,14 @@ class TwinClock:
         self._thread = threading.Thread(target=self._run, name="twin-clock", daemon=True)
         self.error: BaseException | None = None
         self._origin = (time.monotonic(), twin.t)
+        self.sysfs_root = sysfs_root
+        if sysfs_root is not None:
+            self._write_sysfs()
+
+    def _write_sysfs(self) -> None:
+        assert self.sysfs_root is not None
+        for node in self.twin.nodes:
+            self.twin.write_sysfs(self.sysfs_root / node, node)
 
     def now(self) -> float:
         """Simulated time now (unix seconds): what the twin's clock is advancing to. Continuous, unlike the
@@ -122,7 +134,8 @@ class TwinClock:
         try:
             while not self._stop.is_set() and not self.twin.finished:
                 target = origin_sim + (time.monotonic() - origin_real) * self.speed
-                self.twin.advance_to(target)
+                if self.twin.advance_to(target) and self.sysfs_root is not None:
+                    self._write_sysfs()
                 self._stop.wait(self.tick_s)
         except BaseException as exc:  # surfaced by the caller; the server keeps serving the last state
             self.error = exc

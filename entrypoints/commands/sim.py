@@ -75,7 +75,7 @@ def _batch(scenario: Scenario, openmetrics: Path, truth: Path | None, as_json: b
 
 
 def _serve(scenario: Scenario, host: str, port: int, speed: float, truth: Path | None, as_json: bool,
-           external_node_agent: bool = False) -> None:
+           external_node_agent: bool = False, sysfs: Path | None = None) -> None:
     import uvicorn
 
     from simulator.server import TwinClock, build_app
@@ -84,7 +84,7 @@ def _serve(scenario: Scenario, host: str, port: int, speed: float, truth: Path |
     twin = Twin(scenario.model_copy(update={"start": float(int(time.time()))}), external_node_agent=external_node_agent)
     if truth:
         twin.write_truth(truth)
-    clock = TwinClock(twin, speed=speed)
+    clock = TwinClock(twin, speed=speed, sysfs_root=sysfs)
     announce = {
         "scenario": scenario.name,
         "url": f"http://{host}:{port}",
@@ -93,6 +93,7 @@ def _serve(scenario: Scenario, host: str, port: int, speed: float, truth: Path |
         "nodes": scenario.fleet.nodes,
         "gpus_per_node": scenario.fleet.gpus_per_node,
         "external_node_agent": external_node_agent,
+        "sysfs": str(sysfs) if sysfs else None,
     }
     click.echo(
         json.dumps(announce)
@@ -152,6 +153,12 @@ def _serve(scenario: Scenario, host: str, port: int, speed: float, truth: Path |
     help="Leave GPUReset, NodeReboot and NodeValidation requests to `gpuops node-agent` processes (their "
     "nvidia-smi, dcgmi and reboot reach the simulated hosts at /sim/nodes/NODE/...).",
 )
+@click.option(
+    "--sysfs",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="When serving, keep each node's /sys/class/infiniband tree under DIR/<node>/ for a node exporter "
+    "(--path.sysfs=DIR/<node> --collector.infiniband).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def sim(
     scenario_path: Path | None,
@@ -165,6 +172,7 @@ def sim(
     truth: Path | None,
     openmetrics: Path | None,
     external_node_agent: bool,
+    sysfs: Path | None,
     as_json: bool,
 ) -> None:
     """Run the fleet twin: dcgm-exporter /metrics and a Kubernetes API on one port, or a batch file."""
@@ -175,7 +183,7 @@ def sim(
     if openmetrics is not None:
         _batch(scenario, openmetrics, truth, as_json)
     else:
-        _serve(scenario, host, port, speed, truth, as_json, external_node_agent)
+        _serve(scenario, host, port, speed, truth, as_json, external_node_agent, sysfs)
 
 
 def register(group: click.Group) -> None:

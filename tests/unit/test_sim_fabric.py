@@ -97,3 +97,23 @@ def test_an_hca_beyond_the_node_is_refused() -> None:
 
     with pytest.raises(ValueError, match="no HCA 8"):
         fabric_scenario({"kind": "nic_lost", "node": "gpu-node-001", "hca": 8, "at": "5m"})
+
+
+def test_the_served_twin_keeps_every_nodes_tree_current(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from entrypoints.cli import cli
+    from simulator.server import TwinClock
+    from tests.waiting import wait_for
+
+    twin = fabric_scenario({"kind": "ib_link_down", "node": "gpu-node-002", "hca": 4, "at": "5m"})
+    clock = TwinClock(twin, speed=600.0, sysfs_root=tmp_path)
+    state = tmp_path / "gpu-node-002" / "class" / "infiniband" / "mlx5_4" / "ports" / "1" / "state"
+    assert state.read_text() == "4: ACTIVE\n" and (tmp_path / "gpu-node-003" / "class" / "infiniband").is_dir()
+    clock.start()
+    try:
+        wait_for(lambda: state.read_text() == "1: DOWN\n", timeout=20, message="the tree never showed the link down")
+    finally:
+        clock.stop()
+    assert clock.error is None
+    assert "--sysfs" in CliRunner().invoke(cli, ["sim", "--help"]).output
