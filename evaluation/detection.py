@@ -13,6 +13,7 @@ from sqlalchemy import select
 from detectors.evaluation import score_faults, summarise
 from detectors.findings import Finding
 from detectors.pipeline import DetectionCycle
+from domain import clock
 from evaluation.baselines import ThresholdAlerts
 from gpuops.config import Settings
 from gpuops.incidents.service import ingest_findings
@@ -39,14 +40,15 @@ def evaluate_detection(scenario: Scenario, *, cycle_steps: int = 2, database_url
     findings: list[Finding] = []
     alerts = ThresholdAlerts()  # the baseline, on the same frames
     try:
-        for frame in cycle_frames(twin, cycle_steps):
-            alerts.update(frame)
-            new = detection.update(frame)
-            findings.extend(new)
-            if new:
-                with container.uow() as uow:
-                    ingest_findings(uow.session, new, fleet_nodes=twin.n_nodes)
-                    uow.commit()
+        with clock.using(lambda: twin.t):  # what the incident service stores takes the fleet's time
+            for frame in cycle_frames(twin, cycle_steps):
+                alerts.update(frame)
+                new = detection.update(frame)
+                findings.extend(new)
+                if new:
+                    with container.uow() as uow:
+                        ingest_findings(uow.session, new, fleet_nodes=twin.n_nodes)
+                        uow.commit()
         truth = twin.truth()
         with container.uow() as uow:
             incidents = list(uow.session.scalars(select(Incident).where(Incident.parent_id.is_(None))))
