@@ -15,12 +15,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
-from tests.prometheus_server import free_port
-from tests.waiting import wait_for
+from tests.prometheus_server import free_port, served_binary
 
 
 def alertmanager_binary() -> str:
@@ -62,26 +60,8 @@ def running_alertmanager(workdir: Path, *, webhook_url: str, token: str | None,
     config_path = workdir / "alertmanager.yml"
     config_path.write_text(yaml.safe_dump(receiver_config(webhook_url, token)))
     log_path = workdir / "alertmanager.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [binary, f"--config.file={config_path}", f"--storage.path={workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=debug"],
-            stdout=log, stderr=subprocess.STDOUT)
-    server = AlertmanagerServer(f"http://127.0.0.1:{port}", f"127.0.0.1:{port}", process, log_path)
-    try:
-        def ready() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"alertmanager exited with {process.returncode}:\n"
-                                     f"{log_path.read_text()[-3000:]}")
-            return httpx.get(f"{server.url}/-/ready", timeout=1.0).status_code == 200
-
-        wait_for(ready, timeout=ready_timeout_s, interval=0.1, message="alertmanager is not ready at /-/ready",
-                 ignoring=(httpx.HTTPError,))
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+    argv = [binary, f"--config.file={config_path}", f"--storage.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=debug"]
+    url = f"http://127.0.0.1:{port}"
+    with served_binary("alertmanager", argv, log_path, f"{url}/-/ready", ready_timeout_s) as process:
+        yield AlertmanagerServer(url, f"127.0.0.1:{port}", process, log_path)

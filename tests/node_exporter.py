@@ -14,11 +14,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.prometheus_server import free_port
-from tests.waiting import wait_for
+from tests.prometheus_server import free_port, served_binary
 
 
 def node_exporter_binary() -> str:
@@ -43,26 +41,8 @@ def running_node_exporter(sysfs: Path, workdir: Path, ready_timeout_s: float = 3
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"node-exporter-{port}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [node_exporter_binary(), f"--path.sysfs={sysfs}", "--collector.disable-defaults",
-             "--collector.infiniband", f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=log, stderr=subprocess.STDOUT)
-    exporter = NodeExporter(f"http://127.0.0.1:{port}", f"127.0.0.1:{port}", process, log_path)
-    try:
-        def ready() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"node exporter exited with {process.returncode}:\n"
-                                     f"{log_path.read_text()[-3000:]}")
-            return httpx.get(f"{exporter.url}/metrics", timeout=1.0).status_code == 200
-
-        wait_for(ready, timeout=ready_timeout_s, interval=0.1, message="the node exporter is not answering",
-                 ignoring=(httpx.HTTPError,))
-        yield exporter
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+    argv = [node_exporter_binary(), f"--path.sysfs={sysfs}", "--collector.disable-defaults", "--collector.infiniband",
+            f"--web.listen-address=127.0.0.1:{port}"]
+    url = f"http://127.0.0.1:{port}"
+    with served_binary("the node exporter", argv, log_path, f"{url}/metrics", ready_timeout_s) as process:
+        yield NodeExporter(url, f"127.0.0.1:{port}", process, log_path)

@@ -38,6 +38,31 @@ def prometheus_binary() -> str:
     return path
 
 
+@contextmanager
+def served_binary(name: str, argv: Sequence[str], log_path: Path, ready_url: str,
+                  ready_timeout_s: float = 30.0) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `argv` (one of the monitoring binaries) with its output in `log_path`, wait until `ready_url` answers
+    200 (failing at once, with the log's tail, if it exits), and stop it afterwards."""
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"{name} exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+            return httpx.get(ready_url, timeout=1.0).status_code == 200
+
+        wait_for(ready, timeout=ready_timeout_s, interval=0.1, message=f"{name} is not answering at {ready_url}",
+                 ignoring=(httpx.HTTPError,))
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
 @dataclass
 class PrometheusServer:
     url: str
@@ -87,36 +112,8 @@ def running_prometheus(
     config_path.write_text(yaml.safe_dump(config))
     data = storage or workdir / "data"
     log_path = workdir / "prometheus.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config_path}",
-                f"--storage.tsdb.path={data}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--storage.tsdb.retention.time=3650d",
-                *extra_args,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = PrometheusServer(f"http://127.0.0.1:{port}", process, data, log_path)
-    try:
-
-        def ready() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(
-                    f"prometheus exited with {process.returncode}:\n{log_path.read_text()[-3000:]}"
-                )
-            return httpx.get(f"{server.url}/-/ready", timeout=1.0).status_code == 200
-
-        wait_for(ready, timeout=ready_timeout_s, interval=0.1, message="prometheus is not ready at /-/ready",
-                 ignoring=(httpx.HTTPError,))
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+    argv = [binary, f"--config.file={config_path}", f"--storage.tsdb.path={data}",
+            f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=3650d", *extra_args]
+    url = f"http://127.0.0.1:{port}"
+    with served_binary("prometheus", argv, log_path, f"{url}/-/ready", ready_timeout_s) as process:
+        yield PrometheusServer(url, process, data, log_path)
