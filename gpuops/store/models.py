@@ -109,6 +109,9 @@ class Incident(Base):
     resolved_at: Mapped[datetime | None]
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id", ondelete="SET NULL"))
     held_until: Mapped[datetime | None] = mapped_column(index=True)  # the agent waits (soak) until this data time
+    acknowledged_at: Mapped[datetime | None]
+    acknowledged_by: Mapped[str | None] = mapped_column(String(128))
+    assignee: Mapped[str | None] = mapped_column(String(128))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
     findings: Mapped[list[FindingRecord]] = relationship(back_populates="incident")
