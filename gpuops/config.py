@@ -73,6 +73,9 @@ _EXPECTATIONS: dict[str, str] = {
     "alertmanager_token": "a random string of at least 16 characters that Alertmanager sends as its bearer token",
     "alertmanager_token_file": "a path to a file holding the bearer token Alertmanager sends (at least 16 "
                                "characters)",
+    "grafana_url": "an http(s) base URL of Grafana, e.g. https://grafana.example.com",
+    "grafana_dashboard_uid": "the UID of the Grafana dashboard an incident links to (letters, digits, - and _)",
+    "grafana_margin_seconds": "a number of seconds >= 0 (shown before an incident opened and after it ended)",
 }
 
 
@@ -189,6 +192,9 @@ class Settings(BaseSettings):
     event_streams_per_user: int = Field(default=4, ge=1)
     alertmanager_token: SecretStr | None = None
     alertmanager_token_file: str | None = None
+    grafana_url: str | None = None
+    grafana_dashboard_uid: str = "gpuops-fleet"
+    grafana_margin_seconds: float = Field(default=900.0, ge=0)
 
     @field_validator("database_url")
     @classmethod
@@ -228,6 +234,19 @@ class Settings(BaseSettings):
         url = _http_url(value, _EXPECTATIONS["slack_api_url"])
         assert url is not None
         return url if url.endswith("/") else url + "/"
+
+    @field_validator("grafana_url")
+    @classmethod
+    def _grafana_url(cls, value: str | None) -> str | None:
+        url = _http_url(value, _EXPECTATIONS["grafana_url"])
+        return url.rstrip("/") if url else None
+
+    @field_validator("grafana_dashboard_uid")
+    @classmethod
+    def _grafana_dashboard_uid(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", value):
+            raise ValueError(f"expected {_EXPECTATIONS['grafana_dashboard_uid']}")
+        return value
 
     @field_validator("kube_api_url")
     @classmethod
