@@ -76,6 +76,15 @@ _EXPECTATIONS: dict[str, str] = {
     "grafana_url": "an http(s) base URL of Grafana, e.g. https://grafana.example.com",
     "grafana_dashboard_uid": "the UID of the Grafana dashboard an incident links to (letters, digits, - and _)",
     "grafana_margin_seconds": "a number of seconds >= 0 (shown before an incident opened and after it ended)",
+    "installation": "a short name of this gpuops installation (letters, digits, '.', '_' and '-'; at most 64), the "
+                    "prefix of every incident's deduplication key outside gpuops",
+    "notify_min_severity": "info, warning or critical (the least severe incident sent to PagerDuty and the webhook)",
+    "pagerduty_events_url": "an http(s) URL of PagerDuty's Events API v2 enqueue endpoint, e.g. "
+                            "https://events.eu.pagerduty.com/v2/enqueue",
+    "pagerduty_routing_key": "the 32-character integration key of a PagerDuty Events API v2 integration",
+    "webhook_url": "an http(s) URL that receives incident events as signed JSON POSTs",
+    "webhook_secret": "a random string of at least 16 characters that signs webhook requests (HMAC-SHA256)",
+    "notify_timeout_seconds": "a number of seconds > 0 (how long one PagerDuty or webhook request may take)",
 }
 
 
@@ -195,6 +204,15 @@ class Settings(BaseSettings):
     grafana_url: str | None = None
     grafana_dashboard_uid: str = "gpuops-fleet"
     grafana_margin_seconds: float = Field(default=900.0, ge=0)
+    installation: str = Field(default="gpuops", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    notify_min_severity: Literal["info", "warning", "critical"] = "warning"
+    pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
+    pagerduty_routing_key: SecretStr | None = None
+    pagerduty_routing_key_file: str | None = None
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    webhook_secret_file: str | None = None
+    notify_timeout_seconds: float = Field(default=5.0, gt=0)
 
     @field_validator("database_url")
     @classmethod
@@ -240,6 +258,30 @@ class Settings(BaseSettings):
     def _grafana_url(cls, value: str | None) -> str | None:
         url = _http_url(value, _EXPECTATIONS["grafana_url"])
         return url.rstrip("/") if url else None
+
+    @field_validator("pagerduty_events_url")
+    @classmethod
+    def _pagerduty_events_url(cls, value: str) -> str:
+        url = _http_url(value, _EXPECTATIONS["pagerduty_events_url"])
+        assert url is not None
+        return url
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        return _http_url(value, _EXPECTATIONS["webhook_url"])
+
+    @model_validator(mode="after")
+    def _notification_secrets(self) -> Settings:
+        for field, least in (("pagerduty_routing_key", 1), ("webhook_secret", 16)):
+            secret = _secret_or_file(self, field)
+            if secret is not None and len(secret.get_secret_value()) < least:
+                raise ValueError(f"{_env_name(field)}: too short; expected {_EXPECTATIONS[field]}")
+            object.__setattr__(self, field, secret)
+        if self.webhook_url and self.webhook_secret is None:
+            raise ValueError("GPUOPS_WEBHOOK_URL is set without GPUOPS_WEBHOOK_SECRET (or GPUOPS_WEBHOOK_SECRET_FILE); "
+                             "set a secret so receivers can verify what gpuops sends")
+        return self
 
     @field_validator("grafana_dashboard_uid")
     @classmethod
@@ -409,6 +451,21 @@ class Settings(BaseSettings):
     @property
     def llm_configured(self) -> bool:
         return bool(self.llm_model) and (self.openai_api_key is not None or self.openai_base_url is not None)
+
+
+def _secret_or_file(settings: Settings, field: str) -> SecretStr | None:
+    """A secret setting, or the stripped contents of the file its `<field>_file` setting names (not both)."""
+    value: SecretStr | None = getattr(settings, field)
+    path: str | None = getattr(settings, f"{field}_file")
+    if not path:
+        return value
+    try:
+        text = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"{_env_name(field)}_FILE: cannot read {path}: {exc.strerror}") from exc
+    if value is not None and value.get_secret_value() != text:
+        raise ValueError(f"{_env_name(field)} and {_env_name(field)}_FILE are both set; set one")
+    return SecretStr(text)
 
 
 def _env_name(field: str) -> str:

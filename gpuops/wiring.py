@@ -28,6 +28,7 @@ from runbooks import Catalogue, RunbookSettings, default_catalogue
 if TYPE_CHECKING:
     from detectors.pipeline import DetectionCycle
     from gpuops.execution.returns import NodeDiagnostics
+    from gpuops.incident_notifications import IncidentNotifications
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Container:
     _telemetry: TelemetrySource | None = None
     _cluster: ClusterPort | None = None
     _notifier: Notifier | None = None
+    _incident_notifications: IncidentNotifications | None = None
     _closers: list[Any] = field(default_factory=list)
 
     def uow(self) -> UnitOfWork:
@@ -108,6 +110,18 @@ class Container:
             else:
                 self._notifier = NullNotifier()
         return self._notifier
+
+    @property
+    def incident_notifications(self) -> IncidentNotifications:
+        """Incident events to PagerDuty and the webhook, as configured (none configured: a no-op)."""
+        if self._incident_notifications is None:
+            from gpuops.incident_notifications import IncidentNotifications, channels_from
+
+            channels = channels_from(self.settings)
+            self._closers.extend(channels)
+            self._incident_notifications = IncidentNotifications(uow=self.uow, settings=self.settings,
+                                                                 channels=channels)
+        return self._incident_notifications
 
     def new_detection_cycle(self) -> DetectionCycle:
         """A fresh detection cycle: the default stages, plus the learned risk model when `GPUOPS_MODEL_DIR`

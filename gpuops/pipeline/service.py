@@ -298,6 +298,7 @@ class Pipeline:
         was lost (approved, unclaimed for longer than an agent step may run) are executed; node probations that
         are over (or see a new error) are decided. A fresh approval is never taken: the incident's own thread
         executes it."""
+        self._send_incident_events()
         c, s = self.container, self.container.settings
         now = self.now()
         with c.uow() as uow:
@@ -322,6 +323,13 @@ class Pipeline:
             self.dispatcher.dispatch(Step.RETURN_NODE, {"probation_id": probation_id})
         self._after_expiry(expired)
         return SweepOutcome(resumed, expired, taken, probations)
+
+    def _send_incident_events(self) -> None:
+        """Tell PagerDuty and the webhook what changed in the incidents since the last sweep (their outbox)."""
+        try:
+            self.container.incident_notifications.run()
+        except Exception:  # a channel or the store failing never stops the sweep; the next sweep reconciles again
+            log.exception("incident notifications failed")
 
     def _after_expiry(self, expired: list[int]) -> None:
         ttl_s = self.container.policy.approval_ttl_s

@@ -363,6 +363,43 @@ class SlackOutbox(Base):
     sent_at: Mapped[datetime | None]
 
 
+class NotificationLedger(Base):
+    """What one outside channel (pagerduty, webhook) has been told about one incident; the reconciler compares it
+    with the incident and queues only the difference, in the same transaction that moves the ledger on."""
+
+    __tablename__ = "notification_ledger"
+
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"), primary_key=True)
+    triggered: Mapped[bool] = mapped_column(default=False)
+    escalated: Mapped[bool] = mapped_column(default=False)
+    acknowledged_at: Mapped[datetime | None]  # the incident's acknowledgement last told
+    resolved: Mapped[bool] = mapped_column(default=False, index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class NotificationOutbox(Base):
+    """An incident event waiting to go to a channel (trigger, acknowledge, resolve). Rows go out in id order per
+    channel and incident; a channel that is down leaves them pending with a growing back-off, a refusal marks the
+    row failed with the channel's message."""
+
+    __tablename__ = "notification_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"), index=True)
+    event: Mapped[str] = mapped_column(String(16))  # trigger | acknowledge | resolve
+    body: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_notification_outbox_due", "status", "channel", "next_attempt_at"),)
+
+
 class ApiToken(Base):
     """An API token for scripts: it acts as `user_name` with that user's role. Only a SHA-256 digest of its secret
     is kept; the token itself is shown once, when it is created."""
