@@ -76,6 +76,13 @@ _EXPECTATIONS: dict[str, str] = {
     "grafana_url": "an http(s) base URL of Grafana, e.g. https://grafana.example.com",
     "grafana_dashboard_uid": "the UID of the Grafana dashboard an incident links to (letters, digits, - and _)",
     "grafana_margin_seconds": "a number of seconds >= 0 (shown before an incident opened and after it ended)",
+    "gpu_hour_price": "a price > 0 of one GPU-hour (the cost view's unit; default 12.29, AWS p5.48xlarge on-demand "
+                      "$98.32/h for 8 H100)",
+    "gpu_hour_prices": "a comma-separated list of MODEL=PRICE per GPU-hour matched against dcgm-exporter's modelName, "
+                       "e.g. H100=12.29,A100=4.10 (a model not listed costs GPUOPS_GPU_HOUR_PRICE)",
+    "idle_after_seconds": "a number of seconds > 0 (how long an allocated GPU stays under the idle utilisation "
+                          "before the cost view lists it)",
+    "idle_utilisation_percent": "a number between 0 and 100 (GPU utilisation below which an allocated GPU is idle)",
     "installation": "a short name of this gpuops installation (letters, digits, '.', '_' and '-'; at most 64), the "
                     "prefix of every incident's deduplication key outside gpuops",
     "notify_min_severity": "info, warning or critical (the least severe incident sent to PagerDuty and the webhook)",
@@ -204,6 +211,10 @@ class Settings(BaseSettings):
     grafana_url: str | None = None
     grafana_dashboard_uid: str = "gpuops-fleet"
     grafana_margin_seconds: float = Field(default=900.0, ge=0)
+    gpu_hour_price: float = Field(default=12.29, gt=0)
+    gpu_hour_prices: Annotated[tuple[tuple[str, float], ...], NoDecode] = ()
+    idle_after_seconds: float = Field(default=3600.0, gt=0)
+    idle_utilisation_percent: float = Field(default=5.0, gt=0, le=100)
     installation: str = Field(default="gpuops", pattern=r"^[A-Za-z0-9._-]{1,64}$")
     notify_min_severity: Literal["info", "warning", "critical"] = "warning"
     pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
@@ -302,6 +313,23 @@ class Settings(BaseSettings):
         for url in urls:
             _http_url(url, _EXPECTATIONS["scrape_urls"])
         return urls
+
+    @field_validator("gpu_hour_prices", mode="before")
+    @classmethod
+    def _gpu_hour_prices(cls, value: Any) -> tuple[tuple[str, float], ...]:
+        if not isinstance(value, str) and value is not None:
+            return tuple((str(model), float(price)) for model, price in value)
+        prices: list[tuple[str, float]] = []
+        for entry in _comma_list(value):
+            model, _, price = (part.strip() for part in entry.partition("="))
+            try:
+                amount = float(price)
+            except ValueError:
+                amount = -1.0
+            if not model or not amount > 0 or amount == float("inf"):
+                raise ValueError(f"bad entry {entry!r}; expected {_EXPECTATIONS['gpu_hour_prices']}")
+            prices.append((model, amount))
+        return tuple(prices)
 
     @field_validator("approvers", mode="before")
     @classmethod

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from connectors.telemetry.port import TelemetrySource
 from detectors.findings import Finding
 from detectors.pipeline import DetectionCycle
+from gpuops.cost.recording import UsageSettings, record_usage
 from gpuops.incidents.service import IncidentConfig, IngestResult, ingest_findings
 from gpuops.store.models import DetectorState
 from gpuops.store.uow import UnitOfWork
@@ -69,11 +70,12 @@ def run_cycle(uow_factory: Callable[[], UnitOfWork], *, telemetry: TelemetrySour
               window_s: float, shard: int = 0, shards: int = 1,
               incident_config: IncidentConfig | None = None,
               new_cycle: Callable[[], DetectionCycle] = DetectionCycle,
-              live: LiveCycles | None = None) -> CycleOutcome:
+              live: LiveCycles | None = None, usage: UsageSettings | None = None) -> CycleOutcome:
     """Run the cycle ending at `end` (unix seconds) for one shard. A cycle already run is skipped.
     `new_cycle` builds the detectors of a shard's first cycle (the container's adds the risk model). `live`
     keeps this process's detectors between cycles: when no other process ran the shard since (the stored
-    count of cycles is the one this process wrote), they go on without being restored from the store."""
+    count of cycles is the one this process wrote), they go on without being restored from the store. With `usage`,
+    the cycle also records the shard's GPU allocation and utilisation for the cost view (gpuops.cost)."""
     name = shard_name(shard, shards)
     with uow_factory() as uow:
         row = _locked_state(uow.session, name)
@@ -91,6 +93,8 @@ def run_cycle(uow_factory: Callable[[], UnitOfWork], *, telemetry: TelemetrySour
             keep = np.array([shard_of(h, shards) == shard for h in frame.gpus.hostname], dtype=bool)
             frame = frame.rows(keep)
         findings = cycle.update(frame) if frame.n_steps else []
+        if usage is not None:
+            record_usage(uow.session, frame, usage, owns=lambda host: shard_of(host, shards) == shard)
         result = ingest_findings(uow.session, findings, fleet_nodes=max(fleet_nodes, 1), config=incident_config)
         row.state = cycle.state_bytes()
         row.last_ts = end

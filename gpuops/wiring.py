@@ -14,7 +14,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.kubernetes import ClusterPort, NodeValidations
 from connectors.telemetry import PrometheusTelemetry, TelemetrySource
+from domain import clock
 from gpuops.config import Settings, load_settings
+from gpuops.cost.metrics import CostCollector
+from gpuops.cost.view import deployment_hours, settings_view
 from gpuops.errors import ConfigError
 from gpuops.incidents.queries import count_by_status
 from gpuops.model_store import DirectoryStore
@@ -169,6 +172,14 @@ def bootstrap(settings: Settings | None = None, *, env: Mapping[str, str] | None
             return count_by_status(session)
 
     metrics.watch_store(_counts)
+
+    def _cost() -> dict[str, Any]:
+        with session_factory() as session:
+            view = settings_view(session, settings, clock.now())
+            view["deployments_total"] = deployment_hours(session)
+            return view
+
+    metrics.registry.register(CostCollector(_cost))
     runbook_settings = runbook_settings or RunbookSettings()
     return Container(
         settings=settings, engine=engine, session_factory=session_factory, metrics=metrics,

@@ -19,6 +19,7 @@ from sqlalchemy import exists, or_, select
 
 from connectors.kubernetes.errors import ClusterNotConfigured
 from domain import ActionStatus, ExecutionStatus, IncidentStatus
+from gpuops.cost.recording import UsageSettings
 from gpuops.decisions import RecordedDecision, record_decision
 from gpuops.detection import CycleOutcome, LiveCycles, run_cycle
 from gpuops.errors import GpuopsError, NotFound
@@ -123,7 +124,9 @@ class Pipeline:
         """One detection cycle of one shard; every incident it opened or reopened is handed on."""
         c, s = self.container, self.container.settings
         outcome = run_cycle(c.uow, telemetry=c.telemetry, end=end, step_s=s.step_seconds, window_s=s.window_seconds,
-                            shard=shard, shards=shards, new_cycle=c.new_detection_cycle, live=self._live)
+                            shard=shard, shards=shards, new_cycle=c.new_detection_cycle, live=self._live,
+                            usage=UsageSettings(threshold_percent=s.idle_utilisation_percent, step_s=s.step_seconds,
+                                                max_gap_s=3 * s.step_seconds))
         changed = sorted(set(outcome.incidents.opened + outcome.incidents.reopened)) if outcome.incidents else []
         for incident_id in changed:
             self.dispatcher.dispatch(Step.INCIDENT_CHANGED, {"incident_id": incident_id})

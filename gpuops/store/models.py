@@ -433,3 +433,34 @@ class AlertState(Base):
     incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id", ondelete="SET NULL"), index=True)
     opened: Mapped[bool] = mapped_column(default=False)  # this alert opened (or reopened) its incident
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class GpuUsage(Base):
+    """One GPU as the cost view last saw it (data time): the pod bound to it, its state (busy, low: under the idle
+    utilisation, unknown: no utilisation sample, free: no pod) and since when it has been low without a break."""
+
+    __tablename__ = "gpu_usage"
+
+    hostname: Mapped[str] = mapped_column(String(253), primary_key=True)
+    gpu: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    model_name: Mapped[str] = mapped_column(String(128), default="")
+    namespace: Mapped[str] = mapped_column(String(253), default="", index=True)
+    pod: Mapped[str] = mapped_column(String(253), default="")
+    deployment: Mapped[str] = mapped_column(String(253), default="")
+    state: Mapped[str] = mapped_column(String(16), index=True)  # busy | low | unknown | free
+    low_since: Mapped[datetime | None]
+    seen_at: Mapped[datetime]  # the last sample taken into account
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class GpuHours(Base):
+    """GPU time of one deployment on one UTC day: provisioned (GPU-seconds with a pod of it bound and a utilisation
+    sample) and busy (the same seconds weighted by utilisation)."""
+
+    __tablename__ = "gpu_hours"
+
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, UTC
+    namespace: Mapped[str] = mapped_column(String(253), primary_key=True)
+    deployment: Mapped[str] = mapped_column(String(253), primary_key=True)
+    provisioned_s: Mapped[float] = mapped_column(Float, default=0.0)
+    busy_s: Mapped[float] = mapped_column(Float, default=0.0)
