@@ -21,7 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from starlette.middleware.sessions import SessionMiddleware
 
-from entrypoints.web import alertmanager, api, live, pages
+from entrypoints.web import alertmanager, api, cost, live, pages
 from entrypoints.web.alertmanager import MalformedWebhook
 from entrypoints.web.api import DbSession
 from entrypoints.web.auth import Forbidden, NotAuthenticated, SignedOutSessions, UserDirectory, session_secret
@@ -96,6 +96,8 @@ def create_app(container: Container, *, pipeline: Pipeline | None = None, sse_po
 
     app.include_router(pages.router)
     app.include_router(api.router)
+    app.include_router(cost.page_router)  # /cost and /api/cost
+    app.include_router(cost.api_router)
     app.include_router(live.router)
     app.include_router(alertmanager.router)  # its own bearer token, not a dashboard user
     _install_error_handlers(app)
