@@ -26,6 +26,7 @@ from entrypoints.web.alertmanager import MalformedWebhook
 from entrypoints.web.api import DbSession
 from entrypoints.web.auth import Forbidden, NotAuthenticated, SignedOutSessions, UserDirectory, session_secret
 from entrypoints.web.limits import BodyLimit
+from entrypoints.web.runbook_docs import router as runbook_docs
 from entrypoints.web.slack import mount_slack
 from entrypoints.web.throttle import Busy, SignInThrottle, StreamSlots, TooManyRequests
 from gpuops.errors import Conflict, GpuopsError, NotFound, StoreError
@@ -95,6 +96,7 @@ def create_app(container: Container, *, pipeline: Pipeline | None = None, sse_po
         return Response(generate_latest(container.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(pages.router)
+    app.include_router(runbook_docs)  # /runbooks and /runbooks/<name>
     app.include_router(api.router)
     app.include_router(cost.page_router)  # /cost and /api/cost
     app.include_router(cost.api_router)
