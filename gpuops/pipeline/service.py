@@ -22,7 +22,7 @@ from domain import ActionStatus, ExecutionStatus, IncidentStatus
 from gpuops.cost.recording import UsageSettings
 from gpuops.decisions import RecordedDecision, record_decision
 from gpuops.detection import CycleOutcome, LiveCycles, run_cycle
-from gpuops.errors import GpuopsError, NotFound
+from gpuops.errors import ConfigError, GpuopsError, NotFound
 from gpuops.execution.approvals import Approver, expire_pending
 from gpuops.execution.holds import due_holds
 from gpuops.execution.probation import ACTIVE as PROBATION_ACTIVE
@@ -30,6 +30,7 @@ from gpuops.execution.probation import probation_of_action
 from gpuops.execution.returns import NodeDiagnostics, ProbationOutcome, conclude, due_probations, examine
 from gpuops.execution.service import ExecutionDeps, ExecutionOutcome, execute, plan_of
 from gpuops.incidents.alerts import AlertmanagerWebhook, AlertsOutcome, receive_alerts
+from gpuops.incidents.evidence import EvidenceSources, keep_evidence
 from gpuops.incidents.lifecycle import can_transition
 from gpuops.pipeline.dispatch import Dispatcher
 from gpuops.pipeline.steps import (
@@ -148,9 +149,29 @@ class Pipeline:
         with self.container.uow() as uow:
             incident = uow.session.get(Incident, incident_id)
             needs_agent = incident is not None and can_transition(incident.status, IncidentStatus.INVESTIGATING)
+        self.keep_evidence(incident_id)
         if needs_agent:
             self.dispatcher.dispatch(Step.AGENT_STEP, {"incident_id": incident_id})
         return needs_agent
+
+    def keep_evidence(self, incident_id: int) -> list[str]:
+        """Snapshot the incident's telemetry and workload at every moment that lacks one (its opening, each
+        executed action); evidence that cannot be taken never stops the incident."""
+        c = self.container
+        try:
+            telemetry = c.telemetry
+        except ConfigError:
+            telemetry = None
+        sources = EvidenceSources(telemetry=telemetry, cluster=c.cluster if c.cluster_configured else None,
+                                  runbook_settings=c.runbook_settings, step_s=c.settings.step_seconds)
+        try:
+            with c.uow() as uow:
+                taken = keep_evidence(uow.session, incident_id=incident_id, sources=sources, now=self.now())
+                uow.commit()
+        except Exception:
+            log.exception("the incident's evidence could not be kept", extra={"incident_id": incident_id})
+            return []
+        return taken
 
     # -- the agent ----------------------------------------------------------------------------------------
 
@@ -186,6 +207,7 @@ class Pipeline:
             return f"not planned: {exc}"
         log.info("agent step", extra={"incident_id": incident_id, "planner": report.planner,
                                       "outcome": report.outcome or _pause(report)})
+        self.keep_evidence(incident_id)
         self._notify(report, decision)
         return describe(report)
 

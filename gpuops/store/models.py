@@ -136,6 +136,24 @@ class IncidentEvent(Base):
     incident: Mapped[Incident] = relationship(back_populates="events")
 
 
+class IncidentEvidence(Base):
+    """What an incident's page is drawn from, kept with it: the node's telemetry (downsampled) and the workload on
+    the node, taken when the incident opened and after each executed action, so the evidence outlives the
+    telemetry source's retention and the pods that moved away."""
+
+    __tablename__ = "incident_evidence"
+    __table_args__ = (UniqueConstraint("incident_id", "moment", name="uq_incident_evidence_incident_moment"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"), index=True)
+    moment: Mapped[str] = mapped_column(String(32))  # "opened", or "action-<id>" after that action ran
+    taken_at: Mapped[datetime] = mapped_column(default=utcnow)
+    window_start: Mapped[datetime]
+    window_end: Mapped[datetime]
+    series: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    workload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
 class Action(Base):
     """A runbook invocation proposed for an incident; executes at most once (unique idempotency key)."""
 
