@@ -25,7 +25,7 @@ from entrypoints.web.auth import (
 )
 from entrypoints.web.decide import decide_on_action
 from entrypoints.web.fleet import fleet_view
-from entrypoints.web.incident_charts import incident_charts
+from entrypoints.web.incident_page import incident_page_context
 from entrypoints.web.live import live_version
 from entrypoints.web.views import audit_view, incident_view
 from gpuops.errors import NotFound
@@ -118,8 +118,8 @@ def _incident(request: Request, session: Session, incident_id: int, user: Signed
               status_code: int = 200) -> HTMLResponse:
     now = clock.now()
     view = incident_view(session, incident_id, now)
-    charts = incident_charts(request.app.state.container, get_incident(session, incident_id), now)
-    return render(request, "incident.html", {"incident": view, "charts": charts}, user, status_code=status_code)
+    page = incident_page_context(request.app.state.container, session, get_incident(session, incident_id), view, now)
+    return render(request, "incident.html", {"incident": view, **page}, user, status_code=status_code)
 
 
 @router.post("/incidents/{incident_id}/actions/{action_id}/decision")
