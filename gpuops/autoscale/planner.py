@@ -2,8 +2,20 @@
 
 Each cycle folds what it observed into the state (never anything later) and plans:
 
-* demand rate = the larger of a recent rate (an EWMA of arrivals, which a burst lifts at once) and the seasonal
-  rate learned for this hour of the day and of the week, at now and one cold start ahead;
+* demand rate = the largest of three estimates of the deployment's own next arrival, plus what the other
+  deployments' arrivals announce:
+  - a recent rate (an EWMA of arrivals, which a burst lifts at once);
+  - the hazard of its idle-gap distribution: the rate at which its past quiet spells ended once they had lasted
+    as long as the current one (a life table over gap bins, the open spell counted as time at risk, shrunk
+    towards the fleet's). A client that calls every two hours is warmed shortly before its call; a deployment
+    quiet for longer than it ever was has no hazard left and is released;
+  - the seasonal rate learned for this hour of the day and of the week, at now and one cold start ahead, while
+    the current quiet spell is no longer than one the deployment has already lived through (else it may be
+    gone, and yesterday's hour says nothing);
+  - cross-deployment wake-ups: users move between base models, so an arrival at A is often followed within a
+    minute or two by the first request in a long while at B. For each pair, the share of A's arrivals that B
+    woke after (first arrival after `wake_gap_s` quiet) within each lag bin is learned; while A's latest
+    arrival is that far back, B's rate gains that share spread over the bin;
 * the deployment's cold start = a high quantile of the cold starts it observed itself (the fleet's while it has
   seen too few, a default before anything is seen);
 * a warm spare is worth keeping while the rate is above `1 / warm_value_s`: holding a replica idle for a moment
@@ -13,7 +25,8 @@ Each cycle folds what it observed into the state (never anything later) and plan
 * replicas = requests in flight + spares, scaled down only after a cool-down of one cold start (the ski-rental
   break-even: an idle replica kept that long costs what restarting it would).
 
-Vectorised over the fleet: one cycle for 1,000 deployments is a few numpy operations.
+Vectorised over the fleet: one cycle for 1,000 deployments is a few numpy operations. The pair counts are
+dense, `len(cross_lags_s)` x n x n floats (16 MB for 1,000 deployments).
 """
 
 from __future__ import annotations
@@ -31,13 +44,20 @@ HOUR = 3600.0
 DAY = 24 * HOUR
 WEEK_HOURS = 168
 MAX_COLD_START_S = 600.0  # the cool-down never holds a replica longer than this many cold-start seconds
+# Bins of the quiet spell between a deployment's arrivals: 0, 15 s, then a factor of sqrt(2) up to 11 days, and
+# beyond. The open-ended bin's prior time at risk is its lower edge.
+GAP_EDGES = np.concatenate(([0.0], 15.0 * 2.0 ** (np.arange(33) / 2), [math.inf]))
+GAP_WIDTHS = np.diff(GAP_EDGES)
+GAP_WIDTHS[-1] = GAP_EDGES[-2]
 
 
 @dataclass(frozen=True)
 class PlannerSettings:
     """Chosen by reasoning, not fitted to a trace (see the module docstring). `warm_value_s` is the operating
-    point: the GPU-seconds one avoided cold-start wait is worth; larger keeps more replicas warm. `seasonal`
-    off leaves the recent rate alone (for comparison)."""
+    point: the GPU-seconds one avoided cold-start wait is worth; larger keeps more replicas warm. `seasonal`,
+    `hazard` and `cross` switch those terms of the rate off (for comparison). `cross_lags_s` are the upper
+    edges of the lag bins after another deployment's arrival; `wake_gap_s` the quiet spell after which an
+    arrival counts as a deployment waking."""
 
     period_s: float = 15.0
     recent_half_life_s: float = 600.0
@@ -52,6 +72,11 @@ class PlannerSettings:
     cold_start_memory: int = 200
     cooldown_cold_starts: float = 1.0
     seasonal: bool = True
+    cross: bool = True
+    cross_lags_s: tuple[float, ...] = (120.0, 600.0)
+    wake_gap_s: float = 600.0
+    hazard: bool = True
+    hazard_prior_gaps: float = 1.0
 
 
 class DemandPlanner:
@@ -78,6 +103,14 @@ class DemandPlanner:
         slots = math.ceil(s.cooldown_cold_starts * MAX_COLD_START_S / s.period_s) + 1
         self._wanted = np.zeros((slots, n), dtype=np.int64)
         self._slot = 0
+        self._last_arrival = np.full(n, -math.inf)
+        self._events = np.zeros(n)
+        self._wakes = np.zeros((len(s.cross_lags_s), n, n))
+        self._credited = np.zeros((n, n), dtype=bool)
+        self._longest_gap = np.zeros(n)
+        self._gap_events = np.zeros((n, GAP_WIDTHS.size))
+        self._gap_exposure = np.zeros((n, GAP_WIDTHS.size))
+        self._widths = np.diff(np.concatenate(([0.0], np.asarray(s.cross_lags_s, dtype=np.float64))))
 
     def decide(self, observation: CycleObservation) -> IntArray:
         """Desired replicas per deployment at `observation.now`, from this and earlier observations only."""
@@ -85,9 +118,16 @@ class DemandPlanner:
         s = self.settings
         horizon = self.cold_start_s + s.period_s
         rate = self._recent
+        if s.hazard:
+            rate = np.maximum(rate, self._hazard(observation.now))
         if s.seasonal:
             ahead = observation.now + float(horizon.max())
-            rate = np.maximum(rate, np.maximum(self._seasonal(observation.now), self._seasonal(ahead)))
+            seasonal = np.maximum(self._seasonal(observation.now), self._seasonal(ahead))
+            if s.hazard:  # the clock's forecast holds only for a quiet spell no longer than one already lived
+                seasonal = np.where(observation.now - self._last_arrival <= self._longest_gap, seasonal, 0.0)
+            rate = np.maximum(rate, seasonal)
+        if s.cross:
+            rate = rate + self._cross_rate(observation.now)
         warm = rate * s.warm_value_s >= 1.0
         expected = self._recent * horizon
         spares = np.where(warm, np.maximum(1, np.ceil(expected + s.burst_z * np.sqrt(expected))), 0)
@@ -99,6 +139,69 @@ class DemandPlanner:
         held = np.where(age <= cooldown_slots[None, :], self._wanted, 0).max(axis=0)
         desired: IntArray = np.clip(np.maximum(wanted, held), s.min_replicas, s.max_replicas).astype(np.int64)
         return desired
+
+    def _hazard(self, now: float) -> FloatArray:
+        """Each deployment's rate of a next arrival given how long it has been idle: the piecewise-constant
+        hazard of its own gaps between arrivals (events over time at risk per gap bin, the open gap counted as
+        time at risk), shrunk towards the fleet's by `hazard_prior_gaps` gaps' worth of time at risk."""
+        idle = now - self._last_arrival
+        k = np.clip(np.searchsorted(GAP_EDGES, idle, side="right") - 1, 0, GAP_WIDTHS.size - 1)
+        rows = np.arange(self.n)
+        open_exposure = idle - GAP_EDGES[k]  # the open gap's time at risk in its own bin
+        fleet = self._gap_events.sum(axis=0) / np.maximum(self._gap_exposure.sum(axis=0), 1e-9)
+        prior = self.settings.hazard_prior_gaps * GAP_WIDTHS
+        events = self._gap_events[rows, k] + prior[k] * fleet[k]
+        exposure = self._gap_exposure[rows, k] + open_exposure + prior[k]
+        hazard: FloatArray = np.where(np.isfinite(idle), events / exposure, 0.0)
+        return hazard
+
+    def _learn_gaps(self, arrived: IntArray, now: float) -> None:
+        gap = now - self._last_arrival[arrived]
+        seen = np.isfinite(gap)
+        arrived, gap = arrived[seen], gap[seen]
+        if not arrived.size:
+            return
+        k = np.searchsorted(GAP_EDGES, gap, side="right") - 1
+        self._longest_gap[arrived] = np.maximum(self._longest_gap[arrived], gap)
+        self._gap_events[arrived, k] += 1
+        self._gap_exposure[arrived] += np.clip(gap[:, None] - GAP_EDGES[None, :-1], 0.0,
+                                               GAP_EDGES[None, 1:] - GAP_EDGES[None, :-1])
+
+    def _cross_rate(self, now: float) -> FloatArray:
+        """Wake-ups per second expected of each deployment from the other deployments' latest arrivals: for a
+        deployment A that last saw an arrival `lag` ago, B's share of A's arrivals that were followed by B
+        waking (its first arrival after `wake_gap_s` quiet) within `lag`'s bin, spread over the bin."""
+        lag = now - self._last_arrival
+        edges = self.settings.cross_lags_s
+        rate = np.zeros(self.n)
+        low = 0.0
+        for j, high in enumerate(edges):
+            active = np.flatnonzero((lag >= low) & (lag < high) & (self._events > 0))
+            if active.size:
+                p = self._wakes[j, active] / self._events[active, None]
+                rate += p.sum(axis=0) / self._widths[j]
+            low = high
+        return rate
+
+    def _learn_cross(self, o: CycleObservation) -> None:
+        """Credit each deployment that woke this cycle to the other deployments' latest arrivals, once per
+        arrival and by lag; then this cycle's arrivals become the latest."""
+        arrived = np.flatnonzero(o.arrivals > 0)
+        if not arrived.size:
+            return
+        woke = arrived[o.now - self._last_arrival[arrived] >= self.settings.wake_gap_s]
+        if woke.size:
+            lag = o.now - self._last_arrival
+            low = 0.0
+            for j, high in enumerate(self.settings.cross_lags_s):
+                sources = np.flatnonzero((lag >= low) & (lag < high))
+                if sources.size:
+                    block = ~self._credited[np.ix_(sources, woke)]
+                    self._wakes[j][np.ix_(sources, woke)] += block
+                    self._credited[np.ix_(sources, woke)] = True
+                low = high
+        self._events[arrived] += 1
+        self._credited[arrived] = False
 
     def _observe(self, o: CycleObservation) -> None:
         if self._last_now is not None:
@@ -114,6 +217,12 @@ class DemandPlanner:
         self._hour_counts += o.arrivals
         if o.cold_starts:
             self._learn_cold_starts(o.cold_starts)
+        arrived = np.flatnonzero(o.arrivals > 0)
+        if self.settings.hazard:
+            self._learn_gaps(arrived, o.now)
+        if self.settings.cross:
+            self._learn_cross(o)
+        self._last_arrival[arrived] = o.now
 
     def _fold_hour(self, hour: int) -> None:
         alpha = self.settings.seasonal_alpha
