@@ -4,10 +4,15 @@ tests and several apps in one process do not collide)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from gpuops.store.models import Action, DetectorState
 
 
 class _StoreCollector(Collector):
@@ -33,6 +38,53 @@ class _StoreCollector(Collector):
         yield up
 
 
+@dataclass
+class StoreActivity:
+    """What the store says gpuops did: actions by (runbook, status), and per detection shard the cycles run and
+    the data time the last one reached."""
+
+    actions: dict[tuple[str, str], int] = field(default_factory=dict)
+    cycles: dict[str, int] = field(default_factory=dict)
+    last_data_ts: dict[str, float] = field(default_factory=dict)
+
+
+def store_activity(session: Session) -> StoreActivity:
+    """Read the StoreActivity (two small aggregate queries)."""
+    actions = {(runbook, status): int(n) for runbook, status, n in session.execute(
+        select(Action.runbook, Action.status, func.count()).group_by(Action.runbook, Action.status))}
+    states = session.execute(select(DetectorState.shard, DetectorState.cycles, DetectorState.last_ts)).all()
+    return StoreActivity(actions=actions, cycles={shard: int(n or 0) for shard, n, _ in states},
+                         last_data_ts={shard: float(ts or 0.0) for shard, _, ts in states})
+
+
+class _ActivityCollector(Collector):
+    """Actions and detection cycles read from the store at scrape time: workers that run them serve no /metrics,
+    so a counter in their memory would never be scraped."""
+
+    def __init__(self, read: Callable[[], StoreActivity]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            activity = self._read()
+        except Exception:  # gpuops_store_up says the store is down; the scrape still answers
+            return
+        actions = GaugeMetricFamily("gpuops_actions", "Actions in the store by runbook and status.",
+                                    labels=["runbook", "status"])
+        for (runbook, status), n in sorted(activity.actions.items()):
+            actions.add_metric([runbook, status], float(n))
+        cycles = CounterMetricFamily("gpuops_detection_cycles", "Detection cycles run, per shard.", labels=["shard"])
+        last = GaugeMetricFamily("gpuops_detection_last_data_timestamp_seconds",
+                                 "The data time (Unix seconds) the last detection cycle of a shard reached.",
+                                 labels=["shard"])
+        for shard, n in sorted(activity.cycles.items()):
+            cycles.add_metric([shard], float(n))
+            last.add_metric([shard], activity.last_data_ts.get(shard, 0.0))
+        yield actions
+        yield cycles
+        yield last
+
+
 class ServiceMetrics:
     """Counters and histograms the service updates, plus the store collector."""
 
@@ -42,10 +94,6 @@ class ServiceMetrics:
                                      ["method", "route", "status"], registry=self.registry)
         self.http_latency = Histogram("gpuops_http_request_duration_seconds", "HTTP request latency.",
                                       ["route"], registry=self.registry)
-        self.detection_cycles = Counter("gpuops_detection_cycles", "Detection cycles run.", ["outcome"],
-                                        registry=self.registry)
-        self.actions = Counter("gpuops_actions", "Actions by runbook and final status.",
-                               ["runbook", "status"], registry=self.registry)
         self.desired_replicas = Gauge("gpuops_desired_replicas",
                                       "Replicas gpuops' scaler plans for an inference Deployment, for an HPA or "
                                       "KEDA that owns it to follow.", ["namespace", "deployment"],
@@ -59,3 +107,7 @@ class ServiceMetrics:
 
     def watch_store(self, counts: Callable[[], dict[tuple[str, str], int]]) -> None:
         self.registry.register(_StoreCollector(counts))
+
+    def watch_activity(self, read: Callable[[], StoreActivity]) -> None:
+        """Publish actions and detection cycles as the store holds them (see _ActivityCollector)."""
+        self.registry.register(_ActivityCollector(read))

@@ -23,7 +23,7 @@ from gpuops.incidents.queries import count_by_status
 from gpuops.model_store import DirectoryStore
 from gpuops.notify import Notifier, NullNotifier
 from gpuops.policy.config import PolicyConfig, load_policy
-from gpuops.service_metrics import ServiceMetrics
+from gpuops.service_metrics import ServiceMetrics, StoreActivity, store_activity
 from gpuops.store import UnitOfWork, make_engine, make_session_factory
 from gpuops.store.audit import AuditSigning, audit_key_from, sign_sessions
 from runbooks import Catalogue, RunbookSettings, default_catalogue
@@ -172,6 +172,12 @@ def bootstrap(settings: Settings | None = None, *, env: Mapping[str, str] | None
             return count_by_status(session)
 
     metrics.watch_store(_counts)
+
+    def _activity() -> StoreActivity:
+        with session_factory() as session:
+            return store_activity(session)
+
+    metrics.watch_activity(_activity)
 
     def _cost() -> dict[str, Any]:
         with session_factory() as session:
