@@ -4,6 +4,7 @@ reactive and warm-1 baselines and the oracle bound."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ import click
 from evaluation.autoscale.run import PARTS, EvaluationInputs, Part, evaluate
 from evaluation.autoscale.trace import TraceError
 from gpuops.autoscale.planner import PlannerSettings
+
+TERMS = ("seasonal", "hazard", "cross")
 
 
 def register(group: click.Group) -> None:
@@ -37,11 +40,15 @@ def autoscale() -> None:
 @click.option("--warm-value", "warm_value_s", type=click.FloatRange(min=0.0), default=PlannerSettings.warm_value_s,
               show_default=True, help="gpuops' operating point: the GPU-seconds one avoided cold-start wait is "
                                       "worth (larger keeps more replicas warm).")
+@click.option("--without", "without", type=click.Choice(TERMS), multiple=True,
+              help="Leave this term out of gpuops' demand rate (repeatable; for comparison): the hour-of-day "
+                   "and -week profile, the idle-gap hazard, the cross-deployment wake-ups.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def evaluate_command(requests_file: Path, cold_starts_file: Path, seed: int, period_s: float, part: Part,
-                     warm_value_s: float, as_json: bool) -> None:
+                     warm_value_s: float, without: tuple[str, ...], as_json: bool) -> None:
     """Replay a request trace: GPU-hours and request waits for gpuops, reactive, warm-1 and the oracle."""
-    settings = PlannerSettings(period_s=period_s, warm_value_s=warm_value_s)
+    settings = replace(PlannerSettings(period_s=period_s, warm_value_s=warm_value_s),
+                       **{term: False for term in without})
     try:
         report = evaluate(EvaluationInputs(requests_file, cold_starts_file, seed, period_s, part), settings)
     except TraceError as exc:

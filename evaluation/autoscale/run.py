@@ -73,6 +73,7 @@ def evaluate(inputs: EvaluationInputs, settings: PlannerSettings | None = None) 
         "seed": inputs.seed,
         "period_s": inputs.period_s,
         "warm_value_s": planner.warm_value_s,
+        "planner_terms": {"seasonal": planner.seasonal, "hazard": planner.hazard, "cross": planner.cross},
         "policies": summaries,
         "policy_seconds": timings,
         "targets": targets(summaries),

@@ -51,6 +51,21 @@ def test_the_table_and_a_held_out_half(tmp_path: Path) -> None:
     assert all(name in result.output for name in ("gpuops", "reactive", "warm-1", "oracle", "run took"))
 
 
+def test_terms_can_be_left_out_of_the_rate_for_comparison_and_an_unknown_one_is_refused(tmp_path: Path) -> None:
+    requests, cold = files(tmp_path)
+    args = ("--requests", str(requests), "--coldstarts", str(cold), "--json")
+    full = json.loads(invoke(*args).output)
+    assert full["planner_terms"] == {"seasonal": True, "hazard": True, "cross": True}
+    result = invoke(*args, "--without", "hazard", "--without", "cross")
+    assert result.exit_code == 0, result.output
+    bare = json.loads(result.output)
+    assert bare["planner_terms"] == {"seasonal": True, "hazard": False, "cross": False}
+    assert bare["policies"]["reactive"] == full["policies"]["reactive"]
+    assert bare["policies"]["gpuops"] != full["policies"]["gpuops"]
+    refused = invoke(*args, "--without", "weather")
+    assert refused.exit_code == 2 and "'weather' is not one of" in refused.output
+
+
 def test_a_malformed_line_is_an_error_naming_file_line_and_field(tmp_path: Path) -> None:
     requests = write_requests(tmp_path / "r.csv", [(0, 5, "M0001")],
                               extra=["2024-11-15 10:00:00,TXT_2_IMG,SUCCEED,slow,G0,1,,1,30,M0001,0"])
