@@ -125,6 +125,7 @@ def _fault_rows(scenario: Scenario, run: LoopRun, base: BaselineRun) -> tuple[li
         onset = _ts(fault["onset"])
         threshold_at = threshold_mitigation(base, index)
         stop = got.mitigated if got.mitigated is not None else got.handed
+        incident = next((i for i in run.incidents if i["id"] == got.incident_id), None)
         rows.append({
             "kind": fault["kind"], "node": fault["node"], "gpu": fault.get("gpu"),
             "onset": fault["onset"], "failure_at": fault.get("failure_at"),
@@ -143,6 +144,9 @@ def _fault_rows(scenario: Scenario, run: LoopRun, base: BaselineRun) -> tuple[li
                 "threshold_alerts": round(gpu_hours_lost(impact, threshold_at, base.end), 2),
             },
             "_timeline": {"onset": onset, "failure": impact.failure_at, "detected": score.first_ts,
+                          "incident": incident.get("opened_at") if incident else None,
+                          "resolved": incident.get("resolved_at") if incident else None,
+                          "actions": [[a["executed_at"], a["runbook"]] for a in got.actions if a["executed_at"]],
                           "mitigated": got.mitigated, "handed": got.handed, "threshold": threshold_at,
                           "end": base.end},
         })
