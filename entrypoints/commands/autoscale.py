@@ -4,7 +4,6 @@ reactive and warm-1 baselines and the oracle bound."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +46,8 @@ def autoscale() -> None:
 def evaluate_command(requests_file: Path, cold_starts_file: Path, seed: int, period_s: float, part: Part,
                      warm_value_s: float, without: tuple[str, ...], as_json: bool) -> None:
     """Replay a request trace: GPU-hours and request waits for gpuops, reactive, warm-1 and the oracle."""
-    settings = replace(PlannerSettings(period_s=period_s, warm_value_s=warm_value_s),
-                       **{term: False for term in without})
+    settings = PlannerSettings(period_s=period_s, warm_value_s=warm_value_s, seasonal="seasonal" not in without,
+                               hazard="hazard" not in without, cross="cross" not in without)
     try:
         report = evaluate(EvaluationInputs(requests_file, cold_starts_file, seed, period_s, part), settings)
     except TraceError as exc:
