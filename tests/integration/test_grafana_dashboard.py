@@ -1,6 +1,8 @@
-"""The shipped Grafana dashboard (deploy/grafana/gpuops.json) asks only for what gpuops exports: every panel's
-PromQL names metrics a running gpuops serves on /metrics (scraped here from the real app over HTTP) and parses
-(promtool, the Prometheus project's own parser), and the dashboard is one Grafana can import."""
+"""The shipped Grafana dashboards ask only for what exists: every panel of deploy/grafana/gpuops.json names
+metrics a running gpuops serves on /metrics (scraped here from the real app over HTTP), every panel of
+deploy/grafana/gpuops-fleet.json names dcgm-exporter and kube-state-metrics series, with their labels, as the
+fleet twin serves them; every expression parses (promtool, the Prometheus project's own parser), and both are
+dashboards Grafana can import (the fleet one with the `node` and `gpu` variables incident links set)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -18,10 +19,15 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from gpuops.store.models import Action, DetectorState, Incident
+from simulator.scenario import scenario_from_dict
+from simulator.server import serve_twin
+from simulator.twin import Twin
 from tests.conftest import REPO_ROOT
 from tests.web_server import serve, web_container
 
 DASHBOARD = REPO_ROOT / "deploy" / "grafana" / "gpuops.json"
+FLEET_DASHBOARD = REPO_ROOT / "deploy" / "grafana" / "gpuops-fleet.json"
+DASHBOARDS = [DASHBOARD, FLEET_DASHBOARD]
 GRAFANA_RANGES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "6h"}
 SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
             "summary": ("", "_sum", "_count", "_created"), "gauge": ("",), "info": ("_info",),
@@ -33,12 +39,17 @@ KEYWORDS = {"sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "c
             "and", "or", "unless", "bool", "offset", "inf", "nan"}
 
 
-def panels() -> list[dict[str, Any]]:
-    return list(json.loads(DASHBOARD.read_text())["panels"])
+def expressions(path: Path = DASHBOARD) -> list[str]:
+    return [t["expr"] for p in json.loads(path.read_text())["panels"] for t in p.get("targets", [])]
 
 
-def expressions() -> list[str]:
-    return [t["expr"] for p in panels() for t in p.get("targets", [])]
+def label_names(expr: str) -> set[str]:
+    """Label names an expression matches on or aggregates by (`le` of histograms left out)."""
+    names = {m.group(1) for block in re.findall(r"\{([^}]*)\}", expr)
+             for m in re.finditer(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)", block)}
+    for group in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", expr):
+        names.update(n.strip() for n in group.split(",") if n.strip())
+    return names - {"le"}
 
 
 def with_ranges(expr: str) -> str:
@@ -101,8 +112,9 @@ def served_metrics(metrics_page: str) -> set[str]:
     return exported(metrics_page)
 
 
-def test_the_dashboard_is_importable() -> None:
-    dashboard = json.loads(DASHBOARD.read_text())
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_the_dashboard_is_importable(path: Path) -> None:
+    dashboard = json.loads(path.read_text())
     assert dashboard["uid"] and dashboard["title"] and dashboard["schemaVersion"] >= 36
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
@@ -149,8 +161,39 @@ def _check(rules: Path) -> subprocess.CompletedProcess[str]:
                           check=False)
 
 
-def test_every_expression_parses(tmp_path: Path) -> None:
-    rules = [{"record": f"gpuops:dashboard_panel_{n}", "expr": with_ranges(e)} for n, e in enumerate(expressions())]
+@pytest.fixture(scope="module")
+def fleet_page() -> Iterator[str]:
+    """The fleet twin's /metrics (dcgm-exporter and kube-state-metrics), over HTTP."""
+    twin = Twin(scenario_from_dict({"name": "grafana", "seed": 3, "duration": "10m", "step": "15s", "faults": [],
+                                    "fleet": {"nodes": 2, "gpus_per_node": 2, "gpu_model": "H100"}}))
+    served = serve_twin(twin)
+    try:
+        yield httpx.get(f"{served.url}/metrics", timeout=10).text
+    finally:
+        served.stop()
+
+
+def test_the_fleet_dashboard_asks_for_dcgm_series_by_their_labels(fleet_page: str) -> None:
+    labels: dict[str, set[str]] = {}  # read as Prometheus does (prometheus_client's parser renames counters)
+    for line in fleet_page.splitlines():
+        if line and not line.startswith("#"):
+            name = re.split(r"[{\s]", line, maxsplit=1)[0]
+            labels.setdefault(name, set()).update(re.findall(r'([A-Za-z_][A-Za-z0-9_]*)="', line.split("}")[0]))
+    dashboard = json.loads(FLEET_DASHBOARD.read_text())
+    queries = [v["definition"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    assert {v["name"] for v in dashboard["templating"]["list"]} >= {"node", "gpu"}  # what incident links set
+    for expr in expressions(FLEET_DASHBOARD) + [q.replace("label_values(", "").rsplit(",", 1)[0] for q in queries]:
+        names = metric_names(expr)
+        assert names and names <= set(labels), f"{expr}: not served: {sorted(names - set(labels))}"
+        wanted = label_names(expr) | ({q.rsplit(",", 1)[1].strip(" )") for q in queries if expr in q})
+        served = set().union(*(labels[n] for n in names))
+        assert wanted <= served, f"{expr}: labels {sorted(wanted - served)} are not on {sorted(names)}"
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_every_expression_parses(tmp_path: Path, path: Path) -> None:
+    rules = [{"record": f"gpuops:dashboard_panel_{n}", "expr": with_ranges(e).replace("$node", ".*").replace(
+        "$gpu", ".*")} for n, e in enumerate(expressions(path))]
     path = tmp_path / "dashboard.rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     result = _check(path)
