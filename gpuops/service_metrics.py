@@ -12,7 +12,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gpuops.store.models import Action, DetectorState
+from gpuops.store.models import Action, DetectorState, NotificationOutbox
 
 
 class _StoreCollector(Collector):
@@ -46,6 +46,7 @@ class StoreActivity:
     actions: dict[tuple[str, str], int] = field(default_factory=dict)
     cycles: dict[str, int] = field(default_factory=dict)
     last_data_ts: dict[str, float] = field(default_factory=dict)
+    notifications: dict[tuple[str, str], int] = field(default_factory=dict)  # (channel, status) in the outbox
 
 
 def store_activity(session: Session) -> StoreActivity:
@@ -53,8 +54,12 @@ def store_activity(session: Session) -> StoreActivity:
     actions = {(runbook, status): int(n) for runbook, status, n in session.execute(
         select(Action.runbook, Action.status, func.count()).group_by(Action.runbook, Action.status))}
     states = session.execute(select(DetectorState.shard, DetectorState.cycles, DetectorState.last_ts)).all()
+    notifications = {(channel, status): int(n) for channel, status, n in session.execute(
+        select(NotificationOutbox.channel, NotificationOutbox.status, func.count())
+        .group_by(NotificationOutbox.channel, NotificationOutbox.status))}
     return StoreActivity(actions=actions, cycles={shard: int(n or 0) for shard, n, _ in states},
-                         last_data_ts={shard: float(ts or 0.0) for shard, _, ts in states})
+                         last_data_ts={shard: float(ts or 0.0) for shard, _, ts in states},
+                         notifications=notifications)
 
 
 class _ActivityCollector(Collector):
@@ -80,9 +85,15 @@ class _ActivityCollector(Collector):
         for shard, n in sorted(activity.cycles.items()):
             cycles.add_metric([shard], float(n))
             last.add_metric([shard], activity.last_data_ts.get(shard, 0.0))
+        notifications = GaugeMetricFamily(
+            "gpuops_notifications", "Incident events to PagerDuty and the webhook in the outbox, by channel and "
+            "status (pending: waiting for the receiver; failed: refused).", labels=["channel", "status"])
+        for (channel, status), n in sorted(activity.notifications.items()):
+            notifications.add_metric([channel, status], float(n))
         yield actions
         yield cycles
         yield last
+        yield notifications
 
 
 class ServiceMetrics:

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from gpuops.store.models import Action, DetectorState, Incident
+from gpuops.store.models import Action, DetectorState, Incident, NotificationOutbox
 from simulator.scenario import scenario_from_dict
 from simulator.server import serve_twin
 from simulator.twin import Twin
@@ -99,6 +99,8 @@ def metrics_page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 uow.session.add(Action(incident_id=incident.id, runbook="drain_node", plan_hash="h" * 64,
                                        idempotency_key=f"k{n}", status=status))
             uow.session.add(DetectorState(shard="0/1", last_ts=1_764_800_000.0, cycles=42))
+            uow.session.add(NotificationOutbox(channel="pagerduty", incident_id=incident.id, event="trigger",
+                                               status="pending"))
             uow.commit()
         with serve(container) as server:
             httpx.get(f"{server.url}/healthz", timeout=10)  # an HTTP request, so its series have samples too
@@ -129,18 +131,19 @@ def test_the_dashboard_is_importable(path: Path) -> None:
 
 def test_every_panel_asks_only_for_metrics_gpuops_exports(served_metrics: set[str]) -> None:
     asked = set().union(*(metric_names(e) for e in expressions()))
-    assert {"gpuops_incidents", "gpuops_actions", "gpuops_detection_cycles_total",
+    assert {"gpuops_incidents", "gpuops_actions", "gpuops_detection_cycles_total", "gpuops_notifications",
             "gpuops_http_request_duration_seconds_bucket", "gpuops_desired_replicas"} <= asked
     assert asked - served_metrics == set(), f"not on /metrics: {sorted(asked - served_metrics)}"
 
 
-def test_actions_and_detection_cycles_come_from_the_store(metrics_page: str) -> None:
+def test_actions_detection_cycles_and_notifications_come_from_the_store(metrics_page: str) -> None:
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for family in text_string_to_metric_families(metrics_page) for s in family.samples}
     assert samples[("gpuops_actions", (("runbook", "drain_node"), ("status", "succeeded")))] == 2
     assert samples[("gpuops_actions", (("runbook", "drain_node"), ("status", "failed")))] == 1
     assert samples[("gpuops_detection_cycles_total", (("shard", "0/1"),))] == 42
     assert samples[("gpuops_detection_last_data_timestamp_seconds", (("shard", "0/1"),))] == 1_764_800_000.0
+    assert samples[("gpuops_notifications", (("channel", "pagerduty"), ("status", "pending")))] == 1
 
 
 def test_the_name_check_finds_what_is_not_exported(served_metrics: set[str]) -> None:
