@@ -7,16 +7,27 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from detectors.frame import FleetFrame
-from gpuops.cost.tracking import GpuTrack, advance, busy_seconds, unseen, utilisation, workload_of
-from gpuops.store.models import GpuHours, GpuUsage
+from gpuops.cost.tracking import (
+    UNKNOWN,
+    FloatArray,
+    GpuTrack,
+    Tracks,
+    advance_all,
+    busy_seconds,
+    unseen,
+    utilisation,
+    workload_of,
+)
+from gpuops.store.models import GpuHours, GpuUsage, utcnow
 
 
 @dataclass(frozen=True)
@@ -33,9 +44,12 @@ def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC)
 
 
-def _track(row: GpuUsage) -> GpuTrack:
-    return GpuTrack(row.pod, row.namespace, row.state,
-                    None if row.low_since is None else row.low_since.timestamp(), row.seen_at.timestamp())
+def _stored(session: Session, owns: Callable[[str], bool]) -> dict[tuple[str, int], GpuTrack]:
+    rows = session.execute(select(GpuUsage.hostname, GpuUsage.gpu, GpuUsage.pod, GpuUsage.namespace, GpuUsage.state,
+                                  GpuUsage.low_since, GpuUsage.seen_at))
+    return {(host, gpu): GpuTrack(pod, namespace, state, None if since is None else since.timestamp(),
+                                  seen.timestamp())
+            for host, gpu, pod, namespace, state, since, seen in rows if owns(host)}
 
 
 def record_usage(session: Session, frame: FleetFrame, settings: UsageSettings,
@@ -44,57 +58,71 @@ def record_usage(session: Session, frame: FleetFrame, settings: UsageSettings,
     (`owns`: its shard) but absent from the frame becomes unknown. Returns the GPUs updated."""
     if frame.n_steps == 0:
         return 0
-    rows = {(r.hostname, r.gpu): r for r in session.scalars(select(GpuUsage))
-            if owns(r.hostname)}
+    stored = _stored(session, owns)
+    keys = [frame.gpus.key(i) for i in range(frame.n_gpus)]
+    previous = Tracks.of([stored.pop(key, None) for key in keys])
     util = utilisation(frame)
-    hours: dict[tuple[str, str, str], list[float]] = {}
-    for i in range(frame.n_gpus):
-        key = frame.gpus.key(i)
-        pod, namespace = frame.gpus.pod[i], frame.gpus.namespace[i]
-        row = rows.pop(key, None)
-        previous = _track(row) if row is not None else None
-        track = advance(previous, pod=pod, namespace=namespace, timestamps=frame.timestamps, util=util[i],
-                        threshold=settings.threshold_percent, max_gap_s=settings.max_gap_s)
-        if pod:
-            after = previous.seen_at if previous is not None else float("-inf")
-            for day, (provisioned, busy) in busy_seconds(frame.timestamps, util[i], after=after,
-                                                         step_s=settings.step_s).items():
-                sums = hours.setdefault((_day(day), namespace, workload_of(pod)), [0.0, 0.0])
-                sums[0] += provisioned
-                sums[1] += busy
-        if track is previous or not np.isfinite(track.seen_at):
-            continue
-        if row is None:
-            row = GpuUsage(hostname=key[0], gpu=key[1])
-            session.add(row)
-        _write(row, track, model_name=frame.gpus.model_name[i])
+    tracks = advance_all(previous, pods=frame.gpus.pod, namespaces=frame.gpus.namespace,
+                         timestamps=frame.timestamps, util=util, threshold=settings.threshold_percent,
+                         max_gap_s=settings.max_gap_s)
+    _add_hours(session, _hours(frame, util, previous.seen_at, settings.step_s))
+    now = utcnow()
+    known = np.isfinite(previous.seen_at)
+    changed = np.flatnonzero(tracks.seen_at > previous.seen_at).tolist()
+    rows = {i: _row(keys[i], tracks.row(i), frame.gpus.model_name[i], now) for i in changed}
+    updates = [rows[i] for i in changed if known[i]]
+    inserts = [rows[i] for i in changed if not known[i]]
+    if updates:
+        session.execute(update(GpuUsage), updates)
+    if inserts:
+        session.execute(insert(GpuUsage), inserts)
     last = float(frame.timestamps[-1])
-    for row in rows.values():  # stored, owned, and not in this frame
-        if row.state != "unknown":
-            _write(row, unseen(_track(row), last), model_name=row.model_name)
-    _add_hours(session, hours)
-    return frame.n_gpus
+    gone = [_row(key, unseen(track, last), None, now) for key, track in stored.items() if track.state != UNKNOWN]
+    if gone:  # stored, owned, and not in this frame
+        session.execute(update(GpuUsage), gone)
+    return len(changed)
+
+
+def _row(key: tuple[str, int], track: GpuTrack, model_name: str | None, now: datetime) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "hostname": key[0], "gpu": key[1], "pod": track.pod, "namespace": track.namespace,
+        "deployment": workload_of(track.pod) if track.pod else "", "state": track.state,
+        "low_since": None if track.low_since is None else _dt(track.low_since), "seen_at": _dt(track.seen_at),
+        "updated_at": now}
+    if model_name is not None:
+        row["model_name"] = model_name
+    return row
+
+
+def _hours(frame: FleetFrame, util: FloatArray, after: FloatArray, step_s: float
+           ) -> dict[tuple[str, str, str], list[float]]:
+    """GPU-seconds (provisioned, busy) per (UTC day, namespace, deployment) of the GPUs with a pod bound."""
+    bound = [i for i, pod in enumerate(frame.gpus.pod) if pod]
+    hours: dict[tuple[str, str, str], list[float]] = {}
+    if not bound:
+        return hours
+    per_day = busy_seconds(frame.timestamps, util[bound], after=after[bound], step_s=step_s)
+    for day, (provisioned, busy) in per_day.items():
+        name = _day(day)
+        for j, i in enumerate(bound):
+            if provisioned[j] <= 0:
+                continue
+            sums = hours.setdefault((name, frame.gpus.namespace[i], workload_of(frame.gpus.pod[i])), [0.0, 0.0])
+            sums[0] += float(provisioned[j])
+            sums[1] += float(busy[j])
+    return hours
 
 
 def _day(day: int) -> str:
     return datetime.fromtimestamp(day * 86400, tz=UTC).strftime("%Y-%m-%d")
 
 
-def _write(row: GpuUsage, track: GpuTrack, *, model_name: str) -> None:
-    row.model_name = model_name
-    row.pod, row.namespace = track.pod, track.namespace
-    row.deployment = workload_of(track.pod) if track.pod else ""
-    row.state = track.state
-    row.low_since = None if track.low_since is None else _dt(track.low_since)
-    row.seen_at = _dt(track.seen_at)
-
-
 def _add_hours(session: Session, hours: dict[tuple[str, str, str], list[float]]) -> None:
     if not hours:
         return
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    upsert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     for (day, namespace, deployment), (provisioned, busy) in sorted(hours.items()):
-        stmt = insert(GpuHours).values(day=day, namespace=namespace, deployment=deployment,
+        stmt = upsert(GpuHours).values(day=day, namespace=namespace, deployment=deployment,
                                        provisioned_s=provisioned, busy_s=busy)
         session.execute(stmt.on_conflict_do_update(
             index_elements=["day", "namespace", "deployment"],

@@ -57,30 +57,70 @@ def utilisation(frame: FleetFrame) -> FloatArray:
     return out
 
 
+@dataclass(frozen=True)
+class Tracks:
+    """Many GPUs' tracks at once (row i of every array is GPU i); `low_since` NaN where there is no low run and
+    `seen_at` -inf for a GPU never seen."""
+
+    pod: tuple[str, ...]
+    namespace: tuple[str, ...]
+    state: tuple[str, ...]
+    low_since: FloatArray
+    seen_at: FloatArray
+
+    def row(self, i: int) -> GpuTrack:
+        since = float(self.low_since[i])
+        return GpuTrack(self.pod[i], self.namespace[i], self.state[i], None if np.isnan(since) else since,
+                        float(self.seen_at[i]))
+
+    @staticmethod
+    def of(tracks: list[GpuTrack | None]) -> Tracks:
+        """Tracks from single ones (None: never seen)."""
+        return Tracks(pod=tuple(t.pod if t else "" for t in tracks),
+                      namespace=tuple(t.namespace if t else "" for t in tracks),
+                      state=tuple(t.state if t else UNKNOWN for t in tracks),
+                      low_since=np.array([np.nan if t is None or t.low_since is None else t.low_since
+                                          for t in tracks], dtype=np.float64),
+                      seen_at=np.array([t.seen_at if t else -np.inf for t in tracks], dtype=np.float64))
+
+
+def advance_all(previous: Tracks, *, pods: tuple[str, ...], namespaces: tuple[str, ...], timestamps: FloatArray,
+                util: FloatArray, threshold: float, max_gap_s: float) -> Tracks:
+    """Every GPU's track after `timestamps` (`util` is `[gpu, time]`; only samples newer than a GPU's `seen_at`
+    count). A gap longer than `max_gap_s` since the previous cycle breaks a low run like a missing sample does; a
+    GPU with no newer sample keeps its track."""
+    n, t = util.shape
+    if t == 0:
+        return previous
+    new = timestamps[None, :] > previous.seen_at[:, None]
+    has_new = np.asarray(new.any(axis=1), dtype=bool)
+    first_new = np.argmax(new, axis=1)
+    breaks = (np.isnan(util) | (np.nan_to_num(util, nan=np.inf) >= threshold)) & new
+    last_break = np.where(breaks, np.arange(t)[None, :], -1).max(axis=1)
+    bound = np.array([bool(p) for p in pods], dtype=bool)
+    same = np.array([pods[i] == previous.pod[i] and namespaces[i] == previous.namespace[i] for i in range(n)],
+                    dtype=bool)
+    carried = (same & (np.array(previous.state) == LOW) & ~np.isnan(previous.low_since)
+               & (timestamps[first_new] - previous.seen_at <= max_gap_s))
+    since = np.where(last_break >= 0, timestamps[np.minimum(last_break + 1, t - 1)],
+                     np.where(carried, previous.low_since, timestamps[first_new]))
+    last_nan = np.isnan(util[:, -1])
+    state = np.where(~bound, FREE, np.where(last_break == t - 1, np.where(last_nan, UNKNOWN, BUSY), LOW))
+    low = bound & (last_break < t - 1)
+    return Tracks(
+        pod=tuple(pods[i] if has_new[i] else previous.pod[i] for i in range(n)),
+        namespace=tuple(namespaces[i] if has_new[i] else previous.namespace[i] for i in range(n)),
+        state=tuple(str(state[i]) if has_new[i] else previous.state[i] for i in range(n)),
+        low_since=np.where(has_new, np.where(low, since, np.nan), previous.low_since),
+        seen_at=np.where(has_new, timestamps[-1], previous.seen_at))
+
+
 def advance(previous: GpuTrack | None, *, pod: str, namespace: str, timestamps: FloatArray, util: FloatArray,
             threshold: float, max_gap_s: float) -> GpuTrack:
-    """The GPU's track after `timestamps` (only samples newer than `previous.seen_at` count). A gap longer than
-    `max_gap_s` since the previous cycle breaks a low run like a missing sample does."""
-    after = previous.seen_at if previous is not None else -np.inf
-    new = timestamps > after
-    ts, u = timestamps[new], util[new]
-    if len(ts) == 0:
-        return previous if previous is not None else GpuTrack(pod, namespace, UNKNOWN, None, float("-inf"))
-    last = float(ts[-1])
-    if not pod:
-        return GpuTrack(pod, namespace, FREE, None, last)
-    breaks = np.isnan(u) | (np.nan_to_num(u, nan=np.inf) >= threshold)
-    if bool(breaks[-1]):
-        return GpuTrack(pod, namespace, UNKNOWN if np.isnan(u[-1]) else BUSY, None, last)
-    broken = np.flatnonzero(breaks)
-    if len(broken):
-        return GpuTrack(pod, namespace, LOW, float(ts[broken[-1] + 1]), last)
-    carried = (previous is not None and previous.state == LOW and previous.low_since is not None
-               and previous.pod == pod and previous.namespace == namespace
-               and float(ts[0]) - previous.seen_at <= max_gap_s)
-    assert previous is not None or not carried
-    since = previous.low_since if carried and previous is not None else float(ts[0])
-    return GpuTrack(pod, namespace, LOW, since, last)
+    """One GPU's track after `timestamps` (see `advance_all`)."""
+    tracks = advance_all(Tracks.of([previous]), pods=(pod,), namespaces=(namespace,), timestamps=timestamps,
+                         util=util[None, :], threshold=threshold, max_gap_s=max_gap_s)
+    return tracks.row(0)
 
 
 def is_idle(track: GpuTrack, idle_after_s: float) -> bool:
@@ -93,15 +133,16 @@ def unseen(track: GpuTrack, at: float) -> GpuTrack:
     return replace(track, state=UNKNOWN, low_since=None, seen_at=max(track.seen_at, at))
 
 
-def busy_seconds(timestamps: FloatArray, util: FloatArray, *, after: float, step_s: float
-                 ) -> dict[int, tuple[float, float]]:
-    """GPU-seconds (provisioned, busy) per UTC day number of the samples newer than `after` that have a utilisation
-    sample: each sample stands for one step; busy weights it by utilisation (capped at 100 %)."""
-    keep = (timestamps > after) & ~np.isnan(util)
-    out: dict[int, tuple[float, float]] = {}
-    days = np.floor(timestamps[keep] / 86400.0).astype(np.int64)
-    weights = np.clip(util[keep], 0.0, 100.0) / 100.0
+def busy_seconds(timestamps: FloatArray, util: FloatArray, *, after: FloatArray, step_s: float
+                 ) -> dict[int, tuple[FloatArray, FloatArray]]:
+    """Per UTC day number, each GPU's GPU-seconds (provisioned, busy) from its samples newer than its `after` that
+    have a utilisation sample (`util` is `[gpu, time]`): each sample stands for one step; busy weights it by
+    utilisation (capped at 100 %)."""
+    keep = (timestamps[None, :] > after[:, None]) & ~np.isnan(util)
+    weights = np.where(keep, np.clip(np.nan_to_num(util), 0.0, 100.0) / 100.0, 0.0)
+    days = np.floor(timestamps / 86400.0).astype(np.int64)
+    out: dict[int, tuple[FloatArray, FloatArray]] = {}
     for day in np.unique(days).tolist():
-        mask = days == day
-        out[int(day)] = (float(mask.sum()) * step_s, float(weights[mask].sum()) * step_s)
+        in_day = (days == day)[None, :]
+        out[int(day)] = ((keep & in_day).sum(axis=1) * step_s, (weights * in_day).sum(axis=1) * step_s)
     return out

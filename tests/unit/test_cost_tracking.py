@@ -72,9 +72,12 @@ def test_a_gap_between_cycles_longer_than_allowed_breaks_the_run() -> None:
 
 
 def test_busy_seconds_weight_time_by_utilisation_and_skip_missing_and_old_samples() -> None:
-    ts = np.array([0.0, 30.0, 60.0, 90.0]) + 86400 * 3
-    util = np.array([100.0, 50.0, np.nan, 250.0])
-    assert busy_seconds(ts, util, after=ts[0], step_s=30.0) == {3: (60.0, 45.0)}
+    ts = np.array([0.0, 30.0, 60.0, 90.0]) + 86400 * 3 - 30  # the first sample on day 2
+    util = np.array([[100.0, 50.0, np.nan, 250.0], [100.0, 10.0, 10.0, 10.0]])
+    out = busy_seconds(ts, util, after=np.array([ts[0], ts[2]]), step_s=30.0)
+    assert out[2][0].tolist() == [0.0, 0.0]  # day 2's only sample is not newer than either GPU's last
+    provisioned, busy = out[3]
+    assert provisioned.tolist() == [60.0, 30.0] and busy.tolist() == [45.0, 3.0]
 
 
 @pytest.mark.parametrize(("pod", "workload"), [
