@@ -65,31 +65,43 @@ class Workload:
     gpu_allocatable: int
     pods: tuple[WorkloadPod, ...]             # on the node
     job_pods: tuple[WorkloadPod, ...] = ()    # the node's jobs' pods on other nodes
+    seen_pods: tuple[str, ...] = ()           # "namespace/name" the node's GPUs reported in telemetry before
 
     def to_json(self) -> dict[str, Any]:
         return {"node": self.node, "gpu_capacity": self.gpu_capacity, "gpu_allocatable": self.gpu_allocatable,
-                "pods": [p.to_json() for p in self.pods], "job_pods": [p.to_json() for p in self.job_pods]}
+                "pods": [p.to_json() for p in self.pods], "job_pods": [p.to_json() for p in self.job_pods],
+                "seen_pods": list(self.seen_pods)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Workload:
         return cls(node=str(data["node"]), gpu_capacity=int(data.get("gpu_capacity", 0)),
                    gpu_allocatable=int(data.get("gpu_allocatable", 0)),
                    pods=tuple(WorkloadPod.from_json(p) for p in data.get("pods", ())),
-                   job_pods=tuple(WorkloadPod.from_json(p) for p in data.get("job_pods", ())))
+                   job_pods=tuple(WorkloadPod.from_json(p) for p in data.get("job_pods", ())),
+                   seen_pods=tuple(str(p) for p in data.get("seen_pods", ())))
+
+
+def _job_of_key(key: str) -> str:
+    namespace, _, name = key.partition("/")
+    return job_of(name, namespace) or key
 
 
 def read_workload(node: NodeInfo, pods_here: Iterable[PodInfo], pods_by_node: Mapping[str, Iterable[PodInfo]],
-                  settings: RunbookSettings) -> Workload:
-    """The workload of `node` from the cluster's pods (`pods_by_node`: the other nodes' pods)."""
+                  settings: RunbookSettings, seen_pods: Iterable[str] = ()) -> Workload:
+    """The workload of `node` from the cluster's pods (`pods_by_node`: the other nodes' pods); `seen_pods` are
+    the pods ("namespace/name") the node's GPUs reported before, whose jobs are followed elsewhere too (a pod the
+    fault killed is gone from the node, and its job restarted on another)."""
     here = tuple(WorkloadPod.of(p, settings) for p in pods_here if p.phase in ("Running", "Pending", ""))
-    jobs = {p.job for p in here if not p.stays}
+    seen = tuple(sorted(set(seen_pods)))
+    jobs = {p.job for p in here if not p.stays} | {_job_of_key(k) for k in seen}
     elsewhere: list[WorkloadPod] = []
     for other, pods in pods_by_node.items():
         if other == node.name:
             continue
         elsewhere += [w for p in pods if p.phase in ("Running", "Pending", "")
                       and (w := WorkloadPod.of(p, settings)).job in jobs]
-    return Workload(node.name, node.gpu_capacity, node.gpu_allocatable, here, tuple(elsewhere[:MAX_JOB_PODS]))
+    return Workload(node.name, node.gpu_capacity, node.gpu_allocatable, here, tuple(elsewhere[:MAX_JOB_PODS]),
+                    seen)
 
 
 @dataclass(frozen=True)
@@ -158,6 +170,28 @@ def _jobs_stopped(stopped: Sequence[WorkloadPod], workload: Workload, settings: 
             checkpoints=checkpoints,
             restore_s=settings.restart_overhead_s if checkpoints else settings.assumed_checkpoint_interval_s))
     return impacts
+
+
+def fault_hit(workload: Workload, settings: RunbookSettings) -> tuple[JobImpact, ...]:
+    """The jobs the fault itself already stopped: seen on the node's GPUs before, with no pod running there now
+    (the fault killed it; its controller may have restarted it elsewhere). Their GPU-hours are lost to the fault,
+    whatever the plan does."""
+    running_here = {p.job for p in workload.pods}
+    gone: dict[str, list[str]] = {}
+    for key in workload.seen_pods:
+        job = _job_of_key(key)
+        if job not in running_here:
+            gone.setdefault(job, []).append(key)
+    impacts = []
+    for job, keys in sorted(gone.items()):
+        mine = [p for p in workload.job_pods if p.job == job and not p.stays]
+        checkpoints = bool(mine) and all(p.checkpoints for p in mine)
+        impacts.append(JobImpact(
+            job=job, owner=next((p.owner for p in mine if p.owner), ""), pods_here=tuple(keys), gpus_here=0,
+            gpus_total=sum(p.gpu_count for p in mine), nodes=tuple(sorted({p.node for p in mine if p.node})),
+            checkpoints=checkpoints,
+            restore_s=settings.restart_overhead_s if checkpoints else settings.assumed_checkpoint_interval_s))
+    return tuple(impacts)
 
 
 def step_blast_radius(runbook: str, workload: Workload, settings: RunbookSettings,

@@ -41,7 +41,7 @@ def demo(ctx: click.Context, scenario_path: str | None, speed: float, host: str,
     """The whole system on embedded defaults: the simulated fleet at accelerated speed, read through the same
     connectors as a real one (dcgm-exporter scrape, the Kubernetes API), the rules planner, the dashboard."""
     from entrypoints.commands.daemon import run_embedded
-    from entrypoints.web.auth import DEMO_ADMIN, demo_admin
+    from entrypoints.web.auth import DEMO_ADMIN, DEMO_SECOND_APPROVER, demo_admin, demo_second_approver
     from evaluation.demo import demo_container, demo_settings, load_demo_scenario, start_fleet
 
     base = settings_from(ctx).model_copy(update={"database_url": database_url, "api_host": host, "api_port": port})
@@ -50,6 +50,7 @@ def demo(ctx: click.Context, scenario_path: str | None, speed: float, host: str,
     fleet = start_fleet(scenario, speed=speed, start=float(int(time.time())), warmup_s=DEMO_WARMUP_S)
     gpuops_clock.use(fleet.clock.now)  # what the dashboard, the agent and detection store shares the fleet's time
     settings, password = demo_admin(demo_settings(base, fleet))
+    settings, second_password = demo_second_approver(settings)
     migrate.upgrade(settings.database_url)
     container = demo_container(settings, fleet)
     obj = ctx.ensure_object(dict)
@@ -59,6 +60,8 @@ def demo(ctx: click.Context, scenario_path: str | None, speed: float, host: str,
                f"{scenario.fleet.gpus_per_node} GPUs) at {fleet.url}, {speed:g}x real time")
     click.echo(f"gpuops demo: dashboard at http://{host}:{port}/  (Ctrl-C to stop)")
     click.echo(f"gpuops demo: sign in as {DEMO_ADMIN} with password {password}  (valid for this run only)")
+    click.echo(f"gpuops demo: the reboot is high risk and needs a second approver: sign in as {DEMO_SECOND_APPROVER} "
+               f"with password {second_password} in another browser (or a private window)")
     click.echo("gpuops demo: in about a minute a GPU falls off the bus; its incident waits for your approval")
     click.echo(f"gpuops demo: the store is {_store_location(database_url)}; from another terminal: "
                f"GPUOPS_DATABASE_URL='{_absolute(database_url)}' gpuops incidents list")

@@ -41,6 +41,7 @@ SESSION_CSRF = "csrf"
 SESSION_ID = "sid"
 PASSWORD_CHECK_WAIT_S = 0.5  # how long an attempt waits for a free password check before it is told to retry
 DEMO_ADMIN = "admin"
+DEMO_SECOND_APPROVER = "oncall"  # a high-risk step needs two different people: the demo's story needs a second one
 
 basic_scheme = HTTPBasic(auto_error=False, description="A dashboard user's name and password.")
 bearer_scheme = HTTPBearer(auto_error=False, description="An API token from `gpuops users token create NAME`; it "
@@ -204,6 +205,15 @@ def demo_admin(settings: Settings) -> tuple[Settings, str]:
     password = secrets.token_urlsafe(12)
     admin = DashboardUser(name=DEMO_ADMIN, role="admin", password_hash=hash_password(password))
     users = (*[u for u in settings.users if u.name != DEMO_ADMIN], admin)
+    return settings.model_copy(update={"users": users}), password
+
+
+def demo_second_approver(settings: Settings) -> tuple[Settings, str]:
+    """Settings with an `oncall` approver whose password is random, and that password: with the demo's admin, the
+    two different people a high-risk step (the reboot) needs."""
+    password = secrets.token_urlsafe(12)
+    second = DashboardUser(name=DEMO_SECOND_APPROVER, role="approver", password_hash=hash_password(password))
+    users = (*[u for u in settings.users if u.name != DEMO_SECOND_APPROVER], second)
     return settings.model_copy(update={"users": users}), password
 
 

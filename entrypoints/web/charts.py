@@ -72,9 +72,9 @@ def time_ticks(t0: float, t1: float, max_ticks: int = 6) -> list[tuple[float, st
 
 
 def line_chart(title: str, timestamps: Sequence[float], series: Sequence[Series], markers: Sequence[Marker] = (),
-               *, unit: str = "", field_name: str = "") -> Markup:
+               *, unit: str = "", field_name: str = "", span: tuple[float, float] | None = None) -> Markup:
     """An SVG line chart of `series` on `timestamps` (NaN breaks a line) with `markers`; the x axis spans the
-    samples, not an assumed window."""
+    samples (or `span`, shared by charts drawn side by side), not an assumed window."""
     points = [(t, v) for s in series for t, v in zip(timestamps, s.values, strict=False) if math.isfinite(v)]
     head = f"{title} ({unit})" if unit else title
     field_title = f"<title>{escape(field_name)}</title>" if field_name else ""
@@ -86,7 +86,8 @@ def line_chart(title: str, timestamps: Sequence[float], series: Sequence[Series]
                      'no samples in this window</text></svg>')
         return Markup("".join(parts))
     times = [t for t, _ in points]
-    t0, t1 = min(times), max(max(times), min(times) + 60)
+    t0, t1 = span if span is not None else (min(times), max(times))
+    t1 = max(t1, t0 + 60)
     lo, hi = min(v for _, v in points), max(v for _, v in points)
     if hi - lo < 1e-9:
         lo, hi = lo - 1, hi + 1
@@ -185,8 +186,8 @@ def event_strip(title: str, t0: float, t1: float, events: Sequence[tuple[float, 
             parts.append(f'<line x1="{x(marker.ts):.1f}" x2="{x(marker.ts):.1f}" y1="24" y2="62" '
                          f'class="chart-marker"/>')
     if not events:
-        parts.append(f'<text x="{WIDTH / 2}" y="42" text-anchor="middle" class="chart-empty">no XID reported in '
-                     'this window</text>')
+        parts.append(f'<text x="{WIDTH / 2}" y="42" text-anchor="middle" class="chart-empty">no XID reported and '
+                     'no GPU went silent in this window</text>')
     last_x = -1e9
     for t, label in events:
         ex = x(t)

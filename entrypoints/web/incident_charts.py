@@ -128,7 +128,7 @@ def draw(data: Mapping[str, Any], incident: Incident, markers: Sequence[Marker])
             continue
         faulty = {k: c for k, c in columns.items() if gpus[k]["role"] == "faulty"}
         if name == XID:
-            charts.append(_xid_events(stamps, columns, incident, markers))
+            charts.append(_xid_events(stamps, columns, _silences(stamps, gpus), _span(stamps, gpus), markers))
             continue
         title, unit = METRIC_WORDS.get(name, (name, ""))
         series = [Series(f"GPU {k.rpartition('/')[2]}{' (faulty)' if incident.gpu is not None else ''}", c,
@@ -141,14 +141,39 @@ def draw(data: Mapping[str, Any], incident: Incident, markers: Sequence[Marker])
         if job:
             series.append(Series(f"same job, other nodes (median of {len(job)})",
                                  _median(job, len(stamps)), colour="#0891b2", dashed=True))
-        charts.append(line_chart(title, stamps, series, markers, unit=unit, field_name=name))
+        charts.append(line_chart(title, stamps, series, markers, unit=unit, field_name=name,
+                                 span=_span(stamps, gpus)))
     return charts
 
 
-def _xid_events(stamps: Sequence[float], columns: Mapping[str, list[float]], incident: Incident,
-                markers: Sequence[Marker]) -> Markup:
-    """Each XID code a GPU reported, when it first appeared (the field holds the last code, 0 = none)."""
-    events: list[tuple[float, str]] = []
+def _span(stamps: Sequence[float], gpus: Mapping[str, Any]) -> tuple[float, float]:
+    """The first and last moment any kept GPU has a sample of any metric (the charts' common x range)."""
+    seen = [i for info in gpus.values() for column in info["metrics"].values()
+            for i, v in enumerate(column) if isinstance(v, int | float) and math.isfinite(v)]
+    if not seen:
+        return (stamps[0], stamps[-1]) if stamps else (0.0, 60.0)
+    return stamps[min(seen)], stamps[max(seen)]
+
+
+def _silences(stamps: Sequence[float], gpus: Mapping[str, Any]) -> list[tuple[float, str]]:
+    """Faulty GPUs that stopped reporting while others went on: (their last sample's time, what happened)."""
+    last_any = _span(stamps, gpus)[1]
+    events = []
+    for key, info in gpus.items():
+        if info["role"] != "faulty":
+            continue
+        finite = [i for column in info["metrics"].values() for i, v in enumerate(column)
+                  if isinstance(v, int | float) and math.isfinite(v)]
+        if finite and stamps[max(finite)] < last_any:
+            events.append((stamps[max(finite)], f"GPU {key.rpartition('/')[2]} stopped reporting"))
+    return events
+
+
+def _xid_events(stamps: Sequence[float], columns: Mapping[str, list[float]], silences: list[tuple[float, str]],
+                span: tuple[float, float], markers: Sequence[Marker]) -> Markup:
+    """Each XID code a GPU reported when it first appeared (the field holds the last code, 0 = none), and each
+    faulty GPU that went silent."""
+    events: list[tuple[float, str]] = list(silences)
     for key, column in columns.items():
         previous = 0.0
         for t, value in zip(stamps, column, strict=False):
@@ -157,6 +182,4 @@ def _xid_events(stamps: Sequence[float], columns: Mapping[str, list[float]], inc
             if math.isfinite(value):
                 previous = value
     events.sort()
-    t0 = min(stamps) if stamps else incident.opened_at.timestamp()
-    t1 = max(stamps) if stamps else t0 + 60
-    return event_strip("XID errors reported by the driver", t0, t1, events, markers)
+    return event_strip("Driver events: XID errors, GPUs that stopped reporting", span[0], span[1], events, markers)

@@ -17,7 +17,7 @@ from entrypoints.web.links import grafana_url, runbook_doc_url
 from gpuops.incidents.evidence import first_workload, snapshots
 from gpuops.store.models import FindingRecord, Incident
 from gpuops.wiring import Container
-from runbooks.blast import Workload
+from runbooks.blast import JobImpact, Workload, fault_hit
 
 MAX_CAUSE_FACTS = 6
 FAMILY_WORDS = {
@@ -80,6 +80,18 @@ def blast_words(blast: dict[str, Any] | None) -> dict[str, Any] | None:
             "how": " + ".join(how) if how else "nothing stops", "unschedulable_only": blast["unschedulable_only"]}
 
 
+def _hit_words(job: JobImpact) -> dict[str, Any]:
+    """A job the fault already stopped, in words."""
+    pods = ", ".join(p.partition("/")[2] for p in job.pods_here)
+    where = (f"{job.gpus_total} GPUs on {', '.join(job.nodes)} now" if job.nodes else
+             "no pod of it runs anywhere now")
+    restore = ("restarts from its checkpoint" if job.checkpoints else
+               "has no checkpoint gpuops can ask for: work since its last one is lost")
+    return {"job": job.job, "owner": f" ({job.owner.replace('/', ' ')})" if job.owner else "", "pods": pods,
+            "where": where, "restore": restore, "hours": job.gpu_hours_at_risk,
+            "how": f"{job.gpus_total} GPUs × {duration(job.restore_s)}"}
+
+
 def _step_words(step: dict[str, Any], now: datetime) -> dict[str, Any]:
     blast = step.get("blast")
     if blast is None:
@@ -88,9 +100,10 @@ def _step_words(step: dict[str, Any], now: datetime) -> dict[str, Any]:
         cost = f"{blast['gpus_out']} GPUs out of scheduling; running pods keep running"
     elif blast["pods_stopped"] or blast["gpus_out"]:
         jobs = ", ".join(j["job"] for j in blast["jobs"]) or "no job"
-        away = f"; node away ~{duration(blast['outage_s'])}" if blast["outage_s"] else ""
-        cost = (f"stops {len(blast['pods_stopped'])} pod(s) of {jobs}{away}; "
-                f"{blast['gpu_hours_at_risk']:.1f} GPU-hours at risk")
+        stops = f"stops {len(blast['pods_stopped'])} pod(s) of {jobs}" if blast["pods_stopped"] else \
+            "stops no running pod"
+        away = f"; {blast['gpus_out']} GPUs away ~{duration(blast['outage_s'])}" if blast["outage_s"] else ""
+        cost = f"{stops}{away}; {blast['gpu_hours_at_risk']:.1f} GPU-hours at risk"
     else:
         cost = "stops no pod"
     needed = int(step["approvals_required"])
@@ -105,6 +118,7 @@ def incident_page_context(container: Container, session: Session, incident: Inci
     """The template's context beyond the incident's view."""
     evidence = snapshots(session, incident.id)
     workload: Workload | None = first_workload(evidence)
+    hit = [_hit_words(j) for j in fault_hit(workload, container.runbook_settings)] if workload is not None else []
     plan = plan_view(incident, PlanInputs(container.catalogue, container.policy, container.runbook_settings),
                      workload)
     charts: IncidentCharts = incident_charts(container, incident, now, evidence)
@@ -118,7 +132,7 @@ def incident_page_context(container: Container, session: Session, incident: Inci
         entry["message"] = humane(entry["message"], now)
     return {
         "cause": cause_text(session, incident, now),
-        "blast": blast_words(plan["blast"]),
+        "blast": blast_words(plan["blast"]), "hit": hit,
         "workload_at": when(evidence[0].taken_at, now) if workload is not None else "",
         "plan": {**plan, "steps": [_step_words(s, now) for s in plan["steps"]]},
         "charts": charts,

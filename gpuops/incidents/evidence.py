@@ -119,6 +119,7 @@ def telemetry_snapshot(frame: FleetFrame, hostname: str, gpu: int | None, metric
     stamps = [float(x) for x in frame.timestamps]
     rows = rows_to_keep(frame, hostname, gpu)
     pods = frame.gpus.pod or ("",) * len(frame.gpus.hostname)
+    spaces = frame.gpus.namespace or ("",) * len(frame.gpus.hostname)
     gpus: dict[str, Any] = {}
     sampled_t: list[float] = []
     for kept in rows:
@@ -130,16 +131,25 @@ def telemetry_snapshot(frame: FleetFrame, hostname: str, gpu: int | None, metric
             sampled_t, series[name] = downsample(stamps, data[kept.row], MAX_POINTS, name in PEAK_METRICS)
         if series:
             key = f"{frame.gpus.hostname[kept.row]}/{frame.gpus.gpu[kept.row]}"
-            gpus[key] = {"role": kept.role, "pod": pods[kept.row], "metrics": series}
+            gpus[key] = {"role": kept.role, "pod": pods[kept.row], "namespace": spaces[kept.row],
+                         "metrics": series}
     if not sampled_t and stamps:
         sampled_t = downsample(stamps, [math.nan] * len(stamps), MAX_POINTS)[0]
     return {"t": sampled_t, "gpus": gpus}
 
 
-def workload_snapshot(cluster: ClusterPort, hostname: str, settings: RunbookSettings) -> Workload:
+def workload_snapshot(cluster: ClusterPort, hostname: str, settings: RunbookSettings,
+                      seen_pods: Sequence[str] = ()) -> Workload:
     node = cluster.get_node(hostname)
     others = {n.name: cluster.list_pods(n.name) for n in cluster.list_nodes() if n.name != hostname}
-    return read_workload(node, cluster.list_pods(hostname), others, settings)
+    return read_workload(node, cluster.list_pods(hostname), others, settings, seen_pods)
+
+
+def seen_pods(series: Mapping[str, Any], hostname: str) -> list[str]:
+    """The pods ("namespace/name") the node's GPUs reported in a telemetry snapshot."""
+    found = {f"{info.get('namespace') or ''}/{info['pod']}" for key, info in (series.get("gpus") or {}).items()
+             if key.rpartition("/")[0] == hostname and info.get("pod")}
+    return sorted(found)
 
 
 def snapshots(session: Session, incident_id: int) -> list[IncidentEvidence]:
@@ -190,7 +200,8 @@ def take_snapshot(session: Session, *, incident: Incident, moment: str, sources:
     workload: dict[str, Any] = {}
     if sources.cluster is not None:
         try:
-            workload = workload_snapshot(sources.cluster, incident.hostname, sources.runbook_settings).to_json()
+            workload = workload_snapshot(sources.cluster, incident.hostname, sources.runbook_settings,
+                                         seen_pods(series, incident.hostname)).to_json()
         except (ClusterError, ConfigError) as exc:
             workload = {"error": str(exc)[:300]}
     evidence = IncidentEvidence(incident_id=incident.id, moment=moment, taken_at=now, window_start=start,

@@ -98,6 +98,8 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
 def test_the_demo_story_sign_in_approve_the_cordon_and_see_it_verified(demo: Demo) -> None:
     require_chromium()
     password = demo.wait_for(r"sign in as admin with password (\S+)").group(1)
+    # the reboot needs two different approvers: the demo prints a second one, so its story can be finished
+    second = demo.wait_for(r"needs a second approver: sign in as oncall with password (\S+)").group(1)
     fleet_url = demo.wait_for(r"at (http://127\.0\.0\.1:\d+), 10x real time").group(1)
     wait_for(lambda: _answers(f"{demo.url}/healthz"), timeout=60, interval=0.2,
              message="the demo's dashboard never answered")
@@ -136,6 +138,8 @@ def test_the_demo_story_sign_in_approve_the_cordon_and_see_it_verified(demo: Dem
     assert "gpu-node-003" in listed.stdout and "gpu_lost" in listed.stdout
     # one clock per record: the dashboard's decision and the agent's steps share the fleet's time
     auth = ("admin", password)
+    oncall = httpx.get(f"{demo.url}/api/incidents/1", auth=("oncall", second), timeout=10)
+    assert oncall.status_code == 200, oncall.text
     trail = httpx.get(f"{demo.url}/api/audit?limit=1000&verify=false", auth=auth, timeout=10).json()["events"]
     stamps = [datetime.fromisoformat(e["ts"]) for e in sorted(trail, key=lambda e: e["seq"])]
     assert len(stamps) > 3 and stamps == sorted(stamps), "the audit trail's times go backwards"

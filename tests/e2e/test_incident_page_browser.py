@@ -101,7 +101,7 @@ def test_the_cause_the_blast_radius_and_the_whole_plan_fit_a_laptop_screen(
     expect(steps.nth(1)).to_contain_text("high risk")
     expect(steps.nth(2)).to_contain_text("Drain and reboot a node")
     expect(steps.nth(2)).to_contain_text("needs 2 approvers")
-    expect(steps.nth(2)).to_contain_text("node away ~15 min")
+    expect(steps.nth(2)).to_contain_text("8 GPUs away ~15 min")
     expect(steps.nth(2).locator("a.runbook-doc")).to_have_attribute("href", "/runbooks/reboot_node")
     cause = page.locator("#cause")
     expect(cause).to_contain_text("GPU 2 of gpu-node-003: stopped answering (fell off the bus), XID 79, "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from connectors.kubernetes import NodeInfo, PodInfo
-from runbooks.blast import Workload, plan_blast_radius, read_workload, step_blast_radius
+from runbooks.blast import Workload, fault_hit, plan_blast_radius, read_workload, step_blast_radius
 from runbooks.settings import RunbookSettings
 
 SETTINGS = RunbookSettings(restart_overhead_s=600, assumed_checkpoint_interval_s=3600, expected_reboot_s=900,
@@ -86,3 +86,19 @@ def test_a_job_without_checkpoints_loses_an_assumed_hour_and_a_gpu_reset_stops_o
 def test_a_workload_survives_its_json_round_trip() -> None:
     workload = pretrain_on_three_nodes()
     assert Workload.from_json(workload.to_json()) == workload
+
+
+def test_a_job_the_fault_already_stopped_is_told_apart_from_what_the_plan_stops() -> None:
+    """As in the demo: XID 79 killed the job's worker on gpu-node-003 and its controller restarted it on
+    gpu-node-007 (the node has 7 GPUs left, too few); telemetry still names the dead pod on GPU 2."""
+    others = {"gpu-node-001": [pod("pretrain-00-worker-0", "gpu-node-001", 8)],
+              "gpu-node-002": [pod("pretrain-00-worker-1", "gpu-node-002", 8)],
+              "gpu-node-007": [pod("pretrain-00-worker-2-wbrfv", "gpu-node-007", 8)]}
+    workload = read_workload(node("gpu-node-003"), [], others, SETTINGS, ["training/pretrain-00-worker-2"])
+    (hit,) = fault_hit(workload, SETTINGS)
+    assert hit.job == "training/pretrain-00" and hit.pods_here == ("training/pretrain-00-worker-2",)
+    assert hit.gpus_total == 24 and hit.nodes == ("gpu-node-001", "gpu-node-002", "gpu-node-007")
+    assert hit.gpu_hours_at_risk == pytest.approx(4.0)
+    reboot = step_blast_radius("reboot_node", workload, SETTINGS)
+    assert reboot.jobs == () and reboot.gpu_hours_at_risk == pytest.approx(2.0)  # only the node away
+    assert fault_hit(pretrain_on_three_nodes(), SETTINGS) == ()  # a job still running here is not "hit"
