@@ -8,6 +8,7 @@ from typing import Any
 
 from agent.actions import RunbookSpec
 from agent.fencing import fence
+from agent.rejections import rejected, replan_reason
 from agent.tools import ToolResult
 
 SYSTEM = """You are gpuops' remediation planner for a GPU cluster.
@@ -60,10 +61,16 @@ def incident_message(incident: dict[str, Any], fault: str, evidence: list[ToolRe
                                                "xid")})
     facts.update({k: details[k] for k in ("deployment", "job") if details.get(k)})
     facts["evidence"] = incident.get("evidence")
+    if rejected(incident):  # a re-plan: what people rejected and why, so the planner proposes something else
+        facts["rejected_by_people"] = [{k: step.get(k) for k in ("runbook", "targets", "by", "reason")}
+                                       for step in rejected(incident)]
+        facts["replan_reason"] = replan_reason(incident)
     number = incident.get("id")
     name = f"Incident {number}" if isinstance(number, int) else "The incident"
     parts = [f"{name}: its facts are in the tool_data below. The targets inside it are those in allowed_targets, "
-             "and pods on the node named in pods_on_node.",
+             "and pods on the node named in pods_on_node."
+             + (" People rejected the steps in rejected_by_people: do not propose any of them again."
+                if rejected(incident) else ""),
              fence("incident", "ok", "incident facts", facts, max_chars=max_chars)]
     parts += [e.fenced(max_chars) for e in evidence]
     return "\n\n".join(parts)

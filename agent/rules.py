@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 from agent.actions import PlannedAction
 from agent.planning import PlanRequest, PlanResult
+from agent.rejections import rejection_of, replan_reason
 from agent.tools import ToolResult
 
 TargetRule = Literal["node", "gpu", "gpu_pod", "deployment", "none"]
@@ -136,17 +137,30 @@ class RulesPlanner:
     def plan(self, request: PlanRequest) -> PlanResult:
         steps = RULES.get(request.fault, RULES["notify"])
         actions: list[PlannedAction] = []
+        skipped: list[str] = []
         for step in steps:
             built = self._build(step, request)
             if isinstance(built, str):
                 return PlanResult(self.name, ok=False, escalate=built, notes=[built])
+            if rejection_of(request.incident, built) is not None:  # people said no to this step: never again
+                skipped.append(built.runbook)
+                continue
             actions.append(built)
+        if skipped and not actions:
+            why = (f"every step of the rules plan for {request.fault} ({', '.join(skipped)}) was rejected for this "
+                   "incident; a human decides")
+            return PlanResult(self.name, ok=False, escalate=why, notes=[why])
         problems = {a.runbook: p for a in actions if (p := request.check(a))}
         if problems:
             detail = "; ".join(f"{name}: {', '.join(p)}" for name, p in problems.items())
             return PlanResult(self.name, ok=False, escalate=f"rules plan failed validation: {detail}",
                               notes=[detail], rejections=[{"planner": self.name, "problems": detail}])
-        return PlanResult(self.name, ok=True, actions=actions, rationale=self._rationale(request, actions))
+        notes = [f"left out {', '.join(skipped)}: rejected for this incident"] if skipped else []
+        rationale = self._rationale(request, actions)
+        if skipped:
+            rationale += (f" Re-plan: {', '.join(skipped)} left out, rejected by people "
+                          f"({replan_reason(request.incident) or 'no reason given'}).")[:600]
+        return PlanResult(self.name, ok=True, actions=actions, rationale=rationale, notes=notes)
 
     def _build(self, step: Step, request: PlanRequest) -> PlannedAction | str:
         inc = request.incident

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.actions import PlannedAction
 from agent.incidents import IncidentScope
+from agent.rejections import rejection_problem
 from connectors.kubernetes.errors import ClusterError
 from domain import InvalidTarget, Target, TargetKind
 
@@ -35,7 +36,7 @@ def check_action(ctx: AgentContext, incident: dict[str, Any], action: PlannedAct
     """Every reason `action` must not be proposed for `incident`; [] when it may go to policy."""
     if not isinstance(action.params, dict):
         return ["params must be an object"]
-    problems = ctx.runbooks.check(action)
+    problems = ctx.runbooks.check(action) or rejection_problem(incident, action)
     if problems:
         return problems
     return ctx.policy.scope_violations(IncidentScope.of(incident), action.targets, _pod_nodes(ctx, action.targets))

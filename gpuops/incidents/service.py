@@ -100,6 +100,14 @@ def _silenced(session: Session, f: Finding, now: datetime) -> Silence | None:
     return session.scalars(stmt).first()
 
 
+def _silenced_hosts(session: Session, family: str, now: datetime) -> set[str]:
+    """Nodes whose findings of `family` a silence or maintenance window in force covers: what they report there is
+    expected (a node under maintenance goes NotReady), so it never counts towards a fleet-wide event."""
+    return set(session.scalars(select(Silence.hostname).where(
+        Silence.hostname.is_not(None), Silence.starts_at <= now, Silence.ends_at > now,
+        or_(Silence.family.is_(None), Silence.family == family))))
+
+
 def _title(f: Finding) -> str:
     where = f"{f.hostname} GPU {f.gpu}" if f.gpu is not None else f.hostname
     xid = f.evidence.get("xid")
@@ -204,6 +212,14 @@ def ingest_findings(session: Session, findings: Iterable[Finding], *, fleet_node
             Incident.dedup_key == key, Incident.status == IncidentStatus.RESOLVED,
             Incident.resolved_at >= at - timedelta(seconds=config.reopen_window_s),
         ).order_by(Incident.id.desc())).first()
+        if recent_closed is not None and (silence := _silenced(session, f, at)) is not None:
+            # a maintenance window's expected effects (NotReady, a vanished GPU) never reopen and page
+            record.incident_id = recent_closed.id
+            add_timeline(session, recent_closed, kind="silenced", now=at,
+                         message=f"{f.kind} during {silence.kind} {silence.id} ({silence.reason}): not reopened",
+                         data={"finding_kind": f.kind, "silence_id": silence.id})
+            result.suppressed.append(recent_closed.id)
+            continue
         if recent_closed is not None:
             transition(session, recent_closed, IncidentStatus.OPEN, reason=f"{f.kind} recurred after resolution",
                        actor="incidents", now=at)
@@ -387,6 +403,8 @@ def correlate_fleet(session: Session, *, family: str, fleet_nodes: int, config: 
         select(FindingRecord.hostname, FindingRecord.severity, FindingRecord.evidence).where(
             FindingRecord.kind == family, FindingRecord.ts >= since))
         if is_hard(family, severity) or is_corroborated(evidence)]
+    silenced = _silenced_hosts(session, family, now)
+    records = [(host, evidence) for host, evidence in records if host not in silenced]
     hosts = {host for host, _ in records}
     # one job's own trouble over many nodes is one source, not many: a hung multi-node job is not a fleet event.
     # A hardware or driver signal is each node's own, whatever job the GPU ran (a rollout hits one job's nodes).

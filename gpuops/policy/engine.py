@@ -15,9 +15,10 @@ from domain import ActionStatus, Budget, IncidentStatus, InvalidTarget, Target, 
 from gpuops.policy.config import PolicyConfig
 from gpuops.policy.scope import scope_violations
 from gpuops.store.audit import append_event
-from gpuops.store.models import Action, FindingRecord, Incident, NodeLease, NodeProbation, PolicyState
+from gpuops.store.models import Action, FindingRecord, Incident, NodeLease, NodeProbation, PolicyState, Silence
 
 POLICY_ROW = 1
+MAINTENANCE_RULE = "maintenance_window"
 
 
 class Gate(StrEnum):
@@ -114,6 +115,20 @@ def _family_elsewhere(session: Session, incident: Incident, since: datetime) -> 
     return sorted({host for host, severity, evidence, status in rows if counts(severity, evidence, status)})
 
 
+def _maintenance(session: Session, spec: ActionSpec, now: datetime) -> list[str]:
+    """Rule `maintenance_window`: gpuops takes no action at all on a node in a maintenance window (people are
+    working on it), whatever the action; the reason names the window, its end and why it is there."""
+    nodes = {*spec.target_nodes, *(n for n in spec.pod_nodes.values() if n)}
+    if not nodes:
+        return []
+    windows = session.scalars(select(Silence).where(
+        Silence.kind == "maintenance", Silence.hostname.in_(sorted(nodes)), Silence.starts_at <= now,
+        Silence.ends_at > now).order_by(Silence.id))
+    return [f"{MAINTENANCE_RULE}: {w.hostname} is in maintenance window {w.id} until {w.ends_at.isoformat()} "
+            f"({w.reason or 'no reason given'}, by {w.created_by}); gpuops takes no action on it until then"
+            for w in windows]
+
+
 def _touches_cluster(targets: object) -> bool:
     return any(str(t) != "none" for t in (targets if isinstance(targets, list | tuple) else []))
 
@@ -164,6 +179,7 @@ def evaluate(session: Session, *, incident: Incident, action: Action, spec: Acti
     window = config.frozen_at(now)
     if window and spec.disruptive:
         deny.append(f"freeze window until {window.ends_at.isoformat()}: {window.reason or 'no reason given'}")
+    deny.extend(_maintenance(session, spec, now))
 
     # A node gpuops keeps out on a hardware ticket is broken capacity waiting for repair, not disruption in
     # flight: it no longer holds the nodes-out budget (its GPUs still count against the healthy minimum).

@@ -252,6 +252,8 @@ class Silence(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     created_by: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expired_at: Mapped[datetime | None]  # ended early by a person (ends_at then says when)
+    expired_by: Mapped[str | None] = mapped_column(String(128))
 
 
 class NodeLease(Base):

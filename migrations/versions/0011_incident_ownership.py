@@ -19,9 +19,15 @@ def upgrade() -> None:
         batch.add_column(sa.Column('acknowledged_at', sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column('acknowledged_by', sa.String(length=128), nullable=True))
         batch.add_column(sa.Column('assignee', sa.String(length=128), nullable=True))
+    with op.batch_alter_table('silences') as batch:
+        batch.add_column(sa.Column('expired_at', sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column('expired_by', sa.String(length=128), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('silences') as batch:
+        batch.drop_column('expired_by')
+        batch.drop_column('expired_at')
     with op.batch_alter_table('incidents') as batch:
         batch.drop_column('assignee')
         batch.drop_column('acknowledged_by')
