@@ -52,7 +52,7 @@ class ResumeRecorder:
 
     def dispatch(self, step: Step, payload: Mapping[str, Any], *, delay_s: float = 0.0) -> None:
         if step == Step.AGENT_STEP:
-            self.resumed.append((int(payload["incident_id"]), dict(payload["decision"])))
+            self.resumed.append((int(payload["incident_id"]), dict(payload.get("decision") or {})))
 
 
 @dataclass
@@ -63,10 +63,11 @@ class WebServer:
 
 
 @contextmanager
-def serve(container: Container) -> Iterator[WebServer]:
+def serve(container: Container, pipeline: Pipeline | None = None) -> Iterator[WebServer]:
+    """The app on a free port; decisions go to `pipeline` (default: one recording the agent steps handed on)."""
     port = free_port()
     web = WebServer(f"http://127.0.0.1:{port}", container)
-    app = create_app(container, pipeline=Pipeline(container, ResumeRecorder(web.resumed)), sse_poll_s=0.2)
+    app = create_app(container, pipeline=pipeline or Pipeline(container, ResumeRecorder(web.resumed)), sse_poll_s=0.2)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
                                            timeout_graceful_shutdown=1))
     thread = threading.Thread(target=server.run, name="web-test-server", daemon=True)

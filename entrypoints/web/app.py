@@ -21,7 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from starlette.middleware.sessions import SessionMiddleware
 
-from entrypoints.web import alertmanager, api, cost, live, pages
+from entrypoints.web import alertmanager, api, cost, live, ownership, pages
 from entrypoints.web.alertmanager import MalformedWebhook
 from entrypoints.web.api import DbSession
 from entrypoints.web.auth import Forbidden, NotAuthenticated, SignedOutSessions, UserDirectory, session_secret
@@ -102,6 +102,7 @@ def create_app(container: Container, *, pipeline: Pipeline | None = None, sse_po
     app.include_router(cost.api_router)
     app.include_router(live.router)
     app.include_router(alertmanager.router)  # its own bearer token, not a dashboard user
+    ownership.install(app)  # acknowledge, assign, notes, re-plan, resolve; silences and maintenance windows
     _install_error_handlers(app)
     mount_slack(app, app.state.pipeline)  # POST /slack/events, when Slack is configured
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # outermost: before sessions, auth, parsing

@@ -28,7 +28,7 @@ from entrypoints.web.fleet import fleet_view
 from entrypoints.web.incident_page import incident_page_context
 from entrypoints.web.live import live_version
 from entrypoints.web.views import audit_view, incident_view
-from gpuops.errors import NotFound
+from gpuops.errors import GpuopsError, NotFound
 from gpuops.incidents.queries import finding_summary, get_incident, incident_summary, list_findings, list_incidents
 from gpuops.store.audit import read_only_session, verify_whole
 from gpuops.store.models import Action
@@ -100,6 +100,8 @@ def incidents_page(
     severity: Annotated[str | None, Query(max_length=16)] = None,
     node: Annotated[str | None, Query(max_length=253)] = None,
 ) -> HTMLResponse:
+    _known("status", status, STATUSES)
+    _known("severity", severity, SEVERITIES)
     rows = list_incidents(session, status=status or None, severity=severity or None, hostname=node or None)
     filters = {"status": status or "", "severity": severity or "", "node": node or ""}
     return render(request, "incidents.html", {
@@ -107,6 +109,12 @@ def incidents_page(
         "query": urlencode({k: v for k, v in filters.items() if v}),
         "statuses": STATUSES, "severities": SEVERITIES,
     }, user)
+
+
+def _known(name: str, value: str | None, choices: tuple[str, ...]) -> None:
+    """An unknown filter value is refused with the valid ones (instead of a list that is silently empty)."""
+    if value and value not in choices:
+        raise GpuopsError(f"unknown {name} {value[:32]!r}; choose one of: {', '.join(choices)}")
 
 
 @router.get("/incidents/{incident_id}", response_class=HTMLResponse)

@@ -101,6 +101,8 @@ def incident_view(session: Session, incident_id: int, now: datetime) -> dict[str
         **incident_summary(incident), "summary": incident.summary, "details": incident.details,
         "rationale": rationale, "timeline": timeline(session, incident),
         "actions": [action_view(a, now) for a in incident.actions],
+        "notes": [{"ts": ev.ts.isoformat(), "author": str(ev.data.get("author", "")), "text": ev.message}
+                  for ev in incident.events if ev.kind == "note"],  # as written: the timeline's words may be reworded
     }
 
 
