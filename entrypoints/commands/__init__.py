@@ -16,7 +16,7 @@ class Command(NamedTuple):
 
 COMMANDS: dict[str, Command] = {
     "db": Command("store", "Database schema migrations (Alembic)."),
-    "incidents": Command("store", "Inspect incidents."),
+    "incidents": Command("store", "Inspect incidents; acknowledge, assign, note, re-plan or resolve one."),
     "api": Command("web", "Serve the dashboard, the JSON API, /healthz and /metrics."),
     "demo": Command("web", "The whole system on embedded defaults: the simulated fleet, the rules planner, the "
                            "dashboard."),
@@ -37,6 +37,8 @@ COMMANDS: dict[str, Command] = {
     "audit": Command("audit", "The audit trail's hash chain."),
     "node-agent": Command("node_agent", "Carry out this node's GPU resets, reboots and validations."),
     "autoscale": Command("autoscale", "Predictive autoscaling of inference deployments."),
+    "silences": Command("ownership", "Silences: matching findings open no incident that pages."),
+    "maintenance": Command("ownership", "Maintenance windows: no action on the node, its effects do not page."),
 }
 
 COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(c.module for c in COMMANDS.values()))

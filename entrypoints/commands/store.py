@@ -38,7 +38,7 @@ def db_downgrade(ctx: click.Context, revision: str) -> None:
 
 @click.group("incidents")
 def incidents() -> None:
-    """Inspect incidents."""
+    """Inspect incidents; acknowledge, assign, note, re-plan or resolve one."""
 
 
 @incidents.command("list")
@@ -101,5 +101,8 @@ def incidents_show(ctx: click.Context, incident_id: int, as_json: bool) -> None:
 
 
 def register(group: click.Group) -> None:
+    from entrypoints.commands.ownership import add_incident_commands
+
+    add_incident_commands(incidents)
     group.add_command(db)
     group.add_command(incidents)

@@ -146,7 +146,9 @@ def test_a_rejection_without_a_cluster_here_is_recorded_and_resumes_later(sqlite
     proc = subprocess.run([GPUOPS, "reject", str(waiting["action_id"]), "--user", "alice", "--reason", "not now"],
                           env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert "reject recorded by alice" in proc.stdout and "not planned" in proc.stdout
+    assert "reject recorded by alice" in proc.stdout and "the running gpuops service" in proc.stdout
+    # no configuration error after a decision that stands
+    assert "kube-config" not in proc.stdout + proc.stderr and "WARNING" not in proc.stderr
     with graph_on(container) as graph:  # the agent's next run picks the thread up
         final = resume(graph, ctx, incident_id)
     container.close()
