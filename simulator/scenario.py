@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from simulator.durations import Duration
 from simulator.healthy_spec import BatchWorkload, Healthy, NotebookWorkload, check_fleet_room
+from simulator.serving import ServingSpec
 
 FAULT_KINDS: tuple[str, ...] = (
     "xid79",
@@ -227,6 +228,9 @@ class Scenario(_Strict):
     faults: list[FaultSpec] = []
     background_faults: BackgroundFaults | None = None
     replay: ReplaySpec | None = None
+    serving: ServingSpec | None = Field(
+        None, description="inference Deployments driven by a generated request trace (simulator/serving.py)"
+    )
     healthy: Healthy | None = Field(
         None, description="a healthy fleet's real mess: workload phases, environment, operations (off when absent)"
     )

@@ -26,6 +26,7 @@ from simulator.kube.state import WORKLOAD_LABEL, KubeEvent, KubeState
 from simulator.physics import FleetPhysics, Modifiers
 from simulator.replay import build_replay
 from simulator.scenario import InferenceWorkload, Scenario, TrainingWorkload, node_index, node_name
+from simulator.serving import InferenceServing
 from simulator.workloads import (
     TRAINING_NAMESPACE,
     TRAINING_RESTART_DELAY_S,
@@ -85,6 +86,8 @@ class Twin:
         self._generation: dict[tuple[str, int], int] = {}
         self._install_workloads(rng_work)
         self.book.replay = build_replay(scenario, self.kube, self.nodes, self.gpu_usable) if scenario.replay else None
+        self.serving = (InferenceServing(scenario.serving, self.kube, self.start, self.end, scenario.seed)
+                        if scenario.serving else None)
         self._prefix = [
             gpu_label_prefix(
                 row % self.gpus_per_node,
@@ -174,6 +177,8 @@ class Twin:
             began = time.perf_counter()
             self.kube.tick(self.t)
             self.kube_seconds += time.perf_counter() - began
+            if self.serving is not None:
+                self.serving.advance(self.t)
             if self._dirty:
                 self._refresh_assignments()
             demand = self.book.demand(self.t, self.n)
@@ -255,9 +260,14 @@ class Twin:
             )
 
     def metrics_text(self, timestamps: bool | str = False) -> str:
-        """The whole /metrics body: dcgm-exporter then kube-state-metrics."""
+        """The whole /metrics body: dcgm-exporter, kube-state-metrics, then the inference servers' vLLM series."""
         with self._lock:
-            return self.dcgm_text(timestamps) + self.kube_state_text(timestamps)
+            return self.dcgm_text(timestamps) + self.kube_state_text(timestamps) + self.serving_text(timestamps)
+
+    def serving_text(self, timestamps: bool | str = False) -> str:
+        """The vLLM series of the scenario's inference Deployments (empty without a `serving` section)."""
+        with self._lock:
+            return self.serving.metrics_text(self._suffix(timestamps)) if self.serving is not None else ""
 
     # ------------------------------------------------------------------ ground truth
 

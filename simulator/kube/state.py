@@ -94,6 +94,9 @@ class KubeEvent:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+START_SECONDS_ANNOTATION = "sim.gpuops.io/start-seconds"
+
+
 class KubeState:
     """Thread-safe in-memory store of Kubernetes objects kept as their JSON dicts.
 
@@ -733,8 +736,16 @@ class KubeState:
                 }
                 for c in pod["spec"]["containers"]
             ]
-            self._pod_start_at[key] = self._clock() + self.pod_start_seconds
+            self._pod_start_at[key] = self._clock() + self._start_seconds(pod)
         self._put("pods", pod)
+
+    def _start_seconds(self, pod: dict[str, Any]) -> float:
+        """How long the pod's containers take to become Ready: its `sim.gpuops.io/start-seconds` annotation (an
+        inference server loading its model), else `pod_start_seconds`."""
+        try:
+            return max(0.0, float(annotations_of(pod)[START_SECONDS_ANNOTATION]))
+        except (KeyError, ValueError):
+            return self.pod_start_seconds
 
     def _start_pod(self, pod: dict[str, Any]) -> None:
         now = self._clock()

@@ -37,7 +37,7 @@ def test_legacy_discovery_documents(http: httpx.Client) -> None:
     assert http.get("/version").json()["major"] == "1"
     assert http.get("/api").json()["versions"] == ["v1"]
     groups = {g["name"]: g["preferredVersion"]["version"] for g in http.get("/apis").json()["groups"]}
-    assert groups == {"apps": "v1", "policy": "v1", "gpuops.io": "v1alpha1"}
+    assert groups == {"apps": "v1", "policy": "v1", "autoscaling": "v2", "keda.sh": "v1alpha1", "gpuops.io": "v1alpha1"}
     core = {r["name"]: r for r in http.get("/api/v1").json()["resources"]}
     assert core["pods/eviction"]["group"] == "policy" and core["pods/eviction"]["kind"] == "Eviction"
     assert "patch" in core["nodes"]["verbs"] and core["nodes"]["namespaced"] is False
