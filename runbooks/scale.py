@@ -1,14 +1,35 @@
-"""scale_deployment: set a Deployment's replicas, only within the bounds configured for it."""
+"""scale_deployment: set a Deployment's replicas, only within the bounds configured for it, or (for gpuops'
+autoscaler) within the bounds the Deployment's owner wrote on it when opting in."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from collections.abc import Mapping
 
-from connectors.kubernetes import DeploymentScale, NotFound
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from connectors.kubernetes import ClusterError, DeploymentScale, NotFound, ScalingTargets
 from runbooks.context import RunbookContext
 from runbooks.definition import Runbook, RunbookDefinition
 from runbooks.model import Diff, Plan, Risk, StepResult, TargetKind
 from runbooks.settings import RunbookSettings
+
+MIN_REPLICAS_ANNOTATION = "gpuops.io/min-replicas"
+MAX_REPLICAS_ANNOTATION = "gpuops.io/max-replicas"
+
+
+class OwnerBounds(BaseModel):
+    """The bounds a Deployment opted in to autoscaling carries (`gpuops.io/min-replicas`, `max-replicas`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_replicas: int = Field(ge=0, le=10_000)
+    max_replicas: int = Field(ge=0, le=10_000)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> OwnerBounds:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas {self.min_replicas} exceeds max_replicas {self.max_replicas}")
+        return self
 
 
 class ScaleParams(BaseModel):
@@ -16,6 +37,25 @@ class ScaleParams(BaseModel):
 
     replicas: int = Field(ge=0, le=10_000, description="the wanted replica count, within the configured bounds")
     reason: str = Field(default="", max_length=500)
+    autoscaled: OwnerBounds | None = Field(
+        default=None, description="set by gpuops' autoscaler: the bounds on the Deployment, checked against it "
+                                  "before the change (the configured bounds then apply only where configured)")
+
+
+def owner_bounds(annotations: Mapping[str, str], default_max: int) -> OwnerBounds:
+    """The bounds written on a Deployment; ValueError naming the annotation when one is not a count."""
+    values = {}
+    for field, key, default in (("min_replicas", MIN_REPLICAS_ANNOTATION, 0),
+                                ("max_replicas", MAX_REPLICAS_ANNOTATION, default_max)):
+        text = annotations.get(key)
+        try:
+            values[field] = default if text is None else int(text)
+        except ValueError:
+            raise ValueError(f"annotation {key}={text!r} is not a whole number of replicas") from None
+    try:
+        return OwnerBounds(**values)
+    except ValueError as exc:
+        raise ValueError(f"annotations {MIN_REPLICAS_ANNOTATION}/{MAX_REPLICAS_ANNOTATION}: {exc}") from None
 
 
 SCALE = Runbook[ScaleParams](
@@ -46,6 +86,13 @@ def read_scale(ctx: RunbookContext, plan: Plan) -> tuple[DeploymentScale | None,
 @SCALE.plan_check
 def _bounds(plan: Plan, params: ScaleParams, settings: RunbookSettings) -> list[str]:
     target = plan.target
+    key = f"{target.namespace}/{target.name}"
+    if params.autoscaled is not None:
+        owner = params.autoscaled
+        problems = [] if owner.min_replicas <= params.replicas <= owner.max_replicas else [
+            f"replicas {params.replicas} is outside the bounds on {key} ({owner.min_replicas}..{owner.max_replicas})"]
+        if key not in settings.replica_bounds:
+            return problems
     bounds = settings.bounds_for(str(target.namespace), str(target.name))
     if not bounds.min_replicas <= params.replicas <= bounds.max_replicas:
         return [
@@ -58,14 +105,37 @@ def _bounds(plan: Plan, params: ScaleParams, settings: RunbookSettings) -> list[
 @SCALE.risk
 def _risk(plan: Plan, params: ScaleParams, ctx: RunbookContext) -> Risk:
     scale, _ = read_scale(ctx, plan)
-    if scale is not None and params.replicas < scale.replicas:
-        return Risk.MEDIUM  # taking capacity away from a service
+    if scale is not None and params.replicas < scale.replicas and params.autoscaled is None:
+        return Risk.MEDIUM  # taking capacity away from a service (its owner delegated the count to the autoscaler)
     return Risk.LOW
 
 
 @SCALE.precondition
 def _pre(plan: Plan, params: ScaleParams, ctx: RunbookContext) -> list[str]:
-    return read_scale(ctx, plan)[1]
+    problems = read_scale(ctx, plan)[1]
+    if problems or params.autoscaled is None:
+        return problems
+    return _owner_still_agrees(plan, params.autoscaled, ctx)
+
+
+def _owner_still_agrees(plan: Plan, stated: OwnerBounds, ctx: RunbookContext) -> list[str]:
+    """An autoscaler plan holds only while the Deployment carries the bounds it states (no plan can invent them)."""
+    target = plan.target
+    key = f"{target.namespace}/{target.name}"
+    if not isinstance(ctx.cluster, ScalingTargets):
+        return [f"this cluster connection cannot read {key}'s autoscaling annotations"]
+    try:
+        deployment = ctx.cluster.get_served_deployment(str(target.namespace), str(target.name))
+        found = owner_bounds(deployment.annotations, default_max=-1)
+    except ClusterError as exc:
+        return [f"could not read {key}: {exc}"]
+    except ValueError as exc:
+        return [f"{key}: {exc}"]
+    if (MAX_REPLICAS_ANNOTATION not in deployment.annotations or found != stated):
+        return [f"{key} no longer carries the bounds this plan states ({stated.min_replicas}..{stated.max_replicas}"
+                f"); it has {deployment.annotations.get(MIN_REPLICAS_ANNOTATION)}.."
+                f"{deployment.annotations.get(MAX_REPLICAS_ANNOTATION)}"]
+    return []
 
 
 @SCALE.dry_run

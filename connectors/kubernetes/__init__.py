@@ -21,9 +21,11 @@ from connectors.kubernetes.models import (
     NodeRequest,
     NodeValidation,
     PodInfo,
+    ReplicaStart,
+    ServedDeployment,
     Taint,
 )
-from connectors.kubernetes.port import ClusterPort, NodeValidations
+from connectors.kubernetes.port import ClusterPort, NodeValidations, ScalingTargets
 
 __all__ = [
     "AccessDenied",
@@ -46,5 +48,8 @@ __all__ = [
     "NotCordonedByGpuops",
     "NotFound",
     "PodInfo",
+    "ReplicaStart",
+    "ScalingTargets",
+    "ServedDeployment",
     "Taint",
 ]

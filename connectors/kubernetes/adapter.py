@@ -42,7 +42,9 @@ from connectors.kubernetes.models import (
     NodeRequest,
     NodeValidation,
     PodInfo,
+    ReplicaStart,
     RequestPhase,
+    ServedDeployment,
     Taint,
 )
 from connectors.kubernetes.port import retry_while_blocked
@@ -187,6 +189,37 @@ def pod_info(pod: Any) -> PodInfo:
     )
 
 
+def served_deployment(dep: Any) -> ServedDeployment:
+    """A ServedDeployment from a V1Deployment (GPUs per replica from its pod template's containers)."""
+    md, spec = dep.metadata, dep.spec
+    gpus = 0
+    for container in _get(spec, "template", "spec", "containers") or []:
+        limits = _get(container, "resources", "limits") or {}
+        requests = _get(container, "resources", "requests") or {}
+        gpus += int(limits.get(notes.GPU_RESOURCE, requests.get(notes.GPU_RESOURCE, 0)))
+    return ServedDeployment(
+        namespace=md.namespace,
+        name=md.name,
+        replicas=int(spec.replicas if spec.replicas is not None else 1),
+        ready_replicas=int(_get(dep, "status", "ready_replicas") or 0),
+        selector=dict(_get(spec, "selector", "match_labels") or {}),
+        gpus_per_replica=gpus,
+        labels=dict(md.labels or {}),
+        annotations=dict(md.annotations or {}),
+    )
+
+
+def replica_start(pod: Any) -> ReplicaStart:
+    """A ReplicaStart from a V1Pod: created, and Ready since its Ready condition turned True."""
+    md = pod.metadata
+    ready_at = None
+    for c in _get(pod, "status", "conditions") or []:
+        if c.type == "Ready" and c.status == "True" and c.last_transition_time is not None:
+            ready_at = c.last_transition_time.timestamp()
+    return ReplicaStart(name=md.name, uid=md.uid or "", created_at=md.creation_timestamp.timestamp(),
+                        ready_at=ready_at)
+
+
 def node_request(obj: object) -> NodeRequest:
     """A NodeRequest from a GPUReset / NodeReboot custom object (a dict)."""
     if not isinstance(obj, dict) or not isinstance(obj.get("metadata"), dict):
@@ -246,6 +279,7 @@ class KubernetesCluster:
         self._core = client.CoreV1Api(api_client)
         self._apps = client.AppsV1Api(api_client)
         self._custom = client.CustomObjectsApi(api_client)
+        self._autoscaling = client.AutoscalingV2Api(api_client)
         self._timeout = request_timeout
         self._clock = clock
         self._sleep = sleep
@@ -483,6 +517,45 @@ class KubernetesCluster:
                 int(_get(scale, "spec", "replicas") or 0),
                 int(_get(scale, "status", "replicas") or 0),
             )
+
+    # ---------------------------------------------------------------- the autoscaler's targets (ScalingTargets)
+
+    def list_served_deployments(self, label_selector: str) -> list[ServedDeployment]:
+        with _boundary(f"list deployments matching {label_selector!r}"):
+            found = self._apps.list_deployment_for_all_namespaces(label_selector=label_selector,
+                                                                  _request_timeout=self._timeout)
+            return [served_deployment(d) for d in found.items]
+
+    def get_served_deployment(self, namespace: str, name: str) -> ServedDeployment:
+        with _boundary(f"read deployment {namespace}/{name}"):
+            return served_deployment(self._apps.read_namespaced_deployment(name, namespace,
+                                                                           _request_timeout=self._timeout))
+
+    def list_replica_starts(self, namespace: str, selector: Mapping[str, str]) -> list[ReplicaStart]:
+        text = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        with _boundary(f"list pods of {namespace} matching {text!r}"):
+            pods = self._core.list_namespaced_pod(namespace, label_selector=text, _request_timeout=self._timeout)
+            return [replica_start(p) for p in pods.items if _get(p, "metadata", "deletion_timestamp") is None]
+
+    def autoscaled_elsewhere(self) -> set[tuple[str, str]]:
+        owned: set[tuple[str, str]] = set()
+        with _boundary("list HorizontalPodAutoscalers"):
+            for hpa in self._autoscaling.list_horizontal_pod_autoscaler_for_all_namespaces(
+                    _request_timeout=self._timeout).items:
+                ref = hpa.spec.scale_target_ref
+                if ref is not None and ref.kind == "Deployment":
+                    owned.add((str(_get(hpa, "metadata", "namespace")), str(ref.name)))
+        try:
+            with _boundary("list KEDA ScaledObjects"):
+                scaled = self._custom.list_cluster_custom_object("keda.sh", "v1alpha1", "scaledobjects",
+                                                                 _request_timeout=self._timeout)
+        except NotFound:  # KEDA is not installed
+            return owned
+        for obj in scaled.get("items") or [] if isinstance(scaled, dict) else []:
+            target = (obj.get("spec") or {}).get("scaleTargetRef") or {}
+            if target.get("kind", "Deployment") == "Deployment" and target.get("name"):
+                owned.add((str((obj.get("metadata") or {}).get("namespace", "")), str(target["name"])))
+        return owned
 
     # ---------------------------------------------------------------- GPU resets and node reboots
 

@@ -99,6 +99,31 @@ class DeploymentScale:
 
 
 @dataclass(frozen=True)
+class ServedDeployment:
+    """A Deployment as the autoscaler sees it: its wanted replicas, its pods' selector and GPUs per replica,
+    and its labels and annotations (the opt-in, the bounds and the queries live there)."""
+
+    namespace: str
+    name: str
+    replicas: int
+    ready_replicas: int
+    selector: Mapping[str, str]
+    gpus_per_replica: int
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReplicaStart:
+    """One pod of a Deployment: when it was created and when it became Ready (None while it loads)."""
+
+    name: str
+    uid: str
+    created_at: float
+    ready_at: float | None
+
+
+@dataclass(frozen=True)
 class NodeRequest:
     """A GPUReset or NodeReboot request and what the node agent reported about it."""
 

@@ -14,6 +14,8 @@ from connectors.kubernetes.models import (
     NodeRequest,
     NodeValidation,
     PodInfo,
+    ReplicaStart,
+    ServedDeployment,
     Taint,
 )
 
@@ -112,6 +114,27 @@ class NodeValidations(Protocol):
         ...
 
     def get_node_validation(self, name: str) -> NodeValidation: ...
+
+
+@runtime_checkable
+class ScalingTargets(Protocol):
+    """What the inference autoscaler reads of a cluster besides the scale subresource: the Deployments that opted
+    in, their pods' start times (cold starts), and which Deployments an HPA or a KEDA ScaledObject owns."""
+
+    def list_served_deployments(self, label_selector: str) -> list[ServedDeployment]:
+        """Deployments in every namespace matching `label_selector`."""
+        ...
+
+    def get_served_deployment(self, namespace: str, name: str) -> ServedDeployment: ...
+
+    def list_replica_starts(self, namespace: str, selector: Mapping[str, str]) -> list[ReplicaStart]:
+        """The pods a Deployment's selector matches, with their creation and Ready times."""
+        ...
+
+    def autoscaled_elsewhere(self) -> set[tuple[str, str]]:
+        """(namespace, deployment) of every Deployment an autoscaling/v2 HPA or a keda.sh ScaledObject targets
+        (a cluster without KEDA's CRD has no ScaledObjects)."""
+        ...
 
 
 def retry_while_blocked(

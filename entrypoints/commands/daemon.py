@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 
@@ -14,6 +15,9 @@ from entrypoints.commands.context import container_from, settings_from
 from gpuops.config import Settings
 from gpuops.errors import ConfigError
 from gpuops.store import migrate
+
+if TYPE_CHECKING:
+    from entrypoints.worker.embedded import EmbeddedScheduler
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +49,12 @@ def daemon(ctx: click.Context, api: bool, wiring: str | None) -> None:
 
 
 def run_embedded(ctx: click.Context, settings: Settings, *, api: bool, wiring: str | None = None,
-                 clock: Callable[[], float] = time.time, rate: float = 1.0) -> None:
+                 clock: Callable[[], float] = time.time, rate: float = 1.0,
+                 prepare: Callable[[EmbeddedScheduler], None] | None = None) -> None:
     """The embedded daemon on `settings`: the scheduler in a thread, the API in the foreground. `clock` and
-    `rate` are the demo's simulated time (see EmbeddedScheduler)."""
+    `rate` are the demo's simulated time (see EmbeddedScheduler); `prepare` sees the scheduler before it starts
+    (the demo gives its pipeline an autoscaler on the twin)."""
     from entrypoints.commands.serving import serve
-    from entrypoints.worker.embedded import EmbeddedScheduler
     from entrypoints.worker.runtime import load_wiring
 
     if not settings.embedded:
@@ -66,7 +71,14 @@ def run_embedded(ctx: click.Context, settings: Settings, *, api: bool, wiring: s
         obj["container"] = container
         ctx.call_on_close(container.close)
     # one container for the scheduler and the API: one scrape loop, one cluster client, one pipeline
-    scheduler = EmbeddedScheduler(container_from(ctx), clock=clock, rate=rate)
+    from entrypoints.worker.embedded import EmbeddedScheduler
+
+    try:
+        scheduler = EmbeddedScheduler(container_from(ctx), clock=clock, rate=rate)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if prepare is not None:
+        prepare(scheduler)
     log.info("daemon started", extra={"shards": settings.shards, "cycle_s": settings.cycle_seconds})
     if not api:
         with contextlib.suppress(KeyboardInterrupt):

@@ -11,6 +11,7 @@ from celery import Celery
 
 from entrypoints.worker import tasks
 from entrypoints.worker.runtime import HARD_MARGIN_S, Wiring, WorkerRuntime, load_wiring, soft_limits
+from gpuops.autoscale.settings import AutoscaleSettings, load_autoscale_settings
 from gpuops.config import Settings
 from gpuops.errors import ConfigError
 
@@ -35,9 +36,10 @@ def cycle_end(now: float, cycle_seconds: float) -> float:
     return math.floor(now / cycle_seconds) * cycle_seconds
 
 
-def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    """One cycle entry per shard (the scheduler adds each message's `end`), and the sweep (soaked holds,
-    expired approvals, actions whose executor or message was lost)."""
+def beat_schedule(settings: Settings, autoscale: AutoscaleSettings | None = None) -> dict[str, dict[str, Any]]:
+    """One cycle entry per shard (the scheduler adds each message's `end`), the sweep (soaked holds,
+    expired approvals, actions whose executor or message was lost), and the autoscaling cycle when
+    GPUOPS_AUTOSCALE_ENABLED (every GPUOPS_AUTOSCALE_PERIOD_SECONDS)."""
     every = timedelta(seconds=settings.cycle_seconds)
     schedule: dict[str, dict[str, Any]] = {
         f"cycle-{shard}-of-{settings.shards}": {"task": tasks.DETECT, "schedule": every,
@@ -45,6 +47,9 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         for shard in range(settings.shards)
     }
     schedule["sweep"] = {"task": tasks.SWEEP, "schedule": timedelta(seconds=settings.sweep_seconds)}
+    autoscale = autoscale or load_autoscale_settings()
+    if autoscale.enabled:
+        schedule["autoscale"] = {"task": tasks.AUTOSCALE, "schedule": timedelta(seconds=autoscale.period_seconds)}
     return schedule
 
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 
 from entrypoints.worker.app import cycle_end
+from gpuops.autoscale.settings import AutoscaleSettings, load_autoscale_settings
 from gpuops.pipeline import OrderedDispatcher, Pipeline, Step
 from gpuops.wiring import Container
 
@@ -21,7 +22,9 @@ class EmbeddedScheduler:
     dispatched. `run_due(now)` does one round; `run_forever` loops until `stop()`. `clock` may run faster than
     real time (the demo's simulated fleet): `rate` says how much faster, so waits shrink to match."""
 
-    def __init__(self, container: Container, clock: Callable[[], float] = time.time, rate: float = 1.0) -> None:
+    def __init__(self, container: Container, clock: Callable[[], float] = time.time, rate: float = 1.0,
+                 autoscale: AutoscaleSettings | None = None) -> None:
+        """`autoscale`: the autoscaling cycle's settings (default: GPUOPS_AUTOSCALE_*); it runs when enabled."""
         if rate <= 0:
             raise ValueError("the clock's rate must be positive")
         self.rate = rate
@@ -34,6 +37,8 @@ class EmbeddedScheduler:
         self.dispatcher.bind(self._run_step)
         self._last_end = 0.0
         self._next_sweep = 0.0
+        self.autoscale = autoscale or load_autoscale_settings()
+        self._next_autoscale = 0.0
 
     def _sleep(self, seconds: float) -> None:
         self._stopped.wait(max(seconds, 0.0) / self.rate)
@@ -57,6 +62,10 @@ class EmbeddedScheduler:
             self.dispatcher.dispatch(Step.SWEEP, {})
             self._next_sweep = now + self.settings.sweep_seconds
             ran.append(Step.SWEEP.value)
+        if self.autoscale.enabled and now >= self._next_autoscale:
+            self.dispatcher.dispatch(Step.AUTOSCALE, {})
+            self._next_autoscale = now + self.autoscale.period_seconds
+            ran.append(Step.AUTOSCALE.value)
         self.dispatcher.drain()
         return ran
 
@@ -66,6 +75,7 @@ class EmbeddedScheduler:
             self.run_due(self.clock())
             now = self.clock()
             wake = min(cycle_end(now, self.settings.cycle_seconds) + self.settings.cycle_seconds, self._next_sweep,
+                       self._next_autoscale if self.autoscale.enabled else float("inf"),
                        self.dispatcher.next_due() or float("inf"))
             self._wake.wait(max(0.05, (wake - now) / self.rate))
 

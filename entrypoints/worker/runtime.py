@@ -125,7 +125,8 @@ def soft_limits(settings: Settings) -> dict[str, float]:
     short = min(60.0, cap)
     limits = {Step.DETECT: min(4 * settings.cycle_seconds, cap), Step.INCIDENT_CHANGED: short,
             Step.AGENT_STEP: max(cap, settings.claim_ttl_seconds), Step.EXECUTE: settings.claim_ttl_seconds,
-            Step.VERIFY: min(300.0, cap), Step.SWEEP: short, Step.RETURN_NODE: settings.claim_ttl_seconds}
+            Step.VERIFY: min(300.0, cap), Step.SWEEP: short, Step.RETURN_NODE: settings.claim_ttl_seconds,
+            Step.AUTOSCALE: settings.claim_ttl_seconds}  # it executes the scale actions policy approved
     return {str(step): limit for step, limit in limits.items()}
 
 

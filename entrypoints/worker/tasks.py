@@ -20,9 +20,10 @@ from gpuops.pipeline.steps import ACTIONS_QUEUE, CYCLES_QUEUE, INCIDENTS_QUEUE
 DETECT, INCIDENT_UPDATE, AGENT_STEP = Step.DETECT.value, Step.INCIDENT_CHANGED.value, Step.AGENT_STEP.value
 EXECUTE, VERIFY, SWEEP = Step.EXECUTE.value, Step.VERIFY.value, Step.SWEEP.value
 RETURN_NODE = Step.RETURN_NODE.value
+AUTOSCALE = Step.AUTOSCALE.value
 ROUTES = {step.value: queue for step, queue in QUEUE_OF.items()}
-__all__ = ["ACTIONS_QUEUE", "AGENT_STEP", "CYCLES_QUEUE", "DETECT", "EXECUTE", "INCIDENTS_QUEUE", "INCIDENT_UPDATE",
-           "QUEUES", "RETURN_NODE", "ROUTES", "SWEEP", "VERIFY", "register", "worker_name"]
+__all__ = ["ACTIONS_QUEUE", "AGENT_STEP", "AUTOSCALE", "CYCLES_QUEUE", "DETECT", "EXECUTE", "INCIDENTS_QUEUE",
+           "INCIDENT_UPDATE", "QUEUES", "RETURN_NODE", "ROUTES", "SWEEP", "VERIFY", "register", "worker_name"]
 
 
 def _result(value: Any) -> Any:

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from agent.context import AgentContext
     from agent.planning import Planner
     from agent.runner import RunReport
+    from gpuops.autoscale.cycle import Autoscaler, AutoscaleReport
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class Pipeline:
     planner: Planner | None = None
     worker: str = field(default_factory=socket.gethostname)
     diagnostics: NodeDiagnostics | None = None
+    autoscaler: Autoscaler | None = None  # built on first use from the environment (gpuops.autoscale.wiring)
     _ctx: AgentContext | None = None
     _live: LiveCycles = field(default_factory=dict)  # this process's detectors, between its cycles
 
@@ -107,6 +109,8 @@ class Pipeline:
             return self.return_node(p.probation_id)
         if isinstance(p, ActionPayload):
             return self.execute_action(p.action_id) if step == Step.EXECUTE else self.verify_action(p.action_id)
+        if step == Step.AUTOSCALE:
+            return self.autoscale()
         return self.sweep()
 
     def now(self) -> datetime:
@@ -173,6 +177,16 @@ class Pipeline:
             return []
         return taken
 
+    # -- autoscaling ----------------------------------------------------------------------------------------
+
+    def autoscale(self) -> AutoscaleReport:
+        """One autoscaling cycle at this pipeline's time: plan, publish, and scale what gpuops owns."""
+        if self.autoscaler is None:
+            from gpuops.autoscale.wiring import autoscaler_for
+
+            self.autoscaler = autoscaler_for(self.container, self.deps)
+        return self.autoscaler.run(self.clock())
+
     # -- the agent ----------------------------------------------------------------------------------------
 
     def context(self) -> AgentContext:
@@ -196,7 +210,12 @@ class Pipeline:
         """Run an incident's thread as far as it goes now (to a soak, an approval, another executor, or the
         end), or resume it after a decision, a soak or an execution; then tell the notifier."""
         from gpuops.agent_wiring import resume_incident, start_incident  # the graph's libraries load here
+        from gpuops.autoscale.cycle import after_decision
 
+        answered = after_decision(self.container.uow, self.deps, incident_id=incident_id, decision=decision,
+                                  dry_run=self.container.settings.dry_run, now=self.now())
+        if answered is not None:  # the autoscaler's incidents have no agent thread
+            return answered
         try:
             ctx = self.context()
             report = (resume_incident(self.container, incident_id, decision, ctx) if decision

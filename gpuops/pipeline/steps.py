@@ -18,6 +18,7 @@ class Step(StrEnum):
     VERIFY = "gpuops.verify_action"
     SWEEP = "gpuops.sweep"
     RETURN_NODE = "gpuops.return_node"
+    AUTOSCALE = "gpuops.autoscale"
 
 
 CYCLES_QUEUE = "gpuops.cycles"
@@ -26,7 +27,7 @@ ACTIONS_QUEUE = "gpuops.actions"
 QUEUES = (CYCLES_QUEUE, INCIDENTS_QUEUE, ACTIONS_QUEUE)
 QUEUE_OF = {Step.DETECT: CYCLES_QUEUE, Step.INCIDENT_CHANGED: INCIDENTS_QUEUE, Step.AGENT_STEP: INCIDENTS_QUEUE,
             Step.SWEEP: INCIDENTS_QUEUE, Step.EXECUTE: ACTIONS_QUEUE, Step.VERIFY: ACTIONS_QUEUE,
-            Step.RETURN_NODE: ACTIONS_QUEUE}
+            Step.RETURN_NODE: ACTIONS_QUEUE, Step.AUTOSCALE: CYCLES_QUEUE}
 
 
 class Payload(BaseModel):
@@ -77,4 +78,4 @@ class NoPayload(Payload):
 PAYLOADS: dict[Step, type[Payload]] = {Step.DETECT: CyclePayload, Step.INCIDENT_CHANGED: IncidentPayload,
                                        Step.AGENT_STEP: AgentPayload, Step.EXECUTE: ActionPayload,
                                        Step.VERIFY: ActionPayload, Step.SWEEP: NoPayload,
-                                       Step.RETURN_NODE: ProbationPayload}
+                                       Step.RETURN_NODE: ProbationPayload, Step.AUTOSCALE: NoPayload}

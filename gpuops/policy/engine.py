@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from domain import ActionStatus, Budget, IncidentStatus, InvalidTarget, Target, is_corroborated, is_hard
+from gpuops.policy.autoscale import AUTOSCALE_FAMILY
 from gpuops.policy.config import PolicyConfig
 from gpuops.policy.scope import scope_violations
 from gpuops.store.audit import append_event
@@ -186,8 +187,10 @@ def evaluate(session: Session, *, incident: Incident, action: Action, spec: Acti
     out_now = (set(leases) | set(facts.unschedulable)) - _awaiting_repair(session)
     new_nodes = [n for n in spec.target_nodes if n not in out_now]  # a node already out costs nothing more
     # The rate limit is on actions that touch the cluster: telling people (target `none`) is never rationed.
-    executed_last_hour = sum(1 for targets in session.scalars(select(Action.targets).where(
-        Action.executed_at >= now - timedelta(hours=1))) if _touches_cluster(targets))
+    # The autoscaler's replica changes have their own policy (gpuops.policy.autoscale) and never spend this one.
+    executed_last_hour = sum(1 for targets in session.scalars(select(Action.targets).join(Incident).where(
+        Action.executed_at >= now - timedelta(hours=1), Incident.family != AUTOSCALE_FAMILY))
+        if _touches_cluster(targets))
     budget = weigh_budget(spec=spec, facts=facts, config=config, out_now=out_now,
                           actions_last_hour=int(executed_last_hour))
     if spec.disruptive and new_nodes:
@@ -218,7 +221,7 @@ def evaluate(session: Session, *, incident: Incident, action: Action, spec: Acti
             deny.append(f"cool-down: {node} had action {cooling[-1].id} at {cooling[-1].executed_at}")
 
     if executed_last_hour >= config.max_actions_per_hour and action.executed_at is None \
-            and _touches_cluster(spec.target_keys):
+            and _touches_cluster(spec.target_keys) and incident.family != AUTOSCALE_FAMILY:
         deny.append(f"rate limit: {executed_last_hour} actions in the last hour, limit {config.max_actions_per_hour}")
 
     if escalate:
