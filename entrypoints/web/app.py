@@ -65,6 +65,8 @@ def create_app(container: Container, *, pipeline: Pipeline | None = None, sse_po
                                                 window_s=settings.sign_in_window_seconds)
     app.state.event_streams = StreamSlots(settings.event_streams_per_user)
     app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
+    # stored text shown as JSON (the audit trail's data) keeps its characters (→, ü), never \u escapes
+    app.state.templates.env.policies["json.dumps_kwargs"] = {"sort_keys": True, "ensure_ascii": False}
     app.state.pipeline = pipeline or threaded_pipeline(container)
     app.state.sse_poll_s = sse_poll_s
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")

@@ -161,3 +161,13 @@ def collapse(entries: Sequence[Mapping[str, Any]], now: datetime) -> list[dict[s
         item["repeat"] = (f"×{item['count']}, last {clock_time(datetime.fromisoformat(item['last_ts']), now)}"
                           if item["count"] > 1 else "")
     return out
+
+
+def drop_echoes(entries: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Timeline entries without the audit trail's echo of a step already on the timeline: an audit entry in the
+    same second as another source's entry by the same actor, or with nothing to say, adds nothing for a reader
+    (the audit page keeps every one)."""
+    said = {(str(e["ts"])[:19], e.get("actor", "")) for e in entries if e.get("source") != "audit"}
+    said_any = {str(e["ts"])[:19] for e in entries if e.get("source") != "audit"}
+    return [e for e in entries if e.get("source") != "audit" or not (
+        (str(e["ts"])[:19], e.get("actor", "")) in said or (not e.get("message") and str(e["ts"])[:19] in said_any))]

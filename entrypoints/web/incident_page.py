@@ -10,7 +10,16 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from entrypoints.web.humanize import collapse, data_text, duration, humane, mapping_text, when, words
+from entrypoints.web.humanize import (
+    collapse,
+    data_text,
+    drop_echoes,
+    duration,
+    humane,
+    mapping_text,
+    when,
+    words,
+)
 from entrypoints.web.incident_charts import IncidentCharts, incident_charts
 from entrypoints.web.incident_plan import PlanInputs, plan_view
 from entrypoints.web.links import grafana_url, runbook_doc_url
@@ -136,7 +145,7 @@ def incident_page_context(container: Container, session: Session, incident: Inci
         "workload_at": when(evidence[0].taken_at, now) if workload is not None else "",
         "plan": {**plan, "steps": [_step_words(s, now) for s in plan["steps"]]},
         "charts": charts,
-        "timeline": collapse(view["timeline"], now),
+        "timeline": collapse(drop_echoes(view["timeline"]), now),
         "grafana_url": grafana_url(container.settings, incident, now=now),
         "opened": when(incident.opened_at, now), "updated": when(incident.updated_at, now),
         "resolved": when(incident.resolved_at, now),

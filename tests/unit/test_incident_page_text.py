@@ -7,7 +7,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from entrypoints.web.humanize import ago, clock_time, collapse, data_text, duration, humane, mapping_text, when
+from entrypoints.web.humanize import (
+    ago,
+    clock_time,
+    collapse,
+    data_text,
+    drop_echoes,
+    duration,
+    humane,
+    mapping_text,
+    when,
+)
 
 NOW = datetime(2026, 12, 4, 14, 7, 0, tzinfo=UTC)
 
@@ -63,3 +73,16 @@ def test_a_repeated_finding_folds_into_one_line_with_its_count_and_last_time() -
     assert folded[0]["when"] == "13:07:00 UTC" and folded[1]["repeat"] == ""
     stamps = [e["ts"] for e in folded]
     assert stamps == sorted(stamps)  # still in time order
+
+
+def test_the_audit_trails_echo_of_a_step_already_on_the_timeline_is_left_to_the_audit_page() -> None:
+    lines = [{**entry(1, "agent investigating", "incident", "status.investigating"), "actor": "agent"},
+             {**entry(1, "reason: agent investigating", "audit", "incident.transition"), "actor": "agent"},
+             {**entry(2, "", "audit", "agent.plan"), "actor": "agent"},
+             {**entry(2, "classified as xid79", "incident", "agent.plan"), "actor": ""},
+             {**entry(3, "runbook: cordon_node", "audit", "agent.held"), "actor": "policy"},
+             {**entry(4, "checked", "audit", "approval.approve"), "actor": "admin"}]
+    kept = drop_echoes(lines)
+    assert [(e["source"], e["kind"]) for e in kept] == [
+        ("incident", "status.investigating"), ("incident", "agent.plan"), ("audit", "agent.held"),
+        ("audit", "approval.approve")]
