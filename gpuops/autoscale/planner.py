@@ -110,7 +110,11 @@ class DemandPlanner:
         self._longest_gap = np.zeros(n)
         self._gap_events = np.zeros((n, GAP_WIDTHS.size))
         self._gap_exposure = np.zeros((n, GAP_WIDTHS.size))
-        self._widths = np.diff(np.concatenate(([0.0], np.asarray(s.cross_lags_s, dtype=np.float64))))
+        self._fleet_hazard = np.zeros(GAP_WIDTHS.size)
+        self._prior_exposure = s.hazard_prior_gaps * GAP_WIDTHS
+        self._rows = np.arange(n)
+        self._edges = np.asarray(s.cross_lags_s, dtype=np.float64)
+        self._widths = np.diff(np.concatenate(([0.0], self._edges)))
 
     def decide(self, observation: CycleObservation) -> IntArray:
         """Desired replicas per deployment at `observation.now`, from this and earlier observations only."""
@@ -145,13 +149,10 @@ class DemandPlanner:
         hazard of its own gaps between arrivals (events over time at risk per gap bin, the open gap counted as
         time at risk), shrunk towards the fleet's by `hazard_prior_gaps` gaps' worth of time at risk."""
         idle = now - self._last_arrival
-        k = np.clip(np.searchsorted(GAP_EDGES, idle, side="right") - 1, 0, GAP_WIDTHS.size - 1)
-        rows = np.arange(self.n)
+        k = np.minimum(np.searchsorted(GAP_EDGES, idle, side="right") - 1, GAP_WIDTHS.size - 1)
         open_exposure = idle - GAP_EDGES[k]  # the open gap's time at risk in its own bin
-        fleet = self._gap_events.sum(axis=0) / np.maximum(self._gap_exposure.sum(axis=0), 1e-9)
-        prior = self.settings.hazard_prior_gaps * GAP_WIDTHS
-        events = self._gap_events[rows, k] + prior[k] * fleet[k]
-        exposure = self._gap_exposure[rows, k] + open_exposure + prior[k]
+        events = self._gap_events[self._rows, k] + self._prior_exposure[k] * self._fleet_hazard[k]
+        exposure = self._gap_exposure[self._rows, k] + open_exposure + self._prior_exposure[k]
         hazard: FloatArray = np.where(np.isfinite(idle), events / exposure, 0.0)
         return hazard
 
@@ -166,21 +167,21 @@ class DemandPlanner:
         self._gap_events[arrived, k] += 1
         self._gap_exposure[arrived] += np.clip(gap[:, None] - GAP_EDGES[None, :-1], 0.0,
                                                GAP_EDGES[None, 1:] - GAP_EDGES[None, :-1])
+        self._fleet_hazard = self._gap_events.sum(axis=0) / np.maximum(self._gap_exposure.sum(axis=0), 1e-9)
 
     def _cross_rate(self, now: float) -> FloatArray:
         """Wake-ups per second expected of each deployment from the other deployments' latest arrivals: for a
         deployment A that last saw an arrival `lag` ago, B's share of A's arrivals that were followed by B
         waking (its first arrival after `wake_gap_s` quiet) within `lag`'s bin, spread over the bin."""
-        lag = now - self._last_arrival
-        edges = self.settings.cross_lags_s
         rate = np.zeros(self.n)
-        low = 0.0
-        for j, high in enumerate(edges):
-            active = np.flatnonzero((lag >= low) & (lag < high) & (self._events > 0))
-            if active.size:
-                p = self._wakes[j, active] / self._events[active, None]
-                rate += p.sum(axis=0) / self._widths[j]
-            low = high
+        lag = now - self._last_arrival
+        recent = np.flatnonzero(lag < self.settings.cross_lags_s[-1])
+        if not recent.size:
+            return rate
+        bins = np.searchsorted(self._edges, lag[recent], side="right")
+        for j in np.unique(bins):
+            active = recent[bins == j]
+            rate += (self._wakes[j, active] / self._events[active, None]).sum(axis=0) / self._widths[j]
         return rate
 
     def _learn_cross(self, o: CycleObservation) -> None:
@@ -190,16 +191,14 @@ class DemandPlanner:
         if not arrived.size:
             return
         woke = arrived[o.now - self._last_arrival[arrived] >= self.settings.wake_gap_s]
-        if woke.size:
-            lag = o.now - self._last_arrival
-            low = 0.0
-            for j, high in enumerate(self.settings.cross_lags_s):
-                sources = np.flatnonzero((lag >= low) & (lag < high))
-                if sources.size:
-                    block = ~self._credited[np.ix_(sources, woke)]
-                    self._wakes[j][np.ix_(sources, woke)] += block
-                    self._credited[np.ix_(sources, woke)] = True
-                low = high
+        lag = o.now - self._last_arrival
+        sources = np.flatnonzero(lag < self.settings.cross_lags_s[-1])
+        if woke.size and sources.size:
+            bins = np.searchsorted(self._edges, lag[sources], side="right")
+            for j in np.unique(bins):
+                pairs = np.ix_(sources[bins == j], woke)
+                self._wakes[j][pairs] += ~self._credited[pairs]
+                self._credited[pairs] = True
         self._events[arrived] += 1
         self._credited[arrived] = False
 
