@@ -31,6 +31,7 @@ SilenceKind = Literal["silence", "maintenance"]
 SILENCE_KINDS: tuple[str, ...] = ("silence", "maintenance")
 SILENCE_STATES: tuple[str, ...] = ("active", "pending", "expired")
 MAX_WINDOW = timedelta(days=90)
+MAX_LEAD = timedelta(days=366)  # how far ahead a window may be planned
 MAX_NOTE_CHARS = 4000
 MAX_REASON_CHARS = 2000
 HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
@@ -288,6 +289,8 @@ def _window(request: SilenceRequest, now: datetime) -> tuple[datetime, datetime]
     starts = request.starts_at or now
     if starts.tzinfo is None:
         raise InvalidInput("the start needs a time zone (for example 2026-12-04T18:00:00Z)")
+    if starts - now > MAX_LEAD:
+        raise InvalidInput(f"a window starts within {MAX_LEAD.days} days from now")
     if (request.ends_at is None) == (request.duration is None):
         raise InvalidInput("give either an end time or a duration (like 2h)")
     try:

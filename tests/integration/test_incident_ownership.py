@@ -245,6 +245,7 @@ def test_silences_are_created_listed_and_expired_and_stay_as_history(container: 
     ({"hostname": "node one;drop"}, "not a node name"),
     ({"reason": ""}, "empty"),
     ({"kind": "hush"}, "kind 'hush'"),
+    ({"starts_at": datetime(9999, 12, 31, 20, tzinfo=UTC), "duration": "1w"}, "within 366 days"),
 ])
 def test_a_bad_silence_is_refused_with_what_is_wanted(container: Container, fields: dict[str, object],
                                                        problem: str) -> None:
