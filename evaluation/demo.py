@@ -4,10 +4,18 @@ dcgm-exporter /metrics, the official Kubernetes client against the twin's API)."
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
+from connectors.telemetry.serving import DemandSample, ScrapedServingDemand
+from gpuops.autoscale.settings import AutoscaleSettings
+from gpuops.autoscale.wiring import autoscaler_for
 from gpuops.config import Settings
+from gpuops.pipeline import Pipeline
 from gpuops.scraping import ScrapeLoop, SharedScrapeTelemetry
 from gpuops.wiring import Container, bootstrap
 from simulator.scenario import Scenario
@@ -78,4 +86,166 @@ def demo_container(settings: Settings, fleet: DemoFleet) -> Container:
 
 
 def load_demo_scenario(path: str | None) -> Scenario:
-    return load_scenario(path or DEMO_SCENARIO)
+    """A scenario file, or a bundled scenario by name (`autoscale` is simulator/scenarios/autoscale.yaml)."""
+    if path is None:
+        return load_scenario(DEMO_SCENARIO)
+    bundled = DEMO_SCENARIO.parent / f"{path}.yaml"
+    if not Path(path).is_file() and "/" not in path and bundled.is_file():
+        return load_scenario(bundled)
+    if not Path(path).is_file():
+        names = ", ".join(sorted(p.stem for p in DEMO_SCENARIO.parent.glob("*.yaml")))
+        raise FileNotFoundError(f"no scenario file {path!r} and no bundled scenario of that name ({names})")
+    return load_scenario(path)
+
+
+# -- the autoscaling demo (`gpuops demo --scenario autoscale`) ---------------------------------------------------
+
+DAY_S = 86400.0
+AUTOSCALE_LEAD_S = 300.0  # the live demo begins this long before today's surge
+
+
+@dataclass
+class ServingFleet:
+    """The twin with inference Deployments, yesterday already run under a reactive scaler, and the demand gpuops
+    reads (yesterday's samples kept as its history, today's scraped from the twin's /metrics)."""
+
+    twin: Twin
+    demand: ScrapedServingDemand
+    live_start: float
+    surge_at: float
+    served: ServedTwin | None = None
+    clock: TwinClock | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.served is not None
+        return self.served.url
+
+    def stop(self) -> None:
+        if self.clock is not None:
+            self.clock.stop()
+        if self.served is not None:
+            self.served.stop()
+        self.demand.close()
+
+
+def _surge_time_of_day(scenario: Scenario) -> float:
+    surges = [m.surge.at for m in (scenario.serving.models if scenario.serving else []) if m.surge is not None]
+    if not surges:
+        raise ValueError(f"scenario {scenario.name} has no served model with a daily surge")
+    return min(surges)
+
+
+def serving_fleet(scenario: Scenario, *, today: float | None = None, lead_s: float = AUTOSCALE_LEAD_S,
+                  history_s: float = 2 * DAY_S, period_s: float = 15.0) -> ServingFleet:
+    """Run the days before the demo at once under a reactive scaler (one replica per request in flight, released
+    after 300 s without need: what KEDA does on request counts), keeping what gpuops would have scraped, and stop
+    `lead_s` before today's surge (today: the UTC day of `today`, default now)."""
+    surge = _surge_time_of_day(scenario)
+    day = math.floor((time.time() if today is None else today) / DAY_S) * DAY_S
+    live = day + surge - lead_s
+    twin = Twin(scenario.model_copy(update={"start": live - history_s}))
+    demand = ScrapedServingDemand([], clock=lambda: twin.t)
+    reactive = ReactiveStandIn()
+    while twin.t + period_s <= live + 1e-9:
+        twin.advance_to(twin.t + period_s)
+        reactive.step(twin)
+        assert twin.serving is not None
+        counts = twin.serving.counts()
+        ns = twin.serving.spec.namespace
+        demand.keep(DemandSample(twin.t, {(ns, k): float(v[0]) for k, v in counts.items()},
+                                 {(ns, k): float(v[1]) for k, v in counts.items()}))
+    return ServingFleet(twin, demand, live, day + surge)
+
+
+def serve_serving_fleet(fleet: ServingFleet, *, speed: float) -> ServingFleet:
+    """Serve the twin and run its clock at `speed`; gpuops' demand then scrapes its /metrics."""
+    fleet.served = serve_twin(fleet.twin, name="demo-twin")
+    fleet.demand.urls = [f"{fleet.served.url}/metrics"]
+    fleet.clock = TwinClock(fleet.twin, speed=speed)
+    fleet.clock.start()
+    return fleet
+
+
+@dataclass
+class ReactiveStandIn:
+    """Yesterday's scaler: replicas = requests in flight (up at once), down only to the most wanted over 300 s."""
+
+    window_s: float = 300.0
+    wanted: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+
+    def step(self, twin: Twin) -> None:
+        assert twin.serving is not None
+        ns = twin.serving.spec.namespace
+        for name, server in twin.serving.servers.items():
+            busy = sum(1 for r in server.replicas.values() if r.busy_until is not None)
+            want = min(max(busy + len(server.queue), server.spec.min_replicas), server.spec.max_replicas)
+            history = [(t, w) for t, w in self.wanted.get(name, []) if t > twin.t - self.window_s] + [(twin.t, want)]
+            self.wanted[name] = history
+            target = max(w for _, w in history)
+            if target != int(twin.kube.get_object("deployments", ns, name)["spec"]["replicas"]):
+                twin.kube.set_scale(ns, name, target)
+
+
+@dataclass
+class SurgeStory:
+    """What the demo tells, read from the twin: replicas turning ready, the surge beginning (and how many replicas
+    were ready for it), and the surge's waits against yesterday's."""
+
+    fleet: ServingFleet
+    ready: dict[str, int] = field(default_factory=dict)
+    told_surge: bool = False
+    told_waits: bool = False
+    ready_at_surge: dict[str, int] = field(default_factory=dict)
+
+    def _stamp(self, t: float) -> str:
+        return datetime.fromtimestamp(t, tz=UTC).strftime("%H:%M:%S")
+
+    def begin(self) -> list[str]:
+        lines = [f"yesterday's surge at {self._stamp(self.fleet.surge_at)} UTC under a reactive scaler: "
+                 + self._waits(self.fleet.surge_at - DAY_S)]
+        return lines
+
+    def _waits(self, start: float) -> str:
+        twin = self.fleet.twin
+        assert twin.serving is not None
+        parts = []
+        for name, server in twin.serving.servers.items():
+            waits = [w for a, w in server.waits if start <= a < start + 3600]
+            if server.spec.surge is None or not waits:
+                continue
+            over = sum(1 for w in waits if w > 5) / len(waits)
+            parts.append(f"{name}: {len(waits)} requests, wait p50 {statistics.median(waits):.0f} s, "
+                         f"p95 {sorted(waits)[int(0.95 * (len(waits) - 1))]:.0f} s, {over:.0%} waited over 5 s")
+        return "; ".join(parts) or "no requests"
+
+    def poll(self) -> list[str]:
+        twin = self.fleet.twin
+        assert twin.serving is not None
+        lines: list[str] = []
+        for name, server in twin.serving.servers.items():
+            n = len(server.replicas)
+            if n != self.ready.get(name, 0):
+                lines.append(f"{self._stamp(twin.t)} {name}: {n} replica(s) ready (was {self.ready.get(name, 0)}), "
+                             f"{sum(1 for r in server.replicas.values() if r.busy_until is not None)} busy, "
+                             f"{len(server.queue)} waiting")
+                self.ready[name] = n
+        if not self.told_surge and twin.t >= self.fleet.surge_at:
+            self.told_surge = True
+            self.ready_at_surge = {name: len(s.replicas) for name, s in twin.serving.servers.items()}
+            lines.append(f"{self._stamp(twin.t)} the surge begins with "
+                         + ", ".join(f"{k}: {v} replica(s) ready" for k, v in self.ready_at_surge.items()))
+        if not self.told_waits and twin.t >= self.fleet.surge_at + 3600:
+            self.told_waits = True
+            lines.append(f"today's surge with gpuops: {self._waits(self.fleet.surge_at)}")
+        return lines
+
+
+def attach_autoscaler(pipeline: Pipeline, container: Container, fleet: ServingFleet, *,
+                      gpu_budget: int = 8) -> AutoscaleSettings:
+    """Give the pipeline the autoscaling cycle on the serving fleet (its demand: yesterday's samples, then the
+    twin's /metrics); the settings returned run it every 15 s of the fleet's time, for the scheduler."""
+    autoscale = AutoscaleSettings(enabled=True, period_seconds=15.0, gpu_budget=gpu_budget,
+                                  history_seconds=2 * DAY_S)
+    pipeline.autoscaler = autoscaler_for(container, pipeline.deps, settings=autoscale, demand=fleet.demand)
+    return autoscale

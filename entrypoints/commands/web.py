@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,6 +13,10 @@ from domain import clock as gpuops_clock
 from entrypoints.commands.context import settings_from
 from entrypoints.commands.serving import serve
 from gpuops.store import migrate
+
+if TYPE_CHECKING:
+    from gpuops.config import Settings
+    from simulator.scenario import Scenario
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +32,9 @@ def api(ctx: click.Context, host: str | None, port: int | None) -> None:
 
 
 @click.command("demo")
-@click.option("--scenario", "scenario_path", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="Scenario to run (default: the demo scenario, a GPU falling off the bus a few minutes in).")
+@click.option("--scenario", "scenario_path", default=None, metavar="FILE|NAME",
+              help="Scenario to run: a file, or a bundled one by name (default: demo, a GPU falling off the bus a "
+                   "few minutes in; autoscale: inference replicas started ahead of a daily surge).")
 @click.option("--speed", default=10.0, show_default=True, type=click.FloatRange(1.0, 100.0),
               help="Simulated time runs this many times faster than real time.")
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -46,7 +52,13 @@ def demo(ctx: click.Context, scenario_path: str | None, speed: float, host: str,
 
     base = settings_from(ctx).model_copy(update={"database_url": database_url, "api_host": host, "api_port": port})
     _fresh_sqlite(database_url)
-    scenario = load_demo_scenario(scenario_path)
+    try:
+        scenario = load_demo_scenario(scenario_path)
+    except FileNotFoundError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scenario") from exc
+    if scenario.serving is not None:
+        _demo_autoscale(ctx, scenario, base, speed=speed, host=host, port=port)
+        return
     fleet = start_fleet(scenario, speed=speed, start=float(int(time.time())), warmup_s=DEMO_WARMUP_S)
     gpuops_clock.use(fleet.clock.now)  # what the dashboard, the agent and detection store shares the fleet's time
     settings, password = demo_admin(demo_settings(base, fleet))
@@ -72,6 +84,70 @@ def demo(ctx: click.Context, scenario_path: str | None, speed: float, host: str,
 
 
 DEMO_WARMUP_S = 1800.0  # the demo scenario's faults come after this much simulated time
+
+
+def _demo_autoscale(ctx: click.Context, scenario: Scenario, base: Settings, *, speed: float, host: str,
+                    port: int) -> None:
+    """The autoscaling demo: yesterday run at once under a reactive scaler, today live a few minutes before the
+    daily surge, gpuops' autoscaling cycle on the twin's Kubernetes API and vLLM metrics, the story told as it
+    happens (and logged at INFO)."""
+    import threading
+
+    from entrypoints.commands.daemon import run_embedded
+    from entrypoints.web.auth import DEMO_ADMIN, demo_admin
+    from entrypoints.worker.embedded import EmbeddedScheduler
+    from evaluation.demo import (
+        DemoFleet,
+        SurgeStory,
+        attach_autoscaler,
+        demo_container,
+        demo_settings,
+        serve_serving_fleet,
+        serving_fleet,
+    )
+
+    click.echo(f"gpuops demo: running yesterday of '{scenario.name}' under a reactive scaler (a few seconds)...")
+    fleet = serve_serving_fleet(serving_fleet(scenario), speed=speed)
+    assert fleet.clock is not None and fleet.served is not None
+    gpuops_clock.use(fleet.clock.now)
+    served = DemoFleet(fleet.twin, fleet.clock, fleet.served)
+    settings, password = demo_admin(demo_settings(base, served))
+    migrate.upgrade(settings.database_url)
+    container = demo_container(settings, served)
+    obj = ctx.ensure_object(dict)
+    obj["settings"], obj["container"] = settings, container
+    ctx.call_on_close(container.close)
+    story = SurgeStory(fleet)
+
+    def prepare(scheduler: EmbeddedScheduler) -> None:
+        scheduler.autoscale = attach_autoscaler(scheduler.pipeline, container, fleet)
+
+    def tell(lines: list[str]) -> None:
+        for line in lines:  # the daemon's log carries gpuops' own side: plans, decisions, actions
+            log.info("autoscale demo: %s", line)
+
+    stop = threading.Event()
+
+    def narrate() -> None:
+        while not stop.wait(0.25):
+            try:
+                tell(story.poll())
+            except RuntimeError:  # the twin moved on while it was read; the next look sees it
+                continue
+
+    click.echo(f"gpuops demo: fleet twin at {fleet.url}, {speed:g}x real time; dashboard at http://{host}:{port}/ "
+               f"(sign in as {DEMO_ADMIN} with password {password})")
+    tell(story.begin())
+    click.echo(f"gpuops demo: today's surge is due at {story._stamp(fleet.surge_at)} UTC, "
+               f"{(fleet.surge_at - fleet.twin.t) / 60:.0f} simulated minutes from now; gpuops plans every 15 s "
+               "(its scale actions are on the dashboard's incidents, one per Deployment and day)")
+    narrator = threading.Thread(target=narrate, name="autoscale-story", daemon=True)
+    narrator.start()
+    try:
+        run_embedded(ctx, settings, api=True, clock=fleet.clock.now, rate=speed, prepare=prepare)
+    finally:
+        stop.set()
+        fleet.stop()
 
 
 def _absolute(database_url: str) -> str:
