@@ -45,7 +45,7 @@ def week_of(at: datetime) -> str:
     return f"{year}-W{week:02d}"
 
 
-def _split_by_week(start: datetime, end: datetime, gpus: int, into: dict[str, float]) -> float:
+def split_by_week(start: datetime, end: datetime, gpus: int, into: dict[str, float]) -> float:
     """Add `gpus` × [start, end) to `into` per ISO week; the GPU-hours added."""
     total, at = 0.0, start
     while at < end:
@@ -58,7 +58,7 @@ def _split_by_week(start: datetime, end: datetime, gpus: int, into: dict[str, fl
     return total
 
 
-def _merged(intervals: list[tuple[datetime, datetime, str]]) -> list[tuple[datetime, datetime, str]]:
+def merged_intervals(intervals: list[tuple[datetime, datetime, str]]) -> list[tuple[datetime, datetime, str]]:
     """Union of intervals, each labelled with the runbook of the first interval in it."""
     out: list[tuple[datetime, datetime, str]] = []
     for start, end, runbook in sorted(intervals):
@@ -90,9 +90,9 @@ def incident_losses(session: Session, *, now: datetime, gpus_per_node: Mapping[s
 
     for (incident_id, host), intervals in sorted(leases.items()):
         incident = incidents[incident_id]
-        for start, end, runbook in _merged(intervals):
+        for start, end, runbook in merged_intervals(intervals):
             loss = out.setdefault(incident_id, IncidentLoss(incident_id, incident.title, incident.hostname, runbook))
-            loss.gpu_hours += _split_by_week(start, end, node_gpus(host), loss.by_week)
+            loss.gpu_hours += split_by_week(start, end, node_gpus(host), loss.by_week)
     for incident in hard:
         if incident.id in leased:
             continue
@@ -101,7 +101,7 @@ def incident_losses(session: Session, *, now: datetime, gpus_per_node: Mapping[s
             continue
         gpus = 1 if incident.scope == "gpu" else node_gpus(incident.hostname)
         loss = IncidentLoss(incident.id, incident.title, incident.hostname, _first_runbook(session, incident.id))
-        loss.gpu_hours = _split_by_week(incident.opened_at, end, gpus, loss.by_week)
+        loss.gpu_hours = split_by_week(incident.opened_at, end, gpus, loss.by_week)
         out[incident.id] = loss
     return sorted(out.values(), key=lambda x: (-x.gpu_hours, x.incident_id))
 

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from sqlalchemy import delete
 
 from connectors.kubernetes.adapter import KubernetesCluster
 from connectors.telemetry import InMemoryTelemetry
@@ -27,7 +28,7 @@ from gpuops.execution.service import ExecutionDeps, Proposal, execute, propose
 from gpuops.pipeline import Pipeline, Step
 from gpuops.policy import PolicyConfig
 from gpuops.store import migrate
-from gpuops.store.models import Action, GpuHours, Incident
+from gpuops.store.models import Action, GpuHours, GpuUsage, Incident
 from gpuops.wiring import Container, bootstrap
 from runbooks import Plan, Target, default_catalogue
 from tests.runbook_twin import FAST, START, Twin, connect
@@ -201,3 +202,29 @@ def test_the_cost_page_api_and_metrics_show_idle_gpus_deployments_and_lost_hours
     assert re.search(r'gpuops_gpu_hours_provisioned_total\{deployment="llama-7b",namespace="serving"\} 3\.0', metrics)
     assert 'gpuops_gpu_hours_needed_total{deployment="llama-7b",namespace="serving"}' in metrics
     assert 'gpuops_gpus_by_state{state="free"} 4.0' in metrics
+
+
+def test_a_gpu_gone_from_its_shards_frame_is_unknown_and_another_shards_gpus_are_left_alone(db_url: str) -> None:
+    migrate.upgrade(db_url)
+    frame, _ = fleet(with_gap=False)
+    first = frame.until(T0 + 3600)
+    later = frame.rows(np.array([h == "gpu-node-001" for h in frame.gpus.hostname]))
+    usage = UsageSettings(threshold_percent=5.0, step_s=STEP, max_gap_s=3 * STEP)
+    container = bootstrap(Settings(database_url=db_url))
+    try:
+        for owns in (lambda host: host == "gpu-node-001", lambda host: True):
+            with container.uow() as uow:
+                uow.session.execute(delete(GpuUsage))
+                record_usage(uow.session, first, usage)
+                record_usage(uow.session, later, usage, owns=owns)
+                uow.commit()
+            with container.session_factory() as session:
+                states = {(r.hostname, r.gpu): (r.state, r.seen_at) for r in session.query(GpuUsage)}
+            node2 = {v for k, v in states.items() if k[0] == "gpu-node-002"}
+            if owns("gpu-node-002"):
+                assert node2 == {("unknown", datetime.fromtimestamp(START, tz=UTC))}
+            else:  # another shard's GPUs: as that shard last wrote them
+                assert node2 == {("free", datetime.fromtimestamp(T0 + 3600, tz=UTC))}
+            assert states[("gpu-node-001", 0)] == ("low", datetime.fromtimestamp(START, tz=UTC))
+    finally:
+        container.close()
