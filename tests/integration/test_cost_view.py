@@ -171,12 +171,14 @@ def test_the_cost_page_api_and_metrics_show_idle_gpus_deployments_and_lost_hours
         with serve(container) as web:
             assert httpx.get(f"{web.url}/api/cost").status_code == 401
             api = httpx.get(f"{web.url}/api/cost", auth=("vera", PASSWORDS["vera"])).json()
+            refused = httpx.get(f"{web.url}/api/cost?days=0", auth=("vera", PASSWORDS["vera"]))
             with sign_in(web.url, "vera") as client:
                 page = client.get("/cost")
                 nav = client.get("/fleet").text
             metrics = httpx.get(f"{web.url}/metrics").text
     container.close()
 
+    assert refused.status_code == 422 and "days" in refused.text
     assert api["losses"]["by_runbook"] == {"cordon_node": 8.0, "none": 0.5}  # 4 GPUs × 2 h; 1 GPU × 30 min
     assert api["losses"]["by_week"] == {"2026-W01": 8.5}
     assert api["losses"]["incidents"][0]["incident_id"] == incident_id
