@@ -13,7 +13,8 @@ from evaluation.autoscale.run import PARTS, EvaluationInputs, Part, evaluate
 from evaluation.autoscale.trace import TraceError
 from gpuops.autoscale.planner import PlannerSettings
 
-TERMS = ("seasonal", "hazard", "cross")
+TERMS_ON = ("seasonal", "gate", "cross")  # on by default
+TERMS_OFF = ("hazard",)
 
 
 def register(group: click.Group) -> None:
@@ -39,15 +40,19 @@ def autoscale() -> None:
 @click.option("--warm-value", "warm_value_s", type=click.FloatRange(min=0.0), default=PlannerSettings.warm_value_s,
               show_default=True, help="gpuops' operating point: the GPU-seconds one avoided cold-start wait is "
                                       "worth (larger keeps more replicas warm).")
-@click.option("--without", "without", type=click.Choice(TERMS), multiple=True,
+@click.option("--without", "without", type=click.Choice(TERMS_ON), multiple=True,
               help="Leave this term out of gpuops' demand rate (repeatable; for comparison): the hour-of-day "
-                   "and -week profile, the idle-gap hazard, the cross-deployment wake-ups.")
+                   "and -week profile, its gate (the profile held only for a quiet spell already lived through), "
+                   "the cross-deployment wake-ups.")
+@click.option("--with", "with_", type=click.Choice(TERMS_OFF), multiple=True,
+              help="Add this term to gpuops' demand rate: the idle-gap hazard.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def evaluate_command(requests_file: Path, cold_starts_file: Path, seed: int, period_s: float, part: Part,
-                     warm_value_s: float, without: tuple[str, ...], as_json: bool) -> None:
+                     warm_value_s: float, without: tuple[str, ...], with_: tuple[str, ...], as_json: bool) -> None:
     """Replay a request trace: GPU-hours and request waits for gpuops, reactive, warm-1 and the oracle."""
     settings = PlannerSettings(period_s=period_s, warm_value_s=warm_value_s, seasonal="seasonal" not in without,
-                               hazard="hazard" not in without, cross="cross" not in without)
+                               seasonal_gate="gate" not in without, cross="cross" not in without,
+                               hazard="hazard" in with_)
     try:
         report = evaluate(EvaluationInputs(requests_file, cold_starts_file, seed, period_s, part), settings)
     except TraceError as exc:

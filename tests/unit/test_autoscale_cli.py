@@ -55,11 +55,11 @@ def test_terms_can_be_left_out_of_the_rate_for_comparison_and_an_unknown_one_is_
     requests, cold = files(tmp_path)
     args = ("--requests", str(requests), "--coldstarts", str(cold), "--json")
     full = json.loads(invoke(*args).output)
-    assert full["planner_terms"] == {"seasonal": True, "hazard": True, "cross": True}
-    result = invoke(*args, "--without", "hazard", "--without", "cross")
+    assert full["planner_terms"] == {"seasonal": True, "gate": True, "hazard": False, "cross": True}
+    result = invoke(*args, "--without", "gate", "--without", "cross", "--with", "hazard")
     assert result.exit_code == 0, result.output
     bare = json.loads(result.output)
-    assert bare["planner_terms"] == {"seasonal": True, "hazard": False, "cross": False}
+    assert bare["planner_terms"] == {"seasonal": True, "gate": False, "hazard": True, "cross": False}
     assert bare["policies"]["reactive"] == full["policies"]["reactive"]
     assert bare["policies"]["gpuops"] != full["policies"]["gpuops"]
     refused = invoke(*args, "--without", "weather")

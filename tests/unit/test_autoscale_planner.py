@@ -3,6 +3,8 @@ deployment's own cold start, keeps a spare while demand is likely and lets it go
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -79,7 +81,7 @@ def test_a_busy_hour_on_past_days_warms_the_deployment_just_before_it_today() ->
 def test_the_clock_forecast_waits_for_a_quiet_spell_the_deployment_has_lived_through() -> None:
     """After its first day a deployment has never been quiet for 23 hours, so it may as well be gone: the
     busy hour of day one alone does not warm it on day two (day two's call teaches that it comes back).
-    Without the idle-gap model the clock alone warms it."""
+    Without the gate the clock alone warms it."""
 
     def before_nine_on_day_two(settings: PlannerSettings) -> int:
         planner = DemandPlanner(1, settings)
@@ -91,7 +93,8 @@ def test_the_clock_forecast_waits_for_a_quiet_spell_the_deployment_has_lived_thr
         return desired
 
     assert before_nine_on_day_two(PlannerSettings(warm_value_s=1800, recent_half_life_s=60)) == 0
-    assert before_nine_on_day_two(PlannerSettings(warm_value_s=1800, recent_half_life_s=60, hazard=False)) == 1
+    assert before_nine_on_day_two(PlannerSettings(warm_value_s=1800, recent_half_life_s=60,
+                                                  seasonal_gate=False)) == 1
 
 
 def test_one_cycle_for_a_thousand_deployments_is_one_call() -> None:
@@ -113,7 +116,7 @@ def served_warm(rows: list[tuple[float, float, int]], n_models: int, settings: P
 def test_a_client_calling_every_two_hours_is_served_warm_once_its_gaps_are_learned() -> None:
     period, days = 7200.0, 3
     rows = [(k * period, 10.0, 0) for k in range(int(days * 86400 / period))]
-    alone = PlannerSettings(seasonal=False, cross=False)
+    alone = PlannerSettings(seasonal=False, cross=False, hazard=True)
     wait, gpu = served_warm(rows, 1, alone)
     late = wait[12:]  # after the first day
     assert np.mean(late <= 5.0) >= 0.9
@@ -123,10 +126,12 @@ def test_a_client_calling_every_two_hours_is_served_warm_once_its_gaps_are_learn
     assert np.mean(wait_without[12:] > 5.0) == 1.0
 
 
-def test_a_deployment_that_stops_being_called_is_released_and_stays_released() -> None:
-    planner = DemandPlanner(1)
+def days_up_after_its_last_call(settings: PlannerSettings) -> tuple[float, bool]:
+    """A deployment called every 10 minutes for a day, then never again: how long after the last call it is
+    first released, and whether it stays released over the next three days."""
+    planner = DemandPlanner(1, settings)
     t = 0.0
-    while t < 86400:  # a call every 10 minutes for a day
+    while t < 86400:
         planner.decide(observation(t, [1 if t % 600 == 0 else 0]))
         t += 15
     last = t - 15
@@ -134,9 +139,16 @@ def test_a_deployment_that_stops_being_called_is_released_and_stays_released() -
     while t < last + 3 * 86400:
         decided.append((t, int(planner.decide(observation(t, [0]))[0])))
         t += 15
-    released = next(at for at, d in decided if d == 0)
-    assert released - last < 3600
-    assert all(d == 0 for at, d in decided if at >= released)
+    released = next((at for at, d in decided if d == 0), math.inf)
+    return (released - last) / 86400, all(d == 0 for at, d in decided if at >= released)
+
+
+@pytest.mark.parametrize("hazard", [False, True])
+def test_a_deployment_that_stops_being_called_is_released_and_stays_released(hazard: bool) -> None:
+    up, stays = days_up_after_its_last_call(PlannerSettings(hazard=hazard))
+    assert up < 1 / 24 and stays
+    # without the gate, yesterday's busy hours keep calling it back: up for all three days
+    assert days_up_after_its_last_call(PlannerSettings(hazard=hazard, seasonal_gate=False)) == (math.inf, True)
 
 
 def test_a_deployment_called_right_after_another_is_warmed_by_the_others_call() -> None:
@@ -155,7 +167,7 @@ def test_a_deployment_called_right_after_another_is_warmed_by_the_others_call() 
 
 
 def test_the_learned_lead_is_what_warms_a_deployment_a_pair_seen_once_in_many_calls_does_not() -> None:
-    planner = DemandPlanner(3, PlannerSettings(seasonal=False, hazard=False))
+    planner = DemandPlanner(3, PlannerSettings(seasonal=False))
     t = 0.0
     for k in range(40):  # model 0 called alone every 2 h; once, model 2 woke 60 s after it
         planner.decide(observation(t, [1, 0, 0]))
