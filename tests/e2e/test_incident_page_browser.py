@@ -98,6 +98,7 @@ def test_the_cause_the_blast_radius_and_the_whole_plan_fit_a_laptop_screen(
     steps = page.locator("#whole-plan li.step")
     expect(steps).to_have_count(3)
     expect(steps.nth(0)).to_contain_text("awaiting approval")
+    expect(steps.nth(0).locator("a.status")).to_have_attribute("href", re.compile(r"^#action-\d+$"))
     expect(steps.nth(1)).to_contain_text("high risk")
     expect(steps.nth(2)).to_contain_text("Drain and reboot a node")
     expect(steps.nth(2)).to_contain_text("needs 2 approvers")
