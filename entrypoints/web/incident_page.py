@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 
 from entrypoints.web.humanize import (
     collapse,
-    data_text,
     drop_echoes,
     duration,
     humane,
@@ -150,5 +149,4 @@ def incident_page_context(container: Container, session: Session, incident: Inci
         "opened": when(incident.opened_at, now), "updated": when(incident.updated_at, now),
         "resolved": when(incident.resolved_at, now),
         "rationale": [humane(r, now) for r in view["rationale"]],
-        "data_text": data_text,
     }
