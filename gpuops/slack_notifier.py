@@ -81,6 +81,8 @@ def prompt_for(session: Session, action: Action, *, dashboard_url: str | None,
     incident = action.incident
     if incident.scope == "fleet":
         location = f"fleet, {len(incident.details.get('hosts', []))} nodes"
+    elif incident.hostname is None and incident.details.get("deployment"):  # the autoscaler's incidents
+        location = f"deployment {incident.details['deployment']}"
     else:
         location = incident.hostname or "?"
         if incident.gpu is not None:

@@ -81,6 +81,7 @@ class AutoscaleDeps:
     execution: ExecutionDeps
     metrics: ServiceMetrics
     dry_run: bool = False
+    ask_approval: Callable[[int], None] | None = None  # tells the approvers (Slack) about an action that waits
 
 
 class Autoscaler:
@@ -265,9 +266,19 @@ class Autoscaler:
                     uow.commit()
             else:
                 entry["status"] = ActionStatus.AWAITING_APPROVAL.value
+                self._ask(action_id)
             report.actions.append(entry)
             if row is not None:
                 row.decision = f"action {action_id}: {verdict.current} → {verdict.replicas} ({entry['status']})"
+
+
+    def _ask(self, action_id: int) -> None:
+        if self.deps.ask_approval is None:
+            return
+        try:
+            self.deps.ask_approval(action_id)
+        except Exception:  # a channel being down never stops the cycle; the approval waits in the store
+            log.exception("the notifier failed", extra={"action_id": action_id})
 
 
 def after_decision(uow: Callable[[], UnitOfWork], deps: ExecutionDeps, *, incident_id: int,

@@ -40,4 +40,5 @@ def autoscaler_for(container: Container, execution: ExecutionDeps, *, settings: 
     return Autoscaler(AutoscaleDeps(uow=container.uow, cluster=cluster,
                                     demand=demand or demand_from(container, settings, execution.clock),
                                     settings=settings, execution=execution,
-                                    metrics=container.metrics, dry_run=container.settings.dry_run))
+                                    metrics=container.metrics, dry_run=container.settings.dry_run,
+                                    ask_approval=lambda action_id: container.notifier.approval_requested(action_id)))

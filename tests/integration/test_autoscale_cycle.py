@@ -19,7 +19,9 @@ from gpuops.autoscale.settings import AutoscaleSettings
 from gpuops.autoscale.wiring import autoscaler_for
 from gpuops.config import Settings
 from gpuops.execution.approvals import Approver
+from gpuops.notify import NullNotifier
 from gpuops.pipeline import Step
+from gpuops.slack_notifier import prompt_for
 from gpuops.store import migrate
 from gpuops.store.audit import verify_chain
 from gpuops.store.models import Action, AuditEvent, Incident
@@ -31,6 +33,16 @@ from simulator.twin import Twin
 NS = "serving"
 
 
+class AskedApprovers(NullNotifier):
+    """The notifier's edge (Slack's side is tested elsewhere): which actions approvers were asked about."""
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    def approval_requested(self, action_id: int) -> None:
+        self.asked.append(action_id)
+
+
 @dataclass
 class World:
     twin: Twin
@@ -38,6 +50,7 @@ class World:
     container: Container
     scheduler: EmbeddedScheduler
     demand: ScrapedServingDemand
+    notifier: AskedApprovers
 
     def replicas(self, name: str) -> int:
         return int(self.twin.kube.get_object("deployments", NS, name)["spec"]["replicas"])
@@ -70,15 +83,16 @@ def world_factory(sqlite_url: str) -> Iterator[Any]:
         twin = Twin(scenario)
         served = serve_twin(twin)
         migrate.upgrade(db_url)
+        notifier = AskedApprovers()
         container = bootstrap(Settings(database_url=db_url, kube_api_url=served.url, kube_verify_ssl=False,
-                                       dry_run=False))
+                                       dry_run=False), notifier=notifier)
         settings = AutoscaleSettings(enabled=True, gpu_budget=budget, scale_down_cooldown_seconds=cooldown_s,
                                      history_seconds=0)
         scheduler = EmbeddedScheduler(container, clock=lambda: twin.t, autoscale=settings)
         demand = ScrapedServingDemand([f"{served.url}/metrics"], clock=lambda: twin.t)
         scheduler.pipeline.autoscaler = autoscaler_for(container, scheduler.pipeline.deps, settings=settings,
                                                        demand=demand)
-        world = World(twin, served, container, scheduler, demand)
+        world = World(twin, served, container, scheduler, demand, notifier)
         made.append(world)
         return world
 
@@ -136,9 +150,12 @@ def test_bounds_hold_and_above_the_budget_a_human_decides(world_factory: Any) ->
     assert world.replicas("llm-a") == 2  # 4 GPUs of budget / 2 GPUs a replica
     assert len(waiting) == 1 and waiting[0].parameters["replicas"] == 5  # bounded by max-replicas
     assert any("autoscaling budget of 4" in r for r in waiting[0].verdict["reasons"])
+    assert world.notifier.asked == [waiting[0].id]
     with world.container.uow() as uow:
         incident = uow.session.get_one(Incident, waiting[0].incident_id)
         assert incident.status == IncidentStatus.AWAITING_APPROVAL
+        prompt = prompt_for(uow.session, uow.session.get_one(Action, waiting[0].id), dashboard_url=None)
+        assert prompt.location == "deployment serving/llm-a" and prompt.params["replicas"] == 5
     for _ in range(3):  # no new decision for it while one waits
         world.run()
     assert len(world.actions()) == len(actions)
