@@ -234,6 +234,7 @@ def _expire(ctx: click.Context, kind: str, silence_id: int, as_json: bool, crede
 
 
 def _window_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = credential_options(fn)  # listed after the window's own options
     for option in reversed([
         click.option("--family", type=click.Choice(FAMILIES), default=None, help="Only findings of this kind."),
         click.option("--start", default=None, help="ISO 8601 start with a time zone (default: now)."),
@@ -243,7 +244,7 @@ def _window_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         JSON_OPTION,
     ]):
         fn = option(fn)
-    return credential_options(fn)
+    return fn
 
 
 LIST_OPTIONS = [click.option("--state", type=click.Choice(STATES), default=None, help="Only windows in this state."),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -151,8 +152,9 @@ def test_silences_and_maintenance_windows_from_the_cli(settings: Settings, store
     assert made.exit_code == 0, made.output
     silence = json.loads(made.output)
     assert (silence["family"], silence["state"], silence["created_by"]) == ("thermal", "active", "alice")
-    window = gpuops(settings, "maintenance", "create", "--node", "gpu-node-002", "--start", "2030-01-01T10:00:00Z",
-                    "--end", "2030-01-01T12:00:00Z", "--reason", "PSU swap", "--user", "bob")
+    start = datetime.now(tz=UTC).replace(microsecond=0) + timedelta(days=30)
+    window = gpuops(settings, "maintenance", "create", "--node", "gpu-node-002", "--start", start.isoformat(),
+                    "--end", (start + timedelta(hours=2)).isoformat(), "--reason", "PSU swap", "--user", "bob")
     assert window.exit_code == 0 and "pending" in window.output
     nameless = gpuops(settings, "maintenance", "create", "--duration", "1h", "--reason", "x", "--user", "bob")
     assert nameless.exit_code == 2 and "--node" in nameless.output
