@@ -15,6 +15,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
 from connectors.kubernetes import ClusterError, ScalingTargets, ServedDeployment
 from connectors.telemetry.errors import TelemetryError
 from connectors.telemetry.serving import DemandSample, ServingDemand
@@ -33,13 +36,14 @@ from gpuops.autoscale.settings import AutoscaleSettings
 from gpuops.execution.service import ExecutionDeps, execute
 from gpuops.policy.autoscale import ScalePolicy, ScaleRequest, ScaleVerdict, weigh_scaling
 from gpuops.service_metrics import ServiceMetrics
-from gpuops.store.models import Incident
+from gpuops.store.models import AutoscaleColdStart, Incident
 from gpuops.store.uow import UnitOfWork
 from runbooks import RunbookContext
 from runbooks.scale import OwnerBounds, owner_bounds
 
 log = logging.getLogger(__name__)
 
+COLD_STARTS_READ = 5000  # the most recent recorded cold starts a new planner starts from
 IN_FLIGHT_QUERY_ANNOTATION = "gpuops.io/in-flight-query"
 COMPLETED_QUERY_ANNOTATION = "gpuops.io/completed-query"
 
@@ -93,6 +97,7 @@ class Autoscaler:
         self.scaler: LiveScaler | None = None
         self._last: DemandSample | None = None
         self._learned: set[str] = set()
+        self._fed = 0  # the last recorded cold start handed to the planner
 
     # -- one cycle -----------------------------------------------------------------------------------------
 
@@ -159,6 +164,7 @@ class Autoscaler:
         s = self.deps.settings
         self.scaler = LiveScaler(keys, PlannerSettings(period_s=s.period_seconds, warm_value_s=s.warm_value_seconds))
         self._last = None
+        self._fed = 0
         if s.history_seconds <= 0 or not keys:
             return
         try:
@@ -214,7 +220,9 @@ class Autoscaler:
 
     def _cold_starts(self, deployments: Mapping[DeploymentKey, ServedDeployment],
                      report: AutoscaleReport) -> list[tuple[DeploymentKey, float]]:
-        seen: list[tuple[DeploymentKey, float]] = []
+        """Record the cold starts of pods that turned Ready (once per pod, whoever saw it first), then hand the
+        planner every recorded one it has not had yet: other workers' and earlier runs' too."""
+        seen: list[AutoscaleColdStart] = []
         for key, dep in sorted(deployments.items()):
             if not dep.selector:
                 continue
@@ -228,9 +236,25 @@ class Autoscaler:
                     continue
                 self._learned.add(pod.uid or pod.name)
                 seconds = max(0.0, pod.ready_at - pod.created_at)
-                seen.append((key, seconds))
+                seen.append(AutoscaleColdStart(namespace=key[0], deployment=key[1], pod=pod.uid or pod.name,
+                                               seconds=seconds, ready_at=_dt(pod.ready_at)))
                 report.cold_starts.append((f"{key[0]}/{key[1]}", seconds))
-        return seen
+        if seen:
+            with self.deps.uow() as uow:
+                known = set(uow.session.scalars(select(AutoscaleColdStart.pod).where(
+                    AutoscaleColdStart.pod.in_([row.pod for row in seen]))))
+                uow.session.add_all(row for row in seen if row.pod not in known)
+                try:
+                    uow.commit()
+                except IntegrityError:  # another worker recorded the same pods just now
+                    uow.rollback()
+        with self.deps.uow() as uow:
+            rows = uow.session.execute(select(AutoscaleColdStart.id, AutoscaleColdStart.namespace,
+                                              AutoscaleColdStart.deployment, AutoscaleColdStart.seconds).where(
+                AutoscaleColdStart.id > self._fed).order_by(AutoscaleColdStart.id.desc()).limit(COLD_STARTS_READ)).all()
+        if rows:
+            self._fed = max(row.id for row in rows)
+        return [((row.namespace, row.deployment), float(row.seconds)) for row in reversed(rows)]
 
     # -- acting --------------------------------------------------------------------------------------------
 

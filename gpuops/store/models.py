@@ -484,3 +484,18 @@ class GpuHours(Base):
     deployment: Mapped[str] = mapped_column(String(253), primary_key=True)
     provisioned_s: Mapped[float] = mapped_column(Float, default=0.0)
     busy_s: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class AutoscaleColdStart(Base):
+    """A cold start the autoscaler saw: one replica's pod from creation to Ready. Kept so that every process that
+    runs the cycle, and every restart, plans with the cold starts seen so far (one row per pod)."""
+
+    __tablename__ = "autoscale_cold_starts"
+    __table_args__ = (Index("ix_autoscale_cold_starts_deployment", "namespace", "deployment"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(253))
+    deployment: Mapped[str] = mapped_column(String(253))
+    pod: Mapped[str] = mapped_column(String(253), unique=True)  # the pod's uid (its name when it has none)
+    seconds: Mapped[float] = mapped_column(Float)
+    ready_at: Mapped[datetime]

@@ -24,7 +24,7 @@ from gpuops.pipeline import Step
 from gpuops.slack_notifier import prompt_for
 from gpuops.store import migrate
 from gpuops.store.audit import verify_chain
-from gpuops.store.models import Action, AuditEvent, Incident
+from gpuops.store.models import Action, AuditEvent, AutoscaleColdStart, Incident
 from gpuops.wiring import Container, bootstrap
 from simulator.scenario import scenario_from_dict
 from simulator.server import ServedTwin, serve_twin
@@ -137,6 +137,27 @@ def test_scales_through_the_scale_subresource_and_never_writes_a_deployment_an_h
     scaler = world.scheduler.pipeline.autoscaler.scaler
     assert scaler is not None and 30.0 <= scaler.planner.cold_start_s[scaler.deployments.index((NS, "llm-a"))] <= 45.0
     assert all(30.0 <= s <= 45.0 for s in cold)
+
+
+def test_learned_cold_starts_outlive_the_process_and_the_pods(world_factory: Any) -> None:
+    world: World = world_factory([model("llm-a", base_rate=600)])
+    for _ in range(6):
+        world.run()
+    with world.container.uow() as uow:
+        recorded = list(uow.session.scalars(select(AutoscaleColdStart)))
+    assert recorded and all(30.0 <= r.seconds <= 45.0 for r in recorded)
+    world.twin.kube.set_scale(NS, "llm-a", 0)  # its pods go away
+    world.twin.advance_to(world.twin.t + 120)
+    assert world.twin.kube.list_objects("pods", NS)[0] == []
+    restarted = autoscaler_for(world.container, world.scheduler.pipeline.deps,
+                               settings=AutoscaleSettings(enabled=True, history_seconds=0), demand=world.demand)
+    restarted.run(world.twin.t)
+    assert restarted.scaler is not None
+    learned = float(restarted.scaler.planner.cold_start_s[restarted.scaler.deployments.index((NS, "llm-a"))])
+    assert 30.0 <= learned <= 45.0  # not the planner's default: read back from the store
+    with world.container.uow() as uow:  # one row per pod, whoever saw it
+        pods = list(uow.session.scalars(select(AutoscaleColdStart.pod)))
+    assert len(pods) == len(set(pods)) >= len(recorded)
 
 
 def test_bounds_hold_and_above_the_budget_a_human_decides(world_factory: Any) -> None:
