@@ -185,7 +185,7 @@ class DemandPlanner:
         bins = np.searchsorted(self._edges, lag[recent], side="right")
         for j in np.unique(bins):
             active = recent[bins == j]
-            rate += (self._wakes[j, active] / self._events[active, None]).sum(axis=0) / self._widths[j]
+            rate += (1.0 / self._events[active]) @ self._wakes[j, active] / self._widths[j]
         return rate
 
     def _learn_cross(self, o: CycleObservation) -> None:
