@@ -101,7 +101,7 @@ def load_demo_scenario(path: str | None) -> Scenario:
 # -- the autoscaling demo (`gpuops demo --scenario autoscale`) ---------------------------------------------------
 
 DAY_S = 86400.0
-AUTOSCALE_LEAD_S = 300.0  # the live demo begins this long before today's surge
+AUTOSCALE_LEAD_S = 600.0  # the live demo begins this long before today's surge (its first cycle reads two days first)
 
 
 @dataclass

@@ -261,8 +261,8 @@ class Autoscaler:
     def _act(self, verdicts: list[ScaleVerdict], requests: Mapping[DeploymentKey, ScaleRequest],
              bounds: Mapping[DeploymentKey, OwnerBounds], report: AutoscaleReport) -> None:
         d = self.deps
-        now = _dt(report.now)
         for verdict in verdicts:
+            now = max(_dt(report.now), _dt(d.execution.clock()))  # records never go back in time
             key = (verdict.namespace, verdict.name)
             row = report.of(verdict.key)
             if verdict.gate == "hold":
@@ -285,8 +285,8 @@ class Autoscaler:
             if verdict.gate == "auto":
                 outcome = execute(d.uow, action_id=action_id, deps=d.execution, dry_run=d.dry_run)
                 entry["status"] = outcome.status
-                with d.uow() as uow:
-                    settle(uow.session, incident_id, now)
+                with d.uow() as uow:  # after the execution's own records, on the same clock
+                    settle(uow.session, incident_id, _dt(d.execution.clock()))
                     uow.commit()
             else:
                 entry["status"] = ActionStatus.AWAITING_APPROVAL.value
@@ -319,7 +319,7 @@ def after_decision(uow: Callable[[], UnitOfWork], deps: ExecutionDeps, *, incide
         result = execute(uow, action_id=action_id, deps=deps, dry_run=dry_run)
         outcome = f"action {action_id}: {result.status}"
     with uow() as unit:
-        settle(unit.session, incident_id, now)
+        settle(unit.session, incident_id, max(now, _dt(deps.clock())))
         unit.commit()
     return outcome
 

@@ -14,7 +14,7 @@ from entrypoints.worker.embedded import EmbeddedScheduler
 from evaluation.demo import SurgeStory, attach_autoscaler, load_demo_scenario, serving_fleet
 from gpuops.config import Settings
 from gpuops.store import migrate
-from gpuops.store.models import Action, Incident
+from gpuops.store.models import Action, AuditEvent, Incident
 from gpuops.wiring import bootstrap
 from simulator.server import serve_twin
 
@@ -52,6 +52,8 @@ def test_the_demo_has_replicas_ready_before_the_surge(sqlite_url: str) -> None:
                      and a.executed_at is not None and a.executed_at.timestamp() < fleet.surge_at]
             assert ahead and ahead[0].status == ActionStatus.SUCCEEDED, surge
             assert not any(a.targets == ["deployment/serving/llm-code"] for a in actions)  # KEDA owns it
+            stamps = [e.ts for e in uow.session.scalars(select(AuditEvent).order_by(AuditEvent.seq))]
+            assert stamps == sorted(stamps)  # the audit trail's times never go backwards
     finally:
         container.close()
         fleet.stop()
