@@ -211,9 +211,14 @@ class Pipeline:
         end), or resume it after a decision, a soak or an execution; then tell the notifier."""
         from gpuops.agent_wiring import resume_incident, start_incident  # the graph's libraries load here
         from gpuops.autoscale.cycle import after_decision
+        from gpuops.autoscale.records import is_autoscale_incident
 
+        with self.container.uow() as uow:
+            autoscale = is_autoscale_incident(uow.session, incident_id)
+        # Only the autoscaler's incidents need the container's execution dependencies here (they connect to the
+        # cluster): the agent's own context (a factory's, in `gpuops approve --context-factory`) brings its own.
         answered = after_decision(self.container.uow, self.deps, incident_id=incident_id, decision=decision,
-                                  dry_run=self.container.settings.dry_run, now=self.now())
+                                  dry_run=self.container.settings.dry_run, now=self.now()) if autoscale else None
         if answered is not None:  # the autoscaler's incidents have no agent thread
             return answered
         try:
