@@ -26,6 +26,7 @@ from gpuops.autoscale.live import DemandReading, DeploymentKey, LiveScaler
 from gpuops.autoscale.planner import PlannerSettings
 from gpuops.autoscale.records import (
     awaiting_decision,
+    claim_cycle,
     deployment_target,
     is_autoscale_incident,
     last_scaled_at,
@@ -71,6 +72,7 @@ class AutoscaleReport:
     actions: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     cold_starts: list[tuple[str, float]] = field(default_factory=list)
+    skipped: str = ""  # why nothing was done (this period's cycle ran elsewhere)
 
     def of(self, key: str) -> ScaledDeployment | None:
         return next((d for d in self.deployments if d.key == key), None)
@@ -104,6 +106,13 @@ class Autoscaler:
     def run(self, now: float) -> AutoscaleReport:
         report = AutoscaleReport(now)
         d, s = self.deps, self.deps.settings
+        with d.uow() as uow:
+            ran = claim_cycle(uow.session, now=now, min_gap_s=s.period_seconds / 2, worker=d.execution.worker)
+            uow.commit()
+        if ran is not None:
+            report.skipped = f"another worker ran the cycle at {_dt(ran).isoformat()}"
+            log.info("autoscale: %s", report.skipped)
+            return report
         try:
             found = d.cluster.list_served_deployments(s.label_selector)
             elsewhere = d.cluster.autoscaled_elsewhere()

@@ -16,7 +16,7 @@ from domain import ActionStatus, IncidentStatus, Target, TargetKind
 from gpuops.incidents.lifecycle import add_timeline, can_transition, transition
 from gpuops.policy.autoscale import AUTOSCALE_FAMILY, ScaleVerdict
 from gpuops.store.audit import append_event
-from gpuops.store.models import Action, Incident
+from gpuops.store.models import Action, AutoscaleCycle, Incident
 from runbooks import Catalogue, Plan, RunbookContext
 from runbooks.scale import OwnerBounds
 
@@ -139,3 +139,17 @@ def settle(session: Session, incident_id: int, now: datetime) -> None:
     if can_transition(incident.status, IncidentStatus.RESOLVED):
         transition(session, incident, IncidentStatus.RESOLVED, reason=f"replicas as decided ({what})", actor=ACTOR,
                    now=now)
+
+
+def claim_cycle(session: Session, *, now: float, min_gap_s: float, worker: str) -> float | None:
+    """Claim the cycle at `now` (under the row's lock, in the caller's transaction): None when claimed, else when
+    the cycle last ran (less than `min_gap_s` ago: another worker has this period)."""
+    row = session.execute(select(AutoscaleCycle).where(AutoscaleCycle.id == 1).with_for_update()).scalar_one_or_none()
+    if row is None:
+        row = AutoscaleCycle(id=1, last_run=0.0, worker="")
+        session.add(row)
+        session.flush()
+    if now < row.last_run + min_gap_s:
+        return row.last_run
+    row.last_run, row.worker = now, worker[:253]
+    return None

@@ -499,3 +499,14 @@ class AutoscaleColdStart(Base):
     pod: Mapped[str] = mapped_column(String(253), unique=True)  # the pod's uid (its name when it has none)
     seconds: Mapped[float] = mapped_column(Float)
     ready_at: Mapped[datetime]
+
+
+class AutoscaleCycle(Base):
+    """When the autoscaling cycle last ran, on one row: a cycle claims it under a row lock, so that two workers
+    handed the same period (a beat restarted, a message redelivered) do not both decide."""
+
+    __tablename__ = "autoscale_cycles"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_run: Mapped[float] = mapped_column(Float, default=0.0)
+    worker: Mapped[str] = mapped_column(String(253), default="")

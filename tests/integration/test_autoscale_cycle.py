@@ -160,6 +160,18 @@ def test_learned_cold_starts_outlive_the_process_and_the_pods(world_factory: Any
     assert len(pods) == len(set(pods)) >= len(recorded)
 
 
+def test_two_workers_handed_the_same_period_decide_once(world_factory: Any) -> None:
+    world: World = world_factory([model("llm-a", base_rate=600)])
+    world.twin.advance_to(world.twin.t + 60)
+    other = autoscaler_for(world.container, world.scheduler.pipeline.deps,
+                           settings=AutoscaleSettings(enabled=True, history_seconds=0), demand=world.demand)
+    first = other.run(world.twin.t)
+    second = world.scheduler.pipeline.run(Step.AUTOSCALE, {})  # the same period, redelivered elsewhere
+    assert first.actions and first.skipped == ""
+    assert second.actions == [] and second.skipped.startswith("another worker ran the cycle at")
+    assert len(world.actions()) == len(first.actions)
+
+
 def test_bounds_hold_and_above_the_budget_a_human_decides(world_factory: Any) -> None:
     world: World = world_factory([model("llm-a", base_rate=1800, max_replicas=5, gpus_per_replica=2)], budget=4)
     world.run(120)
