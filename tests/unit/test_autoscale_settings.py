@@ -29,3 +29,11 @@ def test_beat_sends_the_autoscaling_step_only_when_enabled() -> None:
     on = beat_schedule(base, load_autoscale_settings({"GPUOPS_AUTOSCALE_ENABLED": "1",
                                                       "GPUOPS_AUTOSCALE_PERIOD_SECONDS": "30"}))
     assert on["autoscale"] == {"task": tasks.AUTOSCALE, "schedule": timedelta(seconds=30)}
+
+
+def test_the_celery_app_has_the_autoscaling_task_on_the_cycles_queue() -> None:
+    from entrypoints.worker.app import create_app
+
+    app = create_app(Settings(database_url="sqlite://", broker_url="redis://127.0.0.1:6379/0"))
+    assert tasks.AUTOSCALE in app.tasks
+    assert app.conf.task_routes[tasks.AUTOSCALE] == {"queue": "gpuops.cycles"}
