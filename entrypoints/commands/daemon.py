@@ -79,6 +79,15 @@ def run_embedded(ctx: click.Context, settings: Settings, *, api: bool, wiring: s
         raise click.ClickException(str(exc)) from exc
     if prepare is not None:
         prepare(scheduler)
+    if scheduler.autoscale.enabled and scheduler.pipeline.autoscaler is None:  # misconfigured: say so at start
+        from connectors.kubernetes.errors import ClusterError
+        from gpuops.autoscale.wiring import autoscaler_for
+
+        try:
+            scheduler.pipeline.autoscaler = autoscaler_for(scheduler.pipeline.container, scheduler.pipeline.deps,
+                                                           settings=scheduler.autoscale)
+        except (ConfigError, ClusterError) as exc:
+            raise click.ClickException(f"GPUOPS_AUTOSCALE_ENABLED is set, but: {exc}") from exc
     log.info("daemon started", extra={"shards": settings.shards, "cycle_s": settings.cycle_seconds})
     if not api:
         with contextlib.suppress(KeyboardInterrupt):
