@@ -148,7 +148,9 @@ def hold(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
         interrupt({"incident_id": state["incident_id"], "hold_until": view.until, "reason": view.reason,
                    "runbook": action.runbook, "targets": list(action.targets)})
         view = ctx.actions.hold(incident_id=state["incident_id"], action=action)
-    update: Update = {"hold": view.status, "steps": _step(state)}
+    # A hold still running is not progress: it is bounded by the hold itself (the soak's staleness, the budget
+    # wait's limit), so waiting does not spend the graph's steps.
+    update: Update = {"hold": view.status, **({"steps": _step(state)} if view.status != "held" else {})}
     if view.status == "closed":
         update.update(outcome="closed", reason=view.reason)
     elif view.status == "stale":

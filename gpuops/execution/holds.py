@@ -19,15 +19,17 @@ from sqlalchemy.orm import Session
 
 from domain import IncidentStatus
 from gpuops.detection import examined_until
-from gpuops.execution.service import ExecutionDeps, action_spec
+from gpuops.execution.service import ExecutionDeps, action_spec, fleet_facts
 from gpuops.incidents.lifecycle import add_timeline
-from gpuops.policy import soak_until
+from gpuops.policy import ActionSpec, budget_wait, soak_until
 from gpuops.store.audit import append_event
 from gpuops.store.models import Incident
 from gpuops.store.uow import UnitOfWork
 from runbooks import InvalidPlan, Plan, UnknownRunbook
 
 STALE_AFTER_S = 900.0
+BUDGET_RECHECK_S = 300.0
+BUDGET_WAIT_KEY = "budget_wait_since"
 
 
 @dataclass(frozen=True)
@@ -54,13 +56,14 @@ def hold(uow: UnitOfWork, *, incident_id: int, plan: Plan, deps: ExecutionDeps, 
     except (UnknownRunbook, InvalidPlan):
         return HoldOutcome("none", None, "")  # the proposal reports what is wrong with it
     until = soak_until(incident, spec, deps.policy)
-    if until is None:
-        return _clear(incident, HoldOutcome("none", None, ""))
     seen = _ts(examined_until(session, shards))
     now = datetime.fromtimestamp(deps.clock(), tz=UTC)
+    if until is None:
+        return _budget_hold(uow, incident, plan, spec, deps, now) or _clear(incident, HoldOutcome(
+            "none", None, ""))
     if seen is not None and seen >= until:
-        return _clear(incident, HoldOutcome("over", until, f"soaked {deps.policy.soak_s:.0f}s of telemetry: "
-                                            f"examined up to {seen.isoformat()}"))
+        return _budget_hold(uow, incident, plan, spec, deps, now) or _clear(incident, HoldOutcome(
+            "over", until, f"soaked {deps.policy.soak_s:.0f}s of telemetry: examined up to {seen.isoformat()}"))
     if now >= until + timedelta(seconds=STALE_AFTER_S):
         return _clear(incident, HoldOutcome(
             "stale", until, f"detection has examined data only up to {seen.isoformat() if seen else 'nothing'}, "
@@ -77,6 +80,47 @@ def hold(uow: UnitOfWork, *, incident_id: int, plan: Plan, deps: ExecutionDeps, 
                      data={"runbook": plan.runbook, "targets": list(spec.target_keys), "until": until.isoformat()},
                      ts=now)
     return HoldOutcome("held", until, f"soak until {until.isoformat()}")
+
+
+def _budget_hold(uow: UnitOfWork, incident: Incident, plan: Plan, spec: ActionSpec, deps: ExecutionDeps,
+                 now: datetime) -> HoldOutcome | None:
+    """Wait, up to policy's `budget_wait_s`, while the action fits the budgets only once gpuops'
+    own nodes come back (`policy.budget_wait`); re-checked every `BUDGET_RECHECK_S`. None when nothing makes it
+    wait, or the wait is over: then policy decides, and a refusal names the budget that is still spent."""
+    session = uow.session
+    started = incident.details.get(BUDGET_WAIT_KEY)
+    reason = budget_wait(session, spec=spec, facts=fleet_facts(deps.cluster), config=deps.policy)
+    if reason is None:
+        if started is not None:
+            _end_budget_wait(session, incident, "it fits the budgets now", now, plan, spec)
+        return None
+    since = datetime.fromisoformat(started) if started else now
+    waited = (now - since).total_seconds()
+    if waited >= deps.policy.budget_wait_s:
+        _end_budget_wait(session, incident, f"waited {waited / 60:.0f} min for gpuops' own nodes to come back and "
+                                            f"the budget is still spent: {reason}", now, plan, spec)
+        return None
+    until = now + timedelta(seconds=min(BUDGET_RECHECK_S, deps.policy.budget_wait_s - waited))
+    if started is None:
+        incident.details = {**incident.details, BUDGET_WAIT_KEY: now.isoformat()}
+        message = (f"{plan.runbook} on {', '.join(spec.target_nodes)} waits for the budget (up to "
+                   f"{deps.policy.budget_wait_s / 60:.0f} min): {reason}")
+        add_timeline(session, incident, kind="agent.held", message=message, now=now,
+                     data={"runbook": plan.runbook, "until": until.isoformat(), "budget": reason})
+        append_event(session, actor="policy", kind="agent.held", incident_id=incident.id,
+                     data={"runbook": plan.runbook, "targets": list(spec.target_keys), "budget": reason,
+                           "until": until.isoformat()}, ts=now)
+    incident.held_until = until
+    return HoldOutcome("held", until, f"budget wait: {reason}")
+
+
+def _end_budget_wait(session: Session, incident: Incident, why: str, now: datetime, plan: Plan,
+                     spec: ActionSpec) -> None:
+    incident.details = {k: v for k, v in incident.details.items() if k != BUDGET_WAIT_KEY}
+    incident.held_until = None
+    add_timeline(session, incident, kind="agent.hold_over", now=now, data={"runbook": plan.runbook},
+                 message=f"{plan.runbook} on {', '.join(spec.target_nodes)} stops waiting for the budget: {why}; "
+                         "policy decides")
 
 
 def _clear(incident: Incident, outcome: HoldOutcome) -> HoldOutcome:

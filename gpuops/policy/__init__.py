@@ -8,6 +8,7 @@ from gpuops.policy.engine import (
     FleetFacts,
     Gate,
     Verdict,
+    budget_wait,
     evaluate,
     record_verification,
     release_node,
@@ -17,6 +18,6 @@ from gpuops.policy.engine import (
 from gpuops.policy.scope import scope_violations
 
 __all__ = [
-    "ActionSpec", "BreakerReset", "FleetFacts", "FreezeWindow", "Gate", "PolicyConfig", "Verdict", "evaluate",
-    "record_verification", "release_node", "reset_breaker", "scope_violations", "soak_until",
+    "ActionSpec", "BreakerReset", "FleetFacts", "FreezeWindow", "Gate", "PolicyConfig", "Verdict", "budget_wait",
+    "evaluate", "record_verification", "release_node", "reset_breaker", "scope_violations", "soak_until",
 ]

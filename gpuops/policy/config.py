@@ -53,6 +53,11 @@ class PolicyConfig(BaseModel):
         default=1800, ge=0, description="after a verified remediation, a node gpuops holds out stays out until this "
                                         "much telemetry (data time, as examined by every detection shard) shows "
                                         "its GPUs healthy; then gpuops returns it to service")
+    budget_wait_s: float = Field(
+        default=3600, ge=0, description="a node action the nodes-out budget or the healthy-GPU minimum refuses only "
+                                        "because of nodes gpuops itself has out (remediating, or on probation, "
+                                        "which return by themselves) waits up to this long for "
+                                        "them to come back before a human is asked; 0 turns it off")
 
     def nodes_out_limit(self, fleet_nodes: int) -> int:
         """The smaller of the absolute and fractional budgets. A fraction that rounds below one node still allows

@@ -161,6 +161,38 @@ def weigh_budget(*, spec: ActionSpec, facts: FleetFacts, config: PolicyConfig, o
         min_healthy_gpu_fraction=config.min_healthy_gpu_fraction)
 
 
+def budget_wait(session: Session, *, spec: ActionSpec, facts: FleetFacts, config: PolicyConfig) -> str | None:
+    """Why a disruptive node action should wait rather than go to a human: the nodes-out budget or the
+    healthy-GPU minimum refuses it now, and it would fit once the nodes gpuops itself has out come back (its
+    own leases, short of nodes kept out for repair: a remediation in flight or a probation ends by itself).
+    None when nothing refuses it, when waiting cannot help (the budget is spent on nodes someone else cordoned,
+    or on nodes waiting for repair), or when the wait is turned off. Reads only; `evaluate` still decides."""
+    if not (spec.disruptive and spec.target_nodes) or config.budget_wait_s <= 0:
+        return None
+    repair = _awaiting_repair(session)
+    own = set(_active_leases(session)) - repair
+    out_now = (own | set(facts.unschedulable)) - repair
+    if not [n for n in spec.target_nodes if n not in out_now]:
+        return None
+    now_budget = weigh_budget(spec=spec, facts=facts, config=config, out_now=out_now, actions_last_hour=0)
+    if not _over_budget(now_budget):
+        return None
+    returning = own - set(spec.target_nodes)
+    back = FleetFacts(nodes=facts.nodes, gpus=facts.gpus, gpus_per_node=facts.gpus_per_node,
+                      healthy_gpus=min(facts.gpus, facts.healthy_gpus + len(returning) * facts.gpus_per_node),
+                      unschedulable=facts.unschedulable - returning)
+    if _over_budget(weigh_budget(spec=spec, facts=back, config=config, out_now=out_now - returning,
+                                 actions_last_hour=0)):
+        return None
+    return (f"{now_budget.nodes_out} node(s) out (limit {now_budget.nodes_out_limit}), "
+            f"{now_budget.healthy_gpus_after} healthy GPUs would remain (minimum {now_budget.min_healthy_gpus}); "
+            f"gpuops' own {', '.join(sorted(returning))} come(s) back after remediation and probation")
+
+
+def _over_budget(budget: Budget) -> bool:
+    return budget.nodes_out_after > budget.nodes_out_limit or budget.healthy_gpus_after < budget.min_healthy_gpus
+
+
 def evaluate(session: Session, *, incident: Incident, action: Action, spec: ActionSpec, facts: FleetFacts,
              config: PolicyConfig, now: datetime, reserve: bool = False, actor: str = "policy") -> Verdict:
     """Decide on `action` for `incident`. With `reserve=True` (at execution time) an allowed disruptive action

@@ -1,0 +1,146 @@
+"""The budget wait, on the real store (SQLite and PostgreSQL), the real graph and policy: a node action the
+nodes-out budget refuses only because gpuops' own node is still out waits for that node to come back, then
+goes ahead; a budget spent on someone else's cordon, or still spent when the wait ends, goes to a human with
+the budget named."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import select
+
+from agent.runner import resume, start
+from gpuops.execution.holds import due_holds
+from gpuops.policy import PolicyConfig, release_node
+from gpuops.store.models import Action, Incident, IncidentEvent, NodeLease
+from gpuops.wiring import Container
+from tests.agent.helpers import T0, graph_on, mark_examined, open_incident
+from tests.agent.world import POLICY, build_context, default_cluster
+
+ONE_NODE = POLICY.model_copy(update={"max_nodes_out": 1, "soak_s": 0.0, "budget_wait_s": 1800.0})
+OTHER = "gpu-node-005"
+
+
+def _own_node_out(container: Container, cluster, node: str = OTHER) -> None:  # type: ignore[no-untyped-def]
+    """gpuops' earlier remediation of `node`: its incident, its executed cordon, the lease it holds."""
+    other = open_incident(container, "ecc", node=node, gpu=1, evidence={"dbe": 1})
+    with container.uow() as uow:
+        action = Action(incident_id=other, runbook="cordon_node", targets=[f"node/{node}"], plan_hash="x" * 64,
+                        idempotency_key=f"earlier-{node}", status="succeeded", risk="low",
+                        executed_at=datetime.fromtimestamp(T0, tz=UTC))
+        uow.session.add(action)
+        uow.session.flush()
+        uow.session.add(NodeLease(hostname=node, action_id=action.id, reason="cordon_node",
+                                  acquired_at=datetime.fromtimestamp(T0, tz=UTC)))
+        uow.commit()
+    cluster.cordon(node, reason="earlier incident", incident=str(other))
+
+
+def _examined(container: Container, until: float) -> None:
+    with container.uow() as uow:
+        mark_examined(uow.session, until, shard=0, shards=1)
+        uow.commit()
+
+
+def _due(container: Container, now: float) -> list[int]:
+    with container.uow() as uow:
+        return due_holds(uow.session, shards=1, now=datetime.fromtimestamp(now, tz=UTC))
+
+
+def _actions(container: Container, incident_id: int) -> list[tuple[str, str]]:
+    with container.uow() as uow:
+        return [(a.runbook, a.status) for a in uow.session.scalars(
+            select(Action).where(Action.incident_id == incident_id).order_by(Action.id))]
+
+
+def _timeline(container: Container, incident_id: int, kind: str) -> list[str]:
+    with container.uow() as uow:
+        return list(uow.session.scalars(select(IncidentEvent.message).where(
+            IncidentEvent.incident_id == incident_id, IncidentEvent.kind == kind)))
+
+
+def _context(container: Container, tmp_path: Path, now: float, policy: PolicyConfig = ONE_NODE):  # type: ignore[no-untyped-def]
+    journal = tmp_path / "journal"
+    cluster = default_cluster(journal)
+    cluster.now = now
+    return build_context(container, journal, cluster=cluster, policy=policy), cluster
+
+
+def test_a_node_action_waits_for_gpuops_own_node_to_come_back_then_goes_ahead(container: Container,
+                                                                             tmp_path: Path) -> None:
+    ctx, cluster = _context(container, tmp_path, T0 + 30)
+    _own_node_out(container, cluster)
+    incident_id = open_incident(container, "xid", evidence={"xid": 79})
+    _examined(container, T0 + 30)
+    with graph_on(container) as graph:
+        first = start(graph, ctx, incident_id)
+        assert first.held is not None and first.held["runbook"] == "cordon_node"
+        assert _actions(container, incident_id) == []  # nothing proposed, nothing escalated while it waits
+        [message] = _timeline(container, incident_id, "agent.held")
+        assert "waits for the budget" in message and OTHER in message
+
+        # a recheck while the other node is still out: it keeps waiting, one timeline entry for the whole wait
+        _examined(container, T0 + 400)
+        assert _due(container, T0 + 400) == [incident_id]
+        ctx.actions.deps.clock = lambda: T0 + 400  # type: ignore[attr-defined]
+        again = resume(graph, ctx, incident_id, {"hold": "over"})
+        assert again.held is not None and _actions(container, incident_id) == []
+        assert len(_timeline(container, incident_id, "agent.held")) == 1
+
+        # gpuops returns the other node: the next recheck proposes the action
+        cluster.uncordon(OTHER)
+        with container.uow() as uow:
+            release_node(uow.session, node=OTHER, now=datetime.fromtimestamp(T0 + 500, tz=UTC))
+            uow.commit()
+        _examined(container, T0 + 800)
+        ctx.actions.deps.clock = lambda: T0 + 800  # type: ignore[attr-defined]
+        after = resume(graph, ctx, incident_id, {"hold": "over"})
+    assert after.held is None and after.waiting_for is not None and after.waiting_for["runbook"] == "cordon_node"
+    assert _actions(container, incident_id) == [("cordon_node", "awaiting_approval")]
+    [over] = _timeline(container, incident_id, "agent.hold_over")
+    assert "fits the budgets now" in over
+    with container.uow() as uow:
+        incident = uow.session.get(Incident, incident_id)
+        assert incident is not None and incident.held_until is None and "budget_wait_since" not in incident.details
+
+
+def test_a_budget_spent_on_someone_elses_cordon_goes_to_a_human_at_once(container: Container,
+                                                                       tmp_path: Path) -> None:
+    ctx, cluster = _context(container, tmp_path, T0 + 30)
+    cluster.cordon(OTHER, reason="a human took it out for maintenance")  # no lease: not gpuops' to return
+    incident_id = open_incident(container, "xid", evidence={"xid": 79})
+    _examined(container, T0 + 30)
+    with graph_on(container) as graph:
+        result = start(graph, ctx, incident_id)
+    assert result.held is None and result.outcome == "escalated"
+    assert "budget: 1 node(s) already out, limit 1" in result.reason
+    assert _actions(container, incident_id) == [("cordon_node", "denied")]
+
+
+def test_a_budget_still_spent_when_the_wait_ends_goes_to_a_human_naming_it(container: Container,
+                                                                          tmp_path: Path) -> None:
+    ctx, cluster = _context(container, tmp_path, T0 + 30)
+    _own_node_out(container, cluster)
+    incident_id = open_incident(container, "xid", evidence={"xid": 79})
+    _examined(container, T0 + 30)
+    with graph_on(container) as graph:
+        assert start(graph, ctx, incident_id).held is not None
+        late = T0 + 30 + ONE_NODE.budget_wait_s
+        _examined(container, late)
+        ctx.actions.deps.clock = lambda: late  # type: ignore[attr-defined]
+        after = resume(graph, ctx, incident_id, {"hold": "over"})
+    assert after.outcome == "escalated" and "budget: 1 node(s) already out, limit 1" in after.reason
+    assert _actions(container, incident_id) == [("cordon_node", "denied")]
+    [over] = _timeline(container, incident_id, "agent.hold_over")
+    assert "waited 30 min" in over and "still spent" in over
+
+
+def test_the_wait_turned_off_denies_at_once(container: Container, tmp_path: Path) -> None:
+    ctx, cluster = _context(container, tmp_path, T0 + 30, ONE_NODE.model_copy(update={"budget_wait_s": 0.0}))
+    _own_node_out(container, cluster)
+    incident_id = open_incident(container, "xid", evidence={"xid": 79})
+    _examined(container, T0 + 30)
+    with graph_on(container) as graph:
+        result = start(graph, ctx, incident_id)
+    assert result.held is None and result.outcome == "escalated" and "budget" in result.reason
