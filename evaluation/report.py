@@ -113,6 +113,7 @@ def _outcome(scenario: Scenario, run: LoopRun, fault: dict[str, Any], detected_a
 def _fault_rows(scenario: Scenario, run: LoopRun, base: BaselineRun) -> tuple[list[dict[str, Any]], dict[int, int]]:
     """Per-fault results, and the fault each top-level incident belongs to (by incident id)."""
     faults = base.truth["faults"]
+    void = _void_in_run(run.truth["faults"])
     scores = score_faults(run.findings, faults)
     top = {i["id"]: (i["parent_id"] or i["id"]) for i in run.incidents}
     status = {i["id"]: i["status"] for i in run.incidents}
@@ -128,6 +129,7 @@ def _fault_rows(scenario: Scenario, run: LoopRun, base: BaselineRun) -> tuple[li
         incident = next((i for i in run.incidents if i["id"] == got.incident_id), None)
         rows.append({
             "kind": fault["kind"], "node": fault["node"], "gpu": fault.get("gpu"),
+            **({"void": void[_fault_key(fault)]} if _fault_key(fault) in void else {}),
             "onset": fault["onset"], "failure_at": fault.get("failure_at"),
             "detected": score.detected, "time_to_detect_s": _round(score.delay_s),
             "lead_time_s": _round(score.lead_time_s), "incident_id": got.incident_id,
@@ -153,6 +155,27 @@ def _fault_rows(scenario: Scenario, run: LoopRun, base: BaselineRun) -> tuple[li
     return rows, matched
 
 
+WORKLOAD_FAULTS = frozenset({"hung_job", "straggler"})
+
+
+def _fault_key(fault: dict[str, Any]) -> tuple[str, str, Any, str]:
+    return str(fault["kind"]), str(fault["node"]), fault.get("gpu"), str(fault["onset"])
+
+
+def _void_in_run(faults: list[dict[str, Any]]) -> dict[tuple[str, str, Any, str], str]:
+    """Faults that could not happen in gpuops' run, by key, with why: a job fault (a hang, a straggler) drawn on a
+    GPU that ran no job when it began there, because gpuops had taken its node out earlier. The baselines' runs
+    had the job; gpuops' had nothing to hang or slow, so the fault is left out of every total (recall and all
+    three GPU-hour figures), and listed with its reason."""
+    return {_fault_key(f): "no job ran on the GPU when the fault began in gpuops' run (its node was out of "
+                           "service): nothing to hang or slow"
+            for f in faults if f["kind"] in WORKLOAD_FAULTS and (f.get("params") or {}).get("workload") == ""}
+
+
+def _counted(faults: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [f for f in faults if not f.get("void")]
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
@@ -163,7 +186,8 @@ def evaluate_scenario(scenario: Scenario, options: EvalOptions, *, source: str =
     base = baseline_run(scenario)
     with tempfile.TemporaryDirectory(prefix="gpuops-eval-") as tmp:
         run = run_loop(scenario, planner=options.planner, policy=options.policy, workdir=Path(tmp))
-    faults, matched = _fault_rows(scenario, run, base)
+    rows, matched = _fault_rows(scenario, run, base)
+    faults = _counted(rows)
     incidents = [{"id": i["id"], "kind": i["family"], "scope": i["scope"], "hostname": i["hostname"],
                   "gpu": i["gpu"], "status": i["status"], "opened_at": iso(i["opened_at"]),
                   "matched_fault": matched.get(i["id"]), "reason": status_reason(run.audit, i),
@@ -183,7 +207,7 @@ def evaluate_scenario(scenario: Scenario, options: EvalOptions, *, source: str =
     hours = {k: round(sum(f["gpu_hours_lost"][k] for f in faults), 2)
              for k in ("gpuops", "no_automation", "threshold_alerts")}
     summary = {
-        "faults": len(faults), "detected": detected,
+        "faults": len(faults), "void_faults": len(rows) - len(faults), "detected": detected,
         "recall": round(detected / len(faults), 3) if faults else None,
         "false_incidents": sum(1 for i in incidents if i["matched_fault"] is None),
         "false_by_detector": false_by_detector(incidents),
@@ -197,7 +221,7 @@ def evaluate_scenario(scenario: Scenario, options: EvalOptions, *, source: str =
     return {
         "scenario": scenario.name, "file": source, "approval": scenario.approval, "planner": run.planner,
         "nodes": scenario.fleet.nodes, "gpus": scenario.fleet.n_gpus, "duration_s": scenario.duration,
-        "faults": faults, "incidents": incidents, "actions": actions, "not_executed": decided,
+        "faults": rows, "incidents": incidents, "actions": actions, "not_executed": decided,
         "unsafe": [u.to_json() for u in safety.unsafe], "summary": summary,
         "nodes_cordoned_at_end": run.cordoned_at_end, "findings": len(run.findings), "agent_runs": run.agent_runs,
         "seconds": round(time.perf_counter() - began, 2),
@@ -210,7 +234,8 @@ def overall(reports: list[dict[str, Any]]) -> dict[str, Any]:
         return [{"scenario": r["scenario"], **{k: v for k, v in row.items() if not k.startswith("_")}}
                 for r in reports for row in r[key]]
 
-    faults = tagged("faults")
+    listed = tagged("faults")
+    faults = _counted(listed)
     detected = sum(1 for f in faults if f["detected"])
     unsafe = {k: sum(r["summary"]["unsafe_actions"][k] for r in reports) for k in ("proposed", "blocked", "executed")}
     hours = {k: round(sum(r["summary"]["gpu_hours_lost"][k] for r in reports), 2)
@@ -219,9 +244,10 @@ def overall(reports: list[dict[str, Any]]) -> dict[str, Any]:
     false = sum(r["summary"]["false_incidents"] for r in reports)
     gpu_days = sum(r["summary"]["gpu_days"] for r in reports)
     return {
-        "faults": faults, "incidents": incidents, "actions": tagged("actions"),
+        "faults": listed, "incidents": incidents, "actions": tagged("actions"),
         "summary": {
-            "scenarios": len(reports), "faults": len(faults), "detected": detected,
+            "scenarios": len(reports), "faults": len(faults), "void_faults": len(listed) - len(faults),
+            "detected": detected,
             "recall": round(detected / len(faults), 3) if faults else None,
             "fixed_by_gpuops": sum(r["summary"]["fixed_by_gpuops"] for r in reports),
             "auto_approve": _auto_approve_share(reports),

@@ -119,7 +119,8 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 def render(report: dict[str, Any]) -> str:
     """The terminal's tables: one row per fault, one per scenario, and the totals."""
-    faults = [[f["scenario"], f["kind"], f["node"] + ("" if f["gpu"] is None else f"/{f['gpu']}"), f["detected"],
+    faults = [[f["scenario"], f["kind"], f["node"] + ("" if f["gpu"] is None else f"/{f['gpu']}"),
+               "void" if f.get("void") else f["detected"],
                f["time_to_detect_s"], f["lead_time_s"], f["runbook_executed"], f["verified"],
                f["time_to_mitigate_s"], f["gpu_hours_lost"]["gpuops"], f["gpu_hours_lost"]["no_automation"],
                f["gpu_hours_lost"]["threshold_alerts"]] for f in report["faults"]]
@@ -134,7 +135,8 @@ def render(report: dict[str, Any]) -> str:
     lines += ["", *_table(["scenario", "approval", "planner", "faults", "recall", "false inc", "actions",
                            "escalated", "unsafe p/b/e", "GPU-h gpuops", "none", "threshold", "seconds"], scenarios)]
     hours, unsafe = total["gpu_hours_lost"], total["unsafe_actions"]
-    lines += ["", f"{total['scenarios']} scenarios, {total['faults']} faults: recall {_cell(total['recall'])}, "
+    void = f" (and {total['void_faults']} void: see report.json)" if total.get("void_faults") else ""
+    lines += ["", f"{total['scenarios']} scenarios, {total['faults']} faults{void}: recall {_cell(total['recall'])}, "
                   f"{total['false_incidents']} false incidents, {total['actions_executed']} actions executed; "
                   f"unsafe actions proposed {unsafe['proposed']}, blocked {unsafe['blocked']}, executed "
                   f"{unsafe['executed']}; GPU-hours lost: gpuops {hours['gpuops']:g}, no automation "

@@ -477,6 +477,8 @@ class Straggler(ActiveFault):
             self.clear(t, host)
             return
         row = _gpu_row(self)
+        if "workload" not in self.truth_params:  # a GPU running nothing slows nobody: the truth says so
+            self.truth_params["workload"] = host.workload_of(row) or ""
         mods.clock_cap_mhz[row] = min(
             mods.clock_cap_mhz[row], host.physics.spec.max_sm_clock_mhz * self.slowdown
         )

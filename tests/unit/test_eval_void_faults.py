@@ -1,0 +1,41 @@
+"""A job fault drawn on a GPU that runs no job cannot happen: the twin's truth says the fault found no workload,
+and the evaluation leaves it out of every total instead of charging a miss and its GPU-hours."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from evaluation.report import _counted, _fault_key, _void_in_run
+from simulator.scenario import scenario_from_dict
+from simulator.twin import Twin
+
+
+def _twin(faults: list[dict[str, Any]]) -> Twin:
+    return Twin(scenario_from_dict({
+        "name": "t", "seed": 7, "fleet": {"nodes": 4, "gpus_per_node": 8}, "duration": "20m", "step": "15s",
+        "workloads": [{"type": "training", "name": "job", "nodes": 2}],  # nodes 001 and 002
+        "faults": faults,
+    }))
+
+
+def test_the_truth_names_the_workload_a_job_fault_found_or_none() -> None:
+    twin = _twin([{"kind": "straggler", "node": "gpu-node-001", "gpu": 0, "at": "5m"},
+                  {"kind": "straggler", "node": "gpu-node-004", "gpu": 0, "at": "5m"},
+                  {"kind": "hung_job", "node": "gpu-node-004", "gpu": 1, "at": "5m"}])
+    twin.advance_to(twin.start + 600)
+    found = {(f["kind"], f["node"]): f["params"].get("workload") for f in twin.truth()["faults"]}
+    assert found[("straggler", "gpu-node-001")] == "job"
+    assert found[("straggler", "gpu-node-004")] == "" and found[("hung_job", "gpu-node-004")] == ""
+
+    void = _void_in_run(twin.truth()["faults"])
+    assert set(void) == {_fault_key(f) for f in twin.truth()["faults"] if f["node"] == "gpu-node-004"}
+    assert all("no job ran" in why for why in void.values())
+
+
+def test_void_faults_are_listed_but_counted_nowhere() -> None:
+    rows = [{"kind": "hung_job", "detected": False, "void": "no job ran"},
+            {"kind": "hung_job", "detected": True}, {"kind": "xid79", "detected": True}]
+    assert _counted(rows) == rows[1:]
+    hardware = [{"kind": "xid79", "node": "n", "gpu": 0, "onset": "t", "params": {}},
+                {"kind": "memory_leak", "node": "n", "gpu": 1, "onset": "t", "params": {"workload": ""}}]
+    assert _void_in_run(hardware) == {}  # only job faults need a job; a leak waits for a pod of its own
