@@ -30,11 +30,12 @@ from detectors.frame import FleetFrame
 from domain import clock as gpuops_clock
 from gpuops.config import Settings
 from gpuops.execution.approvals import Approver
+from gpuops.execution.probation import kept_out, mark_repaired
 from gpuops.notify import NullNotifier
 from gpuops.pipeline import OrderedDispatcher, Pipeline, Step
 from gpuops.policy import PolicyConfig
 from gpuops.store import migrate
-from gpuops.store.models import Action, AuditEvent, FindingRecord, Incident
+from gpuops.store.models import Action, AuditEvent, FindingRecord, HardwareTicket, Incident
 from gpuops.wiring import Container, bootstrap
 from runbooks import RunbookSettings
 from simulator.recording import FrameRecorder
@@ -253,9 +254,42 @@ def run_loop(scenario: Scenario, *, planner: PlannerFactory, policy: PolicyConfi
             container.close()
 
 
+class Technicians:
+    """The humans who work hardware tickets: `turnaround` after gpuops opened a ticket for a node, they replace
+    the node's GPUs that have a hardware fault (and the ticket's GPU), then tell gpuops through the same call
+    `gpuops tickets repaired` makes. gpuops returns the node only through its probation's checks."""
+
+    def __init__(self, twin: Twin, container: Container, turnaround: float | None) -> None:
+        self.twin, self.container, self.turnaround = twin, container, turnaround
+
+    def visit(self, now: float) -> list[str]:
+        """Repair what is due at `now`; returns the nodes repaired."""
+        if self.turnaround is None:
+            return []
+        due = datetime.fromtimestamp(now - self.turnaround, tz=UTC)
+        with self.container.uow() as uow:
+            tickets = list(uow.session.scalars(select(HardwareTicket).where(
+                HardwareTicket.status == "open", HardwareTicket.created_at <= due).order_by(HardwareTicket.id)))
+            nodes = sorted({t.hostname for t in tickets if kept_out(uow.session, t.hostname) is not None})
+            repaired = []
+            for node in nodes:
+                gpus = {t.gpu for t in tickets if t.hostname == node and t.gpu is not None}
+                gpus |= set(self.twin.faulty_gpus(node))
+                for gpu in sorted(gpus):
+                    self.twin.replace_gpu(node, gpu)
+                mark_repaired(uow.session, node=node, by="eval-technician",
+                              note=f"replaced GPU(s) {', '.join(map(str, sorted(gpus))) or 'none'}",
+                              config=self.container.policy, now=datetime.fromtimestamp(now, tz=UTC))
+                repaired.append(node)
+            uow.commit()
+        return repaired
+
+
 def _drive(recorder: FrameRecorder, sim: SimulatedTime, runner: Cycles, planner: str, cycle_steps: int) -> LoopRun:
-    """Detection cycles until the scenario ends, each followed by the sweep and what they hand on."""
+    """Detection cycles until the scenario ends, each followed by the sweep and what they hand on, and the
+    technicians' visit."""
     twin = recorder.twin
+    technicians = Technicians(twin, runner.pipeline.container, twin.scenario.repair_turnaround)
     findings: list[Finding] = []
     while True:
         while recorder.pending < cycle_steps and not twin.finished:
@@ -264,6 +298,7 @@ def _drive(recorder: FrameRecorder, sim: SimulatedTime, runner: Cycles, planner:
             break
         sim.now = max(sim.now, twin.t)
         findings.extend(runner.run(twin.t))
+        technicians.visit(twin.t)
         sim.pause()
     cordoned = [n for n in twin.nodes if not twin.kube.node_schedulable(n)]
     steps = runner.steps()

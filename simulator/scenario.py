@@ -235,6 +235,11 @@ class Scenario(_Strict):
         None, description="a healthy fleet's real mess: workload phases, environment, operations (off when absent)"
     )
     approval: Literal["auto_approve", "auto_reject", "human"] = "human"
+    repair_turnaround: Duration | None = Field(
+        86400.0, description="in `gpuops eval`, how long after gpuops opens a hardware ticket the technicians "
+        "replace the node's faulty GPUs and tell gpuops (next-business-day on-site service, the usual server "
+        "support contract: a day); null: nobody repairs anything during the run",
+    )
     planner: Literal["rules", "llm", "llm_out_of_scope"] | None = Field(
         None,
         description="who plans remedies in `gpuops eval` when the command names none: the rules table, the "

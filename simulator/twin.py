@@ -289,6 +289,11 @@ class Twin:
     def write_truth(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.truth(), indent=2) + "\n", encoding="utf-8")
 
+    def faulty_gpus(self, node: str) -> list[int]:
+        """The node's GPUs a technician would swap: with an active hardware fault, or not usable."""
+        return [g for g in range(self.gpus_per_node)
+                if self._hardware_fault_on(self.row(node, g)) or not self.gpu_usable(node, g)]
+
     def replace_gpu(self, node: str, gpu: int) -> None:
         """A technician swaps the board: hardware faults on it clear, counters restart, it is back."""
         with self._lock:

@@ -39,6 +39,7 @@ COMMANDS: dict[str, Command] = {
     "autoscale": Command("autoscale", "Predictive autoscaling of inference deployments."),
     "silences": Command("ownership", "Silences: matching findings open no incident that pages."),
     "maintenance": Command("ownership", "Maintenance windows: no action on the node, its effects do not page."),
+    "tickets": Command("tickets", "Hardware (RMA) tickets for the nodes gpuops keeps out of service."),
 }
 
 COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(c.module for c in COMMANDS.values()))

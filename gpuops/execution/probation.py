@@ -21,9 +21,10 @@ from gpuops.store.audit import append_event
 from gpuops.store.models import Action, HardwareTicket, Incident, NodeProbation
 
 PROBATION, RETURNING, TICKETING = "probation", "returning", "ticketing"
-RETURNED, RELEASED, KEPT_OUT = "returned", "released", "kept_out"
+RETURNED, RELEASED, KEPT_OUT, REPAIRED = "returned", "released", "kept_out", "repaired"
 ACTIVE = (PROBATION, RETURNING, TICKETING)
-FINISHED = (RETURNED, RELEASED, KEPT_OUT)
+FINISHED = (RETURNED, RELEASED, KEPT_OUT, REPAIRED)
+REPAIR_REASON = "hardware repaired"  # a probation's reason after a repair: the replaced part fixed the fault
 
 
 def active_probation(session: Session, node: str) -> NodeProbation | None:
@@ -87,6 +88,39 @@ def open_ticket(session: Session, node: str) -> HardwareTicket | None:
     """An RMA request still open for the node, if any (a second one would say nothing new)."""
     return session.scalars(select(HardwareTicket).where(
         HardwareTicket.hostname == node, HardwareTicket.status == "open").order_by(HardwareTicket.id.desc())).first()
+
+
+class NotKeptOut(ValueError):
+    """The node is not waiting for repair: nothing to return."""
+
+
+def mark_repaired(session: Session, *, node: str, by: str, note: str, config: PolicyConfig,
+                  now: datetime) -> NodeProbation:
+    """The humans repaired a node gpuops kept out (the ticket's part was replaced): close its open hardware
+    tickets and start a fresh probation, so the node returns to service only through the same checks as after
+    any remediation (Ready, every GPU allocatable, no new errors for `probation_s`, the node agent's diagnostic
+    where one is wired). Raises `NotKeptOut` when the node is not waiting for repair."""
+    kept = kept_out(session, node)
+    if kept is None:
+        raise NotKeptOut(f"{node} is not kept out for repair by gpuops; nothing to return "
+                         "(see `gpuops tickets list`)")
+    closed = []
+    for ticket in session.scalars(select(HardwareTicket).where(HardwareTicket.hostname == node,
+                                                               HardwareTicket.status == "open")):
+        ticket.status = "repaired"
+        ticket.evidence = {**ticket.evidence, "repaired_by": by, "repaired_at": now.isoformat(), "note": note}
+        closed.append(ticket.id)
+    kept.status, kept.finished_at = REPAIRED, now
+    probation = NodeProbation(hostname=node, gpu=kept.gpu, incident_id=kept.incident_id, action_id=kept.action_id,
+                              status=PROBATION, started_at=now, due_at=now + timedelta(seconds=config.probation_s),
+                              checks=[], reason=f"{REPAIR_REASON} by {by}" + (f": {note}" if note else ""))
+    session.add(probation)
+    session.flush()
+    tickets = f"ticket(s) {', '.join(map(str, closed))} closed; " if closed else ""
+    record(session, probation, kind="probation.repaired", now=now, data={"by": by, "tickets": closed},
+           message=f"{node} repaired ({by}{': ' + note if note else ''}); {tickets}it returns to service once "
+                   f"{config.probation_s / 60:.0f} min of telemetry show its GPUs healthy")
+    return probation
 
 
 def probation_of_action(session: Session, action_id: int) -> int | None:

@@ -124,6 +124,8 @@ def fault_check(session: Session, p: NodeProbation) -> Check:
     if incident is None:
         return Check("fault_fixed", False, f"incident {p.incident_id} is gone")
     fault, fixers = fault_of(incident)
+    if p.reason.startswith(store.REPAIR_REASON):
+        return Check("fault_fixed", True, f"{fault}: {p.reason}")
     done = [a.runbook for a in incident.actions if a.status == ActionStatus.SUCCEEDED]
     if fixers is None:
         return Check("fault_fixed", True, f"{fault}: no hardware fault known; telemetry decides")

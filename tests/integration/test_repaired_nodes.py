@@ -1,0 +1,122 @@
+"""After repair: a node gpuops kept out with a hardware ticket comes back only when the technicians say it was
+repaired, and then only through a fresh probation's checks; the budget it held is freed when it returns. The
+`gpuops tickets` commands list the tickets and record the repair, for an authenticated approver only."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from sqlalchemy import select
+
+from entrypoints.cli import cli
+from gpuops.config import Settings
+from gpuops.execution.probation import NotKeptOut, mark_repaired
+from gpuops.store.models import AuditEvent, HardwareTicket, NodeProbation
+from tests.agent.helpers import open_incident
+from tests.integration.test_return_to_service import (
+    NODE,
+    POLICY,
+    PROBATION_S,
+    World,
+    _incident,
+    _leases,
+    _read,
+    _world,
+)
+from tests.people import PASSWORD, users_setting
+
+
+@pytest.fixture
+def world(db_url: str, tmp_path: Path) -> Iterator[World]:
+    yield from _world(db_url, tmp_path, POLICY)
+
+
+def _kept_out_for_a_row_remap_failure(world: World) -> tuple[int, HardwareTicket]:
+    incident_id = open_incident(world.pipeline.container, "row_remap", node=NODE,
+                                evidence={"metric": "DCGM_FI_DEV_ROW_REMAP_FAILURE", "value": 1.0})
+    world.settle(incident_id)  # cordon, drain, open_hardware_ticket
+    world.examined(PROBATION_S + 60)
+    world.sweep()
+    (ticket,) = _read(world, HardwareTicket, HardwareTicket.hostname == NODE)
+    (kept,) = _read(world, NodeProbation, NodeProbation.hostname == NODE)
+    assert kept.status == "kept_out" and ticket.status == "open"
+    return incident_id, ticket
+
+
+def _repair(world: World, note: str = "swapped GPU 2") -> NodeProbation:
+    with world.pipeline.container.uow() as uow:
+        probation = mark_repaired(uow.session, node=NODE, by="tech", note=note, config=POLICY,
+                                  now=datetime.fromtimestamp(world.cluster.now, tz=UTC))
+        uow.commit()
+        uow.session.expunge(probation)
+    return probation
+
+
+def test_a_repaired_node_returns_through_a_fresh_probation(world: World) -> None:
+    incident_id, ticket = _kept_out_for_a_row_remap_failure(world)
+    world.examined(3600)
+    assert world.sweep() == [] and world.cluster.nodes[NODE].unschedulable  # nobody repaired it yet
+
+    probation = _repair(world)
+    (closed,) = _read(world, HardwareTicket, HardwareTicket.id == ticket.id)
+    assert closed.status == "repaired" and closed.evidence["repaired_by"] == "tech"
+    statuses = {p.id: p.status for p in _read(world, NodeProbation, NodeProbation.hostname == NODE)}
+    assert sorted(statuses.values()) == ["probation", "repaired"] and statuses[probation.id] == "probation"
+
+    world.examined(PROBATION_S / 2)
+    assert world.sweep() == [] and world.cluster.nodes[NODE].unschedulable  # the fresh probation runs its course
+    world.examined(PROBATION_S / 2 + 60)
+    assert world.sweep() == [probation.id]
+    (returned,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
+    assert returned.status == "returned"
+    assert next(c for c in returned.checks if c["name"] == "fault_fixed")["detail"].endswith(
+        "hardware repaired by tech: swapped GPU 2")
+    assert not world.cluster.nodes[NODE].unschedulable and _leases(world, NODE) == []
+    assert _incident(world, incident_id).status == "resolved"
+
+
+def test_a_repaired_node_that_still_fails_stays_out(world: World) -> None:
+    _kept_out_for_a_row_remap_failure(world)
+    # the swap did not take: the device plugin sees 7 of 8
+    world.cluster.nodes[NODE] = dataclasses.replace(world.cluster.nodes[NODE], gpu_allocatable=7)
+    probation = _repair(world)
+    world.examined(PROBATION_S + 60)
+    assert world.sweep() == [probation.id]
+    (kept,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
+    assert kept.status == "kept_out" and [c["name"] for c in kept.checks if not c["ok"]] == ["gpus_present"]
+    assert world.cluster.nodes[NODE].unschedulable and len(_leases(world, NODE)) == 1
+
+
+def test_only_a_node_kept_out_can_be_marked_repaired(world: World) -> None:
+    with world.pipeline.container.uow() as uow, pytest.raises(NotKeptOut, match="not kept out for repair"):
+        mark_repaired(uow.session, node=NODE, by="tech", note="", config=POLICY,
+                      now=datetime.fromtimestamp(world.cluster.now, tz=UTC))
+
+
+def test_the_tickets_commands_list_and_mark_repaired_for_an_approver_only(world: World, db_url: str) -> None:
+    _kept_out_for_a_row_remap_failure(world)
+    settings = Settings(database_url=db_url, users=users_setting(alice="approver", mallory="viewer"))
+
+    def gpuops(*args: str) -> Result:
+        return CliRunner().invoke(cli, list(args), obj={"settings": settings},
+                                  env={"GPUOPS_PASSWORD": PASSWORD, "GPUOPS_API_TOKEN": None})
+
+    listed = gpuops("tickets", "list")
+    assert listed.exit_code == 0 and NODE in listed.output and "open" in listed.output
+    refused = gpuops("tickets", "repaired", NODE, "--user", "mallory")
+    assert refused.exit_code != 0 and "may not return nodes to service" in refused.output
+    done = gpuops("tickets", "repaired", NODE, "--user", "alice", "--note", "new board")
+    assert done.exit_code == 0, done.output
+    assert f"{NODE} marked repaired by alice" in done.output
+    again = gpuops("tickets", "repaired", NODE, "--user", "alice")
+    assert again.exit_code != 0 and "not kept out for repair" in again.output
+    assert gpuops("tickets", "list").output.strip() == "no open hardware tickets"
+    assert "repaired" in gpuops("tickets", "list", "--all").output
+    with world.pipeline.container.uow() as uow:
+        kinds = [e.kind for e in uow.session.scalars(select(AuditEvent).order_by(AuditEvent.seq))]
+    assert "tickets.repaired_refused" in kinds and "probation.repaired" in kinds
