@@ -1,0 +1,48 @@
+"""`gpuops eval` with technicians: a GPU out of spare rows is cordoned, drained and ticketed, stays out while
+nobody has repaired it, and returns to service through a fresh probation once the technicians have replaced it
+(`repair_turnaround` after the ticket); without technicians it stays out to the end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from entrypoints.cli import cli
+
+NODE = "gpu-node-003"
+
+
+def _scenario(tmp_path: Path, turnaround: str | None) -> Path:
+    path = tmp_path / "repairs.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "repairs", "seed": 5, "fleet": {"nodes": 6, "gpus_per_node": 4}, "duration": "4h", "step": "60s",
+        "workloads": [{"type": "inference", "name": "chat", "replicas": 6, "gpus_per_replica": 1}],
+        "faults": [{"kind": "row_remap_exhaustion", "node": NODE, "gpu": 1, "at": "10m", "lead": "20m"}],
+        "approval": "auto_approve", "repair_turnaround": turnaround,
+    }))
+    return path
+
+
+@pytest.mark.parametrize("turnaround", ["1h", None])
+def test_a_ticketed_node_returns_only_after_the_technicians_repaired_it(tmp_path: Path,
+                                                                        turnaround: str | None) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["eval", "--scenario", str(_scenario(tmp_path, turnaround)), "--out", str(out)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report: dict[str, Any] = json.loads((out / "report.json").read_text())
+    runbooks = [a["runbook"] for a in report["actions"]]
+    assert runbooks[:3] == ["cordon_node", "drain_node", "open_hardware_ticket"], runbooks
+    (scenario,) = report["scenarios"]
+    if turnaround is None:
+        assert NODE in scenario["nodes_cordoned_at_end"] and "uncordon_node" not in runbooks
+    else:
+        assert NODE not in scenario["nodes_cordoned_at_end"]
+        (uncordon,) = [a for a in report["actions"] if a["runbook"] == "uncordon_node"]
+        (ticket,) = [a for a in report["actions"] if a["runbook"] == "open_hardware_ticket"]
+        assert uncordon["verified"] and uncordon["executed_at"] > ticket["executed_at"]
