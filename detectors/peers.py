@@ -12,12 +12,16 @@ hung. A collective that never completes spins: the engines read busy while the t
 still and the power falls towards idle. Decided per GPU, on what the fleet exports:
 - with a profiling work series (`DCGM_FI_PROF_PIPE_TENSOR_ACTIVE` and/or `DCGM_FI_PROF_DRAM_ACTIVE`): engine
   activity (`DCGM_FI_PROF_GR_ENGINE_ACTIVE`, else `DCGM_FI_DEV_GPU_UTIL`) at or above `pinned_level`, every
-  exported work series at or below `idle_level`, after the GPU did such work on its current allocation, with
-  memory held, and (where power is exported) power at most `near_idle_power` of what it drew working, for
-  `spin_persist` samples. Full power with the tensor pipes still is other work (CUDA cores), not a spin;
+  exported work series at or below `idle_level`, with memory held, and (where power is exported) power at most
+  `near_idle_power` of what it drew working on its current allocation, for `spin_persist` samples. A job that
+  hangs before it ever computed (its ranks met, then the first collective never completed) has no working power
+  of its own: there the power must be at most `cold_power_share` of the enforced power limit
+  (`DCGM_FI_DEV_POWER_MGMT_LIMIT`), and without that series such a GPU is not judged. Full power with the tensor
+  pipes still is other work (CUDA cores), not a spin;
 - without them: `DCGM_FI_DEV_GPU_UTIL` at or above `pinned_level` and power at most `near_idle_power` of the
-  most it drew at pinned utilisation, for `unprofiled_persist_s` (10 min). Without the power series either,
-  hung-job detection is off: utilisation alone cannot tell a hang from work.
+  most it drew at pinned utilisation (or `cold_power_share` of the power limit), for `unprofiled_persist_s`
+  (10 min). Without the power series either, hung-job detection is off: utilisation alone cannot tell a hang
+  from work.
 
 **Job grouping.** A GPU's job is its pod's job (`domain.jobs.job_of`: `namespace/base`, the pod name without
 the suffixes Kubernetes and the training operators add). GPUs without a pod have no job.
@@ -93,6 +97,7 @@ class PeerComparison:
     spin_persist: int = 12        # samples of busy engines without tensor work before a job counts as hung
     pinned_level: float = 0.9     # engine activity of a GPU that reads fully busy
     near_idle_power: float = 0.5  # share of its working power under which a pinned GPU does no real work
+    cold_power_share: float = 0.25  # ... and, before it ever worked, of its enforced power limit
     unprofiled_persist_s: float = 600.0  # how long utilisation alone must read pinned at low power
     power_half_life: float = 960.0  # samples: the working power forgets slowly (hours)
     repeat_every: int = 4         # an episode still going on is reported again every this many samples
@@ -228,8 +233,16 @@ class PeerComparison:
             with np.errstate(invalid="ignore"):
                 low_power = (ref > 0) & (power <= self.near_idle_power * ref)
         power_ok = low_power | (power is None) | ~(ref > 0)
-        spin = profiled & pinned & idle_work & was_working & held & power_ok
-        unprofiled = ~profiled & util_pinned & low_power & held if power is not None else np.zeros_like(held)
+        # A job that hangs before it ever computed (its ranks met at the rendezvous, then the first collective never
+        # completed) has no working power of its own to compare with: the GPU's power limit stands in for it.
+        limit_arr = view.metric(m.POWER_MGMT_LIMIT)
+        cold_low = np.zeros_like(held)
+        if power is not None and limit_arr is not None:
+            with np.errstate(invalid="ignore"):
+                cold_low = (limit_arr[:, j] > 0) & (power <= self.cold_power_share * limit_arr[:, j])
+        spin = profiled & pinned & idle_work & held & ((was_working & power_ok) | (~was_working & cold_low))
+        unprofiled = (~profiled & util_pinned & (low_power | cold_low) & held if power is not None
+                      else np.zeros_like(held))
         released = ~held
         self._was_working[slots] = np.where(profiled & working & held, 1.0,
                                             np.where(released, 0.0, self._was_working[slots]))
@@ -248,7 +261,7 @@ class PeerComparison:
         for r in self._with_repeats(onsets, age - 1):
             signals = ["engine_pinned" if profiled[r] else "utilisation_pinned"]
             signals += [f"no_{name.rsplit('_', 2)[-2].lower()}_work" for name in work if profiled[r]]
-            if low_power[r]:
+            if low_power[r] or cold_low[r]:
                 signals.append("power_near_idle")
             evidence: dict[str, object] = {
                 "basis": "profiling" if profiled[r] else "utilisation_and_power",

@@ -131,6 +131,26 @@ def test_a_job_without_tensor_work_is_not_hung_nor_a_gpu_clocked_like_its_peers_
     assert run(PeerComparison(), det_synth.frame(ts, met, gpus)) == []
 
 
+@pytest.mark.parametrize(("power_w", "limit_w", "hung"), [
+    (110.0, 700.0, True),    # pinned engines at near-idle power: a spin, though the job never computed
+    (450.0, 700.0, False),   # pinned engines at high power without tensor work: CUDA-core work, not a spin
+    (110.0, None, False),    # no power limit exported: a GPU that never worked is not judged
+])
+def test_a_job_that_hangs_before_it_ever_computed(power_w: float, limit_w: float | None, hung: bool) -> None:
+    ts, met, gpus, _, _ = det_synth.healthy(nodes=4, gpus_per_node=8, jobs=2)
+    met[m.PIPE_TENSOR_ACTIVE] = met[m.GR_ENGINE_ACTIVE] * 0.55
+    met[m.PIPE_TENSOR_ACTIVE][16:] = 0.0  # job train-1 met at its rendezvous, then its first collective hung
+    met[m.GR_ENGINE_ACTIVE][16:] = 1.0
+    met[m.GPU_UTIL][16:] = 100.0
+    met[m.POWER_USAGE][16:] = power_w
+    if limit_w is not None:
+        met[m.POWER_MGMT_LIMIT] = np.full_like(met[m.POWER_USAGE], limit_w)
+    found = run(PeerComparison(), det_synth.frame(ts, met, gpus))
+    reports = first_reports(found, "hung_job")
+    assert len(reports) == (16 if hung else 0)
+    assert {f.evidence["job"] for f in found if f.kind == "hung_job"} == ({"ml/train-1"} if hung else set())
+
+
 def test_a_job_that_finishes_and_frees_memory_is_not_hung() -> None:
     ts, met, gpus, _, _ = det_synth.healthy(nodes=2, gpus_per_node=4)
     met[m.GR_ENGINE_ACTIVE][:, 150:] = 0.0
