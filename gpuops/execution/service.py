@@ -131,7 +131,8 @@ def fleet_facts(cluster: ClusterPort) -> FleetFacts:
     return FleetFacts(nodes=len(nodes), gpus=sum(n.gpu_capacity for n in nodes),
                       healthy_gpus=sum(n.gpu_allocatable for n in in_service),
                       gpus_per_node=max((n.gpu_capacity for n in nodes), default=0),
-                      unschedulable=frozenset(n.name for n in nodes if n.unschedulable or not n.ready))
+                      unschedulable=frozenset(n.name for n in nodes if n.unschedulable or not n.ready),
+                      healthy_by_node={n.name: n.gpu_allocatable for n in in_service})
 
 
 def action_spec(plan: Plan, risk: str, catalogue: Catalogue, cluster: ClusterPort) -> ActionSpec:

@@ -18,7 +18,7 @@ from domain import HARD_KINDS, ActionStatus, FindingKind, IncidentStatus, Severi
 from gpuops.incidents.lifecycle import add_timeline, transition
 from gpuops.logs import log_context
 from gpuops.store.audit import append_event
-from gpuops.store.models import Action, FindingRecord, Incident, Silence
+from gpuops.store.models import Action, FindingRecord, Incident, NodeLease, Silence
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +220,15 @@ def ingest_findings(session: Session, findings: Iterable[Finding], *, fleet_node
                          data={"finding_kind": f.kind, "silence_id": silence.id})
             result.suppressed.append(recent_closed.id)
             continue
+        if recent_closed is not None and _held_out(session, f.hostname):
+            # The resolved incident's node is out of service on gpuops' lease (on probation, or kept out for
+            # repair): the broken GPU goes on reporting, as expected, and nothing runs on it. The finding is kept
+            # with the incident (probation's checks read it), but it does not reopen it to plan the same
+            # cordon, drain and ticket again.
+            record.incident_id = recent_closed.id
+            recent_closed.occurrences += 1
+            result.attributed += 1
+            continue
         if recent_closed is not None:
             transition(session, recent_closed, IncidentStatus.OPEN, reason=f"{f.kind} recurred after resolution",
                        actor="incidents", now=at)
@@ -257,6 +266,12 @@ def ingest_findings(session: Session, findings: Iterable[Finding], *, fleet_node
         if fleet_id is not None:
             result.fleet.append(fleet_id)
     return result
+
+
+def _held_out(session: Session, hostname: str | None) -> bool:
+    """Whether gpuops holds the node out of service (an active lease: remediating, on probation or kept out)."""
+    return hostname is not None and session.scalar(select(NodeLease.id).where(
+        NodeLease.hostname == hostname, NodeLease.released_at.is_(None)).limit(1)) is not None
 
 
 def _fleet_event(session: Session, f: Finding, at: datetime, config: IncidentConfig) -> Incident | None:
@@ -351,6 +366,24 @@ def _job_hard_incident(session: Session, f: Finding, since: datetime, job_hosts:
         or_(Incident.family.in_(HARD_KINDS), Incident.severity == Severity.CRITICAL)).order_by(Incident.id)).first()
 
 
+Records = list[tuple[str | None, dict[str, object]]]
+
+
+def _not_consequences(session: Session, family: str, records: Records) -> Records:
+    """A job stall's findings less those a fleet-wide event of another family explains: the jobs with a GPU on
+    one of its nodes (a leaf switch down hangs every job across it). They are that event's consequence; counted
+    here, they would open a second fleet incident for the same event."""
+    covered: set[str] = set()
+    for fleet in session.scalars(select(Incident).where(Incident.scope == "fleet", Incident.family != family,
+                                                        Incident.status.in_(IncidentStatus.ACTIVE))):
+        covered |= set((fleet.details or {}).get("hosts", []))
+    if not covered:
+        return records
+    jobs = {job for host, evidence in records if host in covered and (job := _job_of(evidence))}
+    return [(host, evidence) for host, evidence in records
+            if host not in covered and _job_of(evidence) not in jobs]
+
+
 def _job_fleet_incident(session: Session, f: Finding, job_hosts: dict[str, set[str]]) -> Incident | None:
     """The fleet-wide event (a leaf switch, a power event) holding one of the nodes of the job a soft finding's
     job stall or slowdown belongs to: the stall is that event's consequence, not an incident of its own.
@@ -405,6 +438,8 @@ def correlate_fleet(session: Session, *, family: str, fleet_nodes: int, config: 
         if is_hard(family, severity) or is_corroborated(evidence)]
     silenced = _silenced_hosts(session, family, now)
     records = [(host, evidence) for host, evidence in records if host not in silenced]
+    if family in JOB_CONSEQUENCES:
+        records = _not_consequences(session, family, records)
     hosts = {host for host, _ in records}
     # one job's own trouble over many nodes is one source, not many: a hung multi-node job is not a fleet event.
     # A hardware or driver signal is each node's own, whatever job the GPU ran (a rollout hits one job's nodes).

@@ -3,6 +3,7 @@ so two workers deciding at the same moment are serialised: the second sees the f
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -52,6 +53,12 @@ class FleetFacts:
     healthy_gpus: int
     gpus_per_node: int
     unschedulable: frozenset[str] = frozenset()  # cordoned by anyone
+    healthy_by_node: Mapping[str, int] = field(default_factory=dict)  # healthy GPUs of each node in service
+
+    def healthy_on(self, nodes: Iterable[str]) -> int:
+        """The healthy GPUs taking `nodes` out would remove: a node whose GPU failed gives up only the rest (a
+        node not reported counts in full)."""
+        return sum(self.healthy_by_node.get(n, self.gpus_per_node) for n in nodes)
 
 
 @dataclass
@@ -153,7 +160,7 @@ def weigh_budget(*, spec: ActionSpec, facts: FleetFacts, config: PolicyConfig, o
         nodes_out=len(out_now),
         nodes_out_after=len(out_now | set(spec.target_nodes)) if spec.disruptive else len(out_now),
         nodes_out_limit=config.nodes_out_limit(facts.nodes),
-        healthy_gpus_after=facts.healthy_gpus - (len(new_nodes) * facts.gpus_per_node if spec.disruptive else 0),
+        healthy_gpus_after=facts.healthy_gpus - (facts.healthy_on(new_nodes) if spec.disruptive else 0),
         min_healthy_gpus=config.min_healthy_gpus(facts.gpus),
         actions_last_hour=actions_last_hour, rate_limit=config.max_actions_per_hour,
         fleet_nodes=facts.nodes, max_nodes_out=config.max_nodes_out,
@@ -180,7 +187,7 @@ def budget_wait(session: Session, *, spec: ActionSpec, facts: FleetFacts, config
     returning = own - set(spec.target_nodes)
     back = FleetFacts(nodes=facts.nodes, gpus=facts.gpus, gpus_per_node=facts.gpus_per_node,
                       healthy_gpus=min(facts.gpus, facts.healthy_gpus + len(returning) * facts.gpus_per_node),
-                      unschedulable=facts.unschedulable - returning)
+                      unschedulable=facts.unschedulable - returning, healthy_by_node=facts.healthy_by_node)
     if _over_budget(weigh_budget(spec=spec, facts=back, config=config, out_now=out_now - returning,
                                  actions_last_hour=0)):
         return None

@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from detectors.findings import Finding
 from gpuops.errors import Conflict
 from gpuops.incidents.lifecycle import transition
 from gpuops.incidents.service import IncidentConfig, ingest_findings
 from gpuops.store.audit import verify_chain
-from gpuops.store.models import Incident, Silence
+from gpuops.store.models import Action, FindingRecord, Incident, NodeLease, Silence
 from gpuops.wiring import Container
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC).timestamp()
@@ -69,6 +69,48 @@ def test_resolved_incident_reopens_when_the_fault_recurs(container: Container) -
     ingest(container, finding("gpu-node-004", 0, "row_remap", t=3600))
     (only,) = incidents(container)
     assert only.status == "open" and only.resolved_at is None
+
+
+def test_a_resolved_incident_whose_node_gpuops_holds_out_keeps_its_findings_without_reopening(
+        container: Container) -> None:
+    ingest(container, finding("gpu-node-004", 0, "row_remap"))
+    with container.uow() as uow:
+        inc = uow.session.scalars(select(Incident)).one()
+        now = datetime.fromtimestamp(T0 + 60, tz=UTC)
+        transition(uow.session, inc, "investigating", reason="agent", actor="agent", now=now)
+        action = Action(incident_id=inc.id, runbook="cordon_node", targets=["node/gpu-node-004"], plan_hash="h" * 64,
+                        idempotency_key="cordon-004", status="succeeded", executed_at=now)
+        uow.session.add(action)
+        uow.session.flush()
+        uow.session.add(NodeLease(hostname="gpu-node-004", action_id=action.id, reason="cordon_node", acquired_at=now))
+        transition(uow.session, inc, "resolved", reason="cordoned, drained, ticketed", actor="agent", now=now)
+        uow.commit()
+    ingest(container, finding("gpu-node-004", 0, "row_remap", t=600))  # the broken GPU goes on reporting
+    (only,) = incidents(container)
+    assert only.status == "resolved" and only.occurrences == 2
+    with container.uow() as uow:
+        assert uow.session.scalar(select(func.count()).select_from(FindingRecord).where(
+            FindingRecord.incident_id == only.id)) == 2  # kept for probation's checks
+        for lease in uow.session.scalars(select(NodeLease)):
+            lease.released_at = datetime.fromtimestamp(T0 + 900, tz=UTC)  # gpuops returned the node
+        uow.commit()
+    ingest(container, finding("gpu-node-004", 0, "row_remap", t=3600))
+    (only,) = incidents(container)
+    assert only.status == "open"  # back in service and failing again: that is news
+
+
+def test_jobs_hung_by_a_fleet_wide_event_do_not_open_a_second_fleet_incident(container: Container) -> None:
+    leaf = ("gpu-node-010", "gpu-node-011", "gpu-node-012")
+    ingest(container, *[finding(node, None, "fabric", t=i) for i, node in enumerate(leaf)], nodes=12)
+    (fabric,) = [i for i in incidents(container) if i.scope == "fleet"]
+    assert fabric.family == "fabric"
+    # every job across the leaf switch hangs at its next collective, on the leaf's nodes and on its other nodes
+    hung = [finding(node, 0, "hung_job", t=120 + i, severity="critical", job=f"ml/train-{i}", corroborated=True)
+            for i, node in enumerate((*leaf, "gpu-node-001"))]
+    hung.append(finding("gpu-node-002", 0, "hung_job", t=125, severity="critical", job="ml/train-0",
+                        corroborated=True))  # train-0 also runs on gpu-node-002
+    ingest(container, *hung, nodes=12)
+    assert [i.family for i in incidents(container) if i.scope == "fleet"] == ["fabric"]
 
 
 def test_silence_suppresses_new_incidents(container: Container) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from detectors.findings import Finding
 from gpuops.config import Settings
 from gpuops.execution.approvals import Approver
+from gpuops.execution.holds import BUDGET_RECHECK_S
 from gpuops.incidents.service import ingest_findings
 from gpuops.pipeline import OrderedDispatcher, Pipeline, Step
 from gpuops.policy import PolicyConfig
@@ -145,11 +146,12 @@ def test_a_healthy_node_returns_after_its_probation_and_frees_the_node_budget(wo
     assert world.cluster.nodes[NODE].unschedulable and world.cluster.nodes[NODE].cordoned_by_gpuops
     assert len(_leases(world, NODE)) == 1 and probation.status == "probation" and probation.gpu == 2
 
-    # While the node is out, another node's incident gets no node action: the budget is spent.
+    # While the node is out, another node's incident gets no node action: it waits for gpuops' node to come back.
     blocked = open_incident(world.pipeline.container, "nvlink", node=OTHER)
     world.settle(blocked)
-    (denied,) = _read(world, Action, Action.incident_id == blocked)
-    assert denied.status == "denied" and "1 node(s) already out, limit 1" in " ".join(denied.verdict["reasons"])
+    assert _read(world, Action, Action.incident_id == blocked) == []
+    assert _incident(world, blocked).held_until is not None
+    assert any("waits for the budget" in m and "1 node(s) out (limit 1)" in m for m in _timeline(world, blocked))
 
     # Not a moment before the probation's data time has been examined (the clock alone does not end it) ...
     world.cluster.now += PROBATION_S + 60
@@ -173,13 +175,12 @@ def test_a_healthy_node_returns_after_its_probation_and_frees_the_node_budget(wo
     kinds = {e.kind for e in _read(world, AuditEvent, AuditEvent.incident_id == incident_id)}
     assert {"probation.started", "probation.passed", "probation.returned", "action.succeeded"} <= kinds
 
-    # The budget is free again: a third node's incident takes its node action. (Other fault families: one family
-    # on three nodes at once would be a fleet-wide event.)
-    third = open_incident(world.pipeline.container, "node_not_ready", node=THIRD, gpu=None)
-    world.settle(third)
-    cordon = _read(world, Action, Action.incident_id == third, Action.runbook == "cordon_node")
+    # The budget is free again: the waiting incident's next recheck takes its node action.
+    world.examined(BUDGET_RECHECK_S + 60)
+    world.sweep()
+    cordon = _read(world, Action, Action.incident_id == blocked, Action.runbook == "cordon_node")
     assert [a.status for a in cordon] == ["succeeded"]
-    assert world.cluster.nodes[THIRD].unschedulable
+    assert world.cluster.nodes[OTHER].unschedulable
 
 
 def test_a_new_error_during_probation_keeps_the_node_out_with_a_ticket(world: World) -> None:
