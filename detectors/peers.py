@@ -55,14 +55,16 @@ def group_ids(keys: list[str | None]) -> tuple[IntArray, list[str]]:
 
 
 def group_median(values: FloatArray, groups: IntArray, n_groups: int) -> tuple[FloatArray, FloatArray]:
-    """Per-group median of the finite values, and the count of finite values per group."""
+    """Per-group median of the finite values, and the count of finite values per group. With no group at all
+    (no GPU runs a job) both hold one empty group, so that rows outside every group (-1, masked by the caller)
+    can still index them."""
     ok = np.isfinite(values) & (groups >= 0)
     g, v = groups[ok], values[ok]
     order = np.lexsort((v, g))
     g, v = g[order], v[order]
-    counts = np.bincount(g, minlength=n_groups).astype(np.float64)
+    counts = np.bincount(g, minlength=max(n_groups, 1)).astype(np.float64)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    med = np.full(n_groups, np.nan)
+    med = np.full(max(n_groups, 1), np.nan)
     has = counts > 0
     c = counts[has].astype(np.int64)
     lo = starts[has] + (c - 1) // 2

@@ -48,6 +48,13 @@ def test_group_median_matches_numpy() -> None:
         assert med[g] == pytest.approx(np.median(sel))
 
 
+def test_a_fleet_where_no_gpu_runs_a_job_is_compared_by_node_only() -> None:
+    ts, met, gpus, _, _ = det_synth.healthy(nodes=2, gpus_per_node=4)
+    idle = replace(gpus, pod=("",) * len(gpus.pod), namespace=("",) * len(gpus.namespace))
+    assert group_median(np.ones(3), np.full(3, -1), 0)[0].shape == (1,)
+    assert run(PeerComparison(), det_synth.frame(ts, met, idle)) == []
+
+
 def test_baseline_flags_a_level_shift_once_and_ignores_noise_and_gaps() -> None:
     ts, met, gpus, _, _ = det_synth.healthy()
     met[m.POWER_USAGE][9, 150:] = 300.0
