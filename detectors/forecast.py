@@ -386,8 +386,10 @@ class FailureForecast:
             if climbed_s < span:
                 return None
             # a climb under a steady load (a candidate is one whose load has not stepped for settle_s), on one
-            # pod the whole time: the workload is not doing more, yet holds more
-            return {"monotone_climb_s": climbed_s, "corroborated": True,
+            # pod the whole time: the workload is not doing more, yet holds more. The climb was watched for the
+            # whole span before this single report (one per episode), so it has persisted already: the incident
+            # service needs no repeats of it.
+            return {"monotone_climb_s": climbed_s, "corroborated": True, "persistent": True,
                     "signals": ["framebuffer_monotone_without_drops", "load_steady"]}
         return {}
 

@@ -87,7 +87,8 @@ def _is_hard(f: Finding) -> bool:
 
 
 def _persistent(f: Finding) -> bool:
-    """A warning whose source already asked it to persist (an alert rule's `for:`) needs no repeats here."""
+    """A warning whose source already required it to persist (an alert rule's `for:`, a memory-leak forecast
+    made only after the climb was watched for its whole span, and reported once) needs no repeats here."""
     return f.evidence.get("persistent") is True and f.severity != Severity.INFO
 
 

@@ -113,6 +113,15 @@ def test_jobs_hung_by_a_fleet_wide_event_do_not_open_a_second_fleet_incident(con
     assert [i.family for i in incidents(container) if i.scope == "fleet"] == ["fabric"]
 
 
+def test_a_leak_forecast_watched_for_its_span_opens_an_incident_from_its_single_report(
+        container: Container) -> None:
+    leak = dict(severity="warning", corroborated=True, signals=["framebuffer_monotone_without_drops", "load_steady"])
+    ingest(container, finding("gpu-node-006", 2, "memory_leak", eta_s=13200.0, **leak))  # type: ignore[arg-type]
+    ingest(container, finding("gpu-node-007", 2, "memory_leak", eta_s=13200.0, persistent=True,
+                              **leak))  # type: ignore[arg-type]
+    assert [(i.hostname, i.family) for i in incidents(container)] == [("gpu-node-007", "memory_leak")]
+
+
 def test_silence_suppresses_new_incidents(container: Container) -> None:
     with container.uow() as uow:
         start = datetime.fromtimestamp(T0 - 60, tz=UTC)

@@ -254,6 +254,7 @@ def test_a_leak_is_a_climb_without_drops_for_half_an_hour_on_one_pod() -> None:
     assert [(f.hostname, f.gpu) for f in found] == [("gpu-node-001", 4)]
     assert found[0].ts >= ts[100] + 1200  # the half hour's first third must already climb
     assert found[0].evidence["monotone_climb_s"] >= 1800 and found[0].evidence["corroborated"] is True
+    assert found[0].evidence["persistent"] is True  # watched for its span already: one report opens an incident
 
 
 def test_a_leak_on_a_job_that_pauses_for_checkpoints_is_still_forecast() -> None:
