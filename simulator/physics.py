@@ -180,7 +180,10 @@ class FleetPhysics:
         # The power limit throttles only a GPU nothing else holds slower: one held back by heat or by a fault's
         # clock cap draws less than its limit, and the driver reports that slowdown, not a power cap.
         self.power_violation_us += np.where((cap_ratio < 0.999) & (throttle >= 0.999), dt * 1e6, 0.0)
-        power = spec.idle_power_w + (power - spec.idle_power_w) * throttle
+        # A clock a fault holds lower draws dynamic power as the square of the clock ratio: the same f·V², V
+        # tracking f, relation that sets the clock under a power cap above (P = C·V²·f for CMOS switching power).
+        # The thermal slowdown's factor stays as it is: it stands for the throttled power as a whole.
+        power = spec.idle_power_w + (power - spec.idle_power_w) * (1.0 - 0.55 * slow) * clock_ratio**2
         self.power = power
         self.sm_clock = np.round(clock / 15.0) * 15.0
         # Thermal inertia: first-order approach to the equilibrium for this power.
