@@ -89,6 +89,8 @@ def _budget_hold(uow: UnitOfWork, incident: Incident, plan: Plan, spec: ActionSp
     wait, or the wait is over: then policy decides, and a refusal names the budget that is still spent."""
     session = uow.session
     started = incident.details.get(BUDGET_WAIT_KEY)
+    if not (spec.disruptive and spec.target_nodes) and started is None:
+        return None  # only taking nodes out can wait on the budget: no need to read the cluster
     reason = budget_wait(session, spec=spec, facts=fleet_facts(deps.cluster), config=deps.policy)
     if reason is None:
         if started is not None:

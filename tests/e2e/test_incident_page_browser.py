@@ -16,26 +16,16 @@ from playwright import sync_api as playwright_api
 from connectors.telemetry.fake import InMemoryTelemetry
 from gpuops.incidents.evidence import EvidenceSources, keep_evidence
 from runbooks.settings import RunbookSettings
-from tests.e2e.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, require_chromium
+from tests.e2e.test_dashboard_browser import browser
 from tests.incident_story import OPENED, seed_story, story_frame, training_twin
 from tests.runbook_twin import connect
 from tests.web_server import PASSWORDS, WebServer, serve, web_container
 
 pytestmark = [pytest.mark.postgres]
 expect = playwright_api.expect
+__all__ = ["browser"]  # the module-scoped Chromium fixture
 LAPTOP = {"width": 1366, "height": 768}
 PHONE = {"width": 390, "height": 844}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[playwright_api.Browser]:
-    require_chromium()
-    with playwright_api.sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            instance.close()
 
 
 @pytest.fixture

@@ -22,23 +22,13 @@ from gpuops.store.models import Action, Incident, Silence
 from gpuops.wiring import bootstrap
 from tests.agent.helpers import open_incident
 from tests.agent.world import build_context, default_cluster, executed
-from tests.e2e.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, new_page, require_chromium, shot
+from tests.e2e.test_dashboard_browser import browser, new_page, shot
 from tests.waiting import wait_for
 from tests.web_server import SESSION_SECRET, WebServer, serve, users_setting
 
 pytestmark = [pytest.mark.postgres]
 expect = playwright_api.expect
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    require_chromium()
-    with playwright_api.sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            instance.close()
+__all__ = ["browser"]  # the module-scoped Chromium fixture
 
 
 @pytest.fixture

@@ -67,12 +67,20 @@ def _context(container: Container, tmp_path: Path, now: float, policy: PolicyCon
     return build_context(container, journal, cluster=cluster, policy=policy), cluster
 
 
-def test_a_node_action_waits_for_gpuops_own_node_to_come_back_then_goes_ahead(container: Container,
-                                                                             tmp_path: Path) -> None:
-    ctx, cluster = _context(container, tmp_path, T0 + 30)
+def _xid_while_own_node_out(container: Container, tmp_path: Path,
+                            policy: PolicyConfig = ONE_NODE):  # type: ignore[no-untyped-def]
+    """An XID 79 incident on gpu-node-003 while gpuops' earlier remediation holds OTHER out; detection has
+    examined its data. Returns the agent's context, the cluster and the incident."""
+    ctx, cluster = _context(container, tmp_path, T0 + 30, policy)
     _own_node_out(container, cluster)
     incident_id = open_incident(container, "xid", evidence={"xid": 79})
     _examined(container, T0 + 30)
+    return ctx, cluster, incident_id
+
+
+def test_a_node_action_waits_for_gpuops_own_node_to_come_back_then_goes_ahead(container: Container,
+                                                                             tmp_path: Path) -> None:
+    ctx, cluster, incident_id = _xid_while_own_node_out(container, tmp_path)
     with graph_on(container) as graph:
         first = start(graph, ctx, incident_id)
         assert first.held is not None and first.held["runbook"] == "cordon_node"
@@ -120,10 +128,7 @@ def test_a_budget_spent_on_someone_elses_cordon_goes_to_a_human_at_once(containe
 
 def test_a_budget_still_spent_when_the_wait_ends_goes_to_a_human_naming_it(container: Container,
                                                                           tmp_path: Path) -> None:
-    ctx, cluster = _context(container, tmp_path, T0 + 30)
-    _own_node_out(container, cluster)
-    incident_id = open_incident(container, "xid", evidence={"xid": 79})
-    _examined(container, T0 + 30)
+    ctx, _, incident_id = _xid_while_own_node_out(container, tmp_path)
     with graph_on(container) as graph:
         assert start(graph, ctx, incident_id).held is not None
         late = T0 + 30 + ONE_NODE.budget_wait_s
@@ -137,10 +142,8 @@ def test_a_budget_still_spent_when_the_wait_ends_goes_to_a_human_naming_it(conta
 
 
 def test_the_wait_turned_off_denies_at_once(container: Container, tmp_path: Path) -> None:
-    ctx, cluster = _context(container, tmp_path, T0 + 30, ONE_NODE.model_copy(update={"budget_wait_s": 0.0}))
-    _own_node_out(container, cluster)
-    incident_id = open_incident(container, "xid", evidence={"xid": 79})
-    _examined(container, T0 + 30)
+    ctx, _, incident_id = _xid_while_own_node_out(container, tmp_path,
+                                                  ONE_NODE.model_copy(update={"budget_wait_s": 0.0}))
     with graph_on(container) as graph:
         result = start(graph, ctx, incident_id)
     assert result.held is None and result.outcome == "escalated" and "budget" in result.reason
