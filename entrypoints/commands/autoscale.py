@@ -46,15 +46,20 @@ def autoscale() -> None:
                    "the cross-deployment wake-ups.")
 @click.option("--with", "with_", type=click.Choice(TERMS_OFF), multiple=True,
               help="Add this term to gpuops' demand rate: the idle-gap hazard.")
+@click.option("--keep-alive-bound", is_flag=True,
+              help="Also trace the hindsight keep-alive frontier: each model's keep-alive chosen after seeing the "
+                   "whole trace, the best any keep-alive can do (slower: 14 more replays).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def evaluate_command(requests_file: Path, cold_starts_file: Path, seed: int, period_s: float, part: Part,
-                     warm_value_s: float, without: tuple[str, ...], with_: tuple[str, ...], as_json: bool) -> None:
+                     warm_value_s: float, without: tuple[str, ...], with_: tuple[str, ...], keep_alive_bound: bool,
+                     as_json: bool) -> None:
     """Replay a request trace: GPU-hours and request waits for gpuops, reactive, warm-1 and the oracle."""
     settings = PlannerSettings(period_s=period_s, warm_value_s=warm_value_s, seasonal="seasonal" not in without,
                                seasonal_gate="gate" not in without, cross="cross" not in without,
                                hazard="hazard" in with_)
     try:
-        report = evaluate(EvaluationInputs(requests_file, cold_starts_file, seed, period_s, part), settings)
+        report = evaluate(EvaluationInputs(requests_file, cold_starts_file, seed, period_s, part,
+                                           keep_alive_bound), settings)
     except TraceError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
@@ -76,5 +81,12 @@ def _table(report: dict[str, Any]) -> str:
                  f"oracle's; target (<= 5% over 5 s, <= reactive's GPU-hours) "
                  f"{'met' if t['target_met'] else 'missed'}; moonshot (<= 2%, <= 1.5x oracle) "
                  f"{'met' if t['moonshot_met'] else 'missed'}")
+    bound = report.get("keep_alive_hindsight")
+    if bound:
+        at, needed = bound["share_wait_over_5s_at_reactive_gpu_hours"], bound["gpu_hours_for_target_share"]
+        lines.append("keep-alive chosen per model with hindsight: "
+                     f"{'-' if at is None else f'{100 * at:.1f}%'} over 5 s at reactive's GPU-hours; "
+                     f"<= {100 * bound['target_share']:.0f}% needs "
+                     f"{'more than it reaches' if needed is None else f'{needed:.1f} GPU-hours'}")
     lines.append(f"run took {report['seconds']} s")
     return "\n".join(lines)

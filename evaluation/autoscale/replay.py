@@ -42,6 +42,7 @@ class ReplayResult:
     gpu_seconds: float
     replica_starts: int
     decisions: IntArray | None = None
+    gpu_seconds_by_model: FloatArray | None = None
 
     def summary(self, threshold_s: float = 5.0) -> dict[str, float | int | str]:
         wait = self.wait
@@ -115,7 +116,7 @@ class ReplicaSimulator:
         due = np.array([arrival[r[0]] if r.size else INF for r in self._per_model])
         in_flight = np.zeros(n, dtype=np.int64)
         replicas = np.zeros(n, dtype=np.int64)
-        gpu_seconds = 0.0
+        gpu_seconds = np.zeros(n)
         t = math.floor(arrival[0] / period) * period
         end = float(np.max(arrival + service))
         previous = 0
@@ -139,16 +140,16 @@ class ReplicaSimulator:
                 recorded.append(desired.copy())
             for m in np.flatnonzero(desired != replicas):
                 mm = int(m)
-                gpu_seconds += self._scale(models[mm], mm, int(desired[mm]), t)
+                gpu_seconds[mm] += self._scale(models[mm], mm, int(desired[mm]), t)
                 replicas[mm] = len(models[mm].replicas)
                 due[mm] = min(due[mm], self._next_event(models[mm], t))
             t += period
-        for model in models:
+        for index, model in enumerate(models):
             for r in model.replicas:
-                gpu_seconds += max(end, r.busy_until, r.started) - r.started
-        return ReplayResult(getattr(policy, "name", type(policy).__name__), wait, gpu_seconds,
+                gpu_seconds[index] += max(end, r.busy_until, r.started) - r.started
+        return ReplayResult(getattr(policy, "name", type(policy).__name__), wait, float(gpu_seconds.sum()),
                             sum(m.starts for m in models),
-                            np.asarray(recorded, dtype=np.int64) if record else None)
+                            np.asarray(recorded, dtype=np.int64) if record else None, gpu_seconds)
 
     def _advance(self, model: _Model, t: float, wait: FloatArray, cold: list[tuple[int, float]],
                  index: int) -> tuple[float, int]:

@@ -73,3 +73,21 @@ def test_a_malformed_line_is_an_error_naming_file_line_and_field(tmp_path: Path)
     result = invoke("--requests", str(requests), "--coldstarts", str(cold))
     assert result.exit_code == 1
     assert f"{requests}, line 3, field 'exec_time_seconds': 'slow' is not a number" in result.output
+
+
+def test_the_keep_alive_bound_is_reported_on_request_and_no_hindsight_keep_alive_beats_its_frontier(
+        tmp_path: Path) -> None:
+    requests, cold = files(tmp_path)
+    args = ("--requests", str(requests), "--coldstarts", str(cold))
+    assert "keep_alive_hindsight" not in json.loads(invoke(*args, "--json").output)
+    result = invoke(*args, "--json", "--keep-alive-bound")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    bound = report["keep_alive_hindsight"]
+    reactive = report["policies"]["reactive"]
+    # reactive is one keep-alive (300 s for every model): the hindsight frontier does at least as well at its cost
+    assert bound["share_wait_over_5s_at_reactive_gpu_hours"] <= reactive["share_wait_over_5s"]
+    hours = [h for h, _ in bound["frontier"]]
+    assert hours == sorted(hours)
+    table = invoke(*args, "--keep-alive-bound").output
+    assert "keep-alive chosen per model with hindsight" in table
