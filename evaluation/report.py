@@ -3,6 +3,7 @@ actions, unsafe actions and GPU-hours lost into the report's shape (see `gpuops 
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ INCIDENT_MARGIN_S = 1800.0  # an incident up to 30 min after a fault ends still 
 MITIGATIONS = frozenset({"drain_node", "reschedule_pods", "restart_pod", "scale_deployment", "reset_gpu",
                          "reboot_node"})
 HANDED_TO_HUMAN = frozenset({IncidentStatus.ESCALATED})
+PROPOSAL_ESCALATED = re.compile(r"^action \d+ \(\w+\): escalated: ")
 
 
 @dataclass(frozen=True)
@@ -315,6 +317,7 @@ def escalated_by_rule(incidents: list[dict[str, Any]]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for i in incidents:
         if i["status"] == IncidentStatus.ESCALATED:
-            rule = (i.get("reason") or "unknown").split(":")[0].strip()[:80]
+            reason = PROPOSAL_ESCALATED.sub("", i.get("reason") or "unknown")  # the policy rule, not the action
+            rule = reason.split(":")[0].strip()[:80]
             counts[rule] = counts.get(rule, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))

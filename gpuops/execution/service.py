@@ -212,7 +212,9 @@ def propose(uow: UnitOfWork, *, proposal: Proposal, deps: ExecutionDeps) -> Prop
         target_status = {ProposalStatus.AWAITING_APPROVAL: IncidentStatus.AWAITING_APPROVAL,
                          ProposalStatus.ESCALATED: IncidentStatus.ESCALATED}.get(status)
         if target_status and can_transition(incident.status, target_status):
-            transition(session, incident, target_status, reason=f"action {action.id} ({plan.runbook}): {status}",
+            why = "; ".join(reasons) if status == ProposalStatus.ESCALATED else ""
+            transition(session, incident, target_status,
+                       reason=f"action {action.id} ({plan.runbook}): {status}{f': {why}' if why else ''}",
                        actor=proposal.planner, now=now)
         log.info("action proposed", extra={"action_id": action.id, "runbook": plan.runbook, "status": status})
         return ProposalOutcome(action.id, status, action.verdict, action.diff, reasons, action.approvals_required)

@@ -168,9 +168,9 @@ def ingest_findings(session: Session, findings: Iterable[Finding], *, fleet_node
             _merge(session, open_same, f, record, at)
             result.merged.append(open_same.id)
             continue
-        on_node = session.scalars(select(Incident).where(
+        on_node = next((i for i in session.scalars(select(Incident).where(
             Incident.hostname == f.hostname, Incident.status.in_(IncidentStatus.ACTIVE), Incident.scope != "fleet",
-        ).order_by(Incident.id)).first()
+        ).order_by(Incident.id)) if _absorbs(i, f)), None)
         if on_node is not None:
             _merge(session, on_node, f, record, at)
             result.merged.append(on_node.id)
@@ -267,6 +267,17 @@ def ingest_findings(session: Session, findings: Iterable[Finding], *, fleet_node
         if fleet_id is not None:
             result.fleet.append(fleet_id)
     return result
+
+
+def _absorbs(incident: Incident, f: Finding) -> bool:
+    """Whether an active incident on the finding's node takes the finding in. One handed to a human (escalated)
+    keeps what it was escalated for: a hard fault there explains the node's other symptoms, but the escalation of
+    a soft one (a deployment that cannot scale out, a straggler the budget left in place) says nothing about a new
+    fault of another family on that node, which gets its own incident and its own remedy instead of waiting,
+    unseen, in a queue that was about something else."""
+    if incident.status != IncidentStatus.ESCALATED or incident.family == f.kind:
+        return True
+    return is_hard(incident.family, incident.severity)
 
 
 def _held_out(session: Session, hostname: str | None) -> bool:

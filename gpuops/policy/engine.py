@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from domain import ActionStatus, Budget, IncidentStatus, InvalidTarget, Target, is_corroborated, is_hard
+from domain import ActionStatus, Budget, FindingKind, IncidentStatus, InvalidTarget, Target, is_corroborated, is_hard
 from gpuops.policy.autoscale import AUTOSCALE_FAMILY
 from gpuops.policy.config import PolicyConfig
 from gpuops.policy.scope import scope_violations
@@ -114,13 +114,30 @@ def _family_elsewhere(session: Session, incident: Incident, since: datetime) -> 
                                   Incident.status).outerjoin(Incident, FindingRecord.incident_id == Incident.id)
                            .where(FindingRecord.kind == incident.family, FindingRecord.ts >= since,
                                   FindingRecord.hostname != incident.hostname))
+    rails = _fabric_rails(session, incident)
+
     def counts(severity: str, evidence: object, status: str | None) -> bool:
+        if rails and not (isinstance(evidence, dict) and evidence.get("device") in rails):
+            return False
         if is_hard(incident.family, severity, evidence):
             return True
         return (not hard_here and status is not None and status != IncidentStatus.SUPPRESSED
                 and is_corroborated(evidence))
 
     return sorted({host for host, severity, evidence, status in rows if counts(severity, evidence, status)})
+
+
+def _fabric_rails(session: Session, incident: Incident) -> set[str]:
+    """The HCAs (rails) a fabric incident's own findings name. What the fabric shares between nodes is a switch,
+    and in a rail-optimised fabric a switch serves one HCA index on every node: a switch fault shows on the same
+    rail elsewhere, so only those findings point to a common cause. A link down on mlx5_3 here and a flapping
+    mlx5_1 on another node are two cables, not one switch. Empty for other families (and for a fabric incident
+    whose findings name no HCA), where every finding of the family elsewhere counts."""
+    if incident.family != FindingKind.FABRIC:
+        return set()
+    evidence = session.scalars(select(FindingRecord.evidence).where(FindingRecord.incident_id == incident.id,
+                                                                    FindingRecord.kind == FindingKind.FABRIC))
+    return {str(e["device"]) for e in evidence if isinstance(e, dict) and e.get("device")}
 
 
 def _maintenance(session: Session, spec: ActionSpec, now: datetime) -> list[str]:

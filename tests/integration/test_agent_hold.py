@@ -108,6 +108,11 @@ def test_the_same_fault_on_another_node_during_the_soak_leaves_the_node_alone(co
     assert after.outcome == "escalated" and "common cause" in after.reason
     assert _actions(container) == [("cordon_node", "escalated")]  # proposed, blocked by policy
     assert executed(journal) == []
+    with container.uow() as uow:  # the escalation names the policy rule that took it to a human
+        (escalation,) = uow.session.scalars(select(IncidentEvent.message).where(
+            IncidentEvent.incident_id == incident_id, IncidentEvent.kind == "status.escalated"))
+    assert escalation.startswith("action ") and "(cordon_node): escalated: common cause suspected: xid also on " \
+        "gpu-node-005" in escalation
 
 
 def test_an_incident_folded_into_a_fleet_incident_during_the_soak_ends_without_action(container: Container,

@@ -58,6 +58,35 @@ def test_findings_on_one_node_merge_and_the_harder_signal_names_it(container: Co
     assert only.family == "ecc" and only.scope == "node" and only.severity == "critical"
 
 
+def test_a_new_fault_on_a_node_whose_soft_incident_went_to_a_human_gets_its_own_incident(
+        container: Container) -> None:
+    overload = dict(kind="overload", severity="warning", deployment="inference/serve-06", corroborated=True)
+    ingest(container, *[finding("gpu-node-012", 0, t=i * 60, **overload) for i in range(3)])  # type: ignore[arg-type]
+    (soft,) = incidents(container)
+    with container.uow() as uow:
+        transition(uow.session, uow.session.get(Incident, soft.id), "escalated", reason="cannot scale out",
+                   actor="test", now=datetime.fromtimestamp(T0 + 200, tz=UTC))
+        uow.commit()
+    ingest(container, finding("gpu-node-012", 0, t=300, **overload))  # type: ignore[arg-type]
+    ingest(container, finding("gpu-node-012", 5, "gpu_lost", t=3600))  # the node's GPU 5 falls off the bus
+    first, second = incidents(container)
+    assert (first.family, first.status, first.occurrences) == ("overload", "escalated", 2)  # its repeat stays
+    assert (second.family, second.gpu, second.status) == ("gpu_lost", 5, "open")
+    # an escalated hard incident still explains what else its node reports
+    ingest(container, *[finding("gpu-node-012", 5, "straggler", t=3700 + i, severity="warning",
+                                corroborated=True) for i in range(3)])
+    with container.uow() as uow:
+        transition(uow.session, uow.session.get(Incident, second.id), "escalated", reason="budget",
+                   actor="test", now=datetime.fromtimestamp(T0 + 3800, tz=UTC))
+        uow.commit()
+    ingest(container, *[finding("gpu-node-012", 5, "straggler", t=3900 + i, severity="warning",
+                                corroborated=True) for i in range(3)])
+    assert len(incidents(container)) == 2
+    with container.uow() as uow:
+        assert uow.session.scalar(select(func.count()).select_from(FindingRecord).where(
+            FindingRecord.incident_id == second.id, FindingRecord.kind == "straggler")) == 6
+
+
 def test_resolved_incident_reopens_when_the_fault_recurs(container: Container) -> None:
     ingest(container, finding("gpu-node-004", 0, "row_remap"))
     with container.uow() as uow:

@@ -325,3 +325,28 @@ def test_a_node_kept_out_for_repair_no_longer_holds_the_nodes_out_budget(contain
                                       started_at=NOW, due_at=NOW, checks=[], reason="dbe"))
         uow.commit()
     assert decide(container, "gpu-node-003", drain("gpu-node-003"), config, facts=facts).gate == Gate.TWO_APPROVERS
+
+
+def _link(session: object, host: str, device: str, at: datetime, incident: Incident | None = None) -> None:
+    session.add(FindingRecord(ts=at, hostname=host, gpu=None, uuid=None, kind="fabric", severity="critical",  # type: ignore[attr-defined]
+                              score=1.0, predicted_failure_at=None, detector="fabric",
+                              evidence={"condition": "link_down", "device": device, "port": 1},
+                              incident_id=None if incident is None else incident.id))
+
+
+def test_a_fabric_fault_elsewhere_is_a_common_cause_only_on_the_same_rail(container: Container) -> None:
+    config = PolicyConfig(max_nodes_out=5, max_nodes_out_fraction=1.0, common_cause_window_s=900)
+    with container.uow() as uow:
+        here = make_incident(uow.session, "gpu-node-004", family="fabric")
+        _link(uow.session, "gpu-node-004", "mlx5_1", NOW - timedelta(seconds=30), here)
+        _link(uow.session, "gpu-node-002", "mlx5_3", NOW - timedelta(seconds=600))  # another cable, another rail
+        uow.session.flush()
+        action = make_action(uow.session, here, "drain_node", "node/gpu-node-004", "rail-1")
+        verdict = evaluate(uow.session, incident=here, action=action, spec=drain("gpu-node-004"), facts=FACTS,
+                           config=config, now=NOW)
+        assert_decided(verdict, Gate.TWO_APPROVERS, "within budgets; high risk")
+        _link(uow.session, "gpu-node-009", "mlx5_1", NOW - timedelta(seconds=300))  # the same rail's switch
+        uow.session.flush()
+        verdict = evaluate(uow.session, incident=here, action=action, spec=drain("gpu-node-004"), facts=FACTS,
+                           config=config, now=NOW)
+        assert_decided(verdict, Gate.ESCALATE, "common cause suspected: fabric also on gpu-node-009")
