@@ -1,6 +1,7 @@
 """Benchmark of the autoscaling planner: one scaling cycle for a fleet of 1,000 deployments (the planner warmed
 with a day of cycles, bursts and cold starts), and the whole `gpuops autoscale eval` replay of GenTD26's request
-trace when it is present (GPUOPS_GENTD26_DIR, else ../shared/data/gentd26 beside the repository).
+trace, with the hindsight keep-alive bound, when it is present (GPUOPS_GENTD26_DIR, else ../shared/data/gentd26
+beside the repository).
 
 Run with `python -m bench autoscale` or `python -m bench.autoscale`; one core (BLAS pools capped at one thread).
 """
@@ -60,9 +61,11 @@ def bench_replay(data_dir: Path) -> dict[str, Any]:
     if not (requests.exists() and cold.exists()):
         return {"skipped": f"no GenTD26 trace in {data_dir}"}
     t0 = time.perf_counter()
-    report = evaluate(EvaluationInputs(requests, cold))
+    report = evaluate(EvaluationInputs(requests, cold, keep_alive_bound=True))
+    bound = {k: v for k, v in report["keep_alive_hindsight"].items() if k != "frontier"}
     return {"requests": report["requests"], "seconds": round(time.perf_counter() - t0, 2),
-            "policy_seconds": report["policy_seconds"], "policies": report["policies"]}
+            "policy_seconds": report["policy_seconds"], "policies": report["policies"],
+            "targets": report["targets"], "keep_alive_hindsight": bound}
 
 
 def run(results_dir: Path) -> dict[str, Any]:
