@@ -188,7 +188,8 @@ class RulesPlanner:
                 return f"{step.runbook} needs the incident's GPU, and incident {inc['id']} is node-wide"
             return PlannedAction(step.runbook, params, (f"gpu/{host}/{gpu}",))
         if step.target == "gpu_pod":
-            whole_job = request.fault == "hung_job"
+            # a hung job restarts all its ranks; a hung replica of a Deployment restarts alone (its peers serve)
+            whole_job = request.fault == "hung_job" and not (request.incident.get("evidence") or {}).get("replica")
             pods = _pods_on_gpu(request) or (_job_pods(request) if whole_job else [])
             if not pods:
                 job = (inc.get("details") or {}).get("job")

@@ -29,7 +29,6 @@ the suffixes Kubernetes and the training operators add). GPUs without a pod have
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,9 +38,7 @@ from detectors import metrics as m
 from detectors.findings import Finding, FindingKind, Severity
 from detectors.frame import FloatArray, GpuLabels
 from detectors.stream import CycleView, IntArray, OnsetTracker, finite_or_none, gpu_finding_fields, grow
-from domain.jobs import SAFE_CHARS, job_of
-
-_REPLICA = re.compile(rf"-{SAFE_CHARS}{{6,10}}-{SAFE_CHARS}{{5}}$")  # a Deployment's replica pod
+from domain.jobs import DEPLOYMENT_SUFFIX, job_of
 
 
 def group_ids(keys: list[str | None]) -> tuple[IntArray, list[str]]:
@@ -126,7 +123,8 @@ class PeerComparison:
             jobs = [job_of(p, ns) for p, ns in zip(labels.pod, labels.namespace, strict=True)]
             job, job_names = group_ids(jobs)
             node, node_names = group_ids(list(labels.hostname))
-            replica = np.fromiter((bool(_REPLICA.search(p)) for p in labels.pod), dtype=bool, count=len(labels))
+            replica = np.fromiter((bool(DEPLOYMENT_SUFFIX.search(p)) for p in labels.pod), dtype=bool,
+                                  count=len(labels))
             self._groups = _Groups(labels, job, job_names, node, node_names, replica)
         return self._groups
 
@@ -203,9 +201,12 @@ class PeerComparison:
         slots = view.slots
         _, count = group_median(act, g.job, len(g.job_names))
         in_job = (g.job >= 0) & (count[np.maximum(g.job, 0)] >= self.min_peers)
+        if g.replica.shape == in_job.shape:  # a Deployment's replicas serve apart: one hangs alone
+            in_job &= ~g.replica
 
         def lockstep(values: FloatArray) -> FloatArray:
-            """A job's GPUs run in lock step: its median where it has enough GPUs, a GPU's own value else."""
+            """A job's GPUs run in lock step: its median where it has enough GPUs, a GPU's own value else (and
+            always for a Deployment's replica)."""
             return np.where(in_job, self._job_median(values, g), values)
 
         act = lockstep(act)
@@ -275,6 +276,8 @@ class PeerComparison:
             }
             if g.job[r] >= 0:
                 evidence["job"] = g.job_names[g.job[r]]
+            if g.replica.shape == act.shape and g.replica[r]:  # one replica hangs, not its Deployment
+                evidence["replica"], evidence["pod"] = True, g.labels.pod[r]
             out.append(Finding(ts=ts, kind=FindingKind.HUNG_JOB, severity=Severity.WARNING, score=0.8,
                                detector=f"{self.name}.{FindingKind.HUNG_JOB}", evidence=evidence,
                                **gpu_finding_fields(view, r)))

@@ -127,6 +127,14 @@ def test_a_hung_job_is_restarted_as_a_whole_wherever_its_pods_run_now(tmp_path: 
     assert "job_pods:" in rationale
 
 
+def test_a_hung_replica_of_a_deployment_is_restarted_alone(tmp_path: Path) -> None:
+    # the detector judged one replica (its peers serve apart): restarting every replica would be an outage
+    incident = snapshot("hung_job", gpu=2, evidence={"replica": True, "pod": "llm-3-2", "job": "train/llm"})
+    (restart,), _, request = plan_for(incident, tmp_path)
+    assert restart.targets == ("pod/train/llm-3-2",) and restart.params["whole_job"] is False
+    assert request.check(restart) == []
+
+
 def test_a_pod_of_another_job_is_outside_a_job_incident(tmp_path: Path) -> None:
     ctx = build_context(SimpleNamespace(uow=None), tmp_path / "journal")  # type: ignore[arg-type]
     incident = snapshot("hung_job", gpu=None, details={"job": "train/llm-5"})

@@ -28,6 +28,8 @@ def run(stage: Stage, f: FleetFrame) -> list[Finding]:
     ("train-0-master-0", "ml/train-0"),
     ("llama-ft-7", "ml/llama-ft"),
     ("infer-7d9f8c6b5-x2k4z", "ml/infer"),
+    ("serve-04-7d9f8c6b5-x2k4z", "ml/serve-04"),  # a Deployment's digits are its name, not an ordinal
+    ("serve-05-7d9f8c6b5-bcdfg", "ml/serve-05"),
     ("prep-x2k4z", "ml/prep"),
     ("solo", "ml/solo"),
 ])
@@ -156,6 +158,27 @@ def test_a_job_that_hangs_before_it_ever_computed(power_w: float, limit_w: float
     reports = first_reports(found, "hung_job")
     assert len(reports) == (16 if hung else 0)
     assert {f.evidence["job"] for f in found if f.kind == "hung_job"} == ({"ml/train-1"} if hung else set())
+
+
+def test_one_hung_replica_of_a_deployment_is_found_among_its_quiet_peers() -> None:
+    # eight serving Deployments of four one-GPU replicas each, lightly loaded; one replica's engine spins
+    ts, met, gpus, _, _ = det_synth.healthy(nodes=4, gpus_per_node=8)
+    pods = tuple(f"serve-{i // 4:02d}-7d9f8c6b5-{'bcdfghjk'[i % 4]}x2k4" for i in range(32))
+    gpus = replace(gpus, pod=pods, namespace=("inference",) * 32)
+    met[m.GR_ENGINE_ACTIVE][:] = 0.1
+    met[m.GPU_UTIL][:] = 10.0
+    met[m.PIPE_TENSOR_ACTIVE] = np.full_like(met[m.GPU_UTIL], 0.05)
+    met[m.PIPE_TENSOR_ACTIVE][:, :100] = 0.3  # every replica served a burst first
+    met[m.POWER_USAGE][:, :100] = 550.0
+    met[m.POWER_USAGE][:, 100:] = 150.0
+    met[m.GR_ENGINE_ACTIVE][9, 150:] = 1.0  # serve-02's second replica: pinned, no tensor work, near idle power
+    met[m.GPU_UTIL][9, 150:] = 100.0
+    met[m.PIPE_TENSOR_ACTIVE][9, 150:] = 0.0
+    found = run(PeerComparison(), det_synth.frame(ts, met, gpus))
+    assert first_reports(found, "hung_job") == [("gpu-node-002", 1, ts[150 + PeerComparison().spin_persist - 1])]
+    (first, *_) = [f for f in found if f.kind == "hung_job"]
+    assert first.evidence["job"] == "inference/serve-02" and first.evidence["replica"] is True
+    assert first.evidence["pod"] == pods[9]
 
 
 def test_a_job_that_finishes_and_frees_memory_is_not_hung() -> None:
