@@ -81,6 +81,7 @@ class _Outcome:
     actions: list[dict[str, Any]]     # executed after the fault's onset
     mitigated: float | None           # first mitigation verified
     handed: float | None              # a human takes over (escalation + the human's delay)
+    contained: bool = False           # the node was already drained by gpuops when the fault began
 
 
 def _outcome(scenario: Scenario, run: LoopRun, fault: dict[str, Any], detected_at: float | None) -> _Outcome:
@@ -102,6 +103,9 @@ def _outcome(scenario: Scenario, run: LoopRun, fault: dict[str, Any], detected_a
     verified = [a["verified_at"] for a in actions
                 if a["status"] == ActionStatus.SUCCEEDED and a["runbook"] in MITIGATIONS and a["verified_at"]]
     mitigated = min(verified) if verified else None
+    contained = mitigated is None and _drained_by_gpuops(run.actions, str(fault["node"]), _ts(fault["onset"]))
+    if contained:  # nothing ran there: gpuops had already taken the node's work off it
+        mitigated = _ts(fault["onset"])
     handed = None
     status = next(i["status"] for i in run.incidents if i["id"] == incident_id)
     if mitigated is None:
@@ -109,7 +113,17 @@ def _outcome(scenario: Scenario, run: LoopRun, fault: dict[str, Any], detected_a
         escalated = _escalated_at(run.audit, incident_id, since=since)
         if escalated is not None or status in HANDED_TO_HUMAN:
             handed = max(escalated or detected_at, detected_at) + HUMAN_DELAY_S
-    return _Outcome(incident_id, related, actions, mitigated, handed)
+    return _Outcome(incident_id, related, actions, mitigated, handed, contained)
+
+
+def _drained_by_gpuops(actions: list[dict[str, Any]], node: str, at: float) -> bool:
+    """Whether the node was out of service on gpuops' account when a fault began there: its last drain or
+    uncordon by gpuops before `at` was a drain that succeeded (a fault on a GPU of a drained node, say a second
+    GPU failing while the node waits for its repair, costs no work and is in the ticket's repair)."""
+    moves = sorted((a["executed_at"], a["runbook"]) for a in actions
+                   if a["status"] == ActionStatus.SUCCEEDED and a["runbook"] in ("drain_node", "uncordon_node")
+                   and f"node/{node}" in a["targets"] and a["executed_at"] is not None and a["executed_at"] <= at)
+    return bool(moves) and moves[-1][1] == "drain_node"
 
 
 def _fault_rows(scenario: Scenario, run: LoopRun, base: BaselineRun) -> tuple[list[dict[str, Any]], dict[int, int]]:
@@ -139,6 +153,7 @@ def _fault_rows(scenario: Scenario, run: LoopRun, base: BaselineRun) -> tuple[li
             "runbook_executed": [a["runbook"] for a in got.actions] or None,
             "verified": all(a["status"] == ActionStatus.SUCCEEDED for a in got.actions) if got.actions else None,
             "time_to_mitigate_s": _round(None if got.mitigated is None else got.mitigated - onset),
+            **({"contained": "the node was already drained by gpuops"} if got.contained else {}),
             "handed_to_human_at": iso(got.handed),
             "threshold_alert_mitigates_at": iso(threshold_at),
             "impact_gpus": impact.gpus,

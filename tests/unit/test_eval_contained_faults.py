@@ -1,0 +1,22 @@
+"""A fault on a GPU of a node gpuops had already drained (a second GPU failing while the node waits for its
+repair) ran no work: the evaluation counts it contained at its onset, not lost until the end of the run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from evaluation.report import _drained_by_gpuops
+
+
+def action(runbook: str, node: str, at: float, status: str = "succeeded") -> dict[str, Any]:
+    return {"runbook": runbook, "targets": [f"node/{node}"], "executed_at": at, "status": status}
+
+
+def test_a_node_is_held_out_from_gpuops_drain_until_its_uncordon() -> None:
+    run = [action("cordon_node", "n1", 90.0), action("drain_node", "n1", 100.0), action("uncordon_node", "n1", 500.0),
+           action("drain_node", "n2", 100.0, status="failed")]
+    assert not _drained_by_gpuops(run, "n1", 95.0)      # cordoned only: its pods still run
+    assert _drained_by_gpuops(run, "n1", 300.0)          # drained and not back yet
+    assert not _drained_by_gpuops(run, "n1", 600.0)      # back in service
+    assert not _drained_by_gpuops(run, "n2", 300.0)      # the drain failed: work still ran there
+    assert not _drained_by_gpuops(run, "n3", 300.0)      # gpuops never touched it
