@@ -179,6 +179,24 @@ def test_reschedule_moves_the_pods_off_a_slow_gpu_and_rollback_lifts_the_taint(
     assert rolled is not None and rolled.ok and not twin.state.get_node(N1)["spec"].get("taints")
 
 
+def test_reschedule_refuses_to_move_a_pod_that_has_no_room_elsewhere(
+    twin: Twin, cluster: KubernetesCluster, catalogue: Catalogue
+) -> None:
+    twin.state.add_deployment(deployment("big", 1, 8))  # fills N1
+    twin.state.add_node(N2, 8)
+    twin.state.add_deployment(deployment("other", 1, 6))  # lands on N2: 2 GPUs left there
+    ((big, gpus),) = gpus_of(twin, "big").items()
+    plan = Plan("reschedule_pods", {"gpu": gpus[0]}, (Target.for_node(N1),))
+    ctx = context(twin, cluster)
+    (problem,) = catalogue.preconditions(plan, ctx)
+    assert problem.startswith(f"no room elsewhere for ml/{big} (8 GPUs): the most free GPUs on another node that "
+                              "takes new pods is 2")
+    assert not catalogue.execute(plan, ctx).ok
+    assert set(gpus_of(twin, "big")) == {big}  # still running where it was, slow but not stopped
+    twin.state.add_node("gpu-node-003", 8)  # room appears: the move goes ahead
+    assert catalogue.preconditions(plan, ctx) == []
+
+
 # ------------------------------------------------------------------ restart_pod
 
 
