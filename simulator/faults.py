@@ -93,6 +93,7 @@ class FaultHost(Protocol):
     def set_present(self, row: int, present: bool) -> None: ...
     def set_node_ready(self, node: str, ready: bool, reason: str) -> None: ...
     def workload_rows(self, row: int) -> list[int]: ...
+    def lockstep_rows(self, row: int) -> list[int]: ...
     def workload_of(self, row: int) -> str | None: ...
     def pods_on(self, row: int) -> list[str]: ...
     def set_overload(self, workload: str, factor: float) -> None: ...
@@ -385,7 +386,7 @@ class NvlinkDegradation(ActiveFault):
         mods.crc_data_per_s[row] += rate * 0.1
         mods.nvlink_scale[row] *= 1.0 - 0.3 * p**2 if self.failed_at is None else 0.0
         if self.failed_at is None:
-            for peer in host.workload_rows(row):
+            for peer in host.lockstep_rows(row):
                 mods.load_scale[peer] *= 1.0 - 0.1 * p**2
 
     def fail(self, t: float, mods: Modifiers, host: FaultHost) -> None:
@@ -482,13 +483,14 @@ class Straggler(ActiveFault):
         mods.clock_cap_mhz[row] = min(
             mods.clock_cap_mhz[row], host.physics.spec.max_sm_clock_mhz * self.slowdown
         )
-        for peer in host.workload_rows(row):
+        for peer in host.lockstep_rows(row):  # a job's ranks wait for it; another replica does not
             if peer != row:
                 mods.load_scale[peer] *= 0.35 + 0.65 * self.slowdown
 
 
 class HungJob(ActiveFault):
-    """A job's collective hangs: its GPUs show 100% utilisation at near-idle power, no tensor work."""
+    """A job's collective hangs: its GPUs show 100% utilisation at near-idle power, no tensor work. On a
+    Deployment's replica the replica hangs (its pod's GPUs), not the Deployment: replicas serve apart."""
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
@@ -500,7 +502,7 @@ class HungJob(ActiveFault):
         if self.workload is None:
             self.workload = host.workload_of(row) or ""
             self.truth_params["workload"] = self.workload
-        rows = host.workload_rows(row) if self.workload else [row]
+        rows = host.lockstep_rows(row) if self.workload else [row]  # a job's collective; a replica alone
         if not self.pods:
             self.pods = {p for r in rows for p in host.pods_on(r)}
         for r in rows:

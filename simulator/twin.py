@@ -349,6 +349,16 @@ class Twin:
         name = self._workload_by_row[row]
         return list(self.book.rows.get(name, [row])) if name else [row]
 
+    def lockstep_rows(self, row: int) -> list[int]:
+        """The rows whose work waits on this one's: a training job's GPUs run in lock step, but a Deployment's
+        replicas serve apart, so for a replica only its own pod's GPUs."""
+        name = self._workload_by_row[row]
+        spec = self.book.specs.get(name) if name else None
+        if spec is None or spec.type != "inference":
+            return self.workload_rows(row)
+        pods = set(self._pods_by_row[row])
+        return [r for r in self.book.rows.get(str(name), [row]) if pods & set(self._pods_by_row[r])] or [row]
+
     def pods_on(self, row: int) -> list[str]:
         return list(self._pods_by_row[row])
 

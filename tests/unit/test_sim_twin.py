@@ -302,6 +302,19 @@ def test_hung_job_full_util_at_low_power() -> None:
     assert np.all(tr["util"][after, rows] == 100) and np.all(tr["power"][after, rows] < 150)
 
 
+def test_a_hung_replica_hangs_alone_and_its_deployment_serves_on() -> None:
+    replica = Twin(scenario_from_dict(small())).book.rows["api"][0]  # the same seed places it the same way
+    node, gpu = divmod(replica, 8)
+    twin, tr = run(small([{"kind": "hung_job", "node": f"gpu-node-{node + 1:03d}", "gpu": gpu, "at": "30m"}]),
+                   until=2700)
+    after = at(twin, 2400)
+    others = [r for r in twin.book.rows["api"] if r != replica]
+    assert tr["util"][after, replica] == 100 and tr["power"][after, replica] < 150
+    assert others and not np.any((tr["util"][after, others] == 100) & (tr["power"][after, others] < 150))
+    assert twin.lockstep_rows(replica) == [replica]
+    assert sorted(twin.lockstep_rows(twin.book.rows["job"][0])) == sorted(twin.book.rows["job"])
+
+
 def test_pcie_replay_storm_counts_climb() -> None:
     twin, tr = run(only("pcie_replay_storm", lead="30m"), until=3 * 3600)
     rep = tr["pcie_replay"][:, ROW]
