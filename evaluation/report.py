@@ -333,6 +333,8 @@ def escalated_by_rule(incidents: list[dict[str, Any]]) -> dict[str, int]:
     for i in incidents:
         if i["status"] == IncidentStatus.ESCALATED:
             reason = PROPOSAL_ESCALATED.sub("", i.get("reason") or "unknown")  # the policy rule, not the action
-            rule = reason.split(":")[0].strip()[:80]
+            parts = [p.strip() for p in reason.split(":")]
+            # a denied proposal names its rule next (budget, cool-down, precondition, ...)
+            rule = ": ".join(parts[:2] if parts[0] == "proposal denied" and len(parts) > 1 else parts[:1])[:80]
             counts[rule] = counts.get(rule, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))

@@ -1,11 +1,12 @@
 """A fault on a GPU of a node gpuops had already drained (a second GPU failing while the node waits for its
-repair) ran no work: the evaluation counts it contained at its onset, not lost until the end of the run."""
+repair) ran no work: the evaluation counts it contained at its onset, not lost until the end of the run. And the
+report counts escalations by the policy rule that made them."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from evaluation.report import _drained_by_gpuops
+from evaluation.report import _drained_by_gpuops, escalated_by_rule
 
 
 def action(runbook: str, node: str, at: float, status: str = "succeeded") -> dict[str, Any]:
@@ -20,3 +21,14 @@ def test_a_node_is_held_out_from_gpuops_drain_until_its_uncordon() -> None:
     assert not _drained_by_gpuops(run, "n1", 600.0)      # back in service
     assert not _drained_by_gpuops(run, "n2", 300.0)      # the drain failed: work still ran there
     assert not _drained_by_gpuops(run, "n3", 300.0)      # gpuops never touched it
+
+
+def test_escalations_are_counted_by_the_policy_rule_that_made_them() -> None:
+    incidents = [{"status": "escalated", "reason": r} for r in (
+        "proposal denied: budget: 72 healthy GPUs would remain, minimum 77",
+        "proposal denied: cool-down: gpu-node-006 had action 48 at 2026-01-04",
+        "proposal denied: budget: 1 node(s) already out, limit 1",
+        "action 4 (cordon_node): escalated: common cause suspected: fabric also on gpu-node-009 within 900s",
+        "fleet-wide event: escalated to a human, no node actions")] + [{"status": "resolved", "reason": "fixed"}]
+    assert escalated_by_rule(incidents) == {"proposal denied: budget": 2, "common cause suspected": 1,
+                                            "fleet-wide event": 1, "proposal denied: cool-down": 1}
