@@ -66,7 +66,13 @@ def selected(ctx: RunbookContext, node: str, params: RescheduleParams) -> Evacua
             return params.gpu in pod.gpu_indices
         return pod.gpu_count > 0
 
-    moves = sort_pods(ctx.cluster.list_pods(node), params, wanted)
+    return sort_pods(ctx.cluster.list_pods(node), params, wanted)
+
+
+def movable(ctx: RunbookContext, node: str, params: RescheduleParams) -> Evacuation:
+    """The pods to move, with what blocks moving them: their own blockers, and no room for them elsewhere (read
+    from every node, so only where the move is decided: the precondition, the rehearsal and the eviction)."""
+    moves = selected(ctx, node, params)
     moves.blockers.extend(no_room(ctx, node, moves.evict))
     return moves
 
@@ -110,7 +116,7 @@ def _pre(plan: Plan, params: RescheduleParams, ctx: RunbookContext) -> list[str]
         return problems
     if params.gpu is not None and params.gpu >= node.gpu_capacity:
         return [f"{node.name} has {node.gpu_capacity} GPUs; there is no GPU {params.gpu}"]
-    return selected(ctx, node.name, params).blockers
+    return movable(ctx, node.name, params).blockers
 
 
 @RESCHEDULE.dry_run
@@ -118,7 +124,7 @@ def _dry(plan: Plan, params: RescheduleParams, ctx: RunbookContext) -> Diff:
     node, problems = find_node(ctx, str(plan.target.node))
     if node is None:
         return Diff(blockers=problems)
-    moves = selected(ctx, node.name, params)
+    moves = movable(ctx, node.name, params)
     taint = taint_for(params, ctx)
     keep = (
         f"taint {node.name} {taint.key}={taint.value}:{taint.effect}"
@@ -152,7 +158,7 @@ def checkpoint(plan: Plan, params: RescheduleParams, ctx: RunbookContext) -> Ste
 @RESCHEDULE.step
 def evict(plan: Plan, params: RescheduleParams, ctx: RunbookContext) -> StepResult:
     node = str(plan.target.node)
-    moves = selected(ctx, node, params)
+    moves = movable(ctx, node, params)
     if moves.blockers:
         return StepResult(False, "; ".join(moves.blockers))
     result = evict_pods(ctx, moves.evict, params)
