@@ -15,7 +15,6 @@ every day, and a burst the replicas absorb is no overload.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,17 +24,14 @@ from detectors.findings import Finding, FindingKind, Severity
 from detectors.frame import GpuLabels
 from detectors.peers import group_ids, group_median
 from detectors.stream import CycleView, IntArray, gpu_finding_fields
-from domain.jobs import SAFE_CHARS
-
-# A Deployment's replica: `<deployment>-<pod-template hash>-<5 chars>`, in Kubernetes' safe alphabet. Only
-# these can be overloaded and scaled; a training job's pods never match.
-_REPLICA = re.compile(rf"^(?P<deployment>.+)-{SAFE_CHARS}{{6,10}}-{SAFE_CHARS}{{5}}$")
+from domain.jobs import DEPLOYMENT_SUFFIX
 
 
 def deployment_of(pod: str, namespace: str) -> str | None:
-    """`namespace/deployment` of a Deployment's replica pod, or None for any other pod."""
-    match = _REPLICA.match(pod or "")
-    return None if match is None else f"{namespace}/{match.group('deployment')}"
+    """`namespace/deployment` of a Deployment's replica pod (`<deployment>-<pod-template hash>-<5 chars>`), or
+    None for any other pod: only replicas can be overloaded and scaled; a training job's pods never match."""
+    deployment = DEPLOYMENT_SUFFIX.sub("", pod or "")
+    return f"{namespace}/{deployment}" if deployment and deployment != pod else None
 
 
 @dataclass
