@@ -7,7 +7,8 @@ from __future__ import annotations
 import copy
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
@@ -85,6 +86,25 @@ class Twin:
 
 def connect(twin: Twin) -> KubernetesCluster:
     return KubernetesCluster.connect(api_url=twin.url, request_timeout=5)
+
+
+@contextmanager
+def connected(twin: Twin) -> Iterator[KubernetesCluster]:
+    """The real connector adapter on the twin's API, closed when the block ends."""
+    cluster = connect(twin)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@contextmanager
+def running(twin: Twin) -> Iterator[Twin]:
+    """A started twin for the block, its API stopped when the block ends."""
+    try:
+        yield twin
+    finally:
+        twin.stop()
 
 
 FAST = RunbookSettings(

@@ -4,6 +4,7 @@ exercise); plus store seeding shared by the web tests."""
 
 from __future__ import annotations
 
+import base64
 import re
 import threading
 from collections.abc import Iterator, Mapping
@@ -86,6 +87,17 @@ def serve(container: Container, pipeline: Pipeline | None = None) -> Iterator[We
 
 
 @contextmanager
+def serve_on(database_url: str, **settings: Any) -> Iterator[WebServer]:
+    """A fresh container on `database_url` (see `web_container`), its app served for the block, then closed."""
+    container = web_container(database_url, **settings)
+    try:
+        with serve(container) as server:
+            yield server
+    finally:
+        container.close()
+
+
+@contextmanager
 def sign_in(base_url: str, name: str, password: str | None = None) -> Iterator[httpx.Client]:
     """A client holding a signed-in session (through the real sign-in form and its CSRF token)."""
     with httpx.Client(base_url=base_url, timeout=10) as client:
@@ -94,6 +106,12 @@ def sign_in(base_url: str, name: str, password: str | None = None) -> Iterator[h
                                                "password": password or PASSWORDS[name], "next": "/"})
         assert response.status_code == 303, response.text
         yield client
+
+
+def basic(name: str) -> dict[str, str]:
+    """HTTP Basic credentials of one of the test users (PASSWORDS)."""
+    token = base64.b64encode(f"{name}:{PASSWORDS[name]}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
 
 
 def csrf_of(html: str) -> str:

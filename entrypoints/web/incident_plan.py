@@ -11,12 +11,10 @@ from typing import Any
 from domain import InvalidTarget, Target
 from gpuops.policy.config import PolicyConfig
 from gpuops.store.models import Action, Incident
-from runbooks.blast import BlastRadius, Workload, plan_blast_radius, step_blast_radius
+from runbooks.blast import NODE_STEPS_STOPPING_PODS, BlastRadius, Workload, plan_blast_radius, step_blast_radius
 from runbooks.catalogue import Catalogue
 from runbooks.errors import UnknownRunbook
 from runbooks.settings import RunbookSettings
-
-PODS_STOPPING_RISK = frozenset({"drain_node", "reboot_node"})
 
 
 @dataclass(frozen=True)
@@ -60,7 +58,7 @@ def predicted_risk(runbook: str, inputs: PlanInputs, workload: Workload | None) 
         risk = str(inputs.catalogue.get(runbook).risk)
     except UnknownRunbook:
         return "unknown"
-    if runbook in PODS_STOPPING_RISK and workload is not None and any(
+    if runbook in NODE_STEPS_STOPPING_PODS and workload is not None and any(
             p.checkpoints and not p.stays for p in workload.pods):
         return "high"
     return risk

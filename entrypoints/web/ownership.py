@@ -217,9 +217,11 @@ def api_expire_silence(silence_id: Id, request: Request, user: ApiWriter) -> dic
 # -- dashboard forms and the silences page --------------------------------------------------------------------
 
 
-def _form(request: Request, back: str, attempt: Callable[[], str]) -> RedirectResponse:
-    """Run a form's change and go back to the page with what happened; a value or a moment that does not fit
-    (InvalidInput, Conflict) is said on the page. A refusal (viewer) or a missing thing is an error page."""
+def _form(request: Request, token: str | None, back: str, attempt: Callable[[], str]) -> RedirectResponse:
+    """Check the form's CSRF token, run its change and go back to the page with what happened; a value or a moment
+    that does not fit (InvalidInput, Conflict) is said on the page. A refusal (viewer), a missing thing or a bad
+    token is an error page."""
+    check_csrf(request, token)
     try:
         request.session[FLASH] = {"kind": "ok", "text": attempt()}
     except (own.InvalidInput, Conflict) as exc:
@@ -229,57 +231,47 @@ def _form(request: Request, back: str, attempt: Callable[[], str]) -> RedirectRe
 
 @pages.post("/incidents/{incident_id}/ack")
 def form_ack(request: Request, incident_id: Id, user: PageUser, token: CsrfField = None) -> Response:
-    check_csrf(request, token)
-
     def ack() -> str:
         change = do_ack(request, user, "dashboard", incident_id)
         return f"Acknowledged by {user.name}." if change.changed else f"Already {change.detail}."
 
-    return _form(request, f"/incidents/{incident_id}", ack)
+    return _form(request, token, f"/incidents/{incident_id}", ack)
 
 
 @pages.post("/incidents/{incident_id}/assign")
 def form_assign(request: Request, incident_id: Id, user: PageUser,
                 assignee: Annotated[str, Form(max_length=128)] = "", token: CsrfField = None) -> Response:
-    check_csrf(request, token)
-
     def assign() -> str:
         change = do_assign(request, user, "dashboard", incident_id, assignee or None)
         text = f"Assigned to {change.assignee} by {user.name}." if change.assignee else f"Unassigned by {user.name}."
         return text if change.changed else f"Nothing changed: {change.detail}."
 
-    return _form(request, f"/incidents/{incident_id}", assign)
+    return _form(request, token, f"/incidents/{incident_id}", assign)
 
 
 @pages.post("/incidents/{incident_id}/notes")
 def form_note(request: Request, incident_id: Id, user: PageUser,
               text: Annotated[str, Form(max_length=own.MAX_NOTE_CHARS)] = "", token: CsrfField = None) -> Response:
-    check_csrf(request, token)
-
     def note() -> str:
         do_note(request, user, "dashboard", incident_id, text)
         return f"Note added by {user.name}."
 
-    return _form(request, f"/incidents/{incident_id}", note)
+    return _form(request, token, f"/incidents/{incident_id}", note)
 
 
 @pages.post("/incidents/{incident_id}/replan")
 def form_replan(request: Request, incident_id: Id, user: PageUser, reason: ReasonField = "",
                 token: CsrfField = None) -> Response:
-    check_csrf(request, token)
-
     def replan() -> str:
         do_replan(request, user, "dashboard", incident_id, reason)
         return f"Re-plan requested by {user.name}: the agent plans again without the rejected step."
 
-    return _form(request, f"/incidents/{incident_id}", replan)
+    return _form(request, token, f"/incidents/{incident_id}", replan)
 
 
 @pages.post("/incidents/{incident_id}/resolve")
 def form_resolve(request: Request, incident_id: Id, user: PageUser, reason: ReasonField = "",
                  token: CsrfField = None) -> Response:
-    check_csrf(request, token)
-
     def resolve() -> str:
         resolution = do_resolve(request, user, "dashboard", incident_id, reason)
         if not resolution.change.changed:
@@ -287,7 +279,7 @@ def form_resolve(request: Request, incident_id: Id, user: PageUser, reason: Reas
         stopped = f" Stopped action(s) {', '.join(map(str, resolution.stopped))}." if resolution.stopped else ""
         return f"Resolved by {user.name}.{stopped}"
 
-    return _form(request, f"/incidents/{incident_id}", resolve)
+    return _form(request, token, f"/incidents/{incident_id}", resolve)
 
 
 @pages.get("/silences", response_class=HTMLResponse)
@@ -307,27 +299,23 @@ def form_create_silence(
     reason: ReasonField = "",
     token: CsrfField = None,
 ) -> Response:
-    check_csrf(request, token)
-
     def create() -> str:
         created = do_create_silence(request, user, "dashboard", own.SilenceRequest(
             kind=kind, hostname=hostname or None, family=family or None, reason=reason, duration=duration or None))
         what = "Maintenance window" if created["kind"] == "maintenance" else "Silence"
         return f"{what} {created['id']} created by {user.name}, until {created['ends_at'][:19]} UTC."
 
-    return _form(request, "/silences", create)
+    return _form(request, token, "/silences", create)
 
 
 @pages.post("/silences/{silence_id}/expire")
 def form_expire_silence(request: Request, silence_id: Id, user: PageUser, token: CsrfField = None) -> Response:
-    check_csrf(request, token)
-
     def expire() -> str:
         ended = do_expire_silence(request, user, "dashboard", silence_id)
         what = "Maintenance window" if ended["kind"] == "maintenance" else "Silence"
         return f"{what} {silence_id} ended by {user.name}." if ended["changed"] else f"{what} {silence_id} had ended."
 
-    return _form(request, "/silences", expire)
+    return _form(request, token, "/silences", expire)
 
 
 def install(app: FastAPI) -> None:

@@ -14,25 +14,24 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.frame import FleetFrame
+from domain.jobs import DEPLOYMENT_SUFFIX
 
 FloatArray = npt.NDArray[np.float64]
 UTIL = "DCGM_FI_DEV_GPU_UTIL"               # percent
 ENGINE_ACTIVE = "DCGM_FI_PROF_GR_ENGINE_ACTIVE"  # a fraction: used where GPU_UTIL has no sample
 BUSY, LOW, UNKNOWN, FREE = "busy", "low", "unknown", "free"
 
-# A Deployment's pod: <deployment>-<pod-template-hash>-<5 characters>; a StatefulSet's: <name>-<ordinal>.
-_DEPLOYMENT_POD = re.compile(r"^(?P<name>.+)-[bcdfghjklmnpqrstvwxz2456789]{6,10}-[bcdfghjklmnpqrstvwxz2456789]{5}$")
+# A StatefulSet's pod: <name>-<ordinal> (a Deployment's: domain.jobs.DEPLOYMENT_SUFFIX).
 _STATEFUL_POD = re.compile(r"^(?P<name>.+)-\d+$")
 
 
 def workload_of(pod: str) -> str:
     """The Deployment (or StatefulSet) a pod belongs to, from its name as Kubernetes generates it; a pod named
     otherwise is its own workload."""
-    for pattern in (_DEPLOYMENT_POD, _STATEFUL_POD):
-        match = pattern.match(pod)
-        if match:
-            return match.group("name")
-    return pod
+    if (deployment := DEPLOYMENT_SUFFIX.sub("", pod)) and deployment != pod:
+        return deployment
+    match = _STATEFUL_POD.match(pod)
+    return match.group("name") if match else pod
 
 
 @dataclass(frozen=True)

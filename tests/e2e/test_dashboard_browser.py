@@ -17,7 +17,7 @@ from sqlalchemy import text
 from gpuops.store.audit import append_event
 from gpuops.store.models import Incident
 from tests.conftest import REPO_ROOT
-from tests.web_server import PASSWORDS, WebServer, action_state, seed_awaiting, serve, web_container
+from tests.web_server import PASSWORDS, WebServer, action_state, seed_awaiting, serve_on
 
 CHROMIUM = os.environ.get("GPUOPS_TEST_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "e2e"
@@ -52,12 +52,8 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture
 def web(postgres_url: str) -> Iterator[WebServer]:
-    container = web_container(postgres_url)
-    try:
-        with serve(container) as server:
-            yield server
-    finally:
-        container.close()
+    with serve_on(postgres_url) as server:
+        yield server
 
 
 def new_page(browser: object, web: WebServer, name: str) -> playwright_api.Page:

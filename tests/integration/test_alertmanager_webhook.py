@@ -22,7 +22,7 @@ from tests.alertmanager_server import running_alertmanager
 from tests.prometheus_server import running_prometheus
 from tests.sim_server import serving
 from tests.waiting import wait_for
-from tests.web_server import WebServer, serve, web_container
+from tests.web_server import WebServer, serve, serve_on, web_container
 
 TOKEN = "am-token-0123456789abcdef"
 FIRING: dict[str, Any] = {
@@ -35,12 +35,8 @@ FIRING: dict[str, Any] = {
 
 @pytest.fixture
 def web(sqlite_url: str) -> Iterator[WebServer]:
-    container = web_container(sqlite_url, alertmanager_token=TOKEN, sign_in_max_failures=6)
-    try:
-        with serve(container) as server:
-            yield server
-    finally:
-        container.close()
+    with serve_on(sqlite_url, alertmanager_token=TOKEN, sign_in_max_failures=6) as server:
+        yield server
 
 
 def refusals(web: WebServer) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from entrypoints.cli import cli
 from gpuops.store.models import ApiToken, AuditEvent
 from gpuops.wiring import Container
-from tests.web_server import PASSWORDS, WebServer, action_state, seed_awaiting, serve, web_container
+from tests.web_server import PASSWORDS, WebServer, action_state, seed_awaiting, serve_on
 
 pytestmark = pytest.mark.postgres
 LIMITS: dict[str, Any] = {"sign_in_max_failures": 3, "sign_in_max_failures_per_client": 10,
@@ -27,12 +27,8 @@ LIMITS: dict[str, Any] = {"sign_in_max_failures": 3, "sign_in_max_failures_per_c
 
 @pytest.fixture
 def web(postgres_url: str) -> Iterator[WebServer]:
-    container = web_container(postgres_url, **LIMITS)
-    try:
-        with serve(container) as server:
-            yield server
-    finally:
-        container.close()
+    with serve_on(postgres_url, **LIMITS) as server:
+        yield server
 
 
 def gpuops(container: Container, *args: str, password: str | None = None, token: str | None = None) -> Result:

@@ -15,17 +15,13 @@ from sqlalchemy import text
 
 from gpuops.store.audit import append_event, verify_recent
 from gpuops.wiring import Container
-from tests.web_server import PASSWORDS, WebServer, serve, sign_in, web_container
+from tests.web_server import PASSWORDS, WebServer, serve_on, sign_in, web_container
 
 
 @pytest.fixture
 def web(sqlite_url: str) -> Iterator[WebServer]:
-    container = web_container(sqlite_url)
-    try:
-        with serve(container) as server:
-            yield server
-    finally:
-        container.close()
+    with serve_on(sqlite_url) as server:
+        yield server
 
 
 def _append(container: Container, n: int) -> None:

@@ -21,7 +21,7 @@ from gpuops.wiring import Container, bootstrap
 from runbooks.blast import Workload, step_blast_radius
 from runbooks.settings import RunbookSettings
 from tests.incident_story import GPU, HOST, OPENED, seed_story, story_frame, training_twin
-from tests.runbook_twin import Twin, connect
+from tests.runbook_twin import Twin, connected, running
 from tests.web_server import web_container
 
 pytestmark = [pytest.mark.postgres]
@@ -29,20 +29,14 @@ pytestmark = [pytest.mark.postgres]
 
 @pytest.fixture
 def twin() -> Iterator[Twin]:
-    twin = training_twin()
-    try:
+    with running(training_twin()) as twin:
         yield twin
-    finally:
-        twin.stop()
 
 
 @pytest.fixture
 def cluster(twin: Twin) -> Iterator[KubernetesCluster]:
-    cluster = connect(twin)
-    try:
+    with connected(twin) as cluster:
         yield cluster
-    finally:
-        cluster.close()
 
 
 @pytest.fixture

@@ -11,19 +11,15 @@ import pytest
 
 from gpuops.store.audit import append_event
 from gpuops.store.models import Incident
-from tests.web_server import WebServer, serve, sign_in, web_container
+from tests.web_server import WebServer, serve_on, sign_in
 
 pytestmark = [pytest.mark.postgres]
 
 
 @pytest.fixture
 def web(postgres_url: str) -> Iterator[WebServer]:
-    container = web_container(postgres_url)
-    try:
-        with serve(container) as server:
-            yield server
-    finally:
-        container.close()
+    with serve_on(postgres_url) as server:
+        yield server
 
 
 def test_an_incident_without_evidence_or_plan_says_so(web: WebServer) -> None:

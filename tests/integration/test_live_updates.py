@@ -12,19 +12,15 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.web_server import WebServer, seed_awaiting, serve, sign_in, web_container
+from tests.web_server import WebServer, seed_awaiting, serve_on, sign_in
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
 def web(postgres_url: str) -> Iterator[WebServer]:
-    container = web_container(postgres_url)
-    try:
-        with serve(container) as server:
-            yield server
-    finally:
-        container.close()
+    with serve_on(postgres_url) as server:
+        yield server
 
 
 def _events(client: httpx.Client, url: str, count: int, headers: dict[str, str] | None = None) -> list[dict[str, str]]:

@@ -5,7 +5,6 @@ windows, and unknown filter values refused with the valid choices."""
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 
 import httpx
@@ -14,23 +13,15 @@ from sqlalchemy import select
 
 from gpuops.store.audit import verify_chain
 from gpuops.store.models import Action, AuditEvent, Incident
-from tests.web_server import PASSWORDS, WebServer, csrf_of, seed_awaiting, serve, sign_in, web_container
+from tests.web_server import WebServer, basic, csrf_of, seed_awaiting, serve_on, sign_in
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
 def web(postgres_url: str) -> Iterator[WebServer]:
-    container = web_container(postgres_url)
-    try:
-        with serve(container) as server:
-            yield server
-    finally:
-        container.close()
-
-
-def basic(name: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{name}:{PASSWORDS[name]}".encode()).decode()}
+    with serve_on(postgres_url) as server:
+        yield server
 
 
 def audited(web: WebServer, kind: str) -> list[AuditEvent]:

@@ -27,28 +27,22 @@ from runbooks import (
     default_catalogue,
 )
 from simulator.kube.state import CHECKPOINT_SECONDS_ANNOTATION, GPU_ANNOTATION, KubeEvent
-from tests.runbook_twin import FAST, Twin, bare_pod, connect, context, deployment
+from tests.runbook_twin import FAST, Twin, bare_pod, connected, context, deployment, running
 
 N1, N2 = "gpu-node-001", "gpu-node-002"
 
 
 @pytest.fixture
 def twin() -> Iterator[Twin]:
-    twin = Twin().start()
-    twin.state.add_node(N1, 8)
-    try:
+    with running(Twin().start()) as twin:
+        twin.state.add_node(N1, 8)
         yield twin
-    finally:
-        twin.stop()
 
 
 @pytest.fixture
 def cluster(twin: Twin) -> Iterator[KubernetesCluster]:
-    cluster = connect(twin)
-    try:
+    with connected(twin) as cluster:
         yield cluster
-    finally:
-        cluster.close()
 
 
 @pytest.fixture

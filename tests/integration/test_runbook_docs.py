@@ -16,7 +16,7 @@ from entrypoints.web.runbook_docs import approvals_for
 from gpuops.policy.config import PolicyConfig
 from runbooks import default_catalogue
 from runbooks.documentation import doc_path, doc_text
-from tests.web_server import WebServer, serve, sign_in, web_container
+from tests.web_server import WebServer, serve_on, sign_in
 
 NAMES = default_catalogue().names()
 
@@ -24,12 +24,8 @@ NAMES = default_catalogue().names()
 @pytest.fixture(scope="module")
 def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
     url = f"sqlite:///{tmp_path_factory.mktemp('runbook-docs') / 'gpuops.db'}"
-    container = web_container(url)
-    try:
-        with serve(container) as server:
-            yield server
-    finally:
-        container.close()
+    with serve_on(url) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

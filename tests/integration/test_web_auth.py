@@ -19,9 +19,11 @@ from tests.web_server import (
     ROLES,
     WebServer,
     action_state,
+    basic,
     csrf_of,
     seed_awaiting,
     serve,
+    serve_on,
     sign_in,
     web_container,
 )
@@ -31,17 +33,8 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture
 def web(postgres_url: str) -> Iterator[WebServer]:
-    container = web_container(postgres_url)
-    try:
-        with serve(container) as server:
-            yield server
-    finally:
-        container.close()
-
-
-def basic(name: str) -> dict[str, str]:
-    token = base64.b64encode(f"{name}:{PASSWORDS[name]}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
+    with serve_on(postgres_url) as server:
+        yield server
 
 
 def decide_form(client: httpx.Client, incident_id: int, action_id: int, plan_hash: str, *, decision: str = "approve",

@@ -29,7 +29,7 @@ from tests.web_server import (
     action_state,
     csrf_of,
     seed_awaiting,
-    serve,
+    serve_on,
     sign_in,
     web_container,
 )
@@ -42,12 +42,8 @@ LIMITS: dict[str, Any] = {"sign_in_max_failures": 3, "sign_in_max_failures_per_c
 
 @pytest.fixture
 def web(postgres_url: str) -> Iterator[WebServer]:
-    container = web_container(postgres_url, **LIMITS)
-    try:
-        with serve(container) as server:
-            yield server
-    finally:
-        container.close()
+    with serve_on(postgres_url, **LIMITS) as server:
+        yield server
 
 
 def basic(name: str, password: str) -> dict[str, str]:
