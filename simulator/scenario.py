@@ -229,7 +229,8 @@ class Scenario(_Strict):
     background_faults: BackgroundFaults | None = None
     replay: ReplaySpec | None = None
     serving: ServingSpec | None = Field(
-        None, description="inference Deployments driven by a generated request trace (simulator/serving.py)"
+        None,
+        description="inference Deployments driven by a generated or a replayed request trace (simulator/serving.py)",
     )
     healthy: Healthy | None = Field(
         None, description="a healthy fleet's real mess: workload phases, environment, operations (off when absent)"

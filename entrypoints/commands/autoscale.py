@@ -10,8 +10,8 @@ from typing import Any
 import click
 
 from evaluation.autoscale.run import PARTS, EvaluationInputs, Part, evaluate
-from evaluation.autoscale.trace import TraceError
 from gpuops.autoscale.planner import PlannerSettings
+from simulator.request_trace import TraceError
 
 TERMS_ON = ("seasonal", "gate", "cross")  # on by default
 TERMS_OFF = ("hazard",)

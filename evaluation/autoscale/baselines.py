@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from evaluation.autoscale.trace import IntArray
 from gpuops.autoscale.observation import CycleObservation
+from simulator.request_trace import IntArray
 
 
 class Reactive:

@@ -19,7 +19,7 @@ import numpy as np
 
 from evaluation.autoscale.baselines import Reactive
 from evaluation.autoscale.replay import ReplicaSimulator
-from evaluation.autoscale.trace import FloatArray
+from simulator.request_trace import FloatArray
 
 KEEP_ALIVE_GRID_S = (0.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0,
                      86400.0, 604800.0)

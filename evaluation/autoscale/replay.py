@@ -18,8 +18,8 @@ from typing import Protocol
 
 import numpy as np
 
-from evaluation.autoscale.trace import FloatArray, IntArray, RequestTrace
 from gpuops.autoscale.observation import CycleObservation
+from simulator.request_trace import FloatArray, IntArray, RequestTrace
 
 INF = math.inf
 STALL_S = 86400.0

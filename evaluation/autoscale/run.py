@@ -13,8 +13,8 @@ import numpy as np
 from evaluation.autoscale import bounds
 from evaluation.autoscale.baselines import Reactive, warm_one
 from evaluation.autoscale.replay import ColdStarts, ReplayResult, ReplicaSimulator, oracle
-from evaluation.autoscale.trace import RequestTrace, read_cold_starts, read_requests
 from gpuops.autoscale.planner import DemandPlanner, PlannerSettings
+from simulator.request_trace import RequestTrace, read_cold_starts, read_requests
 
 Part = Literal["whole", "first-half", "second-half"]
 PARTS: tuple[Part, ...] = ("whole", "first-half", "second-half")

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluation.autoscale.trace import REQUEST_FIELDS, FloatArray, IntArray, TraceError, _number, _rows, _timestamp
+from simulator.request_trace import REQUEST_FIELDS, FloatArray, IntArray, TraceError, _number, _rows, _timestamp
 
 PRICES_S = (300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0)
 RECURRENCE_S = (3600.0, 86400.0)

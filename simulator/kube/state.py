@@ -95,6 +95,16 @@ class KubeEvent:
 
 
 START_SECONDS_ANNOTATION = "sim.gpuops.io/start-seconds"
+DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
+
+
+def _deletion_cost(pod: dict[str, Any]) -> int:
+    """A pod's `controller.kubernetes.io/pod-deletion-cost` (0 when absent or not an integer, as Kubernetes
+    reads it)."""
+    try:
+        return int(annotations_of(pod).get(DELETION_COST_ANNOTATION, "0"))
+    except ValueError:
+        return 0
 
 
 class KubeState:
@@ -119,6 +129,8 @@ class KubeState:
         self.external_node_agent = external_node_agent
         """Leave GPUReset, NodeReboot and NodeValidation requests to a real node agent (`gpuops node-agent`)."""
         self.pod_start_seconds = pod_start_seconds
+        # a pod's start time chosen by whoever runs its workload (None: the annotation, else pod_start_seconds)
+        self.start_seconds_of: Callable[[dict[str, Any]], float | None] | None = None
         self.gpu_reset_seconds = gpu_reset_seconds
         self.node_reboot_seconds = node_reboot_seconds
         self.default_grace_seconds = default_grace_seconds
@@ -741,7 +753,10 @@ class KubeState:
 
     def _start_seconds(self, pod: dict[str, Any]) -> float:
         """How long the pod's containers take to become Ready: its `sim.gpuops.io/start-seconds` annotation (an
-        inference server loading its model), else `pod_start_seconds`."""
+        inference server loading its model), else `pod_start_seconds`; `start_seconds_of` decides first."""
+        chosen = self.start_seconds_of(pod) if self.start_seconds_of is not None else None
+        if chosen is not None:
+            return max(0.0, chosen)
         try:
             return max(0.0, float(annotations_of(pod)[START_SECONDS_ANNOTATION]))
         except (KeyError, ValueError):
@@ -1012,16 +1027,12 @@ class KubeState:
                     str(dep["metadata"].get("uid") or name), uuid.uuid4().bytes[:5])), start_now=False
             )
         if len(active) > want:
-            # Like a ReplicaSet: remove unscheduled, then not-ready, then the newest pods first.
-            victims = sorted(
-                active,
-                key=lambda p: (
-                    bool(p["spec"].get("nodeName")),
-                    pod_ready(p),
-                    p["metadata"]["creationTimestamp"],
-                ),
-                reverse=False,
-            )
+            # Like a ReplicaSet: remove unscheduled, then not-ready, then the lower pod-deletion-cost, then the
+            # newest pods first (a stable sort on the earlier keys keeps the newest first among equals).
+            newest_first = sorted(active, key=lambda p: (p["metadata"]["creationTimestamp"], p["metadata"]["name"]),
+                                  reverse=True)
+            victims = sorted(newest_first, key=lambda p: (bool(p["spec"].get("nodeName")), pod_ready(p),
+                                                           _deletion_cost(p)))
             for pod in victims[: len(active) - want]:
                 self._delete_pod(namespace, pod["metadata"]["name"], None, reason="ScaledDown")
         owned = self._owned_pods("Deployment", namespace, name)

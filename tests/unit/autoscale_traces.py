@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.autoscale.trace import RequestTrace
+from simulator.request_trace import RequestTrace
 
 HEADER = ("gmt_create,predict_type,predict_status,exec_time_seconds,groupId,prompt_length,"
           "negative_prompt_length,num_images_per_prompt,num_inference_steps,checkpoint_model_version_id,num_lora")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from evaluation.autoscale.replay import ColdStarts, ReplicaSimulator
-from evaluation.autoscale.trace import RequestTrace
 from gpuops.autoscale.observation import CycleObservation
 from gpuops.autoscale.planner import DemandPlanner, PlannerSettings
+from simulator.request_trace import RequestTrace
 from tests.unit.autoscale_traces import T0, synthetic_rows, trace
 
 

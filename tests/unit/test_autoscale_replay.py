@@ -7,8 +7,8 @@ import pytest
 
 from evaluation.autoscale.baselines import Reactive, warm_one
 from evaluation.autoscale.replay import ColdStarts, ReplicaSimulator, oracle
-from evaluation.autoscale.trace import IntArray
 from gpuops.autoscale.observation import CycleObservation
+from simulator.request_trace import IntArray
 from tests.unit.autoscale_traces import trace
 
 

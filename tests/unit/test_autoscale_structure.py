@@ -18,7 +18,7 @@ from evaluation.autoscale.structure import (
     recurrence,
     timeout_bound,
 )
-from evaluation.autoscale.trace import read_requests
+from simulator.request_trace import read_requests
 from tests.unit.autoscale_traces import synthetic_rows, write_requests
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluation.autoscale.trace import TraceError, read_cold_starts, read_requests
+from simulator.request_trace import TraceError, read_cold_starts, read_requests
 from tests.unit.autoscale_traces import HEADER, T0, request_line, write_cold_starts, write_requests
 
 
