@@ -146,8 +146,15 @@ def serving_fleet(scenario: Scenario, *, today: float | None = None, lead_s: flo
     live = day + surge - lead_s
     twin = Twin(scenario.model_copy(update={"start": live - history_s}))
     demand = ScrapedServingDemand([], clock=lambda: twin.t)
+    run_reactive(twin, demand, until=live, period_s=period_s)
+    return ServingFleet(twin, demand, live, day + surge)
+
+
+def run_reactive(twin: Twin, demand: ScrapedServingDemand, *, until: float, period_s: float = 15.0) -> None:
+    """Run the twin at once to `until` under the reactive stand-in, keeping in `demand` every `period_s` what
+    gpuops would have scraped from its vLLM metrics (its history when it starts)."""
     reactive = ReactiveStandIn()
-    while twin.t + period_s <= live + 1e-9:
+    while twin.t + period_s <= until + 1e-9:
         twin.advance_to(twin.t + period_s)
         reactive.step(twin)
         assert twin.serving is not None
@@ -155,7 +162,6 @@ def serving_fleet(scenario: Scenario, *, today: float | None = None, lead_s: flo
         ns = twin.serving.spec.namespace
         demand.keep(DemandSample(twin.t, {(ns, k): float(v[0]) for k, v in counts.items()},
                                  {(ns, k): float(v[1]) for k, v in counts.items()}))
-    return ServingFleet(twin, demand, live, day + surge)
 
 
 def serve_serving_fleet(fleet: ServingFleet, *, speed: float) -> ServingFleet:

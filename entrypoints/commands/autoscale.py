@@ -1,5 +1,6 @@
 """`gpuops autoscale eval`: replay a request trace through the replica simulator, gpuops' scaler against the
-reactive and warm-1 baselines and the oracle bound."""
+reactive and warm-1 baselines and the oracle bound. `gpuops autoscale live`: the same scaler live on the twin's
+replay of a request trace, against that span replayed offline."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ import click
 
 from evaluation.autoscale.run import PARTS, EvaluationInputs, Part, evaluate
 from gpuops.autoscale.planner import PlannerSettings
+from gpuops.autoscale.settings import AutoscaleSettings
+from simulator.durations import parse_duration
 from simulator.request_trace import TraceError
+from simulator.scenario import ScenarioError
 
 TERMS_ON = ("seasonal", "gate", "cross")  # on by default
 TERMS_OFF = ("hazard",)
@@ -90,3 +94,40 @@ def _table(report: dict[str, Any]) -> str:
                      f"{'more than it reaches' if needed is None else f'{needed:.1f} GPU-hours'}")
     lines.append(f"run took {report['seconds']} s")
     return "\n".join(lines)
+
+
+@autoscale.command("live")
+@click.option("--scenario", "scenario_file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              required=True, help="A scenario whose `serving.replay` replays a request trace "
+              "(simulator/scenarios/replay/gentd26_serving.yaml).")
+@click.option("--history", "history", default="1d", show_default=True,
+              help="Run this much of the scenario first under a reactive scaler: gpuops' demand history.")
+@click.option("--live", "live", default=None, help="Run gpuops live for this long (default: the rest).")
+@click.option("--scale-down-cooldown", "cooldown", type=click.FloatRange(min=0.0),
+              default=AutoscaleSettings.model_fields["scale_down_cooldown_seconds"].default, show_default=True,
+              help="The autoscaling policy's scale-down cool-down, in seconds.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the offline cold-start draws.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def live_command(scenario_file: Path, history: str, live: str | None, cooldown: float, seed: int,
+                 as_json: bool) -> None:
+    """gpuops' autoscaling cycle live on the twin's replay of a request trace (its Kubernetes API and vLLM
+    metrics), against the same span replayed offline under gpuops' planner and reactive."""
+    from evaluation.autoscale.live import LiveInputs, run_live
+
+    try:
+        inputs = LiveInputs(scenario_file, parse_duration(history), None if live is None else parse_duration(live),
+                            seed, cooldown)
+        report = run_live(inputs)
+    except (ValueError, ScenarioError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(report, sort_keys=True))
+        return
+    lines = [f"{report['scenario']}: {report['deployments']} Deployments, {report['history_hours']} h of history, "
+             f"{report['live_hours']} h live ({report['cycles']} cycles, {report['seconds_per_cycle']} s each), "
+             f"scale-down cool-down {report['scale_down_cooldown_s']:g} s",
+             f"{'policy':<16}{'requests':>9}{'GPU-hours':>11}{'wait p95':>10}{'> 5 s':>9}"]
+    for s in [report["live"], *report["offline"].values()]:
+        lines.append(f"{s['policy']:<16}{s['requests']:>9}{s['gpu_hours']:>11.1f}"
+                     f"{s.get('wait_p95_s', 0.0):>9.1f}s{100 * s.get('share_wait_over_5s', 0.0):>8.1f}%")
+    click.echo("\n".join(lines))
