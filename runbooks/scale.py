@@ -1,5 +1,7 @@
 """scale_deployment: set a Deployment's replicas, only within the bounds configured for it, or (for gpuops'
-autoscaler) within the bounds the Deployment's owner wrote on it when opting in."""
+autoscaler) within the bounds the Deployment's owner wrote on it when opting in. Before a scale-down, the pods
+serving requests carry `controller.kubernetes.io/pod-deletion-cost` (the requests they run), so the ReplicaSet
+removes idle replicas first instead of cutting a user's request off."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from connectors.kubernetes import ClusterError, DeploymentScale, NotFound, ScalingTargets
+from connectors.kubernetes import DELETION_COST_ANNOTATION, ClusterError, DeploymentScale, NotFound, ScalingTargets
 from runbooks.context import RunbookContext
 from runbooks.definition import Runbook, RunbookDefinition
 from runbooks.model import Diff, Plan, Risk, StepResult, TargetKind
@@ -40,6 +42,17 @@ class ScaleParams(BaseModel):
     autoscaled: OwnerBounds | None = Field(
         default=None, description="set by gpuops' autoscaler: the bounds on the Deployment, checked against it "
                                   "before the change (the configured bounds then apply only where configured)")
+    busy_pods: dict[str, int] = Field(
+        default_factory=dict, max_length=10_000,
+        description="pods serving requests when the change was decided (pod -> requests running): a scale-down "
+                    "marks them with a pod-deletion-cost so that idle replicas go first")
+
+    @model_validator(mode="after")
+    def _counts(self) -> ScaleParams:
+        bad = sorted(pod for pod, running in self.busy_pods.items() if running < 1 or not 0 < len(pod) <= 253)
+        if bad:
+            raise ValueError(f"busy_pods: {bad[0]!r} needs a pod name and a count of requests >= 1")
+        return self
 
 
 def owner_bounds(annotations: Mapping[str, str], default_max: int) -> OwnerBounds:
@@ -152,12 +165,35 @@ def _dry(plan: Plan, params: ScaleParams, ctx: RunbookContext) -> Diff:
 def set_replicas(plan: Plan, params: ScaleParams, ctx: RunbookContext) -> StepResult:
     target = plan.target
     before = ctx.cluster.get_scale(str(target.namespace), str(target.name))
+    marked, note = _mark_busy(plan, params, ctx) if params.replicas < before.replicas else ({}, "")
     after = ctx.cluster.set_scale(str(target.namespace), str(target.name), params.replicas)
     return StepResult(
         after.replicas == params.replicas,
-        f"{target.namespace}/{target.name} wants {after.replicas} replicas (was {before.replicas})",
-        {"previous_replicas": before.replicas, "replicas": after.replicas},
+        f"{target.namespace}/{target.name} wants {after.replicas} replicas (was {before.replicas}){note}",
+        {"previous_replicas": before.replicas, "replicas": after.replicas, "deletion_costs": marked},
     )
+
+
+def _mark_busy(plan: Plan, params: ScaleParams, ctx: RunbookContext) -> tuple[dict[str, str | None], str]:
+    """Set each replica pod's pod-deletion-cost to the requests it runs (an idle pod's earlier cost removed), only
+    where it changes; what was set, and a note. A pod that cannot be marked leaves Kubernetes its own choice: the
+    scale-down still happens."""
+    namespace, name = str(plan.target.namespace), str(plan.target.name)
+    if not isinstance(ctx.cluster, ScalingTargets):
+        return {}, ""
+    marked: dict[str, str | None] = {}
+    try:
+        deployment = ctx.cluster.get_served_deployment(namespace, name)
+        for pod in ctx.cluster.list_replica_starts(namespace, deployment.selector):
+            running = params.busy_pods.get(pod.name)
+            want = None if running is None else str(running)
+            if pod.deletion_cost != want:
+                ctx.cluster.annotate_pod(namespace, pod.name, {DELETION_COST_ANNOTATION: want})
+                marked[pod.name] = want
+    except ClusterError as exc:
+        return marked, f"; busy replicas not all marked ({exc}): Kubernetes picks the pods to remove"
+    busy = sorted(p for p, v in marked.items() if v is not None)
+    return marked, f"; spared first: {', '.join(busy)} (serving)" if busy else ""
 
 
 @SCALE.verify

@@ -15,6 +15,7 @@ from connectors.kubernetes.errors import (
 )
 from connectors.kubernetes.fake import InMemoryCluster
 from connectors.kubernetes.models import (
+    DELETION_COST_ANNOTATION,
     DeploymentScale,
     NodeCondition,
     NodeInfo,
@@ -28,6 +29,7 @@ from connectors.kubernetes.models import (
 from connectors.kubernetes.port import ClusterPort, NodeValidations, ScalingTargets
 
 __all__ = [
+    "DELETION_COST_ANNOTATION",
     "AccessDenied",
     "AlreadyExists",
     "ClusterError",

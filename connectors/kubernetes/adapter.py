@@ -34,6 +34,7 @@ from connectors.kubernetes.errors import (
     NotFound,
 )
 from connectors.kubernetes.models import (
+    DELETION_COST_ANNOTATION,
     DeploymentScale,
     EventType,
     EvictionOutcome,
@@ -217,7 +218,7 @@ def replica_start(pod: Any) -> ReplicaStart:
         if c.type == "Ready" and c.status == "True" and c.last_transition_time is not None:
             ready_at = c.last_transition_time.timestamp()
     return ReplicaStart(name=md.name, uid=md.uid or "", created_at=md.creation_timestamp.timestamp(),
-                        ready_at=ready_at)
+                        ready_at=ready_at, deletion_cost=(md.annotations or {}).get(DELETION_COST_ANNOTATION))
 
 
 def node_request(obj: object) -> NodeRequest:

@@ -13,6 +13,9 @@ RequestPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Unknown"]
 EventType = Literal["Normal", "Warning"]
 
 
+DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"  # a ReplicaSet removes lower costs first
+
+
 @dataclass(frozen=True)
 class Taint:
     key: str
@@ -115,12 +118,14 @@ class ServedDeployment:
 
 @dataclass(frozen=True)
 class ReplicaStart:
-    """One pod of a Deployment: when it was created and when it became Ready (None while it loads)."""
+    """One pod of a Deployment: when it was created and when it became Ready (None while it loads), and the
+    deletion cost a scale-down reads."""
 
     name: str
     uid: str
     created_at: float
     ready_at: float | None
+    deletion_cost: str | None = None  # its controller.kubernetes.io/pod-deletion-cost annotation
 
 
 @dataclass(frozen=True)

@@ -1,37 +1,44 @@
 """Demand on inference Deployments, as vLLM's metrics show it: requests in flight (running + waiting) and the
-requests served so far (a counter), per (namespace, deployment). Two adapters: Prometheus (PromQL, one query
+requests served so far (a counter), per (namespace, deployment), and the requests running on each replica pod
+(which replicas a scale-down should spare). Two adapters: Prometheus (PromQL, one query
 per quantity for the whole fleet) and the exporters scraped directly (the demo's twin). A reading that cannot
 be trusted raises TelemetryBadResponse naming the series, so the autoscaler acts on nothing rather than on a
 guess."""
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from connectors.telemetry.errors import TelemetryBadResponse, TelemetryUnavailable
+from connectors.telemetry.errors import TelemetryBadResponse, TelemetryError, TelemetryUnavailable
 from connectors.telemetry.prometheus import PrometheusTelemetry
 
+log = logging.getLogger(__name__)
+
 DeploymentKey = tuple[str, str]  # (namespace, deployment)
-IN_FLIGHT_METRICS = ("vllm:num_requests_running", "vllm:num_requests_waiting")
+RUNNING_METRIC = "vllm:num_requests_running"
+IN_FLIGHT_METRICS = (RUNNING_METRIC, "vllm:num_requests_waiting")
 COMPLETED_METRIC = "vllm:request_success_total"
 
 
 @dataclass(frozen=True)
 class DemandSample:
-    """At `ts`: requests running or waiting, and requests served since the servers started, per Deployment."""
+    """At `ts`: requests running or waiting, and requests served since the servers started, per Deployment; and
+    where known, the requests running on each of its pods (`busy`: only the pods running one or more)."""
 
     ts: float
     in_flight: Mapping[DeploymentKey, float]
     completed: Mapping[DeploymentKey, float]
+    busy: Mapping[DeploymentKey, Mapping[str, int]] = field(default_factory=dict)
 
 
 class ServingDemand(Protocol):
@@ -66,13 +73,22 @@ def _value(labels: Mapping[str, str], value: Any, what: str) -> tuple[Deployment
     return (namespace, deployment), number
 
 
-class PrometheusServingDemand:
-    """Demand through PromQL: `in_flight_query` and `completed_query` each return one series per Deployment."""
+def _busy(busy: dict[DeploymentKey, dict[str, int]], key: DeploymentKey, pod: str | None, value: float) -> None:
+    if pod and value >= 1:
+        pods = busy.setdefault(key, {})
+        pods[pod] = pods.get(pod, 0) + round(value)
 
-    def __init__(self, prometheus: PrometheusTelemetry, *, in_flight_query: str, completed_query: str) -> None:
+
+class PrometheusServingDemand:
+    """Demand through PromQL: `in_flight_query` and `completed_query` each return one series per Deployment;
+    `running_by_pod_query` (optional) one per replica pod, labelled `pod` too."""
+
+    def __init__(self, prometheus: PrometheusTelemetry, *, in_flight_query: str, completed_query: str,
+                 running_by_pod_query: str | None = None) -> None:
         self.prometheus = prometheus
         self.in_flight_query = in_flight_query
         self.completed_query = completed_query
+        self.running_by_pod_query = running_by_pod_query
 
     def _vector(self, query: str, start: float, end: float, step: float) -> dict[DeploymentKey, list[tuple[float,
                                                                                                            float]]]:
@@ -93,7 +109,28 @@ class PrometheusServingDemand:
         in_flight = self._vector(self.in_flight_query, now, now, 1.0)
         completed = self._vector(self.completed_query, now, now, 1.0)
         return DemandSample(now, {k: v[-1][1] for k, v in in_flight.items()},
-                            {k: v[-1][1] for k, v in completed.items()})
+                            {k: v[-1][1] for k, v in completed.items()}, self._running_by_pod(now))
+
+    def _running_by_pod(self, now: float) -> dict[DeploymentKey, dict[str, int]]:
+        """Busy pods per Deployment, or none known: a query that fails or returns a malformed series only costs
+        the scale-down its choice of pods (Kubernetes then picks), never the cycle."""
+        busy: dict[DeploymentKey, dict[str, int]] = {}
+        if not self.running_by_pod_query:
+            return busy
+        try:
+            for item in self.prometheus.query_range(self.running_by_pod_query, now, now, 1.0):
+                if not isinstance(item, dict):
+                    raise TelemetryBadResponse(f"Prometheus: a series of {self.running_by_pod_query!r} is {item!r}")
+                labels, values = item.get("metric") or {}, item.get("values")
+                if not values:
+                    continue
+                key, value = _value(labels, values[-1][1], f"query {self.running_by_pod_query!r}")
+                _busy(busy, key, labels.get("pod"), value)
+        except (TelemetryError, TypeError, IndexError, AttributeError) as exc:
+            log.warning("requests running per pod unavailable (%s); a scale-down lets Kubernetes pick the pods",
+                        exc)
+            return {}
+        return busy
 
     def history(self, start: float, end: float, step: float) -> list[DemandSample]:
         if end <= start:
@@ -179,6 +216,7 @@ def parse_exposition(text: str, ts: float) -> DemandSample:
     """vLLM's in-flight and served counts per Deployment from a Prometheus text exposition."""
     in_flight: dict[DeploymentKey, float] = {}
     completed: dict[DeploymentKey, float] = {}
+    busy: dict[DeploymentKey, dict[str, int]] = {}
     try:
         families = list(text_string_to_metric_families(text))
     except (ValueError, TypeError) as exc:
@@ -193,7 +231,9 @@ def parse_exposition(text: str, ts: float) -> DemandSample:
                 continue
             key, value = _value(s.labels, s.value, s.name)
             target[key] = target.get(key, 0.0) + value
-    return DemandSample(ts, in_flight, completed)
+            if s.name == RUNNING_METRIC:
+                _busy(busy, key, s.labels.get("pod"), value)
+    return DemandSample(ts, in_flight, completed, busy)
 
 
 def deployments_of(samples: Iterable[DemandSample]) -> set[DeploymentKey]:

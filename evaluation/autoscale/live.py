@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from connectors.telemetry.serving import ScrapedServingDemand
-from entrypoints.worker.embedded import EmbeddedScheduler
 from evaluation.autoscale.baselines import Reactive
 from evaluation.autoscale.replay import ColdStarts, ReplicaSimulator
 from evaluation.autoscale.run import WAIT_THRESHOLD_S
@@ -33,6 +32,7 @@ from gpuops.autoscale.planner import DemandPlanner, PlannerSettings
 from gpuops.autoscale.settings import AutoscaleSettings
 from gpuops.autoscale.wiring import autoscaler_for
 from gpuops.config import Settings
+from gpuops.pipeline import OrderedDispatcher, Pipeline, Step
 from gpuops.store import migrate
 from gpuops.wiring import bootstrap
 from simulator.request_trace import RequestTrace, read_cold_starts
@@ -92,20 +92,20 @@ def run_live(inputs: LiveInputs) -> dict[str, Any]:
         url = f"sqlite:///{folder}/live.db"
         migrate.upgrade(url)
         container = bootstrap(Settings(database_url=url, kube_api_url=served.url, kube_verify_ssl=False,
-                                       dry_run=False, scrape_urls=(f"{served.url}/metrics",),
-                                       cycle_seconds=10 * 86400.0, sweep_seconds=10 * 86400.0))
+                                       dry_run=False, scrape_urls=(f"{served.url}/metrics",)))
         try:
-            scheduler = EmbeddedScheduler(container, clock=lambda: twin.t)
+            dispatcher = OrderedDispatcher(lambda: twin.t)
+            pipeline = Pipeline(container, dispatcher, clock=lambda: twin.t, worker="autoscale-live")
+            dispatcher.bind(pipeline.run)
             settings = AutoscaleSettings(enabled=True, period_seconds=PERIOD_S, gpu_budget=gpus,
                                          history_seconds=min(inputs.history_s, 7 * 86400.0),
                                          scale_down_cooldown_seconds=inputs.scale_down_cooldown_s)
-            scheduler.pipeline.autoscaler = autoscaler_for(container, scheduler.pipeline.deps, settings=settings,
-                                                           demand=demand)
-            scheduler.autoscale = settings
+            pipeline.autoscaler = autoscaler_for(container, pipeline.deps, settings=settings, demand=demand)
             live_began = time.perf_counter()
             while twin.t + PERIOD_S <= end + 1e-9:
                 twin.advance_to(twin.t + PERIOD_S)
-                scheduler.run_due(twin.t)
+                pipeline.run(Step.AUTOSCALE, {})  # the step the daemon's scheduler runs every period
+                dispatcher.drain()
                 cycles += 1
                 pods, _ = twin.kube.list_objects("pods", namespace)
                 gpu_seconds += PERIOD_S * sum(1 for p in pods if "deletionTimestamp" not in p["metadata"])

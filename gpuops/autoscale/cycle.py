@@ -163,7 +163,7 @@ class Autoscaler:
                                              last_scaled_at(uow.session, *key), _why(reading, desired[key])))
         verdicts = weigh_scaling(requests, policy=ScalePolicy(s.gpu_budget, s.scale_down_cooldown_seconds),
                                  now=_dt(now))
-        self._act(verdicts, {(r.namespace, r.name): r for r in requests}, bounds, report)
+        self._act(verdicts, {(r.namespace, r.name): r for r in requests}, bounds, sample.busy, report)
         return report
 
     # -- reading -------------------------------------------------------------------------------------------
@@ -268,7 +268,8 @@ class Autoscaler:
     # -- acting --------------------------------------------------------------------------------------------
 
     def _act(self, verdicts: list[ScaleVerdict], requests: Mapping[DeploymentKey, ScaleRequest],
-             bounds: Mapping[DeploymentKey, OwnerBounds], report: AutoscaleReport) -> None:
+             bounds: Mapping[DeploymentKey, OwnerBounds], busy: Mapping[DeploymentKey, Mapping[str, int]],
+             report: AutoscaleReport) -> None:
         d = self.deps
         for verdict in verdicts:
             now = max(_dt(report.now), _dt(d.execution.clock()))  # records never go back in time
@@ -281,9 +282,10 @@ class Autoscaler:
             ctx = RunbookContext(cluster=d.execution.cluster, settings=d.execution.runbook_settings,
                                  clock=d.execution.clock, sleep=d.execution.sleep, incident_id=None, actor="autoscaler")
             with d.uow() as uow:
+                spare = busy.get(key, {}) if verdict.replicas < verdict.current else {}
                 action = record_decision(uow.session, verdict=verdict, bounds=bounds[key],
                                          reason=requests[key].reason, catalogue=d.execution.catalogue, ctx=ctx,
-                                         now=now)
+                                         now=now, busy_pods=spare)
                 action_id, incident_id = action.id, action.incident_id
                 uow.commit()
             entry = {"deployment": verdict.key, "action_id": action_id, "from": verdict.current,

@@ -5,6 +5,7 @@ per decision. Between decisions the incident is resolved ("replicas as planned")
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -79,11 +80,15 @@ def awaiting_decision(session: Session) -> dict[str, int]:
 
 
 def record_decision(session: Session, *, verdict: ScaleVerdict, bounds: OwnerBounds, reason: str,
-                    catalogue: Catalogue, ctx: RunbookContext, now: datetime) -> Action:
-    """The action for one verdict (`auto`: approved by policy; `approval`: waiting for one human), audited."""
+                    catalogue: Catalogue, ctx: RunbookContext, now: datetime,
+                    busy_pods: Mapping[str, int] | None = None) -> Action:
+    """The action for one verdict (`auto`: approved by policy; `approval`: waiting for one human), audited; a
+    scale-down carries the pods serving requests (`busy_pods`), which it spares."""
     incident = incident_for(session, verdict.namespace, verdict.name, now)
-    plan = catalogue.validate(Plan(runbook=RUNBOOK, params={"replicas": verdict.replicas, "reason": reason[:500],
-                                                            "autoscaled": bounds.model_dump()},
+    params: dict[str, Any] = {"replicas": verdict.replicas, "reason": reason[:500], "autoscaled": bounds.model_dump()}
+    if busy_pods:
+        params["busy_pods"] = dict(sorted(busy_pods.items()))
+    plan = catalogue.validate(Plan(runbook=RUNBOOK, params=params,
                                    targets=(deployment_target(verdict.namespace, verdict.name),)))
     ctx.incident_id = incident.id
     risk = catalogue.risk_for(plan, ctx).value

@@ -15,6 +15,7 @@ DEFAULT_IN_FLIGHT_QUERY = (
     'sum by (namespace, deployment) ({__name__=~"vllm:num_requests_running|vllm:num_requests_waiting"})'
 )
 DEFAULT_COMPLETED_QUERY = "sum by (namespace, deployment) (vllm:request_success_total)"
+DEFAULT_RUNNING_BY_POD_QUERY = "sum by (namespace, deployment, pod) (vllm:num_requests_running)"
 
 
 class AutoscaleSettings(BaseSettings):
@@ -35,6 +36,8 @@ class AutoscaleSettings(BaseSettings):
     scale_down_cooldown_seconds: float = Field(default=60.0, ge=0)
     in_flight_query: str = Field(default=DEFAULT_IN_FLIGHT_QUERY, min_length=1)
     completed_query: str = Field(default=DEFAULT_COMPLETED_QUERY, min_length=1)
+    # which replicas are serving, so a scale-down spares them (empty: Kubernetes picks the pods to remove)
+    running_by_pod_query: str = DEFAULT_RUNNING_BY_POD_QUERY
     history_seconds: float = Field(default=86400.0, ge=0, le=7 * 86400,
                                    description="demand history read at start, so the daily profile is known at once")
     warm_value_seconds: float = Field(default=3600.0, gt=0)

@@ -20,7 +20,8 @@ def demand_from(container: Container, settings: AutoscaleSettings, clock: Callab
     s = container.settings
     if s.prometheus_url:
         return PrometheusServingDemand(PrometheusTelemetry(s.prometheus_url), in_flight_query=settings.in_flight_query,
-                                       completed_query=settings.completed_query)
+                                       completed_query=settings.completed_query,
+                                       running_by_pod_query=settings.running_by_pod_query or None)
     if s.scrape_urls:
         scraped = ScrapedServingDemand(list(s.scrape_urls), clock=clock)
         container.add_closer(scraped)

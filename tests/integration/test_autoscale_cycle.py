@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from connectors.kubernetes import DELETION_COST_ANNOTATION
 from connectors.telemetry.serving import DemandSample, ScrapedServingDemand
 from domain import ActionStatus, IncidentStatus
 from entrypoints.worker.embedded import EmbeddedScheduler
@@ -217,6 +218,33 @@ def test_a_scale_down_waits_for_the_cool_down(world_factory: Any) -> None:
     for _ in range(40):  # 600 s later it may shed them
         world.run()
     assert world.replicas("llm-a") == 1
+
+
+def test_a_scale_down_spares_the_replica_that_is_serving(world_factory: Any) -> None:
+    world: World = world_factory([model("llm-a", replicas=1, min_replicas=1, base_rate=0)], cooldown_s=0)
+    twin = world.twin
+    assert twin.serving is not None
+    server = twin.serving.servers["llm-a"]
+    for replicas in (2, 3):  # three replicas, created one after another
+        twin.advance_to(twin.t + 45)
+        twin.kube.set_scale(NS, "llm-a", replicas)
+    twin.advance_to(twin.t + 45)
+    pods, _ = twin.kube.list_objects("pods", NS)
+    newest = max(pods, key=lambda p: p["metadata"]["creationTimestamp"])["metadata"]["name"]
+    server.queue.extend([(twin.t, 5.0, None), (twin.t, 5.0, None)])  # the two older replicas serve a moment
+    twin.advance_to(twin.t + 15)
+    server.queue.append((twin.t, 600.0, None))  # a long request: the replica idle longest, the newest, takes it
+    twin.advance_to(twin.t + 15)
+    assert [p for p, r in server.replicas.items() if r.busy_until is not None] == [newest]
+    world.run()  # one request in flight and no demand ahead: 3 -> 1 replica
+    assert world.replicas("llm-a") == 1
+    twin.advance_to(twin.t + 30)
+    # a ReplicaSet removes the newest pods first; marked as serving, the busy one stays and its user is not cut off
+    assert list(server.replicas) == [newest] and server.interrupted == 0
+    kept = twin.kube.get_object("pods", NS, newest)
+    assert kept["metadata"]["annotations"][DELETION_COST_ANNOTATION] == "1"
+    step = next(a for a in world.actions() if a.parameters["replicas"] == 1)
+    assert step.parameters["busy_pods"] == {newest: 1}
 
 
 def test_missing_series_or_malformed_bounds_mean_no_action(world_factory: Any) -> None:

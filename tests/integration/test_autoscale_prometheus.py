@@ -15,7 +15,12 @@ import pytest
 from connectors.telemetry.errors import TelemetryBadResponse, TelemetryQueryError
 from connectors.telemetry.prometheus import PrometheusTelemetry
 from connectors.telemetry.serving import PrometheusServingDemand
-from gpuops.autoscale.settings import DEFAULT_COMPLETED_QUERY, DEFAULT_IN_FLIGHT_QUERY, AutoscaleSettings
+from gpuops.autoscale.settings import (
+    DEFAULT_COMPLETED_QUERY,
+    DEFAULT_IN_FLIGHT_QUERY,
+    DEFAULT_RUNNING_BY_POD_QUERY,
+    AutoscaleSettings,
+)
 from gpuops.autoscale.wiring import autoscaler_for
 from gpuops.config import Settings
 from gpuops.execution.service import ExecutionDeps
@@ -54,7 +59,8 @@ def fleet(tmp_path: Path) -> Iterator[tuple[Twin, ServedTwin, PrometheusServer]]
 def demand(prom: PrometheusServer, **queries: str) -> PrometheusServingDemand:
     return PrometheusServingDemand(PrometheusTelemetry(prom.url, retries=0),
                                    in_flight_query=queries.get("in_flight", DEFAULT_IN_FLIGHT_QUERY),
-                                   completed_query=queries.get("completed", DEFAULT_COMPLETED_QUERY))
+                                   completed_query=queries.get("completed", DEFAULT_COMPLETED_QUERY),
+                                   running_by_pod_query=queries.get("running_by_pod"))
 
 
 def test_the_default_queries_read_each_deployments_demand(fleet: Any) -> None:
@@ -70,6 +76,20 @@ def test_the_default_queries_read_each_deployments_demand(fleet: Any) -> None:
     time.sleep(2.5)
     history = demand(prom).history(time.time() - 3, time.time(), 1.0)
     assert len(history) >= 2 and all(s.completed == sample.completed for s in history)
+
+
+def test_the_replicas_serving_are_read_and_a_failing_pod_query_costs_only_that(
+        fleet: Any, caplog: pytest.LogCaptureFixture) -> None:
+    twin, _, prom = fleet
+    assert twin.serving is not None
+    serving = {("serving", name): {pod: 1 for pod, r in server.replicas.items() if r.busy_until is not None}
+               for name, server in twin.serving.servers.items()}
+    sample = demand(prom, running_by_pod=DEFAULT_RUNNING_BY_POD_QUERY).sample(time.time())
+    assert sample.busy == {key: pods for key, pods in serving.items() if pods}
+    assert sample.busy[("serving", "llm-a")]  # its one replica is busy (more requests than it serves)
+    broken = demand(prom, running_by_pod="sum by (pod (vllm:num_requests_running").sample(time.time())
+    assert broken.busy == {} and broken.in_flight == sample.in_flight  # the cycle still has its demand
+    assert "requests running per pod unavailable" in caplog.text
 
 
 def test_what_cannot_be_trusted_is_refused_with_its_reason(fleet: Any) -> None:

@@ -322,6 +322,17 @@ def test_scale_bounds_are_checked_in_validation() -> None:
         catalogue.validate(Plan("scale_deployment", {"replicas": -1}, other))
 
 
+def test_a_scale_down_names_busy_pods_with_a_count_of_requests() -> None:
+    catalogue = default_catalogue(RunbookSettings(default_replica_bounds=ReplicaBounds(min_replicas=0,
+                                                                                       max_replicas=4)))
+    llm = (Target.for_deployment("serve", "llm"),)
+    plan = catalogue.validate(Plan("scale_deployment", {"replicas": 1, "busy_pods": {"llm-abc-1": 2}}, llm))
+    assert plan.params["busy_pods"] == {"llm-abc-1": 2}
+    for bad in ({"llm-abc-1": 0}, {"": 1}):
+        with pytest.raises(InvalidPlan, match=r"busy_pods: .* needs a pod name and a count of requests >= 1"):
+            catalogue.validate(Plan("scale_deployment", {"replicas": 1, "busy_pods": bad}, llm))
+
+
 def test_settings_refuse_bad_values() -> None:
     with pytest.raises(ValidationError, match="min_replicas 5 exceeds max_replicas 2"):
         ReplicaBounds(min_replicas=5, max_replicas=2)

@@ -44,6 +44,12 @@ def test_a_replica_is_ready_only_after_its_cold_start_and_the_exposition_reads_b
     assert {"vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:request_success"} <= names
     sample = parse_exposition(text, twin.t)
     assert ("serving", "llm") in sample.in_flight and ("serving", "llm") in sample.completed
+    assert sample.busy == {}  # both replicas idle
+    server = twin.serving.servers["llm"]
+    server.queue.append((twin.t, 600.0, None))
+    twin.advance_to(twin.t + 15)
+    busy = [pod for pod, r in server.replicas.items() if r.busy_until is not None]
+    assert parse_exposition(twin.serving_text(), twin.t).busy == {("serving", "llm"): {busy[0]: 1}}
     dep = twin.kube.get_object("deployments", "serving", "llm")
     assert dep["metadata"]["labels"]["gpuops.io/autoscale"] == "true"
 
