@@ -17,7 +17,16 @@ from gpuops.policy.autoscale import AUTOSCALE_FAMILY
 from gpuops.policy.config import PolicyConfig
 from gpuops.policy.scope import scope_violations
 from gpuops.store.audit import append_event
-from gpuops.store.models import Action, FindingRecord, Incident, NodeLease, NodeProbation, PolicyState, Silence
+from gpuops.store.models import (
+    Action,
+    FindingRecord,
+    HardwareTicket,
+    Incident,
+    NodeLease,
+    NodeProbation,
+    PolicyState,
+    Silence,
+)
 
 POLICY_ROW = 1
 MAINTENANCE_RULE = "maintenance_window"
@@ -89,6 +98,13 @@ def _active_leases(session: Session) -> dict[str, int]:
 def _awaiting_repair(session: Session) -> set[str]:
     """Nodes a failed probation kept out of service with a hardware ticket (they wait for the humans)."""
     return set(session.scalars(select(NodeProbation.hostname).where(NodeProbation.status == "kept_out")))
+
+
+def _waiting_for_repair(session: Session, unschedulable: frozenset[str]) -> set[str]:
+    """Nodes out of service with a hardware ticket still open: their workloads are gone and the humans have been
+    asked to repair them, so a further fault there changes nothing on the node (its ticket is amended)."""
+    ticketed = set(session.scalars(select(HardwareTicket.hostname).where(HardwareTicket.status == "open")))
+    return ticketed & set(unschedulable)
 
 
 def _node_actions_since(session: Session, node: str, since: datetime) -> list[Action]:
@@ -265,6 +281,7 @@ def evaluate(session: Session, *, incident: Incident, action: Action, spec: Acti
                             f"{config.common_cause_window_s:.0f}s (a rollout or an environment event reaches nodes "
                             "one by one): a human decides before gpuops acts on nodes")
 
+    waiting_for_repair = _waiting_for_repair(session, facts.unschedulable) if spec.target_nodes else set()
     for node in spec.target_nodes:
         recent = _node_actions_since(session, node, now - timedelta(seconds=config.repeat_window_s))
         other_incidents = {a.incident_id for a in recent if a.incident_id != incident.id}
@@ -273,7 +290,9 @@ def evaluate(session: Session, *, incident: Incident, action: Action, spec: Acti
                             f"{config.repeat_window_s / 86400:.0f} days: a human decides")
         cooling = [a for a in recent if a.incident_id != incident.id and a.executed_at is not None
                    and a.executed_at >= now - timedelta(seconds=config.node_cooldown_s)]
-        if cooling:
+        # the cool-down keeps a node in service from being disrupted again too soon; a node already out and
+        # waiting for repair serves nothing to disrupt
+        if cooling and node not in waiting_for_repair:
             deny.append(f"cool-down: {node} had action {cooling[-1].id} at {cooling[-1].executed_at}")
 
     if executed_last_hour >= config.max_actions_per_hour and action.executed_at is None \

@@ -21,7 +21,7 @@ from gpuops.policy import (
     record_verification,
 )
 from gpuops.store import migrate
-from gpuops.store.models import Action, FindingRecord, Incident, NodeLease
+from gpuops.store.models import Action, FindingRecord, HardwareTicket, Incident, NodeLease
 from gpuops.wiring import Container, bootstrap
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -126,6 +126,24 @@ def test_cool_down_and_repeat_offender(container: Container) -> None:
                    Gate.TWO_APPROVERS, "within budgets; high risk")
     assert_decided(decide(container, node, drain(node), config, now=NOW + timedelta(hours=4)),
                    Gate.ESCALATE, "gpu-node-005 was remediated for 2 other incidents")
+
+
+def test_a_node_out_and_waiting_for_repair_has_no_cool_down(container: Container) -> None:
+    """A second GPU failing on a node gpuops already drained and ticketed: the node serves nothing, so its
+    incident's actions (amending the ticket) are not held back; a node back in service cools down as before."""
+    config = PolicyConfig(max_nodes_out=20, max_nodes_out_fraction=1.0, node_cooldown_s=3600, repeat_limit=5)
+    node = "gpu-node-006"
+    assert_decided(decide(container, node, drain(node), config), Gate.TWO_APPROVERS, "within budgets; high risk")
+    with container.uow() as uow:
+        uow.session.add(HardwareTicket(hostname=node, gpu=4, summary="SBE storm", status="open"))
+        uow.commit()
+    out = FleetFacts(nodes=20, gpus=160, healthy_gpus=152, gpus_per_node=8, unschedulable=frozenset({node}))
+    later = NOW + timedelta(minutes=35)
+    assert_decided(decide(container, node, drain(node), config, facts=out, now=later),
+                   Gate.TWO_APPROVERS, "within budgets; high risk")
+    # the same node back in service (uncordoned) with the ticket still open cools down as any other
+    assert_decided(decide(container, node, drain(node), config, now=later + timedelta(minutes=5)),
+                   Gate.DENIED, "cool-down: gpu-node-006 had action")
 
 
 def test_fleet_rate_limit(container: Container) -> None:
