@@ -158,7 +158,8 @@ class DeploymentServer:
     served: int = 0
     # (arrival, seconds waited) per request: until the service that completed it began
     waits: list[tuple[float, float]] = field(default_factory=list)
-    interrupted: int = 0  # requests whose replica vanished while serving them (each served again from the start)
+    # when a request's replica vanished while serving it (the request is served again from the start)
+    interruptions: list[float] = field(default_factory=list)
     _next: int = 0
 
     def advance(self, ready_pods: list[str], last: float, now: float) -> None:
@@ -170,7 +171,7 @@ class DeploymentServer:
             if gone.busy_until is not None and gone.busy_until > last and gone.request is not None:
                 arrival, service, index = gone.request
                 self.queue.appendleft((arrival, service, index))
-                self.interrupted += 1
+                self.interruptions.append(last)
         for pod in ready_pods:
             self.replicas.setdefault(pod, _Replica(free_since=last))
         self._dispatch(last)  # a replica that just became Ready takes the head of the queue

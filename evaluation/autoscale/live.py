@@ -117,7 +117,8 @@ def run_live(inputs: LiveInputs) -> dict[str, Any]:
     assert twin.serving is not None
     waits = np.array([w for server in twin.serving.servers.values() for a, w in server.waits
                       if live_start <= a < end], dtype=np.float64)
-    interrupted = sum(server.interrupted for server in twin.serving.servers.values())
+    interrupted = sum(1 for server in twin.serving.servers.values() for at in server.interruptions
+                      if live_start <= at < end)
     offline = _offline(twin, live_start, end, coldstarts, inputs.seed, max(s.spec.max_replicas
                                                                          for s in twin.serving.servers.values()))
     return {

@@ -240,7 +240,7 @@ def test_a_scale_down_spares_the_replica_that_is_serving(world_factory: Any) -> 
     assert world.replicas("llm-a") == 1
     twin.advance_to(twin.t + 30)
     # a ReplicaSet removes the newest pods first; marked as serving, the busy one stays and its user is not cut off
-    assert list(server.replicas) == [newest] and server.interrupted == 0
+    assert list(server.replicas) == [newest] and server.interruptions == []
     kept = twin.kube.get_object("pods", NS, newest)
     assert kept["metadata"]["annotations"][DELETION_COST_ANNOTATION] == "1"
     step = next(a for a in world.actions() if a.parameters["replicas"] == 1)

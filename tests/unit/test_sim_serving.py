@@ -33,6 +33,18 @@ def test_requests_wait_in_order_for_the_replicas_and_each_replica_serves_one_at_
     assert 'vllm:num_requests_running{namespace="ns",deployment="m",model_name="m",pod="m-1"} 1' in lines
 
 
+def test_a_request_whose_replica_vanishes_is_served_again_and_its_wait_runs_on() -> None:
+    spec = ServedModel(name="m", service_time=10)
+    server = DeploymentServer(spec, "ns", np.array([0.0]), np.array([100.0]))
+    server.advance(["m-1"], 0.0, 10.0)  # served from t=0 for its own 100 s
+    assert server.waits == [(0.0, 0.0)]
+    server.advance([], 10.0, 20.0)  # its replica is removed at t=10: the request goes back to the queue
+    assert server.interruptions == [10.0] and len(server.queue) == 1
+    server.advance(["m-2"], 20.0, 130.0)  # another replica from t=20 serves it again, in full
+    assert server.waits == [(0.0, 20.0)]  # one request, which waited until the service that completed it
+    assert server.served == 1 and server.replicas["m-2"].busy_until is None
+
+
 def test_a_replica_is_ready_only_after_its_cold_start_and_the_exposition_reads_back() -> None:
     twin = Twin(scenario_from_dict(scenario([{"name": "llm", "replicas": 2, "cold_start": "60s"}]), source="t"))
     twin.advance_to(twin.t + 45)
