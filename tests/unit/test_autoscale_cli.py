@@ -93,20 +93,21 @@ def test_the_keep_alive_bound_is_reported_on_request_and_no_hindsight_keep_alive
     assert "keep-alive chosen per model with hindsight" in table
 
 
-def test_live_refuses_a_scenario_without_a_replayed_trace(tmp_path: Path) -> None:
+def live(tmp_path: Path, *args: str) -> click.testing.Result:
+    """`gpuops autoscale live` on a scenario without a `serving` section."""
     scenario = tmp_path / "plain.yaml"
     scenario.write_text("name: plain\nfleet: {nodes: 1, gpus_per_node: 8}\nduration: 1h\nworkloads: []\n")
     group = click.Group("gpuops")
     autoscale_command.register(group)
-    result = CliRunner().invoke(group, ["autoscale", "live", "--scenario", str(scenario), "--history", "10m"])
+    return CliRunner().invoke(group, ["autoscale", "live", "--scenario", str(scenario), *args])
+
+
+def test_live_refuses_a_scenario_without_a_replayed_trace(tmp_path: Path) -> None:
+    result = live(tmp_path, "--history", "10m")
     assert result.exit_code == 1
     assert "has no `serving.replay` of a request trace to run live" in result.output
 
 
 def test_live_refuses_a_malformed_duration(tmp_path: Path) -> None:
-    scenario = tmp_path / "plain.yaml"
-    scenario.write_text("name: plain\nfleet: {nodes: 1, gpus_per_node: 8}\nduration: 1h\nworkloads: []\n")
-    group = click.Group("gpuops")
-    autoscale_command.register(group)
-    result = CliRunner().invoke(group, ["autoscale", "live", "--scenario", str(scenario), "--history", "soon"])
+    result = live(tmp_path, "--history", "soon")
     assert result.exit_code == 1 and "soon" in result.output
