@@ -251,7 +251,7 @@ def _cold_starts(path: str) -> FloatArray:
 
 def deployment_name(model_id: str) -> str:
     """The Deployment serving a recorded base model: `sd-` and the id in lower case, other characters as `-`."""
-    return "sd-" + re.sub(r"[^a-z0-9-]+", "-", model_id.lower()).strip("-")[:47]
+    return ("sd-" + re.sub(r"[^a-z0-9-]+", "-", model_id.lower()).strip("-")[:47]).rstrip("-")
 
 
 @dataclass(frozen=True)
