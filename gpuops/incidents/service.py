@@ -221,13 +221,19 @@ def ingest_findings(session: Session, findings: Iterable[Finding], *, fleet_node
                          data={"finding_kind": f.kind, "silence_id": silence.id})
             result.suppressed.append(recent_closed.id)
             continue
-        if recent_closed is not None and _held_out(session, f.hostname):
+        held = recent_closed if recent_closed is not None else _resolved_on_gpu(session, f, at, config)
+        if held is not None and _held_out(session, f.hostname):
             # The resolved incident's node is out of service on gpuops' lease (on probation, or kept out for
-            # repair): the broken GPU goes on reporting, as expected, and nothing runs on it. The finding is kept
-            # with the incident (probation's checks read it), but it does not reopen it to plan the same
-            # cordon, drain and ticket again.
-            record.incident_id = recent_closed.id
-            recent_closed.occurrences += 1
+            # repair): the broken GPU goes on reporting, as expected (the same symptom, or the same part's next
+            # one: an SBE storm's GPU failing row remapping), and nothing runs on it. The finding is kept with
+            # the incident (probation's checks read it), but it neither reopens it nor opens another to plan the
+            # same cordon, drain and ticket again.
+            record.incident_id = held.id
+            held.occurrences += 1
+            if held is not recent_closed:
+                add_timeline(session, held, kind="expected_effect", now=at,
+                             message=f"{f.kind} on {f.hostname} GPU {f.gpu}, which is out of service with this "
+                                     "incident: the same part's next symptom, kept here", data={"kind": f.kind})
             result.attributed += 1
             continue
         if recent_closed is not None:
@@ -278,6 +284,17 @@ def _absorbs(incident: Incident, f: Finding) -> bool:
     if incident.status != IncidentStatus.ESCALATED or incident.family == f.kind:
         return True
     return is_hard(incident.family, incident.severity)
+
+
+def _resolved_on_gpu(session: Session, f: Finding, at: datetime, config: IncidentConfig) -> Incident | None:
+    """The latest incident on the finding's GPU resolved within the reopen window, of any family (None for a
+    node-level finding)."""
+    if f.gpu is None:
+        return None
+    return session.scalars(select(Incident).where(
+        Incident.hostname == f.hostname, Incident.gpu == f.gpu, Incident.status == IncidentStatus.RESOLVED,
+        Incident.resolved_at >= at - timedelta(seconds=config.reopen_window_s),
+    ).order_by(Incident.id.desc())).first()
 
 
 def _held_out(session: Session, hostname: str | None) -> bool:

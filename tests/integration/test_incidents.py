@@ -128,6 +128,28 @@ def test_a_resolved_incident_whose_node_gpuops_holds_out_keeps_its_findings_with
     assert only.status == "open"  # back in service and failing again: that is news
 
 
+def test_a_held_out_gpus_next_symptom_joins_its_incident_and_another_gpu_opens_its_own(
+        container: Container) -> None:
+    ingest(container, finding("gpu-node-006", 4, "ecc"))  # an SBE storm on GPU 4
+    with container.uow() as uow:
+        inc = uow.session.scalars(select(Incident)).one()
+        now = datetime.fromtimestamp(T0 + 60, tz=UTC)
+        transition(uow.session, inc, "investigating", reason="agent", actor="agent", now=now)
+        action = Action(incident_id=inc.id, runbook="drain_node", targets=["node/gpu-node-006"], plan_hash="h" * 64,
+                        idempotency_key="drain-006", status="succeeded", executed_at=now)
+        uow.session.add(action)
+        uow.session.flush()
+        uow.session.add(NodeLease(hostname="gpu-node-006", action_id=action.id, reason="drain_node", acquired_at=now))
+        transition(uow.session, inc, "resolved", reason="drained, ticketed", actor="agent", now=now)
+        uow.commit()
+    ingest(container, finding("gpu-node-006", 4, "row_remap", t=2100))  # the same GPU then fails row remapping
+    (only,) = incidents(container)
+    assert only.family == "ecc" and only.status == "resolved" and only.occurrences == 2
+    ingest(container, finding("gpu-node-006", 3, "row_remap", t=2200))  # another GPU of the node: another part
+    first, second = incidents(container)
+    assert first.id == only.id and (second.family, second.gpu, second.status) == ("row_remap", 3, "open")
+
+
 def test_jobs_hung_by_a_fleet_wide_event_do_not_open_a_second_fleet_incident(container: Container) -> None:
     leaf = ("gpu-node-010", "gpu-node-011", "gpu-node-012")
     ingest(container, *[finding(node, None, "fabric", t=i) for i, node in enumerate(leaf)], nodes=12)
