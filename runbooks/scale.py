@@ -9,7 +9,14 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from connectors.kubernetes import DELETION_COST_ANNOTATION, ClusterError, DeploymentScale, NotFound, ScalingTargets
+from connectors.kubernetes import (
+    DELETION_COST_ANNOTATION,
+    SPARED_ANNOTATION,
+    ClusterError,
+    DeploymentScale,
+    NotFound,
+    ScalingTargets,
+)
 from runbooks.context import RunbookContext
 from runbooks.definition import Runbook, RunbookDefinition
 from runbooks.model import Diff, Plan, Risk, StepResult, TargetKind
@@ -175,9 +182,10 @@ def set_replicas(plan: Plan, params: ScaleParams, ctx: RunbookContext) -> StepRe
 
 
 def _mark_busy(plan: Plan, params: ScaleParams, ctx: RunbookContext) -> tuple[dict[str, str | None], str]:
-    """Set each replica pod's pod-deletion-cost to the requests it runs (an idle pod's earlier cost removed), only
-    where it changes; what was set, and a note. A pod that cannot be marked leaves Kubernetes its own choice: the
-    scale-down still happens."""
+    """Set each replica pod's pod-deletion-cost to the requests it runs (an idle pod's cost that gpuops set before
+    removed), only where it changes; what was set, and a note. A cost someone else set (no `gpuops.io/spared`) is
+    theirs and left alone. A pod that cannot be marked leaves Kubernetes its own choice: the scale-down still
+    happens."""
     namespace, name = str(plan.target.namespace), str(plan.target.name)
     if not isinstance(ctx.cluster, ScalingTargets):
         return {}, ""
@@ -185,10 +193,13 @@ def _mark_busy(plan: Plan, params: ScaleParams, ctx: RunbookContext) -> tuple[di
     try:
         deployment = ctx.cluster.get_served_deployment(namespace, name)
         for pod in ctx.cluster.list_replica_starts(namespace, deployment.selector):
+            if pod.deletion_cost is not None and not pod.spared:
+                continue
             running = params.busy_pods.get(pod.name)
             want = None if running is None else str(running)
             if pod.deletion_cost != want:
-                ctx.cluster.annotate_pod(namespace, pod.name, {DELETION_COST_ANNOTATION: want})
+                ctx.cluster.annotate_pod(namespace, pod.name, {DELETION_COST_ANNOTATION: want,
+                                                               SPARED_ANNOTATION: None if want is None else "true"})
                 marked[pod.name] = want
     except ClusterError as exc:
         return marked, f"; busy replicas not all marked ({exc}): Kubernetes picks the pods to remove"

@@ -16,6 +16,7 @@ from connectors.kubernetes.errors import (
 from connectors.kubernetes.fake import InMemoryCluster
 from connectors.kubernetes.models import (
     DELETION_COST_ANNOTATION,
+    SPARED_ANNOTATION,
     DeploymentScale,
     NodeCondition,
     NodeInfo,
@@ -30,6 +31,7 @@ from connectors.kubernetes.port import ClusterPort, NodeValidations, ScalingTarg
 
 __all__ = [
     "DELETION_COST_ANNOTATION",
+    "SPARED_ANNOTATION",
     "AccessDenied",
     "AlreadyExists",
     "ClusterError",

@@ -35,6 +35,7 @@ from connectors.kubernetes.errors import (
 )
 from connectors.kubernetes.models import (
     DELETION_COST_ANNOTATION,
+    SPARED_ANNOTATION,
     DeploymentScale,
     EventType,
     EvictionOutcome,
@@ -217,8 +218,10 @@ def replica_start(pod: Any) -> ReplicaStart:
     for c in _get(pod, "status", "conditions") or []:
         if c.type == "Ready" and c.status == "True" and c.last_transition_time is not None:
             ready_at = c.last_transition_time.timestamp()
+    annotations = md.annotations or {}
     return ReplicaStart(name=md.name, uid=md.uid or "", created_at=md.creation_timestamp.timestamp(),
-                        ready_at=ready_at, deletion_cost=(md.annotations or {}).get(DELETION_COST_ANNOTATION))
+                        ready_at=ready_at, deletion_cost=annotations.get(DELETION_COST_ANNOTATION),
+                        spared=SPARED_ANNOTATION in annotations)
 
 
 def node_request(obj: object) -> NodeRequest:

@@ -14,6 +14,7 @@ EventType = Literal["Normal", "Warning"]
 
 
 DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"  # a ReplicaSet removes lower costs first
+SPARED_ANNOTATION = "gpuops.io/spared"  # gpuops set the pod's deletion cost (it clears only those it set)
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ class ReplicaStart:
     created_at: float
     ready_at: float | None
     deletion_cost: str | None = None  # its controller.kubernetes.io/pod-deletion-cost annotation
+    spared: bool = False  # gpuops set that cost (gpuops.io/spared)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from connectors.kubernetes import DELETION_COST_ANNOTATION
+from connectors.kubernetes import DELETION_COST_ANNOTATION, SPARED_ANNOTATION
 from connectors.telemetry.serving import DemandSample, ScrapedServingDemand
 from domain import ActionStatus, IncidentStatus
 from entrypoints.worker.embedded import EmbeddedScheduler
@@ -236,6 +236,10 @@ def test_a_scale_down_spares_the_replica_that_is_serving(world_factory: Any) -> 
     server.queue.append((twin.t, 600.0, None))  # a long request: the replica idle longest, the newest, takes it
     twin.advance_to(twin.t + 15)
     assert [p for p, r in server.replicas.items() if r.busy_until is not None] == [newest]
+    oldest = min(pods, key=lambda p: p["metadata"]["creationTimestamp"])["metadata"]["name"]
+    # the owner's own cost on a pod is theirs: gpuops neither changes nor clears it
+    twin.kube.update_object("pods", NS, oldest, lambda p: p | {"metadata": p["metadata"] | {
+        "annotations": {**(p["metadata"].get("annotations") or {}), DELETION_COST_ANNOTATION: "-5"}}})
     world.run()  # one request in flight and no demand ahead: 3 -> 1 replica
     assert world.replicas("llm-a") == 1
     twin.advance_to(twin.t + 30)
@@ -243,8 +247,21 @@ def test_a_scale_down_spares_the_replica_that_is_serving(world_factory: Any) -> 
     assert list(server.replicas) == [newest] and server.interruptions == []
     kept = twin.kube.get_object("pods", NS, newest)
     assert kept["metadata"]["annotations"][DELETION_COST_ANNOTATION] == "1"
-    step = next(a for a in world.actions() if a.parameters["replicas"] == 1)
-    assert step.parameters["busy_pods"] == {newest: 1}
+    assert kept["metadata"]["annotations"][SPARED_ANNOTATION] == "true"
+    action = next(a for a in world.actions() if a.parameters["replicas"] == 1)
+    assert action.parameters["busy_pods"] == {newest: 1}
+    with world.container.uow() as uow:
+        step = next(e.data for e in uow.session.scalars(select(AuditEvent).where(
+            AuditEvent.kind == "action.step", AuditEvent.action_id == action.id)) if e.data["step"] == "set_replicas")
+    assert step["data"]["deletion_costs"] == {newest: "1"} and "spared first: " + newest in step["detail"]
+    # once it is idle, the next scale-down clears the mark gpuops set
+    twin.advance_to(twin.t + 600)
+    twin.kube.set_scale(NS, "llm-a", 2)
+    twin.advance_to(twin.t + 45)
+    world.run()
+    assert world.replicas("llm-a") == 1
+    annotations = twin.kube.get_object("pods", NS, newest)["metadata"].get("annotations") or {}
+    assert DELETION_COST_ANNOTATION not in annotations and SPARED_ANNOTATION not in annotations
 
 
 def test_missing_series_or_malformed_bounds_mean_no_action(world_factory: Any) -> None:
