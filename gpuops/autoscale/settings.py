@@ -31,8 +31,8 @@ class AutoscaleSettings(BaseSettings):
     gpu_budget: int = Field(default=16, ge=0, description="GPUs gpuops may hold for autoscaled Deployments without "
                                                          "asking a human")
     # a guard against flapping faster than a model loads (GenTD26: p90 42 s), not the hysteresis itself: the
-    # planner already holds a replica one cold start past need. Live on GenTD26's replay (`gpuops autoscale live`),
-    # 300 s cost 21 % more GPU-hours than 60 s at the same waits.
+    # planner already holds a replica one cold start past need. Live on a day of GenTD26's replay
+    # (`python -m bench autoscale_live`), 300 s held 19 % more GPU-hours than 60 s for the same waits.
     scale_down_cooldown_seconds: float = Field(default=60.0, ge=0)
     in_flight_query: str = Field(default=DEFAULT_IN_FLIGHT_QUERY, min_length=1)
     completed_query: str = Field(default=DEFAULT_COMPLETED_QUERY, min_length=1)
