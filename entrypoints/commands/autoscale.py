@@ -126,8 +126,10 @@ def live_command(scenario_file: Path, history: str, live: str | None, cooldown: 
     lines = [f"{report['scenario']}: {report['deployments']} Deployments, {report['history_hours']} h of history, "
              f"{report['live_hours']} h live ({report['cycles']} cycles, {report['seconds_per_cycle']} s each), "
              f"scale-down cool-down {report['scale_down_cooldown_s']:g} s",
-             f"{'policy':<16}{'requests':>9}{'GPU-hours':>11}{'wait p95':>10}{'> 5 s':>9}"]
-    for s in [report["live"], *report["offline"].values()]:
-        lines.append(f"{s['policy']:<16}{s['requests']:>9}{s['gpu_hours']:>11.1f}"
+             f"{'policy':<20}{'requests':>9}{'GPU-hours':>11}{'wait p95':>10}{'> 5 s':>9}"]
+    rows = [report["live"], *({**s, "policy": f"{s['policy']} (offline)"} for s in report["offline"].values())]
+    for s in rows:
+        lines.append(f"{s['policy']:<20}{s['requests']:>9}{s['gpu_hours']:>11.1f}"
                      f"{s.get('wait_p95_s', 0.0):>9.1f}s{100 * s.get('share_wait_over_5s', 0.0):>8.1f}%")
+    lines.append(f"requests a scale-down interrupted live: {report['live'].get('requests_interrupted', 0)}")
     click.echo("\n".join(lines))

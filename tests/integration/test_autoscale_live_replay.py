@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import pytest
+from click.testing import CliRunner
 
+from entrypoints.commands import autoscale as autoscale_command
 from evaluation.autoscale.live import LiveInputs, run_live
 from tests.unit.autoscale_traces import write_cold_starts, write_requests
 
@@ -43,3 +46,20 @@ def test_a_scenario_without_a_replayed_trace_is_refused(tmp_path: Path) -> None:
     scenario.write_text("name: plain\nfleet: {nodes: 1, gpus_per_node: 8}\nduration: 1h\nworkloads: []\n")
     with pytest.raises(ValueError, match=r"has no `serving\.replay` of a request trace"):
         run_live(LiveInputs(scenario, history_s=600.0))
+
+
+def test_the_command_prints_live_against_offline(tmp_path: Path) -> None:
+    write_requests(tmp_path / "requests.csv", [(i * 60.0, 20.0, "M0001") for i in range(60)])
+    scenario = tmp_path / "served.yaml"
+    scenario.write_text("name: served\nfleet: {nodes: 1, gpus_per_node: 8}\nduration: 1h\nworkloads: []\n"
+                        "serving:\n  replay: {requests: requests.csv, max_replicas: 2}\n")
+    group = click.Group("gpuops")
+    autoscale_command.register(group)
+    result = CliRunner().invoke(group, ["autoscale", "live", "--scenario", str(scenario), "--history", "30m",
+                                        "--live", "15m"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("served: 1 Deployments, 0.5 h of history, 0.25 h live (60 cycles")
+    assert [line.split()[0] for line in lines[2:5]] == ["gpuops", "gpuops", "reactive"]
+    assert "(live)" in lines[2] and "(offline)" in lines[3] and "(offline)" in lines[4]
+    assert lines[-1] == "requests a scale-down interrupted live: 0"
