@@ -107,7 +107,8 @@ AUTOSCALE_LEAD_S = 600.0  # the live demo begins this long before today's surge 
 @dataclass
 class ServingFleet:
     """The twin with inference Deployments, yesterday already run under a reactive scaler, and the demand gpuops
-    reads (yesterday's samples kept as its history, today's scraped from the twin's /metrics)."""
+    reads (yesterday's samples kept as its history, today's scraped from the twin's /metrics). `surge_at` is
+    infinite for a replayed trace, which has no daily surge."""
 
     twin: Twin
     demand: ScrapedServingDemand
@@ -115,6 +116,7 @@ class ServingFleet:
     surge_at: float
     served: ServedTwin | None = None
     clock: TwinClock | None = None
+    gpu_budget: int = 8
 
     @property
     def url(self) -> str:
@@ -129,19 +131,26 @@ class ServingFleet:
         self.demand.close()
 
 
-def _surge_time_of_day(scenario: Scenario) -> float:
+def _surge_time_of_day(scenario: Scenario) -> float | None:
     surges = [m.surge.at for m in (scenario.serving.models if scenario.serving else []) if m.surge is not None]
-    if not surges:
-        raise ValueError(f"scenario {scenario.name} has no served model with a daily surge")
-    return min(surges)
+    return min(surges) if surges else None
 
 
 def serving_fleet(scenario: Scenario, *, today: float | None = None, lead_s: float = AUTOSCALE_LEAD_S,
                   history_s: float = 2 * DAY_S, period_s: float = 15.0) -> ServingFleet:
     """Run the days before the demo at once under a reactive scaler (one replica per request in flight, released
     after 300 s without need: what KEDA does on request counts), keeping what gpuops would have scraped, and stop
-    `lead_s` before today's surge (today: the UTC day of `today`, default now)."""
+    `lead_s` before today's surge (today: the UTC day of `today`, default now). A scenario without a surge (a
+    replayed trace, on its own clock) runs its first day so, and goes live after it, with the fleet's GPUs as
+    the autoscaling budget."""
     surge = _surge_time_of_day(scenario)
+    if surge is None:
+        twin = Twin(scenario)
+        live = twin.start + min(DAY_S, scenario.duration / 2)
+        demand = ScrapedServingDemand([], clock=lambda: twin.t)
+        run_reactive(twin, demand, until=live, period_s=period_s)
+        return ServingFleet(twin, demand, live, math.inf,
+                            gpu_budget=scenario.fleet.nodes * scenario.fleet.gpus_per_node)
     day = math.floor((time.time() if today is None else today) / DAY_S) * DAY_S
     live = day + surge - lead_s
     twin = Twin(scenario.model_copy(update={"start": live - history_s}))
@@ -208,16 +217,24 @@ class SurgeStory:
         return datetime.fromtimestamp(t, tz=UTC).strftime("%H:%M:%S")
 
     def begin(self) -> list[str]:
-        lines = [f"yesterday's surge at {self._stamp(self.fleet.surge_at)} UTC under a reactive scaler: "
-                 + self._waits(self.fleet.surge_at - DAY_S)]
-        return lines
+        if not math.isfinite(self.fleet.surge_at):
+            start = self.fleet.twin.start
+            return [f"the replayed trace until {self._stamp(self.fleet.live_start)} UTC under a reactive scaler: "
+                    + self._waits(start, self.fleet.live_start - start, surging=False)]
+        return [f"yesterday's surge at {self._stamp(self.fleet.surge_at)} UTC under a reactive scaler: "
+                + self._waits(self.fleet.surge_at - DAY_S)]
 
-    def _waits(self, start: float) -> str:
+    def _waits(self, start: float, span: float = 3600.0, *, surging: bool = True) -> str:
         twin = self.fleet.twin
         assert twin.serving is not None
+        if not surging:  # every Deployment together
+            waits = [w for server in twin.serving.servers.values() for a, w in server.waits
+                     if start <= a < start + span]
+            over = sum(1 for w in waits if w > 5) / max(len(waits), 1)
+            return f"{len(waits)} requests to {len(twin.serving.servers)} Deployments, {over:.0%} waited over 5 s"
         parts = []
         for name, server in twin.serving.servers.items():
-            waits = [w for a, w in server.waits if start <= a < start + 3600]
+            waits = [w for a, w in server.waits if start <= a < start + span]
             if server.spec.surge is None or not waits:
                 continue
             over = sum(1 for w in waits if w > 5) / len(waits)
@@ -247,11 +264,10 @@ class SurgeStory:
         return lines
 
 
-def attach_autoscaler(pipeline: Pipeline, container: Container, fleet: ServingFleet, *,
-                      gpu_budget: int = 8) -> AutoscaleSettings:
+def attach_autoscaler(pipeline: Pipeline, container: Container, fleet: ServingFleet) -> AutoscaleSettings:
     """Give the pipeline the autoscaling cycle on the serving fleet (its demand: yesterday's samples, then the
     twin's /metrics); the settings returned run it every 15 s of the fleet's time, for the scheduler."""
-    autoscale = AutoscaleSettings(enabled=True, period_seconds=15.0, gpu_budget=gpu_budget,
+    autoscale = AutoscaleSettings(enabled=True, period_seconds=15.0, gpu_budget=fleet.gpu_budget,
                                   history_seconds=2 * DAY_S)
     pipeline.autoscaler = autoscaler_for(container, pipeline.deps, settings=autoscale, demand=fleet.demand)
     return autoscale

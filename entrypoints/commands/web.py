@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -106,7 +107,8 @@ def _demo_autoscale(ctx: click.Context, scenario: Scenario, base: Settings, *, s
         serving_fleet,
     )
 
-    click.echo(f"gpuops demo: running yesterday of '{scenario.name}' under a reactive scaler (a few seconds)...")
+    click.echo(f"gpuops demo: running the day before of '{scenario.name}' under a reactive scaler (seconds to a "
+               "minute)...")
     fleet = serve_serving_fleet(serving_fleet(scenario), speed=speed)
     assert fleet.clock is not None and fleet.served is not None
     gpuops_clock.use(fleet.clock.now)
@@ -138,9 +140,14 @@ def _demo_autoscale(ctx: click.Context, scenario: Scenario, base: Settings, *, s
     click.echo(f"gpuops demo: fleet twin at {fleet.url}, {speed:g}x real time; dashboard at http://{host}:{port}/ "
                f"(sign in as {DEMO_ADMIN} with password {password})")
     tell(story.begin())
-    click.echo(f"gpuops demo: today's surge is due at {story._stamp(fleet.surge_at)} UTC, "
-               f"{(fleet.surge_at - fleet.twin.t) / 60:.0f} simulated minutes from now; gpuops plans every 15 s "
-               "(its scale actions are on the dashboard's incidents, one per Deployment and day)")
+    if math.isfinite(fleet.surge_at):
+        click.echo(f"gpuops demo: today's surge is due at {story._stamp(fleet.surge_at)} UTC, "
+                   f"{(fleet.surge_at - fleet.twin.t) / 60:.0f} simulated minutes from now; gpuops plans every 15 s "
+                   "(its scale actions are on the dashboard's incidents, one per Deployment and day)")
+    else:
+        click.echo(f"gpuops demo: the replayed trace goes on from {story._stamp(fleet.twin.t)} UTC under gpuops, "
+                   "which plans every 15 s (its scale actions are on the dashboard's incidents, one per Deployment "
+                   "and day)")
     narrator = threading.Thread(target=narrate, name="autoscale-story", daemon=True)
     narrator.start()
     try:

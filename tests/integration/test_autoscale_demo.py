@@ -6,6 +6,7 @@ it; the story says so, and the scale actions are on the store's autoscaling inci
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from sqlalchemy import select
 
@@ -17,6 +18,7 @@ from gpuops.store import migrate
 from gpuops.store.models import Action, AuditEvent, Incident
 from gpuops.wiring import bootstrap
 from simulator.server import serve_twin
+from tests.unit.autoscale_traces import write_requests
 
 TODAY = 1_796_000_000.0  # a fixed day, so the run is the same every time
 
@@ -58,3 +60,37 @@ def test_the_demo_has_replicas_ready_before_the_surge(sqlite_url: str) -> None:
         container.close()
         fleet.stop()
     assert time.monotonic() - began < 60
+
+
+def test_the_demo_runs_a_replayed_trace_after_its_first_day(sqlite_url: str, tmp_path: Path) -> None:
+    write_requests(tmp_path / "requests.csv", [(i * 300.0, 20.0, "M0001") for i in range(2 * 288)])
+    scenario = tmp_path / "served.yaml"
+    scenario.write_text("name: served\nfleet: {nodes: 2, gpus_per_node: 8}\nduration: 2d\nworkloads: []\n"
+                        "serving:\n  replay: {requests: requests.csv, max_replicas: 2}\n")
+    fleet = serving_fleet(load_demo_scenario(str(scenario)))
+    assert fleet.live_start == fleet.twin.start + 86400 and fleet.twin.t == fleet.live_start
+    assert fleet.gpu_budget == 16 and fleet.surge_at == float("inf")  # the fleet's GPUs
+    fleet.served = serve_twin(fleet.twin)
+    fleet.demand.urls = [f"{fleet.served.url}/metrics"]
+    migrate.upgrade(sqlite_url)
+    container = bootstrap(Settings(database_url=sqlite_url, kube_api_url=fleet.served.url, kube_verify_ssl=False,
+                                   dry_run=False, scrape_urls=(f"{fleet.served.url}/metrics",), cycle_seconds=3600))
+    try:
+        scheduler = EmbeddedScheduler(container, clock=lambda: fleet.twin.t)
+        scheduler.autoscale = attach_autoscaler(scheduler.pipeline, container, fleet)
+        story = SurgeStory(fleet)
+        (told,) = story.begin()
+        assert told.startswith("the replayed trace until 00:00:00 UTC under a reactive scaler: 288 requests to 1 "
+                               "Deployments, ")
+        for _ in range(40):  # ten minutes live: a request every five, learned from the first day
+            fleet.twin.advance_to(fleet.twin.t + 15)
+            scheduler.run_due(fleet.twin.t)
+            story.poll()
+        assert story.ready["sd-m0001"] >= 1 and not story.told_surge
+        with container.uow() as uow:
+            scaled = list(uow.session.scalars(select(Action).where(
+                Action.targets == ["deployment/serving/sd-m0001"])))
+        assert scaled and all(a.status == ActionStatus.SUCCEEDED for a in scaled)
+    finally:
+        container.close()
+        fleet.stop()
