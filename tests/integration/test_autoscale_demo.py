@@ -12,28 +12,34 @@ from sqlalchemy import select
 
 from domain import ActionStatus
 from entrypoints.worker.embedded import EmbeddedScheduler
-from evaluation.demo import SurgeStory, attach_autoscaler, load_demo_scenario, serving_fleet
+from evaluation.demo import ServingFleet, SurgeStory, attach_autoscaler, load_demo_scenario, serving_fleet
 from gpuops.config import Settings
 from gpuops.store import migrate
 from gpuops.store.models import Action, AuditEvent, Incident
-from gpuops.wiring import bootstrap
+from gpuops.wiring import Container, bootstrap
 from simulator.server import serve_twin
 from tests.unit.autoscale_traces import write_requests
 
 TODAY = 1_796_000_000.0  # a fixed day, so the run is the same every time
 
 
-def test_the_demo_has_replicas_ready_before_the_surge(sqlite_url: str) -> None:
-    began = time.monotonic()
-    fleet = serving_fleet(load_demo_scenario("autoscale"), today=TODAY)
+def go_live(fleet: ServingFleet, sqlite_url: str) -> tuple[Container, EmbeddedScheduler]:
+    """Serve the fleet's twin and give the embedded scheduler gpuops' autoscaling cycle on it, as the demo does."""
     fleet.served = serve_twin(fleet.twin)
     fleet.demand.urls = [f"{fleet.served.url}/metrics"]
     migrate.upgrade(sqlite_url)
     container = bootstrap(Settings(database_url=sqlite_url, kube_api_url=fleet.served.url, kube_verify_ssl=False,
                                    dry_run=False, scrape_urls=(f"{fleet.served.url}/metrics",), cycle_seconds=3600))
+    scheduler = EmbeddedScheduler(container, clock=lambda: fleet.twin.t)
+    scheduler.autoscale = attach_autoscaler(scheduler.pipeline, container, fleet)
+    return container, scheduler
+
+
+def test_the_demo_has_replicas_ready_before_the_surge(sqlite_url: str) -> None:
+    began = time.monotonic()
+    fleet = serving_fleet(load_demo_scenario("autoscale"), today=TODAY)
+    container, scheduler = go_live(fleet, sqlite_url)
     try:
-        scheduler = EmbeddedScheduler(container, clock=lambda: fleet.twin.t)
-        scheduler.autoscale = attach_autoscaler(scheduler.pipeline, container, fleet)
         story = SurgeStory(fleet)
         told = story.begin()
         assert "yesterday's surge at 14:00:00 UTC under a reactive scaler: llm-chat:" in told[0]
@@ -70,14 +76,8 @@ def test_the_demo_runs_a_replayed_trace_after_its_first_day(sqlite_url: str, tmp
     fleet = serving_fleet(load_demo_scenario(str(scenario)))
     assert fleet.live_start == fleet.twin.start + 86400 and fleet.twin.t == fleet.live_start
     assert fleet.gpu_budget == 16 and fleet.surge_at == float("inf")  # the fleet's GPUs
-    fleet.served = serve_twin(fleet.twin)
-    fleet.demand.urls = [f"{fleet.served.url}/metrics"]
-    migrate.upgrade(sqlite_url)
-    container = bootstrap(Settings(database_url=sqlite_url, kube_api_url=fleet.served.url, kube_verify_ssl=False,
-                                   dry_run=False, scrape_urls=(f"{fleet.served.url}/metrics",), cycle_seconds=3600))
+    container, scheduler = go_live(fleet, sqlite_url)
     try:
-        scheduler = EmbeddedScheduler(container, clock=lambda: fleet.twin.t)
-        scheduler.autoscale = attach_autoscaler(scheduler.pipeline, container, fleet)
         story = SurgeStory(fleet)
         (told,) = story.begin()
         assert told.startswith("the replayed trace until 00:00:00 UTC under a reactive scaler: 288 requests to 1 "

@@ -100,20 +100,25 @@ def test_resolved_incident_reopens_when_the_fault_recurs(container: Container) -
     assert only.status == "open" and only.resolved_at is None
 
 
-def test_a_resolved_incident_whose_node_gpuops_holds_out_keeps_its_findings_without_reopening(
-        container: Container) -> None:
-    ingest(container, finding("gpu-node-004", 0, "row_remap"))
+def resolve_holding_out(container: Container, node: str, runbook: str) -> None:
+    """The one incident resolved by gpuops' `runbook` on `node`, which gpuops still holds out (its lease)."""
     with container.uow() as uow:
         inc = uow.session.scalars(select(Incident)).one()
         now = datetime.fromtimestamp(T0 + 60, tz=UTC)
         transition(uow.session, inc, "investigating", reason="agent", actor="agent", now=now)
-        action = Action(incident_id=inc.id, runbook="cordon_node", targets=["node/gpu-node-004"], plan_hash="h" * 64,
-                        idempotency_key="cordon-004", status="succeeded", executed_at=now)
+        action = Action(incident_id=inc.id, runbook=runbook, targets=[f"node/{node}"], plan_hash="h" * 64,
+                        idempotency_key=f"{runbook}-{node}", status="succeeded", executed_at=now)
         uow.session.add(action)
         uow.session.flush()
-        uow.session.add(NodeLease(hostname="gpu-node-004", action_id=action.id, reason="cordon_node", acquired_at=now))
-        transition(uow.session, inc, "resolved", reason="cordoned, drained, ticketed", actor="agent", now=now)
+        uow.session.add(NodeLease(hostname=node, action_id=action.id, reason=runbook, acquired_at=now))
+        transition(uow.session, inc, "resolved", reason=f"{runbook}, ticketed", actor="agent", now=now)
         uow.commit()
+
+
+def test_a_resolved_incident_whose_node_gpuops_holds_out_keeps_its_findings_without_reopening(
+        container: Container) -> None:
+    ingest(container, finding("gpu-node-004", 0, "row_remap"))
+    resolve_holding_out(container, "gpu-node-004", "cordon_node")
     ingest(container, finding("gpu-node-004", 0, "row_remap", t=600))  # the broken GPU goes on reporting
     (only,) = incidents(container)
     assert only.status == "resolved" and only.occurrences == 2
@@ -131,17 +136,7 @@ def test_a_resolved_incident_whose_node_gpuops_holds_out_keeps_its_findings_with
 def test_a_held_out_gpus_next_symptom_joins_its_incident_and_another_gpu_opens_its_own(
         container: Container) -> None:
     ingest(container, finding("gpu-node-006", 4, "ecc"))  # an SBE storm on GPU 4
-    with container.uow() as uow:
-        inc = uow.session.scalars(select(Incident)).one()
-        now = datetime.fromtimestamp(T0 + 60, tz=UTC)
-        transition(uow.session, inc, "investigating", reason="agent", actor="agent", now=now)
-        action = Action(incident_id=inc.id, runbook="drain_node", targets=["node/gpu-node-006"], plan_hash="h" * 64,
-                        idempotency_key="drain-006", status="succeeded", executed_at=now)
-        uow.session.add(action)
-        uow.session.flush()
-        uow.session.add(NodeLease(hostname="gpu-node-006", action_id=action.id, reason="drain_node", acquired_at=now))
-        transition(uow.session, inc, "resolved", reason="drained, ticketed", actor="agent", now=now)
-        uow.commit()
+    resolve_holding_out(container, "gpu-node-006", "drain_node")
     ingest(container, finding("gpu-node-006", 4, "row_remap", t=2100))  # the same GPU then fails row remapping
     (only,) = incidents(container)
     assert only.family == "ecc" and only.status == "resolved" and only.occurrences == 2
