@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from simulator.durations import Duration
 from simulator.kube.state import START_SECONDS_ANNOTATION, KubeState
-from simulator.request_trace import FloatArray, RequestTrace, TraceError, read_cold_starts, read_requests
+from simulator.request_trace import FloatArray, RequestTrace, read_cold_starts, read_requests
 
 DAY = 86400.0
 AUTOSCALE_LABEL = "gpuops.io/autoscale"
@@ -319,18 +319,15 @@ class InferenceServing:
             times = arrivals(model, start, end, rng)
             service = rng.exponential(model.service_time, len(times))
             driven.append((model, times, np.maximum(service, 0.5)))
-        self._loads: FloatArray | None = None
+        self.loads: FloatArray | None = None  # the recorded model loads a replayed replica draws from
         self._replayed: set[str] = set()
         if spec.replay is not None:
-            try:
-                replayed = replayed_deployments(spec.replay, start, end)
-            except TraceError as exc:
-                raise ValueError(str(exc)) from exc
+            replayed = replayed_deployments(spec.replay, start, end)  # a TraceError is a ValueError
             check_names(spec, replayed)
             driven += [(d.model, d.arrivals, d.service) for d in replayed]
             self._replayed = {d.model.name for d in replayed}
             if spec.replay.coldstarts:
-                self._loads = _cold_starts(spec.replay.coldstarts)
+                self.loads = _cold_starts(spec.replay.coldstarts)
                 self._load_rng = np.random.default_rng(np.random.SeedSequence([seed, 0xC01D]))
                 kube.start_seconds_of = self._load_seconds
         for model, times, service in driven:
@@ -347,10 +344,10 @@ class InferenceServing:
     def _load_seconds(self, pod: dict[str, Any]) -> float | None:
         """A replayed Deployment's new replica loads its model in a time drawn from the recorded loads."""
         md = pod.get("metadata") or {}
-        if self._loads is None or md.get("namespace") != self.spec.namespace or \
+        if self.loads is None or md.get("namespace") != self.spec.namespace or \
                 (md.get("labels") or {}).get("app") not in self._replayed:
             return None
-        return float(self._loads[self._load_rng.integers(len(self._loads))])
+        return float(self.loads[self._load_rng.integers(len(self.loads))])
 
     def advance(self, now: float) -> None:
         """Serve every Deployment's requests up to `now` with the replicas the cluster has Ready."""

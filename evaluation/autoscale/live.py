@@ -35,7 +35,7 @@ from gpuops.config import Settings
 from gpuops.pipeline import OrderedDispatcher, Pipeline, Step
 from gpuops.store import migrate
 from gpuops.wiring import bootstrap
-from simulator.request_trace import RequestTrace, read_cold_starts
+from simulator.request_trace import RequestTrace
 from simulator.scenario import Scenario
 from simulator.scenario_files import load_scenario
 from simulator.server import serve_twin
@@ -63,18 +63,18 @@ def _summary(waits: np.ndarray[Any, Any], gpu_seconds: float, policy: str) -> di
             "share_wait_over_5s": round(float(np.mean(waits > WAIT_THRESHOLD_S)), 4)}
 
 
-def _replayed(scenario: Scenario) -> tuple[str, Path | None]:
+def _namespace(scenario: Scenario) -> str:
     serving = scenario.serving
     if serving is None or serving.replay is None:
         raise ValueError(f"scenario {scenario.name!r} has no `serving.replay` of a request trace to run live")
-    return serving.namespace, Path(serving.replay.coldstarts) if serving.replay.coldstarts else None
+    return serving.namespace
 
 
 def run_live(inputs: LiveInputs) -> dict[str, Any]:
     """Run the scenario's replayed Deployments under gpuops' live autoscaling cycle, then the same span offline."""
     started = time.perf_counter()
     scenario = load_scenario(inputs.scenario)
-    namespace, coldstarts = _replayed(scenario)
+    namespace = _namespace(scenario)
     twin = Twin(scenario)
     live_start = twin.start + inputs.history_s
     end = twin.end if inputs.live_s is None else min(twin.end, live_start + inputs.live_s)
@@ -119,8 +119,8 @@ def run_live(inputs: LiveInputs) -> dict[str, Any]:
                       if live_start <= a < end], dtype=np.float64)
     interrupted = sum(1 for server in twin.serving.servers.values() for at in server.interruptions
                       if live_start <= at < end)
-    offline = _offline(twin, live_start, end, coldstarts, inputs.seed, max(s.spec.max_replicas
-                                                                         for s in twin.serving.servers.values()))
+    offline = _offline(twin, live_start, end, inputs.seed,
+                       max(s.spec.max_replicas for s in twin.serving.servers.values()))
     return {
         "scenario": scenario.name,
         "deployments": len(twin.serving.servers),
@@ -136,7 +136,7 @@ def run_live(inputs: LiveInputs) -> dict[str, Any]:
     }
 
 
-def _offline(twin: Twin, start: float, end: float, coldstarts: Path | None, seed: int,
+def _offline(twin: Twin, start: float, end: float, seed: int,
              max_replicas: int) -> dict[str, Any]:
     """The requests the twin replayed before `end` (history included, as the live scaler had it) through the
     offline replica simulator under gpuops' planner and under reactive, measured over the live span [start,
@@ -153,7 +153,8 @@ def _offline(twin: Twin, start: float, end: float, coldstarts: Path | None, seed
     in_span = trace.arrival >= start
     if not in_span.any():
         return {}
-    observed = read_cold_starts(coldstarts) if coldstarts else np.array([s.spec.cold_start for s in servers])
+    loads = twin.serving.loads  # the recorded loads the twin drew from, else each Deployment's own cold start
+    observed = loads if loads is not None else np.array([s.spec.cold_start for s in servers])
     simulator = ReplicaSimulator(trace, ColdStarts(observed, len(servers), seed), period=PERIOD_S)
     first = math.floor(float(trace.arrival[0]) / PERIOD_S) * PERIOD_S
     out = {}
