@@ -1,15 +1,18 @@
-"""Job saturation: a service whose load surges far above its usual level, or pins it at the ceiling, is
-overloaded.
+"""Job saturation: a service whose load surges far above its usual level, or pins it at the ceiling, for
+longer than serving traffic bursts, is overloaded.
 
 An inference Deployment's replicas follow their request curve, which moves over hours. When requests jump (a
 launch, a retry storm, a client gone wild), every replica's utilisation jumps with them, and at the ceiling
 requests queue. dcgm-exporter cannot see the queue, but it sees the symptom: the job's median utilisation
-high and a multiple of its own usual level (a slow moving average, frozen during an episode so that a long
-overload does not become the norm), or at the ceiling while its usual level is well below. A training job
-is not a Deployment and never counts. Reported when an episode starts and every `repeat_every` samples while
-it lasts, on the deployment's busiest GPU, naming the deployment the agent may scale. A surge below the
-ceiling is reported uncorroborated until it has lasted `sustain` samples: serving traffic bursts for minutes
-every day, and a burst the replicas absorb is no overload.
+high and a multiple of its own usual level (a moving average with a half-life of an hour of data time, frozen
+during an episode so that a long overload does not become the norm), or at the ceiling while its usual level
+is well below. A training job is not a Deployment and never counts. Reported when an episode has lasted
+`persist_s` and every `repeat_s` while it lasts, on the deployment's busiest GPU, naming the deployment the
+agent may scale; uncorroborated until it has lasted `sustain_s`: serving traffic bursts for minutes every day,
+and a burst the replicas absorb, or an autoscaler answers, is no overload.
+
+Every duration is data time, not a count of samples: at a 60 s scrape a count of samples would stretch the
+usual level's memory fourfold, and a service's ordinary daily rise would read as a surge.
 """
 
 from __future__ import annotations
@@ -37,9 +40,12 @@ def deployment_of(pod: str, namespace: str) -> str | None:
 @dataclass
 class _JobLevel:
     usual: float
-    seen: int = 0
-    run: int = 0
-    quiet: int = 0
+    last_ts: float
+    learnt_s: float = 0.0                 # data time its usual level has been learnt over
+    run_since: float = math.nan           # when the current saturated run began (NaN: not saturated)
+    quiet_since: float = math.nan         # when the job last stopped being saturated
+    samples: int = 0                      # samples in the current run
+    reported_at: float = -math.inf
     active: bool = False
 
 
@@ -49,11 +55,11 @@ class JobSaturation:
     surge_ratio: float = 1.6       # … at least this multiple of its usual level,
     saturated_util: float = 97.0   # or at the ceiling …
     usual_below: float = 85.0      # … while its usual level is at most this
-    persist: int = 20              # samples at the ceiling before it counts (5 min at 15 s)
-    sustain: int = 80              # samples a surge below the ceiling lasts before it stands on its own (20 min)
-    warmup: int = 40               # samples of a job before its usual level means anything
-    repeat_every: int = 4          # an episode still going on is reported again every this many samples
-    half_life: float = 240.0       # samples; the usual level's moving average (about an hour at 15 s)
+    persist_s: float = 300.0       # a saturated run this long is reported (uncorroborated)
+    sustain_s: float = 1200.0      # … and this long, it stands on its own: longer than the bursts of a day
+    warmup_s: float = 600.0        # data time of a job before its usual level means anything
+    repeat_s: float = 60.0         # an episode still going on is reported again this often
+    half_life_s: float = 3600.0    # the usual level's moving average
     name: str = "saturation"
     _jobs: dict[str, _JobLevel] = field(default_factory=dict)
     _groups: tuple[GpuLabels, IntArray, list[str]] | None = None
@@ -72,7 +78,6 @@ class JobSaturation:
         groups, names = self._grouping(view.frame.gpus)
         if not names:
             return []
-        alpha = 1.0 - 0.5 ** (1.0 / self.half_life)
         out: list[Finding] = []
         for j, ts in view.columns():
             column = util[:, j]
@@ -81,35 +86,59 @@ class JobSaturation:
                 level = float(med[k])
                 if not math.isfinite(level):
                     continue
-                job = self._jobs.setdefault(name, _JobLevel(usual=level))
-                saturated = job.seen >= self.warmup and (
-                    (level >= self.high_util and level >= self.surge_ratio * job.usual)
-                    or (level >= self.saturated_util and job.usual <= self.usual_below))
-                job.run = job.run + 1 if saturated else 0
-                job.quiet = 0 if saturated else job.quiet + 1
-                if not saturated:  # frozen while saturated, so a long overload does not become the norm
-                    job.usual += alpha * (level - job.usual)
-                    job.seen += 1
-                again = job.active and job.run > self.persist and (job.run - self.persist) % self.repeat_every == 0
-                if (job.run >= self.persist and not job.active) or again:
-                    job.active = True
+                job = self._jobs.setdefault(name, _JobLevel(usual=level, last_ts=ts))
+                if self._step(job, level, ts):
                     rows = np.flatnonzero(groups == k)
                     row = int(rows[np.nanargmax(column[rows])])
+                    run_s = ts - job.run_since
                     out.append(Finding(
                         ts=ts, kind=FindingKind.OVERLOAD, severity=Severity.WARNING,
                         score=float(min(1.0, 0.5 + (level - job.usual) / 100)),
                         detector=f"{self.name}.overload",
                         evidence={"job": name, "deployment": name, "job_median_util": level,
                                   "usual_util": round(job.usual, 1), "job_gpus": int(count[k]),
-                                  "samples": job.run, **self._corroboration(level, job.run)},
+                                  "samples": job.samples, "saturated_s": run_s,
+                                  **self._corroboration(level, run_s)},
                         **gpu_finding_fields(view, row)))
-                elif job.active and job.quiet >= self.persist:  # over, not a momentary dip
-                    job.active = False
         return out
 
-    def _corroboration(self, level: float, run: int) -> dict[str, object]:
-        """A surge is a suspicion until the replicas sit at the ceiling (demand beyond capacity: requests queue)
-        or it outlasts the bursts serving traffic shows every day (minutes): only then is it an overload."""
-        signals = [name for name, agrees in (("at_ceiling", level >= self.saturated_util),
-                                             ("sustained", run >= self.sustain)) if agrees]
-        return {"corroborated": bool(signals), "signals": signals}
+    def _step(self, job: _JobLevel, level: float, ts: float) -> bool:
+        """Follow one sample of a job; True when it is to be reported (an episode starting, or going on and
+        due again). A gap in the data longer than `persist_s` breaks a run: it cannot show persistence."""
+        dt = max(0.0, ts - job.last_ts)
+        job.last_ts = ts
+        if dt > self.persist_s:
+            job.run_since = math.nan
+        saturated = job.learnt_s >= self.warmup_s and (
+            (level >= self.high_util and level >= self.surge_ratio * job.usual)
+            or (level >= self.saturated_util and job.usual <= self.usual_below))
+        if saturated:
+            if math.isnan(job.run_since):
+                job.run_since, job.samples = ts, 0
+            job.samples += 1
+            job.quiet_since = math.nan
+        else:  # frozen while saturated, so a long overload does not become the norm
+            job.run_since, job.samples = math.nan, 0
+            if math.isnan(job.quiet_since):
+                job.quiet_since = ts
+            job.usual += (1.0 - 0.5 ** (min(dt, self.half_life_s) / self.half_life_s)) * (level - job.usual)
+            job.learnt_s += dt
+            if job.active and ts - job.quiet_since >= self.persist_s:  # over, not a momentary dip
+                job.active = False
+            return False
+        if ts - job.run_since < self.persist_s - 1e-6:
+            return False
+        if job.active and ts - job.reported_at < self.repeat_s - 1e-6:
+            return False
+        job.active, job.reported_at = True, ts
+        return True
+
+    def _corroboration(self, level: float, run_s: float) -> dict[str, object]:
+        """A surge is a suspicion until it outlasts the bursts serving traffic shows every day (minutes): only
+        then is it an overload. Sitting at the ceiling is named, but it is the same utilisation series, not a
+        second signal: an engine that batches keeps its GPU busy near 100 % while it keeps up, and a burst pins
+        it there for minutes."""
+        sustained = run_s >= self.sustain_s - 1e-6
+        signals = [name for name, agrees in (("sustained", sustained),
+                                             ("at_ceiling", level >= self.saturated_util)) if agrees]
+        return {"corroborated": sustained, "signals": signals}
