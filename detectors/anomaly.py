@@ -24,7 +24,16 @@ from detectors import metrics as m
 from detectors.findings import Finding, FindingKind, Severity
 from detectors.frame import FloatArray
 from detectors.rules import Stage
-from detectors.stream import BoolArray, CycleView, IntArray, OnsetTracker, gpu_finding_fields, grow
+from detectors.stream import (
+    BoolArray,
+    CycleView,
+    IntArray,
+    OnsetTracker,
+    gpu_finding_fields,
+    grow,
+    rate_per_sample,
+    samples_in,
+)
 
 
 @dataclass
@@ -61,29 +70,29 @@ class _Ewm:
 
 @dataclass
 class RobustBaseline:
-    """A gauge far from its own robust baseline for `persist` samples in a row.
+    """A gauge far from its own robust baseline for `persist_s` of data time.
 
     z = |x - mean| / (1.25 * mean absolute deviation), with a floor on the deviation (`min_dev`, in the
     metric's units) so a perfectly flat series does not alarm on noise. With `season_s`, the baseline runs
     on the residual from the mean of the sample's phase bin (e.g. its hour of day), scored once that bin
     has three samples: the daily shape is learnt instead of widening the deviation. `direction` keeps only
-    deviations one way; with `stable_samples`, a GPU is judged only after that many calm samples in a row (a
-    series that normally moves has no baseline to leave). Samples that `expected` marks (a subclass's
-    reason, e.g. the load explains them) are neither judged nor learnt.
+    deviations one way; with `stable_s`, a GPU is judged only after that long calm (a series that normally
+    moves has no baseline to leave). Durations are data time (`detectors.stream.samples_in`). Samples that
+    `expected` marks (a subclass's reason, e.g. the load explains them) are neither judged nor learnt.
     """
 
     metric: str
     kind: FindingKind
     min_dev: float
-    alpha: float = 0.02
+    half_life_s: float = 515.0   # the baseline's memory (a weight of 0.02 a sample at a 15 s scrape)
     z_on: float = 8.0
     z_off: float = 4.0
-    persist: int = 3
-    warmup: int = 30
+    persist_s: float = 45.0
+    warmup_s: float = 450.0
     season_s: float | None = None
     season_bins: int = 24
     direction: Literal["both", "up", "down"] = "both"
-    stable_samples: int = 0
+    stable_s: float = 0.0
     name: str = ""
     _ewm: _Ewm = field(default_factory=lambda: _Ewm(0.02, 3.0))
     _calm: FloatArray = field(default_factory=lambda: np.zeros(0))
@@ -94,7 +103,6 @@ class RobustBaseline:
     _state: OnsetTracker = field(default_factory=OnsetTracker)
 
     def __post_init__(self) -> None:
-        self._ewm.alpha = self.alpha
         self.name = self.name or f"baseline.{self.metric}"
         self._season = np.zeros((0, self.season_bins))
         self._season_n = np.zeros((0, self.season_bins))
@@ -104,6 +112,10 @@ class RobustBaseline:
         if arr is None:
             return []
         self._ewm.ensure(view.n_slots)
+        step = view.step_s
+        self._ewm.alpha = rate_per_sample(self.half_life_s, step)
+        persist, warmup = samples_in(self.persist_s, step), samples_in(self.warmup_s, step)
+        stable = samples_in(self.stable_s, step, at_least=0)
         self._run = grow(self._run, view.n_slots, 0.0)
         self._calm = grow(getattr(self, "_calm", np.zeros(0)), view.n_slots, 0.0)  # older states lack it
         self._calm_at_start = grow(getattr(self, "_calm_at_start", np.zeros(0)), view.n_slots, 0.0)
@@ -126,7 +138,7 @@ class RobustBaseline:
                 signed = (x - base) / dev
             z = np.abs(signed)
             expected = self.expected(view, j, ts)
-            ready = (self._ewm.count[slots] >= self.warmup) & np.isfinite(z) & ~expected
+            ready = (self._ewm.count[slots] >= warmup) & np.isfinite(z) & ~expected
             high = ready & (z >= self.z_on)
             if self.direction != "both":
                 high &= signed > 0 if self.direction == "up" else signed < 0
@@ -135,7 +147,7 @@ class RobustBaseline:
             calm = self._calm[slots]
             self._calm_at_start[slots] = np.where(high & (run == 1), calm, self._calm_at_start[slots])
             self._calm[slots] = np.where(ready & (z < self.z_off), calm + 1, np.where(ready, 0.0, calm))
-            on = (run >= self.persist) & (self._calm_at_start[slots] >= self.stable_samples)
+            on = (run >= persist) & (self._calm_at_start[slots] >= stable)
             off = ~np.isfinite(z) | (z < self.z_off)
             for row in self._state.step(slots, on, off & ~on):
                 out.append(Finding(
@@ -143,7 +155,7 @@ class RobustBaseline:
                     score=float(min(1.0, z[row] / (2 * self.z_on))), detector=self.name,
                     evidence={"metric": self.metric, "value": float(raw[row]),
                               "baseline": float(base[row] + offset[row]),
-                              "deviation": float(dev[row]), "z": float(z[row]), "samples": self.persist},
+                              "deviation": float(dev[row]), "z": float(z[row]), "samples": persist},
                     **gpu_finding_fields(view, int(row))))
             if self.season_s is not None:
                 ok = np.isfinite(raw)
@@ -234,10 +246,10 @@ class CounterCusum:
     metric: str
     kind: FindingKind
     min_rate: float = 0.05
-    alpha: float = 0.01
+    half_life_s: float = 1035.0  # the reference's memory (a weight of 0.01 a sample at a 15 s scrape)
     k: float = 0.5
     h: float = 10.0
-    warmup: int = 20
+    warmup_s: float = 300.0
     name: str = ""
     _last: FloatArray = field(default_factory=lambda: np.zeros(0))
     _last_ts: FloatArray = field(default_factory=lambda: np.zeros(0))
@@ -246,7 +258,6 @@ class CounterCusum:
     _state: OnsetTracker = field(default_factory=OnsetTracker)
 
     def __post_init__(self) -> None:
-        self._ref.alpha = self.alpha
         self.name = self.name or f"cusum.{self.metric}"
 
     def update(self, view: CycleView) -> list[Finding]:
@@ -258,6 +269,8 @@ class CounterCusum:
         self._last_ts = grow(self._last_ts, n, np.nan)
         self._s = grow(self._s, n, 0.0)
         self._ref.ensure(n)
+        self._ref.alpha = rate_per_sample(self.half_life_s, view.step_s)
+        warmup = samples_in(self.warmup_s, view.step_s)
         slots = view.slots
         out: list[Finding] = []
         for j, ts in view.columns():
@@ -269,7 +282,7 @@ class CounterCusum:
             ok = np.isfinite(rate)
             mu = self._ref.mean[slots]
             sigma = np.maximum(1.25 * self._ref.dev[slots], self.min_rate)
-            ready = ok & (self._ref.count[slots] >= self.warmup)
+            ready = ok & (self._ref.count[slots] >= warmup)
             u = np.where(ready, (rate - mu) / sigma - self.k, 0.0)
             s = np.where(ready, np.maximum(0.0, self._s[slots] + u), self._s[slots])
             self._s[slots] = s
@@ -302,7 +315,7 @@ def default_anomaly_stages() -> list[Stage]:
         if metric == m.SM_CLOCK:
             stages.append(LoadConditionedClock(metric, kind, floors[metric]))
         elif metric == m.FB_USED:  # memory that moves with batches and phases has no baseline to leave
-            stages.append(RobustBaseline(metric, kind, floors[metric], stable_samples=240))
+            stages.append(RobustBaseline(metric, kind, floors[metric], stable_s=3600.0))
         else:
             stages.append(RobustBaseline(metric, kind, floors[metric]))
     stages += [CounterCusum(metric, kind) for metric, kind in m.COUNTER_RATE_METRICS.items()]

@@ -13,12 +13,12 @@ Signals, each only where its series is exported (absent series: the signal never
 - `thermal_violation`: `DCGM_FI_DEV_THERMAL_VIOLATION` rose within `violation_window_s` (the GPU throttled
   for heat); `power_violation` likewise for `DCGM_FI_DEV_POWER_VIOLATION`;
 - `temp_above_node_peers_at_equal_power`: `hot_gap_c` hotter than its node's median GPU while drawing no
-  more than `power_gap` above their median power, for `persist` samples (same inlet air, same load);
+  more than `power_gap` above their median power, for `persist_s` (a minute) (same inlet air, same load);
 - `sm_clock_below_job_at_equal_load` / `power_below_job_at_equal_load` (training and batch jobs only: a
   Deployment's replicas serve different requests, so equal utilisation is not equal work among them): at
   least as busy as its job's median
   GPU (utilisation, else engine activity, within `load_gap`) but clocked `clock_gap` or drawing `power_gap`
-  below the job's median, for `persist` samples (at equal work a GPU's power scatters by a few percent; a
+  below the job's median, for `persist_s` (a minute) (at equal work a GPU's power scatters by a few percent; a
   GPU held slow draws visibly less while its peers wait for it).
 A finding's own basis is never its corroboration (a node-thermal finding is not corroborated by being hotter
 than its node; a straggler found by its clock not by its clock). A straggler whose power-violation counter is
@@ -38,7 +38,7 @@ from detectors.findings import Finding, FindingKind, Severity
 from detectors.frame import FloatArray, GpuLabels
 from detectors.peers import PeerComparison, group_ids, group_median
 from detectors.saturation import deployment_of
-from detectors.stream import BoolArray, CycleView, IntArray, finding_rows, grow
+from detectors.stream import BoolArray, CycleView, IntArray, finding_rows, grow, samples_in
 from domain.jobs import job_of
 
 SOFT_DETECTORS = ("baseline.", "multivariate.", "forecast.", "peers.straggler", "peers.node_thermal")
@@ -88,8 +88,9 @@ class Corroboration:
     load_gap: float = 0.1
     clock_gap: float = 0.075
     power_gap: float = 0.1
-    persist: int = 4
+    persist_s: float = 60.0
     min_peers: int = 3
+    _persist: int = 4  # persist_s in samples at the frame's scrape interval
     _last: dict[str, FloatArray] = field(default_factory=dict)
     _rose_at: dict[str, FloatArray] = field(default_factory=dict)
     _runs: dict[str, FloatArray] = field(default_factory=dict)
@@ -97,6 +98,7 @@ class Corroboration:
 
     def annotate(self, view: CycleView, findings: list[Finding]) -> list[Finding]:
         """Follow the cycle's new samples; return the findings with their corroboration added."""
+        self._persist = samples_in(self.persist_s, view.step_s)
         signals_at: dict[float, dict[str, BoolArray]] = {}
         for j, ts in view.columns():
             signals_at[ts] = self._signals(view, j, ts)
@@ -166,7 +168,7 @@ class Corroboration:
     def _held(self, name: str, slots: IntArray, on: BoolArray, n: int) -> BoolArray:
         run = self._runs[name] = grow(self._runs.get(name, np.zeros(0)), n, 0.0)
         run[slots] = np.where(on, run[slots] + 1, 0.0)
-        return np.asarray(run[slots] >= self.persist)
+        return np.asarray(run[slots] >= self._persist)
 
     def _grouping(self, labels: GpuLabels) -> tuple[GpuLabels, IntArray, int, IntArray, int]:
         if self._groups is None or self._groups[0] != labels:

@@ -4,8 +4,8 @@ Vectors are standardised per class (median and inter-quartile range of the train
 metrics imputed at the class median. Two scikit-learn models are offered: `isolation_forest`
 (IsolationForest: no shape assumed, ~40 ms per 8,000 vectors) and `robust_covariance` (Mahalanobis
 distance under a one-step reweighted covariance: one matrix product, the default for the cycle budget).
-A sample is anomalous above the `quantile` of the training scores times `margin`, for `persist`
-samples in a row; the episode ends when the score falls clearly below that (hysteresis), and flagged
+A sample is anomalous above the `quantile` of the training scores times `margin`, for `persist_s`
+of data time; the episode ends when the score falls clearly below that (hysteresis), and flagged
 samples never enter the training reservoir (an ongoing fault must not become the new normal).
 The model is refitted every `refit_s` of data time on a reservoir of past samples, after scoring the
 current sample, so no sample is ever scored by a model that saw it.
@@ -24,7 +24,7 @@ from sklearn.ensemble import IsolationForest
 from detectors import metrics as m
 from detectors.findings import Finding, FindingKind, Severity
 from detectors.frame import FloatArray, GpuLabels
-from detectors.stream import CycleView, IntArray, OnsetTracker, gpu_finding_fields, grow
+from detectors.stream import CycleView, IntArray, OnsetTracker, gpu_finding_fields, grow, samples_in
 
 FEATURES: tuple[str, ...] = (m.GPU_TEMP, m.MEMORY_TEMP, m.POWER_USAGE, m.SM_CLOCK, m.GPU_UTIL, m.FB_USED)
 # The least spread each feature is given: a reading's own resolution and noise (°C, °C, W, MHz, %, MiB). A
@@ -57,9 +57,10 @@ class MultivariateModel:
     refit_s: float = 3600.0
     quantile: float = 0.995
     margin: float | None = None  # default: 1.5 for robust_covariance, 1.0 for isolation_forest
-    persist: int = 3
+    persist_s: float = 45.0  # data time an anomaly lasts before it is reported
     seed: int = 0
     name: str = "multivariate"
+    _persist: int = 3  # persist_s in samples at the frame's scrape interval
     _classes: dict[str, _ClassModel] = field(default_factory=dict)
     _class_rows: tuple[GpuLabels, dict[str, IntArray]] | None = None
     _rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
@@ -83,6 +84,7 @@ class MultivariateModel:
             return []
         n_rows = view.slots.shape[0]
         self._run = grow(self._run, view.n_slots, 0.0)
+        self._persist = samples_in(self.persist_s, view.step_s)
         out: list[Finding] = []
         for j, ts in view.columns():
             x = np.column_stack([np.full(n_rows, np.nan) if c is None else c[:, j] for c in cols])
@@ -120,7 +122,7 @@ class MultivariateModel:
         self._run[slots] = run
         out = []
         release = 0.7 if self.method == "robust_covariance" else 0.9  # IF scores live in a narrow band
-        for i in self._state.step(slots, run >= self.persist, usable & (score < release * state.threshold)):
+        for i in self._state.step(slots, run >= self._persist, usable & (score < release * state.threshold)):
             row = int(rows[i])
             z = self._standardise(state, x[i:i + 1])[0]
             top = np.argsort(-np.abs(z))[:3]

@@ -13,7 +13,7 @@ still and the power falls towards idle. Decided per GPU, on what the fleet expor
 - with a profiling work series (`DCGM_FI_PROF_PIPE_TENSOR_ACTIVE` and/or `DCGM_FI_PROF_DRAM_ACTIVE`): engine
   activity (`DCGM_FI_PROF_GR_ENGINE_ACTIVE`, else `DCGM_FI_DEV_GPU_UTIL`) at or above `pinned_level`, every
   exported work series at or below `idle_level`, with memory held, and (where power is exported) power at most
-  `near_idle_power` of what it drew working on its current allocation, for `spin_persist` samples. A job that
+  `near_idle_power` of what it drew working on its current allocation, for `spin_persist_s` (3 min). A job that
   hangs before it ever computed (its ranks met, then the first collective never completed) has no working power
   of its own: there the power must be at most `cold_power_share` of the enforced power limit
   (`DCGM_FI_DEV_POWER_MGMT_LIMIT`), and without that series such a GPU is not judged. Full power with the tensor
@@ -37,7 +37,16 @@ import numpy.typing as npt
 from detectors import metrics as m
 from detectors.findings import Finding, FindingKind, Severity
 from detectors.frame import FloatArray, GpuLabels
-from detectors.stream import CycleView, IntArray, OnsetTracker, finite_or_none, gpu_finding_fields, grow
+from detectors.stream import (
+    CycleView,
+    IntArray,
+    OnsetTracker,
+    finite_or_none,
+    gpu_finding_fields,
+    grow,
+    rate_per_sample,
+    samples_in,
+)
 from domain.jobs import DEPLOYMENT_SUFFIX, job_of
 
 
@@ -90,18 +99,23 @@ class PeerComparison:
     idle_level: float = 0.05
     held_memory_mib: float = 1024.0
     hot_gap_c: float = 10.0
-    persist: int = 4
+    persist_s: float = 60.0       # how long a straggler or a hot GPU lasts before it is reported
     clock_gap: float = 0.15       # a busy GPU this far below its job's median SM clock holds the job back
     working_level: float = 0.10   # tensor-pipe activity of a job that is computing
-    spin_persist: int = 12        # samples of busy engines without tensor work before a job counts as hung
+    spin_persist_s: float = 180.0  # busy engines without tensor work this long: the job is hung
     pinned_level: float = 0.9     # engine activity of a GPU that reads fully busy
     near_idle_power: float = 0.5  # share of its working power under which a pinned GPU does no real work
     cold_power_share: float = 0.25  # ... and, before it ever worked, of its enforced power limit
     unprofiled_persist_s: float = 600.0  # how long utilisation alone must read pinned at low power
-    power_half_life: float = 960.0  # samples: the working power forgets slowly (hours)
-    repeat_every: int = 4         # an episode still going on is reported again every this many samples
+    power_half_life_s: float = 4 * 3600.0  # the working power forgets slowly
+    repeat_s: float = 60.0        # an episode still going on is reported again this often
     name: str = "peers"
     _groups: _Groups | None = None
+    # the durations above in samples at the frame's scrape interval (worked out at each update)
+    _persist: int = 4
+    _spin_persist: int = 12
+    _repeat: int = 4
+    _power_decay: float = 0.5 ** (1.0 / 960.0)
     _straggle_run: FloatArray = field(default_factory=lambda: np.zeros(0))
     _spin_run: FloatArray = field(default_factory=lambda: np.zeros(0))
     _spin_since: FloatArray = field(default_factory=lambda: np.zeros(0))
@@ -136,6 +150,10 @@ class PeerComparison:
         if activity is None and temp is None:
             return []
         g = self._grouping(view.frame.gpus)
+        step = view.step_s
+        self._persist, self._spin_persist = samples_in(self.persist_s, step), samples_in(self.spin_persist_s, step)
+        self._repeat = samples_in(self.repeat_s, step, at_least=1)
+        self._power_decay = 1.0 - rate_per_sample(self.power_half_life_s, step)
         n = view.n_slots
         for attr in ("_straggle_run", "_spin_run", "_hung_age", "_was_working", "_working_power", "_hot_run"):
             setattr(self, attr, grow(getattr(self, attr), n, 0.0))
@@ -189,9 +207,9 @@ class PeerComparison:
                      for r in np.flatnonzero(held_back)}
         run = np.where(low, self._straggle_run[slots] + 1, 0.0)
         self._straggle_run[slots] = run
-        onsets = self._straggler.step(slots, run >= self.persist, caught_up)
+        onsets = self._straggler.step(slots, run >= self._persist, caught_up)
         out = [self._finding(view, int(r), ts, FindingKind.STRAGGLER, act, job_med, peers, g, extra.get(int(r)))
-               for r in self._with_repeats(onsets, run - self.persist)]
+               for r in self._with_repeats(onsets, run - self._persist)]
 
         return out
 
@@ -256,7 +274,7 @@ class PeerComparison:
                          np.nan)
         self._spin_since[slots] = since
         long_unprofiled = unprofiled & (ts - np.nan_to_num(since, nan=ts) >= self.unprofiled_persist_s)
-        hung = (spin_run >= self.spin_persist) | long_unprofiled
+        hung = (spin_run >= self._spin_persist) | long_unprofiled
         age = np.where(hung, self._hung_age[slots] + 1, 0.0)
         self._hung_age[slots] = age
         onsets = self._hung.step(slots, hung, ~spin & ~unprofiled)
@@ -287,16 +305,15 @@ class PeerComparison:
                                 power: FloatArray | None) -> None:
         if power is None:
             return
-        decay = 0.5 ** (1.0 / self.power_half_life)
-        ref = self._working_power[slots] * decay
+        ref = self._working_power[slots] * self._power_decay
         with np.errstate(invalid="ignore"):
             self._working_power[slots] = np.where(working & np.isfinite(power), np.fmax(ref, power), ref)
 
     def _with_repeats(self, onsets: IntArray, age: FloatArray) -> list[int]:
-        """The rows whose episode starts now, and those whose episode is `repeat_every`, 2×… samples old: a
+        """The rows whose episode starts now, and those whose episode is `repeat_s`, 2×… old: a
         job's trouble that lasts is reported again, so the incident service sees it persist (a lone report
         may be the consequence of a hard fault whose own signal arrives a little later)."""
-        due = (age > 0) & (age % self.repeat_every == 0)
+        due = (age > 0) & (age % self._repeat == 0)
         due[onsets] = True
         return [int(r) for r in np.flatnonzero(due)]
 
@@ -318,7 +335,7 @@ class PeerComparison:
         out = []
         with np.errstate(invalid="ignore"):
             cooled = ~(temp - node_med >= self.hot_gap_c / 2)
-        for r in self._hot.step(slots, run >= self.persist, cooled):
+        for r in self._hot.step(slots, run >= self._persist, cooled):
             out.append(Finding(
                 ts=ts, kind=FindingKind.THERMAL, severity=Severity.WARNING,
                 score=float(min(1.0, (temp[r] - node_med[r]) / 30)),
@@ -338,5 +355,5 @@ class PeerComparison:
             evidence={"job": g.job_names[g.job[row]],
                       "activity": float(act[row]) if np.isfinite(act[row]) else None,
                       "job_median_activity": float(job_med[row]), "job_gpus": int(peers[row]),
-                      "samples": self.persist, **(extra or {})},
+                      "samples": self._persist, "persist_s": self.persist_s, **(extra or {})},
             **gpu_finding_fields(view, row))

@@ -15,7 +15,7 @@ from detectors.findings import Finding
 from detectors.frame import FleetFrame, GpuLabels
 from detectors.rules import Stage, default_rules
 from detectors.settling import LoadSettling
-from detectors.stream import CycleView, SlotIndex
+from detectors.stream import CycleView, ScrapeInterval, SlotIndex
 
 _STATE_MAGIC = b"gpuops-detection-cycle-v1\n"
 
@@ -47,13 +47,18 @@ class DetectionCycle:
         self.settling = LoadSettling()
         self.jobs = JobMemory()
         self.corroboration = Corroboration()
+        self.interval = ScrapeInterval()
 
     def update(self, frame: FleetFrame) -> list[Finding]:
         _validate(frame)
         start = int(np.searchsorted(frame.timestamps, self.last_ts, side="right"))
         if start >= frame.n_steps:
             return []
-        view = CycleView(frame=frame, slots=self.index.slots_of(frame.gpus), index=self.index, start=start)
+        interval = getattr(self, "interval", None)  # states saved before durations were data time lack it
+        self.interval = interval if interval is not None else ScrapeInterval()
+        step_s = self.interval.follow(frame.timestamps[start:], self.last_ts)
+        view = CycleView(frame=frame, slots=self.index.slots_of(frame.gpus), index=self.index, start=start,
+                         step_s=step_s)
         findings: list[Finding] = []
         for stage in self.stages:
             findings.extend(stage.update(view))

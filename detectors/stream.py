@@ -3,6 +3,8 @@ frame, and onset tracking so a condition is reported once when it starts, not on
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +17,34 @@ from detectors.frame import FleetFrame, FloatArray, GpuLabels
 
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
+
+REFERENCE_STEP_S = 15.0  # the scrape interval a frame of one sample is taken to have
+
+
+@dataclass
+class ScrapeInterval:
+    """The scrape interval in data time: the median of the latest spacings between samples, so a gap in the
+    data does not move it and a frame of one sample still knows it."""
+
+    spacings: deque[float] = field(default_factory=lambda: deque(maxlen=32))
+
+    def follow(self, timestamps: FloatArray, last_ts: float) -> float:
+        ts = timestamps if not math.isfinite(last_ts) else np.concatenate([[last_ts], timestamps])
+        self.spacings.extend(float(d) for d in np.diff(ts) if d > 0)
+        return float(np.median(self.spacings)) if self.spacings else REFERENCE_STEP_S
+
+
+def samples_in(seconds: float, step_s: float, at_least: int = 2) -> int:
+    """How many samples in a row span `seconds` of data time at a scrape every `step_s`. Never fewer than
+    `at_least`: one sample is a glitch at any scrape interval. Durations are data time so that a detector
+    means the same at 15 s, 30 s or 60 s: counted in samples, a 60 s scrape would stretch every persistence
+    and every memory fourfold, and a 5 s scrape would cut them to a third."""
+    return max(at_least, round(seconds / step_s))
+
+
+def rate_per_sample(half_life_s: float, step_s: float) -> float:
+    """The weight of a new sample in a moving average that forgets half of its past in `half_life_s`."""
+    return float(1.0 - 0.5 ** (step_s / half_life_s))
 
 
 def grow(arr: npt.NDArray[Any], n: int, fill: Any) -> npt.NDArray[Any]:
@@ -73,6 +103,7 @@ class CycleView:
     slots: IntArray
     index: SlotIndex
     start: int  # first new column of the frame
+    step_s: float = REFERENCE_STEP_S  # the scrape interval in data time (DetectionCycle follows it)
 
     @property
     def n_slots(self) -> int:

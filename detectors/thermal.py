@@ -60,7 +60,7 @@ class ThermalResistance:
     keep_every_s: float = 30.0    # the history keeps a sample per half minute (80: 40 minutes), in float32
     min_rise_c: float = 3.0
     min_span_s: float = 1800.0
-    half_life: float = 480.0      # samples: R is learnt over hours, across the day's swings of load
+    half_life_s: float = 7200.0   # R is learnt over hours of data time, across the day's swings of load
     smooth_s: float = 60.0        # power noise smoothed out, still ahead of the die's own time constant
     sustained_s: float = 300.0    # what counts as drawn for a while (a spike heats nothing)
     _power: FloatArray = field(default_factory=lambda: np.zeros(0))
@@ -110,9 +110,9 @@ class ThermalResistance:
         self._kept_ts[k] = ts
         if learn is not None:
             keep = learn[ok]
-            s, t, p = s[keep], t[keep], p[keep]
+            s, t, p, gap = s[keep], t[keep], p[keep], gap[keep]
         count = self._count[s]
-        a = np.maximum(1.0 - 0.5 ** (1.0 / self.half_life), 1.0 / (count + 1.0))
+        a = np.maximum(1.0 - 0.5 ** (gap / self.half_life_s), 1.0 / (count + 1.0))
         mp, mt = self._mean_p[s], self._mean_t[s]
         mp, mt = np.where(np.isfinite(mp), mp, p), np.where(np.isfinite(mt), mt, t)
         dp, dt = p - mp, t - mt

@@ -16,7 +16,12 @@ from detectors.multivariate import MultivariateModel
 from detectors.peers import PeerComparison, group_median, job_of
 from detectors.pipeline import JOB_MEMORY_S, DetectionCycle, JobMemory, with_jobs
 from detectors.rules import Stage
+from detectors.stream import samples_in
 from tests.unit import det_synth
+
+SPIN = samples_in(PeerComparison().spin_persist_s, 30.0)  # a hang's samples at the tests' 30 s scrape
+STEP = 30.0  # det_synth.healthy's scrape interval
+PERSIST = samples_in(PeerComparison().persist_s, STEP)  # a straggler's or a hot GPU's samples at that interval
 
 
 def run(stage: Stage, f: FleetFrame) -> list[Finding]:
@@ -62,7 +67,8 @@ def test_baseline_flags_a_level_shift_once_and_ignores_noise_and_gaps() -> None:
     met[m.POWER_USAGE][9, 150:] = 300.0
     met[m.POWER_USAGE][3, ::7] = np.nan
     found = run(RobustBaseline(m.POWER_USAGE, "power", 25.0), det_synth.frame(ts, met, gpus))
-    assert [(f.gpu, f.hostname, f.ts, f.kind) for f in found] == [(1, "gpu-node-002", ts[152], "power")]
+    persist = samples_in(RobustBaseline(m.POWER_USAGE, "power", 25.0).persist_s, STEP)
+    assert [(f.gpu, f.hostname, f.ts, f.kind) for f in found] == [(1, "gpu-node-002", ts[150 + persist - 1], "power")]
     assert found[0].evidence["baseline"] == pytest.approx(600, abs=5)
 
 
@@ -73,12 +79,14 @@ def test_seasonal_baseline_learns_the_daily_shape() -> None:
     daily = 40 * np.sin(2 * np.pi * (ts % 86400) / 86400)
     temp = 60 + daily + np.random.default_rng(2).normal(0, 0.5, (4, steps))
     temp[2, 96 * 5 + 30:96 * 5 + 40] -= 30  # one afternoon far below its usual level
-    plain = RobustBaseline(m.GPU_TEMP, "thermal", 3.0, warmup=96)
-    seasonal = RobustBaseline(m.GPU_TEMP, "thermal", 3.0, warmup=30, season_s=86400.0, season_bins=96)
+    memory = 50 * step  # both baselines remember about half a day
+    plain = RobustBaseline(m.GPU_TEMP, "thermal", 3.0, half_life_s=memory, warmup_s=86400.0)
+    seasonal = RobustBaseline(m.GPU_TEMP, "thermal", 3.0, half_life_s=memory, warmup_s=30 * step,
+                              season_s=86400.0, season_bins=96)
     f = det_synth.frame(ts, {m.GPU_TEMP: temp}, gpus)
     assert run(plain, f) == []  # the daily swing widens a plain baseline until the dip hides in it
     found = run(seasonal, f)
-    assert [(x.gpu, x.ts) for x in found] == [(2, ts[96 * 5 + 32])]
+    assert [(x.gpu, x.ts) for x in found] == [(2, ts[96 * 5 + 30 + samples_in(seasonal.persist_s, step) - 1])]
 
 
 def test_cusum_catches_a_counter_storm_not_noise_or_resets() -> None:
@@ -107,12 +115,13 @@ def test_straggler_and_hot_gpu_and_a_paused_job_is_not_hung() -> None:
     met[m.GPU_UTIL][16:, 150:] = 0.0
     met[m.GPU_TEMP][8, 60:] += 15  # one GPU of node 2 much hotter than its neighbours
     found = run(PeerComparison(), det_synth.frame(ts, met, gpus))
-    assert first_reports(found, "straggler") == [("gpu-node-001", 3, ts[103])]
+    assert first_reports(found, "straggler") == [("gpu-node-001", 3, ts[100 + PERSIST - 1])]
     repeats = [f.ts for f in found if f.kind == "straggler"]
-    assert repeats[:3] == [ts[103], ts[107], ts[111]]  # still straggling: reported again every 4 samples
+    first, every = 100 + PERSIST - 1, samples_in(PeerComparison().repeat_s, STEP, at_least=1)
+    assert repeats[:3] == [ts[first], ts[first + every], ts[first + 2 * every]]  # still straggling: reported again
     assert first_reports(found, "hung_job") == []
     hot = [(f.hostname, f.gpu, f.ts) for f in found if f.kind == "thermal"]
-    assert hot == [("gpu-node-002", 0, ts[63])]
+    assert hot == [("gpu-node-002", 0, ts[60 + PERSIST - 1])]
 
 
 def test_a_throttled_gpu_is_a_straggler_and_a_spinning_job_is_hung() -> None:
@@ -123,10 +132,10 @@ def test_a_throttled_gpu_is_a_straggler_and_a_spinning_job_is_hung() -> None:
     met[m.POWER_USAGE][16:, 150:] = 110.0  # ... and near-idle power
     found = run(PeerComparison(), det_synth.frame(ts, met, gpus))
     stragglers = [f for f in found if f.kind == "straggler"]
-    assert first_reports(found, "straggler") == [("gpu-node-001", 5, ts[103])]
+    assert first_reports(found, "straggler") == [("gpu-node-001", 5, ts[100 + PERSIST - 1])]
     assert stragglers[0].evidence["sm_clock_mhz"] < 0.8 * stragglers[0].evidence["job_median_sm_clock_mhz"]
     hung = first_reports(found, "hung_job")
-    assert len(hung) == 16 and {t for _, _, t in hung} == {ts[150 + PeerComparison().spin_persist - 1]}
+    assert len(hung) == 16 and {t for _, _, t in hung} == {ts[150 + SPIN - 1]}
     assert {f.evidence["job"] for f in found if f.kind == "hung_job"} == {"ml/train-1"}
     assert all(f.evidence["basis"] == "profiling" and f.evidence["corroborated"] for f in found
                if f.kind == "hung_job")
@@ -175,7 +184,7 @@ def test_one_hung_replica_of_a_deployment_is_found_among_its_quiet_peers() -> No
     met[m.GPU_UTIL][9, 150:] = 100.0
     met[m.PIPE_TENSOR_ACTIVE][9, 150:] = 0.0
     found = run(PeerComparison(), det_synth.frame(ts, met, gpus))
-    assert first_reports(found, "hung_job") == [("gpu-node-002", 1, ts[150 + PeerComparison().spin_persist - 1])]
+    assert first_reports(found, "hung_job") == [("gpu-node-002", 1, ts[150 + SPIN - 1])]
     (first, *_) = [f for f in found if f.kind == "hung_job"]
     assert first.evidence["job"] == "inference/serve-02" and first.evidence["replica"] is True
     assert first.evidence["pod"] == pods[9]

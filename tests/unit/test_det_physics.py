@@ -14,7 +14,10 @@ from detectors.frame import FleetFrame, FloatArray, GpuLabels
 from detectors.peers import PeerComparison
 from detectors.pipeline import DetectionCycle
 from detectors.rules import Stage
+from detectors.stream import samples_in
 from tests.unit import det_synth
+
+SPIN = samples_in(PeerComparison().spin_persist_s, 30.0)  # a hang's samples at the tests' 30 s scrape
 
 PROFILING = (m.GR_ENGINE_ACTIVE, m.PIPE_TENSOR_ACTIVE, m.DRAM_ACTIVE)
 
@@ -86,7 +89,7 @@ def test_a_spinning_collective_is_hung_but_full_power_without_tensor_work_is_oth
     met[m.POWER_USAGE][16:, 150:] = 110.0  # ... near-idle power
     found = hung(run([PeerComparison()], det_synth.frame(ts, met, gpus)))
     first = {(f.hostname, f.gpu): f for f in reversed(found)}
-    assert len(first) == 16 and {f.ts for f in first.values()} == {ts[150 + PeerComparison().spin_persist - 1]}
+    assert len(first) == 16 and {f.ts for f in first.values()} == {ts[150 + SPIN - 1]}
     evidence = found[0].evidence
     assert evidence["basis"] == "profiling" and evidence["corroborated"] is True
     assert set(evidence["signals"]) == {"engine_pinned", "no_tensor_work", "no_dram_work", "power_near_idle"}

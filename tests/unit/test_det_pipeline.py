@@ -9,6 +9,7 @@ from detectors import metrics as m
 from detectors.findings import Finding
 from detectors.frame import FleetFrame
 from detectors.pipeline import DetectionCycle
+from detectors.stream import REFERENCE_STEP_S, ScrapeInterval
 from tests.unit import det_synth
 
 
@@ -112,3 +113,33 @@ def test_rows_may_arrive_in_another_order_each_cycle() -> None:
                               node_metrics=part.node_metrics)
         out.extend(cycle.update(part))
     assert as_json(out) == reference
+
+
+def _straggler_and_hang(step_s: float) -> dict[str, float]:
+    """When a straggler (from 3,000 s in) and a spinning job (from 4,500 s in) are first reported, in data time
+    after their onsets, with the whole default cycle at a scrape every `step_s`."""
+    steps = int(12_000 / step_s)
+    ts, met, gpus, _, _ = det_synth.healthy(nodes=4, gpus_per_node=8, steps=steps, step_s=step_s, jobs=2)
+    met[m.PIPE_TENSOR_ACTIVE] = met[m.GR_ENGINE_ACTIVE] * 0.55
+    slow, spin = int(3000 / step_s), int(4500 / step_s)
+    met[m.GR_ENGINE_ACTIVE][3, slow:] = 0.4
+    met[m.PIPE_TENSOR_ACTIVE][16:, spin:] = 0.0
+    met[m.POWER_USAGE][16:, spin:] = 110.0
+    found = DetectionCycle().update(det_synth.frame(ts, met, gpus))
+    first = {kind: min(f.ts for f in found if f.kind == kind) for kind in ("straggler", "hung_job")}
+    return {"straggler": first["straggler"] - ts[slow], "hung_job": first["hung_job"] - ts[spin]}
+
+
+def test_durations_are_data_time_at_any_scrape_interval() -> None:
+    at_15, at_60 = _straggler_and_hang(15.0), _straggler_and_hang(60.0)
+    assert at_15 == {"straggler": 45.0, "hung_job": 165.0}  # 4 and 12 samples at 15 s
+    assert at_60 == {"straggler": 60.0, "hung_job": 120.0}  # never less than two samples; 3 samples of 60 s
+    # counted in samples, 60 s would have waited four times as long: 180 s and 660 s
+
+
+def test_the_scrape_interval_is_followed_through_gaps_and_frames_of_one_sample() -> None:
+    interval = ScrapeInterval()
+    assert interval.follow(np.array([0.0]), -np.inf) == REFERENCE_STEP_S  # nothing to go by yet
+    assert interval.follow(np.array([60.0, 120.0, 180.0]), 0.0) == 60.0
+    assert interval.follow(np.array([1800.0]), 180.0) == 60.0  # a half-hour gap in the data moves nothing
+    assert interval.follow(np.array([1860.0]), 1800.0) == 60.0  # one new sample a cycle still counts
