@@ -203,3 +203,32 @@ def wait_gone(ctx: RunbookContext, node: str, keys: set[str], deadline_s: float)
     return StepResult(
         False, f"still terminating on {node} after {deadline_s:g}s: {', '.join(left)}", {"terminating": left}
     )
+
+
+def free_gpus(ctx: RunbookContext, exclude: str | None = None) -> list[int]:
+    """Free GPUs on each node that takes new pods (ready, not cordoned, without gpuops' own taint; the pods'
+    tolerations of other taints are not known here), `exclude` left out: where a pod created now can run. A pod
+    Running or Pending on a node holds its GPUs there."""
+    free: list[int] = []
+    for node in ctx.cluster.list_nodes():
+        if node.name == exclude or node.unschedulable or node.ready is not True \
+                or any(t.key == ctx.settings.action_taint_key for t in node.taints):
+            continue
+        used = sum(p.gpu_count for p in ctx.cluster.list_pods(node.name) if not p.terminating
+                   and p.phase in ("Running", "Pending"))
+        free.append(max(0, node.gpu_allocatable - used))
+    return free
+
+
+def placed(free: list[int], sizes: Iterable[int]) -> tuple[int, int]:
+    """How many of `sizes` (GPUs each, placed largest first, each on the node with the most free GPUs) fit, and
+    the most free GPUs any node has left after them."""
+    room, fitted = sorted(free, reverse=True), 0
+    for size in sorted(sizes, reverse=True):
+        room.sort(reverse=True)
+        if not room or room[0] < size:
+            break
+        room[0] -= size
+        fitted += 1
+    return fitted, max(room, default=0)
+

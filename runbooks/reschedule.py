@@ -17,8 +17,10 @@ from runbooks.pods import (
     EvacuationParams,
     describe_moves,
     evict_pods,
+    free_gpus,
     gpu_hours_at_risk,
     is_training_pod,
+    placed,
     pod_key,
     request_checkpoints,
     sort_pods,
@@ -80,26 +82,16 @@ def movable(ctx: RunbookContext, node: str, params: RescheduleParams) -> Evacuat
 def no_room(ctx: RunbookContext, node: str, moving: list[PodInfo]) -> list[str]:
     """Moving pods off a slow GPU helps only where they can run elsewhere: a rank of a gang-scheduled job that
     finds no room stays pending and stops its whole job, far worse than running at a straggler's pace. The pods,
-    largest first, each go to the node with the most free GPUs among the other nodes that take new pods (ready,
-    not cordoned, without gpuops' own taint; the pods' tolerations of other taints are not known here)."""
+    largest first, each go to the node with the most free GPUs among the other nodes that take new pods
+    (`runbooks.pods.free_gpus`)."""
     wanted = sorted((p for p in moving if p.gpu_count > 0), key=lambda p: -p.gpu_count)
     if not wanted:
         return []
-    free: list[int] = []
-    for other in ctx.cluster.list_nodes():
-        if other.name == node or other.unschedulable or other.ready is not True \
-                or any(t.key == ctx.settings.action_taint_key for t in other.taints):
-            continue
-        used = sum(p.gpu_count for p in ctx.cluster.list_pods(other.name) if not p.terminating
-                   and p.phase in ("Running", "Pending"))
-        free.append(max(0, other.gpu_allocatable - used))
-    for pod in wanted:
-        free.sort(reverse=True)
-        if not free or free[0] < pod.gpu_count:
-            return [f"no room elsewhere for {pod_key(pod)} ({pod.gpu_count} GPUs): the most free GPUs on another "
-                    f"node that takes new pods is {free[0] if free else 0}; moving it would stop its job, not "
-                    "speed it up"]
-        free[0] -= pod.gpu_count
+    fitted, most = placed(free_gpus(ctx, exclude=node), (p.gpu_count for p in wanted))
+    if fitted < len(wanted):
+        pod = wanted[fitted]
+        return [f"no room elsewhere for {pod_key(pod)} ({pod.gpu_count} GPUs): the most free GPUs on another "
+                f"node that takes new pods is {most}; moving it would stop its job, not speed it up"]
     return []
 
 

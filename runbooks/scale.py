@@ -20,6 +20,7 @@ from connectors.kubernetes import (
 from runbooks.context import RunbookContext
 from runbooks.definition import Runbook, RunbookDefinition
 from runbooks.model import Diff, Plan, Risk, StepResult, TargetKind
+from runbooks.pods import free_gpus, placed
 from runbooks.settings import RunbookSettings
 
 MIN_REPLICAS_ANNOTATION = "gpuops.io/min-replicas"
@@ -132,10 +133,33 @@ def _risk(plan: Plan, params: ScaleParams, ctx: RunbookContext) -> Risk:
 
 @SCALE.precondition
 def _pre(plan: Plan, params: ScaleParams, ctx: RunbookContext) -> list[str]:
-    problems = read_scale(ctx, plan)[1]
-    if problems or params.autoscaled is None:
+    scale, problems = read_scale(ctx, plan)
+    if problems or scale is None:
         return problems
+    if params.autoscaled is None:
+        return _no_room(plan, params.replicas - scale.replicas, ctx)
     return _owner_still_agrees(plan, params.autoscaled, ctx)
+
+
+def _no_room(plan: Plan, more: int, ctx: RunbookContext) -> list[str]:
+    """An incident's scale-out is its remedy only if the new replicas can run: on a full fleet they stay pending
+    and the overload goes on, so it is refused naming the room there is (a human adds capacity, or a cluster
+    autoscaler does, which an incident cannot wait for). gpuops' autoscaler is not held to this: it plans again
+    every cycle within its GPU budget, and a pending replica there is what asks a cluster autoscaler for a node."""
+    if more <= 0 or not isinstance(ctx.cluster, ScalingTargets):
+        return []
+    key = f"{plan.target.namespace}/{plan.target.name}"
+    try:
+        gpus = ctx.cluster.get_served_deployment(str(plan.target.namespace), str(plan.target.name)).gpus_per_replica
+    except ClusterError as exc:
+        return [f"could not read {key}: {exc}"]
+    if gpus <= 0:
+        return []
+    fitted, most = placed(free_gpus(ctx), [gpus] * more)
+    if fitted < more:
+        return [f"no room for {more} more replica(s) of {key} ({gpus} GPUs each): {fitted} would fit, then the "
+                f"most free GPUs on a node that takes new pods is {most}; they would stay pending"]
+    return []
 
 
 def _owner_still_agrees(plan: Plan, stated: OwnerBounds, ctx: RunbookContext) -> list[str]:
@@ -209,12 +233,21 @@ def _mark_busy(plan: Plan, params: ScaleParams, ctx: RunbookContext) -> tuple[di
 
 @SCALE.verify
 def _verify(plan: Plan, params: ScaleParams, ctx: RunbookContext) -> StepResult:
+    """The replicas exist; for an incident's scale, they are also ready (serving), which is the remedy. gpuops'
+    autoscaler checks only that they exist: it plans again every cycle, and a replica loading its model or
+    waiting for a node is its own business there."""
     scale, problems = read_scale(ctx, plan)
     if scale is None:
         return StepResult(False, "; ".join(problems))
     ok = scale.replicas == params.replicas and scale.current == params.replicas
-    return StepResult(
-        ok,
-        f"{scale.namespace}/{scale.name}: {scale.current} of {scale.replicas} wanted replicas exist",
-        {"current": scale.current, "wanted": scale.replicas},
-    )
+    data: dict[str, int] = {"current": scale.current, "wanted": scale.replicas}
+    detail = f"{scale.namespace}/{scale.name}: {scale.current} of {scale.replicas} wanted replicas exist"
+    if params.autoscaled is None and isinstance(ctx.cluster, ScalingTargets):
+        try:
+            ready = ctx.cluster.get_served_deployment(scale.namespace, scale.name).ready_replicas
+        except ClusterError as exc:
+            return StepResult(False, f"could not read {scale.namespace}/{scale.name}'s ready replicas: {exc}", data)
+        ok = ok and ready >= params.replicas
+        data["ready"] = ready
+        detail += f", {ready} ready"
+    return StepResult(ok, detail, data)

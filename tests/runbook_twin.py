@@ -147,7 +147,7 @@ def deployment(name: str, replicas: int, gpus: int, namespace: str = "ml", **not
             "selector": {"matchLabels": {"app": name}},
             "template": {
                 "metadata": {"labels": {"app": name, WORKLOAD_LABEL: name}, "annotations": dict(notes)},
-                "spec": {"containers": [{"name": "main", "resources": {"limits": {"nvidia.com/gpu": gpus}}}]},
+                "spec": {"containers": [{"name": "main", "resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}]},
             },
         },
     }

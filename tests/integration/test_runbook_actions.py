@@ -247,6 +247,26 @@ def test_scale_deployment_within_and_outside_its_bounds(twin: Twin, cluster: Kub
     assert catalogue.preconditions(missing, ctx) == ["deployment serve/nope does not exist"]
 
 
+def test_an_incidents_scale_out_needs_room_and_ready_replicas(twin: Twin, cluster: KubernetesCluster) -> None:
+    twin.state.add_deployment(deployment("llm", 2, 3, namespace="serve"))  # 6 of N1's 8 GPUs
+    settings = FAST.model_copy(update={"replica_bounds": {"serve/llm": ReplicaBounds(min_replicas=1, max_replicas=6)}})
+    catalogue = default_catalogue(settings)
+    target = (Target.for_deployment("serve", "llm"),)
+    ctx = context(twin, cluster, settings)
+    (problem,) = catalogue.preconditions(Plan("scale_deployment", {"replicas": 3}, target), ctx)
+    assert problem.startswith("no room for 1 more replica(s) of serve/llm (3 GPUs each): 0 would fit") \
+        and "most free GPUs on a node that takes new pods is 2" in problem
+    twin.state.add_node(N2, 8)
+    up = Plan("scale_deployment", {"replicas": 4}, target)
+    assert catalogue.preconditions(up, ctx) == []  # two more fit on N2
+    assert catalogue.execute(up, ctx).ok and catalogue.verify(up, ctx).ok
+    # a replica that exists but cannot run (someone scaled past the room there is) is no remedy: not verified
+    cluster.set_scale("serve", "llm", 5)
+    verified = catalogue.verify(Plan("scale_deployment", {"replicas": 5}, target), ctx)
+    assert not verified.ok and "5 of 5 wanted replicas exist, 4 ready" in verified.detail
+    assert (verified.data["current"], verified.data["wanted"], verified.data["ready"]) == (5, 5, 4)
+
+
 # ------------------------------------------------------------------ taint_node
 
 
