@@ -60,7 +60,7 @@ class ThermalResistance:
     keep_every_s: float = 30.0    # the history keeps a sample per half minute (80: 40 minutes), in float32
     min_rise_c: float = 3.0
     min_span_s: float = 1800.0
-    half_life_s: float = 7200.0   # R is learnt over hours of data time, across the day's swings of load
+    half_life_s: float = 4 * 3600.0  # R is learnt over hours of data time, across the day's swings of load
     smooth_s: float = 60.0        # power noise smoothed out, still ahead of the die's own time constant
     sustained_s: float = 300.0    # what counts as drawn for a while (a spike heats nothing)
     _power: FloatArray = field(default_factory=lambda: np.zeros(0))
