@@ -13,12 +13,12 @@ Signals, each only where its series is exported (absent series: the signal never
 - `thermal_violation`: `DCGM_FI_DEV_THERMAL_VIOLATION` rose within `violation_window_s` (the GPU throttled
   for heat); `power_violation` likewise for `DCGM_FI_DEV_POWER_VIOLATION`;
 - `temp_above_node_peers_at_equal_power`: `hot_gap_c` hotter than its node's median GPU while drawing no
-  more than `power_gap` above their median power, for `persist_s` (a minute) (same inlet air, same load);
+  more than `power_gap` above their median power, for `persist_s`, a minute (same inlet air, same load);
 - `sm_clock_below_job_at_equal_load` / `power_below_job_at_equal_load` (training and batch jobs only: a
   Deployment's replicas serve different requests, so equal utilisation is not equal work among them): at
   least as busy as its job's median
   GPU (utilisation, else engine activity, within `load_gap`) but clocked `clock_gap` or drawing `power_gap`
-  below the job's median, for `persist_s` (a minute) (at equal work a GPU's power scatters by a few percent; a
+  below the job's median, for `persist_s`, a minute (at equal work a GPU's power scatters by a few percent; a
   GPU held slow draws visibly less while its peers wait for it).
 A finding's own basis is never its corroboration (a node-thermal finding is not corroborated by being hotter
 than its node; a straggler found by its clock not by its clock). A straggler whose power-violation counter is

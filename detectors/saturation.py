@@ -39,8 +39,11 @@ def deployment_of(pod: str, namespace: str) -> str | None:
 
 @dataclass
 class _JobLevel:
+    """A job's level; every field after `usual` has a default, so a level pickled before they existed still
+    loads (it learns its data time again)."""
+
     usual: float
-    last_ts: float
+    last_ts: float = math.nan
     learnt_s: float = 0.0                 # data time its usual level has been learnt over
     run_since: float = math.nan           # when the current saturated run began (NaN: not saturated)
     quiet_since: float = math.nan         # when the job last stopped being saturated
@@ -105,7 +108,7 @@ class JobSaturation:
     def _step(self, job: _JobLevel, level: float, ts: float) -> bool:
         """Follow one sample of a job; True when it is to be reported (an episode starting, or going on and
         due again). A gap in the data longer than `persist_s` breaks a run: it cannot show persistence."""
-        dt = max(0.0, ts - job.last_ts)
+        dt = max(0.0, ts - job.last_ts) if math.isfinite(job.last_ts) else 0.0
         job.last_ts = ts
         if dt > self.persist_s:
             job.run_since = math.nan

@@ -3,12 +3,14 @@ overload; a training job going flat out, a slow daily rise and a momentary dip a
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 
 from detectors import metrics as m
 from detectors.frame import GpuLabels
 from detectors.pipeline import DetectionCycle
-from detectors.saturation import JobSaturation, deployment_of
+from detectors.saturation import JobSaturation, _JobLevel, deployment_of
 from tests.unit import det_synth
 
 STEPS = 200
@@ -105,3 +107,17 @@ def test_a_gap_in_the_data_longer_than_the_persistence_breaks_a_run() -> None:
     found = _run({"chat-api-7d9f8c6b5-x2k4{i}": surge}, gap=(15.0 * 110, 600.0))
     resumed = det_synth.T0 + 15.0 * 110 + 600.0
     assert found and found[0].ts == resumed + JobSaturation().persist_s  # counted again from the resumption
+
+
+def test_a_state_saved_when_levels_counted_samples_still_loads() -> None:
+    stage = JobSaturation()
+    old = _JobLevel(usual=30.0)
+    for name in ("last_ts", "learnt_s", "run_since", "quiet_since", "samples", "reported_at", "active"):
+        del old.__dict__[name]  # the fields a level had then: usual, seen, run, quiet, active
+    old.__dict__.update(seen=100, run=0, quiet=5, active=False)
+    stage._jobs["serve/chat-api"] = old
+    restored = pickle.loads(pickle.dumps(stage))
+    labels, series = _fleet({"chat-api-7d9f8c6b5-x2k4{i}": np.r_[np.full(100, 30.0), np.full(100, 80.0)]})
+    ts = det_synth.T0 + 15.0 * np.arange(series.shape[1])
+    found = DetectionCycle(stages=[restored]).update(det_synth.frame(ts, {m.GPU_UTIL: series}, labels))
+    assert found and found[0].evidence["deployment"] == "serve/chat-api"
