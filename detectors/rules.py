@@ -150,14 +150,15 @@ class LevelRule:
 
 @dataclass
 class GpuLostRule:
-    """A GPU whose series all vanish for `grace_s` (fallen off the bus, or its exporter gone).
+    """A GPU whose series all vanish for `grace_s`, and for two scrape intervals at least (fallen off the bus,
+    or its exporter gone).
 
     Covers both shapes a connector may hand over: the row present with NaN everywhere, or the row
     missing from the frame altogether (the slot is remembered from earlier cycles).
     """
 
     # Two 15 s scrape steps: one missed scrape is not a lost GPU, two in a row are (ARCHITECTURE's goal is
-    # detection within two steps).
+    # detection within two steps); at a longer scrape interval, two of those.
     grace_s: float = 30.0
     name: str = "rules.gpu_lost"
     _last_seen: FloatArray = field(default_factory=lambda: np.zeros(0))
@@ -170,14 +171,15 @@ class GpuLostRule:
         in_frame = np.zeros(view.n_slots, dtype=bool)
         in_frame[view.slots] = True
         out: list[Finding] = []
+        grace = max(self.grace_s, 2 * view.step_s)
         for j, ts in view.columns():
             present = np.zeros(view.slots.shape[0], dtype=bool)
             for arr in present_metrics:
                 present |= np.isfinite(arr[:, j])
             self._last_seen[view.slots[present]] = ts
             gap = ts - self._last_seen  # NaN for slots never seen: never lost
-            on = gap >= self.grace_s
-            off = gap < self.grace_s
+            on = gap >= grace
+            off = gap < grace
             lost_now = [int(slot) for slot in self._lost.step(all_slots, on, off)]
             out += self._findings(view, lost_now, on, ts, in_frame)
         return out

@@ -461,10 +461,12 @@ def correlate_fleet(session: Session, *, family: str, fleet_nodes: int, config: 
     Node incidents folded in are suppressed, so no node action is proposed for them."""
     since = now - timedelta(seconds=config.fleet_window_s)
     # Only what stands on its own counts towards a fleet event: facts, and suspicions a second signal agrees with.
-    records = [(host, evidence) for host, severity, evidence in session.execute(
-        select(FindingRecord.hostname, FindingRecord.severity, FindingRecord.evidence).where(
+    # A finding of a hard kind that says no second signal confirms it (a whole node's exporter falling silent, a
+    # node NotReady after someone cordoned it) is a suspicion: scrape gaps on many nodes are no fleet event.
+    records = [(host, evidence) for host, evidence in session.execute(
+        select(FindingRecord.hostname, FindingRecord.evidence).where(
             FindingRecord.kind == family, FindingRecord.ts >= since))
-        if is_hard(family, severity) or is_corroborated(evidence)]
+        if is_corroborated(evidence)]
     silenced = _silenced_hosts(session, family, now)
     records = [(host, evidence) for host, evidence in records if host not in silenced]
     if family in JOB_CONSEQUENCES:

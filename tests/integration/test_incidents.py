@@ -271,6 +271,17 @@ def test_suspicions_on_many_nodes_are_no_fleet_event(container: Container) -> No
     assert incidents(container) == []
 
 
+def test_whole_nodes_falling_silent_on_many_nodes_is_no_fleet_event(container: Container) -> None:
+    # scrape gaps and exporter restarts: each node's exporter quiet for a while, a suspicion of a hard kind
+    silent = dict(kind="gpu_lost", severity="warning", corroborated=False, signals=[], all_gpus=8)
+    ingest(container, *[finding(f"gpu-node-{n:03d}", None, t=60 * n, **silent)  # type: ignore[arg-type]
+                        for n in range(1, 8)], nodes=16)
+    assert [i for i in incidents(container) if i.scope == "fleet"] == []
+    lost = [finding(f"gpu-node-{n:03d}", 0, "gpu_lost", t=500 + n) for n in range(1, 6)]  # GPUs really gone
+    ingest(container, *lost, nodes=16)
+    assert [i.family for i in incidents(container) if i.scope == "fleet"] == ["gpu_lost"]
+
+
 def test_a_fleet_event_that_goes_on_stays_one_incident(container: Container) -> None:
     ingest(container, *[finding(f"gpu-node-{n:03d}", 0, xid=13, t=n) for n in range(1, 6)], nodes=16)
     # twenty minutes later, past the correlation window, more nodes report the same event

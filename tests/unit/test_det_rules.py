@@ -87,8 +87,14 @@ def test_gpu_whose_series_vanish_is_lost_once_after_grace() -> None:
     for arr in met.values():
         arr[4, 150:] = np.nan
     found = run_rules(det_synth.frame(ts, met, gpus, nodes, nm))
-    assert [(f.kind, f.gpu, f.ts) for f in found] == [("gpu_lost", 4, ts[150])]  # seen last at 149
-    assert found[0].evidence["silent_s"] == 30.0
+    # seen last at 149; one missed scrape (30 s here) is no lost GPU, two in a row are
+    assert [(f.kind, f.gpu, f.ts) for f in found] == [("gpu_lost", 4, ts[151])]
+    assert found[0].evidence["silent_s"] == 60.0
+    ts15, met15, gpus15, nodes15, nm15 = det_synth.healthy(step_s=15.0)
+    for arr in met15.values():
+        arr[4, 150:] = np.nan
+    found = run_rules(det_synth.frame(ts15, met15, gpus15, nodes15, nm15))
+    assert [(f.ts, f.evidence["silent_s"]) for f in found] == [(ts15[151], 30.0)]  # two missed at 15 s too
 
 
 def test_gpu_row_missing_from_later_frames_is_lost() -> None:
