@@ -13,7 +13,9 @@ from typing import Any
 @dataclass(frozen=True)
 class IncidentSnapshot:
     """An incident as plain data: its facts, the findings' evidence merged oldest first, the XID code the
-    evidence carries, and when it opened (`opened_ts`: the data time of its first finding)."""
+    evidence carries, and when it opened (`opened_ts`: the data time of its first finding). `fault_gpu`: the one
+    GPU the incident's facts name when its scope is wider (a node-wide NVLink incident opened by an XID on GPU
+    2, whose peers' link counters rose too), else None."""
 
     id: int
     scope: str                     # gpu | node | fleet | workload
@@ -29,13 +31,14 @@ class IncidentSnapshot:
     opened_at: str                 # ISO time
     opened_ts: float
     closed: bool                   # nothing left to do (resolved or suppressed)
+    fault_gpu: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """What triage puts in the state for the other nodes (everything but `closed`)."""
         return {"id": self.id, "scope": self.scope, "family": self.family, "hostname": self.hostname,
                 "gpu": self.gpu, "severity": self.severity, "status": self.status, "title": self.title,
                 "details": dict(self.details), "evidence": dict(self.evidence), "xid": self.xid,
-                "opened_at": self.opened_at, "opened_ts": self.opened_ts}
+                "opened_at": self.opened_at, "opened_ts": self.opened_ts, "fault_gpu": self.fault_gpu}
 
 
 @dataclass(frozen=True)

@@ -164,7 +164,8 @@ class RulesPlanner:
 
     def _build(self, step: Step, request: PlanRequest) -> PlannedAction | str:
         inc = request.incident
-        host, gpu = inc.get("hostname"), inc.get("gpu")
+        # a node-wide incident whose facts name one GPU (its peers' counters rose with it) acts on that GPU
+        host, gpu = inc.get("hostname"), inc.get("gpu") if inc.get("gpu") is not None else inc.get("fault_gpu")
         reason = f"gpuops incident {inc['id']}: {inc.get('title', request.fault)}"[:500]
         params: dict[str, Any] = {"reason": reason}
         if step.runbook == "notify_only":
@@ -185,7 +186,8 @@ class RulesPlanner:
             return PlannedAction(step.runbook, params, (f"node/{host}",))
         if step.target == "gpu":
             if gpu is None:
-                return f"{step.runbook} needs the incident's GPU, and incident {inc['id']} is node-wide"
+                return (f"{step.runbook} needs the incident's GPU, and incident {inc['id']} is node-wide with no "
+                        "one GPU its facts name")
             return PlannedAction(step.runbook, params, (f"gpu/{host}/{gpu}",))
         if step.target == "gpu_pod":
             # a hung job restarts all its ranks; a hung replica of a Deployment restarts alone (its peers serve)

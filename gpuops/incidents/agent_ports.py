@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from agent.errors import IncidentNotFound
 from agent.incidents import IncidentSnapshot, PastAction, PastIncident
+from domain.kinds import is_hard
 from gpuops.incidents.lifecycle import CLOSED, add_timeline, can_transition, transition
 from gpuops.store.audit import append_event
 from gpuops.store.models import Incident
@@ -38,6 +39,8 @@ def snapshot_of(incident: Incident) -> IncidentSnapshot:
         evidence.update(finding.evidence or {})
         data_times.append(finding.ts.timestamp())
     xid = evidence.get("xid")
+    fact_gpus = {f.gpu for f in incident.findings
+                 if f.gpu is not None and f.kind == incident.family and is_hard(f.kind, f.severity, f.evidence)}
     return IncidentSnapshot(
         id=incident.id, scope=incident.scope, family=incident.family, hostname=incident.hostname, gpu=incident.gpu,
         severity=incident.severity, status=incident.status, title=incident.title,
@@ -46,6 +49,7 @@ def snapshot_of(incident: Incident) -> IncidentSnapshot:
         opened_at=incident.opened_at.isoformat(),
         opened_ts=min(data_times) if data_times else incident.opened_at.timestamp(),
         closed=incident.status in CLOSED,
+        fault_gpu=incident.gpu if incident.gpu is not None else (fact_gpus.pop() if len(fact_gpus) == 1 else None),
     )
 
 

@@ -103,6 +103,36 @@ def test_parameters_follow_the_context(tmp_path: Path) -> None:
     assert move.params["gpu"] == 6
 
 
+def _node_wide(family: str, facts: list[tuple[int, str, dict[str, Any]]]) -> dict[str, Any]:
+    """A node-scope incident of `family` with findings (gpu, severity, evidence), as the snapshot puts it."""
+    incident = Incident(id=8, dedup_key=f"{NODE}/-/{family}", scope="node", family=family, hostname=NODE, gpu=None,
+                        severity="critical", status="investigating", title=f"{family} on {NODE}", details={},
+                        opened_at=OPENED, updated_at=OPENED)
+    incident.findings = [FindingRecord(ts=OPENED, hostname=NODE, gpu=gpu, kind=family, severity=severity, score=1.0,
+                                       detector="test", evidence=evidence) for gpu, severity, evidence in facts]
+    return snapshot_of(incident).to_json()
+
+
+def test_a_node_wide_incident_whose_facts_name_one_gpu_resets_that_gpu(tmp_path: Path) -> None:
+    # an XID 74 on GPU 2; its NVLink peers' error counters rose too (suspicions on GPUs 3 and 5)
+    suspicion = {"corroborated": False, "signals": []}
+    incident = _node_wide("nvlink", [(2, "critical", {"xid": 74}), (3, "warning", suspicion),
+                                     (5, "warning", suspicion)])
+    assert incident["gpu"] is None and incident["fault_gpu"] == 2
+    actions, _, request = plan_for(incident, tmp_path)
+    assert [(a.runbook, a.targets[0]) for a in actions] == [
+        ("cordon_node", f"node/{NODE}"), ("drain_node", f"node/{NODE}"), ("reset_gpu", f"gpu/{NODE}/2")]
+    assert all(request.check(a) == [] for a in actions)
+    # facts on two GPUs name no one GPU: the reset is not guessed, a human decides
+    two = _node_wide("nvlink", [(2, "critical", {"xid": 74}), (6, "critical", {"xid": 74})])
+    assert two["fault_gpu"] is None
+    ctx = build_context(SimpleNamespace(uow=None), tmp_path / "journal2")  # type: ignore[arg-type]
+    result = RulesPlanner().plan(PlanRequest(incident=two, fault=fault_of(two), evidence=[],
+                                             specs=ctx.runbooks.specs(), check=lambda a: check_action(ctx, two, a),
+                                             run_tool=lambda n, a: ToolResult(n, "error", "not here")))
+    assert not result.ok and result.escalate is not None and "no one GPU its facts name" in result.escalate
+
+
 def test_the_rules_planner_is_deterministic(tmp_path: Path) -> None:
     incident = snapshot("xid", evidence={"xid": 79})
     assert plan_for(incident, tmp_path)[:2] == plan_for(incident, tmp_path)[:2]
