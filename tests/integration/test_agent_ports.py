@@ -31,7 +31,8 @@ def test_the_snapshot_carries_what_triage_reads(container: Container) -> None:
         incident_id, "gpu-node-003", 2, 79, "open", False)
     assert snap.opened_ts == T0 and snap.details["deployment"] == "serve/chat"
     assert set(snap.to_json()) == {"id", "scope", "family", "hostname", "gpu", "severity", "status", "title",
-                                   "details", "evidence", "xid", "opened_at", "opened_ts"}
+                                   "details", "evidence", "xid", "opened_at", "opened_ts", "fault_gpu"}
+    assert snap.fault_gpu == 2  # a GPU incident's own GPU
     with pytest.raises(IncidentNotFound):
         StoreIncidents(container.uow).snapshot(incident_id + 100)
 
