@@ -231,4 +231,3 @@ def placed(free: list[int], sizes: Iterable[int]) -> tuple[int, int]:
         room[0] -= size
         fitted += 1
     return fitted, max(room, default=0)
-
