@@ -38,7 +38,7 @@ from detectors.findings import Finding, FindingKind, Severity
 from detectors.frame import FloatArray, GpuLabels
 from detectors.peers import PeerComparison, group_ids, group_median
 from detectors.saturation import deployment_of
-from detectors.stream import BoolArray, CycleView, IntArray, finding_rows, grow, samples_in
+from detectors.stream import BoolArray, CycleView, IntArray, finding_rows, grow
 from domain.jobs import job_of
 
 SOFT_DETECTORS = ("baseline.", "multivariate.", "forecast.", "peers.straggler", "peers.node_thermal")
@@ -90,7 +90,6 @@ class Corroboration:
     power_gap: float = 0.1
     persist_s: float = 60.0
     min_peers: int = 3
-    _persist: int = 4  # persist_s in samples at the frame's scrape interval
     _last: dict[str, FloatArray] = field(default_factory=dict)
     _rose_at: dict[str, FloatArray] = field(default_factory=dict)
     _runs: dict[str, FloatArray] = field(default_factory=dict)
@@ -98,7 +97,6 @@ class Corroboration:
 
     def annotate(self, view: CycleView, findings: list[Finding]) -> list[Finding]:
         """Follow the cycle's new samples; return the findings with their corroboration added."""
-        self._persist = samples_in(self.persist_s, view.step_s)
         signals_at: dict[float, dict[str, BoolArray]] = {}
         for j, ts in view.columns():
             signals_at[ts] = self._signals(view, j, ts)
@@ -135,7 +133,7 @@ class Corroboration:
             with np.errstate(invalid="ignore"):
                 hot = ((count[node] >= self.min_peers) & (temp - node_temp[node] >= self.hot_gap_c)
                        & (power <= node_power[node] * (1 + self.power_gap)))
-            out[HOT_AT_EQUAL_POWER] = self._held(HOT_AT_EQUAL_POWER, slots, hot, view.n_slots)
+            out[HOT_AT_EQUAL_POWER] = self._held(HOT_AT_EQUAL_POWER, view, hot)
         util = _column(view, m.GPU_UTIL, j)
         activity = PeerComparison._activity(view)
         load = util / 100.0 if util is not None else None if activity is None else activity[:, j]
@@ -152,7 +150,7 @@ class Corroboration:
                 med, _ = group_median(values, job, n_jobs)
                 with np.errstate(invalid="ignore"):
                     low = equal_load & (values < med[np.maximum(job, 0)] * (1 - gap))
-                out[name] = self._held(name, slots, low, view.n_slots)
+                out[name] = self._held(name, view, low)
         return out
 
     def _counter_rose(self, name: str, slots: IntArray, ts: float, value: FloatArray, n: int) -> BoolArray:
@@ -165,10 +163,11 @@ class Corroboration:
         last[slots[seen]] = value[seen]
         return np.asarray(ts - rose_at[slots] <= self.violation_window_s)
 
-    def _held(self, name: str, slots: IntArray, on: BoolArray, n: int) -> BoolArray:
+    def _held(self, name: str, view: CycleView, on: BoolArray) -> BoolArray:
+        slots, n = view.slots, view.n_slots
         run = self._runs[name] = grow(self._runs.get(name, np.zeros(0)), n, 0.0)
         run[slots] = np.where(on, run[slots] + 1, 0.0)
-        return np.asarray(run[slots] >= self._persist)
+        return np.asarray(run[slots] >= view.samples(self.persist_s))
 
     def _grouping(self, labels: GpuLabels) -> tuple[GpuLabels, IntArray, int, IntArray, int]:
         if self._groups is None or self._groups[0] != labels:

@@ -24,7 +24,7 @@ from sklearn.ensemble import IsolationForest
 from detectors import metrics as m
 from detectors.findings import Finding, FindingKind, Severity
 from detectors.frame import FloatArray, GpuLabels
-from detectors.stream import CycleView, IntArray, OnsetTracker, gpu_finding_fields, grow, samples_in
+from detectors.stream import CycleView, IntArray, OnsetTracker, gpu_finding_fields, grow
 
 FEATURES: tuple[str, ...] = (m.GPU_TEMP, m.MEMORY_TEMP, m.POWER_USAGE, m.SM_CLOCK, m.GPU_UTIL, m.FB_USED)
 # The least spread each feature is given: a reading's own resolution and noise (°C, °C, W, MHz, %, MiB). A
@@ -60,7 +60,6 @@ class MultivariateModel:
     persist_s: float = 45.0  # data time an anomaly lasts before it is reported
     seed: int = 0
     name: str = "multivariate"
-    _persist: int = 3  # persist_s in samples at the frame's scrape interval
     _classes: dict[str, _ClassModel] = field(default_factory=dict)
     _class_rows: tuple[GpuLabels, dict[str, IntArray]] | None = None
     _rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
@@ -84,7 +83,6 @@ class MultivariateModel:
             return []
         n_rows = view.slots.shape[0]
         self._run = grow(self._run, view.n_slots, 0.0)
-        self._persist = samples_in(self.persist_s, view.step_s)
         out: list[Finding] = []
         for j, ts in view.columns():
             x = np.column_stack([np.full(n_rows, np.nan) if c is None else c[:, j] for c in cols])
@@ -122,7 +120,8 @@ class MultivariateModel:
         self._run[slots] = run
         out = []
         release = 0.7 if self.method == "robust_covariance" else 0.9  # IF scores live in a narrow band
-        for i in self._state.step(slots, run >= self._persist, usable & (score < release * state.threshold)):
+        off = usable & (score < release * state.threshold)
+        for i in self._state.step(slots, run >= view.samples(self.persist_s), off):
             row = int(rows[i])
             z = self._standardise(state, x[i:i + 1])[0]
             top = np.argsort(-np.abs(z))[:3]

@@ -45,7 +45,6 @@ from detectors.stream import (
     gpu_finding_fields,
     grow,
     rate_per_sample,
-    samples_in,
 )
 from domain.jobs import DEPLOYMENT_SUFFIX, job_of
 
@@ -111,11 +110,6 @@ class PeerComparison:
     repeat_s: float = 60.0        # an episode still going on is reported again this often
     name: str = "peers"
     _groups: _Groups | None = None
-    # the durations above in samples at the frame's scrape interval (worked out at each update)
-    _persist: int = 4
-    _spin_persist: int = 12
-    _repeat: int = 4
-    _power_decay: float = 0.5 ** (1.0 / 960.0)
     _straggle_run: FloatArray = field(default_factory=lambda: np.zeros(0))
     _spin_run: FloatArray = field(default_factory=lambda: np.zeros(0))
     _spin_since: FloatArray = field(default_factory=lambda: np.zeros(0))
@@ -150,10 +144,6 @@ class PeerComparison:
         if activity is None and temp is None:
             return []
         g = self._grouping(view.frame.gpus)
-        step = view.step_s
-        self._persist, self._spin_persist = samples_in(self.persist_s, step), samples_in(self.spin_persist_s, step)
-        self._repeat = samples_in(self.repeat_s, step, at_least=1)
-        self._power_decay = 1.0 - rate_per_sample(self.power_half_life_s, step)
         n = view.n_slots
         for attr in ("_straggle_run", "_spin_run", "_hung_age", "_was_working", "_working_power", "_hot_run"):
             setattr(self, attr, grow(getattr(self, attr), n, 0.0))
@@ -207,9 +197,10 @@ class PeerComparison:
                      for r in np.flatnonzero(held_back)}
         run = np.where(low, self._straggle_run[slots] + 1, 0.0)
         self._straggle_run[slots] = run
-        onsets = self._straggler.step(slots, run >= self._persist, caught_up)
+        persist = view.samples(self.persist_s)
+        onsets = self._straggler.step(slots, run >= persist, caught_up)
         out = [self._finding(view, int(r), ts, FindingKind.STRAGGLER, act, job_med, peers, g, extra.get(int(r)))
-               for r in self._with_repeats(onsets, run - self._persist)]
+               for r in self._with_repeats(view, onsets, run - persist)]
 
         return out
 
@@ -247,7 +238,7 @@ class PeerComparison:
                            else lockstep(util_arr[:, j]) >= 100 * self.pinned_level)
         was_working = self._was_working[slots] > 0
         # unprofiled GPUs "work" while pinned; the decaying maximum keeps the power of real work, not of a spin
-        self._remember_working_power(slots, np.where(profiled, working, util_pinned), power)
+        self._remember_working_power(view, np.where(profiled, working, util_pinned), power)
         ref = self._working_power[slots]
         low_power = np.zeros_like(held)
         if power is not None:
@@ -274,12 +265,12 @@ class PeerComparison:
                          np.nan)
         self._spin_since[slots] = since
         long_unprofiled = unprofiled & (ts - np.nan_to_num(since, nan=ts) >= self.unprofiled_persist_s)
-        hung = (spin_run >= self._spin_persist) | long_unprofiled
+        hung = (spin_run >= view.samples(self.spin_persist_s)) | long_unprofiled
         age = np.where(hung, self._hung_age[slots] + 1, 0.0)
         self._hung_age[slots] = age
         onsets = self._hung.step(slots, hung, ~spin & ~unprofiled)
         out = []
-        for r in self._with_repeats(onsets, age - 1):
+        for r in self._with_repeats(view, onsets, age - 1):
             signals = ["engine_pinned" if profiled[r] else "utilisation_pinned"]
             signals += [f"no_{name.rsplit('_', 2)[-2].lower()}_work" for name in work if profiled[r]]
             if low_power[r] or cold_low[r]:
@@ -301,19 +292,20 @@ class PeerComparison:
                                **gpu_finding_fields(view, r)))
         return out
 
-    def _remember_working_power(self, slots: IntArray, working: npt.NDArray[np.bool_],
+    def _remember_working_power(self, view: CycleView, working: npt.NDArray[np.bool_],
                                 power: FloatArray | None) -> None:
         if power is None:
             return
-        ref = self._working_power[slots] * self._power_decay
+        slots = view.slots
+        ref = self._working_power[slots] * (1.0 - rate_per_sample(self.power_half_life_s, view.step_s))
         with np.errstate(invalid="ignore"):
             self._working_power[slots] = np.where(working & np.isfinite(power), np.fmax(ref, power), ref)
 
-    def _with_repeats(self, onsets: IntArray, age: FloatArray) -> list[int]:
+    def _with_repeats(self, view: CycleView, onsets: IntArray, age: FloatArray) -> list[int]:
         """The rows whose episode starts now, and those whose episode is `repeat_s`, 2×… old: a
         job's trouble that lasts is reported again, so the incident service sees it persist (a lone report
         may be the consequence of a hard fault whose own signal arrives a little later)."""
-        due = (age > 0) & (age % self._repeat == 0)
+        due = (age > 0) & (age % view.samples(self.repeat_s, at_least=1) == 0)
         due[onsets] = True
         return [int(r) for r in np.flatnonzero(due)]
 
@@ -335,7 +327,7 @@ class PeerComparison:
         out = []
         with np.errstate(invalid="ignore"):
             cooled = ~(temp - node_med >= self.hot_gap_c / 2)
-        for r in self._hot.step(slots, run >= self._persist, cooled):
+        for r in self._hot.step(slots, run >= view.samples(self.persist_s), cooled):
             out.append(Finding(
                 ts=ts, kind=FindingKind.THERMAL, severity=Severity.WARNING,
                 score=float(min(1.0, (temp[r] - node_med[r]) / 30)),
@@ -355,5 +347,5 @@ class PeerComparison:
             evidence={"job": g.job_names[g.job[row]],
                       "activity": float(act[row]) if np.isfinite(act[row]) else None,
                       "job_median_activity": float(job_med[row]), "job_gpus": int(peers[row]),
-                      "samples": self._persist, "persist_s": self.persist_s, **(extra or {})},
+                      "samples": view.samples(self.persist_s), "persist_s": self.persist_s, **(extra or {})},
             **gpu_finding_fields(view, row))

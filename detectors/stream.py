@@ -113,6 +113,10 @@ class CycleView:
     def timestamps(self) -> FloatArray:
         return self.frame.timestamps[self.start:]
 
+    def samples(self, seconds: float, at_least: int = 2) -> int:
+        """`seconds` of data time in samples at this frame's scrape interval (`samples_in`)."""
+        return samples_in(seconds, self.step_s, at_least)
+
     @property
     def n_new(self) -> int:
         return self.frame.n_steps - self.start
