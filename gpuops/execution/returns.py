@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from connectors.kubernetes.errors import ClusterError
-from domain import ActionStatus, IncidentStatus, Target
+from domain import ActionStatus, IncidentStatus, Target, is_corroborated
 from gpuops.detection import examined_until
 from gpuops.errors import NotFound
 from gpuops.execution import probation as store
@@ -141,11 +141,12 @@ def fault_check(session: Session, p: NodeProbation) -> Check:
 
 
 def new_errors(session: Session, p: NodeProbation) -> list[Check]:
-    """Hardware findings and other incidents on the node since its probation started (empty when none)."""
-    findings = session.scalars(select(FindingRecord).where(
+    """Hardware findings and other incidents on the node since its probation started (empty when none). A
+    suspicion no second signal confirmed (a node's exporter falling silent for a scrape or two) is not an error."""
+    findings = [f for f in session.scalars(select(FindingRecord).where(
         FindingRecord.hostname == p.hostname, FindingRecord.ts > p.started_at,
         FindingRecord.kind.in_(HARDWARE_KINDS), FindingRecord.severity != "info")
-        .order_by(FindingRecord.ts).limit(5)).all()
+        .order_by(FindingRecord.ts).limit(200)) if is_corroborated(f.evidence)][:5]
     incidents = session.scalars(select(Incident).where(
         Incident.hostname == p.hostname, Incident.opened_at > p.started_at, Incident.id != p.incident_id)
         .order_by(Incident.id).limit(5)).all()

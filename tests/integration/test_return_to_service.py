@@ -205,6 +205,28 @@ def test_a_new_error_during_probation_keeps_the_node_out_with_a_ticket(world: Wo
     assert world.sweep() == [] and world.cluster.nodes[NODE].unschedulable
 
 
+def test_an_exporter_falling_silent_during_probation_is_no_new_error(world: World) -> None:
+    """A node's exporter missing a scrape or two makes every GPU of the node silent at once: a suspicion no
+    second signal confirmed, which says nothing about the GPUs the remediation fixed."""
+    incident_id, probation = _remediated(world)
+    world.examined(600.0)
+    assert world.sweep() == []
+    ts = world.cluster.now - 30
+    assert ts > probation.started_at.replace(tzinfo=UTC).timestamp()
+    silent = Finding(ts=ts, hostname=NODE, gpu=None, uuid=None, kind="gpu_lost", severity="warning", score=0.3,
+                     detector="rules.gpu_lost", evidence={"all_gpus": 8, "silent_s": 45.0, "corroborated": False})
+    with world.pipeline.container.uow() as uow:
+        ingest_findings(uow.session, [silent], fleet_nodes=8, now=datetime.fromtimestamp(ts, tz=UTC))
+        uow.commit()
+    assert world.sweep() == []  # nothing to examine early
+    world.cluster.now += PROBATION_S + 60
+    world.examined(120.0)
+    assert world.sweep() == [probation.id]
+    (returned,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
+    assert returned.status == "returned" and all(c["ok"] for c in returned.checks)
+    assert not world.cluster.nodes[NODE].unschedulable and _incident(world, incident_id).status == "resolved"
+
+
 def test_a_node_a_human_cordoned_is_never_uncordoned(world: World) -> None:
     world.cluster.nodes[NODE] = dataclasses.replace(world.cluster.nodes[NODE], unschedulable=True)
     incident_id, probation = _remediated(world)
