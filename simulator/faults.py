@@ -14,7 +14,9 @@ Field data the defaults rest on:
   retirement or row remapping recording event, 64 failure to record a row remap, 74 NVLink error,
   79 GPU has fallen off the bus, 119 GSP RPC timeout.
 - NVIDIA A100/H100 row remapping (docs.nvidia.com/deploy/a100-gpu-mem-error-mgmt): each bank has
-  a few spare rows (8 per bank on A100/H100); a remap failure once a bank's spares are spent.
+  a few spare rows (8 per bank on A100/H100); a remap failure once a bank's spares are spent. An
+  uncorrectable error marks its row for remapping, which takes effect at the next GPU reset; the
+  recovery action is that reset, after which the GPU serves again ("Error Recovery and Response Flags").
 """
 
 from __future__ import annotations
@@ -216,6 +218,11 @@ class ActiveFault:
     def on_reboot(self, t: float, host: FaultHost) -> None:
         self.on_reset(t, host)
 
+    def disables_gpu(self, t: float) -> bool:
+        """Whether the device plugin still reports this fault's GPU unhealthy after a reset or a reboot: a
+        hardware fault under way keeps its GPU out until the part is replaced."""
+        return self.hardware and self.active and self.onset <= t
+
     def on_pod_stopped(self, t: float, pod: str, host: FaultHost) -> None:
         """A pod stopped somewhere (the fault may belong to it)."""
 
@@ -309,6 +316,12 @@ class Xid48Dbe(ActiveFault):
         if t >= self.next_recurrence:
             self.next_recurrence = t + _lognormal(self.rng, 4 * 3600.0, 0.7, 1800.0, 86400.0)
             self.fail(t, mods, host)
+
+    def disables_gpu(self, t: float) -> bool:
+        """A reset brings the GPU back: its failing row was marked for remapping, and the remap takes effect at
+        the reset (see the module's sources). The weak part stays and recurs; a remap that fails is
+        RowRemapExhaustion's XID 64."""
+        return False
 
 
 class RowRemapExhaustion(ActiveFault):

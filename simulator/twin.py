@@ -338,6 +338,10 @@ class Twin:
     def _hardware_fault_on(self, row: int) -> bool:
         return any(f.row == row and f.hardware and f.active and f.onset <= self.t for f in self.faults)
 
+    def _gpu_disabled(self, row: int) -> bool:
+        """Whether a fault keeps the GPU unhealthy through a reset or a reboot."""
+        return any(f.row == row and f.disables_gpu(self.t) for f in self.faults)
+
     def set_node_ready(self, node: str, ready: bool, reason: str) -> None:
         self.kube.set_node_ready(node, ready, reason)
         self._nodes_dirty = True
@@ -409,7 +413,7 @@ class Twin:
                 for fault in self.faults:
                     if fault.row == row:
                         fault.on_reset(self.t, self)
-                if self.present[row] and not self._hardware_fault_on(row):
+                if self.present[row] and not self._gpu_disabled(row):
                     self._set_schedulable(row, True)
             elif event.kind == "node_rebooted" and event.node is not None:
                 base = node_index(event.node) * self.gpus_per_node
@@ -419,7 +423,7 @@ class Twin:
                     if fault.spec.node == event.node:
                         fault.on_reboot(self.t, self)
                 for row in range(base, base + self.gpus_per_node):
-                    if self.present[row] and not self._hardware_fault_on(row):
+                    if self.present[row] and not self._gpu_disabled(row):
                         self._set_schedulable(row, True)
                 self.node_up[node_index(event.node)] = True
 

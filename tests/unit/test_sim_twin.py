@@ -287,6 +287,35 @@ def test_hardware_fault_survives_reset() -> None:
     assert twin.truth()["faults"][0]["cleared_at"] is not None
 
 
+def _reset(twin: Twin, name: str, row: int = ROW) -> None:
+    twin.kube.create_object("gpuresets", "", {
+        "apiVersion": "gpuops.io/v1alpha1", "kind": "GPUReset", "metadata": {"name": name},
+        "spec": {"nodeName": "gpu-node-001", "gpu": row}})
+    twin.advance_to(twin.t + 120)
+
+
+@pytest.mark.parametrize(("kind", "back"), [("xid48_dbe", True), ("ecc_sbe_storm", False)])
+def test_a_reset_returns_a_gpu_after_a_double_bit_error_but_not_after_an_sbe_storm(kind: str, back: bool) -> None:
+    """A DBE's row is remapped at the reset and the GPU serves again; the weak part recurs (its fault stays
+    under way). An SBE storm's GPU is worn out: the device plugin keeps it unhealthy until it is replaced."""
+    twin, tr = run(only(kind, lead="10m"), until=2700)
+    assert tr["dbe"][-1, ROW] >= 1 and not twin.gpu_usable("gpu-node-001", ROW)
+    _reset(twin, "r1")
+    assert twin.gpu_usable("gpu-node-001", ROW) is back
+    assert twin.physics.dbe[ROW] == 0 and twin.truth()["faults"][0]["cleared_at"] is None
+    assert twin.faulty_gpus("gpu-node-001") == [ROW]  # a technician would still swap it
+
+
+def test_a_double_bit_error_that_recurs_after_the_reset_takes_the_gpu_out_again() -> None:
+    twin, _ = run(only("xid48_dbe"), until=1900)
+    _reset(twin, "r1")
+    assert twin.gpu_usable("gpu-node-001", ROW)
+    (fault,) = twin.faults
+    twin.advance_to(fault.next_recurrence + 2 * twin.step_s)
+    assert twin.physics.dbe[ROW] == 1 and twin.physics.last_xid[ROW] == 48
+    assert not twin.gpu_usable("gpu-node-001", ROW)
+
+
 def test_straggler_slows_one_gpu_and_its_peers_wait() -> None:
     twin, tr = run(only("straggler", slowdown=0.6), until=2700)
     after = at(twin, 2400)
