@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 # What a job's other GPUs show when one of its GPUs or nodes fails: they wait (hung, straggling) or their load
 # changes. A memory leak or a cooling fault on another GPU is its own fault, never folded into the job's incident.
 JOB_CONSEQUENCES = frozenset({FindingKind.HUNG_JOB, FindingKind.STRAGGLER, FindingKind.ANOMALY, FindingKind.POWER})
+# Failures that stop a job for as long as they last: its ranks wait on the missing link, GPU or node.
+STALLS_JOBS = frozenset({FindingKind.FABRIC, FindingKind.GPU_LOST, FindingKind.NODE_NOT_READY})
 # A job's episodes (straggling, hung, saturated): one incident per job, however many of its nodes show it.
 JOB_HOSTS_LOOKBACK_S = 3600.0
 EPISODE_KINDS = frozenset({FindingKind.STRAGGLER, FindingKind.HUNG_JOB, FindingKind.OVERLOAD})
@@ -160,6 +162,8 @@ def ingest_findings(session: Session, findings: Iterable[Finding], *, fleet_node
         record = _record(session, f)
         session.flush()
         families.add(f.kind)
+        if job_hosts and (job := _job_of(f.evidence)) is not None:  # the cache, once loaded, follows the batch
+            job_hosts.setdefault(job, set()).add(f.hostname)
         key = dedup_key(f.hostname, f.gpu, f.kind)
         open_same = session.scalars(select(Incident).where(
             Incident.dedup_key == key, Incident.status.in_(IncidentStatus.ACTIVE),
@@ -374,7 +378,10 @@ def _job_hard_incident(session: Session, f: Finding, since: datetime, job_hosts:
     drained the failed node and resolved the incident (within `since`). Merge it there.
     `job_hosts` caches, for one batch, the hosts each job had findings on since `hosts_since` (default `since`):
     a job stalls as long as its failure stays unresolved, so a failure that opened since then still explains
-    it. An older one does not: a job that hangs hours after a failure gpuops escalated has a trouble of its own."""
+    it. An older one mostly does not: a job that hangs hours after an ECC error gpuops escalated has a trouble
+    of its own. But a failure that stops a job for as long as it lasts (a link down, a lost GPU, a node not
+    Ready: `STALLS_JOBS`), still unresolved on a node the job still reports from, explains the stall whatever its
+    age: restarting the job would only bring it back onto the same failure."""
     job = _job_of(f.evidence)
     if job is None:
         return None
@@ -391,6 +398,7 @@ def _job_hard_incident(session: Session, f: Finding, since: datetime, job_hosts:
     return session.scalars(select(Incident).where(
         Incident.hostname.in_(hosts), Incident.scope != "fleet",
         or_(Incident.status.in_(IncidentStatus.ACTIVE) & (Incident.opened_at >= (hosts_since or since)),
+            Incident.status.in_(IncidentStatus.ACTIVE) & Incident.family.in_(STALLS_JOBS),
             Incident.resolved_at >= since),
         or_(Incident.family.in_(HARD_KINDS), Incident.severity == Severity.CRITICAL)).order_by(Incident.id)).first()
 

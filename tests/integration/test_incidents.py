@@ -255,6 +255,41 @@ def test_a_job_stalled_by_a_failure_gpuops_already_resolved_folds_into_it(contai
     assert len(incidents(container)) == 2  # an hour later, and lasting, it is a hang of its own
 
 
+def _escalate(container: Container, incident_id: int, t: float) -> None:
+    with container.uow() as uow:
+        row = uow.session.get(Incident, incident_id)
+        assert row is not None
+        transition(uow.session, row, "escalated", reason="budget", actor="test",
+                   now=datetime.fromtimestamp(T0 + t, tz=UTC))
+        uow.commit()
+
+
+@pytest.mark.parametrize(("cause", "explains"), [
+    (dict(kind="fabric", gpu=None, condition="link_down", device="mlx5_2", hca=2), True),
+    (dict(kind="gpu_lost", gpu=2, silent_s=30.0), True),
+    (dict(kind="xid", gpu=2, xid=48), False),
+])
+def test_a_job_stalled_by_a_lasting_failure_still_on_its_node_folds_into_it_whatever_its_age(
+        container: Container, cause: dict[str, object], explains: bool) -> None:
+    """A link down that nobody could drain keeps the job's ranks waiting for hours: its hang, reported from
+    every node of the job, is that failure's, not a new incident (a restart would land on the same link). A
+    double-bit error escalated hours ago stops nothing: a hang then is the job's own."""
+    job = "training/pretrain"
+    fields = dict(cause)
+    kind, gpu = str(fields.pop("kind")), fields.pop("gpu")
+    ingest(container, finding("gpu-node-009", gpu, kind, job=job, **fields))  # type: ignore[arg-type]
+    (hard,) = incidents(container)
+    _escalate(container, hard.id, 60)
+    for k in range(4):  # one detection cycle a minute, each reporting the hang from both nodes
+        ingest(container, *[finding(host, 0, "hung_job", t=2 * 3600 + 60 * k, severity="warning", job=job,
+                                    corroborated=True) for host in ("gpu-node-001", "gpu-node-009")])
+    if explains:
+        assert [i.id for i in incidents(container)] == [hard.id]
+        assert incidents(container)[0].occurrences >= 1 + 6  # the stall's reports are the failure's
+    else:
+        assert [i.family for i in incidents(container)] == [kind, "hung_job"]
+
+
 def test_a_persistent_soft_finding_no_second_signal_agrees_with_opens_nothing(container: Container) -> None:
     lone = dict(kind="thermal", severity="warning", corroborated=False, signals=[])
     ingest(container, *[finding("gpu-node-002", 1, t=15 * i, **lone) for i in range(8)])  # type: ignore[arg-type]
