@@ -35,6 +35,10 @@ class PolicyConfig(BaseModel):
     node_cooldown_s: float = Field(default=3600, ge=0, description="between two incidents' actions on one node")
     repeat_window_s: float = Field(default=7 * 86400, ge=0)
     repeat_limit: int = Field(default=2, ge=1, description="remediations in the window before a node goes to a human")
+    job_restart_window_s: float = Field(default=6 * 3600, ge=0)
+    job_restart_limit: int = Field(
+        default=2, ge=1, description="restarts gpuops made of one job, for other incidents, within the window "
+                                     "before the next restart goes to a human (restarting does not fix it)")
     max_actions_per_hour: int = Field(default=20, ge=0, description="fleet-wide executions per hour")
     breaker_failures: int = Field(default=3, ge=1, description="failed verifications that open the breaker")
     breaker_window_s: float = Field(default=3600, ge=1)

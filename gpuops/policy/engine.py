@@ -112,6 +112,30 @@ def _node_actions_since(session: Session, node: str, since: datetime) -> list[Ac
     return [a for a in session.scalars(stmt) if any(_node_of(t) == node for t in a.targets)]
 
 
+JOB_RESTARTS = frozenset({"restart_pod"})
+
+
+def _restarted_again(session: Session, incident: Incident, spec: ActionSpec, config: PolicyConfig,
+                     now: datetime) -> list[str]:
+    """Rule `job_restarts`: a job gpuops already restarted `job_restart_limit` times for other incidents within
+    `job_restart_window_s` goes to a human before another restart: it stalls again after each one, so what
+    stops it is not what a restart clears (a lasting failure under it, its own code, its data)."""
+    job = (incident.details or {}).get("job")
+    if spec.runbook not in JOB_RESTARTS or not isinstance(job, str) or not job or config.job_restart_window_s <= 0:
+        return []
+    rows = session.execute(select(Action.executed_at, Incident.id, Incident.details).join(Incident).where(
+        Action.runbook.in_(JOB_RESTARTS), Action.status.in_(ActionStatus.EXECUTED), Incident.id != incident.id,
+        Action.executed_at >= now - timedelta(seconds=config.job_restart_window_s)))
+    earlier = sorted({(at, incident_id) for at, incident_id, details in rows
+                      if isinstance(details, dict) and details.get("job") == job})
+    incidents = {incident_id for _, incident_id in earlier}
+    if len(incidents) < config.job_restart_limit:
+        return []
+    return [f"job_restarts: gpuops restarted {job} for {len(incidents)} other incidents within "
+            f"{config.job_restart_window_s / 3600:.0f} h (last at {earlier[-1][0]}) and it stalled again: "
+            "a human decides"]
+
+
 def _node_of(target_key: str) -> str | None:
     """The node a node or GPU target names (None for other targets, and for a key that names nothing)."""
     try:
@@ -294,6 +318,8 @@ def evaluate(session: Session, *, incident: Incident, action: Action, spec: Acti
         # waiting for repair serves nothing to disrupt
         if cooling and node not in waiting_for_repair:
             deny.append(f"cool-down: {node} had action {cooling[-1].id} at {cooling[-1].executed_at}")
+
+    escalate.extend(_restarted_again(session, incident, spec, config, now))
 
     if executed_last_hour >= config.max_actions_per_hour and action.executed_at is None \
             and _touches_cluster(spec.target_keys) and incident.family != AUTOSCALE_FAMILY:

@@ -368,3 +368,32 @@ def test_a_fabric_fault_elsewhere_is_a_common_cause_only_on_the_same_rail(contai
         verdict = evaluate(uow.session, incident=here, action=action, spec=drain("gpu-node-004"), facts=FACTS,
                            config=config, now=NOW)
         assert_decided(verdict, Gate.ESCALATE, "common cause suspected: fabric also on gpu-node-009")
+
+
+def _restart(container: Container, job: str, now: datetime, config: PolicyConfig) -> Verdict:
+    """A hung-job incident of `job` and its proposed restart (its worker-0 on gpu-node-001), decided at `now`."""
+    pod = f"pod/{job}-worker-0"
+    spec = ActionSpec(runbook="restart_pod", risk="low", disruptive=True, auto_approvable=True, target_keys=(pod,),
+                      target_nodes=(), pod_nodes={pod: "gpu-node-001"})
+    with container.uow() as uow:
+        inc = make_incident(uow.session, "gpu-node-001", family="hung_job")
+        inc.details = {"job": job}
+        action = make_action(uow.session, inc, "restart_pod", pod, f"{job}-{now}")
+        verdict = evaluate(uow.session, incident=inc, action=action, spec=spec, facts=FACTS, config=config, now=now)
+        if verdict.allowed:
+            action.executed_at, action.status = now, "succeeded"
+        uow.commit()
+        return verdict
+
+
+def test_a_job_that_stalls_again_after_each_restart_goes_to_a_human(container: Container) -> None:
+    config = PolicyConfig(auto_approve=frozenset({"restart_pod"}), job_restart_limit=2, job_restart_window_s=6 * 3600)
+    job = "training/pretrain"
+    for k in range(2):
+        assert_decided(_restart(container, job, NOW + timedelta(minutes=30 * k), config), Gate.AUTO, "within budgets")
+    third = _restart(container, job, NOW + timedelta(minutes=60), config)
+    assert_decided(third, Gate.ESCALATE, "job_restarts: gpuops restarted training/pretrain for 2 other incidents")
+    assert "stalled again" in third.reasons[0]
+    # Another job's restart is its own; and once the window has passed, a new stall is a new story.
+    assert_decided(_restart(container, "training/sft", NOW + timedelta(minutes=61), config), Gate.AUTO, "within")
+    assert_decided(_restart(container, job, NOW + timedelta(hours=7), config), Gate.AUTO, "within budgets")
