@@ -25,7 +25,8 @@ RESTART = Runbook[RestartParams](
         title="Restart a pod (or its whole job)",
         description=(
             "Delete the pod, or every pod of its controller for a hung multi-pod job; the controller recreates "
-            "them. Refuses pods no controller manages, which would not come back."
+            "them. Refuses pods no controller manages, which would not come back, and a restart whose freed GPUs "
+            "pods already waiting for a node would take first."
         ),
         risk=Risk.MEDIUM,
         target_kind=TargetKind.POD,
@@ -76,7 +77,35 @@ def _pre(plan: Plan, params: RestartParams, ctx: RunbookContext) -> list[str]:
         return [f"pod {pod_key(pod)} is not managed by a controller; deleting it would not restart it"]
     if pod.is_mirror:
         return [f"pod {pod_key(pod)} is a mirror pod; restart it on its node"]
+    pods = job_pods(ctx, pod, params.whole_job)
+    waiting = queued_for_its_gpus(ctx, pod, pods)
+    if waiting:
+        names = ", ".join(pod_key(p) for p in waiting[:3]) + (", …" if len(waiting) > 3 else "")
+        return [f"{len(waiting)} pod(s) waiting for a node ({names}) could take the "
+                f"{sum(p.gpu_count for p in pods)} GPUs the restart frees before the recreated pods, which join "
+                "the back of the scheduler's queue: the job could be left pending"]
     return []
+
+
+def queued_for_its_gpus(ctx: RunbookContext, pod: PodInfo, pods: list[PodInfo]) -> list[PodInfo]:
+    """Other controllers' pods waiting for a node that fit on a node the restart frees GPUs on: deleted pods
+    free their GPUs at once, and the scheduler places the pods already queued before the recreated ones."""
+    freed: dict[str, int] = {}
+    for p in pods:
+        if p.node:
+            freed[p.node] = freed.get(p.node, 0) + p.gpu_count
+    if not any(freed.values()):
+        return []
+    restarting = {pod_key(p) for p in pods}
+    room = 0
+    for node in ctx.cluster.list_nodes():
+        if node.name not in freed or node.unschedulable or node.ready is not True:
+            continue
+        held = sum(p.gpu_count for p in ctx.cluster.list_pods(node.name)
+                   if not p.terminating and p.phase in ("Running", "Pending") and pod_key(p) not in restarting)
+        room = max(room, node.gpu_allocatable - held)
+    return [p for p in ctx.cluster.list_unscheduled_pods()
+            if 0 < p.gpu_count <= room and (p.owner_kind, p.owner_name) != (pod.owner_kind, pod.owner_name)]
 
 
 @RESTART.dry_run

@@ -428,6 +428,13 @@ class KubernetesCluster:
             )
             return [pod_info(p) for p in pods.items]
 
+    def list_unscheduled_pods(self) -> list[PodInfo]:
+        with _boundary("list pods waiting for a node"):
+            pods = self._core.list_pod_for_all_namespaces(
+                field_selector="spec.nodeName=,status.phase=Pending", _request_timeout=self._timeout
+            )
+            return [pod_info(p) for p in pods.items]
+
     def get_pod(self, namespace: str, name: str) -> PodInfo:
         with _boundary(f"read pod {namespace}/{name}"):
             return pod_info(self._core.read_namespaced_pod(name, namespace, _request_timeout=self._timeout))

@@ -191,6 +191,9 @@ class InMemoryCluster:
         """Like a field selector: an unknown node simply has no pods."""
         return [p for k, p in sorted(self.pods.items()) if p.node == node]
 
+    def list_unscheduled_pods(self) -> list[PodInfo]:
+        return [p for _, p in sorted(self.pods.items()) if not p.node and p.phase == "Pending"]
+
     def get_pod(self, namespace: str, name: str) -> PodInfo:
         return self._pod(namespace, name)
 

@@ -46,6 +46,10 @@ class ClusterPort(Protocol):
         """Pods bound to the node (a field selector on spec.nodeName)."""
         ...
 
+    def list_unscheduled_pods(self) -> list[PodInfo]:
+        """Pods waiting for a node (Pending with no spec.nodeName: the scheduler's queue), in every namespace."""
+        ...
+
     def get_pod(self, namespace: str, name: str) -> PodInfo: ...
 
     def evict_pod(

@@ -209,6 +209,27 @@ def test_restart_pod_restarts_the_whole_job(twin: Twin, cluster: KubernetesClust
     assert catalogue.verify(plan, ctx).ok
 
 
+def test_restart_pod_refuses_when_queued_pods_would_take_the_jobs_gpus(
+    twin: Twin, cluster: KubernetesCluster, catalogue: Catalogue
+) -> None:
+    """The job's pods free their GPUs at once and are recreated at the back of the scheduler's queue: pods
+    already waiting for a node would take the GPUs and leave the restarted job pending."""
+    twin.state.add_deployment(deployment("job", 2, 4))  # the node's eight GPUs
+    twin.state.add_deployment(deployment("queue", 1, 2))  # no room: it waits for a node
+    (queued,) = cluster.list_unscheduled_pods()
+    assert queued.name.startswith("queue-") and queued.gpu_count == 2 and queued.node is None
+    plan = Plan("restart_pod", {"reason": "hung"}, (Target.for_pod("ml", sorted(gpus_of(twin, "job"))[0]),))
+    ctx = context(twin, cluster)
+    (problem,) = catalogue.preconditions(plan, ctx)
+    assert f"ml/{queued.name}" in problem and "the 8 GPUs the restart frees" in problem
+    assert not catalogue.execute(plan, ctx).ok and len(gpus_of(twin, "job")) == 2  # nothing was deleted
+
+    twin.state.add_node(N2, 8)  # the queued pod finds its node: nothing waits any more
+    twin.sleep(2)
+    assert cluster.list_unscheduled_pods() == []
+    assert catalogue.preconditions(plan, ctx) == []
+
+
 def test_restart_pod_refuses_an_unmanaged_pod(twin: Twin, cluster: KubernetesCluster, catalogue: Catalogue) -> None:
     twin.state.add_pod(bare_pod("notebook", N1, gpus=[0]))
     plan = Plan("restart_pod", {}, (Target.for_pod("tools", "notebook"),))
