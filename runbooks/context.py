@@ -29,6 +29,9 @@ class RunbookContext:
     sleep: Callable[[float], None] = time.sleep
     incident_id: int | None = None
     actor: str = "gpuops"
+    action_id: int | None = None
+    """The stored action this run carries out: two actions of one incident with the same plan (the incident
+    reopened when its fault came back) are two runs, and their node requests must not be taken for each other."""
     on_step: Callable[[str, StepResult], None] = _ignore_step
 
     def poll(self, deadline_s: float, check: Callable[[], T | None], interval_s: float | None = None) -> T | None:

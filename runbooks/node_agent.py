@@ -12,8 +12,10 @@ from runbooks.model import Plan, StepResult
 
 
 def request_name(plan: Plan, ctx: RunbookContext, what: str) -> str:
-    """A stable, DNS-1123 name for this plan's request: the same plan in the same incident finds it again."""
-    raw = f"gpuops-{what}-{ctx.request_label()}-{action_tag(plan).split(':')[1]}"
+    """A stable, DNS-1123 name for this plan's request: the same action of the same incident finds it again (a
+    resumed or retried run, the verification), and another action with the same plan gets its own."""
+    action = f"-a{ctx.action_id}" if ctx.action_id is not None else ""
+    raw = f"gpuops-{what}-{ctx.request_label()}{action}-{action_tag(plan).split(':')[1]}"
     name = re.sub(r"[^a-z0-9-]+", "-", raw.lower()).strip("-")
     return name[:63].rstrip("-")
 

@@ -297,7 +297,7 @@ class Pipeline:
             plan, incident_id, status = plan_of(action), action.incident_id, action.status
         deps = self.deps
         ctx = RunbookContext(cluster=deps.cluster, settings=deps.runbook_settings, clock=deps.clock,
-                             sleep=deps.sleep, incident_id=incident_id, actor="verifier")
+                             sleep=deps.sleep, incident_id=incident_id, actor="verifier", action_id=action_id)
         result = c.catalogue.verify(plan, ctx)
         with c.uow() as uow:
             append_event(uow.session, actor="verifier", kind="action.reverified", incident_id=incident_id,

@@ -106,6 +106,29 @@ def test_reset_gpu_moves_only_the_pods_on_that_gpu_then_resets_it(
     assert len(twin.state.list_objects("gpuresets")[0]) == 1 and twin.state.node_schedulable(N1)
 
 
+def test_a_second_action_with_the_same_plan_resets_the_gpu_again(
+    twin: Twin, cluster: KubernetesCluster, catalogue: Catalogue
+) -> None:
+    """An incident reopened when its fault came back plans the same reset again: that new action must reset the
+    GPU, not find the first action's finished request and wait for a GPU that never comes back."""
+    resets: list[int] = []
+
+    def device_plugin(e: KubeEvent) -> None:
+        if e.kind == "gpu_reset" and e.gpu is not None:
+            resets.append(e.gpu)
+            twin.state.set_gpu_healthy(N1, e.gpu, True)
+
+    twin.state.subscribe(device_plugin)
+    plan = Plan("reset_gpu", {"reason": "xid 48"}, (Target.for_gpu(N1, 3),))
+    for action_id in (41, 57):
+        twin.state.set_gpu_healthy(N1, 3, False)  # the double-bit error (again): the plugin withdraws the GPU
+        ctx = context(twin, cluster)
+        ctx.action_id = action_id
+        assert catalogue.execute(plan, ctx).ok
+        assert catalogue.verify(plan, ctx).ok, catalogue.verify(plan, ctx).detail
+    assert resets == [3, 3] and len(twin.state.list_objects("gpuresets")[0]) == 2
+
+
 def test_reset_gpu_refuses_a_gpu_the_node_does_not_have(
     twin: Twin, cluster: KubernetesCluster, catalogue: Catalogue
 ) -> None:
