@@ -20,7 +20,8 @@ A trend is forecast only where the physics lets it reach the limit:
   uncorroborated. A diurnal rise of load never reaches a limit the GPU's physics keeps it under;
 - framebuffer: only a climb without drops that progresses through `leak_min_s` (30 min), or through at least
   as long as the forecast reaches ahead (never less than `leak_floor_s`), on a pod that keeps running
-  (`MonotoneClimb`), is a leak; memory that moves up and down with batches or phases is not.
+  (`MonotoneClimb`), is a leak; memory that moves up and down with batches or phases is not. A new pod on a GPU
+  starts the trend and its history again: its allocation is no climb.
 """
 
 from __future__ import annotations
@@ -194,6 +195,9 @@ class FailureForecast:
                     moved = state.climb.update(view, ts, arr[:, j])
                     state.load_changed[moved] = ts
                     state.load_before[moved] = np.nan
+                    # and a new series: the jump from the last pod's memory (or an idle GPU's) to this pod's is
+                    # its allocation, which a trend carried over would read as a steep climb
+                    _forget(state, moved)
                 out += self._step(view, target, state, ts, arr[:, j], limits, j)
                 if target.physics == "leak":
                     out += self._filled(view, target, state, ts, arr[:, j], limits)
@@ -437,6 +441,14 @@ class FailureForecast:
                        score=float(max(0.0, min(1.0, 1.0 - result.expected_s / self.horizon_s))),
                        detector=f"{target.name}.{lim.label}", evidence=evidence,
                        predicted_failure_at=ts + result.expected_s, **gpu_finding_fields(view, row))
+
+
+def _forget(state: _TargetState, slots: IntArray) -> None:
+    """Start the trend and the history of `slots` again from their next sample."""
+    if slots.size:
+        state.level[slots], state.slope[slots], state.last_ts[slots] = np.nan, 0.0, np.nan
+        state.count[slots] = 0.0
+        state.history[slots], state.history_ts[slots] = np.nan, np.nan
 
 
 def _node_medians(values: FloatArray, ids: IntArray, count: int, min_gpus: int = 3) -> FloatArray:

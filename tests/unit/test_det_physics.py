@@ -300,6 +300,28 @@ def test_a_new_job_filling_its_memory_at_the_old_jobs_level_is_no_leak() -> None
     assert [f for f in found if f.kind == "memory_leak"] == []
 
 
+def test_a_pod_arriving_on_an_idle_gpu_and_warming_up_is_no_leak() -> None:
+    """A pod scheduled on an idle GPU (a reschedule, a node back from repair) takes its memory at once and grows
+    it a little more while its allocator warms up, then holds it. The jump from the idle GPU's level is the
+    new pod's allocation, not a trend: the forecast follows the new pod from its first sample."""
+    import dataclasses
+
+    ts, met, gpus, _, _ = det_synth.healthy(nodes=2, gpus_per_node=8, steps=200, step_s=60.0)
+    arrive, k = 40, np.arange(160)
+    noise = np.random.default_rng(11).normal(0, 60, 200)
+    warm = 58_000 + 7_000 * (1 - np.exp(-k / 9.0))  # most at once, the rest over a quarter of an hour
+    with_framebuffer(met, 4, np.concatenate([np.full(arrive, 500.0), warm]) + noise)
+    met[m.GPU_UTIL][4, :arrive] = 0.0
+    met[m.GR_ENGINE_ACTIVE][4, :arrive] = 0.0
+    met[m.POWER_USAGE][4, :arrive] = 70.0
+    idle = dataclasses.replace(gpus, pod=tuple("" if r == 4 else p for r, p in enumerate(gpus.pod)))
+    cycle = DetectionCycle(stages=[FailureForecast(default_targets())])
+    found = cycle.update(det_synth.frame(ts[:arrive], {n: v[:, :arrive] for n, v in met.items()}, idle))
+    for j in range(arrive, 200, 4):  # the rest a few minutes at a time, as the cycles read it
+        found += cycle.update(det_synth.frame(ts[j:j + 4], {n: v[:, j:j + 4] for n, v in met.items()}, gpus))
+    assert [f for f in found if f.kind == "memory_leak"] == []
+
+
 def test_a_load_that_moves_to_a_new_level_still_settles_before_a_leak_is_forecast() -> None:
     from detectors.settling import note_load_steps
 
