@@ -3,7 +3,9 @@ over in examined data time, or at once when a new error shows on it:
 
 - the fault must be one its remediation fixes: a double-bit ECC error or a GSP timeout is cleared by a GPU reset
   or a reboot, a GPU off the bus by a reboot; a row-remap failure, an SBE storm, a cooling or PCIe fault needs the
-  GPU replaced, and a drain alone fixes nothing (it only moved the work away);
+  GPU replaced, and a drain alone fixes nothing (it only moved the work away); and the fix must hold: the same
+  part back on probation within the repeat window after gpuops returned it once (a double-bit error recurring
+  after its row was remapped) is a failing part, kept out for replacement;
 - nothing new on the node since the remediation: no hardware finding, no other incident;
 - the node is Ready and reports all its GPUs allocatable;
 - a node agent's diagnostic, when one is wired (`NodeDiagnostics`: a NodeValidation request running DCGM diag).
@@ -118,8 +120,9 @@ def _positive(evidence: dict[str, Any], key: str) -> bool:
     return isinstance(value, int | float) and value > 0
 
 
-def fault_check(session: Session, p: NodeProbation) -> Check:
-    """Whether the remediation that ran is one that fixes the incident's fault."""
+def fault_check(session: Session, p: NodeProbation, window_s: float = 7 * 86400.0) -> Check:
+    """Whether the remediation that ran is one that fixes the incident's fault, and held: the same fault on the
+    same part after an earlier return to service within `window_s` needs the part replaced."""
     incident = session.get(Incident, p.incident_id)
     if incident is None:
         return Check("fault_fixed", False, f"incident {p.incident_id} is gone")
@@ -134,7 +137,28 @@ def fault_check(session: Session, p: NodeProbation) -> Check:
     if not fixers & set(done):
         return Check("fault_fixed", False, f"{fault} needs {' or '.join(sorted(fixers))}; only "
                                            f"{', '.join(done) or 'nothing'} ran, which moved the work away")
+    came_back = _returned_before(session, p, window_s)
+    if came_back is not None:
+        part = p.hostname if p.gpu is None else f"{p.hostname} GPU {p.gpu}"
+        return Check("fault_fixed", False, f"{part} failed again ({fault}) after gpuops returned it to service "
+                                           f"on {came_back.isoformat()}: the fix does not hold, the part needs "
+                                           "replacing")
     return Check("fault_fixed", True, f"{fault}: fixed by {', '.join(sorted(fixers & set(done)))}")
+
+
+def _returned_before(session: Session, p: NodeProbation, window_s: float) -> datetime | None:
+    """When gpuops last returned this GPU (or, for a node-wide fault, this node) to service after an earlier
+    remediation within `window_s`: a fault that comes back on the same part after its fix held through a
+    probation is a failing part (a double-bit error recurring after its row was remapped), not a new accident."""
+    def last(*statuses: str) -> datetime | None:
+        return session.scalars(select(NodeProbation.finished_at).where(
+            NodeProbation.hostname == p.hostname, NodeProbation.gpu.is_(None) if p.gpu is None
+            else NodeProbation.gpu == p.gpu, NodeProbation.id != p.id, NodeProbation.status.in_(statuses),
+            NodeProbation.finished_at >= p.started_at - timedelta(seconds=window_s),
+            NodeProbation.finished_at <= p.started_at).order_by(NodeProbation.finished_at.desc()).limit(1)).first()
+
+    returned, repaired = last(store.RETURNED, store.RELEASED), last(store.REPAIRED)
+    return returned if returned is not None and (repaired is None or repaired < returned) else None
 
 
 # -- what showed since the remediation ------------------------------------------------------------------------
@@ -225,7 +249,7 @@ def examine(uow: UnitOfWork, *, probation_id: int, deps: ExecutionDeps, shards: 
                                                     f"examined (examined: {seen.isoformat() if seen else 'nothing'})")
         if _thread_busy(session, p):
             return ProbationOutcome(p.id, p.status, f"incident {p.incident_id}'s plan is still under way")
-    checks = errors or [fault_check(session, p), *node_checks(deps, p.hostname)]
+    checks = errors or [fault_check(session, p, deps.policy.repeat_window_s), *node_checks(deps, p.hostname)]
     if diagnostics is not None and all(c.ok for c in checks):  # a node failing already is not diagnosed
         checks += diagnostics.diagnose(p.hostname, gpus=[] if p.gpu is None else [p.gpu],
                                        request_id=f"p{p.id}-{int(p.started_at.timestamp())}")

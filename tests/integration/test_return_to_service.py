@@ -227,6 +227,34 @@ def test_an_exporter_falling_silent_during_probation_is_no_new_error(world: Worl
     assert not world.cluster.nodes[NODE].unschedulable and _incident(world, incident_id).status == "resolved"
 
 
+def test_a_gpu_that_fails_again_after_its_return_is_kept_out_for_replacement(world: World) -> None:
+    """A GPU reset fixed the GPU and it went back to service; days later the same GPU fails again and is reset
+    again. Its second probation keeps it out with a ticket: the fix does not hold (a double-bit error that
+    recurs after its row was remapped is a failing part)."""
+    first, probation = _remediated(world)
+    world.cluster.now += PROBATION_S + 60
+    world.examined(120.0)
+    assert world.sweep() == [probation.id]
+    assert _read(world, NodeProbation, NodeProbation.id == probation.id)[0].status == "returned"
+    assert not world.cluster.nodes[NODE].unschedulable
+
+    world.examined(2 * 86400.0)
+    again = open_incident(world.pipeline.container, "ecc", node=NODE, evidence={"xid": 48, "dbe": 1})
+    assert again != first
+    world.settle(again)
+    (second,) = _read(world, NodeProbation, NodeProbation.incident_id == again)
+    world.cluster.now += PROBATION_S + 60
+    world.examined(120.0)
+    assert world.sweep() == [second.id]
+    (kept,) = _read(world, NodeProbation, NodeProbation.id == second.id)
+    assert kept.status == "kept_out"
+    (failed,) = [c for c in kept.checks if not c["ok"]]
+    assert failed["name"] == "fault_fixed" and f"{NODE} GPU 2 failed again" in failed["detail"]
+    assert world.cluster.nodes[NODE].unschedulable and _incident(world, again).status == "escalated"
+    (ticket,) = _read(world, HardwareTicket, HardwareTicket.incident_id == again)
+    assert ticket.gpu == 2 and ticket.status == "open"
+
+
 def test_a_node_a_human_cordoned_is_never_uncordoned(world: World) -> None:
     world.cluster.nodes[NODE] = dataclasses.replace(world.cluster.nodes[NODE], unschedulable=True)
     incident_id, probation = _remediated(world)
