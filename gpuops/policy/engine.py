@@ -113,6 +113,9 @@ def _node_actions_since(session: Session, node: str, since: datetime) -> list[Ac
 
 
 JOB_RESTARTS = frozenset({"restart_pod"})
+# Node actions that take nothing from a node: returning it to service, asking for its repair. The cool-down
+# spaces disruptions, so a node just returned (after its probation or its repair) can be acted on at once.
+NOT_DISRUPTING = frozenset({"uncordon_node", "open_hardware_ticket"})
 
 
 def _restarted_again(session: Session, incident: Incident, spec: ActionSpec, config: PolicyConfig,
@@ -313,7 +316,8 @@ def evaluate(session: Session, *, incident: Incident, action: Action, spec: Acti
             escalate.append(f"{node} was remediated for {len(other_incidents)} other incidents within "
                             f"{config.repeat_window_s / 86400:.0f} days: a human decides")
         cooling = [a for a in recent if a.incident_id != incident.id and a.executed_at is not None
-                   and a.executed_at >= now - timedelta(seconds=config.node_cooldown_s)]
+                   and a.executed_at >= now - timedelta(seconds=config.node_cooldown_s)
+                   and a.runbook not in NOT_DISRUPTING]
         # the cool-down keeps a node in service from being disrupted again too soon; a node already out and
         # waiting for repair serves nothing to disrupt
         if cooling and node not in waiting_for_repair:

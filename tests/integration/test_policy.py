@@ -128,6 +128,20 @@ def test_cool_down_and_repeat_offender(container: Container) -> None:
                    Gate.ESCALATE, "gpu-node-005 was remediated for 2 other incidents")
 
 
+def test_a_node_just_returned_to_service_has_no_cool_down(container: Container) -> None:
+    """The cool-down spaces disruptions of a node in service. Returning the node (its probation passed, or its
+    repair came back) disrupts nothing: a fault there minutes later is acted on at once."""
+    config = PolicyConfig(max_nodes_out=20, max_nodes_out_fraction=1.0, node_cooldown_s=3600, repeat_limit=5)
+    node = "gpu-node-007"
+    uncordon = ActionSpec(runbook="uncordon_node", risk="low", disruptive=False, auto_approvable=True,
+                          target_keys=(f"node/{node}",), target_nodes=(node,))
+    assert decide(container, node, uncordon, config).allowed
+    assert_decided(decide(container, node, drain(node), config, now=NOW + timedelta(minutes=10)),
+                   Gate.TWO_APPROVERS, "within budgets; high risk")
+    assert_decided(decide(container, node, drain(node), config, now=NOW + timedelta(minutes=20)),
+                   Gate.DENIED, "cool-down: gpu-node-007 had action")  # a drain is a disruption
+
+
 def test_a_node_out_and_waiting_for_repair_has_no_cool_down(container: Container) -> None:
     """A second GPU failing on a node gpuops already drained and ticketed: the node serves nothing, so its
     incident's actions (amending the ticket) are not held back; a node back in service cools down as before."""
