@@ -112,6 +112,22 @@ def test_example_scenarios_validate_and_cover_every_fault_kind() -> None:
     assert any(not s.faults for s in scenarios), "a fault-free control scenario"
 
 
+def test_the_probe_scenarios_validate_and_start() -> None:
+    """`simulator/scenarios/probes/`: scenarios written the way a new user would (`gpuops eval --scenario
+    simulator/scenarios/probes`); the replay one reads the shared GenTD26 files and is left out here."""
+    from pathlib import Path
+
+    import simulator
+
+    folder = Path(simulator.__file__).parent / "scenarios" / "probes"
+    files = sorted(p for p in folder.glob("*.yaml") if p.name != "replay_faults.yaml")
+    assert len(files) == 7
+    for path in files:
+        twin = Twin(load_scenario(path))
+        assert twin.faults, path.name
+        twin.advance_to(twin.start + 2 * twin.step_s)
+
+
 def test_unreadable_and_malformed_files_are_refused(tmp_path: Any) -> None:
     with pytest.raises(ScenarioError, match="cannot read"):
         load_scenario(tmp_path / "missing.yaml")
