@@ -5,7 +5,7 @@ DaemonSet and mirror pods are skipped, unmanaged pods need `force`, emptyDir pod
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -205,17 +205,19 @@ def wait_gone(ctx: RunbookContext, node: str, keys: set[str], deadline_s: float)
     )
 
 
-def free_gpus(ctx: RunbookContext, exclude: str | None = None) -> list[int]:
+def free_gpus(ctx: RunbookContext, exclude: str | None = None, *, within: Collection[str] | None = None,
+              leaving: Collection[str] = ()) -> list[int]:
     """Free GPUs on each node that takes new pods (ready, not cordoned, without gpuops' own taint; the pods'
-    tolerations of other taints are not known here), `exclude` left out: where a pod created now can run. A pod
-    Running or Pending on a node holds its GPUs there."""
+    tolerations of other taints are not known here), `exclude` left out and only the nodes `within` when given:
+    where a pod created now can run. A pod Running or Pending on a node holds its GPUs there, except the pods
+    `leaving` (their keys: an action is about to delete them)."""
     free: list[int] = []
     for node in ctx.cluster.list_nodes():
-        if node.name == exclude or node.unschedulable or node.ready is not True \
-                or any(t.key == ctx.settings.action_taint_key for t in node.taints):
+        if node.name == exclude or (within is not None and node.name not in within) or node.unschedulable \
+                or node.ready is not True or any(t.key == ctx.settings.action_taint_key for t in node.taints):
             continue
         used = sum(p.gpu_count for p in ctx.cluster.list_pods(node.name) if not p.terminating
-                   and p.phase in ("Running", "Pending"))
+                   and p.phase in ("Running", "Pending") and pod_key(p) not in leaving)
         free.append(max(0, node.gpu_allocatable - used))
     return free
 

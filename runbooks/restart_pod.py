@@ -8,7 +8,7 @@ from connectors.kubernetes import NotFound, PodInfo
 from runbooks.context import RunbookContext
 from runbooks.definition import Runbook, RunbookDefinition
 from runbooks.model import Diff, Plan, Risk, StepResult, TargetKind
-from runbooks.pods import is_training_pod, pod_key
+from runbooks.pods import free_gpus, is_training_pod, pod_key
 
 
 class RestartParams(BaseModel):
@@ -96,14 +96,7 @@ def queued_for_its_gpus(ctx: RunbookContext, pod: PodInfo, pods: list[PodInfo]) 
             freed[p.node] = freed.get(p.node, 0) + p.gpu_count
     if not any(freed.values()):
         return []
-    restarting = {pod_key(p) for p in pods}
-    room = 0
-    for node in ctx.cluster.list_nodes():
-        if node.name not in freed or node.unschedulable or node.ready is not True:
-            continue
-        held = sum(p.gpu_count for p in ctx.cluster.list_pods(node.name)
-                   if not p.terminating and p.phase in ("Running", "Pending") and pod_key(p) not in restarting)
-        room = max(room, node.gpu_allocatable - held)
+    room = max(free_gpus(ctx, within=freed, leaving={pod_key(p) for p in pods}), default=0)
     return [p for p in ctx.cluster.list_unscheduled_pods()
             if 0 < p.gpu_count <= room and (p.owner_kind, p.owner_name) != (pod.owner_kind, pod.owner_name)]
 

@@ -120,7 +120,7 @@ def _positive(evidence: dict[str, Any], key: str) -> bool:
     return isinstance(value, int | float) and value > 0
 
 
-def fault_check(session: Session, p: NodeProbation, window_s: float = 7 * 86400.0) -> Check:
+def fault_check(session: Session, p: NodeProbation, window_s: float) -> Check:
     """Whether the remediation that ran is one that fixes the incident's fault, and held: the same fault on the
     same part after an earlier return to service within `window_s` needs the part replaced."""
     incident = session.get(Incident, p.incident_id)

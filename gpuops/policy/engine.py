@@ -129,14 +129,14 @@ def _restarted_again(session: Session, incident: Incident, spec: ActionSpec, con
     rows = session.execute(select(Action.executed_at, Incident.id, Incident.details).join(Incident).where(
         Action.runbook.in_(JOB_RESTARTS), Action.status.in_(ActionStatus.EXECUTED), Incident.id != incident.id,
         Action.executed_at >= now - timedelta(seconds=config.job_restart_window_s)))
-    earlier = sorted({(at, incident_id) for at, incident_id, details in rows
-                      if isinstance(details, dict) and details.get("job") == job})
+    earlier = [(at, incident_id) for at, incident_id, details in rows
+               if isinstance(details, dict) and details.get("job") == job]
     incidents = {incident_id for _, incident_id in earlier}
     if len(incidents) < config.job_restart_limit:
         return []
     return [f"job_restarts: gpuops restarted {job} for {len(incidents)} other incidents within "
-            f"{config.job_restart_window_s / 3600:.0f} h (last at {earlier[-1][0]}) and it stalled again: "
-            "a human decides"]
+            f"{config.job_restart_window_s / 3600:.0f} h (last at {max(at for at, _ in earlier)}) and it stalled "
+            "again: a human decides"]
 
 
 def _node_of(target_key: str) -> str | None:
