@@ -86,7 +86,11 @@ class DetectionCycle:
         cycle = pickle.loads(data[len(_STATE_MAGIC):])
         if not isinstance(cycle, cls):
             raise ValueError(f"detection-cycle state holds a {type(cycle).__name__}, not a DetectionCycle")
-        if not any(getattr(stage, "name", "") == "fabric" for stage in cycle.stages):
+        names = {getattr(stage, "name", "") for stage in cycle.stages}
+        for rule in default_rules():  # a state saved before a rule existed gets it, fresh
+            if rule.name not in names:
+                cycle.stages.insert(_after_rules(cycle.stages), rule)
+        if "fabric" not in names:
             from detectors.fabric import FabricStage
 
             cycle.stages.insert(_after_rules(cycle.stages), FabricStage())  # a state saved before it existed

@@ -1,5 +1,6 @@
 """Exact rules for hard signals: XIDs, double-bit ECC, row remapping, a GPU gone from the bus, node not
-Ready, temperature limits. Each rule is a streaming stage: it keeps the last values it saw per GPU slot."""
+Ready, temperature limits, an error counter above NVIDIA's rate limit. Each rule is a streaming stage: it keeps
+the last values it saw per GPU slot."""
 
 from __future__ import annotations
 
@@ -149,6 +150,70 @@ class LevelRule:
 
 
 @dataclass
+class CounterRateLimitRule:
+    """An error counter rising faster than NVIDIA's limit for it, held for `hold_s` of data time.
+
+    Held means the median of the counter's per-sample rates over the last `hold_s` is above `limit_per_s`:
+    one burst (a single sample) moves no median, a link that keeps erroring does. Such a finding states a
+    persisting fact, so it opens an incident by itself (`persistent`). Reported once per episode, re-armed once
+    the median falls below half the limit. Gaps and counter resets (the counter going down, as after a driver
+    reload) carry no rate; a window needs three quarters of its samples to decide either way.
+    """
+
+    metric: str
+    limit_per_s: float
+    kind: FindingKind
+    name: str
+    source: str
+    hold_s: float = 300.0
+    severity: Severity = Severity.WARNING
+    _last: _LastValue = field(default_factory=_LastValue)
+    _last_ts: FloatArray = field(default_factory=lambda: np.zeros(0))
+    _rates: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))  # [slot, sample in the window]
+    _state: OnsetTracker = field(default_factory=OnsetTracker)
+
+    def update(self, view: CycleView) -> list[Finding]:
+        arr = view.metric(self.metric)
+        if arr is None:
+            return []
+        n, slots, k = view.n_slots, view.slots, view.samples(self.hold_s)
+        self._last_ts = grow(self._last_ts, n, np.nan)
+        if self._rates.shape[1] != k:  # first cycle, or the scrape interval changed: start the windows again
+            self._rates = np.full((self._rates.shape[0], k), np.nan)
+        if self._rates.shape[0] < n:
+            self._rates = np.vstack([self._rates, np.full((n - self._rates.shape[0], k), np.nan)])
+        needed = int(np.ceil(0.75 * k))
+        out: list[Finding] = []
+        for j, ts in view.columns():
+            col = arr[:, j]
+            prev, prev_ts = self._last.previous(view), self._last_ts[slots]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                step = (col - prev) / (ts - prev_ts)
+            step[~np.isfinite(step) | (step < 0)] = np.nan
+            window = np.roll(self._rates[slots], -1, axis=1)
+            window[:, -1] = step
+            self._rates[slots] = window
+            decided = np.isfinite(window).sum(axis=1) >= needed
+            median = np.full(len(slots), np.nan)
+            if decided.any():
+                median[decided] = np.nanmedian(window[decided], axis=1)
+            with np.errstate(invalid="ignore"):
+                held = decided & (median > self.limit_per_s)
+                quiet = decided & (median < self.limit_per_s / 2.0)
+            for row in self._state.step(slots, held, quiet):
+                rows = window[row][np.isfinite(window[row])]
+                out.append(Finding(
+                    ts=ts, kind=self.kind, severity=self.severity, score=1.0, detector=self.name,
+                    evidence={"metric": self.metric, "rate_per_s": round(float(median[row]), 4),
+                              "mean_rate_per_s": round(float(rows.mean()), 4), "limit_per_s": self.limit_per_s,
+                              "window_s": self.hold_s, "source": self.source, "persistent": True},
+                    **gpu_finding_fields(view, int(row))))
+            self._last.remember(view, col)
+            self._last_ts[slots[np.isfinite(col)]] = ts
+        return out
+
+
+@dataclass
 class GpuLostRule:
     """A GPU whose series all vanish for `grace_s`, and for two scrape intervals at least (fallen off the bus,
     or its exporter gone).
@@ -268,6 +333,7 @@ class RuleLimits:
     temp_throttle_c: float = 87.0
     temp_shutdown_c: float = 92.0
     temp_hysteresis_c: float = 3.0
+    pcie_replays_per_min: float = 8.0
 
 
 def default_rules(limits: RuleLimits | None = None) -> list[Stage]:
@@ -283,6 +349,10 @@ def default_rules(limits: RuleLimits | None = None) -> list[Stage]:
                   lim.temp_hysteresis_c),
         LevelRule(m.GPU_TEMP, lim.temp_shutdown_c, FindingKind.THERMAL, Severity.CRITICAL, "rules.temp_shutdown",
                   lim.temp_hysteresis_c),
+        # DCGM's hardware limits (dcgm_gpu_hardware_limits.h): at most 8 PCIe replays a minute, the most the
+        # driver recommends; its health watch reports more as a failing PCIe link to reseat or replace
+        CounterRateLimitRule(m.PCIE_REPLAY_COUNTER, lim.pcie_replays_per_min / 60.0, FindingKind.PCIE,
+                             "rules.pcie_replay_rate", f"DCGM limit: {lim.pcie_replays_per_min:g} PCIe replays/min"),
         GpuLostRule(),
         NodeNotReadyRule(),
     ]

@@ -14,7 +14,8 @@ so a fault runs its natural course there: its failure time is the one it would h
 The GPU-hours model (`gpu_hours_lost`): a fault hurts `impact_gpus` GPUs (the whole training job for a GPU
 fault on a job, the replica's GPUs for inference, the node's GPUs for a node fault, the GPU itself when idle)
 at a rate `severity` (1 for a hard failure or hang; 1 − slowdown for a straggler; 1 − 1/factor of the
-deployment for an overload) from `impact_start` (the failure time in the untouched run, or the onset for a
+deployment for an overload; 0 for a fault that never touches the work, such as a PCIe replay storm that does
+not end with the GPU off the bus) from `impact_start` (the failure time in the untouched run, or the onset for a
 degradation) until mitigation or the end of the scenario. A crash also loses the work since the last
 checkpoint (half a checkpoint interval on average, training only). Mitigating before the failure costs only a
 planned restart (`restart_overhead_s`) of the job's GPUs. gpuops mitigates when the first action that moves
@@ -130,6 +131,8 @@ def _impact(twin: Twin, scenario: Scenario, fault: dict[str, Any], spec_params: 
         severity = max(0.0, 1.0 - float(params.get("slowdown", 0.7)))
     elif kind == "inference_overload":
         severity = max(0.0, 1.0 - 1.0 / max(float(params.get("factor", 2.0)), 1.0))
+    if fault.get("hurts_work") is False:  # only its counters move (a PCIe replay storm that never falls off)
+        severity = 0.0
     onset = _ts(fault["onset"])
     failure = _ts(fault["failure_at"]) if fault.get("failure_at") else None
     start = onset if kind in DEGRADATIONS or failure is None else failure
@@ -155,6 +158,9 @@ def gpu_hours_lost(impact: Impact, mitigated_at: float | None, end: float) -> fl
     if impact.impact_start >= end:
         return 0.0
     stop = end if mitigated_at is None else min(mitigated_at, end)
+    if impact.severity <= 0:  # a fault that never hurts the work: moving the work is the only cost
+        return impact.gpus * (RESTART_OVERHEAD_S if impact.training and mitigated_at is not None
+                              and mitigated_at < end else 0.0) / 3600.0
     if mitigated_at is not None and stop < impact.impact_start and impact.severity > 0:
         # moved before it hurt: a planned restart of the job, no crash
         return impact.gpus * (RESTART_OVERHEAD_S if impact.training else 0.0) / 3600.0
@@ -170,6 +176,23 @@ def threshold_mitigation(run: BaselineRun, index: int) -> float | None:
     rows = _rows(node, gpu, run.gpus_per_node)
     first = run.alerts.first_after(rows, [node], _ts(fault["onset"]))
     return None if first is None else first + HUMAN_DELAY_S
+
+
+INCIDENT_MARGIN_S = 1800.0  # an incident up to 30 min after a fault ends still belongs to it
+
+
+def fault_window(fault: dict[str, Any], scenario: Scenario) -> tuple[float, float]:
+    """When a fault is under way, from its truth: from its onset (one step early) until it cleared, else until
+    it failed; a fault that neither failed nor cleared (a cooling loss on a GPU too idle to overheat, a PCIe
+    replay storm that never takes the GPU off the bus) is under way until the scenario ends."""
+    start = _ts(fault["onset"]) - scenario.step
+    if fault.get("cleared_at"):
+        end = _ts(fault["cleared_at"])
+    elif fault.get("failure_at"):
+        end = _ts(fault["failure_at"])
+    else:
+        end = scenario.start + scenario.duration
+    return start, max(end, start)
 
 
 def _rows(node: str, gpu: int | None, per_node: int) -> list[int]:

@@ -14,7 +14,7 @@ from detectors.evaluation import score_faults, summarise
 from detectors.findings import Finding
 from detectors.pipeline import DetectionCycle
 from domain import clock
-from evaluation.baselines import ThresholdAlerts
+from evaluation.baselines import INCIDENT_MARGIN_S, ThresholdAlerts, fault_window
 from gpuops.config import Settings
 from gpuops.incidents.service import ingest_findings
 from gpuops.store import migrate
@@ -23,8 +23,6 @@ from gpuops.wiring import bootstrap
 from simulator.recording import cycle_frames
 from simulator.scenario import Scenario
 from simulator.twin import Twin
-
-INCIDENT_MARGIN_S = 1800.0  # an incident up to 30 min after a fault ends still belongs to it
 
 
 def evaluate_detection(scenario: Scenario, *, cycle_steps: int = 2, database_url: str | None = None) -> dict[str, Any]:
@@ -98,8 +96,7 @@ def _matches_fault(incident: Incident, faults: list[dict[str, Any]], scenario: S
     (a finding of the fault may merge into an incident the host already had)."""
     opened, last = incident.opened_at.timestamp(), incident.updated_at.timestamp()
     for fault in faults:
-        start = _ts(fault["onset"]) - scenario.step
-        end = max(_ts(fault.get("cleared_at") or fault.get("failure_at") or fault["onset"]), start)
+        start, end = fault_window(fault, scenario)
         overlaps = opened <= end + INCIDENT_MARGIN_S and last >= start
         if overlaps and (incident.scope == "fleet" or incident.hostname == fault["node"]):
             return True

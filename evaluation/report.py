@@ -15,8 +15,10 @@ from detectors.evaluation import EXPECTED_KINDS, same_workload, score_faults
 from domain import ActionStatus, IncidentStatus
 from evaluation.baselines import (
     HUMAN_DELAY_S,
+    INCIDENT_MARGIN_S,
     BaselineRun,
     baseline_run,
+    fault_window,
     gpu_hours_lost,
     threshold_mitigation,
 )
@@ -25,7 +27,6 @@ from evaluation.safety import tally
 from gpuops.policy import PolicyConfig
 from simulator.scenario import Scenario
 
-INCIDENT_MARGIN_S = 1800.0  # an incident up to 30 min after a fault ends still belongs to it
 # Runbooks that take the work off a faulty GPU or node: the first one verified mitigates the fault.
 MITIGATIONS = frozenset({"drain_node", "reschedule_pods", "restart_pod", "scale_deployment", "reset_gpu",
                          "reboot_node"})
@@ -48,15 +49,8 @@ def _ts(value: Any) -> float:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(UTC).timestamp()
 
 
-def _fault_window(fault: dict[str, Any], step: float) -> tuple[float, float]:
-    start = _ts(fault["onset"]) - step
-    ends = [fault.get("cleared_at"), fault.get("failure_at"), fault["onset"]]
-    end = max(_ts(next(v for v in ends if v)), start)
-    return start, end
-
-
-def _matches(incident: dict[str, Any], fault: dict[str, Any], step: float) -> bool:
-    start, end = _fault_window(fault, step)
+def _matches(incident: dict[str, Any], fault: dict[str, Any], scenario: Scenario) -> bool:
+    start, end = fault_window(fault, scenario)
     opened, last = incident["opened_at"] or 0.0, incident["updated_at"] or 0.0
     if not (opened <= end + INCIDENT_MARGIN_S and last >= start):
         return False
@@ -90,7 +84,7 @@ def _outcome(scenario: Scenario, run: LoopRun, fault: dict[str, Any], detected_a
         return _Outcome(None, frozenset(), [], None, None)
     top = {i["id"]: (i["parent_id"] or i["id"]) for i in run.incidents}
     expected = EXPECTED_KINDS.get(str(fault["kind"]), frozenset())
-    candidates = sorted((i for i in run.incidents if _matches(i, fault, scenario.step)),
+    candidates = sorted((i for i in run.incidents if _matches(i, fault, scenario)),
                         key=lambda i: (i["family"] not in expected, i["scope"] == "fleet" and i["family"]
                                        not in expected, i["opened_at"] or 0.0, i["id"]))
     if not candidates:

@@ -114,6 +114,7 @@ class FaultTruth:
     hardware: bool
     params: dict[str, Any]
     cleared_at: float | None = None
+    hurts_work: bool = True  # False: the fault never touches the work on its GPU (only its counters move)
 
     def to_json(self, start: float) -> dict[str, Any]:
         def iso(ts: float | None) -> str | None:
@@ -131,6 +132,7 @@ class FaultTruth:
             "hardware": self.hardware,
             "cleared_at": iso(self.cleared_at),
             "params": self.params,
+            "hurts_work": self.hurts_work,
         }
 
 
@@ -248,6 +250,7 @@ class ActiveFault:
             hardware=self.hardware,
             params=params,
             cleared_at=self.cleared_at,
+            hurts_work=self.hurts_work,
         )
 
     @property
@@ -261,6 +264,11 @@ class ActiveFault:
     @property
     def predictable_failure(self) -> bool:
         """Whether the failure time is fixed in advance (else it is known once observed)."""
+        return True
+
+    @property
+    def hurts_work(self) -> bool:
+        """Whether the fault ever slows or stops the work on its GPU (or node)."""
         return True
 
 
@@ -541,6 +549,20 @@ class PcieReplayStorm(ActiveFault):
 
     @property
     def forecastable(self) -> bool:
+        return self.fall_off
+
+    @property
+    def failure_time(self) -> float:
+        """A storm that does not end with the GPU off the bus never fails: the replays only cost the link a
+        retransmission each (microseconds), so the work on the GPU goes on at its pace."""
+        return self.onset + self.lead if self.fall_off else math.inf
+
+    @property
+    def predictable_failure(self) -> bool:
+        return self.fall_off
+
+    @property
+    def hurts_work(self) -> bool:
         return self.fall_off
 
     def shape(self, t: float, dt: float, mods: Modifiers, host: FaultHost) -> None:

@@ -173,3 +173,60 @@ def test_malformed_frames_are_refused_and_nothing_is_consumed(bad: str) -> None:
     assert cycle.last_ts == -np.inf
     met[m.ECC_DBE_VOL_TOTAL][0, 10:] = 1
     assert [f.detector for f in cycle.update(good)] == ["rules.ecc_dbe"]
+
+
+def _replays(rate_per_min: np.ndarray, step_s: float = 30.0) -> np.ndarray:
+    """A PCIe replay counter whose rate per minute is `rate_per_min[t]`, as whole replays."""
+    return np.floor(np.cumsum(rate_per_min * step_s / 60.0))
+
+
+def _pcie_findings(met: dict[str, np.ndarray], ts: np.ndarray, gpus: object, nodes: tuple[str, ...],
+                   nm: dict[str, np.ndarray], chunk: int | None = None) -> list[Finding]:
+    whole = det_synth.frame(ts, met, gpus, nodes, nm)  # type: ignore[arg-type]
+    cycle = DetectionCycle(stages=default_rules())
+    frames = [whole] if chunk is None else det_synth.chunks(whole, chunk, overlap=2)
+    return [f for fr in frames for f in cycle.update(fr) if f.detector == "rules.pcie_replay_rate"]
+
+
+def test_pcie_replays_above_dcgms_limit_for_five_minutes_are_one_persistent_finding() -> None:
+    ts, met, gpus, nodes, nm = det_synth.healthy()  # 30 s samples; background 0.2 replays/min
+    rate = np.zeros(ts.size)
+    rate[60:100] = 30.0  # a marginal link: 30 replays/min for 20 min, then it quiets
+    met[m.PCIE_REPLAY_COUNTER][3] += _replays(rate)
+    below = np.zeros(ts.size)
+    below[60:200] = 6.0  # under DCGM's 8/min for 70 min: not a finding
+    met[m.PCIE_REPLAY_COUNTER][4] += _replays(below)
+    met[m.PCIE_REPLAY_COUNTER][5, 50:] += 400.0  # one burst in one sample: no rate held for five minutes
+    found = _pcie_findings(met, ts, gpus, nodes, nm)
+    assert [(f.gpu, f.kind, f.severity) for f in found] == [(3, "pcie", "warning")]
+    f = found[0]
+    assert ts[60] + 120.0 <= f.ts <= ts[60] + 300.0  # the median of the last five minutes turned
+    assert f.evidence["persistent"] is True and f.evidence["limit_per_s"] == pytest.approx(8 / 60)
+    assert f.evidence["rate_per_s"] > 8 / 60 and f.evidence["window_s"] == 300.0
+    assert "DCGM" in f.evidence["source"]
+
+
+def test_pcie_rate_rule_rearms_after_the_link_quiets_and_ignores_resets_and_gaps() -> None:
+    ts, met, gpus, nodes, nm = det_synth.healthy()
+    rate = np.zeros(ts.size)
+    rate[20:60] = 30.0
+    rate[150:200] = 30.0  # a second episode after 45 quiet minutes
+    counter = _replays(rate)
+    counter[40:] -= counter[40]  # the driver reloaded mid-storm: the counter starts again from 0
+    met[m.PCIE_REPLAY_COUNTER][2] = counter
+    met[m.PCIE_REPLAY_COUNTER][2, 45:47] = np.nan  # a scrape gap inside the storm
+    found = _pcie_findings(met, ts, gpus, nodes, nm)
+    assert [f.gpu for f in found] == [2, 2]
+    assert ts[20] < found[0].ts < ts[60] and ts[150] < found[1].ts < ts[200]
+    # streamed in chunks that overlap, the same findings at the same times
+    assert [(f.gpu, f.ts) for f in _pcie_findings(met, ts, gpus, nodes, nm, chunk=7)] == \
+        [(f.gpu, f.ts) for f in found]
+
+
+def test_a_cycle_saved_before_a_rule_existed_gains_it_when_restored() -> None:
+    from detectors.pipeline import default_stages
+
+    old = DetectionCycle([s for s in default_stages() if s.name != "rules.pcie_replay_rate"])
+    names = [s.name for s in DetectionCycle.from_state(old.state_bytes()).stages]
+    assert sorted(names) == sorted(s.name for s in default_stages())
+    assert names.index("rules.pcie_replay_rate") < names.index("fabric")  # with the rules, before the models

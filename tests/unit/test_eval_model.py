@@ -26,6 +26,14 @@ def test_a_degradation_costs_its_severity() -> None:
     assert gpu_hours_lost(slow, 7200.0, END) == 16 * 0.25 * 2
 
 
+def test_a_fault_that_never_touches_the_work_costs_only_moving_it() -> None:
+    harmless = Impact(gpus=8, severity=0.0, impact_start=1800.0, failure_at=None, crash_s=0.0, training=True)
+    assert gpu_hours_lost(harmless, None, END) == 0.0
+    assert gpu_hours_lost(harmless, 5400.0, END) == 8 * RESTART_OVERHEAD_S / 3600  # drained for nothing
+    serving = Impact(gpus=1, severity=0.0, impact_start=1800.0, failure_at=None, crash_s=0.0, training=False)
+    assert gpu_hours_lost(serving, 5400.0, END) == 0.0
+
+
 NODE_INCIDENT = {"id": 1, "scope": "node", "family": "gpu_lost", "hostname": "gpu-node-002", "gpu": None,
                  "parent_id": None, "details": {}}
 

@@ -364,6 +364,17 @@ def test_pcie_replay_storm_counts_climb() -> None:
     twin, tr = run(only("pcie_replay_storm", lead="30m"), until=3 * 3600)
     rep = tr["pcie_replay"][:, ROW]
     assert rep[at(twin, 3600)] - rep[at(twin, 3000)] > 100
+    # without `fall_off` the storm never fails: the GPU stays on the bus, its work untouched, and the truth says so
+    truth = twin.truth()["faults"][0]
+    assert truth["failure_at"] is None and truth["hurts_work"] is False
+    assert tr["visible"][-1, ROW] and tr["util"][-1, ROW] > 80
+
+
+def test_pcie_replay_storm_that_falls_off_fails_and_hurts() -> None:
+    twin, tr = run(only("pcie_replay_storm", lead="30m", fall_off=True), until=3 * 3600)
+    truth = twin.truth()["faults"][0]
+    assert truth["failure_s"] == 3600.0 and truth["hurts_work"] is True
+    assert tr["visible"][at(twin, 3500), ROW] and not tr["visible"][at(twin, 3700), ROW]
 
 
 def test_node_not_ready_hides_the_node_then_recovers() -> None:
