@@ -12,7 +12,8 @@ so a fault runs its natural course there: its failure time is the one it would h
   sees (a straggler, a hung job, an overload) are never mitigated within the scenario.
 
 The GPU-hours model (`gpu_hours_lost`): a fault hurts `impact_gpus` GPUs (the whole training job for a GPU
-fault on a job, the replica's GPUs for inference, the node's GPUs for a node fault, the GPU itself when idle)
+fault on a job, the replica's GPUs for inference and the Deployment's for an overload, the work of every GPU
+on the node for a node fault, the job across nodes whose traffic a fabric port carries, the GPU itself when idle)
 at a rate `severity` (1 for a hard failure or hang; 1 − slowdown for a straggler; 1 − 1/factor of the
 deployment for an overload; 0 for a fault that never touches the work, such as a PCIe replay storm that does
 not end with the GPU off the bus) from `impact_start` (the failure time in the untouched run, or the onset for a
@@ -31,8 +32,9 @@ from typing import Any
 import numpy as np
 
 from detectors.frame import FleetFrame
+from simulator.faults import fabric_rows
 from simulator.recording import cycle_frames
-from simulator.scenario import Scenario, TrainingWorkload, node_index
+from simulator.scenario import FABRIC_KINDS, Scenario, TrainingWorkload, node_index
 from simulator.twin import APPLICATION_XIDS, Twin
 
 HUMAN_DELAY_S = 1800.0
@@ -120,7 +122,15 @@ def _impact(twin: Twin, scenario: Scenario, fault: dict[str, Any], spec_params: 
     node, gpu = str(fault["node"]), fault.get("gpu")
     rows = _rows(node, gpu, twin.gpus_per_node)
     workloads = {w for r in rows if (w := twin.workload_of(r))}
-    held = sorted({x for r in rows for x in twin.workload_rows(r)} if workloads else set(rows))
+    # the work that waits on these GPUs: a training job's every GPU, an inference replica's own; an overload
+    # is the whole Deployment's
+    spread = twin.workload_rows if fault["kind"] == "inference_overload" else twin.lockstep_rows
+    held = sorted({x for r in rows for x in spread(r)} if workloads else set(rows))
+    fabric = str(fault["kind"]) in FABRIC_KINDS
+    if fabric:  # a port carries its GPU's traffic to other nodes: only a job across nodes notices it
+        hca_row = node_index(node) * twin.gpus_per_node + int((fault.get("params") or {}).get("hca", 0))
+        held = fabric_rows(twin, hca_row)
+        workloads = {w for r in held if (w := twin.workload_of(r))}
     specs = [twin.book.specs[w] for w in workloads if w in twin.book.specs]
     training = any(isinstance(s, TrainingWorkload) for s in specs)
     checkpoint = max((s.checkpoint_every for s in specs if isinstance(s, TrainingWorkload)), default=0.0)
@@ -131,7 +141,7 @@ def _impact(twin: Twin, scenario: Scenario, fault: dict[str, Any], spec_params: 
         severity = max(0.0, 1.0 - float(params.get("slowdown", 0.7)))
     elif kind == "inference_overload":
         severity = max(0.0, 1.0 - 1.0 / max(float(params.get("factor", 2.0)), 1.0))
-    if fault.get("hurts_work") is False:  # only its counters move (a PCIe replay storm that never falls off)
+    if fault.get("hurts_work") is False or (fabric and not held):  # only counters move, or no work crosses
         severity = 0.0
     onset = _ts(fault["onset"])
     failure = _ts(fault["failure_at"]) if fault.get("failure_at") else None

@@ -673,8 +673,7 @@ class FabricFault(ActiveFault):
         bites = self.link(t, dt, fabric, node, hca)
         if not bites or self.row is None:
             return
-        rows = host.workload_rows(self.row) if host.workload_of(self.row) else []
-        for r in rows:
+        for r in fabric_rows(host, self.row):
             if self.stalls_job:
                 mods.hung[r] = True
             else:
@@ -686,6 +685,16 @@ class FabricFault(ActiveFault):
 
     def on_reset(self, t: float, host: FaultHost) -> None:
         """A GPU reset or a reboot leaves a cable, a transceiver or an HCA as it is."""
+
+
+def fabric_rows(host: FaultHost, row: int) -> list[int]:
+    """The GPUs whose work crosses the fabric through `row`'s HCA: its job's, when that job spans more than one
+    node. A replica, a notebook or a one-node job keeps its traffic inside the node (NVLink, PCIe), so a port
+    down under it stops nothing."""
+    if not host.workload_of(row):
+        return []
+    rows = host.lockstep_rows(row)
+    return rows if len({r // host.gpus_per_node for r in rows}) > 1 else []
 
 
 class IbLinkDown(FabricFault):

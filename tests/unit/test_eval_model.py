@@ -82,3 +82,30 @@ def test_a_node_action_before_a_fleet_event_was_recognised_counts_in_hindsight()
     tallied = tally(audit, [first, fleet], [{"id": 5, "status": "succeeded", "diff": {}}])
     assert tallied.counts == {"proposed": 1, "blocked": 0, "executed": 1}
     assert tallied.unsafe[0].reasons == ["fleet_event"]
+
+
+def test_a_fault_costs_the_gpus_whose_work_waits_on_it() -> None:
+    from evaluation.baselines import _impact
+    from simulator.scenario import scenario_from_dict
+    from simulator.twin import Twin
+
+    scenario = scenario_from_dict({
+        "name": "m", "seed": 3, "fleet": {"nodes": 4, "gpus_per_node": 8}, "duration": "2h", "step": "15s",
+        "workloads": [{"type": "training", "name": "job", "nodes": 2},
+                      {"type": "inference", "name": "api", "replicas": 16}]})
+    twin = Twin(scenario)
+    replica = next(r for r in twin.book.rows["api"])
+    node, gpu = twin.nodes[replica // 8], replica % 8
+    job_node = twin.nodes[min(twin.book.rows["job"]) // 8]
+
+    def impact(kind: str, where: str, **extra: object) -> tuple[int, float]:
+        fault = {"kind": kind, "node": where, "onset": "2026-01-01T00:10:00Z", "failure_at": "2026-01-01T00:20:00Z",
+                 "params": {}, **extra}
+        got = _impact(twin, scenario, fault, {})
+        return got.gpus, got.severity
+
+    assert impact("xid79", node, gpu=gpu) == (1, 1.0)  # one replica, not the Deployment's 16 GPUs
+    assert impact("inference_overload", node, gpu=gpu) == (16, 0.5)  # an overload is the Deployment's
+    assert impact("xid79", job_node, gpu=0) == (16, 1.0)  # a job's ranks all wait on one GPU
+    assert impact("ib_link_down", job_node, gpu=None, params={"hca": 3}) == (16, 1.0)
+    assert impact("ib_link_down", node, gpu=None, params={"hca": gpu})[1] == 0.0  # no traffic crosses it

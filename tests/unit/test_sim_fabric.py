@@ -117,3 +117,20 @@ def test_the_served_twin_keeps_every_nodes_tree_current(tmp_path: Path) -> None:
         clock.stop()
     assert clock.error is None
     assert "--sysfs" in CliRunner().invoke(cli, ["sim", "--help"]).output
+
+
+def test_a_link_down_under_work_that_stays_on_its_node_stops_nothing() -> None:
+    twin = Twin(scenario_from_dict({
+        "name": "fs", "seed": 5, "fleet": {"nodes": 3, "gpus_per_node": 8}, "duration": "2h", "step": "15s",
+        "workloads": [{"type": "training", "name": "solo", "nodes": 1},
+                      {"type": "inference", "name": "api", "replicas": 12, "peak_load": 0.9, "trough_load": 0.9}],
+        "faults": [{"kind": "ib_link_down", "node": "gpu-node-001", "hca": 2, "at": "10m"},
+                   {"kind": "ib_link_down", "node": "gpu-node-002", "hca": 2, "at": "10m"}]}))
+    solo = sorted(twin.book.rows["solo"])
+    replica = next(r for r in twin.book.rows["api"] if r % 8 == 2)
+    hit = {solo[0] // 8, replica // 8}
+    assert hit <= {0, 1}, "the one-node job and a replica sit on the two nodes whose mlx5_2 goes down"
+    twin.advance_to(twin.t + 40 * 60)
+    assert all(twin.fabric.state[n, 2] == DOWN for n in (0, 1))
+    assert twin.physics.tensor_active[solo].min() > 0.3  # its ranks talk over NVLink, not the fabric
+    assert twin.physics.util[replica] > 50  # a replica serves from its own GPU
