@@ -5,6 +5,7 @@ removes idle replicas first instead of cutting a user's request off."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -115,12 +116,29 @@ def _bounds(plan: Plan, params: ScaleParams, settings: RunbookSettings) -> list[
         if key not in settings.replica_bounds:
             return problems
     bounds = settings.bounds_for(str(target.namespace), str(target.name))
+    if bounds is None:  # no bounds configured: never to zero here (the growth bound needs the current count)
+        return [] if params.replicas >= 1 else [
+            f"replicas {params.replicas}: {key} has no configured bounds, so it keeps at least 1 replica"]
     if not bounds.min_replicas <= params.replicas <= bounds.max_replicas:
         return [
             f"replicas {params.replicas} is outside the bounds for {target.namespace}/{target.name} "
             f"({bounds.min_replicas}..{bounds.max_replicas})"
         ]
     return []
+
+
+def _growth(plan: Plan, params: ScaleParams, current: int, settings: RunbookSettings) -> list[str]:
+    """A deployment without configured bounds grows by at most `max_scale_factor` in one action, whatever its
+    size: a fixed ceiling would refuse every change to a large deployment and allow a small one a hundredfold."""
+    target = plan.target
+    if params.autoscaled is not None or settings.bounds_for(str(target.namespace), str(target.name)) is not None:
+        return []
+    most = max(1, math.floor(settings.max_scale_factor * max(current, 1)))
+    if params.replicas <= max(most, current):
+        return []
+    return [f"replicas {params.replicas} is more than {settings.max_scale_factor:g}x the {current} "
+            f"{target.namespace}/{target.name} wants now (at most {most} in one action; configure bounds for it to "
+            f"allow more)"]
 
 
 @SCALE.risk
@@ -137,7 +155,8 @@ def _pre(plan: Plan, params: ScaleParams, ctx: RunbookContext) -> list[str]:
     if problems or scale is None:
         return problems
     if params.autoscaled is None:
-        return _no_room(plan, params.replicas - scale.replicas, ctx)
+        return _growth(plan, params, scale.replicas, ctx.settings) or _no_room(plan, params.replicas - scale.replicas,
+                                                                              ctx)
     return _owner_still_agrees(plan, params.autoscaled, ctx)
 
 

@@ -25,10 +25,15 @@ class RunbookSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    default_replica_bounds: ReplicaBounds = ReplicaBounds(min_replicas=1, max_replicas=16)
+    default_replica_bounds: ReplicaBounds | None = Field(
+        default=None, description="bounds for every deployment not in `replica_bounds`; None: such a deployment "
+        "keeps at least one replica and grows by at most `max_scale_factor` in one action")
     replica_bounds: dict[str, ReplicaBounds] = Field(
         default_factory=dict, description='per deployment, keyed "namespace/name"'
     )
+    max_scale_factor: float = Field(
+        default=2.0, ge=1.0, description="a deployment without configured bounds is scaled to at most this many "
+        "times the replicas it wants now (a planner's mistake costs at most that much), and never below 1")
     drain_timeout_s: float = Field(default=900.0, gt=0, description="how long a drain retries blocked evictions")
     evict_retry_interval_s: float = Field(default=5.0, gt=0)
     checkpoint_deadline_s: float = Field(default=300.0, ge=0, description="how long a drain waits for checkpoints")
@@ -73,5 +78,6 @@ class RunbookSettings(BaseModel):
                 raise ValueError(f'replica bounds are keyed "namespace/name", not {key!r}')
         return value
 
-    def bounds_for(self, namespace: str, name: str) -> ReplicaBounds:
+    def bounds_for(self, namespace: str, name: str) -> ReplicaBounds | None:
+        """The bounds configured for a deployment (its own, else the default), or None when none are."""
         return self.replica_bounds.get(f"{namespace}/{name}", self.default_replica_bounds)

@@ -291,6 +291,21 @@ def test_scale_deployment_within_and_outside_its_bounds(twin: Twin, cluster: Kub
     assert catalogue.preconditions(missing, ctx) == ["deployment serve/nope does not exist"]
 
 
+def test_a_deployment_without_configured_bounds_may_double_but_not_vanish(twin: Twin,
+                                                                          cluster: KubernetesCluster) -> None:
+    twin.state.add_deployment(deployment("big", 20, 0, namespace="serve"))  # CPU replicas: room is no question
+    catalogue = default_catalogue(FAST)  # no bounds configured for anything
+    target = (Target.for_deployment("serve", "big"),)
+    ctx = context(twin, cluster, FAST)
+    assert catalogue.preconditions(Plan("scale_deployment", {"replicas": 40}, target), ctx) == []
+    (problem,) = catalogue.preconditions(Plan("scale_deployment", {"replicas": 41}, target), ctx)
+    assert "more than 2x the 20 serve/big wants now (at most 40" in problem
+    with pytest.raises(InvalidPlan, match="no configured bounds, so it keeps at least 1 replica"):
+        catalogue.execute(Plan("scale_deployment", {"replicas": 0}, target), ctx)
+    result = catalogue.execute(Plan("scale_deployment", {"replicas": 30}, target), ctx)
+    assert result.ok and result.data["replicas"] == 30 and result.data["previous_replicas"] == 20
+
+
 def test_an_incidents_scale_out_needs_room_and_ready_replicas(twin: Twin, cluster: KubernetesCluster) -> None:
     twin.state.add_deployment(deployment("llm", 2, 3, namespace="serve"))  # 6 of N1's 8 GPUs
     settings = FAST.model_copy(update={"replica_bounds": {"serve/llm": ReplicaBounds(min_replicas=1, max_replicas=6)}})

@@ -19,7 +19,7 @@ from gpuops.incidents.agent_ports import snapshot_of
 from gpuops.store.models import FindingRecord, Incident
 from tests.agent.world import RUNBOOK_SETTINGS, build_context
 
-RUNBOOK_BOUNDS = RUNBOOK_SETTINGS.default_replica_bounds
+RUNBOOK_BOUNDS = RUNBOOK_SETTINGS.replica_bounds["serve/chat"]
 
 NODE = "gpu-node-003"
 
