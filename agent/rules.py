@@ -18,9 +18,11 @@ Scenario fault kinds reach the agent as finding families (ARCHITECTURE.md), and 
 | hung_job | hung_job | hung_job | restart the job's pods (all ranks, wherever they run) |
 | memory_leak | memory_leak | memory_leak | restart the leaking pod |
 | inference_overload | overload | inference_overload | scale the deployment up |
-| ib_link_down, _flap, _degraded, nic_lost | fabric (condition) | the same | cordon, drain, ticket (HCA, port) |
+| ib_link_down, _flap, _degraded, nic_lost | fabric (condition) | the same | cordon, drain*, ticket (HCA, port) |
 | ib_symbol_errors | fabric (symbol_errors) | ib_symbol_errors | hardware ticket naming the HCA and port |
 | — | power, anomaly, other XIDs | notify | notify the humans |
+
+*no drain when the port's GPU holds no pod, or only replicas of Deployments: nothing of theirs crosses the port.
 
 A sequence is proposed action by action, each through policy and approval (see agent.graph).
 """
@@ -122,6 +124,35 @@ def _pods_on_gpu(request: PlanRequest) -> list[dict[str, Any]]:
     return [p for p in running if gpu is not None and gpu in p.get("gpus", [])]
 
 
+PORT_FAULTS = frozenset({"ib_link_down", "ib_link_flap", "ib_link_degraded", "nic_lost"})
+
+
+def _port_work_stays_on_node(request: PlanRequest) -> str:
+    """Why a fabric port's fault stops none of the work on its node (empty when it may, or when that is unknown).
+    A port carries the traffic of the GPU beside it (HCA i, GPU i) to other nodes: a GPU that holds no pod, or
+    only replicas of Deployments (each serving on its own node), sends nothing over it, and draining them would
+    move serving capacity for a cable. A job's pod (a Job, a StatefulSet, anything but a ReplicaSet) may have
+    ranks elsewhere, so its node is drained as before."""
+    if request.fault not in PORT_FAULTS:
+        return ""
+    # the node's pods as read (`no_data`: it has none); a failed read decides nothing
+    pods = next((e for e in request.evidence if e.tool == "pods_on_node" and e.status in ("ok", "no_data")), None)
+    device = str((request.incident.get("evidence") or {}).get("device") or "")
+    if pods is None or not isinstance(pods.data, list) or not device.startswith("mlx5_") \
+            or not device[5:].isdigit():
+        return ""
+    gpu = int(device[5:])
+    # a pod holding GPUs whose indices the cluster does not say may hold this one
+    beside = [p for p in pods.data if p.get("phase") in ("Running", "Pending", "") and (
+        gpu in p.get("gpus", []) or int(p.get("gpu_count") or 0) > len(p.get("gpus", [])))]
+    if not beside:
+        return f"GPU {gpu} beside {device} holds no pod, so no traffic crosses the port"
+    if all(str(p.get("owner") or "").startswith("ReplicaSet/") for p in beside):
+        names = ", ".join(f"{p['namespace']}/{p['name']}" for p in beside[:3])
+        return f"GPU {gpu} beside {device} serves replicas of Deployments ({names}), whose traffic stays on the node"
+    return ""
+
+
 def _job_pods(request: PlanRequest) -> list[dict[str, Any]]:
     """The job's pods wherever they run (a job-level incident acts on the job, not on the node it opened on)."""
     pods = _evidence(request, "job_pods")
@@ -136,6 +167,9 @@ class RulesPlanner:
 
     def plan(self, request: PlanRequest) -> PlanResult:
         steps = RULES.get(request.fault, RULES["notify"])
+        local = _port_work_stays_on_node(request)
+        if local:  # cordoned against new work across nodes and ticketed; what runs there goes on
+            steps = tuple(s for s in steps if s != DRAIN)
         actions: list[PlannedAction] = []
         skipped: list[str] = []
         for step in steps:
@@ -157,6 +191,8 @@ class RulesPlanner:
                               notes=[detail], rejections=[{"planner": self.name, "problems": detail}])
         notes = [f"left out {', '.join(skipped)}: rejected for this incident"] if skipped else []
         rationale = self._rationale(request, actions)
+        if local:
+            rationale += f" No drain: {local}."
         if skipped:
             rationale += (f" Re-plan: {', '.join(skipped)} left out, rejected by people "
                           f"({replan_reason(request.incident) or 'no reason given'}).")[:600]

@@ -68,6 +68,7 @@ def _node_conditions(ctx: AgentContext, incident: dict[str, Any], args: dict[str
 
 def pod_summary(pod: PodInfo) -> dict[str, Any]:
     return {"namespace": pod.namespace, "name": pod.name, "phase": pod.phase, "gpus": list(pod.gpu_indices),
+            "gpu_count": max(pod.gpu_count, len(pod.gpu_indices)),
             "owner": f"{pod.owner_kind}/{pod.owner_name}" if pod.owner_kind else None,
             "labels": dict(pod.labels), "annotations": dict(pod.annotations)}
 

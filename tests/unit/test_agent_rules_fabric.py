@@ -1,5 +1,6 @@
 """The rules planner on fabric incidents: a node whose link is down, flapping, degraded or whose HCA is lost is
-cordoned, drained and gets a hardware ticket naming the HCA and port; symbol errors get the ticket alone."""
+cordoned, drained and gets a hardware ticket naming the HCA and port (no drain when nothing on the port's GPU
+crosses nodes); symbol errors get the ticket alone."""
 
 from __future__ import annotations
 
@@ -30,3 +31,47 @@ def test_fabric_incidents(condition: str, fault: str, runbooks: list[str], tmp_p
     ticket = actions[-1]
     assert "HCA mlx5_3 port 1" in ticket.params["summary"] and ticket.params["fault"] == fault
     assert ticket.params["evidence"]["device"] == "mlx5_3" and ticket.params["gpu"] is None
+
+
+def _plan_on(cluster_setup: str, condition: str, tmp_path: Path) -> tuple[list[str], str]:
+    from types import SimpleNamespace
+
+    from agent.planning import PlanRequest
+    from agent.rules import RulesPlanner
+    from agent.tools import ToolResult, agenda_for, run_tool
+    from agent.validation import check_action
+    from tests.agent.world import build_context, default_cluster
+
+    cluster = default_cluster(tmp_path / "journal")
+    for key in [k for k in cluster.pods if cluster.pods[k].node == NODE]:
+        del cluster.pods[key]  # gpu-node-003 emptied of the training job
+    if cluster_setup == "replica":
+        cluster.add_pod("serve", "chat-7f9c-x2k4q", NODE, gpus=1, owner_kind="ReplicaSet", owner_name="chat-7f9c")
+        pod = cluster.pods[("serve", "chat-7f9c-x2k4q")]
+        cluster.pods[("serve", pod.name)] = pod.__class__(**{**pod.__dict__, "gpu_indices": (3,)})
+    elif cluster_setup in ("job", "job-unknown-gpus"):
+        pod = cluster.add_pod("train", "solo-0", NODE, gpus=8, owner_kind="Job", owner_name="solo")
+        if cluster_setup == "job-unknown-gpus":  # the cluster says how many GPUs, not which
+            cluster.pods[("train", pod.name)] = pod.__class__(**{**pod.__dict__, "gpu_indices": ()})
+    ctx = build_context(SimpleNamespace(uow=None), tmp_path / "journal", cluster=cluster)  # type: ignore[arg-type]
+    incident = snapshot("fabric", gpu=None, evidence={**FABRIC, "condition": condition})
+    evidence = [run_tool(ctx, incident, name) for name in agenda_for(incident) if name != "incident_history"]
+    request = PlanRequest(incident=incident, fault=fault_of(incident), evidence=evidence, specs=ctx.runbooks.specs(),
+                          check=lambda a: check_action(ctx, incident, a),
+                          run_tool=lambda n, a: ToolResult(n, "error", "not here"))
+    result = RulesPlanner().plan(request)
+    assert result.ok, result.notes
+    return [a.runbook for a in result.actions], result.rationale
+
+
+@pytest.mark.parametrize("condition", ["link_down", "hca_lost"])
+def test_a_port_whose_gpu_serves_alone_or_idles_is_ticketed_without_a_drain(condition: str, tmp_path: Path) -> None:
+    runbooks, why = _plan_on("replica", condition, tmp_path)
+    assert runbooks == ["cordon_node", "open_hardware_ticket"]
+    assert "No drain: GPU 3 beside mlx5_3 serves replicas of Deployments (serve/chat-7f9c-x2k4q)" in why
+    runbooks, why = _plan_on("idle", condition, tmp_path / "idle")
+    assert runbooks == ["cordon_node", "open_hardware_ticket"] and "holds no pod" in why
+    # a job's pod may have ranks elsewhere: drained as before
+    for setup in ("job", "job-unknown-gpus"):
+        runbooks, why = _plan_on(setup, condition, tmp_path / setup)
+        assert runbooks == ["cordon_node", "drain_node", "open_hardware_ticket"] and "No drain" not in why
