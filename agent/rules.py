@@ -12,7 +12,7 @@ Scenario fault kinds reach the agent as finding families (ARCHITECTURE.md), and 
 | thermal_runaway | thermal | thermal_runaway | cordon, drain, hardware ticket |
 | nvlink_degradation | nvlink | nvlink_degradation | cordon, drain, reset GPU |
 | gsp_timeout | xid (xid=119/120) | gsp_timeout | cordon, drain, reset GPU |
-| pcie_replay_storm | pcie | pcie_replay_storm | cordon, hardware ticket |
+| pcie_replay_storm | pcie | pcie_replay_storm | cordon, drain, hardware ticket (the link is to be reseated) |
 | node_not_ready | node_not_ready | node_not_ready | cordon, drain, reboot node |
 | straggler | straggler | straggler | reschedule the pods off the slow GPU |
 | hung_job | hung_job | hung_job | restart the job's pods (all ranks, wherever they run) |
@@ -59,7 +59,9 @@ RULES: dict[str, tuple[Step, ...]] = {
     "nvlink_degradation": (CORDON, DRAIN, RESET),
     "gsp_timeout": (CORDON, DRAIN, RESET),
     "xid_reset_gpu": (CORDON, DRAIN, RESET),
-    "pcie_replay_storm": (CORDON, TICKET),
+    # a link replaying above the driver's limit is reseated or replaced, and a storm may end with the GPU off the
+    # bus: the work leaves before either (a cordoned node left serving loses it in the crash)
+    "pcie_replay_storm": (CORDON, DRAIN, TICKET),
     "node_not_ready": (CORDON, DRAIN, REBOOT),
     "straggler": (Step("reschedule_pods", "node"),),
     "hung_job": (Step("restart_pod", "gpu_pod"),),

@@ -58,7 +58,7 @@ TABLE: list[tuple[str, dict[str, Any], str, list[tuple[str, str]]]] = [
     ("gsp_timeout", snapshot("xid", evidence={"xid": 119}), "gsp_timeout",
      [("cordon_node", f"node/{NODE}"), ("drain_node", f"node/{NODE}"), ("reset_gpu", f"gpu/{NODE}/2")]),
     ("pcie_replay_storm", snapshot("pcie"), "pcie_replay_storm",
-     [("cordon_node", f"node/{NODE}"), ("open_hardware_ticket", f"node/{NODE}")]),
+     [("cordon_node", f"node/{NODE}"), ("drain_node", f"node/{NODE}"), ("open_hardware_ticket", f"node/{NODE}")]),
     ("node_not_ready", snapshot("node_not_ready", gpu=None), "node_not_ready",
      [("cordon_node", f"node/{NODE}"), ("drain_node", f"node/{NODE}"), ("reboot_node", f"node/{NODE}")]),
     ("straggler", snapshot("straggler"), "straggler", [("reschedule_pods", f"node/{NODE}")]),
