@@ -155,8 +155,8 @@ def _pre(plan: Plan, params: ScaleParams, ctx: RunbookContext) -> list[str]:
     if problems or scale is None:
         return problems
     if params.autoscaled is None:
-        return _growth(plan, params, scale.replicas, ctx.settings) or _no_room(plan, params.replicas - scale.replicas,
-                                                                              ctx)
+        more = params.replicas - scale.replicas
+        return _growth(plan, params, scale.replicas, ctx.settings) or _no_room(plan, more, ctx)
     return _owner_still_agrees(plan, params.autoscaled, ctx)
 
 
