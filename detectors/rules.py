@@ -13,7 +13,7 @@ import numpy as np
 from detectors import metrics as m
 from detectors.findings import Finding, FindingKind, Severity
 from detectors.frame import FloatArray
-from detectors.stream import BoolArray, CycleView, OnsetTracker, gpu_finding_fields, grow
+from detectors.stream import BoolArray, CycleView, IntArray, OnsetTracker, gpu_finding_fields, grow
 from detectors.xid import lookup
 
 
@@ -158,6 +158,10 @@ class CounterRateLimitRule:
     persisting fact, so it opens an incident by itself (`persistent`). Reported once per episode, re-armed once
     the median falls below half the limit. Gaps and counter resets (the counter going down, as after a driver
     reload) carry no rate; a window needs three quarters of its samples to decide either way.
+
+    The windows are rings of the last rates per slot, with running counts of their finite samples and of those
+    above the limit: a median above the limit needs more than half the samples above it, so the median is taken
+    only there, and for the episodes under way (to end them); on a healthy fleet, nowhere.
     """
 
     metric: str
@@ -169,20 +173,18 @@ class CounterRateLimitRule:
     severity: Severity = Severity.WARNING
     _last: _LastValue = field(default_factory=_LastValue)
     _last_ts: FloatArray = field(default_factory=lambda: np.zeros(0))
-    _rates: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))  # [slot, sample in the window]
+    _rates: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))  # [slot, ring of the window's samples]
+    _pos: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # each slot's next ring cell
+    _finite: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # finite samples in the ring
+    _over: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # samples above the limit
     _state: OnsetTracker = field(default_factory=OnsetTracker)
 
     def update(self, view: CycleView) -> list[Finding]:
         arr = view.metric(self.metric)
         if arr is None:
             return []
-        n, slots, k = view.n_slots, view.slots, view.samples(self.hold_s)
-        self._last_ts = grow(self._last_ts, n, np.nan)
-        if self._rates.shape[1] != k:  # first cycle, or the scrape interval changed: start the windows again
-            self._rates = np.full((self._rates.shape[0], k), np.nan)
-        if self._rates.shape[0] < n:
-            self._rates = np.vstack([self._rates, np.full((n - self._rates.shape[0], k), np.nan)])
-        needed = int(np.ceil(0.75 * k))
+        self._size(view.n_slots, view.samples(self.hold_s))
+        slots, needed, half = view.slots, int(np.ceil(0.75 * self._rates.shape[1])), self.limit_per_s / 2.0
         out: list[Finding] = []
         for j, ts in view.columns():
             col = arr[:, j]
@@ -190,27 +192,49 @@ class CounterRateLimitRule:
             with np.errstate(invalid="ignore", divide="ignore"):
                 step = (col - prev) / (ts - prev_ts)
             step[~np.isfinite(step) | (step < 0)] = np.nan
-            window = np.roll(self._rates[slots], -1, axis=1)
-            window[:, -1] = step
-            self._rates[slots] = window
-            decided = np.isfinite(window).sum(axis=1) >= needed
+            self._push(slots, step)
+            finite = self._finite[slots]
+            decided = finite >= needed
+            held, quiet = np.zeros(len(slots), dtype=bool), np.zeros(len(slots), dtype=bool)
+            under_way = grow(self._state.active, self._rates.shape[0], False)[slots]
+            hot = np.flatnonzero(decided & ((2 * self._over[slots] > finite) | under_way))
             median = np.full(len(slots), np.nan)
-            if decided.any():
-                median[decided] = np.nanmedian(window[decided], axis=1)
-            with np.errstate(invalid="ignore"):
-                held = decided & (median > self.limit_per_s)
-                quiet = decided & (median < self.limit_per_s / 2.0)
+            if hot.size:
+                median[hot] = np.nanmedian(self._rates[slots[hot]], axis=1)
+                held[hot], quiet[hot] = median[hot] > self.limit_per_s, median[hot] < half
             for row in self._state.step(slots, held, quiet):
-                rows = window[row][np.isfinite(window[row])]
+                window = self._rates[slots[row]]
                 out.append(Finding(
                     ts=ts, kind=self.kind, severity=self.severity, score=1.0, detector=self.name,
                     evidence={"metric": self.metric, "rate_per_s": round(float(median[row]), 4),
-                              "mean_rate_per_s": round(float(rows.mean()), 4), "limit_per_s": self.limit_per_s,
-                              "window_s": self.hold_s, "source": self.source, "persistent": True},
+                              "mean_rate_per_s": round(float(np.nanmean(window)), 4),
+                              "limit_per_s": self.limit_per_s, "window_s": self.hold_s, "source": self.source,
+                              "persistent": True},
                     **gpu_finding_fields(view, int(row))))
             self._last.remember(view, col)
             self._last_ts[slots[np.isfinite(col)]] = ts
         return out
+
+    def _size(self, n: int, k: int) -> None:
+        """Room for `n` slots with windows of `k` samples; a new `k` (the scrape interval changed) starts every
+        window again."""
+        self._last_ts = grow(self._last_ts, n, np.nan)
+        if self._rates.shape[1] != k:
+            self._rates = np.full((self._rates.shape[0], k), np.nan)
+            self._pos, self._finite, self._over = (np.zeros(self._rates.shape[0], dtype=np.int64) for _ in range(3))
+        if self._rates.shape[0] < n:
+            self._rates = np.vstack([self._rates, np.full((n - self._rates.shape[0], k), np.nan)])
+            self._pos, self._finite, self._over = (grow(a, n, 0) for a in (self._pos, self._finite, self._over))
+
+    def _push(self, slots: IntArray, step: FloatArray) -> None:
+        """Each slot's newest rate replaces its oldest in the ring, and the counts follow."""
+        pos = self._pos[slots]
+        old = self._rates[slots, pos]
+        with np.errstate(invalid="ignore"):
+            self._finite[slots] += np.isfinite(step).astype(np.int64) - np.isfinite(old)
+            self._over[slots] += (step > self.limit_per_s).astype(np.int64) - (old > self.limit_per_s)
+        self._rates[slots, pos] = step
+        self._pos[slots] = (pos + 1) % self._rates.shape[1]
 
 
 @dataclass

@@ -171,7 +171,7 @@ def gpu_hours_lost(impact: Impact, mitigated_at: float | None, end: float) -> fl
     if impact.severity <= 0:  # a fault that never hurts the work: moving the work is the only cost
         return impact.gpus * (RESTART_OVERHEAD_S if impact.training and mitigated_at is not None
                               and mitigated_at < end else 0.0) / 3600.0
-    if mitigated_at is not None and stop < impact.impact_start and impact.severity > 0:
+    if mitigated_at is not None and stop < impact.impact_start:
         # moved before it hurt: a planned restart of the job, no crash
         return impact.gpus * (RESTART_OVERHEAD_S if impact.training else 0.0) / 3600.0
     crashed = impact.failure_at is not None and impact.failure_at < stop
