@@ -90,6 +90,7 @@ def plan(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
         incident=incident_snap, fault=state["fault"], evidence=evidence, specs=ctx.runbooks.specs(),
         check=lambda action: check_action(ctx, incident_snap, action), run_tool=tool_for_planner,
         llm_calls_so_far=calls_so_far,
+        blockers=lambda action: ctx.actions.blockers(incident_id=state["incident_id"], action=action),
     )
     results = [_plan_safely(ctx.planner, request)]
     if not results[0].ok and ctx.planner.name != ctx.fallback.name:

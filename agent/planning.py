@@ -14,7 +14,8 @@ from agent.tools import ToolResult
 class PlanRequest:
     """Everything a planner may use. `check` is the code validation every candidate must pass
     (runbook exists, parameters validate, targets inside the incident); `run_tool` runs an investigation
-    tool (bounded by the tool budget) for a planner that wants more evidence."""
+    tool (bounded by the tool budget) for a planner that wants more evidence; `blockers` says what stops a
+    candidate on the cluster now (its runbook's preconditions, read live: a planner choosing a size asks it)."""
 
     incident: dict[str, Any]
     fault: str
@@ -23,6 +24,7 @@ class PlanRequest:
     check: Callable[[PlannedAction], list[str]]
     run_tool: Callable[[str, dict[str, Any]], ToolResult]
     llm_calls_so_far: int = 0
+    blockers: Callable[[PlannedAction], list[str]] = field(default=lambda action: [])
 
 
 @dataclass

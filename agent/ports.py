@@ -81,6 +81,11 @@ class ActionPort(Protocol):
         """Whether `action` must wait before it is proposed (policy's soak before a node action)."""
         ...
 
+    def blockers(self, *, incident_id: int, action: PlannedAction) -> list[str]:
+        """What stops `action` on the cluster as it stands now (its runbook's preconditions, read live); [] when
+        nothing does. Changes nothing and stores nothing: a planner choosing among sizes asks it."""
+        ...
+
     def propose(self, *, incident_id: int, action: PlannedAction, rationale: str, planner: str) -> ProposalView:
         ...
 

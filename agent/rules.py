@@ -30,6 +30,7 @@ A sequence is proposed action by action, each through policy and approval (see a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -162,6 +163,23 @@ def _job_pods(request: PlanRequest) -> list[dict[str, Any]]:
         if pods is not None and isinstance(pods.data, list) else []
 
 
+def _most_that_run(counts: list[int], runs: Callable[[int], bool]) -> int | None:
+    """The largest of `counts` (ascending) that `runs`, found in log-many asks (each reads the cluster): what
+    runs at a count runs at every smaller one (room, growth); None when even the smallest does not."""
+    if runs(counts[-1]):
+        return counts[-1]
+    if not runs(counts[0]):
+        return None
+    lo, hi = 0, len(counts) - 2
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if runs(counts[mid]):
+            lo = mid
+        else:
+            hi = mid - 1
+    return counts[lo]
+
+
 class RulesPlanner:
     """Deterministic: the same incident and evidence always give the same plan."""
 
@@ -254,14 +272,27 @@ class RulesPlanner:
             return f"the current replica count of {deployment} is unknown"
         wanted = current + max(1, math.ceil(current * 0.5))
         target = (f"deployment/{deployment}",)
+
+        def scale_to(replicas: int, why: str = reason) -> PlannedAction:
+            return PlannedAction("scale_deployment", {"replicas": replicas, "reason": why[:500]}, target)
+
         # half again, or as far towards it as the deployment's configured bounds allow
-        for replicas in range(wanted, current, -1):
-            action = PlannedAction("scale_deployment", {"replicas": replicas, "reason": reason}, target)
-            if not request.check(action):
-                return action
-        problems = "; ".join(request.check(PlannedAction("scale_deployment", {"replicas": current + 1,
-                                                                               "reason": reason}, target)))
-        return f"{deployment} cannot scale out from {current} replicas: {problems or 'no valid replica count'}"
+        valid = [n for n in range(current + 1, wanted + 1) if not request.check(scale_to(n))]
+        if not valid:
+            problems = "; ".join(request.check(scale_to(current + 1)))
+            return f"{deployment} cannot scale out from {current} replicas: {problems or 'no valid replica count'}"
+        blocked: dict[int, list[str]] = {}
+
+        def runs(n: int) -> bool:
+            blocked[n] = request.blockers(scale_to(n))
+            return not blocked[n]
+
+        fits = _most_that_run(valid, runs)
+        if fits is None or fits == valid[-1]:
+            return scale_to(valid[-1])  # all of it runs, or none does (the proposal then names what stops it)
+        short = "; ".join(blocked.get(fits + 1) or blocked[valid[-1]])
+        return scale_to(fits, f"{reason}; {fits} of the {valid[-1]} replicas wanted, as many as can run now "
+                              f"({short})")
 
     @staticmethod
     def _rationale(request: PlanRequest, actions: list[PlannedAction]) -> str:

@@ -25,7 +25,7 @@ from connectors.kubernetes import ClusterPort
 from detectors.xid import XID_CATALOGUE
 from gpuops.errors import ConfigError, NotFound
 from gpuops.execution.holds import hold
-from gpuops.execution.service import ExecutionDeps, Proposal, execute, propose
+from gpuops.execution.service import ExecutionDeps, Proposal, execute, propose, runbook_context
 from gpuops.incidents.agent_ports import StoreEvidence, StoreIncidents
 from gpuops.policy import scope_violations
 from gpuops.store.models import Action, Incident
@@ -79,6 +79,12 @@ class ExecutionActions:
             outcome = hold(uow, incident_id=incident_id, plan=plan, deps=self.deps, shards=self.shards)
             uow.commit()
         return HoldView(outcome.status, outcome.until.isoformat() if outcome.until else None, outcome.reason)
+
+    def blockers(self, *, incident_id: int, action: PlannedAction) -> list[str]:
+        try:
+            return self.deps.catalogue.preconditions(plan_of(action), runbook_context(self.deps, incident_id, "agent"))
+        except (UnknownRunbook, InvalidPlan) as exc:
+            return [str(exc)]
 
     def propose(self, *, incident_id: int, action: PlannedAction, rationale: str, planner: str) -> ProposalView:
         try:

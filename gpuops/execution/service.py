@@ -152,7 +152,7 @@ def action_spec(plan: Plan, risk: str, catalogue: Catalogue, cluster: ClusterPor
                       target_nodes=tuple(dict.fromkeys(nodes)), pod_nodes=pod_nodes)
 
 
-def _context(deps: ExecutionDeps, incident_id: int | None, actor: str,
+def runbook_context(deps: ExecutionDeps, incident_id: int | None, actor: str,
              on_step: Callable[[str, StepResult], None] | None = None, action_id: int | None = None) -> RunbookContext:
     ctx = RunbookContext(cluster=deps.cluster, settings=deps.runbook_settings, clock=deps.clock, sleep=deps.sleep,
                          incident_id=incident_id, actor=actor, action_id=action_id)
@@ -183,7 +183,7 @@ def propose(uow: UnitOfWork, *, proposal: Proposal, deps: ExecutionDeps) -> Prop
         if existing is not None:
             return ProposalOutcome(existing.id, existing.status, existing.verdict, existing.diff,
                                    list(existing.verdict.get("reasons", [])), existing.approvals_required)
-        ctx = _context(deps, incident.id, proposal.planner)
+        ctx = runbook_context(deps, incident.id, proposal.planner)
         risk = deps.catalogue.risk_for(plan, ctx).value
         diff: Diff = deps.catalogue.dry_run(plan, ctx)
         spec = action_spec(plan, risk, deps.catalogue, deps.cluster)
@@ -273,7 +273,7 @@ def _claim(uow: UnitOfWork, action_id: int, deps: ExecutionDeps, dry_run: bool) 
         uow.commit()
         return outcome
     if dry_run:
-        ctx = _context(deps, incident.id, "executor", action_id=action.id)
+        ctx = runbook_context(deps, incident.id, "executor", action_id=action.id)
         action.diff = asdict(deps.catalogue.dry_run(plan, ctx))
         action.status = ActionStatus.DRY_RUN
         append_event(session, actor="executor", kind="action.dry_run", incident_id=incident.id, action_id=action.id,
@@ -312,7 +312,7 @@ def execute(uow_factory: Callable[[], UnitOfWork], *, action_id: int, deps: Exec
             step_uow.commit()
 
     with log_context(incident_id=incident_id, action_id=action_row_id):
-        ctx = _context(deps, incident_id, "executor", on_step, action_id=action_row_id)
+        ctx = runbook_context(deps, incident_id, "executor", on_step, action_id=action_row_id)
         result = deps.catalogue.execute(plan, ctx)
         verified = (deps.catalogue.verify(plan, ctx) if result.ok
                     else StepResult(False, "not verified: " + result.detail))

@@ -12,8 +12,15 @@ from typing import Any
 
 import pytest
 
+from agent.actions import PlannedAction
+from agent.planning import PlanRequest
+from agent.rules import RulesPlanner
+from agent.tools import ToolResult
 from connectors.kubernetes.adapter import KubernetesCluster
 from connectors.kubernetes.annotations import CORDONED_BY
+from gpuops.agent_wiring import CatalogueRunbooks, ExecutionActions
+from gpuops.execution.service import ExecutionDeps
+from gpuops.policy import PolicyConfig
 from runbooks import (
     Catalogue,
     InvalidPlan,
@@ -324,6 +331,34 @@ def test_an_incidents_scale_out_needs_room_and_ready_replicas(twin: Twin, cluste
     verified = catalogue.verify(Plan("scale_deployment", {"replicas": 5}, target), ctx)
     assert not verified.ok and "5 of 5 wanted replicas exist, 4 ready" in verified.detail
     assert (verified.data["current"], verified.data["wanted"], verified.data["ready"]) == (5, 5, 4)
+
+
+def test_an_incidents_scale_out_takes_the_replicas_that_can_run(twin: Twin, cluster: KubernetesCluster) -> None:
+    """On a nearly full fleet the rules planner asks the execution port what stops each size (the runbook's
+    preconditions, read from the cluster) and proposes the most replicas that can run, saying how many it wanted."""
+    twin.state.add_deployment(deployment("llm", 4, 2, namespace="serve"))  # N1's 8 GPUs
+    twin.state.add_node(N2, 2)  # room for one more 2-GPU replica
+    catalogue = default_catalogue(FAST)
+    deps = ExecutionDeps(catalogue=catalogue, cluster=cluster, policy=PolicyConfig())
+    actions = ExecutionActions(lambda: None, deps, dry_run=False)  # type: ignore[arg-type,return-value]  # no store
+    over = PlannedAction("scale_deployment", {"replicas": 6}, ("deployment/serve/llm",))
+    (problem,) = actions.blockers(incident_id=7, action=over)
+    assert problem.startswith("no room for 2 more replica(s) of serve/llm (2 GPUs each): 1 would fit")
+    assert actions.blockers(incident_id=7, action=PlannedAction("scale_deployment", {"replicas": 7}, ("nope",))) \
+        and actions.blockers(incident_id=7, action=PlannedAction("no_such_runbook", {}, ()))  # a bad plan: no crash
+
+    incident = {"id": 7, "family": "overload", "hostname": None, "gpu": None, "scope": "fleet",
+                "title": "serve/llm overloaded", "details": {"deployment": "serve/llm"}, "evidence": {}}
+    scale = ToolResult("deployment_scale", "ok", "4 replicas", {"deployment": "serve/llm", "replicas": 4, "current": 4})
+    request = PlanRequest(incident=incident, fault="inference_overload", evidence=[scale], specs=[],
+                          check=CatalogueRunbooks(catalogue).check, run_tool=lambda n, a: ToolResult(n, "error", ""),
+                          blockers=lambda action: actions.blockers(incident_id=7, action=action))
+    result = RulesPlanner().plan(request)
+    assert result.ok, result.escalate
+    (action,) = result.actions
+    assert action.params["replicas"] == 5 and "5 of the 6 replicas wanted" in action.params["reason"]
+    assert "no room for 2 more" in action.params["reason"]
+    assert actions.blockers(incident_id=7, action=action) == []
 
 
 # ------------------------------------------------------------------ taint_node

@@ -189,3 +189,30 @@ def test_a_scale_out_stops_at_the_deployments_bound_and_one_at_its_bound_escalat
             assert not result.ok and result.escalate and "cannot scale out from" in result.escalate, result
         else:
             assert result.ok and result.actions[0].params["replicas"] == expected, result
+
+
+def test_a_scale_out_takes_as_many_replicas_as_can_run_asking_the_cluster_few_times(tmp_path: Path) -> None:
+    from connectors.kubernetes.models import DeploymentScale
+
+    incident = snapshot("overload", gpu=None, details={"deployment": "serve/chat"})
+    ctx = build_context(SimpleNamespace(uow=None), tmp_path / "journal")  # type: ignore[arg-type]
+    ctx.cluster.scales[("serve", "chat")] = DeploymentScale("serve", "chat", 8, 8)  # type: ignore[union-attr]
+    evidence = [run_tool(ctx, incident, name) for name in agenda_for(incident) if name != "incident_history"]
+    for room, expected in ((7, 15), (3, 11), (0, 12), (4, 12)):  # 8 running: 12 wanted; no room at all: 12 anyway
+        asked: list[int] = []
+
+        def blockers(action: PlannedAction, room: int = room, asked: list[int] = asked) -> list[str]:
+            asked.append(action.params["replicas"])
+            more = action.params["replicas"] - 8
+            return [] if more <= room else [f"no room for {more} more replica(s): {room} would fit"]
+
+        request = PlanRequest(incident=incident, fault="inference_overload", evidence=evidence,
+                              specs=ctx.runbooks.specs(), check=lambda a: check_action(ctx, incident, a),
+                              run_tool=lambda n, a: ToolResult(n, "error", "not here"), blockers=blockers)
+        result = RulesPlanner().plan(request)
+        assert result.ok, result
+        replicas = result.actions[0].params["replicas"]
+        assert replicas == min(expected, 12), (room, replicas)
+        assert len(asked) <= 4, asked  # the largest first, the smallest, then a bisection
+        reason = result.actions[0].params["reason"]
+        assert (f"{replicas} of the 12 replicas wanted" in reason) == (0 < room < 4), reason
