@@ -8,9 +8,10 @@ a message naming the field and what it expects.
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -311,8 +312,41 @@ def _describe(exc: ValidationError, lines: LineMap | None = None) -> str:
         path = tuple(p for p in err["loc"] if not str(p).startswith("function-after"))
         loc = ".".join(str(p) for p in path)
         line = _line_of(lines, path) if lines else None
-        out.append(f"  {'' if line is None else f'line {line}: '}{loc or '(scenario)'}: {err['msg']}")
+        hint = _hint(str(path[-1])) if err["type"] == "extra_forbidden" and path else ""
+        out.append(f"  {'' if line is None else f'line {line}: '}{loc or '(scenario)'}: {err['msg']}{hint}")
     return "\n".join(out)
+
+
+def _field_places(model: type[BaseModel] = Scenario, where: str = "") -> dict[str, list[str]]:
+    """Every field name of the scenario's models, with where it sits (`fleet.nodes`, `workloads[].nodes`)."""
+    places: dict[str, list[str]] = {}
+    for name, info in model.model_fields.items():
+        place = f"{where}{name}"
+        places.setdefault(name, []).append(place)
+        for inner in _models_in(info.annotation):
+            suffix = "[]." if _is_list(info.annotation) else "."
+            for key, found in _field_places(inner, place + suffix).items():
+                places.setdefault(key, []).extend(p for p in found if p not in places.get(key, []))
+    return places
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
+
+
+def _is_list(annotation: Any) -> bool:
+    return get_origin(annotation) is list or any(_is_list(a) for a in get_args(annotation))
+
+
+def _hint(key: str) -> str:
+    """For a key the scenario does not know: where a field of that name belongs, or the name it looks like."""
+    places = _field_places()
+    if key in places:
+        return f" ('{key}' belongs under {' or '.join(places[key][:3])})"
+    close = difflib.get_close_matches(key, list(places), n=1, cutoff=0.75)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _line_of(lines: LineMap, path: tuple[Any, ...]) -> int | None:

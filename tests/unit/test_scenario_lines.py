@@ -46,3 +46,18 @@ def test_the_good_file_loads(tmp_path: Path) -> None:
     path = tmp_path / "scenario.yaml"
     path.write_text(GOOD)
     assert [f.kind for f in load_scenario(path).faults] == ["xid79", "straggler"]
+
+
+@pytest.mark.parametrize(("old", "new", "hint"), [
+    ("duration: 1h", "duratoin: 1h", "line 4: duratoin: Extra inputs are not permitted (did you mean 'duration'?)"),
+    ("gpus_per_node: 8", "gpu_per_node: 8", "(did you mean 'gpus_per_node'?)"),
+    ("seed: 1\n", "seed: 1\nnodes: 4\n", "'nodes' belongs under fleet.nodes or workloads[].nodes"),
+    ("seed: 1\n", "seed: 1\ncolour: blue\n", "line 3: colour: Extra inputs are not permitted\n"),
+])
+def test_an_unknown_key_is_told_where_such_a_field_belongs_or_what_it_looks_like(
+        tmp_path: Path, old: str, new: str, hint: str) -> None:
+    path = tmp_path / "scenario.yaml"
+    path.write_text(GOOD.replace(old, new))
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    assert hint in str(caught.value) + "\n", caught.value
