@@ -4,6 +4,8 @@ one of its commands runs, so `gpuops --help` and light commands start without th
 from __future__ import annotations
 
 import importlib
+import sys
+from typing import Any
 
 import click
 
@@ -24,11 +26,32 @@ class LazyGroup(click.Group):
         self.commands.update(scratch.commands)
         return self.commands.get(cmd_name)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            problem = unreachable_database(exc)
+            if problem is None:
+                raise
+            raise click.ClickException(problem) from exc
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, COMMANDS[name].help if name in COMMANDS else (self.commands[name].get_short_help_str()))
                 for name in self.list_commands(ctx)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+
+
+def unreachable_database(exc: BaseException) -> str | None:
+    """One line for a database that cannot be reached (refused, unknown host, wrong password, no such database),
+    so the command says so instead of a traceback; None for any other error (an error while a statement ran
+    keeps its traceback)."""
+    errors = sys.modules.get("sqlalchemy.exc")
+    if errors is None or not isinstance(exc, errors.OperationalError) or exc.statement is not None:
+        return None
+    lines = str(exc.orig or exc).strip().splitlines()
+    first = lines[0] if lines else type(exc).__name__
+    return f"cannot reach the database: {first}; check GPUOPS_DATABASE_URL and that the database is running"
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

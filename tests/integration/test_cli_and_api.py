@@ -50,6 +50,14 @@ def test_bad_setting_exits_non_zero_naming_the_variable(command: list[str]) -> N
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("command", [["incidents", "list"], ["api"], ["db", "upgrade"]])
+def test_a_database_that_cannot_be_reached_is_one_line_naming_the_variable(command: list[str]) -> None:
+    """Nothing listens on the port: the command says it cannot reach the database, not a traceback."""
+    result = _run(*command, url=f"postgresql+psycopg://gpuops@127.0.0.1:{free_port()}/gpuops")
+    assert result.returncode != 0
+    assert "cannot reach the database" in result.stderr and "GPUOPS_DATABASE_URL" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
 def test_db_upgrade_then_incidents_list_and_show(db_url: str) -> None:
     result = _run("db", "upgrade", url=db_url)
     assert result.returncode == 0, result.stderr
