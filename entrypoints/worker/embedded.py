@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 
 from entrypoints.worker.app import cycle_end
+from entrypoints.worker.errors import TRANSIENT_ERRORS
 from gpuops.autoscale.settings import AutoscaleSettings, load_autoscale_settings
 from gpuops.pipeline import OrderedDispatcher, Pipeline, Step
 from gpuops.wiring import Container
@@ -46,6 +47,8 @@ class EmbeddedScheduler:
     def _run_step(self, step: Step, payload: dict[str, object]) -> None:
         try:
             self.pipeline.run(step, payload)
+        except TRANSIENT_ERRORS as exc:  # a source that is down: one line a step, not a traceback every cycle
+            log.error("embedded step failed: %s", exc, extra={"task": str(step), "error": type(exc).__name__})
         except Exception:  # one failed step never stops the daemon; the sweep retries what it left
             log.exception("embedded step failed", extra={"task": str(step)})
 

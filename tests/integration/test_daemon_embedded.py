@@ -20,6 +20,7 @@ from gpuops.store import migrate
 from gpuops.store.models import DeadLetter, DetectorState, Incident
 from gpuops.wiring import bootstrap
 from tests.agent.helpers import mark_examined
+from tests.conftest import free_port
 from tests.worker_wiring import synthetic_telemetry
 
 NOW = 1_767_225_600.0  # a multiple of 30 s
@@ -96,3 +97,26 @@ def test_the_sweep_resumes_incidents_whose_soak_is_over(embedded: EmbeddedSchedu
     assert embedded.pipeline.sweep().resumed == [first]
     assert (Step.AGENT_STEP, {"incident_id": first, "decision": {"hold": "over"}}) in embedded.dispatcher.queued()
     assert Step.SWEEP.value in embedded.run_due(NOW + 1.0)
+
+
+def test_a_prometheus_that_is_down_costs_one_line_a_cycle_and_loses_nothing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing listens where Prometheus should be: each cycle logs why in one line (no traceback every 30 s),
+    stores no detector state and dead-letters nothing, and the next cycle tries again."""
+    url = f"sqlite:///{tmp_path / 'gpuops.db'}"
+    migrate.upgrade(url)
+    settings = Settings(database_url=url, prometheus_url=f"http://127.0.0.1:{free_port()}", cycle_seconds=30.0)
+    container = bootstrap(settings)
+    try:
+        scheduler = EmbeddedScheduler(container, clock=lambda: NOW)
+        with caplog.at_level("ERROR", logger="entrypoints.worker.embedded"):
+            scheduler.run_due(NOW + 3.0)
+            scheduler.run_due(NOW + 33.0)
+        failed = [r for r in caplog.records if r.getMessage().startswith("embedded step failed")]
+        assert len(failed) == 2 and all(r.exc_info is None for r in failed), failed
+        assert "cannot reach Prometheus" in failed[0].getMessage()
+        with container.uow() as uow:
+            assert uow.session.scalar(select(func.count()).select_from(DetectorState)) == 0
+            assert uow.session.scalar(select(func.count()).select_from(DeadLetter)) == 0
+    finally:
+        container.close()
