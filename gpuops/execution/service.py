@@ -153,7 +153,9 @@ def action_spec(plan: Plan, risk: str, catalogue: Catalogue, cluster: ClusterPor
 
 
 def runbook_context(deps: ExecutionDeps, incident_id: int | None, actor: str,
-             on_step: Callable[[str, StepResult], None] | None = None, action_id: int | None = None) -> RunbookContext:
+                    on_step: Callable[[str, StepResult], None] | None = None,
+                    action_id: int | None = None) -> RunbookContext:
+    """The runbooks' context for one incident's action (or a planner's question about one)."""
     ctx = RunbookContext(cluster=deps.cluster, settings=deps.runbook_settings, clock=deps.clock, sleep=deps.sleep,
                          incident_id=incident_id, actor=actor, action_id=action_id)
     if on_step is not None:
