@@ -50,6 +50,8 @@ class Budget:
         gpus = f"{self.healthy_gpus_after} (minimum {self.min_healthy_gpus}, {spare})"
         if self.fleet_gpus is not None and self.min_healthy_gpu_fraction is not None:
             gpus += f"; minimum: {_percent(self.min_healthy_gpu_fraction)} of {self.fleet_gpus} GPUs"
+            if self.min_healthy_gpus < int(self.min_healthy_gpu_fraction * self.fleet_gpus + 0.9999):
+                gpus += ", less one node's GPUs (a fleet this small may still take one node out)"
         return [("Nodes out after", nodes), ("Healthy GPUs after", gpus),
                 ("Actions this hour", f"{self.actions_last_hour}/{self.rate_limit}")]
 

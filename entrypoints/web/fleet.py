@@ -166,5 +166,6 @@ def budgets(container: Container, session: Session, rows: list[NodeRow], infos: 
     if infos:
         gpus = sum(n.gpu_capacity for n in infos)
         result["healthy_gpus"] = sum(n.gpu_allocatable for n in infos if n.ready and not n.unschedulable)
-        result["min_healthy_gpus"] = policy.min_healthy_gpus(gpus)  # policy's own rounding
+        # policy's own rounding, and its allowance of one node out of a small fleet
+        result["min_healthy_gpus"] = policy.min_healthy_gpus(gpus, max(n.gpu_capacity for n in infos))
     return result

@@ -221,7 +221,7 @@ def weigh_budget(*, spec: ActionSpec, facts: FleetFacts, config: PolicyConfig, o
         nodes_out_after=len(out_now | set(spec.target_nodes)) if spec.disruptive else len(out_now),
         nodes_out_limit=config.nodes_out_limit(facts.nodes),
         healthy_gpus_after=facts.healthy_gpus - (facts.healthy_on(new_nodes) if spec.disruptive else 0),
-        min_healthy_gpus=config.min_healthy_gpus(facts.gpus),
+        min_healthy_gpus=config.min_healthy_gpus(facts.gpus, facts.gpus_per_node),
         actions_last_hour=actions_last_hour, rate_limit=config.max_actions_per_hour,
         fleet_nodes=facts.nodes, max_nodes_out=config.max_nodes_out,
         max_nodes_out_fraction=config.max_nodes_out_fraction, fleet_gpus=facts.gpus,

@@ -95,6 +95,24 @@ def test_minimum_healthy_gpus(container: Container) -> None:
                    Gate.DENIED, "budget: 122 healthy GPUs would remain, minimum 128")
 
 
+def test_a_small_fleet_may_still_take_one_node_out_but_not_two(container: Container) -> None:
+    """Four 8-GPU nodes at the default 80 %: one node is a quarter of the fleet, so the floor alone would forbid
+    every node action; like the nodes-out budget it lets one node go, and holds the second."""
+    config = PolicyConfig()
+    whole = FleetFacts(nodes=4, gpus=32, healthy_gpus=31, gpus_per_node=8, healthy_by_node={"gpu-node-001": 7})
+    verdict = decide(container, "gpu-node-001", drain("gpu-node-001"), config, facts=whole, reserve=False)
+    assert_decided(verdict, Gate.TWO_APPROVERS, "within budgets; high risk")
+    assert verdict.budget is not None and verdict.budget.min_healthy_gpus == 24
+    assert "less one node's GPUs" in dict(verdict.budget.describe())["Healthy GPUs after"]
+    one_out = FleetFacts(nodes=4, gpus=32, healthy_gpus=24, gpus_per_node=8,
+                         unschedulable=frozenset({"gpu-node-004"}))
+    assert_decided(decide(container, "gpu-node-002", drain("gpu-node-002"), config, facts=one_out),
+                   Gate.DENIED, "budget: 1 node(s) already out, limit 1", "budget: 16 healthy GPUs would remain, "
+                   "minimum 24")
+    forbidden = PolicyConfig(min_healthy_gpu_fraction=1.0)
+    assert_decided(decide(container, "gpu-node-003", drain("gpu-node-003"), forbidden, facts=whole, reserve=False),
+                   Gate.DENIED, "budget: 23 healthy GPUs would remain, minimum 32")
+
 def test_risk_decides_the_gate(container: Container) -> None:
     config = PolicyConfig(auto_approve=frozenset({"notify_only", "cordon_node"}))
     notify = ActionSpec("notify_only", "low", False, True, ("node/gpu-node-001",), ("gpu-node-001",))

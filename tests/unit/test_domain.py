@@ -143,6 +143,15 @@ def test_the_healthy_gpu_floor_rounds_up_but_not_on_float_error() -> None:
     assert PolicyConfig(min_healthy_gpu_fraction=0.0).min_healthy_gpus(64) == 0
 
 
+def test_the_healthy_gpu_floor_lets_one_node_out_of_a_small_fleet_unless_the_fraction_is_one() -> None:
+    default = PolicyConfig()
+    assert default.min_healthy_gpus(64, 8) == 52  # five nodes or more: the fraction alone (56 ≥ 52)
+    assert default.min_healthy_gpus(40, 8) == 32  # five nodes: one node is exactly the fraction's spare
+    assert default.min_healthy_gpus(32, 8) == 24  # four nodes: 26 would forbid any node action
+    assert default.min_healthy_gpus(8, 8) == 0
+    assert PolicyConfig(min_healthy_gpu_fraction=1.0).min_healthy_gpus(32, 8) == 32
+
+
 # ------------------------------------------------------------------ layering
 
 
