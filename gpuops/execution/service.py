@@ -132,7 +132,9 @@ def fleet_facts(cluster: ClusterPort) -> FleetFacts:
                       healthy_gpus=sum(n.gpu_allocatable for n in in_service),
                       gpus_per_node=max((n.gpu_capacity for n in nodes), default=0),
                       unschedulable=frozenset(n.name for n in nodes if n.unschedulable or not n.ready),
-                      healthy_by_node={n.name: n.gpu_allocatable for n in in_service})
+                      healthy_by_node={n.name: n.gpu_allocatable for n in in_service},
+                      cordoned_by_others=frozenset(n.name for n in nodes
+                                                   if n.unschedulable and not n.cordoned_by_gpuops))
 
 
 def action_spec(plan: Plan, risk: str, catalogue: Catalogue, cluster: ClusterPort) -> ActionSpec:

@@ -61,8 +61,9 @@ class FleetFacts:
     gpus: int
     healthy_gpus: int
     gpus_per_node: int
-    unschedulable: frozenset[str] = frozenset()  # cordoned by anyone
+    unschedulable: frozenset[str] = frozenset()  # cordoned by anyone, or not Ready
     healthy_by_node: Mapping[str, int] = field(default_factory=dict)  # healthy GPUs of each node in service
+    cordoned_by_others: frozenset[str] = frozenset()  # someone else's cordon: theirs to lift, never gpuops'
 
     def healthy_on(self, nodes: Iterable[str]) -> int:
         """The healthy GPUs taking `nodes` out would remove: a node whose GPU failed gives up only the rest (a
@@ -247,7 +248,8 @@ def budget_wait(session: Session, *, spec: ActionSpec, facts: FleetFacts, config
     returning = own - set(spec.target_nodes)
     back = FleetFacts(nodes=facts.nodes, gpus=facts.gpus, gpus_per_node=facts.gpus_per_node,
                       healthy_gpus=min(facts.gpus, facts.healthy_gpus + len(returning) * facts.gpus_per_node),
-                      unschedulable=facts.unschedulable - returning, healthy_by_node=facts.healthy_by_node)
+                      unschedulable=facts.unschedulable - returning, healthy_by_node=facts.healthy_by_node,
+                      cordoned_by_others=facts.cordoned_by_others)
     if _over_budget(weigh_budget(spec=spec, facts=back, config=config, out_now=out_now - returning,
                                  actions_last_hour=0)):
         return None
@@ -342,8 +344,11 @@ def evaluate(session: Session, *, incident: Incident, action: Action, spec: Acti
     reasons = escalate + deny or [f"within budgets; {spec.risk} risk → {gate.value}"]
     verdict = Verdict(allowed=gate not in (Gate.ESCALATE, Gate.DENIED), gate=gate, reasons=reasons, budget=budget)
     if verdict.allowed and reserve and spec.disruptive:
-        for node in new_nodes:
-            session.add(NodeLease(hostname=node, action_id=action.id, reason=spec.runbook, acquired_at=now))
+        # gpuops holds every node it takes out, a NotReady one too (it returns that node after its probation, so
+        # a budget spent on it can be waited for); a node someone else cordoned stays theirs
+        for node in spec.target_nodes:
+            if node not in leases and node not in facts.cordoned_by_others:
+                session.add(NodeLease(hostname=node, action_id=action.id, reason=spec.runbook, acquired_at=now))
     append_event(session, actor=actor, kind="policy.verdict", incident_id=incident.id, action_id=action.id,
                  data={"runbook": spec.runbook, "targets": list(spec.target_keys), "reserve": reserve,
                        **verdict.to_json()}, ts=now)

@@ -17,6 +17,7 @@ from gpuops.policy import (
     Gate,
     PolicyConfig,
     Verdict,
+    budget_wait,
     evaluate,
     record_verification,
 )
@@ -272,6 +273,27 @@ def test_two_processes_racing_for_the_last_budget_slot_exactly_one_wins(postgres
         assert uow.session.scalar(select(func.count()).select_from(NodeLease)) == 1
     container.close()
 
+
+def test_gpuops_holds_a_not_ready_node_it_takes_out_so_a_budget_spent_on_it_is_waited_for(
+        container: Container) -> None:
+    """A node already out (NotReady) that gpuops cordons and drains is gpuops' to return after its probation:
+    it takes a lease there, so another node action refused only for it waits instead of going to a human. A
+    node someone else cordoned stays theirs: no lease, and nothing to wait for."""
+    config = PolicyConfig(max_nodes_out=1, max_nodes_out_fraction=0.5)
+    down = FleetFacts(nodes=20, gpus=160, healthy_gpus=152, gpus_per_node=8, unschedulable=frozenset({"gpu-node-003"}))
+    assert decide(container, "gpu-node-003", drain("gpu-node-003"), config, facts=down).allowed
+    with container.uow() as uow:
+        assert list(uow.session.scalars(select(NodeLease.hostname))) == ["gpu-node-003"]
+        waits = budget_wait(uow.session, spec=drain("gpu-node-001"), facts=down, config=config)
+    assert waits is not None and "gpuops' own gpu-node-003 come(s) back" in waits, waits
+
+    theirs = FleetFacts(nodes=20, gpus=160, healthy_gpus=152, gpus_per_node=8,
+                        unschedulable=frozenset({"gpu-node-003", "gpu-node-004"}),
+                        cordoned_by_others=frozenset({"gpu-node-004"}))
+    assert decide(container, "gpu-node-004", drain("gpu-node-004"), config, facts=theirs).allowed
+    with container.uow() as uow:
+        assert list(uow.session.scalars(select(NodeLease.hostname))) == ["gpu-node-003"]
+        assert budget_wait(uow.session, spec=drain("gpu-node-001"), facts=theirs, config=config) is None
 
 def test_a_zero_fraction_forbids_node_actions(container: Container) -> None:
     config = PolicyConfig(max_nodes_out=3, max_nodes_out_fraction=0.0)
