@@ -121,7 +121,7 @@ def test_the_probe_scenarios_validate_and_start() -> None:
 
     folder = Path(simulator.__file__).parent / "scenarios" / "probes"
     files = sorted(p for p in folder.glob("*.yaml") if p.name != "replay_faults.yaml")
-    assert len(files) == 11
+    assert len(files) == 12
     for path in files:
         twin = Twin(load_scenario(path))
         assert twin.faults, path.name
