@@ -344,7 +344,8 @@ def _hint(key: str) -> str:
     """For a key the scenario does not know: where a field of that name belongs, or the name it looks like."""
     places = _field_places()
     if key in places:
-        return f" ('{key}' belongs under {' or '.join(places[key][:3])})"
+        where = [p if "." in p else "the top level" for p in places[key][:3]]
+        return f" ('{key}' belongs at {' or '.join(where)})"
     close = difflib.get_close_matches(key, list(places), n=1, cutoff=0.75)
     return f" (did you mean '{close[0]}'?)" if close else ""
 

@@ -51,7 +51,8 @@ def test_the_good_file_loads(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("old", "new", "hint"), [
     ("duration: 1h", "duratoin: 1h", "line 4: duratoin: Extra inputs are not permitted (did you mean 'duration'?)"),
     ("gpus_per_node: 8", "gpu_per_node: 8", "(did you mean 'gpus_per_node'?)"),
-    ("seed: 1\n", "seed: 1\nnodes: 4\n", "'nodes' belongs under fleet.nodes or workloads[].nodes"),
+    ("seed: 1\n", "seed: 1\nnodes: 4\n", "'nodes' belongs at fleet.nodes or workloads[].nodes"),
+    ("gpus_per_node: 8", "gpus_per_node: 8, seed: 2", "'seed' belongs at the top level"),
     ("seed: 1\n", "seed: 1\ncolour: blue\n", "line 3: colour: Extra inputs are not permitted\n"),
 ])
 def test_an_unknown_key_is_told_where_such_a_field_belongs_or_what_it_looks_like(
