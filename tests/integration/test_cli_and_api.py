@@ -58,6 +58,7 @@ def test_a_database_that_cannot_be_reached_is_one_line_naming_the_variable(comma
     assert "cannot reach the database" in result.stderr and "GPUOPS_DATABASE_URL" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
 
+
 def test_db_upgrade_then_incidents_list_and_show(db_url: str) -> None:
     result = _run("db", "upgrade", url=db_url)
     assert result.returncode == 0, result.stderr

@@ -114,6 +114,7 @@ def test_a_small_fleet_may_still_take_one_node_out_but_not_two(container: Contai
     assert_decided(decide(container, "gpu-node-003", drain("gpu-node-003"), forbidden, facts=whole, reserve=False),
                    Gate.DENIED, "budget: 23 healthy GPUs would remain, minimum 32")
 
+
 def test_risk_decides_the_gate(container: Container) -> None:
     config = PolicyConfig(auto_approve=frozenset({"notify_only", "cordon_node"}))
     notify = ActionSpec("notify_only", "low", False, True, ("node/gpu-node-001",), ("gpu-node-001",))
@@ -294,6 +295,7 @@ def test_gpuops_holds_a_not_ready_node_it_takes_out_so_a_budget_spent_on_it_is_w
     with container.uow() as uow:
         assert list(uow.session.scalars(select(NodeLease.hostname))) == ["gpu-node-003"]
         assert budget_wait(uow.session, spec=drain("gpu-node-001"), facts=theirs, config=config) is None
+
 
 def test_a_zero_fraction_forbids_node_actions(container: Container) -> None:
     config = PolicyConfig(max_nodes_out=3, max_nodes_out_fraction=0.0)
