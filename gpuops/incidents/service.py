@@ -137,7 +137,7 @@ def _merge(session: Session, incident: Incident, f: Finding, record: FindingReco
     incident.updated_at = now
     if Severity(f.severity).rank > Severity(incident.severity).rank:
         incident.severity = f.severity
-    if incident.gpu is not None and f.gpu != incident.gpu:
+    if incident.gpu is not None and f.gpu != incident.gpu and _widens(incident, f):
         incident.scope, incident.gpu = "node", None  # several GPUs of one node: the node is the unit
         incident.dedup_key = dedup_key(incident.hostname or f.hostname, None, incident.family)
     if f.kind != incident.family and _is_hard(f) and incident.family not in HARD_KINDS:
@@ -147,6 +147,14 @@ def _merge(session: Session, incident: Incident, f: Finding, record: FindingReco
         incident.title = _title(f)
     add_timeline(session, incident, kind="finding", message=f"{f.kind} from {f.detector} (score {f.score:.2f})",
                  now=now, data={"finding_kind": f.kind, "gpu": f.gpu, "evidence": f.evidence})
+
+
+def _widens(incident: Incident, f: Finding) -> bool:
+    """Whether a finding on another GPU makes a GPU's incident the node's: the same trouble, or a hard fault, on
+    another GPU of its node. A soft symptom elsewhere that the incident takes in (a job's idle GPUs after its
+    GPU failed, another GPU's memory emptied by gpuops' drain) is the incident's consequence: it neither widens
+    what gpuops acts on nor hides the incident from the GPU's next symptom."""
+    return f.hostname == incident.hostname and (f.kind == incident.family or _is_hard(f))
 
 
 def ingest_findings(session: Session, findings: Iterable[Finding], *, fleet_nodes: int,

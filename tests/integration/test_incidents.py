@@ -145,6 +145,22 @@ def test_a_held_out_gpus_next_symptom_joins_its_incident_and_another_gpu_opens_i
     assert first.id == only.id and (second.family, second.gpu, second.status) == ("row_remap", 3, "open")
 
 
+def test_symptoms_of_moved_pods_elsewhere_leave_the_incident_on_its_gpu(container: Container) -> None:
+    ingest(container, finding("gpu-node-016", 2, "row_remap", job="notebooks/nb-1"))
+    resolve_holding_out(container, "gpu-node-016", "drain_node")
+    # the drain empties the node's other GPUs (their notebooks' memory gone: the drain's expected effect), and the
+    # notebooks start on another node, where their memory on empty GPUs is a soft anomaly of a moved job each
+    ingest(container, *[finding("gpu-node-016", g, "anomaly", t=90, severity="warning", job=f"notebooks/nb-{g}")
+                        for g in (1, 3)])
+    ingest(container, *[finding("gpu-node-009", g, "anomaly", t=120, severity="warning", job=f"notebooks/nb-{g}")
+                        for g in (1, 3)])
+    (only,) = incidents(container)
+    assert (only.scope, only.gpu, only.dedup_key) == ("gpu", 2, "gpu-node-016/2/row_remap")
+    ingest(container, finding("gpu-node-016", 2, "row_remap", t=900))  # the same GPU's next remap
+    (only,) = incidents(container)  # kept with its incident: no second cordon, drain and ticket
+    assert only.status == "resolved"
+
+
 def test_jobs_hung_by_a_fleet_wide_event_do_not_open_a_second_fleet_incident(container: Container) -> None:
     leaf = ("gpu-node-010", "gpu-node-011", "gpu-node-012")
     ingest(container, *[finding(node, None, "fabric", t=i) for i, node in enumerate(leaf)], nodes=12)
