@@ -50,6 +50,7 @@ class Step:
 
 CORDON, DRAIN, REBOOT = Step("cordon_node", "node"), Step("drain_node", "node"), Step("reboot_node", "node")
 RESET, TICKET = Step("reset_gpu", "gpu"), Step("open_hardware_ticket", "node")
+MOVE = Step("reschedule_pods", "node")
 
 RULES: dict[str, tuple[Step, ...]] = {
     "xid79": (CORDON, DRAIN, REBOOT),
@@ -71,14 +72,20 @@ RULES: dict[str, tuple[Step, ...]] = {
     "inference_overload": (Step("scale_deployment", "deployment"),),
     "ib_link_down": (CORDON, DRAIN, TICKET),
     "ib_link_flap": (CORDON, DRAIN, TICKET),
-    "ib_link_degraded": (CORDON, DRAIN, TICKET),
+    # a slow link slows its job and stops nothing: ticketed first, the job moves only where it can run elsewhere
+    # (a drain with no room would stop it for the day the repair takes), else it stays at the slower pace
+    # (`JOB_STAYS`); a move policy refuses goes to a human with the ticket already open
+    "ib_link_degraded": (TICKET, MOVE),
     "nic_lost": (CORDON, DRAIN, TICKET),
-    "ib_symbol_errors": (TICKET,),
+    "ib_symbol_errors": (TICKET, MOVE),
     "notify": (Step("notify_only", "none"),),
 }
 
 XID_FAULTS = {79: "xid79", 48: "xid48_dbe", 119: "gsp_timeout", 120: "gsp_timeout", 64: "row_remap_exhaustion",
               92: "ecc_sbe_storm", 74: "nvlink_degradation"}
+# What a slow port's plan keeps when its job stays on the node (nothing crosses the port, or no room elsewhere):
+# a degraded link keeps new work across nodes off the node; symbol errors, which cost the job little, the ticket.
+JOB_STAYS: dict[str, tuple[Step, ...]] = {"ib_link_degraded": (CORDON, TICKET), "ib_symbol_errors": (TICKET,)}
 FABRIC_FAULTS = {"link_down": "ib_link_down", "link_flap": "ib_link_flap", "link_degraded": "ib_link_degraded",
                  "hca_lost": "nic_lost", "symbol_errors": "ib_symbol_errors"}
 XID_ACTION_FAULTS = {"reset_gpu": "xid_reset_gpu", "reboot_node": "xid79", "restart_application": "xid_application"}
@@ -127,7 +134,13 @@ def _pods_on_gpu(request: PlanRequest) -> list[dict[str, Any]]:
     return [p for p in running if gpu is not None and gpu in p.get("gpus", [])]
 
 
-PORT_FAULTS = frozenset({"ib_link_down", "ib_link_flap", "ib_link_degraded", "nic_lost"})
+PORT_FAULTS = frozenset({"ib_link_down", "ib_link_flap", "ib_link_degraded", "nic_lost", "ib_symbol_errors"})
+
+
+def _port_gpu(request: PlanRequest) -> int | None:
+    """The GPU whose traffic the incident's port carries (HCA mlx5_i beside GPU i), when the finding names it."""
+    device = str((request.incident.get("evidence") or {}).get("device") or "")
+    return int(device[5:]) if device.startswith("mlx5_") and device[5:].isdigit() else None
 
 
 def _port_work_stays_on_node(request: PlanRequest) -> str:
@@ -140,11 +153,10 @@ def _port_work_stays_on_node(request: PlanRequest) -> str:
         return ""
     # the node's pods as read (`no_data`: it has none); a failed read decides nothing
     pods = next((e for e in request.evidence if e.tool == "pods_on_node" and e.status in ("ok", "no_data")), None)
-    device = str((request.incident.get("evidence") or {}).get("device") or "")
-    if pods is None or not isinstance(pods.data, list) or not device.startswith("mlx5_") \
-            or not device[5:].isdigit():
+    gpu = _port_gpu(request)
+    if pods is None or not isinstance(pods.data, list) or gpu is None:
         return ""
-    gpu = int(device[5:])
+    device = f"mlx5_{gpu}"
     # a pod holding GPUs whose indices the cluster does not say may hold this one
     beside = [p for p in pods.data if p.get("phase") in ("Running", "Pending", "") and (
         gpu in p.get("gpus", []) or int(p.get("gpu_count") or 0) > len(p.get("gpus", [])))]
@@ -188,7 +200,10 @@ class RulesPlanner:
     def plan(self, request: PlanRequest) -> PlanResult:
         steps = RULES.get(request.fault, RULES["notify"])
         local = _port_work_stays_on_node(request)
-        if local:  # cordoned against new work across nodes and ticketed; what runs there goes on
+        stays = "" if local or request.fault not in JOB_STAYS else self._cannot_move(request)
+        if request.fault in JOB_STAYS and (local or stays):
+            steps = JOB_STAYS[request.fault]
+        elif local:  # cordoned against new work across nodes and ticketed; what runs there goes on
             steps = tuple(s for s in steps if s != DRAIN)
         actions: list[PlannedAction] = []
         skipped: list[str] = []
@@ -213,6 +228,8 @@ class RulesPlanner:
         rationale = self._rationale(request, actions)
         if local:
             rationale += f" No drain: {local}."
+        if stays:
+            rationale += f" The job stays at the slower pace: {stays}."
         if skipped:
             rationale += (f" Re-plan: {', '.join(skipped)} left out, rejected by people "
                           f"({replan_reason(request.incident) or 'no reason given'}).")[:600]
@@ -238,6 +255,8 @@ class RulesPlanner:
                                    if isinstance(v, int | float | str)}}
         if step.runbook == "reschedule_pods":
             params["gpu"] = gpu
+            if request.fault in PORT_FAULTS:  # the job on the port's GPU; the node waits for its repair, cordoned
+                params.update(gpu=_port_gpu(request), keep_off="cordon")
         if step.target == "node":
             return PlannedAction(step.runbook, params, (f"node/{host}",))
         if step.target == "gpu":
@@ -259,6 +278,14 @@ class RulesPlanner:
         if step.target == "deployment":
             return self._scale(request, reason)
         raise AssertionError(f"rules table names an unknown target rule {step.target!r}")
+
+    def _cannot_move(self, request: PlanRequest) -> str:
+        """Why the job on a slow port's GPU cannot move (empty when it can): moving it with no room elsewhere
+        would stop it, where the slow link only slows it."""
+        move = self._build(MOVE, request)
+        if isinstance(move, str):
+            return move
+        return "; ".join(request.blockers(move))
 
     @staticmethod
     def _scale(request: PlanRequest, reason: str) -> PlannedAction | str:

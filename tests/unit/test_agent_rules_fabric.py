@@ -1,6 +1,6 @@
-"""The rules planner on fabric incidents: a node whose link is down, flapping, degraded or whose HCA is lost is
-cordoned, drained and gets a hardware ticket naming the HCA and port (no drain when nothing on the port's GPU
-crosses nodes); symbol errors get the ticket alone."""
+"""The rules planner on fabric incidents: a node whose link is down, flapping or whose HCA is lost is cordoned,
+drained and gets a hardware ticket naming the HCA and port (no drain when nothing on the port's GPU crosses
+nodes); a slow link (degraded, symbol errors) has its job moved where it can run elsewhere, and is ticketed."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ FABRIC = {"device": "mlx5_3", "port": "1", "hca": 3}
 @pytest.mark.parametrize(("condition", "fault", "runbooks"), [
     ("link_down", "ib_link_down", ["cordon_node", "drain_node", "open_hardware_ticket"]),
     ("link_flap", "ib_link_flap", ["cordon_node", "drain_node", "open_hardware_ticket"]),
-    ("link_degraded", "ib_link_degraded", ["cordon_node", "drain_node", "open_hardware_ticket"]),
+    ("link_degraded", "ib_link_degraded", ["open_hardware_ticket", "reschedule_pods"]),
     ("hca_lost", "nic_lost", ["cordon_node", "drain_node", "open_hardware_ticket"]),
-    ("symbol_errors", "ib_symbol_errors", ["open_hardware_ticket"]),
+    ("symbol_errors", "ib_symbol_errors", ["open_hardware_ticket", "reschedule_pods"]),
 ])
 def test_fabric_incidents(condition: str, fault: str, runbooks: list[str], tmp_path: Path) -> None:
     incident = snapshot("fabric", gpu=None, evidence={**FABRIC, "condition": condition})
@@ -28,9 +28,34 @@ def test_fabric_incidents(condition: str, fault: str, runbooks: list[str], tmp_p
     assert [a.runbook for a in actions] == runbooks
     assert all(a.targets == (f"node/{NODE}",) for a in actions)
     assert all(request.check(a) == [] for a in actions)
-    ticket = actions[-1]
+    (ticket,) = [a for a in actions if a.runbook == "open_hardware_ticket"]
     assert "HCA mlx5_3 port 1" in ticket.params["summary"] and ticket.params["fault"] == fault
     assert ticket.params["evidence"]["device"] == "mlx5_3" and ticket.params["gpu"] is None
+    moves = [a for a in actions if a.runbook == "reschedule_pods"]
+    assert all(a.params["gpu"] == 3 and a.params["keep_off"] == "cordon" for a in moves)  # the port's GPU's job
+
+
+@pytest.mark.parametrize(("condition", "runbooks"), [
+    ("link_degraded", ["cordon_node", "open_hardware_ticket"]),
+    ("symbol_errors", ["open_hardware_ticket"]),
+])
+def test_a_slow_links_job_with_no_room_elsewhere_stays_at_its_pace(condition: str, runbooks: list[str],
+                                                                   tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from agent.rules import RulesPlanner
+
+    incident = snapshot("fabric", gpu=None, evidence={**FABRIC, "condition": condition})
+    _, _, request = plan_for(incident, tmp_path)
+    asked: list[str] = []
+
+    def no_room(action: object) -> list[str]:
+        asked.append(getattr(action, "runbook", ""))
+        return ["no room elsewhere for train/llm-0 (8 GPUs): the most free GPUs on another node is 4"]
+
+    result = RulesPlanner().plan(replace(request, blockers=no_room))
+    assert result.ok and [a.runbook for a in result.actions] == runbooks and asked == ["reschedule_pods"]
+    assert "The job stays at the slower pace: no room elsewhere for train/llm-0" in result.rationale
 
 
 def _plan_on(cluster_setup: str, condition: str, tmp_path: Path) -> tuple[list[str], str]:
@@ -75,3 +100,12 @@ def test_a_port_whose_gpu_serves_alone_or_idles_is_ticketed_without_a_drain(cond
     for setup in ("job", "job-unknown-gpus"):
         runbooks, why = _plan_on(setup, condition, tmp_path / setup)
         assert runbooks == ["cordon_node", "drain_node", "open_hardware_ticket"] and "No drain" not in why
+
+
+def test_a_slow_link_moves_a_job_across_nodes_and_leaves_replicas_serving(tmp_path: Path) -> None:
+    runbooks, why = _plan_on("replica", "link_degraded", tmp_path)
+    assert runbooks == ["cordon_node", "open_hardware_ticket"] and "No drain: GPU 3 beside mlx5_3 serves" in why
+    runbooks, why = _plan_on("job", "link_degraded", tmp_path / "job")
+    assert runbooks == ["open_hardware_ticket", "reschedule_pods"] and "stays" not in why
+    runbooks, _ = _plan_on("replica", "symbol_errors", tmp_path / "symbols")
+    assert runbooks == ["open_hardware_ticket"]
