@@ -133,13 +133,18 @@ def _fault_rows(scenario: Scenario, run: LoopRun, base: BaselineRun) -> tuple[li
         got = _outcome(scenario, run, fault, score.first_ts)
         for i in got.related:
             matched.setdefault(top[i], index)
+        met = (void.get(_fault_key(fault)) or {}).get("params", {}).get("met_at")
+        late = _outcome(scenario, run, {**fault, "onset": met, "failure_at": met}, _ts(met)) if met else None
+        for i in late.related if late else ():
+            matched.setdefault(top[i], index)
         onset = _ts(fault["onset"])
         threshold_at = threshold_mitigation(base, index)
         stop = got.mitigated if got.mitigated is not None else got.handed
         incident = next((i for i in run.incidents if i["id"] == got.incident_id), None)
         rows.append({
             "kind": fault["kind"], "node": fault["node"], "gpu": fault.get("gpu"),
-            **({"void": void[_fault_key(fault)]} if _fault_key(fault) in void else {}),
+            **({"void": _void_reason(void[_fault_key(fault)], late.incident_id if late else None)}
+               if _fault_key(fault) in void else {}),
             "onset": fault["onset"], "failure_at": fault.get("failure_at"),
             "detected": score.detected, "time_to_detect_s": _round(score.delay_s),
             "lead_time_s": _round(score.lead_time_s), "incident_id": got.incident_id,
@@ -173,14 +178,24 @@ def _fault_key(fault: dict[str, Any]) -> tuple[str, str, Any, str]:
     return str(fault["kind"]), str(fault["node"]), fault.get("gpu"), str(fault["onset"])
 
 
-def _void_in_run(faults: list[dict[str, Any]]) -> dict[tuple[str, str, Any, str], str]:
-    """Faults that could not happen in gpuops' run, by key, with why: a job fault (a hang, a straggler) drawn on a
-    GPU that ran no job when it began there, because gpuops had taken its node out earlier. The baselines' runs
-    had the job; gpuops' had nothing to hang or slow, so the fault is left out of every total (recall and all
-    three GPU-hour figures), and listed with its reason."""
-    return {_fault_key(f): "no job ran on the GPU when the fault began in gpuops' run (its node was out of "
-                           "service): nothing to hang or slow"
-            for f in faults if f["kind"] in WORKLOAD_FAULTS and (f.get("params") or {}).get("workload") == ""}
+def _void_in_run(faults: list[dict[str, Any]]) -> dict[tuple[str, str, Any, str], dict[str, Any]]:
+    """Faults that could not happen in gpuops' run, by key, as that run's truth has them: a job fault (a hang, a
+    straggler) drawn on a GPU that ran no job when it began there (gpuops had taken its node out earlier, or the
+    GPU was idle). The baselines' runs had the job, or nobody's run had one; gpuops' had nothing to hang or slow,
+    so the fault is left out of every total (recall and all three GPU-hour figures), and listed with its
+    reason. A job placed on such a slow GPU later meets the fault then (`met_at` in the truth): the incident it
+    opens is the fault's, not a false one."""
+    return {_fault_key(f): f for f in faults
+            if f["kind"] in WORKLOAD_FAULTS and (f.get("params") or {}).get("workload") == ""}
+
+
+def _void_reason(fault: dict[str, Any], incident_id: int | None) -> str:
+    why = "no job ran on the GPU when the fault began in gpuops' run (its node was out of service, or the GPU idle)"
+    params = fault.get("params") or {}
+    if not params.get("met_at"):
+        return f"{why}: nothing to hang or slow"
+    return (f"{why}; {params.get('met_by')} was placed there at {params['met_at']} and met it"
+            + (f" (incident {incident_id}, not a false one)" if incident_id is not None else ""))
 
 
 def _counted(faults: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -501,6 +501,9 @@ class Straggler(ActiveFault):
         row = _gpu_row(self)
         if "workload" not in self.truth_params:  # a GPU running nothing slows nobody: the truth says so
             self.truth_params["workload"] = host.workload_of(row) or ""
+        elif not self.truth_params["workload"] and "met_at" not in self.truth_params and host.workload_of(row):
+            # a job placed on the slow GPU later (a restart, a pod moved there) is slowed from then on
+            self.truth_params.update(met_by=host.workload_of(row), met_at=iso_utc(t))
         mods.clock_cap_mhz[row] = min(
             mods.clock_cap_mhz[row], host.physics.spec.max_sm_clock_mhz * self.slowdown
         )

@@ -1,7 +1,8 @@
 """`gpuops eval` on the fabric scenario of the library: every fabric fault kind detected at its onset; a node
 whose link is down or whose HCA is lost cordoned, drained and ticketed (the ticket naming the HCA and port), a
-slow link (degraded, symbol errors) ticketed first and its job moved where policy lets it, policy's budget of nodes out holding (a further node fault goes to a human), and
-the leaf-switch event one escalated fleet incident with no node action."""
+slow link (degraded, symbol errors) ticketed first and its job moved where policy lets it, policy's budget of
+nodes out holding (a further node fault goes to a human), and the leaf-switch event one escalated fleet incident
+with no node action."""
 
 from __future__ import annotations
 

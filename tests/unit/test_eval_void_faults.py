@@ -1,19 +1,20 @@
 """A job fault drawn on a GPU that runs no job cannot happen: the twin's truth says the fault found no workload,
-and the evaluation leaves it out of every total instead of charging a miss and its GPU-hours."""
+and the evaluation leaves it out of every total instead of charging a miss and its GPU-hours. A job placed on
+such a slow GPU later meets it: the truth says when, so the incident it opens is no false one."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from evaluation.report import _counted, _fault_key, _void_in_run
+from evaluation.report import _counted, _fault_key, _void_in_run, _void_reason
 from simulator.scenario import scenario_from_dict
 from simulator.twin import Twin
 
 
-def _twin(faults: list[dict[str, Any]]) -> Twin:
+def _twin(faults: list[dict[str, Any]], *later: dict[str, Any]) -> Twin:
     return Twin(scenario_from_dict({
         "name": "t", "seed": 7, "fleet": {"nodes": 4, "gpus_per_node": 8}, "duration": "20m", "step": "15s",
-        "workloads": [{"type": "training", "name": "job", "nodes": 2}],  # nodes 001 and 002
+        "workloads": [{"type": "training", "name": "job", "nodes": 2}, *later],  # nodes 001 and 002
         "faults": faults,
     }))
 
@@ -29,7 +30,18 @@ def test_the_truth_names_the_workload_a_job_fault_found_or_none() -> None:
 
     void = _void_in_run(twin.truth()["faults"])
     assert set(void) == {_fault_key(f) for f in twin.truth()["faults"] if f["node"] == "gpu-node-004"}
-    assert all("no job ran" in why for why in void.values())
+    assert all(_void_reason(f, None).endswith("nothing to hang or slow") for f in void.values())
+
+
+def test_a_job_placed_on_an_idle_slow_gpu_later_meets_the_fault() -> None:
+    batch = {"type": "batch", "name": "late", "pods": 2, "gpus_per_pod": 8, "at": "8m"}  # fills nodes 003 and 004
+    twin = _twin([{"kind": "straggler", "node": "gpu-node-004", "gpu": 0, "at": "5m"}], batch)
+    twin.advance_to(twin.start + 1200)
+    (fault,) = twin.truth()["faults"]
+    assert fault["params"]["workload"] == "" and fault["params"]["met_by"] == "late"
+    assert fault["onset"] < fault["params"]["met_at"] <= fault["onset"].replace("00:05:00", "00:08:15")
+    why = _void_reason(fault, 3)
+    assert "late was placed there at" in why and "incident 3, not a false one" in why
 
 
 def test_void_faults_are_listed_but_counted_nowhere() -> None:
