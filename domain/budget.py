@@ -12,6 +12,12 @@ _COUNTS = ("nodes_out", "nodes_out_after", "nodes_out_limit", "healthy_gpus_afte
            "actions_last_hour", "rate_limit")
 
 
+def gpus_at_fraction(fraction: float, gpus: int) -> int:
+    """`fraction` of `gpus`, rounded up (a product that misses a whole number only by float error, like
+    0.55 × 100, is not rounded up): the healthy-GPU minimum before any allowance for a small fleet."""
+    return int(fraction * gpus + 0.9999)
+
+
 @dataclass(frozen=True)
 class Budget:
     """Counts before and after one action, with the limits they are held to. The fields from `fleet_nodes` on
@@ -50,7 +56,7 @@ class Budget:
         gpus = f"{self.healthy_gpus_after} (minimum {self.min_healthy_gpus}, {spare})"
         if self.fleet_gpus is not None and self.min_healthy_gpu_fraction is not None:
             gpus += f"; minimum: {_percent(self.min_healthy_gpu_fraction)} of {self.fleet_gpus} GPUs"
-            if self.min_healthy_gpus < int(self.min_healthy_gpu_fraction * self.fleet_gpus + 0.9999):
+            if self.min_healthy_gpus < gpus_at_fraction(self.min_healthy_gpu_fraction, self.fleet_gpus):
                 gpus += ", less one node's GPUs (a fleet this small may still take one node out)"
         return [("Nodes out after", nodes), ("Healthy GPUs after", gpus),
                 ("Actions this hour", f"{self.actions_last_hour}/{self.rate_limit}")]

@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 
 from simulator.scenario import FABRIC_KINDS, NODE_LEVEL_KINDS, FaultKind, scenario_from_dict
 
-KINDS: tuple[str, ...] = FaultKind.__args__  # type: ignore[attr-defined]
+KINDS: tuple[str, ...] = get_args(FaultKind)
 
 
 def scenario(seed: int) -> dict[str, Any]:

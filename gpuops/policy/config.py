@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from domain.budget import gpus_at_fraction
 from gpuops.errors import ConfigError
 
 
@@ -72,11 +73,11 @@ class PolicyConfig(BaseModel):
         return min(self.max_nodes_out, max(1, int(self.max_nodes_out_fraction * fleet_nodes)))
 
     def min_healthy_gpus(self, fleet_gpus: int, node_gpus: int = 0) -> int:
-        """The fewest healthy GPUs the fleet keeps: the fraction of its GPUs, rounded up (a product that misses a
-        whole number only by float error, like 0.55 × 100, is not rounded up). Like the nodes-out budget, it
-        still lets one node of `node_gpus` out when that node alone is more than the fraction spares (else four
-        8-GPU nodes at 80 % could never take a failed node out); a fraction of 1 forbids every node action."""
-        floor = int(self.min_healthy_gpu_fraction * fleet_gpus + 0.9999)
+        """The fewest healthy GPUs the fleet keeps: the fraction of its GPUs, rounded up (`gpus_at_fraction`).
+        Like the nodes-out budget, it still lets one node of `node_gpus` out when that node alone is more than the
+        fraction spares (else four 8-GPU nodes at 80 % could never take a failed node out); a fraction of 1
+        forbids every node action."""
+        floor = gpus_at_fraction(self.min_healthy_gpu_fraction, fleet_gpus)
         if self.min_healthy_gpu_fraction >= 1 or node_gpus <= 0:
             return floor
         return min(floor, max(0, fleet_gpus - node_gpus))
