@@ -3,9 +3,11 @@ free loopback ports, and a way to run `gpuops` commands as real processes."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import uuid
@@ -28,6 +30,36 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GPUOPS = str(Path(sys.executable).parent / "gpuops")
+FILE_SECONDS = Path(__file__).with_name("file_seconds.json")
+"""Each test file's seconds in a recent whole run (setup, call and teardown summed), refreshed with
+`GPUOPS_RECORD_FILE_SECONDS=1 make test`. Only the order of the run depends on it."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Longest files first. `--dist loadfile` hands each worker whole files in collection order; a long file
+    picked last keeps one worker busy while the other waits, so the run ends when the longest files started
+    first end. A file not recorded yet counts as the median; the order inside a file is kept."""
+    try:
+        seconds: dict[str, float] = json.loads(FILE_SECONDS.read_text())
+    except (OSError, ValueError):
+        return
+    usual = statistics.median(seconds.values()) if seconds else 0.0
+    items.sort(key=lambda item: -seconds.get(item.nodeid.split("::")[0], usual))
+
+
+_file_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if os.environ.get("GPUOPS_RECORD_FILE_SECONDS"):
+        path = report.nodeid.split("::")[0]
+        _file_seconds[path] = _file_seconds.get(path, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _file_seconds and not hasattr(session.config, "workerinput"):  # the controller holds every worker's reports
+        FILE_SECONDS.write_text(json.dumps({k: round(v, 1) for k, v in sorted(_file_seconds.items())}, indent=0)
+                                + "\n")
 
 
 def free_port() -> int:
