@@ -22,7 +22,8 @@ Scenario fault kinds reach the agent as finding families (ARCHITECTURE.md), and 
 | ib_symbol_errors | fabric (symbol_errors) | ib_symbol_errors | hardware ticket naming the HCA and port |
 | — | power, anomaly, other XIDs | notify | notify the humans |
 
-*no drain when the port's GPU holds no pod, or only replicas of Deployments: nothing of theirs crosses the port.
+*no drain when the port's GPU holds no pod, only replicas of Deployments, or a job whose every pod is on the node:
+nothing of theirs crosses the port.
 
 A sequence is proposed action by action, each through policy and approval (see agent.graph).
 """
@@ -38,6 +39,7 @@ from agent.actions import PlannedAction
 from agent.planning import PlanRequest, PlanResult
 from agent.rejections import rejection_of, replan_reason
 from agent.tools import ToolResult
+from domain.jobs import job_of
 
 TargetRule = Literal["node", "gpu", "gpu_pod", "deployment", "none"]
 
@@ -147,8 +149,9 @@ def _port_work_stays_on_node(request: PlanRequest) -> str:
     """Why a fabric port's fault stops none of the work on its node (empty when it may, or when that is unknown).
     A port carries the traffic of the GPU beside it (HCA i, GPU i) to other nodes: a GPU that holds no pod, or
     only replicas of Deployments (each serving on its own node), sends nothing over it, and draining them would
-    move serving capacity for a cable. A job's pod (a Job, a StatefulSet, anything but a ReplicaSet) may have
-    ranks elsewhere, so its node is drained as before."""
+    move serving capacity for a cable. Nor does a job whose every pod runs on this node (its ranks talk over
+    NVLink and PCIe): draining it would restart it from its checkpoint for nothing. Any other job's pod (a Job,
+    a StatefulSet, anything but a ReplicaSet) may have ranks elsewhere, so its node is drained as before."""
     if request.fault not in PORT_FAULTS:
         return ""
     # the node's pods as read (`no_data`: it has none); a failed read decides nothing
@@ -162,10 +165,24 @@ def _port_work_stays_on_node(request: PlanRequest) -> str:
         gpu in p.get("gpus", []) or int(p.get("gpu_count") or 0) > len(p.get("gpus", [])))]
     if not beside:
         return f"GPU {gpu} beside {device} holds no pod, so no traffic crosses the port"
-    if all(str(p.get("owner") or "").startswith("ReplicaSet/") for p in beside):
+    jobs = [p for p in beside if not str(p.get("owner") or "").startswith("ReplicaSet/")]
+    if not jobs:
         names = ", ".join(f"{p['namespace']}/{p['name']}" for p in beside[:3])
         return f"GPU {gpu} beside {device} serves replicas of Deployments ({names}), whose traffic stays on the node"
+    local = _job_on_node_alone(request)
+    if local and all(job_of(p["name"], p["namespace"]) == local for p in jobs):
+        return f"GPU {gpu} beside {device} runs {local}, whose every pod is on {request.incident.get('hostname')}"
     return ""
+
+
+def _job_on_node_alone(request: PlanRequest) -> str | None:
+    """The incident's job when the cluster says all its running pods are on the incident's node, else None (a
+    failed or missing read decides nothing)."""
+    pods = _job_pods(request)
+    host = request.incident.get("hostname")
+    if not pods or not host or any(p.get("node") != host for p in pods):
+        return None
+    return job_of(pods[0]["name"], pods[0]["namespace"])
 
 
 def _job_pods(request: PlanRequest) -> list[dict[str, Any]]:

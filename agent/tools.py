@@ -91,10 +91,19 @@ def _pods_on_node(ctx: AgentContext, incident: dict[str, Any], args: dict[str, A
 MAX_JOB_PODS = 256
 
 
+def incident_job(incident: dict[str, Any]) -> str | None:
+    """The job an incident concerns: a job-level incident's own, or the job of the GPU beside a fabric incident's
+    port (whether its ranks cross nodes decides whether the port matters to it)."""
+    job = (incident.get("details") or {}).get("job")
+    if not job and incident.get("family") == "fabric":
+        job = (incident.get("evidence") or {}).get("job")
+    return job if isinstance(job, str) and job else None
+
+
 def _job_pods(ctx: AgentContext, incident: dict[str, Any], args: dict[str, Any]) -> ToolResult:
     """The running pods of the job a job-level incident concerns, on whatever node they run now: a job that
     restarted or moved since its incident opened is still the job to act on."""
-    job = (incident.get("details") or {}).get("job")
+    job = incident_job(incident)
     if ctx.cluster is None:
         return ToolResult("job_pods", "error", "no cluster connection is configured")
     if not isinstance(job, str) or "/" not in job:
@@ -226,6 +235,6 @@ def agenda_for(incident: dict[str, Any]) -> list[str]:
         agenda.insert(0, "xid_catalogue")
     if (incident.get("details") or {}).get("deployment"):
         agenda.insert(0, "deployment_scale")
-    if (incident.get("details") or {}).get("job"):
+    if incident_job(incident):
         agenda.insert(2, "job_pods")
     return agenda

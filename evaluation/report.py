@@ -30,6 +30,9 @@ from simulator.scenario import Scenario
 # Runbooks that take the work off a faulty GPU or node: the first one verified mitigates the fault.
 MITIGATIONS = frozenset({"drain_node", "reschedule_pods", "restart_pod", "scale_deployment", "reset_gpu",
                          "reboot_node"})
+# A fault on a part that carries no work (a port no job crosses) has none to take off: a cordon, keeping new work
+# off it until its repair, is the whole remedy.
+IDLE_PART_MITIGATIONS = MITIGATIONS | {"cordon_node"}
 HANDED_TO_HUMAN = frozenset({IncidentStatus.ESCALATED})
 PROPOSAL_ESCALATED = re.compile(r"^action \d+ \(\w+\): escalated: ")
 
@@ -78,8 +81,10 @@ class _Outcome:
     contained: bool = False           # the node was already drained by gpuops when the fault began
 
 
-def _outcome(scenario: Scenario, run: LoopRun, fault: dict[str, Any], detected_at: float | None) -> _Outcome:
-    """The fault's incident (preferring one of the fault's own kind), its actions, and when it was mitigated."""
+def _outcome(scenario: Scenario, run: LoopRun, fault: dict[str, Any], detected_at: float | None, *,
+             idle: bool = False) -> _Outcome:
+    """The fault's incident (preferring one of the fault's own kind), its actions, and when it was mitigated
+    (`idle`: the faulty part carried no work, so keeping work off it mitigates it)."""
     if detected_at is None:  # an undetected fault has no incident, whatever else happened on its node meanwhile
         return _Outcome(None, frozenset(), [], None, None)
     top = {i["id"]: (i["parent_id"] or i["id"]) for i in run.incidents}
@@ -95,7 +100,8 @@ def _outcome(scenario: Scenario, run: LoopRun, fault: dict[str, Any], detected_a
     actions = [a for a in run.actions if a["incident_id"] in related and a["status"] in ActionStatus.EXECUTED
                and (a["executed_at"] or 0.0) >= since]
     verified = [a["verified_at"] for a in actions
-                if a["status"] == ActionStatus.SUCCEEDED and a["runbook"] in MITIGATIONS and a["verified_at"]]
+                if a["status"] == ActionStatus.SUCCEEDED and a["verified_at"]
+                and a["runbook"] in (IDLE_PART_MITIGATIONS if idle else MITIGATIONS)]
     mitigated = min(verified) if verified else None
     contained = mitigated is None and _drained_by_gpuops(run.actions, str(fault["node"]), _ts(fault["onset"]))
     if contained:  # nothing ran there: gpuops had already taken the node's work off it
@@ -130,7 +136,7 @@ def _fault_rows(scenario: Scenario, run: LoopRun, base: BaselineRun) -> tuple[li
     matched: dict[int, int] = {}
     rows = []
     for index, (fault, score, impact) in enumerate(zip(faults, scores, base.impacts, strict=True)):
-        got = _outcome(scenario, run, fault, score.first_ts)
+        got = _outcome(scenario, run, fault, score.first_ts, idle=impact.gpus == 0)
         for i in got.related:
             matched.setdefault(top[i], index)
         met = (void.get(_fault_key(fault)) or {}).get("params", {}).get("met_at")

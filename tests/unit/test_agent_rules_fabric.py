@@ -58,7 +58,7 @@ def test_a_slow_links_job_with_no_room_elsewhere_stays_at_its_pace(condition: st
     assert "The job stays at the slower pace: no room elsewhere for train/llm-0" in result.rationale
 
 
-def _plan_on(cluster_setup: str, condition: str, tmp_path: Path) -> tuple[list[str], str]:
+def _plan_on(cluster_setup: str, condition: str, tmp_path: Path, job: str | None = None) -> tuple[list[str], str]:
     from types import SimpleNamespace
 
     from agent.planning import PlanRequest
@@ -78,8 +78,14 @@ def _plan_on(cluster_setup: str, condition: str, tmp_path: Path) -> tuple[list[s
         pod = cluster.add_pod("train", "solo-0", NODE, gpus=8, owner_kind="Job", owner_name="solo")
         if cluster_setup == "job-unknown-gpus":  # the cluster says how many GPUs, not which
             cluster.pods[("train", pod.name)] = pod.__class__(**{**pod.__dict__, "gpu_indices": ()})
+    elif cluster_setup in ("job-here", "job-across"):  # train/solo: one pod on the port's GPU, one maybe elsewhere
+        pod = cluster.add_pod("train", "solo-0", NODE, gpus=1, owner_kind="Job", owner_name="solo")
+        cluster.pods[("train", pod.name)] = pod.__class__(**{**pod.__dict__, "gpu_indices": (3,)})
+        cluster.add_pod("train", "solo-1", NODE if cluster_setup == "job-here" else "gpu-node-005", gpus=1,
+                        owner_kind="Job", owner_name="solo")
     ctx = build_context(SimpleNamespace(uow=None), tmp_path / "journal", cluster=cluster)  # type: ignore[arg-type]
-    incident = snapshot("fabric", gpu=None, evidence={**FABRIC, "condition": condition})
+    named = {"job": job} if job else {}
+    incident = snapshot("fabric", gpu=None, evidence={**FABRIC, "condition": condition, **named})
     evidence = [run_tool(ctx, incident, name) for name in agenda_for(incident) if name != "incident_history"]
     request = PlanRequest(incident=incident, fault=fault_of(incident), evidence=evidence, specs=ctx.runbooks.specs(),
                           check=lambda a: check_action(ctx, incident, a),
@@ -109,3 +115,24 @@ def test_a_slow_link_moves_a_job_across_nodes_and_leaves_replicas_serving(tmp_pa
     assert runbooks == ["open_hardware_ticket", "reschedule_pods"] and "stays" not in why
     runbooks, _ = _plan_on("replica", "symbol_errors", tmp_path / "symbols")
     assert runbooks == ["open_hardware_ticket"]
+
+
+@pytest.mark.parametrize("condition", ["link_down", "link_flap", "hca_lost"])
+def test_a_port_whose_gpu_runs_a_job_on_this_node_alone_is_not_drained(condition: str, tmp_path: Path) -> None:
+    # every pod of train/solo is on the node: its ranks talk over NVLink and PCIe, never over the port
+    runbooks, why = _plan_on("job-here", condition, tmp_path, job="train/solo")
+    assert runbooks == ["cordon_node", "open_hardware_ticket"]
+    assert f"No drain: GPU 3 beside mlx5_3 runs train/solo, whose every pod is on {NODE}" in why
+    # a rank on another node crosses the port: drained
+    runbooks, why = _plan_on("job-across", condition, tmp_path / "across", job="train/solo")
+    assert runbooks == ["cordon_node", "drain_node", "open_hardware_ticket"] and "No drain" not in why
+    # a finding that names no job: its span is unknown, drained as before
+    runbooks, why = _plan_on("job-here", condition, tmp_path / "unnamed")
+    assert runbooks == ["cordon_node", "drain_node", "open_hardware_ticket"] and "No drain" not in why
+
+
+def test_a_slow_link_leaves_a_job_on_this_node_alone_where_it_runs(tmp_path: Path) -> None:
+    runbooks, why = _plan_on("job-here", "link_degraded", tmp_path, job="train/solo")
+    assert runbooks == ["cordon_node", "open_hardware_ticket"] and "runs train/solo" in why
+    runbooks, _ = _plan_on("job-across", "link_degraded", tmp_path / "across", job="train/solo")
+    assert runbooks == ["open_hardware_ticket", "reschedule_pods"]
