@@ -122,13 +122,24 @@ def _evidence(request: PlanRequest, tool: str) -> ToolResult | None:
     return next((e for e in request.evidence if e.tool == tool and e.status == "ok"), None)
 
 
+def _records(result: ToolResult | None) -> tuple[list[dict[str, Any]], bool]:
+    """A tool's list of records as the evidence holds it, and whether it is whole: evidence keeps the first
+    `agent.fencing.MAX_ITEMS` records of a list and ends it with a note of how many more it left out."""
+    if result is None or not isinstance(result.data, list):
+        return [], False
+    records = [r for r in result.data if isinstance(r, dict)]
+    return records, len(records) == len(result.data)
+
+
+def _running(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [p for p in records if p.get("phase") in ("Running", "Pending", "")]
+
+
 def _pods_on_gpu(request: PlanRequest) -> list[dict[str, Any]]:
-    pods = _evidence(request, "pods_on_node")
-    if pods is None or not isinstance(pods.data, list):
-        return []
+    pods, _ = _records(_evidence(request, "pods_on_node"))
     gpu = request.incident.get("gpu")
     named = (request.incident.get("evidence") or {}).get("pod")
-    running = [p for p in pods.data if p.get("phase") in ("Running", "Pending", "")]
+    running = _running(pods)
     if isinstance(named, str) and named:
         chosen = [p for p in running if p["name"] == named]
         if chosen:
@@ -155,16 +166,17 @@ def _port_work_stays_on_node(request: PlanRequest) -> str:
     if request.fault not in PORT_FAULTS:
         return ""
     # the node's pods as read (`no_data`: it has none); a failed read decides nothing
-    pods = next((e for e in request.evidence if e.tool == "pods_on_node" and e.status in ("ok", "no_data")), None)
+    read = next((e for e in request.evidence if e.tool == "pods_on_node" and e.status in ("ok", "no_data")), None)
+    pods, whole = _records(read)
     gpu = _port_gpu(request)
-    if pods is None or not isinstance(pods.data, list) or gpu is None:
+    if read is None or not isinstance(read.data, list) or gpu is None:
         return ""
     device = f"mlx5_{gpu}"
     # a pod holding GPUs whose indices the cluster does not say may hold this one
-    beside = [p for p in pods.data if p.get("phase") in ("Running", "Pending", "") and (
-        gpu in p.get("gpus", []) or int(p.get("gpu_count") or 0) > len(p.get("gpus", [])))]
-    if not beside:
-        return f"GPU {gpu} beside {device} holds no pod, so no traffic crosses the port"
+    beside = [p for p in _running(pods) if gpu in p.get("gpus", []) or int(p.get("gpu_count") or 0) > len(
+        p.get("gpus", []))]
+    if not beside:  # and where the list was cut, an unlisted pod may hold it
+        return f"GPU {gpu} beside {device} holds no pod, so no traffic crosses the port" if whole else ""
     jobs = [p for p in beside if not str(p.get("owner") or "").startswith("ReplicaSet/")]
     if not jobs:
         names = ", ".join(f"{p['namespace']}/{p['name']}" for p in beside[:3])
@@ -177,19 +189,18 @@ def _port_work_stays_on_node(request: PlanRequest) -> str:
 
 def _job_on_node_alone(request: PlanRequest) -> str | None:
     """The incident's job when the cluster says all its running pods are on the incident's node, else None (a
-    failed or missing read decides nothing)."""
-    pods = _job_pods(request)
+    failed or missing read, or a list the evidence cut short, decides nothing)."""
+    records, whole = _records(_evidence(request, "job_pods"))
+    pods = _running(records)
     host = request.incident.get("hostname")
-    if not pods or not host or any(p.get("node") != host for p in pods):
+    if not whole or not pods or not host or any(p.get("node") != host for p in pods):
         return None
     return job_of(pods[0]["name"], pods[0]["namespace"])
 
 
 def _job_pods(request: PlanRequest) -> list[dict[str, Any]]:
     """The job's pods wherever they run (a job-level incident acts on the job, not on the node it opened on)."""
-    pods = _evidence(request, "job_pods")
-    return [p for p in pods.data if p.get("phase") in ("Running", "Pending", "")] \
-        if pods is not None and isinstance(pods.data, list) else []
+    return _running(_records(_evidence(request, "job_pods"))[0])
 
 
 def _most_that_run(counts: list[int], runs: Callable[[int], bool]) -> int | None:

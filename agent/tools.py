@@ -79,7 +79,9 @@ def _pods_on_node(ctx: AgentContext, incident: dict[str, Any], args: dict[str, A
         return ToolResult("pods_on_node", "error", "no cluster connection is configured")
     if not host:
         return ToolResult("pods_on_node", "no_data", "the incident names no node")
-    pods = [pod_summary(p) for p in ctx.cluster.list_pods(host)]
+    # the pods holding GPUs first: evidence keeps a list's first records (agent.fencing.MAX_ITEMS), and a node's
+    # DaemonSets alone may outnumber them
+    pods = sorted((pod_summary(p) for p in ctx.cluster.list_pods(host)), key=lambda p: not p["gpu_count"])
     if not pods:
         return ToolResult("pods_on_node", "no_data", f"no pods on {host}", [])
     gpu = incident.get("gpu")

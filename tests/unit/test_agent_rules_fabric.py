@@ -78,6 +78,13 @@ def _plan_on(cluster_setup: str, condition: str, tmp_path: Path, job: str | None
         pod = cluster.add_pod("train", "solo-0", NODE, gpus=8, owner_kind="Job", owner_name="solo")
         if cluster_setup == "job-unknown-gpus":  # the cluster says how many GPUs, not which
             cluster.pods[("train", pod.name)] = pod.__class__(**{**pod.__dict__, "gpu_indices": ()})
+    elif cluster_setup == "crowded":  # 30 DaemonSet pods listed before the job's; train/solo has 24 pods elsewhere
+        for i in range(30):
+            cluster.add_pod("kube-system", f"agent-{i}", NODE, gpus=0, owner_kind="DaemonSet", owner_name=f"ds{i}")
+        pod = cluster.add_pod("train", "solo-0", NODE, gpus=1, owner_kind="Job", owner_name="solo")
+        cluster.pods[("train", pod.name)] = pod.__class__(**{**pod.__dict__, "gpu_indices": (3,)})
+        for i in range(1, 25):
+            cluster.add_pod("train", f"solo-{i}", "gpu-node-005", gpus=0, owner_kind="Job", owner_name="solo")
     elif cluster_setup in ("job-here", "job-across"):  # train/solo: one pod on the port's GPU, one maybe elsewhere
         pod = cluster.add_pod("train", "solo-0", NODE, gpus=1, owner_kind="Job", owner_name="solo")
         cluster.pods[("train", pod.name)] = pod.__class__(**{**pod.__dict__, "gpu_indices": (3,)})
@@ -86,7 +93,9 @@ def _plan_on(cluster_setup: str, condition: str, tmp_path: Path, job: str | None
     ctx = build_context(SimpleNamespace(uow=None), tmp_path / "journal", cluster=cluster)  # type: ignore[arg-type]
     named = {"job": job} if job else {}
     incident = snapshot("fabric", gpu=None, evidence={**FABRIC, "condition": condition, **named})
-    evidence = [run_tool(ctx, incident, name) for name in agenda_for(incident) if name != "incident_history"]
+    # the evidence as the planner gets it: through the state's JSON, which cuts long lists
+    evidence = [ToolResult.from_json(run_tool(ctx, incident, name).to_json()) for name in agenda_for(incident)
+                if name != "incident_history"]
     request = PlanRequest(incident=incident, fault=fault_of(incident), evidence=evidence, specs=ctx.runbooks.specs(),
                           check=lambda a: check_action(ctx, incident, a),
                           run_tool=lambda n, a: ToolResult(n, "error", "not here"))
@@ -136,3 +145,13 @@ def test_a_slow_link_leaves_a_job_on_this_node_alone_where_it_runs(tmp_path: Pat
     assert runbooks == ["cordon_node", "open_hardware_ticket"] and "runs train/solo" in why
     runbooks, _ = _plan_on("job-across", "link_degraded", tmp_path / "across", job="train/solo")
     assert runbooks == ["open_hardware_ticket", "reschedule_pods"]
+
+
+@pytest.mark.parametrize("condition", ["link_down", "link_degraded"])
+def test_evidence_cut_short_is_read_as_far_as_it_goes(condition: str, tmp_path: Path) -> None:
+    # the node's 31 pods and the job's 25 are more than the evidence keeps: the pod on the port's GPU is still
+    # found, and a job whose whole list is not known is taken to cross nodes
+    runbooks, why = _plan_on("crowded", condition, tmp_path, job="train/solo")
+    assert "No drain" not in why
+    assert runbooks == (["cordon_node", "drain_node", "open_hardware_ticket"] if condition == "link_down"
+                        else ["open_hardware_ticket", "reschedule_pods"])
