@@ -129,7 +129,7 @@ def _drained_by_gpuops(actions: list[dict[str, Any]], node: str, at: float) -> b
 def _fault_rows(scenario: Scenario, run: LoopRun, base: BaselineRun) -> tuple[list[dict[str, Any]], dict[int, int]]:
     """Per-fault results, and the fault each top-level incident belongs to (by incident id)."""
     faults = base.truth["faults"]
-    void = _void_in_run(run.truth["faults"])
+    void = {**_void_in_run(run.truth["faults"]), **_nothing_to_overload(faults)}
     scores = score_faults(run.findings, faults)
     top = {i["id"]: (i["parent_id"] or i["id"]) for i in run.incidents}
     status = {i["id"]: i["status"] for i in run.incidents}
@@ -195,7 +195,18 @@ def _void_in_run(faults: list[dict[str, Any]]) -> dict[tuple[str, str, Any, str]
             if f["kind"] in WORKLOAD_FAULTS and (f.get("params") or {}).get("workload") == ""}
 
 
+def _nothing_to_overload(faults: list[dict[str, Any]]) -> dict[tuple[str, str, Any, str], dict[str, Any]]:
+    """Surges drawn on a GPU that served no Deployment when they began (it was idle, or held a training job),
+    by key, as the untouched run's truth has them: no replica's demand moved (`peak_demand` 0), so there was no
+    overload to find or fix. Left out of every total like a void job fault, and listed with its reason."""
+    return {_fault_key(f): f for f in faults if f["kind"] == "inference_overload"
+            and not float((f.get("params") or {}).get("peak_demand") or 0.0) > 0.0}
+
+
 def _void_reason(fault: dict[str, Any], incident_id: int | None) -> str:
+    if fault["kind"] == "inference_overload":
+        return ("no replica of a Deployment ran on the GPU when the surge began (it was idle or held a training "
+                "job): nothing to overload")
     why = "no job ran on the GPU when the fault began in gpuops' run (its node was out of service, or the GPU idle)"
     params = fault.get("params") or {}
     if not params.get("met_at"):

@@ -99,6 +99,7 @@ class FaultHost(Protocol):
     def workload_of(self, row: int) -> str | None: ...
     def pods_on(self, row: int) -> list[str]: ...
     def set_overload(self, workload: str, factor: float) -> None: ...
+    def demand_peak(self, workload: str) -> float: ...
 
 
 @dataclass
@@ -620,6 +621,8 @@ class InferenceOverload(ActiveFault):
             self.truth_params["deployment"] = self.workload
         if self.workload is None:
             return
+        # the truth says how far demand went past what the replicas serve (below 1: they absorbed the surge)
+        self.truth_params["peak_demand"] = round(host.demand_peak(self.workload), 3)
         if t >= self.onset + self.duration:
             host.set_overload(self.workload, 1.0)
             self.clear(t, host)

@@ -367,7 +367,12 @@ class Twin:
         return list(self._pods_by_row[row])
 
     def set_overload(self, workload: str, factor: float) -> None:
+        if factor != 1.0 and self.book.overload.get(workload, 1.0) == 1.0:  # a new surge: its own peak
+            self.book.demand_peak.pop(workload, None)
         self.book.overload[workload] = factor
+
+    def demand_peak(self, workload: str) -> float:
+        return self.book.demand_peak.get(workload, 0.0)
 
     # ------------------------------------------------------------------ Kubernetes events
 

@@ -84,6 +84,9 @@ class WorkloadBook:
     rows: dict[str, list[int]] = field(default_factory=dict)
     running_pods: dict[str, int] = field(default_factory=dict)
     overload: dict[str, float] = field(default_factory=dict)
+    demand_peak: dict[str, float] = field(default_factory=dict)
+    """While a deployment is overloaded: the most its replicas were asked for, as a share of what they serve
+    (above 1, requests queue)."""
     checkpoint_phase: dict[str, float] = field(default_factory=dict)
     fb_mib: dict[str, float] = field(default_factory=dict)
     behaviour: WorkloadBehaviour | None = None  # a healthy fleet's phases (simulator/behaviour.py), or none
@@ -146,6 +149,8 @@ class WorkloadBook:
             base *= self.behaviour.inference_factor(spec.name, t)
         replicas_now = max(1, self.running_pods.get(spec.name, 0))
         level = base * self.overload.get(spec.name, 1.0) * max(spec.replicas, 1) / replicas_now
+        if self.overload.get(spec.name, 1.0) != 1.0:
+            self.demand_peak[spec.name] = max(self.demand_peak.get(spec.name, 0.0), level)
         noise = self.rng.normal(0, 0.03, len(idx))
         out.load[idx] = np.clip(level * (1.0 + noise), 0.02, 1.0)
         out.fb_mib[idx] = self.fb_mib[spec.name] + 2000.0 * min(level, 1.0)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from evaluation.report import _counted, _fault_key, _void_in_run, _void_reason
+from evaluation.report import _counted, _fault_key, _nothing_to_overload, _void_in_run, _void_reason
 from simulator.scenario import scenario_from_dict
 from simulator.twin import Twin
 
@@ -51,3 +51,25 @@ def test_void_faults_are_listed_but_counted_nowhere() -> None:
     hardware = [{"kind": "xid79", "node": "n", "gpu": 0, "onset": "t", "params": {}},
                 {"kind": "memory_leak", "node": "n", "gpu": 1, "onset": "t", "params": {"workload": ""}}]
     assert _void_in_run(hardware) == {}  # only job faults need a job; a leak waits for a pod of its own
+
+
+def _surge(gpu: int) -> dict[str, Any]:
+    twin = Twin(scenario_from_dict({
+        "name": "s", "seed": 7, "fleet": {"nodes": 2, "gpus_per_node": 8}, "duration": "1h", "step": "30s",
+        "workloads": [{"type": "training", "name": "train", "nodes": 1},  # gpu-node-001
+                      {"type": "inference", "name": "serve", "replicas": 4, "peak_load": 0.6}],  # gpu-node-002, 0-3
+        "faults": [{"kind": "inference_overload", "node": "gpu-node-002" if gpu >= 0 else "gpu-node-001",
+                    "gpu": abs(gpu), "at": "10m", "factor": 3.0, "duration": "20m"}],
+    }))
+    twin.advance_to(twin.start + 3600)
+    (fault,) = twin.truth()["faults"]
+    return dict(fault)
+
+
+def test_a_surge_on_a_gpu_that_serves_no_deployment_is_no_overload() -> None:
+    served = _surge(1)  # a replica of serve: its demand rises threefold
+    assert served["params"]["peak_demand"] > 0.5 and _nothing_to_overload([served]) == {}
+    for fault in (_surge(6), _surge(-1)):  # an idle GPU; the training job's GPU
+        assert not fault["params"].get("peak_demand")
+        assert _fault_key(fault) in _nothing_to_overload([fault])
+        assert _void_reason(fault, None).endswith("nothing to overload")
