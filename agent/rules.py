@@ -166,10 +166,10 @@ def _port_work_stays_on_node(request: PlanRequest) -> str:
     if request.fault not in PORT_FAULTS:
         return ""
     # the node's pods as read (`no_data`: it has none); a failed read decides nothing
-    read = next((e for e in request.evidence if e.tool == "pods_on_node" and e.status in ("ok", "no_data")), None)
-    pods, whole = _records(read)
+    pods, whole = _records(next((e for e in request.evidence
+                                 if e.tool == "pods_on_node" and e.status in ("ok", "no_data")), None))
     gpu = _port_gpu(request)
-    if read is None or not isinstance(read.data, list) or gpu is None:
+    if gpu is None:  # (a read that failed or is missing is not whole: it concludes nothing below)
         return ""
     device = f"mlx5_{gpu}"
     # a pod holding GPUs whose indices the cluster does not say may hold this one

@@ -108,7 +108,7 @@ def _job_pods(ctx: AgentContext, incident: dict[str, Any], args: dict[str, Any])
     job = incident_job(incident)
     if ctx.cluster is None:
         return ToolResult("job_pods", "error", "no cluster connection is configured")
-    if not isinstance(job, str) or "/" not in job:
+    if job is None or "/" not in job:
         return ToolResult("job_pods", "no_data", "the incident names no job")
     pods = []
     for node in ctx.cluster.list_nodes():

@@ -37,8 +37,8 @@ FILE_SECONDS = Path(__file__).with_name("file_seconds.json")
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Longest files first. `--dist loadfile` hands each worker whole files in collection order; a long file
-    picked last keeps one worker busy while the other waits, so the run ends when the longest files started
-    first end. A file not recorded yet counts as the median; the order inside a file is kept."""
+    picked last keeps one worker busy while the other waits, and with the long ones first the workers end
+    together. A file not recorded yet counts as the median; the order inside a file is kept."""
     try:
         seconds: dict[str, float] = json.loads(FILE_SECONDS.read_text())
     except (OSError, ValueError):
