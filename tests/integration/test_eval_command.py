@@ -5,7 +5,7 @@ rejected or expired approval leaving the cluster alone, an LLM's out-of-scope ac
 from __future__ import annotations
 
 import json
-import shutil
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,11 @@ from entrypoints.cli import cli
 
 LIBRARY = Path(__file__).resolve().parents[2] / "simulator" / "scenarios"
 SCENARIOS = ("hard_faults", "driver_rollout", "approval_rejected", "approval_expires", "llm_out_of_scope")
+DURATIONS = {"hard_faults": "2h30m", "driver_rollout": "1h15m", "approval_rejected": "1h",
+             "approval_expires": "1h45m", "llm_out_of_scope": "1h15m"}
+"""Each scenario's simulated length in the tests' copies: the library's scenarios run on for an hour or more
+after what these tests check (the last action verified, the approval expired, the fleet-wide event escalated),
+and a simulated hour costs seconds of detection cycles. The faults, fleet and approval are the library's."""
 FAULT_FIELDS = {"kind", "node", "gpu", "detected", "time_to_detect_s", "lead_time_s", "incident_id",
                 "runbook_executed", "verified", "time_to_mitigate_s"}
 NODE_TARGETS = ("node/", "gpu/")
@@ -25,11 +30,20 @@ def _run(*args: str) -> Any:
     return CliRunner().invoke(cli, ["eval", *args], catch_exceptions=False)
 
 
+def _shortened(name: str, folder: Path) -> Path:
+    """A copy of the library's scenario `name` in `folder`, ending after DURATIONS[name]."""
+    text, count = re.subn(r"(?m)^duration: .*$", f"duration: {DURATIONS[name]}", (LIBRARY / f"{name}.yaml").read_text())
+    assert count == 1, name
+    path = folder / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     folder = tmp_path_factory.mktemp("scenarios")
     for name in SCENARIOS:
-        shutil.copy(LIBRARY / f"{name}.yaml", folder / f"{name}.yaml")
+        _shortened(name, folder)
     out = tmp_path_factory.mktemp("out")
     result = _run("--scenario", str(folder), "--out", str(out))
     assert result.exit_code == 0, result.output
@@ -156,7 +170,8 @@ def test_planner_llm_talks_to_the_configured_model(tmp_path: Path, monkeypatch: 
         monkeypatch.setenv("OPENAI_BASE_URL", llm.base_url)
         monkeypatch.setenv("GPUOPS_LLM_MODEL", "scripted")
         out = tmp_path / "out"
-        result = _run("--scenario", str(LIBRARY / "approval_rejected.yaml"), "--planner", "llm", "--out", str(out))
+        scenario = _shortened("approval_rejected", tmp_path)
+        result = _run("--scenario", str(scenario), "--planner", "llm", "--out", str(out))
         assert result.exit_code == 0, result.output
         assert llm.requests
     report = json.loads((out / "report.json").read_text())
