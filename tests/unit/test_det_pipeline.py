@@ -41,8 +41,21 @@ def as_json(findings: list[Finding]) -> list[dict[str, object]]:
     return [f.to_json() for f in findings]
 
 
-def test_findings_cover_the_injected_faults() -> None:
-    found = run_in_chunks(faulty_frame(), 10, 3)
+@pytest.fixture(scope="module")
+def in_chunks_of_10() -> list[Finding]:
+    """The faulty frame's findings streamed in chunks of 10 overlapping by 3: several tests compare against
+    them, and the run is deterministic, so it is done once (findings are frozen)."""
+    return run_in_chunks(faulty_frame(), 10, 3)
+
+
+@pytest.fixture(scope="module")
+def one_shot() -> list[Finding]:
+    """The faulty frame's findings from one update with the whole frame (deterministic, done once)."""
+    return DetectionCycle().update(faulty_frame())
+
+
+def test_findings_cover_the_injected_faults(in_chunks_of_10: list[Finding]) -> None:
+    found = in_chunks_of_10
     kinds = {(f.kind, f.hostname, f.gpu) for f in found}
     assert ("ecc", "gpu-node-001", 3) in kinds
     assert ("gpu_lost", "gpu-node-002", 4) in kinds
@@ -50,19 +63,19 @@ def test_findings_cover_the_injected_faults() -> None:
     assert ("thermal", "gpu-node-003", 4) in kinds
 
 
-def test_streaming_in_overlapping_chunks_equals_one_shot() -> None:
+def test_streaming_in_overlapping_chunks_equals_one_shot(one_shot: list[Finding]) -> None:
     f = faulty_frame()
-    one_shot = as_json(DetectionCycle().update(f))
-    assert one_shot
-    assert as_json(run_in_chunks(f, 7, 4)) == one_shot
-    assert as_json(run_in_chunks(f, 1, 0)) == one_shot
+    whole = as_json(one_shot)
+    assert whole
+    assert as_json(run_in_chunks(f, 7, 4)) == whole
+    assert as_json(run_in_chunks(f, 1, 0)) == whole
 
 
 @pytest.mark.parametrize("cut", [221, 305])
-def test_findings_are_causal(cut: int) -> None:
+def test_findings_are_causal(cut: int, in_chunks_of_10: list[Finding]) -> None:
     f = faulty_frame()
     t = float(f.timestamps[cut])
-    full = [x for x in as_json(run_in_chunks(f, 10, 3)) if x["ts"] <= as_json_ts(t)]
+    full = [x for x in as_json(in_chunks_of_10) if x["ts"] <= as_json_ts(t)]
     truncated = as_json(run_in_chunks(f.until(t), 10, 3))
     assert truncated == full
 
@@ -86,10 +99,11 @@ def test_state_survives_a_hand_over_between_workers() -> None:
         DetectionCycle.from_state(b"something else")
 
 
-def test_every_finding_follows_the_contract() -> None:
+def test_every_finding_follows_the_contract(one_shot: list[Finding]) -> None:
     import json
 
-    for finding in DetectionCycle().update(faulty_frame()):
+    assert one_shot
+    for finding in one_shot:
         obj = json.loads(json.dumps(finding.to_json(), allow_nan=False))
         assert set(obj) == {"ts", "hostname", "gpu", "uuid", "kind", "severity", "score",
                             "predicted_failure_at", "detector", "evidence"}
