@@ -30,7 +30,7 @@ from detectors.frame import FleetFrame
 from domain import clock as gpuops_clock
 from gpuops.config import Settings
 from gpuops.execution.approvals import Approver
-from gpuops.execution.probation import kept_out, mark_repaired
+from gpuops.execution.probation import kept_out, mark_repaired, returned_without_gpu
 from gpuops.notify import NullNotifier
 from gpuops.pipeline import OrderedDispatcher, Pipeline, Step
 from gpuops.policy import PolicyConfig
@@ -255,9 +255,10 @@ def run_loop(scenario: Scenario, *, planner: PlannerFactory, policy: PolicyConfi
 
 
 class Technicians:
-    """The humans who work hardware tickets: `turnaround` after gpuops opened a ticket for a node, they replace
-    the node's GPUs that have a hardware fault (and the ticket's GPU), then tell gpuops through the same call
-    `gpuops tickets repaired` makes. gpuops returns the node only through its probation's checks."""
+    """The humans who work hardware tickets: `turnaround` after gpuops opened a ticket for a node it keeps out
+    (or returned without a withheld GPU), they replace the node's GPUs that have a hardware fault (and the
+    ticket's GPU), then tell gpuops through the same call `gpuops tickets repaired` makes. gpuops returns the
+    node, or its GPU, only through its probation's checks."""
 
     def __init__(self, twin: Twin, container: Container, turnaround: float | None) -> None:
         self.twin, self.container, self.turnaround = twin, container, turnaround
@@ -270,7 +271,8 @@ class Technicians:
         with self.container.uow() as uow:
             tickets = list(uow.session.scalars(select(HardwareTicket).where(
                 HardwareTicket.status == "open", HardwareTicket.created_at <= due).order_by(HardwareTicket.id)))
-            nodes = sorted({t.hostname for t in tickets if kept_out(uow.session, t.hostname) is not None})
+            nodes = sorted({t.hostname for t in tickets if kept_out(uow.session, t.hostname) is not None
+                            or returned_without_gpu(uow.session, t.hostname) is not None})
             repaired = []
             for node in nodes:
                 gpus = {t.gpu for t in tickets if t.hostname == node and t.gpu is not None}

@@ -34,7 +34,7 @@ class ClusterNodeDiagnostics:
     def diagnose(self, node: str, *, gpus: Sequence[int], request_id: str = "") -> list[Check]:
         name = validation_name(node, request_id or "once")
         try:
-            request = self.cluster.request_node_validation(node, name=name, gpus=[], level=self.level)
+            request = self.cluster.request_node_validation(node, name=name, gpus=list(gpus), level=self.level)
         except ClusterError as exc:
             return [Check(CHECK, False, f"the NodeValidation {name} could not be created or read: {exc}",
                           pending=True)]

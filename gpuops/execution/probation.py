@@ -25,6 +25,18 @@ RETURNED, RELEASED, KEPT_OUT, REPAIRED = "returned", "released", "kept_out", "re
 ACTIVE = (PROBATION, RETURNING, TICKETING)
 FINISHED = (RETURNED, RELEASED, KEPT_OUT, REPAIRED)
 REPAIR_REASON = "hardware repaired"  # a probation's reason after a repair: the replaced part fixed the fault
+WITHHELD = "gpu_withheld"  # the check that let a node return without the one GPU the device plugin withholds
+# What a withheld GPU explains: the node reports one GPU short, and the GPU's own fault is not fixed (it is fenced
+# off instead, until it is replaced).
+WITHHELD_EXCUSES = frozenset({"gpus_present", "fault_fixed", WITHHELD})
+
+
+def withholds_gpu(checks: list[dict[str, Any]] | None) -> bool:
+    """Whether a probation's checks return its node without a GPU the device plugin withholds: that check
+    passed, and every check that failed is one the withheld GPU explains."""
+    rows = checks or []
+    return any(c.get("name") == WITHHELD and c.get("ok") for c in rows) and all(
+        c.get("ok") or c.get("name") in WITHHELD_EXCUSES for c in rows)
 
 
 def active_probation(session: Session, node: str) -> NodeProbation | None:
@@ -84,6 +96,16 @@ def record_ticket(session: Session, *, action: Action, result_data: dict[str, An
     return row
 
 
+def returned_without_gpu(session: Session, node: str) -> NodeProbation | None:
+    """The probation that returned the node to service without a GPU the device plugin withholds, while that
+    GPU's RMA request is open: the node waits for repair, in service with its other GPUs."""
+    last = session.scalars(select(NodeProbation).where(NodeProbation.hostname == node).order_by(
+        NodeProbation.id.desc())).first()
+    if last is None or last.status != RETURNED or open_ticket(session, node) is None:
+        return None
+    return last if withholds_gpu(last.checks) else None
+
+
 def open_ticket(session: Session, node: str) -> HardwareTicket | None:
     """An RMA request still open for the node, if any (a second one would say nothing new)."""
     return session.scalars(select(HardwareTicket).where(
@@ -96,11 +118,12 @@ class NotKeptOut(ValueError):
 
 def mark_repaired(session: Session, *, node: str, by: str, note: str, config: PolicyConfig,
                   now: datetime) -> NodeProbation:
-    """The humans repaired a node gpuops kept out (the ticket's part was replaced): close its open hardware
-    tickets and start a fresh probation, so the node returns to service only through the same checks as after
-    any remediation (Ready, every GPU allocatable, no new errors for `probation_s`, the node agent's diagnostic
-    where one is wired). Raises `NotKeptOut` when the node is not waiting for repair."""
-    kept = kept_out(session, node)
+    """The humans repaired a node gpuops kept out, or returned without a withheld GPU (the ticket's part was
+    replaced): close its open hardware tickets and start a fresh probation, so the node returns to service, or
+    gets its GPU back, only through the same checks as after any remediation (Ready, every GPU allocatable, no
+    new errors for `probation_s`, the node agent's diagnostic where one is wired). Raises `NotKeptOut` when the
+    node is not waiting for repair."""
+    kept = kept_out(session, node) or returned_without_gpu(session, node)
     if kept is None:
         raise NotKeptOut(f"{node} is not kept out for repair by gpuops; nothing to return "
                          "(see `gpuops tickets list`)")

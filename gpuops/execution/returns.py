@@ -13,7 +13,14 @@ over in examined data time, or at once when a new error shows on it:
 On a pass gpuops proposes `uncordon_node` (policy, approval and audit as for any action; it only ever lifts
 gpuops' own cordon), and the executor releases the node's lease when it is verified. On a failure the node
 stays out, the incident is escalated naming the failed checks, and an `open_hardware_ticket` action records the
-RMA request. The incident's timeline and the audit trail say which and why."""
+RMA request. The incident's timeline and the audit trail say which and why.
+
+One failure returns the node all the same: a one-GPU fault whose GPU the device plugin withholds (it marks a GPU
+unhealthy after a non-application XID, and a GPU off the bus is not there to give) while the rest of the node
+passes. The node returns with its other GPUs, the withheld one on an RMA request: no new pod can be given that GPU,
+and an 8-GPU node earns with 7 for the days the replacement takes instead of with none. It needs the node to
+withhold exactly one GPU, the incident's (allocatable one short of capacity; a node agent's diagnostic of the
+other GPUs where one is wired), and nothing else to fail but the fault's own fix."""
 
 from __future__ import annotations
 
@@ -33,7 +40,7 @@ from gpuops.execution import probation as store
 from gpuops.execution.service import ExecutionDeps, Proposal, propose
 from gpuops.incidents.lifecycle import can_transition, transition
 from gpuops.policy import release_node
-from gpuops.store.models import Action, FindingRecord, Incident, NodeProbation
+from gpuops.store.models import Action, FindingRecord, HardwareTicket, Incident, NodeProbation
 from gpuops.store.uow import UnitOfWork
 from runbooks import Plan
 
@@ -251,14 +258,86 @@ def examine(uow: UnitOfWork, *, probation_id: int, deps: ExecutionDeps, shards: 
             return ProbationOutcome(p.id, p.status, f"incident {p.incident_id}'s plan is still under way")
     checks = errors or [fault_check(session, p, deps.policy.repeat_window_s), *node_checks(deps, p.hostname)]
     if diagnostics is not None and all(c.ok for c in checks):  # a node failing already is not diagnosed
-        checks += diagnostics.diagnose(p.hostname, gpus=[] if p.gpu is None else [p.gpu],
+        checks += diagnostics.diagnose(p.hostname, gpus=[],  # every GPU, whatever part the fault was on
                                        request_id=f"p{p.id}-{int(p.started_at.timestamp())}")
         waiting = [c for c in checks if c.pending]
         if waiting:
             return ProbationOutcome(p.id, p.status, "; ".join(c.detail for c in waiting))
-    p.checks = [asdict(c) for c in checks]
     failed = [c for c in checks if not c.ok]
-    return _keep_out(uow, p, failed, deps) if failed else _return(uow, p, deps)
+    withheld = _withheld_gpu(deps, p, failed) if failed and not errors else None
+    if withheld is not None:
+        checks.append(withheld)
+        if diagnostics is not None:  # the GPUs the node returns with
+            others = [g for g in range(_capacity(deps, p.hostname)) if g != p.gpu]
+            checks += diagnostics.diagnose(p.hostname, gpus=others,
+                                           request_id=f"p{p.id}-{int(p.started_at.timestamp())}-rest")
+            waiting = [c for c in checks if c.pending]
+            if waiting:
+                return ProbationOutcome(p.id, p.status, "; ".join(c.detail for c in waiting))
+        failed = [c for c in checks if not c.ok and c.name not in store.WITHHELD_EXCUSES]
+    p.checks = [asdict(c) for c in checks]
+    if failed:
+        return _keep_out(uow, p, failed, deps)
+    if withheld is not None and _gpu_ticket(session, p) is None:
+        return _ticket_then_return(uow, p, deps)
+    return _return(uow, p, deps)
+
+
+def _withheld_gpu(deps: ExecutionDeps, p: NodeProbation, failed: list[Check]) -> Check | None:
+    """A passing check saying the device plugin withholds the incident's one GPU, when that is all that failed:
+    the probation's GPU is known, the node is one GPU short, and no other check failed. None otherwise."""
+    if p.gpu is None or not failed or any(c.name not in store.WITHHELD_EXCUSES for c in failed):
+        return None
+    if p.reason.startswith(store.REPAIR_REASON):
+        return None  # a node the humans repaired comes back whole, or they hear that the repair did not take
+    if not any(c.name == "gpus_present" for c in failed):
+        return None  # the GPU is still given to pods: the node cannot return with it
+    try:
+        info = deps.cluster.get_node(p.hostname)
+    except ClusterError:
+        return None
+    if info.ready is not True or info.gpu_capacity - info.gpu_allocatable != 1:
+        return None
+    return Check(store.WITHHELD, True, f"GPU {p.gpu} is withheld by the device plugin ({info.gpu_allocatable}/"
+                                 f"{info.gpu_capacity} allocatable): {p.hostname} returns with the other "
+                                 f"{info.gpu_allocatable}, GPU {p.gpu} on a hardware ticket")
+
+
+def _capacity(deps: ExecutionDeps, node: str) -> int:
+    try:
+        return deps.cluster.get_node(node).gpu_capacity
+    except ClusterError:
+        return 0
+
+
+def _gpu_ticket(session: Session, p: NodeProbation) -> HardwareTicket | None:
+    """An RMA request still open for the probation's GPU: for that GPU, or opened by its incident."""
+    return session.scalars(select(HardwareTicket).where(
+        HardwareTicket.hostname == p.hostname, HardwareTicket.status == "open",
+        (HardwareTicket.gpu == p.gpu) | (HardwareTicket.incident_id == p.incident_id))
+        .order_by(HardwareTicket.id.desc())).first()
+
+
+def _ticket_then_return(uow: UnitOfWork, p: NodeProbation, deps: ExecutionDeps) -> ProbationOutcome:
+    """The node returns without its withheld GPU, once that GPU's RMA request is recorded: propose the ticket;
+    when it has run, the probation is examined again and proposes the uncordon (see `conclude`)."""
+    session, now = uow.session, _now(deps)
+    incident = session.get(Incident, p.incident_id)
+    fault = fault_of(incident)[0] if incident else ""
+    plan = Plan(runbook="open_hardware_ticket", targets=(Target.parse(f"node/{p.hostname}"),), params={
+        "gpu": p.gpu, "summary": f"{p.hostname} GPU {p.gpu} withheld after incident {p.incident_id} "
+                                 f"({incident.title if incident else ''}); the node serves with its other GPUs"[:500],
+        "fault": fault[:100], "evidence": {c["name"]: str(c["detail"])[:500] for c in p.checks}})
+    reason = f"{_summary(p)}"
+    outcome = propose(uow, proposal=Proposal(p.incident_id, plan, reason[:2000], PLANNER), deps=deps)
+    p.ticket_action_id = outcome.action_id
+    p.status = store.TICKETING
+    store.record(session, p, kind="probation.gpu_withheld", now=now, data={"checks": p.checks},
+                 message=f"{p.hostname} passed its probation but for GPU {p.gpu}, which the device plugin withholds; "
+                         f"open_hardware_ticket proposed as action {outcome.action_id}: {outcome.status}, then the "
+                         "node returns with its other GPUs")
+    return ProbationOutcome(p.id, p.status, "ticket for the withheld GPU proposed", outcome.action_id,
+                            outcome.status, True)
 
 
 def _return(uow: UnitOfWork, p: NodeProbation, deps: ExecutionDeps) -> ProbationOutcome:
@@ -269,7 +348,8 @@ def _return(uow: UnitOfWork, p: NodeProbation, deps: ExecutionDeps) -> Probation
     node = deps.cluster.get_node(p.hostname)
     if node.unschedulable and node.cordoned_by_gpuops:
         plan = Plan(runbook="uncordon_node", targets=(Target.parse(f"node/{p.hostname}"),),
-                    params={"reason": f"gpuops probation {p.id}: healthy for {minutes} min after the remediation"})
+                    params={"reason": f"gpuops probation {p.id}: healthy for {minutes} min after the remediation"
+                                      f"{_without(p)}"})
         outcome = propose(uow, proposal=Proposal(p.incident_id, plan, _summary(p), PLANNER), deps=deps)
         p.return_action_id = outcome.action_id
         p.status = store.RETURNING
@@ -328,7 +408,18 @@ def conclude(uow: UnitOfWork, *, probation_id: int, now: datetime) -> ProbationO
     if status not in ActionStatus.FINISHED and action is not None:
         return _standing(session, p)
     detail = "" if action is None else (action.error or "; ".join(action.verdict.get("reasons", [])))
-    if p.status == store.TICKETING:
+    if p.status == store.TICKETING and store.withholds_gpu(p.checks):
+        if status == ActionStatus.SUCCEEDED:
+            p.status, p.due_at = store.PROBATION, now  # examined again: the ticket is open, the node returns
+            store.record(session, p, kind="probation.ticketed", now=now,
+                         message=f"hardware ticket for {p.hostname} GPU {p.gpu} opened (action "
+                                 f"{p.ticket_action_id}); the node returns with its other GPUs")
+        else:  # no RMA request for the withheld GPU: the node is not returned without one
+            why = (f"{p.hostname} stays out of service: GPU {p.gpu} is withheld and its hardware ticket (action "
+                   f"{p.ticket_action_id}) {status}{': ' + detail if detail else ''}")
+            _finish(session, p, store.KEPT_OUT, now, why)
+            _escalate(session, p, now, why[:500])
+    elif p.status == store.TICKETING:
         _finish(session, p, store.KEPT_OUT, now, f"{p.reason}; hardware ticket action {p.ticket_action_id} "
                                                  f"{status}{': ' + detail if detail and status != 'succeeded' else ''}")
     elif status == ActionStatus.DENIED:  # not now (rate limit, freeze window): asked again a little later
@@ -339,8 +430,9 @@ def conclude(uow: UnitOfWork, *, probation_id: int, now: datetime) -> ProbationO
                              f"data time {p.due_at.isoformat()}")
     elif status == ActionStatus.SUCCEEDED:
         minutes = _minutes(p, now)
-        _finish(session, p, store.RETURNED, now, f"returned to service after {minutes} min of probation")
-        _resolve(session, p, now, f"{p.hostname} returned to service after {minutes} min of probation")
+        _finish(session, p, store.RETURNED, now, f"returned to service after {minutes} min of probation"
+                                                 f"{_without(p)}")
+        _resolve(session, p, now, f"{p.hostname} returned to service after {minutes} min of probation{_without(p)}")
     else:
         why = f"{p.hostname} stays out of service: uncordon_node (action {p.return_action_id}) {status}: {detail}"
         _finish(session, p, store.KEPT_OUT, now, why)
@@ -349,6 +441,13 @@ def conclude(uow: UnitOfWork, *, probation_id: int, now: datetime) -> ProbationO
 
 
 # -- small helpers ----------------------------------------------------------------------------------------------
+
+
+def _without(p: NodeProbation) -> str:
+    """How a node returns that leaves its withheld GPU behind, in words (empty for a whole node)."""
+    if not store.withholds_gpu(p.checks):
+        return ""
+    return f", without GPU {p.gpu} (withheld by the device plugin, on a hardware ticket)"
 
 
 def _standing(session: Session, p: NodeProbation) -> ProbationOutcome:

@@ -17,6 +17,7 @@ from detectors.findings import Finding
 from gpuops.config import Settings
 from gpuops.execution.approvals import Approver
 from gpuops.execution.holds import BUDGET_RECHECK_S
+from gpuops.execution.probation import mark_repaired
 from gpuops.incidents.service import ingest_findings
 from gpuops.pipeline import OrderedDispatcher, Pipeline, Step
 from gpuops.policy import PolicyConfig
@@ -325,3 +326,81 @@ def test_a_row_remap_failure_whose_plan_opened_a_ticket_stays_out_on_that_ticket
     assert len(_read(world, HardwareTicket, HardwareTicket.hostname == NODE)) == 1
     assert world.cluster.nodes[NODE].unschedulable and len(_leases(world, NODE)) == 1
     assert _incident(world, incident_id).status == "resolved"  # its plan handed the GPU to the vendor already
+
+
+def _withhold(world: World, node: str, gpus: int) -> None:
+    """The device plugin withholds `gpus` of the node's GPUs (it marked them unhealthy, or they left the bus)."""
+    info = world.cluster.nodes[node]
+    world.cluster.nodes[node] = dataclasses.replace(info, gpu_allocatable=info.gpu_capacity - gpus)
+
+
+def test_a_node_whose_failed_gpu_is_withheld_returns_with_the_rest_and_the_gpu_on_a_ticket(world: World) -> None:
+    incident_id, probation = _remediated(world)  # GPU 2's GSP timeout: cordon, drain, reset
+    _withhold(world, NODE, 1)  # the reset did not bring GPU 2 back: the device plugin gives it to nobody
+
+    world.examined(PROBATION_S + 60)
+    assert world.sweep() == [probation.id]
+    # First the GPU's RMA request, then the uncordon on the sweep that finds it open.
+    (ticket,) = _read(world, HardwareTicket, HardwareTicket.hostname == NODE)
+    assert ticket.gpu == 2 and ticket.status == "open" and "withheld" in ticket.summary
+    world.examined(60.0)
+    assert world.sweep() == [probation.id]
+    node = world.cluster.nodes[NODE]
+    assert not node.unschedulable and _leases(world, NODE) == []
+    (returned,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
+    assert returned.status == "returned" and returned.ticket_action_id == ticket.action_id
+    checks = {c["name"]: c["ok"] for c in returned.checks}
+    assert checks["gpu_withheld"] and checks["gpus_present"] is False
+    assert _incident(world, incident_id).status == "resolved"
+    assert any("returned to service" in m and "without GPU 2" in m for m in _timeline(world, incident_id))
+    assert len(_read(world, HardwareTicket, HardwareTicket.hostname == NODE)) == 1
+
+    # The humans replace the GPU: the node gets it back through a fresh probation, the ticket closed.
+    with world.pipeline.container.uow() as uow:
+        repaired = mark_repaired(uow.session, node=NODE, by=ALICE, note="GPU 2 swapped",
+                                 config=world.pipeline.container.policy,
+                                 now=datetime.fromtimestamp(world.cluster.now, tz=UTC))
+        uow.commit()
+        repaired_id = repaired.id
+    _withhold(world, NODE, 0)
+    assert [t.status for t in _read(world, HardwareTicket, HardwareTicket.hostname == NODE)] == ["repaired"]
+    world.examined(PROBATION_S + 60)
+    assert world.sweep() == [repaired_id]
+    (again,) = _read(world, NodeProbation, NodeProbation.id == repaired_id)
+    assert again.status == "returned" and all(c["ok"] for c in again.checks)
+    assert not world.cluster.nodes[NODE].unschedulable
+
+
+def test_a_node_two_gpus_short_stays_out(world: World) -> None:
+    incident_id, probation = _remediated(world)
+    _withhold(world, NODE, 2)  # one more GPU than the incident's is gone: not explained by its fault
+
+    world.examined(PROBATION_S + 60)
+    assert world.sweep() == [probation.id]
+    (kept,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
+    assert kept.status == "kept_out" and "gpus_present: 6/8 GPUs allocatable" in kept.reason
+    assert "gpu_withheld" not in {c["name"] for c in kept.checks}
+    assert world.cluster.nodes[NODE].unschedulable and _incident(world, incident_id).status == "escalated"
+
+
+def test_a_withheld_gpu_with_a_new_error_on_the_node_stays_out(world: World) -> None:
+    incident_id, probation = _remediated(world)
+    _withhold(world, NODE, 1)
+    world.examined(600.0)
+    _new_finding(world, NODE, 5, world.cluster.now - 30, xid=119)  # another GPU of the node fails meanwhile
+
+    assert world.sweep() == [probation.id]
+    (kept,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
+    assert kept.status == "kept_out" and "no_new_errors" in kept.reason
+    assert world.cluster.nodes[NODE].unschedulable and _incident(world, incident_id).status == "escalated"
+
+
+def test_a_node_wide_fault_is_not_returned_short_of_a_gpu(world: World) -> None:
+    _, probation = _remediated(world, gpu=None, kind="node_not_ready", evidence={})
+    _withhold(world, NODE, 1)  # which GPU is gone, and why, nothing in the incident says
+
+    world.examined(PROBATION_S + 60)
+    world.sweep()
+    (kept,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
+    assert kept.status == "kept_out" and "gpus_present" in kept.reason
+    assert world.cluster.nodes[NODE].unschedulable

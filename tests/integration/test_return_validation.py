@@ -5,6 +5,7 @@ no answer at all keeps it out too. Without the setting nothing is asked."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,3 +104,19 @@ def test_without_the_setting_nothing_is_asked(db_url: str, tmp_path: Path) -> No
         assert container.node_diagnostics(cluster.clock) is None
     finally:
         container.close()
+
+
+def test_a_withheld_gpu_leaves_the_other_gpus_to_the_diagnostic(world: World) -> None:
+    _, probation = _remediated(world)
+    info = world.cluster.nodes[NODE]
+    world.cluster.nodes[NODE] = dataclasses.replace(info, gpu_allocatable=info.gpu_capacity - 1)
+    world.cluster.now += PROBATION_S + 60
+    world.examined(120.0)
+    world.sweep()
+    (name,) = world.cluster.validations
+    assert ("NodeValidation", NODE, "0,1,3,4,5,6,7") in world.cluster.actions  # all but the withheld GPU 2
+    world.cluster.finish_validation(name, passed=False, failed_tests=["GPU Memory (GPU 5)"])
+    world.sweep()
+    (kept,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
+    assert kept.status == "kept_out" and "GPU Memory (GPU 5)" in kept.reason
+    assert world.cluster.nodes[NODE].unschedulable
