@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from detectors.findings import Finding
 from domain import HARD_KINDS, ActionStatus, FindingKind, IncidentStatus, Severity, clock, is_corroborated, is_hard
+from gpuops.execution.probation import returned_without_gpu
 from gpuops.incidents.lifecycle import add_timeline, transition
 from gpuops.logs import log_context
 from gpuops.store.audit import append_event
@@ -172,6 +173,16 @@ def ingest_findings(session: Session, findings: Iterable[Finding], *, fleet_node
         families.add(f.kind)
         if job_hosts and (job := _job_of(f.evidence)) is not None:  # the cache, once loaded, follows the batch
             job_hosts.setdefault(job, set()).add(f.hostname)
+        withheld = _withheld_by(session, f)
+        if withheld is not None:
+            # A GPU its node returned to service without (the device plugin withholds it until its repair): it
+            # goes on reporting its fault, as expected, and nothing runs on it. The finding is kept with the
+            # incident that left it behind, for as long as the repair takes; it never opens, reopens or widens
+            # an incident to plan the same drain again.
+            record.incident_id = withheld.id
+            withheld.occurrences += 1
+            result.attributed += 1
+            continue
         key = dedup_key(f.hostname, f.gpu, f.kind)
         open_same = session.scalars(select(Incident).where(
             Incident.dedup_key == key, Incident.status.in_(IncidentStatus.ACTIVE),
@@ -313,6 +324,15 @@ def _held_out(session: Session, hostname: str | None) -> bool:
     """Whether gpuops holds the node out of service (an active lease: remediating, on probation or kept out)."""
     return hostname is not None and session.scalar(select(NodeLease.id).where(
         NodeLease.hostname == hostname, NodeLease.released_at.is_(None)).limit(1)) is not None
+
+
+def _withheld_by(session: Session, f: Finding) -> Incident | None:
+    """The incident whose node returned to service without the finding's GPU (withheld by the device plugin, on
+    an open hardware ticket, for however long the repair takes), if it is such a GPU."""
+    if f.hostname is None or f.gpu is None:
+        return None
+    returned = returned_without_gpu(session, f.hostname)
+    return session.get(Incident, returned.incident_id) if returned is not None and returned.gpu == f.gpu else None
 
 
 def _fleet_event(session: Session, f: Finding, at: datetime, config: IncidentConfig) -> Incident | None:

@@ -355,6 +355,16 @@ def test_a_node_whose_failed_gpu_is_withheld_returns_with_the_rest_and_the_gpu_o
     assert any("returned to service" in m and "without GPU 2" in m for m in _timeline(world, incident_id))
     assert len(_read(world, HardwareTicket, HardwareTicket.hostname == NODE)) == 1
 
+    # The withheld GPU goes on reporting its fault, days later too: kept with its incident, nothing planned again.
+    # Another GPU of the node failing is a fault of its own.
+    world.cluster.now += 2 * 86400
+    _new_finding(world, NODE, 2, world.cluster.now, xid=119)
+    assert [i.id for i in _read(world, Incident)] == [incident_id]
+    assert _incident(world, incident_id).status == "resolved"
+    _new_finding(world, NODE, 5, world.cluster.now, xid=119)
+    (other,) = [i for i in _read(world, Incident) if i.id != incident_id]
+    assert other.gpu == 5 and other.status == "open"
+
     # The humans replace the GPU: the node gets it back through a fresh probation, the ticket closed.
     with world.pipeline.container.uow() as uow:
         repaired = mark_repaired(uow.session, node=NODE, by=ALICE, note="GPU 2 swapped",
