@@ -19,6 +19,11 @@ def _ignore_step(name: str, result: StepResult) -> None:
     """The default audit hook: the executor passes its own."""
 
 
+def _none_withheld(node: str) -> tuple[int, ...]:
+    """The default: no GPU is known to be withheld on any node."""
+    return ()
+
+
 @dataclass
 class RunbookContext:
     """Steps reach the cluster only through `cluster`, and time only through `clock` and `sleep`."""
@@ -33,6 +38,9 @@ class RunbookContext:
     """The stored action this run carries out: two actions of one incident with the same plan (the incident
     reopened when its fault came back) are two runs, and their node requests must not be taken for each other."""
     on_step: Callable[[str, StepResult], None] = _ignore_step
+    withheld_gpus: Callable[[str], tuple[int, ...]] = _none_withheld
+    """The GPUs of a node that gpuops returned to service without (the device plugin withholds them until their
+    repair): a node short of just those reports all it can."""
 
     def poll(self, deadline_s: float, check: Callable[[], T | None], interval_s: float | None = None) -> T | None:
         """Call `check` until it returns something other than None, or `deadline_s` of clock time pass.

@@ -44,7 +44,8 @@ RESET = Runbook[ResetGpuParams](
         params_model=ResetGpuParams,
         disruptive=True,
         auto_approvable=False,
-        expected_effect="the GPUReset request Succeeded and the node reports all its GPUs allocatable again",
+        expected_effect="the GPUReset request Succeeded and the node reports all its GPUs allocatable again "
+                        "(short of any it returned to service without, which wait for repair)",
         verify_deadline_s=120,
         has_rollback=False,
     )
@@ -159,10 +160,12 @@ def _verify(plan: Plan, params: ResetGpuParams, ctx: RunbookContext) -> StepResu
         return StepResult(False, f"{name} is {request.phase}: {request.message}")
     if node.ready is not True:
         return StepResult(False, f"{node.name} is not Ready after the reset")
-    if node.gpu_allocatable < node.gpu_capacity:
+    withheld = ctx.withheld_gpus(node.name)
+    if node.gpu_allocatable < node.gpu_capacity - len(withheld):
+        short = f" (GPU {', '.join(map(str, withheld))} withheld, waiting for repair)" if withheld else ""
         return StepResult(
             False,
-            f"{node.name} reports {node.gpu_allocatable}/{node.gpu_capacity} GPUs allocatable",
+            f"{node.name} reports {node.gpu_allocatable}/{node.gpu_capacity} GPUs allocatable{short}",
             {"allocatable": node.gpu_allocatable},
         )
     return StepResult(True, f"GPU {plan.target.gpu} on {node.name} is back ({node.gpu_allocatable} GPUs allocatable)")

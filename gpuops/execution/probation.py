@@ -96,14 +96,27 @@ def record_ticket(session: Session, *, action: Action, result_data: dict[str, An
     return row
 
 
+def withheld_gpus(session: Session, node: str) -> dict[int, NodeProbation]:
+    """The node's GPUs it returned to service without (the device plugin withholds them) while their RMA requests
+    are open, each with the probation that left it behind: the node waits for their repair, in service with its
+    other GPUs. Empty for most nodes (one query when the node has no open ticket)."""
+    tickets = list(session.scalars(select(HardwareTicket).where(
+        HardwareTicket.hostname == node, HardwareTicket.status == "open")))
+    if not tickets:
+        return {}
+    withheld: dict[int, NodeProbation] = {}
+    for p in session.scalars(select(NodeProbation).where(
+            NodeProbation.hostname == node, NodeProbation.status == RETURNED).order_by(NodeProbation.id)):
+        if p.gpu is not None and withholds_gpu(p.checks) and any(
+                t.gpu == p.gpu or t.incident_id == p.incident_id for t in tickets):
+            withheld[p.gpu] = p
+    return withheld
+
+
 def returned_without_gpu(session: Session, node: str) -> NodeProbation | None:
-    """The probation that returned the node to service without a GPU the device plugin withholds, while that
-    GPU's RMA request is open: the node waits for repair, in service with its other GPUs."""
-    last = session.scalars(select(NodeProbation).where(NodeProbation.hostname == node).order_by(
-        NodeProbation.id.desc())).first()
-    if last is None or last.status != RETURNED or open_ticket(session, node) is None:
-        return None
-    return last if withholds_gpu(last.checks) else None
+    """The latest probation that returned the node to service without a GPU it still withholds, if any."""
+    withheld = withheld_gpus(session, node)
+    return max(withheld.values(), key=lambda p: p.id) if withheld else None
 
 
 def open_ticket(session: Session, node: str) -> HardwareTicket | None:

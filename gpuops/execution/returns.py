@@ -173,11 +173,13 @@ def _returned_before(session: Session, p: NodeProbation, window_s: float) -> dat
 
 def new_errors(session: Session, p: NodeProbation) -> list[Check]:
     """Hardware findings and other incidents on the node since its probation started (empty when none). A
-    suspicion no second signal confirmed (a node's exporter falling silent for a scrape or two) is not an error."""
+    suspicion no second signal confirmed (a node's exporter falling silent for a scrape or two) is not an error,
+    and neither is what a GPU the node returned to service without goes on reporting while it waits for repair."""
+    withheld = set(store.withheld_gpus(session, p.hostname)) - {p.gpu}
     findings = [f for f in session.scalars(select(FindingRecord).where(
         FindingRecord.hostname == p.hostname, FindingRecord.ts > p.started_at,
         FindingRecord.kind.in_(HARDWARE_KINDS), FindingRecord.severity != "info")
-        .order_by(FindingRecord.ts).limit(200)) if is_corroborated(f.evidence)][:5]
+        .order_by(FindingRecord.ts).limit(200)) if is_corroborated(f.evidence) and f.gpu not in withheld][:5]
     incidents = session.scalars(select(Incident).where(
         Incident.hostname == p.hostname, Incident.opened_at > p.started_at, Incident.id != p.incident_id)
         .order_by(Incident.id).limit(5)).all()
@@ -191,15 +193,17 @@ def new_errors(session: Session, p: NodeProbation) -> list[Check]:
     return checks
 
 
-def node_checks(deps: ExecutionDeps, node: str) -> list[Check]:
-    """The node is Ready and reports every GPU allocatable (the device plugin sees them all)."""
+def node_checks(deps: ExecutionDeps, node: str, withheld: Sequence[int] = ()) -> list[Check]:
+    """The node is Ready and reports every GPU allocatable (the device plugin sees them all), short of the GPUs
+    `withheld` already, which it returned to service without and which wait for their repair."""
     try:
         info = deps.cluster.get_node(node)
     except ClusterError as exc:
         return [Check("node_ready", False, f"{node} cannot be read: {exc}")]
     ready = Check("node_ready", info.ready is True, f"{node} is {'Ready' if info.ready else 'not Ready'}")
-    gpus = Check("gpus_present", info.gpu_allocatable >= info.gpu_capacity,
-                 f"{info.gpu_allocatable}/{info.gpu_capacity} GPUs allocatable")
+    already = f" (GPU {', '.join(map(str, withheld))} withheld, waiting for repair)" if withheld else ""
+    gpus = Check("gpus_present", info.gpu_allocatable >= info.gpu_capacity - len(withheld),
+                 f"{info.gpu_allocatable}/{info.gpu_capacity} GPUs allocatable{already}")
     return [ready, gpus]
 
 
@@ -256,7 +260,9 @@ def examine(uow: UnitOfWork, *, probation_id: int, deps: ExecutionDeps, shards: 
                                                     f"examined (examined: {seen.isoformat() if seen else 'nothing'})")
         if _thread_busy(session, p):
             return ProbationOutcome(p.id, p.status, f"incident {p.incident_id}'s plan is still under way")
-    checks = errors or [fault_check(session, p, deps.policy.repeat_window_s), *node_checks(deps, p.hostname)]
+    already = sorted(g for g in store.withheld_gpus(session, p.hostname) if g != p.gpu)
+    checks = errors or [fault_check(session, p, deps.policy.repeat_window_s),
+                        *node_checks(deps, p.hostname, already)]
     if diagnostics is not None and all(c.ok for c in checks):  # a node failing already is not diagnosed
         checks += diagnostics.diagnose(p.hostname, gpus=[],  # every GPU, whatever part the fault was on
                                        request_id=f"p{p.id}-{int(p.started_at.timestamp())}")
@@ -264,11 +270,11 @@ def examine(uow: UnitOfWork, *, probation_id: int, deps: ExecutionDeps, shards: 
         if waiting:
             return ProbationOutcome(p.id, p.status, "; ".join(c.detail for c in waiting))
     failed = [c for c in checks if not c.ok]
-    withheld = _withheld_gpu(deps, p, failed) if failed and not errors else None
+    withheld = _withheld_gpu(deps, p, failed, already) if failed and not errors else None
     if withheld is not None:
         checks.append(withheld)
         if diagnostics is not None:  # the GPUs the node returns with
-            others = [g for g in range(_capacity(deps, p.hostname)) if g != p.gpu]
+            others = [g for g in range(_capacity(deps, p.hostname)) if g != p.gpu and g not in already]
             checks += diagnostics.diagnose(p.hostname, gpus=others,
                                            request_id=f"p{p.id}-{int(p.started_at.timestamp())}-rest")
             waiting = [c for c in checks if c.pending]
@@ -283,9 +289,10 @@ def examine(uow: UnitOfWork, *, probation_id: int, deps: ExecutionDeps, shards: 
     return _return(uow, p, deps)
 
 
-def _withheld_gpu(deps: ExecutionDeps, p: NodeProbation, failed: list[Check]) -> Check | None:
+def _withheld_gpu(deps: ExecutionDeps, p: NodeProbation, failed: list[Check], already: Sequence[int]) -> Check | None:
     """A passing check saying the device plugin withholds the incident's one GPU, when that is all that failed:
-    the probation's GPU is known, the node is one GPU short, and no other check failed. None otherwise."""
+    the probation's GPU is known, the node is one GPU short (besides the GPUs `already` withheld, waiting for
+    their repair), and no other check failed. None otherwise."""
     if p.gpu is None or not failed or any(c.name not in store.WITHHELD_EXCUSES for c in failed):
         return None
     if p.reason.startswith(store.REPAIR_REASON):
@@ -296,7 +303,7 @@ def _withheld_gpu(deps: ExecutionDeps, p: NodeProbation, failed: list[Check]) ->
         info = deps.cluster.get_node(p.hostname)
     except ClusterError:
         return None
-    if info.ready is not True or info.gpu_capacity - info.gpu_allocatable != 1:
+    if info.ready is not True or info.gpu_capacity - info.gpu_allocatable != 1 + len(already):
         return None
     return Check(store.WITHHELD, True, f"GPU {p.gpu} is withheld by the device plugin ({info.gpu_allocatable}/"
                                  f"{info.gpu_capacity} allocatable): {p.hostname} returns with the other "

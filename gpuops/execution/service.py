@@ -19,7 +19,7 @@ from connectors.kubernetes import ClusterPort
 from connectors.kubernetes.errors import ClusterError
 from domain import ActionStatus, ExecutionStatus, IncidentStatus, ProposalStatus, clock
 from gpuops.execution.approvals import valid_approvals
-from gpuops.execution.probation import begin_probation, record_ticket
+from gpuops.execution.probation import begin_probation, record_ticket, withheld_gpus
 from gpuops.incidents.lifecycle import can_transition, transition
 from gpuops.logs import log_context
 from gpuops.policy import ActionSpec, FleetFacts, Gate, PolicyConfig, evaluate, record_verification, release_node
@@ -93,10 +93,21 @@ class ExecutionDeps:
     sleep: Callable[[float], None] = field(default_factory=lambda: _wall_sleep)
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}")
     claim_ttl_s: float = 1800.0
+    withheld_gpus: Callable[[str], tuple[int, ...]] = field(default_factory=lambda: _none_withheld)
+    """A node's GPUs it returned to service without (`gpuops.execution.probation.withheld_gpus`, from the store)."""
+
+
+def _none_withheld(node: str) -> tuple[int, ...]:
+    return ()
 
 
 def deps_from(container: Any, **overrides: Any) -> ExecutionDeps:
     """Execution dependencies from a wiring container (the cluster is connected here, on first use)."""
+    def withheld(node: str) -> tuple[int, ...]:
+        with container.uow() as uow:
+            return tuple(sorted(withheld_gpus(uow.session, node)))
+
+    overrides.setdefault("withheld_gpus", withheld)
     return ExecutionDeps(catalogue=container.catalogue, cluster=container.cluster, policy=container.policy,
                          runbook_settings=container.runbook_settings, **overrides)
 
@@ -159,7 +170,7 @@ def runbook_context(deps: ExecutionDeps, incident_id: int | None, actor: str,
                     action_id: int | None = None) -> RunbookContext:
     """The runbooks' context for one incident's action (or a planner's question about one)."""
     ctx = RunbookContext(cluster=deps.cluster, settings=deps.runbook_settings, clock=deps.clock, sleep=deps.sleep,
-                         incident_id=incident_id, actor=actor, action_id=action_id)
+                         incident_id=incident_id, actor=actor, action_id=action_id, withheld_gpus=deps.withheld_gpus)
     if on_step is not None:
         ctx.on_step = on_step
     return ctx

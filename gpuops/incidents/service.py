@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from detectors.findings import Finding
 from domain import HARD_KINDS, ActionStatus, FindingKind, IncidentStatus, Severity, clock, is_corroborated, is_hard
-from gpuops.execution.probation import returned_without_gpu
+from gpuops.execution.probation import withheld_gpus
 from gpuops.incidents.lifecycle import add_timeline, transition
 from gpuops.logs import log_context
 from gpuops.store.audit import append_event
@@ -331,8 +331,8 @@ def _withheld_by(session: Session, f: Finding) -> Incident | None:
     an open hardware ticket, for however long the repair takes), if it is such a GPU."""
     if f.hostname is None or f.gpu is None:
         return None
-    returned = returned_without_gpu(session, f.hostname)
-    return session.get(Incident, returned.incident_id) if returned is not None and returned.gpu == f.gpu else None
+    returned = withheld_gpus(session, f.hostname).get(f.gpu)
+    return session.get(Incident, returned.incident_id) if returned is not None else None
 
 
 def _fleet_event(session: Session, f: Finding, at: datetime, config: IncidentConfig) -> Incident | None:

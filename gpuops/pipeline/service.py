@@ -28,7 +28,7 @@ from gpuops.execution.holds import due_holds
 from gpuops.execution.probation import ACTIVE as PROBATION_ACTIVE
 from gpuops.execution.probation import probation_of_action
 from gpuops.execution.returns import NodeDiagnostics, ProbationOutcome, conclude, due_probations, examine
-from gpuops.execution.service import ExecutionDeps, ExecutionOutcome, execute, plan_of
+from gpuops.execution.service import ExecutionDeps, ExecutionOutcome, deps_from, execute, plan_of
 from gpuops.incidents.alerts import AlertmanagerWebhook, AlertsOutcome, receive_alerts
 from gpuops.incidents.evidence import EvidenceSources, keep_evidence
 from gpuops.incidents.lifecycle import can_transition
@@ -119,9 +119,7 @@ class Pipeline:
     @property
     def deps(self) -> ExecutionDeps:
         c, s = self.container, self.container.settings
-        return ExecutionDeps(catalogue=c.catalogue, cluster=c.cluster, policy=c.policy,
-                             runbook_settings=c.runbook_settings, clock=self.clock, sleep=self.sleep,
-                             worker=self.worker, claim_ttl_s=s.claim_ttl_seconds)
+        return deps_from(c, clock=self.clock, sleep=self.sleep, worker=self.worker, claim_ttl_s=s.claim_ttl_seconds)
 
     # -- detection ----------------------------------------------------------------------------------------
 
@@ -297,7 +295,8 @@ class Pipeline:
             plan, incident_id, status = plan_of(action), action.incident_id, action.status
         deps = self.deps
         ctx = RunbookContext(cluster=deps.cluster, settings=deps.runbook_settings, clock=deps.clock,
-                             sleep=deps.sleep, incident_id=incident_id, actor="verifier", action_id=action_id)
+                             sleep=deps.sleep, incident_id=incident_id, actor="verifier", action_id=action_id,
+                             withheld_gpus=deps.withheld_gpus)
         result = c.catalogue.verify(plan, ctx)
         with c.uow() as uow:
             append_event(uow.session, actor="verifier", kind="action.reverified", incident_id=incident_id,

@@ -414,3 +414,34 @@ def test_a_node_wide_fault_is_not_returned_short_of_a_gpu(world: World) -> None:
     (kept,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
     assert kept.status == "kept_out" and "gpus_present" in kept.reason
     assert world.cluster.nodes[NODE].unschedulable
+
+
+def test_a_second_fault_on_a_node_short_of_a_withheld_gpu_is_judged_on_its_own_gpu(world: World) -> None:
+    first, probation = _remediated(world)
+    _withhold(world, NODE, 1)  # GPU 2 stays behind
+    world.examined(PROBATION_S + 60)
+    world.sweep()
+    world.examined(60.0)
+    world.sweep()
+    assert not world.cluster.nodes[NODE].unschedulable
+
+    # GPU 5 times out later; its reset fixes it. The node, still short of GPU 2 only, returns whole otherwise,
+    # and GPU 5 is not taken for the withheld one.
+    world.cluster.now += 86400
+    second = open_incident(world.pipeline.container, "xid", node=NODE, gpu=5, evidence={"xid": 119})
+    world.settle(second)
+    (later,) = [p for p in _read(world, NodeProbation, NodeProbation.hostname == NODE) if p.id != probation.id]
+    assert later.gpu == 5
+    _new_finding(world, NODE, 2, world.cluster.now + 60, xid=119)  # the withheld GPU's fault, not a new error
+    world.examined(PROBATION_S + 60)
+    world.sweep()
+    (returned,) = _read(world, NodeProbation, NodeProbation.id == later.id)
+    assert returned.status == "returned", returned.reason
+    checks = {c["name"]: c for c in returned.checks}
+    assert checks["gpus_present"]["ok"] and "GPU 2 withheld" in checks["gpus_present"]["detail"]
+    assert "gpu_withheld" not in checks
+    assert [t.gpu for t in _read(world, HardwareTicket, HardwareTicket.hostname == NODE)] == [2]
+    assert not world.cluster.nodes[NODE].unschedulable
+    # GPU 2 still reports, still kept with the first incident.
+    _new_finding(world, NODE, 2, world.cluster.now, xid=119)
+    assert {i.id for i in _read(world, Incident)} == {first, second}
