@@ -375,13 +375,15 @@ def _return(uow: UnitOfWork, p: NodeProbation, deps: ExecutionDeps) -> Probation
 
 def _keep_out(uow: UnitOfWork, p: NodeProbation, failed: list[Check], deps: ExecutionDeps) -> ProbationOutcome:
     """A check failed: the node stays out and an RMA request is recorded, unless one is open for the node
-    already. The incident goes to a human, unless its own plan already opened that request (the hardware was
-    expected to fail: the ticket is the human's hand-over)."""
+    already (for a node back in service without a withheld GPU, one for this probation's GPU or incident: the
+    withheld GPU's ticket says nothing of this one). The incident goes to a human, unless its own plan already
+    opened that request (the hardware was expected to fail: the ticket is the human's hand-over)."""
     session, now = uow.session, _now(deps)
     reason = f"{p.hostname} stays out of service: probation failed: " + "; ".join(
         f"{c.name}: {c.detail}" for c in failed)
     p.reason = reason[:2000]
-    existing = store.open_ticket(session, p.hostname)
+    withheld = set(store.withheld_gpus(session, p.hostname)) - {p.gpu}
+    existing = _gpu_ticket(session, p) if withheld else store.open_ticket(session, p.hostname)
     if existing is None or existing.incident_id != p.incident_id:
         _escalate(session, p, now, reason[:500])
     if existing is not None:

@@ -445,3 +445,24 @@ def test_a_second_fault_on_a_node_short_of_a_withheld_gpu_is_judged_on_its_own_g
     # GPU 2 still reports, still kept with the first incident.
     _new_finding(world, NODE, 2, world.cluster.now, xid=119)
     assert {i.id for i in _read(world, Incident)} == {first, second}
+
+
+def test_a_node_short_of_a_withheld_gpu_failing_again_gets_a_ticket_of_its_own(world: World) -> None:
+    first, probation = _remediated(world)
+    _withhold(world, NODE, 1)  # GPU 2 stays behind on its ticket
+    world.examined(PROBATION_S + 60)
+    world.sweep()
+    world.examined(60.0)
+    world.sweep()
+    world.cluster.now += 86400
+    second = open_incident(world.pipeline.container, "xid", node=NODE, gpu=5, evidence={"xid": 119})
+    world.settle(second)
+    world.examined(600.0)
+    _new_finding(world, NODE, 6, world.cluster.now - 30, xid=119)  # the node fails its probation on GPU 6
+
+    world.sweep()
+    (kept,) = [p for p in _read(world, NodeProbation, NodeProbation.hostname == NODE) if p.id != probation.id]
+    assert kept.status == "kept_out" and "no_new_errors" in kept.reason
+    tickets = _read(world, HardwareTicket, HardwareTicket.hostname == NODE)
+    assert sorted((t.gpu, t.incident_id) for t in tickets) == [(2, first), (5, second)]
+    assert world.cluster.nodes[NODE].unschedulable and _incident(world, second).status == "escalated"
