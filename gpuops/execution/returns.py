@@ -270,7 +270,7 @@ def examine(uow: UnitOfWork, *, probation_id: int, deps: ExecutionDeps, shards: 
         if waiting:
             return ProbationOutcome(p.id, p.status, "; ".join(c.detail for c in waiting))
     failed = [c for c in checks if not c.ok]
-    withheld = _withheld_gpu(deps, p, failed, already) if failed and not errors else None
+    withheld = _withheld_gpu(session, deps, p, failed, already) if failed and not errors else None
     if withheld is not None:
         checks.append(withheld)
         if diagnostics is not None:  # the GPUs the node returns with
@@ -289,14 +289,22 @@ def examine(uow: UnitOfWork, *, probation_id: int, deps: ExecutionDeps, shards: 
     return _return(uow, p, deps)
 
 
-def _withheld_gpu(deps: ExecutionDeps, p: NodeProbation, failed: list[Check], already: Sequence[int]) -> Check | None:
+def _withheld_gpu(session: Session, deps: ExecutionDeps, p: NodeProbation, failed: list[Check],
+                  already: Sequence[int]) -> Check | None:
     """A passing check saying the device plugin withholds the incident's one GPU, when that is all that failed:
     the probation's GPU is known, the node is one GPU short (besides the GPUs `already` withheld, waiting for
-    their repair), and no other check failed. None otherwise."""
+    their repair), no other check failed, the incident is gpuops' still (not handed to a human), and the GPU
+    needs replacing or got the fix its fault takes. None otherwise."""
     if p.gpu is None or not failed or any(c.name not in store.WITHHELD_EXCUSES for c in failed):
         return None
     if p.reason.startswith(store.REPAIR_REASON):
         return None  # a node the humans repaired comes back whole, or they hear that the repair did not take
+    incident = session.get(Incident, p.incident_id)
+    if incident is None or incident.status == IncidentStatus.ESCALATED:
+        return None  # handed to a human: the node is theirs to return
+    fixers, done = fault_of(incident)[1], {a.runbook for a in incident.actions if a.status == ActionStatus.SUCCEEDED}
+    if fixers and not fixers & done:
+        return None  # a reset or a reboot may well fix the GPU, and it did not run: no RMA for it unasked
     if not any(c.name == "gpus_present" for c in failed):
         return None  # the GPU is still given to pods: the node cannot return with it
     try:

@@ -466,3 +466,17 @@ def test_a_node_short_of_a_withheld_gpu_failing_again_gets_a_ticket_of_its_own(w
     tickets = _read(world, HardwareTicket, HardwareTicket.hostname == NODE)
     assert sorted((t.gpu, t.incident_id) for t in tickets) == [(2, first), (5, second)]
     assert world.cluster.nodes[NODE].unschedulable and _incident(world, second).status == "escalated"
+
+
+def test_a_withheld_gpu_whose_reset_a_human_refused_keeps_the_node_out(world: World) -> None:
+    incident_id = open_incident(world.pipeline.container, "xid", node=NODE, evidence={"xid": 119})
+    world.settle(incident_id, reject="reset_gpu")  # cordon and drain ran; the reset that fixes XID 119 did not
+    assert _incident(world, incident_id).status == "escalated"
+    (probation,) = _read(world, NodeProbation, NodeProbation.hostname == NODE)
+    _withhold(world, NODE, 1)
+
+    world.examined(PROBATION_S + 60)
+    world.sweep()
+    (kept,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
+    assert kept.status == "kept_out" and "gpu_withheld" not in {c["name"] for c in kept.checks}
+    assert world.cluster.nodes[NODE].unschedulable and _incident(world, incident_id).status == "escalated"
