@@ -19,7 +19,7 @@ def _ignore_step(name: str, result: StepResult) -> None:
     """The default audit hook: the executor passes its own."""
 
 
-def _none_withheld(node: str) -> tuple[int, ...]:
+def no_withheld_gpus(node: str) -> tuple[int, ...]:
     """The default: no GPU is known to be withheld on any node."""
     return ()
 
@@ -38,7 +38,7 @@ class RunbookContext:
     """The stored action this run carries out: two actions of one incident with the same plan (the incident
     reopened when its fault came back) are two runs, and their node requests must not be taken for each other."""
     on_step: Callable[[str, StepResult], None] = _ignore_step
-    withheld_gpus: Callable[[str], tuple[int, ...]] = _none_withheld
+    withheld_gpus: Callable[[str], tuple[int, ...]] = no_withheld_gpus
     """The GPUs of a node that gpuops returned to service without (the device plugin withholds them until their
     repair): a node short of just those reports all it can."""
 

@@ -39,6 +39,7 @@ from runbooks import (
     TargetKind,
     UnknownRunbook,
 )
+from runbooks.context import no_withheld_gpus
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +94,8 @@ class ExecutionDeps:
     sleep: Callable[[float], None] = field(default_factory=lambda: _wall_sleep)
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}")
     claim_ttl_s: float = 1800.0
-    withheld_gpus: Callable[[str], tuple[int, ...]] = field(default_factory=lambda: _none_withheld)
+    withheld_gpus: Callable[[str], tuple[int, ...]] = no_withheld_gpus
     """A node's GPUs it returned to service without (`gpuops.execution.probation.withheld_gpus`, from the store)."""
-
-
-def _none_withheld(node: str) -> tuple[int, ...]:
-    return ()
 
 
 def deps_from(container: Any, **overrides: Any) -> ExecutionDeps:
