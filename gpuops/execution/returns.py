@@ -270,11 +270,11 @@ def examine(uow: UnitOfWork, *, probation_id: int, deps: ExecutionDeps, shards: 
         if waiting:
             return ProbationOutcome(p.id, p.status, "; ".join(c.detail for c in waiting))
     failed = [c for c in checks if not c.ok]
-    withheld = _withheld_gpu(session, deps, p, failed, already) if failed and not errors else None
-    if withheld is not None:
-        checks.append(withheld)
+    found = _withheld_gpu(session, deps, p, failed, already) if failed and not errors else None
+    if found is not None:
+        checks.append(found[0])
         if diagnostics is not None:  # the GPUs the node returns with
-            others = [g for g in range(_capacity(deps, p.hostname)) if g != p.gpu and g not in already]
+            others = [g for g in range(found[1]) if g != p.gpu and g not in already]
             checks += diagnostics.diagnose(p.hostname, gpus=others,
                                            request_id=f"p{p.id}-{int(p.started_at.timestamp())}-rest")
             waiting = [c for c in checks if c.pending]
@@ -284,17 +284,17 @@ def examine(uow: UnitOfWork, *, probation_id: int, deps: ExecutionDeps, shards: 
     p.checks = [asdict(c) for c in checks]
     if failed:
         return _keep_out(uow, p, failed, deps)
-    if withheld is not None and _gpu_ticket(session, p) is None:
+    if found is not None and _gpu_ticket(session, p) is None:
         return _ticket_then_return(uow, p, deps)
     return _return(uow, p, deps)
 
 
 def _withheld_gpu(session: Session, deps: ExecutionDeps, p: NodeProbation, failed: list[Check],
-                  already: Sequence[int]) -> Check | None:
-    """A passing check saying the device plugin withholds the incident's one GPU, when that is all that failed:
-    the probation's GPU is known, the node is one GPU short (besides the GPUs `already` withheld, waiting for
-    their repair), no other check failed, the incident is gpuops' still (not handed to a human), and the GPU
-    needs replacing or got the fix its fault takes. None otherwise."""
+                  already: Sequence[int]) -> tuple[Check, int] | None:
+    """A passing check saying the device plugin withholds the incident's one GPU, and the node's GPU capacity,
+    when that is all that failed: the probation's GPU is known, the node is one GPU short (besides the GPUs
+    `already` withheld, waiting for their repair), no other check failed, the incident is gpuops' still (not
+    handed to a human), and the GPU needs replacing or got the fix its fault takes. None otherwise."""
     if p.gpu is None or not failed or any(c.name not in store.WITHHELD_EXCUSES for c in failed):
         return None
     if p.reason.startswith(store.REPAIR_REASON):
@@ -315,14 +315,7 @@ def _withheld_gpu(session: Session, deps: ExecutionDeps, p: NodeProbation, faile
         return None
     return Check(store.WITHHELD, True, f"GPU {p.gpu} is withheld by the device plugin ({info.gpu_allocatable}/"
                                  f"{info.gpu_capacity} allocatable): {p.hostname} returns with the other "
-                                 f"{info.gpu_allocatable}, GPU {p.gpu} on a hardware ticket")
-
-
-def _capacity(deps: ExecutionDeps, node: str) -> int:
-    try:
-        return deps.cluster.get_node(node).gpu_capacity
-    except ClusterError:
-        return 0
+                                 f"{info.gpu_allocatable}, GPU {p.gpu} on a hardware ticket"), info.gpu_capacity
 
 
 def _gpu_ticket(session: Session, p: NodeProbation) -> HardwareTicket | None:

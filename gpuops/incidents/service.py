@@ -19,7 +19,7 @@ from gpuops.execution.probation import withheld_gpus
 from gpuops.incidents.lifecycle import add_timeline, transition
 from gpuops.logs import log_context
 from gpuops.store.audit import append_event
-from gpuops.store.models import Action, FindingRecord, Incident, NodeLease, Silence
+from gpuops.store.models import Action, FindingRecord, Incident, NodeLease, NodeProbation, Silence
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,7 @@ def ingest_findings(session: Session, findings: Iterable[Finding], *, fleet_node
     families: set[str] = set()
     job_hosts: dict[str, set[str]] = {}
     batch = sorted(findings, key=lambda f: f.ts)
+    withheld_on: dict[str, dict[int, NodeProbation]] = {}  # per node, read once a batch (ingesting changes none)
     for f in batch:
         at = now or _dt(f.ts)
         record = _record(session, f)
@@ -173,7 +174,7 @@ def ingest_findings(session: Session, findings: Iterable[Finding], *, fleet_node
         families.add(f.kind)
         if job_hosts and (job := _job_of(f.evidence)) is not None:  # the cache, once loaded, follows the batch
             job_hosts.setdefault(job, set()).add(f.hostname)
-        withheld = _withheld_by(session, f)
+        withheld = _withheld_by(session, f, withheld_on)
         if withheld is not None:
             # A GPU its node returned to service without (the device plugin withholds it until its repair): it
             # goes on reporting its fault, as expected, and nothing runs on it. The finding is kept with the
@@ -326,12 +327,15 @@ def _held_out(session: Session, hostname: str | None) -> bool:
         NodeLease.hostname == hostname, NodeLease.released_at.is_(None)).limit(1)) is not None
 
 
-def _withheld_by(session: Session, f: Finding) -> Incident | None:
+def _withheld_by(session: Session, f: Finding, known: dict[str, dict[int, NodeProbation]]) -> Incident | None:
     """The incident whose node returned to service without the finding's GPU (withheld by the device plugin, on
-    an open hardware ticket, for however long the repair takes), if it is such a GPU."""
+    an open hardware ticket, for however long the repair takes), if it is such a GPU. `known` keeps each node's
+    withheld GPUs once read."""
     if f.hostname is None or f.gpu is None:
         return None
-    returned = withheld_gpus(session, f.hostname).get(f.gpu)
+    if f.hostname not in known:
+        known[f.hostname] = withheld_gpus(session, f.hostname)
+    returned = known[f.hostname].get(f.gpu)
     return session.get(Incident, returned.incident_id) if returned is not None else None
 
 
