@@ -370,10 +370,15 @@ class FailureForecast:
             if state.hot[slot] > 0:  # hotter than its physics allows, and still climbing since it became so
                 per_h, t_stat, n = state.thermal.climb_since(slot, float(state.hot_since[slot]))
                 climbing = n >= 4 and per_h >= target.min_slope_per_h and t_stat >= 2.0
+            runaway = state.thermal.rising(slot, target.min_slope_per_h, self.min_t, settled)
             signals = [name for name, agrees in (
                 ("temp_above_own_at_equal_power", climbing),
-                ("temp_rising_at_constant_power",
-                 state.thermal.rising(slot, target.min_slope_per_h, self.min_t, settled))) if agrees]
+                ("temp_rising_at_constant_power", runaway)) if agrees]
+            if runaway:
+                # the thermal resistance was watched climbing through the whole settled history (half an hour
+                # at least, still climbing over its later half) before this single report (one per episode):
+                # it has persisted already, and the incident service needs no repeats of it
+                return {**physics, "corroborated": True, "persistent": True, "signals": signals}
             if signals:
                 return {**physics, "corroborated": True, "signals": signals}
             power_limit = _power_limit(view, state, row, j)

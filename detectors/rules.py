@@ -120,7 +120,13 @@ class CounterIncreaseRule:
 
 @dataclass
 class LevelRule:
-    """A gauge at or above a limit; reported once per episode, re-armed below `limit - hysteresis`."""
+    """A gauge at or above a limit; reported once per episode, re-armed below `limit - hysteresis`.
+
+    With `hold_s`, reported only once the episode has lasted that long in data time (no sample below `limit -
+    hysteresis` since it began; a scrape gap neither ends nor extends it, and it needs `min_samples` samples):
+    a persisting fact, so the finding opens an incident by itself (`persistent`). A GPU held at its slowdown
+    temperature throttles for as long as it stays there; one sample over the limit is a moment's heat.
+    """
 
     metric: str
     limit: float
@@ -128,24 +134,39 @@ class LevelRule:
     severity: Severity
     name: str
     hysteresis: float = 0.0
+    hold_s: float = 0.0
+    min_samples: int = 3
     _state: OnsetTracker = field(default_factory=OnsetTracker)
+    _since: FloatArray = field(default_factory=lambda: np.zeros(0))  # when each slot's episode began (NaN: none)
+    _count: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # samples in the episode
 
     def update(self, view: CycleView) -> list[Finding]:
         arr = view.metric(self.metric)
         if arr is None:
             return []
+        self._since = grow(self._since, view.n_slots, np.nan)
+        self._count = grow(self._count, view.n_slots, 0)
+        slots = view.slots
         out: list[Finding] = []
         for j, ts in view.columns():
             col = arr[:, j]
             finite = np.isfinite(col)
-            on = finite & (col >= self.limit)
+            over = finite & (col >= self.limit)
             off = finite & (col < self.limit - self.hysteresis)
-            for row in self._state.step(view.slots, on, off):
+            since = self._since[slots]
+            begins = over & ~np.isfinite(since)
+            since = np.where(begins, ts, np.where(off, np.nan, since))
+            count = np.where(off, 0, self._count[slots] + (finite & np.isfinite(since)))
+            self._since[slots], self._count[slots] = since, count
+            on = over if self.hold_s <= 0 else (
+                finite & ~off & (ts - np.nan_to_num(since, nan=np.inf) >= self.hold_s) & (count >= self.min_samples))
+            for row in self._state.step(slots, on, off):
+                evidence: dict[str, object] = {"metric": self.metric, "value": float(col[row]), "limit": self.limit}
+                if self.hold_s > 0:
+                    evidence |= {"held_s": float(ts - since[row]), "hold_s": self.hold_s, "persistent": True}
                 out.append(Finding(
                     ts=ts, kind=self.kind, severity=self.severity, score=1.0,
-                    detector=self.name,
-                    evidence={"metric": self.metric, "value": float(col[row]), "limit": self.limit},
-                    **gpu_finding_fields(view, int(row))))
+                    detector=self.name, evidence=evidence, **gpu_finding_fields(view, int(row))))
         return out
 
 
@@ -357,6 +378,7 @@ class RuleLimits:
     temp_throttle_c: float = 87.0
     temp_shutdown_c: float = 92.0
     temp_hysteresis_c: float = 3.0
+    temp_hold_s: float = 300.0
     pcie_replays_per_min: float = 8.0
 
 
@@ -371,6 +393,9 @@ def default_rules(limits: RuleLimits | None = None) -> list[Stage]:
         LevelRule(m.ROW_REMAP_FAILURE, 1.0, FindingKind.ROW_REMAP, Severity.CRITICAL, "rules.row_remap_failure", 0.5),
         LevelRule(m.GPU_TEMP, lim.temp_throttle_c, FindingKind.THERMAL, Severity.WARNING, "rules.temp_throttle",
                   lim.temp_hysteresis_c),
+        # the same limit held: a GPU kept at its slowdown temperature for minutes is throttling its work
+        LevelRule(m.GPU_TEMP, lim.temp_throttle_c, FindingKind.THERMAL, Severity.WARNING, "rules.temp_throttle_held",
+                  lim.temp_hysteresis_c, hold_s=lim.temp_hold_s),
         LevelRule(m.GPU_TEMP, lim.temp_shutdown_c, FindingKind.THERMAL, Severity.CRITICAL, "rules.temp_shutdown",
                   lim.temp_hysteresis_c),
         # DCGM's hardware limits (dcgm_gpu_hardware_limits.h): at most 8 PCIe replays a minute, the most the

@@ -118,9 +118,30 @@ def test_node_not_ready_and_temperature_limits() -> None:
     found = run_rules(det_synth.frame(ts, met, gpus, nodes, nm))
     assert [(f.detector, f.hostname, f.gpu, f.ts) for f in found] == [
         ("rules.temp_throttle", "gpu-node-001", 7, ts[30]),
+        ("rules.temp_throttle_held", "gpu-node-001", 7, ts[40]),  # 30 s samples: five minutes on at ts[40]
         ("rules.temp_shutdown", "gpu-node-001", 7, ts[42]),
         ("rules.node_not_ready", "gpu-node-003", None, ts[60]),
     ]
+
+
+def test_a_gpu_held_at_its_slowdown_temperature_is_a_persisting_fact_and_a_moments_heat_is_not() -> None:
+    ts, met, gpus, nodes, nm = det_synth.healthy()  # 30 s samples
+    temp = met[m.GPU_TEMP]
+    temp[2, 20:29] = 88.0    # four and a half minutes over the limit, then cooled: no episode held
+    temp[2, 29:] = 80.0
+    temp[5, 50:80] = 88.0    # held, through a scrape gap and a dip inside the hysteresis band
+    temp[5, 55:58] = np.nan
+    temp[5, 60] = 85.0
+    temp[9, 100:101] = 95.0  # one sample past shutdown: the instant rules say so, the held rule does not
+    found = [f for f in run_rules(det_synth.frame(ts, met, gpus, nodes, nm))
+             if f.detector == "rules.temp_throttle_held"]
+    assert [(f.gpu, f.ts) for f in found] == [(5, ts[60])]
+    assert found[0].evidence["held_s"] == 300.0 and found[0].evidence["persistent"] is True
+    assert found[0].kind == "thermal" and found[0].severity == "warning"
+    temp[5, 59] = 83.0       # below the band: that episode ends before it has lasted five minutes
+    found = [f for f in run_rules(det_synth.frame(ts, met, gpus, nodes, nm))
+             if f.detector == "rules.temp_throttle_held"]
+    assert [(f.gpu, f.ts) for f in found] == [(5, ts[71])]  # the next begins over the limit, at ts[61]
 
 
 def test_a_whole_nodes_exporter_falling_silent_is_one_suspicion_not_eight_lost_gpus() -> None:
