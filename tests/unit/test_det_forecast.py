@@ -54,6 +54,24 @@ def test_memory_leak_and_thermal_runaway_are_forecast_before_the_limit() -> None
     assert len(found) == 3
 
 
+def test_only_a_runaway_watched_for_its_span_is_reported_as_persisted() -> None:
+    """A thermal forecast opens an incident from its single report only when its finding says the climb has
+    persisted: the thermal resistance seen rising at constant power over the settled history. A GPU minutes into
+    running hot, or one whose temperature follows its load, needs the incident service's repeats."""
+    ts, met, gpus, _, _ = det_synth.healthy(nodes=2, gpus_per_node=8, steps=400)  # 30 s samples
+    met[m.POWER_USAGE][9, 150:] += np.linspace(0, 250, 250)          # load-driven: power and heat rise together
+    met[m.GPU_TEMP][9, 150:] += np.linspace(0, 250 * 0.12, 250)
+    met[m.GPU_TEMP][3, 300:] += 8 + np.linspace(0, 30, 100)          # hotter at equal power, and climbing
+    found = DetectionCycle(stages=[FailureForecast(default_targets())]).update(det_synth.frame(ts, met, gpus))
+    seen = [(f.gpu, f.detector.rsplit(".", 1)[1], f.ts - ts[0], f.evidence.get("persistent") is True)
+            for f in found if f.kind == "thermal"]
+    assert sorted(seen) == [(1, "shutdown", 10890.0, False), (1, "throttle", 9510.0, False),
+                            (3, "shutdown", 10380.0, True), (3, "throttle", 9180.0, False)]
+    persisted = next(f for f in found if f.gpu == 3 and f.detector.endswith("shutdown"))
+    assert "temp_rising_at_constant_power" in persisted.evidence["signals"]
+    assert persisted.evidence["corroborated"] is True
+
+
 def test_a_gpu_warming_up_after_its_job_starts_is_not_forecast() -> None:
     """A job starting on idle GPUs: power steps up, temperature rises along a saturating curve. That is load
     settling, not a failing cooler; the same rise under a steady load is forecast."""
