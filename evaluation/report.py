@@ -223,6 +223,25 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
+def held_out_gpu_hours(actions: list[dict[str, Any]], end: float, gpus_per_node: int) -> float:
+    """The capacity gpuops itself kept out of service: each node's GPUs × the hours from gpuops' cordon of it to
+    gpuops' uncordon (or the run's end). What a human cordoned is not counted; a node back without a withheld GPU
+    counts whole only while cordoned."""
+    out_since: dict[str, float] = {}
+    hours = 0.0
+    done = sorted((a for a in actions if a["status"] == ActionStatus.SUCCEEDED and a["executed_at"] is not None
+                   and a["runbook"] in ("cordon_node", "uncordon_node")), key=lambda a: (a["executed_at"], a["id"]))
+    for action in done:
+        for target in action["targets"]:
+            node = str(target).removeprefix("node/")
+            if action["runbook"] == "cordon_node":
+                out_since.setdefault(node, float(action["executed_at"]))
+            elif node in out_since:
+                hours += (float(action["executed_at"]) - out_since.pop(node)) / 3600.0
+    hours += sum(max(end - since, 0.0) for since in out_since.values()) / 3600.0
+    return round(hours * gpus_per_node, 1)
+
+
 def evaluate_scenario(scenario: Scenario, options: EvalOptions, *, source: str = "") -> dict[str, Any]:
     """The whole report for one scenario."""
     began = time.perf_counter()
@@ -260,6 +279,8 @@ def evaluate_scenario(scenario: Scenario, options: EvalOptions, *, source: str =
         "escalated": sum(1 for i in incidents if i["status"] == IncidentStatus.ESCALATED),
         "escalated_by_rule": escalated_by_rule(incidents),
         "unsafe_actions": safety.counts, "unsafe_by_reason": safety.by_reason, "gpu_hours_lost": hours,
+        "gpu_hours_held_out": held_out_gpu_hours(run.actions, scenario.start + scenario.duration,
+                                                 scenario.fleet.gpus_per_node),
     }
     return {
         "scenario": scenario.name, "file": source, "approval": scenario.approval, "planner": run.planner,
@@ -301,6 +322,7 @@ def overall(reports: list[dict[str, Any]]) -> dict[str, Any]:
             "incidents": sum(r["summary"]["incidents"] for r in reports),
             "actions_executed": sum(r["summary"]["actions_executed"] for r in reports),
             "unsafe_actions": unsafe, "unsafe_by_reason": _merge_reasons(reports), "gpu_hours_lost": hours,
+            "gpu_hours_held_out": round(sum(r["summary"]["gpu_hours_held_out"] for r in reports), 1),
         },
         "scenarios": [{k: v for k, v in r.items() if k not in ("faults", "incidents", "actions")} for r in reports],
     }

@@ -140,5 +140,6 @@ def render(report: dict[str, Any]) -> str:
                   f"{total['false_incidents']} false incidents, {total['actions_executed']} actions executed; "
                   f"unsafe actions proposed {unsafe['proposed']}, blocked {unsafe['blocked']}, executed "
                   f"{unsafe['executed']}; GPU-hours lost: gpuops {hours['gpuops']:g}, no automation "
-                  f"{hours['no_automation']:g}, threshold alerts {hours['threshold_alerts']:g}"]
+                  f"{hours['no_automation']:g}, threshold alerts {hours['threshold_alerts']:g}; GPU-hours of nodes "
+                  f"gpuops held out of service: {total['gpu_hours_held_out']:g}"]
     return "\n".join(lines)
