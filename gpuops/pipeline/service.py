@@ -26,7 +26,7 @@ from gpuops.errors import ConfigError, GpuopsError, NotFound
 from gpuops.execution.approvals import Approver, expire_pending
 from gpuops.execution.holds import due_holds
 from gpuops.execution.probation import ACTIVE as PROBATION_ACTIVE
-from gpuops.execution.probation import probation_of_action
+from gpuops.execution.probation import PROBATION, TICKETING, probation_of_action
 from gpuops.execution.returns import NodeDiagnostics, ProbationOutcome, conclude, due_probations, examine
 from gpuops.execution.service import ExecutionDeps, ExecutionOutcome, deps_from, execute, plan_of
 from gpuops.incidents.alerts import AlertmanagerWebhook, AlertsOutcome, receive_alerts
@@ -314,23 +314,33 @@ class Pipeline:
 
     def return_node(self, probation_id: int) -> ProbationOutcome:
         """Decide a node's probation (return it, or keep it out with a ticket), run the uncordon or ticket
-        action once policy or a human approved it, and record how it ended on the incident."""
+        action once policy or a human approved it, and record how it ended on the incident. A node that returns
+        without a withheld GPU has that GPU's ticket opened first: once it has run, the node is examined again
+        at once and its uncordon proposed in the same step (not a sweep later)."""
+        examined, outcome = self._decide_return(probation_id)
+        if examined.status == TICKETING and outcome.status == PROBATION:  # the withheld GPU's ticket is open
+            examined, outcome = self._decide_return(probation_id)
+        return outcome
+
+    def _decide_return(self, probation_id: int) -> tuple[ProbationOutcome, ProbationOutcome]:
+        """One examination and the action it proposed: how the examination left the probation, and how it
+        stands once that action ran."""
         c = self.container
         with c.uow() as uow:
             diagnostics = self.diagnostics if self.diagnostics is not None else c.node_diagnostics(self.clock)
-            outcome = examine(uow, probation_id=probation_id, deps=self.deps, shards=c.settings.shards,
-                              diagnostics=diagnostics)
+            examined = examine(uow, probation_id=probation_id, deps=self.deps, shards=c.settings.shards,
+                               diagnostics=diagnostics)
             uow.commit()
-        if outcome.action_id is None:
-            return outcome
-        if outcome.action_status == ActionStatus.AWAITING_APPROVAL and outcome.proposed:
-            self._ask_approval(outcome.action_id)
-        elif outcome.action_status == ActionStatus.APPROVED or outcome.action_status in ActionStatus.RUNNING:
-            execute(c.uow, action_id=outcome.action_id, deps=self.deps, dry_run=c.settings.dry_run)
+        if examined.action_id is None:
+            return examined, examined
+        if examined.action_status == ActionStatus.AWAITING_APPROVAL and examined.proposed:
+            self._ask_approval(examined.action_id)
+        elif examined.action_status == ActionStatus.APPROVED or examined.action_status in ActionStatus.RUNNING:
+            execute(c.uow, action_id=examined.action_id, deps=self.deps, dry_run=c.settings.dry_run)
         with c.uow() as uow:
             outcome = conclude(uow, probation_id=probation_id, now=self.now())
             uow.commit()
-        return outcome
+        return examined, outcome
 
     def _ask_approval(self, action_id: int) -> None:
         try:

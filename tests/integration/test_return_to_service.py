@@ -340,11 +340,9 @@ def test_a_node_whose_failed_gpu_is_withheld_returns_with_the_rest_and_the_gpu_o
 
     world.examined(PROBATION_S + 60)
     assert world.sweep() == [probation.id]
-    # First the GPU's RMA request, then the uncordon on the sweep that finds it open.
+    # First the GPU's RMA request, then, in the same sweep, the uncordon once the ticket is open.
     (ticket,) = _read(world, HardwareTicket, HardwareTicket.hostname == NODE)
     assert ticket.gpu == 2 and ticket.status == "open" and "withheld" in ticket.summary
-    world.examined(60.0)
-    assert world.sweep() == [probation.id]
     node = world.cluster.nodes[NODE]
     assert not node.unschedulable and _leases(world, NODE) == []
     (returned,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
@@ -420,9 +418,7 @@ def test_a_second_fault_on_a_node_short_of_a_withheld_gpu_is_judged_on_its_own_g
     first, probation = _remediated(world)
     _withhold(world, NODE, 1)  # GPU 2 stays behind
     world.examined(PROBATION_S + 60)
-    world.sweep()
-    world.examined(60.0)
-    world.sweep()
+    world.sweep()  # the GPU's ticket, then the uncordon
     assert not world.cluster.nodes[NODE].unschedulable
 
     # GPU 5 times out later; its reset fixes it. The node, still short of GPU 2 only, returns whole otherwise,
@@ -451,9 +447,7 @@ def test_a_node_short_of_a_withheld_gpu_failing_again_gets_a_ticket_of_its_own(w
     first, probation = _remediated(world)
     _withhold(world, NODE, 1)  # GPU 2 stays behind on its ticket
     world.examined(PROBATION_S + 60)
-    world.sweep()
-    world.examined(60.0)
-    world.sweep()
+    world.sweep()  # the GPU's ticket, then the uncordon
     world.cluster.now += 86400
     second = open_incident(world.pipeline.container, "xid", node=NODE, gpu=5, evidence={"xid": 119})
     world.settle(second)
