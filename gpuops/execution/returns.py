@@ -153,6 +153,17 @@ def fault_check(session: Session, p: NodeProbation, window_s: float) -> Check:
     return Check("fault_fixed", True, f"{fault}: fixed by {', '.join(sorted(fixers & set(done)))}")
 
 
+def beyond_fixing(session: Session, p: NodeProbation) -> bool:
+    """Whether the probation's fault is one no remediation fixes (the part goes back to the vendor) and no
+    repair came since: watching the node for the probation's length can only confirm that it stays out, while
+    it holds the disruption budget for the next node's remediation. Such a probation is decided as soon as the
+    incident's plan is done."""
+    if p.reason.startswith(store.REPAIR_REASON):
+        return False
+    incident = session.get(Incident, p.incident_id)
+    return incident is not None and fault_of(incident)[1] == REPLACE
+
+
 def _returned_before(session: Session, p: NodeProbation, window_s: float) -> datetime | None:
     """When gpuops last returned this GPU (or, for a node-wide fault, this node) to service after an earlier
     remediation within `window_s`: a fault that comes back on the same part after its fix held through a
@@ -229,7 +240,8 @@ def due_probations(session: Session, *, shards: int, now: datetime) -> list[int]
     for p in session.scalars(select(NodeProbation).where(NodeProbation.status.in_(store.ACTIVE))
                              .order_by(NodeProbation.id)):
         if p.status == store.PROBATION:
-            if (seen is not None and seen >= p.due_at) or new_errors(session, p):
+            if (seen is not None and seen >= p.due_at) or new_errors(session, p) or (
+                    beyond_fixing(session, p) and not _thread_busy(session, p)):
                 due.append(p.id)
             continue
         action = session.get(Action, p.return_action_id if p.status == store.RETURNING else p.ticket_action_id)
@@ -255,7 +267,7 @@ def examine(uow: UnitOfWork, *, probation_id: int, deps: ExecutionDeps, shards: 
     errors = new_errors(session, p)
     if not errors:
         seen = _ts(examined_until(session, shards))
-        if seen is None or seen < p.due_at:
+        if (seen is None or seen < p.due_at) and not beyond_fixing(session, p):
             return ProbationOutcome(p.id, p.status, f"on probation until data time {p.due_at.isoformat()} is "
                                                     f"examined (examined: {seen.isoformat() if seen else 'nothing'})")
         if _thread_busy(session, p):

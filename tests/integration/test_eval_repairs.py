@@ -1,6 +1,7 @@
-"""`gpuops eval` with technicians: a GPU out of spare rows is cordoned, drained and ticketed, stays out while
-nobody has repaired it, and returns to service through a fresh probation once the technicians have replaced it
-(`repair_turnaround` after the ticket); without technicians it stays out to the end."""
+"""`gpuops eval` with technicians: a node whose GPU's PCIe link keeps replaying (no remediation fixes it, and the
+device plugin still gives the GPU out) is cordoned, drained and ticketed, stays out while nobody has repaired it,
+and returns to service through a fresh probation once the technicians have replaced it (`repair_turnaround`
+after the ticket); without technicians it stays out to the end."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def _scenario(tmp_path: Path, turnaround: str | None) -> Path:
     path.write_text(yaml.safe_dump({
         "name": "repairs", "seed": 5, "fleet": {"nodes": 6, "gpus_per_node": 4}, "duration": "4h", "step": "60s",
         "workloads": [{"type": "inference", "name": "chat", "replicas": 6, "gpus_per_replica": 1}],
-        "faults": [{"kind": "row_remap_exhaustion", "node": NODE, "gpu": 1, "at": "10m", "lead": "20m"}],
+        "faults": [{"kind": "pcie_replay_storm", "node": NODE, "gpu": 1, "at": "10m", "lead": "40m"}],
         "approval": "auto_approve", "repair_turnaround": turnaround,
     }))
     return path

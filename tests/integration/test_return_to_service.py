@@ -328,6 +328,26 @@ def test_a_row_remap_failure_whose_plan_opened_a_ticket_stays_out_on_that_ticket
     assert _incident(world, incident_id).status == "resolved"  # its plan handed the GPU to the vendor already
 
 
+def test_a_fault_no_remediation_fixes_is_kept_out_once_its_plan_is_done_and_frees_the_node_budget(
+        world: World) -> None:
+    incident_id = open_incident(world.pipeline.container, "row_remap", node=NODE,
+                                evidence={"metric": "DCGM_FI_DEV_ROW_REMAP_FAILURE", "value": 1.0})
+    world.settle(incident_id)  # cordon, drain, open_hardware_ticket
+    (probation,) = _read(world, NodeProbation, NodeProbation.hostname == NODE)
+
+    assert world.sweep() == [probation.id]  # no probation to wait out: only a new part returns it
+    (kept,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
+    assert kept.status == "kept_out" and "row-remap failure: no remediation fixes it" in kept.reason
+    assert world.cluster.nodes[NODE].unschedulable
+
+    # The one-node budget is not held for a node that waits for the humans: the next node's remediation runs now.
+    other = open_incident(world.pipeline.container, "xid", node=OTHER, evidence={"xid": 119})
+    world.settle(other)
+    assert world.cluster.nodes[OTHER].unschedulable and _leases(world, OTHER)
+    assert "reset_gpu" in {a.runbook for a in _read(world, Action, Action.incident_id == other,
+                                                     Action.status == "succeeded")}
+
+
 def _withhold(world: World, node: str, gpus: int) -> None:
     """The device plugin withholds `gpus` of the node's GPUs (it marked them unhealthy, or they left the bus)."""
     info = world.cluster.nodes[node]
