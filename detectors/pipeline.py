@@ -116,16 +116,26 @@ class JobMemory:
     labels: GpuLabels | None = None
     current: dict[tuple[str, int], str] = field(default_factory=dict)
     lost: dict[tuple[str, int], tuple[str, float]] = field(default_factory=dict)
+    pods: dict[tuple[str, int], str] = field(default_factory=dict)  # the pod each GPU holds now (namespace/name)
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """A memory pickled by an older version lacks the newer fields: they start empty (`pods` is filled again
+        when the labels next change)."""
+        self.__dict__.update(pods={})
+        self.__dict__.update(state)
 
     def observe(self, labels: GpuLabels, now: float) -> None:
         if self.labels is not None and (labels is self.labels or labels == self.labels):
             return
         from domain.jobs import job_of
 
-        current = {}
+        current, pods = {}, {}
         for host, gpu, pod, ns in zip(labels.hostname, labels.gpu, labels.pod, labels.namespace, strict=True):
+            if pod:
+                pods[(host, gpu)] = f"{ns}/{pod}" if ns else pod
             if job := job_of(pod, ns):
                 current[(host, gpu)] = job
+        self.pods = pods
         for key, job in self.current.items():
             if key not in current:
                 self.lost[key] = (job, now)
@@ -143,14 +153,22 @@ class JobMemory:
 def with_jobs(findings: list[Finding], labels: GpuLabels, jobs: JobMemory | None = None,
               now: float = 0.0) -> list[Finding]:
     """Add the GPU's job to each GPU finding's evidence, so that the incident service can tell one job's
-    troubles on many nodes from many independent ones. `jobs` carries what was known across cycles (see
+    troubles on many nodes from many independent ones, and `pod_now`, the pod that holds the GPU as the finding
+    is made (a GPU the device plugin withholds holds none). `jobs` carries what was known across cycles (see
     `JobMemory`) and is updated here."""
     jobs = JobMemory() if jobs is None else jobs
     jobs.observe(labels, now)
     out = []
     for f in findings:
-        job = None if f.gpu is None or "job" in f.evidence else jobs.job((f.hostname, f.gpu), now)
-        out.append(f if job is None else replace(f, evidence={**f.evidence, "job": job}))
+        if f.gpu is None:
+            out.append(f)
+            continue
+        extra: dict[str, str] = {}
+        if "job" not in f.evidence and (job := jobs.job((f.hostname, f.gpu), now)) is not None:
+            extra["job"] = job
+        if "pod_now" not in f.evidence and (pod := jobs.pods.get((f.hostname, f.gpu))) is not None:
+            extra["pod_now"] = pod
+        out.append(replace(f, evidence={**f.evidence, **extra}) if extra else f)
     return out
 
 

@@ -140,6 +140,11 @@ class LevelRule:
     _since: FloatArray = field(default_factory=lambda: np.zeros(0))  # when each slot's episode began (NaN: none)
     _count: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # samples in the episode
 
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """A rule pickled by an older version lacks the newer fields: they start from their defaults."""
+        self.__dict__.update(_since=np.zeros(0), _count=np.zeros(0, dtype=np.int64), hold_s=0.0, min_samples=3)
+        self.__dict__.update(state)
+
     def update(self, view: CycleView) -> list[Finding]:
         arr = view.metric(self.metric)
         if arr is None:

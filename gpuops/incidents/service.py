@@ -329,14 +329,24 @@ def _held_out(session: Session, hostname: str | None) -> bool:
 
 def _withheld_by(session: Session, f: Finding, known: dict[str, dict[int, NodeProbation]]) -> Incident | None:
     """The incident whose node returned to service without the finding's GPU (withheld by the device plugin, on
-    an open hardware ticket, for however long the repair takes), if it is such a GPU. `known` keeps each node's
-    withheld GPUs once read."""
+    an open hardware ticket, for however long the repair takes), if it is such a GPU and no pod holds it now.
+    `known` keeps each node's withheld GPUs once read."""
     if f.hostname is None or f.gpu is None:
         return None
     if f.hostname not in known:
         known[f.hostname] = withheld_gpus(session, f.hostname)
     returned = known[f.hostname].get(f.gpu)
-    return session.get(Incident, returned.incident_id) if returned is not None else None
+    if returned is None:
+        return None
+    if f.evidence.get("pod_now") and (returned.finished_at is None or _dt(f.ts) >= _aware(returned.finished_at)):
+        # a pod holds the GPU since the node returned without it: the device plugin gives it out again (it
+        # restarted, and offers every GPU it finds), so its fault is no longer kept away from work
+        return None
+    return session.get(Incident, returned.incident_id)
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def _fleet_event(session: Session, f: Finding, at: datetime, config: IncidentConfig) -> Incident | None:

@@ -399,6 +399,26 @@ def test_a_node_whose_failed_gpu_is_withheld_returns_with_the_rest_and_the_gpu_o
     assert not world.cluster.nodes[NODE].unschedulable
 
 
+def test_a_withheld_gpu_that_a_pod_holds_again_is_no_longer_kept_away_from_work(world: World) -> None:
+    """The device plugin keeps a GPU's unhealthy mark only until it restarts; then it offers every GPU it finds.
+    A finding on the withheld GPU while a pod holds it is the fault meeting work again: it reopens the incident,
+    which plans for the node once more, instead of being filed away with it."""
+    incident_id, _ = _remediated(world)
+    _withhold(world, NODE, 1)
+    world.examined(PROBATION_S + 60)
+    world.sweep()
+    assert not world.cluster.nodes[NODE].unschedulable
+
+    world.cluster.now += 3600
+    _new_finding(world, NODE, 2, world.cluster.now, xid=119)  # nothing runs on it: kept with the incident
+    assert _incident(world, incident_id).status == "resolved"
+    _withhold(world, NODE, 0)  # the plugin restarted and gives GPU 2 out again; a pod took it
+    _new_finding(world, NODE, 2, world.cluster.now + 60, xid=119, pod_now="ml/train-3")
+    assert [i.id for i in _read(world, Incident)] == [incident_id]
+    assert _incident(world, incident_id).status == "open"
+    assert any("recurred after resolution" in m for m in _timeline(world, incident_id))
+
+
 def test_a_node_two_gpus_short_stays_out(world: World) -> None:
     incident_id, probation = _remediated(world)
     _withhold(world, NODE, 2)  # one more GPU than the incident's is gone: not explained by its fault

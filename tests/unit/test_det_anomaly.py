@@ -257,5 +257,8 @@ def test_a_finding_after_its_pod_died_keeps_the_job_the_gpu_just_had() -> None:
     ecc = Finding(ts=110.0, hostname="gpu-node-001", gpu=0, uuid="GPU-0", kind="ecc", severity="critical",
                   score=1.0, detector="test", evidence={})
     assert with_jobs([ecc], gone, memory, now=115.0)[0].evidence["job"] == "ml/train-0"
+    assert "pod_now" not in with_jobs([ecc], gone, memory, now=115.0)[0].evidence  # no pod holds it now
+    held = with_jobs([replace(ecc, gpu=1, uuid="GPU-1")], gone, memory, now=115.0)[0].evidence
+    assert held["pod_now"] == f"{running.namespace[1]}/{running.pod[1]}"
     later = replace(ecc, ts=100.0 + JOB_MEMORY_S + 60)
     assert "job" not in with_jobs([later], gone, memory, now=later.ts)[0].evidence  # long idle: no job

@@ -9,7 +9,7 @@ from detectors import metrics as m
 from detectors.findings import Finding
 from detectors.frame import FleetFrame
 from detectors.pipeline import DetectionCycle
-from detectors.rules import default_rules
+from detectors.rules import LevelRule, default_rules
 from detectors.xid import XID_CATALOGUE, lookup
 from tests.unit import det_synth
 
@@ -251,3 +251,24 @@ def test_a_cycle_saved_before_a_rule_existed_gains_it_when_restored() -> None:
     names = [s.name for s in DetectionCycle.from_state(old.state_bytes()).stages]
     assert sorted(names) == sorted(s.name for s in default_stages())
     assert names.index("rules.pcie_replay_rate") < names.index("fabric")  # with the rules, before the models
+
+
+def test_a_level_rule_and_a_job_memory_pickled_before_their_newer_fields_restore_and_run() -> None:
+    import pickle
+
+    from detectors.pipeline import JobMemory
+
+    rule = next(s for s in default_rules() if s.name == "rules.temp_throttle")
+    state = dict(rule.__dict__)
+    for name in ("_since", "_count", "hold_s", "min_samples"):
+        del state[name]
+    old = LevelRule.__new__(LevelRule)
+    old.__dict__.update(state)
+    restored = pickle.loads(pickle.dumps(old))
+    ts, met, gpus, nodes, nm = det_synth.healthy()
+    met[m.GPU_TEMP][7, 30:40] = 89.0
+    found = DetectionCycle(stages=[restored]).update(det_synth.frame(ts, met, gpus, nodes, nm))
+    assert [(f.gpu, f.ts) for f in found] == [(7, ts[30])] and restored.hold_s == 0.0
+    memory = JobMemory()
+    del memory.__dict__["pods"]
+    assert pickle.loads(pickle.dumps(memory)).pods == {}
