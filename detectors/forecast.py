@@ -374,13 +374,12 @@ class FailureForecast:
             signals = [name for name, agrees in (
                 ("temp_above_own_at_equal_power", climbing),
                 ("temp_rising_at_constant_power", runaway)) if agrees]
-            if runaway:
-                # the thermal resistance was watched climbing through the whole settled history (half an hour
-                # at least, still climbing over its later half) before this single report (one per episode):
-                # it has persisted already, and the incident service needs no repeats of it
-                return {**physics, "corroborated": True, "persistent": True, "signals": signals}
             if signals:
-                return {**physics, "corroborated": True, "signals": signals}
+                # a runaway was watched climbing through the whole settled history (half an hour at least, still
+                # climbing over its later half) before this single report (one per episode): it has persisted
+                # already, and the incident service needs no repeats of it
+                return {**physics, "corroborated": True, **({"persistent": True} if runaway else {}),
+                        "signals": signals}
             power_limit = _power_limit(view, state, row, j)
             reach = state.thermal.reachable(slot, power_limit)
             if reach is None or reach < limit:

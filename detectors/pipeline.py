@@ -119,10 +119,10 @@ class JobMemory:
     pods: dict[tuple[str, int], str] = field(default_factory=dict)  # the pod each GPU holds now (namespace/name)
 
     def __setstate__(self, state: dict[str, object]) -> None:
-        """A memory pickled by an older version lacks the newer fields: they start empty (`pods` is filled again
-        when the labels next change)."""
-        self.__dict__.update(pods={})
+        """A memory pickled before `pods` existed works it out again from the labels at the next `observe`."""
         self.__dict__.update(state)
+        if "pods" not in state:
+            self.pods, self.labels = {}, None
 
     def observe(self, labels: GpuLabels, now: float) -> None:
         if self.labels is not None and (labels is self.labels or labels == self.labels):

@@ -5,7 +5,7 @@ the last values it saw per GPU slot."""
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Protocol
 
 import numpy as np
@@ -142,7 +142,9 @@ class LevelRule:
 
     def __setstate__(self, state: dict[str, object]) -> None:
         """A rule pickled by an older version lacks the newer fields: they start from their defaults."""
-        self.__dict__.update(_since=np.zeros(0), _count=np.zeros(0, dtype=np.int64), hold_s=0.0, min_samples=3)
+        for f in fields(self):
+            if f.name not in state:
+                setattr(self, f.name, f.default_factory() if f.default is MISSING else f.default)  # type: ignore[operator]
         self.__dict__.update(state)
 
     def update(self, view: CycleView) -> list[Finding]:

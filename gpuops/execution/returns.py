@@ -182,15 +182,16 @@ def _returned_before(session: Session, p: NodeProbation, window_s: float) -> dat
 # -- what showed since the remediation ------------------------------------------------------------------------
 
 
-def new_errors(session: Session, p: NodeProbation) -> list[Check]:
+def new_errors(session: Session, p: NodeProbation, withheld: Sequence[int] | None = None) -> list[Check]:
     """Hardware findings and other incidents on the node since its probation started (empty when none). A
     suspicion no second signal confirmed (a node's exporter falling silent for a scrape or two) is not an error,
-    and neither is what a GPU the node returned to service without goes on reporting while it waits for repair."""
-    withheld = set(store.withheld_gpus(session, p.hostname)) - {p.gpu}
+    and neither is what a GPU the node returned to service without goes on reporting while it waits for repair
+    (`withheld`: those GPUs besides the probation's own, read from the store when not given)."""
+    skip = set(store.withheld_gpus(session, p.hostname)) - {p.gpu} if withheld is None else set(withheld)
     findings = [f for f in session.scalars(select(FindingRecord).where(
         FindingRecord.hostname == p.hostname, FindingRecord.ts > p.started_at,
         FindingRecord.kind.in_(HARDWARE_KINDS), FindingRecord.severity != "info")
-        .order_by(FindingRecord.ts).limit(200)) if is_corroborated(f.evidence) and f.gpu not in withheld][:5]
+        .order_by(FindingRecord.ts).limit(200)) if is_corroborated(f.evidence) and f.gpu not in skip][:5]
     incidents = session.scalars(select(Incident).where(
         Incident.hostname == p.hostname, Incident.opened_at > p.started_at, Incident.id != p.incident_id)
         .order_by(Incident.id).limit(5)).all()
@@ -264,7 +265,8 @@ def examine(uow: UnitOfWork, *, probation_id: int, deps: ExecutionDeps, shards: 
         raise NotFound(f"probation {probation_id} does not exist")
     if p.status != store.PROBATION:
         return _standing(session, p)
-    errors = new_errors(session, p)
+    already = sorted(g for g in store.withheld_gpus(session, p.hostname) if g != p.gpu)
+    errors = new_errors(session, p, already)
     if not errors:
         seen = _ts(examined_until(session, shards))
         if (seen is None or seen < p.due_at) and not beyond_fixing(session, p):
@@ -272,7 +274,6 @@ def examine(uow: UnitOfWork, *, probation_id: int, deps: ExecutionDeps, shards: 
                                                     f"examined (examined: {seen.isoformat() if seen else 'nothing'})")
         if _thread_busy(session, p):
             return ProbationOutcome(p.id, p.status, f"incident {p.incident_id}'s plan is still under way")
-    already = sorted(g for g in store.withheld_gpus(session, p.hostname) if g != p.gpu)
     checks = errors or [fault_check(session, p, deps.policy.repeat_window_s),
                         *node_checks(deps, p.hostname, already)]
     if diagnostics is not None and all(c.ok for c in checks):  # a node failing already is not diagnosed
@@ -295,7 +296,7 @@ def examine(uow: UnitOfWork, *, probation_id: int, deps: ExecutionDeps, shards: 
         failed = [c for c in checks if not c.ok and c.name not in store.WITHHELD_EXCUSES]
     p.checks = [asdict(c) for c in checks]
     if failed:
-        return _keep_out(uow, p, failed, deps)
+        return _keep_out(uow, p, failed, deps, already)
     if found is not None and _gpu_ticket(session, p) is None:
         return _ticket_then_return(uow, p, deps)
     return _return(uow, p, deps)
@@ -386,7 +387,8 @@ def _return(uow: UnitOfWork, p: NodeProbation, deps: ExecutionDeps) -> Probation
     return ProbationOutcome(p.id, p.status, p.reason)
 
 
-def _keep_out(uow: UnitOfWork, p: NodeProbation, failed: list[Check], deps: ExecutionDeps) -> ProbationOutcome:
+def _keep_out(uow: UnitOfWork, p: NodeProbation, failed: list[Check], deps: ExecutionDeps,
+              withheld: Sequence[int]) -> ProbationOutcome:
     """A check failed: the node stays out and an RMA request is recorded, unless one is open for the node
     already (for a node back in service without a withheld GPU, one for this probation's GPU or incident: the
     withheld GPU's ticket says nothing of this one). The incident goes to a human, unless its own plan already
@@ -395,7 +397,6 @@ def _keep_out(uow: UnitOfWork, p: NodeProbation, failed: list[Check], deps: Exec
     reason = f"{p.hostname} stays out of service: probation failed: " + "; ".join(
         f"{c.name}: {c.detail}" for c in failed)
     p.reason = reason[:2000]
-    withheld = set(store.withheld_gpus(session, p.hostname)) - {p.gpu}
     existing = _gpu_ticket(session, p) if withheld else store.open_ticket(session, p.hostname)
     if existing is None or existing.incident_id != p.incident_id:
         _escalate(session, p, now, reason[:500])

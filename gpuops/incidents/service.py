@@ -338,15 +338,11 @@ def _withheld_by(session: Session, f: Finding, known: dict[str, dict[int, NodePr
     returned = known[f.hostname].get(f.gpu)
     if returned is None:
         return None
-    if f.evidence.get("pod_now") and (returned.finished_at is None or _dt(f.ts) >= _aware(returned.finished_at)):
+    if f.evidence.get("pod_now") and (returned.finished_at is None or _dt(f.ts) >= returned.finished_at):
         # a pod holds the GPU since the node returned without it: the device plugin gives it out again (it
         # restarted, and offers every GPU it finds), so its fault is no longer kept away from work
         return None
     return session.get(Incident, returned.incident_id)
-
-
-def _aware(at: datetime) -> datetime:
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def _fleet_event(session: Session, f: Finding, at: datetime, config: IncidentConfig) -> Incident | None:

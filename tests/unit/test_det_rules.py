@@ -270,5 +270,11 @@ def test_a_level_rule_and_a_job_memory_pickled_before_their_newer_fields_restore
     found = DetectionCycle(stages=[restored]).update(det_synth.frame(ts, met, gpus, nodes, nm))
     assert [(f.gpu, f.ts) for f in found] == [(7, ts[30])] and restored.hold_s == 0.0
     memory = JobMemory()
+    memory.observe(gpus, 0.0)
     del memory.__dict__["pods"]
-    assert pickle.loads(pickle.dumps(memory)).pods == {}
+    old_memory = pickle.loads(pickle.dumps(memory))
+    assert old_memory.pods == {}
+    old_memory.observe(gpus, 1.0)  # the same labels as before it was saved: its pods are worked out all the same
+    fresh = JobMemory()
+    fresh.observe(gpus, 1.0)
+    assert fresh.pods and old_memory.pods == fresh.pods
