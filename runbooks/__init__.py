@@ -50,6 +50,7 @@ def default_catalogue(settings: RunbookSettings | None = None) -> Catalogue:
     from runbooks import (
         cordon,
         drain,
+        fence_gpu,
         hardware_ticket,
         notify,
         reboot,
@@ -66,6 +67,7 @@ def default_catalogue(settings: RunbookSettings | None = None) -> Catalogue:
             cordon.UNCORDON,
             drain.DRAIN,
             reset_gpu.RESET,
+            fence_gpu.FENCE,
             reboot.REBOOT,
             reschedule.RESCHEDULE,
             restart_pod.RESTART,

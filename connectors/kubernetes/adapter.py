@@ -225,13 +225,13 @@ def replica_start(pod: Any) -> ReplicaStart:
 
 
 def node_request(obj: object) -> NodeRequest:
-    """A NodeRequest from a GPUReset / NodeReboot custom object (a dict)."""
+    """A NodeRequest from a GPUReset / GPUFence / NodeReboot custom object (a dict)."""
     if not isinstance(obj, dict) or not isinstance(obj.get("metadata"), dict):
         raise InvalidRequest(f"the API server returned a malformed request object: {obj!r:.200}")
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
     phase: RequestPhase = _PHASES.get(str(status.get("phase") or "Pending"), "Unknown")
     return NodeRequest(
-        kind="GPUReset" if obj.get("kind") == "GPUReset" else "NodeReboot",
+        kind=obj["kind"] if obj.get("kind") in ("GPUReset", "GPUFence") else "NodeReboot",
         name=obj["metadata"]["name"],
         node=spec.get("nodeName", ""),
         gpu=spec.get("gpu"),
@@ -605,6 +605,13 @@ class KubernetesCluster:
 
     def get_gpu_reset(self, name: str) -> NodeRequest:
         return self._get_request(notes.GPU_RESETS, name)
+
+    def request_gpu_fence(self, node: str, gpu: int, *, name: str | None = None) -> NodeRequest:
+        name = name or f"{node}-gpu{gpu}-{uuid.uuid4().hex[:8]}"
+        return self._create_request(notes.GPU_FENCES, "GPUFence", name, {"nodeName": node, "gpu": gpu})
+
+    def get_gpu_fence(self, name: str) -> NodeRequest:
+        return self._get_request(notes.GPU_FENCES, name)
 
     def request_node_reboot(self, node: str, *, name: str | None = None) -> NodeRequest:
         name = name or f"{node}-{uuid.uuid4().hex[:8]}"

@@ -23,9 +23,11 @@ REQUEST_VERSION = "v1alpha1"
 GPU_RESETS = "gpuresets"
 NODE_REBOOTS = "nodereboots"
 NODE_VALIDATIONS = "nodevalidations"
+GPU_FENCES = "gpufences"
 NODE_LABEL = "gpuops.io/node"
 """On every request gpuops creates: its spec.nodeName, so an agent on a cluster without selectable fields on custom
 resources (before Kubernetes 1.31) selects its own by label."""
-REQUEST_PLURALS = {"GPUReset": GPU_RESETS, "NodeReboot": NODE_REBOOTS, "NodeValidation": NODE_VALIDATIONS}
+REQUEST_PLURALS = {"GPUReset": GPU_RESETS, "NodeReboot": NODE_REBOOTS, "NodeValidation": NODE_VALIDATIONS,
+                   "GPUFence": GPU_FENCES}
 """The node agent's request kinds and their plurals (runbooks/NODE_AGENT.md)."""
 GPU_RESOURCE = "nvidia.com/gpu"

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from connectors.kubernetes import annotations as notes
 from connectors.kubernetes.errors import (
@@ -282,13 +283,14 @@ class InMemoryCluster:
 
     # ---------------------------------------------------------------- requests and events
 
-    def _request(self, kind: str, name: str, node: str, gpu: int | None) -> NodeRequest:
+    def _request(self, kind: Literal["GPUReset", "GPUFence", "NodeReboot"], name: str, node: str,
+                 gpu: int | None) -> NodeRequest:
         existing = self.requests.get(name)
         if existing is not None:
             if (existing.kind, existing.node, existing.gpu) != (kind, node, gpu):
                 raise AlreadyExists(f"{kind} {name} exists for another target; choose another request name.")
             return existing
-        request = NodeRequest("GPUReset" if kind == "GPUReset" else "NodeReboot", name, node, gpu, "Pending")
+        request = NodeRequest(kind, name, node, gpu, "Pending")
         if node not in self.nodes:  # the API accepts it; the node agent then fails it
             request = dataclasses.replace(request, phase="Failed", message=f"node {node} not found")
         self.requests[name] = request
@@ -297,6 +299,12 @@ class InMemoryCluster:
 
     def request_gpu_reset(self, node: str, gpu: int, *, name: str | None = None) -> NodeRequest:
         return self._request("GPUReset", name or f"{node}-gpu{gpu}-{uuid.uuid4().hex[:8]}", node, gpu)
+
+    def request_gpu_fence(self, node: str, gpu: int, *, name: str | None = None) -> NodeRequest:
+        return self._request("GPUFence", name or f"{node}-gpu{gpu}-{uuid.uuid4().hex[:8]}", node, gpu)
+
+    def get_gpu_fence(self, name: str) -> NodeRequest:
+        return self._get_request("GPUFence", name)
 
     def request_node_reboot(self, node: str, *, name: str | None = None) -> NodeRequest:
         return self._request("NodeReboot", name or f"{node}-{uuid.uuid4().hex[:8]}", node, None)
@@ -319,6 +327,10 @@ class InMemoryCluster:
         self.requests[name] = dataclasses.replace(
             current, phase="Failed" if phase == "Failed" else "Succeeded", message=message
         )
+        node = self.nodes.get(current.node)
+        if current.kind == "GPUFence" and phase != "Failed" and not current.finished and node is not None:
+            # the device plugin, restarted, no longer lists the fenced GPU
+            self.nodes[current.node] = dataclasses.replace(node, gpu_allocatable=max(0, node.gpu_allocatable - 1))
         return self.requests[name]
 
     def request_node_validation(

@@ -132,9 +132,9 @@ class ReplicaStart:
 
 @dataclass(frozen=True)
 class NodeRequest:
-    """A GPUReset or NodeReboot request and what the node agent reported about it."""
+    """A GPUReset, GPUFence or NodeReboot request and what the node agent reported about it."""
 
-    kind: Literal["GPUReset", "NodeReboot"]
+    kind: Literal["GPUReset", "GPUFence", "NodeReboot"]
     name: str
     node: str
     gpu: int | None

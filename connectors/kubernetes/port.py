@@ -87,6 +87,13 @@ class ClusterPort(Protocol):
 
     def get_gpu_reset(self, name: str) -> NodeRequest: ...
 
+    def request_gpu_fence(self, node: str, gpu: int, *, name: str | None = None) -> NodeRequest:
+        """Create a GPUFence request (idempotent for a given name): the node agent takes the GPU from the device
+        plugin until the node's driver reloads."""
+        ...
+
+    def get_gpu_fence(self, name: str) -> NodeRequest: ...
+
     def request_node_reboot(self, node: str, *, name: str | None = None) -> NodeRequest:
         """Create a NodeReboot request (idempotent for a given name)."""
         ...

@@ -22,6 +22,7 @@ SETTING_OPTIONS = {
     "nvidia_smi": "nvidia-smi's path and leading arguments",
     "dcgmi": "dcgmi's path and leading arguments",
     "reboot_command": "the command that reboots the host",
+    "plugin_restart_command": "the command that restarts the device plugin after a GPU is fenced off",
     "diag_level": "dcgmi diag -r LEVEL when a NodeValidation names none",
     "query_timeout_s": "seconds for an nvidia-smi query",
     "reset_timeout_s": "seconds for nvidia-smi --gpu-reset",

@@ -20,9 +20,9 @@ from gpuops.policy import PolicyConfig
 from gpuops.store.audit import append_event
 from gpuops.store.models import Action, HardwareTicket, Incident, NodeProbation
 
-PROBATION, RETURNING, TICKETING = "probation", "returning", "ticketing"
+PROBATION, FENCING, RETURNING, TICKETING = "probation", "fencing", "returning", "ticketing"
 RETURNED, RELEASED, KEPT_OUT, REPAIRED = "returned", "released", "kept_out", "repaired"
-ACTIVE = (PROBATION, RETURNING, TICKETING)
+ACTIVE = (PROBATION, FENCING, RETURNING, TICKETING)
 FINISHED = (RETURNED, RELEASED, KEPT_OUT, REPAIRED)
 REPAIR_REASON = "hardware repaired"  # a probation's reason after a repair: the replaced part fixed the fault
 WITHHELD = "gpu_withheld"  # the check that let a node return without the one GPU the device plugin withholds
@@ -160,9 +160,10 @@ def mark_repaired(session: Session, *, node: str, by: str, note: str, config: Po
 
 
 def probation_of_action(session: Session, action_id: int) -> int | None:
-    """The probation whose uncordon or ticket `action_id` is, if it is one."""
+    """The probation whose fence, uncordon or ticket `action_id` is, if it is one."""
     return session.scalar(select(NodeProbation.id).where(
-        (NodeProbation.return_action_id == action_id) | (NodeProbation.ticket_action_id == action_id)))
+        (NodeProbation.return_action_id == action_id) | (NodeProbation.ticket_action_id == action_id)
+        | (NodeProbation.fence_action_id == action_id)))
 
 
 def record(session: Session, probation: NodeProbation, *, kind: str, message: str, now: datetime,

@@ -16,11 +16,16 @@ stays out, the incident is escalated naming the failed checks, and an `open_hard
 RMA request. The incident's timeline and the audit trail say which and why.
 
 One failure returns the node all the same: a one-GPU fault whose GPU the device plugin withholds (it marks a GPU
-unhealthy after a non-application XID, and a GPU off the bus is not there to give) while the rest of the node
-passes. The node returns with its other GPUs, the withheld one on an RMA request: no new pod can be given that GPU,
-and an 8-GPU node earns with 7 for the days the replacement takes instead of with none. It needs the node to
-withhold exactly one GPU, the incident's (allocatable one short of capacity; a node agent's diagnostic of the
-other GPUs where one is wired), and nothing else to fail but the fault's own fix."""
+unhealthy after a non-application XID, a GPU off the bus is not there to give, and gpuops may have fenced it
+off) while the rest of the node passes. The node returns with its other GPUs, the withheld one on an RMA request:
+no new pod can be given that GPU, and an 8-GPU node earns with 7 for the days the replacement takes instead of
+with none. It needs the node to withhold exactly one GPU, the incident's (allocatable one short of capacity; a
+node agent's diagnostic of the other GPUs where one is wired), and nothing else to fail but the fault's own fix.
+
+A GPU that needs replacing but that the device plugin still gives to pods (a thermal runaway of its cooling, a PCIe
+replay storm, an SBE storm) is fenced off first: the probation proposes `fence_gpu` (the node agent puts the GPU in
+the driver's drain state and restarts the device plugin), and once that is verified the node is examined again,
+one GPU short, and returns without it as above. A fence that fails or is refused leaves the node out, as before."""
 
 from __future__ import annotations
 
@@ -227,7 +232,8 @@ def _thread_busy(session: Session, p: NodeProbation) -> bool:
         return True
     return session.scalar(select(Action.id).where(
         Action.incident_id == p.incident_id, Action.status.in_(ActionStatus.OPEN | ActionStatus.RUNNING),
-        Action.id.not_in([i for i in (p.return_action_id, p.ticket_action_id) if i is not None])).limit(1)) is not None
+        Action.id.not_in([i for i in (p.return_action_id, p.ticket_action_id, p.fence_action_id)
+                          if i is not None])).limit(1)) is not None
 
 
 # -- the sweep's question and the step ------------------------------------------------------------------------
@@ -245,7 +251,7 @@ def due_probations(session: Session, *, shards: int, now: datetime) -> list[int]
                     beyond_fixing(session, p) and not _thread_busy(session, p)):
                 due.append(p.id)
             continue
-        action = session.get(Action, p.return_action_id if p.status == store.RETURNING else p.ticket_action_id)
+        action = session.get(Action, _action_of(p))
         if action is None or action.status not in (ActionStatus.AWAITING_APPROVAL, *ActionStatus.RUNNING) or (
                 action.status in ActionStatus.RUNNING and action.claim_expires_at is not None
                 and action.claim_expires_at <= now):
@@ -283,6 +289,9 @@ def examine(uow: UnitOfWork, *, probation_id: int, deps: ExecutionDeps, shards: 
         if waiting:
             return ProbationOutcome(p.id, p.status, "; ".join(c.detail for c in waiting))
     failed = [c for c in checks if not c.ok]
+    if failed and not errors and _fenceable(session, deps, p, checks):
+        p.checks = [asdict(c) for c in checks]
+        return _fence(uow, p, deps)
     found = _withheld_gpu(session, deps, p, failed, already) if failed and not errors else None
     if found is not None:
         checks.append(found[0])
@@ -329,6 +338,42 @@ def _withheld_gpu(session: Session, deps: ExecutionDeps, p: NodeProbation, faile
     return Check(store.WITHHELD, True, f"GPU {p.gpu} is withheld by the device plugin ({info.gpu_allocatable}/"
                                  f"{info.gpu_capacity} allocatable): {p.hostname} returns with the other "
                                  f"{info.gpu_allocatable}, GPU {p.gpu} on a hardware ticket"), info.gpu_capacity
+
+
+def _fenceable(session: Session, deps: ExecutionDeps, p: NodeProbation, checks: list[Check]) -> bool:
+    """Whether the probation's GPU should be fenced off so that the node can return with its other GPUs: the fault
+    is one GPU's and needs the part replaced (not a port's: a fabric fault is the HCA's, which a fence does not
+    touch), its fix is all that failed, the device plugin still gives that GPU to pods, the incident is gpuops'
+    still, and no fence was tried for this probation yet."""
+    if not deps.policy.fence_gpus or p.gpu is None or p.fence_action_id is not None or p.reason.startswith(
+            store.REPAIR_REASON):
+        return False
+    if [c.name for c in checks if not c.ok] != ["fault_fixed"]:
+        return False  # anything else failing (the node not Ready, a GPU already missing, a diagnostic) keeps it out
+    incident = session.get(Incident, p.incident_id)
+    if incident is None or incident.status == IncidentStatus.ESCALATED or incident.family == "fabric":
+        return False
+    if incident.gpu is not None and incident.gpu != p.gpu:
+        return False
+    return fault_of(incident)[1] == REPLACE
+
+
+def _fence(uow: UnitOfWork, p: NodeProbation, deps: ExecutionDeps) -> ProbationOutcome:
+    """Propose the fence of the probation's GPU; when it has run, `conclude` puts the probation back to be examined
+    (one GPU short, it returns without that GPU), or, failed, to be kept out."""
+    session, now = uow.session, _now(deps)
+    incident = session.get(Incident, p.incident_id)
+    fault = fault_of(incident)[0] if incident else "a fault no remediation fixes"
+    plan = Plan(runbook="fence_gpu", targets=(Target.parse(f"gpu/{p.hostname}/{p.gpu}"),), params={
+        "reason": f"gpuops probation {p.id}: GPU {p.gpu} needs replacing ({fault}); the node returns without it"[:500]})
+    outcome = propose(uow, proposal=Proposal(p.incident_id, plan, f"{_summary(p)}"[:2000], PLANNER), deps=deps)
+    p.fence_action_id = outcome.action_id
+    p.status = store.FENCING
+    store.record(session, p, kind="probation.fencing", now=now, data={"checks": p.checks},
+                 message=f"{p.hostname} GPU {p.gpu} needs replacing ({fault}) and the device plugin still offers "
+                         f"it; fence_gpu proposed as action {outcome.action_id}: {outcome.status}, then the node "
+                         "returns with its other GPUs")
+    return ProbationOutcome(p.id, p.status, "fence of the GPU proposed", outcome.action_id, outcome.status, True)
 
 
 def _gpu_ticket(session: Session, p: NodeProbation) -> HardwareTicket | None:
@@ -424,14 +469,22 @@ def conclude(uow: UnitOfWork, *, probation_id: int, now: datetime) -> ProbationO
     p = session.get(NodeProbation, probation_id)
     if p is None:
         raise NotFound(f"probation {probation_id} does not exist")
-    if p.status not in (store.RETURNING, store.TICKETING):
+    if p.status not in (store.FENCING, store.RETURNING, store.TICKETING):
         return _standing(session, p)
-    action = session.get(Action, p.return_action_id if p.status == store.RETURNING else p.ticket_action_id)
+    action = session.get(Action, _action_of(p))
     status = action.status if action is not None else "gone"
     if status not in ActionStatus.FINISHED and action is not None:
         return _standing(session, p)
     detail = "" if action is None else (action.error or "; ".join(action.verdict.get("reasons", [])))
-    if p.status == store.TICKETING and store.withholds_gpu(p.checks):
+    if p.status == store.FENCING:  # examined again either way: one GPU short it returns, else it stays out
+        p.status, p.due_at = store.PROBATION, now
+        done = status == ActionStatus.SUCCEEDED
+        store.record(session, p, kind="probation.fenced" if done else "probation.fence_failed", now=now,
+                     message=f"{p.hostname} GPU {p.gpu} " + (
+                         f"fenced off (action {p.fence_action_id}); the node returns with its other GPUs" if done
+                         else f"not fenced: fence_gpu (action {p.fence_action_id}) {status}"
+                              f"{': ' + detail if detail else ''}; the node stays out for the repair"))
+    elif p.status == store.TICKETING and store.withholds_gpu(p.checks):
         if status == ActionStatus.SUCCEEDED:
             p.status, p.due_at = store.PROBATION, now  # examined again: the ticket is open, the node returns
             store.record(session, p, kind="probation.ticketed", now=now,
@@ -473,9 +526,14 @@ def _without(p: NodeProbation) -> str:
     return f", without GPU {p.gpu} (withheld by the device plugin, on a hardware ticket)"
 
 
+def _action_of(p: NodeProbation) -> int | None:
+    """The action a probation past its examination waits for: its fence, its uncordon or its ticket."""
+    return {store.FENCING: p.fence_action_id, store.RETURNING: p.return_action_id,
+            store.TICKETING: p.ticket_action_id}.get(p.status)
+
+
 def _standing(session: Session, p: NodeProbation) -> ProbationOutcome:
-    action_id = p.return_action_id if p.status == store.RETURNING else p.ticket_action_id \
-        if p.status == store.TICKETING else None
+    action_id = _action_of(p)
     action = session.get(Action, action_id) if action_id is not None else None
     return ProbationOutcome(p.id, p.status, p.reason, action_id, action.status if action is not None else None)
 

@@ -34,8 +34,8 @@ STALLS_JOBS = frozenset({FindingKind.FABRIC, FindingKind.GPU_LOST, FindingKind.N
 JOB_HOSTS_LOOKBACK_S = 3600.0
 EPISODE_KINDS = frozenset({FindingKind.STRAGGLER, FindingKind.HUNG_JOB, FindingKind.OVERLOAD})
 # What gpuops' own actions do to a node or a job, for a while after they ran: a reboot takes the node NotReady and
-# its GPUs out of the exporter, a reset drops the GPU, a drain or a restart moves pods and stalls the job while
-# it restarts. These are expected and attributed to the action's incident, never new incidents.
+# its GPUs out of the exporter, a reset drops the GPU (a fence hides it), a drain or a restart moves pods and
+# stalls the job while it restarts. These are expected and attributed to the action's incident, never new incidents.
 OWN_EFFECT_WINDOW_S = 1800.0
 OWN_EFFECTS: dict[str, frozenset[str]] = {
     "reboot_node": frozenset({FindingKind.NODE_NOT_READY, FindingKind.GPU_LOST, FindingKind.ANOMALY,
@@ -44,6 +44,7 @@ OWN_EFFECTS: dict[str, frozenset[str]] = {
                             FindingKind.HUNG_JOB}),
     "drain_node": frozenset({FindingKind.ANOMALY, FindingKind.POWER, FindingKind.STRAGGLER, FindingKind.HUNG_JOB}),
     "cordon_node": frozenset({FindingKind.ANOMALY, FindingKind.POWER}),
+    "fence_gpu": frozenset({FindingKind.GPU_LOST}),  # an exporter restarted after the fence no longer sees it
     "restart_pod": frozenset({FindingKind.ANOMALY, FindingKind.POWER, FindingKind.STRAGGLER, FindingKind.HUNG_JOB}),
     "reschedule_pods": frozenset({FindingKind.ANOMALY, FindingKind.POWER, FindingKind.STRAGGLER,
                                   FindingKind.HUNG_JOB}),

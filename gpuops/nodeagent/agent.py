@@ -1,4 +1,4 @@
-"""The node agent: carries out its own node's GPUReset, NodeReboot and NodeValidation requests
+"""The node agent: carries out its own node's GPUReset, GPUFence, NodeReboot and NodeValidation requests
 (runbooks/NODE_AGENT.md) and reports in their status.
 
 A request is taken once: the agent claims it by writing `Running` with the resourceVersion it read, so a second
@@ -175,7 +175,7 @@ class NodeAgent:
                 f"the node agent restarted in the same boot ({now or 'unknown boot id'}): the reboot did not "
                 "happen; gpuops creates a new request if it still wants one"
             ), {}
-        what = "reset" if item.kind == "GPUReset" else "diagnostic"
+        what = {"GPUReset": "reset", "GPUFence": "fence"}.get(item.kind, "diagnostic")
         return "Failed", (
             f"the node agent stopped while the {what} ran; its outcome is unknown and it is not repeated "
             "(gpuops creates a new request if it still wants one)"
@@ -202,6 +202,8 @@ class NodeAgent:
         try:
             if kind == "GPUReset":
                 outcome: Outcome | None = self._reset(claimed)
+            elif kind == "GPUFence":
+                outcome = self._fence(claimed)
             elif kind == "NodeReboot":
                 outcome = self._reboot(claimed)
             else:
@@ -269,18 +271,9 @@ class NodeAgent:
             return "Failed", str(exc), {}
         if gpu not in uuids:
             return "Failed", f"node {self.node} has no GPU {gpu}", {}
-        apps = self._command(smi, "--query-compute-apps=gpu_uuid,pid,process_name", "--format=csv,noheader",
-                             timeout_s=timeout)
-        if not apps.ok:
-            return "Failed", f"nvidia-smi cannot list the compute processes: {apps.last_line()}", {}
-        try:
-            holders = [a for a in nvidia.compute_apps(apps.stdout) if a.gpu_uuid == uuids[gpu]]
-        except nvidia.OutputError as exc:
-            return "Failed", str(exc), {}
-        if holders:
-            named = ", ".join(self._holder(a) for a in holders)
-            return "Failed", (f"GPU {gpu} ({uuids[gpu]}) on {self.node} is in use by {named}; evict the pods "
-                              "using it before resetting it"), {}
+        busy = self._holders(gpu, uuids[gpu], "resetting it")
+        if busy:
+            return "Failed", busy, {}
         reset = self._command(smi, "--gpu-reset", "-i", str(gpu), timeout_s=self.settings.reset_timeout_s)
         if not reset.ok:
             return "Failed", f"nvidia-smi --gpu-reset -i {gpu} failed: {reset.last_line()}", {}
@@ -293,6 +286,58 @@ class NodeAgent:
         if not answers:
             return "Failed", f"GPU {gpu} was reset but does not answer: {check.last_line()}", {}
         return "Succeeded", f"GPU {gpu} ({uuids[gpu]}) on {self.node} reset; it answers again", {}
+
+    # ---------------------------------------------------------------- GPUFence
+
+    def _fence(self, request: RequestObject) -> Outcome:
+        """Take one GPU from the device plugin until the driver reloads: no pod may hold it; persistence mode off
+        (the driver requires it), the GPU into the driver's drain state (`nvidia-smi drain`: NVML hides it from
+        every process that starts after), then the device plugin restarted, so it lists the node's GPUs without it
+        and the kubelet lowers the node's allocatable."""
+        gpu = request.spec.get("gpu")
+        if not isinstance(gpu, int) or gpu < 0:
+            return "Failed", f"spec.gpu must be a GPU index, got {gpu!r}", {}
+        smi, timeout = self.settings.nvidia_smi, self.settings.query_timeout_s
+        listing = self._command(smi, "--query-gpu=index,uuid,pci.bus_id", "--format=csv,noheader", timeout_s=timeout)
+        if not listing.ok:
+            return "Failed", f"nvidia-smi cannot list the GPUs: {listing.last_line()}", {}
+        try:
+            gpus = nvidia.gpu_bus_ids(listing.stdout)
+        except nvidia.OutputError as exc:
+            return "Failed", str(exc), {}
+        if gpu not in gpus:
+            return "Failed", f"node {self.node} has no GPU {gpu} (or it is fenced off already)", {}
+        uuid, bus = gpus[gpu]
+        busy = self._holders(gpu, uuid, "fencing it off")
+        if busy:
+            return "Failed", busy, {}
+        steps = ((("-i", str(gpu), "-pm", "0"), f"nvidia-smi -i {gpu} -pm 0"),
+                 (("drain", "-p", bus, "-m", "1"), f"nvidia-smi drain -p {bus} -m 1"))
+        for args, said in steps:
+            done = self._command(smi, *args, timeout_s=timeout)
+            if not done.ok:
+                return "Failed", f"{said} failed: {done.last_line()}", {}
+        restart = self._command(self.settings.plugin_restart_command, timeout_s=timeout)
+        if not restart.ok:
+            return "Failed", (f"GPU {gpu} ({bus}) is drained, but the device plugin could not be restarted: "
+                              f"{restart.last_line()}; it may still offer the GPU"), {}
+        return "Succeeded", (f"GPU {gpu} ({uuid}, {bus}) on {self.node} drained and the device plugin restarted: "
+                             "it is not given to pods until the node reboots"), {"bus": bus}
+
+    def _holders(self, gpu: int, uuid: str, doing: str) -> str:
+        """Why the GPU cannot be touched now (the processes on it, or a failed listing); empty when it is free."""
+        apps = self._command(self.settings.nvidia_smi, "--query-compute-apps=gpu_uuid,pid,process_name",
+                             "--format=csv,noheader", timeout_s=self.settings.query_timeout_s)
+        if not apps.ok:
+            return f"nvidia-smi cannot list the compute processes: {apps.last_line()}"
+        try:
+            holders = [a for a in nvidia.compute_apps(apps.stdout) if a.gpu_uuid == uuid]
+        except nvidia.OutputError as exc:
+            return str(exc)
+        if holders:
+            named = ", ".join(self._holder(a) for a in holders)
+            return f"GPU {gpu} ({uuid}) on {self.node} is in use by {named}; evict the pods using it before {doing}"
+        return ""
 
     def _holder(self, app: nvidia.ComputeApp) -> str:
         pod = nvidia.pod_uid_of(app.pid, Path(self.settings.proc_root))

@@ -51,6 +51,7 @@ class DiagResult:
 
 
 STATUSES = {"pass": "Pass", "fail": "Fail", "skip": "Skip", "warn": "Warn"}
+BUS_ID = re.compile(r"[0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-7]")
 POD_UID = re.compile(r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})")
 
 
@@ -87,6 +88,17 @@ def gpu_uuids(text: str) -> dict[int, str]:
             out[int(index)] = uuid
         except ValueError as exc:
             raise OutputError(f"nvidia-smi --query-gpu=index,uuid: {index!r} is no GPU index") from exc
+    return out
+
+
+def gpu_bus_ids(text: str) -> dict[int, tuple[str, str]]:
+    """Index -> (UUID, PCI bus id) from `nvidia-smi --query-gpu=index,uuid,pci.bus_id --format=csv,noheader`."""
+    out = {}
+    for index, uuid, bus in _rows(text, 3, "nvidia-smi --query-gpu=index,uuid,pci.bus_id"):
+        if not BUS_ID.fullmatch(bus):
+            raise OutputError(f"nvidia-smi --query-gpu=index,uuid,pci.bus_id: {bus!r} is no PCI bus id")
+        ((number, name),) = gpu_uuids(f"{index}, {uuid}").items()
+        out[number] = (name, bus)
     return out
 
 

@@ -24,6 +24,12 @@ class NodeAgentSettings(BaseSettings):
         default="nsenter -t 1 -m -u -i -n -p -- systemctl reboot",
         description="reboots the host: from a privileged pod with hostPID, through the host's init",
     )
+    plugin_restart_command: str = Field(
+        default="nsenter -t 1 -m -u -i -n -p -- pkill -x nvidia-device-plug",
+        description="makes the NVIDIA device plugin list the node's GPUs again after a GPUFence (its container "
+                    "restarts and enumerates through NVML, which no longer shows a drained GPU); pkill matches the "
+                    "first 15 characters of a process name",
+    )
     query_timeout_s: float = Field(default=30.0, gt=0, le=3600, description="an nvidia-smi query")
     reset_timeout_s: float = Field(default=120.0, gt=0, le=3600, description="nvidia-smi --gpu-reset")
     diag_timeout_s: float = Field(default=3600.0, gt=0, le=86_400, description="dcgmi diag (level 2: minutes)")
@@ -43,7 +49,7 @@ class NodeAgentSettings(BaseSettings):
     proc_root: str = Field(default="/proc", description="the host's /proc (hostPID): a holder's pod from its cgroup")
     retry_s: float = Field(default=5.0, gt=0, le=600, description="wait after the API server failed")
 
-    @field_validator("nvidia_smi", "dcgmi", "reboot_command")
+    @field_validator("nvidia_smi", "dcgmi", "reboot_command", "plugin_restart_command")
     @classmethod
     def _command(cls, value: str) -> str:
         command_line(value)

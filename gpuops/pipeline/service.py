@@ -26,7 +26,7 @@ from gpuops.errors import ConfigError, GpuopsError, NotFound
 from gpuops.execution.approvals import Approver, expire_pending
 from gpuops.execution.holds import due_holds
 from gpuops.execution.probation import ACTIVE as PROBATION_ACTIVE
-from gpuops.execution.probation import PROBATION, TICKETING, probation_of_action
+from gpuops.execution.probation import FENCING, PROBATION, TICKETING, probation_of_action
 from gpuops.execution.returns import NodeDiagnostics, ProbationOutcome, conclude, due_probations, examine
 from gpuops.execution.service import ExecutionDeps, ExecutionOutcome, deps_from, execute, plan_of
 from gpuops.incidents.alerts import AlertmanagerWebhook, AlertsOutcome, receive_alerts
@@ -313,12 +313,15 @@ class Pipeline:
     # -- a node's return to service -----------------------------------------------------------------------
 
     def return_node(self, probation_id: int) -> ProbationOutcome:
-        """Decide a node's probation (return it, or keep it out with a ticket), run the uncordon or ticket
+        """Decide a node's probation (return it, or keep it out with a ticket), run the fence, uncordon or ticket
         action once policy or a human approved it, and record how it ended on the incident. A node that returns
-        without a withheld GPU has that GPU's ticket opened first: once it has run, the node is examined again
-        at once and its uncordon proposed in the same step (not a sweep later)."""
+        without a GPU has that GPU fenced off first where the device plugin still offers it, and its ticket opened:
+        once each has run, the node is examined again at once, so its uncordon is proposed in the same step (not
+        sweeps later)."""
         examined, outcome = self._decide_return(probation_id)
-        if examined.status == TICKETING and outcome.status == PROBATION:  # the withheld GPU's ticket is open
+        for _ in range(2):  # fence, then ticket, then uncordon
+            if examined.status not in (FENCING, TICKETING) or outcome.status != PROBATION:
+                break
             examined, outcome = self._decide_return(probation_id)
         return outcome
 

@@ -58,6 +58,10 @@ class PolicyConfig(BaseModel):
         default=1800, ge=0, description="after a verified remediation, a node gpuops holds out stays out until this "
                                         "much telemetry (data time, as examined by every detection shard) shows "
                                         "its GPUs healthy; then gpuops returns it to service")
+    fence_gpus: bool = Field(
+        default=True, description="a node whose one GPU needs replacing, and that the device plugin still offers, "
+                                  "has that GPU fenced off by the node agent (fence_gpu) so that it returns to "
+                                  "service with its other GPUs; false keeps such a node out until its repair")
     budget_wait_s: float = Field(
         default=3600, ge=0, description="a node action the nodes-out budget or the healthy-GPU minimum refuses only "
                                         "because of nodes gpuops itself has out (remediating, or on probation, "

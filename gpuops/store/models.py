@@ -304,8 +304,8 @@ class HardwareTicket(Base):
 class NodeProbation(Base):
     """A node gpuops took out and remediated, waiting to return to service: it returns once `due_at` (data time)
     has been examined with its GPUs healthy, and stays out (with a hardware ticket) when a check fails. Status:
-    probation, returning (the uncordon action is under way), ticketing (the ticket action is under way),
-    returned, kept_out."""
+    probation, fencing (the fence of a GPU that needs replacing is under way), returning (the uncordon action is
+    under way), ticketing (the ticket action is under way), returned, kept_out."""
 
     __tablename__ = "node_probations"
 
@@ -321,6 +321,7 @@ class NodeProbation(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     return_action_id: Mapped[int | None] = mapped_column(ForeignKey("actions.id", ondelete="SET NULL"))
     ticket_action_id: Mapped[int | None] = mapped_column(ForeignKey("actions.id", ondelete="SET NULL"))
+    fence_action_id: Mapped[int | None] = mapped_column(ForeignKey("actions.id", ondelete="SET NULL"))
     finished_at: Mapped[datetime | None]
 
 

@@ -404,7 +404,8 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 def host_routes(state: KubeState) -> list[Route]:
     """The nodes' hosts, for a node agent's programs in tests and demos (not Kubernetes): what nvidia-smi and
-    dcgmi would see (`GET /sim/nodes/NODE/gpus`), a GPU reset (`POST .../gpus/N/reset`), a host reboot
+    dcgmi would see (`GET /sim/nodes/NODE/gpus`), a GPU reset (`POST .../gpus/N/reset`), a GPU put in the driver's
+    drain state with the device plugin restarted (`POST .../gpus/N/fence`), a host reboot
     (`POST /sim/nodes/NODE/reboot`)."""
 
     async def gpus(request: Request) -> Response:
@@ -415,6 +416,11 @@ def host_routes(state: KubeState) -> list[Route]:
         state.host_gpu_reset(node, gpu)
         return _json({"node": node, "gpu": gpu, "reset": True})
 
+    async def fence(request: Request) -> Response:
+        node, gpu = request.path_params["node"], int(request.path_params["gpu"])
+        state.fence_gpu(node, gpu)
+        return _json({"node": node, "gpu": gpu, "fenced": True})
+
     async def reboot(request: Request) -> Response:
         node = request.path_params["node"]
         state.host_reboot(node)
@@ -423,6 +429,7 @@ def host_routes(state: KubeState) -> list[Route]:
     return [
         Route("/sim/nodes/{node}/gpus", gpus, methods=["GET"]),
         Route("/sim/nodes/{node}/gpus/{gpu:int}/reset", reset, methods=["POST"]),
+        Route("/sim/nodes/{node}/gpus/{gpu:int}/fence", fence, methods=["POST"]),
         Route("/sim/nodes/{node}/reboot", reboot, methods=["POST"]),
     ]
 

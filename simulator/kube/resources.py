@@ -118,6 +118,17 @@ RESOURCES: tuple[Resource, ...] = (
         subresources={"status": ("gpuops.io", "v1alpha1", "GPUReset", ("get", "patch", "update"))},
     ),
     Resource(
+        "gpufences",
+        "gpuops.io",
+        "v1alpha1",
+        "GPUFence",
+        False,
+        CRUD,
+        ("gpufence",),
+        "gpufence",
+        subresources={"status": ("gpuops.io", "v1alpha1", "GPUFence", ("get", "patch", "update"))},
+    ),
+    Resource(
         "nodereboots",
         "gpuops.io",
         "v1alpha1",

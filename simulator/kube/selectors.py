@@ -115,7 +115,7 @@ def object_fields(obj: Mapping[str, Any]) -> dict[str, str]:
         fields.update(pod_fields(obj))
     elif obj.get("kind") == "Node":
         fields["spec.unschedulable"] = "true" if obj.get("spec", {}).get("unschedulable") else "false"
-    elif obj.get("kind") in ("GPUReset", "NodeReboot", "NodeValidation"):
+    elif obj.get("kind") in ("GPUReset", "GPUFence", "NodeReboot", "NodeValidation"):
         fields["spec.nodeName"] = str(obj.get("spec", {}).get("nodeName") or "")
     elif obj.get("kind") == "Event":
         involved = obj.get("involvedObject", {})

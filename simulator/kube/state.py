@@ -66,10 +66,11 @@ CHECKPOINT_SECONDS_ANNOTATION = "sim.gpuops.io/checkpoint-seconds"
 
 TERMINATION_REASON = "sim.gpuops.io/termination-reason"
 AGENT = "gpuops-node-agent"
-"""The component the twin plays when it carries out GPUReset and NodeReboot requests."""
+"""The component the twin plays when it carries out GPUReset, GPUFence and NodeReboot requests."""
 
 EventKind = Literal[
     "gpu_reset",
+    "gpu_fenced",
     "node_reboot_started",
     "node_rebooted",
     "pod_started",
@@ -127,7 +128,8 @@ class KubeState:
     ) -> None:
         self._clock = clock
         self.external_node_agent = external_node_agent
-        """Leave GPUReset, NodeReboot and NodeValidation requests to a real node agent (`gpuops node-agent`)."""
+        """Leave GPUReset, GPUFence, NodeReboot and NodeValidation requests to a real node agent (`gpuops
+        node-agent`)."""
         self.pod_start_seconds = pod_start_seconds
         # a pod's start time chosen by whoever runs its workload (None: the annotation, else pod_start_seconds)
         self.start_seconds_of: Callable[[dict[str, Any]], float | None] | None = None
@@ -142,6 +144,9 @@ class KubeState:
         self._rv = 0
         self._store: dict[str, dict[Key, dict[str, Any]]] = {plural: {} for plural in BY_PLURAL}
         self._unhealthy_gpus: set[tuple[str, int]] = set()
+        self._fenced_gpus: set[tuple[str, int]] = set()
+        """GPUs in the driver's drain state (a GPUFence): the device plugin no longer lists them, until the node's
+        driver reloads (a reboot)."""
         self._reboot_done_at: dict[str, float] = {}
         self._host_reboot_at: dict[str, float] = {}
         self._reset_done_at: dict[str, float] = {}
@@ -370,7 +375,7 @@ class KubeState:
         if plural == "deployments":
             obj.setdefault("spec", {}).setdefault("replicas", 1)
             obj.setdefault("status", {})
-        if plural in ("gpuresets", "nodereboots", "nodevalidations"):
+        if plural in ("gpuresets", "gpufences", "nodereboots", "nodevalidations"):
             self._validate_request(plural, obj)
             obj["status"] = {"phase": "Pending", "message": "waiting for the node agent"}
         if plural == "events":
@@ -585,10 +590,20 @@ class KubeState:
                 self._unhealthy_gpus.discard((node, gpu))
             else:
                 self._unhealthy_gpus.add((node, gpu))
-            total = int(obj["status"]["capacity"][GPU_RESOURCE])
-            bad = sum(1 for (n, g) in self._unhealthy_gpus if n == node and g < total)
-            obj["status"]["allocatable"][GPU_RESOURCE] = str(total - bad)
-            self._put("nodes", obj)
+            self._set_allocatable(obj)
+
+    def _set_allocatable(self, obj: dict[str, Any]) -> None:
+        """The device plugin lists the node's GPUs but those it marked unhealthy and those fenced off."""
+        node = obj["metadata"]["name"]
+        total = int(obj["status"]["capacity"][GPU_RESOURCE])
+        bad = {g for (n, g) in self._unhealthy_gpus | self._fenced_gpus if n == node and g < total}
+        obj["status"]["allocatable"][GPU_RESOURCE] = str(total - len(bad))
+        self._put("nodes", obj)
+
+    def fenced_gpus(self, node: str) -> list[int]:
+        """The node's GPUs in the driver's drain state (fenced off by a GPUFence)."""
+        with self._lock:
+            return sorted(g for (n, g) in self._fenced_gpus if n == node)
 
     def fail_pod(self, namespace: str, name: str, reason: str) -> None:
         """Kill a pod (OOMKilled, XID 79...): it turns Failed, frees its GPUs, its controller replaces it."""
@@ -920,7 +935,8 @@ class KubeState:
         obj = self._store["nodes"][("", node)]
         total = int(obj["status"]["capacity"].get(GPU_RESOURCE, "0"))
         taken = (held if held is not None else self._held_gpus()).get(node, set())
-        return [g for g in range(total) if g not in taken and (node, g) not in self._unhealthy_gpus]
+        return [g for g in range(total) if g not in taken and (node, g) not in self._unhealthy_gpus
+                and (node, g) not in self._fenced_gpus]
 
     def _fits(self, pod: dict[str, Any], node: dict[str, Any]) -> bool:
         if not condition_true(node, "Ready") or node.get("spec", {}).get("unschedulable"):
@@ -1171,8 +1187,8 @@ class KubeState:
         node = spec.get("nodeName")
         if not isinstance(node, str) or not node:
             raise Invalid(f"{BY_PLURAL[plural].kind} needs spec.nodeName", kind=plural)
-        if plural == "gpuresets" and (not isinstance(spec.get("gpu"), int) or spec["gpu"] < 0):
-            raise Invalid("GPUReset needs spec.gpu, a GPU index >= 0", kind=plural)
+        if plural in ("gpuresets", "gpufences") and (not isinstance(spec.get("gpu"), int) or spec["gpu"] < 0):
+            raise Invalid(f"{BY_PLURAL[plural].kind} needs spec.gpu, a GPU index >= 0", kind=plural)
         if plural == "nodevalidations":
             level, gpus = spec.get("level", 2), spec.get("gpus", [])
             if not isinstance(level, int) or not 1 <= level <= 4:
@@ -1215,6 +1231,9 @@ class KubeState:
                 self._record_on_node(
                     spec["nodeName"], "GPUResetSucceeded", f"GPU {spec['gpu']} reset ({name})", warning=False
                 )
+        for _key, req in sorted(self._store["gpufences"].items()):
+            if req["status"].get("phase") == "Pending":
+                self._fence(req)
         for _key, req in sorted(self._store["nodevalidations"].items()):
             if req["status"].get("phase") == "Pending":
                 self._validate_node(req)
@@ -1257,6 +1276,36 @@ class KubeState:
             return
         self._reset_done_at[name] = now + self.gpu_reset_seconds
         self._request_status("gpuresets", req, "Running", f"nvidia-smi --gpu-reset -i {gpu} running")
+
+    def _fence(self, req: dict[str, Any]) -> None:
+        """The twin's own node agent on a GPUFence: the same refusals as a reset (no such node or GPU, not Ready,
+        a pod on the GPU), then the GPU leaves the device plugin's list at once."""
+        node_name, gpu = req["spec"]["nodeName"], req["spec"]["gpu"]
+        node = self._store["nodes"].get(("", node_name))
+        holder = self._gpu_holder(node_name, gpu) if node is not None else None
+        refusal = (f"node {node_name} not found" if node is None
+                   else f"node {node_name} has no GPU {gpu}" if gpu >= int(node["status"]["capacity"].get(
+                       GPU_RESOURCE, "0"))
+                   else f"node {node_name} is not Ready; the node agent cannot fence a GPU there"
+                   if not condition_true(node, "Ready")
+                   else f"GPU {gpu} on {node_name} is in use by pod {holder}; evict it before fencing the GPU"
+                   if holder else "")
+        if refusal or node is None:
+            self._request_status("gpufences", req, "Failed", refusal)
+            return
+        self.fence_gpu(node_name, gpu, req["metadata"]["name"])
+        self._request_status("gpufences", req, "Succeeded", f"GPU {gpu} on {node_name} drained; the device plugin "
+                                                            "no longer lists it")
+
+    def fence_gpu(self, node: str, gpu: int, why: str = "host") -> None:
+        """`nvidia-smi drain -m 1` ran on the host and the device plugin listed the node's GPUs again: the GPU
+        leaves allocatable until the node reboots."""
+        with self._mutation():
+            obj = self._find("nodes", "", node)
+            self._fenced_gpus.add((node, gpu))
+            self._set_allocatable(obj)
+            self._emit(KubeEvent("gpu_fenced", node, gpu, detail={"request": why}))
+            self._record(obj, "GPUFenced", f"GPU {gpu} fenced off ({why})", warning=True, component=AGENT)
 
     def gpu_diagnostic(self, node: str, gpus: list[int] | None = None) -> list[dict[str, Any]]:
         """What DCGM diag would find on the node's GPUs: a GPU whose fault persists (the device plugin's unhealthy
@@ -1324,6 +1373,8 @@ class KubeState:
         if node is not None:
             boot = int(node["status"]["nodeInfo"].get("bootID", "0")) + 1
             node["status"]["nodeInfo"]["bootID"] = str(boot)
+            self._fenced_gpus = {(n, g) for (n, g) in self._fenced_gpus if n != node_name}  # the drain state is
+            self._set_allocatable(node)  # the driver's, and a reboot reloads the driver
             set_condition(
                 node, "Ready", "True", "KubeletReady", "kubelet is posting ready status", self._clock()
             )
@@ -1352,7 +1403,7 @@ class KubeState:
 
     def host_gpus(self, node: str) -> dict[str, Any]:
         """What the host's nvidia-smi would see: each GPU's health (the device plugin's mark) and the pods on it,
-        and the boot id."""
+        and the boot id. A GPU fenced off (the driver's drain state) is not listed."""
         with self._lock:
             obj = self._find("nodes", "", node)
             total = int(obj["status"]["capacity"].get(GPU_RESOURCE, "0"))
@@ -1366,7 +1417,7 @@ class KubeState:
                 "node": node,
                 "bootID": obj["status"]["nodeInfo"].get("bootID", "0"),
                 "gpus": [{"index": g, "healthy": up and (node, g) not in self._unhealthy_gpus,
-                          "pods": held.get(g, [])} for g in range(total)],
+                          "pods": held.get(g, [])} for g in range(total) if (node, g) not in self._fenced_gpus],
             }
 
     def _advance_host_reboots(self, now: float) -> None:

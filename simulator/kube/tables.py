@@ -152,10 +152,10 @@ def _columns_and_cells(kind: str, obj: dict[str, Any], now: float) -> tuple[list
                                  ("Phase", "string", "Phase"), ("Verdict", "string", "Diagnostic verdict"),
                                  ("Age", "string", "Age")]
         return columns, [name, spec.get("nodeName", ""), status.get("phase", ""), verdict, _age(obj, now)]
-    if kind in ("GPUReset", "NodeReboot"):
-        gpu = [str(spec.get("gpu", ""))] if kind == "GPUReset" else []
+    if kind in ("GPUReset", "GPUFence", "NodeReboot"):
+        gpu = [str(spec.get("gpu", ""))] if kind != "NodeReboot" else []
         cols: list[Column] = [("Name", "string", "Name"), ("Node", "string", "Node")]
-        if kind == "GPUReset":
+        if kind != "NodeReboot":
             cols.append(("GPU", "string", "GPU index"))
         cols += [("Phase", "string", "Phase"), ("Age", "string", "Age")]
         return cols, [name, spec.get("nodeName", ""), *gpu, status.get("phase", ""), _age(obj, now)]

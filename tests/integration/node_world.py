@@ -39,8 +39,8 @@ def gpus():
     w = world()
     if w.get("twin"):
         return twin("/sim/nodes/%s/gpus" % w["node"])["gpus"]
-    lost = set(w.get("lost", []))
-    return [{{"index": i, "healthy": i not in lost, "pods": []}} for i in range(w.get("gpus", 8))]
+    lost, fenced = set(w.get("lost", [])), set(w.get("fenced", []))
+    return [{{"index": i, "healthy": i not in lost, "pods": []}} for i in range(w.get("gpus", 8)) if i not in fenced]
 '''
 
 NVIDIA_SMI = COMMON + '''
@@ -71,6 +71,27 @@ if "--gpu-reset" in args:
         with open(WORLD, "w") as f:
             json.dump(w, f)
     print("GPU %s was successfully reset." % bus(index))
+    print("All done.")
+    sys.exit(0)
+if args[:1] == ["drain"]:
+    bus_id = args[args.index("-p") + 1]
+    row = next((g for g in gpus() if bus(g["index"]) == bus_id), None)
+    if row is None or args[args.index("-m") + 1] != "1":
+        print("Invalid combination of input arguments. Please run 'nvidia-smi -h' for help.")
+        sys.exit(2)
+    if w.get("drain_error"):
+        print("Unable to set drain state for GPU %s: %s" % (bus_id, w["drain_error"]))
+        sys.exit(3)
+    if w.get("twin"):
+        twin("/sim/nodes/%s/gpus/%d/fence" % (w["node"], row["index"]), "POST")
+    else:
+        w["fenced"] = sorted(set(w.get("fenced", [])) | {{row["index"]}})
+        with open(WORLD, "w") as f:
+            json.dump(w, f)
+    print("Successfully set GPU %s drain state to: draining." % bus_id)
+    sys.exit(0)
+if "-pm" in args:
+    print("Disabled persistence mode for GPU %s." % bus(index))
     print("All done.")
     sys.exit(0)
 query = next((a.split("=", 1) for a in args if a.startswith("--query-")), None)
@@ -164,6 +185,14 @@ if w.get("reboot_kills_agent"):
 '''
 
 
+PLUGIN_RESTART = COMMON + '''
+note("plugin-restart", *sys.argv[1:])
+if world().get("plugin_error"):
+    print("pkill: killing pid 4242 failed: Operation not permitted", file=sys.stderr)
+    sys.exit(1)
+'''
+
+
 class NodeWorld:
     """A node's programs and the JSON file that drives them."""
 
@@ -173,7 +202,8 @@ class NodeWorld:
         self.file = root / "world.json"
         self.write(node=node, **state)
         self.programs = {}
-        for name, text in (("nvidia-smi", NVIDIA_SMI), ("dcgmi", DCGMI), ("reboot", REBOOT)):
+        for name, text in (("nvidia-smi", NVIDIA_SMI), ("dcgmi", DCGMI), ("reboot", REBOOT),
+                           ("plugin-restart", PLUGIN_RESTART)):
             path = root / name
             path.write_text(f"#!{sys.executable}\n" + text.format(world=str(self.file)))
             path.chmod(0o755)
@@ -196,7 +226,9 @@ class AgentProcess:
     def __init__(self, url: str, world: NodeWorld, *extra: str, log: Path | None = None) -> None:
         self.args = [GPUOPS, "--log-level", "INFO", "node-agent", "--node", world.node, "--api-url", url,
                      "--nvidia-smi", world.programs["nvidia-smi"], "--dcgmi", world.programs["dcgmi"],
-                     "--reboot-command", world.programs["reboot"], "--watch-timeout-s", "5", "--heartbeat-s", "1",
+                     "--reboot-command", world.programs["reboot"],
+                     "--plugin-restart-command", world.programs["plugin-restart"],
+                     "--watch-timeout-s", "5", "--heartbeat-s", "1",
                      *extra]
         self.log = log or world.root / "agent.log"
         self.proc: subprocess.Popen[bytes] | None = None

@@ -108,6 +108,50 @@ def test_a_reboot_by_the_agent_changes_the_boot_id(served: tuple[Twin, ServedTwi
     assert status["passed"] is False and status["failedTests"] == ["GPU Memory (GPU 6)"]
 
 
+def allocatable(twin: Twin, node: str) -> int:
+    return int(twin.kube.get_object("nodes", "", node)["status"]["allocatable"]["nvidia.com/gpu"])
+
+
+def test_a_fence_takes_the_gpu_from_the_device_plugin_until_the_reboot(
+        served: tuple[Twin, ServedTwin], agents: list[AgentProcess], tmp_path: Path) -> None:
+    twin, server = served
+    wait_for("the faults", lambda: unhealthy(twin, RESET_NODE) == [2])
+    twin.kube.update_object("nodes", "", RESET_NODE,  # cordoned: no new pod lands while the test picks a free GPU
+                            lambda node: {**node, "spec": {**node["spec"], "unschedulable": True}})
+    rows = twin.kube.host_gpus(RESET_NODE)["gpus"]
+    busy = next(g["index"] for g in rows if g["pods"])
+    free = next(g["index"] for g in rows if not g["pods"] and g["healthy"])
+    bus = "00000000:%02X:00.0" % (0x18 + 0x10 * free)
+    world = NodeWorld(tmp_path, RESET_NODE, twin=server.url, drain_error="In use by another client")
+    agents.append(AgentProcess(server.url, world).start())
+    create(twin, "gpufences", "GPUFence", "held", nodeName=RESET_NODE, gpu=busy)
+    status = wait_for("the fence of a GPU a pod holds", lambda: finished(twin, "gpufences", "held"))
+    assert status["phase"] == "Failed" and "evict the pods using it before fencing it off" in status["message"]
+    create(twin, "gpufences", "GPUFence", "refused", nodeName=RESET_NODE, gpu=free)
+    status = wait_for("the refused fence", lambda: finished(twin, "gpufences", "refused"))
+    assert status["phase"] == "Failed" and f"drain -p {bus} -m 1 failed" in status["message"]
+    assert allocatable(twin, RESET_NODE) == 7  # GPU 2 only, which the device plugin marked unhealthy
+    assert not any(line.startswith("nvidia-smi drain") for line in world.calls()[:3])
+
+    world.write(drain_error=None)
+    create(twin, "gpufences", "GPUFence", "fence", nodeName=RESET_NODE, gpu=free)
+    status = wait_for("the fence", lambda: finished(twin, "gpufences", "fence"))
+    assert status["phase"] == "Succeeded", status
+    assert allocatable(twin, RESET_NODE) == 6
+    assert free not in [g["index"] for g in twin.kube.host_gpus(RESET_NODE)["gpus"]]
+    calls = world.calls()
+    assert calls.index(f"nvidia-smi -i {free} -pm 0") < calls.index(f"nvidia-smi drain -p {bus} -m 1") \
+        < calls.index("plugin-restart")
+    create(twin, "gpufences", "GPUFence", "again", nodeName=RESET_NODE, gpu=free)
+    status = wait_for("the second fence", lambda: finished(twin, "gpufences", "again"))
+    assert status["phase"] == "Failed" and f"has no GPU {free}" in status["message"]  # NVML no longer shows it
+
+    twin.kube.host_reboot(RESET_NODE)  # the driver reloads: the drain state is gone
+    wait_for("the node back", lambda: twin.kube.host_gpus(RESET_NODE)["bootID"] == "1")
+    assert free in [g["index"] for g in twin.kube.host_gpus(RESET_NODE)["gpus"]]
+    assert allocatable(twin, RESET_NODE) == 8 - len(unhealthy(twin, RESET_NODE))  # the reboot cleared GPU 2 too
+
+
 def test_gpuops_sim_external_node_agent(tmp_path: Path) -> None:
     """The command's flag: requests stay Pending for an agent, and the hosts answer at /sim/nodes/..."""
     with socket.socket() as probe:

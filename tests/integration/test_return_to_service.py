@@ -38,10 +38,12 @@ from tests.agent.world import RUNBOOK_SETTINGS, JournalCluster, default_cluster
 ALICE, BOB = "alice", "bob"
 NODE, OTHER, THIRD = "gpu-node-003", "gpu-node-005", "gpu-node-006"
 PROBATION_S = 1800.0
-# One node out at a time, no soak (no detection runs here), and the low-risk actions policy approves alone.
+# One node out at a time, no soak (no detection runs here), and the low-risk actions policy approves alone. No
+# fences here: a GPU that needs replacing keeps its node out (the fence tests turn them on).
 POLICY = PolicyConfig(max_nodes_out=1, max_nodes_out_fraction=0.25, min_healthy_gpu_fraction=0.5, soak_s=0,
-                      common_cause_window_s=0, node_cooldown_s=0, probation_s=PROBATION_S,
+                      common_cause_window_s=0, node_cooldown_s=0, probation_s=PROBATION_S, fence_gpus=False,
                       auto_approve=frozenset({"notify_only", "cordon_node", "uncordon_node", "open_hardware_ticket"}))
+FENCING = POLICY.model_copy(update={"fence_gpus": True, "auto_approve": POLICY.auto_approve | {"fence_gpu"}})
 
 
 @dataclasses.dataclass
@@ -346,6 +348,76 @@ def test_a_fault_no_remediation_fixes_is_kept_out_once_its_plan_is_done_and_free
     assert world.cluster.nodes[OTHER].unschedulable and _leases(world, OTHER)
     assert "reset_gpu" in {a.runbook for a in _read(world, Action, Action.incident_id == other,
                                                      Action.status == "succeeded")}
+
+
+def _row_remap_failure(world: World) -> tuple[int, NodeProbation]:
+    incident_id = open_incident(world.pipeline.container, "row_remap", node=NODE,
+                                evidence={"metric": "DCGM_FI_DEV_ROW_REMAP_FAILURE", "value": 1.0})
+    world.settle(incident_id)  # cordon, drain, open_hardware_ticket
+    (probation,) = _read(world, NodeProbation, NodeProbation.hostname == NODE)
+    return incident_id, probation
+
+
+def test_a_gpu_that_needs_replacing_is_fenced_off_and_its_node_returns_with_the_rest(
+        db_url: str, tmp_path: Path) -> None:
+    world = next(_world(db_url, tmp_path, FENCING))
+    incident_id, probation = _row_remap_failure(world)
+    assert world.cluster.nodes[NODE].gpu_allocatable == 8  # the device plugin would give GPU 2 to the next pod
+
+    assert world.sweep() == [probation.id]  # decided once its plan is done: fence, then uncordon, in one step
+    (fence,) = _read(world, Action, Action.incident_id == incident_id, Action.runbook == "fence_gpu")
+    assert fence.status == "succeeded" and fence.targets == [f"gpu/{NODE}/{probation.gpu}"]
+    assert [r.kind for r in world.cluster.requests.values() if r.node == NODE] == ["GPUFence"]
+    node = world.cluster.nodes[NODE]
+    assert node.gpu_allocatable == 7 and not node.unschedulable and _leases(world, NODE) == []
+    (returned,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
+    assert returned.status == "returned" and returned.fence_action_id == fence.id
+    assert {c["name"]: c["ok"] for c in returned.checks}["gpu_withheld"] is True
+    (ticket,) = _read(world, HardwareTicket, HardwareTicket.hostname == NODE)  # the plan's own, not a second one
+    assert ticket.incident_id == incident_id and ticket.status == "open"
+    assert _incident(world, incident_id).status == "resolved"
+    assert any("fenced off" in m for m in _timeline(world, incident_id))
+    assert any("returned to service" in m and f"without GPU {probation.gpu}" in m for m in _timeline(world, incident_id))
+
+
+def test_a_fence_the_node_agent_fails_keeps_the_node_out_on_its_ticket(
+        db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world = next(_world(db_url, tmp_path, FENCING))
+    finish = world.cluster.finish_request
+
+    def agent(name: str, phase: str = "Succeeded", message: str = "") -> Any:
+        if world.cluster.requests[name].kind == "GPUFence":
+            return finish(name, "Failed", "Unable to set drain state: In use by another client")
+        return finish(name, phase, message)
+
+    monkeypatch.setattr(world.cluster, "finish_request", agent)
+    incident_id, probation = _row_remap_failure(world)
+    world.sweep()
+    (fence,) = _read(world, Action, Action.incident_id == incident_id, Action.runbook == "fence_gpu")
+    assert fence.status == "failed" and "In use by another client" in (fence.error or "")
+    world.sweep()
+    (kept,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
+    assert kept.status == "kept_out" and "row-remap failure: no remediation fixes it" in kept.reason
+    assert world.cluster.nodes[NODE].unschedulable and world.cluster.nodes[NODE].gpu_allocatable == 8
+    assert len(_read(world, HardwareTicket, HardwareTicket.hostname == NODE)) == 1
+    assert any("not fenced" in m for m in _timeline(world, incident_id))
+
+
+def test_a_fence_waits_for_a_human_where_policy_does_not_approve_it(db_url: str, tmp_path: Path) -> None:
+    world = next(_world(db_url, tmp_path, POLICY.model_copy(update={"fence_gpus": True})))
+    incident_id, probation = _row_remap_failure(world)
+    assert world.sweep() == [probation.id]
+    (fencing,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
+    (fence,) = _read(world, Action, Action.id == fencing.fence_action_id)
+    assert fencing.status == "fencing" and fence.status == "awaiting_approval"
+    assert world.cluster.nodes[NODE].unschedulable and world.cluster.requests == {}
+
+    world.pipeline.decide(action_id=fence.id, approver=Approver(ALICE, "cli", True), decision="approve",
+                          plan_hash=fence.plan_hash, reason="swap it later")
+    world.dispatcher.drain()
+    (returned,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
+    assert returned.status == "returned" and not world.cluster.nodes[NODE].unschedulable
+    assert world.cluster.nodes[NODE].gpu_allocatable == 7
 
 
 def _withhold(world: World, node: str, gpus: int) -> None:

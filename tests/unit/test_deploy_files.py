@@ -111,12 +111,12 @@ def test_kubernetes_rbac_is_least_privilege() -> None:
         ("", "pods", v) for v in ("get", "list", "watch", "patch", "delete")} | {
         ("", "pods/eviction", "create"), ("", "events", "create"),
         ("apps", "deployments/scale", "get"), ("apps", "deployments/scale", "patch")} | {
-        ("gpuops.io", r, v) for r in ("gpuresets", "nodereboots", "nodevalidations")
+        ("gpuops.io", r, v) for r in ("gpuresets", "gpufences", "nodereboots", "nodevalidations")
         for v in ("create", "get", "list")}
     assert granted == expected
     assert not any("*" in part for grant in granted for part in grant)
     agent = granted_by(roles["gpuops-node-agent"])
-    requests = ("gpuresets", "nodereboots", "nodevalidations")
+    requests = ("gpuresets", "gpufences", "nodereboots", "nodevalidations")
     assert agent == {("gpuops.io", r, v) for r in requests for v in ("get", "list", "watch")} | {
         ("gpuops.io", f"{r}/status", v) for r in requests for v in ("patch", "update")} | {("", "nodes", "get")}
     bindings = {o["metadata"]["name"]: o for o in kubernetes_objects() if o["kind"] == "ClusterRoleBinding"}
@@ -126,7 +126,7 @@ def test_kubernetes_rbac_is_least_privilege() -> None:
 
 def test_kubernetes_crds_match_the_node_agent_contract() -> None:
     crds = {o["spec"]["names"]["kind"]: o for o in kubernetes_objects() if o["kind"] == "CustomResourceDefinition"}
-    assert set(crds) == {"GPUReset", "NodeReboot", "NodeValidation"}
+    assert set(crds) == {"GPUReset", "GPUFence", "NodeReboot", "NodeValidation"}
     for crd in crds.values():
         plural = crd["spec"]["names"]["plural"]
         assert crd["metadata"]["name"] == f"{plural}.gpuops.io" and crd["spec"]["scope"] == "Cluster"
@@ -139,8 +139,9 @@ def test_kubernetes_crds_match_the_node_agent_contract() -> None:
         status = schema["status"]["properties"]
         assert status["phase"]["enum"] == ["Pending", "Running", "Succeeded", "Failed"]
         assert {"message", "startTime", "completionTime", "heartbeatTime", "agent"} <= set(status)
-    assert crds["GPUReset"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"][
-        "required"] == ["nodeName", "gpu"]
+    for kind in ("GPUReset", "GPUFence"):
+        assert crds[kind]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"][
+            "required"] == ["nodeName", "gpu"]
     assert "bootID" in crds["NodeReboot"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"][
         "status"]["properties"]
     validation = crds["NodeValidation"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]

@@ -37,6 +37,7 @@ REQUIRED = {
     "uncordon_node",
     "drain_node",
     "reset_gpu",
+    "fence_gpu",
     "reboot_node",
     "reschedule_pods",
     "restart_pod",
