@@ -335,7 +335,8 @@ def _withheld_gpu(session: Session, deps: ExecutionDeps, p: NodeProbation, faile
         return None
     if info.ready is not True or info.gpu_capacity - info.gpu_allocatable != 1 + len(already):
         return None
-    return Check(store.WITHHELD, True, f"GPU {p.gpu} is withheld by the device plugin ({info.gpu_allocatable}/"
+    how = "fenced off by gpuops" if p.fence_action_id is not None else "withheld by the device plugin"
+    return Check(store.WITHHELD, True, f"GPU {p.gpu} is {how} ({info.gpu_allocatable}/"
                                  f"{info.gpu_capacity} allocatable): {p.hostname} returns with the other "
                                  f"{info.gpu_allocatable}, GPU {p.gpu} on a hardware ticket"), info.gpu_capacity
 
@@ -523,7 +524,8 @@ def _without(p: NodeProbation) -> str:
     """How a node returns that leaves its withheld GPU behind, in words (empty for a whole node)."""
     if not store.withholds_gpu(p.checks):
         return ""
-    return f", without GPU {p.gpu} (withheld by the device plugin, on a hardware ticket)"
+    how = "fenced off by gpuops" if p.fence_action_id is not None else "withheld by the device plugin"
+    return f", without GPU {p.gpu} ({how}, on a hardware ticket)"
 
 
 def _action_of(p: NodeProbation) -> int | None:

@@ -224,3 +224,48 @@ def test_a_holder_is_named_with_its_pod(tmp_path: Path) -> None:
     assert done is not None and done.phase == "Failed"
     assert "pid 4242 (python3, pod uid 0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0), pid 5151 (nvidia-persistenced)" in \
         done.status["message"]
+
+
+def test_a_fence_drains_the_gpu_then_restarts_the_device_plugin_and_says_what_failed() -> None:
+    listing = f"0, {UUID0}, 00000000:18:00.0\n1, {UUID1}, 00000000:2A:00.0\n"
+    failing: set[str] = set()
+    ran: list[tuple[str, ...]] = []
+
+    def run(argv: Sequence[str], *, timeout_s: float) -> CommandResult:
+        args = tuple(argv)
+        ran.append(args)
+        if "--query-gpu=index,uuid,pci.bus_id" in args:
+            return CommandResult(args, 0, listing, "")
+        if any(a.startswith("--query-compute-apps") for a in args):
+            return CommandResult(args, 0, "", "")
+        said = "drain" if "drain" in args else "plugin" if args[0] == "pkill" else "pm" if "-pm" in args else ""
+        assert said, f"unexpected command {args}"
+        return CommandResult(args, 1 if said in failing else 0, "", f"{said} failed: Insufficient Permissions")
+
+    def fence(name: str, gpu: int) -> RequestObject:
+        requests.add("GPUFence", name, nodeName=NODE, gpu=gpu)
+        settings = NodeAgentSettings(nvidia_smi="nvidia-smi", dcgmi="dcgmi", reboot_command="reboot now",
+                                     plugin_restart_command="pkill -x nvidia-device-plug")
+        done = NodeAgent(node=NODE, requests=requests, settings=settings, clock=Clock(), run=run).handle(
+            "GPUFence", name)
+        assert done is not None
+        return done
+
+    requests = InMemoryNodeRequests()
+    done = fence("ok", 1)
+    assert done.phase == "Succeeded" and done.status["bus"] == "00000000:2A:00.0", done.status
+    assert ran[-3:] == [("nvidia-smi", "-i", "1", "-pm", "0"), ("nvidia-smi", "drain", "-p", "00000000:2A:00.0",
+                                                               "-m", "1"), ("pkill", "-x", "nvidia-device-plug")]
+    failing.add("plugin")
+    done = fence("no-plugin", 1)
+    assert done.phase == "Failed" and "drained, but the device plugin could not be restarted" in \
+        done.status["message"] and "Insufficient Permissions" in done.status["message"]
+    failing.add("drain")
+    ran.clear()
+    done = fence("no-drain", 0)
+    assert done.phase == "Failed" and done.status["message"].startswith("nvidia-smi drain -p 00000000:18:00.0 -m 1 "
+                                                                        "failed")
+    assert not [a for a in ran if a[0] == "pkill"]  # nothing restarted for a GPU that was not drained
+    assert fence("none", 5).status["message"] == f"node {NODE} has no GPU 5 (or it is fenced off already)"
+    listing = f"0, {UUID0}, not-a-bus\n"
+    assert "is no PCI bus id" in fence("garbled", 0).status["message"]
