@@ -295,9 +295,11 @@ class Twin:
                 if self._hardware_fault_on(self.row(node, g)) or not self.gpu_usable(node, g)]
 
     def replace_gpu(self, node: str, gpu: int) -> None:
-        """A technician swaps the board: hardware faults on it clear, counters restart, it is back."""
+        """A technician swaps the board: hardware faults on it clear, counters restart, it is back (the host was
+        powered off for the swap, so a fence on the GPU is gone with the driver's state)."""
         with self._lock:
             row = self.row(node, gpu)
+            self.kube.unfence_gpu(node, gpu)
             for fault in self.faults:
                 if fault.row == row and fault.active and fault.onset <= self.t:
                     fault.clear(self.t, self)

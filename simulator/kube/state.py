@@ -1307,6 +1307,13 @@ class KubeState:
             self._emit(KubeEvent("gpu_fenced", node, gpu, detail={"request": why}))
             self._record(obj, "GPUFenced", f"GPU {gpu} fenced off ({why})", warning=True, component=AGENT)
 
+    def unfence_gpu(self, node: str, gpu: int) -> None:
+        """The GPU leaves the drain state (the host was powered off, its driver reloaded)."""
+        with self._mutation():
+            if (node, gpu) in self._fenced_gpus:
+                self._fenced_gpus.discard((node, gpu))
+                self._set_allocatable(self._find("nodes", "", node))
+
     def gpu_diagnostic(self, node: str, gpus: list[int] | None = None) -> list[dict[str, Any]]:
         """What DCGM diag would find on the node's GPUs: a GPU whose fault persists (the device plugin's unhealthy
         mark) fails its memory test; the others pass. One result per GPU, as `status.results` records them."""
