@@ -377,7 +377,8 @@ def test_a_gpu_that_needs_replacing_is_fenced_off_and_its_node_returns_with_the_
     assert ticket.incident_id == incident_id and ticket.status == "open"
     assert _incident(world, incident_id).status == "resolved"
     assert any("fenced off" in m for m in _timeline(world, incident_id))
-    assert any("returned to service" in m and f"without GPU {probation.gpu}" in m for m in _timeline(world, incident_id))
+    assert any("returned to service" in m and f"without GPU {probation.gpu}" in m
+               for m in _timeline(world, incident_id))
 
 
 def test_a_fence_the_node_agent_fails_keeps_the_node_out_on_its_ticket(
@@ -405,7 +406,7 @@ def test_a_fence_the_node_agent_fails_keeps_the_node_out_on_its_ticket(
 
 def test_a_fence_waits_for_a_human_where_policy_does_not_approve_it(db_url: str, tmp_path: Path) -> None:
     world = next(_world(db_url, tmp_path, POLICY.model_copy(update={"fence_gpus": True})))
-    incident_id, probation = _row_remap_failure(world)
+    _, probation = _row_remap_failure(world)
     assert world.sweep() == [probation.id]
     (fencing,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
     (fence,) = _read(world, Action, Action.id == fencing.fence_action_id)
