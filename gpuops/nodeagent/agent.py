@@ -257,23 +257,30 @@ class NodeAgent:
 
     # ---------------------------------------------------------------- GPUReset
 
-    def _reset(self, request: RequestObject) -> Outcome:
+    def _free_gpu(self, request: RequestObject, doing: str, missing: str = "") -> tuple[int, str, str] | str:
+        """The request's GPU (index, UUID, PCI bus id) when nvidia-smi lists it and no process holds it; else why
+        the request fails."""
         gpu = request.spec.get("gpu")
         if not isinstance(gpu, int) or gpu < 0:
-            return "Failed", f"spec.gpu must be a GPU index, got {gpu!r}", {}
-        smi, timeout = self.settings.nvidia_smi, self.settings.query_timeout_s
-        listing = self._command(smi, "--query-gpu=index,uuid", "--format=csv,noheader", timeout_s=timeout)
+            return f"spec.gpu must be a GPU index, got {gpu!r}"
+        listing = self._command(self.settings.nvidia_smi, "--query-gpu=index,uuid,pci.bus_id",
+                                "--format=csv,noheader", timeout_s=self.settings.query_timeout_s)
         if not listing.ok:
-            return "Failed", f"nvidia-smi cannot list the GPUs: {listing.last_line()}", {}
+            return f"nvidia-smi cannot list the GPUs: {listing.last_line()}"
         try:
-            uuids = nvidia.gpu_uuids(listing.stdout)
+            gpus = nvidia.gpu_bus_ids(listing.stdout)
         except nvidia.OutputError as exc:
-            return "Failed", str(exc), {}
-        if gpu not in uuids:
-            return "Failed", f"node {self.node} has no GPU {gpu}", {}
-        busy = self._holders(gpu, uuids[gpu], "resetting it")
-        if busy:
-            return "Failed", busy, {}
+            return str(exc)
+        if gpu not in gpus:
+            return f"node {self.node} has no GPU {gpu}{missing}"
+        return self._holders(gpu, gpus[gpu][0], doing) or (gpu, *gpus[gpu])
+
+    def _reset(self, request: RequestObject) -> Outcome:
+        found = self._free_gpu(request, "resetting it")
+        if isinstance(found, str):
+            return "Failed", found, {}
+        gpu, uuid, _ = found
+        smi, timeout = self.settings.nvidia_smi, self.settings.query_timeout_s
         reset = self._command(smi, "--gpu-reset", "-i", str(gpu), timeout_s=self.settings.reset_timeout_s)
         if not reset.ok:
             return "Failed", f"nvidia-smi --gpu-reset -i {gpu} failed: {reset.last_line()}", {}
@@ -285,7 +292,7 @@ class NodeAgent:
             answers = False
         if not answers:
             return "Failed", f"GPU {gpu} was reset but does not answer: {check.last_line()}", {}
-        return "Succeeded", f"GPU {gpu} ({uuids[gpu]}) on {self.node} reset; it answers again", {}
+        return "Succeeded", f"GPU {gpu} ({uuid}) on {self.node} reset; it answers again", {}
 
     # ---------------------------------------------------------------- GPUFence
 
@@ -294,23 +301,11 @@ class NodeAgent:
         (the driver requires it), the GPU into the driver's drain state (`nvidia-smi drain`: NVML hides it from
         every process that starts after), then the device plugin restarted, so it lists the node's GPUs without it
         and the kubelet lowers the node's allocatable."""
-        gpu = request.spec.get("gpu")
-        if not isinstance(gpu, int) or gpu < 0:
-            return "Failed", f"spec.gpu must be a GPU index, got {gpu!r}", {}
+        found = self._free_gpu(request, "fencing it off", " (or it is fenced off already)")  # NVML hides those
+        if isinstance(found, str):
+            return "Failed", found, {}
+        gpu, uuid, bus = found
         smi, timeout = self.settings.nvidia_smi, self.settings.query_timeout_s
-        listing = self._command(smi, "--query-gpu=index,uuid,pci.bus_id", "--format=csv,noheader", timeout_s=timeout)
-        if not listing.ok:
-            return "Failed", f"nvidia-smi cannot list the GPUs: {listing.last_line()}", {}
-        try:
-            gpus = nvidia.gpu_bus_ids(listing.stdout)
-        except nvidia.OutputError as exc:
-            return "Failed", str(exc), {}
-        if gpu not in gpus:
-            return "Failed", f"node {self.node} has no GPU {gpu} (or it is fenced off already)", {}
-        uuid, bus = gpus[gpu]
-        busy = self._holders(gpu, uuid, "fencing it off")
-        if busy:
-            return "Failed", busy, {}
         steps = ((("-i", str(gpu), "-pm", "0"), f"nvidia-smi -i {gpu} -pm 0"),
                  (("drain", "-p", bus, "-m", "1"), f"nvidia-smi drain -p {bus} -m 1"))
         for args, said in steps:

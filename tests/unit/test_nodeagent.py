@@ -31,8 +31,8 @@ class Node:
     def __call__(self, argv: Sequence[str], *, timeout_s: float) -> CommandResult:
         args = tuple(argv)
         self.ran.append(args)
-        if "--query-gpu=index,uuid" in args:
-            return CommandResult(args, 0, f"0, {UUID0}\n1, {UUID1}\n", "")
+        if "--query-gpu=index,uuid,pci.bus_id" in args and "-i" not in args:
+            return CommandResult(args, 0, f"0, {UUID0}, 00000000:18:00.0\n1, {UUID1}, 00000000:2A:00.0\n", "")
         if any(a.startswith("--query-compute-apps") for a in args):
             return CommandResult(args, 0, self.apps, "")
         if "--gpu-reset" in args:
