@@ -113,8 +113,8 @@ def test_two_agents_take_a_request_once(twin: KubeTwin, agents: list[AgentProces
     for n in range(3):
         create(twin, "gpuresets", "GPUReset", f"once-{n}", nodeName=NODE, gpu=n)
     for n in range(3):
-        assert wait_for("the reset", lambda n=n: finished(twin, "gpuresets", f"once-{n}"))["status"]["phase"] == \
-            "Succeeded"
+        status = wait_for("the reset", lambda n=n: finished(twin, "gpuresets", f"once-{n}"))["status"]
+        assert status["phase"] == "Succeeded", status
     assert sorted(world.calls("nvidia-smi --gpu-reset")) == [f"nvidia-smi --gpu-reset -i {n}" for n in range(3)]
 
 
