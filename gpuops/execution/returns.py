@@ -343,7 +343,8 @@ def _withheld_gpu(session: Session, deps: ExecutionDeps, p: NodeProbation, faile
 
 def _fenceable(session: Session, deps: ExecutionDeps, p: NodeProbation, checks: list[Check]) -> bool:
     """Whether the probation's GPU should be fenced off so that the node can return with its other GPUs: the fault
-    is one GPU's and needs the part replaced (not a port's: a fabric fault is the HCA's, which a fence does not
+    is one GPU's and needs the part replaced (a fault no remediation fixes, or one whose fix did not hold: the same
+    GPU failing again after gpuops returned it; not a port's: a fabric fault is the HCA's, which a fence does not
     touch), its fix is all that failed, the device plugin still gives that GPU to pods, the incident is gpuops'
     still, and no fence was tried for this probation yet."""
     if not deps.policy.fence_gpus or p.gpu is None or p.fence_action_id is not None or p.reason.startswith(
@@ -356,7 +357,7 @@ def _fenceable(session: Session, deps: ExecutionDeps, p: NodeProbation, checks: 
         return False
     if incident.gpu is not None and incident.gpu != p.gpu:
         return False
-    return fault_of(incident)[1] == REPLACE
+    return fault_of(incident)[1] == REPLACE or _returned_before(session, p, deps.policy.repeat_window_s) is not None
 
 
 def _fence(uow: UnitOfWork, p: NodeProbation, deps: ExecutionDeps) -> ProbationOutcome:
@@ -477,8 +478,8 @@ def conclude(uow: UnitOfWork, *, probation_id: int, now: datetime) -> ProbationO
     if status not in ActionStatus.FINISHED and action is not None:
         return _standing(session, p)
     detail = "" if action is None else (action.error or "; ".join(action.verdict.get("reasons", [])))
-    if p.status == store.FENCING:  # examined again either way: one GPU short it returns, else it stays out
-        p.status, p.due_at = store.PROBATION, now
+    if p.status == store.FENCING:  # examined again either way: one GPU short it returns, else it stays out; its
+        p.status = store.PROBATION  # probation was over already (or had nothing to wait for), so not again
         done = status == ActionStatus.SUCCEEDED
         store.record(session, p, kind="probation.fenced" if done else "probation.fence_failed", now=now,
                      message=f"{p.hostname} GPU {p.gpu} " + (
@@ -487,7 +488,7 @@ def conclude(uow: UnitOfWork, *, probation_id: int, now: datetime) -> ProbationO
                               f"{': ' + detail if detail else ''}; the node stays out for the repair"))
     elif p.status == store.TICKETING and store.withholds_gpu(p.checks):
         if status == ActionStatus.SUCCEEDED:
-            p.status, p.due_at = store.PROBATION, now  # examined again: the ticket is open, the node returns
+            p.status, p.due_at = store.PROBATION, min(p.due_at, now)  # examined again: the ticket is open
             store.record(session, p, kind="probation.ticketed", now=now,
                          message=f"hardware ticket for {p.hostname} GPU {p.gpu} opened (action "
                                  f"{p.ticket_action_id}); the node returns with its other GPUs")

@@ -258,6 +258,35 @@ def test_a_gpu_that_fails_again_after_its_return_is_kept_out_for_replacement(wor
     assert ticket.gpu == 2 and ticket.status == "open"
 
 
+def test_a_gpu_that_fails_again_after_its_return_is_fenced_and_its_node_returns_with_the_rest(
+        db_url: str, tmp_path: Path) -> None:
+    """The same failing part with fences on: the GPU needs replacing, so it is fenced off and ticketed, and the
+    node serves with its other GPUs instead of waiting out the repair; nobody needs to be paged for it."""
+    world = next(_world(db_url, tmp_path, FENCING))
+    _, probation = _remediated(world)
+    world.cluster.now += PROBATION_S + 60
+    world.examined(120.0)
+    assert world.sweep() == [probation.id]
+    assert [r.kind for r in world.cluster.requests.values()] == ["GPUReset"]  # a fix that held: nothing fenced
+
+    world.examined(2 * 86400.0)
+    again = open_incident(world.pipeline.container, "ecc", node=NODE, evidence={"xid": 48, "dbe": 1})
+    world.settle(again)
+    (second,) = _read(world, NodeProbation, NodeProbation.incident_id == again)
+    world.cluster.now += PROBATION_S + 60
+    world.examined(120.0)
+    assert world.sweep() == [second.id]
+    (returned,) = _read(world, NodeProbation, NodeProbation.id == second.id)
+    assert returned.status == "returned" and returned.fence_action_id is not None
+    failed = {c["name"]: c["detail"] for c in returned.checks if not c["ok"]}
+    assert f"{NODE} GPU 2 failed again" in failed["fault_fixed"] and "GPU 2 is fenced off" in str(returned.checks)
+    node = world.cluster.nodes[NODE]
+    assert not node.unschedulable and node.gpu_allocatable == node.gpu_capacity - 1
+    (ticket,) = _read(world, HardwareTicket, HardwareTicket.incident_id == again)
+    assert ticket.gpu == 2 and ticket.status == "open"
+    assert _incident(world, again).status == "resolved"
+
+
 def test_a_node_a_human_cordoned_is_never_uncordoned(world: World) -> None:
     world.cluster.nodes[NODE] = dataclasses.replace(world.cluster.nodes[NODE], unschedulable=True)
     incident_id, probation = _remediated(world)
