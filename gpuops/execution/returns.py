@@ -401,7 +401,8 @@ def _ticket_then_return(uow: UnitOfWork, p: NodeProbation, deps: ExecutionDeps) 
     p.ticket_action_id = outcome.action_id
     p.status = store.TICKETING
     store.record(session, p, kind="probation.gpu_withheld", now=now, data={"checks": p.checks},
-                 message=f"{p.hostname} passed its probation but for GPU {p.gpu}, which the device plugin withholds; "
+                 message=f"{p.hostname} passed its probation but for GPU {p.gpu}, which "
+                         f"{'gpuops fenced off' if p.fence_action_id is not None else 'the device plugin withholds'}; "
                          f"open_hardware_ticket proposed as action {outcome.action_id}: {outcome.status}, then the "
                          "node returns with its other GPUs")
     return ProbationOutcome(p.id, p.status, "ticket for the withheld GPU proposed", outcome.action_id,
