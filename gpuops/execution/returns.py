@@ -292,6 +292,10 @@ def examine(uow: UnitOfWork, *, probation_id: int, deps: ExecutionDeps, shards: 
     if failed and not errors and _fenceable(session, deps, p, checks):
         p.checks = [asdict(c) for c in checks]
         return _fence(uow, p, deps)
+    again = _offered_again(deps, p, already) if not failed else None
+    if again is not None:
+        p.checks = [asdict(c) for c in checks]
+        return _fence(uow, p, deps, gpu=again)
     found = _withheld_gpu(session, deps, p, failed, already) if failed and not errors else None
     if found is not None:
         checks.append(found[0])
@@ -360,19 +364,40 @@ def _fenceable(session: Session, deps: ExecutionDeps, p: NodeProbation, checks: 
     return fault_of(incident)[1] == REPLACE or _returned_before(session, p, deps.policy.repeat_window_s) is not None
 
 
-def _fence(uow: UnitOfWork, p: NodeProbation, deps: ExecutionDeps) -> ProbationOutcome:
-    """Propose the fence of the probation's GPU; when it has run, `conclude` puts the probation back to be examined
-    (one GPU short, it returns without that GPU), or, failed, to be kept out."""
+def _offered_again(deps: ExecutionDeps, p: NodeProbation, withheld: Sequence[int]) -> int | None:
+    """A GPU the node returned to service without (on an open ticket) that the device plugin offers again, to be
+    fenced before the node returns: a reboot reloads the driver, which lifts a fence, and a device plugin that
+    restarts forgets its unhealthy marks. None when the node offers none of them, or fences are off or tried."""
+    if not withheld or not deps.policy.fence_gpus or p.fence_action_id is not None:
+        return None
+    try:
+        info = deps.cluster.get_node(p.hostname)
+    except ClusterError:
+        return None
+    return min(withheld) if info.gpu_allocatable > info.gpu_capacity - len(withheld) else None
+
+
+def _fence(uow: UnitOfWork, p: NodeProbation, deps: ExecutionDeps, gpu: int | None = None) -> ProbationOutcome:
+    """Propose the fence of the probation's GPU; or of `gpu`, one the node returned without that is offered again,
+    under the incident that left it behind (its scope is that GPU; this probation's incident's is not). When it
+    has run, `conclude` puts the probation back to be examined (one GPU short, it returns without that GPU), or,
+    failed, to be kept out."""
     session, now = uow.session, _now(deps)
     incident = session.get(Incident, p.incident_id)
     fault = fault_of(incident)[0] if incident else "a fault no remediation fixes"
-    plan = Plan(runbook="fence_gpu", targets=(Target.parse(f"gpu/{p.hostname}/{p.gpu}"),), params={
-        "reason": f"gpuops probation {p.id}: GPU {p.gpu} needs replacing ({fault}); the node returns without it"[:500]})
-    outcome = propose(uow, proposal=Proposal(p.incident_id, plan, f"{_summary(p)}"[:2000], PLANNER), deps=deps)
+    owner = p.incident_id
+    if gpu is not None:
+        fault = f"on a hardware ticket, and offered to pods again since {p.hostname} rebooted or its device plugin " \
+                "restarted"
+        owner = store.withheld_gpus(session, p.hostname)[gpu].incident_id
+    gpu = p.gpu if gpu is None else gpu
+    plan = Plan(runbook="fence_gpu", targets=(Target.parse(f"gpu/{p.hostname}/{gpu}"),), params={
+        "reason": f"gpuops probation {p.id}: GPU {gpu} needs replacing ({fault}); the node returns without it"[:500]})
+    outcome = propose(uow, proposal=Proposal(owner, plan, f"{_summary(p)}"[:2000], PLANNER), deps=deps)
     p.fence_action_id = outcome.action_id
     p.status = store.FENCING
     store.record(session, p, kind="probation.fencing", now=now, data={"checks": p.checks},
-                 message=f"{p.hostname} GPU {p.gpu} needs replacing ({fault}) and the device plugin still offers "
+                 message=f"{p.hostname} GPU {gpu} needs replacing ({fault}) and the device plugin still offers "
                          f"it; fence_gpu proposed as action {outcome.action_id}: {outcome.status}, then the node "
                          "returns with its other GPUs")
     return ProbationOutcome(p.id, p.status, "fence of the GPU proposed", outcome.action_id, outcome.status, True)
@@ -483,7 +508,7 @@ def conclude(uow: UnitOfWork, *, probation_id: int, now: datetime) -> ProbationO
         p.status = store.PROBATION  # probation was over already (or had nothing to wait for), so not again
         done = status == ActionStatus.SUCCEEDED
         store.record(session, p, kind="probation.fenced" if done else "probation.fence_failed", now=now,
-                     message=f"{p.hostname} GPU {p.gpu} " + (
+                     message=f"{p.hostname} GPU {_target_gpu(action, p)} " + (
                          f"fenced off (action {p.fence_action_id}); the node returns with its other GPUs" if done
                          else f"not fenced: fence_gpu (action {p.fence_action_id}) {status}"
                               f"{': ' + detail if detail else ''}; the node stays out for the repair"))
@@ -528,6 +553,12 @@ def _without(p: NodeProbation) -> str:
         return ""
     how = "fenced off by gpuops" if p.fence_action_id is not None else "withheld by the device plugin"
     return f", without GPU {p.gpu} ({how}, on a hardware ticket)"
+
+
+def _target_gpu(action: Action | None, p: NodeProbation) -> int | None:
+    """The GPU a fence action targets (the probation's own, or one the node had returned without)."""
+    targets = [Target.parse(t) for t in (action.targets if action is not None else [])]
+    return next((t.gpu for t in targets if t.gpu is not None), p.gpu)
 
 
 def _action_of(p: NodeProbation) -> int | None:

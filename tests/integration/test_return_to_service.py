@@ -410,6 +410,32 @@ def test_a_gpu_that_needs_replacing_is_fenced_off_and_its_node_returns_with_the_
                for m in _timeline(world, incident_id))
 
 
+def test_a_fenced_gpu_offered_again_after_a_reboot_is_fenced_again_before_its_node_returns(
+        db_url: str, tmp_path: Path) -> None:
+    world = next(_world(db_url, tmp_path, FENCING))
+    first, probation = _row_remap_failure(world)
+    world.sweep()
+    assert world.cluster.nodes[NODE].gpu_allocatable == 7 and not world.cluster.nodes[NODE].unschedulable
+
+    world.examined(86400.0)  # a day later another GPU falls off the bus: cordon, drain, reboot
+    second = open_incident(world.pipeline.container, "gpu_lost", node=NODE, gpu=5, evidence={"xid": 79})
+    world.settle(second)
+    assert "reboot_node" in {a.runbook for a in _read(world, Action, Action.incident_id == second,
+                                                     Action.status == "succeeded")}
+    _withhold(world, NODE, 0)  # the reboot reloaded the driver: the fence is gone, GPU 2 is offered again
+    (rebooted,) = _read(world, NodeProbation, NodeProbation.incident_id == second)
+    world.examined(PROBATION_S + 60)
+    assert world.sweep() == [rebooted.id]
+    fences = [r for r in world.cluster.requests.values() if r.kind == "GPUFence"]
+    assert [(r.node, r.gpu) for r in fences] == [(NODE, probation.gpu), (NODE, probation.gpu)]
+    (returned,) = _read(world, NodeProbation, NodeProbation.id == rebooted.id)
+    assert returned.status == "returned" and returned.fence_action_id is not None
+    node = world.cluster.nodes[NODE]
+    assert node.gpu_allocatable == 7 and not node.unschedulable
+    assert any(f"GPU {probation.gpu} fenced off" in m for m in _timeline(world, second))
+    assert _incident(world, first).status == "resolved" and _incident(world, second).status == "resolved"
+
+
 def test_a_fence_the_node_agent_fails_keeps_the_node_out_on_its_ticket(
         db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     world = next(_world(db_url, tmp_path, FENCING))
