@@ -292,7 +292,7 @@ def examine(uow: UnitOfWork, *, probation_id: int, deps: ExecutionDeps, shards: 
     if failed and not errors and _fenceable(session, deps, p, checks):
         p.checks = [asdict(c) for c in checks]
         return _fence(uow, p, deps)
-    again = _offered_again(deps, p, already) if not failed else None
+    again = _offered_again(session, deps, p) if not failed else None
     if again is not None:
         p.checks = [asdict(c) for c in checks]
         return _fence(uow, p, deps, gpu=again)
@@ -364,12 +364,23 @@ def _fenceable(session: Session, deps: ExecutionDeps, p: NodeProbation, checks: 
     return fault_of(incident)[1] == REPLACE or _returned_before(session, p, deps.policy.repeat_window_s) is not None
 
 
-def _offered_again(deps: ExecutionDeps, p: NodeProbation, withheld: Sequence[int]) -> int | None:
+def _offered_again(session: Session, deps: ExecutionDeps, p: NodeProbation) -> int | None:
     """A GPU the node returned to service without (on an open ticket) that the device plugin offers again, to be
-    fenced before the node returns: a reboot reloads the driver, which lifts a fence, and a device plugin that
-    restarts forgets its unhealthy marks. None when the node offers none of them, or fences are off or tried."""
+    fenced before the node returns. A reboot reloads the driver, which lifts every fence: after a reboot this
+    probation's incident ran, a GPU fenced before it is offered again, whatever the count says (another GPU that
+    stayed off the bus would hide it in the allocatable count). And a device plugin that restarts forgets its
+    unhealthy marks: the node offering more GPUs than it has without the withheld ones says one is back. None when
+    neither holds, or fences are off or tried already."""
+    withheld = {g: w for g, w in store.withheld_gpus(session, p.hostname).items() if g != p.gpu}
     if not withheld or not deps.policy.fence_gpus or p.fence_action_id is not None:
         return None
+    incident = session.get(Incident, p.incident_id)
+    reboots = [a.executed_at for a in (incident.actions if incident is not None else [])
+               if a.runbook == "reboot_node" and a.status == ActionStatus.SUCCEEDED and a.executed_at is not None]
+    fenced = [g for g, w in withheld.items() if w.fence_action_id is not None and w.finished_at is not None
+              and any(at >= w.finished_at for at in reboots)]
+    if fenced:
+        return min(fenced)
     try:
         info = deps.cluster.get_node(p.hostname)
     except ClusterError:

@@ -410,8 +410,11 @@ def test_a_gpu_that_needs_replacing_is_fenced_off_and_its_node_returns_with_the_
                for m in _timeline(world, incident_id))
 
 
+@pytest.mark.parametrize("lost_stays_lost", [False, True])
 def test_a_fenced_gpu_offered_again_after_a_reboot_is_fenced_again_before_its_node_returns(
-        db_url: str, tmp_path: Path) -> None:
+        db_url: str, tmp_path: Path, lost_stays_lost: bool) -> None:
+    """The reboot reloads the driver, which lifts the fence. Where the rebooted GPU stays off the bus the node
+    reports 7 GPUs again, as before the reboot, but a different 7: the fenced GPU is offered, the lost one not."""
     world = next(_world(db_url, tmp_path, FENCING))
     first, probation = _row_remap_failure(world)
     world.sweep()
@@ -422,7 +425,7 @@ def test_a_fenced_gpu_offered_again_after_a_reboot_is_fenced_again_before_its_no
     world.settle(second)
     assert "reboot_node" in {a.runbook for a in _read(world, Action, Action.incident_id == second,
                                                      Action.status == "succeeded")}
-    _withhold(world, NODE, 0)  # the reboot reloaded the driver: the fence is gone, GPU 2 is offered again
+    _withhold(world, NODE, 1 if lost_stays_lost else 0)  # the fence is gone: GPU 2 is offered again
     (rebooted,) = _read(world, NodeProbation, NodeProbation.incident_id == second)
     world.examined(PROBATION_S + 60)
     assert world.sweep() == [rebooted.id]
@@ -431,9 +434,11 @@ def test_a_fenced_gpu_offered_again_after_a_reboot_is_fenced_again_before_its_no
     (returned,) = _read(world, NodeProbation, NodeProbation.id == rebooted.id)
     assert returned.status == "returned" and returned.fence_action_id is not None
     node = world.cluster.nodes[NODE]
-    assert node.gpu_allocatable == 7 and not node.unschedulable
+    assert node.gpu_allocatable == (6 if lost_stays_lost else 7) and not node.unschedulable
     assert any(f"GPU {probation.gpu} fenced off" in m for m in _timeline(world, second))
     assert _incident(world, first).status == "resolved" and _incident(world, second).status == "resolved"
+    tickets = sorted(t.gpu for t in _read(world, HardwareTicket, HardwareTicket.hostname == NODE))
+    assert tickets == ([probation.gpu, 5] if lost_stays_lost else [probation.gpu])
 
 
 def test_a_fence_the_node_agent_fails_keeps_the_node_out_on_its_ticket(
