@@ -230,16 +230,15 @@ def test_an_exporter_falling_silent_during_probation_is_no_new_error(world: Worl
     assert not world.cluster.nodes[NODE].unschedulable and _incident(world, incident_id).status == "resolved"
 
 
-def test_a_gpu_that_fails_again_after_its_return_is_kept_out_for_replacement(world: World) -> None:
-    """A GPU reset fixed the GPU and it went back to service; days later the same GPU fails again and is reset
-    again. Its second probation keeps it out with a ticket: the fix does not hold (a double-bit error that
-    recurs after its row was remapped is a failing part)."""
+def _fails_again(world: World) -> tuple[int, NodeProbation]:
+    """GPU 2's GSP timeout is reset and the node returns whole; two days later the same GPU fails again, is reset
+    again, and that second probation is examined: the second incident and its probation."""
     first, probation = _remediated(world)
     world.cluster.now += PROBATION_S + 60
     world.examined(120.0)
     assert world.sweep() == [probation.id]
     assert _read(world, NodeProbation, NodeProbation.id == probation.id)[0].status == "returned"
-    assert not world.cluster.nodes[NODE].unschedulable
+    assert not world.cluster.nodes[NODE].unschedulable  # a fix that held: returned whole, nothing fenced
 
     world.examined(2 * 86400.0)
     again = open_incident(world.pipeline.container, "ecc", node=NODE, evidence={"xid": 48, "dbe": 1})
@@ -249,6 +248,14 @@ def test_a_gpu_that_fails_again_after_its_return_is_kept_out_for_replacement(wor
     world.cluster.now += PROBATION_S + 60
     world.examined(120.0)
     assert world.sweep() == [second.id]
+    return again, second
+
+
+def test_a_gpu_that_fails_again_after_its_return_is_kept_out_for_replacement(world: World) -> None:
+    """A GPU reset fixed the GPU and it went back to service; days later the same GPU fails again and is reset
+    again. Its second probation keeps it out with a ticket: the fix does not hold (a double-bit error that
+    recurs after its row was remapped is a failing part)."""
+    again, second = _fails_again(world)
     (kept,) = _read(world, NodeProbation, NodeProbation.id == second.id)
     assert kept.status == "kept_out"
     (failed,) = [c for c in kept.checks if not c["ok"]]
@@ -263,19 +270,8 @@ def test_a_gpu_that_fails_again_after_its_return_is_fenced_and_its_node_returns_
     """The same failing part with fences on: the GPU needs replacing, so it is fenced off and ticketed, and the
     node serves with its other GPUs instead of waiting out the repair; nobody needs to be paged for it."""
     world = next(_world(db_url, tmp_path, FENCING))
-    _, probation = _remediated(world)
-    world.cluster.now += PROBATION_S + 60
-    world.examined(120.0)
-    assert world.sweep() == [probation.id]
-    assert [r.kind for r in world.cluster.requests.values()] == ["GPUReset"]  # a fix that held: nothing fenced
-
-    world.examined(2 * 86400.0)
-    again = open_incident(world.pipeline.container, "ecc", node=NODE, evidence={"xid": 48, "dbe": 1})
-    world.settle(again)
-    (second,) = _read(world, NodeProbation, NodeProbation.incident_id == again)
-    world.cluster.now += PROBATION_S + 60
-    world.examined(120.0)
-    assert world.sweep() == [second.id]
+    again, second = _fails_again(world)
+    assert [r.kind for r in world.cluster.requests.values()] == ["GPUReset", "GPUReset", "GPUFence"]
     (returned,) = _read(world, NodeProbation, NodeProbation.id == second.id)
     assert returned.status == "returned" and returned.fence_action_id is not None
     failed = {c["name"]: c["detail"] for c in returned.checks if not c["ok"]}
