@@ -23,9 +23,11 @@ with none. It needs the node to withhold exactly one GPU, the incident's (alloca
 node agent's diagnostic of the other GPUs where one is wired), and nothing else to fail but the fault's own fix.
 
 A GPU that needs replacing but that the device plugin still gives to pods (a thermal runaway of its cooling, a PCIe
-replay storm, an SBE storm) is fenced off first: the probation proposes `fence_gpu` (the node agent puts the GPU in
-the driver's drain state and restarts the device plugin), and once that is verified the node is examined again,
-one GPU short, and returns without it as above. A fence that fails or is refused leaves the node out, as before."""
+replay storm, an SBE storm, a GPU whose fix did not hold) is fenced off first: the probation proposes `fence_gpu`
+(the node agent puts the GPU in the driver's drain state and restarts the device plugin), and once that is
+verified the node is examined again, one GPU short, and returns without it as above. A fence that fails or is
+refused leaves the node out, as before. A reboot lifts a fence: a GPU the node had returned without and that is
+offered again is fenced before the node returns from its next probation."""
 
 from __future__ import annotations
 
