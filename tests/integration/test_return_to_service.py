@@ -437,21 +437,29 @@ def test_a_fenced_gpu_offered_again_after_a_reboot_is_fenced_again_before_its_no
     assert tickets == ([probation.gpu, 5] if lost_stays_lost else [probation.gpu])
 
 
+@pytest.mark.parametrize("how", ["drain refused", "plugin still offers it"])
 def test_a_fence_the_node_agent_fails_keeps_the_node_out_on_its_ticket(
-        db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """The agent fails the request, or says it succeeded while the device plugin still offers the GPU (its restart
+    did not take): either way the fence is not verified and the node stays out."""
     world = next(_world(db_url, tmp_path, FENCING))
     finish = world.cluster.finish_request
 
     def agent(name: str, phase: str = "Succeeded", message: str = "") -> Any:
-        if world.cluster.requests[name].kind == "GPUFence":
+        if world.cluster.requests[name].kind != "GPUFence":
+            return finish(name, phase, message)
+        if how == "drain refused":
             return finish(name, "Failed", "Unable to set drain state: In use by another client")
-        return finish(name, phase, message)
+        done = finish(name)
+        world.cluster.nodes[NODE] = dataclasses.replace(world.cluster.nodes[NODE], gpu_allocatable=8)
+        return done
 
     monkeypatch.setattr(world.cluster, "finish_request", agent)
     incident_id, probation = _row_remap_failure(world)
     world.sweep()
     (fence,) = _read(world, Action, Action.incident_id == incident_id, Action.runbook == "fence_gpu")
-    assert fence.status == "failed" and "In use by another client" in (fence.error or "")
+    why = "In use by another client" if how == "drain refused" else f"still offers GPU {probation.gpu}"
+    assert fence.status == "failed" and why in (fence.error or "")
     world.sweep()
     (kept,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
     assert kept.status == "kept_out" and "row-remap failure: no remediation fixes it" in kept.reason
