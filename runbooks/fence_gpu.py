@@ -16,6 +16,7 @@ from runbooks.cordon import find_node
 from runbooks.definition import Runbook, RunbookDefinition
 from runbooks.model import Diff, Plan, Risk, StepResult, TargetKind
 from runbooks.node_agent import request_name, wait_request
+from runbooks.reset_gpu import gpu_problems
 
 
 class FenceGpuParams(BaseModel):
@@ -48,12 +49,8 @@ FENCE = Runbook[FenceGpuParams](
 
 
 def _problems(ctx: RunbookContext, node: NodeInfo | None, gpu: int) -> list[str]:
-    if node is None:
-        return []
-    if gpu >= node.gpu_capacity:
-        return [f"{node.name} has {node.gpu_capacity} GPUs; there is no GPU {gpu}"]
-    if node.ready is not True:
-        return [f"{node.name} is not Ready; the node agent cannot fence a GPU there"]
+    if node is None or gpu_problems(node, gpu, "fence"):
+        return gpu_problems(node, gpu, "fence")
     if not (node.unschedulable and node.cordoned_by_gpuops):
         return [f"{node.name} is not out of service by gpuops' cordon; gpuops fences a GPU only on a node it holds"]
     live = [p for p in ctx.cluster.list_pods(node.name) if p.phase in ("Pending", "Running") and p.gpu_count]

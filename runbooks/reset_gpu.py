@@ -59,13 +59,15 @@ def holders(ctx: RunbookContext, node: str, gpu: int, params: EvacuationParams) 
     return sort_pods(ctx.cluster.list_pods(node), params, on_gpu)
 
 
-def gpu_problems(node: NodeInfo | None, gpu: int) -> list[str]:
+def gpu_problems(node: NodeInfo | None, gpu: int, doing: str = "reset") -> list[str]:
+    """Why the node agent cannot `doing` (reset, fence) this GPU of the node: there is no such GPU, or the node
+    is not Ready."""
     if node is None:
         return []
     if gpu >= node.gpu_capacity:
         return [f"{node.name} has {node.gpu_capacity} GPUs; there is no GPU {gpu}"]
     if node.ready is not True:
-        return [f"{node.name} is not Ready; the node agent cannot reset a GPU there"]
+        return [f"{node.name} is not Ready; the node agent cannot {doing} a GPU there"]
     return []
 
 

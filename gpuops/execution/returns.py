@@ -273,7 +273,8 @@ def examine(uow: UnitOfWork, *, probation_id: int, deps: ExecutionDeps, shards: 
         raise NotFound(f"probation {probation_id} does not exist")
     if p.status != store.PROBATION:
         return _standing(session, p)
-    already = sorted(g for g in store.withheld_gpus(session, p.hostname) if g != p.gpu)
+    withheld = {g: w for g, w in store.withheld_gpus(session, p.hostname).items() if g != p.gpu}
+    already = sorted(withheld)
     errors = new_errors(session, p, already)
     if not errors:
         seen = _ts(examined_until(session, shards))
@@ -294,10 +295,10 @@ def examine(uow: UnitOfWork, *, probation_id: int, deps: ExecutionDeps, shards: 
     if failed and not errors and _fenceable(session, deps, p, checks):
         p.checks = [asdict(c) for c in checks]
         return _fence(uow, p, deps)
-    again = _offered_again(session, deps, p) if not failed else None
+    again = _offered_again(session, deps, p, withheld) if not failed else None
     if again is not None:
         p.checks = [asdict(c) for c in checks]
-        return _fence(uow, p, deps, gpu=again)
+        return _fence(uow, p, deps, again=withheld[again])
     found = _withheld_gpu(session, deps, p, failed, already) if failed and not errors else None
     if found is not None:
         checks.append(found[0])
@@ -341,8 +342,7 @@ def _withheld_gpu(session: Session, deps: ExecutionDeps, p: NodeProbation, faile
         return None
     if info.ready is not True or info.gpu_capacity - info.gpu_allocatable != 1 + len(already):
         return None
-    how = "fenced off by gpuops" if p.fence_action_id is not None else "withheld by the device plugin"
-    return Check(store.WITHHELD, True, f"GPU {p.gpu} is {how} ({info.gpu_allocatable}/"
+    return Check(store.WITHHELD, True, f"GPU {p.gpu} is {_held_back(p)} ({info.gpu_allocatable}/"
                                  f"{info.gpu_capacity} allocatable): {p.hostname} returns with the other "
                                  f"{info.gpu_allocatable}, GPU {p.gpu} on a hardware ticket"), info.gpu_capacity
 
@@ -366,14 +366,15 @@ def _fenceable(session: Session, deps: ExecutionDeps, p: NodeProbation, checks: 
     return fault_of(incident)[1] == REPLACE or _returned_before(session, p, deps.policy.repeat_window_s) is not None
 
 
-def _offered_again(session: Session, deps: ExecutionDeps, p: NodeProbation) -> int | None:
+def _offered_again(session: Session, deps: ExecutionDeps, p: NodeProbation,
+                   withheld: dict[int, NodeProbation]) -> int | None:
     """A GPU the node returned to service without (on an open ticket) that the device plugin offers again, to be
     fenced before the node returns. A reboot reloads the driver, which lifts every fence: after a reboot this
     probation's incident ran, a GPU fenced before it is offered again, whatever the count says (another GPU that
     stayed off the bus would hide it in the allocatable count). And a device plugin that restarts forgets its
     unhealthy marks: the node offering more GPUs than it has without the withheld ones says one is back. None when
-    neither holds, or fences are off or tried already."""
-    withheld = {g: w for g, w in store.withheld_gpus(session, p.hostname).items() if g != p.gpu}
+    neither holds, or fences are off or tried already. `withheld`: the node's GPUs on open tickets besides the
+    probation's own, each with the probation that left it behind."""
     if not withheld or not deps.policy.fence_gpus or p.fence_action_id is not None:
         return None
     incident = session.get(Incident, p.incident_id)
@@ -390,23 +391,23 @@ def _offered_again(session: Session, deps: ExecutionDeps, p: NodeProbation) -> i
     return min(withheld) if info.gpu_allocatable > info.gpu_capacity - len(withheld) else None
 
 
-def _fence(uow: UnitOfWork, p: NodeProbation, deps: ExecutionDeps, gpu: int | None = None) -> ProbationOutcome:
-    """Propose the fence of the probation's GPU; or of `gpu`, one the node returned without that is offered again,
-    under the incident that left it behind (its scope is that GPU; this probation's incident's is not). When it
-    has run, `conclude` puts the probation back to be examined (one GPU short, it returns without that GPU), or,
-    failed, to be kept out."""
+def _fence(uow: UnitOfWork, p: NodeProbation, deps: ExecutionDeps,
+           again: NodeProbation | None = None) -> ProbationOutcome:
+    """Propose the fence of the probation's GPU; or, with `again` (the probation that returned the node without a
+    GPU now offered again), of that GPU, under the incident that left it behind (its scope is that GPU; this
+    probation's incident's is not). When it has run, `conclude` puts the probation back to be examined (one GPU
+    short, it returns without that GPU), or, failed, to be kept out."""
     session, now = uow.session, _now(deps)
     incident = session.get(Incident, p.incident_id)
     fault = fault_of(incident)[0] if incident else "a fault no remediation fixes"
-    owner = p.incident_id
-    if gpu is not None:
+    owner, gpu = p.incident_id, p.gpu
+    if again is not None:
         fault = f"on a hardware ticket, and offered to pods again since {p.hostname} rebooted or its device plugin " \
                 "restarted"
-        owner = store.withheld_gpus(session, p.hostname)[gpu].incident_id
-    gpu = p.gpu if gpu is None else gpu
+        owner, gpu = again.incident_id, again.gpu
     plan = Plan(runbook="fence_gpu", targets=(Target.parse(f"gpu/{p.hostname}/{gpu}"),), params={
         "reason": f"gpuops probation {p.id}: GPU {gpu} needs replacing ({fault}); the node returns without it"[:500]})
-    outcome = propose(uow, proposal=Proposal(owner, plan, f"{_summary(p)}"[:2000], PLANNER), deps=deps)
+    outcome = propose(uow, proposal=Proposal(owner, plan, _summary(p)[:2000], PLANNER), deps=deps)
     p.fence_action_id = outcome.action_id
     p.status = store.FENCING
     store.record(session, p, kind="probation.fencing", now=now, data={"checks": p.checks},
@@ -439,8 +440,7 @@ def _ticket_then_return(uow: UnitOfWork, p: NodeProbation, deps: ExecutionDeps) 
     p.ticket_action_id = outcome.action_id
     p.status = store.TICKETING
     store.record(session, p, kind="probation.gpu_withheld", now=now, data={"checks": p.checks},
-                 message=f"{p.hostname} passed its probation but for GPU {p.gpu}, which "
-                         f"{'gpuops fenced off' if p.fence_action_id is not None else 'the device plugin withholds'}; "
+                 message=f"{p.hostname} passed its probation but for GPU {p.gpu}, {_held_back(p)}; "
                          f"open_hardware_ticket proposed as action {outcome.action_id}: {outcome.status}, then the "
                          "node returns with its other GPUs")
     return ProbationOutcome(p.id, p.status, "ticket for the withheld GPU proposed", outcome.action_id,
@@ -564,8 +564,12 @@ def _without(p: NodeProbation) -> str:
     """How a node returns that leaves its withheld GPU behind, in words (empty for a whole node)."""
     if not store.withholds_gpu(p.checks):
         return ""
-    how = "fenced off by gpuops" if p.fence_action_id is not None else "withheld by the device plugin"
-    return f", without GPU {p.gpu} ({how}, on a hardware ticket)"
+    return f", without GPU {p.gpu} ({_held_back(p)}, on a hardware ticket)"
+
+
+def _held_back(p: NodeProbation) -> str:
+    """What keeps the probation's GPU from pods: gpuops' fence, or the device plugin's unhealthy mark."""
+    return "fenced off by gpuops" if p.fence_action_id is not None else "withheld by the device plugin"
 
 
 def _target_gpu(action: Action | None, p: NodeProbation) -> int | None:

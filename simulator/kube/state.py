@@ -1247,32 +1247,27 @@ class KubeState:
                 self._request_status("nodereboots", req, "Succeeded", f"node {node_name} rebooted")
                 self._node_back(node_name, name)
 
-    def _begin_reset(self, name: str, req: dict[str, Any], now: float) -> None:
-        node_name, gpu = req["spec"]["nodeName"], req["spec"]["gpu"]
+    def _gpu_refusal(self, node_name: str, gpu: int, doing: str) -> str:
+        """Why the twin's node agent refuses to touch one GPU (no such node or GPU, the node not Ready, a pod on
+        the GPU); empty when it may."""
         node = self._store["nodes"].get(("", node_name))
         if node is None:
-            self._request_status("gpuresets", req, "Failed", f"node {node_name} not found")
-            return
+            return f"node {node_name} not found"
         if gpu >= int(node["status"]["capacity"].get(GPU_RESOURCE, "0")):
-            self._request_status("gpuresets", req, "Failed", f"node {node_name} has no GPU {gpu}")
-            return
+            return f"node {node_name} has no GPU {gpu}"
         if not condition_true(node, "Ready"):
-            self._request_status(
-                "gpuresets",
-                req,
-                "Failed",
-                f"node {node_name} is not Ready; the node agent cannot run the reset",
-            )
-            return
+            return f"node {node_name} is not Ready; the node agent cannot run the {doing}"
         holder = self._gpu_holder(node_name, gpu)
         if holder:
-            self._request_status(
-                "gpuresets",
-                req,
-                "Failed",
-                f"GPU {gpu} on {node_name} is in use by pod {holder}; drain the node or evict "
-                "the pod before resetting the GPU",
-            )
+            return (f"GPU {gpu} on {node_name} is in use by pod {holder}; drain the node or evict the pod before "
+                    f"the {doing}")
+        return ""
+
+    def _begin_reset(self, name: str, req: dict[str, Any], now: float) -> None:
+        node_name, gpu = req["spec"]["nodeName"], req["spec"]["gpu"]
+        refusal = self._gpu_refusal(node_name, gpu, "reset")
+        if refusal:
+            self._request_status("gpuresets", req, "Failed", refusal)
             return
         self._reset_done_at[name] = now + self.gpu_reset_seconds
         self._request_status("gpuresets", req, "Running", f"nvidia-smi --gpu-reset -i {gpu} running")
@@ -1281,16 +1276,8 @@ class KubeState:
         """The twin's own node agent on a GPUFence: the same refusals as a reset (no such node or GPU, not Ready,
         a pod on the GPU), then the GPU leaves the device plugin's list at once."""
         node_name, gpu = req["spec"]["nodeName"], req["spec"]["gpu"]
-        node = self._store["nodes"].get(("", node_name))
-        holder = self._gpu_holder(node_name, gpu) if node is not None else None
-        refusal = (f"node {node_name} not found" if node is None
-                   else f"node {node_name} has no GPU {gpu}" if gpu >= int(node["status"]["capacity"].get(
-                       GPU_RESOURCE, "0"))
-                   else f"node {node_name} is not Ready; the node agent cannot fence a GPU there"
-                   if not condition_true(node, "Ready")
-                   else f"GPU {gpu} on {node_name} is in use by pod {holder}; evict it before fencing the GPU"
-                   if holder else "")
-        if refusal or node is None:
+        refusal = self._gpu_refusal(node_name, gpu, "fence")
+        if refusal:
             self._request_status("gpufences", req, "Failed", refusal)
             return
         self.fence_gpu(node_name, gpu, req["metadata"]["name"])
