@@ -73,6 +73,7 @@ def default_catalogue(settings: RunbookSettings | None = None) -> Catalogue:
             restart_pod.RESTART,
             scale.SCALE,
             taint.TAINT,
+            taint.UNTAINT,
             hardware_ticket.TICKET,
             notify.NOTIFY,
         ],

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from connectors.kubernetes import NodeInfo, NotCordonedByGpuops, NotFound
+from connectors.kubernetes import NodeInfo, NotCordonedByGpuops, NotFound, Taint
 from connectors.kubernetes.annotations import CORDON_REASON, CORDONED_BY
 from runbooks.context import RunbookContext
 from runbooks.definition import Runbook, RunbookDefinition
@@ -20,6 +20,21 @@ class NodeParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str = Field(default="", max_length=500, description="why, written to the node and the audit trail")
+
+
+class UncordonParams(NodeParams):
+    """An uncordon may return the node for some work only: `taint_key` (a gpuops.io/ key) with `taint_value` goes on
+    as a NoSchedule taint before the cordon is lifted, so no pod that does not tolerate it lands in between; and
+    `lift_taint_key` removes gpuops' own taint of that key (the part it stood for was repaired)."""
+
+    taint_key: str = Field(default="", pattern=r"^(gpuops\.io/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$",
+                           description="a gpuops.io/ taint (NoSchedule) the node returns under; empty for none")
+    taint_value: str = Field(default="", pattern=r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+    lift_taint_key: str = Field(default="", pattern=r"^(gpuops\.io/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$",
+                                description="a gpuops.io/ taint to remove as the node returns; empty for none")
+
+    def taint(self) -> Taint | None:
+        return Taint(self.taint_key, "NoSchedule", self.taint_value) if self.taint_key else None
 
 
 def find_node(ctx: RunbookContext, node: str) -> tuple[NodeInfo | None, list[str]]:
@@ -137,17 +152,19 @@ def _cordon_rollback(plan: Plan, params: NodeParams, ctx: RunbookContext) -> Ste
 
 # ---------------------------------------------------------------- uncordon_node
 
-UNCORDON = Runbook[NodeParams](
+UNCORDON = Runbook[UncordonParams](
     RunbookDefinition(
         name="uncordon_node",
         title="Uncordon a node gpuops cordoned",
-        description="Make a node schedulable again. Refuses nodes that gpuops did not cordon itself.",
+        description="Make a node schedulable again, optionally under a gpuops.io/ NoSchedule taint (returned for the "
+                    "work that tolerates it) or lifting one. Refuses nodes that gpuops did not cordon itself.",
         risk=Risk.LOW,  # it only undoes gpuops' own cordon (precondition), after a probation found the node healthy
         target_kind=TargetKind.NODE,
-        params_model=NodeParams,
+        params_model=UncordonParams,
         disruptive=False,
         auto_approvable=True,
-        expected_effect="the node is schedulable and no longer carries gpuops' cordon annotation",
+        expected_effect="the node is schedulable and no longer carries gpuops' cordon annotation (with the taint "
+                        "asked for, without the one lifted)",
         verify_deadline_s=30,
         has_rollback=True,
     )
@@ -155,7 +172,7 @@ UNCORDON = Runbook[NodeParams](
 
 
 @UNCORDON.precondition
-def _uncordon_pre(plan: Plan, params: NodeParams, ctx: RunbookContext) -> list[str]:
+def _uncordon_pre(plan: Plan, params: UncordonParams, ctx: RunbookContext) -> list[str]:
     node, problems = find_node(ctx, str(plan.target.node))
     if node is None:
         return problems
@@ -167,25 +184,41 @@ def _uncordon_pre(plan: Plan, params: NodeParams, ctx: RunbookContext) -> list[s
 
 
 @UNCORDON.dry_run
-def _uncordon_dry(plan: Plan, params: NodeParams, ctx: RunbookContext) -> Diff:
+def _uncordon_dry(plan: Plan, params: UncordonParams, ctx: RunbookContext) -> Diff:
     node, problems = find_node(ctx, str(plan.target.node))
     if node is None:
         return Diff(blockers=problems)
-    return Diff(changes=[f"uncordon {node.name}", f"remove gpuops' cordon annotations from {node.name}"])
+    taint = params.taint()
+    return Diff(changes=[*([f"taint {node.name} {taint.key}={taint.value}:NoSchedule"] if taint else []),
+                         f"uncordon {node.name}", f"remove gpuops' cordon annotations from {node.name}",
+                         *([f"remove taint {params.lift_taint_key} from {node.name}"] if params.lift_taint_key
+                           else [])])
 
 
 @UNCORDON.step
-def _uncordon(plan: Plan, params: NodeParams, ctx: RunbookContext) -> StepResult:
-    return uncordon(ctx, str(plan.target.node))
+def _uncordon(plan: Plan, params: UncordonParams, ctx: RunbookContext) -> StepResult:
+    node, taint = str(plan.target.node), params.taint()
+    if taint is not None and taint not in ctx.cluster.add_taint(node, taint).taints:
+        return StepResult(False, f"{node} does not carry {taint.key}={taint.value}:NoSchedule after adding it")
+    if params.lift_taint_key:
+        ctx.cluster.remove_taint(node, params.lift_taint_key)
+    result = uncordon(ctx, node)
+    if taint is None or not result.ok:
+        return result
+    return StepResult(True, f"{result.detail}, tainted {taint.key}={taint.value}:NoSchedule")
 
 
 @UNCORDON.verify
-def _uncordon_verify(plan: Plan, params: NodeParams, ctx: RunbookContext) -> StepResult:
-    node = ctx.cluster.get_node(str(plan.target.node))
-    ok = not node.unschedulable
-    return StepResult(ok, f"{node.name} is {'schedulable' if ok else 'still cordoned'}")
+def _uncordon_verify(plan: Plan, params: UncordonParams, ctx: RunbookContext) -> StepResult:
+    node, taint = ctx.cluster.get_node(str(plan.target.node)), params.taint()
+    problems = [*(["still cordoned"] if node.unschedulable else []),
+                *([f"without taint {taint.key}"] if taint is not None and taint not in node.taints else []),
+                *([f"still tainted {params.lift_taint_key}"] if params.lift_taint_key
+                  and any(t.key == params.lift_taint_key for t in node.taints) else [])]
+    what = f"schedulable{f', tainted {taint.key}={taint.value}:NoSchedule' if taint else ''}"
+    return StepResult(not problems, f"{node.name} is {'; '.join(problems) if problems else what}")
 
 
 @UNCORDON.rollback
-def _uncordon_rollback(plan: Plan, params: NodeParams, ctx: RunbookContext) -> StepResult:
+def _uncordon_rollback(plan: Plan, params: UncordonParams, ctx: RunbookContext) -> StepResult:
     return cordon(ctx, str(plan.target.node), action_reason(plan, params.reason))

@@ -14,6 +14,7 @@ from runbooks.definition import Runbook, RunbookDefinition
 from runbooks.model import Diff, Plan, Risk, StepResult, TargetKind
 
 TAINT_PREFIX = "gpuops.io/"
+KEY_PATTERN = r"^gpuops\.io/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 
 
 class TaintParams(BaseModel):
@@ -21,7 +22,7 @@ class TaintParams(BaseModel):
 
     key: str = Field(
         default="gpuops.io/unhealthy",
-        pattern=r"^gpuops\.io/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$",
+        pattern=KEY_PATTERN,
         description="a taint key under gpuops.io/",
     )
     value: str = Field(default="", pattern=r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
@@ -99,3 +100,60 @@ def _rollback(plan: Plan, params: TaintParams, ctx: RunbookContext) -> StepResul
     node = ctx.cluster.remove_taint(str(plan.target.node), params.key, params.effect)
     ok = params.taint() not in node.taints
     return StepResult(ok, f"removed taint {params.key}:{params.effect} from {node.name}")
+
+
+class UntaintParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(pattern=KEY_PATTERN,
+                     description="the gpuops.io/ taint key to remove (every effect)")
+    reason: str = Field(default="", max_length=500)
+
+
+UNTAINT = Runbook[UntaintParams](
+    RunbookDefinition(
+        name="untaint_node",
+        title="Lift one of gpuops' taints",
+        description="Remove a gpuops.io/ taint from a node (every effect of that key): the part it kept work away "
+                    "from was repaired. A taint someone else put on is never touched.",
+        risk=Risk.LOW,
+        target_kind=TargetKind.NODE,
+        params_model=UntaintParams,
+        disruptive=False,
+        auto_approvable=True,
+        expected_effect="the node no longer carries the taint",
+        verify_deadline_s=30,
+        has_rollback=False,
+    )
+)
+
+
+@UNTAINT.precondition
+def _untaint_pre(plan: Plan, params: UntaintParams, ctx: RunbookContext) -> list[str]:
+    node, problems = find_node(ctx, str(plan.target.node))
+    if node is None:
+        return problems
+    return [] if any(t.key == params.key for t in node.taints) else [f"{node.name} has no taint {params.key}"]
+
+
+@UNTAINT.dry_run
+def _untaint_dry(plan: Plan, params: UntaintParams, ctx: RunbookContext) -> Diff:
+    node, problems = find_node(ctx, str(plan.target.node))
+    if node is None:
+        return Diff(blockers=problems)
+    return Diff(changes=[f"remove taint {t.key}={t.value}:{t.effect} from {node.name}"
+                         for t in node.taints if t.key == params.key])
+
+
+@UNTAINT.step
+def _untaint(plan: Plan, params: UntaintParams, ctx: RunbookContext) -> StepResult:
+    node = ctx.cluster.remove_taint(str(plan.target.node), params.key)
+    ok = not any(t.key == params.key for t in node.taints)
+    return StepResult(ok, f"removed taint {params.key} from {node.name}" if ok else f"{node.name} keeps {params.key}")
+
+
+@UNTAINT.verify
+def _untaint_verify(plan: Plan, params: UntaintParams, ctx: RunbookContext) -> StepResult:
+    node = ctx.cluster.get_node(str(plan.target.node))
+    ok = not any(t.key == params.key for t in node.taints)
+    return StepResult(ok, f"{node.name} {'no longer carries' if ok else 'still carries'} taint {params.key}")

@@ -117,7 +117,7 @@ JOB_RESTARTS = frozenset({"restart_pod"})
 # Node actions that take nothing from a node: returning it to service, asking for its repair, fencing off a GPU
 # nothing runs on, on a node gpuops already holds out (so it can return with its other GPUs). The cool-down
 # spaces disruptions, so a node just returned (after its probation or its repair) can be acted on at once.
-NOT_DISRUPTING = frozenset({"uncordon_node", "open_hardware_ticket", "fence_gpu"})
+NOT_DISRUPTING = frozenset({"uncordon_node", "untaint_node", "open_hardware_ticket", "fence_gpu"})
 
 
 def _restarted_again(session: Session, incident: Incident, spec: ActionSpec, config: PolicyConfig,

@@ -9,6 +9,7 @@ import pytest
 from connectors.kubernetes.adapter import KubernetesCluster
 from connectors.kubernetes.annotations import CHECKPOINT_DONE, CHECKPOINT_REQUESTED, CORDONED_BY
 from runbooks import Catalogue, Plan, Risk, StepResult, Target, default_catalogue
+from runbooks.errors import RunbookError
 from simulator.kube.state import CHECKPOINT_SECONDS_ANNOTATION, KubeEvent
 from tests.runbook_twin import FAST, Twin, bare_pod, connected, context, daemonset, deployment, pdb, running
 
@@ -58,6 +59,33 @@ def test_cordon_then_uncordon_only_what_gpuops_cordoned(
     assert catalogue.execute(uncordon, ctx).ok and catalogue.verify(uncordon, ctx).ok
     assert twin.state.node_schedulable(N1)
     assert CORDONED_BY not in twin.state.get_node(N1)["metadata"]["annotations"]
+
+
+def test_a_node_returns_under_gpuops_taint_and_the_taint_is_lifted_alone(
+    twin: Twin, cluster: KubernetesCluster, catalogue: Catalogue
+) -> None:
+    """A node whose InfiniBand port waits for repair returns under gpuops.io/fabric-degraded: the taint is on
+    before the cordon is lifted; later only that taint of gpuops' is lifted, an operator's own stays."""
+    ctx = context(twin, cluster)
+    node = (Target.for_node(N1),)
+    twin.state.update_object("nodes", "", N1, lambda n: {**n, "spec": {**n["spec"], "taints": [
+        {"key": "example.com/reserved", "value": "ml", "effect": "NoSchedule"}]}})
+    assert catalogue.execute(Plan("cordon_node", {}, node), ctx).ok
+    back = Plan("uncordon_node", {"taint_key": "gpuops.io/fabric-degraded", "taint_value": "mlx5_3"}, node)
+    assert "taint gpu-node-001 gpuops.io/fabric-degraded=mlx5_3:NoSchedule" in catalogue.dry_run(back, ctx).changes
+    assert catalogue.execute(back, ctx).ok and catalogue.verify(back, ctx).ok
+    assert twin.state.node_schedulable(N1)
+    taints = {(t["key"], t.get("value", ""), t["effect"]) for t in twin.state.get_node(N1)["spec"]["taints"]}
+    assert taints == {("example.com/reserved", "ml", "NoSchedule"),
+                      ("gpuops.io/fabric-degraded", "mlx5_3", "NoSchedule")}
+
+    lift = Plan("untaint_node", {"key": "gpuops.io/fabric-degraded"}, node)
+    assert catalogue.preconditions(lift, ctx) == []
+    assert catalogue.execute(lift, ctx).ok and catalogue.verify(lift, ctx).ok
+    assert [t["key"] for t in twin.state.get_node(N1)["spec"]["taints"]] == ["example.com/reserved"]
+    assert "has no taint gpuops.io/fabric-degraded" in catalogue.preconditions(lift, ctx)[0]
+    with pytest.raises(RunbookError, match="key"):  # never an operator's taint
+        catalogue.preconditions(Plan("untaint_node", {"key": "example.com/reserved"}, node), ctx)
 
 
 def test_a_node_cordoned_by_someone_else_is_never_uncordoned(

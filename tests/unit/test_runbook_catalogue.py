@@ -43,6 +43,7 @@ REQUIRED = {
     "restart_pod",
     "scale_deployment",
     "taint_node",
+    "untaint_node",
     "open_hardware_ticket",
     "notify_only",
 }
