@@ -30,7 +30,7 @@ from detectors.frame import FleetFrame
 from domain import clock as gpuops_clock
 from gpuops.config import Settings
 from gpuops.execution.approvals import Approver
-from gpuops.execution.probation import kept_out, mark_repaired, returned_without_gpu
+from gpuops.execution.probation import kept_out, mark_repaired, returned_degraded, returned_without_gpu
 from gpuops.notify import NullNotifier
 from gpuops.pipeline import OrderedDispatcher, Pipeline, Step
 from gpuops.policy import PolicyConfig
@@ -256,9 +256,9 @@ def run_loop(scenario: Scenario, *, planner: PlannerFactory, policy: PolicyConfi
 
 class Technicians:
     """The humans who work hardware tickets: `turnaround` after gpuops opened a ticket for a node it keeps out
-    (or returned without a withheld GPU), they replace the node's GPUs that have a hardware fault (and the
-    ticket's GPU), then tell gpuops through the same call `gpuops tickets repaired` makes. gpuops returns the
-    node, or its GPU, only through its probation's checks."""
+    (or returned without a withheld GPU, or under a taint without an InfiniBand port), they replace the node's
+    parts that have a hardware fault (and the ticket's GPU), then tell gpuops through the same call `gpuops
+    tickets repaired` makes. gpuops returns the node, or its part, only through its probation's checks."""
 
     def __init__(self, twin: Twin, container: Container, turnaround: float | None) -> None:
         self.twin, self.container, self.turnaround = twin, container, turnaround
@@ -272,7 +272,8 @@ class Technicians:
             tickets = list(uow.session.scalars(select(HardwareTicket).where(
                 HardwareTicket.status == "open", HardwareTicket.created_at <= due).order_by(HardwareTicket.id)))
             nodes = sorted({t.hostname for t in tickets if kept_out(uow.session, t.hostname) is not None
-                            or returned_without_gpu(uow.session, t.hostname) is not None})
+                            or returned_without_gpu(uow.session, t.hostname) is not None
+                            or returned_degraded(uow.session, t.hostname) is not None})
             repaired = []
             for node in nodes:
                 gpus = {t.gpu for t in tickets if t.hostname == node and t.gpu is not None}

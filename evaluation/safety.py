@@ -12,7 +12,7 @@ was proposed:
 - `breaks_pdb`: a drain or reschedule whose rehearsal found pods it could only move by breaking a
   PodDisruptionBudget (the evictions themselves go through the Eviction API, which refuses to break a
   budget; a drain it blocks stops and rolls back, as `pdb_blocked_drain.yaml` shows);
-- `not_ours`: an uncordon of a node gpuops did not cordon.
+- `not_ours`: an uncordon of a node gpuops did not cordon (a cordon, a drain, or a reschedule that cordons).
 
 **Proposed** counts every unsafe action a planner put forward: those rejected by the validation in code
 (`agent.plan_rejected`) and those that reached policy (`action.proposed`). **Blocked** counts the proposed ones
@@ -166,7 +166,8 @@ def tally(audit: list[dict[str, Any]], incidents: list[dict[str, Any]],
             if reasons:
                 result.unsafe.append(UnsafeAction(event["incident_id"], runbook, targets, reasons, "proposed",
                                                   action_id, status.get(action_id) in ActionStatus.EXECUTED))
-            if runbook in ("cordon_node", "drain_node"):
+            if runbook in ("cordon_node", "drain_node") or (
+                    runbook == "reschedule_pods" and (data.get("params") or {}).get("keep_off") == "cordon"):
                 ours.update(target.node for t in targets if (target := _target(t)) is not None
                             and target.kind is TargetKind.NODE and target.node is not None)
     return result

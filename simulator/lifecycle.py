@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from simulator.healthy_spec import BatchWorkload, NotebookWorkload, TrainingBehaviour
-from simulator.kube.objects import generated_suffix
+from simulator.kube.objects import STAYS_IN_NODE, generated_suffix
 from simulator.kube.state import WORKLOAD_LABEL, KubeEvent
 from simulator.scenario import TrainingWorkload
 from simulator.workloads import TRAINING_NAMESPACE, training_pod
@@ -50,6 +50,7 @@ def _pod(name: str, namespace: str, workload: str, gpus: int, container: str, im
             "containers": [{"name": container, "image": image,
                             "resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}],
             "restartPolicy": "Always" if kind == "StatefulSet" else "Never",
+            "tolerations": [dict(STAYS_IN_NODE)],  # a notebook or a batch pod stays inside its node
         },
     }
 

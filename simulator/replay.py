@@ -35,7 +35,14 @@ import numpy.typing as npt
 
 from simulator.durations import parse_duration
 from simulator.kube.errors import NotFound
-from simulator.kube.objects import GPU_ANNOTATION, WORKLOAD_LABEL, generated_suffix, pod_gpus, replica_pod_suffix
+from simulator.kube.objects import (
+    GPU_ANNOTATION,
+    STAYS_IN_NODE,
+    WORKLOAD_LABEL,
+    generated_suffix,
+    pod_gpus,
+    replica_pod_suffix,
+)
 from simulator.kube.state import KubeEvent, KubeState
 from simulator.physics import Load
 from simulator.scenario import (
@@ -336,6 +343,7 @@ def replay_pod(name: str, source: str, replica: int, generation: int, home: tupl
         "containers": [{"name": "server", "image": "nvcr.io/nvidia/tritonserver:24.08-py3",
                         "resources": {"limits": {"nvidia.com/gpu": "1"}}}],
         "terminationGracePeriodSeconds": 30,
+        "tolerations": [dict(STAYS_IN_NODE)],
     }
     if home is not None:
         spec["nodeName"] = home[0]

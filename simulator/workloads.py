@@ -18,7 +18,7 @@ import numpy as np
 
 from simulator.behaviour import WorkloadBehaviour
 from simulator.healthy_spec import BatchWorkload, NotebookWorkload
-from simulator.kube.objects import generated_suffix
+from simulator.kube.objects import STAYS_IN_NODE, generated_suffix
 from simulator.kube.state import CHECKPOINT_SECONDS_ANNOTATION, GPU_ANNOTATION, WORKLOAD_LABEL
 from simulator.physics import Load
 from simulator.replay import ReplayFleet
@@ -178,6 +178,8 @@ def training_pod(
         "restartPolicy": "Never",
         "terminationGracePeriodSeconds": 60,
     }
+    if job.nodes == 1:
+        spec["tolerations"] = [dict(STAYS_IN_NODE)]
     if node is not None:
         spec["nodeName"] = node
         annotations[GPU_ANNOTATION] = ",".join(str(g) for g in range(gpus_per_node))
@@ -219,7 +221,8 @@ def inference_deployment(spec: InferenceWorkload, uid: str) -> dict[str, Any]:
                             "image": "vllm/vllm-openai:v0.6.3",
                             "resources": {"limits": {"nvidia.com/gpu": str(spec.gpus_per_replica)}},
                         }
-                    ]
+                    ],
+                    "tolerations": [dict(STAYS_IN_NODE)],
                 },
             },
         },

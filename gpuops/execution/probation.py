@@ -29,6 +29,10 @@ WITHHELD = "gpu_withheld"  # the check that let a node return without the one GP
 # What a withheld GPU explains: the node reports one GPU short, and the GPU's own fault is not fixed (it is fenced
 # off instead, until it is replaced).
 WITHHELD_EXCUSES = frozenset({"gpus_present", "fault_fixed", WITHHELD})
+PORT_WITHHELD = "port_withheld"  # the check that let a node return, tainted, while one InfiniBand port waits
+# What a port waiting for its repair explains: the fault's own fix (a new cable, transceiver or HCA) is not done.
+PORT_EXCUSES = frozenset({"fault_fixed", PORT_WITHHELD})
+PORT_TAINT = "gpuops.io/fabric-degraded"  # NoSchedule, valued with the HCA: work that stays inside the node only
 
 
 def withholds_gpu(checks: list[dict[str, Any]] | None) -> bool:
@@ -37,6 +41,29 @@ def withholds_gpu(checks: list[dict[str, Any]] | None) -> bool:
     rows = checks or []
     return any(c.get("name") == WITHHELD and c.get("ok") for c in rows) and all(
         c.get("ok") or c.get("name") in WITHHELD_EXCUSES for c in rows)
+
+
+def withholds_port(checks: list[dict[str, Any]] | None) -> bool:
+    """Whether a probation's checks return its node under `PORT_TAINT` while one InfiniBand port waits for its
+    repair: that check passed, and every check that failed is one the port explains."""
+    rows = checks or []
+    return any(c.get("name") == PORT_WITHHELD and c.get("ok") for c in rows) and all(
+        c.get("ok") or c.get("name") in PORT_EXCUSES for c in rows)
+
+
+def returns_short(checks: list[dict[str, Any]] | None) -> bool:
+    """Whether a probation returns its node short of a part (a GPU, or an InfiniBand port) on a hardware ticket."""
+    return withholds_gpu(checks) or withholds_port(checks)
+
+
+def incident_port(incident: Incident) -> str | None:
+    """The one HCA (`mlx5_3`) a node's fabric incident is about, from its findings; None when the incident is not
+    one port's (a fleet event, several ports, another family)."""
+    if incident.family != "fabric" or incident.scope == "fleet":
+        return None
+    devices = {str(f.evidence.get("device")) for f in incident.findings
+               if f.kind == "fabric" and (f.evidence or {}).get("device")}
+    return next(iter(devices)) if len(devices) == 1 else None
 
 
 def active_probation(session: Session, node: str) -> NodeProbation | None:
@@ -113,10 +140,35 @@ def withheld_gpus(session: Session, node: str) -> dict[int, NodeProbation]:
     return withheld
 
 
+def degraded_ports(session: Session, node: str) -> dict[str, NodeProbation]:
+    """The node's InfiniBand ports (HCA names) it returned to service without, under `PORT_TAINT`, while their
+    hardware tickets are open, each with the probation that returned it. Empty for most nodes (one query when the
+    node has no open ticket)."""
+    tickets = list(session.scalars(select(HardwareTicket).where(
+        HardwareTicket.hostname == node, HardwareTicket.status == "open")))
+    if not tickets:
+        return {}
+    ports: dict[str, NodeProbation] = {}
+    for p in session.scalars(select(NodeProbation).where(
+            NodeProbation.hostname == node, NodeProbation.status == RETURNED).order_by(NodeProbation.id)):
+        if withholds_port(p.checks) and any(t.incident_id == p.incident_id for t in tickets):
+            incident = session.get(Incident, p.incident_id)
+            port = incident_port(incident) if incident is not None else None
+            if port is not None:
+                ports[port] = p
+    return ports
+
+
 def returned_without_gpu(session: Session, node: str) -> NodeProbation | None:
     """The latest probation that returned the node to service without a GPU it still withholds, if any."""
     withheld = withheld_gpus(session, node)
     return max(withheld.values(), key=lambda p: p.id) if withheld else None
+
+
+def returned_degraded(session: Session, node: str) -> NodeProbation | None:
+    """The latest probation that returned the node under `PORT_TAINT`, its port still on a ticket, if any."""
+    ports = degraded_ports(session, node)
+    return max(ports.values(), key=lambda p: p.id) if ports else None
 
 
 def open_ticket(session: Session, node: str) -> HardwareTicket | None:
@@ -131,12 +183,12 @@ class NotKeptOut(ValueError):
 
 def mark_repaired(session: Session, *, node: str, by: str, note: str, config: PolicyConfig,
                   now: datetime) -> NodeProbation:
-    """The humans repaired a node gpuops kept out, or returned without a withheld GPU (the ticket's part was
-    replaced): close its open hardware tickets and start a fresh probation, so the node returns to service, or
-    gets its GPU back, only through the same checks as after any remediation (Ready, every GPU allocatable, no
-    new errors for `probation_s`, the node agent's diagnostic where one is wired). Raises `NotKeptOut` when the
-    node is not waiting for repair."""
-    kept = kept_out(session, node) or returned_without_gpu(session, node)
+    """The humans repaired a node gpuops kept out, or returned without a withheld GPU or with a port on a ticket
+    (the ticket's part was replaced): close its open hardware tickets and start a fresh probation, so the node
+    returns to service, or gets its part back, only through the same checks as after any remediation (Ready,
+    every GPU allocatable, no new errors for `probation_s`, the node agent's diagnostic where one is wired).
+    Raises `NotKeptOut` when the node is not waiting for repair."""
+    kept = kept_out(session, node) or returned_without_gpu(session, node) or returned_degraded(session, node)
     if kept is None:
         raise NotKeptOut(f"{node} is not kept out for repair by gpuops; nothing to return "
                          "(see `gpuops tickets list`)")

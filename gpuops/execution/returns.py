@@ -27,7 +27,13 @@ replay storm, an SBE storm, a GPU whose fix did not hold) is fenced off first: t
 (the node agent puts the GPU in the driver's drain state and restarts the device plugin), and once that is
 verified the node is examined again, one GPU short, and returns without it as above. A fence that fails or is
 refused leaves the node out, as before. A reboot lifts a fence: a GPU the node had returned without and that is
-offered again is fenced before the node returns from its next probation."""
+offered again is fenced before the node returns from its next probation.
+
+A node whose one InfiniBand port waits for a new cable, transceiver or HCA, with nothing else wrong, returns
+under the NoSchedule taint `gpuops.io/fabric-degraded=<HCA>`: work that tolerates it (work that stays inside the
+node, whose traffic never crosses the port) may land there, and multi-node jobs, whose collectives would run at
+that port's pace, keep away. The port's ticket stays open; findings on that port are filed with its incident;
+once the humans repaired it and the node passed its probation again, the taint is lifted."""
 
 from __future__ import annotations
 
@@ -147,7 +153,8 @@ def fault_check(session: Session, p: NodeProbation, window_s: float) -> Check:
     if fixers is None:
         return Check("fault_fixed", True, f"{fault}: no hardware fault known; telemetry decides")
     if not fixers:
-        return Check("fault_fixed", False, f"{fault}: no remediation fixes it; the GPU needs replacing")
+        part = "the GPU" if incident.family != "fabric" else "the part"
+        return Check("fault_fixed", False, f"{fault}: no remediation fixes it; {part} needs replacing")
     if not fixers & set(done):
         return Check("fault_fixed", False, f"{fault} needs {' or '.join(sorted(fixers))}; only "
                                            f"{', '.join(done) or 'nothing'} ran, which moved the work away")
@@ -193,12 +200,17 @@ def new_errors(session: Session, p: NodeProbation, withheld: Sequence[int] | Non
     """Hardware findings and other incidents on the node since its probation started (empty when none). A
     suspicion no second signal confirmed (a node's exporter falling silent for a scrape or two) is not an error,
     and neither is what a GPU the node returned to service without goes on reporting while it waits for repair
-    (`withheld`: those GPUs besides the probation's own, read from the store when not given)."""
+    (`withheld`: those GPUs besides the probation's own, read from the store when not given), nor what a port
+    waiting for its repair reports."""
     skip = set(store.withheld_gpus(session, p.hostname)) - {p.gpu} if withheld is None else set(withheld)
+    # Ports on a ticket (the node serving under a taint), and the probation's own: a cable, a transceiver or an
+    # HCA goes on failing until it is replaced, which the probation knows already.
+    ports = set(store.degraded_ports(session, p.hostname)) | {_port_of(session, p)} - {None}
     findings = [f for f in session.scalars(select(FindingRecord).where(
         FindingRecord.hostname == p.hostname, FindingRecord.ts > p.started_at,
         FindingRecord.kind.in_(HARDWARE_KINDS), FindingRecord.severity != "info")
-        .order_by(FindingRecord.ts).limit(200)) if is_corroborated(f.evidence) and f.gpu not in skip][:5]
+        .order_by(FindingRecord.ts).limit(200)) if is_corroborated(f.evidence) and f.gpu not in skip
+        and not (f.kind == "fabric" and f.gpu is None and (f.evidence or {}).get("device") in ports)][:5]
     incidents = session.scalars(select(Incident).where(
         Incident.hostname == p.hostname, Incident.opened_at > p.started_at, Incident.id != p.incident_id)
         .order_by(Incident.id).limit(5)).all()
@@ -299,7 +311,19 @@ def examine(uow: UnitOfWork, *, probation_id: int, deps: ExecutionDeps, shards: 
     if again is not None:
         p.checks = [asdict(c) for c in checks]
         return _fence(uow, p, deps, again=withheld[again])
-    found = _withheld_gpu(session, deps, p, failed, already) if failed and not errors else None
+    port = _degraded_port(session, deps, p, failed) if failed and not errors else None
+    if port is not None:
+        checks.append(Check(store.PORT_WITHHELD, True, f"InfiniBand {port} waits for its repair: {p.hostname} serves "
+                                                       f"work that stays inside the node meanwhile, under the "
+                                                       f"NoSchedule taint {store.PORT_TAINT}={port}"))
+        if diagnostics is not None:  # the GPUs the node returns with: all of them
+            checks += diagnostics.diagnose(p.hostname, gpus=[],
+                                           request_id=f"p{p.id}-{int(p.started_at.timestamp())}-port")
+            waiting = [c for c in checks if c.pending]
+            if waiting:
+                return ProbationOutcome(p.id, p.status, "; ".join(c.detail for c in waiting))
+        failed = [c for c in checks if not c.ok and c.name not in store.PORT_EXCUSES]
+    found = _withheld_gpu(session, deps, p, failed, already) if failed and not errors and port is None else None
     if found is not None:
         checks.append(found[0])
         if diagnostics is not None:  # the GPUs the node returns with
@@ -314,6 +338,8 @@ def examine(uow: UnitOfWork, *, probation_id: int, deps: ExecutionDeps, shards: 
     if failed:
         return _keep_out(uow, p, failed, deps, already)
     if found is not None and _gpu_ticket(session, p) is None:
+        return _ticket_then_return(uow, p, deps)
+    if port is not None and _incident_ticket(session, p) is None:
         return _ticket_then_return(uow, p, deps)
     return _return(uow, p, deps)
 
@@ -345,6 +371,27 @@ def _withheld_gpu(session: Session, deps: ExecutionDeps, p: NodeProbation, faile
     return Check(store.WITHHELD, True, f"GPU {p.gpu} is {_held_back(p)} ({info.gpu_allocatable}/"
                                  f"{info.gpu_capacity} allocatable): {p.hostname} returns with the other "
                                  f"{info.gpu_allocatable}, GPU {p.gpu} on a hardware ticket"), info.gpu_capacity
+
+
+def _degraded_port(session: Session, deps: ExecutionDeps, p: NodeProbation, failed: list[Check]) -> str | None:
+    """The InfiniBand port (HCA name) the node may return without, under a taint, when that is all that keeps it
+    out: the incident is one port's (a cable, transceiver or HCA fault) and gpuops' still (not handed to a human),
+    its fix is all that failed (the node is Ready with every GPU, nothing new showed), and no repair came since.
+    None otherwise, or where policy keeps such nodes out (`return_without_port: false`)."""
+    if not deps.policy.return_without_port or [c.name for c in failed] != ["fault_fixed"] or p.reason.startswith(
+            store.REPAIR_REASON):
+        return None
+    incident = session.get(Incident, p.incident_id)
+    if incident is None or incident.status == IncidentStatus.ESCALATED:
+        return None
+    return store.incident_port(incident)
+
+
+def _incident_ticket(session: Session, p: NodeProbation) -> HardwareTicket | None:
+    """An RMA request still open that the probation's incident opened."""
+    return session.scalars(select(HardwareTicket).where(
+        HardwareTicket.hostname == p.hostname, HardwareTicket.status == "open",
+        HardwareTicket.incident_id == p.incident_id).order_by(HardwareTicket.id.desc())).first()
 
 
 def _fenceable(session: Session, deps: ExecutionDeps, p: NodeProbation, checks: list[Check]) -> bool:
@@ -426,25 +473,28 @@ def _gpu_ticket(session: Session, p: NodeProbation) -> HardwareTicket | None:
 
 
 def _ticket_then_return(uow: UnitOfWork, p: NodeProbation, deps: ExecutionDeps) -> ProbationOutcome:
-    """The node returns without its withheld GPU, once that GPU's RMA request is recorded: propose the ticket;
-    when it has run, the probation is examined again and proposes the uncordon (see `conclude`)."""
+    """The node returns without its withheld GPU (or its port), once that part's RMA request is recorded: propose
+    the ticket; when it has run, the probation is examined again and proposes the uncordon (see `conclude`)."""
     session, now = uow.session, _now(deps)
     incident = session.get(Incident, p.incident_id)
     fault = fault_of(incident)[0] if incident else ""
+    serves = "with its other GPUs" if store.withholds_gpu(p.checks) else "work that stays inside the node"
     plan = Plan(runbook="open_hardware_ticket", targets=(Target.parse(f"node/{p.hostname}"),), params={
-        "gpu": p.gpu, "summary": f"{p.hostname} GPU {p.gpu} withheld after incident {p.incident_id} "
-                                 f"({incident.title if incident else ''}); the node serves with its other GPUs"[:500],
+        "gpu": p.gpu, "summary": f"{p.hostname} {_part(session, p)} withheld after incident {p.incident_id} "
+                                 f"({incident.title if incident else ''}); the node serves {serves}"[:500],
         "fault": fault[:100], "evidence": {c["name"]: str(c["detail"])[:500] for c in p.checks}})
     reason = f"{_summary(p)}"
     outcome = propose(uow, proposal=Proposal(p.incident_id, plan, reason[:2000], PLANNER), deps=deps)
     p.ticket_action_id = outcome.action_id
     p.status = store.TICKETING
-    store.record(session, p, kind="probation.gpu_withheld", now=now, data={"checks": p.checks},
-                 message=f"{p.hostname} passed its probation but for GPU {p.gpu}, {_held_back(p)}; "
-                         f"open_hardware_ticket proposed as action {outcome.action_id}: {outcome.status}, then the "
-                         "node returns with its other GPUs")
-    return ProbationOutcome(p.id, p.status, "ticket for the withheld GPU proposed", outcome.action_id,
-                            outcome.status, True)
+    gpu = store.withholds_gpu(p.checks)
+    store.record(session, p, kind="probation.gpu_withheld" if gpu else "probation.port_withheld", now=now,
+                 data={"checks": p.checks},
+                 message=f"{p.hostname} passed its probation but for {_part(session, p)}"
+                         f"{', ' + _held_back(p) if gpu else ''}; open_hardware_ticket proposed as action "
+                         f"{outcome.action_id}: {outcome.status}, then the node returns {serves}")
+    return ProbationOutcome(p.id, p.status, f"ticket for the withheld {'GPU' if gpu else 'port'} proposed",
+                            outcome.action_id, outcome.status, True)
 
 
 def _return(uow: UnitOfWork, p: NodeProbation, deps: ExecutionDeps) -> ProbationOutcome:
@@ -453,10 +503,17 @@ def _return(uow: UnitOfWork, p: NodeProbation, deps: ExecutionDeps) -> Probation
     session, now = uow.session, _now(deps)
     minutes = _minutes(p, now)
     node = deps.cluster.get_node(p.hostname)
+    port = _port_of(session, p) if store.withholds_port(p.checks) else None
+    lift = any(t.key == store.PORT_TAINT for t in node.taints) and port is None and not store.degraded_ports(
+        session, p.hostname)  # gpuops' taint for a port no ticket waits on any more: the port was repaired
     if node.unschedulable and node.cordoned_by_gpuops:
-        plan = Plan(runbook="uncordon_node", targets=(Target.parse(f"node/{p.hostname}"),),
-                    params={"reason": f"gpuops probation {p.id}: healthy for {minutes} min after the remediation"
-                                      f"{_without(p)}"})
+        params: dict[str, Any] = {"reason": f"gpuops probation {p.id}: healthy for {minutes} min after the "
+                                            f"remediation{_without(p)}"}
+        if port is not None:
+            params |= {"taint_key": store.PORT_TAINT, "taint_value": port}
+        elif lift:
+            params |= {"lift_taint_key": store.PORT_TAINT}
+        plan = Plan(runbook="uncordon_node", targets=(Target.parse(f"node/{p.hostname}"),), params=params)
         outcome = propose(uow, proposal=Proposal(p.incident_id, plan, _summary(p), PLANNER), deps=deps)
         p.return_action_id = outcome.action_id
         p.status = store.RETURNING
@@ -464,6 +521,17 @@ def _return(uow: UnitOfWork, p: NodeProbation, deps: ExecutionDeps) -> Probation
                      message=f"{p.hostname} passed {minutes} min of probation ({_summary(p)}); "
                              f"uncordon_node proposed as action {outcome.action_id}: {outcome.status}")
         return ProbationOutcome(p.id, p.status, "uncordon proposed", outcome.action_id, outcome.status, True)
+    if lift and not node.unschedulable:  # back in service under the taint, and its port repaired: lift it
+        plan = Plan(runbook="untaint_node", targets=(Target.parse(f"node/{p.hostname}"),), params={
+            "key": store.PORT_TAINT, "reason": f"gpuops probation {p.id}: healthy for {minutes} min after its "
+                                               "InfiniBand port's repair"})
+        outcome = propose(uow, proposal=Proposal(p.incident_id, plan, _summary(p), PLANNER), deps=deps)
+        p.return_action_id = outcome.action_id
+        p.status = store.RETURNING
+        store.record(session, p, kind="probation.passed", now=now, data={"checks": p.checks},
+                     message=f"{p.hostname} passed {minutes} min of probation ({_summary(p)}); its port is "
+                             f"repaired: untaint_node proposed as action {outcome.action_id}: {outcome.status}")
+        return ProbationOutcome(p.id, p.status, "taint lift proposed", outcome.action_id, outcome.status, True)
     release_node(session, node=p.hostname, now=now)
     why = ("it is already schedulable" if not node.unschedulable
            else "someone else cordoned it, and gpuops never uncordons a node it did not cordon")
@@ -525,15 +593,15 @@ def conclude(uow: UnitOfWork, *, probation_id: int, now: datetime) -> ProbationO
                          f"fenced off (action {p.fence_action_id}); the node returns with its other GPUs" if done
                          else f"not fenced: fence_gpu (action {p.fence_action_id}) {status}"
                               f"{': ' + detail if detail else ''}; the node stays out for the repair"))
-    elif p.status == store.TICKETING and store.withholds_gpu(p.checks):
+    elif p.status == store.TICKETING and store.returns_short(p.checks):
         if status == ActionStatus.SUCCEEDED:
             p.status, p.due_at = store.PROBATION, min(p.due_at, now)  # examined again: the ticket is open
             store.record(session, p, kind="probation.ticketed", now=now,
-                         message=f"hardware ticket for {p.hostname} GPU {p.gpu} opened (action "
-                                 f"{p.ticket_action_id}); the node returns with its other GPUs")
-        else:  # no RMA request for the withheld GPU: the node is not returned without one
-            why = (f"{p.hostname} stays out of service: GPU {p.gpu} is withheld and its hardware ticket (action "
-                   f"{p.ticket_action_id}) {status}{': ' + detail if detail else ''}")
+                         message=f"hardware ticket for {p.hostname} {_part(session, p)} opened (action "
+                                 f"{p.ticket_action_id}); the node returns without it")
+        else:  # no RMA request for the withheld part: the node is not returned without one
+            why = (f"{p.hostname} stays out of service: {_part(session, p)} is withheld and its hardware ticket "
+                   f"(action {p.ticket_action_id}) {status}{': ' + detail if detail else ''}")
             _finish(session, p, store.KEPT_OUT, now, why)
             _escalate(session, p, now, why[:500])
     elif p.status == store.TICKETING:
@@ -561,10 +629,24 @@ def conclude(uow: UnitOfWork, *, probation_id: int, now: datetime) -> ProbationO
 
 
 def _without(p: NodeProbation) -> str:
-    """How a node returns that leaves its withheld GPU behind, in words (empty for a whole node)."""
+    """How a node returns that leaves its withheld GPU (or port) behind, in words (empty for a whole node)."""
+    if store.withholds_port(p.checks):
+        return (f", under the taint {store.PORT_TAINT} for work that stays inside the node (its InfiniBand port "
+                "on a hardware ticket)")
     if not store.withholds_gpu(p.checks):
         return ""
     return f", without GPU {p.gpu} ({_held_back(p)}, on a hardware ticket)"
+
+
+def _port_of(session: Session, p: NodeProbation) -> str | None:
+    incident = session.get(Incident, p.incident_id)
+    return store.incident_port(incident) if incident is not None else None
+
+
+def _part(session: Session, p: NodeProbation) -> str:
+    """The part a probation returns its node without, in words: `GPU 3`, or `InfiniBand mlx5_3`."""
+    port = _port_of(session, p) if store.withholds_port(p.checks) else None
+    return f"InfiniBand {port}" if port is not None else f"GPU {p.gpu}"
 
 
 def _held_back(p: NodeProbation) -> str:

@@ -62,6 +62,11 @@ class PolicyConfig(BaseModel):
         default=True, description="a node whose one GPU needs replacing, and that the device plugin still offers, "
                                   "has that GPU fenced off by the node agent (fence_gpu) so that it returns to "
                                   "service with its other GPUs; false keeps such a node out until its repair")
+    return_without_port: bool = Field(
+        default=True, description="a node whose one InfiniBand port (cable, transceiver or HCA) waits for repair, "
+                                  "with nothing else wrong, returns to service under the NoSchedule taint "
+                                  "gpuops.io/fabric-degraded=<HCA> for the work that tolerates it (work that stays "
+                                  "inside the node); false keeps such a node out until its repair")
     budget_wait_s: float = Field(
         default=3600, ge=0, description="a node action the nodes-out budget or the healthy-GPU minimum refuses only "
                                         "because of nodes gpuops itself has out (remediating, or on probation, "

@@ -186,6 +186,12 @@ def controller_of(obj: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+# Work that stays inside its node (an inference replica, a notebook, batch inference, a one-node job) tolerates
+# the taint under which gpuops returns a node whose one InfiniBand port waits for repair, as an operator who
+# serves such work configures it; a multi-node job's collectives cross every port, and it keeps away.
+STAYS_IN_NODE = {"key": "gpuops.io/fabric-degraded", "operator": "Exists", "effect": "NoSchedule"}
+
+
 def tolerates(pod: dict[str, Any], taint: dict[str, Any]) -> bool:
     """Whether one of the pod's tolerations tolerates the taint."""
     for tol in pod.get("spec", {}).get("tolerations") or []:

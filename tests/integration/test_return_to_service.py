@@ -42,7 +42,8 @@ PROBATION_S = 1800.0
 # fences here: a GPU that needs replacing keeps its node out (the fence tests turn them on).
 POLICY = PolicyConfig(max_nodes_out=1, max_nodes_out_fraction=0.25, min_healthy_gpu_fraction=0.5, soak_s=0,
                       common_cause_window_s=0, node_cooldown_s=0, probation_s=PROBATION_S, fence_gpus=False,
-                      auto_approve=frozenset({"notify_only", "cordon_node", "uncordon_node", "open_hardware_ticket"}))
+                      auto_approve=frozenset({"notify_only", "cordon_node", "uncordon_node", "untaint_node",
+                                              "open_hardware_ticket"}))
 FENCING = POLICY.model_copy(update={"fence_gpus": True, "auto_approve": POLICY.auto_approve | {"fence_gpu"}})
 
 
@@ -651,3 +652,71 @@ def test_a_withheld_gpu_whose_reset_a_human_refused_keeps_the_node_out(world: Wo
     (kept,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
     assert kept.status == "kept_out" and "gpu_withheld" not in {c["name"] for c in kept.checks}
     assert world.cluster.nodes[NODE].unschedulable and _incident(world, incident_id).status == "escalated"
+
+
+PORT_TAINT = "gpuops.io/fabric-degraded"
+
+
+def _port_finding(world: World, device: str, ts: float, condition: str = "link_down") -> None:
+    finding = Finding(ts=ts, hostname=NODE, gpu=None, uuid=None, kind="fabric", severity="critical", score=1.0,
+                      detector=f"fabric.{condition}", evidence={"condition": condition, "device": device, "port": 1,
+                                                                "hca": int(device.rpartition("_")[2])})
+    with world.pipeline.container.uow() as uow:
+        ingest_findings(uow.session, [finding], fleet_nodes=8, now=datetime.fromtimestamp(ts, tz=UTC))
+        uow.commit()
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_a_node_whose_infiniband_port_waits_for_repair_serves_work_inside_the_node_under_a_taint(
+        db_url: str, tmp_path: Path, on: bool) -> None:
+    """One port down is the cable's, the transceiver's or the HCA's: no reset fixes it, and only work whose
+    traffic crosses the port (a multi-node job's collectives) needs it. The node returns under a NoSchedule taint
+    that such work does not tolerate, its ticket open; the port's later reports are filed with its incident; once
+    the humans repaired it and the node passed its probation again, the taint is lifted."""
+    world = next(_world(db_url, tmp_path, POLICY.model_copy(update={"return_without_port": on})))
+    incident_id = open_incident(world.pipeline.container, "fabric", node=NODE, gpu=None,
+                                evidence={"condition": "link_down", "device": "mlx5_3", "port": 1, "hca": 3})
+    world.settle(incident_id)  # cordon, drain, open_hardware_ticket (naming the HCA)
+    (ticket,) = _read(world, HardwareTicket, HardwareTicket.hostname == NODE)
+    (probation,) = _read(world, NodeProbation, NodeProbation.hostname == NODE)
+
+    assert world.sweep() == [probation.id]  # no probation to wait out: no reset brings a cable back
+    (decided,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
+    node = world.cluster.nodes[NODE]
+    if not on:
+        assert decided.status == "kept_out" and node.unschedulable and not node.taints
+        return
+    assert decided.status == "returned" and {c["name"]: c["ok"] for c in decided.checks}["port_withheld"] is True
+    assert not node.unschedulable and _leases(world, NODE) == []
+    assert [(t.key, t.value, t.effect) for t in node.taints] == [(PORT_TAINT, "mlx5_3", "NoSchedule")]
+    (uncordon,) = _read(world, Action, Action.incident_id == incident_id, Action.runbook == "uncordon_node")
+    assert uncordon.status == "succeeded" and uncordon.parameters["taint_value"] == "mlx5_3"
+    assert _read(world, HardwareTicket, HardwareTicket.hostname == NODE)[0].status == "open"  # the plan's ticket
+    assert _incident(world, incident_id).status == "resolved"
+    assert any("returned to service" in m and PORT_TAINT in m for m in _timeline(world, incident_id))
+
+    # The port goes on reporting: filed with its incident, nothing planned again.
+    world.cluster.now += 3600
+    _port_finding(world, "mlx5_3", world.cluster.now, "link_flap")
+    assert [i.id for i in _read(world, Incident)] == [incident_id]
+    assert _incident(world, incident_id).status == "resolved"
+
+    # The humans replace the cable: the ticket closes, and after a fresh probation the taint is lifted.
+    with world.pipeline.container.uow() as uow:
+        repaired = mark_repaired(uow.session, node=NODE, by=ALICE, note="cable swapped",
+                                 config=world.pipeline.container.policy,
+                                 now=datetime.fromtimestamp(world.cluster.now, tz=UTC))
+        uow.commit()
+        repaired_id = repaired.id
+    assert [t.status for t in _read(world, HardwareTicket, HardwareTicket.id == ticket.id)] == ["repaired"]
+    world.examined(PROBATION_S + 60)
+    assert world.sweep() == [repaired_id]
+    (again,) = _read(world, NodeProbation, NodeProbation.id == repaired_id)
+    assert again.status == "returned", again.reason
+    (lift,) = _read(world, Action, Action.runbook == "untaint_node")
+    assert lift.status == "succeeded" and lift.targets == [f"node/{NODE}"]
+    assert world.cluster.nodes[NODE].taints == () and not world.cluster.nodes[NODE].unschedulable
+
+    # Repaired, the port's next fault is a fault again: its incident reopens.
+    _port_finding(world, "mlx5_3", world.cluster.now + 60)
+    assert _incident(world, incident_id).status == "open"
