@@ -59,6 +59,7 @@ class ExecutionView:
     status: str                    # succeeded | failed | rolled_back | refused | already_done | dry_run
     verified: bool
     detail: str
+    follow_up: str = ""            # the runbook a failed verification calls for next (a reboot after a reset)
 
 
 @dataclass(frozen=True)

@@ -233,8 +233,34 @@ def verify(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
         ctx.incidents.move(state["incident_id"], IncidentStatus.INVESTIGATING, reason="next action of the plan",
                            actor=ctx.actor, now=ctx.clock())
     if not ok:
+        rung = _next_rung(state, last)
+        if rung is not None:  # proposed, judged by policy and approved like any step of the plan
+            why = f"action {last['action_id']} {last['status']}: {last['detail']}; next: {rung.runbook}"
+            ctx.incidents.move(state["incident_id"], IncidentStatus.INVESTIGATING, reason=why[:500],
+                               actor=ctx.actor, now=ctx.clock())
+            cursor = state.get("cursor", 0)
+            plan = [*state["plan"][:cursor + 1], rung.to_json(), *state["plan"][cursor + 1:]]
+            return {"plan": plan, "cursor": cursor + 1, "notes": [*state.get("notes", []), why],
+                    "steps": _step(state)}
         return {"reason": f"action {last['action_id']} {last['status']}: {last['detail']}", "steps": _step(state)}
     return {"cursor": state.get("cursor", 0) + 1, "steps": _step(state)}
+
+
+def _next_rung(state: IncidentState, last: dict[str, Any]) -> PlannedAction | None:
+    """The step a failed action's verification calls for, once per plan: a GPU reset that ran but did not bring
+    its GPU back is followed by a reboot of its node (the driver reloads and the bus is walked again); if the GPU
+    is still missing after that, the node's probation returns it without that GPU, on a hardware ticket. None
+    for any other failure, or when the plan holds that runbook already: the incident goes to a human."""
+    runbook = str(last.get("follow_up") or "")
+    if runbook != "reboot_node" or any(a["runbook"] == runbook for a in state["plan"]):
+        return None
+    failed = _current(state)
+    nodes = [t.split("/")[1] for t in failed.targets if t.startswith(("gpu/", "node/"))]
+    if len(nodes) != 1:
+        return None
+    reason = (f"gpuops incident {state['incident_id']}: the GPU reset (action {last['action_id']}) ran but the GPU "
+              "did not come back; a reboot reloads the driver before the GPU goes back to the vendor")
+    return PlannedAction("reboot_node", {"reason": reason[:500], "uncordon_after": False}, (f"node/{nodes[0]}",))
 
 
 def _execution_ok(view: dict[str, Any]) -> bool:
@@ -253,7 +279,9 @@ def resolve(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
         # telling the humans fixes nothing: the incident is theirs now
         return _finish(ctx, state, IncidentStatus.ESCALATED,
                        f"no automated remedy for {state.get('fault') or 'this fault'}: the humans were notified")
-    return _finish(ctx, state, IncidentStatus.RESOLVED, f"{done} executed and verified")
+    failed = [str(e["action_id"]) for e in state.get("executions", []) if not _execution_ok(e)]
+    also = f" (action {', '.join(failed)} failed, and the step it called for followed)" if failed else ""
+    return _finish(ctx, state, IncidentStatus.RESOLVED, f"{done} executed and verified{also}")
 
 
 def escalate(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:

@@ -77,6 +77,9 @@ class ExecutionOutcome:
     status: str  # an ExecutionStatus
     verified: bool
     detail: str
+    follow_up: str = ""
+    """The runbook a failed verification calls for next, where one does (a GPU reset that ran but did not bring
+    its GPU back: a reboot, which reloads the driver and walks the bus again); the agent decides whether to."""
 
     def __post_init__(self) -> None:
         self.status = str(self.status)  # plain text: outcomes travel in task payloads and the agent's checkpoints
@@ -364,12 +367,23 @@ def _finish(uow_factory: Callable[[], UnitOfWork], action_id: int, plan: Plan, r
         if can_transition(incident.status, IncidentStatus.VERIFYING):
             transition(session, incident, IncidentStatus.VERIFYING, reason=f"action {action.id}: {action.status}",
                        actor="executor", now=now)
-        if not verified.ok and can_transition(incident.status, IncidentStatus.ESCALATED):
+        follow_up = _follow_up(plan, result, verified)
+        if not verified.ok and not follow_up and can_transition(incident.status, IncidentStatus.ESCALATED):
             transition(session, incident, IncidentStatus.ESCALATED,
                        reason=f"action {action.id} {action.status}: {verified.detail}", actor="executor", now=now)
         uow.commit()
         log.info("action finished", extra={"status": action.status, "verified": verified.ok})
-        return ExecutionOutcome(action.id, action.status, verified.ok, verified.detail)
+        return ExecutionOutcome(action.id, action.status, verified.ok, verified.detail, follow_up)
+
+
+def _follow_up(plan: Plan, result: StepResult, verified: StepResult) -> str:
+    """The next rung of a remediation whose verification failed, where there is one: a GPU reset the node agent
+    carried out but after which the node still offers fewer GPUs (the GPU did not come back) is followed by a
+    reboot of the node, as an operator would before sending the GPU back to the vendor. Empty otherwise: the
+    incident goes to a human as for any failed action."""
+    if plan.runbook == "reset_gpu" and result.ok and not verified.ok and "allocatable" in verified.data:
+        return "reboot_node"
+    return ""
 
 
 def _after_success(session: Session, action: Action, plan: Plan, result: StepResult, deps: ExecutionDeps,

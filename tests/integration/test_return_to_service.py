@@ -720,3 +720,44 @@ def test_a_node_whose_infiniband_port_waits_for_repair_serves_work_inside_the_no
     # Repaired, the port's next fault is a fault again: its incident reopens.
     _port_finding(world, "mlx5_3", world.cluster.now + 60)
     assert _incident(world, incident_id).status == "open"
+
+
+@pytest.mark.parametrize("how", ["gpu stays off", "reset request failed"])
+def test_a_gpu_a_reset_did_not_bring_back_gets_a_reboot_then_its_node_returns_without_it(
+        world: World, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """A reset the node agent carried out, after which the node still offers one GPU fewer, is followed by a
+    reboot (the driver reloads, the bus is walked again) rather than handed to a human; a GPU still missing then
+    goes on a ticket and the node returns with the rest. A reset that failed itself goes to a human, as before."""
+    finish = world.cluster.finish_request
+
+    def agent(name: str, phase: str = "Succeeded", message: str = "") -> Any:
+        if world.cluster.requests[name].kind != "GPUReset":
+            return finish(name, phase, message)
+        if how == "reset request failed":
+            return finish(name, "Failed", "GPU 2 is in use by another client")
+        done = finish(name)
+        _withhold(world, NODE, 1)  # the reset ran, and GPU 2 did not come back
+        return done
+
+    monkeypatch.setattr(world.cluster, "finish_request", agent)
+    incident_id = open_incident(world.pipeline.container, "xid", node=NODE, evidence={"xid": 74})
+    world.settle(incident_id)  # cordon, drain, reset (and, where it ran without the GPU coming back, reboot)
+    runs = {a.runbook: a.status for a in _read(world, Action, Action.incident_id == incident_id)}
+    if how == "reset request failed":
+        assert runs["reset_gpu"] == "failed" and "reboot_node" not in runs
+        assert _incident(world, incident_id).status == "escalated"
+        return
+    assert runs["reset_gpu"] == "failed" and runs["reboot_node"] == "succeeded"
+    assert [r.kind for r in world.cluster.requests.values() if r.node == NODE] == ["GPUReset", "NodeReboot"]
+    assert _incident(world, incident_id).status == "resolved"
+    assert world.cluster.nodes[NODE].unschedulable  # the reboot does not return it: the probation does
+
+    (probation,) = _read(world, NodeProbation, NodeProbation.hostname == NODE)
+    world.examined(PROBATION_S + 60)
+    assert world.sweep() == [probation.id]
+    (returned,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
+    assert returned.status == "returned" and {c["name"]: c["ok"] for c in returned.checks}["gpu_withheld"]
+    (ticket,) = _read(world, HardwareTicket, HardwareTicket.hostname == NODE)
+    assert ticket.gpu == 2 and ticket.status == "open"
+    assert not world.cluster.nodes[NODE].unschedulable and world.cluster.nodes[NODE].gpu_allocatable == 7
+    assert _incident(world, incident_id).status == "resolved"
