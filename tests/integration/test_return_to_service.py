@@ -679,6 +679,8 @@ def test_a_node_whose_infiniband_port_waits_for_repair_serves_work_inside_the_no
     world.settle(incident_id)  # cordon, drain, open_hardware_ticket (naming the HCA)
     (ticket,) = _read(world, HardwareTicket, HardwareTicket.hostname == NODE)
     (probation,) = _read(world, NodeProbation, NodeProbation.hostname == NODE)
+    world.cluster.now += 30
+    _port_finding(world, "mlx5_3", world.cluster.now, "link_flap")  # its own port failing on is no new error
 
     assert world.sweep() == [probation.id]  # no probation to wait out: no reset brings a cable back
     (decided,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
