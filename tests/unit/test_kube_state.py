@@ -389,3 +389,26 @@ def test_grace_period_is_exact_in_simulated_time(state: KubeState, clock: Clock)
     advance(state, clock, 0.1, step=0.1)
     with pytest.raises(NotFound):
         state.get_object("pods", "default", "p")
+
+
+def test_work_that_stays_inside_a_node_lands_under_the_port_taint_and_a_multi_node_job_does_not(
+        state: KubeState, clock: Clock) -> None:
+    """A node whose one InfiniBand port waits for repair serves, under gpuops.io/fabric-degraded, the twin's work
+    that never crosses the port (a replica, a one-node job); a multi-node job's worker waits for another node."""
+    from simulator.scenario import InferenceWorkload, TrainingWorkload
+    from simulator.workloads import inference_deployment, training_pod
+
+    state.update_object("nodes", "", "gpu-node-001", lambda n: {**n, "spec": {**n["spec"], "taints": [
+        {"key": "gpuops.io/fabric-degraded", "value": "mlx5_3", "effect": "NoSchedule"}]}})
+    state.update_object("nodes", "", "gpu-node-002", lambda n: {**n, "spec": {**n["spec"], "unschedulable": True}})
+    gang = TrainingWorkload(type="training", name="pretrain", nodes=2)
+    solo = TrainingWorkload(type="training", name="finetune", nodes=1)
+    serve = InferenceWorkload(type="inference", name="chat", replicas=2)
+    state.add_pod(training_pod(gang, 0, 4, None))
+    state.add_pod(training_pod(solo, 0, 4, None))
+    state.add_deployment(inference_deployment(serve, "uid-chat"))
+    advance(state, clock, 30)
+    where = {pod: node for (node, _), (pod, _, _) in state.gpu_assignments().items()}
+    assert "pretrain-worker-0" not in where
+    assert where["finetune-worker-0"] == "gpu-node-001"
+    assert sorted(node for pod, node in where.items() if pod.startswith("chat-")) == ["gpu-node-001"] * 2
