@@ -404,7 +404,7 @@ def test_work_that_stays_inside_a_node_lands_under_the_port_taint_and_a_multi_no
     gang = TrainingWorkload(type="training", name="pretrain", nodes=2)
     solo = TrainingWorkload(type="training", name="finetune", nodes=1)
     serve = InferenceWorkload(type="inference", name="chat", replicas=2)
-    state.add_pod(training_pod(gang, 0, 4, None))
+    state.add_pod(training_pod(gang, 0, 2, None))  # room for it beside the others: only the taint keeps it off
     state.add_pod(training_pod(solo, 0, 4, None))
     state.add_deployment(inference_deployment(serve, "uid-chat"))
     advance(state, clock, 30)
