@@ -127,13 +127,9 @@ def withheld_gpus(session: Session, node: str) -> dict[int, NodeProbation]:
     """The node's GPUs it returned to service without (the device plugin withholds them) while their RMA requests
     are open, each with the probation that left it behind: the node waits for their repair, in service with its
     other GPUs. Empty for most nodes (one query when the node has no open ticket)."""
-    tickets = list(session.scalars(select(HardwareTicket).where(
-        HardwareTicket.hostname == node, HardwareTicket.status == "open")))
-    if not tickets:
-        return {}
+    tickets, returned = _returned_on_tickets(session, node)
     withheld: dict[int, NodeProbation] = {}
-    for p in session.scalars(select(NodeProbation).where(
-            NodeProbation.hostname == node, NodeProbation.status == RETURNED).order_by(NodeProbation.id)):
+    for p in returned:
         if p.gpu is not None and withholds_gpu(p.checks) and any(
                 t.gpu == p.gpu or t.incident_id == p.incident_id for t in tickets):
             withheld[p.gpu] = p
@@ -144,19 +140,26 @@ def degraded_ports(session: Session, node: str) -> dict[str, NodeProbation]:
     """The node's InfiniBand ports (HCA names) it returned to service without, under `PORT_TAINT`, while their
     hardware tickets are open, each with the probation that returned it. Empty for most nodes (one query when the
     node has no open ticket)."""
-    tickets = list(session.scalars(select(HardwareTicket).where(
-        HardwareTicket.hostname == node, HardwareTicket.status == "open")))
-    if not tickets:
-        return {}
+    tickets, returned = _returned_on_tickets(session, node)
     ports: dict[str, NodeProbation] = {}
-    for p in session.scalars(select(NodeProbation).where(
-            NodeProbation.hostname == node, NodeProbation.status == RETURNED).order_by(NodeProbation.id)):
+    for p in returned:
         if withholds_port(p.checks) and any(t.incident_id == p.incident_id for t in tickets):
             incident = session.get(Incident, p.incident_id)
             port = incident_port(incident) if incident is not None else None
             if port is not None:
                 ports[port] = p
     return ports
+
+
+def _returned_on_tickets(session: Session, node: str) -> tuple[list[HardwareTicket], list[NodeProbation]]:
+    """The node's open RMA requests, and, when there are any, the probations that returned it to service (oldest
+    first); the probations are not read when no ticket is open."""
+    tickets = list(session.scalars(select(HardwareTicket).where(
+        HardwareTicket.hostname == node, HardwareTicket.status == "open")))
+    if not tickets:
+        return [], []
+    return tickets, list(session.scalars(select(NodeProbation).where(
+        NodeProbation.hostname == node, NodeProbation.status == RETURNED).order_by(NodeProbation.id)))
 
 
 def returned_without_gpu(session: Session, node: str) -> NodeProbation | None:

@@ -513,25 +513,13 @@ def _return(uow: UnitOfWork, p: NodeProbation, deps: ExecutionDeps) -> Probation
             params |= {"taint_key": store.PORT_TAINT, "taint_value": port}
         elif lift:
             params |= {"lift_taint_key": store.PORT_TAINT}
-        plan = Plan(runbook="uncordon_node", targets=(Target.parse(f"node/{p.hostname}"),), params=params)
-        outcome = propose(uow, proposal=Proposal(p.incident_id, plan, _summary(p), PLANNER), deps=deps)
-        p.return_action_id = outcome.action_id
-        p.status = store.RETURNING
-        store.record(session, p, kind="probation.passed", now=now, data={"checks": p.checks},
-                     message=f"{p.hostname} passed {minutes} min of probation ({_summary(p)}); "
-                             f"uncordon_node proposed as action {outcome.action_id}: {outcome.status}")
-        return ProbationOutcome(p.id, p.status, "uncordon proposed", outcome.action_id, outcome.status, True)
+        return _propose_return(uow, p, deps, Plan(
+            runbook="uncordon_node", targets=(Target.parse(f"node/{p.hostname}"),), params=params), "")
     if lift and not node.unschedulable:  # back in service under the taint, and its port repaired: lift it
-        plan = Plan(runbook="untaint_node", targets=(Target.parse(f"node/{p.hostname}"),), params={
-            "key": store.PORT_TAINT, "reason": f"gpuops probation {p.id}: healthy for {minutes} min after its "
-                                               "InfiniBand port's repair"})
-        outcome = propose(uow, proposal=Proposal(p.incident_id, plan, _summary(p), PLANNER), deps=deps)
-        p.return_action_id = outcome.action_id
-        p.status = store.RETURNING
-        store.record(session, p, kind="probation.passed", now=now, data={"checks": p.checks},
-                     message=f"{p.hostname} passed {minutes} min of probation ({_summary(p)}); its port is "
-                             f"repaired: untaint_node proposed as action {outcome.action_id}: {outcome.status}")
-        return ProbationOutcome(p.id, p.status, "taint lift proposed", outcome.action_id, outcome.status, True)
+        return _propose_return(uow, p, deps, Plan(
+            runbook="untaint_node", targets=(Target.parse(f"node/{p.hostname}"),), params={
+                "key": store.PORT_TAINT, "reason": f"gpuops probation {p.id}: healthy for {minutes} min after its "
+                                                   "InfiniBand port's repair"}), "its port is repaired: ")
     release_node(session, node=p.hostname, now=now)
     why = ("it is already schedulable" if not node.unschedulable
            else "someone else cordoned it, and gpuops never uncordons a node it did not cordon")
@@ -539,6 +527,18 @@ def _return(uow: UnitOfWork, p: NodeProbation, deps: ExecutionDeps) -> Probation
             f"{p.hostname} passed {minutes} min of probation; gpuops released its hold: {why}")
     _resolve(session, p, now, f"{p.hostname} passed {minutes} min of probation; {why}")
     return ProbationOutcome(p.id, p.status, p.reason)
+
+
+def _propose_return(uow: UnitOfWork, p: NodeProbation, deps: ExecutionDeps, plan: Plan,
+                    why: str) -> ProbationOutcome:
+    """Propose the action that returns the node (its uncordon, or the lift of its port's taint) and wait for it."""
+    outcome = propose(uow, proposal=Proposal(p.incident_id, plan, _summary(p), PLANNER), deps=deps)
+    p.return_action_id = outcome.action_id
+    p.status = store.RETURNING
+    store.record(uow.session, p, kind="probation.passed", now=_now(deps), data={"checks": p.checks},
+                 message=f"{p.hostname} passed {_minutes(p, _now(deps))} min of probation ({_summary(p)}); {why}"
+                         f"{plan.runbook} proposed as action {outcome.action_id}: {outcome.status}")
+    return ProbationOutcome(p.id, p.status, f"{plan.runbook} proposed", outcome.action_id, outcome.status, True)
 
 
 def _keep_out(uow: UnitOfWork, p: NodeProbation, failed: list[Check], deps: ExecutionDeps,
