@@ -438,24 +438,32 @@ def test_a_fenced_gpu_offered_again_after_a_reboot_is_fenced_again_before_its_no
     assert tickets == ([probation.gpu, 5] if lost_stays_lost else [probation.gpu])
 
 
+def _node_agent_answers(world: World, monkeypatch: pytest.MonkeyPatch, kind: str, failure: str | None,
+                        gpu_allocatable: int) -> None:
+    """The node agent fails its `kind` requests with `failure`; or carries them out, after which `NODE` offers
+    `gpu_allocatable` GPUs. Requests of other kinds finish as asked."""
+    finish = world.cluster.finish_request
+
+    def agent(name: str, phase: str = "Succeeded", message: str = "") -> Any:
+        if world.cluster.requests[name].kind != kind:
+            return finish(name, phase, message)
+        if failure is not None:
+            return finish(name, "Failed", failure)
+        done = finish(name)
+        world.cluster.nodes[NODE] = dataclasses.replace(world.cluster.nodes[NODE], gpu_allocatable=gpu_allocatable)
+        return done
+
+    monkeypatch.setattr(world.cluster, "finish_request", agent)
+
+
 @pytest.mark.parametrize("how", ["drain refused", "plugin still offers it"])
 def test_a_fence_the_node_agent_fails_keeps_the_node_out_on_its_ticket(
         db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
     """The agent fails the request, or says it succeeded while the device plugin still offers the GPU (its restart
     did not take): either way the fence is not verified and the node stays out."""
     world = next(_world(db_url, tmp_path, FENCING))
-    finish = world.cluster.finish_request
-
-    def agent(name: str, phase: str = "Succeeded", message: str = "") -> Any:
-        if world.cluster.requests[name].kind != "GPUFence":
-            return finish(name, phase, message)
-        if how == "drain refused":
-            return finish(name, "Failed", "Unable to set drain state: In use by another client")
-        done = finish(name)
-        world.cluster.nodes[NODE] = dataclasses.replace(world.cluster.nodes[NODE], gpu_allocatable=8)
-        return done
-
-    monkeypatch.setattr(world.cluster, "finish_request", agent)
+    _node_agent_answers(world, monkeypatch, "GPUFence", "Unable to set drain state: In use by another client"
+                        if how == "drain refused" else None, gpu_allocatable=8)
     incident_id, probation = _row_remap_failure(world)
     world.sweep()
     (fence,) = _read(world, Action, Action.incident_id == incident_id, Action.runbook == "fence_gpu")
@@ -730,18 +738,8 @@ def test_a_gpu_a_reset_did_not_bring_back_gets_a_reboot_then_its_node_returns_wi
     """A reset the node agent carried out, after which the node still offers one GPU fewer, is followed by a
     reboot (the driver reloads, the bus is walked again) rather than handed to a human; a GPU still missing then
     goes on a ticket and the node returns with the rest. A reset that failed itself goes to a human, as before."""
-    finish = world.cluster.finish_request
-
-    def agent(name: str, phase: str = "Succeeded", message: str = "") -> Any:
-        if world.cluster.requests[name].kind != "GPUReset":
-            return finish(name, phase, message)
-        if how == "reset request failed":
-            return finish(name, "Failed", "GPU 2 is in use by another client")
-        done = finish(name)
-        _withhold(world, NODE, 1)  # the reset ran, and GPU 2 did not come back
-        return done
-
-    monkeypatch.setattr(world.cluster, "finish_request", agent)
+    _node_agent_answers(world, monkeypatch, "GPUReset", "GPU 2 is in use by another client"
+                        if how == "reset request failed" else None, gpu_allocatable=7)  # GPU 2 not back
     incident_id = open_incident(world.pipeline.container, "xid", node=NODE, evidence={"xid": 74})
     world.settle(incident_id)  # cordon, drain, reset (and, where it ran without the GPU coming back, reboot)
     runs = {a.runbook: a.status for a in _read(world, Action, Action.incident_id == incident_id)}
