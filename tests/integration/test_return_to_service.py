@@ -494,6 +494,15 @@ def test_a_fence_waits_for_a_human_where_policy_does_not_approve_it(db_url: str,
     assert world.cluster.nodes[NODE].gpu_allocatable == 7
 
 
+def _repaired(world: World, note: str) -> int:
+    """The humans tell gpuops they repaired `NODE`; the id of the probation that follows."""
+    with world.pipeline.container.uow() as uow:
+        repaired = mark_repaired(uow.session, node=NODE, by=ALICE, note=note, config=world.pipeline.container.policy,
+                                 now=datetime.fromtimestamp(world.cluster.now, tz=UTC))
+        uow.commit()
+        return repaired.id
+
+
 def _withhold(world: World, node: str, gpus: int) -> None:
     """The device plugin withholds `gpus` of the node's GPUs (it marked them unhealthy, or they left the bus)."""
     info = world.cluster.nodes[node]
@@ -530,12 +539,7 @@ def test_a_node_whose_failed_gpu_is_withheld_returns_with_the_rest_and_the_gpu_o
     assert other.gpu == 5 and other.status == "open"
 
     # The humans replace the GPU: the node gets it back through a fresh probation, the ticket closed.
-    with world.pipeline.container.uow() as uow:
-        repaired = mark_repaired(uow.session, node=NODE, by=ALICE, note="GPU 2 swapped",
-                                 config=world.pipeline.container.policy,
-                                 now=datetime.fromtimestamp(world.cluster.now, tz=UTC))
-        uow.commit()
-        repaired_id = repaired.id
+    repaired_id = _repaired(world, "GPU 2 swapped")
     _withhold(world, NODE, 0)
     assert [t.status for t in _read(world, HardwareTicket, HardwareTicket.hostname == NODE)] == ["repaired"]
     world.examined(PROBATION_S + 60)
@@ -712,12 +716,7 @@ def test_a_node_whose_infiniband_port_waits_for_repair_serves_work_inside_the_no
     assert _incident(world, incident_id).status == "resolved"
 
     # The humans replace the cable: the ticket closes, and after a fresh probation the taint is lifted.
-    with world.pipeline.container.uow() as uow:
-        repaired = mark_repaired(uow.session, node=NODE, by=ALICE, note="cable swapped",
-                                 config=world.pipeline.container.policy,
-                                 now=datetime.fromtimestamp(world.cluster.now, tz=UTC))
-        uow.commit()
-        repaired_id = repaired.id
+    repaired_id = _repaired(world, "cable swapped")
     assert [t.status for t in _read(world, HardwareTicket, HardwareTicket.id == ticket.id)] == ["repaired"]
     world.examined(PROBATION_S + 60)
     assert world.sweep() == [repaired_id]
