@@ -760,3 +760,25 @@ def test_a_gpu_a_reset_did_not_bring_back_gets_a_reboot_then_its_node_returns_wi
     assert ticket.gpu == 2 and ticket.status == "open"
     assert not world.cluster.nodes[NODE].unschedulable and world.cluster.nodes[NODE].gpu_allocatable == 7
     assert _incident(world, incident_id).status == "resolved"
+
+
+def test_a_port_with_no_ticket_of_its_incident_gets_one_before_its_node_returns(db_url: str, tmp_path: Path) -> None:
+    """The node never returns under the port taint without the port's RMA request: where the incident's own
+    ticket is gone (closed by hand, or a plan that opened none), the probation opens one first."""
+    world = next(_world(db_url, tmp_path, POLICY))
+    incident_id = open_incident(world.pipeline.container, "fabric", node=NODE, gpu=None,
+                                evidence={"condition": "link_down", "device": "mlx5_3", "port": 1, "hca": 3})
+    world.settle(incident_id)
+    with world.pipeline.container.uow() as uow:
+        for ticket in uow.session.scalars(select(HardwareTicket).where(HardwareTicket.hostname == NODE)):
+            ticket.status = "closed"
+        uow.commit()
+    (probation,) = _read(world, NodeProbation, NodeProbation.hostname == NODE)
+
+    assert world.sweep() == [probation.id]
+    (opened,) = _read(world, HardwareTicket, HardwareTicket.hostname == NODE, HardwareTicket.status == "open")
+    assert opened.incident_id == incident_id and "InfiniBand mlx5_3 withheld" in opened.summary
+    (returned,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
+    assert returned.status == "returned" and returned.ticket_action_id == opened.action_id
+    node = world.cluster.nodes[NODE]
+    assert not node.unschedulable and [t.key for t in node.taints] == [PORT_TAINT]
