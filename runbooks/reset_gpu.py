@@ -24,6 +24,10 @@ from runbooks.pods import (
     wait_gone,
 )
 
+# The verification's data key when the reset ran but the node still offers fewer GPUs (the GPU did not come back):
+# what the executor reads to follow the reset with a reboot.
+NOT_BACK = "allocatable"
+
 
 class ResetGpuParams(EvacuationParams):
     """How to clear and reset one GPU."""
@@ -168,6 +172,6 @@ def _verify(plan: Plan, params: ResetGpuParams, ctx: RunbookContext) -> StepResu
         return StepResult(
             False,
             f"{node.name} reports {node.gpu_allocatable}/{node.gpu_capacity} GPUs allocatable{short}",
-            {"allocatable": node.gpu_allocatable},
+            {NOT_BACK: node.gpu_allocatable},
         )
     return StepResult(True, f"GPU {plan.target.gpu} on {node.name} is back ({node.gpu_allocatable} GPUs allocatable)")

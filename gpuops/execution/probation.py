@@ -9,7 +9,7 @@ proposes or executes anything."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -123,43 +123,47 @@ def record_ticket(session: Session, *, action: Action, result_data: dict[str, An
     return row
 
 
+class HeldBack(NamedTuple):
+    """What a node returned to service without while its RMA requests are open, each part with the probation
+    that left it behind: GPUs the device plugin withholds (or gpuops fenced off), and InfiniBand ports (HCA names)
+    under `PORT_TAINT`."""
+
+    gpus: dict[int, NodeProbation]
+    ports: dict[str, NodeProbation]
+
+
+def held_back(session: Session, node: str) -> HeldBack:
+    """The node's parts on open tickets that it serves without (see `HeldBack`). Empty for most nodes: one query
+    when the node has no open ticket."""
+    tickets = list(session.scalars(select(HardwareTicket).where(
+        HardwareTicket.hostname == node, HardwareTicket.status == "open")))
+    held = HeldBack({}, {})
+    if not tickets:
+        return held
+    for p in session.scalars(select(NodeProbation).where(
+            NodeProbation.hostname == node, NodeProbation.status == RETURNED).order_by(NodeProbation.id)):
+        if p.gpu is not None and withholds_gpu(p.checks) and any(
+                t.gpu == p.gpu or t.incident_id == p.incident_id for t in tickets):
+            held.gpus[p.gpu] = p
+        elif withholds_port(p.checks) and any(t.incident_id == p.incident_id for t in tickets):
+            incident = session.get(Incident, p.incident_id)
+            port = incident_port(incident) if incident is not None else None
+            if port is not None:
+                held.ports[port] = p
+    return held
+
+
 def withheld_gpus(session: Session, node: str) -> dict[int, NodeProbation]:
     """The node's GPUs it returned to service without (the device plugin withholds them) while their RMA requests
     are open, each with the probation that left it behind: the node waits for their repair, in service with its
-    other GPUs. Empty for most nodes (one query when the node has no open ticket)."""
-    tickets, returned = _returned_on_tickets(session, node)
-    withheld: dict[int, NodeProbation] = {}
-    for p in returned:
-        if p.gpu is not None and withholds_gpu(p.checks) and any(
-                t.gpu == p.gpu or t.incident_id == p.incident_id for t in tickets):
-            withheld[p.gpu] = p
-    return withheld
+    other GPUs."""
+    return held_back(session, node).gpus
 
 
 def degraded_ports(session: Session, node: str) -> dict[str, NodeProbation]:
     """The node's InfiniBand ports (HCA names) it returned to service without, under `PORT_TAINT`, while their
-    hardware tickets are open, each with the probation that returned it. Empty for most nodes (one query when the
-    node has no open ticket)."""
-    tickets, returned = _returned_on_tickets(session, node)
-    ports: dict[str, NodeProbation] = {}
-    for p in returned:
-        if withholds_port(p.checks) and any(t.incident_id == p.incident_id for t in tickets):
-            incident = session.get(Incident, p.incident_id)
-            port = incident_port(incident) if incident is not None else None
-            if port is not None:
-                ports[port] = p
-    return ports
-
-
-def _returned_on_tickets(session: Session, node: str) -> tuple[list[HardwareTicket], list[NodeProbation]]:
-    """The node's open RMA requests, and, when there are any, the probations that returned it to service (oldest
-    first); the probations are not read when no ticket is open."""
-    tickets = list(session.scalars(select(HardwareTicket).where(
-        HardwareTicket.hostname == node, HardwareTicket.status == "open")))
-    if not tickets:
-        return [], []
-    return tickets, list(session.scalars(select(NodeProbation).where(
-        NodeProbation.hostname == node, NodeProbation.status == RETURNED).order_by(NodeProbation.id)))
+    hardware tickets are open, each with the probation that returned it."""
+    return held_back(session, node).ports
 
 
 def returned_without_gpu(session: Session, node: str) -> NodeProbation | None:

@@ -196,16 +196,17 @@ def _returned_before(session: Session, p: NodeProbation, window_s: float) -> dat
 # -- what showed since the remediation ------------------------------------------------------------------------
 
 
-def new_errors(session: Session, p: NodeProbation, withheld: Sequence[int] | None = None) -> list[Check]:
+def new_errors(session: Session, p: NodeProbation, held: store.HeldBack | None = None) -> list[Check]:
     """Hardware findings and other incidents on the node since its probation started (empty when none). A
     suspicion no second signal confirmed (a node's exporter falling silent for a scrape or two) is not an error,
     and neither is what a GPU the node returned to service without goes on reporting while it waits for repair
-    (`withheld`: those GPUs besides the probation's own, read from the store when not given), nor what a port
-    waiting for its repair reports."""
-    skip = set(store.withheld_gpus(session, p.hostname)) - {p.gpu} if withheld is None else set(withheld)
+    (those GPUs besides the probation's own), nor what a port waiting for its repair reports. `held`: what the node
+    serves without, read from the store when not given."""
+    held = held if held is not None else store.held_back(session, p.hostname)
+    skip = set(held.gpus) - {p.gpu}
     # Ports on a ticket (the node serving under a taint), and the probation's own: a cable, a transceiver or an
     # HCA goes on failing until it is replaced, which the probation knows already.
-    ports = set(store.degraded_ports(session, p.hostname)) | {_port_of(session, p)} - {None}
+    ports = set(held.ports) | {_port_of(session, p)} - {None}
     findings = [f for f in session.scalars(select(FindingRecord).where(
         FindingRecord.hostname == p.hostname, FindingRecord.ts > p.started_at,
         FindingRecord.kind.in_(HARDWARE_KINDS), FindingRecord.severity != "info")
@@ -285,9 +286,10 @@ def examine(uow: UnitOfWork, *, probation_id: int, deps: ExecutionDeps, shards: 
         raise NotFound(f"probation {probation_id} does not exist")
     if p.status != store.PROBATION:
         return _standing(session, p)
-    withheld = {g: w for g, w in store.withheld_gpus(session, p.hostname).items() if g != p.gpu}
+    held = store.held_back(session, p.hostname)
+    withheld = {g: w for g, w in held.gpus.items() if g != p.gpu}
     already = sorted(withheld)
-    errors = new_errors(session, p, already)
+    errors = new_errors(session, p, held)
     if not errors:
         seen = _ts(examined_until(session, shards))
         if (seen is None or seen < p.due_at) and not beyond_fixing(session, p):
@@ -378,13 +380,17 @@ def _degraded_port(session: Session, deps: ExecutionDeps, p: NodeProbation, fail
     out: the incident is one port's (a cable, transceiver or HCA fault) and gpuops' still (not handed to a human),
     its fix is all that failed (the node is Ready with every GPU, nothing new showed), and no repair came since.
     None otherwise, or where policy keeps such nodes out (`return_without_port: false`)."""
-    if not deps.policy.return_without_port or [c.name for c in failed] != ["fault_fixed"] or p.reason.startswith(
-            store.REPAIR_REASON):
+    incident = _fault_alone(session, p, failed) if deps.policy.return_without_port else None
+    return store.incident_port(incident) if incident is not None else None
+
+
+def _fault_alone(session: Session, p: NodeProbation, failed: list[Check]) -> Incident | None:
+    """The probation's incident when the fault's own fix is all that failed, no repair came since, and the
+    incident is gpuops' still (not handed to a human); None otherwise."""
+    if [c.name for c in failed] != ["fault_fixed"] or p.reason.startswith(store.REPAIR_REASON):
         return None
     incident = session.get(Incident, p.incident_id)
-    if incident is None or incident.status == IncidentStatus.ESCALATED:
-        return None
-    return store.incident_port(incident)
+    return incident if incident is not None and incident.status != IncidentStatus.ESCALATED else None
 
 
 def _incident_ticket(session: Session, p: NodeProbation) -> HardwareTicket | None:
@@ -400,13 +406,11 @@ def _fenceable(session: Session, deps: ExecutionDeps, p: NodeProbation, checks: 
     GPU failing again after gpuops returned it; not a port's: a fabric fault is the HCA's, which a fence does not
     touch), its fix is all that failed, the device plugin still gives that GPU to pods, the incident is gpuops'
     still, and no fence was tried for this probation yet."""
-    if not deps.policy.fence_gpus or p.gpu is None or p.fence_action_id is not None or p.reason.startswith(
-            store.REPAIR_REASON):
+    if not deps.policy.fence_gpus or p.gpu is None or p.fence_action_id is not None:
         return False
-    if [c.name for c in checks if not c.ok] != ["fault_fixed"]:
-        return False  # anything else failing (the node not Ready, a GPU already missing, a diagnostic) keeps it out
-    incident = session.get(Incident, p.incident_id)
-    if incident is None or incident.status == IncidentStatus.ESCALATED or incident.family == "fabric":
+    # anything else failing (the node not Ready, a GPU already missing, a diagnostic) keeps it out
+    incident = _fault_alone(session, p, [c for c in checks if not c.ok])
+    if incident is None or incident.family == "fabric":
         return False
     if incident.gpu is not None and incident.gpu != p.gpu:
         return False

@@ -40,6 +40,7 @@ from runbooks import (
     UnknownRunbook,
 )
 from runbooks.context import no_withheld_gpus
+from runbooks.reset_gpu import NOT_BACK
 
 log = logging.getLogger(__name__)
 
@@ -381,7 +382,7 @@ def _follow_up(plan: Plan, result: StepResult, verified: StepResult) -> str:
     carried out but after which the node still offers fewer GPUs (the GPU did not come back) is followed by a
     reboot of the node, as an operator would before sending the GPU back to the vendor. Empty otherwise: the
     incident goes to a human as for any failed action."""
-    if plan.runbook == "reset_gpu" and result.ok and not verified.ok and "allocatable" in verified.data:
+    if plan.runbook == "reset_gpu" and result.ok and not verified.ok and NOT_BACK in verified.data:
         return "reboot_node"
     return ""
 

@@ -15,11 +15,11 @@ from sqlalchemy.orm import Session
 
 from detectors.findings import Finding
 from domain import HARD_KINDS, ActionStatus, FindingKind, IncidentStatus, Severity, clock, is_corroborated, is_hard
-from gpuops.execution.probation import degraded_ports, withheld_gpus
+from gpuops.execution.probation import HeldBack, held_back
 from gpuops.incidents.lifecycle import add_timeline, transition
 from gpuops.logs import log_context
 from gpuops.store.audit import append_event
-from gpuops.store.models import Action, FindingRecord, Incident, NodeLease, NodeProbation, Silence
+from gpuops.store.models import Action, FindingRecord, Incident, NodeLease, Silence
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def ingest_findings(session: Session, findings: Iterable[Finding], *, fleet_node
     families: set[str] = set()
     job_hosts: dict[str, set[str]] = {}
     batch = sorted(findings, key=lambda f: f.ts)
-    withheld_on: dict[str, Withheld] = {}  # per node, read once a batch (ingesting changes none)
+    withheld_on: dict[str, HeldBack] = {}  # per node, read once a batch (ingesting changes none)
     for f in batch:
         at = now or _dt(f.ts)
         record = _record(session, f)
@@ -329,10 +329,7 @@ def _held_out(session: Session, hostname: str | None) -> bool:
         NodeLease.hostname == hostname, NodeLease.released_at.is_(None)).limit(1)) is not None
 
 
-Withheld = tuple[dict[int, NodeProbation], dict[str, NodeProbation]]  # a node's withheld GPUs and ports
-
-
-def _withheld_by(session: Session, f: Finding, known: dict[str, Withheld]) -> Incident | None:
+def _withheld_by(session: Session, f: Finding, known: dict[str, HeldBack]) -> Incident | None:
     """The incident whose node returned to service without the finding's GPU (withheld by the device plugin, on
     an open hardware ticket, for however long the repair takes), if it is such a GPU and no pod holds it now; or
     without the finding's InfiniBand port (the node serving under a taint only work that never crosses it).
@@ -340,11 +337,11 @@ def _withheld_by(session: Session, f: Finding, known: dict[str, Withheld]) -> In
     if f.hostname is None:
         return None
     if f.hostname not in known:
-        known[f.hostname] = withheld_gpus(session, f.hostname), degraded_ports(session, f.hostname)
+        known[f.hostname] = held_back(session, f.hostname)
     if f.gpu is None:
-        port = known[f.hostname][1].get(str(f.evidence.get("device"))) if f.kind == "fabric" else None
+        port = known[f.hostname].ports.get(str(f.evidence.get("device"))) if f.kind == "fabric" else None
         return session.get(Incident, port.incident_id) if port is not None else None
-    returned = known[f.hostname][0].get(f.gpu)
+    returned = known[f.hostname].gpus.get(f.gpu)
     if returned is None:
         return None
     if f.evidence.get("pod_now") and (returned.finished_at is None or _dt(f.ts) >= returned.finished_at):
