@@ -14,7 +14,7 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
 
@@ -42,6 +42,9 @@ class RunbookDefinition(BaseModel):
     max_targets: int = Field(default=1, ge=0, description="how many targets a plan may name (0 for NONE)")
     params_model: type[BaseModel]
     disruptive: bool
+    takes: Literal["node", "gpu"] = Field(
+        default="node", description="what a disruptive runbook takes from service: its node, or only its GPU (the "
+                                    "node's other GPUs keep serving; its cordon lasts while the runbook runs)")
     auto_approvable: bool
     expected_effect: str = Field(min_length=1)
     verify_deadline_s: float = Field(gt=0)
@@ -53,6 +56,8 @@ class RunbookDefinition(BaseModel):
             raise ValueError(f"runbook {self.name}: only a low-risk runbook may be auto-approvable")
         if (self.target_kind is TargetKind.NONE) != (self.max_targets == 0):
             raise ValueError(f"runbook {self.name}: max_targets is 0 exactly when target_kind is none")
+        if self.takes == "gpu" and self.target_kind is not TargetKind.GPU:
+            raise ValueError(f"runbook {self.name}: only a runbook targeting a GPU takes only its GPU")
         return self
 
     @field_serializer("params_model")

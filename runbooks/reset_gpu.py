@@ -47,6 +47,7 @@ RESET = Runbook[ResetGpuParams](
         target_kind=TargetKind.GPU,
         params_model=ResetGpuParams,
         disruptive=True,
+        takes="gpu",
         auto_approvable=False,
         expected_effect="the GPUReset request Succeeded and the node reports all its GPUs allocatable again "
                         "(short of any it returned to service without, which wait for repair)",
