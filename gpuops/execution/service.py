@@ -161,9 +161,29 @@ def action_spec(plan: Plan, risk: str, catalogue: Catalogue, cluster: ClusterPor
                 pod_nodes[t.key()] = cluster.get_pod(t.namespace, t.name).node
             except ClusterError:  # a pod that no longer exists is outside any incident
                 pod_nodes[t.key()] = None
+    taken = _gpus_taken(plan, cluster) if definition.disruptive and definition.takes == "gpu" else {}
     return ActionSpec(runbook=plan.runbook, risk=risk, disruptive=definition.disruptive,
                       auto_approvable=definition.auto_approvable, target_keys=tuple(t.key() for t in plan.targets),
-                      target_nodes=tuple(dict.fromkeys(nodes)), pod_nodes=pod_nodes)
+                      target_nodes=tuple(dict.fromkeys(nodes)), pod_nodes=pod_nodes, gpus_taken=taken)
+
+
+def _gpus_taken(plan: Plan, cluster: ClusterPort) -> dict[str, int]:
+    """What a runbook that takes only its GPU takes from its node's healthy count while it runs: the GPU, and the
+    GPUs no pod holds (its cordon keeps new pods off them meanwhile); the pods on the other GPUs keep running. A
+    node that cannot be read counts whole (`ActionSpec.taken_from`)."""
+    taken: dict[str, int] = {}
+    for t in plan.targets:
+        if t.kind is not TargetKind.GPU or not t.node or t.gpu is None:
+            continue
+        try:
+            node = cluster.get_node(t.node)
+            pods = cluster.list_pods(t.node)
+        except ClusterError:
+            continue
+        held = {g for p in pods if p.phase in ("Pending", "Running") for g in p.gpu_indices}
+        free_others = node.gpu_allocatable - len(held) - (t.gpu not in held)
+        taken[t.node] = taken.get(t.node, 0) + 1 + max(0, free_others)
+    return taken
 
 
 def runbook_context(deps: ExecutionDeps, incident_id: int | None, actor: str,

@@ -61,7 +61,9 @@ class PolicyConfig(BaseModel):
     fence_gpus: bool = Field(
         default=True, description="a node whose one GPU needs replacing, and that the device plugin still offers, "
                                   "has that GPU fenced off by the node agent (fence_gpu) so that it returns to "
-                                  "service with its other GPUs; false keeps such a node out until its repair")
+                                  "service with its other GPUs, and where the healthy-GPU floor will not let "
+                                  "the node out, the GPU alone is isolated in service (isolate_gpu); false keeps "
+                                  "such a node out until its repair, and forbids both")
     return_without_port: bool = Field(
         default=True, description="a node whose one InfiniBand port (cable, transceiver or HCA) waits for repair, "
                                   "with nothing else wrong, returns to service under the NoSchedule taint "

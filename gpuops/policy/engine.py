@@ -51,6 +51,15 @@ class ActionSpec:
     target_keys: tuple[str, ...]
     target_nodes: tuple[str, ...]    # nodes the action takes capacity from, or touches
     pod_nodes: dict[str, str | None] = field(default_factory=dict)
+    # For a runbook that takes only its GPU (its node's other pods keep running, its cordon lasts while it runs):
+    # the healthy GPUs it takes from each node's count meanwhile, that GPU and those no pod holds. Absent: the
+    # whole node's.
+    gpus_taken: Mapping[str, int] = field(default_factory=dict)
+
+    def taken_from(self, facts: FleetFacts, nodes: Iterable[str]) -> int:
+        """The healthy GPUs this action takes out of service on `nodes` (see `gpus_taken`)."""
+        return sum(min(self.gpus_taken[n], facts.healthy_on([n])) if n in self.gpus_taken else facts.healthy_on([n])
+                   for n in nodes)
 
 
 @dataclass(frozen=True)
@@ -114,6 +123,9 @@ def _node_actions_since(session: Session, node: str, since: datetime) -> list[Ac
 
 
 JOB_RESTARTS = frozenset({"restart_pod"})
+# Runbooks that fence a GPU off (the driver's drain state), which `fence_gpus: false` forbids. The probation asks
+# for `fence_gpu` only where fences are on; `isolate_gpu` is the agent's, so policy holds the line here.
+FENCING = frozenset({"fence_gpu", "isolate_gpu"})
 # Node actions that take nothing from a node: returning it to service, asking for its repair, fencing off a GPU
 # nothing runs on, on a node gpuops already holds out (so it can return with its other GPUs). The cool-down
 # spaces disruptions, so a node just returned (after its probation or its repair) can be acted on at once.
@@ -222,7 +234,7 @@ def weigh_budget(*, spec: ActionSpec, facts: FleetFacts, config: PolicyConfig, o
         nodes_out=len(out_now),
         nodes_out_after=len(out_now | set(spec.target_nodes)) if spec.disruptive else len(out_now),
         nodes_out_limit=config.nodes_out_limit(facts.nodes),
-        healthy_gpus_after=facts.healthy_gpus - (facts.healthy_on(new_nodes) if spec.disruptive else 0),
+        healthy_gpus_after=facts.healthy_gpus - (spec.taken_from(facts, new_nodes) if spec.disruptive else 0),
         min_healthy_gpus=config.min_healthy_gpus(facts.gpus, facts.gpus_per_node),
         actions_last_hour=actions_last_hour, rate_limit=config.max_actions_per_hour,
         fleet_nodes=facts.nodes, max_nodes_out=config.max_nodes_out,
@@ -279,6 +291,8 @@ def evaluate(session: Session, *, incident: Incident, action: Action, spec: Acti
         escalate.extend(scope)
     else:
         deny.extend(scope)
+    if spec.runbook in FENCING and not config.fence_gpus:
+        deny.append(f"{spec.runbook} fences a GPU off, and fences are off (fence_gpus: false)")
     window = config.frozen_at(now)
     if window and spec.disruptive:
         deny.append(f"freeze window until {window.ends_at.isoformat()}: {window.reason or 'no reason given'}")

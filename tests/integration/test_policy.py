@@ -308,6 +308,31 @@ def test_a_fraction_below_one_node_still_allows_one(fraction: float, nodes: int,
     assert PolicyConfig(max_nodes_out=3, max_nodes_out_fraction=fraction).nodes_out_limit(nodes) == limit
 
 
+def isolate(node: str, gpu: int, taken: int) -> ActionSpec:
+    return ActionSpec(runbook="isolate_gpu", risk="medium", disruptive=True, auto_approvable=False,
+                      target_keys=(f"gpu/{node}/{gpu}",), target_nodes=(node,), gpus_taken={node: taken})
+
+
+def test_an_action_that_takes_only_its_gpu_spends_the_floor_by_what_it_takes(container: Container) -> None:
+    """24 GPUs, one withheld: draining a 4-GPU node breaks the floor of 20; isolating one GPU of it, with one more
+    free GPU the cordon keeps from new pods meanwhile, takes two and fits. It still counts as a node out: the
+    nodes-out budget holds it like any cordon."""
+    facts = FleetFacts(nodes=6, gpus=24, healthy_gpus=23, gpus_per_node=4, healthy_by_node={"gpu-node-002": 3})
+    config = PolicyConfig()
+    assert_decided(decide(container, "gpu-node-005", drain("gpu-node-005"), config, facts=facts, reserve=False),
+                   Gate.DENIED, "budget: 19 healthy GPUs would remain, minimum 20")
+    verdict = decide(container, "gpu-node-005", isolate("gpu-node-005", 0, 2), config, facts=facts)
+    assert_decided(verdict, Gate.ONE_APPROVER, "within budgets; medium risk")
+    assert verdict.budget.healthy_gpus_after == 21 and verdict.budget.nodes_out_after == 1
+    # a GPU-only action never takes more than the node has in service
+    assert isolate("gpu-node-002", 1, 9).taken_from(facts, ["gpu-node-002"]) == 3
+    assert_decided(decide(container, "gpu-node-006", isolate("gpu-node-006", 1, 1), config, facts=facts),
+                   Gate.DENIED, "budget: 1 node(s) already out, limit 1")
+    assert_decided(decide(container, "gpu-node-004", isolate("gpu-node-004", 1, 1), PolicyConfig(fence_gpus=False),
+                          facts=facts, reserve=False),
+                   Gate.DENIED, "isolate_gpu fences a GPU off, and fences are off", "budget: 1 node(s) already out")
+
+
 def test_a_small_fleet_takes_one_node_out_and_no_second(container: Container) -> None:
     config = PolicyConfig(max_nodes_out=3, max_nodes_out_fraction=0.04)
     assert_decided(decide(container, "gpu-node-001", drain("gpu-node-001"), config),
