@@ -14,7 +14,7 @@ from langgraph.types import interrupt
 from agent.actions import PlannedAction
 from agent.context import AgentContext
 from agent.planning import Planner, PlanRequest, PlanResult
-from agent.rules import fault_of
+from agent.rules import fault_of, gpu_only_plan
 from agent.state import IncidentState
 from agent.tools import ToolResult, agenda_for, run_tool
 from agent.validation import check_action
@@ -170,7 +170,40 @@ def policy_check(state: IncidentState, runtime: Runtime[AgentContext]) -> Update
                              "verdict": {}, "diff": {}}, "steps": _step(state)}  # plain values: checkpointed
     view = ctx.actions.propose(incident_id=state["incident_id"], action=action, rationale=state.get("rationale", ""),
                                planner=state.get("planner", "rules"))
+    narrower = _gpu_only(state, asdict(view))
+    if narrower is not None:
+        why = (f"{action.runbook} on {', '.join(action.targets)} denied ({'; '.join(view.reasons)}): the node cannot "
+               f"go out, so only its GPU leaves service: {', '.join(a.runbook for a in narrower)}")
+        ctx.incidents.record(state["incident_id"], kind="agent.plan", message=why,
+                             data={"planner": "rules", "fault": state["fault"], "gpu_only": True,
+                                   "actions": [a.to_json() for a in narrower]}, actor=ctx.actor, now=ctx.clock())
+        first = narrower[0]
+        problems = check_action(ctx, state["incident"], first)
+        view = ctx.actions.propose(incident_id=state["incident_id"], action=first,
+                                   rationale=f"{state.get('rationale', '')} {why}".strip()[:2000], planner="rules")
+        proposal = asdict(view) if not problems else {
+            "action_id": None, "status": ProposalStatus.INVALID.value, "reasons": problems, "verdict": {}, "diff": {}}
+        return {"plan": [a.to_json() for a in narrower], "cursor": 0, "gpu_only": True, "proposal": proposal,
+                "notes": [*state.get("notes", []), why], "steps": _step(state)}
     return {"proposal": asdict(view), "steps": _step(state)}
+
+
+def _gpu_only(state: IncidentState, proposal: dict[str, Any]) -> list[PlannedAction] | None:
+    """The GPU-only plan to turn to (`agent.rules.gpu_only_plan`), once per round of the thread: when the plan's
+    first action, a node action for a one-GPU fault, was denied by the healthy-GPU floor alone (no other rule: the
+    nodes-out budget, a freeze, a cool-down, each still stops it) and nothing of the plan ran yet."""
+    if state.get("gpu_only") or state.get("cursor", 0) != 0 or proposal.get("status") != ProposalStatus.DENIED:
+        return None
+    budget = (proposal.get("verdict") or {}).get("budget") or {}
+    reasons = list(proposal.get("reasons") or [])
+    floor = budget.get("healthy_gpus_after", 0) < budget.get("min_healthy_gpus", 0)
+    nodes_ok = budget.get("nodes_out_after", 0) <= budget.get("nodes_out_limit", 0)
+    if not (floor and nodes_ok and reasons and all(r.startswith("budget:") and "healthy GPUs" in r
+                                                   for r in reasons)):
+        return None
+    if not any(t.startswith("node/") for t in _current(state).targets):
+        return None
+    return gpu_only_plan(state["incident"], state.get("fault", ""))
 
 
 def rehearse(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:

@@ -83,6 +83,20 @@ RULES: dict[str, tuple[Step, ...]] = {
     "notify": (Step("notify_only", "none"),),
 }
 
+# A one-GPU fault whose node the healthy-GPU floor will not let out still gets the work off that GPU: the GPU alone
+# leaves service (`isolate_gpu`, the node serving on with its other GPUs, then the GPU's ticket), or is reset in
+# place where a reset is the fix (`reset_gpu` moves only that GPU's pods). See `gpu_only_plan`.
+ISOLATE = Step("isolate_gpu", "gpu")
+GPU_ONLY: dict[str, tuple[Step, ...]] = {
+    "ecc_sbe_storm": (ISOLATE, TICKET),
+    "row_remap_exhaustion": (ISOLATE, TICKET),
+    "thermal_runaway": (ISOLATE, TICKET),
+    "pcie_replay_storm": (ISOLATE, TICKET),
+    "xid48_dbe": (RESET,),
+    "gsp_timeout": (RESET,),
+    "xid_reset_gpu": (RESET,),
+}
+
 XID_FAULTS = {79: "xid79", 48: "xid48_dbe", 119: "gsp_timeout", 120: "gsp_timeout", 64: "row_remap_exhaustion",
               92: "ecc_sbe_storm", 74: "nvlink_degradation"}
 # What a slow port's plan keeps when its job stays on the node (nothing crosses the port, or no room elsewhere):
@@ -218,6 +232,19 @@ def _most_that_run(counts: list[int], runs: Callable[[int], bool]) -> int | None
         else:
             hi = mid - 1
     return counts[lo]
+
+
+def gpu_only_plan(incident: dict[str, Any], fault: str) -> list[PlannedAction] | None:
+    """The plan that takes only the incident's GPU out of service (`GPU_ONLY`), for when the healthy-GPU floor
+    refuses its node; None when the fault has none, or the incident names no one GPU."""
+    steps = GPU_ONLY.get(fault)
+    if not steps:
+        return None
+    request = PlanRequest(incident=incident, fault=fault, evidence=[], specs=[], check=lambda _: [],
+                          run_tool=lambda name, _: ToolResult(name, "error", "no tools here"))
+    built = [RulesPlanner()._build(step, request) for step in steps]
+    actions = [b for b in built if not isinstance(b, str)]
+    return actions if len(actions) == len(built) else None
 
 
 class RulesPlanner:

@@ -39,6 +39,9 @@ class IncidentState(TypedDict, total=False):
     notes: list[str]
     """Planner rejections, fallbacks and limits met, for the timeline and the report."""
 
+    gpu_only: bool
+    """The plan was narrowed to its GPU alone after the healthy-GPU floor refused its node (once per round)."""
+
     cursor: int
     """Index in `plan` of the action being proposed, approved or executed."""
 

@@ -28,7 +28,7 @@ from gpuops.policy import PolicyConfig
 from simulator.scenario import Scenario
 
 # Runbooks that take the work off a faulty GPU or node: the first one verified mitigates the fault.
-MITIGATIONS = frozenset({"drain_node", "reschedule_pods", "restart_pod", "scale_deployment", "reset_gpu",
+MITIGATIONS = frozenset({"drain_node", "reschedule_pods", "restart_pod", "scale_deployment", "reset_gpu", "isolate_gpu",
                          "reboot_node"})
 # A fault on a part that carries no work (a port no job crosses) has none to take off: a cordon, keeping new work
 # off it until its repair, is the whole remedy.

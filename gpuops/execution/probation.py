@@ -109,6 +109,31 @@ def begin_probation(session: Session, *, action: Action, targets: tuple[Target, 
     return started
 
 
+def record_isolated(session: Session, *, action: Action, now: datetime) -> list[NodeProbation]:
+    """Keep what a verified `isolate_gpu` left behind: its node never left service, and serves without the GPU it
+    fenced off. Recorded as a probation that returned the node without that GPU (what a node's probation records
+    when it returns a node one GPU short), so the GPU's later reports are filed with its incident, the node's next
+    probation knows the GPU is withheld, a reboot that lifts the fence has it fenced again, and the humans' repair
+    returns it; it holds back the GPU once its hardware ticket is open."""
+    rows = []
+    for target in action.targets:
+        t = Target.parse(str(target))
+        if t.kind is not TargetKind.GPU or not t.node or t.gpu is None:
+            continue
+        row = NodeProbation(hostname=t.node, gpu=t.gpu, incident_id=action.incident_id, action_id=action.id,
+                            status=RETURNED, started_at=now, due_at=now, finished_at=now, fence_action_id=action.id,
+                            checks=[{"name": WITHHELD, "ok": True, "detail": f"GPU {t.gpu} fenced off by "
+                                     f"{action.runbook} (action {action.id}); {t.node} serves with its other GPUs"}],
+                            reason=f"GPU {t.gpu} isolated in service")
+        session.add(row)
+        session.flush()
+        record(session, row, kind="probation.isolated", now=now,
+               message=f"{t.node} serves on without GPU {t.gpu}, fenced off by {action.runbook} (action "
+                       f"{action.id}); the GPU waits for its hardware ticket")
+        rows.append(row)
+    return rows
+
+
 def record_ticket(session: Session, *, action: Action, result_data: dict[str, Any], now: datetime) -> HardwareTicket:
     """Keep the RMA request an `open_hardware_ticket` action recorded (its step returns it for us to persist)."""
     ticket = dict(result_data.get("ticket") or {})

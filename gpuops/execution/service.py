@@ -19,7 +19,7 @@ from connectors.kubernetes import ClusterPort
 from connectors.kubernetes.errors import ClusterError
 from domain import ActionStatus, ExecutionStatus, IncidentStatus, ProposalStatus, clock
 from gpuops.execution.approvals import valid_approvals
-from gpuops.execution.probation import begin_probation, record_ticket, withheld_gpus
+from gpuops.execution.probation import begin_probation, record_isolated, record_ticket, withheld_gpus
 from gpuops.incidents.lifecycle import can_transition, transition
 from gpuops.logs import log_context
 from gpuops.policy import ActionSpec, FleetFacts, Gate, PolicyConfig, evaluate, record_verification, release_node
@@ -43,6 +43,10 @@ from runbooks.context import no_withheld_gpus
 from runbooks.reset_gpu import NOT_BACK
 
 log = logging.getLogger(__name__)
+
+# Runbooks that hand their node back to service themselves when verified (their cordon lasts while they run): no
+# probation follows, and their lease on the node is released at once.
+RETURNS_ITS_NODE = frozenset({"isolate_gpu"})
 
 PROPOSAL_OF_GATE = {Gate.AUTO: ProposalStatus.APPROVED, Gate.ONE_APPROVER: ProposalStatus.AWAITING_APPROVAL,
                     Gate.TWO_APPROVERS: ProposalStatus.AWAITING_APPROVAL, Gate.ESCALATE: ProposalStatus.ESCALATED,
@@ -376,7 +380,7 @@ def _finish(uow_factory: Callable[[], UnitOfWork], action_id: int, plan: Plan, r
         else:
             action.status = ActionStatus.ROLLED_BACK if rollback is not None and rollback.ok else ActionStatus.FAILED
             action.error = verified.detail
-            if rollback is not None and rollback.ok and plan.runbook == "cordon_node":
+            if rollback is not None and rollback.ok and plan.runbook in ("cordon_node", *RETURNS_ITS_NODE):
                 release_node(session, node=plan.targets[0].node or "", now=now, action_id=action.id)
         append_event(session, actor="executor", kind=f"action.{action.status}", incident_id=incident.id,
                      action_id=action.id, data={"verify": verified.detail, "execute": result.detail,
@@ -413,5 +417,9 @@ def _after_success(session: Session, action: Action, plan: Plan, result: StepRes
     nodes a disruptive action took out (they return to service only once telemetry shows them healthy)."""
     if plan.runbook == "open_hardware_ticket":
         record_ticket(session, action=action, result_data=result.data, now=now)
-    if deps.catalogue.get(plan.runbook).disruptive:
+    if plan.runbook in RETURNS_ITS_NODE:  # the node serves on: nothing to wait for, the lease goes back now
+        record_isolated(session, action=action, now=now)
+        for t in plan.targets:
+            release_node(session, node=t.node or "", now=now, action_id=action.id)
+    elif deps.catalogue.get(plan.runbook).disruptive:
         begin_probation(session, action=action, targets=plan.targets, config=deps.policy, now=now)
