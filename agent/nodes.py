@@ -198,8 +198,7 @@ def _gpu_only(state: IncidentState, proposal: dict[str, Any]) -> list[PlannedAct
     reasons = list(proposal.get("reasons") or [])
     floor = budget.get("healthy_gpus_after", 0) < budget.get("min_healthy_gpus", 0)
     nodes_ok = budget.get("nodes_out_after", 0) <= budget.get("nodes_out_limit", 0)
-    if not (floor and nodes_ok and reasons and all(r.startswith("budget:") and "healthy GPUs" in r
-                                                   for r in reasons)):
+    if not (floor and nodes_ok and reasons and all(r.startswith("budget:") for r in reasons)):
         return None
     if not any(t.startswith("node/") for t in _current(state).targets):
         return None

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from detectors.findings import Finding
 from gpuops.config import Settings
@@ -33,7 +33,7 @@ from gpuops.store.models import (
 )
 from gpuops.wiring import bootstrap
 from tests.agent.helpers import mark_examined, open_incident
-from tests.agent.world import RUNBOOK_SETTINGS, JournalCluster, default_cluster
+from tests.agent.world import RUNBOOK_SETTINGS, JournalCluster, default_cluster, executed
 
 ALICE, BOB = "alice", "bob"
 NODE, OTHER, THIRD = "gpu-node-003", "gpu-node-005", "gpu-node-006"
@@ -782,3 +782,34 @@ def test_a_port_with_no_ticket_of_its_incident_gets_one_before_its_node_returns(
     assert returned.status == "returned" and returned.ticket_action_id == opened.action_id
     node = world.cluster.nodes[NODE]
     assert not node.unschedulable and [t.key for t in node.taints] == [PORT_TAINT]
+
+
+def test_a_gpu_isolated_in_service_frees_its_node_at_once_and_its_later_reports_stay_with_its_incident(
+        db_url: str, tmp_path: Path) -> None:
+    """Someone has a node cordoned, so the healthy-GPU floor (85 % of 64: 55) refuses the drain of a node whose GPU
+    has an SBE storm; the plan narrows to the GPU: isolate_gpu moves only the job's pod on that GPU, fences it and
+    uncordons, and the ticket follows. The node holds no lease and waits on no probation: it never left service.
+    The double-bit error the GPU was heading for is filed with its incident, not paged again."""
+    policy = FENCING.model_copy(update={"max_nodes_out": 2, "min_healthy_gpu_fraction": 0.85})
+    world = next(_world(db_url, tmp_path, policy))
+    world.cluster.nodes[THIRD] = dataclasses.replace(world.cluster.nodes[THIRD], unschedulable=True)
+    incident_id = open_incident(world.pipeline.container, "ecc", node=OTHER, gpu=4,
+                                evidence={"metric": "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL", "rate_per_s": 2.0})
+    world.settle(incident_id)
+    runs = [(a.runbook, a.targets, a.status) for a in _read(world, Action, Action.incident_id == incident_id)]
+    assert runs == [("drain_node", [f"node/{OTHER}"], "denied"),
+                    ("isolate_gpu", [f"gpu/{OTHER}/4"], "succeeded"),
+                    ("open_hardware_ticket", [f"node/{OTHER}"], "succeeded")], runs
+    assert _incident(world, incident_id).status == "resolved"
+    node = world.cluster.nodes[OTHER]
+    assert not node.unschedulable and node.gpu_allocatable == node.gpu_capacity - 1
+    assert [r.kind for r in world.cluster.requests.values()] == ["GPUFence"]
+    assert "evict train/llm-5-4" in "\n".join(executed(world.cluster.journal))
+    assert "evict train/llm-5-0" not in "\n".join(executed(world.cluster.journal))  # its other GPUs kept working
+    assert _leases(world, OTHER) == []
+    (isolated,) = _read(world, NodeProbation, NodeProbation.hostname == OTHER)
+    assert isolated.status == "returned" and isolated.gpu == 4 and isolated.fence_action_id is not None
+
+    _new_finding(world, OTHER, 4, world.cluster.now + 600, xid=48)
+    with world.pipeline.container.uow() as uow:
+        assert uow.session.scalar(select(func.count()).select_from(Incident)) == 1
