@@ -38,7 +38,7 @@ from detectors.findings import Finding, FindingKind, Severity
 from detectors.frame import FloatArray, GpuLabels
 from detectors.peers import PeerComparison, group_ids, group_median
 from detectors.saturation import deployment_of
-from detectors.stream import BoolArray, CycleView, IntArray, finding_rows, grow
+from detectors.stream import BoolArray, CycleView, IntArray, finding_rows, grow, rate_per_sample
 from domain.jobs import job_of
 
 SOFT_DETECTORS = ("baseline.", "multivariate.", "forecast.", "peers.straggler", "peers.node_thermal")
@@ -49,6 +49,7 @@ POWER_VIOLATION = "power_violation"
 HOT_AT_EQUAL_POWER = "temp_above_node_peers_at_equal_power"
 CLOCK_BELOW_JOB = "sm_clock_below_job_at_equal_load"
 POWER_BELOW_JOB = "power_below_job_at_equal_load"
+POWER_BELOW_OWN = "power_below_own_at_equal_load"
 
 # Which independent signals can agree with a finding of each kind.
 CANDIDATES: dict[FindingKind, tuple[str, ...]] = {
@@ -90,10 +91,20 @@ class Corroboration:
     power_gap: float = 0.1
     persist_s: float = 60.0
     min_peers: int = 3
+    own_min_load: float = 0.1
+    own_min_s: float = 600.0
+    own_half_life_s: float = 3600.0
+    _own: FloatArray = field(default_factory=lambda: np.zeros((0, 5)))
+    _own_pod: list[str | None] = field(default_factory=list)
     _last: dict[str, FloatArray] = field(default_factory=dict)
     _rose_at: dict[str, FloatArray] = field(default_factory=dict)
     _runs: dict[str, FloatArray] = field(default_factory=dict)
     _groups: tuple[GpuLabels, IntArray, int, IntArray, int] | None = None
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """A state pickled by an older version lacks the newer fields: they start from their defaults."""
+        self.__dict__.update(Corroboration().__dict__)
+        self.__dict__.update(state)
 
     def annotate(self, view: CycleView, findings: list[Finding]) -> list[Finding]:
         """Follow the cycle's new samples; return the findings with their corroboration added."""
@@ -110,6 +121,9 @@ class Corroboration:
                 continue
             agree = [name for name in CANDIDATES.get(f.kind, ())
                      if name not in own_basis(f) and name in signals and bool(signals[name][row])]
+            if f.kind == FindingKind.STRAGGLER and f.evidence.get("replica"):
+                out.append(self._replica(f, signals, row))
+                continue
             if f.kind == FindingKind.STRAGGLER and POWER_VIOLATION in signals and bool(signals[POWER_VIOLATION][row]):
                 # held at its own power limit: slower than peers with a higher limit is the configuration
                 # working, not a fault (operators cap power on purpose); its low clock and power are the cap's
@@ -118,6 +132,19 @@ class Corroboration:
                 continue
             out.append(corroborate(f, agree))
         return out
+
+    @staticmethod
+    def _replica(f: Finding, signals: dict[str, BoolArray], row: int) -> Finding:
+        """A replica held slow against its Deployment's working replicas: a power or thermal limit explains a low
+        clock (an operator's cap, the heat the thermal detectors own), else the GPU drawing less than it did
+        itself at this utilisation agrees (its clock held lower costs it power; another replica's load is no
+        measure of its own)."""
+        for name, why in ((POWER_VIOLATION, "power_limit"), (THERMAL_VIOLATION, "thermal_limit")):
+            if name in signals and bool(signals[name][row]):
+                explained = corroborate(f, [])
+                return replace(explained, evidence={**explained.evidence, "explained_by": why})
+        return corroborate(f, [POWER_BELOW_OWN] if POWER_BELOW_OWN in signals and bool(signals[POWER_BELOW_OWN][row])
+                           else [])
 
     def _signals(self, view: CycleView, j: int, ts: float) -> dict[str, BoolArray]:
         slots = view.slots
@@ -137,6 +164,8 @@ class Corroboration:
         util = _column(view, m.GPU_UTIL, j)
         activity = PeerComparison._activity(view)
         load = util / 100.0 if util is not None else None if activity is None else activity[:, j]
+        if load is not None and power is not None:
+            out[POWER_BELOW_OWN] = self._held(POWER_BELOW_OWN, view, self._below_own(view, load, power))
         if load is not None and n_jobs:
             load_med, count = group_median(load, job, n_jobs)
             in_job = (job >= 0) & (count[np.maximum(job, 0)] >= self.min_peers)
@@ -152,6 +181,37 @@ class Corroboration:
                     low = equal_load & (values < med[np.maximum(job, 0)] * (1 - gap))
                 out[name] = self._held(name, view, low)
         return out
+
+    def _below_own(self, view: CycleView, load: FloatArray, power: FloatArray) -> BoolArray:
+        """Each GPU drawing `power_gap` less than it did itself at this utilisation: its power against a line
+        through its own (utilisation, power) history (exponentially weighted least squares, forgetting over
+        `own_half_life_s`, after `own_min_s` of data while working). A GPU given a new pod starts over (another
+        model draws otherwise), and a sample found low teaches nothing: a GPU held slow for hours does not become
+        its own measure."""
+        slots, n = view.slots, view.n_slots
+        self._own = _grow2(self._own, n, 5)  # count, mean load, mean power, mean load², mean load × power
+        pods = list(view.frame.gpus.pod)
+        self._own_pod.extend([None] * (n - len(self._own_pod)))
+        for row, slot in enumerate(slots.tolist()):
+            if self._own_pod[slot] != pods[row]:
+                self._own_pod[slot] = pods[row]
+                self._own[slot] = 0.0
+        own = self._own[slots]
+        count, mx, my, mxx, mxy = own.T
+        with np.errstate(invalid="ignore", divide="ignore"):
+            working = np.isfinite(load) & np.isfinite(power) & (load >= self.own_min_load)
+            var, cov = mxx - mx * mx, mxy - mx * my
+            slope = np.where(var > 1e-4, cov / var, 0.0)
+            expected = my + slope * (load - mx)
+            known = working & (count >= view.samples(self.own_min_s)) & (expected > 0)
+            low = known & (power < expected * (1 - self.power_gap))
+        learn = working & ~low
+        alpha = np.maximum(rate_per_sample(self.own_half_life_s, view.step_s), 1.0 / (count + 1.0))[:, None]
+        sample = np.stack([np.ones_like(load), load, power, load * load, load * power], axis=1)
+        updated = own + alpha * (sample - own)
+        updated[:, 0] = count + 1.0
+        self._own[slots[learn]] = updated[learn]
+        return np.asarray(low)
 
     def _counter_rose(self, name: str, slots: IntArray, ts: float, value: FloatArray, n: int) -> BoolArray:
         last = self._last[name] = grow(self._last.get(name, np.zeros(0)), n, np.nan)
@@ -188,6 +248,16 @@ def corroborate(finding: Finding, agree: list[str]) -> Finding:
     if not signals and severity == Severity.CRITICAL:
         severity = Severity.WARNING
     return replace(finding, evidence=evidence, severity=severity)
+
+
+def _grow2(arr: FloatArray, n: int, width: int) -> FloatArray:
+    """`arr` (rows × `width`) with zero rows added up to `n` rows."""
+    if arr.shape[0] >= n and arr.shape[1] == width:
+        return arr
+    out = np.zeros((max(n, arr.shape[0]), width))
+    if arr.shape[1] == width:
+        out[: arr.shape[0]] = arr
+    return out
 
 
 def _column(view: CycleView, metric: str, j: int) -> FloatArray | None:

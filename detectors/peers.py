@@ -3,7 +3,12 @@
 GPUs of one distributed job run in lock step. A GPU far less busy than its job's median, or one whose SM
 clock is held far below its busy peers' (throttled: the others wait for it at every collective), is a
 straggler. A Deployment's replicas (`<name>-<replicaset hash>-<5 chars>`) serve independently, each its own
-share of the requests: one less busy than the others is load balancing, not a straggler. A GPU much hotter
+share of the requests: one less busy than the others is load balancing, not a straggler. Their clocks are
+another matter: working GPUs of one model run at the same clock whatever requests they serve (the driver boosts
+a GPU that has work to the same clock, short of a power or thermal limit), so a replica clocked `clock_gap` below
+the median of its Deployment's working replicas on that model (three at least; working: activity at
+`working_clock_level` or more) is held slow, and is reported as a straggler with `replica` in its evidence. It
+serves its share of the requests slower; its pod is to move off that GPU. A GPU much hotter
 than the other GPUs of its node points at cooling, not at the workload.
 
 **Hung jobs.** A hang is utilisation pinned high with no real work, never idleness: a job that pauses
@@ -38,6 +43,7 @@ from detectors import metrics as m
 from detectors.findings import Finding, FindingKind, Severity
 from detectors.frame import FloatArray, GpuLabels
 from detectors.stream import (
+    BoolArray,
     CycleView,
     IntArray,
     OnsetTracker,
@@ -86,6 +92,9 @@ class _Groups:
     node: IntArray
     node_names: list[str]
     replica: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    # a Deployment's replicas on one GPU model: working, they run at the same clocks whatever requests they serve
+    served: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    n_served: int = 0
 
 
 @dataclass
@@ -100,6 +109,7 @@ class PeerComparison:
     hot_gap_c: float = 10.0
     persist_s: float = 60.0       # how long a straggler or a hot GPU lasts before it is reported
     clock_gap: float = 0.15       # a busy GPU this far below its job's median SM clock holds the job back
+    working_clock_level: float = 0.1  # activity from which a GPU runs at its working clock, not its idle one
     working_level: float = 0.10   # tensor-pipe activity of a job that is computing
     spin_persist_s: float = 180.0  # busy engines without tensor work this long: the job is hung
     pinned_level: float = 0.9     # engine activity of a GPU that reads fully busy
@@ -125,6 +135,7 @@ class PeerComparison:
         """A state pickled by an older version lacks the newer fields: they start from their defaults."""
         self.__dict__.update(PeerComparison().__dict__)
         self.__dict__.update(state)
+        self._groups = None  # regrouped at the next cycle, with the groups this version keeps
 
     def _grouping(self, labels: GpuLabels) -> _Groups:
         if self._groups is None or self._groups.labels != labels:
@@ -133,7 +144,9 @@ class PeerComparison:
             node, node_names = group_ids(list(labels.hostname))
             replica = np.fromiter((bool(DEPLOYMENT_SUFFIX.search(p)) for p in labels.pod), dtype=bool,
                                   count=len(labels))
-            self._groups = _Groups(labels, job, job_names, node, node_names, replica)
+            served, served_names = group_ids([f"{j}\x00{model}" if r and j else None for j, model, r
+                                              in zip(jobs, labels.model_name, replica, strict=True)])
+            self._groups = _Groups(labels, job, job_names, node, node_names, replica, served, len(served_names))
         return self._groups
 
     def update(self, view: CycleView) -> list[Finding]:
@@ -195,6 +208,11 @@ class PeerComparison:
             low |= held_back
             extra = {int(r): {"sm_clock_mhz": float(clock[r]), "job_median_sm_clock_mhz": float(job_clock[r])}
                      for r in np.flatnonzero(held_back)}
+            if g.served.shape == act.shape:
+                slow, replica_ok, replica_extra = self._slow_replicas(g, act, clock)
+                low |= slow
+                caught_up = np.where(g.replica, replica_ok, caught_up)
+                extra.update(replica_extra)
         run = np.where(low, self._straggle_run[slots] + 1, 0.0)
         self._straggle_run[slots] = run
         persist = view.samples(self.persist_s)
@@ -203,6 +221,22 @@ class PeerComparison:
                for r in self._with_repeats(view, onsets, run - persist)]
 
         return out
+
+    def _slow_replicas(self, g: _Groups, act: FloatArray, clock: FloatArray
+                       ) -> tuple[BoolArray, BoolArray, dict[int, dict[str, float]]]:
+        """Replicas of a Deployment clocked `clock_gap` below the median of its working replicas on the same GPU
+        model (module docstring). The slow rows, the rows caught up, and the evidence of the slow ones."""
+        with np.errstate(invalid="ignore"):
+            working = act >= self.working_clock_level
+            ref, count = group_median(np.where(working, clock, np.nan), g.served, g.n_served)
+            in_group = g.replica & (g.served >= 0)
+            ref_row = np.where(in_group, ref[np.maximum(g.served, 0)], np.nan)
+            enough = in_group & (count[np.maximum(g.served, 0)] >= self.min_peers)
+            slow = enough & working & (clock < ref_row * (1 - self.clock_gap))
+            ok = ~enough | ~working | ~(clock < ref_row * (1 - self.clock_gap / 2))
+        extra = {int(r): {"sm_clock_mhz": float(clock[r]), "deployment_median_sm_clock_mhz": float(ref_row[r]),
+                          "replica": 1.0} for r in np.flatnonzero(slow)}
+        return slow, ok, extra
 
     def _hangs(self, view: CycleView, g: _Groups, ts: float, j: int, act: FloatArray,
                fb: FloatArray | None) -> list[Finding]:
