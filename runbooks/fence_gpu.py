@@ -77,16 +77,16 @@ def _dry(plan: Plan, params: FenceGpuParams, ctx: RunbookContext) -> Diff:
                 gpus_affected=1, blockers=_problems(ctx, node, gpu))
 
 
-@FENCE.step
-def fence(plan: Plan, params: FenceGpuParams, ctx: RunbookContext) -> StepResult:
+def request_fence(plan: Plan, ctx: RunbookContext, timeout_s: float | None) -> StepResult:
+    """Ask the node agent to fence the plan's GPU (a GPUFence request) and wait for its answer."""
     node, gpu = str(plan.target.node), int(plan.target.gpu or 0)
     name = request_name(plan, ctx, "fence")
     ctx.cluster.request_gpu_fence(node, gpu, name=name)
-    return wait_request(ctx, ctx.cluster.get_gpu_fence, name, params.timeout_s or ctx.settings.gpu_reset_timeout_s)
+    return wait_request(ctx, ctx.cluster.get_gpu_fence, name, timeout_s or ctx.settings.gpu_reset_timeout_s)
 
 
-@FENCE.verify
-def _verify(plan: Plan, params: FenceGpuParams, ctx: RunbookContext) -> StepResult:
+def fenced(plan: Plan, ctx: RunbookContext) -> StepResult:
+    """Whether this plan's GPUFence request Succeeded and the node offers the GPU no more."""
     name = request_name(plan, ctx, "fence")
     try:
         request = ctx.cluster.get_gpu_fence(name)
@@ -102,3 +102,13 @@ def _verify(plan: Plan, params: FenceGpuParams, ctx: RunbookContext) -> StepResu
                           {"allocatable": node.gpu_allocatable})
     return StepResult(True, f"GPU {gpu} on {node.name} is fenced off ({node.gpu_allocatable}/{node.gpu_capacity} "
                             "allocatable)", {"allocatable": node.gpu_allocatable})
+
+
+@FENCE.step
+def fence(plan: Plan, params: FenceGpuParams, ctx: RunbookContext) -> StepResult:
+    return request_fence(plan, ctx, params.timeout_s)
+
+
+@FENCE.verify
+def _verify(plan: Plan, params: FenceGpuParams, ctx: RunbookContext) -> StepResult:
+    return fenced(plan, ctx)

@@ -205,6 +205,18 @@ def wait_gone(ctx: RunbookContext, node: str, keys: set[str], deadline_s: float)
     )
 
 
+def evacuate(ctx: RunbookContext, node: str, moves: Evacuation, params: EvacuationParams) -> StepResult:
+    """Evict the pods `moves` selected on the node (refusing while anything blocks them) and wait until they are
+    gone from it: the eviction step of the runbooks that move only some pods (one GPU's, the GPU pods)."""
+    if moves.blockers:
+        return StepResult(False, "; ".join(moves.blockers))
+    result = evict_pods(ctx, moves.evict, params)
+    if not result.ok:
+        return result
+    gone = wait_gone(ctx, node, {pod_key(p) for p in moves.evict}, params.timeout_s or ctx.settings.drain_timeout_s)
+    return StepResult(gone.ok, f"{result.detail}; {gone.detail}", {**result.data, **gone.data})
+
+
 def free_gpus(ctx: RunbookContext, exclude: str | None = None, *, within: Collection[str] | None = None,
               leaving: Collection[str] = ()) -> list[int]:
     """Free GPUs on each node that takes new pods (ready, not cordoned, without gpuops' own taint; the pods'

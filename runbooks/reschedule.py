@@ -16,7 +16,7 @@ from runbooks.pods import (
     Evacuation,
     EvacuationParams,
     describe_moves,
-    evict_pods,
+    evacuate,
     free_gpus,
     gpu_hours_at_risk,
     is_training_pod,
@@ -24,7 +24,6 @@ from runbooks.pods import (
     pod_key,
     request_checkpoints,
     sort_pods,
-    wait_gone,
 )
 
 
@@ -150,14 +149,7 @@ def checkpoint(plan: Plan, params: RescheduleParams, ctx: RunbookContext) -> Ste
 @RESCHEDULE.step
 def evict(plan: Plan, params: RescheduleParams, ctx: RunbookContext) -> StepResult:
     node = str(plan.target.node)
-    moves = movable(ctx, node, params)
-    if moves.blockers:
-        return StepResult(False, "; ".join(moves.blockers))
-    result = evict_pods(ctx, moves.evict, params)
-    if not result.ok:
-        return result
-    gone = wait_gone(ctx, node, {pod_key(p) for p in moves.evict}, params.timeout_s or ctx.settings.drain_timeout_s)
-    return StepResult(gone.ok, f"{result.detail}; {gone.detail}", {**result.data, **gone.data})
+    return evacuate(ctx, node, movable(ctx, node, params), params)
 
 
 @RESCHEDULE.verify

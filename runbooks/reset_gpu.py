@@ -15,13 +15,12 @@ from runbooks.pods import (
     Evacuation,
     EvacuationParams,
     describe_moves,
-    evict_pods,
+    evacuate,
     gpu_hours_at_risk,
     is_training_pod,
     pod_key,
     request_checkpoints,
     sort_pods,
-    wait_gone,
 )
 
 # The verification's data key when the reset ran but the node still offers fewer GPUs (the GPU did not come back):
@@ -77,7 +76,7 @@ def gpu_problems(node: NodeInfo | None, gpu: int, doing: str = "reset") -> list[
 
 
 @RESET.risk
-def _risk(plan: Plan, params: ResetGpuParams, ctx: RunbookContext) -> Risk:
+def gpu_risk(plan: Plan, params: EvacuationParams, ctx: RunbookContext) -> Risk:
     target = plan.target
     moves = holders(ctx, str(target.node), int(target.gpu or 0), params)
     return Risk.HIGH if any(is_training_pod(p, ctx.settings) for p in moves.evict) else Risk.MEDIUM
@@ -93,51 +92,50 @@ def _pre(plan: Plan, params: ResetGpuParams, ctx: RunbookContext) -> list[str]:
     return holders(ctx, node.name, gpu, params).blockers
 
 
-@RESET.dry_run
-def _dry(plan: Plan, params: ResetGpuParams, ctx: RunbookContext) -> Diff:
+def one_gpu_diff(plan: Plan, params: EvacuationParams, ctx: RunbookContext, *, verb: str, doing: str, request: str,
+                 after: str, gpus: int | None = None, extra_hours: float = 0.0) -> Diff:
+    """The rehearsal of a runbook that moves only one GPU's pods under a temporary cordon, then sends the node agent
+    a request: `verb` is the node agent's work ("reset", "isolate"), `doing` the GPU's state meanwhile, `request`
+    and `after` describe the request and the cordon's lift (formatted with `node` and `gpu`), `gpus` the GPUs
+    affected (the moved pods' by default)."""
     node, problems = find_node(ctx, str(plan.target.node))
     if node is None:
         return Diff(blockers=problems)
     gpu = int(plan.target.gpu or 0)
     moves = holders(ctx, node.name, gpu, params)
-    hold = [] if node.unschedulable else [f"cordon {node.name} while GPU {gpu} is reset"]
-    after = [] if node.unschedulable else [f"uncordon {node.name}"]
+    hold = [] if node.unschedulable else [f"cordon {node.name} while GPU {gpu} is {doing}"]
+    lift = [] if node.unschedulable else [after.format(node=node.name, gpu=gpu)]
     return Diff(
-        changes=hold
-        + describe_moves(moves, params, ctx.settings)
-        + [f"reset GPU {gpu} on {node.name} (GPUReset request to the node agent)"]
-        + after,
+        changes=hold + describe_moves(moves, params, ctx.settings) + [request.format(node=node.name, gpu=gpu)] + lift,
         pods_affected=[pod_key(p) for p in moves.evict],
-        gpus_affected=max(1, sum(p.gpu_count for p in moves.evict)),
-        gpu_hours_at_risk=round(
-            gpu_hours_at_risk(moves.evict, params, ctx.settings) + ctx.settings.expected_gpu_reset_s / 3600.0, 3
-        ),
-        blockers=moves.blockers + gpu_problems(node, gpu),
+        gpus_affected=gpus if gpus is not None else max(1, sum(p.gpu_count for p in moves.evict)),
+        gpu_hours_at_risk=round(gpu_hours_at_risk(moves.evict, params, ctx.settings) + extra_hours, 3),
+        blockers=moves.blockers + gpu_problems(node, gpu, verb),
     )
 
 
+@RESET.dry_run
+def _dry(plan: Plan, params: ResetGpuParams, ctx: RunbookContext) -> Diff:
+    return one_gpu_diff(plan, params, ctx, verb="reset", doing="reset", after="uncordon {node}",
+                        request="reset GPU {gpu} on {node} (GPUReset request to the node agent)",
+                        extra_hours=ctx.settings.expected_gpu_reset_s / 3600.0)
+
+
 @RESET.step
-def hold_node(plan: Plan, params: ResetGpuParams, ctx: RunbookContext) -> StepResult:
+def hold_node(plan: Plan, params: EvacuationParams, ctx: RunbookContext) -> StepResult:
     return cordon(ctx, str(plan.target.node), action_reason(plan, params.reason))
 
 
 @RESET.step
-def checkpoint(plan: Plan, params: ResetGpuParams, ctx: RunbookContext) -> StepResult:
+def checkpoint(plan: Plan, params: EvacuationParams, ctx: RunbookContext) -> StepResult:
     moves = holders(ctx, str(plan.target.node), int(plan.target.gpu or 0), params)
     return request_checkpoints(ctx, moves.evict, params)
 
 
 @RESET.step
-def evict(plan: Plan, params: ResetGpuParams, ctx: RunbookContext) -> StepResult:
+def evict(plan: Plan, params: EvacuationParams, ctx: RunbookContext) -> StepResult:
     node, gpu = str(plan.target.node), int(plan.target.gpu or 0)
-    moves = holders(ctx, node, gpu, params)
-    if moves.blockers:
-        return StepResult(False, "; ".join(moves.blockers))
-    result = evict_pods(ctx, moves.evict, params)
-    if not result.ok:
-        return result
-    gone = wait_gone(ctx, node, {pod_key(p) for p in moves.evict}, params.timeout_s or ctx.settings.drain_timeout_s)
-    return StepResult(gone.ok, f"{result.detail}; {gone.detail}", {**result.data, **gone.data})
+    return evacuate(ctx, node, holders(ctx, node, gpu, params), params)
 
 
 @RESET.step
@@ -151,7 +149,7 @@ def reset(plan: Plan, params: ResetGpuParams, ctx: RunbookContext) -> StepResult
 
 
 @RESET.step
-def release_node(plan: Plan, params: ResetGpuParams, ctx: RunbookContext) -> StepResult:
+def release_node(plan: Plan, params: EvacuationParams, ctx: RunbookContext) -> StepResult:
     return release(ctx, plan, str(plan.target.node))
 
 
