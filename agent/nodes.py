@@ -179,10 +179,10 @@ def policy_check(state: IncidentState, runtime: Runtime[AgentContext]) -> Update
                                    "actions": [a.to_json() for a in narrower]}, actor=ctx.actor, now=ctx.clock())
         first = narrower[0]
         problems = check_action(ctx, state["incident"], first)
-        view = ctx.actions.propose(incident_id=state["incident_id"], action=first,
-                                   rationale=f"{state.get('rationale', '')} {why}".strip()[:2000], planner="rules")
-        proposal = asdict(view) if not problems else {
-            "action_id": None, "status": ProposalStatus.INVALID.value, "reasons": problems, "verdict": {}, "diff": {}}
+        proposal = {"action_id": None, "status": ProposalStatus.INVALID.value, "reasons": problems, "verdict": {},
+                    "diff": {}} if problems else asdict(ctx.actions.propose(
+                        incident_id=state["incident_id"], action=first, planner="rules",
+                        rationale=f"{state.get('rationale', '')} {why}".strip()[:2000]))
         return {"plan": [a.to_json() for a in narrower], "cursor": 0, "gpu_only": True, "proposal": proposal,
                 "notes": [*state.get("notes", []), why], "steps": _step(state)}
     return {"proposal": asdict(view), "steps": _step(state)}

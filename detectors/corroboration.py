@@ -96,6 +96,7 @@ class Corroboration:
     own_half_life_s: float = 3600.0
     _own: FloatArray = field(default_factory=lambda: np.zeros((0, 5)))
     _own_pod: list[str | None] = field(default_factory=list)
+    _own_labels: GpuLabels | None = None
     _last: dict[str, FloatArray] = field(default_factory=dict)
     _rose_at: dict[str, FloatArray] = field(default_factory=dict)
     _runs: dict[str, FloatArray] = field(default_factory=dict)
@@ -119,11 +120,11 @@ class Corroboration:
             if not is_soft(f) or row is None or signals is None:
                 out.append(f)
                 continue
-            agree = [name for name in CANDIDATES.get(f.kind, ())
-                     if name not in own_basis(f) and name in signals and bool(signals[name][row])]
             if f.kind == FindingKind.STRAGGLER and f.evidence.get("replica"):
                 out.append(self._replica(f, signals, row))
                 continue
+            agree = [name for name in CANDIDATES.get(f.kind, ())
+                     if name not in own_basis(f) and name in signals and bool(signals[name][row])]
             if f.kind == FindingKind.STRAGGLER and POWER_VIOLATION in signals and bool(signals[POWER_VIOLATION][row]):
                 # held at its own power limit: slower than peers with a higher limit is the configuration
                 # working, not a fault (operators cap power on purpose); its low clock and power are the cap's
@@ -190,12 +191,13 @@ class Corroboration:
         its own measure."""
         slots, n = view.slots, view.n_slots
         self._own = _grow2(self._own, n, 5)  # count, mean load, mean power, mean load², mean load × power
-        pods = list(view.frame.gpus.pod)
         self._own_pod.extend([None] * (n - len(self._own_pod)))
-        for row, slot in enumerate(slots.tolist()):
-            if self._own_pod[slot] != pods[row]:
-                self._own_pod[slot] = pods[row]
-                self._own[slot] = 0.0
+        if view.frame.gpus is not self._own_labels:  # the pods move between cycles, not between a cycle's samples
+            self._own_labels = view.frame.gpus
+            for slot, pod in zip(slots.tolist(), view.frame.gpus.pod, strict=True):
+                if self._own_pod[slot] != pod:
+                    self._own_pod[slot] = pod
+                    self._own[slot] = 0.0
         own = self._own[slots]
         count, mx, my, mxx, mxy = own.T
         with np.errstate(invalid="ignore", divide="ignore"):
