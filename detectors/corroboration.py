@@ -190,7 +190,7 @@ class Corroboration:
         model draws otherwise), and a sample found low teaches nothing: a GPU held slow for hours does not become
         its own measure."""
         slots, n = view.slots, view.n_slots
-        self._own = _grow2(self._own, n, 5)  # count, mean load, mean power, mean load², mean load × power
+        self._own = grow(self._own, n, 0.0)  # count, mean load, mean power, mean load², mean load × power
         self._own_pod.extend([None] * (n - len(self._own_pod)))
         if view.frame.gpus is not self._own_labels:  # the pods move between cycles, not between a cycle's samples
             self._own_labels = view.frame.gpus
@@ -250,16 +250,6 @@ def corroborate(finding: Finding, agree: list[str]) -> Finding:
     if not signals and severity == Severity.CRITICAL:
         severity = Severity.WARNING
     return replace(finding, evidence=evidence, severity=severity)
-
-
-def _grow2(arr: FloatArray, n: int, width: int) -> FloatArray:
-    """`arr` (rows × `width`) with zero rows added up to `n` rows."""
-    if arr.shape[0] >= n and arr.shape[1] == width:
-        return arr
-    out = np.zeros((max(n, arr.shape[0]), width))
-    if arr.shape[1] == width:
-        out[: arr.shape[0]] = arr
-    return out
 
 
 def _column(view: CycleView, metric: str, j: int) -> FloatArray | None:
