@@ -16,10 +16,10 @@ Signals, each only where its series is exported (absent series: the signal never
   more than `power_gap` above their median power, for `persist_s`, a minute (same inlet air, same load);
 - `sm_clock_below_job_at_equal_load` / `power_below_job_at_equal_load` (training and batch jobs only: a
   Deployment's replicas serve different requests, so equal utilisation is not equal work among them): at
-  least as busy as its job's median
-  GPU (utilisation, else engine activity, within `load_gap`) but clocked `clock_gap` or drawing `power_gap`
-  below the job's median, for `persist_s`, a minute (at equal work a GPU's power scatters by a few percent; a
-  GPU held slow draws visibly less while its peers wait for it).
+  least as busy as its job's median GPU (utilisation, else engine activity, within `load_gap`) but clocked
+  `clock_gap` or drawing `power_gap` below the job's median (of a job of two GPUs, the other GPU: two have no
+  median), for `persist_s`, a minute (at equal work a GPU's power scatters by a few percent; a GPU held slow
+  draws visibly less while its peers wait for it).
 A finding's own basis is never its corroboration (a node-thermal finding is not corroborated by being hotter
 than its node; a straggler found by its clock not by its clock). A straggler whose power-violation counter is
 rising is held at its own power limit: slower than peers with a higher limit is an operator's power cap at
@@ -36,7 +36,7 @@ import numpy as np
 from detectors import metrics as m
 from detectors.findings import Finding, FindingKind, Severity
 from detectors.frame import FloatArray, GpuLabels
-from detectors.peers import PeerComparison, group_ids, group_median
+from detectors.peers import PeerComparison, group_ids, group_median, job_reference
 from detectors.saturation import deployment_of
 from detectors.stream import BoolArray, CycleView, IntArray, finding_rows, grow, rate_per_sample
 from domain.jobs import job_of
@@ -168,18 +168,14 @@ class Corroboration:
         if load is not None and power is not None:
             out[POWER_BELOW_OWN] = self._held(POWER_BELOW_OWN, view, self._below_own(view, load, power))
         if load is not None and n_jobs:
-            load_med, count = group_median(load, job, n_jobs)
-            in_job = (job >= 0) & (count[np.maximum(job, 0)] >= self.min_peers)
             with np.errstate(invalid="ignore"):
-                equal_load = in_job & (load >= load_med[np.maximum(job, 0)] - self.load_gap)
+                equal_load = load >= job_reference(load, job, n_jobs, self.min_peers) - self.load_gap
             for name, metric, gap in ((CLOCK_BELOW_JOB, m.SM_CLOCK, self.clock_gap),
                                       (POWER_BELOW_JOB, m.POWER_USAGE, self.power_gap)):
-                if (column := _column(view, metric, j)) is None:
+                if (values := _column(view, metric, j)) is None:
                     continue
-                values = column
-                med, _ = group_median(values, job, n_jobs)
                 with np.errstate(invalid="ignore"):
-                    low = equal_load & (values < med[np.maximum(job, 0)] * (1 - gap))
+                    low = equal_load & (values < job_reference(values, job, n_jobs, self.min_peers) * (1 - gap))
                 out[name] = self._held(name, view, low)
         return out
 

@@ -2,7 +2,10 @@
 
 GPUs of one distributed job run in lock step. A GPU far less busy than its job's median, or one whose SM
 clock is held far below its busy peers' (throttled: the others wait for it at every collective), is a
-straggler. A Deployment's replicas (`<name>-<replicaset hash>-<5 chars>`) serve independently, each its own
+straggler. A job of two GPUs has no median that stands for it: each GPU is judged against the other, and only
+by its clock (the less busy of two may be the one waiting): the one clocked `clock_gap` below the other while
+at least as busy (within `pair_load_gap`) holds the job back. A Deployment's replicas
+(`<name>-<replicaset hash>-<5 chars>`) serve independently, each its own
 share of the requests: one less busy than the others is load balancing, not a straggler. Their clocks are
 another matter: working GPUs of one model run at the same clock whatever requests they serve (the driver boosts
 a GPU that has work to the same clock, short of a power or thermal limit), so a replica clocked `clock_gap` below
@@ -84,6 +87,18 @@ def group_median(values: FloatArray, groups: IntArray, n_groups: int) -> tuple[F
     return med, counts
 
 
+def job_reference(values: FloatArray, groups: IntArray, n_groups: int, min_peers: int) -> FloatArray:
+    """What each row is measured against in its group: the median of the group's finite values when it has
+    `min_peers` of them, the other row's value when the group is a pair (two GPUs have no median that stands for
+    the job: each is judged against the other), NaN otherwise (no group, a value missing, or too few)."""
+    med, count = group_median(values, groups, n_groups)
+    idx = np.maximum(groups, 0)
+    n = np.where(groups >= 0, count[idx], 0.0)
+    with np.errstate(invalid="ignore"):
+        other = 2.0 * med[idx] - values  # of two values, the median is their mean
+    return np.where(n >= min_peers, med[idx], np.where((n == 2) & np.isfinite(values), other, np.nan))
+
+
 @dataclass
 class _Groups:
     labels: GpuLabels
@@ -110,6 +125,7 @@ class PeerComparison:
     persist_s: float = 60.0       # how long a straggler or a hot GPU lasts before it is reported
     clock_gap: float = 0.15       # a busy GPU this far below its job's median SM clock holds the job back
     working_clock_level: float = 0.1  # activity from which a GPU runs at its working clock, not its idle one
+    pair_load_gap: float = 0.1    # of a pair, the slow GPU is at least this close to as busy as the other
     working_level: float = 0.10   # tensor-pipe activity of a job that is computing
     spin_persist_s: float = 180.0  # busy engines without tensor work this long: the job is hung
     pinned_level: float = 0.9     # engine activity of a GPU that reads fully busy
@@ -208,6 +224,9 @@ class PeerComparison:
             low |= held_back
             extra = {int(r): {"sm_clock_mhz": float(clock[r]), "job_median_sm_clock_mhz": float(job_clock[r])}
                      for r in np.flatnonzero(held_back)}
+            pair_slow, pair_extra = self._slow_in_pair(g, act, clock, lockstep)
+            low |= pair_slow  # caught up as above: its clock back near the pair's mean
+            extra.update(pair_extra)
             if g.served.shape == act.shape:
                 slow, replica_ok, replica_extra = self._slow_replicas(g, act, clock)
                 low |= slow
@@ -221,6 +240,25 @@ class PeerComparison:
                for r in self._with_repeats(view, onsets, run - persist)]
 
         return out
+
+    def _slow_in_pair(self, g: _Groups, act: FloatArray, clock: FloatArray, lockstep: BoolArray
+                      ) -> tuple[BoolArray, dict[int, dict[str, float]]]:
+        """A job of two GPUs, each judged against the other (module docstring): the one clocked `clock_gap` below
+        the other while at least as busy (within `pair_load_gap`) holds it back. The one waiting for it is the
+        less busy and never the straggler; a pair that is not working has idle clocks, not slow ones. The slow
+        rows and their evidence."""
+        n, idx = len(g.job_names), np.maximum(g.job, 0)
+        act_med, act_count = group_median(act, g.job, n)
+        clock_med, clock_count = group_median(clock, g.job, n)
+        pair = lockstep & (g.job >= 0) & (act_count[idx] == 2) & (clock_count[idx] == 2)
+        with np.errstate(invalid="ignore"):
+            other_act, other_clock = 2 * act_med[idx] - act, 2 * clock_med[idx] - clock  # of two, the mean
+            pair &= np.isfinite(act) & np.isfinite(clock)
+            working = pair & (act >= self.busy_level) & (other_act >= self.busy_level)
+            slow = working & (act >= other_act - self.pair_load_gap) & (clock < other_clock * (1 - self.clock_gap))
+        extra = {int(r): {"sm_clock_mhz": float(clock[r]), "peer_sm_clock_mhz": float(other_clock[r]),
+                          "peer_activity": float(other_act[r])} for r in np.flatnonzero(slow)}
+        return slow, extra
 
     def _slow_replicas(self, g: _Groups, act: FloatArray, clock: FloatArray
                        ) -> tuple[BoolArray, BoolArray, dict[int, dict[str, float]]]:
