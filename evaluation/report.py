@@ -192,7 +192,14 @@ def _void_in_run(faults: list[dict[str, Any]]) -> dict[tuple[str, str, Any, str]
     reason. A job placed on such a slow GPU later meets the fault then (`met_at` in the truth): the incident it
     opens is the fault's, not a false one."""
     return {_fault_key(f): f for f in faults
-            if f["kind"] in WORKLOAD_FAULTS and (f.get("params") or {}).get("workload") == ""}
+            if (f["kind"] in WORKLOAD_FAULTS and (f.get("params") or {}).get("workload") == "") or _never_leaked(f)}
+
+
+def _never_leaked(fault: dict[str, Any]) -> bool:
+    """A memory leak drawn on a GPU that no pod ran on for the whole run: a leak waits for a pod of its own and
+    leaks from its arrival (`met_at`), so with none there was nothing to leak, to find, or to lose."""
+    params = fault.get("params") or {}
+    return fault["kind"] == "memory_leak" and params.get("pod") == "" and not params.get("met_at")
 
 
 def _nothing_to_overload(faults: list[dict[str, Any]]) -> dict[tuple[str, str, Any, str], dict[str, Any]]:
@@ -209,6 +216,8 @@ def _void_reason(fault: dict[str, Any], incident_id: int | None) -> str:
                 "job): nothing to overload")
     why = "no job ran on the GPU when the fault began in gpuops' run (its node was out of service, or the GPU idle)"
     params = fault.get("params") or {}
+    if fault["kind"] == "memory_leak":
+        return "no pod ran on the GPU for the whole run: nothing to leak"
     if not params.get("met_at"):
         return f"{why}: nothing to hang or slow"
     return (f"{why}; {params.get('met_by')} was placed there at {params['met_at']} and met it"

@@ -430,10 +430,13 @@ class MemoryLeak(ActiveFault):
         row = _gpu_row(self)
         if self.pod is None:
             pods = host.pods_on(row)
+            if "pod" not in self.truth_params:  # a GPU running nothing leaks nothing: the truth says so
+                self.truth_params["pod"] = pods[0] if pods else ""
             if not pods:
                 return
             self.pod = pods[0]
-            self.truth_params["pod"] = self.pod
+            if not self.truth_params["pod"]:  # a pod placed on the GPU later leaks from then on
+                self.truth_params.update(met_by=self.pod, met_at=iso_utc(t))
         spec = host.physics.spec
         room = spec.fb_total_mib - spec.fb_reserved_mib
         mods.extra_fb_mib[row] += room * self.progress(t) ** 1.3

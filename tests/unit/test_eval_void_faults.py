@@ -1,6 +1,7 @@
-"""A job fault drawn on a GPU that runs no job cannot happen: the twin's truth says the fault found no workload,
-and the evaluation leaves it out of every total instead of charging a miss and its GPU-hours. A job placed on
-such a slow GPU later meets it: the truth says when, so the incident it opens is no false one."""
+"""A job fault drawn on a GPU that runs no job cannot happen, nor a leak on a GPU that no pod ever runs on: the
+twin's truth says the fault found no workload, and the evaluation leaves it out of every total instead of
+charging a miss and its GPU-hours. A job placed on such a slow GPU later meets it: the truth says when, so the
+incident it opens is no false one."""
 
 from __future__ import annotations
 
@@ -51,6 +52,22 @@ def test_void_faults_are_listed_but_counted_nowhere() -> None:
     hardware = [{"kind": "xid79", "node": "n", "gpu": 0, "onset": "t", "params": {}},
                 {"kind": "memory_leak", "node": "n", "gpu": 1, "onset": "t", "params": {"workload": ""}}]
     assert _void_in_run(hardware) == {}  # only job faults need a job; a leak waits for a pod of its own
+
+
+def test_a_leak_waits_for_a_pod_and_one_that_no_pod_ever_met_is_void() -> None:
+    batch = {"type": "batch", "name": "late", "pods": 1, "gpus_per_pod": 8, "at": "8m"}  # fills node 003
+    twin = _twin([{"kind": "memory_leak", "node": "gpu-node-001", "gpu": 0, "at": "5m"},
+                  {"kind": "memory_leak", "node": "gpu-node-003", "gpu": 1, "at": "5m"},
+                  {"kind": "memory_leak", "node": "gpu-node-004", "gpu": 2, "at": "5m"}], batch)
+    twin.advance_to(twin.start + 1200)
+    faults = {f["node"]: f for f in twin.truth()["faults"]}
+    assert faults["gpu-node-001"]["params"]["pod"].startswith("job-")  # its job's pod leaks from the onset
+    met = faults["gpu-node-003"]["params"]
+    assert met["pod"] == "" and met["met_by"].startswith("late") and met["met_at"] > faults["gpu-node-003"]["onset"]
+    assert faults["gpu-node-004"]["params"]["pod"] == "" and "met_at" not in faults["gpu-node-004"]["params"]
+    void = _void_in_run(list(faults.values()))
+    assert set(void) == {_fault_key(faults["gpu-node-004"])}  # the late pod leaked: that one counts
+    assert _void_reason(faults["gpu-node-004"], None) == "no pod ran on the GPU for the whole run: nothing to leak"
 
 
 def _surge(gpu: int) -> dict[str, Any]:
