@@ -3,8 +3,9 @@
 GPUs of one distributed job run in lock step. A GPU far less busy than its job's median, or one whose SM
 clock is held far below its busy peers' (throttled: the others wait for it at every collective), is a
 straggler. A job of two GPUs has no median that stands for it: each GPU is judged against the other, and only
-by its clock (the less busy of two may be the one waiting): the one clocked `clock_gap` below the other while
-at least as busy (within `pair_load_gap`) holds the job back. A Deployment's replicas
+by its clock (the less busy of two may be the one waiting, or the slow one: engine activity counts time on some
+fleets and work on others): of two GPUs both working (`busy_level`), the one clocked `clock_gap` below the other
+holds the job back. A Deployment's replicas
 (`<name>-<replicaset hash>-<5 chars>`) serve independently, each its own
 share of the requests: one less busy than the others is load balancing, not a straggler. Their clocks are
 another matter: working GPUs of one model run at the same clock whatever requests they serve (the driver boosts
@@ -125,7 +126,6 @@ class PeerComparison:
     persist_s: float = 60.0       # how long a straggler or a hot GPU lasts before it is reported
     clock_gap: float = 0.15       # a busy GPU this far below its job's median SM clock holds the job back
     working_clock_level: float = 0.1  # activity from which a GPU runs at its working clock, not its idle one
-    pair_load_gap: float = 0.1    # of a pair, the slow GPU is at least this close to as busy as the other
     working_level: float = 0.10   # tensor-pipe activity of a job that is computing
     spin_persist_s: float = 180.0  # busy engines without tensor work this long: the job is hung
     pinned_level: float = 0.9     # engine activity of a GPU that reads fully busy
@@ -243,10 +243,9 @@ class PeerComparison:
 
     def _slow_in_pair(self, g: _Groups, act: FloatArray, clock: FloatArray, lockstep: BoolArray
                       ) -> tuple[BoolArray, dict[int, dict[str, float]]]:
-        """A job of two GPUs, each judged against the other (module docstring): the one clocked `clock_gap` below
-        the other while at least as busy (within `pair_load_gap`) holds it back. The one waiting for it is the
-        less busy and never the straggler; a pair that is not working has idle clocks, not slow ones. The slow
-        rows and their evidence."""
+        """A job of two GPUs, each judged against the other (module docstring): of two working GPUs, the one
+        clocked `clock_gap` below the other holds it back (the one waiting for it spins at its full clock); a pair
+        that is not working has idle clocks, not slow ones. The slow rows and their evidence."""
         n, idx = len(g.job_names), np.maximum(g.job, 0)
         act_med, act_count = group_median(act, g.job, n)
         clock_med, clock_count = group_median(clock, g.job, n)
@@ -255,7 +254,7 @@ class PeerComparison:
             other_act, other_clock = 2 * act_med[idx] - act, 2 * clock_med[idx] - clock  # of two, the mean
             pair &= np.isfinite(act) & np.isfinite(clock)
             working = pair & (act >= self.busy_level) & (other_act >= self.busy_level)
-            slow = working & (act >= other_act - self.pair_load_gap) & (clock < other_clock * (1 - self.clock_gap))
+            slow = working & (clock < other_clock * (1 - self.clock_gap))
         extra = {int(r): {"sm_clock_mhz": float(clock[r]), "peer_sm_clock_mhz": float(other_clock[r]),
                           "peer_activity": float(other_act[r])} for r in np.flatnonzero(slow)}
         return slow, extra
