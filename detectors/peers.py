@@ -88,16 +88,24 @@ def group_median(values: FloatArray, groups: IntArray, n_groups: int) -> tuple[F
     return med, counts
 
 
-def job_reference(values: FloatArray, groups: IntArray, n_groups: int, min_peers: int) -> FloatArray:
-    """What each row is measured against in its group: the median of the group's finite values when it has
-    `min_peers` of them, the other row's value when the group is a pair (two GPUs have no median that stands for
-    the job: each is judged against the other), NaN otherwise (no group, a value missing, or too few)."""
+def pair_other(values: FloatArray, groups: IntArray, n_groups: int) -> FloatArray:
+    """For each row of a group of exactly two finite values, the other row's value; NaN elsewhere."""
     med, count = group_median(values, groups, n_groups)
     idx = np.maximum(groups, 0)
-    n = np.where(groups >= 0, count[idx], 0.0)
     with np.errstate(invalid="ignore"):
         other = 2.0 * med[idx] - values  # of two values, the median is their mean
-    return np.where(n >= min_peers, med[idx], np.where((n == 2) & np.isfinite(values), other, np.nan))
+    return np.where((groups >= 0) & (count[idx] == 2) & np.isfinite(values), other, np.nan)
+
+
+def job_reference(values: FloatArray, groups: IntArray, n_groups: int, min_peers: int) -> FloatArray:
+    """What each row is measured against in its group: the median of the group's finite values when it has
+    `min_peers` of them (three at least), the other row's value when the group is a pair (two GPUs have no
+    median that stands for the job: each is judged against the other), NaN otherwise (no group, a value
+    missing, or too few)."""
+    med, count = group_median(values, groups, n_groups)
+    idx = np.maximum(groups, 0)
+    enough = (groups >= 0) & (count[idx] >= max(min_peers, 3))
+    return np.where(enough, med[idx], pair_other(values, groups, n_groups))
 
 
 @dataclass
@@ -246,13 +254,10 @@ class PeerComparison:
         """A job of two GPUs, each judged against the other (module docstring): of two working GPUs, the one
         clocked `clock_gap` below the other holds it back (the one waiting for it spins at its full clock); a pair
         that is not working has idle clocks, not slow ones. The slow rows and their evidence."""
-        n, idx = len(g.job_names), np.maximum(g.job, 0)
-        act_med, act_count = group_median(act, g.job, n)
-        clock_med, clock_count = group_median(clock, g.job, n)
-        pair = lockstep & (g.job >= 0) & (act_count[idx] == 2) & (clock_count[idx] == 2)
+        other_act = pair_other(act, g.job, len(g.job_names))
+        other_clock = pair_other(clock, g.job, len(g.job_names))
+        pair = lockstep & np.isfinite(other_act) & np.isfinite(other_clock)
         with np.errstate(invalid="ignore"):
-            other_act, other_clock = 2 * act_med[idx] - act, 2 * clock_med[idx] - clock  # of two, the mean
-            pair &= np.isfinite(act) & np.isfinite(clock)
             working = pair & (act >= self.busy_level) & (other_act >= self.busy_level)
             slow = working & (clock < other_clock * (1 - self.clock_gap))
         extra = {int(r): {"sm_clock_mhz": float(clock[r]), "peer_sm_clock_mhz": float(other_clock[r]),
