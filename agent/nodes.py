@@ -190,15 +190,13 @@ def policy_check(state: IncidentState, runtime: Runtime[AgentContext]) -> Update
 
 def _gpu_only(state: IncidentState, proposal: dict[str, Any]) -> list[PlannedAction] | None:
     """The GPU-only plan to turn to (`agent.rules.gpu_only_plan`), once per round of the thread: when the plan's
-    first action, a node action for a one-GPU fault, was denied by the healthy-GPU floor alone (no other rule: the
-    nodes-out budget, a freeze, a cool-down, each still stops it) and nothing of the plan ran yet."""
+    first action, a node action for a one-GPU fault, was denied by the budgets alone (the healthy-GPU floor, the
+    nodes-out budget, or both; no other rule: a freeze or a cool-down still stops it) and nothing of the plan ran
+    yet. The GPU-only plan takes no node out, so only the floor weighs it, by the GPUs it takes."""
     if state.get("gpu_only") or state.get("cursor", 0) != 0 or proposal.get("status") != ProposalStatus.DENIED:
         return None
-    budget = (proposal.get("verdict") or {}).get("budget") or {}
     reasons = list(proposal.get("reasons") or [])
-    floor = budget.get("healthy_gpus_after", 0) < budget.get("min_healthy_gpus", 0)
-    nodes_ok = budget.get("nodes_out_after", 0) <= budget.get("nodes_out_limit", 0)
-    if not (floor and nodes_ok and reasons and all(r.startswith("budget:") for r in reasons)):
+    if not (reasons and all(r.startswith("budget:") for r in reasons)):
         return None
     if not any(t.startswith("node/") for t in _current(state).targets):
         return None

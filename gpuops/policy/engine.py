@@ -56,6 +56,14 @@ class ActionSpec:
     # whole node's.
     gpus_taken: Mapping[str, int] = field(default_factory=dict)
 
+    @property
+    def nodes_taken(self) -> tuple[str, ...]:
+        """The nodes this action takes out of service, for the nodes-out budget: its target nodes, short of those
+        it takes only a GPU from (`gpus_taken`): such a node serves on with its other GPUs, and its cordon, which
+        lasts while the action runs, only keeps new pods off meanwhile (held by a lease, so it counts for other
+        actions while it runs). The healthy-GPU floor weighs what it takes."""
+        return tuple(n for n in self.target_nodes if n not in self.gpus_taken)
+
     def taken_from(self, facts: FleetFacts, nodes: Iterable[str]) -> int:
         """The healthy GPUs this action takes out of service on `nodes` (see `gpus_taken`)."""
         return sum(min(self.gpus_taken[n], facts.healthy_on([n])) if n in self.gpus_taken else facts.healthy_on([n])
@@ -228,11 +236,12 @@ def soak_until(incident: Incident, spec: ActionSpec, config: PolicyConfig) -> da
 def weigh_budget(*, spec: ActionSpec, facts: FleetFacts, config: PolicyConfig, out_now: set[str],
                  actions_last_hour: int) -> Budget:
     """The budgets if `spec` runs now, with `out_now` the nodes already out of service (gpuops' leases and
-    anyone's cordons). Only a disruptive action takes nodes out; a node already out costs nothing more."""
+    anyone's cordons). Only a disruptive action takes nodes out, and one that takes only a GPU takes none
+    (`ActionSpec.nodes_taken`); a node already out costs nothing more."""
     new_nodes = [n for n in spec.target_nodes if n not in out_now]
     return Budget(
         nodes_out=len(out_now),
-        nodes_out_after=len(out_now | set(spec.target_nodes)) if spec.disruptive else len(out_now),
+        nodes_out_after=len(out_now | set(spec.nodes_taken)) if spec.disruptive else len(out_now),
         nodes_out_limit=config.nodes_out_limit(facts.nodes),
         healthy_gpus_after=facts.healthy_gpus - (spec.taken_from(facts, new_nodes) if spec.disruptive else 0),
         min_healthy_gpus=config.min_healthy_gpus(facts.gpus, facts.gpus_per_node),
@@ -272,7 +281,12 @@ def budget_wait(session: Session, *, spec: ActionSpec, facts: FleetFacts, config
 
 
 def _over_budget(budget: Budget) -> bool:
-    return budget.nodes_out_after > budget.nodes_out_limit or budget.healthy_gpus_after < budget.min_healthy_gpus
+    return _over_nodes_out(budget) or budget.healthy_gpus_after < budget.min_healthy_gpus
+
+
+def _over_nodes_out(budget: Budget) -> bool:
+    """The action takes a node out past the nodes-out limit (one that takes none never breaks it)."""
+    return budget.nodes_out_after > max(budget.nodes_out, budget.nodes_out_limit)
 
 
 def evaluate(session: Session, *, incident: Incident, action: Action, spec: ActionSpec, facts: FleetFacts,
@@ -310,7 +324,7 @@ def evaluate(session: Session, *, incident: Incident, action: Action, spec: Acti
     budget = weigh_budget(spec=spec, facts=facts, config=config, out_now=out_now,
                           actions_last_hour=int(executed_last_hour))
     if spec.disruptive and new_nodes:
-        if budget.nodes_out_after > budget.nodes_out_limit:
+        if _over_nodes_out(budget):
             deny.append(f"budget: {budget.nodes_out} node(s) already out, limit {budget.nodes_out_limit} "
                         f"({config.max_nodes_out} or {config.max_nodes_out_fraction:.0%} of {facts.nodes})")
         if budget.healthy_gpus_after < budget.min_healthy_gpus:

@@ -315,22 +315,32 @@ def isolate(node: str, gpu: int, taken: int) -> ActionSpec:
 
 def test_an_action_that_takes_only_its_gpu_spends_the_floor_by_what_it_takes(container: Container) -> None:
     """24 GPUs, one withheld: draining a 4-GPU node breaks the floor of 20; isolating one GPU of it, with one more
-    free GPU the cordon keeps from new pods meanwhile, takes two and fits. It still counts as a node out: the
-    nodes-out budget holds it like any cordon."""
+    free GPU the cordon keeps from new pods meanwhile, takes two and fits. It takes no node out of service, so the
+    nodes-out budget never refuses it; its lease, held while it runs, counts as a node out for every other
+    action meanwhile."""
     facts = FleetFacts(nodes=6, gpus=24, healthy_gpus=23, gpus_per_node=4, healthy_by_node={"gpu-node-002": 3})
     config = PolicyConfig()
     assert_decided(decide(container, "gpu-node-005", drain("gpu-node-005"), config, facts=facts, reserve=False),
                    Gate.DENIED, "budget: 19 healthy GPUs would remain, minimum 20")
     verdict = decide(container, "gpu-node-005", isolate("gpu-node-005", 0, 2), config, facts=facts)
     assert_decided(verdict, Gate.ONE_APPROVER, "within budgets; medium risk")
-    assert verdict.budget.healthy_gpus_after == 21 and verdict.budget.nodes_out_after == 1
+    assert verdict.budget.healthy_gpus_after == 21 and verdict.budget.nodes_out_after == 0
     # a GPU-only action never takes more than the node has in service
     assert isolate("gpu-node-002", 1, 9).taken_from(facts, ["gpu-node-002"]) == 3
-    assert_decided(decide(container, "gpu-node-006", isolate("gpu-node-006", 1, 1), config, facts=facts),
+    # gpu-node-005's lease spends the nodes-out budget of one: draining gpu-node-002 (3 healthy GPUs, so the floor
+    # holds) is refused, a second GPU-only action is not
+    assert_decided(decide(container, "gpu-node-002", drain("gpu-node-002"), config, facts=facts, reserve=False),
                    Gate.DENIED, "budget: 1 node(s) already out, limit 1")
-    assert_decided(decide(container, "gpu-node-004", isolate("gpu-node-004", 1, 1), PolicyConfig(fence_gpus=False),
+    second = decide(container, "gpu-node-006", isolate("gpu-node-006", 1, 1), config, facts=facts, reserve=False)
+    assert_decided(second, Gate.ONE_APPROVER, "within budgets; medium risk")
+    assert (second.budget.nodes_out, second.budget.nodes_out_after, second.budget.healthy_gpus_after) == (1, 1, 22)
+    # the floor still weighs it: four GPUs taken from a node of four would leave 19
+    assert_decided(decide(container, "gpu-node-004", isolate("gpu-node-004", 1, 4), config, facts=facts,
+                          reserve=False),
+                   Gate.DENIED, "budget: 19 healthy GPUs would remain, minimum 20")
+    assert_decided(decide(container, "gpu-node-003", isolate("gpu-node-003", 1, 1), PolicyConfig(fence_gpus=False),
                           facts=facts, reserve=False),
-                   Gate.DENIED, "isolate_gpu fences a GPU off, and fences are off", "budget: 1 node(s) already out")
+                   Gate.DENIED, "isolate_gpu fences a GPU off, and fences are off")
 
 
 def test_a_small_fleet_takes_one_node_out_and_no_second(container: Container) -> None:

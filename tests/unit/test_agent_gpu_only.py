@@ -1,5 +1,6 @@
-"""When the agent narrows a plan to the failing GPU alone (`agent.nodes._gpu_only`): only after the healthy-GPU
-floor alone refused the plan's first node action, for a one-GPU fault that has a GPU-only plan, once."""
+"""When the agent narrows a plan to the failing GPU alone (`agent.nodes._gpu_only`): only after the budgets alone
+(the healthy-GPU floor, the nodes-out budget, or both) refused the plan's first node action, for a one-GPU fault
+that has a GPU-only plan, once."""
 
 from __future__ import annotations
 
@@ -41,9 +42,18 @@ def test_the_floor_alone_narrows_a_one_gpu_faults_plan_to_its_gpu() -> None:
     assert reset is not None and [a.runbook for a in reset] == ["reset_gpu"]
 
 
+@pytest.mark.parametrize("reasons", [(NODES_OUT,), (NODES_OUT, FLOOR)])
+def test_a_spent_nodes_out_budget_narrows_it_too(reasons: tuple[str, ...]) -> None:
+    """Someone else's cordons spend the nodes-out budget: the failing GPU still leaves service on its own."""
+    narrowed = _gpu_only(_state(), _denied(*reasons, after=21, nodes_after=2))
+    assert narrowed is not None and [a.runbook for a in narrowed] == ["isolate_gpu", "open_hardware_ticket"]
+    reset = _gpu_only(_state("xid48_dbe", first="cordon_node"), _denied(*reasons, nodes_after=2))
+    assert reset is not None and [(a.runbook, a.targets) for a in reset] == [("reset_gpu", ("gpu/gpu-node-005/2",))]
+
+
 @pytest.mark.parametrize(("state", "proposal"), [
-    (_state(), _denied(NODES_OUT, FLOOR, nodes_after=2)),           # the nodes-out budget refuses it too
     (_state(), _denied("freeze window until 2026-06-01T13:00:00+00:00: upgrade")),
+    (_state(), _denied(NODES_OUT, "cool-down: gpu-node-005 had action 2 at 2026-06-01 12:00:00+00:00")),
     (_state(), {**_denied(FLOOR), "status": "escalated"}),           # a human decides: never narrowed around it
     (_state(cursor=1), _denied(FLOOR)),                              # part of the plan ran already
     (_state(gpu_only=True), _denied(FLOOR)),                         # narrowed once already
