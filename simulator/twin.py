@@ -357,10 +357,11 @@ class Twin:
 
     def lockstep_rows(self, row: int) -> list[int]:
         """The rows whose work waits on this one's: a training job's GPUs run in lock step, but a Deployment's
-        replicas serve apart, so for a replica only its own pod's GPUs."""
+        replicas serve apart, as do a notebook workload's users and a batch job's workers, so for those only the
+        GPUs of the row's own pod."""
         name = self._workload_by_row[row]
         spec = self.book.specs.get(name) if name else None
-        if spec is None or spec.type != "inference":
+        if spec is None or spec.type == "training":
             return self.workload_rows(row)
         pods = set(self._pods_by_row[row])
         return [r for r in self.book.rows.get(str(name), [row]) if pods & set(self._pods_by_row[r])] or [row]

@@ -360,6 +360,28 @@ def test_a_hung_replica_hangs_alone_and_its_deployment_serves_on() -> None:
     assert sorted(twin.lockstep_rows(twin.book.rows["job"][0])) == sorted(twin.book.rows["job"])
 
 
+def test_notebooks_and_batch_workers_run_apart_so_a_fault_under_one_stops_only_it() -> None:
+    """A notebook workload's users and a batch job's workers share no collective: a hang or a port down under one
+    pod stops that pod alone (only a training job's ranks wait on each other)."""
+    data = small()
+    data["workloads"] = [*data["workloads"], {"type": "notebook", "name": "nb", "users": 3},
+                         {"type": "batch", "name": "bt", "pods": 3, "at": 0}]
+    first = Twin(scenario_from_dict(data))  # the same seed places them the same way
+    first.advance_to(first.start + 60)
+    placed = first.book.rows
+    nb, bt = placed["nb"], placed["bt"]
+    assert len(nb) == 3 and len(bt) == 3
+    data["faults"] = [{"kind": "hung_job", "node": f"gpu-node-{nb[0] // 8 + 1:03d}", "gpu": nb[0] % 8, "at": "30m"},
+                      {"kind": "hung_job", "node": f"gpu-node-{bt[0] // 8 + 1:03d}", "gpu": bt[0] % 8, "at": "30m"}]
+    twin, tr = run(data, until=2700)
+    after = at(twin, 2400)
+    hung = (tr["util"][after] == 100) & (tr["power"][after] < 150)
+    assert hung[nb[0]] and hung[bt[0]]
+    assert not np.any(hung[[*nb[1:], *bt[1:]]])
+    assert [twin.lockstep_rows(r) for r in (*nb, *bt)] == [[r] for r in (*nb, *bt)]
+    assert sorted(twin.lockstep_rows(twin.book.rows["job"][0])) == sorted(twin.book.rows["job"])
+
+
 def test_pcie_replay_storm_counts_climb() -> None:
     twin, tr = run(only("pcie_replay_storm", lead="30m"), until=3 * 3600)
     rep = tr["pcie_replay"][:, ROW]
