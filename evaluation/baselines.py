@@ -105,6 +105,7 @@ class Impact:
     failure_at: float | None  # unix seconds, in the untouched run
     crash_s: float            # work lost at a crash, per GPU
     training: bool
+    impact_end: float | None = None  # unix seconds: when it stops hurting by itself in the untouched run (a surge)
 
 
 @dataclass
@@ -139,15 +140,19 @@ def _impact(twin: Twin, scenario: Scenario, fault: dict[str, Any], spec_params: 
     severity = 1.0
     if kind == "straggler":
         severity = max(0.0, 1.0 - float(params.get("slowdown", 0.7)))
-    elif kind == "inference_overload":
-        severity = max(0.0, 1.0 - 1.0 / max(float(params.get("factor", 2.0)), 1.0))
+    elif kind == "inference_overload":  # the share of requests no replica served, at the surge's peak
+        peak = float(params.get("peak_demand") or params.get("factor", 2.0))
+        severity = max(0.0, 1.0 - 1.0 / max(peak, 1.0))
     if fault.get("hurts_work") is False or (fabric and not held):  # only counters move, or no work crosses
         severity = 0.0
     onset = _ts(fault["onset"])
     failure = _ts(fault["failure_at"]) if fault.get("failure_at") else None
     start = onset if kind in DEGRADATIONS or failure is None else failure
+    # a surge ends by itself (users go away): unmet, it costs until then, not until the scenario ends
+    ends = _ts(fault["cleared_at"]) if kind == "inference_overload" and fault.get("cleared_at") else None
     return Impact(gpus=len(held), severity=severity, impact_start=start, failure_at=failure,
-                  crash_s=checkpoint / 2 if training and failure is not None else 0.0, training=training)
+                  crash_s=checkpoint / 2 if training and failure is not None else 0.0, training=training,
+                  impact_end=ends)
 
 
 def baseline_run(scenario: Scenario, cycle_steps: int = 8) -> BaselineRun:
@@ -168,6 +173,8 @@ def gpu_hours_lost(impact: Impact, mitigated_at: float | None, end: float) -> fl
     if impact.impact_start >= end:
         return 0.0
     stop = end if mitigated_at is None else min(mitigated_at, end)
+    if impact.impact_end is not None:
+        stop = min(stop, impact.impact_end)
     if impact.severity <= 0:  # a fault that never hurts the work: moving the work is the only cost
         return impact.gpus * (RESTART_OVERHEAD_S if impact.training and mitigated_at is not None
                               and mitigated_at < end else 0.0) / 3600.0

@@ -203,15 +203,21 @@ def _never_leaked(fault: dict[str, Any]) -> bool:
 
 
 def _nothing_to_overload(faults: list[dict[str, Any]]) -> dict[tuple[str, str, Any, str], dict[str, Any]]:
-    """Surges drawn on a GPU that served no Deployment when they began (it was idle, or held a training job),
-    by key, as the untouched run's truth has them: no replica's demand moved (`peak_demand` 0), so there was no
-    overload to find or fix. Left out of every total like a void job fault, and listed with its reason."""
+    """Surges that overloaded nothing, by key, as the untouched run's truth has them: drawn on a GPU that served
+    no Deployment when they began (it was idle, or held a training job: no replica's demand moved, `peak_demand`
+    0), or met by replicas with the room to serve it (`peak_demand`, the most any replica was asked for as a
+    share of what it serves, never above 1: no request went unserved). Either way there was no overload to find
+    or fix. Left out of every total like a void job fault, and listed with its reason."""
     return {_fault_key(f): f for f in faults if f["kind"] == "inference_overload"
-            and not float((f.get("params") or {}).get("peak_demand") or 0.0) > 0.0}
+            and not float((f.get("params") or {}).get("peak_demand") or 0.0) > 1.0}
 
 
 def _void_reason(fault: dict[str, Any], incident_id: int | None) -> str:
     if fault["kind"] == "inference_overload":
+        peak = float((fault.get("params") or {}).get("peak_demand") or 0.0)
+        if peak > 0.0:
+            return (f"the replicas absorbed the surge (at its peak each was asked for {peak:.0%} of what it serves): "
+                    "no request went unserved, nothing to overload")
         return ("no replica of a Deployment ran on the GPU when the surge began (it was idle or held a training "
                 "job): nothing to overload")
     why = "no job ran on the GPU when the fault began in gpuops' run (its node was out of service, or the GPU idle)"

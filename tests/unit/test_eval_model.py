@@ -26,6 +26,14 @@ def test_a_degradation_costs_its_severity() -> None:
     assert gpu_hours_lost(slow, 7200.0, END) == 16 * 0.25 * 2
 
 
+def test_a_surge_that_ends_by_itself_costs_until_it_ends_and_no_longer() -> None:
+    surge = Impact(gpus=8, severity=0.5, impact_start=3600.0, failure_at=None, crash_s=0.0, training=False,
+                   impact_end=3 * 3600.0)
+    assert gpu_hours_lost(surge, None, END) == 8 * 0.5 * 2  # unmet: its two hours, not the nine left in the run
+    assert gpu_hours_lost(surge, 3600.0 + 900, END) == 8 * 0.5 * 0.25  # met after 15 min
+    assert gpu_hours_lost(surge, 5 * 3600.0, END) == 8 * 0.5 * 2  # met after it was over: the same as unmet
+
+
 def test_a_fault_that_never_touches_the_work_costs_only_moving_it() -> None:
     harmless = Impact(gpus=8, severity=0.0, impact_start=1800.0, failure_at=None, crash_s=0.0, training=True)
     assert gpu_hours_lost(harmless, None, END) == 0.0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from evaluation.baselines import baseline_run, gpu_hours_lost
 from evaluation.report import _counted, _fault_key, _nothing_to_overload, _void_in_run, _void_reason
 from simulator.scenario import scenario_from_dict
 from simulator.twin import Twin
@@ -70,23 +71,48 @@ def test_a_leak_waits_for_a_pod_and_one_that_no_pod_ever_met_is_void() -> None:
     assert _void_reason(faults["gpu-node-004"], None) == "no pod ran on the GPU for the whole run: nothing to leak"
 
 
-def _surge(gpu: int) -> dict[str, Any]:
-    twin = Twin(scenario_from_dict({
+def _surge_scenario(gpu: int, factor: float = 4.0) -> dict[str, Any]:
+    return {
         "name": "s", "seed": 7, "fleet": {"nodes": 2, "gpus_per_node": 8}, "duration": "1h", "step": "30s",
         "workloads": [{"type": "training", "name": "train", "nodes": 1},  # gpu-node-001
                       {"type": "inference", "name": "serve", "replicas": 4, "peak_load": 0.6}],  # gpu-node-002, 0-3
         "faults": [{"kind": "inference_overload", "node": "gpu-node-002" if gpu >= 0 else "gpu-node-001",
-                    "gpu": abs(gpu), "at": "10m", "factor": 3.0, "duration": "20m"}],
-    }))
+                    "gpu": abs(gpu), "at": "10m", "factor": factor, "duration": "20m"}],
+    }
+
+
+def _surge(gpu: int, factor: float = 4.0) -> dict[str, Any]:
+    twin = Twin(scenario_from_dict(_surge_scenario(gpu, factor)))
     twin.advance_to(twin.start + 3600)
     (fault,) = twin.truth()["faults"]
     return dict(fault)
 
 
 def test_a_surge_on_a_gpu_that_serves_no_deployment_is_no_overload() -> None:
-    served = _surge(1)  # a replica of serve: its demand rises threefold
-    assert served["params"]["peak_demand"] > 0.5 and _nothing_to_overload([served]) == {}
+    served = _surge(1)  # a replica of serve: at this hour (its trough, 0.30 a replica) demand rises fourfold
+    assert served["params"]["peak_demand"] > 1.0 and _nothing_to_overload([served]) == {}
     for fault in (_surge(6), _surge(-1)):  # an idle GPU; the training job's GPU
         assert not fault["params"].get("peak_demand")
         assert _fault_key(fault) in _nothing_to_overload([fault])
-        assert _void_reason(fault, None).endswith("nothing to overload")
+        assert _void_reason(fault, None).startswith("no replica of a Deployment ran on the GPU")
+
+
+def test_a_surge_the_replicas_had_room_for_is_no_overload() -> None:
+    """Threefold at the trough leaves each replica below what it serves: every request is served, so there is
+    nothing to find, fix or charge."""
+    absorbed = _surge(1, factor=3.0)
+    assert 0.5 < absorbed["params"]["peak_demand"] <= 1.0
+    assert _fault_key(absorbed) in _nothing_to_overload([absorbed])
+    assert _void_reason(absorbed, None).startswith("the replicas absorbed the surge (at its peak each was asked "
+                                                   f"for {absorbed['params']['peak_demand']:.0%}")
+
+
+def test_an_unmet_surge_costs_its_unserved_share_while_it_lasts() -> None:
+    """The unserved share is what the peak asked beyond what the replicas serve (not the surge's factor, which
+    the time of day scales), charged on the Deployment's GPUs from the onset until the surge ends."""
+    base = baseline_run(scenario_from_dict(_surge_scenario(1)))
+    (fault,), (impact,) = base.truth["faults"], base.impacts
+    peak = fault["params"]["peak_demand"]
+    assert impact.gpus == 4 and abs(impact.severity - (1.0 - 1.0 / peak)) < 1e-9 and impact.severity < 0.75
+    assert impact.impact_end is not None and impact.impact_end - impact.impact_start == 1200.0
+    assert abs(gpu_hours_lost(impact, None, base.end) - 4 * impact.severity * 1200.0 / 3600.0) < 1e-9
