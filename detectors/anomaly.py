@@ -5,7 +5,8 @@
   `LoadConditionedClock`: the SM clock's baseline, judged only while the clock is not explained by its load
   (power capping, an idle GPU); the framebuffer's baseline judges only GPUs whose memory is normally stable;
 - `CounterCusum`: one-sided CUSUM on the rate of error counters (SBE ECC, NVLink CRC, PCIe replays),
-  standardised against the counter's own quiet-time rate;
+  standardised against the counter's own quiet-time rate; `CounterBurst`: a sparse counter (SBE ECC) that rises
+  by a count within an hour no healthy part reaches;
 - `MultivariateModel`: an IsolationForest per GPU model class on standardised metric vectors, refitted
   on a reservoir of past samples at fixed data-time intervals (never on the sample it scores);
 - `PeerComparison` (in `detectors.peers`): a GPU against the other GPUs of its job and of its node.
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+from scipy.stats import poisson
 
 from detectors import metrics as m
 from detectors.findings import Finding, FindingKind, Severity
@@ -301,6 +303,109 @@ class CounterCusum:
         return out
 
 
+@dataclass
+class CounterBurst:
+    """A sparse error counter that rises by `min_count` or more within `window_s` of data time.
+
+    Per-sample rates of a counter that moves a few times a day are all noise (one increment in a 15 s sample
+    reads as 240 an hour), which is why `CounterCusum` floors its spread; a memory heading for an uncorrectable
+    error logs correctable errors by the dozen an hour long before that floor is reached. Healthy GPU memory
+    logs them rarely: most devices none for weeks, a small fraction several a day (Sridharan et al., "Memory
+    Errors in Modern Systems", ASPLOS 2015); the NVIDIA driver reports a high single-bit error rate as XID 92.
+    So the count over an hour is the test: `min_count` (10) within the hour is orders of magnitude past the
+    healthy tail. A part may also log them steadily for weeks (a weak cell the ECC corrects every time) without
+    heading anywhere, so the count must also be one the GPU's own rate before the window makes implausible
+    (under `p_alarm` for a Poisson count at a generous upper bound of that rate: N + 2√N + 2 errors over the
+    history before the window), and a GPU is judged only once a full window of its history precedes the window
+    (a steady rate is learnt before it can alarm; a climb is not a steady rate).
+
+    The count is the counter's own increase, summed from sample to sample: a decrease is a reset (a driver
+    reload, an exporter restart) and counts nothing, and an increase across a gap longer than `max_gap_s` is
+    not placed in time, so it counts nothing either. Snapshots every `window_s / 12` bound the window's
+    resolution. A hard finding: the counter is exact, not a statistic of a noisy series."""
+
+    metric: str
+    kind: FindingKind
+    min_count: float = 10.0
+    p_alarm: float = 1e-6
+    window_s: float = 3600.0
+    max_gap_s: float = 600.0
+    buckets: int = 12
+    name: str = ""
+    _first_ts: FloatArray = field(default_factory=lambda: np.zeros(0))
+    _last: FloatArray = field(default_factory=lambda: np.zeros(0))
+    _last_ts: FloatArray = field(default_factory=lambda: np.zeros(0))
+    _total: FloatArray = field(default_factory=lambda: np.zeros(0))  # increases counted so far
+    _snap: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))  # (slot, bucket) totals …
+    _snap_ts: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))  # … and when each was taken
+    _state: OnsetTracker = field(default_factory=OnsetTracker)
+
+    def __post_init__(self) -> None:
+        self.name = self.name or f"burst.{self.metric}"
+
+    def _ensure(self, n: int) -> None:
+        self._last, self._last_ts = grow(self._last, n, np.nan), grow(self._last_ts, n, np.nan)
+        self._first_ts, self._total = grow(self._first_ts, n, np.nan), grow(self._total, n, 0.0)
+        ring = self.buckets + 1
+        if self._snap.shape[1] != ring:
+            self._snap, self._snap_ts = np.zeros((0, ring)), np.zeros((0, ring))
+        self._snap, self._snap_ts = grow(self._snap, n, 0.0), grow(self._snap_ts, n, np.nan)
+
+    def update(self, view: CycleView) -> list[Finding]:
+        arr = view.metric(self.metric)
+        if arr is None:
+            return []
+        self._ensure(view.n_slots)
+        slots = view.slots
+        bucket_s = self.window_s / self.buckets
+        out: list[Finding] = []
+        for j, ts in view.columns():
+            v = arr[:, j]
+            prev, prev_ts = self._last[slots], self._last_ts[slots]
+            with np.errstate(invalid="ignore"):
+                rise = v - prev
+            placed = np.isfinite(rise) & (rise > 0) & (ts - prev_ts <= self.max_gap_s)
+            self._total[slots] += np.where(placed, rise, 0.0)
+            total = self._total[slots]
+            # a snapshot when the newest is a bucket old: the oldest snapshot still inside the window is the
+            # total the count starts from (totals never fall, so it is the smallest inside the window)
+            snap_ts = self._snap_ts[slots]
+            due = ~(np.nanmax(np.where(np.isnan(snap_ts), -np.inf, snap_ts), axis=1) > ts - bucket_s)
+            if due.any():
+                rows = slots[due]
+                oldest = np.argmin(np.where(np.isnan(self._snap_ts[rows]), -np.inf, self._snap_ts[rows]), axis=1)
+                self._snap[rows, oldest] = self._total[rows]
+                self._snap_ts[rows, oldest] = ts
+            inside = self._snap_ts[slots] >= ts - self.window_s
+            start = np.where(inside, self._snap[slots], np.inf).min(axis=1)
+            count = total - np.minimum(start, total)
+            # what it logged before the window, per window: the steady rate a climb must stand above
+            since = np.where(inside, self._snap_ts[slots], np.inf).min(axis=1)
+            logged = np.minimum(start, total)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                history = since - self._first_ts[slots]
+                judged = history >= self.window_s - 1e-6
+                before = np.where(judged, logged * self.window_s / history, np.nan)
+                bound = np.where(judged, (logged + 2.0 * np.sqrt(logged) + 2.0) * self.window_s / history, np.inf)
+            alarm = judged & (count >= self.min_count)
+            if alarm.any():
+                alarm[alarm] = poisson.sf(count[alarm] - 1.0, bound[alarm]) < self.p_alarm
+            for row in self._state.step(slots, alarm, count < self.min_count / 2):
+                out.append(Finding(
+                    ts=ts, kind=self.kind, severity=Severity.WARNING,
+                    score=float(min(1.0, 0.5 + count[row] / (10 * self.min_count))), detector=self.name,
+                    evidence={"metric": self.metric, "count_in_window": float(count[row]),
+                              "window_s": self.window_s, "min_count": self.min_count,
+                              "count_per_window_before": float(before[row])},
+                    **gpu_finding_fields(view, int(row))))
+            seen = np.isfinite(v)
+            self._last[slots[seen]] = v[seen]
+            self._last_ts[slots[seen]] = ts
+            first = slots[seen & np.isnan(self._first_ts[slots])]
+            self._first_ts[first] = ts
+        return out
+
+
 def default_anomaly_stages() -> list[Stage]:
     """Baselines on the gauges, CUSUM on the error counters, the multivariate model, peer comparison, job
     saturation."""
@@ -319,5 +424,6 @@ def default_anomaly_stages() -> list[Stage]:
         else:
             stages.append(RobustBaseline(metric, kind, floors[metric]))
     stages += [CounterCusum(metric, kind) for metric, kind in m.COUNTER_RATE_METRICS.items()]
+    stages += [CounterBurst(m.ECC_SBE_VOL_TOTAL, FindingKind.ECC)]
     stages += [MultivariateModel(), PeerComparison(), JobSaturation()]
     return stages

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from detectors import metrics as m
-from detectors.anomaly import CounterCusum, RobustBaseline
+from detectors.anomaly import CounterBurst, CounterCusum, RobustBaseline
 from detectors.findings import Finding
 from detectors.frame import FleetFrame
 from detectors.multivariate import MultivariateModel
@@ -97,6 +97,32 @@ def test_cusum_catches_a_counter_storm_not_noise_or_resets() -> None:
     found = run(CounterCusum(m.ECC_SBE_VOL_TOTAL, "ecc"), det_synth.frame(ts, met, gpus))
     assert [(f.gpu, f.hostname, f.kind) for f in found] == [(5, "gpu-node-001", "ecc")]
     assert ts[150] <= found[0].ts <= ts[156]
+
+
+def test_a_burst_of_single_bit_errors_is_found_but_not_a_steady_rate_a_reset_or_a_gap() -> None:
+    """Three hours at a 30 s scrape. GPU 1 logs 12 errors in 20 minutes after two clean hours; GPU 2 logs 60 in
+    its first 70 minutes, before it has an hour of history to judge them by; GPU 3 logs fifteen an hour all along
+    (a weak cell the ECC corrects, as steady as ever); GPU 4's counter resets from 500 to 0; GPU 5's rises by 40
+    across a two-hour gap."""
+    ts, met, gpus, _, _ = det_synth.healthy(nodes=1, gpus_per_node=8, steps=360)
+    rng = np.random.default_rng(3)
+    sbe = np.zeros((8, 360))
+    sbe[1, 240:] = np.minimum(np.arange(120) // 3.0, 12.0)  # 12 in the 20 min from 2 h on
+    sbe[2, 100:] = np.minimum(np.arange(260) // (2 / 3), 60.0)  # 60 from 50 to 70 min
+    sbe[3] = np.cumsum(rng.poisson(15 / 120, 360))          # 15 an hour
+    sbe[4, :180], sbe[4, 180:] = 500.0, np.arange(180) // 60.0
+    sbe[5, 100:340], sbe[5, 340:] = np.nan, 40.0
+    met[m.ECC_SBE_VOL_TOTAL] = sbe
+    found = run(CounterBurst(m.ECC_SBE_VOL_TOTAL, "ecc"), det_synth.frame(ts, met, gpus))
+    assert [(f.gpu, f.kind) for f in found] == [(1, "ecc")]  # once
+    count = int(found[0].evidence["count_in_window"])  # ten at least; as many as a clean hour makes implausible
+    assert 10 <= count <= 12 and found[0].ts == ts[240 + 3 * count]  # the error that made it so
+    assert found[0].evidence["count_per_window_before"] == 0
+    assert sbe[3, -1] > 30  # the steady GPU logged more than a burst's count each hour: its rate, not a climb
+    # the same steady GPU, watched for two hours before it climbs by 120 an hour, is found
+    sbe[3, 240:] += np.arange(120) // 1.0
+    found = run(CounterBurst(m.ECC_SBE_VOL_TOTAL, "ecc"), det_synth.frame(ts, met, gpus))
+    assert {f.gpu for f in found} == {1, 3}
 
 
 def first_reports(found: list[Finding], kind: str) -> list[tuple[str, int | None, float]]:
