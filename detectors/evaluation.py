@@ -10,12 +10,13 @@ from typing import Any
 
 from detectors.findings import Finding
 
-# Which finding kinds count as having found each fault kind of the simulator.
+# Which finding kinds count as having found each fault kind of the simulator. A bank running out of spare rows
+# is memory failing: the correctable errors it logs on the way (`ecc`) find it as well as its remaps do.
 EXPECTED_KINDS: Mapping[str, frozenset[str]] = {
     "xid79": frozenset({"gpu_lost", "xid"}),
     "xid48_dbe": frozenset({"ecc", "xid"}),
     "ecc_sbe_storm": frozenset({"ecc", "xid"}),
-    "row_remap_exhaustion": frozenset({"row_remap", "xid"}),
+    "row_remap_exhaustion": frozenset({"row_remap", "ecc", "xid"}),
     "thermal_runaway": frozenset({"thermal"}),
     "nvlink_degradation": frozenset({"nvlink", "xid"}),
     "gsp_timeout": frozenset({"xid", "gpu_lost"}),
