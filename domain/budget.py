@@ -48,7 +48,10 @@ class Budget:
 
     def describe(self) -> list[tuple[str, str]]:
         """(label, text) lines, the one wording of a budget wherever it is shown."""
-        nodes = f"{self.nodes_out_after}/{self.nodes_out_limit} ({_left(self.nodes_left, 'left', 'over')})"
+        left = _left(self.nodes_left, "left", "over")
+        if self.nodes_left < 0 and self.nodes_out_after == self.nodes_out:
+            left += ", already: this action takes no node out"  # a GPU-only action, or a node already out
+        nodes = f"{self.nodes_out_after}/{self.nodes_out_limit} ({left})"
         if self.fleet_nodes is not None and self.max_nodes_out is not None and self.max_nodes_out_fraction is not None:
             nodes += (f"; limit: the smaller of {self.max_nodes_out} and {_percent(self.max_nodes_out_fraction)} "
                       f"of {self.fleet_nodes} nodes")

@@ -341,6 +341,14 @@ def test_an_action_that_takes_only_its_gpu_spends_the_floor_by_what_it_takes(con
     assert_decided(decide(container, "gpu-node-003", isolate("gpu-node-003", 1, 1), PolicyConfig(fence_gpus=False),
                           facts=facts, reserve=False),
                    Gate.DENIED, "isolate_gpu fences a GPU off, and fences are off")
+    # people cordoned two more nodes: the budget is over its limit, and still a GPU-only action adds no node to it
+    crowded = FleetFacts(nodes=6, gpus=24, healthy_gpus=23, gpus_per_node=4, healthy_by_node={"gpu-node-002": 3},
+                         unschedulable=frozenset({"gpu-node-001", "gpu-node-002"}),
+                         cordoned_by_others=frozenset({"gpu-node-001", "gpu-node-002"}))
+    third = decide(container, "gpu-node-004", isolate("gpu-node-004", 0, 1), config, facts=crowded, reserve=False,
+                   now=NOW + timedelta(minutes=1))
+    assert_decided(third, Gate.ONE_APPROVER, "within budgets; medium risk")
+    assert (third.budget.nodes_out, third.budget.nodes_out_after, third.budget.nodes_out_limit) == (3, 3, 1)
 
 
 def test_a_small_fleet_takes_one_node_out_and_no_second(container: Container) -> None:

@@ -131,6 +131,16 @@ def test_a_budget_says_how_its_limits_were_derived_and_round_trips() -> None:
     }
 
 
+def test_a_budget_over_its_nodes_limit_already_says_the_action_adds_no_node() -> None:
+    """People's cordons hold three nodes out against a limit of one; a GPU-only action adds none, and says so."""
+    gpu_only = Budget(nodes_out=3, nodes_out_after=3, nodes_out_limit=1, healthy_gpus_after=50, min_healthy_gpus=40,
+                      actions_last_hour=0, rate_limit=20)
+    assert dict(gpu_only.describe())["Nodes out after"] == "3/1 (2 over, already: this action takes no node out)"
+    drain = Budget(nodes_out=3, nodes_out_after=4, nodes_out_limit=1, healthy_gpus_after=50, min_healthy_gpus=40,
+                   actions_last_hour=0, rate_limit=20)
+    assert dict(drain.describe())["Nodes out after"] == "4/1 (3 over)"
+
+
 @pytest.mark.parametrize("stored", [None, {}, {"nodes_out": 0}, {**OLD_VERDICT_BUDGET, "rate_limit": "10"},
                                     {**OLD_VERDICT_BUDGET, "nodes_out": True}, ["nodes_out"]])
 def test_a_verdict_without_a_whole_budget_has_none(stored: Any) -> None:
