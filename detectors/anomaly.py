@@ -337,7 +337,7 @@ class CounterBurst:
     _last_ts: FloatArray = field(default_factory=lambda: np.zeros(0))
     _total: FloatArray = field(default_factory=lambda: np.zeros(0))  # increases counted so far
     _snap: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))  # (slot, bucket) totals …
-    _snap_ts: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))  # … and when each was taken
+    _snap_ts: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))  # … and when each was taken (-inf: never)
     _state: OnsetTracker = field(default_factory=OnsetTracker)
 
     def __post_init__(self) -> None:
@@ -349,7 +349,7 @@ class CounterBurst:
         ring = self.buckets + 1
         if self._snap.shape[1] != ring:
             self._snap, self._snap_ts = np.zeros((0, ring)), np.zeros((0, ring))
-        self._snap, self._snap_ts = grow(self._snap, n, 0.0), grow(self._snap_ts, n, np.nan)
+        self._snap, self._snap_ts = grow(self._snap, n, 0.0), grow(self._snap_ts, n, -np.inf)
 
     def update(self, view: CycleView) -> list[Finding]:
         arr = view.metric(self.metric)
@@ -369,19 +369,17 @@ class CounterBurst:
             total = self._total[slots]
             # a snapshot when the newest is a bucket old: the oldest snapshot still inside the window is the
             # total the count starts from (totals never fall, so it is the smallest inside the window)
-            snap_ts = self._snap_ts[slots]
-            due = ~(np.nanmax(np.where(np.isnan(snap_ts), -np.inf, snap_ts), axis=1) > ts - bucket_s)
+            due = self._snap_ts[slots].max(axis=1) <= ts - bucket_s
             if due.any():
                 rows = slots[due]
-                oldest = np.argmin(np.where(np.isnan(self._snap_ts[rows]), -np.inf, self._snap_ts[rows]), axis=1)
+                oldest = np.argmin(self._snap_ts[rows], axis=1)
                 self._snap[rows, oldest] = self._total[rows]
                 self._snap_ts[rows, oldest] = ts
             inside = self._snap_ts[slots] >= ts - self.window_s
-            start = np.where(inside, self._snap[slots], np.inf).min(axis=1)
-            count = total - np.minimum(start, total)
+            logged = np.minimum(np.where(inside, self._snap[slots], np.inf).min(axis=1), total)
+            count = total - logged
             # what it logged before the window, per window: the steady rate a climb must stand above
             since = np.where(inside, self._snap_ts[slots], np.inf).min(axis=1)
-            logged = np.minimum(start, total)
             with np.errstate(invalid="ignore", divide="ignore"):
                 history = since - self._first_ts[slots]
                 judged = history >= self.window_s - 1e-6
