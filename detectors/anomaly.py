@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from scipy.stats import poisson
+from scipy.stats import chi2, poisson
 
 from detectors import metrics as m
 from detectors.findings import Finding, FindingKind, Severity
@@ -404,6 +404,170 @@ class CounterBurst:
         return out
 
 
+# DCGM's health limits (`dcgm_gpu_hardware_limits.h`): NVLink CRC errors matter only at 100 a second and more;
+# more than 8 PCIe replays a minute is a link to reseat or replace.
+NVLINK_CRC_LIMIT_PER_S = 100.0
+PCIE_REPLAY_LIMIT_PER_S = 8.0 / 60.0
+
+
+@dataclass
+class CounterRateClimb:
+    """An error counter whose rate climbs steadily towards the rate at which it matters: a forecast.
+
+    A link heading for failure logs its errors faster and faster (an NVLink's CRC errors, a PCIe link's replays)
+    long before the rate reaches the limit that DCGM's health checks act on (`dcgm_gpu_hardware_limits.h`: NVLink
+    CRC errors matter only at 100 a second and more; PCIe replays beyond 8 a minute). A steady rate, however
+    high, is no climb (a link that has always logged its errors at that pace), and neither is a burst (a link
+    retraining once) nor a step (a rate that moved to a new level and stays there).
+
+    The count is summed per window of `window_s` from sample to sample (a decrease is a reset and counts nothing,
+    nor does an increase across a gap longer than `max_gap_s`; the time those cover is the window's exposure). At
+    each window's end, over the last `windows` windows (an hour): a Poisson regression of count on time (log
+    rate linear in time, with the windows' exposures) whose slope is `min_z` standard errors above zero, whose fit
+    a steady climb passes (deviance under the chi-square's `fit_quantile` for its degrees of freedom: a burst or a
+    step fails it), with `min_count` errors or more in the last window, and whose rate, followed forward, reaches
+    `limit_per_s` within `horizon_s`. Reported once per climb, as a persisting fact (it was watched climbing for
+    the whole hour), with the expected time to the limit."""
+
+    metric: str
+    kind: FindingKind
+    limit_per_s: float
+    limit_label: str
+    window_s: float = 600.0
+    windows: int = 6
+    min_z: float = 6.0
+    min_count: float = 10.0
+    fit_quantile: float = 0.99
+    horizon_s: float = 6 * 3600.0
+    max_gap_s: float = 600.0
+    name: str = ""
+    _last: FloatArray = field(default_factory=lambda: np.zeros(0))
+    _last_ts: FloatArray = field(default_factory=lambda: np.zeros(0))
+    _start: FloatArray = field(default_factory=lambda: np.zeros(0))   # the open window's start (NaN: none yet)
+    _count: FloatArray = field(default_factory=lambda: np.zeros(0))   # … its count and exposure so far
+    _cover: FloatArray = field(default_factory=lambda: np.zeros(0))
+    _counts: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))  # closed windows, oldest first
+    _covers: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+    _state: OnsetTracker = field(default_factory=OnsetTracker)
+
+    def __post_init__(self) -> None:
+        self.name = self.name or f"climb.{self.metric}"
+
+    def _ensure(self, n: int) -> None:
+        self._last, self._last_ts = grow(self._last, n, np.nan), grow(self._last_ts, n, np.nan)
+        self._start = grow(self._start, n, np.nan)
+        self._count, self._cover = grow(self._count, n, 0.0), grow(self._cover, n, 0.0)
+        if self._counts.shape[1] != self.windows:
+            self._counts, self._covers = np.zeros((0, self.windows)), np.zeros((0, self.windows))
+        self._counts, self._covers = grow(self._counts, n, np.nan), grow(self._covers, n, np.nan)
+
+    def update(self, view: CycleView) -> list[Finding]:
+        arr = view.metric(self.metric)
+        if arr is None:
+            return []
+        self._ensure(view.n_slots)
+        slots = view.slots
+        out: list[Finding] = []
+        for j, ts in view.columns():
+            v = arr[:, j]
+            prev, prev_ts = self._last[slots], self._last_ts[slots]
+            with np.errstate(invalid="ignore"):
+                rise = v - prev
+                dt = ts - prev_ts
+            placed = np.isfinite(rise) & (rise >= 0) & (dt <= self.max_gap_s)
+            self._count[slots] += np.where(placed, rise, 0.0)
+            self._cover[slots] += np.where(placed, dt, 0.0)
+            seen = np.isfinite(v)
+            fresh = seen & np.isnan(self._start[slots])
+            self._start[slots[fresh]] = ts
+            closing = seen & (ts - self._start[slots] >= self.window_s)
+            if closing.any():
+                rows = np.flatnonzero(closing)
+                closed = slots[rows]
+                self._counts[closed] = np.column_stack([self._counts[closed, 1:], self._count[closed]])
+                self._covers[closed] = np.column_stack([self._covers[closed, 1:], self._cover[closed]])
+                self._count[closed], self._cover[closed] = 0.0, 0.0
+                self._start[closed] = ts
+                climbing, judged = np.zeros(rows.size, dtype=bool), np.zeros(rows.size, dtype=bool)
+                facts: dict[int, dict[str, float]] = {}
+                for k, slot in enumerate(closed.tolist()):
+                    judged[k] = self._judged(self._counts[slot], self._covers[slot])
+                    fact = self._climb(self._counts[slot], self._covers[slot]) if judged[k] else None
+                    if fact is not None:
+                        climbing[k], facts[k] = True, fact
+                # windows a gap left unjudged neither report nor end a climb
+                for k in self._state.step(closed, climbing, judged & ~climbing):
+                    fact = facts[int(k)]
+                    row = int(rows[k])
+                    eta = fact["eta_s"]
+                    out.append(Finding(
+                        ts=ts, kind=self.kind, severity=Severity.WARNING,
+                        score=float(max(0.5, min(1.0, 1.0 - eta / self.horizon_s))), detector=self.name,
+                        evidence={"metric": self.metric, "limit": self.limit_label, "limit_per_s": self.limit_per_s,
+                                  **{key: round(val, 4) for key, val in fact.items()},
+                                  "window_s": self.window_s, "windows": self.windows, "persistent": True},
+                        predicted_failure_at=ts + eta, **gpu_finding_fields(view, row)))
+            self._last[slots[seen]] = v[seen]
+            self._last_ts[slots[seen]] = ts
+        return out
+
+    def _judged(self, counts: FloatArray, covers: FloatArray) -> bool:
+        """An hour of windows, each at least half covered by samples, before anything is judged."""
+        return bool(np.all(np.isfinite(counts)) and np.all(covers >= self.window_s / 2))
+
+    def _climb(self, counts: FloatArray, covers: FloatArray) -> dict[str, float] | None:
+        """The climb's facts when `counts` (over exposures `covers`) climb steadily towards the limit."""
+        if counts[-1] < self.min_count or counts[-1] / covers[-1] <= counts[0] / covers[0]:
+            return None
+        x = (np.arange(counts.size) - (counts.size - 1) / 2.0) * self.window_s / 3600.0  # hours, centred
+        fit = _poisson_trend(x, counts, covers)
+        if fit is None:
+            return None
+        a, b, se, deviance = fit
+        dof = counts.size - 2
+        if b <= 0 or b / se < self.min_z or deviance > chi2.ppf(self.fit_quantile, dof):
+            return None
+        rate = float(np.exp(a + b * x[-1]))  # per second, at the last window
+        eta = 0.0 if rate >= self.limit_per_s else float(np.log(self.limit_per_s / rate) / b * 3600.0)
+        if eta > self.horizon_s:
+            return None
+        return {"rate_per_s": rate, "growth_per_h": float(np.exp(b)), "z": float(b / se),
+                "deviance": float(deviance), "eta_s": eta}
+
+
+def _poisson_trend(x: FloatArray, counts: FloatArray, exposure: FloatArray,
+                   iterations: int = 25) -> tuple[float, float, float, float] | None:
+    """Poisson regression log(rate) = a + b x with exposures (iteratively reweighted least squares): a, b, the
+    standard error of b, and the deviance; None when it does not converge."""
+    design = np.column_stack([np.ones_like(x), x])
+    rate0 = max(float(counts.sum() / exposure.sum()), 1e-12)
+    beta = np.array([np.log(rate0), 0.0])
+    for _ in range(iterations):
+        mu = exposure * np.exp(design @ beta)
+        z = design @ beta + (counts - mu) / np.maximum(mu, 1e-12)
+        w = mu
+        info = design.T @ (design * w[:, None])
+        try:
+            new = np.linalg.solve(info, design.T @ (w * z))
+        except np.linalg.LinAlgError:
+            return None
+        if not np.all(np.isfinite(new)):
+            return None
+        done = np.max(np.abs(new - beta)) < 1e-8
+        beta = new
+        if done:
+            break
+    mu = exposure * np.exp(design @ beta)
+    info = design.T @ (design * mu[:, None])
+    try:
+        cov = np.linalg.inv(info)
+    except np.linalg.LinAlgError:
+        return None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(counts > 0, counts * np.log(counts / mu), 0.0) - (counts - mu)
+    return float(beta[0]), float(beta[1]), float(np.sqrt(cov[1, 1])), float(2.0 * terms.sum())
+
+
 def default_anomaly_stages() -> list[Stage]:
     """Baselines on the gauges, CUSUM on the error counters, the multivariate model, peer comparison, job
     saturation."""
@@ -423,5 +587,7 @@ def default_anomaly_stages() -> list[Stage]:
             stages.append(RobustBaseline(metric, kind, floors[metric]))
     stages += [CounterCusum(metric, kind) for metric, kind in m.COUNTER_RATE_METRICS.items()]
     stages += [CounterBurst(m.ECC_SBE_VOL_TOTAL, FindingKind.ECC)]
+    stages += [CounterRateClimb(m.NVLINK_CRC_FLIT_ERRORS, FindingKind.NVLINK, NVLINK_CRC_LIMIT_PER_S, "dcgm_crc_rate"),
+               CounterRateClimb(m.PCIE_REPLAY_COUNTER, FindingKind.PCIE, PCIE_REPLAY_LIMIT_PER_S, "dcgm_replay_rate")]
     stages += [MultivariateModel(), PeerComparison(), JobSaturation()]
     return stages
