@@ -519,7 +519,8 @@ class CounterRateClimb:
         """The climb's facts when `counts` (over exposures `covers`) climb steadily towards the limit."""
         if counts[-1] < self.min_count or counts[-1] / covers[-1] <= counts[0] / covers[0]:
             return None
-        x = (np.arange(counts.size) - (counts.size - 1) / 2.0) * self.window_s / 3600.0  # hours, centred
+        centred = np.arange(counts.size, dtype=np.float64) - (counts.size - 1) / 2.0
+        x = centred * (self.window_s / 3600.0)  # hours
         fit = _poisson_trend(x, counts, covers)
         if fit is None:
             return None
