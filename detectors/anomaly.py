@@ -6,7 +6,8 @@
   (power capping, an idle GPU); the framebuffer's baseline judges only GPUs whose memory is normally stable;
 - `CounterCusum`: one-sided CUSUM on the rate of error counters (SBE ECC, NVLink CRC, PCIe replays),
   standardised against the counter's own quiet-time rate; `CounterBurst`: a sparse counter (SBE ECC) that rises
-  by a count within an hour no healthy part reaches;
+  by a count within an hour no healthy part reaches; `CounterRateClimb`: a link's error rate (NVLink CRC, PCIe
+  replays) climbing steadily towards the rate DCGM acts on;
 - `MultivariateModel`: an IsolationForest per GPU model class on standardised metric vectors, refitted
   on a reservoir of past samples at fixed data-time intervals (never on the sample it scores);
 - `PeerComparison` (in `detectors.peers`): a GPU against the other GPUs of its job and of its node.
