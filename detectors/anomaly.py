@@ -426,9 +426,10 @@ class CounterRateClimb:
     each window's end, over the last `windows` windows (an hour): a Poisson regression of count on time (log
     rate linear in time, with the windows' exposures) whose slope is `min_z` standard errors above zero, whose fit
     a steady climb passes (deviance under the chi-square's `fit_quantile` for its degrees of freedom: a burst or a
-    step fails it), with `min_count` errors or more in the last window, and whose rate, followed forward, reaches
-    `limit_per_s` within `horizon_s`. Reported once per climb, as a persisting fact (it was watched climbing for
-    the whole hour), with the expected time to the limit."""
+    step fails it; at 6 standard errors, no window can hold fewer than 10 errors), and whose rate, followed
+    forward, reaches `limit_per_s` within `horizon_s`. Windows are placed at their own times, so a gap between
+    them bends nothing. Reported once per climb, as a persisting fact (it was watched climbing for the whole
+    hour), with the expected time to the limit."""
 
     metric: str
     kind: FindingKind
@@ -437,7 +438,6 @@ class CounterRateClimb:
     window_s: float = 600.0
     windows: int = 6
     min_z: float = 6.0
-    min_count: float = 10.0
     fit_quantile: float = 0.99
     horizon_s: float = 6 * 3600.0
     max_gap_s: float = 600.0
@@ -447,8 +447,10 @@ class CounterRateClimb:
     _start: FloatArray = field(default_factory=lambda: np.zeros(0))   # the open window's start (NaN: none yet)
     _count: FloatArray = field(default_factory=lambda: np.zeros(0))   # … its count and exposure so far
     _cover: FloatArray = field(default_factory=lambda: np.zeros(0))
+    _timed: FloatArray = field(default_factory=lambda: np.zeros(0))   # … and the covered time's sum of moments
     _counts: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))  # closed windows, oldest first
     _covers: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+    _mids: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))  # … and their middles (data time)
     _state: OnsetTracker = field(default_factory=OnsetTracker)
 
     def __post_init__(self) -> None:
@@ -458,9 +460,11 @@ class CounterRateClimb:
         self._last, self._last_ts = grow(self._last, n, np.nan), grow(self._last_ts, n, np.nan)
         self._start = grow(self._start, n, np.nan)
         self._count, self._cover = grow(self._count, n, 0.0), grow(self._cover, n, 0.0)
+        self._timed = grow(self._timed, n, 0.0)
         if self._counts.shape[1] != self.windows:
-            self._counts, self._covers = np.zeros((0, self.windows)), np.zeros((0, self.windows))
+            self._counts, self._covers, self._mids = (np.zeros((0, self.windows)) for _ in range(3))
         self._counts, self._covers = grow(self._counts, n, np.nan), grow(self._covers, n, np.nan)
+        self._mids = grow(self._mids, n, np.nan)
 
     def update(self, view: CycleView) -> list[Finding]:
         arr = view.metric(self.metric)
@@ -478,6 +482,7 @@ class CounterRateClimb:
             placed = np.isfinite(rise) & (rise >= 0) & (dt <= self.max_gap_s)
             self._count[slots] += np.where(placed, rise, 0.0)
             self._cover[slots] += np.where(placed, dt, 0.0)
+            self._timed[slots] += np.where(placed, dt * (ts - dt / 2.0), 0.0)
             seen = np.isfinite(v)
             fresh = seen & np.isnan(self._start[slots])
             self._start[slots[fresh]] = ts
@@ -487,13 +492,17 @@ class CounterRateClimb:
                 closed = slots[rows]
                 self._counts[closed] = np.column_stack([self._counts[closed, 1:], self._count[closed]])
                 self._covers[closed] = np.column_stack([self._covers[closed, 1:], self._cover[closed]])
-                self._count[closed], self._cover[closed] = 0.0, 0.0
+                with np.errstate(invalid="ignore", divide="ignore"):  # the middle of the time it covered
+                    mid = self._timed[closed] / self._cover[closed]
+                self._mids[closed] = np.column_stack([self._mids[closed, 1:], mid])
+                self._count[closed], self._cover[closed], self._timed[closed] = 0.0, 0.0, 0.0
                 self._start[closed] = ts
                 climbing, judged = np.zeros(rows.size, dtype=bool), np.zeros(rows.size, dtype=bool)
                 facts: dict[int, dict[str, float]] = {}
                 for k, slot in enumerate(closed.tolist()):
                     judged[k] = self._judged(self._counts[slot], self._covers[slot])
-                    fact = self._climb(self._counts[slot], self._covers[slot]) if judged[k] else None
+                    fact = (self._climb(self._counts[slot], self._covers[slot], self._mids[slot]) if judged[k]
+                            else None)
                     if fact is not None:
                         climbing[k], facts[k] = True, fact
                 # windows a gap left unjudged neither report nor end a climb
@@ -516,12 +525,11 @@ class CounterRateClimb:
         """An hour of windows, each at least half covered by samples, before anything is judged."""
         return bool(np.all(np.isfinite(counts)) and np.all(covers >= self.window_s / 2))
 
-    def _climb(self, counts: FloatArray, covers: FloatArray) -> dict[str, float] | None:
+    def _climb(self, counts: FloatArray, covers: FloatArray, mids: FloatArray) -> dict[str, float] | None:
         """The climb's facts when `counts` (over exposures `covers`) climb steadily towards the limit."""
-        if counts[-1] < self.min_count or counts[-1] / covers[-1] <= counts[0] / covers[0]:
-            return None
-        centred = np.arange(counts.size, dtype=np.float64) - (counts.size - 1) / 2.0
-        x = centred * (self.window_s / 3600.0)  # hours
+        if counts[-1] / covers[-1] <= counts[0] / covers[0]:
+            return None  # no fit needed: a climb ends faster than it began
+        x = (mids - mids.mean()) / 3600.0  # hours, centred
         fit = _poisson_trend(x, counts, covers)
         if fit is None:
             return None

@@ -36,9 +36,9 @@ def test_a_rate_climbing_steadily_is_found_and_nothing_else() -> None:
     3 logs 0.05/s, then one burst of 20,000 at 2 h;
     4 logs 0.05/s, then 5/s from 2 h on (a step to a new level that stays);
     5 logs 3 a second, and its counter resets every 20 minutes (a driver reload each time);
-    6 climbs like 1 with a 40-minute gap in its series;
-    7 climbs 1.5-fold an hour from 0.05/s (100/s would take 19 h)."""
-    steps = 480
+    6 climbs like 1 with a 30-minute gap in its series once it was found;
+    7 climbs 1.2-fold an hour from 10/s (clearly, but 100/s would take 12 h)."""
+    steps = 600
     ts, met, gpus, _, _ = det_synth.healthy(nodes=1, gpus_per_node=8, steps=steps)
     rng = np.random.default_rng(5)
     hours = np.arange(steps) * STEP / 3600.0
@@ -52,8 +52,8 @@ def test_a_rate_climbing_steadily_is_found_and_nothing_else() -> None:
     crc[5] = counter(np.full(steps, 3.0), rng)
     crc[5] -= crc[5, (np.arange(steps) // 40) * 40]  # back to 0 every 20 min
     crc[6] = counter(rising, rng)
-    crc[6, 200:280] = np.nan
-    crc[7] = counter(0.05 * 1.5 ** hours, rng)
+    crc[6, 350:410] = np.nan  # the window before it is under half covered: a climb unjudged, not ended
+    crc[7] = counter(10.0 * 1.2 ** hours, rng)
     met[m.NVLINK_CRC_FLIT_ERRORS] = crc
     found = DetectionCycle(stages=[climb()]).update(det_synth.frame(ts, met, gpus))
     assert sorted(f.gpu for f in found) == [1, 6]  # each once: the gap neither ends 6's climb nor starts another
@@ -81,6 +81,19 @@ def test_a_reset_counter_climbing_is_judged_on_what_it_counted() -> None:
     met[m.NVLINK_CRC_FLIT_ERRORS] = crc
     found = DetectionCycle(stages=[climb()]).update(det_synth.frame(ts, met, gpus))
     assert [f.gpu for f in found] == [0]
+
+
+def test_increases_across_gaps_are_not_placed_in_time() -> None:
+    """A counter read only every 15 minutes (an exporter that mostly fails) climbs ten-fold an hour: no increase
+    across a gap that long is placed in time, so no window is covered and nothing is judged."""
+    steps = 480
+    ts, met, gpus, _, _ = det_synth.healthy(nodes=1, gpus_per_node=2, steps=steps)
+    hours = np.arange(steps) * STEP / 3600.0
+    crc = np.zeros((2, steps))
+    crc[0] = counter(0.5 * 10.0 ** hours, np.random.default_rng(2))
+    crc[0, np.arange(steps) % 30 != 0] = np.nan
+    met[m.NVLINK_CRC_FLIT_ERRORS] = crc
+    assert DetectionCycle(stages=[climb()]).update(det_synth.frame(ts, met, gpus)) == []
 
 
 def test_the_poisson_trend_recovers_a_known_growth_and_flags_a_step_by_its_fit() -> None:
