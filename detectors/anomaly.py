@@ -497,85 +497,74 @@ class CounterRateClimb:
                 self._mids[closed] = np.column_stack([self._mids[closed, 1:], mid])
                 self._count[closed], self._cover[closed], self._timed[closed] = 0.0, 0.0, 0.0
                 self._start[closed] = ts
-                climbing, judged = np.zeros(rows.size, dtype=bool), np.zeros(rows.size, dtype=bool)
-                facts: dict[int, dict[str, float]] = {}
-                for k, slot in enumerate(closed.tolist()):
-                    judged[k] = self._judged(self._counts[slot], self._covers[slot])
-                    fact = (self._climb(self._counts[slot], self._covers[slot], self._mids[slot]) if judged[k]
-                            else None)
-                    if fact is not None:
-                        climbing[k], facts[k] = True, fact
+                counts, covers, mids = self._counts[closed], self._covers[closed], self._mids[closed]
+                # an hour of windows, each at least half covered by samples, before anything is judged
+                judged = np.all(np.isfinite(counts), axis=1) & np.all(covers >= self.window_s / 2, axis=1)
+                facts = self._climbs(counts, covers, mids, judged)
                 # windows a gap left unjudged neither report nor end a climb
-                for k in self._state.step(closed, climbing, judged & ~climbing):
-                    fact = facts[int(k)]
-                    row = int(rows[k])
-                    eta = fact["eta_s"]
+                for k in self._state.step(closed, np.isfinite(facts["eta_s"]), judged & ~np.isfinite(facts["eta_s"])):
+                    row, eta = int(rows[k]), float(facts["eta_s"][k])
                     out.append(Finding(
                         ts=ts, kind=self.kind, severity=Severity.WARNING,
                         score=float(max(0.5, min(1.0, 1.0 - eta / self.horizon_s))), detector=self.name,
                         evidence={"metric": self.metric, "limit": self.limit_label, "limit_per_s": self.limit_per_s,
-                                  **{key: round(val, 4) for key, val in fact.items()},
+                                  **{key: round(float(val[k]), 4) for key, val in facts.items()},
                                   "window_s": self.window_s, "windows": self.windows, "persistent": True},
                         predicted_failure_at=ts + eta, **gpu_finding_fields(view, row)))
             self._last[slots[seen]] = v[seen]
             self._last_ts[slots[seen]] = ts
         return out
 
-    def _judged(self, counts: FloatArray, covers: FloatArray) -> bool:
-        """An hour of windows, each at least half covered by samples, before anything is judged."""
-        return bool(np.all(np.isfinite(counts)) and np.all(covers >= self.window_s / 2))
+    def _climbs(self, counts: FloatArray, covers: FloatArray, mids: FloatArray,
+                judged: BoolArray) -> dict[str, FloatArray]:
+        """Per row (a GPU's windows, oldest first), the climb's facts where its counts (over exposures `covers`)
+        climb steadily towards the limit; `eta_s` is NaN where they do not."""
+        n = counts.shape[0]
+        facts = {key: np.full(n, np.nan) for key in ("rate_per_s", "growth_per_h", "z", "deviance", "eta_s")}
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rows = np.flatnonzero(judged & (counts[:, -1] / covers[:, -1] > counts[:, 0] / covers[:, 0]))
+        if not rows.size:  # (no fit where a climb ends no faster than it began)
+            return facts
+        x = (mids[rows] - mids[rows].mean(axis=1, keepdims=True)) / 3600.0  # hours, centred
+        a, b, se, deviance = _poisson_trends(x, counts[rows], covers[rows])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rate = np.exp(a + b * x[:, -1])  # per second, at the last window
+            eta = np.where(rate >= self.limit_per_s, 0.0, np.log(self.limit_per_s / rate) / b * 3600.0)
+            climb = ((b > 0) & (b / se >= self.min_z) & (deviance <= chi2.ppf(self.fit_quantile, counts.shape[1] - 2))
+                     & (eta <= self.horizon_s))
+        for key, value in (("rate_per_s", rate), ("growth_per_h", np.exp(b)), ("z", b / se),
+                           ("deviance", deviance), ("eta_s", eta)):
+            facts[key][rows] = np.where(climb, value, np.nan)
+        return facts
 
-    def _climb(self, counts: FloatArray, covers: FloatArray, mids: FloatArray) -> dict[str, float] | None:
-        """The climb's facts when `counts` (over exposures `covers`) climb steadily towards the limit."""
-        if counts[-1] / covers[-1] <= counts[0] / covers[0]:
-            return None  # no fit needed: a climb ends faster than it began
-        x = (mids - mids.mean()) / 3600.0  # hours, centred
-        fit = _poisson_trend(x, counts, covers)
-        if fit is None:
-            return None
-        a, b, se, deviance = fit
-        dof = counts.size - 2
-        if b <= 0 or b / se < self.min_z or deviance > chi2.ppf(self.fit_quantile, dof):
-            return None
-        rate = float(np.exp(a + b * x[-1]))  # per second, at the last window
-        eta = 0.0 if rate >= self.limit_per_s else float(np.log(self.limit_per_s / rate) / b * 3600.0)
-        if eta > self.horizon_s:
-            return None
-        return {"rate_per_s": rate, "growth_per_h": float(np.exp(b)), "z": float(b / se),
-                "deviance": float(deviance), "eta_s": eta}
 
-
-def _poisson_trend(x: FloatArray, counts: FloatArray, exposure: FloatArray,
-                   iterations: int = 25) -> tuple[float, float, float, float] | None:
-    """Poisson regression log(rate) = a + b x with exposures (iteratively reweighted least squares): a, b, the
-    standard error of b, and the deviance; None when it does not converge."""
-    design = np.column_stack([np.ones_like(x), x])
-    rate0 = max(float(counts.sum() / exposure.sum()), 1e-12)
-    beta = np.array([np.log(rate0), 0.0])
-    for _ in range(iterations):
-        mu = exposure * np.exp(design @ beta)
-        z = design @ beta + (counts - mu) / np.maximum(mu, 1e-12)
-        w = mu
-        info = design.T @ (design * w[:, None])
-        try:
-            new = np.linalg.solve(info, design.T @ (w * z))
-        except np.linalg.LinAlgError:
-            return None
-        if not np.all(np.isfinite(new)):
-            return None
-        done = np.max(np.abs(new - beta)) < 1e-8
-        beta = new
-        if done:
-            break
-    mu = exposure * np.exp(design @ beta)
-    info = design.T @ (design * mu[:, None])
-    try:
-        cov = np.linalg.inv(info)
-    except np.linalg.LinAlgError:
-        return None
-    with np.errstate(divide="ignore", invalid="ignore"):
+def _poisson_trends(x: FloatArray, counts: FloatArray, exposure: FloatArray,
+                    iterations: int = 25) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Per row, the Poisson regression log(rate) = a + b x with exposures, by iteratively reweighted least
+    squares (a 2 x 2 system per row): a, b, the standard error of b and the deviance (NaN where it fails)."""
+    a = np.log(np.maximum(counts.sum(axis=1) / exposure.sum(axis=1), 1e-12))
+    b = np.zeros_like(a)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for _ in range(iterations):
+            eta = a[:, None] + b[:, None] * x
+            mu = exposure * np.exp(eta)
+            z = eta + (counts - mu) / np.maximum(mu, 1e-300)
+            sw, swx, swxx = mu.sum(axis=1), (mu * x).sum(axis=1), (mu * x * x).sum(axis=1)
+            swz, swxz = (mu * z).sum(axis=1), (mu * x * z).sum(axis=1)
+            det = sw * swxx - swx * swx
+            new_a, new_b = (swxx * swz - swx * swxz) / det, (sw * swxz - swx * swz) / det
+            done = np.nanmax(np.abs(np.concatenate([new_a - a, new_b - b])), initial=0.0) < 1e-8
+            a, b = new_a, new_b
+            if done:
+                break
+        mu = exposure * np.exp(a[:, None] + b[:, None] * x)
+        sw, swx, swxx = mu.sum(axis=1), (mu * x).sum(axis=1), (mu * x * x).sum(axis=1)
+        se = np.sqrt(sw / (sw * swxx - swx * swx))
         terms = np.where(counts > 0, counts * np.log(counts / mu), 0.0) - (counts - mu)
-    return float(beta[0]), float(beta[1]), float(np.sqrt(cov[1, 1])), float(2.0 * terms.sum())
+        deviance = 2.0 * terms.sum(axis=1)
+    bad = ~(np.isfinite(a) & np.isfinite(b) & np.isfinite(se) & np.isfinite(deviance))
+    return (np.where(bad, np.nan, a), np.where(bad, np.nan, b), np.where(bad, np.nan, se),
+            np.where(bad, np.nan, deviance))
 
 
 def default_anomaly_stages() -> list[Stage]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from detectors import metrics as m
-from detectors.anomaly import NVLINK_CRC_LIMIT_PER_S, CounterRateClimb, _poisson_trend
+from detectors.anomaly import NVLINK_CRC_LIMIT_PER_S, CounterRateClimb, _poisson_trends
 from detectors.evaluation import _ts, matches
 from detectors.findings import FindingKind
 from detectors.pipeline import DetectionCycle
@@ -97,13 +97,18 @@ def test_increases_across_gaps_are_not_placed_in_time() -> None:
 
 
 def test_the_poisson_trend_recovers_a_known_growth_and_flags_a_step_by_its_fit() -> None:
-    x = np.arange(6) - 2.5
-    exposure = np.full(6, 600.0)
-    expected = exposure * 0.1 * 2.0 ** x  # doubling each window
-    a, b, se, deviance = _poisson_trend(x, expected, exposure)  # the exact means fit exactly
-    assert abs(np.exp(b) - 2.0) < 1e-6 and abs(np.exp(a) - 0.1) < 1e-6 and deviance < 1e-6 and se > 0
-    step = np.array([30.0, 30.0, 30.0, 3000.0, 3000.0, 3000.0])
-    assert _poisson_trend(x, step, exposure)[3] > 100  # a step is no log-linear climb
+    x = np.tile((np.arange(6) - 2.5) / 6.0, (3, 1))  # hours
+    exposure = np.full((3, 6), 600.0)
+    counts = np.vstack([
+        exposure[0] * 0.1 * 2.0 ** (6.0 * x[0]),  # doubling each window: the exact means fit exactly
+        [30.0, 30.0, 30.0, 3000.0, 3000.0, 3000.0],  # a step
+        [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],  # nothing counted
+    ])
+    a, b, se, deviance = _poisson_trends(x, counts, exposure)
+    assert abs(np.exp(b[0] / 6.0) - 2.0) < 1e-6 and abs(np.exp(a[0]) - 0.1) < 1e-6 and deviance[0] < 1e-6
+    assert 0 < se[0] < b[0]
+    assert deviance[1] > 100  # a step is no log-linear climb
+    assert not b[2] > 1e-6  # and no growth
 
 
 def test_a_degrading_nvlink_on_the_twin_is_found_hours_before_it_fails() -> None:
