@@ -86,21 +86,17 @@ class DetectionCycle:
         cycle = pickle.loads(data[len(_STATE_MAGIC):])
         if not isinstance(cycle, cls):
             raise ValueError(f"detection-cycle state holds a {type(cycle).__name__}, not a DetectionCycle")
-        names = {getattr(stage, "name", "") for stage in cycle.stages}
-        for rule in default_rules():  # a state saved before a rule existed gets it, fresh
-            if rule.name not in names:
-                cycle.stages.insert(_after_rules(cycle.stages), rule)
-        if "fabric" not in names:
-            from detectors.fabric import FabricStage
-
-            cycle.stages.insert(_after_rules(cycle.stages), FabricStage())  # a state saved before it existed
+        # A state saved before a stage existed (a rule, a detector added since) gets it, fresh, where the default
+        # order puts it: before the first later default stage the state holds.
+        names = [getattr(stage, "name", "") for stage in cycle.stages]
+        defaults = default_stages()
+        for k, stage in enumerate(defaults):
+            if stage.name in names:
+                continue
+            at = next((names.index(later.name) for later in defaults[k + 1:] if later.name in names), len(names))
+            cycle.stages.insert(at, stage)
+            names.insert(at, stage.name)
         return cycle
-
-
-def _after_rules(stages: Sequence[Stage]) -> int:
-    """Where the fabric stage goes in a restored cycle: after the rules, as in `default_stages`."""
-    rules = {type(stage) for stage in default_rules()}
-    return max((i + 1 for i, stage in enumerate(stages) if type(stage) in rules), default=0)
 
 
 JOB_MEMORY_S = 900.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ from detectors.findings import Finding
 from detectors.frame import FleetFrame
 from detectors.pipeline import DetectionCycle
 from detectors.rules import LevelRule, default_rules
+from detectors.stream import CycleView
 from detectors.xid import XID_CATALOGUE, lookup
 from tests.unit import det_synth
 
@@ -251,6 +254,38 @@ def test_a_cycle_saved_before_a_rule_existed_gains_it_when_restored() -> None:
     names = [s.name for s in DetectionCycle.from_state(old.state_bytes()).stages]
     assert sorted(names) == sorted(s.name for s in default_stages())
     assert names.index("rules.pcie_replay_rate") < names.index("fabric")  # with the rules, before the models
+
+
+def test_a_cycle_saved_before_a_detector_existed_gains_it_in_order_and_keeps_the_rest() -> None:
+    """A daemon upgraded in place restores its shards' detectors from the store: a detector added since (the
+    burst and climb tests on the error counters) joins where the default order puts it, and every stage the state
+    holds, a learned risk model beside the defaults included, keeps its state."""
+    from detectors.pipeline import default_stages
+
+    newer = ("burst.", "climb.")
+    ts, met, gpus, nodes, nm = det_synth.healthy()
+    old = DetectionCycle([*(s for s in default_stages() if not s.name.startswith(newer)), _Extra()])
+    old.update(det_synth.frame(ts[:50], {k: v[:, :50] for k, v in met.items()}, gpus, nodes,
+                               {k: v[:, :50] for k, v in nm.items()}))
+    restored = DetectionCycle.from_state(old.state_bytes())
+    names = [s.name for s in restored.stages]
+    assert names == [*(s.name for s in default_stages()), "extra"]
+    cusum = next(s for s in restored.stages if s.name == "cusum.DCGM_FI_DEV_ECC_SBE_VOL_TOTAL")
+    assert np.isfinite(cusum._last).any()  # learnt before it was saved
+    assert next(s for s in restored.stages if s.name == "extra").seen == 50
+    restored.update(det_synth.frame(ts, met, gpus, nodes, nm))  # and the new ones run
+
+
+@dataclass
+class _Extra:
+    """A stage beside the defaults (as the learned risk model is): counts the samples it saw."""
+
+    name: str = "extra"
+    seen: int = 0
+
+    def update(self, view: CycleView) -> list[Finding]:
+        self.seen += view.n_new
+        return []
 
 
 def test_a_level_rule_and_a_job_memory_pickled_before_their_newer_fields_restore_and_run() -> None:
