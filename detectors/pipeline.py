@@ -87,13 +87,14 @@ class DetectionCycle:
         if not isinstance(cycle, cls):
             raise ValueError(f"detection-cycle state holds a {type(cycle).__name__}, not a DetectionCycle")
         # A state saved before a stage existed (a rule, a detector added since) gets it, fresh, where the default
-        # order puts it: before the first later default stage the state holds.
+        # order puts it: right after the last earlier default stage the state holds (so before any stage of its
+        # own, such as a learned risk model).
         names = [getattr(stage, "name", "") for stage in cycle.stages]
         defaults = default_stages()
         for k, stage in enumerate(defaults):
             if stage.name in names:
                 continue
-            at = next((names.index(later.name) for later in defaults[k + 1:] if later.name in names), len(names))
+            at = max((names.index(d.name) + 1 for d in defaults[:k] if d.name in names), default=0)
             cycle.stages.insert(at, stage)
             names.insert(at, stage.name)
         return cycle
