@@ -250,10 +250,11 @@ def test_pcie_rate_rule_rearms_after_the_link_quiets_and_ignores_resets_and_gaps
 def test_a_cycle_saved_before_a_rule_existed_gains_it_when_restored() -> None:
     from detectors.pipeline import default_stages
 
-    old = DetectionCycle([s for s in default_stages() if s.name != "rules.pcie_replay_rate"])
+    old = DetectionCycle([s for s in default_stages() if s.name not in ("rules.xid", "rules.pcie_replay_rate")])
     names = [s.name for s in DetectionCycle.from_state(old.state_bytes()).stages]
     assert sorted(names) == sorted(s.name for s in default_stages())
     assert names.index("rules.pcie_replay_rate") < names.index("fabric")  # with the rules, before the models
+    assert names[0] == "rules.xid"
 
 
 def test_a_cycle_saved_before_a_detector_existed_gains_it_in_order_and_keeps_the_rest() -> None:
