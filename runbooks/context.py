@@ -24,6 +24,11 @@ def no_withheld_gpus(node: str) -> tuple[int, ...]:
     return ()
 
 
+def no_gpu_uuid(incident_id: int | None, node: str, gpu: int) -> str | None:
+    """The default: no GPU's UUID is known."""
+    return None
+
+
 @dataclass
 class RunbookContext:
     """Steps reach the cluster only through `cluster`, and time only through `clock` and `sleep`."""
@@ -41,6 +46,9 @@ class RunbookContext:
     withheld_gpus: Callable[[str], tuple[int, ...]] = no_withheld_gpus
     """The GPUs of a node that gpuops returned to service without (the device plugin withholds them until their
     repair): a node short of just those reports all it can."""
+    gpu_uuid: Callable[[int | None, str, int], str | None] = no_gpu_uuid
+    """The UUID the telemetry gave a node's GPU (by index) in an incident's findings: a request to the node agent
+    names it, so that a GPU renumbered since (NVML numbers the GPUs it sees) is never taken for another."""
 
     def poll(self, deadline_s: float, check: Callable[[], T | None], interval_s: float | None = None) -> T | None:
         """Call `check` until it returns something other than None, or `deadline_s` of clock time pass.

@@ -81,7 +81,7 @@ def request_fence(plan: Plan, ctx: RunbookContext, timeout_s: float | None) -> S
     """Ask the node agent to fence the plan's GPU (a GPUFence request) and wait for its answer."""
     node, gpu = str(plan.target.node), int(plan.target.gpu or 0)
     name = request_name(plan, ctx, "fence")
-    ctx.cluster.request_gpu_fence(node, gpu, name=name)
+    ctx.cluster.request_gpu_fence(node, gpu, name=name, uuid=ctx.gpu_uuid(ctx.incident_id, node, gpu))
     return wait_request(ctx, ctx.cluster.get_gpu_fence, name, timeout_s or ctx.settings.gpu_reset_timeout_s)
 
 

@@ -142,7 +142,7 @@ def evict(plan: Plan, params: EvacuationParams, ctx: RunbookContext) -> StepResu
 def reset(plan: Plan, params: ResetGpuParams, ctx: RunbookContext) -> StepResult:
     node, gpu = str(plan.target.node), int(plan.target.gpu or 0)
     name = request_name(plan, ctx, "reset")
-    ctx.cluster.request_gpu_reset(node, gpu, name=name)
+    ctx.cluster.request_gpu_reset(node, gpu, name=name, uuid=ctx.gpu_uuid(ctx.incident_id, node, gpu))
     return wait_request(
         ctx, ctx.cluster.get_gpu_reset, name, params.reset_timeout_s or ctx.settings.gpu_reset_timeout_s
     )

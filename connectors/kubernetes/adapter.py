@@ -224,6 +224,15 @@ def replica_start(pod: Any) -> ReplicaStart:
                         spared=SPARED_ANNOTATION in annotations)
 
 
+def _random_suffix() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def _gpu_spec(node: str, gpu: int, gpu_uuid: str | None) -> dict[str, Any]:
+    """A GPUReset's or GPUFence's spec: the node, the GPU's index and, where known, its UUID."""
+    return {"nodeName": node, "gpu": gpu, **({"uuid": gpu_uuid} if gpu_uuid else {})}
+
+
 def node_request(obj: object) -> NodeRequest:
     """A NodeRequest from a GPUReset / GPUFence / NodeReboot custom object (a dict)."""
     if not isinstance(obj, dict) or not isinstance(obj.get("metadata"), dict):
@@ -237,6 +246,7 @@ def node_request(obj: object) -> NodeRequest:
         gpu=spec.get("gpu"),
         phase=phase,
         message=status.get("message", ""),
+        uuid=spec.get("uuid") if isinstance(spec.get("uuid"), str) else None,
     )
 
 
@@ -599,16 +609,18 @@ class KubernetesCluster:
             )
             return node_request(obj)
 
-    def request_gpu_reset(self, node: str, gpu: int, *, name: str | None = None) -> NodeRequest:
-        name = name or f"{node}-gpu{gpu}-{uuid.uuid4().hex[:8]}"
-        return self._create_request(notes.GPU_RESETS, "GPUReset", name, {"nodeName": node, "gpu": gpu})
+    def request_gpu_reset(self, node: str, gpu: int, *, name: str | None = None,
+                          uuid: str | None = None) -> NodeRequest:
+        name = name or f"{node}-gpu{gpu}-{_random_suffix()}"
+        return self._create_request(notes.GPU_RESETS, "GPUReset", name, _gpu_spec(node, gpu, uuid))
 
     def get_gpu_reset(self, name: str) -> NodeRequest:
         return self._get_request(notes.GPU_RESETS, name)
 
-    def request_gpu_fence(self, node: str, gpu: int, *, name: str | None = None) -> NodeRequest:
-        name = name or f"{node}-gpu{gpu}-{uuid.uuid4().hex[:8]}"
-        return self._create_request(notes.GPU_FENCES, "GPUFence", name, {"nodeName": node, "gpu": gpu})
+    def request_gpu_fence(self, node: str, gpu: int, *, name: str | None = None,
+                          uuid: str | None = None) -> NodeRequest:
+        name = name or f"{node}-gpu{gpu}-{_random_suffix()}"
+        return self._create_request(notes.GPU_FENCES, "GPUFence", name, _gpu_spec(node, gpu, uuid))
 
     def get_gpu_fence(self, name: str) -> NodeRequest:
         return self._get_request(notes.GPU_FENCES, name)

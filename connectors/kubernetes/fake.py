@@ -35,6 +35,10 @@ from connectors.kubernetes.models import (
 from connectors.kubernetes.port import retry_while_blocked
 
 
+def _suffix() -> str:
+    return uuid.uuid4().hex[:8]
+
+
 @dataclass(frozen=True)
 class PostedEvent:
     kind: str
@@ -284,24 +288,26 @@ class InMemoryCluster:
     # ---------------------------------------------------------------- requests and events
 
     def _request(self, kind: Literal["GPUReset", "GPUFence", "NodeReboot"], name: str, node: str,
-                 gpu: int | None) -> NodeRequest:
+                 gpu: int | None, gpu_uuid: str | None = None) -> NodeRequest:
         existing = self.requests.get(name)
         if existing is not None:
             if (existing.kind, existing.node, existing.gpu) != (kind, node, gpu):
                 raise AlreadyExists(f"{kind} {name} exists for another target; choose another request name.")
             return existing
-        request = NodeRequest(kind, name, node, gpu, "Pending")
+        request = NodeRequest(kind, name, node, gpu, "Pending", uuid=gpu_uuid)
         if node not in self.nodes:  # the API accepts it; the node agent then fails it
             request = dataclasses.replace(request, phase="Failed", message=f"node {node} not found")
         self.requests[name] = request
         self.actions.append((kind, node, "" if gpu is None else str(gpu)))
         return request
 
-    def request_gpu_reset(self, node: str, gpu: int, *, name: str | None = None) -> NodeRequest:
-        return self._request("GPUReset", name or f"{node}-gpu{gpu}-{uuid.uuid4().hex[:8]}", node, gpu)
+    def request_gpu_reset(self, node: str, gpu: int, *, name: str | None = None,
+                          uuid: str | None = None) -> NodeRequest:
+        return self._request("GPUReset", name or f"{node}-gpu{gpu}-{_suffix()}", node, gpu, uuid)
 
-    def request_gpu_fence(self, node: str, gpu: int, *, name: str | None = None) -> NodeRequest:
-        return self._request("GPUFence", name or f"{node}-gpu{gpu}-{uuid.uuid4().hex[:8]}", node, gpu)
+    def request_gpu_fence(self, node: str, gpu: int, *, name: str | None = None,
+                          uuid: str | None = None) -> NodeRequest:
+        return self._request("GPUFence", name or f"{node}-gpu{gpu}-{_suffix()}", node, gpu, uuid)
 
     def get_gpu_fence(self, name: str) -> NodeRequest:
         return self._get_request("GPUFence", name)

@@ -140,6 +140,7 @@ class NodeRequest:
     gpu: int | None
     phase: RequestPhase
     message: str = ""
+    uuid: str | None = None  # the GPU's UUID as the telemetry named it: the node agent acts on that GPU only
 
     @property
     def finished(self) -> bool:

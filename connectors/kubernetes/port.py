@@ -81,15 +81,18 @@ class ClusterPort(Protocol):
         """Ask a training job's pod to checkpoint; the job answers with the checkpoint-done annotation."""
         ...
 
-    def request_gpu_reset(self, node: str, gpu: int, *, name: str | None = None) -> NodeRequest:
-        """Create a GPUReset request (idempotent for a given name)."""
+    def request_gpu_reset(self, node: str, gpu: int, *, name: str | None = None,
+                          uuid: str | None = None) -> NodeRequest:
+        """Create a GPUReset request (idempotent for a given name). With `uuid` (the GPU's, as the telemetry named
+        it), the node agent resets GPU `gpu` only if it is still that GPU (NVML renumbers GPUs when one leaves)."""
         ...
 
     def get_gpu_reset(self, name: str) -> NodeRequest: ...
 
-    def request_gpu_fence(self, node: str, gpu: int, *, name: str | None = None) -> NodeRequest:
+    def request_gpu_fence(self, node: str, gpu: int, *, name: str | None = None,
+                          uuid: str | None = None) -> NodeRequest:
         """Create a GPUFence request (idempotent for a given name): the node agent takes the GPU from the device
-        plugin until the node's driver reloads."""
+        plugin until the node's driver reloads (with `uuid`, only if GPU `gpu` is still that GPU)."""
         ...
 
     def get_gpu_fence(self, name: str) -> NodeRequest: ...

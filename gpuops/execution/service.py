@@ -24,7 +24,7 @@ from gpuops.incidents.lifecycle import can_transition, transition
 from gpuops.logs import log_context
 from gpuops.policy import ActionSpec, FleetFacts, Gate, PolicyConfig, evaluate, record_verification, release_node
 from gpuops.store.audit import append_event
-from gpuops.store.models import Action, Incident
+from gpuops.store.models import Action, FindingRecord, Incident
 from gpuops.store.uow import UnitOfWork
 from runbooks import (
     Catalogue,
@@ -39,7 +39,7 @@ from runbooks import (
     TargetKind,
     UnknownRunbook,
 )
-from runbooks.context import no_withheld_gpus
+from runbooks.context import no_gpu_uuid, no_withheld_gpus
 from runbooks.reset_gpu import NOT_BACK
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,8 @@ class ExecutionDeps:
     claim_ttl_s: float = 1800.0
     withheld_gpus: Callable[[str], tuple[int, ...]] = no_withheld_gpus
     """A node's GPUs it returned to service without (`gpuops.execution.probation.withheld_gpus`, from the store)."""
+    gpu_uuid: Callable[[int | None, str, int], str | None] = no_gpu_uuid
+    """The UUID an incident's findings gave a node's GPU (`incident_gpu_uuid`, from the store)."""
 
 
 def deps_from(container: Any, **overrides: Any) -> ExecutionDeps:
@@ -112,9 +114,26 @@ def deps_from(container: Any, **overrides: Any) -> ExecutionDeps:
         with container.uow() as uow:
             return tuple(sorted(withheld_gpus(uow.session, node)))
 
+    def named(incident_id: int | None, node: str, gpu: int) -> str | None:
+        with container.uow() as uow:
+            return incident_gpu_uuid(uow.session, incident_id, node, gpu)
+
     overrides.setdefault("withheld_gpus", withheld)
+    overrides.setdefault("gpu_uuid", named)
     return ExecutionDeps(catalogue=container.catalogue, cluster=container.cluster, policy=container.policy,
                          runbook_settings=container.runbook_settings, **overrides)
+
+
+def incident_gpu_uuid(session: Session, incident_id: int | None, node: str, gpu: int) -> str | None:
+    """The UUID the latest finding of an incident (or of one it absorbed) gave GPU `gpu` of `node`: the GPU the
+    incident is about, whatever index NVML gives it by the time a request reaches the node."""
+    if incident_id is None:
+        return None
+    ids = [incident_id, *session.scalars(select(Incident.id).where(Incident.parent_id == incident_id))]
+    return session.scalars(
+        select(FindingRecord.uuid).where(FindingRecord.incident_id.in_(ids), FindingRecord.hostname == node,
+                                         FindingRecord.gpu == gpu, FindingRecord.uuid.is_not(None))
+        .order_by(FindingRecord.ts.desc(), FindingRecord.id.desc()).limit(1)).first()
 
 
 def _wall_clock() -> float:
@@ -195,7 +214,8 @@ def runbook_context(deps: ExecutionDeps, incident_id: int | None, actor: str,
                     action_id: int | None = None) -> RunbookContext:
     """The runbooks' context for one incident's action (or a planner's question about one)."""
     ctx = RunbookContext(cluster=deps.cluster, settings=deps.runbook_settings, clock=deps.clock, sleep=deps.sleep,
-                         incident_id=incident_id, actor=actor, action_id=action_id, withheld_gpus=deps.withheld_gpus)
+                         incident_id=incident_id, actor=actor, action_id=action_id, withheld_gpus=deps.withheld_gpus,
+                         gpu_uuid=deps.gpu_uuid)
     if on_step is not None:
         ctx.on_step = on_step
     return ctx

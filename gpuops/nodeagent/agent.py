@@ -259,10 +259,15 @@ class NodeAgent:
 
     def _free_gpu(self, request: RequestObject, doing: str, missing: str = "") -> tuple[int, str, str] | str:
         """The request's GPU (index, UUID, PCI bus id) when nvidia-smi lists it and no process holds it; else why
-        the request fails."""
-        gpu = request.spec.get("gpu")
+        the request fails. A request that names the GPU's UUID (`spec.uuid`, as the telemetry named it) is for that
+        GPU only: NVML numbers the GPUs it sees, so once one is fenced off or falls off the bus the others' indices
+        may shift, and index `gpu` may now be another GPU. Then nothing is done, and the message says where the
+        named GPU is now, if anywhere."""
+        gpu, named = request.spec.get("gpu"), request.spec.get("uuid")
         if not isinstance(gpu, int) or gpu < 0:
             return f"spec.gpu must be a GPU index, got {gpu!r}"
+        if named is not None and (not isinstance(named, str) or not named.strip()):
+            return f"spec.uuid must be a GPU UUID, got {named!r}"
         listing = self._command(self.settings.nvidia_smi, "--query-gpu=index,uuid,pci.bus_id",
                                 "--format=csv,noheader", timeout_s=self.settings.query_timeout_s)
         if not listing.ok:
@@ -271,6 +276,12 @@ class NodeAgent:
             gpus = nvidia.gpu_bus_ids(listing.stdout)
         except nvidia.OutputError as exc:
             return str(exc)
+        if named is not None and (gpu not in gpus or gpus[gpu][0] != named):
+            now = next((index for index, (uuid, _) in gpus.items() if uuid == named), None)
+            if now is not None:
+                return f"node {self.node} renumbered its GPUs: {named} is GPU {now} now, not GPU {gpu}; nothing done"
+            held = f"GPU {gpu} is {gpus[gpu][0]}" if gpu in gpus else f"it has no GPU {gpu}"
+            return f"node {self.node} lists no GPU {named}{missing} ({held}); nothing done"
         if gpu not in gpus:
             return f"node {self.node} has no GPU {gpu}{missing}"
         return self._holders(gpu, gpus[gpu][0], doing) or (gpu, *gpus[gpu])

@@ -296,7 +296,7 @@ class Pipeline:
         deps = self.deps
         ctx = RunbookContext(cluster=deps.cluster, settings=deps.runbook_settings, clock=deps.clock,
                              sleep=deps.sleep, incident_id=incident_id, actor="verifier", action_id=action_id,
-                             withheld_gpus=deps.withheld_gpus)
+                             withheld_gpus=deps.withheld_gpus, gpu_uuid=deps.gpu_uuid)
         result = c.catalogue.verify(plan, ctx)
         with c.uow() as uow:
             append_event(uow.session, actor="verifier", kind="action.reverified", incident_id=incident_id,

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,13 @@ def gpus():
     if w.get("twin"):
         return twin("/sim/nodes/%s/gpus" % w["node"])["gpus"]
     lost, fenced = set(w.get("lost", [])), set(w.get("fenced", []))
-    return [{{"index": i, "healthy": i not in lost, "pods": []}} for i in range(w.get("gpus", 8)) if i not in fenced]
+    present = [i for i in range(w.get("gpus", 8)) if i not in fenced]
+    # `renumber`: NVML numbers the GPUs it sees, so with one fenced off the later ones move down an index; each
+    # keeps its own UUID and bus id (`phys`)
+    return [{{"index": k if w.get("renumber") else i, "phys": i, "healthy": i not in lost, "pods": []}}
+            for k, i in enumerate(present)]
+def phys(g):
+    return g.get("phys", g["index"])
 '''
 
 NVIDIA_SMI = COMMON + '''
@@ -75,7 +82,7 @@ if "--gpu-reset" in args:
     sys.exit(0)
 if args[:1] == ["drain"]:
     bus_id = args[args.index("-p") + 1]
-    row = next((g for g in gpus() if bus(g["index"]) == bus_id), None)
+    row = next((g for g in gpus() if bus(phys(g)) == bus_id), None)
     if row is None or args[args.index("-m") + 1] != "1":
         print("Invalid combination of input arguments. Please run 'nvidia-smi -h' for help.")
         sys.exit(2)
@@ -85,7 +92,7 @@ if args[:1] == ["drain"]:
     if w.get("twin"):
         twin("/sim/nodes/%s/gpus/%d/fence" % (w["node"], row["index"]), "POST")
     else:
-        w["fenced"] = sorted(set(w.get("fenced", [])) | {{row["index"]}})
+        w["fenced"] = sorted(set(w.get("fenced", [])) | {{phys(row)}})
         with open(WORLD, "w") as f:
             json.dump(w, f)
     print("Successfully set GPU %s drain state to: draining." % bus_id)
@@ -114,8 +121,8 @@ if query and query[0] == "--query-gpu":
                   "this GPU" % bus(index)[4:])
             sys.exit(15)
         rows = [row]
-    values = {{"index": lambda g: str(g["index"]), "uuid": lambda g: uuid(g["index"]),
-              "pci.bus_id": lambda g: bus(g["index"]), "name": lambda g: "NVIDIA H100 80GB HBM3"}}
+    values = {{"index": lambda g: str(g["index"]), "uuid": lambda g: uuid(phys(g)),
+              "pci.bus_id": lambda g: bus(phys(g)), "name": lambda g: "NVIDIA H100 80GB HBM3"}}
     for g in rows:
         print(", ".join(values[f](g) for f in query[1].split(",")))
     sys.exit(0)
@@ -213,6 +220,10 @@ class NodeWorld:
         current = json.loads(self.file.read_text()) if self.file.exists() else {}
         current.update(state)
         self.file.write_text(json.dumps(current))
+
+    def uuid(self, gpu: int) -> str:
+        """The UUID the node's nvidia-smi gives physical GPU `gpu` (whatever index it lists it at)."""
+        return f"GPU-{zlib.crc32(str(self.file).encode()):08x}-1111-2222-3333-{gpu:012x}"
 
     def calls(self, prefix: str = "") -> list[str]:
         path = Path(str(self.file) + ".calls")

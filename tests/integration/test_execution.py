@@ -5,6 +5,7 @@ incident proposes no node action, dry-run mode stops at the diff."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -12,10 +13,10 @@ from sqlalchemy import select
 
 from connectors.kubernetes.adapter import KubernetesCluster
 from gpuops.execution.approvals import Approver, decide
-from gpuops.execution.service import ExecutionDeps, Proposal, execute, propose
+from gpuops.execution.service import ExecutionDeps, Proposal, execute, incident_gpu_uuid, propose
 from gpuops.policy import PolicyConfig
 from gpuops.store.audit import verify_chain
-from gpuops.store.models import Action, AuditEvent, Incident, NodeLease
+from gpuops.store.models import Action, AuditEvent, FindingRecord, Incident, NodeLease
 from gpuops.wiring import Container
 from runbooks import Plan, Target, default_catalogue
 from tests.runbook_twin import FAST, Twin, connect
@@ -189,3 +190,33 @@ def test_a_reopened_incident_may_run_the_same_plan_again(container: Container, d
         uow.commit()
     second, status = submit(container, deps, inc, cordon(NODES[0]))
     assert second is not None and second != first and status in ("awaiting_approval", "denied")
+
+
+def test_a_gpu_request_names_the_gpu_its_incident_is_about(container: Container, deps: ExecutionDeps,
+                                                           twin: Twin) -> None:
+    """A reset sent to the node agent carries the UUID the incident's latest finding gave its GPU (NVML may number
+    the node's GPUs otherwise by then); a GPU the incident's findings never named goes by its index alone."""
+    incident_id = incident(container, deps, NODES[2])
+    with container.uow() as uow:
+        for t, uuid in ((0, "GPU-old-name-of-index-3"), (60, "GPU-4b1d-index-3")):
+            uow.session.add(FindingRecord(ts=datetime.fromtimestamp(deps.clock() + t, tz=UTC), hostname=NODES[2],
+                                          gpu=3, uuid=uuid, kind="ecc", severity="critical", score=1.0,
+                                          detector="rules.ecc_dbe", incident_id=incident_id))
+        uow.session.add(FindingRecord(ts=now(deps), hostname=NODES[2], gpu=5, uuid="GPU-of-another-incident",
+                                      kind="ecc", severity="critical", score=1.0, detector="rules.ecc_dbe"))
+        uow.commit()
+
+    def named(incident_id: int | None, node: str, gpu: int) -> str | None:
+        with container.uow() as uow:
+            return incident_gpu_uuid(uow.session, incident_id, node, gpu)
+
+    deps = replace(deps, gpu_uuid=named)
+    for gpu in (3, 5):
+        plan = Plan("reset_gpu", {"reason": "DBE"}, (Target.for_gpu(NODES[2], gpu),))
+        action_id, _ = submit(container, deps, incident_id, plan)
+        assert action_id is not None
+        approve(container, deps, action_id)
+        execute(container.uow, action_id=action_id, deps=deps, dry_run=False)
+    objects, _ = twin.state.list_objects("gpuresets", "")
+    specs = {o["spec"]["gpu"]: o["spec"] for o in objects}
+    assert specs[3]["uuid"] == "GPU-4b1d-index-3" and "uuid" not in specs[5]

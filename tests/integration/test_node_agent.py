@@ -93,6 +93,30 @@ def test_reset_failures_report_the_tools_last_line(twin: KubeTwin, agents: list[
         done["status"]["message"]
 
 
+def test_a_request_naming_its_gpus_uuid_never_touches_another_gpu(twin: KubeTwin, agents: list[AgentProcess],
+                                                                   tmp_path: Path) -> None:
+    """GPU 2 is fenced off and NVML numbers the rest 0 to 6: physical GPU 3 is index 2 now, and index 3 is GPU 4.
+    A request for index 3 naming GPU 3's UUID (as the telemetry named it before) is refused and says where that GPU
+    is; one for index 2 with that UUID resets it; one naming the fenced GPU finds it nowhere."""
+    world = NodeWorld(tmp_path, NODE, fenced=[2], renumber=True)
+    start(agents, twin, world)
+    create(twin, "gpuresets", "GPUReset", "moved", nodeName=NODE, gpu=3, uuid=world.uuid(3))
+    done = wait_for("the refused reset", lambda: finished(twin, "gpuresets", "moved"))
+    assert done["status"]["phase"] == "Failed"
+    assert done["status"]["message"] == (f"node {NODE} renumbered its GPUs: {world.uuid(3)} is GPU 2 now, not GPU 3; "
+                                         "nothing done")
+    create(twin, "gpufences", "GPUFence", "gone", nodeName=NODE, gpu=4, uuid=world.uuid(2))
+    done = wait_for("the refused fence", lambda: finished(twin, "gpufences", "gone"))
+    assert done["status"]["phase"] == "Failed" and done["status"]["message"].startswith(
+        f"node {NODE} lists no GPU {world.uuid(2)} (or it is fenced off already) (GPU 4 is {world.uuid(5)})")
+    assert not world.calls("nvidia-smi --gpu-reset") and not world.calls("nvidia-smi drain")
+    create(twin, "gpuresets", "GPUReset", "found", nodeName=NODE, gpu=2, uuid=world.uuid(3))
+    done = wait_for("the reset by UUID", lambda: finished(twin, "gpuresets", "found"))
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert world.calls("nvidia-smi --gpu-reset") == ["nvidia-smi --gpu-reset -i 2"]
+    assert world.uuid(3) in done["status"]["message"]
+
+
 def test_a_request_for_another_node_is_never_touched(twin: KubeTwin, agents: list[AgentProcess],
                                                      tmp_path: Path) -> None:
     world = NodeWorld(tmp_path, NODE)
