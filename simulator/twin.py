@@ -73,6 +73,8 @@ class Twin:
         self._xids: deque[tuple[float, int, int]] = deque()
         self.kube_seconds = 0.0  # wall time spent in the Kubernetes state's tick (for benchmarks)
         self.kube = KubeState(clock=lambda: self.t, external_node_agent=external_node_agent)
+        self.kube.gpu_uuids = {(self.nodes[row // self.gpus_per_node], row % self.gpus_per_node): uuid
+                               for row, uuid in enumerate(self.uuids)}
         self.healthy = HealthyFleet(scenario, self.physics)
         for name in self.nodes:
             if name in self.healthy.joining:

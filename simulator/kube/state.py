@@ -144,6 +144,8 @@ class KubeState:
         self._rv = 0
         self._store: dict[str, dict[Key, dict[str, Any]]] = {plural: {} for plural in BY_PLURAL}
         self._unhealthy_gpus: set[tuple[str, int]] = set()
+        self.gpu_uuids: dict[tuple[str, int], str] = {}
+        """Each host GPU's UUID (by node and index), as its telemetry names it: the hosts' nvidia-smi lists them."""
         self._fenced_gpus: set[tuple[str, int]] = set()
         """GPUs in the driver's drain state (a GPUFence): the device plugin no longer lists them, until the node's
         driver reloads (a reboot)."""
@@ -1411,7 +1413,9 @@ class KubeState:
                 "node": node,
                 "bootID": obj["status"]["nodeInfo"].get("bootID", "0"),
                 "gpus": [{"index": g, "healthy": up and (node, g) not in self._unhealthy_gpus,
-                          "pods": held.get(g, [])} for g in range(total) if (node, g) not in self._fenced_gpus],
+                          "pods": held.get(g, []), **({"uuid": self.gpu_uuids[(node, g)]}
+                                                      if (node, g) in self.gpu_uuids else {})}
+                         for g in range(total) if (node, g) not in self._fenced_gpus],
             }
 
     def _advance_host_reboots(self, now: float) -> None:

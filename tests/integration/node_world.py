@@ -48,6 +48,8 @@ def gpus():
             for k, i in enumerate(present)]
 def phys(g):
     return g.get("phys", g["index"])
+def uuid_of(g):
+    return g.get("uuid") or uuid(phys(g))
 '''
 
 NVIDIA_SMI = COMMON + '''
@@ -107,8 +109,9 @@ if query and query[0] == "--query-compute-apps":
     apps = list(w.get("apps", []))
     for g in rows:
         apps += [{{"gpu": g["index"], "pid": 10000 + n, "name": "python3"}} for n, _ in enumerate(g.get("pods", []))]
+    named = {{phys(g): uuid_of(g) for g in rows}}  # an app names its GPU by its physical number
     for app in apps:
-        print("%s, %d, %s" % (uuid(app["gpu"]), app["pid"], app["name"]))
+        print("%s, %d, %s" % (named.get(app["gpu"]) or uuid(app["gpu"]), app["pid"], app["name"]))
     sys.exit(0)
 if query and query[0] == "--query-gpu":
     if index is not None:
@@ -121,7 +124,7 @@ if query and query[0] == "--query-gpu":
                   "this GPU" % bus(index)[4:])
             sys.exit(15)
         rows = [row]
-    values = {{"index": lambda g: str(g["index"]), "uuid": lambda g: uuid(phys(g)),
+    values = {{"index": lambda g: str(g["index"]), "uuid": uuid_of,
               "pci.bus_id": lambda g: bus(phys(g)), "name": lambda g: "NVIDIA H100 80GB HBM3"}}
     for g in rows:
         print(", ".join(values[f](g) for f in query[1].split(",")))
