@@ -298,10 +298,27 @@ class CounterCusum:
                               "baseline_rate_per_s": float(mu[row]), "cusum": float(s[row]), "h": self.h},
                     **gpu_finding_fields(view, int(row))))
             self._ref.update(slots, rate, freeze=s > 0.0)
-            seen = np.isfinite(v)
-            self._last[slots[seen]] = v[seen]
-            self._last_ts[slots[seen]] = ts
+            _remember(self._last, self._last_ts, slots, v, ts)
         return out
+
+
+def _placed_increase(last: FloatArray, last_ts: FloatArray, slots: IntArray, v: FloatArray, ts: float,
+                     max_gap_s: float) -> tuple[FloatArray, FloatArray]:
+    """A counter's increase at each of `slots` since its last sample (`last`, `last_ts`), and the time that covers:
+    none, and no time, for a first sample, a reset (a decrease: a driver reload, an exporter restart) or an
+    increase across a gap longer than `max_gap_s`, which cannot be placed in time."""
+    with np.errstate(invalid="ignore"):
+        rise, dt = v - last[slots], ts - last_ts[slots]
+    placed = np.isfinite(rise) & (rise >= 0) & (dt <= max_gap_s)
+    return np.where(placed, rise, 0.0), np.where(placed, dt, 0.0)
+
+
+def _remember(last: FloatArray, last_ts: FloatArray, slots: IntArray, v: FloatArray, ts: float) -> BoolArray:
+    """Keep each slot's latest reading (`v` at `ts`) where it has one; return where it had."""
+    seen = np.isfinite(v)
+    last[slots[seen]] = v[seen]
+    last_ts[slots[seen]] = ts
+    return seen
 
 
 @dataclass
@@ -362,11 +379,8 @@ class CounterBurst:
         out: list[Finding] = []
         for j, ts in view.columns():
             v = arr[:, j]
-            prev, prev_ts = self._last[slots], self._last_ts[slots]
-            with np.errstate(invalid="ignore"):
-                rise = v - prev
-            placed = np.isfinite(rise) & (rise > 0) & (ts - prev_ts <= self.max_gap_s)
-            self._total[slots] += np.where(placed, rise, 0.0)
+            rise, _ = _placed_increase(self._last, self._last_ts, slots, v, ts, self.max_gap_s)
+            self._total[slots] += rise
             total = self._total[slots]
             # a snapshot when the newest is a bucket old: the oldest snapshot still inside the window is the
             # total the count starts from (totals never fall, so it is the smallest inside the window)
@@ -397,9 +411,7 @@ class CounterBurst:
                               "window_s": self.window_s, "min_count": self.min_count,
                               "count_per_window_before": float(before[row])},
                     **gpu_finding_fields(view, int(row))))
-            seen = np.isfinite(v)
-            self._last[slots[seen]] = v[seen]
-            self._last_ts[slots[seen]] = ts
+            seen = _remember(self._last, self._last_ts, slots, v, ts)
             first = slots[seen & np.isnan(self._first_ts[slots])]
             self._first_ts[first] = ts
         return out
@@ -475,15 +487,11 @@ class CounterRateClimb:
         out: list[Finding] = []
         for j, ts in view.columns():
             v = arr[:, j]
-            prev, prev_ts = self._last[slots], self._last_ts[slots]
-            with np.errstate(invalid="ignore"):
-                rise = v - prev
-                dt = ts - prev_ts
-            placed = np.isfinite(rise) & (rise >= 0) & (dt <= self.max_gap_s)
-            self._count[slots] += np.where(placed, rise, 0.0)
-            self._cover[slots] += np.where(placed, dt, 0.0)
-            self._timed[slots] += np.where(placed, dt * (ts - dt / 2.0), 0.0)
-            seen = np.isfinite(v)
+            rise, dt = _placed_increase(self._last, self._last_ts, slots, v, ts, self.max_gap_s)
+            self._count[slots] += rise
+            self._cover[slots] += dt
+            self._timed[slots] += dt * (ts - dt / 2.0)
+            seen = _remember(self._last, self._last_ts, slots, v, ts)
             fresh = seen & np.isnan(self._start[slots])
             self._start[slots[fresh]] = ts
             closing = seen & (ts - self._start[slots] >= self.window_s)
@@ -511,8 +519,6 @@ class CounterRateClimb:
                                   **{key: round(float(val[k]), 4) for key, val in facts.items()},
                                   "window_s": self.window_s, "windows": self.windows, "persistent": True},
                         predicted_failure_at=ts + eta, **gpu_finding_fields(view, row)))
-            self._last[slots[seen]] = v[seen]
-            self._last_ts[slots[seen]] = ts
         return out
 
     def _climbs(self, counts: FloatArray, covers: FloatArray, mids: FloatArray,
