@@ -225,6 +225,7 @@ def replica_start(pod: Any) -> ReplicaStart:
 
 
 def _random_suffix() -> str:
+    """A request name's random part (request methods take a `uuid` argument, the GPU's, which hides the module)."""
     return uuid.uuid4().hex[:8]
 
 
@@ -626,7 +627,7 @@ class KubernetesCluster:
         return self._get_request(notes.GPU_FENCES, name)
 
     def request_node_reboot(self, node: str, *, name: str | None = None) -> NodeRequest:
-        name = name or f"{node}-{uuid.uuid4().hex[:8]}"
+        name = name or f"{node}-{_random_suffix()}"
         return self._create_request(notes.NODE_REBOOTS, "NodeReboot", name, {"nodeName": node})
 
     def get_node_reboot(self, name: str) -> NodeRequest:

@@ -36,6 +36,7 @@ from connectors.kubernetes.port import retry_while_blocked
 
 
 def _suffix() -> str:
+    """A request name's random part (request methods take a `uuid` argument, the GPU's, which hides the module)."""
     return uuid.uuid4().hex[:8]
 
 
@@ -313,7 +314,7 @@ class InMemoryCluster:
         return self._get_request("GPUFence", name)
 
     def request_node_reboot(self, node: str, *, name: str | None = None) -> NodeRequest:
-        return self._request("NodeReboot", name or f"{node}-{uuid.uuid4().hex[:8]}", node, None)
+        return self._request("NodeReboot", name or f"{node}-{_suffix()}", node, None)
 
     def _get_request(self, kind: str, name: str) -> NodeRequest:
         request = self.requests.get(name)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from connectors.kubernetes import ClusterPort
@@ -129,10 +129,12 @@ def incident_gpu_uuid(session: Session, incident_id: int | None, node: str, gpu:
     incident is about, whatever index NVML gives it by the time a request reaches the node."""
     if incident_id is None:
         return None
-    ids = [incident_id, *session.scalars(select(Incident.id).where(Incident.parent_id == incident_id))]
+    absorbed = select(Incident.id).where(Incident.parent_id == incident_id)
     return session.scalars(
-        select(FindingRecord.uuid).where(FindingRecord.incident_id.in_(ids), FindingRecord.hostname == node,
-                                         FindingRecord.gpu == gpu, FindingRecord.uuid.is_not(None))
+        select(FindingRecord.uuid).where(or_(FindingRecord.incident_id == incident_id,
+                                             FindingRecord.incident_id.in_(absorbed)),
+                                         FindingRecord.hostname == node, FindingRecord.gpu == gpu,
+                                         FindingRecord.uuid.is_not(None))
         .order_by(FindingRecord.ts.desc(), FindingRecord.id.desc()).limit(1)).first()
 
 
