@@ -50,6 +50,15 @@ class PolicyConfig(BaseModel):
     common_cause_window_s: float = Field(
         default=900, ge=0, description="a node action for a fault family also seen on another node within this "
                                        "window goes to a human (a rollout reaching nodes one by one); 0 turns it off")
+    common_cause_baseline_s: float = Field(
+        default=30 * 86400, gt=0, description="the span over which the fleet's own rate of each family is counted: "
+                                              "on a large fleet, independent faults of one family meet within the "
+                                              "window by chance, and only more of them than that rate explains "
+                                              "point to a common cause")
+    common_cause_max_chance: float = Field(
+        default=0.01, gt=0, lt=1, description="the hold applies when chance alone (the family's rate over the "
+                                              "baseline, Poisson) would put at least that many other hosts in "
+                                              "the window at most this often")
     soak_s: float = Field(
         default=180, ge=0, description="a node action waits until this much telemetry after its incident opened "
                                        "has been examined, so that a common cause reaching other nodes shows "

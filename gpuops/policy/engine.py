@@ -3,6 +3,7 @@ so two workers deciding at the same moment are serialised: the second sees the f
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -192,6 +193,34 @@ def _family_elsewhere(session: Session, incident: Incident, since: datetime) -> 
     return sorted({host for host, severity, evidence, status in rows if counts(severity, evidence, status)})
 
 
+def _family_count(session: Session, family: str, since: datetime, until: datetime) -> int:
+    """The family's incidents on one node each opened in [since, until): the fleet's own rate of independent
+    faults of that family. A fleet event's incident, and the node incidents folded into one (a rollout), are not
+    independent faults; suppressed ones were no faults."""
+    return session.scalar(select(func.count()).select_from(Incident).where(
+        Incident.family == family, Incident.scope != "fleet", Incident.hostname.is_not(None),
+        Incident.parent_id.is_(None), Incident.status != IncidentStatus.SUPPRESSED,
+        Incident.opened_at >= since, Incident.opened_at < until)) or 0
+
+
+def poisson_tail(k: int, mean: float) -> float:
+    """P(N >= k) for N ~ Poisson(mean); 1 for k <= 0. Below the mean, one minus the first k terms; above it, the
+    tail summed upwards, whose terms only shrink there (stable where the chance is tiny)."""
+    if k <= 0:
+        return 1.0
+    if mean <= 0:
+        return 0.0
+    if mean >= k:
+        return max(0.0, 1.0 - math.fsum(math.exp(i * math.log(mean) - mean - math.lgamma(i + 1)) for i in range(k)))
+    term = math.exp(k * math.log(mean) - mean - math.lgamma(k + 1))
+    total, i = 0.0, k
+    while term > 1e-17 * total:
+        total += term
+        i += 1
+        term *= mean / i
+    return min(1.0, total)
+
+
 def _fabric_rails(session: Session, incident: Incident) -> set[str]:
     """The HCAs (rails) a fabric incident's own findings name. What the fabric shares between nodes is a switch,
     and in a rail-optimised fabric a switch serves one HCA index on every node: a switch fault shows on the same
@@ -333,11 +362,17 @@ def evaluate(session: Session, *, incident: Incident, action: Action, spec: Acti
 
     # Only taking nodes out waits on a common cause; returning one (gpuops' own uncordon) never does.
     if spec.disruptive and spec.target_nodes and incident.scope != "fleet" and config.common_cause_window_s > 0:
-        elsewhere = _family_elsewhere(session, incident, now - timedelta(seconds=config.common_cause_window_s))
-        if elsewhere:
+        since = now - timedelta(seconds=config.common_cause_window_s)
+        elsewhere = _family_elsewhere(session, incident, since)
+        earlier = _family_count(session, incident.family, since - timedelta(seconds=config.common_cause_baseline_s),
+                                since) if elsewhere else 0
+        expected = earlier * config.common_cause_window_s / config.common_cause_baseline_s
+        if elsewhere and (chance := poisson_tail(len(elsewhere), expected)) <= config.common_cause_max_chance:
             escalate.append(f"common cause suspected: {incident.family} also on {', '.join(elsewhere[:5])} within "
                             f"{config.common_cause_window_s:.0f}s (a rollout or an environment event reaches nodes "
-                            "one by one): a human decides before gpuops acts on nodes")
+                            f"one by one; by chance, at this fleet's rate of {earlier} {incident.family} incident(s) "
+                            f"in {config.common_cause_baseline_s / 86400:g} days, {chance:.2g}): a human decides "
+                            "before gpuops acts on nodes")
 
     waiting_for_repair = _waiting_for_repair(session, facts.unschedulable) if spec.target_nodes else set()
     for node in spec.target_nodes:

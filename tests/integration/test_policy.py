@@ -383,6 +383,62 @@ def test_the_same_family_on_another_node_sends_node_actions_to_a_human(container
                    Gate.TWO_APPROVERS, "within budgets; high risk")
 
 
+def _history(session: object, family: str, count: int, days: float, *, folded_into: Incident | None = None) -> None:
+    """`count` incidents of `family`, one node each, opened evenly over the `days` before the hold's window."""
+    for i in range(count):
+        at = NOW - timedelta(seconds=900) - timedelta(days=days) * (i + 0.5) / count
+        session.add(Incident(dedup_key=f"old-{family}-{i}", scope="node", family=family,  # type: ignore[attr-defined]
+                             hostname=f"gpu-node-{100 + i % 50:03d}", severity="critical", title="t", opened_at=at,
+                             updated_at=at, status="resolved", parent_id=None if folded_into is None
+                             else folded_into.id))
+
+
+def test_on_a_fleet_where_a_family_is_common_only_more_than_chance_holds(container: Container) -> None:
+    """On a large fleet faults of one family meet within the window by chance. With 60 ECC incidents in the last
+    30 days (two a day), another node's within 900 s happens by chance 2 % of the time, so one does not hold a
+    node action; two (0.02 %) do. Incidents a fleet event folded in (a rollout) are no such rate."""
+    config = PolicyConfig(max_nodes_out=5, max_nodes_out_fraction=1.0, common_cause_window_s=900)
+    with container.uow() as uow:
+        _history(uow.session, "ecc", 60, 30)
+        _history(uow.session, "thermal", 60, 30)
+        _finding(uow.session, "gpu-node-002", "ecc", NOW - timedelta(seconds=120))
+        _finding(uow.session, "gpu-node-005", "thermal", NOW - timedelta(seconds=120))
+        uow.commit()
+    assert_decided(decide(container, "gpu-node-001", drain("gpu-node-001"), config),
+                   Gate.TWO_APPROVERS, "within budgets; high risk")
+    with container.uow() as uow:
+        _finding(uow.session, "gpu-node-003", "ecc", NOW - timedelta(seconds=60))
+        uow.commit()
+    verdict = decide(container, "gpu-node-004", drain("gpu-node-004"), config)
+    assert_decided(verdict, Gate.ESCALATE, "common cause suspected: ecc also on gpu-node-002, gpu-node-003")
+    assert "60 ecc incident(s) in 30 days" in verdict.reasons[0]
+    # a baseline so long that the same history is a rare family: one other node holds again
+    rare = config.model_copy(update={"common_cause_baseline_s": 365 * 86400.0})
+    with container.uow() as uow:
+        here = make_incident(uow.session, "gpu-node-006", family="thermal")
+        action = make_action(uow.session, here, "drain_node", "node/gpu-node-006", "rare-1")
+        verdict = evaluate(uow.session, incident=here, action=action, spec=drain("gpu-node-006"), facts=FACTS,
+                           config=rare, now=NOW)
+        assert_decided(verdict, Gate.ESCALATE, "common cause suspected: thermal also on gpu-node-005")
+        verdict = evaluate(uow.session, incident=here, action=action, spec=drain("gpu-node-006"), facts=FACTS,
+                           config=config, now=NOW)
+        assert_decided(verdict, Gate.TWO_APPROVERS, "within budgets; high risk")
+
+
+def test_a_rollout_folded_into_a_fleet_event_is_no_rate_of_chance(container: Container) -> None:
+    config = PolicyConfig(max_nodes_out=5, max_nodes_out_fraction=1.0, common_cause_window_s=900)
+    with container.uow() as uow:
+        fleet = make_incident(uow.session, None, scope="fleet", family="xid")
+        _history(uow.session, "xid", 60, 2, folded_into=fleet)
+        _finding(uow.session, "gpu-node-002", "xid", NOW - timedelta(seconds=120))
+        here = make_incident(uow.session, "gpu-node-001", family="xid")
+        action = make_action(uow.session, here, "drain_node", "node/gpu-node-001", "folded-1")
+        verdict = evaluate(uow.session, incident=here, action=action, spec=drain("gpu-node-001"), facts=FACTS,
+                           config=config, now=NOW)
+        assert_decided(verdict, Gate.ESCALATE, "common cause suspected: xid also on gpu-node-002")
+        assert "0 xid incident(s) in 30 days" in verdict.reasons[0]
+
+
 def _soft(session: object, host: str, kind: str, at: datetime, *, corroborated: bool) -> None:
     session.add(FindingRecord(ts=at, hostname=host, gpu=0, uuid=None, kind=kind, severity="warning",  # type: ignore[attr-defined]
                               score=0.6, predicted_failure_at=None, detector="univariate",
