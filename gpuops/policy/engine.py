@@ -3,13 +3,13 @@ so two workers deciding at the same moment are serialised: the second sees the f
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from scipy.stats import poisson
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -203,24 +203,6 @@ def _family_count(session: Session, family: str, since: datetime, until: datetim
         Incident.opened_at >= since, Incident.opened_at < until)) or 0
 
 
-def poisson_tail(k: int, mean: float) -> float:
-    """P(N >= k) for N ~ Poisson(mean); 1 for k <= 0. Below the mean, one minus the first k terms; above it, the
-    tail summed upwards, whose terms only shrink there (stable where the chance is tiny)."""
-    if k <= 0:
-        return 1.0
-    if mean <= 0:
-        return 0.0
-    if mean >= k:
-        return max(0.0, 1.0 - math.fsum(math.exp(i * math.log(mean) - mean - math.lgamma(i + 1)) for i in range(k)))
-    term = math.exp(k * math.log(mean) - mean - math.lgamma(k + 1))
-    total, i = 0.0, k
-    while term > 1e-17 * total:
-        total += term
-        i += 1
-        term *= mean / i
-    return min(1.0, total)
-
-
 def _fabric_rails(session: Session, incident: Incident) -> set[str]:
     """The HCAs (rails) a fabric incident's own findings name. What the fabric shares between nodes is a switch,
     and in a rail-optimised fabric a switch serves one HCA index on every node: a switch fault shows on the same
@@ -367,7 +349,9 @@ def evaluate(session: Session, *, incident: Incident, action: Action, spec: Acti
         earlier = _family_count(session, incident.family, since - timedelta(seconds=config.common_cause_baseline_s),
                                 since) if elsewhere else 0
         expected = earlier * config.common_cause_window_s / config.common_cause_baseline_s
-        if elsewhere and (chance := poisson_tail(len(elsewhere), expected)) <= config.common_cause_max_chance:
+        # the chance of at least this many other hosts in the window, were the family's faults independent
+        chance = float(poisson.sf(len(elsewhere) - 1, expected)) if expected > 0 else 0.0
+        if elsewhere and chance <= config.common_cause_max_chance:
             escalate.append(f"common cause suspected: {incident.family} also on {', '.join(elsewhere[:5])} within "
                             f"{config.common_cause_window_s:.0f}s (a rollout or an environment event reaches nodes "
                             f"one by one; by chance, at this fleet's rate of {earlier} {incident.family} incident(s) "

@@ -383,13 +383,14 @@ def test_the_same_family_on_another_node_sends_node_actions_to_a_human(container
                    Gate.TWO_APPROVERS, "within budgets; high risk")
 
 
-def _history(session: object, family: str, count: int, days: float, *, folded_into: Incident | None = None) -> None:
+def _history(session: object, family: str, count: int, days: float, *, folded_into: Incident | None = None,
+             status: str = "resolved") -> None:
     """`count` incidents of `family`, one node each, opened evenly over the `days` before the hold's window."""
     for i in range(count):
         at = NOW - timedelta(seconds=900) - timedelta(days=days) * (i + 0.5) / count
-        session.add(Incident(dedup_key=f"old-{family}-{i}", scope="node", family=family,  # type: ignore[attr-defined]
+        session.add(Incident(dedup_key=f"old-{family}-{status}-{i}", scope="node", family=family,  # type: ignore[attr-defined]
                              hostname=f"gpu-node-{100 + i % 50:03d}", severity="critical", title="t", opened_at=at,
-                             updated_at=at, status="resolved", parent_id=None if folded_into is None
+                             updated_at=at, status=status, parent_id=None if folded_into is None
                              else folded_into.id))
 
 
@@ -426,10 +427,13 @@ def test_on_a_fleet_where_a_family_is_common_only_more_than_chance_holds(contain
 
 
 def test_a_rollout_folded_into_a_fleet_event_is_no_rate_of_chance(container: Container) -> None:
+    """Node incidents a fleet event took in (a rollout's), and suppressed ones, are no rate of independent faults:
+    with only those in its history, the family holds on one other node."""
     config = PolicyConfig(max_nodes_out=5, max_nodes_out_fraction=1.0, common_cause_window_s=900)
     with container.uow() as uow:
         fleet = make_incident(uow.session, None, scope="fleet", family="xid")
         _history(uow.session, "xid", 60, 2, folded_into=fleet)
+        _history(uow.session, "xid", 60, 20, status="suppressed")
         _finding(uow.session, "gpu-node-002", "xid", NOW - timedelta(seconds=120))
         here = make_incident(uow.session, "gpu-node-001", family="xid")
         action = make_action(uow.session, here, "drain_node", "node/gpu-node-001", "folded-1")
