@@ -142,6 +142,14 @@ class _TargetState:
     nodes: tuple[GpuLabels, IntArray, int] | None = None
     climb: MonotoneClimb = field(default_factory=lambda: MonotoneClimb())
     power_ceiling: dict[str, float] = field(default_factory=dict)
+    # per limit and slot: whether this episode's report already stood on its own (see `_stands_alone`)
+    firm: list[npt.NDArray[np.bool_]] = field(default_factory=list)
+
+
+def _stands_alone(f: Finding) -> bool:
+    """Whether the incident service opens an incident on this finding alone (`domain.kinds.is_hard`, and
+    `persistent` in the evidence): critical or persisting. A forecast is either only when corroborated."""
+    return f.severity == Severity.CRITICAL or f.evidence.get("persistent") is True
 
 
 @dataclass
@@ -252,6 +260,9 @@ class FailureForecast:
                                 n, np.nan)
         while len(state.trackers) < n_limits:
             state.trackers.append(OnsetTracker())
+        state.firm = [grow(a, n, False) for a in getattr(state, "firm", [])]  # states saved before it lack it
+        while len(state.firm) < n_limits:
+            state.firm.append(np.zeros(n, dtype=bool))
 
     @staticmethod
     def _limits(view: CycleView, target: ForecastTarget, j: int, rows: int) -> list[FloatArray]:
@@ -308,12 +319,22 @@ class FailureForecast:
                 if result is not None and result.expected_s is not None:
                     confirmed[row] = True
                     results[int(row)] = (result, physics)
-            tracker = state.trackers[k]
+            tracker, firm = state.trackers[k], state.firm[k]
             clear = ok & ((eta > 2 * self.horizon_s) | ~trending)
-            for row in tracker.step(slots, confirmed, clear & ~confirmed):
-                result, physics = results[int(row)]
-                out.append(self._finding(view, target, lim, ts, int(row), float(limit[row]), float(lvl[row]),
-                                         float(slp[row]), result, physics))
+            onsets = set(tracker.step(slots, confirmed, clear & ~confirmed).tolist())
+            for row in sorted(results):
+                slot = int(slots[row])
+                if row not in onsets and firm[slot]:
+                    continue
+                result, physics = results[row]
+                finding = self._finding(view, target, lim, ts, row, float(limit[row]), float(lvl[row]),
+                                        float(slp[row]), result, physics)
+                # one report per episode, and one more if a later fit makes it stand on its own: a runaway that
+                # has now persisted, or a crossing now within the hour. The first report, a suspicion that
+                # needs repeats, would otherwise be its only one.
+                if row in onsets or _stands_alone(finding):
+                    firm[slot] = _stands_alone(finding)
+                    out.append(finding)
         return out
 
     def _filled(self, view: CycleView, target: ForecastTarget, state: _TargetState, ts: float, x: FloatArray,

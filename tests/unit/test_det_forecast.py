@@ -86,3 +86,22 @@ def test_a_gpu_warming_up_after_its_job_starts_is_not_forecast() -> None:
     met[m.GPU_TEMP][5, 150:] += np.linspace(0, 40, 250)  # steady load, failing cooling
     found = DetectionCycle(stages=[FailureForecast(default_targets())]).update(det_synth.frame(ts, met, gpus))
     assert {(f.gpu, f.kind) for f in found} == {(5, "thermal")}
+
+
+def test_a_forecast_first_reported_as_a_suspicion_is_reported_again_once_it_stands_alone() -> None:
+    """A cooler failing slowly (6 °C/h at constant power): the first throttle forecast is a warning hours ahead
+    that the incident service would open only on repeats, and one report per episode never repeats. When a later
+    fit of the same episode puts the crossing within the hour, the forecast is reported again, as critical, once,
+    before the GPU reaches its throttle temperature."""
+    ts, met, gpus, _, _ = det_synth.healthy(nodes=2, gpus_per_node=8, steps=1000)  # 30 s samples
+    met[m.GPU_TEMP][3, 300:] += 0.05 * np.arange(700)
+    found = DetectionCycle(stages=[FailureForecast(default_targets())]).update(det_synth.frame(ts, met, gpus))
+    throttle = [f for f in found if f.detector.endswith(".throttle")]
+    assert [(f.gpu, f.severity.value) for f in throttle] == [(3, "warning"), (3, "critical")]
+    first, again = throttle
+    assert first.evidence["corroborated"] is True and first.evidence.get("persistent") is not True
+    crossed = ts[int(np.argmax(met[m.GPU_TEMP][3] >= 87.0))]
+    assert first.ts < again.ts < crossed
+    assert again.evidence["eta_s"] <= 3600 and first.evidence["eta_s"] > 3600
+    assert again.predicted_failure_at is not None
+    assert abs(again.predicted_failure_at - crossed) < 0.5 * (crossed - again.ts)
