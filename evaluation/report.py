@@ -390,14 +390,38 @@ def false_by_detector(incidents: list[dict[str, Any]]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+# How an escalation's reason begins (its segments split at colons), and what names the rule: the label for the
+# head (None: the head itself), and how many segments after it (a denied proposal's rule, a failed probation's
+# check, what a rolled-back action stopped at). Action numbers, approvers and hosts are not rules.
+_RULE_HEADS: tuple[tuple[re.Pattern[str], str | None, int], ...] = (
+    (re.compile(r"^proposal denied$"), None, 1),
+    (re.compile(r"^action \d+ refused$"), "refused at execution", 1),
+    (re.compile(r"^\S+ stays out of service$"), "", 2),
+    (re.compile(r"^action \d+ (rolled_back|failed)$"), "action {0}", 2),
+    (re.compile(r"^approval of action \d+ expired$"), "approval expired", 0),
+    (re.compile(r"^plan rejected by .+$"), "plan rejected", 0),
+)
+_AT_EXECUTION = "policy at execution time"
+
+
+def escalation_rule(reason: str) -> str:
+    """The rule an escalation's reason names (see `_RULE_HEADS`); otherwise its text before the first colon."""
+    parts = [p.strip() for p in PROPOSAL_ESCALATED.sub("", reason).split(":")]  # the policy rule, not the action
+    for pattern, label, more in _RULE_HEADS:
+        matched = pattern.match(parts[0])
+        if matched is None:
+            continue
+        rest = [p for p in parts[1:] if p != _AT_EXECUTION][:more]
+        head = parts[0] if label is None else label.format(*matched.groups())
+        return ": ".join(p for p in [head, *rest] if p)[:80]
+    return parts[0][:80]
+
+
 def escalated_by_rule(incidents: list[dict[str, Any]]) -> dict[str, int]:
-    """Escalated incidents counted by the rule that escalated them (the reason's text before its first colon)."""
+    """Escalated incidents counted by the rule that escalated them (`escalation_rule`)."""
     counts: dict[str, int] = {}
     for i in incidents:
         if i["status"] == IncidentStatus.ESCALATED:
-            reason = PROPOSAL_ESCALATED.sub("", i.get("reason") or "unknown")  # the policy rule, not the action
-            parts = [p.strip() for p in reason.split(":")]
-            # a denied proposal names its rule next (budget, cool-down, precondition, ...)
-            rule = ": ".join(parts[:2] if parts[0] == "proposal denied" and len(parts) > 1 else parts[:1])[:80]
+            rule = escalation_rule(i.get("reason") or "unknown")
             counts[rule] = counts.get(rule, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))

@@ -363,7 +363,7 @@ def evaluate(session: Session, *, incident: Incident, action: Action, spec: Acti
         recent = _node_actions_since(session, node, now - timedelta(seconds=config.repeat_window_s))
         other_incidents = {a.incident_id for a in recent if a.incident_id != incident.id}
         if len(other_incidents) >= config.repeat_limit:
-            escalate.append(f"{node} was remediated for {len(other_incidents)} other incidents within "
+            escalate.append(f"repeat_limit: {node} was remediated for {len(other_incidents)} other incidents within "
                             f"{config.repeat_window_s / 86400:.0f} days: a human decides")
         cooling = [a for a in recent if a.incident_id != incident.id and a.executed_at is not None
                    and a.executed_at >= now - timedelta(seconds=config.node_cooldown_s)

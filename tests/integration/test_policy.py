@@ -145,7 +145,7 @@ def test_cool_down_and_repeat_offender(container: Container) -> None:
     assert_decided(decide(container, node, drain(node), config, now=NOW + timedelta(hours=2)),
                    Gate.TWO_APPROVERS, "within budgets; high risk")
     assert_decided(decide(container, node, drain(node), config, now=NOW + timedelta(hours=4)),
-                   Gate.ESCALATE, "gpu-node-005 was remediated for 2 other incidents")
+                   Gate.ESCALATE, "repeat_limit: gpu-node-005 was remediated for 2 other incidents")
 
 
 def test_a_node_just_returned_to_service_has_no_cool_down(container: Container) -> None:

@@ -29,6 +29,19 @@ def test_escalations_are_counted_by_the_policy_rule_that_made_them() -> None:
         "proposal denied: cool-down: gpu-node-006 had action 48 at 2026-01-04",
         "proposal denied: budget: 1 node(s) already out, limit 1",
         "action 4 (cordon_node): escalated: common cause suspected: fabric also on gpu-node-009 within 900s",
-        "fleet-wide event: escalated to a human, no node actions")] + [{"status": "resolved", "reason": "fixed"}]
-    assert escalated_by_rule(incidents) == {"proposal denied: budget": 2, "common cause suspected": 1,
-                                            "fleet-wide event": 1, "proposal denied: cool-down": 1}
+        "fleet-wide event: escalated to a human, no node actions",
+        "action 15 refused: policy at execution time: budget: 1 node(s) already out, limit 1 (2 or 10% of 12)",
+        "gpu-node-011 stays out of service: probation failed: no_new_errors: new hardware findings since the "
+        "remediation: nvlink on GPU 3 at 2026-01-01T01:51:15+00:00",
+        "node-b7 stays out of service: probation failed: no_new_errors: xid on GPU 1",
+        "approval of action 1 expired", "approval of action 12 expired",
+        "plan rejected by alice: scenario approval: auto_reject",
+        "action 2 rolled_back: not verified: drain_node stopped at evict: 1 pod(s) still blocked by a "
+        "PodDisruptionBudget after 900s",
+        "action 61 (cordon_node): escalated: repeat_limit: gpu-node-014 was remediated for 2 other incidents within "
+        "7 days: a human decides")] + [{"status": "resolved", "reason": "fixed"}]
+    assert escalated_by_rule(incidents) == {
+        "proposal denied: budget": 2, "approval expired": 2, "probation failed: no_new_errors": 2,
+        "action rolled_back: not verified: drain_node stopped at evict": 1, "common cause suspected": 1,
+        "fleet-wide event": 1, "plan rejected": 1, "proposal denied: cool-down": 1,
+        "refused at execution: budget": 1, "repeat_limit": 1}
