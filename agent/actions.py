@@ -56,10 +56,11 @@ class ExecutionView:
     """The execution side's answer to an execution request (run once, verified, rolled back on failure)."""
 
     action_id: int
-    status: str                    # succeeded | failed | rolled_back | refused | already_done | dry_run
+    status: str                    # succeeded | failed | rolled_back | refused | already_done | dry_run | waiting
     verified: bool
     detail: str
     follow_up: str = ""            # the runbook a failed verification calls for next (a reboot after a reset)
+    until: str = ""                # while it waits for the budget: when the hold is rechecked (ISO 8601)
 
 
 @dataclass(frozen=True)

@@ -249,6 +249,15 @@ def execute(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
         view = ctx.actions.execute(action_id=action_id)
         if view.status == ExecutionStatus.IN_PROGRESS:
             return {"execution_wait": view.detail, "steps": _step(state)}
+    if view.status == ExecutionStatus.WAITING:
+        # The budgets refuse it now only because of gpuops' own nodes, out on another incident since it was
+        # proposed: the incident is held, and the sweep resumes this thread at each recheck. Like a hold, the wait
+        # is bounded by the budget wait and the approval's validity, so it spends no steps.
+        interrupt({"incident_id": state["incident_id"], "action_id": action_id, "hold_until": view.until,
+                   "reason": view.detail, "runbook": _current(state).runbook})
+        view = ctx.actions.execute(action_id=action_id)
+        if view.status == ExecutionStatus.WAITING:
+            return {"execution_wait": view.detail}
     return {"executions": [*state.get("executions", []), asdict(view)], "execution_wait": "", "steps": _step(state)}
 
 

@@ -97,4 +97,5 @@ class ExecutionStatus(StrEnum):
     REFUSED = "refused"
     ALREADY_DONE = "already_done"            # it had finished before; nothing ran again
     IN_PROGRESS = "in_progress"              # another executor holds the claim
+    WAITING = "waiting"                      # the budgets gpuops' own nodes hold refuse it now: it waits for them
     DRY_RUN = "dry_run"

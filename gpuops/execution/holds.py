@@ -19,7 +19,14 @@ from sqlalchemy.orm import Session
 
 from domain import IncidentStatus
 from gpuops.detection import examined_until
-from gpuops.execution.service import ExecutionDeps, action_spec, fleet_facts
+from gpuops.execution.service import (
+    BUDGET_RECHECK_S,
+    BUDGET_WAIT_KEY,
+    ExecutionDeps,
+    action_spec,
+    end_budget_wait,
+    fleet_facts,
+)
 from gpuops.incidents.lifecycle import add_timeline
 from gpuops.policy import ActionSpec, budget_wait, soak_until
 from gpuops.store.audit import append_event
@@ -28,8 +35,6 @@ from gpuops.store.uow import UnitOfWork
 from runbooks import InvalidPlan, Plan, UnknownRunbook
 
 STALE_AFTER_S = 900.0
-BUDGET_RECHECK_S = 300.0
-BUDGET_WAIT_KEY = "budget_wait_since"
 
 
 @dataclass(frozen=True)
@@ -118,11 +123,8 @@ def _budget_hold(uow: UnitOfWork, incident: Incident, plan: Plan, spec: ActionSp
 
 def _end_budget_wait(session: Session, incident: Incident, why: str, now: datetime, plan: Plan,
                      spec: ActionSpec) -> None:
-    incident.details = {k: v for k, v in incident.details.items() if k != BUDGET_WAIT_KEY}
-    incident.held_until = None
-    add_timeline(session, incident, kind="agent.hold_over", now=now, data={"runbook": plan.runbook},
-                 message=f"{plan.runbook} on {', '.join(spec.target_nodes)} stops waiting for the budget: {why}; "
-                         "policy decides")
+    end_budget_wait(session, incident, f"{plan.runbook} on {', '.join(spec.target_nodes)} stops waiting for the "
+                                       f"budget: {why}", now, plan.runbook)
 
 
 def _clear(incident: Incident, outcome: HoldOutcome) -> HoldOutcome:

@@ -20,9 +20,19 @@ from connectors.kubernetes.errors import ClusterError
 from domain import ActionStatus, ExecutionStatus, IncidentStatus, ProposalStatus, clock
 from gpuops.execution.approvals import valid_approvals
 from gpuops.execution.probation import begin_probation, record_isolated, record_ticket, withheld_gpus
-from gpuops.incidents.lifecycle import can_transition, transition
+from gpuops.incidents.lifecycle import add_timeline, can_transition, transition
 from gpuops.logs import log_context
-from gpuops.policy import ActionSpec, FleetFacts, Gate, PolicyConfig, evaluate, record_verification, release_node
+from gpuops.policy import (
+    ActionSpec,
+    FleetFacts,
+    Gate,
+    PolicyConfig,
+    Verdict,
+    budget_wait,
+    evaluate,
+    record_verification,
+    release_node,
+)
 from gpuops.store.audit import append_event
 from gpuops.store.models import Action, FindingRecord, Incident
 from gpuops.store.uow import UnitOfWork
@@ -48,6 +58,8 @@ log = logging.getLogger(__name__)
 # probation follows, and their lease on the node is released at once.
 RETURNS_ITS_NODE = frozenset({"isolate_gpu"})
 
+BUDGET_WAIT_KEY = "budget_wait_since"  # in an incident's details: when it began waiting for the budgets
+BUDGET_RECHECK_S = 300.0
 PROPOSAL_OF_GATE = {Gate.AUTO: ProposalStatus.APPROVED, Gate.ONE_APPROVER: ProposalStatus.AWAITING_APPROVAL,
                     Gate.TWO_APPROVERS: ProposalStatus.AWAITING_APPROVAL, Gate.ESCALATE: ProposalStatus.ESCALATED,
                     Gate.DENIED: ProposalStatus.DENIED}
@@ -85,6 +97,8 @@ class ExecutionOutcome:
     follow_up: str = ""
     """The runbook a failed verification calls for next, where one does (a GPU reset that ran but did not bring
     its GPU back: a reboot, which reloads the driver and walks the bus again); the agent decides whether to."""
+    until: str = ""
+    """While it waits (`waiting`): when its incident's hold is rechecked (ISO 8601)."""
 
     def __post_init__(self) -> None:
         self.status = str(self.status)  # plain text: outcomes travel in task payloads and the agent's checkpoints
@@ -294,6 +308,40 @@ def _refuse(session: Session, action: Action, reason: str, now: datetime) -> Exe
     return ExecutionOutcome(action.id, ExecutionStatus.REFUSED, False, reason)
 
 
+def _wait_for_budget(session: Session, action: Action, spec: ActionSpec, verdict: Verdict, facts: FleetFacts,
+                     deps: ExecutionDeps, now: datetime) -> str | None:
+    """Why an approved action that policy now refuses waits rather than goes to a human: only the nodes-out
+    budget or the healthy-GPU minimum refuses it, and only because of nodes gpuops itself has out, which come
+    back by themselves (`policy.budget_wait`): another incident's remediation took its node out between this
+    action's proposal and now. It waits, like a proposal does, up to `budget_wait_s` from when its incident began
+    waiting; the incident is held, so the sweep resumes its thread every `BUDGET_RECHECK_S`. None: refuse it."""
+    if verdict.gate != Gate.DENIED or not all(r.startswith("budget:") for r in verdict.reasons):
+        return None
+    reason = budget_wait(session, spec=spec, facts=facts, config=deps.policy)
+    incident = action.incident
+    started = incident.details.get(BUDGET_WAIT_KEY)
+    waited = (now - datetime.fromisoformat(started)).total_seconds() if started else 0.0
+    if reason is None or waited >= deps.policy.budget_wait_s:
+        return None
+    if started is None:
+        incident.details = {**incident.details, BUDGET_WAIT_KEY: now.isoformat()}
+        add_timeline(session, incident, kind="agent.held", now=now, data={"runbook": action.runbook, "budget": reason},
+                     message=f"action {action.id} ({action.runbook}) waits for the budget (up to "
+                             f"{deps.policy.budget_wait_s / 60:.0f} min): {reason}")
+    incident.held_until = now + timedelta(seconds=min(BUDGET_RECHECK_S, deps.policy.budget_wait_s - waited))
+    append_event(session, actor="executor", kind="action.waiting", incident_id=incident.id, action_id=action.id,
+                 data={"budget": reason, "until": incident.held_until.isoformat()}, ts=now)
+    return f"waits for the budget: {reason}"
+
+
+def end_budget_wait(session: Session, incident: Incident, why: str, now: datetime, runbook: str) -> None:
+    """The incident stops waiting for the budget (`why`): its wait mark and hold are cleared."""
+    incident.details = {k: v for k, v in incident.details.items() if k != BUDGET_WAIT_KEY}
+    incident.held_until = None
+    add_timeline(session, incident, kind="agent.hold_over", now=now, message=f"{why}; policy decides",
+                 data={"runbook": runbook})
+
+
 def _claim(uow: UnitOfWork, action_id: int, deps: ExecutionDeps, dry_run: bool) -> ExecutionOutcome | Action:
     """Phase 1, one locked transaction: decide whether this worker may run the action, and claim it."""
     session = uow.session
@@ -328,12 +376,24 @@ def _claim(uow: UnitOfWork, action_id: int, deps: ExecutionDeps, dry_run: bool) 
         return outcome
     incident = action.incident
     spec = action_spec(plan, action.risk, deps.catalogue, deps.cluster)
-    verdict = evaluate(session, incident=incident, action=action, spec=spec, facts=fleet_facts(deps.cluster),
+    facts = fleet_facts(deps.cluster)
+    verdict = evaluate(session, incident=incident, action=action, spec=spec, facts=facts,
                        config=deps.policy, now=now, reserve=not dry_run, actor="executor")
     if not verdict.allowed:
+        waits = None if dry_run or resuming else _wait_for_budget(session, action, spec, verdict, facts, deps, now)
+        if waits is not None:
+            uow.commit()
+            return ExecutionOutcome(action.id, ExecutionStatus.WAITING, False, waits,
+                                    until=incident.held_until.isoformat() if incident.held_until else "")
+        if incident.details.get(BUDGET_WAIT_KEY) is not None and not dry_run:
+            end_budget_wait(session, incident, f"action {action.id} ({action.runbook}) stops waiting for the budget",
+                            now, action.runbook)
         outcome = _refuse(session, action, "policy at execution time: " + "; ".join(verdict.reasons), now)
         uow.commit()
         return outcome
+    if incident.details.get(BUDGET_WAIT_KEY) is not None and not dry_run:
+        end_budget_wait(session, incident, f"action {action.id} ({action.runbook}) fits the budgets now", now,
+                        action.runbook)
     if dry_run:
         ctx = runbook_context(deps, incident.id, "executor", action_id=action.id)
         action.diff = asdict(deps.catalogue.dry_run(plan, ctx))

@@ -416,13 +416,19 @@ def _anything_waits(session: Any) -> bool:
 
 def _taken_over(session: Any, now: datetime, *, lost_after_s: float) -> list[int]:
     """Actions the sweep executes: claimed by an executor whose claim expired, or approved and left unclaimed
-    for longer than `lost_after_s` (the step that would have run it is gone). A probation's own actions are left
-    to its return step, which the sweep dispatches for them."""
+    for longer than `lost_after_s` (the step that would have run it is gone) and not waiting for the budget. A
+    probation's own actions are left to its return step, which the sweep dispatches for them."""
     stale = session.scalars(select(Action).where(
         Action.status.in_(ActionStatus.RUNNING), Action.claim_expires_at <= now)).all()
+    # an approved action waiting for the budget has a held incident, whose thread the hold's sweep resumes
     lost = [a for a in session.scalars(select(Action).where(Action.status == ActionStatus.APPROVED))
-            if _approved_at(a) <= now - timedelta(seconds=lost_after_s)]
+            if _approved_at(a) <= now - timedelta(seconds=lost_after_s) and not _held(a.incident, now)]
     return sorted(a.id for a in (*stale, *lost) if probation_of_action(session, a.id) is None)
+
+
+def _held(incident: Incident, now: datetime) -> bool:
+    until = incident.held_until
+    return until is not None and (until if until.tzinfo else until.replace(tzinfo=UTC)) > now
 
 
 def _approved_at(action: Action) -> datetime:

@@ -16,7 +16,7 @@ from gpuops.policy import PolicyConfig, release_node
 from gpuops.store.models import Action, Incident, IncidentEvent, NodeLease
 from gpuops.wiring import Container
 from tests.agent.helpers import T0, graph_on, mark_examined, open_incident
-from tests.agent.world import POLICY, build_context, default_cluster
+from tests.agent.world import POLICY, build_context, default_cluster, executed
 
 ONE_NODE = POLICY.model_copy(update={"max_nodes_out": 1, "soak_s": 0.0, "budget_wait_s": 1800.0})
 OTHER = "gpu-node-005"
@@ -147,3 +147,43 @@ def test_the_wait_turned_off_denies_at_once(container: Container, tmp_path: Path
     with graph_on(container) as graph:
         result = start(graph, ctx, incident_id)
     assert result.held is None and result.outcome == "escalated" and "budget" in result.reason
+
+
+def test_an_approved_action_the_budget_refuses_at_execution_waits_and_its_thread_resumes(container: Container,
+                                                                                       tmp_path: Path) -> None:
+    """The action fitted when proposed; before it ran, gpuops took another node out for another incident. The
+    execution waits instead of handing the incident to a human: the thread pauses, the sweep resumes it at each
+    recheck, and once gpuops' own node is back the approved action runs."""
+    from tests.agent.helpers import approve
+
+    ctx, cluster = _context(container, tmp_path, T0 + 30)
+    incident_id = open_incident(container, "xid", evidence={"xid": 79})
+    _examined(container, T0 + 30)
+    with graph_on(container) as graph:
+        first = start(graph, ctx, incident_id)
+        assert first.waiting_for is not None and first.waiting_for["runbook"] == "cordon_node"
+        _own_node_out(container, cluster)  # another incident's remediation, between the proposal and its run
+        approve(container, first.waiting_for["action_id"])
+        waiting = resume(graph, ctx, incident_id)
+        assert waiting.held is not None and waiting.outcome != "escalated"
+        assert "waits for the budget" in waiting.held["reason"] and waiting.held["runbook"] == "cordon_node"
+        assert _actions(container, incident_id) == [("cordon_node", "approved")]
+        assert "cordon gpu-node-003" not in executed(tmp_path / "journal")
+
+        _examined(container, T0 + 400)
+        assert _due(container, T0 + 400) == [incident_id]
+        ctx.actions.deps.clock = lambda: T0 + 400  # type: ignore[attr-defined]
+        assert resume(graph, ctx, incident_id, {"hold": "over"}).held is not None  # still out: still waiting
+
+        cluster.uncordon(OTHER)
+        with container.uow() as uow:
+            release_node(uow.session, node=OTHER, now=datetime.fromtimestamp(T0 + 500, tz=UTC))
+            uow.commit()
+        _examined(container, T0 + 800)
+        ctx.actions.deps.clock = lambda: T0 + 800  # type: ignore[attr-defined]
+        after = resume(graph, ctx, incident_id, {"hold": "over"})
+    assert after.held is None and after.outcome != "escalated"
+    assert _actions(container, incident_id)[0] == ("cordon_node", "succeeded")
+    assert "cordon gpu-node-003" in executed(tmp_path / "journal")
+    assert len(_timeline(container, incident_id, "agent.held")) == 1
+    assert "fits the budgets now" in _timeline(container, incident_id, "agent.hold_over")[0]

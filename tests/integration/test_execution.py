@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -14,7 +14,7 @@ from sqlalchemy import select
 from connectors.kubernetes.adapter import KubernetesCluster
 from gpuops.execution.approvals import Approver, decide
 from gpuops.execution.service import ExecutionDeps, Proposal, execute, incident_gpu_uuid, propose
-from gpuops.policy import PolicyConfig
+from gpuops.policy import PolicyConfig, release_node
 from gpuops.store.audit import verify_chain
 from gpuops.store.models import Action, AuditEvent, FindingRecord, Incident, NodeLease
 from gpuops.wiring import Container
@@ -138,8 +138,93 @@ def test_budgets_are_checked_again_when_the_action_runs(container: Container, de
         approve(container, deps, action_id)
         approved.append(action_id)
     results = [execute(container.uow, action_id=a, deps=deps, dry_run=False).status for a in approved]
-    assert results == ["succeeded", "refused"]
+    assert results == ["succeeded", "waiting"]
     assert [n for n in NODES if twin.state.get_node(n)["spec"].get("unschedulable")] == [NODES[0]]
+
+
+def _held(container: Container, action_id: int) -> tuple[str, datetime | None, bool, list[str]]:
+    """The incident of `action_id`: its status, its hold, whether it waits for the budget, and its timeline's
+    hold entries."""
+    from gpuops.store.models import IncidentEvent
+
+    with container.uow() as uow:
+        action = uow.session.get(Action, action_id)
+        assert action is not None
+        inc = action.incident
+        entries = list(uow.session.scalars(select(IncidentEvent.message).where(
+            IncidentEvent.incident_id == inc.id, IncidentEvent.kind.in_(("agent.held", "agent.hold_over")))
+            .order_by(IncidentEvent.id)))
+        return inc.status, inc.held_until, "budget_wait_since" in inc.details, entries
+
+
+def _two_approved_cordons(container: Container, deps: ExecutionDeps) -> list[int]:
+    """Two cordons, each proposed and approved while the nodes-out budget (1) still had room for it."""
+    approved = []
+    for node in NODES[:2]:
+        action_id, status = submit(container, deps, incident(container, deps, node), cordon(node))
+        assert status == "awaiting_approval" and action_id is not None
+        approve(container, deps, action_id)
+        approved.append(action_id)
+    return approved
+
+
+def test_an_action_the_budget_refuses_for_gpuops_own_node_waits_for_it_then_runs(container: Container,
+                                                                               deps: ExecutionDeps, twin: Twin) -> None:
+    """Another incident's remediation took the last slot of the budget between this action's approval and its
+    execution: gpuops' own node comes back by itself, so the action waits for it (its incident held, so the sweep
+    resumes its thread) instead of going to a human, and runs once the node is back."""
+    first, second = _two_approved_cordons(container, deps)
+    assert execute(container.uow, action_id=first, deps=deps, dry_run=False).status == "succeeded"
+    waiting = execute(container.uow, action_id=second, deps=deps, dry_run=False)
+    assert waiting.status == "waiting" and "1 node(s) out (limit 1)" in waiting.detail and waiting.until
+    status, held_until, marked, entries = _held(container, second)
+    assert status == "awaiting_approval" and marked and held_until is not None
+    assert held_until.replace(tzinfo=UTC) == now(deps) + timedelta(seconds=300)
+    assert held_until.replace(tzinfo=UTC).isoformat() == waiting.until
+    assert len(entries) == 1 and "waits for the budget" in entries[0] and NODES[0] in entries[0]
+
+    twin.clock.t += 300  # a recheck while the node is still out: still waiting, one timeline entry for the wait
+    assert execute(container.uow, action_id=second, deps=deps, dry_run=False).status == "waiting"
+    assert len(_held(container, second)[3]) == 1
+
+    deps.cluster.uncordon(NODES[0])  # gpuops returns its node after probation
+    with container.uow() as uow:
+        release_node(uow.session, node=NODES[0], now=now(deps))
+        uow.commit()
+    assert execute(container.uow, action_id=second, deps=deps, dry_run=False).status == "succeeded"
+    assert twin.state.get_node(NODES[1])["spec"].get("unschedulable") is True
+    status, held_until, marked, entries = _held(container, second)
+    assert held_until is None and not marked and "fits the budgets now" in entries[-1]
+
+
+def test_an_action_the_budget_refuses_for_someone_elses_cordon_or_past_the_wait_is_refused(
+        container: Container, deps: ExecutionDeps, twin: Twin) -> None:
+    """Waiting helps only while the budget is spent on gpuops' own nodes, and only up to `budget_wait_s`: a
+    human's cordon refuses at once, and a wait that runs out refuses naming the budget and ends the hold."""
+    approved = []
+    for node in NODES[:3]:
+        action_id, status = submit(container, deps, incident(container, deps, node), cordon(node))
+        assert status == "awaiting_approval" and action_id is not None
+        approve(container, deps, action_id)
+        approved.append(action_id)
+    first, second, third = approved
+    deps.cluster.cordon(NODES[5], reason="a human's maintenance")  # not gpuops' to return: waiting cannot help
+    outcome = execute(container.uow, action_id=first, deps=deps, dry_run=False)
+    assert outcome.status == "refused" and "budget: 1 node(s) already out" in outcome.detail
+    assert _held(container, first)[:3] == ("escalated", None, False)
+
+    deps.cluster.uncordon(NODES[5])
+    assert execute(container.uow, action_id=second, deps=deps, dry_run=False).status == "succeeded"
+    short = replace(deps, policy=deps.policy.model_copy(update={"budget_wait_s": 400.0}))
+    assert execute(container.uow, action_id=third, deps=short, dry_run=False).status == "waiting"
+    twin.clock.t += 300
+    assert execute(container.uow, action_id=third, deps=short, dry_run=False).status == "waiting"
+    twin.clock.t += 100  # 400 s of waiting: the budget is still spent
+    outcome = execute(container.uow, action_id=third, deps=short, dry_run=False)
+    assert outcome.status == "refused" and "policy at execution time: budget: 1 node(s) already out" in outcome.detail
+    status, held_until, marked, entries = _held(container, third)
+    assert status == "escalated" and held_until is None and not marked and "stops waiting" in entries[-1]
+    assert twin.state.get_node(NODES[2])["spec"].get("unschedulable") is not True
 
 
 def test_a_fleet_incident_proposes_no_node_action(container: Container, deps: ExecutionDeps, twin: Twin) -> None:
@@ -220,3 +305,18 @@ def test_a_gpu_request_names_the_gpu_its_incident_is_about(container: Container,
     objects, _ = twin.state.list_objects("gpuresets", "")
     specs = {o["spec"]["gpu"]: o["spec"] for o in objects}
     assert specs[3]["uuid"] == "GPU-4b1d-index-3" and "uuid" not in specs[5]
+
+
+def test_an_action_refused_for_more_than_the_budget_does_not_wait(container: Container, deps: ExecutionDeps,
+                                                                   twin: Twin) -> None:
+    """A freeze window that began after the approval refuses the action whatever the budget: waiting for
+    gpuops' own node to come back would not let it run, so it goes to a human at once."""
+    from gpuops.policy import FreezeWindow
+
+    first, second = _two_approved_cordons(container, deps)
+    assert execute(container.uow, action_id=first, deps=deps, dry_run=False).status == "succeeded"
+    window = FreezeWindow(starts_at=now(deps), ends_at=now(deps) + timedelta(hours=2), reason="model launch")
+    frozen = replace(deps, policy=deps.policy.model_copy(update={"freeze_windows": (window,)}))
+    outcome = execute(container.uow, action_id=second, deps=frozen, dry_run=False)
+    assert outcome.status == "refused" and "freeze window" in outcome.detail and "budget" in outcome.detail
+    assert _held(container, second)[:3] == ("escalated", None, False)

@@ -174,3 +174,26 @@ def test_a_sweep_hands_on_nothing_until_something_waits(
     assert pipeline.sweep().expired == [action.id]
     assert dispatcher.queued() == [(Step.AGENT_STEP, {"incident_id": incident_id, "decision": {
         "action_id": action.id, "decision": "expired"}})]
+
+
+def test_the_sweep_leaves_an_approved_action_waiting_for_the_budget_to_its_thread(
+        world: tuple[Pipeline, OrderedDispatcher, GatedCluster]) -> None:
+    """An approved action whose incident is held (it waits for the budget: the hold's sweep resumes its thread at
+    each recheck) is not lost, however long it stays approved; once the hold is due, a lost one is taken again."""
+    from datetime import UTC, datetime, timedelta
+
+    pipeline, _, cluster = world
+    container = pipeline.container
+    incident_id = open_incident(container, "xid", evidence={"xid": 79})
+    pipeline.agent_step(incident_id)
+    cordon = _waiting_action(container, incident_id)
+    _approve(pipeline, cordon)
+    cluster.now += container.settings.task_time_limit_seconds + 1
+    with container.uow() as uow:
+        incident = uow.session.get(Incident, incident_id)
+        assert incident is not None
+        incident.held_until = datetime.fromtimestamp(cluster.now, tz=UTC) + timedelta(seconds=300)
+        uow.commit()
+    assert pipeline.sweep().taken_over == []
+    cluster.now += 301
+    assert pipeline.sweep().taken_over == [cordon.id]
