@@ -60,6 +60,17 @@ def _timeline(container: Container, incident_id: int, kind: str) -> list[str]:
             IncidentEvent.incident_id == incident_id, IncidentEvent.kind == kind)))
 
 
+def _return_own_node_and_resume(container: Container, cluster, ctx, graph, incident_id: int):  # type: ignore[no-untyped-def]
+    """gpuops returns OTHER to service at T0 + 500; the sweep resumes the held thread at its recheck (T0 + 800)."""
+    cluster.uncordon(OTHER)
+    with container.uow() as uow:
+        release_node(uow.session, node=OTHER, now=datetime.fromtimestamp(T0 + 500, tz=UTC))
+        uow.commit()
+    _examined(container, T0 + 800)
+    ctx.actions.deps.clock = lambda: T0 + 800
+    return resume(graph, ctx, incident_id, {"hold": "over"})
+
+
 def _context(container: Container, tmp_path: Path, now: float, policy: PolicyConfig = ONE_NODE):  # type: ignore[no-untyped-def]
     journal = tmp_path / "journal"
     cluster = default_cluster(journal)
@@ -97,13 +108,7 @@ def test_a_node_action_waits_for_gpuops_own_node_to_come_back_then_goes_ahead(co
         assert len(_timeline(container, incident_id, "agent.held")) == 1
 
         # gpuops returns the other node: the next recheck proposes the action
-        cluster.uncordon(OTHER)
-        with container.uow() as uow:
-            release_node(uow.session, node=OTHER, now=datetime.fromtimestamp(T0 + 500, tz=UTC))
-            uow.commit()
-        _examined(container, T0 + 800)
-        ctx.actions.deps.clock = lambda: T0 + 800  # type: ignore[attr-defined]
-        after = resume(graph, ctx, incident_id, {"hold": "over"})
+        after = _return_own_node_and_resume(container, cluster, ctx, graph, incident_id)
     assert after.held is None and after.waiting_for is not None and after.waiting_for["runbook"] == "cordon_node"
     assert _actions(container, incident_id) == [("cordon_node", "awaiting_approval")]
     [over] = _timeline(container, incident_id, "agent.hold_over")
@@ -175,13 +180,7 @@ def test_an_approved_action_the_budget_refuses_at_execution_waits_and_its_thread
         ctx.actions.deps.clock = lambda: T0 + 400  # type: ignore[attr-defined]
         assert resume(graph, ctx, incident_id, {"hold": "over"}).held is not None  # still out: still waiting
 
-        cluster.uncordon(OTHER)
-        with container.uow() as uow:
-            release_node(uow.session, node=OTHER, now=datetime.fromtimestamp(T0 + 500, tz=UTC))
-            uow.commit()
-        _examined(container, T0 + 800)
-        ctx.actions.deps.clock = lambda: T0 + 800  # type: ignore[attr-defined]
-        after = resume(graph, ctx, incident_id, {"hold": "over"})
+        after = _return_own_node_and_resume(container, cluster, ctx, graph, incident_id)
     assert after.held is None and after.outcome != "escalated"
     assert _actions(container, incident_id)[0] == ("cordon_node", "succeeded")
     assert "cordon gpu-node-003" in executed(tmp_path / "journal")

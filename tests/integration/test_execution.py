@@ -129,14 +129,21 @@ def test_an_expired_approval_is_refused(container: Container, deps: ExecutionDep
     assert twin.state.get_node(NODES[0])["spec"].get("unschedulable") is not True
 
 
-def test_budgets_are_checked_again_when_the_action_runs(container: Container, deps: ExecutionDeps,
-                                                        twin: Twin) -> None:
+def _approved_cordons(container: Container, deps: ExecutionDeps, count: int = 2) -> list[int]:
+    """Cordons of the first `count` nodes, each proposed and approved while the nodes-out budget (1) still had
+    room for it."""
     approved = []
-    for node in NODES[:2]:
+    for node in NODES[:count]:
         action_id, status = submit(container, deps, incident(container, deps, node), cordon(node))
         assert status == "awaiting_approval" and action_id is not None
         approve(container, deps, action_id)
         approved.append(action_id)
+    return approved
+
+
+def test_budgets_are_checked_again_when_the_action_runs(container: Container, deps: ExecutionDeps,
+                                                        twin: Twin) -> None:
+    approved = _approved_cordons(container, deps)
     results = [execute(container.uow, action_id=a, deps=deps, dry_run=False).status for a in approved]
     assert results == ["succeeded", "waiting"]
     assert [n for n in NODES if twin.state.get_node(n)["spec"].get("unschedulable")] == [NODES[0]]
@@ -157,23 +164,12 @@ def _held(container: Container, action_id: int) -> tuple[str, datetime | None, b
         return inc.status, inc.held_until, "budget_wait_since" in inc.details, entries
 
 
-def _two_approved_cordons(container: Container, deps: ExecutionDeps) -> list[int]:
-    """Two cordons, each proposed and approved while the nodes-out budget (1) still had room for it."""
-    approved = []
-    for node in NODES[:2]:
-        action_id, status = submit(container, deps, incident(container, deps, node), cordon(node))
-        assert status == "awaiting_approval" and action_id is not None
-        approve(container, deps, action_id)
-        approved.append(action_id)
-    return approved
-
-
 def test_an_action_the_budget_refuses_for_gpuops_own_node_waits_for_it_then_runs(container: Container,
                                                                                deps: ExecutionDeps, twin: Twin) -> None:
     """Another incident's remediation took the last slot of the budget between this action's approval and its
     execution: gpuops' own node comes back by itself, so the action waits for it (its incident held, so the sweep
     resumes its thread) instead of going to a human, and runs once the node is back."""
-    first, second = _two_approved_cordons(container, deps)
+    first, second = _approved_cordons(container, deps)
     assert execute(container.uow, action_id=first, deps=deps, dry_run=False).status == "succeeded"
     waiting = execute(container.uow, action_id=second, deps=deps, dry_run=False)
     assert waiting.status == "waiting" and "1 node(s) out (limit 1)" in waiting.detail and waiting.until
@@ -201,13 +197,7 @@ def test_an_action_the_budget_refuses_for_someone_elses_cordon_or_past_the_wait_
         container: Container, deps: ExecutionDeps, twin: Twin) -> None:
     """Waiting helps only while the budget is spent on gpuops' own nodes, and only up to `budget_wait_s`: a
     human's cordon refuses at once, and a wait that runs out refuses naming the budget and ends the hold."""
-    approved = []
-    for node in NODES[:3]:
-        action_id, status = submit(container, deps, incident(container, deps, node), cordon(node))
-        assert status == "awaiting_approval" and action_id is not None
-        approve(container, deps, action_id)
-        approved.append(action_id)
-    first, second, third = approved
+    first, second, third = _approved_cordons(container, deps, 3)
     deps.cluster.cordon(NODES[5], reason="a human's maintenance")  # not gpuops' to return: waiting cannot help
     outcome = execute(container.uow, action_id=first, deps=deps, dry_run=False)
     assert outcome.status == "refused" and "budget: 1 node(s) already out" in outcome.detail
@@ -313,7 +303,7 @@ def test_an_action_refused_for_more_than_the_budget_does_not_wait(container: Con
     gpuops' own node to come back would not let it run, so it goes to a human at once."""
     from gpuops.policy import FreezeWindow
 
-    first, second = _two_approved_cordons(container, deps)
+    first, second = _approved_cordons(container, deps)
     assert execute(container.uow, action_id=first, deps=deps, dry_run=False).status == "succeeded"
     window = FreezeWindow(starts_at=now(deps), ends_at=now(deps) + timedelta(hours=2), reason="model launch")
     frozen = replace(deps, policy=deps.policy.model_copy(update={"freeze_windows": (window,)}))
