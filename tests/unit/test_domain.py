@@ -55,7 +55,8 @@ def test_the_named_action_groups_agree() -> None:
 
 def test_proposal_and_execution_answers_reuse_the_action_words() -> None:
     assert {p.value for p in ProposalStatus} - {a.value for a in ActionStatus} == {"invalid"}
-    assert {e.value for e in ExecutionStatus} - {a.value for a in ActionStatus} == {"already_done", "in_progress"}
+    assert {e.value for e in ExecutionStatus} - {a.value for a in ActionStatus} == {"already_done", "in_progress",
+                                                                                    "waiting"}
 
 
 def test_members_are_their_strings_in_comparisons_sets_and_json() -> None:
