@@ -242,13 +242,6 @@ def execute(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
     ctx = runtime.context
     action_id = int(state["proposal"]["action_id"])
     view = ctx.actions.execute(action_id=action_id)
-    if view.status == ExecutionStatus.IN_PROGRESS:
-        # Another executor holds the claim (the sweep took over an action whose message was lost): wait for it
-        # to finish; it resumes this thread. A resume re-runs this node, and the store says how it ended.
-        interrupt({"incident_id": state["incident_id"], "action_id": action_id, "executing": view.detail})
-        view = ctx.actions.execute(action_id=action_id)
-        if view.status == ExecutionStatus.IN_PROGRESS:
-            return {"execution_wait": view.detail, "steps": _step(state)}
     if view.status == ExecutionStatus.WAITING:
         # The budgets refuse it now only because of gpuops' own nodes, out on another incident since it was
         # proposed: the incident is held, and the sweep resumes this thread at each recheck. Like a hold, the wait
@@ -258,6 +251,14 @@ def execute(state: IncidentState, runtime: Runtime[AgentContext]) -> Update:
         view = ctx.actions.execute(action_id=action_id)
         if view.status == ExecutionStatus.WAITING:
             return {"execution_wait": view.detail}
+    if view.status == ExecutionStatus.IN_PROGRESS:
+        # Another executor holds the claim (the sweep took over an action whose message was lost, or whose wait
+        # for the budget was over): wait for it to finish; it resumes this thread. A resume re-runs this node, and
+        # the store says how it ended.
+        interrupt({"incident_id": state["incident_id"], "action_id": action_id, "executing": view.detail})
+        view = ctx.actions.execute(action_id=action_id)
+        if view.status == ExecutionStatus.IN_PROGRESS:
+            return {"execution_wait": view.detail, "steps": _step(state)}
     return {"executions": [*state.get("executions", []), asdict(view)], "execution_wait": "", "steps": _step(state)}
 
 
