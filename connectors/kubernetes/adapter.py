@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -49,7 +48,7 @@ from connectors.kubernetes.models import (
     ServedDeployment,
     Taint,
 )
-from connectors.kubernetes.port import retry_while_blocked
+from connectors.kubernetes.port import request_suffix, retry_while_blocked
 
 MERGE_PATCH = "application/merge-patch+json"
 _PHASES: dict[str, RequestPhase] = {p: p for p in ("Pending", "Running", "Succeeded", "Failed")}
@@ -222,11 +221,6 @@ def replica_start(pod: Any) -> ReplicaStart:
     return ReplicaStart(name=md.name, uid=md.uid or "", created_at=md.creation_timestamp.timestamp(),
                         ready_at=ready_at, deletion_cost=annotations.get(DELETION_COST_ANNOTATION),
                         spared=SPARED_ANNOTATION in annotations)
-
-
-def _random_suffix() -> str:
-    """A request name's random part (request methods take a `uuid` argument, the GPU's, which hides the module)."""
-    return uuid.uuid4().hex[:8]
 
 
 def _gpu_spec(node: str, gpu: int, gpu_uuid: str | None) -> dict[str, Any]:
@@ -612,7 +606,7 @@ class KubernetesCluster:
 
     def request_gpu_reset(self, node: str, gpu: int, *, name: str | None = None,
                           uuid: str | None = None) -> NodeRequest:
-        name = name or f"{node}-gpu{gpu}-{_random_suffix()}"
+        name = name or f"{node}-gpu{gpu}-{request_suffix()}"
         return self._create_request(notes.GPU_RESETS, "GPUReset", name, _gpu_spec(node, gpu, uuid))
 
     def get_gpu_reset(self, name: str) -> NodeRequest:
@@ -620,14 +614,14 @@ class KubernetesCluster:
 
     def request_gpu_fence(self, node: str, gpu: int, *, name: str | None = None,
                           uuid: str | None = None) -> NodeRequest:
-        name = name or f"{node}-gpu{gpu}-{_random_suffix()}"
+        name = name or f"{node}-gpu{gpu}-{request_suffix()}"
         return self._create_request(notes.GPU_FENCES, "GPUFence", name, _gpu_spec(node, gpu, uuid))
 
     def get_gpu_fence(self, name: str) -> NodeRequest:
         return self._get_request(notes.GPU_FENCES, name)
 
     def request_node_reboot(self, node: str, *, name: str | None = None) -> NodeRequest:
-        name = name or f"{node}-{_random_suffix()}"
+        name = name or f"{node}-{request_suffix()}"
         return self._create_request(notes.NODE_REBOOTS, "NodeReboot", name, {"nodeName": node})
 
     def get_node_reboot(self, name: str) -> NodeRequest:

@@ -32,12 +32,7 @@ from connectors.kubernetes.models import (
     PodInfo,
     Taint,
 )
-from connectors.kubernetes.port import retry_while_blocked
-
-
-def _suffix() -> str:
-    """A request name's random part (request methods take a `uuid` argument, the GPU's, which hides the module)."""
-    return uuid.uuid4().hex[:8]
+from connectors.kubernetes.port import request_suffix, retry_while_blocked
 
 
 @dataclass(frozen=True)
@@ -304,17 +299,17 @@ class InMemoryCluster:
 
     def request_gpu_reset(self, node: str, gpu: int, *, name: str | None = None,
                           uuid: str | None = None) -> NodeRequest:
-        return self._request("GPUReset", name or f"{node}-gpu{gpu}-{_suffix()}", node, gpu, uuid)
+        return self._request("GPUReset", name or f"{node}-gpu{gpu}-{request_suffix()}", node, gpu, uuid)
 
     def request_gpu_fence(self, node: str, gpu: int, *, name: str | None = None,
                           uuid: str | None = None) -> NodeRequest:
-        return self._request("GPUFence", name or f"{node}-gpu{gpu}-{_suffix()}", node, gpu, uuid)
+        return self._request("GPUFence", name or f"{node}-gpu{gpu}-{request_suffix()}", node, gpu, uuid)
 
     def get_gpu_fence(self, name: str) -> NodeRequest:
         return self._get_request("GPUFence", name)
 
     def request_node_reboot(self, node: str, *, name: str | None = None) -> NodeRequest:
-        return self._request("NodeReboot", name or f"{node}-{_suffix()}", node, None)
+        return self._request("NodeReboot", name or f"{node}-{request_suffix()}", node, None)
 
     def _get_request(self, kind: str, name: str) -> NodeRequest:
         request = self.requests.get(name)

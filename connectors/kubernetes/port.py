@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, TypeVar, runtime_checkable
 
@@ -20,6 +21,13 @@ from connectors.kubernetes.models import (
 )
 
 T = TypeVar("T")
+
+
+
+def request_suffix() -> str:
+    """A node request name's random part (the request methods take a `uuid` argument, the GPU's, which hides the
+    module there)."""
+    return uuid.uuid4().hex[:8]
 
 
 @runtime_checkable

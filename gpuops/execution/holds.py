@@ -20,12 +20,13 @@ from sqlalchemy.orm import Session
 from domain import IncidentStatus
 from gpuops.detection import examined_until
 from gpuops.execution.service import (
-    BUDGET_RECHECK_S,
     BUDGET_WAIT_KEY,
     ExecutionDeps,
     action_spec,
+    budget_waited_s,
     end_budget_wait,
     fleet_facts,
+    hold_for_budget,
 )
 from gpuops.incidents.lifecycle import add_timeline
 from gpuops.policy import ActionSpec, budget_wait, soak_until
@@ -101,23 +102,17 @@ def _budget_hold(uow: UnitOfWork, incident: Incident, plan: Plan, spec: ActionSp
         if started is not None:
             _end_budget_wait(session, incident, "it fits the budgets now", now, plan, spec)
         return None
-    since = datetime.fromisoformat(started) if started else now
-    waited = (now - since).total_seconds()
-    if waited >= deps.policy.budget_wait_s:
+    what = f"{plan.runbook} on {', '.join(spec.target_nodes)}"
+    until = hold_for_budget(session, incident, reason, now, deps.policy, plan.runbook, what)
+    if until is None:
+        waited = budget_waited_s(incident, now) or 0.0
         _end_budget_wait(session, incident, f"waited {waited / 60:.0f} min for gpuops' own nodes to come back and "
                                             f"the budget is still spent: {reason}", now, plan, spec)
         return None
-    until = now + timedelta(seconds=min(BUDGET_RECHECK_S, deps.policy.budget_wait_s - waited))
     if started is None:
-        incident.details = {**incident.details, BUDGET_WAIT_KEY: now.isoformat()}
-        message = (f"{plan.runbook} on {', '.join(spec.target_nodes)} waits for the budget (up to "
-                   f"{deps.policy.budget_wait_s / 60:.0f} min): {reason}")
-        add_timeline(session, incident, kind="agent.held", message=message, now=now,
-                     data={"runbook": plan.runbook, "until": until.isoformat(), "budget": reason})
         append_event(session, actor="policy", kind="agent.held", incident_id=incident.id,
                      data={"runbook": plan.runbook, "targets": list(spec.target_keys), "budget": reason,
                            "until": until.isoformat()}, ts=now)
-    incident.held_until = until
     return HoldOutcome("held", until, f"budget wait: {reason}")
 
 

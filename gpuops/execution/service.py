@@ -319,19 +319,37 @@ def _wait_for_budget(session: Session, action: Action, spec: ActionSpec, verdict
         return None
     reason = budget_wait(session, spec=spec, facts=facts, config=deps.policy)
     incident = action.incident
-    started = incident.details.get(BUDGET_WAIT_KEY)
-    waited = (now - datetime.fromisoformat(started)).total_seconds() if started else 0.0
-    if reason is None or waited >= deps.policy.budget_wait_s:
+    if reason is None or hold_for_budget(session, incident, reason, now, deps.policy, action.runbook,
+                                         f"action {action.id} ({action.runbook})") is None:
         return None
-    if started is None:
-        incident.details = {**incident.details, BUDGET_WAIT_KEY: now.isoformat()}
-        add_timeline(session, incident, kind="agent.held", now=now, data={"runbook": action.runbook, "budget": reason},
-                     message=f"action {action.id} ({action.runbook}) waits for the budget (up to "
-                             f"{deps.policy.budget_wait_s / 60:.0f} min): {reason}")
-    incident.held_until = now + timedelta(seconds=min(BUDGET_RECHECK_S, deps.policy.budget_wait_s - waited))
     append_event(session, actor="executor", kind="action.waiting", incident_id=incident.id, action_id=action.id,
-                 data={"budget": reason, "until": incident.held_until.isoformat()}, ts=now)
+                 data={"budget": reason, "until": incident.held_until.isoformat() if incident.held_until else None},
+                 ts=now)
     return f"waits for the budget: {reason}"
+
+
+def budget_waited_s(incident: Incident, now: datetime) -> float | None:
+    """How long the incident has waited for the budget (None: it is not waiting)."""
+    started = incident.details.get(BUDGET_WAIT_KEY)
+    return None if started is None else (now - datetime.fromisoformat(started)).total_seconds()
+
+
+def hold_for_budget(session: Session, incident: Incident, reason: str, now: datetime, policy: PolicyConfig,
+                    runbook: str, what: str) -> datetime | None:
+    """Hold the incident while `what` waits for the budget (`reason`): marked when it begins, with one timeline
+    line for the whole wait, and rechecked every `BUDGET_RECHECK_S`. Returns the recheck, or None once it has
+    waited `budget_wait_s` (the caller ends the wait)."""
+    waited = budget_waited_s(incident, now)
+    if waited is not None and waited >= policy.budget_wait_s:
+        return None
+    until = now + timedelta(seconds=min(BUDGET_RECHECK_S, policy.budget_wait_s - (waited or 0.0)))
+    if waited is None:
+        incident.details = {**incident.details, BUDGET_WAIT_KEY: now.isoformat()}
+        add_timeline(session, incident, kind="agent.held", now=now,
+                     data={"runbook": runbook, "until": until.isoformat(), "budget": reason},
+                     message=f"{what} waits for the budget (up to {policy.budget_wait_s / 60:.0f} min): {reason}")
+    incident.held_until = until
+    return until
 
 
 def end_budget_wait(session: Session, incident: Incident, why: str, now: datetime, runbook: str) -> None:

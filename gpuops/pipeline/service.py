@@ -28,7 +28,7 @@ from gpuops.execution.holds import due_holds
 from gpuops.execution.probation import ACTIVE as PROBATION_ACTIVE
 from gpuops.execution.probation import FENCING, PROBATION, TICKETING, probation_of_action
 from gpuops.execution.returns import NodeDiagnostics, ProbationOutcome, conclude, due_probations, examine
-from gpuops.execution.service import ExecutionDeps, ExecutionOutcome, deps_from, execute, plan_of
+from gpuops.execution.service import ExecutionDeps, ExecutionOutcome, deps_from, execute, plan_of, runbook_context
 from gpuops.incidents.alerts import AlertmanagerWebhook, AlertsOutcome, receive_alerts
 from gpuops.incidents.evidence import EvidenceSources, keep_evidence
 from gpuops.incidents.lifecycle import can_transition
@@ -45,7 +45,6 @@ from gpuops.pipeline.steps import (
 from gpuops.store.audit import append_event
 from gpuops.store.models import Action, Incident, NodeProbation
 from gpuops.wiring import Container
-from runbooks import RunbookContext
 
 if TYPE_CHECKING:
     from agent.context import AgentContext
@@ -294,9 +293,7 @@ class Pipeline:
                 raise NotFound(f"action {action_id} does not exist")
             plan, incident_id, status = plan_of(action), action.incident_id, action.status
         deps = self.deps
-        ctx = RunbookContext(cluster=deps.cluster, settings=deps.runbook_settings, clock=deps.clock,
-                             sleep=deps.sleep, incident_id=incident_id, actor="verifier", action_id=action_id,
-                             withheld_gpus=deps.withheld_gpus, gpu_uuid=deps.gpu_uuid)
+        ctx = runbook_context(deps, incident_id, "verifier", action_id=action_id)
         result = c.catalogue.verify(plan, ctx)
         with c.uow() as uow:
             append_event(uow.session, actor="verifier", kind="action.reverified", incident_id=incident_id,

@@ -16,8 +16,8 @@ from sqlalchemy import func, select
 from detectors.findings import Finding
 from gpuops.config import Settings
 from gpuops.execution.approvals import Approver
-from gpuops.execution.holds import BUDGET_RECHECK_S
 from gpuops.execution.probation import mark_repaired
+from gpuops.execution.service import BUDGET_RECHECK_S
 from gpuops.incidents.service import ingest_findings
 from gpuops.pipeline import OrderedDispatcher, Pipeline, Step
 from gpuops.policy import PolicyConfig
