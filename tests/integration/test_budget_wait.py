@@ -13,7 +13,7 @@ from sqlalchemy import select
 from agent.runner import resume, start
 from gpuops.execution.holds import due_holds
 from gpuops.policy import PolicyConfig, release_node
-from gpuops.store.models import Action, Incident, IncidentEvent, NodeLease
+from gpuops.store.models import Action, AuditEvent, Incident, IncidentEvent, NodeLease
 from gpuops.wiring import Container
 from tests.agent.helpers import T0, graph_on, mark_examined, open_incident
 from tests.agent.world import POLICY, build_context, default_cluster, executed
@@ -186,3 +186,76 @@ def test_an_approved_action_the_budget_refuses_at_execution_waits_and_its_thread
     assert "cordon gpu-node-003" in executed(tmp_path / "journal")
     assert len(_timeline(container, incident_id, "agent.held")) == 1
     assert "fits the budgets now" in _timeline(container, incident_id, "agent.hold_over")[0]
+
+
+def test_a_wait_over_while_another_executor_runs_the_action_waits_for_that_executor(container: Container,
+                                                                                   tmp_path: Path) -> None:
+    """The race the sweep's take-over opens: the resumed thread finds the budget still spent, and in the moment
+    before it looks again gpuops' own node comes back and the sweep claims and runs the approved action. The
+    thread must neither record the running action as done nor run it a second time: it waits for that executor,
+    and records how the action ended once resumed."""
+    import threading
+    from dataclasses import replace
+
+    from gpuops.execution.service import execute
+    from tests.agent.helpers import approve
+
+    ctx, cluster = _context(container, tmp_path, T0 + 30)
+    incident_id = open_incident(container, "xid", evidence={"xid": 79})
+    _examined(container, T0 + 30)
+    started, release = threading.Event(), threading.Event()
+    cordon = cluster.cordon
+
+    def slow_cordon(node: str, **kwargs):  # type: ignore[no-untyped-def]
+        started.set()
+        assert release.wait(30), "the test never let the sweep's cordon finish"
+        return cordon(node, **kwargs)
+
+    with graph_on(container) as graph:
+        first = start(graph, ctx, incident_id)
+        action_id = first.waiting_for["action_id"]  # type: ignore[index]
+        _own_node_out(container, cluster)
+        approve(container, action_id)
+        assert resume(graph, ctx, incident_id).held is not None  # waits for the budget
+
+        sweep = replace(ctx.actions.deps, worker="sweep")  # type: ignore[attr-defined]
+        outcomes = []
+        runner = threading.Thread(target=lambda: outcomes.append(
+            execute(container.uow, action_id=action_id, deps=sweep, dry_run=False)))
+        check = ctx.actions.execute
+
+        def node_back_and_sweep_claims_after_the_first_check(**kwargs):  # type: ignore[no-untyped-def]
+            view = check(**kwargs)
+            if view.status == "waiting" and not runner.is_alive() and not outcomes:
+                cluster.uncordon(OTHER)
+                with container.uow() as uow:
+                    release_node(uow.session, node=OTHER, now=datetime.fromtimestamp(T0 + 420, tz=UTC))
+                    uow.commit()
+                cluster.cordon = slow_cordon  # type: ignore[method-assign]
+                runner.start()
+                assert started.wait(30), "the sweep never started the cordon"
+            return view
+
+        ctx.actions.execute = node_back_and_sweep_claims_after_the_first_check  # type: ignore[method-assign]
+        _examined(container, T0 + 400)
+        ctx.actions.deps.clock = lambda: T0 + 400  # type: ignore[attr-defined]
+        sweep.clock = lambda: T0 + 430  # type: ignore[attr-defined]
+        try:
+            during = resume(graph, ctx, incident_id, {"hold": "over"})  # the recheck, racing the sweep
+            assert runner.is_alive() and during.outcome != "escalated" and during.held is None
+            assert during.executing is not None and during.waiting_for is None
+            assert _actions(container, incident_id) == [("cordon_node", "executing")]
+        finally:
+            release.set()
+            runner.join(30)
+        assert [o.status for o in outcomes] == ["succeeded"]
+        ctx.actions.execute = check  # type: ignore[method-assign]
+        after = resume(graph, ctx, incident_id)  # the sweep's executor resumes the thread once it is done
+    assert after.outcome != "escalated", after.reason
+    assert after.waiting_for is not None and after.waiting_for["runbook"] == "drain_node"  # the plan goes on
+    assert executed(tmp_path / "journal").count("cordon gpu-node-003") == 1
+    assert _actions(container, incident_id)[0] == ("cordon_node", "succeeded")
+    with container.uow() as uow:
+        claims = uow.session.scalars(select(AuditEvent.data).where(
+            AuditEvent.action_id == action_id, AuditEvent.kind == "action.claimed")).all()
+    assert [c["worker"] for c in claims] == ["sweep"]
