@@ -352,11 +352,13 @@ def evaluate(session: Session, *, incident: Incident, action: Action, spec: Acti
         # the chance of at least this many other hosts in the window, were the family's faults independent
         chance = float(poisson.sf(len(elsewhere) - 1, expected)) if expected > 0 else 0.0
         if elsewhere and chance <= config.common_cause_max_chance:
+            days = f"{config.common_cause_baseline_s / 86400:g} days"
+            odds = (f"by chance, at this fleet's rate of {earlier} {incident.family} incident(s) in {days}, "
+                    f"{chance:.2g}" if earlier else
+                    f"this fleet had no other {incident.family} incident in the {days} before, so no rate of chance")
             escalate.append(f"common cause suspected: {incident.family} also on {', '.join(elsewhere[:5])} within "
                             f"{config.common_cause_window_s:.0f}s (a rollout or an environment event reaches nodes "
-                            f"one by one; by chance, at this fleet's rate of {earlier} {incident.family} incident(s) "
-                            f"in {config.common_cause_baseline_s / 86400:g} days, {chance:.2g}): a human decides "
-                            "before gpuops acts on nodes")
+                            f"one by one; {odds}): a human decides before gpuops acts on nodes")
 
     waiting_for_repair = _waiting_for_repair(session, facts.unschedulable) if spec.target_nodes else set()
     for node in spec.target_nodes:
