@@ -9,9 +9,9 @@
 * wake-ups announced elsewhere: of the requests after a spell longer than `quiet_s`, the share whose user group
   (`groupId`) sent a request to another model within `lead_s` before, and how far before;
 * the bound of a scaler told where each group goes next: the hindsight timeouts again, but every request whose
-  group's latest request (within `lead_s`) went to another model is served warm for free. A scaler sees
-  deployments, not groups, and is not told which model a group calls next, so none does better at like
-  GPU-hours; if this misses a target, the target is out of reach on the trace;
+  group's latest request (within `lead_s`) went to another model is served warm for free. A real scaler sees
+  deployments, not groups, and is never told which model a group calls next: this is what knowing that would
+  be worth, at most;
 * where a group goes next: of the told requests that found their model quiet for more than `down_s`, the share
   whose move (from the group's previous model to this one) the group had made before, the share whose pair of
   models any group had, and how many models had followed the previous one (a scaler prewarming on the pair
