@@ -1,7 +1,8 @@
-"""`gpuops tickets list` and `gpuops tickets repaired NODE`: the hardware (RMA) tickets gpuops opened for nodes it
-keeps out of service, and the technicians' word that a node was repaired. A repaired node is not put back at
-once: it starts a fresh probation and returns to service only through the same checks as after any
-remediation. Marking a node repaired needs an authenticated approver or admin; it is audited."""
+"""`gpuops tickets list` and `gpuops tickets repaired NODE`: the hardware (RMA) tickets gpuops opened (for nodes it
+keeps out of service, and for parts a node serves on without), and the technicians' word that a node was
+repaired. A repaired node is not put back at once: it starts a fresh probation and returns to service only
+through the same checks as after any remediation. Marking a node repaired needs an authenticated approver or
+admin; it is audited."""
 
 from __future__ import annotations
 

@@ -215,31 +215,43 @@ class NotKeptOut(ValueError):
 
 def mark_repaired(session: Session, *, node: str, by: str, note: str, config: PolicyConfig,
                   now: datetime) -> NodeProbation:
-    """The humans repaired a node gpuops kept out, or returned without a withheld GPU or with a port on a ticket
-    (the ticket's part was replaced): close its open hardware tickets and start a fresh probation, so the node
-    returns to service, or gets its part back, only through the same checks as after any remediation (Ready,
-    every GPU allocatable, no new errors for `probation_s`, the node agent's diagnostic where one is wired).
-    Raises `NotKeptOut` when the node is not waiting for repair."""
+    """The humans repaired a node gpuops kept out, or returned without a withheld GPU or with a port on a ticket,
+    or left in service with its ticket open (the ticket's part was replaced): close its open hardware tickets and
+    start a fresh probation, so the node returns to service, or gets its part back, only through the same checks
+    as after any remediation (Ready, every GPU allocatable, no new errors for `probation_s`, the node agent's
+    diagnostic where one is wired). Raises `NotKeptOut` when the node is not waiting for repair."""
     kept = kept_out(session, node) or returned_without_gpu(session, node) or returned_degraded(session, node)
-    if kept is None:
-        raise NotKeptOut(f"{node} is not kept out for repair by gpuops; nothing to return "
-                         "(see `gpuops tickets list`)")
+    tickets = list(session.scalars(select(HardwareTicket).where(HardwareTicket.hostname == node,
+                                                                HardwareTicket.status == "open")
+                                   .order_by(HardwareTicket.id)))
+    served_on = next((t for t in reversed(tickets) if t.incident_id is not None), None)
+    if kept is not None:
+        gpu, incident_id, action_id = kept.gpu, kept.incident_id, kept.action_id
+        then = f"it returns to service once {config.probation_s / 60:.0f} min of telemetry show its GPUs healthy"
+    elif served_on is not None and served_on.incident_id is not None:
+        # A ticket the plan opened while the node served on (a port no job crosses): the probation watches the
+        # repaired part all the same, on that ticket's incident.
+        gpu, incident_id, action_id = served_on.gpu, served_on.incident_id, served_on.action_id
+        then = (f"it stayed in service; {config.probation_s / 60:.0f} min of telemetry without new errors "
+                "confirm the repair")
+    else:
+        raise NotKeptOut(f"{node} is not kept out for repair by gpuops and has no open hardware ticket; nothing to "
+                         "return (see `gpuops tickets list`)")
     closed = []
-    for ticket in session.scalars(select(HardwareTicket).where(HardwareTicket.hostname == node,
-                                                               HardwareTicket.status == "open")):
+    for ticket in tickets:
         ticket.status = "repaired"
         ticket.evidence = {**ticket.evidence, "repaired_by": by, "repaired_at": now.isoformat(), "note": note}
         closed.append(ticket.id)
-    kept.status, kept.finished_at = REPAIRED, now
-    probation = NodeProbation(hostname=node, gpu=kept.gpu, incident_id=kept.incident_id, action_id=kept.action_id,
+    if kept is not None:
+        kept.status, kept.finished_at = REPAIRED, now
+    probation = NodeProbation(hostname=node, gpu=gpu, incident_id=incident_id, action_id=action_id,
                               status=PROBATION, started_at=now, due_at=now + timedelta(seconds=config.probation_s),
                               checks=[], reason=f"{REPAIR_REASON} by {by}" + (f": {note}" if note else ""))
     session.add(probation)
     session.flush()
-    tickets = f"ticket(s) {', '.join(map(str, closed))} closed; " if closed else ""
+    done = f"ticket(s) {', '.join(map(str, closed))} closed; " if closed else ""
     record(session, probation, kind="probation.repaired", now=now, data={"by": by, "tickets": closed},
-           message=f"{node} repaired ({by}{': ' + note if note else ''}); {tickets}it returns to service once "
-                   f"{config.probation_s / 60:.0f} min of telemetry show its GPUs healthy")
+           message=f"{node} repaired ({by}{': ' + note if note else ''}); {done}{then}")
     return probation
 
 

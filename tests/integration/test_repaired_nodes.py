@@ -16,7 +16,7 @@ from sqlalchemy import select
 from entrypoints.cli import cli
 from gpuops.config import Settings
 from gpuops.execution.probation import NotKeptOut, mark_repaired
-from gpuops.store.models import AuditEvent, HardwareTicket, NodeProbation
+from gpuops.store.models import Action, AuditEvent, HardwareTicket, NodeProbation
 from tests.agent.helpers import open_incident
 from tests.integration.test_return_to_service import (
     NODE,
@@ -120,3 +120,35 @@ def test_the_tickets_commands_list_and_mark_repaired_for_an_approver_only(world:
     with world.pipeline.container.uow() as uow:
         kinds = [e.kind for e in uow.session.scalars(select(AuditEvent).order_by(AuditEvent.seq))]
     assert "tickets.repaired_refused" in kinds and "probation.repaired" in kinds
+
+
+def test_a_ticket_opened_while_its_node_served_on_is_closed_by_the_repair(world: World) -> None:
+    """Symbol errors on a port no job crosses: the plan opens the port's ticket and moves nothing, so the node
+    serves on. When the humans replace the cable they close that ticket the same way, and a fresh probation
+    watches the node for new errors; it stays in service throughout. (A node with no ticket at all still has
+    nothing to repair.)"""
+    del world.cluster.pods[("train", "llm-3-6")]  # GPUs 6 and 7 of the node hold nothing: no traffic on mlx5_7
+    incident_id = open_incident(world.pipeline.container, "fabric", node=NODE, gpu=None,
+                                evidence={"condition": "symbol_errors", "device": "mlx5_7", "port": 1, "hca": 7})
+    world.settle(incident_id)
+    with world.pipeline.container.uow() as uow:
+        runs = [(a.runbook, a.status) for a in uow.session.scalars(
+            select(Action).where(Action.incident_id == incident_id).order_by(Action.id))]
+    assert runs == [("open_hardware_ticket", "succeeded")]
+    (ticket,) = _read(world, HardwareTicket, HardwareTicket.hostname == NODE)
+    assert ticket.status == "open" and _read(world, NodeProbation, NodeProbation.hostname == NODE) == []
+    assert not world.cluster.nodes[NODE].unschedulable and _incident(world, incident_id).status == "resolved"
+
+    probation = _repair(world, note="cable swapped")
+    assert probation.incident_id == incident_id and probation.status == "probation"
+    (closed,) = _read(world, HardwareTicket, HardwareTicket.id == ticket.id)
+    assert closed.status == "repaired" and closed.evidence["note"] == "cable swapped"
+    world.examined(PROBATION_S + 60)
+    assert world.sweep() == [probation.id]
+    (done,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
+    assert done.status == "returned" and "already schedulable" in done.reason, done.reason
+    assert all(c["ok"] for c in done.checks), done.checks
+    assert not world.cluster.nodes[NODE].unschedulable and _incident(world, incident_id).status == "resolved"
+    with world.pipeline.container.uow() as uow, pytest.raises(NotKeptOut, match="no open hardware ticket"):
+        mark_repaired(uow.session, node=NODE, by="tech", note="", config=POLICY,
+                      now=datetime.fromtimestamp(world.cluster.now, tz=UTC))
