@@ -19,11 +19,13 @@ Scenario fault kinds reach the agent as finding families (ARCHITECTURE.md), and 
 | memory_leak | memory_leak | memory_leak | restart the leaking pod |
 | inference_overload | overload | inference_overload | scale the deployment up |
 | ib_link_down, _flap, _degraded, nic_lost | fabric (condition) | the same | cordon, drain*, ticket (HCA, port) |
-| ib_symbol_errors | fabric (symbol_errors) | ib_symbol_errors | hardware ticket naming the HCA and port |
+| ib_symbol_errors | fabric (symbol_errors) | ib_symbol_errors | ticket (HCA, port), move the job* |
 | — | power, anomaly, other XIDs | notify | notify the humans |
 
 *no drain when the port's GPU holds no pod, only replicas of Deployments, or a job whose every pod is on the node:
-nothing of theirs crosses the port.
+nothing of theirs crosses the port. A slow port whose job stays (nothing of it crosses the port, or it has no room
+elsewhere) keeps new work across nodes off the port instead (`taint_port`, after the ticket), except a degraded
+link, which is cordoned.
 
 A sequence is proposed action by action, each through policy and approval (see agent.graph).
 """
@@ -53,6 +55,7 @@ class Step:
 CORDON, DRAIN, REBOOT = Step("cordon_node", "node"), Step("drain_node", "node"), Step("reboot_node", "node")
 RESET, TICKET = Step("reset_gpu", "gpu"), Step("open_hardware_ticket", "node")
 MOVE = Step("reschedule_pods", "node")
+TAINT_PORT = Step("taint_port", "node")
 
 RULES: dict[str, tuple[Step, ...]] = {
     "xid79": (CORDON, DRAIN, REBOOT),
@@ -100,8 +103,10 @@ GPU_ONLY: dict[str, tuple[Step, ...]] = {
 XID_FAULTS = {79: "xid79", 48: "xid48_dbe", 119: "gsp_timeout", 120: "gsp_timeout", 64: "row_remap_exhaustion",
               92: "ecc_sbe_storm", 74: "nvlink_degradation"}
 # What a slow port's plan keeps when its job stays on the node (nothing crosses the port, or no room elsewhere):
-# a degraded link keeps new work across nodes off the node; symbol errors, which cost the job little, the ticket.
-JOB_STAYS: dict[str, tuple[Step, ...]] = {"ib_link_degraded": (CORDON, TICKET), "ib_symbol_errors": (TICKET,)}
+# a degraded link keeps new work off the node; symbol errors, which cost the job little, the ticket, and new work
+# across nodes off the port (the node takes work that stays inside it, as under a return without its port).
+JOB_STAYS: dict[str, tuple[Step, ...]] = {"ib_link_degraded": (CORDON, TICKET),
+                                          "ib_symbol_errors": (TICKET, TAINT_PORT)}
 FABRIC_FAULTS = {"link_down": "ib_link_down", "link_flap": "ib_link_flap", "link_degraded": "ib_link_degraded",
                  "hca_lost": "nic_lost", "symbol_errors": "ib_symbol_errors"}
 XID_ACTION_FAULTS = {"reset_gpu": "xid_reset_gpu", "reboot_node": "xid79", "restart_application": "xid_application"}
@@ -258,6 +263,8 @@ class RulesPlanner:
         stays = "" if local or request.fault not in JOB_STAYS else self._cannot_move(request)
         if request.fault in JOB_STAYS and (local or stays):
             steps = JOB_STAYS[request.fault]
+            if not (request.incident.get("evidence") or {}).get("device"):  # no HCA named: no port to taint
+                steps = tuple(s for s in steps if s != TAINT_PORT)
         elif local:  # cordoned against new work across nodes and ticketed; what runs there goes on
             steps = tuple(s for s in steps if s != DRAIN)
         actions: list[PlannedAction] = []
@@ -308,6 +315,11 @@ class RulesPlanner:
             params = {"gpu": gpu, "summary": reason, "fault": request.fault,
                       "evidence": {k: v for k, v in (inc.get("evidence") or {}).items()
                                    if isinstance(v, int | float | str)}}
+        if step.runbook == "taint_port":
+            device = str((inc.get("evidence") or {}).get("device") or "")
+            if not device:
+                return f"taint_port needs the incident's HCA, and incident {inc['id']} names none"
+            params = {"hca": device, "reason": reason}
         if step.runbook == "reschedule_pods":
             params["gpu"] = gpu
             if request.fault in PORT_FAULTS:  # the job on the port's GPU; the node waits for its repair, cordoned

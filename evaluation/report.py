@@ -31,8 +31,9 @@ from simulator.scenario import Scenario
 MITIGATIONS = frozenset({"drain_node", "reschedule_pods", "restart_pod", "scale_deployment", "reset_gpu", "isolate_gpu",
                          "reboot_node"})
 # A fault on a part that carries no work (a port no job crosses) has none to take off: a cordon, keeping new work
-# off it until its repair, is the whole remedy.
-IDLE_PART_MITIGATIONS = MITIGATIONS | {"cordon_node"}
+# off it until its repair, is the whole remedy, and so is a port's taint, keeping new work across nodes (the only
+# work a port carries) off it.
+IDLE_PART_MITIGATIONS = MITIGATIONS | {"cordon_node", "taint_port"}
 HANDED_TO_HUMAN = frozenset({IncidentStatus.ESCALATED})
 PROPOSAL_ESCALATED = re.compile(r"^action \d+ \(\w+\): escalated: ")
 

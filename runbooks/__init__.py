@@ -76,6 +76,7 @@ def default_catalogue(settings: RunbookSettings | None = None) -> Catalogue:
             scale.SCALE,
             taint.TAINT,
             taint.UNTAINT,
+            taint.TAINT_PORT,
             hardware_ticket.TICKET,
             notify.NOTIFY,
         ],

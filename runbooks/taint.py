@@ -15,6 +15,9 @@ from runbooks.model import Diff, Plan, Risk, StepResult, TargetKind
 
 TAINT_PREFIX = "gpuops.io/"
 KEY_PATTERN = r"^gpuops\.io/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+# NoSchedule, valued with the HCA: a node's InfiniBand port waits for its repair, and only work that stays inside
+# the node (which tolerates this key) lands there meanwhile.
+PORT_TAINT = "gpuops.io/fabric-degraded"
 
 
 class TaintParams(BaseModel):
@@ -157,3 +160,70 @@ def _untaint_verify(plan: Plan, params: UntaintParams, ctx: RunbookContext) -> S
     node = ctx.cluster.get_node(str(plan.target.node))
     ok = not any(t.key == params.key for t in node.taints)
     return StepResult(ok, f"{node.name} {'no longer carries' if ok else 'still carries'} taint {params.key}")
+
+
+class PortTaintParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hca: str = Field(pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$",
+                     description="the HCA whose port waits for repair (mlx5_3), the taint's value")
+    reason: str = Field(default="", max_length=500)
+
+    def taint(self) -> Taint:
+        return Taint(PORT_TAINT, "NoSchedule", self.hca)
+
+
+TAINT_PORT = Runbook[PortTaintParams](
+    RunbookDefinition(
+        name="taint_port",
+        title="Keep work across nodes off a failing InfiniBand port",
+        description=(f"Put the NoSchedule taint {PORT_TAINT}=<HCA> on a node whose port waits for its repair: "
+                     "nothing running stops and the node keeps taking work that stays inside it (which tolerates "
+                     "the taint), while new work whose ranks span nodes lands elsewhere."),
+        risk=Risk.LOW,
+        target_kind=TargetKind.NODE,
+        params_model=PortTaintParams,
+        disruptive=False,
+        auto_approvable=True,
+        expected_effect=f"the node carries {PORT_TAINT}=<HCA>:NoSchedule",
+        verify_deadline_s=30,
+        has_rollback=True,
+    )
+)
+
+
+@TAINT_PORT.precondition
+def _port_pre(plan: Plan, params: PortTaintParams, ctx: RunbookContext) -> list[str]:
+    return find_node(ctx, str(plan.target.node))[1]
+
+
+@TAINT_PORT.dry_run
+def _port_dry(plan: Plan, params: PortTaintParams, ctx: RunbookContext) -> Diff:
+    node, problems = find_node(ctx, str(plan.target.node))
+    if node is None:
+        return Diff(blockers=problems)
+    if params.taint() in node.taints:
+        return Diff(changes=[f"none: {node.name} already has {PORT_TAINT}={params.hca}:NoSchedule"])
+    return Diff(changes=[f"taint {node.name} {PORT_TAINT}={params.hca}:NoSchedule (running pods stay; new work "
+                         "that spans nodes lands elsewhere)"])
+
+
+@TAINT_PORT.step
+def _add_port_taint(plan: Plan, params: PortTaintParams, ctx: RunbookContext) -> StepResult:
+    node = ctx.cluster.add_taint(str(plan.target.node), params.taint())
+    ok = params.taint() in node.taints
+    return StepResult(ok, f"tainted {node.name} {PORT_TAINT}={params.hca}:NoSchedule")
+
+
+@TAINT_PORT.verify
+def _port_verify(plan: Plan, params: PortTaintParams, ctx: RunbookContext) -> StepResult:
+    node = ctx.cluster.get_node(str(plan.target.node))
+    ok = params.taint() in node.taints
+    return StepResult(ok, f"{node.name} {'has' if ok else 'lacks'} taint {PORT_TAINT}={params.hca}:NoSchedule")
+
+
+@TAINT_PORT.rollback
+def _port_rollback(plan: Plan, params: PortTaintParams, ctx: RunbookContext) -> StepResult:
+    node = ctx.cluster.remove_taint(str(plan.target.node), PORT_TAINT, "NoSchedule")
+    ok = params.taint() not in node.taints
+    return StepResult(ok, f"removed taint {PORT_TAINT}:NoSchedule from {node.name}")

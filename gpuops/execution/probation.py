@@ -19,6 +19,7 @@ from gpuops.incidents.lifecycle import add_timeline
 from gpuops.policy import PolicyConfig
 from gpuops.store.audit import append_event
 from gpuops.store.models import Action, HardwareTicket, Incident, NodeProbation
+from runbooks.taint import PORT_TAINT as PORT_TAINT  # the store names it for its readers
 
 PROBATION, FENCING, RETURNING, TICKETING = "probation", "fencing", "returning", "ticketing"
 RETURNED, RELEASED, KEPT_OUT, REPAIRED = "returned", "released", "kept_out", "repaired"
@@ -32,7 +33,6 @@ WITHHELD_EXCUSES = frozenset({"gpus_present", "fault_fixed", WITHHELD})
 PORT_WITHHELD = "port_withheld"  # the check that let a node return, tainted, while one InfiniBand port waits
 # What a port waiting for its repair explains: the fault's own fix (a new cable, transceiver or HCA) is not done.
 PORT_EXCUSES = frozenset({"fault_fixed", PORT_WITHHELD})
-PORT_TAINT = "gpuops.io/fabric-degraded"  # NoSchedule, valued with the HCA: work that stays inside the node only
 
 
 def withholds_gpu(checks: list[dict[str, Any]] | None) -> bool:

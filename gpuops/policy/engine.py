@@ -135,10 +135,11 @@ JOB_RESTARTS = frozenset({"restart_pod"})
 # Runbooks that fence a GPU off (the driver's drain state), which `fence_gpus: false` forbids. The probation asks
 # for `fence_gpu` only where fences are on; `isolate_gpu` is the agent's, so policy holds the line here.
 FENCING = frozenset({"fence_gpu", "isolate_gpu"})
-# Node actions that take nothing from a node: returning it to service, asking for its repair, fencing off a GPU
-# nothing runs on, on a node gpuops already holds out (so it can return with its other GPUs). The cool-down
-# spaces disruptions, so a node just returned (after its probation or its repair) can be acted on at once.
-NOT_DISRUPTING = frozenset({"uncordon_node", "untaint_node", "open_hardware_ticket", "fence_gpu"})
+# Node actions that take nothing from a node: returning it to service, asking for its repair, keeping work across
+# nodes off a port that waits for it, fencing off a GPU nothing runs on, on a node gpuops already holds out (so it
+# can return with its other GPUs). The cool-down spaces disruptions, so a node just returned (after its probation
+# or its repair) can be acted on at once.
+NOT_DISRUPTING = frozenset({"uncordon_node", "untaint_node", "open_hardware_ticket", "fence_gpu", "taint_port"})
 
 
 def _restarted_again(session: Session, incident: Incident, spec: ActionSpec, config: PolicyConfig,

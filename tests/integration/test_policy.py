@@ -24,6 +24,7 @@ from gpuops.policy import (
 from gpuops.store import migrate
 from gpuops.store.models import Action, FindingRecord, HardwareTicket, Incident, NodeLease
 from gpuops.wiring import Container, bootstrap
+from runbooks import default_catalogue
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 FACTS = FleetFacts(nodes=20, gpus=160, healthy_gpus=160, gpus_per_node=8)
@@ -178,6 +179,20 @@ def test_a_node_out_and_waiting_for_repair_has_no_cool_down(container: Container
     # the same node back in service (uncordoned) with the ticket still open cools down as any other
     assert_decided(decide(container, node, drain(node), config, now=later + timedelta(minutes=5)),
                    Gate.DENIED, "cool-down: gpu-node-006 had action")
+
+
+def test_a_ports_taint_takes_nothing_so_it_starts_no_cool_down(container: Container) -> None:
+    """The taint that keeps new work across nodes off a port waiting for repair stops nothing on the node: a
+    remediation of another fault there right after it is not held back, as it is after a cordon."""
+    config = PolicyConfig(max_nodes_out=20, max_nodes_out_fraction=1.0, node_cooldown_s=3600, repeat_limit=5)
+    catalogue = default_catalogue()
+    for runbook, node, gate in (("taint_port", "gpu-node-007", Gate.TWO_APPROVERS),
+                                ("cordon_node", "gpu-node-008", Gate.DENIED)):
+        spec = ActionSpec(runbook=runbook, risk="low", disruptive=catalogue.get(runbook).disruptive,
+                          auto_approvable=True, target_keys=(f"node/{node}",), target_nodes=(node,))
+        assert decide(container, node, spec, config).allowed
+        verdict = decide(container, node, drain(node), config, now=NOW + timedelta(minutes=5))
+        assert verdict.gate == gate, (runbook, verdict.reasons)
 
 
 def test_fleet_rate_limit(container: Container) -> None:

@@ -20,7 +20,9 @@ from gpuops.store.models import Action, AuditEvent, HardwareTicket, NodeProbatio
 from tests.agent.helpers import open_incident
 from tests.integration.test_return_to_service import (
     NODE,
+    OTHER,
     POLICY,
+    PORT_TAINT,
     PROBATION_S,
     World,
     _incident,
@@ -122,22 +124,30 @@ def test_the_tickets_commands_list_and_mark_repaired_for_an_approver_only(world:
     assert "tickets.repaired_refused" in kinds and "probation.repaired" in kinds
 
 
-def test_a_ticket_opened_while_its_node_served_on_is_closed_by_the_repair(world: World) -> None:
-    """Symbol errors on a port no job crosses: the plan opens the port's ticket and moves nothing, so the node
-    serves on. When the humans replace the cable they close that ticket the same way, and a fresh probation
-    watches the node for new errors; it stays in service throughout. (A node with no ticket at all still has
-    nothing to repair.)"""
+def test_a_port_ticketed_while_its_node_served_on_is_repaired_and_its_taint_lifted(world: World) -> None:
+    """Symbol errors on a port no job crosses: the plan opens the port's ticket and puts the port's taint on the
+    node, which serves on (no cordon, no drain: it takes work that stays inside it, so the taint needs no room in
+    the nodes-out budget, spent here on a human's maintenance). When the humans replace the
+    cable they close that ticket the same way as any other, a fresh probation watches the node, and once its
+    checks pass the taint is lifted. (A node with no ticket at all still has nothing to repair.)"""
     del world.cluster.pods[("train", "llm-3-6")]  # GPUs 6 and 7 of the node hold nothing: no traffic on mlx5_7
+    world.cluster.cordon(OTHER, reason="a human's maintenance")  # the one node the budget lets out is out
     incident_id = open_incident(world.pipeline.container, "fabric", node=NODE, gpu=None,
                                 evidence={"condition": "symbol_errors", "device": "mlx5_7", "port": 1, "hca": 7})
     world.settle(incident_id)
-    with world.pipeline.container.uow() as uow:
-        runs = [(a.runbook, a.status) for a in uow.session.scalars(
-            select(Action).where(Action.incident_id == incident_id).order_by(Action.id))]
-    assert runs == [("open_hardware_ticket", "succeeded")]
+
+    def runs() -> list[tuple[str, str]]:
+        with world.pipeline.container.uow() as uow:
+            return [(a.runbook, a.status) for a in uow.session.scalars(
+                select(Action).where(Action.incident_id == incident_id).order_by(Action.id))]
+
+    assert runs() == [("open_hardware_ticket", "succeeded"), ("taint_port", "succeeded")]
+    node = world.cluster.nodes[NODE]
+    assert [(t.key, t.value, t.effect) for t in node.taints] == [(PORT_TAINT, "mlx5_7", "NoSchedule")]
+    assert not node.unschedulable and _leases(world, NODE) == []  # nothing out: no budget held
     (ticket,) = _read(world, HardwareTicket, HardwareTicket.hostname == NODE)
     assert ticket.status == "open" and _read(world, NodeProbation, NodeProbation.hostname == NODE) == []
-    assert not world.cluster.nodes[NODE].unschedulable and _incident(world, incident_id).status == "resolved"
+    assert _incident(world, incident_id).status == "resolved"
 
     probation = _repair(world, note="cable swapped")
     assert probation.incident_id == incident_id and probation.status == "probation"
@@ -146,9 +156,10 @@ def test_a_ticket_opened_while_its_node_served_on_is_closed_by_the_repair(world:
     world.examined(PROBATION_S + 60)
     assert world.sweep() == [probation.id]
     (done,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
-    assert done.status == "returned" and "already schedulable" in done.reason, done.reason
-    assert all(c["ok"] for c in done.checks), done.checks
-    assert not world.cluster.nodes[NODE].unschedulable and _incident(world, incident_id).status == "resolved"
+    assert done.status == "returned" and all(c["ok"] for c in done.checks), done.checks
+    assert runs()[-1] == ("untaint_node", "succeeded")
+    assert world.cluster.nodes[NODE].taints == () and not world.cluster.nodes[NODE].unschedulable
+    assert _incident(world, incident_id).status == "resolved"
     with world.pipeline.container.uow() as uow, pytest.raises(NotKeptOut, match="no open hardware ticket"):
         mark_repaired(uow.session, node=NODE, by="tech", note="", config=POLICY,
                       now=datetime.fromtimestamp(world.cluster.now, tz=UTC))

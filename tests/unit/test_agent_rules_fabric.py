@@ -37,7 +37,7 @@ def test_fabric_incidents(condition: str, fault: str, runbooks: list[str], tmp_p
 
 @pytest.mark.parametrize(("condition", "runbooks"), [
     ("link_degraded", ["cordon_node", "open_hardware_ticket"]),
-    ("symbol_errors", ["open_hardware_ticket"]),
+    ("symbol_errors", ["open_hardware_ticket", "taint_port"]),
 ])
 def test_a_slow_links_job_with_no_room_elsewhere_stays_at_its_pace(condition: str, runbooks: list[str],
                                                                    tmp_path: Path) -> None:
@@ -123,7 +123,29 @@ def test_a_slow_link_moves_a_job_across_nodes_and_leaves_replicas_serving(tmp_pa
     runbooks, why = _plan_on("job", "link_degraded", tmp_path / "job")
     assert runbooks == ["open_hardware_ticket", "reschedule_pods"] and "stays" not in why
     runbooks, _ = _plan_on("replica", "symbol_errors", tmp_path / "symbols")
-    assert runbooks == ["open_hardware_ticket"]
+    assert runbooks == ["open_hardware_ticket", "taint_port"]
+
+
+def test_a_port_with_symbol_errors_its_job_does_not_cross_keeps_new_work_across_nodes_off(tmp_path: Path) -> None:
+    """Symbol errors on a port nothing crosses (an idle GPU, or replicas serving on the node): the ticket, then the
+    port's taint, so that a multi-node job does not land on the port before its repair; nothing moves."""
+    from dataclasses import replace
+
+    from agent.rules import RulesPlanner
+
+    for setup in ("idle", "replica"):
+        runbooks, why = _plan_on(setup, "symbol_errors", tmp_path / setup)
+        assert runbooks == ["open_hardware_ticket", "taint_port"], why
+    incident = snapshot("fabric", gpu=None, evidence={**FABRIC, "condition": "symbol_errors"})
+    _, _, request = plan_for(incident, tmp_path / "params")
+    result = RulesPlanner().plan(replace(request, blockers=lambda action: ["no room elsewhere"]))
+    (taint,) = [a for a in result.actions if a.runbook == "taint_port"]
+    assert taint.params["hca"] == "mlx5_3" and taint.targets == (f"node/{NODE}",) and request.check(taint) == []
+    # a finding that names no HCA cannot say which port: the ticket alone, no taint on a guess
+    bare = snapshot("fabric", gpu=None, evidence={"condition": "symbol_errors"})
+    _, _, request = plan_for(bare, tmp_path / "bare")
+    result = RulesPlanner().plan(replace(request, blockers=lambda action: ["no room elsewhere"]))
+    assert result.ok and [a.runbook for a in result.actions] == ["open_hardware_ticket"], result.notes
 
 
 @pytest.mark.parametrize("condition", ["link_down", "link_flap", "hca_lost"])

@@ -44,6 +44,7 @@ REQUIRED = {
     "scale_deployment",
     "taint_node",
     "untaint_node",
+    "taint_port",
     "open_hardware_ticket",
     "notify_only",
 }
