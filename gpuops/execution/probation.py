@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from domain import Target, TargetKind
+from domain import ActionStatus, Target, TargetKind
 from gpuops.incidents.lifecycle import add_timeline
 from gpuops.policy import PolicyConfig
 from gpuops.store.audit import append_event
@@ -151,10 +151,16 @@ def record_ticket(session: Session, *, action: Action, result_data: dict[str, An
 class HeldBack(NamedTuple):
     """What a node returned to service without while its RMA requests are open, each part with the probation
     that left it behind: GPUs the device plugin withholds (or gpuops fenced off), and InfiniBand ports (HCA names)
-    under `PORT_TAINT`."""
+    under `PORT_TAINT`; and the ports its node served on without from the start, under the taint their incident's
+    plan put on (`taint_port`), each with that incident's id."""
 
     gpus: dict[int, NodeProbation]
     ports: dict[str, NodeProbation]
+    tainted: dict[str, int]
+
+    def port_incidents(self) -> dict[str, int]:
+        """Every port the node serves without while its ticket is open, with the incident it belongs to."""
+        return {**self.tainted, **{port: p.incident_id for port, p in self.ports.items()}}
 
 
 def held_back(session: Session, node: str) -> HeldBack:
@@ -162,9 +168,16 @@ def held_back(session: Session, node: str) -> HeldBack:
     when the node has no open ticket."""
     tickets = list(session.scalars(select(HardwareTicket).where(
         HardwareTicket.hostname == node, HardwareTicket.status == "open")))
-    held = HeldBack({}, {})
+    held = HeldBack({}, {}, {})
     if not tickets:
         return held
+    for incident_id in sorted({t.incident_id for t in tickets if t.incident_id is not None}):
+        incident = session.get(Incident, incident_id)
+        port = incident_port(incident) if incident is not None else None
+        if port is not None and session.scalar(select(Action.id).where(
+                Action.incident_id == incident_id, Action.runbook == "taint_port",
+                Action.status == ActionStatus.SUCCEEDED).limit(1)) is not None:
+            held.tainted[port] = incident_id
     for p in session.scalars(select(NodeProbation).where(
             NodeProbation.hostname == node, NodeProbation.status == RETURNED).order_by(NodeProbation.id)):
         if p.gpu is not None and withholds_gpu(p.checks) and any(

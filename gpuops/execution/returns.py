@@ -206,7 +206,7 @@ def new_errors(session: Session, p: NodeProbation, held: store.HeldBack | None =
     skip = set(held.gpus) - {p.gpu}
     # Ports on a ticket (the node serving under a taint), and the probation's own: a cable, a transceiver or an
     # HCA goes on failing until it is replaced, which the probation knows already.
-    ports = set(held.ports) | {_port_of(session, p)} - {None}
+    ports = set(held.port_incidents()) | {_port_of(session, p)} - {None}
     findings = [f for f in session.scalars(select(FindingRecord).where(
         FindingRecord.hostname == p.hostname, FindingRecord.ts > p.started_at,
         FindingRecord.kind.in_(HARDWARE_KINDS), FindingRecord.severity != "info")
@@ -508,8 +508,8 @@ def _return(uow: UnitOfWork, p: NodeProbation, deps: ExecutionDeps) -> Probation
     minutes = _minutes(p, now)
     node = deps.cluster.get_node(p.hostname)
     port = _port_of(session, p) if store.withholds_port(p.checks) else None
-    lift = any(t.key == store.PORT_TAINT for t in node.taints) and port is None and not store.degraded_ports(
-        session, p.hostname)  # gpuops' taint for a port no ticket waits on any more: the port was repaired
+    lift = any(t.key == store.PORT_TAINT for t in node.taints) and port is None and not store.held_back(
+        session, p.hostname).port_incidents()  # gpuops' taint for a port no ticket waits on any more: repaired
     if node.unschedulable and node.cordoned_by_gpuops:
         params: dict[str, Any] = {"reason": f"gpuops probation {p.id}: healthy for {minutes} min after the "
                                             f"remediation{_without(p)}"}

@@ -332,15 +332,17 @@ def _held_out(session: Session, hostname: str | None) -> bool:
 def _withheld_by(session: Session, f: Finding, known: dict[str, HeldBack]) -> Incident | None:
     """The incident whose node returned to service without the finding's GPU (withheld by the device plugin, on
     an open hardware ticket, for however long the repair takes), if it is such a GPU and no pod holds it now; or
-    without the finding's InfiniBand port (the node serving under a taint only work that never crosses it).
+    without the finding's InfiniBand port (the node serving under a taint only work that never crosses it, since
+    its probation or from the start).
     `known` keeps each node's withheld GPUs and ports once read."""
     if f.hostname is None:
         return None
     if f.hostname not in known:
         known[f.hostname] = held_back(session, f.hostname)
     if f.gpu is None:
-        port = known[f.hostname].ports.get(str(f.evidence.get("device"))) if f.kind == "fabric" else None
-        return session.get(Incident, port.incident_id) if port is not None else None
+        ports = known[f.hostname].port_incidents() if f.kind == "fabric" else {}
+        incident_id = ports.get(str(f.evidence.get("device")))
+        return session.get(Incident, incident_id) if incident_id is not None else None
     returned = known[f.hostname].gpus.get(f.gpu)
     if returned is None:
         return None

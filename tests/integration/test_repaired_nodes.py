@@ -16,7 +16,7 @@ from sqlalchemy import select
 from entrypoints.cli import cli
 from gpuops.config import Settings
 from gpuops.execution.probation import NotKeptOut, mark_repaired
-from gpuops.store.models import Action, AuditEvent, HardwareTicket, NodeProbation
+from gpuops.store.models import Action, AuditEvent, HardwareTicket, Incident, NodeProbation
 from tests.agent.helpers import open_incident
 from tests.integration.test_return_to_service import (
     NODE,
@@ -27,6 +27,7 @@ from tests.integration.test_return_to_service import (
     World,
     _incident,
     _leases,
+    _port_finding,
     _read,
     _world,
 )
@@ -163,3 +164,30 @@ def test_a_port_ticketed_while_its_node_served_on_is_repaired_and_its_taint_lift
     with world.pipeline.container.uow() as uow, pytest.raises(NotKeptOut, match="no open hardware ticket"):
         mark_repaired(uow.session, node=NODE, by="tech", note="", config=POLICY,
                       now=datetime.fromtimestamp(world.cluster.now, tz=UTC))
+
+
+def test_a_tainted_ports_later_reports_and_another_faults_return_leave_its_taint_alone(world: World) -> None:
+    """While the port's ticket is open, what the port goes on reporting is filed with its incident (no new incident,
+    no new plan), and another fault's remediation on the same node returns the node without lifting the port's
+    taint: only the port's repair lifts it."""
+    del world.cluster.pods[("train", "llm-3-6")]
+    port = open_incident(world.pipeline.container, "fabric", node=NODE, gpu=None,
+                         evidence={"condition": "symbol_errors", "device": "mlx5_7", "port": 1, "hca": 7})
+    world.settle(port)
+    world.cluster.now += 600
+    _port_finding(world, "mlx5_7", world.cluster.now, "symbol_errors")
+    assert [i.id for i in _read(world, Incident)] == [port] and _incident(world, port).status == "resolved"
+
+    xid = open_incident(world.pipeline.container, "xid", node=NODE, gpu=2, evidence={"xid": 48})
+    world.settle(xid)  # cordon, drain, reset: the node goes on probation
+    (probation,) = _read(world, NodeProbation, NodeProbation.incident_id == xid)
+    world.cluster.now += 60
+    _port_finding(world, "mlx5_7", world.cluster.now, "symbol_errors")  # its own failing, not the node's
+    world.examined(PROBATION_S + 120)
+    assert world.sweep() == [probation.id]
+    (back,) = _read(world, NodeProbation, NodeProbation.id == probation.id)
+    assert back.status == "returned", back.checks
+    node = world.cluster.nodes[NODE]
+    assert not node.unschedulable
+    assert [(t.key, t.value) for t in node.taints] == [(PORT_TAINT, "mlx5_7")]  # still waits for its cable
+    assert [t.status for t in _read(world, HardwareTicket, HardwareTicket.incident_id == port)] == ["open"]
