@@ -81,7 +81,7 @@ def repaired_command(ctx: click.Context, /, node: str, note: str, as_json: bool,
         echo_json(result)
     else:
         click.echo(f"{node} marked repaired by {person.name}: on probation until {result['due_at']}; gpuops returns "
-                   "it to service if its GPUs stay healthy")
+                   "it to service, or gives back what it kept off it, if its GPUs stay healthy")
 
 
 def register(group: click.Group) -> None:
