@@ -84,25 +84,38 @@ def _dry(plan: Plan, params: TaintParams, ctx: RunbookContext) -> Diff:
     )
 
 
+def put_on(plan: Plan, taint: Taint, ctx: RunbookContext) -> StepResult:
+    """Add `taint` to the plan's node (the step of both taint runbooks)."""
+    node = ctx.cluster.add_taint(str(plan.target.node), taint)
+    return StepResult(taint in node.taints, f"tainted {node.name} {taint.key}={taint.value}:{taint.effect}")
+
+
+def carries(plan: Plan, taint: Taint, ctx: RunbookContext) -> StepResult:
+    """Whether the plan's node carries `taint` (their verification)."""
+    node = ctx.cluster.get_node(str(plan.target.node))
+    ok = taint in node.taints
+    return StepResult(ok, f"{node.name} {'has' if ok else 'lacks'} taint {taint.key}={taint.value}:{taint.effect}")
+
+
+def take_off(plan: Plan, taint: Taint, ctx: RunbookContext) -> StepResult:
+    """Remove `taint`'s key and effect from the plan's node (their rollback)."""
+    node = ctx.cluster.remove_taint(str(plan.target.node), taint.key, taint.effect)
+    return StepResult(taint not in node.taints, f"removed taint {taint.key}:{taint.effect} from {node.name}")
+
+
 @TAINT.step
 def add_taint(plan: Plan, params: TaintParams, ctx: RunbookContext) -> StepResult:
-    node = ctx.cluster.add_taint(str(plan.target.node), params.taint())
-    ok = params.taint() in node.taints
-    return StepResult(ok, f"tainted {node.name} {params.key}={params.value}:{params.effect}")
+    return put_on(plan, params.taint(), ctx)
 
 
 @TAINT.verify
 def _verify(plan: Plan, params: TaintParams, ctx: RunbookContext) -> StepResult:
-    node = ctx.cluster.get_node(str(plan.target.node))
-    ok = params.taint() in node.taints
-    return StepResult(ok, f"{node.name} {'has' if ok else 'lacks'} taint {params.key}:{params.effect}")
+    return carries(plan, params.taint(), ctx)
 
 
 @TAINT.rollback
 def _rollback(plan: Plan, params: TaintParams, ctx: RunbookContext) -> StepResult:
-    node = ctx.cluster.remove_taint(str(plan.target.node), params.key, params.effect)
-    ok = params.taint() not in node.taints
-    return StepResult(ok, f"removed taint {params.key}:{params.effect} from {node.name}")
+    return take_off(plan, params.taint(), ctx)
 
 
 class UntaintParams(BaseModel):
@@ -210,20 +223,14 @@ def _port_dry(plan: Plan, params: PortTaintParams, ctx: RunbookContext) -> Diff:
 
 @TAINT_PORT.step
 def _add_port_taint(plan: Plan, params: PortTaintParams, ctx: RunbookContext) -> StepResult:
-    node = ctx.cluster.add_taint(str(plan.target.node), params.taint())
-    ok = params.taint() in node.taints
-    return StepResult(ok, f"tainted {node.name} {PORT_TAINT}={params.hca}:NoSchedule")
+    return put_on(plan, params.taint(), ctx)
 
 
 @TAINT_PORT.verify
 def _port_verify(plan: Plan, params: PortTaintParams, ctx: RunbookContext) -> StepResult:
-    node = ctx.cluster.get_node(str(plan.target.node))
-    ok = params.taint() in node.taints
-    return StepResult(ok, f"{node.name} {'has' if ok else 'lacks'} taint {PORT_TAINT}={params.hca}:NoSchedule")
+    return carries(plan, params.taint(), ctx)
 
 
 @TAINT_PORT.rollback
 def _port_rollback(plan: Plan, params: PortTaintParams, ctx: RunbookContext) -> StepResult:
-    node = ctx.cluster.remove_taint(str(plan.target.node), PORT_TAINT, "NoSchedule")
-    ok = params.taint() not in node.taints
-    return StepResult(ok, f"removed taint {PORT_TAINT}:NoSchedule from {node.name}")
+    return take_off(plan, params.taint(), ctx)
