@@ -23,7 +23,6 @@ from connectors.kubernetes.models import (
 T = TypeVar("T")
 
 
-
 def request_suffix() -> str:
     """A node request name's random part (the request methods take a `uuid` argument, the GPU's, which hides the
     module there)."""

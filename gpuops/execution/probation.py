@@ -171,23 +171,21 @@ def held_back(session: Session, node: str) -> HeldBack:
     held = HeldBack({}, {}, {})
     if not tickets:
         return held
-    for incident_id in sorted({t.incident_id for t in tickets if t.incident_id is not None}):
-        incident = session.get(Incident, incident_id)
-        port = incident_port(incident) if incident is not None else None
-        if port is not None and session.scalar(select(Action.id).where(
-                Action.incident_id == incident_id, Action.runbook == "taint_port",
-                Action.status == ActionStatus.SUCCEEDED).limit(1)) is not None:
-            held.tainted[port] = incident_id
+    # the port each ticket's incident is about, where it is one port's (read once for both kinds below)
+    ports = {i: port for i in {t.incident_id for t in tickets if t.incident_id is not None}
+             if (incident := session.get(Incident, i)) is not None and (port := incident_port(incident)) is not None}
+    if ports:
+        for incident_id in session.scalars(select(Action.incident_id).where(
+                Action.incident_id.in_(ports), Action.runbook == "taint_port",
+                Action.status == ActionStatus.SUCCEEDED).distinct().order_by(Action.incident_id)):
+            held.tainted[ports[incident_id]] = incident_id
     for p in session.scalars(select(NodeProbation).where(
             NodeProbation.hostname == node, NodeProbation.status == RETURNED).order_by(NodeProbation.id)):
         if p.gpu is not None and withholds_gpu(p.checks) and any(
                 t.gpu == p.gpu or t.incident_id == p.incident_id for t in tickets):
             held.gpus[p.gpu] = p
-        elif withholds_port(p.checks) and any(t.incident_id == p.incident_id for t in tickets):
-            incident = session.get(Incident, p.incident_id)
-            port = incident_port(incident) if incident is not None else None
-            if port is not None:
-                held.ports[port] = p
+        elif withholds_port(p.checks) and p.incident_id in ports:
+            held.ports[ports[p.incident_id]] = p
     return held
 
 
